@@ -1,0 +1,16 @@
+//! rafka-core: the vocabulary every other Rafka crate shares.
+//!
+//! Offsets, partitions, topic names, the magic-2 [`RecordBatch`] view, the
+//! [`StorageEngine`] / [`PartitionLog`] contracts and the hard [`limits`].
+//! No tokio, no sockets, no file I/O.
+
+pub mod batch;
+pub mod limits;
+pub mod storage;
+pub mod types;
+
+pub use batch::{BatchError, CompressionType, RecordBatch, TimestampType};
+pub use storage::{
+    AppendInfo, LogConfig, PartitionLog, ReadResult, StorageEngine, StorageError, StorageResult,
+};
+pub use types::{Offset, Partition, Timestamp, TopicName, TopicNameError, TopicPartition};

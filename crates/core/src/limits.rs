@@ -1,0 +1,35 @@
+//! Every hard bound in Rafka, with why it exists and what happens at the edge.
+//! Configuration may lower these, never raise them.
+
+/// Largest request frame we buffer; checked against the size prefix before allocating.
+/// Same default as Kafka's `socket.request.max.bytes`. A larger prefix closes the connection.
+pub const REQUEST_BYTES_MAX: usize = 100 * 1024 * 1024;
+const _: () = assert!(REQUEST_BYTES_MAX <= i32::MAX as usize);
+
+/// Kafka's limit on topic-name length (249, so `<topic>-<partition>` fits a 255-byte file name).
+pub const TOPIC_NAME_LEN_MAX: usize = 249;
+
+/// Most partitions one topic may have; CreateTopics / CreatePartitions above it get
+/// INVALID_PARTITIONS.
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+
+/// Largest record batch any engine accepts, whatever `max.message.bytes` says.
+/// A segment file position is a u32, so a batch must fit far below 4 GiB.
+pub const BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Connections served at once; further accepts wait for a slot.
+pub const CONNECTIONS_MAX: usize = 4096;
+
+/// Requests decoded ahead of their responses on one connection (pipelining depth).
+/// When reached, the connection stops reading until a response has been written.
+pub const IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 64;
+
+/// Bytes one fetch response may carry, whatever the client asks for.
+pub const FETCH_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Longest a fetch may wait for data (`max_wait_ms` is clamped to this).
+pub const FETCH_MAX_WAIT_MS_MAX: u64 = 30_000;
+
+/// Producer batches remembered per (producer id, partition) for duplicate detection,
+/// as in Kafka (the idempotent producer keeps at most 5 in flight).
+pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;

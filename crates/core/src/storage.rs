@@ -1,0 +1,177 @@
+//! The storage contract every engine implements: [`StorageEngine`] opens and lists
+//! partitions, [`PartitionLog`] is one partition's append-only log.
+//!
+//! The contract is synchronous. The broker calls it from blocking-friendly contexts
+//! (`spawn_blocking` for fsync), so a slow disk never stalls the async reactor.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::batch::{BatchError, RecordBatch};
+use crate::types::{Offset, Timestamp, TopicPartition};
+
+/// Errors from a storage engine. Typed here; the broker maps them to Kafka error codes.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The batch failed validation (CRC, magic, length, count).
+    #[error("corrupt batch: {0}")]
+    Corrupt(#[from] BatchError),
+    /// The batch is bigger than the partition's `max.message.bytes`.
+    #[error("batch of {size} bytes exceeds the limit of {max} bytes")]
+    BatchTooLarge {
+        /// Size of the batch.
+        size: usize,
+        /// The limit in force.
+        max: usize,
+    },
+    /// The offset is outside [log start offset, log end offset].
+    #[error("offset {offset} out of range [{log_start}, {log_end}]")]
+    OffsetOutOfRange {
+        /// The offset asked for.
+        offset: Offset,
+        /// Log start offset.
+        log_start: Offset,
+        /// Log end offset.
+        log_end: Offset,
+    },
+    /// The engine refuses more data (for example a memory limit).
+    #[error("storage full: {0}")]
+    Full(String),
+    /// The partition was removed or the engine closed.
+    #[error("partition {0} is closed")]
+    Closed(String),
+    /// An I/O error from the file system.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Result alias for storage operations.
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// Per-partition settings, named after Kafka's topic configs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll the active segment when it would grow past this.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll the active segment when its first batch is older than this.
+    pub segment_ms: i64,
+    /// `index.interval.bytes`: bytes between sparse index entries.
+    pub index_interval_bytes: u32,
+    /// `retention.ms`: delete segments whose newest record is older than this (-1: never).
+    pub retention_ms: i64,
+    /// `retention.bytes`: delete oldest segments while the log is larger than this (-1: never).
+    pub retention_bytes: i64,
+    /// `max.message.bytes`: largest batch accepted.
+    pub max_message_bytes: usize,
+    /// `message.timestamp.type` is LogAppendTime.
+    pub log_append_time: bool,
+}
+
+impl Default for LogConfig {
+    /// Kafka's defaults.
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1024 * 1024 * 1024,
+            segment_ms: 7 * 24 * 60 * 60 * 1000,
+            index_interval_bytes: 4096,
+            retention_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_bytes: -1,
+            max_message_bytes: 1024 * 1024 + 12,
+            log_append_time: false,
+        }
+    }
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset assigned to the first record.
+    pub base_offset: Offset,
+    /// Offset of the last record.
+    pub last_offset: Offset,
+    /// The broker time of the append (Kafka's log append time).
+    pub log_append_time: Timestamp,
+    /// Log start offset after the append.
+    pub log_start_offset: Offset,
+}
+
+/// Whole batches read from a log.
+#[derive(Debug, Clone, Default)]
+pub struct ReadResult {
+    /// Batches back to back, exactly as stored. The first contains the requested offset.
+    pub records: Bytes,
+    /// Log start offset at the time of the read.
+    pub log_start_offset: Offset,
+    /// Log end offset at the time of the read.
+    pub log_end_offset: Offset,
+}
+
+/// One partition's log. Implementations are thread-safe: appends are serialised inside,
+/// reads may run concurrently with appends and see a prefix of them.
+pub trait PartitionLog: Send + Sync {
+    /// Validates `batch`, assigns it the next offsets (rewriting its base offset) and
+    /// appends it. Nothing of a refused batch is stored. Not durable until [`flush`].
+    ///
+    /// [`flush`]: PartitionLog::flush
+    fn append(&self, batch: RecordBatch) -> StorageResult<AppendInfo>;
+
+    /// Reads whole batches starting with the one that contains `from`, up to `max_bytes`,
+    /// but always at least one whole batch if any exists at `from`. `from` equal to the log
+    /// end offset gives empty records; outside [log start, log end] is `OffsetOutOfRange`.
+    fn read(&self, from: Offset, max_bytes: usize) -> StorageResult<ReadResult>;
+
+    /// First offset still stored (or that will be stored, for an empty log).
+    fn log_start_offset(&self) -> Offset;
+
+    /// Offset the next appended record will get.
+    fn log_end_offset(&self) -> Offset;
+
+    /// Offset of the first batch whose max timestamp is at least `ts`, with that
+    /// timestamp; `None` if no such batch.
+    fn offset_for_timestamp(&self, ts: Timestamp) -> StorageResult<Option<(Offset, Timestamp)>>;
+
+    /// The batch with the largest max timestamp: (its last offset, the timestamp), or `None`
+    /// for an empty log. Used by ListOffsets MAX_TIMESTAMP.
+    fn max_timestamp(&self) -> StorageResult<Option<(Offset, Timestamp)>>;
+
+    /// Moves the log start offset to `offset` (never backwards, never past the log end),
+    /// persists it, and drops storage wholly below it.
+    fn delete_before(&self, offset: Offset) -> StorageResult<()>;
+
+    /// Removes every batch whose base offset is `>= offset`, or that contains it; the log end
+    /// offset becomes the base offset of the first removed batch (or stays if none).
+    fn truncate_after(&self, offset: Offset) -> StorageResult<()>;
+
+    /// Makes every append that returned before this call durable. Concurrent callers share
+    /// one sync (group commit): a call returns as soon as a sync covering it has finished.
+    fn flush(&self) -> StorageResult<()>;
+
+    /// Applies `retention.ms` / `retention.bytes` at time `now`; returns records removed.
+    fn apply_retention(&self, now: Timestamp) -> StorageResult<u64>;
+
+    /// Bytes the log occupies.
+    fn size_bytes(&self) -> u64;
+
+    /// Replaces the partition's configuration (AlterConfigs).
+    fn set_config(&self, cfg: LogConfig);
+}
+
+/// A storage engine: creates, lists and removes partition logs.
+pub trait StorageEngine: Send + Sync {
+    /// The engine's name as configured (`log`, `memory`, `rocksdb`).
+    fn name(&self) -> &'static str;
+
+    /// Opens (creating if needed) the log of `tp`. Opening an open partition returns the
+    /// same log.
+    fn open(&self, tp: &TopicPartition, cfg: &LogConfig) -> StorageResult<Arc<dyn PartitionLog>>;
+
+    /// Deletes the partition and all its data.
+    fn remove(&self, tp: &TopicPartition) -> StorageResult<()>;
+
+    /// Partitions that exist, including after a restart.
+    fn partitions(&self) -> StorageResult<Vec<TopicPartition>>;
+
+    /// Flushes everything and records a clean shutdown.
+    fn close(&self) -> StorageResult<()>;
+}
