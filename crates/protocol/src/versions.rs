@@ -1,0 +1,111 @@
+//! What Rafka serves, API by API, and the ApiVersions advertisement built from it.
+//!
+//! Advertise exactly what is served, with one deliberate exception from DESIGN.md:
+//! Produce is advertised from version 0, because librdkafka before 2.11.1 silently turns
+//! compression off when Produce v2 is missing from the range. Versions 0–2 are refused
+//! when actually sent (no client newer than 2017 sends them).
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+use kafka_protocol::ResponseError;
+
+/// One served API: the versions advertised and the versions actually decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServedApi {
+    /// The API.
+    pub key: ApiKey,
+    /// Lowest version advertised.
+    pub advertised_min: i16,
+    /// Lowest version decoded; requests below it close the connection.
+    pub served_min: i16,
+    /// Highest version advertised and decoded.
+    pub max: i16,
+}
+
+const fn api(key: ApiKey, min: i16, max: i16) -> ServedApi {
+    ServedApi {
+        key,
+        advertised_min: min,
+        served_min: min,
+        max,
+    }
+}
+
+/// Every API Rafka serves. Ranges start at Kafka 4.x's minimums (KIP-896).
+pub const SERVED: &[ServedApi] = &[
+    ServedApi {
+        key: ApiKey::Produce,
+        advertised_min: 0,
+        served_min: 3,
+        max: 11,
+    },
+    api(ApiKey::Fetch, 4, 16),
+    api(ApiKey::ListOffsets, 1, 8),
+    api(ApiKey::Metadata, 0, 12),
+    api(ApiKey::ApiVersions, 0, 4),
+    api(ApiKey::CreateTopics, 2, 7),
+    api(ApiKey::DeleteTopics, 1, 6),
+    api(ApiKey::DeleteRecords, 0, 2),
+    api(ApiKey::InitProducerId, 0, 5),
+    api(ApiKey::OffsetForLeaderEpoch, 2, 4),
+    api(ApiKey::DescribeConfigs, 1, 4),
+    api(ApiKey::AlterConfigs, 0, 2),
+    api(ApiKey::DescribeLogDirs, 1, 4),
+    api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::IncrementalAlterConfigs, 0, 1),
+    api(ApiKey::DescribeCluster, 0, 1),
+    api(ApiKey::DescribeTopicPartitions, 0, 0),
+];
+
+/// The served entry for an API key, if Rafka serves it.
+pub fn served(key: i16) -> Option<&'static ServedApi> {
+    SERVED.iter().find(|a| a.key as i16 == key)
+}
+
+/// Whether `version` of `key` is decoded by this broker.
+pub fn is_served(key: i16, version: i16) -> bool {
+    served(key).is_some_and(|a| version >= a.served_min && version <= a.max)
+}
+
+/// The ApiVersions advertisement, with `error` (none, or UNSUPPORTED_VERSION when the
+/// client asked for an ApiVersions version we do not know).
+pub fn api_versions_response(error: Option<ResponseError>) -> ApiVersionsResponse {
+    let keys = SERVED
+        .iter()
+        .map(|a| {
+            ApiVersion::default()
+                .with_api_key(a.key as i16)
+                .with_min_version(a.advertised_min)
+                .with_max_version(a.max)
+        })
+        .collect();
+    ApiVersionsResponse::default()
+        .with_error_code(error.map_or(0, |e| e.code()))
+        .with_api_keys(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::protocol::Message;
+
+    #[test]
+    fn served_ranges_are_decodable_by_the_codec() {
+        for a in SERVED {
+            let codec = a.key.valid_versions();
+            assert!(a.served_min >= codec.min, "{:?} below codec range", a.key);
+            assert!(a.max <= codec.max, "{:?} above codec range", a.key);
+            assert!(a.advertised_min <= a.served_min);
+        }
+        assert_eq!(kafka_protocol::messages::ProduceRequest::VERSIONS.min, 3);
+    }
+
+    #[test]
+    fn produce_is_advertised_from_zero() {
+        let p = served(0).unwrap();
+        assert_eq!((p.advertised_min, p.served_min, p.max), (0, 3, 11));
+        assert!(!is_served(0, 2));
+        assert!(is_served(0, 3));
+        assert!(!is_served(1000, 0));
+    }
+}
