@@ -1,1 +1,19 @@
-//! placeholder
+//! rafka-storage: Rafka's storage engines behind the [`StorageEngine`] contract of
+//! rafka-core.
+//!
+//! - [`log`]: the default engine, Kafka's segmented log on local disk ([`LogEngine`]).
+//! - [`conformance`] (feature `conformance`): the suite every engine must pass.
+//! - [`StorageConfig`] / [`open_engine`]: the `storage:` config section and the engine it names.
+//!
+//! This crate does file I/O only: no networking, no Kafka API keys.
+//!
+//! [`StorageEngine`]: rafka_core::StorageEngine
+
+mod config;
+pub mod log;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+pub use config::{open_engine, StorageConfig};
+pub use log::{LogEngine, LogPartition};

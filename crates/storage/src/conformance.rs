@@ -1,0 +1,568 @@
+//! The conformance suite every storage engine passes.
+//!
+//! Each case is a plain function taking a factory that opens an engine rooted at a given
+//! directory (opening the same directory again must see the same data). Run them all with
+//! [`run_all`], or generate one `#[test]` per case with [`conformance_tests!`]:
+//!
+//! ```ignore
+//! fn make(dir: &std::path::Path) -> std::sync::Arc<dyn rafka_core::StorageEngine> { ... }
+//! rafka_storage::conformance_tests!(make);
+//! ```
+//!
+//! Available to other crates through the `conformance` cargo feature.
+//!
+//! [`conformance_tests!`]: crate::conformance_tests
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use rafka_core::batch::BatchBuilder;
+use rafka_core::{
+    BatchError, LogConfig, Offset, PartitionLog, RecordBatch, StorageEngine, StorageError,
+    Timestamp, TimestampType, TopicName, TopicPartition,
+};
+
+/// Opens an engine rooted at a directory.
+pub type Factory<'a> = &'a dyn Fn(&Path) -> Arc<dyn StorageEngine>;
+
+/// Generates one `#[test]` per conformance case for the engine made by `$make`, a function
+/// `fn(&Path) -> Arc<dyn StorageEngine>`.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:path) => {
+        $crate::conformance_tests!(@cases $make;
+            appends_get_contiguous_offsets,
+            read_from_middle_of_batch_returns_containing_batch,
+            empty_log,
+            read_respects_max_bytes_but_returns_one_whole_batch,
+            reopen_keeps_offsets_and_data,
+            delete_before_moves_log_start,
+            truncate_after_removes_the_suffix,
+            timestamp_lookup,
+            readers_run_concurrently_with_appends,
+            bad_input_is_refused_and_nothing_stored,
+            batch_too_large_is_refused,
+            log_append_time_is_stamped,
+            engine_lists_opens_and_removes_partitions,
+            retention_keeps_offsets_consistent,
+            concurrent_flushes_all_succeed,
+        );
+    };
+    (@cases $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::conformance::$case(&$make);
+            }
+        )*
+    };
+}
+
+/// Runs every case against the engine made by `make`.
+pub fn run_all<F: Fn(&Path) -> Arc<dyn StorageEngine>>(make: F) {
+    let cases: &[fn(Factory)] = &[
+        appends_get_contiguous_offsets,
+        read_from_middle_of_batch_returns_containing_batch,
+        empty_log,
+        read_respects_max_bytes_but_returns_one_whole_batch,
+        reopen_keeps_offsets_and_data,
+        delete_before_moves_log_start,
+        truncate_after_removes_the_suffix,
+        timestamp_lookup,
+        readers_run_concurrently_with_appends,
+        bad_input_is_refused_and_nothing_stored,
+        batch_too_large_is_refused,
+        log_append_time_is_stamped,
+        engine_lists_opens_and_removes_partitions,
+        retention_keeps_offsets_consistent,
+        concurrent_flushes_all_succeed,
+    ];
+    for case in cases {
+        case(&make);
+    }
+}
+
+/// A topic partition for tests.
+pub fn tp(topic: &str, partition: i32) -> TopicPartition {
+    TopicPartition::new(TopicName::new(topic).expect("valid test topic"), partition)
+}
+
+/// A batch of `n_records` records with `value_bytes`-byte values and timestamps `ts`,
+/// `ts + 1`, ...; the base offset is left 0 for the engine to assign.
+pub fn batch(n_records: usize, ts: i64, value_bytes: usize) -> RecordBatch {
+    let mut b = BatchBuilder::new(Offset(0));
+    for i in 0..n_records {
+        let value = vec![(i % 251) as u8; value_bytes];
+        b = b.kv(format!("key-{i}").as_bytes(), &value, Timestamp(ts + i as i64));
+    }
+    b.build()
+}
+
+/// Splits `records` into batches, asserting each one validates.
+pub fn batches(records: &Bytes) -> Vec<RecordBatch> {
+    let out = RecordBatch::split_all(records.clone()).expect("engine returned whole batches");
+    for b in &out {
+        b.validate().expect("engine returned a valid batch");
+    }
+    out
+}
+
+/// Reads every batch from `from` to the log end.
+pub fn read_all(log: &dyn PartitionLog, from: Offset) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
+    let mut next = from;
+    while next < log.log_end_offset() {
+        let r = log.read(next, 1 << 20).expect("read within range");
+        let got = batches(&r.records);
+        assert!(!got.is_empty(), "read at {next} below the log end returned nothing");
+        next = got.last().expect("non-empty").next_offset();
+        out.extend(got);
+    }
+    out
+}
+
+/// Asserts that offsets in `batches` are contiguous.
+fn assert_contiguous(batches: &[RecordBatch]) {
+    for w in batches.windows(2) {
+        assert_eq!(w[0].next_offset(), w[1].base_offset(), "offsets must be contiguous");
+    }
+}
+
+/// Compares batches by what survives storage: offsets and every byte from magic on.
+fn same_batch(a: &RecordBatch, b: &RecordBatch) -> bool {
+    a.base_offset() == b.base_offset() && a.as_bytes()[16..] == b.as_bytes()[16..]
+}
+
+fn open(engine: &Arc<dyn StorageEngine>, cfg: &LogConfig) -> Arc<dyn PartitionLog> {
+    engine.open(&tp("conformance", 0), cfg).expect("open partition")
+}
+
+/// Appends get contiguous offsets in order, and read returns them as appended.
+pub fn appends_get_contiguous_offsets(make: Factory) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = make(dir.path());
+    let log = open(&engine, &LogConfig::default());
+    assert_eq!(log.log_end_offset(), Offset(0));
+    let mut appended = Vec::new();
+    for i in 0..20 {
+        let n = 1 + i % 4;
+        let info = log.append(batch(n, 1000 + i as i64, 10)).expect("append");
+        let expected_base = appended.iter().map(|b: &RecordBatch| b.record_count() as i64).sum::<i64>();
+        assert_eq!(info.base_offset, Offset(expected_base));
+        assert_eq!(info.last_offset, Offset(expected_base + n as i64 - 1));
+        assert_eq!(info.log_start_offset, Offset(0));
+        let mut b = batch(n, 1000 + i as i64, 10);
+        b.set_base_offset(info.base_offset);
+        appended.push(b);
+    }
+    assert_eq!(log.log_end_offset(), appended.last().expect("some").next_offset());
+    let got = read_all(log.as_ref(), Offset(0));
+    assert_eq!(got.len(), appended.len());
+    for (g, a) in got.iter().zip(&appended) {
+        assert!(same_batch(g, a), "batch at {} differs", a.base_offset());
+    }
+    assert_contiguous(&got);
+}
+
+/// A read from an offset inside a batch returns that whole batch first.
+pub fn read_from_middle_of_batch_returns_containing_batch(make: Factory) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = make(dir.path());
+    let log = open(&engine, &LogConfig::default());
+    for i in 0..50 {
+        log.append(batch(5, i, 100)).expect("append");
+    }
+    for from in [0, 1, 4, 5, 7, 123, 247, 249] {
+        let r = log.read(Offset(from), 1).expect("read");
+        let got = batches(&r.records);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].base_offset(), Offset(from / 5 * 5), "from {from}");
+        assert_eq!(r.log_end_offset, Offset(250));
+    }
+}
+
+/// An empty log: offsets 0, reads at 0 empty, past 0 out of range, no timestamps.
+pub fn empty_log(make: Factory) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = make(dir.path());
+    let log = open(&engine, &LogConfig::default());
+    assert_eq!(log.log_start_offset(), Offset(0));
+    assert_eq!(log.log_end_offset(), Offset(0));
+    let r = log.read(Offset(0), 1024).expect("read at log end");
+    assert!(r.records.is_empty());
+    assert!(matches!(log.read(Offset(1), 1024), Err(StorageError::OffsetOutOfRange { .. })));
+    assert!(matches!(log.read(Offset(-1), 1024), Err(StorageError::OffsetOutOfRange { .. })));
+    assert_eq!(log.offset_for_timestamp(Timestamp(0)).expect("lookup"), None);
+    assert_eq!(log.max_timestamp().expect("max"), None);
+    log.flush().expect("flush of nothing");
+    log.truncate_after(Offset(0)).expect("truncate nothing");
+    log.delete_before(Offset(0)).expect("delete nothing");
+    assert_eq!(log.log_end_offset(), Offset(0));
+}
+
+/// `max_bytes` bounds whole batches, but one batch larger than it still comes back whole.
+pub fn read_respects_max_bytes_but_returns_one_whole_batch(make: Factory) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = make(dir.path());
+    let log = open(&engine, &LogConfig::default());
+    for i in 0..10 {
+        log.append(batch(2, i, 1000)).expect("append");
+    }
+    let one = batch(2, 0, 1000).size_bytes();
+    let r = log.read(Offset(0), 10).expect("read");
+    assert_eq!(batches(&r.records).len(), 1, "one whole batch though larger than max_bytes");
+    assert_eq!(r.records.len(), one);
+    let r = log.read(Offset(0), 3 * one - 1).expect("read");
+    assert_eq!(batches(&r.records).len(), 2, "never a partial batch");
+    let r = log.read(Offset(4), 3 * one).expect("read");
+    let got = batches(&r.records);
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0].base_offset(), Offset(4));
+    assert_contiguous(&got);
+    let r = log.read(Offset(0), 1 << 20).expect("read");
+    assert_eq!(batches(&r.records).len(), 10);
+}
+
+/// Closing the engine and opening the same directory keeps offsets and bytes.
+pub fn reopen_keeps_offsets_and_data(make: Factory) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = LogConfig {
+        segment_bytes: 4096,
+        ..LogConfig::default()
+    };
+    let before = {
+        let engine = make(dir.path());
+        let log = open(&engine, &cfg);
+        for i in 0..40 {
+            log.append(batch(1 + i % 3, i as i64 * 10, 200)).expect("append");
+        }
+        log.delete_before(Offset(5)).expect("delete_before");
+        let all = read_all(log.as_ref(), Offset(5));
+        engine.close().expect("close");
+        assert!(matches!(log.append(batch(1, 0, 1)), Err(StorageError::Closed(_))));
+        all
+    };
+    let engine = make(dir.path());
+    assert_eq!(engine.partitions().expect("partitions"), vec![tp("conformance", 0)]);
+    let log = open(&engine, &cfg);
+    assert_eq!(log.log_start_offset(), Offset(5));
+    assert_eq!(log.log_end_offset(), before.last().expect("some").next_offset());
+    let after = read_all(log.as_ref(), Offset(5));
+    assert_eq!(after.len(), before.len());
+    assert!(after.iter().zip(&before).all(|(a, b)| same_batch(a, b)));
+    let info = log.append(batch(1, 0, 1)).expect("append after reopen");
+    assert_eq!(info.base_offset, before.last().expect("some").next_offset());
+}
+
+/// `delete_before` moves the log start forward only, never past the log end, and reads
+/// below it fail.
+pub fn delete_before_moves_log_start(make: Factory) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = make(dir.path());
+    let cfg = LogConfig {
+        segment_bytes: 2048,
+        ..LogConfig::default()
+    };
+    let log = open(&engine, &cfg);
+    for i in 0..30 {
+        log.append(batch(2, i, 300)).expect("append");
+    }
+    let size_before = log.size_bytes();
+    log.delete_before(Offset(21)).expect("delete_before");
+    assert_eq!(log.log_start_offset(), Offset(21));
+    assert!(log.size_bytes() <= size_before);
+    assert!(matches!(log.read(Offset(20), 1), Err(StorageError::OffsetOutOfRange { .. })));
+    let r = log.read(Offset(21), 1).expect("read at log start");
+    assert_eq!(batches(&r.records)[0].base_offset(), Offset(20), "the containing batch");
+    assert_eq!(r.log_start_offset, Offset(21));
+    log.delete_before(Offset(10)).expect("backwards is a no-op");
+    assert_eq!(log.log_start_offset(), Offset(21));
+    assert!(matches!(log.delete_before(Offset(61)), Err(StorageError::OffsetOutOfRange { .. })));
+    log.delete_before(Offset(60)).expect("up to the log end");
+    assert_eq!(log.log_start_offset(), Offset(60));
+    assert_eq!(log.log_end_offset(), Offset(60));
+    assert!(log.read(Offset(60), 100).expect("read at end").records.is_empty());
+    assert_eq!(log.append(batch(1, 0, 1)).expect("append").base_offset, Offset(60));
+    assert_eq!(read_all(log.as_ref(), Offset(60)).len(), 1);
+}
+
+/// `truncate_after` removes the batch containing the offset and all after it.
+pub fn truncate_after_removes_the_suffix(make: Factory) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = make(dir.path());
+    let cfg = LogConfig {
+        segment_bytes: 2048,
+        ..LogConfig::default()
+    };
+    let log = open(&engine, &cfg);
+    for i in 0..30 {
+        log.append(batch(3, i, 200)).expect("append");
+    }
+    log.truncate_after(Offset(100)).expect("past the end is a no-op");
+    assert_eq!(log.log_end_offset(), Offset(90));
+    log.truncate_after(Offset(46)).expect("truncate inside a batch");
+    assert_eq!(log.log_end_offset(), Offset(45));
+    log.truncate_after(Offset(30)).expect("truncate at a batch boundary");
+    assert_eq!(log.log_end_offset(), Offset(30));
+    let got = read_all(log.as_ref(), Offset(0));
+    assert_eq!(got.len(), 10);
+    assert_contiguous(&got);
+    assert!(matches!(log.read(Offset(31), 1), Err(StorageError::OffsetOutOfRange { .. })));
+    let info = log.append(batch(2, 99, 10)).expect("append after truncate");
+    assert_eq!(info.base_offset, Offset(30));
+    assert_eq!(read_all(log.as_ref(), Offset(27)).len(), 2);
+    log.truncate_after(Offset(0)).expect("truncate everything");
+    assert_eq!(log.log_end_offset(), Offset(0));
+    assert_eq!(log.append(batch(1, 0, 1)).expect("append").base_offset, Offset(0));
+}
+
+/// `offset_for_timestamp` finds the first batch whose max timestamp reaches the target;
+/// `max_timestamp` the batch with the largest one.
+pub fn timestamp_lookup(make: Factory) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = make(dir.path());
+    let cfg = LogConfig {
+        segment_bytes: 2048,
+        index_interval_bytes: 256,
+        ..LogConfig::default()
+    };
+    let log = open(&engine, &cfg);
+    // Batch k (2 records, offsets 2k, 2k+1) has max timestamp ts[k] + 1.
+    let ts = [100, 300, 200, 400, 400, 500, 50, 600, 550, 700];
+    for &t in &ts {
+        log.append(batch(2, t, 200)).expect("append");
+    }
+    let check = |target: i64, expected: Option<(i64, i64)>| {
+        let got = log.offset_for_timestamp(Timestamp(target)).expect("lookup");
+        assert_eq!(got, expected.map(|(o, t)| (Offset(o), Timestamp(t))), "target {target}");
+    };
+    check(0, Some((0, 101)));
+    check(101, Some((0, 101)));
+    check(102, Some((2, 301)));
+    check(250, Some((2, 301)));
+    check(302, Some((6, 401)));
+    check(502, Some((14, 601)));
+    check(600, Some((14, 601)));
+    check(602, Some((18, 701)));
+    check(702, None);
+    assert_eq!(log.max_timestamp().expect("max"), Some((Offset(19), Timestamp(701))));
+    log.delete_before(Offset(5)).expect("delete_before");
+    check(0, Some((5, 301)));
+}
+
+/// Readers running while another thread appends see whole, valid, contiguous batches.
+pub fn readers_run_concurrently_with_appends(make: Factory) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = make(dir.path());
+    let cfg = LogConfig {
+        segment_bytes: 16 * 1024,
+        index_interval_bytes: 512,
+        ..LogConfig::default()
+    };
+    let log = open(&engine, &cfg);
+    let done = Arc::new(AtomicBool::new(false));
+    std::thread::scope(|s| {
+        for r in 0..3u64 {
+            let log = Arc::clone(&log);
+            let done = Arc::clone(&done);
+            s.spawn(move || {
+                let mut seed = r + 1;
+                let mut n_reads = 0;
+                while !done.load(Ordering::Acquire) || n_reads < 10 {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let end = log.log_end_offset().0;
+                    let from = if end == 0 { 0 } else { (seed >> 33) as i64 % (end + 1) };
+                    let res = log.read(Offset(from), 4096).expect("read in range");
+                    let got = batches(&res.records);
+                    if from < res.log_end_offset.0 {
+                        assert!(got[0].base_offset().0 <= from && got[0].next_offset().0 > from);
+                    }
+                    assert_contiguous(&got);
+                    n_reads += 1;
+                }
+            });
+        }
+        for i in 0..400 {
+            log.append(batch(1 + i % 3, i as i64, 100)).expect("append");
+        }
+        done.store(true, Ordering::Release);
+    });
+    let all = read_all(log.as_ref(), Offset(0));
+    assert_eq!(all.len(), 400);
+    assert_contiguous(&all);
+}
+
+fn patched(b: &RecordBatch, f: impl FnOnce(&mut BytesMut)) -> RecordBatch {
+    let mut bytes = BytesMut::from(&b.as_bytes()[..]);
+    f(&mut bytes);
+    RecordBatch::parse(bytes.freeze()).expect("framing still parses")
+}
+
+fn fix_crc(b: &mut BytesMut) {
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Wrong CRC, wrong magic, a cut body behind a patched length, and an empty batch are
+/// refused with `Corrupt`; nothing is stored and the log end does not move.
+pub fn bad_input_is_refused_and_nothing_stored(make: Factory) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = make(dir.path());
+    let log = open(&engine, &LogConfig::default());
+    log.append(batch(2, 0, 10)).expect("append");
+    let good = batch(3, 0, 10);
+    let bad = [
+        patched(&good, |b| {
+            let last = b.len() - 1;
+            b[last] ^= 0x40;
+        }),
+        patched(&good, |b| b[16] = 1),
+        patched(&good, |b| {
+            b.truncate(b.len() - 1);
+            let len = (b.len() - 12) as i32;
+            b[8..12].copy_from_slice(&len.to_be_bytes());
+        }),
+        patched(&good, |b| {
+            b[57..61].copy_from_slice(&0i32.to_be_bytes());
+            b[23..27].copy_from_slice(&(-1i32).to_be_bytes());
+            fix_crc(b);
+        }),
+    ];
+    let size = log.size_bytes();
+    for b in bad {
+        match log.append(b) {
+            Err(StorageError::Corrupt(e)) => assert!(matches!(
+                e,
+                BatchError::CrcMismatch { .. } | BatchError::BadMagic(_) | BatchError::BadRecordCount { .. }
+            )),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        assert_eq!(log.log_end_offset(), Offset(2));
+        assert_eq!(log.size_bytes(), size);
+    }
+    assert_eq!(read_all(log.as_ref(), Offset(0)).len(), 1);
+    assert_eq!(log.append(good).expect("good append").base_offset, Offset(2));
+}
+
+/// A batch above `max_message_bytes` is refused with `BatchTooLarge`, also after
+/// `set_config` lowers the limit.
+pub fn batch_too_large_is_refused(make: Factory) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = make(dir.path());
+    let mut cfg = LogConfig {
+        max_message_bytes: 2000,
+        ..LogConfig::default()
+    };
+    let log = open(&engine, &cfg);
+    let big = batch(1, 0, 3000);
+    match log.append(big.clone()) {
+        Err(StorageError::BatchTooLarge { size, max }) => {
+            assert_eq!(size, big.size_bytes());
+            assert_eq!(max, 2000);
+        }
+        other => panic!("expected BatchTooLarge, got {other:?}"),
+    }
+    assert_eq!(log.log_end_offset(), Offset(0));
+    assert_eq!(log.size_bytes(), 0);
+    cfg.max_message_bytes = 10_000;
+    log.set_config(cfg.clone());
+    log.append(big.clone()).expect("fits after raising the limit");
+    cfg.max_message_bytes = 100;
+    log.set_config(cfg);
+    assert!(matches!(log.append(big), Err(StorageError::BatchTooLarge { .. })));
+    assert_eq!(log.log_end_offset(), Offset(1));
+}
+
+/// With `log_append_time`, stored batches carry the broker's time and still validate.
+pub fn log_append_time_is_stamped(make: Factory) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = make(dir.path());
+    let cfg = LogConfig {
+        log_append_time: true,
+        ..LogConfig::default()
+    };
+    let log = open(&engine, &cfg);
+    let before = Timestamp::now();
+    let info = log.append(batch(2, 5, 10)).expect("append");
+    let after = Timestamp::now();
+    assert!(info.log_append_time >= before && info.log_append_time <= after);
+    let got = read_all(log.as_ref(), Offset(0));
+    assert_eq!(got[0].timestamp_type(), TimestampType::LogAppendTime);
+    assert_eq!(got[0].max_timestamp(), info.log_append_time);
+}
+
+/// `partitions` lists what exists, `open` twice gives the same log, `remove` deletes.
+pub fn engine_lists_opens_and_removes_partitions(make: Factory) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = make(dir.path());
+    assert!(engine.partitions().expect("partitions").is_empty());
+    let cfg = LogConfig::default();
+    let a = engine.open(&tp("a", 0), &cfg).expect("open");
+    let a2 = engine.open(&tp("a", 0), &cfg).expect("open again");
+    assert!(Arc::ptr_eq(&a, &a2), "opening an open partition returns the same log");
+    let b = engine.open(&tp("b-x", 3), &cfg).expect("open");
+    a.append(batch(1, 0, 1)).expect("append");
+    b.append(batch(1, 0, 1)).expect("append");
+    assert_eq!(engine.partitions().expect("partitions"), vec![tp("a", 0), tp("b-x", 3)]);
+    engine.remove(&tp("a", 0)).expect("remove");
+    assert_eq!(engine.partitions().expect("partitions"), vec![tp("b-x", 3)]);
+    assert!(a.append(batch(1, 0, 1)).is_err(), "a removed log refuses appends");
+    let fresh = engine.open(&tp("a", 0), &cfg).expect("reopen after remove");
+    assert_eq!(fresh.log_end_offset(), Offset(0));
+    engine.remove(&tp("never", 0)).expect("removing a missing partition is fine");
+}
+
+/// Retention never moves the log end, and what it reports removed matches the log start.
+pub fn retention_keeps_offsets_consistent(make: Factory) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = make(dir.path());
+    let mut cfg = LogConfig {
+        segment_bytes: 2048,
+        retention_ms: -1,
+        retention_bytes: -1,
+        ..LogConfig::default()
+    };
+    let log = open(&engine, &cfg);
+    for i in 0..40 {
+        log.append(batch(1, 1000 + i, 300)).expect("append");
+    }
+    assert_eq!(log.apply_retention(Timestamp(1_000_000)).expect("retention"), 0);
+    assert_eq!(log.log_start_offset(), Offset(0));
+    cfg.retention_bytes = 4096;
+    log.set_config(cfg.clone());
+    let removed = log.apply_retention(Timestamp(2000)).expect("retention by size");
+    assert_eq!(log.log_start_offset(), Offset(removed as i64));
+    assert!(removed > 0);
+    assert_eq!(log.log_end_offset(), Offset(40));
+    cfg.retention_bytes = -1;
+    cfg.retention_ms = 10;
+    log.set_config(cfg);
+    let start = log.log_start_offset();
+    let removed = log.apply_retention(Timestamp(1_000_000)).expect("retention by time");
+    assert_eq!(log.log_start_offset(), start.plus(removed as i64));
+    assert_eq!(log.log_end_offset(), Offset(40));
+    let last = log.read(Offset(39), 1).expect("the newest batch survives");
+    assert_eq!(batches(&last.records).len(), 1);
+}
+
+/// Many threads appending and flushing at once all succeed and lose nothing.
+pub fn concurrent_flushes_all_succeed(make: Factory) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = make(dir.path());
+    let log = open(&engine, &LogConfig::default());
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let log = Arc::clone(&log);
+            s.spawn(move || {
+                for i in 0..25 {
+                    log.append(batch(1, t * 100 + i, 50)).expect("append");
+                    log.flush().expect("flush");
+                }
+            });
+        }
+    });
+    assert_eq!(log.log_end_offset(), Offset(100));
+    assert_eq!(read_all(log.as_ref(), Offset(0)).len(), 100);
+}

@@ -1,0 +1,703 @@
+//! [`LogPartition`]: one partition's segmented log, the [`PartitionLog`] of the `log` engine.
+//!
+//! Concurrency: one `parking_lot::Mutex` guards the segment list, offsets and config, and
+//! is held only for bookkeeping and the single positional write of an append. Reads and
+//! timestamp lookups copy what they need (an `Arc<File>` and committed positions) under the
+//! lock and do their `pread`s outside it: bytes below a segment's committed size never
+//! change, except through `truncate_after`, which bumps `generation` first so a reader that
+//! raced with it retries. `flush` has its own mutex, so appends continue during an fsync.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use rafka_core::batch::{batch_len_at, HEADER_BYTES};
+use rafka_core::limits::{BATCH_BYTES_MAX, FETCH_RESPONSE_BYTES_MAX};
+use rafka_core::{
+    AppendInfo, LogConfig, Offset, PartitionLog, ReadResult, RecordBatch, StorageError,
+    StorageResult, Timestamp, TopicPartition,
+};
+
+use super::header::BatchHeader;
+use super::segment::{
+    parse_log_file_name, read_at_most, read_header, Segment, INDEX_EXT, TIMEINDEX_EXT,
+};
+use super::{sync_dir, write_file_atomically};
+
+/// Name of the file holding the checkpointed log start offset (decimal text).
+pub(crate) const LOG_START_CHECKPOINT: &str = "log-start-offset";
+
+/// Largest segment we write: index entries store positions as u32.
+const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
+
+/// Mutable state of a partition, behind [`LogPartition::state`].
+struct State {
+    cfg: LogConfig,
+    /// Invariant: never empty, sorted by base offset, contiguous (each segment's next
+    /// offset is the following segment's base offset); the last one is the active segment.
+    segments: Vec<Segment>,
+    /// Invariant: first segment's base offset <= log_start <= log end offset.
+    log_start: Offset,
+    /// Set by close or remove; every later call fails with `StorageError::Closed`.
+    closed: bool,
+}
+
+impl State {
+    fn active(&self) -> &Segment {
+        self.segments
+            .last()
+            .expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .last_mut()
+            .expect("a log always has an active segment")
+    }
+
+    fn log_end(&self) -> Offset {
+        self.active().next_offset
+    }
+
+    /// Index of the segment that holds `offset`: the last one whose base offset is <= it.
+    fn segment_index(&self, offset: Offset) -> usize {
+        self.segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1)
+    }
+
+    fn out_of_range(&self, offset: Offset) -> StorageError {
+        StorageError::OffsetOutOfRange {
+            offset,
+            log_start: self.log_start,
+            log_end: self.log_end(),
+        }
+    }
+}
+
+/// A byte range of one segment file that a lock-free reader may scan.
+struct FileRange {
+    file: Arc<File>,
+    start: u64,
+    end: u64,
+}
+
+/// One partition of the `log` engine. Thread-safe; see the module docs for the locking.
+pub struct LogPartition {
+    tp: TopicPartition,
+    dir: PathBuf,
+    state: Mutex<State>,
+    /// Serialises fsyncs so concurrent `flush` callers share one (group commit).
+    flush_lock: Mutex<()>,
+    /// Appends made so far; only written under the state lock, after the bytes are written.
+    appended: AtomicU64,
+    /// Appends known to be durable.
+    synced: AtomicU64,
+    /// Bumped before committed bytes are rewritten (truncation), so lock-free reads retry.
+    generation: AtomicU64,
+    /// fsyncs issued by `flush`, for tests and metrics.
+    n_flush_syncs: AtomicU64,
+}
+
+impl std::fmt::Debug for LogPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogPartition")
+            .field("tp", &self.tp)
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+fn invalid_data(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+fn now_ms() -> i64 {
+    Timestamp::now().0
+}
+
+fn read_checkpoint(dir: &Path, tp: &TopicPartition) -> io::Result<Option<Offset>> {
+    match fs::read_to_string(dir.join(LOG_START_CHECKPOINT)) {
+        Ok(text) => match text.trim().parse::<i64>() {
+            Ok(v) if v >= 0 => Ok(Some(Offset(v))),
+            _ => {
+                tracing::warn!(partition = %tp, "ignoring unparsable log start offset checkpoint");
+                Ok(None)
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Counts, best effort, the batches in `[position, end)` by following length fields; used
+/// only to report what recovery cut.
+fn count_batches(file: &File, mut position: u64, end: u64) -> io::Result<u64> {
+    let mut n = 0;
+    while position < end {
+        n += 1;
+        match read_header(file, position)? {
+            Some(h) if h.size_bytes >= HEADER_BYTES as u64 && position + h.size_bytes <= end => {
+                position += h.size_bytes
+            }
+            _ => break,
+        }
+    }
+    Ok(n)
+}
+
+impl LogPartition {
+    /// Opens (recovering if needed) the partition stored in `dir`, which must exist.
+    /// `clean` says whether the engine shut down cleanly; after an unclean stop the active
+    /// segment is CRC-checked batch by batch and cut at the first bad one. Closed segments
+    /// were synced with their indexes when they rolled, so they are not rescanned unless
+    /// their index files fail the sanity checks.
+    pub(crate) fn open(
+        tp: TopicPartition,
+        dir: PathBuf,
+        cfg: LogConfig,
+        clean: bool,
+    ) -> StorageResult<LogPartition> {
+        let checkpoint = read_checkpoint(&dir, &tp)?;
+        let mut bases = Vec::new();
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(base) = parse_log_file_name(&name) {
+                bases.push(base);
+            } else if name.ends_with(".tmp") {
+                // A checkpoint write that did not reach its rename.
+                let _ = fs::remove_file(entry.path());
+            } else if !(name == LOG_START_CHECKPOINT
+                || name.ends_with(&format!(".{INDEX_EXT}"))
+                || name.ends_with(&format!(".{TIMEINDEX_EXT}")))
+            {
+                tracing::warn!(partition = %tp, file = %name, "ignoring unknown file in partition directory");
+            }
+        }
+        bases.sort();
+
+        let interval = cfg.index_interval_bytes;
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        for (i, &base) in bases.iter().enumerate() {
+            let mut seg = Segment::open(&dir, base)?;
+            if let Some(&next) = bases.get(i + 1) {
+                if !seg.load_index_files(&dir, next)? {
+                    let out = seg.rebuild(false, interval)?;
+                    if let Some(reason) = out.stop_reason {
+                        tracing::warn!(partition = %tp, segment = %base, %reason, "closed segment is damaged; reads past the damage will fail");
+                    }
+                    if seg.next_offset != next {
+                        tracing::warn!(partition = %tp, segment = %base, next_segment = %next, "gap between segments");
+                    }
+                }
+            } else {
+                let out = seg.rebuild(!clean, interval)?;
+                if out.invalid_bytes > 0 {
+                    let file_len = seg.size + out.invalid_bytes;
+                    let n_batches_cut = count_batches(&seg.file, seg.size, file_len)?;
+                    tracing::warn!(
+                        partition = %tp,
+                        segment = %base,
+                        batches_kept = out.n_batches,
+                        batches_cut = n_batches_cut,
+                        bytes_cut = out.invalid_bytes,
+                        reason = out.stop_reason.as_deref().unwrap_or(""),
+                        "cutting the log tail at the first bad batch"
+                    );
+                    seg.file.set_len(seg.size)?;
+                    seg.file.sync_all()?;
+                }
+                if seg.size > 0 {
+                    // The age for segment.ms counts from when this process first saw data.
+                    seg.first_append_ms = Some(now_ms());
+                }
+            }
+            segments.push(seg);
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(&dir, checkpoint.unwrap_or(Offset(0)))?);
+        }
+        let first_base = segments[0].base_offset;
+        let mut state = State {
+            cfg,
+            segments,
+            log_start: checkpoint.map_or(first_base, |c| c.max(first_base)),
+            closed: false,
+        };
+        if state.log_start > state.log_end() {
+            // Records were deleted up to the checkpoint, and the tail beyond the log end
+            // did not survive the crash: start an empty log at the log start offset.
+            tracing::warn!(partition = %tp, log_start = %state.log_start, log_end = %state.log_end(), "log start offset is past the recovered log end; starting empty");
+            for seg in std::mem::take(&mut state.segments) {
+                seg.delete_files(&dir)?;
+            }
+            state.segments.push(Segment::create(&dir, state.log_start)?);
+        }
+        let part = LogPartition {
+            tp,
+            dir,
+            state: Mutex::new(state),
+            flush_lock: Mutex::new(()),
+            appended: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            n_flush_syncs: AtomicU64::new(0),
+        };
+        {
+            let mut st = part.state.lock();
+            part.delete_segments_below_start(&mut st)?;
+        }
+        sync_dir(&part.dir)?;
+        Ok(part)
+    }
+
+    /// The partition this log stores.
+    pub fn topic_partition(&self) -> &TopicPartition {
+        &self.tp
+    }
+
+    /// The partition's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Number of segments, the active one included.
+    pub fn n_segments(&self) -> usize {
+        self.state.lock().segments.len()
+    }
+
+    /// fsyncs `flush` has issued; concurrent flushes share one (group commit).
+    pub fn n_flush_syncs(&self) -> u64 {
+        self.n_flush_syncs.load(Ordering::Relaxed)
+    }
+
+    /// Flushes, writes the active segment's indexes and refuses every later call.
+    pub(crate) fn close(&self) -> StorageResult<()> {
+        self.flush()?;
+        let mut st = self.state.lock();
+        if st.closed {
+            return Ok(());
+        }
+        st.active().write_index_files(&self.dir)?;
+        st.closed = true;
+        Ok(())
+    }
+
+    /// Refuses every later call (the engine is deleting the directory).
+    pub(crate) fn mark_removed(&self) {
+        self.state.lock().closed = true;
+    }
+
+    fn check_open(&self, st: &State) -> StorageResult<()> {
+        if st.closed {
+            return Err(StorageError::Closed(self.tp.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Makes the active segment durable with its indexes and starts a new one at the log
+    /// end. Syncing here is what lets recovery check only the active segment.
+    fn roll(&self, st: &mut State) -> io::Result<()> {
+        let active = st.active();
+        active.write_index_files(&self.dir)?;
+        active.file.sync_data()?;
+        let next = Segment::create(&self.dir, st.log_end())?;
+        sync_dir(&self.dir)?;
+        st.segments.push(next);
+        // Everything appended so far is in a synced segment now.
+        self.synced
+            .fetch_max(self.appended.load(Ordering::Acquire), Ordering::AcqRel);
+        tracing::debug!(partition = %self.tp, base_offset = %st.log_end(), "rolled a new segment");
+        Ok(())
+    }
+
+    fn write_log_start(&self, offset: Offset) -> io::Result<()> {
+        write_file_atomically(
+            &self.dir,
+            LOG_START_CHECKPOINT,
+            offset.0.to_string().as_bytes(),
+        )
+    }
+
+    /// Deletes the segments that lie wholly below the log start offset, rolling first if
+    /// that includes the active segment (a log always keeps one active segment).
+    fn delete_segments_below_start(&self, st: &mut State) -> io::Result<()> {
+        if st.active().size > 0 && st.log_end() <= st.log_start {
+            self.roll(st)?;
+        }
+        let n = st.segments[..st.segments.len() - 1]
+            .iter()
+            .take_while(|s| s.next_offset <= st.log_start)
+            .count();
+        for seg in st.segments.drain(..n) {
+            seg.delete_files(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Locates the batch that contains or follows `from` in `ranges` and reads whole
+    /// batches from it, up to `max_bytes` but at least one. Runs without the state lock.
+    fn read_ranges(ranges: &[FileRange], from: Offset, max_bytes: usize) -> io::Result<Bytes> {
+        for r in ranges {
+            let mut pos = r.start;
+            while pos < r.end {
+                let h = read_header(&r.file, pos)?
+                    .filter(|h| {
+                        h.size_bytes >= HEADER_BYTES as u64 && pos + h.size_bytes <= r.end
+                    })
+                    .ok_or_else(|| invalid_data(format!("bad batch header at position {pos}")))?;
+                if h.next_offset() > from {
+                    let first = h.size_bytes as usize;
+                    let want = if first >= max_bytes {
+                        first
+                    } else {
+                        max_bytes.min((r.end - pos) as usize)
+                    };
+                    let mut buf = read_at_most(&r.file, pos, want)?;
+                    // Keep whole batches only.
+                    let mut cut = 0;
+                    while let Some(len) = batch_len_at(&buf[cut..]) {
+                        if len < HEADER_BYTES || len > buf.len() - cut {
+                            break;
+                        }
+                        cut += len;
+                    }
+                    if cut < first {
+                        return Err(invalid_data(format!("short batch at position {pos}")));
+                    }
+                    buf.truncate(cut);
+                    return Ok(Bytes::from(buf));
+                }
+                pos += h.size_bytes;
+            }
+        }
+        Ok(Bytes::new())
+    }
+
+    /// Finds the first batch at or after the ranges' starts whose max timestamp is >= `ts`
+    /// and that holds offsets >= `log_start`. Runs without the state lock.
+    fn find_timestamp(
+        ranges: &[FileRange],
+        ts: Timestamp,
+        log_start: Offset,
+    ) -> io::Result<Option<(Offset, Timestamp)>> {
+        for r in ranges {
+            let mut pos = r.start;
+            while pos < r.end {
+                let h = read_header(&r.file, pos)?
+                    .filter(|h| h.size_bytes >= HEADER_BYTES as u64)
+                    .ok_or_else(|| invalid_data(format!("bad batch header at position {pos}")))?;
+                if h.max_timestamp >= ts && h.next_offset() > log_start {
+                    return Ok(Some((h.base_offset.max(log_start), h.max_timestamp)));
+                }
+                pos += h.size_bytes;
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl PartitionLog for LogPartition {
+    fn append(&self, mut batch: RecordBatch) -> StorageResult<AppendInfo> {
+        let size = batch.size_bytes();
+        if size > BATCH_BYTES_MAX {
+            return Err(StorageError::BatchTooLarge {
+                size,
+                max: BATCH_BYTES_MAX,
+            });
+        }
+        // The CRC covers the whole batch: check it before taking the lock.
+        batch.validate()?;
+        // Stamping a base offset copies the bytes if they are shared; do any copy here,
+        // outside the lock, so the stamp under the lock is an 8-byte write.
+        batch.set_base_offset(Offset(0));
+        let now = now_ms();
+
+        let mut st = self.state.lock();
+        self.check_open(&st)?;
+        let max = st.cfg.max_message_bytes.min(BATCH_BYTES_MAX);
+        if size > max {
+            return Err(StorageError::BatchTooLarge { size, max });
+        }
+        let base_offset = st.log_end();
+        batch.set_base_offset(base_offset);
+        let log_append_time = if st.cfg.log_append_time {
+            batch.set_log_append_time(Timestamp(now));
+            Timestamp(now)
+        } else {
+            Timestamp(-1)
+        };
+        let last_offset = batch.last_offset();
+
+        let active = st.active();
+        let segment_bytes = st.cfg.segment_bytes.min(SEGMENT_BYTES_MAX);
+        let needs_roll = active.size > 0
+            && (active.size + size as u64 > segment_bytes
+                || active
+                    .first_append_ms
+                    .is_some_and(|t| now.saturating_sub(t) >= st.cfg.segment_ms)
+                || !active.can_hold(last_offset));
+        if needs_roll {
+            self.roll(&mut st)?;
+        }
+
+        let interval = st.cfg.index_interval_bytes;
+        let seg = st.active_mut();
+        let position = seg.size;
+        // One positional write: a process crash after it returns loses nothing (the bytes
+        // are in the page cache); a failed write is cut off so no partial batch remains.
+        if let Err(e) = seg.file.write_all_at(batch.as_bytes(), position) {
+            let _ = seg.file.set_len(position);
+            return Err(e.into());
+        }
+        let header = BatchHeader::parse(batch.as_bytes()).expect("validated batch has a header");
+        seg.track(&header, position, interval);
+        seg.first_append_ms.get_or_insert(now);
+        // Only written under the state lock, so load + store cannot lose an increment.
+        self.appended.store(
+            self.appended.load(Ordering::Relaxed) + 1,
+            Ordering::Release,
+        );
+        Ok(AppendInfo {
+            base_offset,
+            last_offset,
+            log_append_time,
+            log_start_offset: st.log_start,
+        })
+    }
+
+    fn read(&self, from: Offset, max_bytes: usize) -> StorageResult<ReadResult> {
+        let max_bytes = max_bytes.min(FETCH_RESPONSE_BYTES_MAX);
+        loop {
+            let generation = self.generation.load(Ordering::SeqCst);
+            let (ranges, log_start, log_end) = {
+                let st = self.state.lock();
+                self.check_open(&st)?;
+                let (log_start, log_end) = (st.log_start, st.log_end());
+                if from < log_start || from > log_end {
+                    return Err(st.out_of_range(from));
+                }
+                if from == log_end {
+                    return Ok(ReadResult {
+                        records: Bytes::new(),
+                        log_start_offset: log_start,
+                        log_end_offset: log_end,
+                    });
+                }
+                let i = st.segment_index(from);
+                // The next segment only matters if this one somehow lacks `from` (a gap).
+                let ranges: Vec<FileRange> = st.segments[i..]
+                    .iter()
+                    .take(2)
+                    .enumerate()
+                    .map(|(k, s)| FileRange {
+                        file: Arc::clone(&s.file),
+                        start: if k == 0 {
+                            s.index_floor_position(from)
+                        } else {
+                            0
+                        },
+                        end: s.size,
+                    })
+                    .collect();
+                (ranges, log_start, log_end)
+            };
+            let result = Self::read_ranges(&ranges, from, max_bytes);
+            if self.generation.load(Ordering::SeqCst) == generation {
+                return Ok(ReadResult {
+                    records: result?,
+                    log_start_offset: log_start,
+                    log_end_offset: log_end,
+                });
+            }
+        }
+    }
+
+    fn log_start_offset(&self) -> Offset {
+        self.state.lock().log_start
+    }
+
+    fn log_end_offset(&self) -> Offset {
+        self.state.lock().log_end()
+    }
+
+    fn offset_for_timestamp(&self, ts: Timestamp) -> StorageResult<Option<(Offset, Timestamp)>> {
+        loop {
+            let generation = self.generation.load(Ordering::SeqCst);
+            let (ranges, log_start) = {
+                let st = self.state.lock();
+                self.check_open(&st)?;
+                let ranges: Vec<FileRange> = st
+                    .segments
+                    .iter()
+                    .filter(|s| {
+                        s.next_offset > st.log_start
+                            && s.max_timestamp.is_some_and(|(max, _)| max >= ts)
+                    })
+                    .take(2)
+                    .map(|s| FileRange {
+                        file: Arc::clone(&s.file),
+                        start: s.time_floor_position(ts),
+                        end: s.size,
+                    })
+                    .collect();
+                (ranges, st.log_start)
+            };
+            let result = Self::find_timestamp(&ranges, ts, log_start);
+            if self.generation.load(Ordering::SeqCst) == generation {
+                return Ok(result?);
+            }
+        }
+    }
+
+    fn max_timestamp(&self) -> StorageResult<Option<(Offset, Timestamp)>> {
+        let st = self.state.lock();
+        self.check_open(&st)?;
+        let mut best: Option<(Timestamp, Offset)> = None;
+        for (ts, offset) in st.segments.iter().filter_map(|s| s.max_timestamp) {
+            if best.is_none_or(|(b, _)| ts > b) {
+                best = Some((ts, offset));
+            }
+        }
+        Ok(best.map(|(ts, offset)| (offset, ts)))
+    }
+
+    fn delete_before(&self, offset: Offset) -> StorageResult<()> {
+        let mut st = self.state.lock();
+        self.check_open(&st)?;
+        if offset > st.log_end() {
+            return Err(st.out_of_range(offset));
+        }
+        if offset <= st.log_start {
+            return Ok(());
+        }
+        // Persist first: if we crash after this, open deletes the segments below it.
+        self.write_log_start(offset)?;
+        st.log_start = offset;
+        self.delete_segments_below_start(&mut st)?;
+        Ok(())
+    }
+
+    fn truncate_after(&self, offset: Offset) -> StorageResult<()> {
+        let mut st = self.state.lock();
+        self.check_open(&st)?;
+        if offset >= st.log_end() {
+            return Ok(());
+        }
+        let j = st.segment_index(offset);
+        let seg = &st.segments[j];
+        // Find the first batch that contains `offset` or starts after it.
+        let mut cut = seg.index_floor_position(offset);
+        while cut < seg.size {
+            let h = read_header(&seg.file, cut)?
+                .filter(|h| h.size_bytes >= HEADER_BYTES as u64)
+                .ok_or_else(|| invalid_data(format!("bad batch header at position {cut}")))?;
+            if h.next_offset() > offset {
+                break;
+            }
+            cut += h.size_bytes;
+        }
+        // Readers outside the lock must not trust bytes they read from here on.
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        // Delete from the newest backwards, so a crash midway leaves no gap.
+        for seg in st.segments.drain(j + 1..).rev() {
+            seg.delete_files(&self.dir)?;
+        }
+        let interval = st.cfg.index_interval_bytes;
+        let seg = st.active_mut();
+        seg.file.set_len(cut)?;
+        seg.rebuild(false, interval)?;
+        seg.file.sync_all()?;
+        sync_dir(&self.dir)?;
+        if st.log_start > st.log_end() {
+            let log_end = st.log_end();
+            self.write_log_start(log_end)?;
+            st.log_start = log_end;
+        }
+        // Every remaining segment is synced now.
+        self.synced
+            .fetch_max(self.appended.load(Ordering::Acquire), Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn flush(&self) -> StorageResult<()> {
+        let target = self.appended.load(Ordering::Acquire);
+        if self.synced.load(Ordering::Acquire) >= target {
+            return Ok(());
+        }
+        let _flushing = self.flush_lock.lock();
+        // Another caller's sync may have covered us while we waited.
+        if self.synced.load(Ordering::Acquire) >= target {
+            return Ok(());
+        }
+        let (covered, file) = {
+            let st = self.state.lock();
+            self.check_open(&st)?;
+            // Appends before this point went to this file or to a rolled segment, which
+            // was synced when it rolled.
+            (
+                self.appended.load(Ordering::Acquire),
+                Arc::clone(&st.active().file),
+            )
+        };
+        file.sync_data()?;
+        self.n_flush_syncs.fetch_add(1, Ordering::Relaxed);
+        self.synced.fetch_max(covered, Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn apply_retention(&self, now: Timestamp) -> StorageResult<u64> {
+        let mut st = self.state.lock();
+        self.check_open(&st)?;
+        let closed_segments = &st.segments[..st.segments.len() - 1];
+        let mut n = 0;
+        if st.cfg.retention_ms >= 0 {
+            n = closed_segments
+                .iter()
+                .take_while(|s| {
+                    s.max_timestamp
+                        .is_none_or(|(ts, _)| now.0.saturating_sub(ts.0) > st.cfg.retention_ms)
+                })
+                .count();
+        }
+        if st.cfg.retention_bytes >= 0 {
+            let mut total: u64 = st.segments.iter().map(|s| s.size).sum();
+            let mut by_size = 0;
+            for s in closed_segments {
+                if total - s.size < st.cfg.retention_bytes as u64 {
+                    break;
+                }
+                total -= s.size;
+                by_size += 1;
+            }
+            n = n.max(by_size);
+        }
+        if n == 0 {
+            return Ok(0);
+        }
+        let new_start = st.segments[n].base_offset.max(st.log_start);
+        let removed = (new_start.0 - st.log_start.0) as u64;
+        if new_start > st.log_start {
+            self.write_log_start(new_start)?;
+            st.log_start = new_start;
+        }
+        self.delete_segments_below_start(&mut st)?;
+        tracing::debug!(partition = %self.tp, segments = n, records = removed, "applied retention");
+        Ok(removed)
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.state.lock().segments.iter().map(|s| s.size).sum()
+    }
+
+    fn set_config(&self, cfg: LogConfig) {
+        self.state.lock().cfg = cfg;
+    }
+}
