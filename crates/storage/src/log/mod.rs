@@ -187,3 +187,282 @@ impl StorageEngine for LogEngine {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+
+    use super::*;
+    use crate::conformance::{batch, batches, read_all, tp};
+    use rafka_core::{Offset, Timestamp};
+
+    fn make(dir: &Path) -> Arc<dyn StorageEngine> {
+        Arc::new(LogEngine::open(dir.to_path_buf(), LogConfig::default()).unwrap())
+    }
+
+    mod conformance {
+        use super::make;
+        crate::conformance_tests!(make);
+    }
+
+    fn small() -> LogConfig {
+        LogConfig {
+            segment_bytes: 2048,
+            index_interval_bytes: 256,
+            ..LogConfig::default()
+        }
+    }
+
+    /// Opens engine + partition `t-0` under `dir`.
+    fn check_open(dir: &Path, cfg: &LogConfig) -> (LogEngine, Arc<LogPartition>) {
+        let engine = LogEngine::open(dir.to_path_buf(), cfg.clone()).unwrap();
+        let log = engine.open_partition(&tp("t", 0), cfg).unwrap();
+        (engine, log)
+    }
+
+    fn files(dir: &Path, ext: &str) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(&format!(".{ext}")))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn active_segment(dir: &Path) -> PathBuf {
+        dir.join(files(dir, "log").pop().unwrap())
+    }
+
+    #[test]
+    fn rolls_by_size_with_kafka_file_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_engine, log) = check_open(dir.path(), &small());
+        for i in 0..20 {
+            log.append(batch(1, i, 400)).unwrap();
+        }
+        let pdir = dir.path().join("t-0");
+        let logs = files(&pdir, "log");
+        assert!(logs.len() > 3, "{logs:?}");
+        assert_eq!(logs[0], "00000000000000000000.log");
+        assert_eq!(files(&pdir, "index").len(), logs.len());
+        assert_eq!(files(&pdir, "timeindex").len(), logs.len());
+        for name in &logs {
+            assert!(fs::metadata(pdir.join(name)).unwrap().len() <= 2048);
+        }
+        assert_eq!(log.n_segments(), logs.len());
+        assert_eq!(read_all(log.as_ref(), Offset(0)).len(), 20);
+    }
+
+    #[test]
+    fn rolls_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            segment_ms: 0,
+            ..LogConfig::default()
+        };
+        let (_engine, log) = check_open(dir.path(), &cfg);
+        for i in 0..3 {
+            log.append(batch(1, i, 10)).unwrap();
+        }
+        assert_eq!(log.n_segments(), 3);
+    }
+
+    #[test]
+    fn clean_shutdown_marker_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, _log) = check_open(dir.path(), &small());
+        assert!(!engine.clean_start());
+        engine.close().unwrap();
+        assert!(dir.path().join(CLEAN_SHUTDOWN_MARKER).exists());
+        let (engine, _log) = check_open(dir.path(), &small());
+        assert!(engine.clean_start());
+        assert!(!dir.path().join(CLEAN_SHUTDOWN_MARKER).exists());
+        assert!(matches!(
+            engine.open_partition(&tp("u", 0), &small()).map(|_| ()),
+            Ok(())
+        ));
+    }
+
+    /// Appends `n` batches, drops the engine without close, damages the active segment
+    /// with `damage(path, len_before)`, reopens; returns the reopened log.
+    fn crash_with(
+        dir: &Path,
+        n: i64,
+        damage: impl FnOnce(&Path, u64),
+    ) -> (LogEngine, Arc<LogPartition>, Vec<u64>) {
+        let mut ends = Vec::new();
+        {
+            let (_engine, log) = check_open(dir, &small());
+            for i in 0..n {
+                log.append(batch(1 + (i as usize % 3), i, 150)).unwrap();
+                let seg = active_segment(&dir.join("t-0"));
+                ends.push(fs::metadata(seg).unwrap().len());
+            }
+        }
+        let seg = active_segment(&dir.join("t-0"));
+        damage(&seg, fs::metadata(&seg).unwrap().len());
+        let (engine, log) = check_open(dir, &small());
+        (engine, log, ends)
+    }
+
+    #[test]
+    fn corrupt_tail_is_cut_and_appends_continue() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_engine, log, _) = crash_with(dir.path(), 12, |seg, len| {
+            let f = fs::OpenOptions::new().write(true).open(seg).unwrap();
+            f.write_all_at(&[0xff; 3], len - 3).unwrap();
+        });
+        // Batches are 1..3 records; 12 batches hold 24 records, the last one (3 records) is bad.
+        assert_eq!(log.log_end_offset(), Offset(21));
+        let all = read_all(log.as_ref(), Offset(0));
+        assert_eq!(all.len(), 11);
+        let info = log.append(batch(1, 0, 1)).unwrap();
+        assert_eq!(info.base_offset, Offset(21));
+        assert_eq!(batches(&log.read(Offset(21), 1).unwrap().records).len(), 1);
+    }
+
+    #[test]
+    fn half_written_batch_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_engine, log, _) = crash_with(dir.path(), 12, |seg, len| {
+            let f = fs::OpenOptions::new().write(true).open(seg).unwrap();
+            // The last batch (3 records, 150-byte values) is well over 200 bytes.
+            f.set_len(len - 200).unwrap();
+        });
+        assert_eq!(log.log_end_offset(), Offset(21));
+        assert_eq!(read_all(log.as_ref(), Offset(0)).len(), 11);
+        assert_eq!(log.append(batch(2, 0, 1)).unwrap().base_offset, Offset(21));
+        assert_eq!(log.log_end_offset(), Offset(23));
+    }
+
+    #[test]
+    fn garbage_at_start_of_active_segment_empties_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_engine, log, _) = crash_with(dir.path(), 1, |seg, _| {
+            let f = fs::OpenOptions::new().write(true).open(seg).unwrap();
+            f.write_all_at(&[7u8; 100], 0).unwrap();
+        });
+        assert_eq!(log.log_end_offset(), Offset(0));
+        assert_eq!(log.size_bytes(), 0);
+        assert_eq!(log.append(batch(1, 0, 1)).unwrap().base_offset, Offset(0));
+    }
+
+    #[test]
+    fn empty_partition_dir_and_junk_in_root_open_fine() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("t-0")).unwrap();
+        fs::create_dir(dir.path().join("not a partition")).unwrap();
+        fs::write(dir.path().join("junk.txt"), b"junk").unwrap();
+        fs::write(dir.path().join("t-0").join("stray.bin"), b"?").unwrap();
+        let (engine, log) = check_open(dir.path(), &small());
+        assert_eq!(log.log_end_offset(), Offset(0));
+        assert_eq!(engine.partitions().unwrap(), vec![tp("t", 0)]);
+        log.append(batch(1, 0, 1)).unwrap();
+    }
+
+    #[test]
+    fn log_start_is_checkpointed_and_old_segments_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (_engine, log) = check_open(dir.path(), &small());
+            for i in 0..30 {
+                log.append(batch(1, i, 400)).unwrap();
+            }
+            let before = log.n_segments();
+            log.delete_before(Offset(17)).unwrap();
+            assert!(log.n_segments() < before);
+            // Dropped without close: the checkpoint alone must carry the log start.
+        }
+        let pdir = dir.path().join("t-0");
+        assert_eq!(
+            fs::read_to_string(pdir.join(partition::LOG_START_CHECKPOINT)).unwrap(),
+            "17"
+        );
+        let (_engine, log) = check_open(dir.path(), &small());
+        assert_eq!(log.log_start_offset(), Offset(17));
+        assert_eq!(log.log_end_offset(), Offset(30));
+        let first = files(&pdir, "log").remove(0);
+        let base: i64 = first.trim_end_matches(".log").parse().unwrap();
+        assert!(base <= 17 && base > 0, "{first}");
+    }
+
+    #[test]
+    fn closed_segment_indexes_survive_reopen_and_bad_ones_are_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (engine, log) = check_open(dir.path(), &small());
+            for i in 0..30 {
+                log.append(batch(1, 1000 + i, 300)).unwrap();
+            }
+            engine.close().unwrap();
+        }
+        let pdir = dir.path().join("t-0");
+        // Damage one closed segment's index: it must be rebuilt from the log.
+        let idx = files(&pdir, "index").remove(0);
+        fs::write(pdir.join(idx), [0xffu8; 8]).unwrap();
+        let (_engine, log) = check_open(dir.path(), &small());
+        for from in 0..30 {
+            let r = log.read(Offset(from), 1).unwrap();
+            assert_eq!(batches(&r.records)[0].base_offset(), Offset(from));
+        }
+        assert_eq!(
+            log.offset_for_timestamp(Timestamp(1010)).unwrap(),
+            Some((Offset(10), Timestamp(1010)))
+        );
+        assert_eq!(
+            log.max_timestamp().unwrap(),
+            Some((Offset(29), Timestamp(1029)))
+        );
+    }
+
+    #[test]
+    fn flush_is_group_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_engine, log) = check_open(dir.path(), &LogConfig::default());
+        log.flush().unwrap();
+        assert_eq!(log.n_flush_syncs(), 0, "nothing to sync");
+        log.append(batch(1, 0, 1)).unwrap();
+        log.append(batch(1, 0, 1)).unwrap();
+        log.flush().unwrap();
+        log.flush().unwrap();
+        assert_eq!(log.n_flush_syncs(), 1, "one sync covers both appends");
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                let log = Arc::clone(&log);
+                s.spawn(move || {
+                    for _ in 0..20 {
+                        log.append(batch(1, 0, 1)).unwrap();
+                        log.flush().unwrap();
+                    }
+                });
+            }
+        });
+        assert!(log.n_flush_syncs() <= 1 + 160);
+    }
+
+    #[test]
+    fn retention_deletes_whole_segments_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            retention_ms: 100,
+            ..small()
+        };
+        let (_engine, log) = check_open(dir.path(), &cfg);
+        for i in 0..20 {
+            log.append(batch(1, i * 10, 400)).unwrap();
+        }
+        let n = log.n_segments();
+        // Newest timestamp is 190: at now=250 segments whose max is < 150 go.
+        let removed = log.apply_retention(Timestamp(250)).unwrap();
+        let start = log.log_start_offset();
+        assert_eq!(removed, start.0 as u64);
+        assert!(removed > 0 && removed < 15, "removed {removed}");
+        assert!(log.n_segments() < n);
+        // The active segment always stays, however old.
+        log.apply_retention(Timestamp(1_000_000)).unwrap();
+        assert_eq!(log.n_segments(), 1);
+        assert_eq!(log.log_end_offset(), Offset(20));
+        assert!(!read_all(log.as_ref(), log.log_start_offset()).is_empty());
+    }
+}
