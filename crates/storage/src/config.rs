@@ -64,7 +64,10 @@ impl StorageConfig {
             ));
         }
         if self.log_segment_ms <= 0 {
-            return Err(format!("log_segment_ms must be positive, got {}", self.log_segment_ms));
+            return Err(format!(
+                "log_segment_ms must be positive, got {}",
+                self.log_segment_ms
+            ));
         }
         if self.log_retention_ms < -1 || self.log_retention_bytes < -1 {
             return Err("log_retention_ms and log_retention_bytes must be >= -1".to_string());
@@ -99,7 +102,10 @@ pub fn open_engine(cfg: &StorageConfig) -> Result<Arc<dyn StorageEngine>, Storag
     cfg.validate()
         .map_err(|msg| io::Error::new(io::ErrorKind::InvalidInput, format!("storage: {msg}")))?;
     match cfg.storage_type.as_str() {
-        "log" => Ok(Arc::new(LogEngine::open(cfg.path.clone(), cfg.log_config())?)),
+        "log" => Ok(Arc::new(LogEngine::open(
+            cfg.path.clone(),
+            cfg.log_config(),
+        )?)),
         other => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("storage: unknown storage_type {other:?}; known engines: \"log\""),
@@ -128,7 +134,8 @@ mod tests {
 
     #[test]
     fn keys_override_one_by_one() {
-        let cfg = check("path: /var/rafka\nlog_segment_bytes: 4096\nlog_retention_bytes: 10\n").unwrap();
+        let cfg =
+            check("path: /var/rafka\nlog_segment_bytes: 4096\nlog_retention_bytes: 10\n").unwrap();
         assert_eq!(cfg.path, PathBuf::from("/var/rafka"));
         assert_eq!(cfg.log_config().segment_bytes, 4096);
         assert_eq!(cfg.log_config().retention_bytes, 10);
@@ -137,7 +144,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_are_refused() {
-        assert!(check("log_segment_byte: 1").unwrap_err().contains("unknown field"));
+        assert!(check("log_segment_byte: 1")
+            .unwrap_err()
+            .contains("unknown field"));
         let cfg = check("message_max_bytes: 1000000000").unwrap();
         assert!(cfg.validate().unwrap_err().contains("message_max_bytes"));
         let cfg = check("log_segment_bytes: 10").unwrap();

@@ -95,7 +95,11 @@ pub fn batch(n_records: usize, ts: i64, value_bytes: usize) -> RecordBatch {
     let mut b = BatchBuilder::new(Offset(0));
     for i in 0..n_records {
         let value = vec![(i % 251) as u8; value_bytes];
-        b = b.kv(format!("key-{i}").as_bytes(), &value, Timestamp(ts + i as i64));
+        b = b.kv(
+            format!("key-{i}").as_bytes(),
+            &value,
+            Timestamp(ts + i as i64),
+        );
     }
     b.build()
 }
@@ -116,7 +120,10 @@ pub fn read_all(log: &dyn PartitionLog, from: Offset) -> Vec<RecordBatch> {
     while next < log.log_end_offset() {
         let r = log.read(next, 1 << 20).expect("read within range");
         let got = batches(&r.records);
-        assert!(!got.is_empty(), "read at {next} below the log end returned nothing");
+        assert!(
+            !got.is_empty(),
+            "read at {next} below the log end returned nothing"
+        );
         next = got.last().expect("non-empty").next_offset();
         out.extend(got);
     }
@@ -126,7 +133,11 @@ pub fn read_all(log: &dyn PartitionLog, from: Offset) -> Vec<RecordBatch> {
 /// Asserts that offsets in `batches` are contiguous.
 fn assert_contiguous(batches: &[RecordBatch]) {
     for w in batches.windows(2) {
-        assert_eq!(w[0].next_offset(), w[1].base_offset(), "offsets must be contiguous");
+        assert_eq!(
+            w[0].next_offset(),
+            w[1].base_offset(),
+            "offsets must be contiguous"
+        );
     }
 }
 
@@ -136,7 +147,9 @@ fn same_batch(a: &RecordBatch, b: &RecordBatch) -> bool {
 }
 
 fn open(engine: &Arc<dyn StorageEngine>, cfg: &LogConfig) -> Arc<dyn PartitionLog> {
-    engine.open(&tp("conformance", 0), cfg).expect("open partition")
+    engine
+        .open(&tp("conformance", 0), cfg)
+        .expect("open partition")
 }
 
 /// Appends get contiguous offsets in order, and read returns them as appended.
@@ -149,7 +162,10 @@ pub fn appends_get_contiguous_offsets(make: Factory) {
     for i in 0..20 {
         let n = 1 + i % 4;
         let info = log.append(batch(n, 1000 + i as i64, 10)).expect("append");
-        let expected_base = appended.iter().map(|b: &RecordBatch| b.record_count() as i64).sum::<i64>();
+        let expected_base = appended
+            .iter()
+            .map(|b: &RecordBatch| b.record_count() as i64)
+            .sum::<i64>();
         assert_eq!(info.base_offset, Offset(expected_base));
         assert_eq!(info.last_offset, Offset(expected_base + n as i64 - 1));
         assert_eq!(info.log_start_offset, Offset(0));
@@ -157,7 +173,10 @@ pub fn appends_get_contiguous_offsets(make: Factory) {
         b.set_base_offset(info.base_offset);
         appended.push(b);
     }
-    assert_eq!(log.log_end_offset(), appended.last().expect("some").next_offset());
+    assert_eq!(
+        log.log_end_offset(),
+        appended.last().expect("some").next_offset()
+    );
     let got = read_all(log.as_ref(), Offset(0));
     assert_eq!(got.len(), appended.len());
     for (g, a) in got.iter().zip(&appended) {
@@ -192,9 +211,18 @@ pub fn empty_log(make: Factory) {
     assert_eq!(log.log_end_offset(), Offset(0));
     let r = log.read(Offset(0), 1024).expect("read at log end");
     assert!(r.records.is_empty());
-    assert!(matches!(log.read(Offset(1), 1024), Err(StorageError::OffsetOutOfRange { .. })));
-    assert!(matches!(log.read(Offset(-1), 1024), Err(StorageError::OffsetOutOfRange { .. })));
-    assert_eq!(log.offset_for_timestamp(Timestamp(0)).expect("lookup"), None);
+    assert!(matches!(
+        log.read(Offset(1), 1024),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    assert!(matches!(
+        log.read(Offset(-1), 1024),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(
+        log.offset_for_timestamp(Timestamp(0)).expect("lookup"),
+        None
+    );
     assert_eq!(log.max_timestamp().expect("max"), None);
     log.flush().expect("flush of nothing");
     log.truncate_after(Offset(0)).expect("truncate nothing");
@@ -212,7 +240,11 @@ pub fn read_respects_max_bytes_but_returns_one_whole_batch(make: Factory) {
     }
     let one = batch(2, 0, 1000).size_bytes();
     let r = log.read(Offset(0), 10).expect("read");
-    assert_eq!(batches(&r.records).len(), 1, "one whole batch though larger than max_bytes");
+    assert_eq!(
+        batches(&r.records).len(),
+        1,
+        "one whole batch though larger than max_bytes"
+    );
     assert_eq!(r.records.len(), one);
     let r = log.read(Offset(0), 3 * one - 1).expect("read");
     assert_eq!(batches(&r.records).len(), 2, "never a partial batch");
@@ -236,19 +268,29 @@ pub fn reopen_keeps_offsets_and_data(make: Factory) {
         let engine = make(dir.path());
         let log = open(&engine, &cfg);
         for i in 0..40 {
-            log.append(batch(1 + i % 3, i as i64 * 10, 200)).expect("append");
+            log.append(batch(1 + i % 3, i as i64 * 10, 200))
+                .expect("append");
         }
         log.delete_before(Offset(5)).expect("delete_before");
         let all = read_all(log.as_ref(), Offset(5));
         engine.close().expect("close");
-        assert!(matches!(log.append(batch(1, 0, 1)), Err(StorageError::Closed(_))));
+        assert!(matches!(
+            log.append(batch(1, 0, 1)),
+            Err(StorageError::Closed(_))
+        ));
         all
     };
     let engine = make(dir.path());
-    assert_eq!(engine.partitions().expect("partitions"), vec![tp("conformance", 0)]);
+    assert_eq!(
+        engine.partitions().expect("partitions"),
+        vec![tp("conformance", 0)]
+    );
     let log = open(&engine, &cfg);
     assert_eq!(log.log_start_offset(), Offset(5));
-    assert_eq!(log.log_end_offset(), before.last().expect("some").next_offset());
+    assert_eq!(
+        log.log_end_offset(),
+        before.last().expect("some").next_offset()
+    );
     let after = read_all(log.as_ref(), Offset(5));
     assert_eq!(after.len(), before.len());
     assert!(after.iter().zip(&before).all(|(a, b)| same_batch(a, b)));
@@ -273,18 +315,35 @@ pub fn delete_before_moves_log_start(make: Factory) {
     log.delete_before(Offset(21)).expect("delete_before");
     assert_eq!(log.log_start_offset(), Offset(21));
     assert!(log.size_bytes() <= size_before);
-    assert!(matches!(log.read(Offset(20), 1), Err(StorageError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(Offset(20), 1),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
     let r = log.read(Offset(21), 1).expect("read at log start");
-    assert_eq!(batches(&r.records)[0].base_offset(), Offset(20), "the containing batch");
+    assert_eq!(
+        batches(&r.records)[0].base_offset(),
+        Offset(20),
+        "the containing batch"
+    );
     assert_eq!(r.log_start_offset, Offset(21));
     log.delete_before(Offset(10)).expect("backwards is a no-op");
     assert_eq!(log.log_start_offset(), Offset(21));
-    assert!(matches!(log.delete_before(Offset(61)), Err(StorageError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.delete_before(Offset(61)),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
     log.delete_before(Offset(60)).expect("up to the log end");
     assert_eq!(log.log_start_offset(), Offset(60));
     assert_eq!(log.log_end_offset(), Offset(60));
-    assert!(log.read(Offset(60), 100).expect("read at end").records.is_empty());
-    assert_eq!(log.append(batch(1, 0, 1)).expect("append").base_offset, Offset(60));
+    assert!(log
+        .read(Offset(60), 100)
+        .expect("read at end")
+        .records
+        .is_empty());
+    assert_eq!(
+        log.append(batch(1, 0, 1)).expect("append").base_offset,
+        Offset(60)
+    );
     assert_eq!(read_all(log.as_ref(), Offset(60)).len(), 1);
 }
 
@@ -300,22 +359,31 @@ pub fn truncate_after_removes_the_suffix(make: Factory) {
     for i in 0..30 {
         log.append(batch(3, i, 200)).expect("append");
     }
-    log.truncate_after(Offset(100)).expect("past the end is a no-op");
+    log.truncate_after(Offset(100))
+        .expect("past the end is a no-op");
     assert_eq!(log.log_end_offset(), Offset(90));
-    log.truncate_after(Offset(46)).expect("truncate inside a batch");
+    log.truncate_after(Offset(46))
+        .expect("truncate inside a batch");
     assert_eq!(log.log_end_offset(), Offset(45));
-    log.truncate_after(Offset(30)).expect("truncate at a batch boundary");
+    log.truncate_after(Offset(30))
+        .expect("truncate at a batch boundary");
     assert_eq!(log.log_end_offset(), Offset(30));
     let got = read_all(log.as_ref(), Offset(0));
     assert_eq!(got.len(), 10);
     assert_contiguous(&got);
-    assert!(matches!(log.read(Offset(31), 1), Err(StorageError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(Offset(31), 1),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
     let info = log.append(batch(2, 99, 10)).expect("append after truncate");
     assert_eq!(info.base_offset, Offset(30));
     assert_eq!(read_all(log.as_ref(), Offset(27)).len(), 2);
     log.truncate_after(Offset(0)).expect("truncate everything");
     assert_eq!(log.log_end_offset(), Offset(0));
-    assert_eq!(log.append(batch(1, 0, 1)).expect("append").base_offset, Offset(0));
+    assert_eq!(
+        log.append(batch(1, 0, 1)).expect("append").base_offset,
+        Offset(0)
+    );
 }
 
 /// `offset_for_timestamp` finds the first batch whose max timestamp reaches the target;
@@ -336,7 +404,11 @@ pub fn timestamp_lookup(make: Factory) {
     }
     let check = |target: i64, expected: Option<(i64, i64)>| {
         let got = log.offset_for_timestamp(Timestamp(target)).expect("lookup");
-        assert_eq!(got, expected.map(|(o, t)| (Offset(o), Timestamp(t))), "target {target}");
+        assert_eq!(
+            got,
+            expected.map(|(o, t)| (Offset(o), Timestamp(t))),
+            "target {target}"
+        );
     };
     check(0, Some((0, 101)));
     check(101, Some((0, 101)));
@@ -347,7 +419,10 @@ pub fn timestamp_lookup(make: Factory) {
     check(600, Some((14, 601)));
     check(602, Some((18, 701)));
     check(702, None);
-    assert_eq!(log.max_timestamp().expect("max"), Some((Offset(19), Timestamp(701))));
+    assert_eq!(
+        log.max_timestamp().expect("max"),
+        Some((Offset(19), Timestamp(701)))
+    );
     log.delete_before(Offset(5)).expect("delete_before");
     check(0, Some((5, 201)));
 }
@@ -371,9 +446,15 @@ pub fn readers_run_concurrently_with_appends(make: Factory) {
                 let mut seed = r + 1;
                 let mut n_reads = 0;
                 while !done.load(Ordering::Acquire) || n_reads < 10 {
-                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     let end = log.log_end_offset().0;
-                    let from = if end == 0 { 0 } else { (seed >> 33) as i64 % (end + 1) };
+                    let from = if end == 0 {
+                        0
+                    } else {
+                        (seed >> 33) as i64 % (end + 1)
+                    };
                     let res = log.read(Offset(from), 4096).expect("read in range");
                     let got = batches(&res.records);
                     if from < res.log_end_offset.0 {
@@ -435,7 +516,9 @@ pub fn bad_input_is_refused_and_nothing_stored(make: Factory) {
         match log.append(b) {
             Err(StorageError::Corrupt(e)) => assert!(matches!(
                 e,
-                BatchError::CrcMismatch { .. } | BatchError::BadMagic(_) | BatchError::BadRecordCount { .. }
+                BatchError::CrcMismatch { .. }
+                    | BatchError::BadMagic(_)
+                    | BatchError::BadRecordCount { .. }
             )),
             other => panic!("expected Corrupt, got {other:?}"),
         }
@@ -443,7 +526,10 @@ pub fn bad_input_is_refused_and_nothing_stored(make: Factory) {
         assert_eq!(log.size_bytes(), size);
     }
     assert_eq!(read_all(log.as_ref(), Offset(0)).len(), 1);
-    assert_eq!(log.append(good).expect("good append").base_offset, Offset(2));
+    assert_eq!(
+        log.append(good).expect("good append").base_offset,
+        Offset(2)
+    );
 }
 
 /// A batch above `max_message_bytes` is refused with `BatchTooLarge`, also after
@@ -468,10 +554,14 @@ pub fn batch_too_large_is_refused(make: Factory) {
     assert_eq!(log.size_bytes(), 0);
     cfg.max_message_bytes = 10_000;
     log.set_config(cfg.clone());
-    log.append(big.clone()).expect("fits after raising the limit");
+    log.append(big.clone())
+        .expect("fits after raising the limit");
     cfg.max_message_bytes = 100;
     log.set_config(cfg);
-    assert!(matches!(log.append(big), Err(StorageError::BatchTooLarge { .. })));
+    assert!(matches!(
+        log.append(big),
+        Err(StorageError::BatchTooLarge { .. })
+    ));
     assert_eq!(log.log_end_offset(), Offset(1));
 }
 
@@ -501,17 +591,28 @@ pub fn engine_lists_opens_and_removes_partitions(make: Factory) {
     let cfg = LogConfig::default();
     let a = engine.open(&tp("a", 0), &cfg).expect("open");
     let a2 = engine.open(&tp("a", 0), &cfg).expect("open again");
-    assert!(Arc::ptr_eq(&a, &a2), "opening an open partition returns the same log");
+    assert!(
+        Arc::ptr_eq(&a, &a2),
+        "opening an open partition returns the same log"
+    );
     let b = engine.open(&tp("b-x", 3), &cfg).expect("open");
     a.append(batch(1, 0, 1)).expect("append");
     b.append(batch(1, 0, 1)).expect("append");
-    assert_eq!(engine.partitions().expect("partitions"), vec![tp("a", 0), tp("b-x", 3)]);
+    assert_eq!(
+        engine.partitions().expect("partitions"),
+        vec![tp("a", 0), tp("b-x", 3)]
+    );
     engine.remove(&tp("a", 0)).expect("remove");
     assert_eq!(engine.partitions().expect("partitions"), vec![tp("b-x", 3)]);
-    assert!(a.append(batch(1, 0, 1)).is_err(), "a removed log refuses appends");
+    assert!(
+        a.append(batch(1, 0, 1)).is_err(),
+        "a removed log refuses appends"
+    );
     let fresh = engine.open(&tp("a", 0), &cfg).expect("reopen after remove");
     assert_eq!(fresh.log_end_offset(), Offset(0));
-    engine.remove(&tp("never", 0)).expect("removing a missing partition is fine");
+    engine
+        .remove(&tp("never", 0))
+        .expect("removing a missing partition is fine");
 }
 
 /// Retention never moves the log end, and what it reports removed matches the log start.
@@ -528,11 +629,17 @@ pub fn retention_keeps_offsets_consistent(make: Factory) {
     for i in 0..40 {
         log.append(batch(1, 1000 + i, 300)).expect("append");
     }
-    assert_eq!(log.apply_retention(Timestamp(1_000_000)).expect("retention"), 0);
+    assert_eq!(
+        log.apply_retention(Timestamp(1_000_000))
+            .expect("retention"),
+        0
+    );
     assert_eq!(log.log_start_offset(), Offset(0));
     cfg.retention_bytes = 4096;
     log.set_config(cfg.clone());
-    let removed = log.apply_retention(Timestamp(2000)).expect("retention by size");
+    let removed = log
+        .apply_retention(Timestamp(2000))
+        .expect("retention by size");
     assert_eq!(log.log_start_offset(), Offset(removed as i64));
     assert!(removed > 0);
     assert_eq!(log.log_end_offset(), Offset(40));
@@ -540,7 +647,9 @@ pub fn retention_keeps_offsets_consistent(make: Factory) {
     cfg.retention_ms = 10;
     log.set_config(cfg);
     let start = log.log_start_offset();
-    let removed = log.apply_retention(Timestamp(1_000_000)).expect("retention by time");
+    let removed = log
+        .apply_retention(Timestamp(1_000_000))
+        .expect("retention by time");
     assert_eq!(log.log_start_offset(), start.plus(removed as i64));
     assert_eq!(log.log_end_offset(), Offset(40));
     let last = log.read(Offset(39), 1).expect("the newest batch survives");

@@ -32,13 +32,26 @@ enum Damage {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { n_records: usize, value_bytes: usize },
+    Append {
+        n_records: usize,
+        value_bytes: usize,
+    },
     Roll,
-    Read { at: u16, max_bytes: usize },
-    DeleteBefore { at: u16 },
-    TruncateAfter { at: u16 },
+    Read {
+        at: u16,
+        max_bytes: usize,
+    },
+    DeleteBefore {
+        at: u16,
+    },
+    TruncateAfter {
+        at: u16,
+    },
     Flush,
-    Crash { damage: Damage, at: u16 },
+    Crash {
+        damage: Damage,
+        at: u16,
+    },
     Reopen,
 }
 
@@ -96,7 +109,9 @@ fn tp() -> TopicPartition {
 
 fn open(root: &Path) -> (LogEngine, Arc<LogPartition>) {
     let engine = LogEngine::open(root.to_path_buf(), cfg()).expect("engine opens");
-    let log = engine.open_partition(&tp(), &cfg()).expect("partition opens");
+    let log = engine
+        .open_partition(&tp(), &cfg())
+        .expect("partition opens");
     (engine, log)
 }
 
@@ -123,7 +138,11 @@ fn check_read(log: &LogPartition, model: &Model, from: i64, max_bytes: usize) {
         .expect("model has the offset");
     for (i, b) in got.iter().enumerate() {
         b.validate().expect("every returned batch validates");
-        assert!(same_batch(b, &model.batches[first + i]), "batch {} differs", first + i);
+        assert!(
+            same_batch(b, &model.batches[first + i]),
+            "batch {} differs",
+            first + i
+        );
     }
 }
 
@@ -156,11 +175,17 @@ fn run(ops: Vec<Op>) {
     let mut model = Model::default();
     for op in ops {
         match op {
-            Op::Append { n_records, value_bytes } => {
+            Op::Append {
+                n_records,
+                value_bytes,
+            } => {
                 append(&log, &mut model, n_records, value_bytes);
             }
             Op::Roll => {
-                log.set_config(LogConfig { segment_ms: 0, ..cfg() });
+                log.set_config(LogConfig {
+                    segment_ms: 0,
+                    ..cfg()
+                });
                 append(&log, &mut model, 1, 10);
                 log.set_config(cfg());
             }
@@ -170,7 +195,8 @@ fn run(ops: Vec<Op>) {
             }
             Op::DeleteBefore { at } => {
                 let offset = model.pick(at);
-                log.delete_before(Offset(offset)).expect("delete_before in range");
+                log.delete_before(Offset(offset))
+                    .expect("delete_before in range");
                 model.log_start = model.log_start.max(offset);
             }
             Op::TruncateAfter { at } => {
@@ -203,7 +229,11 @@ fn run(ops: Vec<Op>) {
                 let len = fs::metadata(&seg).unwrap().len();
                 let tail = unflushed.min(len);
                 if tail > 0 {
-                    let f = fs::OpenOptions::new().read(true).write(true).open(&seg).unwrap();
+                    let f = fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .open(&seg)
+                        .unwrap();
                     let pos = len - 1 - at as u64 % tail;
                     match damage {
                         Damage::None => {}
@@ -263,7 +293,10 @@ fn recover_model(log: &LogPartition, model: &mut Model) {
         _ => {
             // Deleted up to a log start beyond what survived: the log restarts empty there,
             // which is only allowed if nothing flushed lies at or above the log start.
-            assert_eq!(end, model.log_start, "log end {end} is not an allowed prefix");
+            assert_eq!(
+                end, model.log_start,
+                "log end {end} is not an allowed prefix"
+            );
             assert!(model.boundary(model.flushed) <= model.log_start);
             model.batches.clear();
             model.log_end = end;

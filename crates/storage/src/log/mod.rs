@@ -165,8 +165,7 @@ impl StorageEngine for LogEngine {
             if !entry.file_type()?.is_dir() {
                 continue;
             }
-            if let Some(tp) = TopicPartition::from_dir_name(&entry.file_name().to_string_lossy())
-            {
+            if let Some(tp) = TopicPartition::from_dir_name(&entry.file_name().to_string_lossy()) {
                 out.push(tp);
             }
         }

@@ -349,9 +349,7 @@ impl LogPartition {
             let mut pos = r.start;
             while pos < r.end {
                 let h = read_header(&r.file, pos)?
-                    .filter(|h| {
-                        h.size_bytes >= HEADER_BYTES as u64 && pos + h.size_bytes <= r.end
-                    })
+                    .filter(|h| h.size_bytes >= HEADER_BYTES as u64 && pos + h.size_bytes <= r.end)
                     .ok_or_else(|| invalid_data(format!("bad batch header at position {pos}")))?;
                 if h.next_offset() > from {
                     let first = h.size_bytes as usize;
@@ -461,10 +459,8 @@ impl PartitionLog for LogPartition {
         seg.track(&header, position, interval);
         seg.first_append_ms.get_or_insert(now);
         // Only written under the state lock, so load + store cannot lose an increment.
-        self.appended.store(
-            self.appended.load(Ordering::Relaxed) + 1,
-            Ordering::Release,
-        );
+        self.appended
+            .store(self.appended.load(Ordering::Relaxed) + 1, Ordering::Release);
         Ok(AppendInfo {
             base_offset,
             last_offset,
