@@ -2,7 +2,7 @@
 //! rafka-core.
 //!
 //! - [`log`]: the default engine, Kafka's segmented log on local disk ([`LogEngine`]).
-//! - [`conformance`] (feature `conformance`): the suite every engine must pass.
+//! - `conformance` (feature `conformance`): the suite every engine must pass.
 //! - [`StorageConfig`] / [`open_engine`]: the `storage:` config section and the engine it names.
 //!
 //! This crate does file I/O only: no networking, no Kafka API keys.
