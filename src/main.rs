@@ -1,1 +1,152 @@
-fn main() {}
+//! `rafka`: the broker binary. `rafka` alone (or `rafka serve`) runs the broker with
+//! `config/config.yaml` when present, else the same defaults built in.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+
+use rafka_broker::{Broker, Config};
+
+/// The shipped configuration, used when no file is given and `config/config.yaml` is absent.
+const EMBEDDED_CONFIG: &str = include_str!("../config/config.yaml");
+
+const USAGE: &str = "\
+rafka — a Kafka-compatible streaming broker
+
+USAGE:
+    rafka [serve] [OPTIONS]
+
+OPTIONS:
+    -c, --config FILE                 YAML config (default: config/config.yaml, else built-in defaults)
+        --listen HOST:PORT            override broker.listen (port 0 picks a free port)
+        --data-dir DIR                override storage.path
+        --advertised-listener HOST:PORT
+                                      override broker.advertised_listener
+    -h, --help                        print this help
+    -V, --version                     print the version
+";
+
+struct Args {
+    config: Option<PathBuf>,
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    advertised: Option<String>,
+}
+
+fn parse_args() -> Result<Option<Args>> {
+    let mut args = Args {
+        config: None,
+        listen: None,
+        data_dir: None,
+        advertised: None,
+    };
+    let mut it = std::env::args().skip(1).peekable();
+    if it.peek().map(String::as_str) == Some("serve") {
+        it.next();
+    }
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
+        match a.as_str() {
+            "-c" | "--config" => args.config = Some(PathBuf::from(value(&a)?)),
+            "--listen" => args.listen = Some(value(&a)?),
+            "--data-dir" => args.data_dir = Some(PathBuf::from(value(&a)?)),
+            "--advertised-listener" => args.advertised = Some(value(&a)?),
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return Ok(None);
+            }
+            "-V" | "--version" => {
+                println!("rafka {}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            other => bail!("unknown argument {other:?}\n\n{USAGE}"),
+        }
+    }
+    Ok(Some(args))
+}
+
+fn load_config(args: &Args) -> Result<Config> {
+    let mut cfg = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => {
+            let default = PathBuf::from("config/config.yaml");
+            if default.exists() {
+                Config::from_file(&default)?
+            } else {
+                Config::from_yaml(EMBEDDED_CONFIG)?
+            }
+        }
+    };
+    if let Some(l) = &args.listen {
+        cfg.broker.listen = l.clone();
+    }
+    if let Some(d) = &args.data_dir {
+        cfg.storage.path = d.clone();
+    }
+    if let Some(a) = &args.advertised {
+        cfg.broker.advertised_listener = Some(a.clone());
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn serve(cfg: Config) -> Result<()> {
+    let engine = cfg.storage.storage_type.clone();
+    let data = cfg.storage.path.display().to_string();
+    let broker = Broker::start(cfg).await.context("broker failed to start")?;
+    println!(
+        "rafka listening on {} (engine {engine:?}, data {data}, {} partitions recovered, ready in {} ms)",
+        broker.bootstrap_address(),
+        broker.recovered_partitions(),
+        broker.startup_time().as_millis()
+    );
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    broker.shutdown().await.context("clean shutdown failed")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = (|| -> Result<()> {
+        let Some(args) = parse_args()? else {
+            return Ok(());
+        };
+        let cfg = load_config(&args)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        rt.block_on(serve(cfg))
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rafka: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

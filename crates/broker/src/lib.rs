@@ -1,1 +1,16 @@
-//! placeholder
+//! rafka-broker: the Kafka-compatible broker.
+//!
+//! [`Broker::start`] opens the storage engine, recovers every partition, binds the
+//! listener and serves until [`Broker::shutdown`]. The same type runs the `rafka` binary and
+//! an application's tests in-process (listen on port 0, ask [`Broker::bootstrap_address`]).
+
+pub mod api;
+mod broker;
+pub mod config;
+pub mod producer_state;
+mod server;
+pub mod state;
+pub mod topic_config;
+
+pub use broker::{Broker, BrokerError, Shared};
+pub use config::{BrokerConfig, Config, ConfigError, DurabilityConfig, FsyncPolicy};

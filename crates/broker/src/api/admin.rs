@@ -1,0 +1,289 @@
+//! Topic administration: CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords,
+//! DescribeLogDirs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_log_dirs_response::{
+    DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+};
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeLogDirsRequest, DescribeLogDirsResponse, ResponseKind,
+};
+use kafka_protocol::ResponseError;
+
+use rafka_core::{Offset, TopicName};
+
+use super::{sb, storage_error_code, wire_topic};
+use crate::broker::Shared;
+use crate::state::TopicError;
+use crate::topic_config;
+
+/// Kafka's config source code for a topic override.
+pub(crate) const SOURCE_TOPIC: i8 = 1;
+/// Kafka's config source code for a default.
+pub(crate) const SOURCE_DEFAULT: i8 = 5;
+
+fn topic_error(e: &TopicError) -> ResponseError {
+    match e {
+        TopicError::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition,
+        TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        TopicError::Storage(s) => storage_error_code(s),
+    }
+}
+
+/// CreateTopics v2–7.
+pub fn create_topics(shared: &Arc<Shared>, req: CreateTopicsRequest, version: i16) -> ResponseKind {
+    let mut results = Vec::new();
+    for t in req.topics {
+        let result = CreatableTopicResult::default()
+            .with_name(t.name.clone())
+            .with_num_partitions(-1)
+            .with_replication_factor(-1);
+        let fail = |e: ResponseError, msg: String| {
+            result
+                .clone()
+                .with_error_code(e.code())
+                .with_error_message(Some(sb(msg)))
+        };
+        let name = match TopicName::new(&t.name) {
+            Ok(n) => n,
+            Err(e) => {
+                results.push(fail(ResponseError::InvalidTopicException, e.to_string()));
+                continue;
+            }
+        };
+        if t.replication_factor != -1 && t.replication_factor != 1 {
+            results.push(fail(
+                ResponseError::InvalidReplicationFactor,
+                format!(
+                    "Replication factor {} is larger than the 1 available broker",
+                    t.replication_factor
+                ),
+            ));
+            continue;
+        }
+        let mut partitions = t.num_partitions;
+        if !t.assignments.is_empty() {
+            if t.num_partitions != -1 || t.replication_factor != -1 {
+                results.push(fail(
+                    ResponseError::InvalidRequest,
+                    "Both numPartitions or replicationFactor and replicasAssignments were set"
+                        .into(),
+                ));
+                continue;
+            }
+            if t.assignments
+                .iter()
+                .any(|a| a.broker_ids.iter().any(|b| b.0 != shared.node_id) || a.broker_ids.len() != 1)
+            {
+                results.push(fail(
+                    ResponseError::InvalidReplicaAssignment,
+                    format!("Every replica must be broker {}", shared.node_id),
+                ));
+                continue;
+            }
+            partitions = t.assignments.len() as i32;
+        }
+        if partitions == -1 {
+            partitions = shared.config.broker.num_partitions;
+        }
+        let mut configs = BTreeMap::new();
+        for c in &t.configs {
+            if let Some(v) = &c.value {
+                configs.insert(c.name.to_string(), v.to_string());
+            }
+        }
+        match shared
+            .cluster
+            .create_topic(&name, partitions, configs.clone(), req.validate_only)
+        {
+            Ok(topic) => {
+                let mut r = result
+                    .with_topic_id(topic.id)
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(1);
+                if version >= 5 {
+                    let defaults = topic_config::log_config(shared.cluster.defaults(), &BTreeMap::new());
+                    r.configs = Some(
+                        topic_config::TOPIC_CONFIG_KEYS
+                            .iter()
+                            .map(|k| {
+                                let (value, source) = match configs.get(k.name) {
+                                    Some(v) => (v.clone(), SOURCE_TOPIC),
+                                    None => (topic_config::default_value(k.name, &defaults), SOURCE_DEFAULT),
+                                };
+                                CreatableTopicConfigs::default()
+                                    .with_name(sb(k.name))
+                                    .with_value(Some(sb(value)))
+                                    .with_config_source(source)
+                            })
+                            .collect(),
+                    );
+                }
+                results.push(r);
+            }
+            Err(e) => results.push(fail(topic_error(&e), e.to_string())),
+        }
+    }
+    ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(results))
+}
+
+/// DeleteTopics v1–6 (by name, or by topic id from v6).
+pub fn delete_topics(shared: &Arc<Shared>, req: DeleteTopicsRequest, version: i16) -> ResponseKind {
+    let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
+        req.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.to_string()), t.topic_id))
+            .collect()
+    } else {
+        req.topic_names
+            .iter()
+            .map(|n| (Some(n.to_string()), uuid::Uuid::nil()))
+            .collect()
+    };
+    let responses = targets
+        .into_iter()
+        .map(|(name, id)| {
+            let topic = match &name {
+                Some(n) => shared.cluster.topic(n),
+                None => shared.cluster.topic_by_id(id),
+            };
+            let r = DeletableTopicResult::default()
+                .with_name(name.as_deref().map(wire_topic))
+                .with_topic_id(id);
+            let Some(topic) = topic else {
+                let e = if name.is_some() {
+                    ResponseError::UnknownTopicOrPartition
+                } else {
+                    ResponseError::UnknownTopicId
+                };
+                return r.with_error_code(e.code());
+            };
+            let r = r
+                .with_name(Some(wire_topic(topic.name.as_str())))
+                .with_topic_id(topic.id);
+            match shared.cluster.delete_topic(&topic.name) {
+                Ok(_) => r,
+                Err(e) => r
+                    .with_error_code(topic_error(&e).code())
+                    .with_error_message(Some(sb(e.to_string()))),
+            }
+        })
+        .collect();
+    ResponseKind::DeleteTopics(DeleteTopicsResponse::default().with_responses(responses))
+}
+
+/// CreatePartitions v0–3.
+pub fn create_partitions(shared: &Arc<Shared>, req: CreatePartitionsRequest) -> ResponseKind {
+    let results = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            let outcome = match TopicName::new(&t.name) {
+                Err(_) => Err(TopicError::Unknown(t.name.to_string())),
+                Ok(name) => shared.cluster.create_partitions(&name, t.count, req.validate_only),
+            };
+            match outcome {
+                Ok(()) => r,
+                Err(e) => r
+                    .with_error_code(topic_error(&e).code())
+                    .with_error_message(Some(sb(e.to_string()))),
+            }
+        })
+        .collect();
+    ResponseKind::CreatePartitions(CreatePartitionsResponse::default().with_results(results))
+}
+
+/// DeleteRecords v0–2: moves the log start offset (-1 means the high watermark).
+pub fn delete_records(shared: &Arc<Shared>, req: DeleteRecordsRequest) -> ResponseKind {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = shared.cluster.topic(&t.name);
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|dp| {
+                    let r = DeleteRecordsPartitionResult::default()
+                        .with_partition_index(dp.partition_index)
+                        .with_low_watermark(-1);
+                    let Some(p) = topic.as_ref().and_then(|t| {
+                        usize::try_from(dp.partition_index)
+                            .ok()
+                            .and_then(|i| t.partitions.get(i))
+                    }) else {
+                        return r.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    };
+                    let end = p.log.log_end_offset();
+                    let target = if dp.offset == -1 { end } else { Offset(dp.offset) };
+                    if target.0 < 0 || target > end {
+                        return r.with_error_code(ResponseError::OffsetOutOfRange.code());
+                    }
+                    match p.log.delete_before(target) {
+                        Ok(()) => r.with_low_watermark(p.log.log_start_offset().0),
+                        Err(e) => r.with_error_code(storage_error_code(&e).code()),
+                    }
+                })
+                .collect();
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ResponseKind::DeleteRecords(DeleteRecordsResponse::default().with_topics(topics))
+}
+
+/// DescribeLogDirs v1–4: one log directory holding every partition.
+pub fn describe_log_dirs(shared: &Arc<Shared>, req: DescribeLogDirsRequest) -> ResponseKind {
+    let wanted: Option<BTreeMap<String, Vec<i32>>> = req.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.topic.to_string(), t.partitions))
+            .collect()
+    });
+    let mut topics = Vec::new();
+    for t in shared.cluster.topics() {
+        let filter = match &wanted {
+            Some(w) => match w.get(t.name.as_str()) {
+                Some(ps) => Some(ps),
+                None => continue,
+            },
+            None => None,
+        };
+        let partitions = t
+            .partitions
+            .iter()
+            .filter(|p| filter.is_none_or(|f| f.contains(&p.tp.partition.0)))
+            .map(|p| {
+                DescribeLogDirsPartition::default()
+                    .with_partition_index(p.tp.partition.0)
+                    .with_partition_size(p.log.size_bytes() as i64)
+            })
+            .collect();
+        topics.push(
+            DescribeLogDirsTopic::default()
+                .with_name(wire_topic(t.name.as_str()))
+                .with_partitions(partitions),
+        );
+    }
+    let dir = shared.config.storage.path.display().to_string();
+    ResponseKind::DescribeLogDirs(
+        DescribeLogDirsResponse::default().with_results(vec![DescribeLogDirsResult::default()
+            .with_log_dir(sb(dir))
+            .with_topics(topics)
+            .with_total_bytes(-1)
+            .with_usable_bytes(-1)]),
+    )
+}

@@ -1,0 +1,239 @@
+//! DescribeConfigs v1–4, AlterConfigs v0–2, IncrementalAlterConfigs v0–1 for topic configs
+//! (Kafka's names) and the broker's read-only view of its own settings.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::{
+    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
+    AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, ResponseKind,
+};
+use kafka_protocol::ResponseError;
+
+use rafka_core::TopicName;
+
+use super::admin::{SOURCE_DEFAULT, SOURCE_TOPIC};
+use super::sb;
+use crate::broker::Shared;
+use crate::topic_config::{self, TOPIC_CONFIG_KEYS};
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+const SOURCE_STATIC_BROKER: i8 = 4;
+
+fn broker_entries(shared: &Shared) -> Vec<(String, String, i8)> {
+    let b = &shared.config.broker;
+    let d = shared.cluster.defaults();
+    vec![
+        ("auto.create.topics.enable".into(), b.auto_create_topics_enable.to_string(), 1),
+        ("num.partitions".into(), b.num_partitions.to_string(), 3),
+        ("socket.request.max.bytes".into(), b.socket_request_max_bytes.to_string(), 3),
+        ("connections.max.idle.ms".into(), b.connections_max_idle_ms.to_string(), 5),
+        ("log.dirs".into(), shared.config.storage.path.display().to_string(), 2),
+        ("log.segment.bytes".into(), d.segment_bytes.to_string(), 3),
+        ("log.roll.ms".into(), d.segment_ms.to_string(), 5),
+        ("log.retention.ms".into(), d.retention_ms.to_string(), 5),
+        ("log.retention.bytes".into(), d.retention_bytes.to_string(), 5),
+        ("message.max.bytes".into(), d.max_message_bytes.to_string(), 3),
+        ("default.replication.factor".into(), "1".into(), 3),
+        ("min.insync.replicas".into(), "1".into(), 3),
+    ]
+}
+
+/// DescribeConfigs.
+pub fn describe(shared: &Arc<Shared>, req: DescribeConfigsRequest, version: i16) -> ResponseKind {
+    let results = req
+        .resources
+        .into_iter()
+        .map(|res| {
+            let r = DescribeConfigsResult::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone());
+            let wanted = |name: &str| {
+                res.configuration_keys
+                    .as_ref()
+                    .is_none_or(|keys| keys.iter().any(|k| &**k == name))
+            };
+            let entry = |name: &str, value: String, source: i8, read_only: bool, ty: i8, doc: &str| {
+                let mut e = DescribeConfigsResourceResult::default()
+                    .with_name(sb(name))
+                    .with_value(Some(sb(value.clone())))
+                    .with_read_only(read_only)
+                    .with_config_source(source);
+                if req.include_synonyms {
+                    e.synonyms = vec![DescribeConfigsSynonym::default()
+                        .with_name(sb(name))
+                        .with_value(Some(sb(value)))
+                        .with_source(source)];
+                }
+                if version >= 3 {
+                    e.config_type = ty;
+                    if req.include_documentation {
+                        e.documentation = Some(sb(doc));
+                    }
+                }
+                e
+            };
+            match res.resource_type {
+                RESOURCE_TOPIC => {
+                    let Some(topic) = shared.cluster.topic(&res.resource_name) else {
+                        return r
+                            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                            .with_error_message(Some(sb(format!(
+                                "Topic {} does not exist",
+                                &*res.resource_name
+                            ))));
+                    };
+                    let defaults = shared.cluster.defaults();
+                    let configs = TOPIC_CONFIG_KEYS
+                        .iter()
+                        .filter(|k| wanted(k.name))
+                        .map(|k| match topic.configs.get(k.name) {
+                            Some(v) => entry(k.name, v.clone(), SOURCE_TOPIC, false, k.config_type, k.doc),
+                            None => entry(
+                                k.name,
+                                topic_config::default_value(k.name, defaults),
+                                SOURCE_DEFAULT,
+                                false,
+                                k.config_type,
+                                k.doc,
+                            ),
+                        })
+                        .collect();
+                    r.with_configs(configs)
+                }
+                RESOURCE_BROKER => {
+                    let configs = broker_entries(shared)
+                        .into_iter()
+                        .filter(|(n, _, _)| wanted(n))
+                        .map(|(n, v, ty)| entry(&n, v, SOURCE_STATIC_BROKER, true, ty, "Set in config.yaml."))
+                        .collect();
+                    r.with_configs(configs)
+                }
+                other => r
+                    .with_error_code(ResponseError::InvalidRequest.code())
+                    .with_error_message(Some(sb(format!("Unsupported resource type {other}")))),
+            }
+        })
+        .collect();
+    ResponseKind::DescribeConfigs(DescribeConfigsResponse::default().with_results(results))
+}
+
+/// Applies a full or incremental change to one resource; returns the error to answer.
+fn apply(
+    shared: &Shared,
+    resource_type: i8,
+    resource_name: &str,
+    validate_only: bool,
+    change: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), String>,
+) -> Option<(ResponseError, String)> {
+    match resource_type {
+        RESOURCE_TOPIC => {}
+        RESOURCE_BROKER => {
+            return Some((
+                ResponseError::InvalidRequest,
+                "Broker configs are static in Rafka: edit config/config.yaml and restart".into(),
+            ))
+        }
+        other => return Some((ResponseError::InvalidRequest, format!("Unsupported resource type {other}"))),
+    }
+    let (Ok(name), Some(topic)) = (
+        TopicName::new(resource_name),
+        shared.cluster.topic(resource_name),
+    ) else {
+        return Some((
+            ResponseError::UnknownTopicOrPartition,
+            format!("Topic {resource_name} does not exist"),
+        ));
+    };
+    let mut configs = topic.configs.clone();
+    if let Err(m) = change(&mut configs) {
+        return Some((ResponseError::InvalidConfig, m));
+    }
+    for (k, v) in &configs {
+        if let Err(e) = topic_config::validate(k, v) {
+            return Some((ResponseError::InvalidConfig, e.0));
+        }
+    }
+    if validate_only {
+        return None;
+    }
+    shared
+        .cluster
+        .set_topic_configs(&name, configs)
+        .err()
+        .map(|e| (ResponseError::InvalidConfig, e.to_string()))
+}
+
+/// AlterConfigs: replaces every override of the resource.
+pub fn alter(shared: &Arc<Shared>, req: AlterConfigsRequest) -> ResponseKind {
+    let responses = req
+        .resources
+        .into_iter()
+        .map(|res| {
+            let err = apply(shared, res.resource_type, &res.resource_name, req.validate_only, |c| {
+                c.clear();
+                for e in &res.configs {
+                    if let Some(v) = &e.value {
+                        c.insert(e.name.to_string(), v.to_string());
+                    }
+                }
+                Ok(())
+            });
+            let r = alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name);
+            match err {
+                None => r,
+                Some((e, m)) => r.with_error_code(e.code()).with_error_message(Some(sb(m))),
+            }
+        })
+        .collect();
+    ResponseKind::AlterConfigs(AlterConfigsResponse::default().with_responses(responses))
+}
+
+/// IncrementalAlterConfigs: SET (0), DELETE (1), APPEND (2), SUBTRACT (3).
+pub fn incremental_alter(shared: &Arc<Shared>, req: IncrementalAlterConfigsRequest) -> ResponseKind {
+    let responses = req
+        .resources
+        .into_iter()
+        .map(|res| {
+            let err = apply(shared, res.resource_type, &res.resource_name, req.validate_only, |c| {
+                for e in &res.configs {
+                    let name = e.name.to_string();
+                    let value = e.value.as_ref().map(|v| v.to_string());
+                    match (e.config_operation, value) {
+                        (0, Some(v)) => {
+                            c.insert(name, v);
+                        }
+                        (1, _) => {
+                            c.remove(&name);
+                        }
+                        (2 | 3, _) => {
+                            return Err(format!(
+                                "Config {name} is not a list: APPEND and SUBTRACT do not apply"
+                            ))
+                        }
+                        (0, None) => return Err(format!("Null value for SET of {name}")),
+                        (op, _) => return Err(format!("Unknown config operation {op}")),
+                    }
+                }
+                Ok(())
+            });
+            let r = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name);
+            match err {
+                None => r,
+                Some((e, m)) => r.with_error_code(e.code()).with_error_message(Some(sb(m))),
+            }
+        })
+        .collect();
+    ResponseKind::IncrementalAlterConfigs(
+        IncrementalAlterConfigsResponse::default().with_responses(responses),
+    )
+}

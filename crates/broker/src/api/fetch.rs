@@ -1,0 +1,145 @@
+//! Fetch v4–16: whole stored batches starting with the one containing the fetch offset,
+//! bounded by `max_bytes` and `partition_max_bytes` (the first non-empty partition always
+//! gets at least one batch), and a long poll until `min_bytes` or `max_wait_ms`.
+//! Sessionless: the response carries session id 0, which clients take as "no session".
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind};
+use kafka_protocol::ResponseError;
+
+use rafka_core::limits::{FETCH_MAX_WAIT_MS_MAX, FETCH_RESPONSE_BYTES_MAX};
+use rafka_core::Offset;
+
+use super::{storage_error_code, wire_topic, Reply};
+use crate::broker::Shared;
+
+fn partition_error(index: i32, e: ResponseError) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(index)
+        .with_error_code(e.code())
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_records(Some(bytes::Bytes::new()))
+}
+
+/// Reads every requested partition once. Returns the response and the bytes it carries.
+fn collect(shared: &Shared, req: &FetchRequest, version: i16) -> (FetchResponse, usize) {
+    let mut budget = (req.max_bytes.max(0) as usize).min(FETCH_RESPONSE_BYTES_MAX);
+    if version < 3 || req.max_bytes <= 0 {
+        budget = FETCH_RESPONSE_BYTES_MAX;
+    }
+    let mut total = 0usize;
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for ft in &req.topics {
+        let topic = if version >= 13 {
+            shared.cluster.topic_by_id(ft.topic_id)
+        } else {
+            shared.cluster.topic(&ft.topic)
+        };
+        let unknown = if version >= 13 {
+            ResponseError::UnknownTopicId
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        };
+        let mut parts = Vec::with_capacity(ft.partitions.len());
+        for fp in &ft.partitions {
+            let Some(p) = topic.as_ref().and_then(|t| {
+                usize::try_from(fp.partition)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i))
+            }) else {
+                let e = if topic.is_some() {
+                    ResponseError::UnknownTopicOrPartition
+                } else {
+                    unknown
+                };
+                parts.push(partition_error(fp.partition, e));
+                continue;
+            };
+            let limit = (fp.partition_max_bytes.max(0) as usize).min(budget);
+            let first_data = total == 0;
+            let result = if limit == 0 && !first_data {
+                None
+            } else {
+                Some(p.log.read(Offset(fp.fetch_offset), limit.max(1)))
+            };
+            let data = match result {
+                None => {
+                    let end = p.log.log_end_offset().0;
+                    PartitionData::default()
+                        .with_partition_index(fp.partition)
+                        .with_high_watermark(end)
+                        .with_last_stable_offset(end)
+                        .with_log_start_offset(p.log.log_start_offset().0)
+                        .with_records(Some(bytes::Bytes::new()))
+                }
+                Some(Ok(r)) => {
+                    let mut records = r.records;
+                    // Only the first partition with data may exceed the limit (one batch).
+                    if !first_data && records.len() > limit {
+                        records = bytes::Bytes::new();
+                    }
+                    total += records.len();
+                    budget = budget.saturating_sub(records.len());
+                    PartitionData::default()
+                        .with_partition_index(fp.partition)
+                        .with_high_watermark(r.log_end_offset.0)
+                        .with_last_stable_offset(r.log_end_offset.0)
+                        .with_log_start_offset(r.log_start_offset.0)
+                        .with_records(Some(records))
+                }
+                Some(Err(e)) => {
+                    let mut d = partition_error(fp.partition, storage_error_code(&e));
+                    d.high_watermark = p.log.log_end_offset().0;
+                    d.last_stable_offset = d.high_watermark;
+                    d.log_start_offset = p.log.log_start_offset().0;
+                    d
+                }
+            };
+            parts.push(data);
+        }
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(if version >= 13 {
+                    Default::default()
+                } else {
+                    wire_topic(&ft.topic)
+                })
+                .with_topic_id(ft.topic_id)
+                .with_partitions(parts),
+        );
+    }
+    (FetchResponse::default().with_responses(topics), total)
+}
+
+/// Fetch.
+pub fn handle(shared: &Arc<Shared>, req: FetchRequest, version: i16) -> Reply {
+    let (resp, bytes) = collect(shared, &req, version);
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let has_error = resp
+        .responses
+        .iter()
+        .any(|t| t.partitions.iter().any(|p| p.error_code != 0));
+    if bytes >= min_bytes.max(1) || req.max_wait_ms <= 0 || has_error || req.topics.is_empty() {
+        return Reply::Now(ResponseKind::Fetch(resp));
+    }
+    let shared = shared.clone();
+    let wait = Duration::from_millis((req.max_wait_ms as u64).min(FETCH_MAX_WAIT_MS_MAX));
+    Reply::Later(Box::pin(async move {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut signal = shared.cluster.data_signal();
+        signal.borrow_and_update();
+        loop {
+            // Wait for any append (or the deadline), then look again.
+            let woke = tokio::time::timeout_at(deadline, signal.changed()).await;
+            let (resp, bytes) = collect(&shared, &req, version);
+            if bytes >= min_bytes.max(1) || !matches!(woke, Ok(Ok(()))) {
+                return ResponseKind::Fetch(resp);
+            }
+        }
+    }))
+}

@@ -1,0 +1,44 @@
+//! InitProducerId v0–5 for idempotent producers. Transactions come later: a request with a
+//! transactional id is refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED, a fatal error
+//! clients surface at once instead of retrying.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId, ResponseKind};
+use kafka_protocol::ResponseError;
+
+use super::storage_error_code;
+use crate::broker::Shared;
+
+/// InitProducerId.
+pub fn handle(shared: &Arc<Shared>, req: InitProducerIdRequest) -> ResponseKind {
+    let r = InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    if let Some(txn) = req.transactional_id.as_ref().filter(|t| !t.is_empty()) {
+        tracing::warn!(
+            transactional_id = %&**txn,
+            "refusing InitProducerId: transactions are not supported yet"
+        );
+        return ResponseKind::InitProducerId(
+            r.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code()),
+        );
+    }
+    // KIP-360: an idempotent producer may ask to bump the epoch of its own id.
+    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 {
+        if req.producer_epoch == i16::MAX {
+            // Epoch exhausted: a new id instead.
+        } else {
+            return ResponseKind::InitProducerId(
+                r.with_producer_id(req.producer_id)
+                    .with_producer_epoch(req.producer_epoch + 1),
+            );
+        }
+    }
+    match shared.cluster.next_producer_id() {
+        Ok(id) => ResponseKind::InitProducerId(
+            r.with_producer_id(ProducerId(id)).with_producer_epoch(0),
+        ),
+        Err(e) => ResponseKind::InitProducerId(r.with_error_code(storage_error_code(&e).code())),
+    }
+}

@@ -1,0 +1,115 @@
+//! ListOffsets v1–8 (earliest, latest, by timestamp, max timestamp) and
+//! OffsetForLeaderEpoch v2–4 (a single node: leader epoch 0 throughout).
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
+use kafka_protocol::messages::{
+    ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse, ResponseKind,
+};
+use kafka_protocol::ResponseError;
+
+use rafka_core::Timestamp;
+
+use super::storage_error_code;
+use crate::broker::Shared;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
+
+/// ListOffsets.
+pub fn handle(shared: &Arc<Shared>, req: ListOffsetsRequest, _version: i16) -> ResponseKind {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = shared.cluster.topic(&t.name);
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|lp| {
+                    let r = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(lp.partition_index)
+                        .with_timestamp(-1)
+                        .with_offset(-1)
+                        .with_leader_epoch(0);
+                    let Some(p) = topic.as_ref().and_then(|t| {
+                        usize::try_from(lp.partition_index)
+                            .ok()
+                            .and_then(|i| t.partitions.get(i))
+                    }) else {
+                        return r.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    };
+                    let found = match lp.timestamp {
+                        LATEST => Ok(Some((p.log.log_end_offset(), Timestamp(-1)))),
+                        EARLIEST | EARLIEST_LOCAL => {
+                            Ok(Some((p.log.log_start_offset(), Timestamp(-1))))
+                        }
+                        LATEST_TIERED => Ok(Some((p.log.log_start_offset().plus(-1), Timestamp(-1)))),
+                        MAX_TIMESTAMP => p.log.max_timestamp(),
+                        ts if ts >= 0 => p.log.offset_for_timestamp(Timestamp(ts)),
+                        _ => return r.with_error_code(ResponseError::InvalidRequest.code()),
+                    };
+                    match found {
+                        Ok(Some((o, ts))) => r.with_offset(o.0).with_timestamp(ts.0),
+                        Ok(None) => r,
+                        Err(e) => r.with_error_code(storage_error_code(&e).code()),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ResponseKind::ListOffsets(ListOffsetsResponse::default().with_topics(topics))
+}
+
+/// OffsetForLeaderEpoch: every batch carries epoch 0, so epoch 0 ends at the log end offset.
+pub fn offset_for_leader_epoch(
+    shared: &Arc<Shared>,
+    req: OffsetForLeaderEpochRequest,
+) -> ResponseKind {
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = shared.cluster.topic(&t.topic);
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|lp| {
+                    let r = EpochEndOffset::default()
+                        .with_partition(lp.partition)
+                        .with_leader_epoch(-1)
+                        .with_end_offset(-1);
+                    let Some(p) = topic.as_ref().and_then(|t| {
+                        usize::try_from(lp.partition).ok().and_then(|i| t.partitions.get(i))
+                    }) else {
+                        return r.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    };
+                    if lp.current_leader_epoch > 0 {
+                        return r.with_error_code(ResponseError::UnknownLeaderEpoch.code());
+                    }
+                    if lp.leader_epoch < 0 {
+                        return r;
+                    }
+                    r.with_leader_epoch(0).with_end_offset(p.log.log_end_offset().0)
+                })
+                .collect();
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ResponseKind::OffsetForLeaderEpoch(OffsetForLeaderEpochResponse::default().with_topics(topics))
+}

@@ -1,0 +1,217 @@
+//! Metadata, DescribeTopicPartitions and DescribeCluster: who leads what (always this
+//! broker), topic ids, and topic auto-creation.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_topic_partitions_response::{
+    DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
+};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeTopicPartitionsRequest,
+    DescribeTopicPartitionsResponse, MetadataRequest, MetadataResponse, ResponseKind,
+};
+use kafka_protocol::ResponseError;
+use uuid::Uuid;
+
+use rafka_core::TopicName;
+
+use super::{code, sb, wire_topic};
+use crate::broker::Shared;
+use crate::state::{Topic, TopicError};
+
+/// Kafka's "authorized operations not requested" marker.
+const OPERATIONS_OMITTED: i32 = i32::MIN;
+
+fn topic_entry(shared: &Shared, t: &Topic) -> MetadataResponseTopic {
+    let node = BrokerId(shared.node_id);
+    MetadataResponseTopic::default()
+        .with_name(Some(wire_topic(t.name.as_str())))
+        .with_topic_id(t.id)
+        .with_topic_authorized_operations(OPERATIONS_OMITTED)
+        .with_partitions(
+            t.partitions
+                .iter()
+                .map(|p| {
+                    MetadataResponsePartition::default()
+                        .with_partition_index(p.tp.partition.0)
+                        .with_leader_id(node)
+                        .with_leader_epoch(0)
+                        .with_replica_nodes(vec![node])
+                        .with_isr_nodes(vec![node])
+                })
+                .collect(),
+        )
+}
+
+fn error_entry(name: Option<&str>, id: Uuid, e: ResponseError) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_name(name.map(wire_topic))
+        .with_topic_id(id)
+        .with_error_code(e.code())
+        .with_topic_authorized_operations(OPERATIONS_OMITTED)
+}
+
+/// Finds or (if allowed) auto-creates a topic for Metadata.
+fn lookup_or_create(shared: &Shared, name: &str, allow_create: bool) -> MetadataResponseTopic {
+    let topic_name = match TopicName::new(name) {
+        Ok(n) => n,
+        Err(_) => return error_entry(Some(name), Uuid::nil(), ResponseError::InvalidTopicException),
+    };
+    if let Some(t) = shared.cluster.topic(name) {
+        return topic_entry(shared, &t);
+    }
+    if !(allow_create && shared.config.broker.auto_create_topics_enable) {
+        return error_entry(Some(name), Uuid::nil(), ResponseError::UnknownTopicOrPartition);
+    }
+    let partitions = shared.config.broker.num_partitions;
+    match shared
+        .cluster
+        .create_topic(&topic_name, partitions, BTreeMap::new(), false)
+    {
+        Ok(t) => topic_entry(shared, &t),
+        // Another request created it meanwhile.
+        Err(TopicError::AlreadyExists(_)) => match shared.cluster.topic(name) {
+            Some(t) => topic_entry(shared, &t),
+            None => error_entry(Some(name), Uuid::nil(), ResponseError::LeaderNotAvailable),
+        },
+        Err(e) => {
+            tracing::warn!(topic = name, error = %e, "auto-creation failed");
+            error_entry(Some(name), Uuid::nil(), ResponseError::KafkaStorageError)
+        }
+    }
+}
+
+/// Metadata v0–12.
+pub fn handle(shared: &Arc<Shared>, req: MetadataRequest, version: i16) -> ResponseKind {
+    // Before v4 there is no flag and auto-creation is always requested.
+    let allow_create = version < 4 || req.allow_auto_topic_creation;
+    let topics = match req.topics {
+        // v0 has no null: an empty list means all topics.
+        None => shared.cluster.topics().iter().map(|t| topic_entry(shared, t)).collect(),
+        Some(list) if list.is_empty() && version == 0 => {
+            shared.cluster.topics().iter().map(|t| topic_entry(shared, t)).collect()
+        }
+        Some(list) => list
+            .iter()
+            .map(|t| match &t.name {
+                Some(name) => lookup_or_create(shared, name, allow_create),
+                None => match shared.cluster.topic_by_id(t.topic_id) {
+                    Some(topic) => topic_entry(shared, &topic),
+                    None => error_entry(None, t.topic_id, ResponseError::UnknownTopicId),
+                },
+            })
+            .collect(),
+    };
+    let (host, port) = shared.advertised();
+    ResponseKind::Metadata(
+        MetadataResponse::default()
+            .with_brokers(vec![MetadataResponseBroker::default()
+                .with_node_id(BrokerId(shared.node_id))
+                .with_host(sb(host))
+                .with_port(port)])
+            .with_cluster_id(Some(sb(shared.cluster.cluster_id())))
+            .with_controller_id(BrokerId(shared.node_id))
+            .with_cluster_authorized_operations(OPERATIONS_OMITTED)
+            .with_topics(topics),
+    )
+}
+
+/// DescribeTopicPartitions v0 (KIP-966), with its cursor for paging.
+pub fn describe_topic_partitions(
+    shared: &Arc<Shared>,
+    req: DescribeTopicPartitionsRequest,
+) -> ResponseKind {
+    let node = BrokerId(shared.node_id);
+    let mut names: Vec<String> = if req.topics.is_empty() {
+        shared.cluster.topics().iter().map(|t| t.name.to_string()).collect()
+    } else {
+        req.topics.iter().map(|t| t.name.to_string()).collect()
+    };
+    names.sort();
+    let (start_topic, start_partition) = match &req.cursor {
+        Some(c) => (Some(c.topic_name.to_string()), c.partition_index),
+        None => (None, 0),
+    };
+    let mut budget = req.response_partition_limit.clamp(1, 2000) as usize;
+    let mut topics = Vec::new();
+    let mut next_cursor = None;
+    for name in names {
+        if let Some(start) = &start_topic {
+            if &name < start {
+                continue;
+            }
+        }
+        let Some(t) = shared.cluster.topic(&name) else {
+            topics.push(
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_name(Some(wire_topic(&name)))
+                    .with_error_code(code(Some(ResponseError::UnknownTopicOrPartition)))
+                    .with_topic_authorized_operations(OPERATIONS_OMITTED),
+            );
+            continue;
+        };
+        let first = if start_topic.as_deref() == Some(name.as_str()) {
+            start_partition.max(0) as usize
+        } else {
+            0
+        };
+        let mut partitions = Vec::new();
+        for p in t.partitions.iter().skip(first) {
+            if budget == 0 {
+                next_cursor = Some(
+                    kafka_protocol::messages::describe_topic_partitions_response::Cursor::default()
+                        .with_topic_name(wire_topic(&name))
+                        .with_partition_index(p.tp.partition.0),
+                );
+                break;
+            }
+            budget -= 1;
+            partitions.push(
+                DescribeTopicPartitionsResponsePartition::default()
+                    .with_partition_index(p.tp.partition.0)
+                    .with_leader_id(node)
+                    .with_leader_epoch(0)
+                    .with_replica_nodes(vec![node])
+                    .with_isr_nodes(vec![node])
+                    .with_eligible_leader_replicas(Some(vec![]))
+                    .with_last_known_elr(Some(vec![])),
+            );
+        }
+        topics.push(
+            DescribeTopicPartitionsResponseTopic::default()
+                .with_name(Some(wire_topic(&name)))
+                .with_topic_id(t.id)
+                .with_partitions(partitions)
+                .with_topic_authorized_operations(OPERATIONS_OMITTED),
+        );
+        if next_cursor.is_some() {
+            break;
+        }
+    }
+    ResponseKind::DescribeTopicPartitions(
+        DescribeTopicPartitionsResponse::default()
+            .with_topics(topics)
+            .with_next_cursor(next_cursor),
+    )
+}
+
+/// DescribeCluster v0–1.
+pub fn describe_cluster(shared: &Arc<Shared>, req: DescribeClusterRequest) -> ResponseKind {
+    let (host, port) = shared.advertised();
+    ResponseKind::DescribeCluster(
+        DescribeClusterResponse::default()
+            .with_endpoint_type(req.endpoint_type)
+            .with_cluster_id(sb(shared.cluster.cluster_id()))
+            .with_controller_id(BrokerId(shared.node_id))
+            .with_cluster_authorized_operations(OPERATIONS_OMITTED)
+            .with_brokers(vec![DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(shared.node_id))
+                .with_host(sb(host))
+                .with_port(port)]),
+    )
+}

@@ -1,0 +1,228 @@
+//! The running broker: startup, background tasks (retention, interval flush) and a graceful
+//! shutdown that finishes in-flight requests, flushes and marks the stop clean.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use rafka_core::{StorageError, Timestamp};
+
+use crate::config::{Config, FsyncPolicy};
+use crate::state::{Cluster, TopicError};
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The storage engine failed to open or recover.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// Topic metadata could not be loaded.
+    #[error("topic metadata: {0}")]
+    Topics(#[from] TopicError),
+    /// The listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// State shared by every connection and task.
+pub struct Shared {
+    /// The configuration in force.
+    pub config: Config,
+    /// Topics and partitions.
+    pub cluster: Cluster,
+    /// This broker's node id.
+    pub node_id: i32,
+    advertised_host: String,
+    advertised_port: i32,
+}
+
+impl Shared {
+    /// Host and port clients are told to connect to.
+    pub fn advertised(&self) -> (String, i32) {
+        (self.advertised_host.clone(), self.advertised_port)
+    }
+}
+
+/// A running broker.
+pub struct Broker {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    shutdown_tx: watch::Sender<bool>,
+    accept_task: Option<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+    recovered_partitions: usize,
+    startup: Duration,
+}
+
+impl Broker {
+    /// Opens storage, recovers, binds and starts serving. Must run inside a tokio runtime.
+    pub async fn start(config: Config) -> Result<Broker, BrokerError> {
+        let started = Instant::now();
+        let storage_cfg = config.storage.clone();
+        let (engine, defaults) = tokio::task::spawn_blocking(move || {
+            rafka_storage::open_engine(&storage_cfg).map(|e| (e, storage_cfg.log_config()))
+        })
+        .await
+        .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))??;
+        let meta_path = Some(config.storage.path.join("rafka-topics.yaml"));
+        let cluster = {
+            let engine = engine.clone();
+            tokio::task::spawn_blocking(move || Cluster::open(engine, defaults, meta_path))
+                .await
+                .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))??
+        };
+        let recovered_partitions = cluster.partition_count();
+        let listener = TcpListener::bind(&config.broker.listen)
+            .await
+            .map_err(|source| BrokerError::Bind {
+                addr: config.broker.listen.clone(),
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| BrokerError::Bind {
+            addr: config.broker.listen.clone(),
+            source,
+        })?;
+        let (advertised_host, advertised_port) = match &config.broker.advertised_listener {
+            Some(a) => {
+                let (h, p) = a.rsplit_once(':').unwrap_or((a.as_str(), "9092"));
+                (h.to_string(), p.parse().unwrap_or(9092))
+            }
+            None => (local_addr.ip().to_string(), local_addr.port() as i32),
+        };
+        let shared = Arc::new(Shared {
+            node_id: config.broker.node_id,
+            config,
+            cluster,
+            advertised_host,
+            advertised_port,
+        });
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let accept_task = tokio::spawn(crate::server::accept_loop(
+            shared.clone(),
+            listener,
+            shutdown_rx.clone(),
+        ));
+        let mut background = vec![tokio::spawn(retention_loop(shared.clone(), shutdown_rx.clone()))];
+        if shared.config.durability.fsync == FsyncPolicy::Interval {
+            background.push(tokio::spawn(flush_loop(shared.clone(), shutdown_rx)));
+        }
+        Ok(Broker {
+            shared,
+            local_addr,
+            shutdown_tx,
+            accept_task: Some(accept_task),
+            background,
+            recovered_partitions,
+            startup: started.elapsed(),
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `host:port` for a client's `bootstrap.servers`.
+    pub fn bootstrap_address(&self) -> String {
+        self.local_addr.to_string()
+    }
+
+    /// Shared state (for embedding applications and tests).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Partitions found on disk at start.
+    pub fn recovered_partitions(&self) -> usize {
+        self.recovered_partitions
+    }
+
+    /// Time from `start` to accepting connections.
+    pub fn startup_time(&self) -> Duration {
+        self.startup
+    }
+
+    /// Stops accepting, lets connections finish their in-flight requests (up to a bound),
+    /// flushes every partition and records a clean shutdown.
+    pub async fn shutdown(mut self) -> Result<(), StorageError> {
+        let _ = self.shutdown_tx.send(true);
+        if let Some(t) = self.accept_task.take() {
+            let _ = t.await;
+        }
+        for t in self.background.drain(..) {
+            t.abort();
+        }
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            for p in shared.cluster.all_partitions() {
+                p.log.flush()?;
+            }
+            shared.cluster.engine().close()
+        })
+        .await
+        .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))?
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        // Dropped without shutdown(): stop serving; no clean-shutdown marker is written.
+        let _ = self.shutdown_tx.send(true);
+        if let Some(t) = self.accept_task.take() {
+            t.abort();
+        }
+        for t in &self.background {
+            t.abort();
+        }
+    }
+}
+
+async fn retention_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let period = Duration::from_millis(shared.config.broker.log_retention_check_interval_ms);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.changed() => return,
+        }
+        let s = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let now = Timestamp::now();
+            for p in s.cluster.all_partitions() {
+                match p.log.apply_retention(now) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(partition = %p.tp, records = n, "retention removed records"),
+                    Err(e) => tracing::warn!(partition = %p.tp, error = %e, "retention failed"),
+                }
+            }
+        })
+        .await;
+    }
+}
+
+async fn flush_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let period = Duration::from_millis(shared.config.durability.interval_ms);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.changed() => return,
+        }
+        let s = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for p in s.cluster.all_partitions() {
+                if let Err(e) = p.log.flush() {
+                    tracing::error!(partition = %p.tp, error = %e, "interval flush failed");
+                }
+            }
+        })
+        .await;
+    }
+}

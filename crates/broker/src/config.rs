@@ -1,0 +1,238 @@
+//! The broker's configuration: one typed struct read from `config/config.yaml`, every key
+//! with Kafka's name and default, range-checked once at start.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use rafka_core::limits;
+use rafka_storage::StorageConfig;
+
+/// Why a configuration was refused. Names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// YAML syntax, an unknown key or a wrong type.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What serde said, with the key and line.
+        message: String,
+    },
+    /// A value outside its range.
+    #[error("config key `{key}`: {problem}")]
+    Invalid {
+        /// Dotted key.
+        key: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `broker:` — network and topic defaults.
+    pub broker: BrokerConfig,
+    /// `storage:` — the engine and log defaults.
+    pub storage: StorageConfig,
+    /// `durability:` — when data is fsynced.
+    pub durability: DurabilityConfig,
+}
+
+/// `broker:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// `node.id`.
+    pub node_id: i32,
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: String,
+    /// Address given to clients in Metadata; defaults to the bound listen address.
+    pub advertised_listener: Option<String>,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics_enable: bool,
+    /// `num.partitions`: partitions of an auto-created topic or a CreateTopics with -1.
+    pub num_partitions: i32,
+    /// `socket.request.max.bytes`.
+    pub socket_request_max_bytes: usize,
+    /// `connections.max.idle.ms`.
+    pub connections_max_idle_ms: u64,
+    /// `max.connections`.
+    pub max_connections: usize,
+    /// `log.retention.check.interval.ms`.
+    pub log_retention_check_interval_ms: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            node_id: 0,
+            listen: "127.0.0.1:9092".into(),
+            advertised_listener: None,
+            auto_create_topics_enable: true,
+            num_partitions: 1,
+            socket_request_max_bytes: limits::REQUEST_BYTES_MAX,
+            connections_max_idle_ms: 600_000,
+            max_connections: limits::CONNECTIONS_MAX,
+            log_retention_check_interval_ms: 300_000,
+        }
+    }
+}
+
+/// When appended data is fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    /// An `acks=all` answer waits for an fsync covering its batch (group commit).
+    #[default]
+    OnAckAll,
+    /// A background flush every `interval_ms`; acks=all does not wait for it.
+    Interval,
+    /// Never fsync explicitly; the OS writes back when it likes.
+    Never,
+}
+
+/// `durability:` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DurabilityConfig {
+    /// `on_ack_all` (default), `interval` or `never`.
+    pub fsync: FsyncPolicy,
+    /// Flush period for `fsync: interval`.
+    pub interval_ms: u64,
+}
+
+impl Default for DurabilityConfig {
+    fn default() -> Self {
+        DurabilityConfig {
+            fsync: FsyncPolicy::OnAckAll,
+            interval_ms: 1000,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks a YAML file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_yaml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and checks YAML text.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+                path: PathBuf::from("<yaml>"),
+                message: e.to_string(),
+            })?
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Range checks. Config may lower a hard limit, never raise it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let b = &self.broker;
+        let invalid = |key, problem: String| Err(ConfigError::Invalid { key, problem });
+        if b.listen.parse::<std::net::SocketAddr>().is_err() {
+            return invalid(
+                "broker.listen",
+                format!("{:?} is not HOST:PORT with a numeric IP", b.listen),
+            );
+        }
+        if let Some(a) = &b.advertised_listener {
+            if a.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                return invalid(
+                    "broker.advertised_listener",
+                    format!("{a:?} is not HOST:PORT"),
+                );
+            }
+        }
+        if !(1..=limits::PARTITIONS_PER_TOPIC_MAX).contains(&b.num_partitions) {
+            return invalid(
+                "broker.num_partitions",
+                format!(
+                    "{} is outside 1..={}",
+                    b.num_partitions,
+                    limits::PARTITIONS_PER_TOPIC_MAX
+                ),
+            );
+        }
+        if b.socket_request_max_bytes < 1024 || b.socket_request_max_bytes > limits::REQUEST_BYTES_MAX
+        {
+            return invalid(
+                "broker.socket_request_max_bytes",
+                format!(
+                    "{} is outside 1024..={}",
+                    b.socket_request_max_bytes,
+                    limits::REQUEST_BYTES_MAX
+                ),
+            );
+        }
+        if b.max_connections == 0 || b.max_connections > limits::CONNECTIONS_MAX {
+            return invalid(
+                "broker.max_connections",
+                format!("{} is outside 1..={}", b.max_connections, limits::CONNECTIONS_MAX),
+            );
+        }
+        if self.durability.fsync == FsyncPolicy::Interval && self.durability.interval_ms == 0 {
+            return invalid("durability.interval_ms", "must be at least 1".into());
+        }
+        if b.log_retention_check_interval_ms == 0 {
+            return invalid("broker.log_retention_check_interval_ms", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_yaml_gives_kafka_defaults() {
+        let c = Config::from_yaml("").unwrap();
+        assert_eq!(c.broker.listen, "127.0.0.1:9092");
+        assert!(c.broker.auto_create_topics_enable);
+        assert_eq!(c.broker.num_partitions, 1);
+        assert_eq!(c.durability.fsync, FsyncPolicy::OnAckAll);
+    }
+
+    #[test]
+    fn the_shipped_config_file_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/config.yaml");
+        let c = Config::from_file(&path).unwrap();
+        assert_eq!(c.broker.listen, "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = Config::from_yaml("broker:\n  num_partitions: 0\n").unwrap_err();
+        assert!(e.to_string().contains("broker.num_partitions"), "{e}");
+        let e = Config::from_yaml("broker:\n  lisen: x\n").unwrap_err();
+        assert!(e.to_string().contains("lisen"), "{e}");
+        let e = Config::from_yaml("durability:\n  fsync: sometimes\n").unwrap_err();
+        assert!(e.to_string().contains("sometimes"), "{e}");
+    }
+}

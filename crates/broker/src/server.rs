@@ -1,0 +1,191 @@
+//! The listener and one task per connection. Requests may be pipelined: they are decoded and
+//! dispatched in order as they arrive (up to a bound), and responses leave in request order.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::Instrument;
+
+use rafka_core::limits::IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX;
+use rafka_protocol::connection::{encode_response, Inbound, ProtocolError};
+use rafka_protocol::Connection;
+
+use crate::api::{dispatch, Reply};
+use crate::broker::Shared;
+
+/// How long shutdown waits for connections to finish their in-flight requests.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+pub(crate) async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(shared.config.broker.max_connections));
+    let mut connections = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shutdown.changed() => break,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => break,
+        };
+        // Reap finished connection tasks so the set stays small.
+        while connections.try_join_next().is_some() {}
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let span = tracing::debug_span!("connection", %peer);
+                let shared = shared.clone();
+                let shutdown = shutdown.clone();
+                connections.spawn(
+                    async move {
+                        serve(shared, stream, peer, shutdown).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(SHUTDOWN_DRAIN, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    connections.abort_all();
+}
+
+enum Pending {
+    Ready(Bytes),
+    Task(JoinHandle<Result<Bytes, ProtocolError>>),
+}
+
+/// Awaits the task at the front of the queue. Cancel safety: awaiting `&mut JoinHandle`
+/// is cancel-safe; the task keeps running and is polled again next time.
+async fn front_task(queue: &mut VecDeque<Pending>) -> Result<Bytes, ProtocolError> {
+    match queue.front_mut() {
+        Some(Pending::Task(h)) => match h.await {
+            Ok(r) => r,
+            Err(e) => Err(ProtocolError::Encode {
+                key: kafka_protocol::messages::ApiKey::ApiVersions,
+                version: 0,
+                reason: format!("handler task failed: {e}"),
+            }),
+        },
+        _ => std::future::pending().await,
+    }
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let mut conn = Connection::new(shared.config.broker.socket_request_max_bytes);
+    let mut queue: VecDeque<Pending> = VecDeque::new();
+    let mut buf = vec![0u8; READ_CHUNK_BYTES];
+    let idle = Duration::from_millis(shared.config.broker.connections_max_idle_ms.max(1));
+    let mut reading = true;
+    loop {
+        while let Some(Pending::Ready(_)) = queue.front() {
+            let Some(Pending::Ready(bytes)) = queue.pop_front() else {
+                unreachable!("front was checked")
+            };
+            if let Err(e) = wr.write_all(&bytes).await {
+                tracing::debug!(error = %e, "write failed; closing");
+                return;
+            }
+        }
+        if !reading && queue.is_empty() {
+            break;
+        }
+        let front_is_task = matches!(queue.front(), Some(Pending::Task(_)));
+        let can_read = reading && queue.len() < IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX;
+        tokio::select! {
+            r = rd.read(&mut buf), if can_read => match r {
+                Ok(0) => reading = false,
+                Ok(n) => {
+                    conn.receive(&buf[..n]);
+                    if let Err(e) = drain_requests(&shared, &mut conn, &mut queue, peer) {
+                        tracing::warn!(%peer, error = %e, "closing connection");
+                        reading = false;
+                        // Kafka closes at once: nothing after a bad frame can be trusted,
+                        // and the client resends what was in flight.
+                        queue.clear();
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "read failed; closing");
+                    return;
+                }
+            },
+            r = front_task(&mut queue), if front_is_task => {
+                match r {
+                    Ok(bytes) => { queue[0] = Pending::Ready(bytes); }
+                    Err(e) => {
+                        tracing::error!(%peer, error = %e, "response failed; closing connection");
+                        return;
+                    }
+                }
+            },
+            _ = shutdown.changed(), if reading => reading = false,
+            _ = tokio::time::sleep(idle), if queue.is_empty() => {
+                tracing::debug!(%peer, "closing idle connection");
+                return;
+            },
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// Decodes every whole request buffered and dispatches it, in order.
+fn drain_requests(
+    shared: &Arc<Shared>,
+    conn: &mut Connection,
+    queue: &mut VecDeque<Pending>,
+    peer: SocketAddr,
+) -> Result<(), ProtocolError> {
+    while let Some(inbound) = conn.next_request()? {
+        let req = match inbound {
+            Inbound::Answered(bytes) => {
+                queue.push_back(Pending::Ready(bytes));
+                continue;
+            }
+            Inbound::Request(req) => req,
+        };
+        let meta = req.meta();
+        tracing::trace!(
+            %peer,
+            api_key = ?meta.api_key,
+            api_version = meta.api_version,
+            correlation_id = meta.correlation_id,
+            "request"
+        );
+        match dispatch(shared, req) {
+            Reply::Now(resp) => queue.push_back(Pending::Ready(encode_response(meta, &resp)?)),
+            Reply::Later(fut) => queue.push_back(Pending::Task(tokio::spawn(async move {
+                let resp = fut.await;
+                encode_response(meta, &resp)
+            }))),
+            Reply::Nothing => {}
+        }
+    }
+    Ok(())
+}
