@@ -111,7 +111,10 @@ impl Broker {
             listener,
             shutdown_rx.clone(),
         ));
-        let mut background = vec![tokio::spawn(retention_loop(shared.clone(), shutdown_rx.clone()))];
+        let mut background = vec![tokio::spawn(retention_loop(
+            shared.clone(),
+            shutdown_rx.clone(),
+        ))];
         if shared.config.durability.fsync == FsyncPolicy::Interval {
             background.push(tokio::spawn(flush_loop(shared.clone(), shutdown_rx)));
         }
@@ -199,7 +202,9 @@ async fn retention_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
             for p in s.cluster.all_partitions() {
                 match p.log.apply_retention(now) {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(partition = %p.tp, records = n, "retention removed records"),
+                    Ok(n) => {
+                        tracing::info!(partition = %p.tp, records = n, "retention removed records")
+                    }
                     Err(e) => tracing::warn!(partition = %p.tp, error = %e, "retention failed"),
                 }
             }

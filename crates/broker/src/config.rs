@@ -162,7 +162,10 @@ impl Config {
             );
         }
         if let Some(a) = &b.advertised_listener {
-            if a.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+            if a.rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
                 return invalid(
                     "broker.advertised_listener",
                     format!("{a:?} is not HOST:PORT"),
@@ -179,7 +182,8 @@ impl Config {
                 ),
             );
         }
-        if b.socket_request_max_bytes < 1024 || b.socket_request_max_bytes > limits::REQUEST_BYTES_MAX
+        if b.socket_request_max_bytes < 1024
+            || b.socket_request_max_bytes > limits::REQUEST_BYTES_MAX
         {
             return invalid(
                 "broker.socket_request_max_bytes",
@@ -193,14 +197,21 @@ impl Config {
         if b.max_connections == 0 || b.max_connections > limits::CONNECTIONS_MAX {
             return invalid(
                 "broker.max_connections",
-                format!("{} is outside 1..={}", b.max_connections, limits::CONNECTIONS_MAX),
+                format!(
+                    "{} is outside 1..={}",
+                    b.max_connections,
+                    limits::CONNECTIONS_MAX
+                ),
             );
         }
         if self.durability.fsync == FsyncPolicy::Interval && self.durability.interval_ms == 0 {
             return invalid("durability.interval_ms", "must be at least 1".into());
         }
         if b.log_retention_check_interval_ms == 0 {
-            return invalid("broker.log_retention_check_interval_ms", "must be at least 1".into());
+            return invalid(
+                "broker.log_retention_check_interval_ms",
+                "must be at least 1".into(),
+            );
         }
         Ok(())
     }

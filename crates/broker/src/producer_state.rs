@@ -89,7 +89,10 @@ impl ProducerStates {
         {
             return SequenceCheck::Duplicate(dup.base_offset);
         }
-        let expected = entry.batches.back().map_or(0, |b| next_sequence(b.last_sequence));
+        let expected = entry
+            .batches
+            .back()
+            .map_or(0, |b| next_sequence(b.last_sequence));
         if first == expected {
             SequenceCheck::Append
         } else {
@@ -169,7 +172,13 @@ mod tests {
         for i in 0..7 {
             s.record(&batch(1, 0, i, 1, i as i64));
         }
-        assert!(matches!(s.check(&batch(1, 0, 1, 1, 0)), SequenceCheck::OutOfOrder { .. }));
-        assert_eq!(s.check(&batch(1, 0, 6, 1, 0)), SequenceCheck::Duplicate(Offset(6)));
+        assert!(matches!(
+            s.check(&batch(1, 0, 1, 1, 0)),
+            SequenceCheck::OutOfOrder { .. }
+        ));
+        assert_eq!(
+            s.check(&batch(1, 0, 6, 1, 0)),
+            SequenceCheck::Duplicate(Offset(6))
+        );
     }
 }

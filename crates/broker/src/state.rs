@@ -106,7 +106,8 @@ impl PartitionState {
 
     /// Whether the topic stamps LogAppendTime.
     pub fn log_append_time(&self) -> bool {
-        self.log_append_time.load(std::sync::atomic::Ordering::Relaxed)
+        self.log_append_time
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Truncation or deletion invalidates remembered producer batches.
@@ -311,7 +312,11 @@ impl Cluster {
 
     /// Number of partitions open.
     pub fn partition_count(&self) -> usize {
-        self.topics.read().values().map(|t| t.partitions.len()).sum()
+        self.topics
+            .read()
+            .values()
+            .map(|t| t.partitions.len())
+            .sum()
     }
 
     /// Subscribes to "data was appended" notifications (long-poll fetch).

@@ -18,14 +18,46 @@ pub struct ConfigKey {
 
 /// Every topic config key Rafka accepts.
 pub const TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
-    ConfigKey { name: "cleanup.policy", doc: "Only `delete` until log compaction exists.", config_type: 7 },
-    ConfigKey { name: "max.message.bytes", doc: "Largest record batch accepted.", config_type: 3 },
-    ConfigKey { name: "message.timestamp.type", doc: "CreateTime or LogAppendTime.", config_type: 2 },
-    ConfigKey { name: "retention.bytes", doc: "Delete old segments while the partition is larger (-1: no limit).", config_type: 5 },
-    ConfigKey { name: "retention.ms", doc: "Delete segments older than this (-1: forever).", config_type: 5 },
-    ConfigKey { name: "segment.bytes", doc: "Roll the active segment at this size.", config_type: 3 },
-    ConfigKey { name: "segment.ms", doc: "Roll the active segment after this time.", config_type: 5 },
-    ConfigKey { name: "index.interval.bytes", doc: "Bytes between offset index entries.", config_type: 3 },
+    ConfigKey {
+        name: "cleanup.policy",
+        doc: "Only `delete` until log compaction exists.",
+        config_type: 7,
+    },
+    ConfigKey {
+        name: "max.message.bytes",
+        doc: "Largest record batch accepted.",
+        config_type: 3,
+    },
+    ConfigKey {
+        name: "message.timestamp.type",
+        doc: "CreateTime or LogAppendTime.",
+        config_type: 2,
+    },
+    ConfigKey {
+        name: "retention.bytes",
+        doc: "Delete old segments while the partition is larger (-1: no limit).",
+        config_type: 5,
+    },
+    ConfigKey {
+        name: "retention.ms",
+        doc: "Delete segments older than this (-1: forever).",
+        config_type: 5,
+    },
+    ConfigKey {
+        name: "segment.bytes",
+        doc: "Roll the active segment at this size.",
+        config_type: 3,
+    },
+    ConfigKey {
+        name: "segment.ms",
+        doc: "Roll the active segment after this time.",
+        config_type: 5,
+    },
+    ConfigKey {
+        name: "index.interval.bytes",
+        doc: "Bytes between offset index entries.",
+        config_type: 3,
+    },
 ];
 
 /// Why a config value was refused (INVALID_CONFIG with this message).
@@ -74,9 +106,12 @@ pub fn default_value(name: &str, d: &LogConfig) -> String {
     match name {
         "cleanup.policy" => "delete".into(),
         "max.message.bytes" => d.max_message_bytes.to_string(),
-        "message.timestamp.type" => {
-            if d.log_append_time { "LogAppendTime" } else { "CreateTime" }.into()
+        "message.timestamp.type" => if d.log_append_time {
+            "LogAppendTime"
+        } else {
+            "CreateTime"
         }
+        .into(),
         "retention.bytes" => d.retention_bytes.to_string(),
         "retention.ms" => d.retention_ms.to_string(),
         "segment.bytes" => d.segment_bytes.to_string(),
@@ -116,11 +151,20 @@ mod tests {
         assert!(validate("retention.ms", "1000").is_ok());
         assert!(validate("retention.ms", "-2").is_err());
         assert!(validate("retention.ms", "soon").is_err());
-        assert!(validate("cleanup.policy", "compact").unwrap_err().0.contains("compaction"));
-        assert!(validate("no.such.key", "1").unwrap_err().0.contains("Unknown"));
+        assert!(validate("cleanup.policy", "compact")
+            .unwrap_err()
+            .0
+            .contains("compaction"));
+        assert!(validate("no.such.key", "1")
+            .unwrap_err()
+            .0
+            .contains("Unknown"));
         let mut o = BTreeMap::new();
         o.insert("retention.ms".to_string(), "5".to_string());
-        o.insert("message.timestamp.type".to_string(), "LogAppendTime".to_string());
+        o.insert(
+            "message.timestamp.type".to_string(),
+            "LogAppendTime".to_string(),
+        );
         let c = log_config(&LogConfig::default(), &o);
         assert_eq!(c.retention_ms, 5);
         assert!(c.log_append_time);

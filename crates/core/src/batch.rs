@@ -430,9 +430,22 @@ impl BatchBuilder {
 
     /// Encodes the batch. Panics on an empty builder (a programming error, not peer input).
     pub fn build(self) -> RecordBatch {
-        assert!(!self.records.is_empty(), "a batch needs at least one record");
-        let base_ts = self.records.iter().map(|r| r.timestamp.0).min().unwrap_or(0);
-        let max_ts = self.records.iter().map(|r| r.timestamp.0).max().unwrap_or(0);
+        assert!(
+            !self.records.is_empty(),
+            "a batch needs at least one record"
+        );
+        let base_ts = self
+            .records
+            .iter()
+            .map(|r| r.timestamp.0)
+            .min()
+            .unwrap_or(0);
+        let max_ts = self
+            .records
+            .iter()
+            .map(|r| r.timestamp.0)
+            .max()
+            .unwrap_or(0);
         let mut body = BytesMut::new();
         for (i, r) in self.records.iter().enumerate() {
             let mut rec = BytesMut::new();
@@ -563,7 +576,11 @@ mod tests {
     fn sample(n: usize) -> RecordBatch {
         let mut b = BatchBuilder::new(Offset(0));
         for i in 0..n {
-            b = b.kv(format!("k{i}").as_bytes(), b"value", Timestamp(1000 + i as i64));
+            b = b.kv(
+                format!("k{i}").as_bytes(),
+                b"value",
+                Timestamp(1000 + i as i64),
+            );
         }
         b.build()
     }

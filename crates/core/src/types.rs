@@ -171,6 +171,12 @@ mod tests {
         assert_eq!(TopicPartition::from_dir_name("my-topic-12"), Some(tp));
         assert_eq!(TopicPartition::from_dir_name("nodash"), None);
         assert_eq!(TopicPartition::from_dir_name("t-x"), None);
-        assert_eq!(TopicPartition::from_dir_name("t--1").unwrap().topic.as_str(), "t-");
+        assert_eq!(
+            TopicPartition::from_dir_name("t--1")
+                .unwrap()
+                .topic
+                .as_str(),
+            "t-"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! One client connection's protocol state: bytes in, decoded requests out, and the
 //! encoding of responses. Sans-IO: the broker owns the socket and the order of writes.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::ResponseError;
@@ -154,7 +154,10 @@ pub fn decode_request(frame: Bytes) -> Result<Inbound, ProtocolError> {
             };
             return encode_response(meta, &ResponseKind::ApiVersions(body)).map(Inbound::Answered);
         }
-        return Err(ProtocolError::UnsupportedVersion { key: api_key, version });
+        return Err(ProtocolError::UnsupportedVersion {
+            key: api_key,
+            version,
+        });
     }
     let malformed = |reason: String| ProtocolError::Malformed {
         key: api_key,
@@ -166,9 +169,8 @@ pub fn decode_request(frame: Bytes) -> Result<Inbound, ProtocolError> {
         .map_err(|e| malformed(format!("header: {e}")))?;
     let body =
         RequestKind::decode(api_key, &mut buf, version).map_err(|e| malformed(e.to_string()))?;
-    if buf.has_remaining() && api_key != ApiKey::ApiVersions {
-        return Err(malformed(format!("{} trailing bytes", buf.remaining())));
-    }
+    // Kafka ignores bytes after the body, and librdkafka sends some (Metadata v12 with
+    // all topics carries 3 padding bytes); refusing them would cut off real clients.
     Ok(Inbound::Request(DecodedRequest {
         header,
         api_key,
@@ -205,7 +207,10 @@ pub fn encode_request(header: &RequestHeader, body: &RequestKind) -> Result<Byte
     let mut out = BytesMut::new();
     out.put_i32(0);
     header
-        .encode(&mut out, api_key.request_header_version(header.request_api_version))
+        .encode(
+            &mut out,
+            api_key.request_header_version(header.request_api_version),
+        )
         .map_err(|e| e.to_string())?;
     body.encode(&mut out, header.request_api_version)
         .map_err(|e| e.to_string())?;
@@ -217,6 +222,7 @@ pub fn encode_request(header: &RequestHeader, body: &RequestKind) -> Result<Byte
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Buf;
     use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse, MetadataRequest};
     use kafka_protocol::protocol::StrBytes;
 
@@ -237,7 +243,11 @@ mod tests {
 
     #[test]
     fn decodes_a_metadata_request() {
-        let bytes = request(ApiKey::Metadata, 12, RequestKind::Metadata(MetadataRequest::default()));
+        let bytes = request(
+            ApiKey::Metadata,
+            12,
+            RequestKind::Metadata(MetadataRequest::default()),
+        );
         let Some(Inbound::Request(r)) = check(&bytes).unwrap() else {
             panic!("expected a request")
         };
@@ -249,7 +259,11 @@ mod tests {
     #[test]
     fn unknown_api_versions_version_is_answered_as_v0() {
         let mut bytes = BytesMut::from(
-            &request(ApiKey::ApiVersions, 3, RequestKind::ApiVersions(ApiVersionsRequest::default()))[..],
+            &request(
+                ApiKey::ApiVersions,
+                3,
+                RequestKind::ApiVersions(ApiVersionsRequest::default()),
+            )[..],
         );
         bytes[6..8].copy_from_slice(&99i16.to_be_bytes());
         let Some(Inbound::Answered(resp)) = check(&bytes).unwrap() else {
@@ -259,23 +273,39 @@ mod tests {
         assert_eq!(body.get_i32(), 7, "correlation id in a v0 header");
         let decoded = ApiVersionsResponse::decode(&mut body, 0).unwrap();
         assert_eq!(decoded.error_code, ResponseError::UnsupportedVersion.code());
-        assert!(decoded.api_keys.iter().any(|k| k.api_key == 18 && k.max_version == 4));
+        assert!(decoded
+            .api_keys
+            .iter()
+            .any(|k| k.api_key == 18 && k.max_version == 4));
     }
 
     #[test]
     fn unknown_api_and_bad_versions_close() {
-        let bytes = request(ApiKey::Metadata, 12, RequestKind::Metadata(MetadataRequest::default()));
+        let bytes = request(
+            ApiKey::Metadata,
+            12,
+            RequestKind::Metadata(MetadataRequest::default()),
+        );
         let mut unknown = BytesMut::from(&bytes[..]);
         unknown[4..6].copy_from_slice(&999i16.to_be_bytes());
-        assert!(matches!(check(&unknown), Err(ProtocolError::UnsupportedApi { key: 999, .. })));
+        assert!(matches!(
+            check(&unknown),
+            Err(ProtocolError::UnsupportedApi { key: 999, .. })
+        ));
         let mut old = BytesMut::from(&bytes[..]);
         old[6..8].copy_from_slice(&13i16.to_be_bytes());
-        assert!(matches!(check(&old), Err(ProtocolError::UnsupportedVersion { .. })));
+        assert!(matches!(
+            check(&old),
+            Err(ProtocolError::UnsupportedVersion { .. })
+        ));
         let mut truncated = BytesMut::from(&bytes[..]);
         truncated.truncate(truncated.len() - 1);
         let size = (truncated.len() - 4) as i32;
         truncated[..4].copy_from_slice(&size.to_be_bytes());
-        assert!(matches!(check(&truncated), Err(ProtocolError::Malformed { .. })));
+        assert!(matches!(
+            check(&truncated),
+            Err(ProtocolError::Malformed { .. })
+        ));
     }
 
     #[test]

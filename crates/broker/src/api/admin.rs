@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
@@ -83,10 +85,9 @@ pub fn create_topics(shared: &Arc<Shared>, req: CreateTopicsRequest, version: i1
                 ));
                 continue;
             }
-            if t.assignments
-                .iter()
-                .any(|a| a.broker_ids.iter().any(|b| b.0 != shared.node_id) || a.broker_ids.len() != 1)
-            {
+            if t.assignments.iter().any(|a| {
+                a.broker_ids.iter().any(|b| b.0 != shared.node_id) || a.broker_ids.len() != 1
+            }) {
                 results.push(fail(
                     ResponseError::InvalidReplicaAssignment,
                     format!("Every replica must be broker {}", shared.node_id),
@@ -114,14 +115,18 @@ pub fn create_topics(shared: &Arc<Shared>, req: CreateTopicsRequest, version: i1
                     .with_num_partitions(partitions)
                     .with_replication_factor(1);
                 if version >= 5 {
-                    let defaults = topic_config::log_config(shared.cluster.defaults(), &BTreeMap::new());
+                    let defaults =
+                        topic_config::log_config(shared.cluster.defaults(), &BTreeMap::new());
                     r.configs = Some(
                         topic_config::TOPIC_CONFIG_KEYS
                             .iter()
                             .map(|k| {
                                 let (value, source) = match configs.get(k.name) {
                                     Some(v) => (v.clone(), SOURCE_TOPIC),
-                                    None => (topic_config::default_value(k.name, &defaults), SOURCE_DEFAULT),
+                                    None => (
+                                        topic_config::default_value(k.name, &defaults),
+                                        SOURCE_DEFAULT,
+                                    ),
                                 };
                                 CreatableTopicConfigs::default()
                                     .with_name(sb(k.name))
@@ -193,7 +198,9 @@ pub fn create_partitions(shared: &Arc<Shared>, req: CreatePartitionsRequest) -> 
             let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
             let outcome = match TopicName::new(&t.name) {
                 Err(_) => Err(TopicError::Unknown(t.name.to_string())),
-                Ok(name) => shared.cluster.create_partitions(&name, t.count, req.validate_only),
+                Ok(name) => shared
+                    .cluster
+                    .create_partitions(&name, t.count, req.validate_only),
             };
             match outcome {
                 Ok(()) => r,
@@ -228,7 +235,11 @@ pub fn delete_records(shared: &Arc<Shared>, req: DeleteRecordsRequest) -> Respon
                         return r.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
                     let end = p.log.log_end_offset();
-                    let target = if dp.offset == -1 { end } else { Offset(dp.offset) };
+                    let target = if dp.offset == -1 {
+                        end
+                    } else {
+                        Offset(dp.offset)
+                    };
                     if target.0 < 0 || target > end {
                         return r.with_error_code(ResponseError::OffsetOutOfRange.code());
                     }
@@ -279,11 +290,11 @@ pub fn describe_log_dirs(shared: &Arc<Shared>, req: DescribeLogDirsRequest) -> R
         );
     }
     let dir = shared.config.storage.path.display().to_string();
-    ResponseKind::DescribeLogDirs(
-        DescribeLogDirsResponse::default().with_results(vec![DescribeLogDirsResult::default()
+    ResponseKind::DescribeLogDirs(DescribeLogDirsResponse::default().with_results(
+        vec![DescribeLogDirsResult::default()
             .with_log_dir(sb(dir))
             .with_topics(topics)
             .with_total_bytes(-1)
-            .with_usable_bytes(-1)]),
-    )
+            .with_usable_bytes(-1)],
+    ))
 }

@@ -29,16 +29,40 @@ fn broker_entries(shared: &Shared) -> Vec<(String, String, i8)> {
     let b = &shared.config.broker;
     let d = shared.cluster.defaults();
     vec![
-        ("auto.create.topics.enable".into(), b.auto_create_topics_enable.to_string(), 1),
+        (
+            "auto.create.topics.enable".into(),
+            b.auto_create_topics_enable.to_string(),
+            1,
+        ),
         ("num.partitions".into(), b.num_partitions.to_string(), 3),
-        ("socket.request.max.bytes".into(), b.socket_request_max_bytes.to_string(), 3),
-        ("connections.max.idle.ms".into(), b.connections_max_idle_ms.to_string(), 5),
-        ("log.dirs".into(), shared.config.storage.path.display().to_string(), 2),
+        (
+            "socket.request.max.bytes".into(),
+            b.socket_request_max_bytes.to_string(),
+            3,
+        ),
+        (
+            "connections.max.idle.ms".into(),
+            b.connections_max_idle_ms.to_string(),
+            5,
+        ),
+        (
+            "log.dirs".into(),
+            shared.config.storage.path.display().to_string(),
+            2,
+        ),
         ("log.segment.bytes".into(), d.segment_bytes.to_string(), 3),
         ("log.roll.ms".into(), d.segment_ms.to_string(), 5),
         ("log.retention.ms".into(), d.retention_ms.to_string(), 5),
-        ("log.retention.bytes".into(), d.retention_bytes.to_string(), 5),
-        ("message.max.bytes".into(), d.max_message_bytes.to_string(), 3),
+        (
+            "log.retention.bytes".into(),
+            d.retention_bytes.to_string(),
+            5,
+        ),
+        (
+            "message.max.bytes".into(),
+            d.max_message_bytes.to_string(),
+            3,
+        ),
         ("default.replication.factor".into(), "1".into(), 3),
         ("min.insync.replicas".into(), "1".into(), 3),
     ]
@@ -58,26 +82,27 @@ pub fn describe(shared: &Arc<Shared>, req: DescribeConfigsRequest, version: i16)
                     .as_ref()
                     .is_none_or(|keys| keys.iter().any(|k| &**k == name))
             };
-            let entry = |name: &str, value: String, source: i8, read_only: bool, ty: i8, doc: &str| {
-                let mut e = DescribeConfigsResourceResult::default()
-                    .with_name(sb(name))
-                    .with_value(Some(sb(value.clone())))
-                    .with_read_only(read_only)
-                    .with_config_source(source);
-                if req.include_synonyms {
-                    e.synonyms = vec![DescribeConfigsSynonym::default()
+            let entry =
+                |name: &str, value: String, source: i8, read_only: bool, ty: i8, doc: &str| {
+                    let mut e = DescribeConfigsResourceResult::default()
                         .with_name(sb(name))
-                        .with_value(Some(sb(value)))
-                        .with_source(source)];
-                }
-                if version >= 3 {
-                    e.config_type = ty;
-                    if req.include_documentation {
-                        e.documentation = Some(sb(doc));
+                        .with_value(Some(sb(value.clone())))
+                        .with_read_only(read_only)
+                        .with_config_source(source);
+                    if req.include_synonyms {
+                        e.synonyms = vec![DescribeConfigsSynonym::default()
+                            .with_name(sb(name))
+                            .with_value(Some(sb(value)))
+                            .with_source(source)];
                     }
-                }
-                e
-            };
+                    if version >= 3 {
+                        e.config_type = ty;
+                        if req.include_documentation {
+                            e.documentation = Some(sb(doc));
+                        }
+                    }
+                    e
+                };
             match res.resource_type {
                 RESOURCE_TOPIC => {
                     let Some(topic) = shared.cluster.topic(&res.resource_name) else {
@@ -93,7 +118,9 @@ pub fn describe(shared: &Arc<Shared>, req: DescribeConfigsRequest, version: i16)
                         .iter()
                         .filter(|k| wanted(k.name))
                         .map(|k| match topic.configs.get(k.name) {
-                            Some(v) => entry(k.name, v.clone(), SOURCE_TOPIC, false, k.config_type, k.doc),
+                            Some(v) => {
+                                entry(k.name, v.clone(), SOURCE_TOPIC, false, k.config_type, k.doc)
+                            }
                             None => entry(
                                 k.name,
                                 topic_config::default_value(k.name, defaults),
@@ -110,7 +137,9 @@ pub fn describe(shared: &Arc<Shared>, req: DescribeConfigsRequest, version: i16)
                     let configs = broker_entries(shared)
                         .into_iter()
                         .filter(|(n, _, _)| wanted(n))
-                        .map(|(n, v, ty)| entry(&n, v, SOURCE_STATIC_BROKER, true, ty, "Set in config.yaml."))
+                        .map(|(n, v, ty)| {
+                            entry(&n, v, SOURCE_STATIC_BROKER, true, ty, "Set in config.yaml.")
+                        })
                         .collect();
                     r.with_configs(configs)
                 }
@@ -139,7 +168,12 @@ fn apply(
                 "Broker configs are static in Rafka: edit config/config.yaml and restart".into(),
             ))
         }
-        other => return Some((ResponseError::InvalidRequest, format!("Unsupported resource type {other}"))),
+        other => {
+            return Some((
+                ResponseError::InvalidRequest,
+                format!("Unsupported resource type {other}"),
+            ))
+        }
     }
     let (Ok(name), Some(topic)) = (
         TopicName::new(resource_name),
@@ -175,15 +209,21 @@ pub fn alter(shared: &Arc<Shared>, req: AlterConfigsRequest) -> ResponseKind {
         .resources
         .into_iter()
         .map(|res| {
-            let err = apply(shared, res.resource_type, &res.resource_name, req.validate_only, |c| {
-                c.clear();
-                for e in &res.configs {
-                    if let Some(v) = &e.value {
-                        c.insert(e.name.to_string(), v.to_string());
+            let err = apply(
+                shared,
+                res.resource_type,
+                &res.resource_name,
+                req.validate_only,
+                |c| {
+                    c.clear();
+                    for e in &res.configs {
+                        if let Some(v) = &e.value {
+                            c.insert(e.name.to_string(), v.to_string());
+                        }
                     }
-                }
-                Ok(())
-            });
+                    Ok(())
+                },
+            );
             let r = alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name);
@@ -197,33 +237,42 @@ pub fn alter(shared: &Arc<Shared>, req: AlterConfigsRequest) -> ResponseKind {
 }
 
 /// IncrementalAlterConfigs: SET (0), DELETE (1), APPEND (2), SUBTRACT (3).
-pub fn incremental_alter(shared: &Arc<Shared>, req: IncrementalAlterConfigsRequest) -> ResponseKind {
+pub fn incremental_alter(
+    shared: &Arc<Shared>,
+    req: IncrementalAlterConfigsRequest,
+) -> ResponseKind {
     let responses = req
         .resources
         .into_iter()
         .map(|res| {
-            let err = apply(shared, res.resource_type, &res.resource_name, req.validate_only, |c| {
-                for e in &res.configs {
-                    let name = e.name.to_string();
-                    let value = e.value.as_ref().map(|v| v.to_string());
-                    match (e.config_operation, value) {
-                        (0, Some(v)) => {
-                            c.insert(name, v);
+            let err = apply(
+                shared,
+                res.resource_type,
+                &res.resource_name,
+                req.validate_only,
+                |c| {
+                    for e in &res.configs {
+                        let name = e.name.to_string();
+                        let value = e.value.as_ref().map(|v| v.to_string());
+                        match (e.config_operation, value) {
+                            (0, Some(v)) => {
+                                c.insert(name, v);
+                            }
+                            (1, _) => {
+                                c.remove(&name);
+                            }
+                            (2 | 3, _) => {
+                                return Err(format!(
+                                    "Config {name} is not a list: APPEND and SUBTRACT do not apply"
+                                ))
+                            }
+                            (0, None) => return Err(format!("Null value for SET of {name}")),
+                            (op, _) => return Err(format!("Unknown config operation {op}")),
                         }
-                        (1, _) => {
-                            c.remove(&name);
-                        }
-                        (2 | 3, _) => {
-                            return Err(format!(
-                                "Config {name} is not a list: APPEND and SUBTRACT do not apply"
-                            ))
-                        }
-                        (0, None) => return Err(format!("Null value for SET of {name}")),
-                        (op, _) => return Err(format!("Unknown config operation {op}")),
                     }
-                }
-                Ok(())
-            });
+                    Ok(())
+                },
+            );
             let r = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name);

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId, ResponseKind};
+use kafka_protocol::messages::{
+    InitProducerIdRequest, InitProducerIdResponse, ProducerId, ResponseKind,
+};
 use kafka_protocol::ResponseError;
 
 use super::storage_error_code;
@@ -36,9 +38,9 @@ pub fn handle(shared: &Arc<Shared>, req: InitProducerIdRequest) -> ResponseKind 
         }
     }
     match shared.cluster.next_producer_id() {
-        Ok(id) => ResponseKind::InitProducerId(
-            r.with_producer_id(ProducerId(id)).with_producer_epoch(0),
-        ),
+        Ok(id) => {
+            ResponseKind::InitProducerId(r.with_producer_id(ProducerId(id)).with_producer_epoch(0))
+        }
         Err(e) => ResponseKind::InitProducerId(r.with_error_code(storage_error_code(&e).code())),
     }
 }

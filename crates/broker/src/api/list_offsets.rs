@@ -54,7 +54,9 @@ pub fn handle(shared: &Arc<Shared>, req: ListOffsetsRequest, _version: i16) -> R
                         EARLIEST | EARLIEST_LOCAL => {
                             Ok(Some((p.log.log_start_offset(), Timestamp(-1))))
                         }
-                        LATEST_TIERED => Ok(Some((p.log.log_start_offset().plus(-1), Timestamp(-1)))),
+                        LATEST_TIERED => {
+                            Ok(Some((p.log.log_start_offset().plus(-1), Timestamp(-1))))
+                        }
                         MAX_TIMESTAMP => p.log.max_timestamp(),
                         ts if ts >= 0 => p.log.offset_for_timestamp(Timestamp(ts)),
                         _ => return r.with_error_code(ResponseError::InvalidRequest.code()),
@@ -93,7 +95,9 @@ pub fn offset_for_leader_epoch(
                         .with_leader_epoch(-1)
                         .with_end_offset(-1);
                     let Some(p) = topic.as_ref().and_then(|t| {
-                        usize::try_from(lp.partition).ok().and_then(|i| t.partitions.get(i))
+                        usize::try_from(lp.partition)
+                            .ok()
+                            .and_then(|i| t.partitions.get(i))
                     }) else {
                         return r.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
@@ -103,7 +107,8 @@ pub fn offset_for_leader_epoch(
                     if lp.leader_epoch < 0 {
                         return r;
                     }
-                    r.with_leader_epoch(0).with_end_offset(p.log.log_end_offset().0)
+                    r.with_leader_epoch(0)
+                        .with_end_offset(p.log.log_end_offset().0)
                 })
                 .collect();
             OffsetForLeaderTopicResult::default()

@@ -60,13 +60,23 @@ fn error_entry(name: Option<&str>, id: Uuid, e: ResponseError) -> MetadataRespon
 fn lookup_or_create(shared: &Shared, name: &str, allow_create: bool) -> MetadataResponseTopic {
     let topic_name = match TopicName::new(name) {
         Ok(n) => n,
-        Err(_) => return error_entry(Some(name), Uuid::nil(), ResponseError::InvalidTopicException),
+        Err(_) => {
+            return error_entry(
+                Some(name),
+                Uuid::nil(),
+                ResponseError::InvalidTopicException,
+            )
+        }
     };
     if let Some(t) = shared.cluster.topic(name) {
         return topic_entry(shared, &t);
     }
     if !(allow_create && shared.config.broker.auto_create_topics_enable) {
-        return error_entry(Some(name), Uuid::nil(), ResponseError::UnknownTopicOrPartition);
+        return error_entry(
+            Some(name),
+            Uuid::nil(),
+            ResponseError::UnknownTopicOrPartition,
+        );
     }
     let partitions = shared.config.broker.num_partitions;
     match shared
@@ -92,10 +102,18 @@ pub fn handle(shared: &Arc<Shared>, req: MetadataRequest, version: i16) -> Respo
     let allow_create = version < 4 || req.allow_auto_topic_creation;
     let topics = match req.topics {
         // v0 has no null: an empty list means all topics.
-        None => shared.cluster.topics().iter().map(|t| topic_entry(shared, t)).collect(),
-        Some(list) if list.is_empty() && version == 0 => {
-            shared.cluster.topics().iter().map(|t| topic_entry(shared, t)).collect()
-        }
+        None => shared
+            .cluster
+            .topics()
+            .iter()
+            .map(|t| topic_entry(shared, t))
+            .collect(),
+        Some(list) if list.is_empty() && version == 0 => shared
+            .cluster
+            .topics()
+            .iter()
+            .map(|t| topic_entry(shared, t))
+            .collect(),
         Some(list) => list
             .iter()
             .map(|t| match &t.name {
@@ -128,7 +146,12 @@ pub fn describe_topic_partitions(
 ) -> ResponseKind {
     let node = BrokerId(shared.node_id);
     let mut names: Vec<String> = if req.topics.is_empty() {
-        shared.cluster.topics().iter().map(|t| t.name.to_string()).collect()
+        shared
+            .cluster
+            .topics()
+            .iter()
+            .map(|t| t.name.to_string())
+            .collect()
     } else {
         req.topics.iter().map(|t| t.name.to_string()).collect()
     };

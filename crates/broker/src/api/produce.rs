@@ -17,7 +17,11 @@ use crate::broker::Shared;
 use crate::config::FsyncPolicy;
 use crate::state::{AppendError, Appended, PartitionState};
 
-fn partition_error(index: i32, e: ResponseError, message: Option<String>) -> PartitionProduceResponse {
+fn partition_error(
+    index: i32,
+    e: ResponseError,
+    message: Option<String>,
+) -> PartitionProduceResponse {
     PartitionProduceResponse::default()
         .with_index(index)
         .with_error_code(e.code())
@@ -34,7 +38,11 @@ fn append_partition(
     records: Option<bytes::Bytes>,
 ) -> PartitionProduceResponse {
     let Some(records) = records.filter(|r| !r.is_empty()) else {
-        return partition_error(index, ResponseError::CorruptMessage, Some("empty record set".into()));
+        return partition_error(
+            index,
+            ResponseError::CorruptMessage,
+            Some("empty record set".into()),
+        );
     };
     let batches = match RecordBatch::split_all(records) {
         Ok(b) => b,
@@ -55,7 +63,11 @@ fn append_partition(
     for b in batches {
         match p.append(b) {
             Ok(Appended::New(info)) => {
-                let ts = if p.log_append_time() { info.log_append_time.0 } else { -1 };
+                let ts = if p.log_append_time() {
+                    info.log_append_time.0
+                } else {
+                    -1
+                };
                 first.get_or_insert((info.base_offset.0, ts));
             }
             Ok(Appended::Duplicate(offset)) => {
@@ -100,10 +112,11 @@ pub fn handle(shared: &Arc<Shared>, req: ProduceRequest, _version: i16) -> Reply
                 partition_error(pd.index, ResponseError::InvalidRequiredAcks, None)
             } else if invalid_name {
                 partition_error(pd.index, ResponseError::InvalidTopicException, None)
-            } else if let Some(p) = found
-                .as_ref()
-                .and_then(|t| usize::try_from(pd.index).ok().and_then(|i| t.partitions.get(i)))
-            {
+            } else if let Some(p) = found.as_ref().and_then(|t| {
+                usize::try_from(pd.index)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i))
+            }) {
                 let r = append_partition(p, pd.index, pd.records);
                 if r.error_code == 0 {
                     appended_any = true;

@@ -76,7 +76,12 @@ impl LogEngine {
             let name = entry.file_name();
             let name = name.to_string_lossy();
             let is_dir = entry.file_type()?.is_dir();
-            if !is_dir || TopicPartition::from_dir_name(&name).is_none() {
+            if !is_dir {
+                // Files beside the partitions belong to others (the broker keeps its topic
+                // metadata here); only a directory we cannot parse is worth a warning.
+                continue;
+            }
+            if TopicPartition::from_dir_name(&name).is_none() {
                 tracing::warn!(root = %root.display(), entry = %name, "skipping an entry that is not a partition directory");
             }
         }

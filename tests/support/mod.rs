@@ -1,0 +1,204 @@
+//! Shared helpers for the tests that drive Rafka with librdkafka (the `rdkafka` crate) and
+//! with the `rafka` binary as a child process.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rafka_broker::{Broker, Config};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
+
+/// An in-process broker on a free port, storing in `dir`.
+pub async fn start_broker(dir: &Path) -> Broker {
+    // Broker logs go to the test's output; RUST_LOG picks the level (default: warnings).
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .try_init();
+    let mut cfg = Config::default();
+    cfg.broker.listen = "127.0.0.1:0".into();
+    cfg.storage.path = dir.to_path_buf();
+    Broker::start(cfg).await.expect("broker starts")
+}
+
+/// The `rafka` binary running as a child process.
+pub struct BrokerProcess {
+    /// The child.
+    pub child: Child,
+    /// `host:port` it listens on.
+    pub address: String,
+}
+
+impl BrokerProcess {
+    /// Starts `rafka serve` on a free port with `dir` as data directory and waits for its
+    /// startup line.
+    pub fn start(dir: &Path) -> BrokerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rafka"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn rafka");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("startup line");
+        let address = line
+            .split_whitespace()
+            .skip_while(|w| *w != "on")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no address in startup line {line:?}"))
+            .to_string();
+        BrokerProcess { child, address }
+    }
+
+    /// SIGKILL: no shutdown, no flush, no clean marker.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client config pointing at `bootstrap`, quiet and quick to notice changes.
+pub fn client_config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4")
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .set("log_level", "3");
+    c
+}
+
+/// A producer with the given extra settings.
+pub fn producer(bootstrap: &str, extra: &[(&str, &str)]) -> FutureProducer {
+    let mut c = client_config(bootstrap);
+    c.set("linger.ms", "5").set("message.timeout.ms", "30000");
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    c.create().expect("producer")
+}
+
+/// An admin client.
+pub fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
+    client_config(bootstrap).create().expect("admin client")
+}
+
+/// Creates a topic through the admin API and checks the result.
+pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let admin = admin(bootstrap);
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        topic = topic.set(k, v);
+    }
+    let res = admin
+        .create_topics(&[topic], &AdminOptions::new())
+        .await
+        .expect("create_topics request");
+    assert_eq!(res.len(), 1);
+    res[0].as_ref().expect("topic created");
+}
+
+/// One consumed message, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Key.
+    pub key: Option<Vec<u8>>,
+    /// Value.
+    pub value: Option<Vec<u8>>,
+    /// Headers in order.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// Timestamp in ms, if any.
+    pub timestamp: Option<i64>,
+}
+
+/// Reads `count` messages from `partitions` of `topic` from the beginning with a
+/// sessionless assign (no consumer group). Blocking: call from `spawn_blocking`.
+pub fn consume(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    count: usize,
+    timeout: Duration,
+) -> Vec<Received> {
+    let consumer: BaseConsumer = client_config(bootstrap)
+        .set("group.id", "rafka-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + timeout;
+    let mut idle_since = Instant::now();
+    let mut out = Vec::new();
+    while out.len() < count && Instant::now() < deadline {
+        // With no known count (usize::MAX), read until the partitions go quiet.
+        if count == usize::MAX && !out.is_empty() && idle_since.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(e)) => panic!("consumer error: {e}"),
+            Some(Ok(m)) => {
+                idle_since = Instant::now();
+                out.push(Received {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
+                    headers: m
+                        .headers()
+                        .map(|hs| {
+                            hs.iter()
+                                .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    timestamp: m.timestamp().to_millis(),
+                });
+            }
+        }
+    }
+    // Anything beyond `count` would be a duplicate or a stray: poll briefly for it.
+    if out.len() == count {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(300)) {
+            panic!(
+                "unexpected extra message at {}:{}",
+                m.partition(),
+                m.offset()
+            );
+        }
+    }
+    out
+}
