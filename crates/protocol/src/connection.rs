@@ -93,7 +93,7 @@ impl DecodedRequest {
 #[derive(Debug)]
 pub enum Inbound {
     /// A request to handle.
-    Request(DecodedRequest),
+    Request(Box<DecodedRequest>),
     /// A response the protocol layer answered itself (ApiVersions at an unknown version),
     /// already framed; write it in order.
     Answered(Bytes),
@@ -171,12 +171,12 @@ pub fn decode_request(frame: Bytes) -> Result<Inbound, ProtocolError> {
         RequestKind::decode(api_key, &mut buf, version).map_err(|e| malformed(e.to_string()))?;
     // Kafka ignores bytes after the body, and librdkafka sends some (Metadata v12 with
     // all topics carries 3 padding bytes); refusing them would cut off real clients.
-    Ok(Inbound::Request(DecodedRequest {
+    Ok(Inbound::Request(Box::new(DecodedRequest {
         header,
         api_key,
         body,
         frame_bytes,
-    }))
+    })))
 }
 
 /// Encodes a response with its header and size prefix, ready to write.

@@ -108,7 +108,7 @@ pub fn handle(shared: &Arc<Shared>, req: ProduceRequest, _version: i16) -> Reply
         let invalid_name = rafka_core::TopicName::new(&name).is_err();
         let mut parts = Vec::with_capacity(topic.partition_data.len());
         for pd in topic.partition_data {
-            let resp = if !matches!(acks, -1 | 0 | 1) {
+            let resp = if !(-1..=1).contains(&acks) {
                 partition_error(pd.index, ResponseError::InvalidRequiredAcks, None)
             } else if invalid_name {
                 partition_error(pd.index, ResponseError::InvalidTopicException, None)
