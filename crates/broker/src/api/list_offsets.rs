@@ -27,7 +27,9 @@ const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
 /// ListOffsets.
-pub fn handle(shared: &Arc<Shared>, req: ListOffsetsRequest, _version: i16) -> ResponseKind {
+pub fn handle(shared: &Arc<Shared>, req: ListOffsetsRequest, version: i16) -> ResponseKind {
+    // The leader epoch field exists from v4; a set field at an older version cannot encode.
+    let leader_epoch = if version >= 4 { 0 } else { -1 };
     let topics = req
         .topics
         .into_iter()
@@ -41,7 +43,7 @@ pub fn handle(shared: &Arc<Shared>, req: ListOffsetsRequest, _version: i16) -> R
                         .with_partition_index(lp.partition_index)
                         .with_timestamp(-1)
                         .with_offset(-1)
-                        .with_leader_epoch(0);
+                        .with_leader_epoch(leader_epoch);
                     let Some(p) = topic.as_ref().and_then(|t| {
                         usize::try_from(lp.partition_index)
                             .ok()
