@@ -41,6 +41,8 @@ pub struct Shared {
     pub cluster: Cluster,
     /// This broker's node id.
     pub node_id: i32,
+    /// Consumer groups and committed offsets.
+    pub groups: crate::group::GroupCoordinator,
     advertised_host: String,
     advertised_port: i32,
 }
@@ -80,7 +82,24 @@ impl Broker {
                 .await
                 .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))??
         };
+        let b = &config.broker;
+        let settings = crate::group::CoordinatorSettings {
+            groups: crate::group::classic::GroupSettings {
+                min_session_timeout_ms: b.group_min_session_timeout_ms,
+                max_session_timeout_ms: b.group_max_session_timeout_ms,
+                initial_rebalance_delay_ms: b.group_initial_rebalance_delay_ms,
+            },
+            offsets_retention_ms: b.offsets_retention_minutes.saturating_mul(60_000),
+            offset_metadata_max_bytes: b.offset_metadata_max_bytes,
+        };
         let recovered_partitions = cluster.partition_count();
+        let offsets_partitions = b.offsets_topic_num_partitions;
+        let (cluster, groups) = tokio::task::spawn_blocking(move || {
+            crate::group::GroupCoordinator::open(&cluster, offsets_partitions, settings)
+                .map(|g| (cluster, g))
+        })
+        .await
+        .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))??;
         let listener = TcpListener::bind(&config.broker.listen)
             .await
             .map_err(|source| BrokerError::Bind {
@@ -102,6 +121,7 @@ impl Broker {
             node_id: config.broker.node_id,
             config,
             cluster,
+            groups,
             advertised_host,
             advertised_port,
         });
@@ -111,10 +131,10 @@ impl Broker {
             listener,
             shutdown_rx.clone(),
         ));
-        let mut background = vec![tokio::spawn(retention_loop(
-            shared.clone(),
-            shutdown_rx.clone(),
-        ))];
+        let mut background = vec![
+            tokio::spawn(retention_loop(shared.clone(), shutdown_rx.clone())),
+            tokio::spawn(group_loop(shared.clone(), shutdown_rx.clone())),
+        ];
         if shared.config.durability.fsync == FsyncPolicy::Interval {
             background.push(tokio::spawn(flush_loop(shared.clone(), shutdown_rx)));
         }
@@ -210,6 +230,18 @@ async fn retention_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
             }
         })
         .await;
+    }
+}
+
+/// Drives group timers: session expiry, rebalance deadlines, offsets retention.
+async fn group_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let period = Duration::from_millis(100);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.changed() => return,
+        }
+        shared.groups.tick();
     }
 }
 

@@ -71,6 +71,19 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     /// `log.retention.check.interval.ms`.
     pub log_retention_check_interval_ms: u64,
+    /// `group.min.session.timeout.ms`.
+    pub group_min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`.
+    pub group_max_session_timeout_ms: i32,
+    /// `group.initial.rebalance.delay.ms`: how long a new group waits for more members
+    /// before its first rebalance.
+    pub group_initial_rebalance_delay_ms: u64,
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` (at creation).
+    pub offsets_topic_num_partitions: i32,
+    /// `offsets.retention.minutes`: committed offsets of an empty group expire after this.
+    pub offsets_retention_minutes: i64,
+    /// `offset.metadata.max.bytes`: longest commit metadata string.
+    pub offset_metadata_max_bytes: usize,
 }
 
 impl Default for BrokerConfig {
@@ -85,6 +98,12 @@ impl Default for BrokerConfig {
             connections_max_idle_ms: 600_000,
             max_connections: limits::CONNECTIONS_MAX,
             log_retention_check_interval_ms: 300_000,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_initial_rebalance_delay_ms: 3_000,
+            offsets_topic_num_partitions: 50,
+            offsets_retention_minutes: 10_080,
+            offset_metadata_max_bytes: 4096,
         }
     }
 }
@@ -206,6 +225,30 @@ impl Config {
         }
         if self.durability.fsync == FsyncPolicy::Interval && self.durability.interval_ms == 0 {
             return invalid("durability.interval_ms", "must be at least 1".into());
+        }
+        if !(1..=limits::PARTITIONS_PER_TOPIC_MAX).contains(&b.offsets_topic_num_partitions) {
+            return invalid(
+                "broker.offsets_topic_num_partitions",
+                format!(
+                    "{} is outside 1..={}",
+                    b.offsets_topic_num_partitions,
+                    limits::PARTITIONS_PER_TOPIC_MAX
+                ),
+            );
+        }
+        if b.group_min_session_timeout_ms <= 0
+            || b.group_min_session_timeout_ms > b.group_max_session_timeout_ms
+        {
+            return invalid(
+                "broker.group_min_session_timeout_ms",
+                "must be positive and at most group_max_session_timeout_ms".into(),
+            );
+        }
+        if b.offsets_retention_minutes <= 0 {
+            return invalid(
+                "broker.offsets_retention_minutes",
+                "must be at least 1".into(),
+            );
         }
         if b.log_retention_check_interval_ms == 0 {
             return invalid(

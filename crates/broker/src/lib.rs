@@ -7,6 +7,7 @@
 pub mod api;
 mod broker;
 pub mod config;
+pub mod group;
 pub mod producer_state;
 mod server;
 pub mod state;

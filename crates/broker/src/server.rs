@@ -178,7 +178,7 @@ fn drain_requests(
             correlation_id = meta.correlation_id,
             "request"
         );
-        match dispatch(shared, *req) {
+        match dispatch(shared, *req, peer) {
             Reply::Now(resp) => queue.push_back(Pending::Ready(encode_response(meta, &resp)?)),
             Reply::Later(fut) => queue.push_back(Pending::Task(tokio::spawn(async move {
                 let resp = fut.await;

@@ -178,6 +178,11 @@ pub fn delete_topics(shared: &Arc<Shared>, req: DeleteTopicsRequest, version: i1
             let r = r
                 .with_name(Some(wire_topic(topic.name.as_str())))
                 .with_topic_id(topic.id);
+            if super::groups::is_internal(topic.name.as_str()) {
+                return r
+                    .with_error_code(ResponseError::InvalidTopicException.code())
+                    .with_error_message(Some(sb("Internal topics cannot be deleted")));
+            }
             match shared.cluster.delete_topic(&topic.name) {
                 Ok(_) => r,
                 Err(e) => r

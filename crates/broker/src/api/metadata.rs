@@ -32,6 +32,7 @@ fn topic_entry(shared: &Shared, t: &Topic) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(wire_topic(t.name.as_str())))
         .with_topic_id(t.id)
+        .with_is_internal(super::groups::is_internal(t.name.as_str()))
         .with_topic_authorized_operations(OPERATIONS_OMITTED)
         .with_partitions(
             t.partitions

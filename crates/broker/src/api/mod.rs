@@ -21,6 +21,7 @@ mod admin;
 mod api_versions;
 mod configs;
 mod fetch;
+pub(crate) mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
@@ -39,8 +40,14 @@ pub enum Reply {
 }
 
 /// Routes a request to its handler. Only APIs in `rafka_protocol::versions::SERVED` reach here.
-pub fn dispatch(shared: &Arc<Shared>, req: DecodedRequest) -> Reply {
+pub fn dispatch(shared: &Arc<Shared>, req: DecodedRequest, peer: std::net::SocketAddr) -> Reply {
     let version = req.header.request_api_version;
+    let client_id = req
+        .header
+        .client_id
+        .as_deref()
+        .unwrap_or_default()
+        .to_string();
     match req.body {
         RequestKind::ApiVersions(_) => Reply::Now(api_versions::handle()),
         RequestKind::Metadata(r) => Reply::Now(metadata::handle(shared, r, version)),
@@ -65,6 +72,17 @@ pub fn dispatch(shared: &Arc<Shared>, req: DecodedRequest) -> Reply {
             Reply::Now(configs::incremental_alter(shared, r))
         }
         RequestKind::InitProducerId(r) => Reply::Now(init_producer_id::handle(shared, r)),
+        RequestKind::FindCoordinator(r) => Reply::Now(groups::find_coordinator(shared, r, version)),
+        RequestKind::JoinGroup(r) => groups::join_group(shared, r, version, &client_id, peer),
+        RequestKind::SyncGroup(r) => groups::sync_group(shared, r, version),
+        RequestKind::Heartbeat(r) => Reply::Now(groups::heartbeat(shared, r)),
+        RequestKind::LeaveGroup(r) => Reply::Now(groups::leave_group(shared, r, version)),
+        RequestKind::OffsetCommit(r) => groups::offset_commit(shared, r),
+        RequestKind::OffsetFetch(r) => Reply::Now(groups::offset_fetch(shared, r, version)),
+        RequestKind::DescribeGroups(r) => Reply::Now(groups::describe_groups(shared, r, version)),
+        RequestKind::ListGroups(r) => Reply::Now(groups::list_groups(shared, r, version)),
+        RequestKind::DeleteGroups(r) => Reply::Now(groups::delete_groups(shared, r)),
+        RequestKind::OffsetDelete(r) => Reply::Now(groups::offset_delete(shared, r)),
         other => {
             // The served table and this match are kept in step by the version-sweep test;
             // reaching here is a broker bug, answered by closing the connection.

@@ -105,7 +105,9 @@ pub fn handle(shared: &Arc<Shared>, req: ProduceRequest, _version: i16) -> Reply
     for (ti, topic) in req.topic_data.into_iter().enumerate() {
         let name = topic.name.to_string();
         let found = shared.cluster.topic(&name);
-        let invalid_name = rafka_core::TopicName::new(&name).is_err();
+        // Internal topics are written by the broker only, as in Kafka.
+        let invalid_name =
+            rafka_core::TopicName::new(&name).is_err() || super::groups::is_internal(&name);
         let mut parts = Vec::with_capacity(topic.partition_data.len());
         for pd in topic.partition_data {
             let resp = if !(-1..=1).contains(&acks) {
