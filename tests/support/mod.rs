@@ -19,6 +19,11 @@ use rdkafka::{Offset, TopicPartitionList};
 
 /// An in-process broker on a free port, storing in `dir`.
 pub async fn start_broker(dir: &Path) -> Broker {
+    start_broker_with(dir, |_| {}).await
+}
+
+/// An in-process broker with configuration changes (e.g. group timings).
+pub async fn start_broker_with(dir: &Path, configure: impl FnOnce(&mut Config)) -> Broker {
     // Broker logs go to the test's output; RUST_LOG picks the level (default: warnings).
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
@@ -30,6 +35,7 @@ pub async fn start_broker(dir: &Path) -> Broker {
     let mut cfg = Config::default();
     cfg.broker.listen = "127.0.0.1:0".into();
     cfg.storage.path = dir.to_path_buf();
+    configure(&mut cfg);
     Broker::start(cfg).await.expect("broker starts")
 }
 
