@@ -372,7 +372,7 @@ impl ClassicGroup {
         }
     }
 
-    /// Validates a commit's generation and member (classic rules). `Ok(true)` means store.
+    /// Validates a commit's member and generation (classic rules). `Ok(())` means store.
     pub fn check_commit(
         &mut self,
         member_id: &str,
@@ -386,12 +386,13 @@ impl ClassicGroup {
         if generation < 0 && member_id.is_empty() && self.members.is_empty() {
             return Ok(()); // a standalone consumer or an admin tool
         }
-        if self.state == GroupState::CompletingRebalance {
-            return Err(ResponseError::RebalanceInProgress);
-        }
+        // Kafka's order: who you are, then which generation, then the group's state.
         self.check_member(member_id, instance_id)?;
         if generation != self.generation {
             return Err(ResponseError::IllegalGeneration);
+        }
+        if self.state == GroupState::CompletingRebalance {
+            return Err(ResponseError::RebalanceInProgress);
         }
         if let Some(m) = self.members.get_mut(member_id) {
             m.last_seen = now;
