@@ -1,0 +1,152 @@
+//! The idempotent producer over raw requests: InitProducerId, duplicate batches answered
+//! with their original offsets and not written again, sequence gaps and fenced epochs
+//! refused, and what a consumer reads back holding every record exactly once.
+
+mod common;
+
+use kafka_protocol::messages::{
+    ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProducerId, RequestKind, ResponseKind,
+    TransactionalId,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use common::{
+    batch_builder, create_topic, decode_records, fetch, log_end_offset, produce, start_broker,
+    FetchArgs, KafkaConn,
+};
+use rafka_core::batch::BatchBuilder;
+use rafka_core::Offset;
+
+const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+const INVALID_PRODUCER_EPOCH: i16 = 47;
+const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+
+async fn init_producer_id(
+    conn: &mut KafkaConn,
+    req: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let ResponseKind::InitProducerId(r) = conn
+        .send(ApiKey::InitProducerId, 4, RequestKind::InitProducerId(req))
+        .await
+    else {
+        panic!("not an InitProducerId response")
+    };
+    r
+}
+
+fn new_producer() -> InitProducerIdRequest {
+    InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1)
+}
+
+/// An idempotent batch of `n` records keyed `{prefix}-{i}`.
+fn idempotent(pid: i64, epoch: i16, seq: i32, prefix: &str, n: usize) -> bytes::Bytes {
+    batch_builder(
+        BatchBuilder::new(Offset(0)).producer(pid, epoch, seq),
+        prefix,
+        n,
+        1_000,
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_gaps_and_fencing() {
+    let broker = start_broker(|_| {}).await;
+    let mut conn = KafkaConn::connect(&broker.addr()).await;
+    assert_eq!(create_topic(&mut conn, "idem", 1, &[]).await, 0);
+
+    let init = init_producer_id(&mut conn, new_producer()).await;
+    assert_eq!(init.error_code, 0);
+    let pid = init.producer_id.0;
+    assert!(pid >= 0, "producer id {pid}");
+    assert_eq!(init.producer_epoch, 0);
+    // A second producer gets a different id.
+    let other = init_producer_id(&mut conn, new_producer()).await;
+    assert_eq!(other.error_code, 0);
+    assert_ne!(other.producer_id.0, pid);
+
+    // First batch: sequences 0..=2 at offsets 0..=2.
+    let a = idempotent(pid, 0, 0, "a", 3);
+    let r = produce(&mut conn, "idem", 0, a.clone()).await;
+    assert_eq!((r.error_code, r.base_offset), (0, 0));
+
+    // The same bytes again (a retry after a lost response): the original offset, no error,
+    // nothing written.
+    let r = produce(&mut conn, "idem", 0, a.clone()).await;
+    assert_eq!((r.error_code, r.base_offset), (0, 0), "duplicate answer");
+    assert_eq!(log_end_offset(&mut conn, "idem", 0).await, 3);
+
+    // A gap: sequence 5 when 3 is expected.
+    let r = produce(&mut conn, "idem", 0, idempotent(pid, 0, 5, "gap", 1)).await;
+    assert_eq!(r.error_code, OUT_OF_ORDER_SEQUENCE_NUMBER);
+    assert_eq!(log_end_offset(&mut conn, "idem", 0).await, 3);
+
+    // The next batch in sequence is fine after the refusal.
+    let r = produce(&mut conn, "idem", 0, idempotent(pid, 0, 3, "b", 2)).await;
+    assert_eq!((r.error_code, r.base_offset), (0, 3));
+
+    // Bump the epoch (KIP-360: InitProducerId with the current id and epoch).
+    let bumped = init_producer_id(
+        &mut conn,
+        new_producer()
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(0),
+    )
+    .await;
+    assert_eq!(bumped.error_code, 0);
+    assert_eq!((bumped.producer_id.0, bumped.producer_epoch), (pid, 1));
+    // The new epoch starts again at sequence 0.
+    let r = produce(&mut conn, "idem", 0, idempotent(pid, 1, 0, "c", 1)).await;
+    assert_eq!((r.error_code, r.base_offset), (0, 5));
+
+    // A zombie with the old epoch, continuing its old sequence: fenced.
+    let r = produce(&mut conn, "idem", 0, idempotent(pid, 0, 5, "zombie", 1)).await;
+    assert_eq!(r.error_code, INVALID_PRODUCER_EPOCH);
+    // Its old batch resent is fenced too, not answered as a duplicate.
+    let r = produce(&mut conn, "idem", 0, a).await;
+    assert_eq!(r.error_code, INVALID_PRODUCER_EPOCH);
+    assert_eq!(log_end_offset(&mut conn, "idem", 0).await, 6);
+
+    // Everything, exactly once, in order.
+    let data = fetch(&mut conn, "idem", 0, FetchArgs::at(0)).await;
+    assert_eq!(data.error_code, 0);
+    assert_eq!(data.high_watermark, 6);
+    let (bases, records) = decode_records(data.records);
+    assert_eq!(bases, vec![0, 3, 5]);
+    let got: Vec<(i64, &str)> = records.iter().map(|r| (r.offset, r.key.as_str())).collect();
+    assert_eq!(
+        got,
+        vec![
+            (0, "a-0"),
+            (1, "a-1"),
+            (2, "a-2"),
+            (3, "b-0"),
+            (4, "b-1"),
+            (5, "c-0")
+        ]
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_id_is_refused() {
+    let broker = start_broker(|_| {}).await;
+    let mut conn = KafkaConn::connect(&broker.addr()).await;
+    let r = init_producer_id(
+        &mut conn,
+        new_producer()
+            .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("txn-1")))),
+    )
+    .await;
+    assert_eq!(r.error_code, TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+    assert_eq!((r.producer_id.0, r.producer_epoch), (-1, -1));
+    // The connection stays usable and a plain idempotent producer still works.
+    let r = init_producer_id(&mut conn, new_producer()).await;
+    assert_eq!(r.error_code, 0);
+    assert!(r.producer_id.0 >= 0);
+    broker.shutdown().await;
+}

@@ -1,0 +1,203 @@
+//! Fetch long polls: a waiting fetch is answered as soon as data arrives, and an empty one
+//! is answered after roughly `max_wait_ms`. These use real time (the broker runs on the
+//! same runtime and real sockets), with generous bounds. Also: responses pipelined behind
+//! a long poll keep request order.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ProduceRequest, RequestKind, ResponseKind,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use common::{
+    create_topic, decode_records, decode_response, encode, fetch, fetch_request, produce,
+    simple_batch, start_broker, topic_name, FetchArgs, KafkaConn,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_fetch_returns_as_soon_as_data_arrives() {
+    let broker = start_broker(|_| {}).await;
+    let mut consumer = KafkaConn::connect(&broker.addr()).await;
+    let mut producer = KafkaConn::connect(&broker.addr()).await;
+    assert_eq!(create_topic(&mut consumer, "poll", 1, &[]).await, 0);
+
+    let produced = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let r = produce(
+            &mut producer,
+            "poll",
+            0,
+            simple_batch("late", 1, 1_000).into_bytes(),
+        )
+        .await;
+        assert_eq!((r.error_code, r.base_offset), (0, 0));
+    });
+    let started = Instant::now();
+    let data = fetch(
+        &mut consumer,
+        "poll",
+        0,
+        FetchArgs {
+            max_wait_ms: 10_000,
+            min_bytes: 1,
+            ..FetchArgs::at(0)
+        },
+    )
+    .await;
+    let elapsed = started.elapsed();
+    produced.await.expect("producer task");
+
+    assert_eq!(data.error_code, 0);
+    let (_, records) = decode_records(data.records);
+    assert_eq!(records.len(), 1);
+    assert_eq!((records[0].offset, records[0].key.as_str()), (0, "late-0"));
+    assert!(
+        elapsed < Duration::from_millis(5_000),
+        "answered after {elapsed:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(400),
+        "did not wait: {elapsed:?}"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_fetch_waits_max_wait_ms() {
+    let broker = start_broker(|_| {}).await;
+    let mut conn = KafkaConn::connect(&broker.addr()).await;
+    assert_eq!(create_topic(&mut conn, "idle", 1, &[]).await, 0);
+    let started = Instant::now();
+    let data = fetch(
+        &mut conn,
+        "idle",
+        0,
+        FetchArgs {
+            max_wait_ms: 300,
+            min_bytes: 1,
+            ..FetchArgs::at(0)
+        },
+    )
+    .await;
+    let elapsed = started.elapsed();
+    assert_eq!(data.error_code, 0);
+    assert_eq!(data.high_watermark, 0);
+    assert!(data.records.unwrap_or_default().is_empty());
+    assert!(
+        elapsed >= Duration::from_millis(250),
+        "answered after only {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_millis(3_000),
+        "answered after {elapsed:?}"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_for_another_topic_does_not_end_the_wait() {
+    let broker = start_broker(|_| {}).await;
+    let mut consumer = KafkaConn::connect(&broker.addr()).await;
+    let mut producer = KafkaConn::connect(&broker.addr()).await;
+    assert_eq!(create_topic(&mut consumer, "watched", 1, &[]).await, 0);
+    assert_eq!(create_topic(&mut consumer, "other", 1, &[]).await, 0);
+    let produced = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let r = produce(
+            &mut producer,
+            "other",
+            0,
+            simple_batch("x", 1, 0).into_bytes(),
+        )
+        .await;
+        assert_eq!(r.error_code, 0);
+    });
+    let started = Instant::now();
+    let data = fetch(
+        &mut consumer,
+        "watched",
+        0,
+        FetchArgs {
+            max_wait_ms: 600,
+            min_bytes: 1,
+            ..FetchArgs::at(0)
+        },
+    )
+    .await;
+    let elapsed = started.elapsed();
+    produced.await.expect("producer task");
+    assert_eq!(data.error_code, 0);
+    assert!(data.records.unwrap_or_default().is_empty());
+    assert!(
+        elapsed >= Duration::from_millis(550),
+        "woken early: {elapsed:?}"
+    );
+    broker.shutdown().await;
+}
+
+/// Requests pipelined behind a long poll are answered after it, in request order, and a
+/// Produce with acks=0 gets no response at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_responses_keep_request_order() {
+    let broker = start_broker(|_| {}).await;
+    let mut conn = KafkaConn::connect(&broker.addr()).await;
+    assert_eq!(create_topic(&mut conn, "order", 1, &[]).await, 0);
+
+    let poll = fetch_request(
+        "order",
+        Default::default(),
+        0,
+        FetchArgs {
+            max_wait_ms: 400,
+            min_bytes: 1,
+            ..FetchArgs::at(0)
+        },
+    );
+    let no_ack = ProduceRequest::default()
+        .with_acks(0)
+        .with_timeout_ms(5_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic_name("order"))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(simple_batch("silent", 2, 0).into_bytes()))])]);
+    let versions = ApiVersionsRequest::default()
+        .with_client_software_name(StrBytes::from_static_str("rafka-it"))
+        .with_client_software_version(StrBytes::from_static_str("1"));
+    let mut frames = Vec::new();
+    frames.extend_from_slice(&encode(ApiKey::Fetch, 12, 101, &RequestKind::Fetch(poll)));
+    frames.extend_from_slice(&encode(
+        ApiKey::Produce,
+        9,
+        102,
+        &RequestKind::Produce(no_ack),
+    ));
+    frames.extend_from_slice(&encode(
+        ApiKey::ApiVersions,
+        3,
+        103,
+        &RequestKind::ApiVersions(versions),
+    ));
+    conn.write_raw(&frames).await;
+
+    // The fetch is answered first, although the ApiVersions answer was ready long before.
+    // The acks=0 produce that arrived behind it may or may not be visible to it.
+    let first = conn.read_frame().await.expect("fetch response");
+    let ResponseKind::Fetch(f) = decode_response(ApiKey::Fetch, 12, 101, first) else {
+        panic!("not a Fetch response")
+    };
+    assert_eq!(f.responses[0].partitions[0].error_code, 0);
+    // Next comes ApiVersions: correlation id 103, nothing for 102.
+    let second = conn.read_frame().await.expect("ApiVersions response");
+    let ResponseKind::ApiVersions(v) = decode_response(ApiKey::ApiVersions, 3, 103, second) else {
+        panic!("not an ApiVersions response")
+    };
+    assert_eq!(v.error_code, 0);
+    // The acks=0 batch was written all the same.
+    assert_eq!(common::log_end_offset(&mut conn, "order", 0).await, 2);
+    broker.shutdown().await;
+}
