@@ -59,8 +59,16 @@ pub fn handle(shared: &Arc<Shared>, req: ListOffsetsRequest, version: i16) -> Re
                         LATEST_TIERED => {
                             Ok(Some((p.log.log_start_offset().plus(-1), Timestamp(-1))))
                         }
-                        MAX_TIMESTAMP => p.log.max_timestamp(),
-                        ts if ts >= 0 => p.log.offset_for_timestamp(Timestamp(ts)),
+                        MAX_TIMESTAMP => p.log.max_timestamp().map(|f| {
+                            f.map(|(o, ts)| {
+                                refine_in_batch(&p.log, o, |r| r == ts.0).unwrap_or((o, ts))
+                            })
+                        }),
+                        ts if ts >= 0 => p.log.offset_for_timestamp(Timestamp(ts)).map(|f| {
+                            f.map(|(o, found)| {
+                                refine_in_batch(&p.log, o, |r| r >= ts).unwrap_or((o, found))
+                            })
+                        }),
                         _ => return r.with_error_code(ResponseError::InvalidRequest.code()),
                     };
                     match found {
@@ -76,6 +84,32 @@ pub fn handle(shared: &Arc<Shared>, req: ListOffsetsRequest, version: i16) -> Re
         })
         .collect();
     ResponseKind::ListOffsets(ListOffsetsResponse::default().with_topics(topics))
+}
+
+/// The storage engine finds the *batch* for a timestamp; Kafka answers with the *record*.
+/// Decompresses the batch containing `offset` and returns the first record (at or after the
+/// log start offset) whose timestamp satisfies `wanted`. LogAppendTime batches give every
+/// record the batch's max timestamp, as Kafka does.
+fn refine_in_batch(
+    log: &Arc<dyn rafka_core::PartitionLog>,
+    offset: rafka_core::Offset,
+    wanted: impl Fn(i64) -> bool,
+) -> Option<(rafka_core::Offset, Timestamp)> {
+    let read = log.read(offset, 1).ok()?;
+    let batch = rafka_core::RecordBatch::split_all(read.records)
+        .ok()?
+        .into_iter()
+        .next()?;
+    let log_append_time = batch.timestamp_type() == rafka_core::TimestampType::LogAppendTime;
+    let max = batch.max_timestamp().0;
+    let mut bytes = batch.into_bytes();
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).ok()?;
+    set.records
+        .iter()
+        .filter(|r| r.offset >= read.log_start_offset.0)
+        .map(|r| (r.offset, if log_append_time { max } else { r.timestamp }))
+        .find(|(_, ts)| wanted(*ts))
+        .map(|(o, ts)| (rafka_core::Offset(o), Timestamp(ts)))
 }
 
 /// OffsetForLeaderEpoch: every batch carries epoch 0, so epoch 0 ends at the log end offset.

@@ -1,0 +1,486 @@
+//! Consumer groups with a raw protocol member next to librdkafka: a member that dies
+//! without leaving is expired after its session timeout; bad group requests get Kafka's
+//! error codes and change nothing; group administration (list, describe, committed offsets
+//! and lag, delete group, delete offsets).
+
+mod common;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_delete_request::{
+    OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::{
+    ApiKey, ConsumerProtocolAssignment, ConsumerProtocolSubscription, DescribeGroupsRequest,
+    GroupId, HeartbeatRequest, JoinGroupRequest, OffsetCommitRequest, OffsetDeleteRequest,
+    OffsetFetchRequest, RequestKind, ResponseKind, SyncGroupRequest,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::ResponseError;
+use rdkafka::admin::AdminOptions;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use common::{topic_name, KafkaConn};
+use support::{admin, client_config, create_topic};
+
+const T: Duration = Duration::from_secs(10);
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn subscription(topic: &str) -> Bytes {
+    let sub = ConsumerProtocolSubscription::default().with_topics(vec![s(topic)]);
+    let mut b = BytesMut::new();
+    b.put_i16(1);
+    sub.encode(&mut b, 1).unwrap();
+    b.freeze()
+}
+
+fn join(group: &str, member_id: &str, protocols: Vec<(&str, Bytes)>) -> RequestKind {
+    RequestKind::JoinGroup(
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_session_timeout_ms(6000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(s(member_id))
+            .with_protocol_type(s("consumer"))
+            .with_protocols(
+                protocols
+                    .into_iter()
+                    .map(|(n, m)| {
+                        JoinGroupRequestProtocol::default()
+                            .with_name(s(n))
+                            .with_metadata(m)
+                    })
+                    .collect(),
+            ),
+    )
+}
+
+/// Joins as a follower (the group already has an rdkafka leader); returns member id,
+/// generation and the partitions assigned.
+async fn raw_member_joins(
+    conn: &mut KafkaConn,
+    group: &str,
+    topic: &str,
+) -> (String, i32, Vec<i32>) {
+    let ResponseKind::JoinGroup(first) = conn
+        .send(
+            ApiKey::JoinGroup,
+            7,
+            join(group, "", vec![("range", subscription(topic))]),
+        )
+        .await
+    else {
+        panic!("not a join response")
+    };
+    assert_eq!(first.error_code, ResponseError::MemberIdRequired.code());
+    let member_id = first.member_id.to_string();
+    let ResponseKind::JoinGroup(joined) = conn
+        .send(
+            ApiKey::JoinGroup,
+            7,
+            join(group, &member_id, vec![("range", subscription(topic))]),
+        )
+        .await
+    else {
+        panic!("not a join response")
+    };
+    assert_eq!(joined.error_code, 0);
+    assert_ne!(
+        joined.leader.to_string(),
+        member_id,
+        "the rdkafka member leads"
+    );
+    let ResponseKind::SyncGroup(synced) = conn
+        .send(
+            ApiKey::SyncGroup,
+            5,
+            RequestKind::SyncGroup(
+                SyncGroupRequest::default()
+                    .with_group_id(GroupId(s(group)))
+                    .with_generation_id(joined.generation_id)
+                    .with_member_id(s(&member_id))
+                    .with_protocol_type(Some(s("consumer")))
+                    .with_protocol_name(Some(s("range"))),
+            ),
+        )
+        .await
+    else {
+        panic!("not a sync response")
+    };
+    assert_eq!(synced.error_code, 0);
+    let mut a = synced.assignment.clone();
+    let version = a.get_i16();
+    let assignment = ConsumerProtocolAssignment::decode(&mut a, version).unwrap();
+    let partitions = assignment
+        .assigned_partitions
+        .iter()
+        .flat_map(|t| t.partitions.clone())
+        .collect();
+    (member_id, joined.generation_id, partitions)
+}
+
+fn group_consumer(addr: &str, group: &str, topic: &str) -> BaseConsumer {
+    let c: BaseConsumer = client_config(addr)
+        .set("group.id", group)
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "300")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    c
+}
+
+/// Polls `c` until its assignment has `n` partitions (or panics at the deadline).
+fn poll_until_assigned(c: &BaseConsumer, n: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while c.assignment().map(|a| a.count()).unwrap_or(0) != n {
+        assert!(
+            Instant::now() < deadline,
+            "assignment never reached {n} partitions"
+        );
+        c.poll(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_stops_heartbeating_is_expired() {
+    let b = common::start_broker(|c| c.broker.group_initial_rebalance_delay_ms = 0).await;
+    let addr = b.addr();
+    create_topic(&addr, "expire", 4, &[]).await;
+    let (a, stop) = (
+        addr.clone(),
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
+    let stop2 = stop.clone();
+    let rd = std::thread::spawn(move || {
+        let c = group_consumer(&a, "g-expire", "expire");
+        poll_until_assigned(&c, 4, T);
+        // Keep polling (heartbeats, rebalance callbacks) and report assignment sizes.
+        let mut sizes = Vec::new();
+        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+            c.poll(Duration::from_millis(50));
+            let n = c.assignment().map(|a| a.count()).unwrap_or(0);
+            if sizes.last() != Some(&n) {
+                sizes.push(n);
+            }
+        }
+        sizes
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut conn = KafkaConn::connect(&addr).await;
+    let (_member, _gen, partitions) = raw_member_joins(&mut conn, "g-expire", "expire").await;
+    assert_eq!(partitions.len(), 2, "range gives the raw member half of 4");
+    // The raw member now goes silent: no heartbeat, no LeaveGroup.
+    let silent_since = Instant::now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sizes = rd.join().unwrap();
+    assert!(silent_since.elapsed() >= Duration::from_secs(6));
+    assert_eq!(
+        sizes.last(),
+        Some(&4),
+        "the survivor got every partition back: {sizes:?}"
+    );
+    assert!(
+        sizes.contains(&2),
+        "it had shared them meanwhile: {sizes:?}"
+    );
+    b.shutdown().await;
+}
+
+async fn describe(conn: &mut KafkaConn) -> (String, Vec<String>) {
+    let ResponseKind::DescribeGroups(d) = conn
+        .send(
+            ApiKey::DescribeGroups,
+            5,
+            RequestKind::DescribeGroups(
+                DescribeGroupsRequest::default().with_groups(vec![GroupId(s("g-bad"))]),
+            ),
+        )
+        .await
+    else {
+        panic!()
+    };
+    let g = &d.groups[0];
+    (
+        g.group_state.to_string(),
+        g.members.iter().map(|m| m.member_id.to_string()).collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_group_requests_get_error_codes_and_change_nothing() {
+    let b = common::start_broker(|c| c.broker.group_initial_rebalance_delay_ms = 0).await;
+    let addr = b.addr();
+    create_topic(&addr, "bad", 1, &[]).await;
+    let mut conn = KafkaConn::connect(&addr).await;
+    // A legitimate single-member group to compare against.
+    let ResponseKind::JoinGroup(j) = conn
+        .send(
+            ApiKey::JoinGroup,
+            3,
+            join("g-bad", "", vec![("range", subscription("bad"))]),
+        )
+        .await
+    else {
+        panic!()
+    };
+    assert_eq!(j.error_code, 0);
+    let (member, generation) = (j.member_id.to_string(), j.generation_id);
+    let before = describe(&mut conn).await;
+    assert_eq!(
+        before,
+        ("CompletingRebalance".to_string(), vec![member.clone()])
+    );
+
+    let ResponseKind::JoinGroup(r) = conn
+        .send(ApiKey::JoinGroup, 7, join("g-bad", &member, vec![]))
+        .await
+    else {
+        panic!()
+    };
+    assert_eq!(
+        r.error_code,
+        ResponseError::InconsistentGroupProtocol.code(),
+        "empty protocol list"
+    );
+    let ResponseKind::SyncGroup(r) = conn
+        .send(
+            ApiKey::SyncGroup,
+            3,
+            RequestKind::SyncGroup(
+                SyncGroupRequest::default()
+                    .with_group_id(GroupId(s("g-bad")))
+                    .with_generation_id(generation + 7)
+                    .with_member_id(s(&member)),
+            ),
+        )
+        .await
+    else {
+        panic!()
+    };
+    assert_eq!(
+        r.error_code,
+        ResponseError::IllegalGeneration.code(),
+        "sync with a wrong generation"
+    );
+    let ResponseKind::Heartbeat(r) = conn
+        .send(
+            ApiKey::Heartbeat,
+            3,
+            RequestKind::Heartbeat(
+                HeartbeatRequest::default()
+                    .with_group_id(GroupId(s("g-bad")))
+                    .with_generation_id(generation)
+                    .with_member_id(s("nobody")),
+            ),
+        )
+        .await
+    else {
+        panic!()
+    };
+    assert_eq!(
+        r.error_code,
+        ResponseError::UnknownMemberId.code(),
+        "heartbeat from an unknown member"
+    );
+    let commit = |group: &str, member: &str, generation: i32| {
+        RequestKind::OffsetCommit(
+            OffsetCommitRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_generation_id_or_member_epoch(generation)
+                .with_member_id(s(member))
+                .with_topics(vec![OffsetCommitRequestTopic::default()
+                    .with_name(topic_name("bad"))
+                    .with_partitions(vec![
+                        OffsetCommitRequestPartition::default().with_committed_offset(5)
+                    ])]),
+        )
+    };
+    for (group, m, g, want) in [
+        ("", "", -1, ResponseError::InvalidGroupId),
+        (
+            "g-bad",
+            "nobody",
+            generation,
+            ResponseError::UnknownMemberId,
+        ),
+        (
+            "g-bad",
+            member.as_str(),
+            generation + 1,
+            ResponseError::IllegalGeneration,
+        ),
+        (
+            "g-bad",
+            member.as_str(),
+            generation,
+            ResponseError::RebalanceInProgress,
+        ),
+    ] {
+        let ResponseKind::OffsetCommit(r) = conn
+            .send(ApiKey::OffsetCommit, 8, commit(group, m, g))
+            .await
+        else {
+            panic!()
+        };
+        assert_eq!(
+            r.topics[0].partitions[0].error_code,
+            want.code(),
+            "commit to {group:?} as {m:?}"
+        );
+    }
+    assert_eq!(describe(&mut conn).await, before, "nothing changed");
+    let ResponseKind::OffsetFetch(f) = conn
+        .send(
+            ApiKey::OffsetFetch,
+            5,
+            RequestKind::OffsetFetch(
+                OffsetFetchRequest::default()
+                    .with_group_id(GroupId(s("g-bad")))
+                    .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                        .with_name(topic_name("bad"))
+                        .with_partition_indexes(vec![0])])),
+            ),
+        )
+        .await
+    else {
+        panic!()
+    };
+    assert_eq!(
+        f.topics[0].partitions[0].committed_offset, -1,
+        "no offset was stored"
+    );
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_administration() {
+    let b = common::start_broker(|c| c.broker.group_initial_rebalance_delay_ms = 0).await;
+    let addr = b.addr();
+    create_topic(&addr, "adm", 2, &[]).await;
+    let p = support::producer(&addr, &[]);
+    for i in 0..10 {
+        p.send(
+            rdkafka::producer::FutureRecord::<(), _>::to("adm")
+                .payload("x")
+                .partition(i % 2),
+            T,
+        )
+        .await
+        .unwrap();
+    }
+    // A member consumes 3 messages of partition 0 and commits; partition 1 stays uncommitted.
+    let a = addr.clone();
+    let (group_state, members, lag) = tokio::task::spawn_blocking(move || {
+        let c = group_consumer(&a, "g-adm", "adm");
+        poll_until_assigned(&c, 2, T);
+        let mut got = 0;
+        let deadline = Instant::now() + T;
+        while got < 3 && Instant::now() < deadline {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+                if m.partition() == 0 {
+                    got += 1;
+                    c.commit_message(&m, CommitMode::Sync).unwrap();
+                }
+            }
+        }
+        let lister: BaseConsumer = client_config(&a).create().unwrap();
+        let groups = lister.fetch_group_list(None, T).unwrap();
+        let g = groups
+            .groups()
+            .iter()
+            .find(|g| g.name() == "g-adm")
+            .expect("listed");
+        let state = g.state().to_string();
+        let members: Vec<usize> = g
+            .members()
+            .iter()
+            .map(|m| m.assignment().map_or(0, |a| a.len()))
+            .collect();
+        // Lag = high watermark - committed offset.
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("adm", 0);
+        let committed = c.committed_offsets(tpl, T).unwrap();
+        let Offset::Offset(off) = committed.elements()[0].offset() else {
+            panic!("no committed offset")
+        };
+        let (_, high) = c.fetch_watermarks("adm", 0, T).unwrap();
+        drop(c); // leaves the group
+        (state, members, high - off)
+    })
+    .await
+    .unwrap();
+    assert_eq!(group_state, "Stable");
+    assert_eq!(members.len(), 1);
+    assert!(members[0] > 0, "the member's assignment is described");
+    assert_eq!(lag, 5 - 3);
+
+    // OffsetDelete removes one partition's offset.
+    let mut conn = KafkaConn::connect(&addr).await;
+    let ResponseKind::OffsetDelete(d) = conn
+        .send(
+            ApiKey::OffsetDelete,
+            0,
+            RequestKind::OffsetDelete(
+                OffsetDeleteRequest::default()
+                    .with_group_id(GroupId(s("g-adm")))
+                    .with_topics(vec![OffsetDeleteRequestTopic::default()
+                        .with_name(topic_name("adm"))
+                        .with_partitions(vec![
+                            OffsetDeleteRequestPartition::default().with_partition_index(0)
+                        ])]),
+            ),
+        )
+        .await
+    else {
+        panic!()
+    };
+    assert_eq!((d.error_code, d.topics[0].partitions[0].error_code), (0, 0));
+    let ResponseKind::OffsetFetch(f) = conn
+        .send(
+            ApiKey::OffsetFetch,
+            5,
+            RequestKind::OffsetFetch(
+                OffsetFetchRequest::default()
+                    .with_group_id(GroupId(s("g-adm")))
+                    .with_topics(None),
+            ),
+        )
+        .await
+    else {
+        panic!()
+    };
+    assert!(f.topics.iter().all(|t| t.partitions.is_empty()), "{f:?}");
+
+    // Delete the (now empty) group; a second delete finds nothing.
+    let admin = admin(&addr);
+    let res = admin
+        .delete_groups(&["g-adm"], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(res[0].is_ok(), "{res:?}");
+    let res = admin
+        .delete_groups(&["g-adm"], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        res[0].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::GroupIdNotFound
+    );
+    b.shutdown().await;
+}
