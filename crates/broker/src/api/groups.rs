@@ -42,7 +42,7 @@ use super::{code, sb, wire_topic, Reply};
 use crate::broker::Shared;
 use crate::config::FsyncPolicy;
 use crate::group::classic::{
-    Answer, ClassicGroup, GroupState, JoinOutcome, JoinRequest, SyncOutcome,
+    Answer, ClassicGroup, GroupState, JoinOutcome, JoinRequest, SyncOutcome, SyncRequest,
 };
 use crate::group::records::{OffsetValue, OffsetsRecord};
 use crate::group::{Group, OFFSETS_TOPIC};
@@ -249,15 +249,18 @@ pub fn sync_group(shared: &Arc<Shared>, req: SyncGroupRequest, version: i16) -> 
             return Answer::Now(SyncOutcome::error_for(ResponseError::UnknownMemberId));
         };
         let (a, became_stable) = g.classic.sync(
-            &req.member_id,
-            req.group_instance_id.as_deref(),
-            req.generation_id,
-            req.protocol_type.as_deref(),
-            req.protocol_name.as_deref(),
-            req.assignments
-                .iter()
-                .map(|a| (a.member_id.to_string(), a.assignment.clone()))
-                .collect(),
+            SyncRequest {
+                member_id: &req.member_id,
+                instance_id: req.group_instance_id.as_deref(),
+                generation: req.generation_id,
+                protocol_type: req.protocol_type.as_deref(),
+                protocol: req.protocol_name.as_deref(),
+                assignments: req
+                    .assignments
+                    .iter()
+                    .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+                    .collect(),
+            },
             Instant::now(),
         );
         if became_stable {
@@ -504,7 +507,8 @@ pub fn offset_commit(shared: &Arc<Shared>, req: OffsetCommitRequest) -> Reply {
 /// OffsetFetch v1–9 (several groups per request from v8).
 pub fn offset_fetch(shared: &Arc<Shared>, req: OffsetFetchRequest, version: i16) -> ResponseKind {
     type Wanted = Option<Vec<(String, Vec<i32>)>>;
-    let lookup = |group: &str, wanted: Wanted| -> Vec<(String, Vec<(i32, Option<OffsetValue>)>)> {
+    type Found = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
+    let lookup = |group: &str, wanted: Wanted| -> Found {
         shared.groups.with_groups(|groups| {
             let g = groups.get(group);
             match wanted {
@@ -731,6 +735,9 @@ pub fn delete_groups(shared: &Arc<Shared>, req: DeleteGroupsRequest) -> Response
     ResponseKind::DeleteGroups(DeleteGroupsResponse::default().with_results(results))
 }
 
+/// Per-partition outcomes of one topic.
+type PartitionErrors = Vec<(i32, Option<ResponseError>)>;
+
 /// Topics the group's consumer members subscribe to (from their subscription metadata).
 fn subscribed_topics(g: &Group) -> Vec<String> {
     if g.classic.protocol_type() != Some("consumer") {
@@ -764,10 +771,7 @@ pub fn offset_delete(shared: &Arc<Shared>, req: OffsetDeleteRequest) -> Response
             subscribed_topics(g)
         };
         let mut records = Vec::new();
-        let topics: Vec<(
-            kafka_protocol::messages::TopicName,
-            Vec<(i32, Option<ResponseError>)>,
-        )> = req
+        let topics: Vec<(kafka_protocol::messages::TopicName, PartitionErrors)> = req
             .topics
             .iter()
             .map(|t| {

@@ -113,6 +113,23 @@ pub enum Answer<T> {
     Wait(oneshot::Receiver<T>),
 }
 
+/// A SyncGroup, decoded.
+#[derive(Debug, Clone)]
+pub struct SyncRequest<'a> {
+    /// Member id.
+    pub member_id: &'a str,
+    /// Static membership id.
+    pub instance_id: Option<&'a str>,
+    /// Generation the member believes in.
+    pub generation: i32,
+    /// Protocol type (v5+).
+    pub protocol_type: Option<&'a str>,
+    /// Protocol name (v5+).
+    pub protocol: Option<&'a str>,
+    /// The leader's assignments by member id.
+    pub assignments: Vec<(String, Bytes)>,
+}
+
 /// A JoinGroup, decoded.
 #[derive(Debug, Clone)]
 pub struct JoinRequest {
@@ -429,7 +446,7 @@ impl ClassicGroup {
             })
             .collect();
         // Most votes; ties go to the earlier candidate (the first member's preference order).
-        votes.sort_by(|a, b| b.0.cmp(&a.0));
+        votes.sort_by_key(|v| std::cmp::Reverse(v.0));
         votes.first().map(|(_, c)| (*c).clone())
     }
 
@@ -788,16 +805,15 @@ impl ClassicGroup {
     }
 
     /// SyncGroup. Returns the answer and whether the group became Stable (persist it).
-    pub fn sync(
-        &mut self,
-        member_id: &str,
-        instance_id: Option<&str>,
-        generation: i32,
-        protocol_type: Option<&str>,
-        protocol: Option<&str>,
-        assignments: Vec<(String, Bytes)>,
-        now: Instant,
-    ) -> (Answer<SyncOutcome>, bool) {
+    pub fn sync(&mut self, req: SyncRequest<'_>, now: Instant) -> (Answer<SyncOutcome>, bool) {
+        let SyncRequest {
+            member_id,
+            instance_id,
+            generation,
+            protocol_type,
+            protocol,
+            assignments,
+        } = req;
         if let Err(e) = self.check_member(member_id, instance_id) {
             return (Answer::Now(SyncOutcome::error_for(e)), false);
         }
