@@ -744,6 +744,13 @@ impl ClassicGroup {
                 .map(|m| m.id.clone());
         }
         self.state = GroupState::CompletingRebalance;
+        tracing::info!(
+            group = %self.id,
+            generation = self.generation,
+            members = self.members.len(),
+            protocol = self.protocol.as_deref().unwrap_or(""),
+            "rebalance: joined, waiting for the leader's assignment"
+        );
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {
             let outcome = self.join_outcome_for(&id);
@@ -853,6 +860,7 @@ impl ClassicGroup {
                     m.assignment = given.remove(&m.id).unwrap_or_default();
                 }
                 self.state = GroupState::Stable;
+                tracing::info!(group = %self.id, generation = self.generation, "rebalance: stable");
                 let ids: Vec<String> = self.members.keys().cloned().collect();
                 for id in ids {
                     let outcome = self.sync_outcome_for(&id);
