@@ -91,6 +91,11 @@ impl Broker {
             },
             offsets_retention_ms: b.offsets_retention_minutes.saturating_mul(60_000),
             offset_metadata_max_bytes: b.offset_metadata_max_bytes,
+            consumer: crate::group::consumer::ConsumerSettings {
+                session_timeout: Duration::from_millis(b.group_consumer_session_timeout_ms),
+                heartbeat_interval_ms: b.group_consumer_heartbeat_interval_ms,
+                default_assignor: b.group_consumer_assignors[0].clone(),
+            },
         };
         let recovered_partitions = cluster.partition_count();
         let offsets_partitions = b.offsets_topic_num_partitions;
@@ -241,7 +246,9 @@ async fn group_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             _ = tokio::time::sleep(period) => {}
             _ = shutdown.changed() => return,
         }
-        shared.groups.tick();
+        shared
+            .groups
+            .tick(&crate::api::groups::ClusterView(&shared.cluster));
     }
 }
 

@@ -84,6 +84,12 @@ pub struct BrokerConfig {
     pub offsets_retention_minutes: i64,
     /// `offset.metadata.max.bytes`: longest commit metadata string.
     pub offset_metadata_max_bytes: usize,
+    /// `group.consumer.session.timeout.ms` (KIP-848 groups).
+    pub group_consumer_session_timeout_ms: u64,
+    /// `group.consumer.heartbeat.interval.ms` (KIP-848 groups).
+    pub group_consumer_heartbeat_interval_ms: i32,
+    /// `group.consumer.assignors`: server-side assignors offered; the first is the default.
+    pub group_consumer_assignors: Vec<String>,
 }
 
 impl Default for BrokerConfig {
@@ -104,6 +110,9 @@ impl Default for BrokerConfig {
             offsets_topic_num_partitions: 50,
             offsets_retention_minutes: 10_080,
             offset_metadata_max_bytes: 4096,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
+            group_consumer_assignors: vec!["uniform".into(), "range".into()],
         }
     }
 }
@@ -242,6 +251,26 @@ impl Config {
             return invalid(
                 "broker.group_min_session_timeout_ms",
                 "must be positive and at most group_max_session_timeout_ms".into(),
+            );
+        }
+        if b.group_consumer_assignors.is_empty()
+            || b.group_consumer_assignors
+                .iter()
+                .any(|a| !crate::group::consumer::ASSIGNORS.contains(&a.as_str()))
+        {
+            return invalid(
+                "broker.group_consumer_assignors",
+                format!(
+                    "{:?}: each must be one of {:?}",
+                    b.group_consumer_assignors,
+                    crate::group::consumer::ASSIGNORS
+                ),
+            );
+        }
+        if b.group_consumer_heartbeat_interval_ms <= 0 || b.group_consumer_session_timeout_ms == 0 {
+            return invalid(
+                "broker.group_consumer_heartbeat_interval_ms",
+                "heartbeat interval and session timeout must be positive".into(),
             );
         }
         if b.offsets_retention_minutes <= 0 {

@@ -25,12 +25,14 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
-    BrokerId, ConsumerProtocolSubscription, DeleteGroupsRequest, DeleteGroupsResponse,
-    DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
-    GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
-    LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
-    OffsetFetchRequest, OffsetFetchResponse, ResponseKind, SyncGroupRequest, SyncGroupResponse,
+    BrokerId, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, ConsumerProtocolSubscription,
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
+    OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, ResponseKind, SyncGroupRequest,
+    SyncGroupResponse,
 };
 use kafka_protocol::protocol::Decodable;
 use kafka_protocol::ResponseError;
@@ -154,15 +156,8 @@ fn later<T: Send + 'static>(
 
 fn persist_group(shared: &Shared, groups: &std::collections::HashMap<String, Group>, id: &str) {
     let Some(g) = groups.get(id) else { return };
-    let value = g.classic.to_value(Timestamp::now().0);
-    if let Err(e) = shared.groups.persist(
-        groups,
-        id,
-        vec![OffsetsRecord::Group {
-            group: id.to_string(),
-            value: Some(value),
-        }],
-    ) {
+    let record = g.membership_record(id, Timestamp::now().0);
+    if let Err(e) = shared.groups.persist(groups, id, vec![record]) {
         tracing::warn!(group = id, error = %e, "could not persist group metadata");
     }
 }
@@ -206,12 +201,21 @@ pub fn join_group(
     let settings = shared.groups.settings.groups;
     let answer = shared.groups.with_groups(|groups| {
         let now_ms = Timestamp::now().0;
-        let g = groups.entry(group.clone()).or_insert_with(|| Group {
-            classic: ClassicGroup::new(&group, now_ms),
-            offsets: BTreeMap::new(),
-        });
+        let g = groups
+            .entry(group.clone())
+            .or_insert_with(|| Group::new(&group, now_ms));
         if g.classic.state() == GroupState::Dead {
             g.classic = ClassicGroup::new(&group, now_ms);
+        }
+        match &g.consumer {
+            Some(c) if !c.is_empty() => {
+                return Answer::Now(JoinOutcome::error_for(
+                    ResponseError::InconsistentGroupProtocol,
+                    &jr.member_id,
+                ));
+            }
+            Some(_) => g.consumer = None, // an empty consumer group becomes classic again
+            None => {}
         }
         let stable_before = g.classic.state() == GroupState::Stable;
         let a = g.classic.join(jr, &settings, Instant::now());
@@ -387,21 +391,32 @@ pub fn offset_commit(shared: &Arc<Shared>, req: OffsetCommitRequest) -> Reply {
     };
     let (results, partition) = shared.groups.with_groups(|groups| {
         let group_error = check.err().or_else(|| {
-            let g = groups.entry(group.clone()).or_insert_with(|| Group {
-                classic: ClassicGroup::new(&group, now_ms),
-                offsets: BTreeMap::new(),
-            });
+            let g = groups
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(&group, now_ms));
             if g.classic.state() == GroupState::Dead {
                 g.classic = ClassicGroup::new(&group, now_ms);
             }
-            g.classic
-                .check_commit(
-                    &req.member_id,
-                    req.group_instance_id.as_deref(),
-                    req.generation_id_or_member_epoch,
-                    Instant::now(),
-                )
-                .err()
+            match &g.consumer {
+                // KIP-848 members commit with their member epoch.
+                Some(c) if !c.is_empty() => {
+                    if req.generation_id_or_member_epoch < 0 && req.member_id.is_empty() {
+                        Some(ResponseError::UnknownMemberId)
+                    } else {
+                        c.check_commit(&req.member_id, req.generation_id_or_member_epoch)
+                            .err()
+                    }
+                }
+                _ => g
+                    .classic
+                    .check_commit(
+                        &req.member_id,
+                        req.group_instance_id.as_deref(),
+                        req.generation_id_or_member_epoch,
+                        Instant::now(),
+                    )
+                    .err(),
+            }
         });
         let mut writes = Vec::new();
         let results: Vec<Vec<(i32, Option<ResponseError>)>> = req
@@ -627,6 +642,10 @@ pub fn describe_groups(
                 .with_authorized_operations(i32::MIN);
             shared.groups.with_groups(|groups| match groups.get(&name) {
                 None => d.with_group_state(sb("Dead")),
+                // DescribeGroups describes classic groups; ConsumerGroupDescribe the others.
+                Some(g) if g.is_consumer_type() => d
+                    .with_group_state(sb("Dead"))
+                    .with_error_code(ResponseError::GroupIdNotFound.code()),
                 Some(g) => {
                     let c = &g.classic;
                     d.with_group_state(sb(c.state().name()))
@@ -665,19 +684,28 @@ pub fn list_groups(shared: &Arc<Shared>, req: ListGroupsRequest, version: i16) -
         groups
             .iter()
             .filter(|(_, g)| g.classic.state() != GroupState::Dead)
-            .filter(|(_, g)| {
-                states.is_empty() || states.contains(&g.classic.state().name().to_lowercase())
-            })
-            .filter(|_| types.is_empty() || types.contains(&"classic".to_string()))
             .map(|(id, g)| {
+                let (kind, state, protocol_type) = match &g.consumer {
+                    Some(c) if g.is_consumer_type() => ("consumer", c.state_name(), "consumer"),
+                    _ => (
+                        "classic",
+                        g.classic.state().name(),
+                        g.classic.protocol_type().unwrap_or_default(),
+                    ),
+                };
+                (id, kind, state, protocol_type)
+            })
+            .filter(|(_, _, state, _)| states.is_empty() || states.contains(&state.to_lowercase()))
+            .filter(|(_, kind, _, _)| types.is_empty() || types.contains(&kind.to_string()))
+            .map(|(id, kind, state, protocol_type)| {
                 let mut l = ListedGroup::default()
                     .with_group_id(GroupId(sb(id.clone())))
-                    .with_protocol_type(sb(g.classic.protocol_type().unwrap_or_default()));
+                    .with_protocol_type(sb(protocol_type));
                 if version >= 4 {
-                    l.group_state = sb(g.classic.state().name());
+                    l.group_state = sb(state);
                 }
                 if version >= 5 {
-                    l.group_type = sb("classic");
+                    l.group_type = sb(kind);
                 }
                 l
             })
@@ -701,7 +729,7 @@ pub fn delete_groups(shared: &Arc<Shared>, req: DeleteGroupsRequest) -> Response
                 if g.classic.state() == GroupState::Dead {
                     return Some(ResponseError::GroupIdNotFound);
                 }
-                if !g.classic.is_empty() {
+                if !g.is_empty() {
                     return Some(ResponseError::NonEmptyGroup);
                 }
                 let mut records: Vec<OffsetsRecord> = g
@@ -740,6 +768,13 @@ type PartitionErrors = Vec<(i32, Option<ResponseError>)>;
 
 /// Topics the group's consumer members subscribe to (from their subscription metadata).
 fn subscribed_topics(g: &Group) -> Vec<String> {
+    if let Some(c) = g.consumer.as_ref().filter(|_| g.is_consumer_type()) {
+        return c
+            .describe()
+            .into_iter()
+            .flat_map(|(m, _)| m.subscribed_names)
+            .collect();
+    }
     if g.classic.protocol_type() != Some("consumer") {
         return Vec::new();
     }
@@ -765,7 +800,7 @@ pub fn offset_delete(shared: &Arc<Shared>, req: OffsetDeleteRequest) -> Response
         let Some(g) = groups.get_mut(&name) else {
             return Err(ResponseError::GroupIdNotFound);
         };
-        let subscribed = if g.classic.is_empty() {
+        let subscribed = if g.is_empty() {
             Vec::new()
         } else {
             subscribed_topics(g)
@@ -842,4 +877,227 @@ pub fn offset_delete(shared: &Arc<Shared>, req: OffsetDeleteRequest) -> Response
 /// Whether a topic is internal (clients may read it but not write or delete it).
 pub fn is_internal(topic: &str) -> bool {
     topic == OFFSETS_TOPIC
+}
+
+/// The cluster's topics as the consumer-group assignors see them.
+pub(crate) struct ClusterView<'a>(pub &'a crate::state::Cluster);
+
+impl crate::group::consumer::TopicView for ClusterView<'_> {
+    fn partitions(&self, topic: &str) -> Option<i32> {
+        if is_internal(topic) {
+            return None;
+        }
+        self.0.topic(topic).map(|t| t.partitions.len() as i32)
+    }
+    fn names(&self) -> Vec<String> {
+        self.0
+            .topics()
+            .iter()
+            .map(|t| t.name.to_string())
+            .filter(|n| !is_internal(n))
+            .collect()
+    }
+}
+
+fn wire_assignment(
+    shared: &Shared,
+    parts: &std::collections::BTreeSet<(String, i32)>,
+) -> Vec<(uuid::Uuid, String, Vec<i32>)> {
+    let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for (t, p) in parts {
+        by_topic.entry(t.clone()).or_default().push(*p);
+    }
+    by_topic
+        .into_iter()
+        .filter_map(|(t, ps)| shared.cluster.topic(&t).map(|topic| (topic.id, t, ps)))
+        .collect()
+}
+
+/// ConsumerGroupHeartbeat v0–1 (KIP-848).
+pub fn consumer_group_heartbeat(
+    shared: &Arc<Shared>,
+    req: ConsumerGroupHeartbeatRequest,
+    version: i16,
+    client_id: &str,
+    peer: SocketAddr,
+) -> ResponseKind {
+    use kafka_protocol::messages::consumer_group_heartbeat_response::{
+        Assignment, TopicPartitions,
+    };
+    let group = gid(&req.group_id);
+    let fail = |e: ResponseError, msg: String| {
+        ResponseKind::ConsumerGroupHeartbeat(
+            ConsumerGroupHeartbeatResponse::default()
+                .with_error_code(e.code())
+                .with_error_message(Some(sb(msg)))
+                .with_member_epoch(-1),
+        )
+    };
+    if group.is_empty() {
+        return fail(
+            ResponseError::InvalidGroupId,
+            "The group id must not be empty".into(),
+        );
+    }
+    if version >= 1 && req.member_epoch == 0 && req.member_id.is_empty() {
+        return fail(
+            ResponseError::InvalidRequest,
+            "MemberId must be set from version 1".into(),
+        );
+    }
+    let owned = req.topic_partitions.as_ref().map(|tps| {
+        tps.iter()
+            .filter_map(|tp| {
+                shared
+                    .cluster
+                    .topic_by_id(tp.topic_id)
+                    .map(|t| (t.name.to_string(), tp.partitions.clone()))
+            })
+            .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
+            .collect()
+    });
+    let hb = crate::group::consumer::Heartbeat {
+        member_id: req.member_id.to_string(),
+        member_epoch: req.member_epoch,
+        instance_id: req.instance_id.as_ref().map(|s| s.to_string()),
+        rack_id: req.rack_id.as_ref().map(|s| s.to_string()),
+        rebalance_timeout_ms: req.rebalance_timeout_ms,
+        subscribed_topic_names: req
+            .subscribed_topic_names
+            .as_ref()
+            .map(|ns| ns.iter().map(|n| n.to_string()).collect()),
+        subscribed_topic_regex: req.subscribed_topic_regex.as_ref().map(|s| s.to_string()),
+        server_assignor: req.server_assignor.as_ref().map(|s| s.to_string()),
+        owned,
+        client_id: client_id.to_string(),
+        client_host: format!("/{}", peer.ip()),
+    };
+    let view = ClusterView(&shared.cluster);
+    let settings = &shared.groups.settings.consumer;
+    let result = shared.groups.with_groups(|groups| {
+        let now_ms = Timestamp::now().0;
+        let g = groups
+            .entry(group.clone())
+            .or_insert_with(|| Group::new(&group, now_ms));
+        if !g.classic.is_empty() {
+            return Err((
+                ResponseError::GroupIdNotFound,
+                format!("Group {group} is a classic group with members"),
+            ));
+        }
+        let c = g.consumer.get_or_insert_with(|| {
+            crate::group::consumer::ConsumerGroup::new(&group, &settings.default_assignor)
+        });
+        let before = c.version;
+        let was_empty = c.is_empty();
+        let answer = c.heartbeat(hb, &view, settings, Instant::now())?;
+        let changed = c.version != before;
+        if c.is_empty() && !was_empty {
+            g.classic.empty_since_ms = now_ms;
+        }
+        if changed {
+            persist_group(shared, groups, &group);
+        }
+        Ok(answer)
+    });
+    match result {
+        Err((e, msg)) => fail(e, msg),
+        Ok(a) => {
+            let assignment = a.assignment.map(|parts| {
+                Assignment::default().with_topic_partitions(
+                    wire_assignment(shared, &parts)
+                        .into_iter()
+                        .map(|(id, _, ps)| {
+                            TopicPartitions::default()
+                                .with_topic_id(id)
+                                .with_partitions(ps)
+                        })
+                        .collect(),
+                )
+            });
+            ResponseKind::ConsumerGroupHeartbeat(
+                ConsumerGroupHeartbeatResponse::default()
+                    .with_member_id(Some(sb(a.member_id)))
+                    .with_member_epoch(a.member_epoch)
+                    .with_heartbeat_interval_ms(a.heartbeat_interval_ms)
+                    .with_assignment(assignment),
+            )
+        }
+    }
+}
+
+/// ConsumerGroupDescribe v0–1.
+pub fn consumer_group_describe(
+    shared: &Arc<Shared>,
+    req: ConsumerGroupDescribeRequest,
+) -> ResponseKind {
+    use kafka_protocol::messages::consumer_group_describe_response::{
+        Assignment, DescribedGroup as CDescribed, Member, TopicPartitions,
+    };
+    let to_wire = |parts: &std::collections::BTreeSet<(String, i32)>| {
+        Assignment::default().with_topic_partitions(
+            wire_assignment(shared, parts)
+                .into_iter()
+                .map(|(id, name, ps)| {
+                    TopicPartitions::default()
+                        .with_topic_id(id)
+                        .with_topic_name(wire_topic(&name))
+                        .with_partitions(ps)
+                })
+                .collect(),
+        )
+    };
+    let groups = req
+        .group_ids
+        .into_iter()
+        .map(|id| {
+            let name = gid(&id);
+            let d = CDescribed::default()
+                .with_group_id(id)
+                .with_authorized_operations(i32::MIN);
+            shared.groups.with_groups(|groups| match groups.get(&name) {
+                Some(g) if g.is_consumer_type() => {
+                    let c = g.consumer.as_ref().expect("consumer type");
+                    d.with_group_state(sb(c.state_name()))
+                        .with_group_epoch(c.group_epoch())
+                        .with_assignment_epoch(c.assignment_epoch())
+                        .with_assignor_name(sb(c.assignor()))
+                        .with_members(
+                            c.describe()
+                                .into_iter()
+                                .map(|(m, target)| {
+                                    Member::default()
+                                        .with_member_id(sb(m.id.clone()))
+                                        .with_instance_id(m.instance_id.clone().map(sb))
+                                        .with_rack_id(m.rack_id.clone().map(sb))
+                                        .with_member_epoch(m.member_epoch)
+                                        .with_client_id(sb(m.client_id.clone()))
+                                        .with_client_host(sb(m.client_host.clone()))
+                                        .with_subscribed_topic_names(
+                                            m.subscribed_names
+                                                .iter()
+                                                .map(|n| wire_topic(n))
+                                                .collect(),
+                                        )
+                                        .with_subscribed_topic_regex(
+                                            m.subscribed_regex.clone().map(sb),
+                                        )
+                                        .with_assignment(to_wire(&m.assigned))
+                                        .with_target_assignment(to_wire(&target))
+                                })
+                                .collect(),
+                        )
+                }
+                Some(g) if !g.is_empty() => d
+                    .with_error_code(ResponseError::GroupIdNotFound.code())
+                    .with_error_message(Some(sb(format!("Group {name} is not a consumer group.")))),
+                _ => d
+                    .with_error_code(ResponseError::GroupIdNotFound.code())
+                    .with_error_message(Some(sb(format!("Group {name} not found.")))),
+            })
+        })
+        .collect();
+    ResponseKind::ConsumerGroupDescribe(
+        ConsumerGroupDescribeResponse::default().with_groups(groups),
+    )
 }

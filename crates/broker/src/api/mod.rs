@@ -83,6 +83,12 @@ pub fn dispatch(shared: &Arc<Shared>, req: DecodedRequest, peer: std::net::Socke
         RequestKind::ListGroups(r) => Reply::Now(groups::list_groups(shared, r, version)),
         RequestKind::DeleteGroups(r) => Reply::Now(groups::delete_groups(shared, r)),
         RequestKind::OffsetDelete(r) => Reply::Now(groups::offset_delete(shared, r)),
+        RequestKind::ConsumerGroupHeartbeat(r) => Reply::Now(groups::consumer_group_heartbeat(
+            shared, r, version, &client_id, peer,
+        )),
+        RequestKind::ConsumerGroupDescribe(r) => {
+            Reply::Now(groups::consumer_group_describe(shared, r))
+        }
         other => {
             // The served table and this match are kept in step by the version-sweep test;
             // reaching here is a broker bug, answered by closing the connection.

@@ -9,6 +9,7 @@
 //! once it holds far more records than live entries (see [`GroupCoordinator::persist`]).
 
 pub mod classic;
+pub mod consumer;
 pub mod records;
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,6 +23,7 @@ use rafka_core::{Offset, RecordBatch, Timestamp};
 
 use crate::state::{Cluster, PartitionState, TopicError};
 use classic::{ClassicGroup, GroupSettings};
+use consumer::{ConsumerGroup, ConsumerSettings, TopicView};
 use records::{OffsetValue, OffsetsRecord};
 
 /// Name of the internal topic.
@@ -40,16 +42,63 @@ fn java_string_hash(s: &str) -> i32 {
         .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
 }
 
-/// One group: membership plus committed offsets.
+/// One group: membership plus committed offsets. A group is of the classic type or, once
+/// a KIP-848 member joined it while it had no classic members, of the consumer type.
 pub struct Group {
     /// Classic membership state.
     pub classic: ClassicGroup,
+    /// Consumer-protocol membership, for a group of the consumer type.
+    pub consumer: Option<ConsumerGroup>,
     /// Committed offsets by (topic, partition).
     pub offsets: BTreeMap<(String, i32), OffsetValue>,
 }
 
+impl Group {
+    /// A new group with no members.
+    pub fn new(id: &str, now_ms: i64) -> Group {
+        Group {
+            classic: ClassicGroup::new(id, now_ms),
+            consumer: None,
+            offsets: BTreeMap::new(),
+        }
+    }
+
+    /// No members of either protocol.
+    pub fn is_empty(&self) -> bool {
+        self.classic.is_empty() && self.consumer.as_ref().is_none_or(ConsumerGroup::is_empty)
+    }
+
+    /// Whether the group is (now) of the consumer type.
+    pub fn is_consumer_type(&self) -> bool {
+        self.consumer.is_some() && self.classic.is_empty()
+    }
+
+    /// The record that persists the group's membership.
+    pub fn membership_record(&self, id: &str, now_ms: i64) -> OffsetsRecord {
+        match &self.consumer {
+            Some(c) if self.classic.is_empty() => {
+                let (group_epoch, assignment_epoch, assignor, members, target) = c.snapshot();
+                OffsetsRecord::ConsumerGroup {
+                    group: id.to_string(),
+                    value: Some(records::ConsumerGroupValue {
+                        group_epoch,
+                        assignment_epoch,
+                        assignor,
+                        members,
+                        target,
+                    }),
+                }
+            }
+            _ => OffsetsRecord::Group {
+                group: id.to_string(),
+                value: Some(self.classic.to_value(now_ms)),
+            },
+        }
+    }
+}
+
 /// Coordinator settings from the broker config.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CoordinatorSettings {
     /// Membership timeouts.
     pub groups: GroupSettings,
@@ -57,6 +106,8 @@ pub struct CoordinatorSettings {
     pub offsets_retention_ms: i64,
     /// `offset.metadata.max.bytes`.
     pub offset_metadata_max_bytes: usize,
+    /// KIP-848 consumer groups.
+    pub consumer: ConsumerSettings,
 }
 
 /// All groups of this broker.
@@ -176,10 +227,7 @@ impl GroupCoordinator {
             {
                 continue;
             }
-            out.push(OffsetsRecord::Group {
-                group: id.clone(),
-                value: Some(g.classic.to_value(now_ms)),
-            });
+            out.push(g.membership_record(id, now_ms));
             for ((topic, partition), v) in &g.offsets {
                 out.push(OffsetsRecord::Offset {
                     group: id.clone(),
@@ -193,7 +241,7 @@ impl GroupCoordinator {
     }
 
     /// Session expiry, rebalance deadlines and offsets retention for every group.
-    pub fn tick(&self) {
+    pub fn tick(&self, topics: &dyn TopicView) {
         let now = Instant::now();
         let now_ms = Timestamp::now().0;
         let mut groups = self.groups.lock();
@@ -208,8 +256,17 @@ impl GroupCoordinator {
                         value: Some(g.classic.to_value(now_ms)),
                     });
                 }
+                if let Some(c) = g.consumer.as_mut() {
+                    let was_empty = c.is_empty();
+                    if c.tick(topics, &self.settings.consumer, now) {
+                        if c.is_empty() && !was_empty {
+                            g.classic.empty_since_ms = now_ms;
+                        }
+                        writes.push(g.membership_record(&id, now_ms));
+                    }
+                }
                 // Offsets retention (KIP-211): counted from when the group became empty.
-                if g.classic.is_empty()
+                if g.is_empty()
                     && g.classic.state() != classic::GroupState::Dead
                     && !g.offsets.is_empty()
                     && now_ms - g.classic.empty_since_ms > self.settings.offsets_retention_ms
@@ -262,10 +319,7 @@ fn apply(groups: &mut HashMap<String, Group>, rec: OffsetsRecord, now: Instant) 
             Some(v) => {
                 groups
                     .entry(group.clone())
-                    .or_insert_with(|| Group {
-                        classic: ClassicGroup::new(&group, v.commit_timestamp),
-                        offsets: BTreeMap::new(),
-                    })
+                    .or_insert_with(|| Group::new(&group, v.commit_timestamp))
                     .offsets
                     .insert((topic, partition), v);
             }
@@ -282,9 +336,30 @@ fn apply(groups: &mut HashMap<String, Group>, rec: OffsetsRecord, now: Instant) 
                     group.clone(),
                     Group {
                         classic: ClassicGroup::restore(&group, &v, now),
+                        consumer: None,
                         offsets,
                     },
                 );
+            }
+            None => {
+                groups.remove(&group);
+            }
+        },
+        OffsetsRecord::ConsumerGroup { group, value } => match value {
+            Some(v) => {
+                let g = groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::new(&group, 0));
+                g.classic = ClassicGroup::new(&group, 0);
+                g.consumer = Some(ConsumerGroup::restore(
+                    &group,
+                    v.group_epoch,
+                    v.assignment_epoch,
+                    &v.assignor,
+                    v.members,
+                    v.target,
+                    now,
+                ));
             }
             None => {
                 groups.remove(&group);

@@ -61,6 +61,26 @@ pub struct GroupValue {
     pub members: Vec<MemberValue>,
 }
 
+/// A KIP-848 consumer group as persisted (a Rafka record type: key version 1000, one
+/// record per group holding epochs, members and the target assignment).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConsumerGroupValue {
+    /// Group epoch.
+    pub group_epoch: i32,
+    /// Epoch of the target assignment.
+    pub assignment_epoch: i32,
+    /// Assignor in use.
+    pub assignor: String,
+    /// Members.
+    pub members: Vec<super::consumer::MemberState>,
+    /// Target assignment by member.
+    pub target:
+        std::collections::BTreeMap<String, std::collections::BTreeSet<super::consumer::TopicPart>>,
+}
+
+/// Key version of [`ConsumerGroupValue`] records.
+const CONSUMER_GROUP_KEY_VERSION: i16 = 1000;
+
 /// A decoded `__consumer_offsets` record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OffsetsRecord {
@@ -74,6 +94,13 @@ pub enum OffsetsRecord {
         partition: i32,
         /// Value, or a tombstone.
         value: Option<OffsetValue>,
+    },
+    /// A consumer-protocol group (None: deleted).
+    ConsumerGroup {
+        /// Group.
+        group: String,
+        /// Value, or a tombstone.
+        value: Option<ConsumerGroupValue>,
     },
     /// Group metadata (None: deleted).
     Group {
@@ -158,6 +185,43 @@ impl OffsetsRecord {
                     b.put_i32(v.leader_epoch);
                     put_str(&mut b, &v.metadata);
                     b.put_i64(v.commit_timestamp);
+                    b.freeze()
+                });
+                (key.freeze(), value)
+            }
+            OffsetsRecord::ConsumerGroup { group, value } => {
+                key.put_i16(CONSUMER_GROUP_KEY_VERSION);
+                put_str(&mut key, group);
+                let value = value.as_ref().map(|g| {
+                    let mut b = BytesMut::new();
+                    b.put_i16(0);
+                    b.put_i32(g.group_epoch);
+                    b.put_i32(g.assignment_epoch);
+                    put_str(&mut b, &g.assignor);
+                    b.put_i32(g.members.len() as i32);
+                    for m in &g.members {
+                        put_str(&mut b, &m.id);
+                        put_opt_str(&mut b, m.instance_id.as_deref());
+                        put_opt_str(&mut b, m.rack_id.as_deref());
+                        put_str(&mut b, &m.client_id);
+                        put_str(&mut b, &m.client_host);
+                        b.put_i32(m.member_epoch);
+                        b.put_i32(m.previous_epoch);
+                        b.put_i32(m.rebalance_timeout_ms);
+                        b.put_i32(m.subscribed_names.len() as i32);
+                        for n in &m.subscribed_names {
+                            put_str(&mut b, n);
+                        }
+                        put_opt_str(&mut b, m.subscribed_regex.as_deref());
+                        put_opt_str(&mut b, m.server_assignor.as_deref());
+                        put_parts(&mut b, &m.assigned);
+                        put_parts(&mut b, &m.pending_revocation);
+                    }
+                    b.put_i32(g.target.len() as i32);
+                    for (m, parts) in &g.target {
+                        put_str(&mut b, m);
+                        put_parts(&mut b, parts);
+                    }
                     b.freeze()
                 });
                 (key.freeze(), value)
@@ -267,9 +331,91 @@ impl OffsetsRecord {
                 };
                 Some(OffsetsRecord::Group { group, value })
             }
+            CONSUMER_GROUP_KEY_VERSION => {
+                let group = get_str(&mut k)?;
+                let value = match value {
+                    None => None,
+                    Some(mut v) => {
+                        if v.remaining() < 2 || v.get_i16() != 0 {
+                            return None;
+                        }
+                        let group_epoch = get_i32(&mut v)?;
+                        let assignment_epoch = get_i32(&mut v)?;
+                        let assignor = get_str(&mut v)?;
+                        let n = get_i32(&mut v)?;
+                        let mut members = Vec::new();
+                        for _ in 0..n.max(0) {
+                            let id = get_str(&mut v)?;
+                            let instance_id = get_opt_str(&mut v)?;
+                            let rack_id = get_opt_str(&mut v)?;
+                            let client_id = get_str(&mut v)?;
+                            let client_host = get_str(&mut v)?;
+                            let member_epoch = get_i32(&mut v)?;
+                            let previous_epoch = get_i32(&mut v)?;
+                            let rebalance_timeout_ms = get_i32(&mut v)?;
+                            let names = get_i32(&mut v)?;
+                            let mut subscribed_names = Vec::new();
+                            for _ in 0..names.max(0) {
+                                subscribed_names.push(get_str(&mut v)?);
+                            }
+                            let subscribed_regex = get_opt_str(&mut v)?;
+                            let server_assignor = get_opt_str(&mut v)?;
+                            let assigned = get_parts(&mut v)?;
+                            let pending_revocation = get_parts(&mut v)?;
+                            members.push(super::consumer::MemberState {
+                                id,
+                                instance_id,
+                                rack_id,
+                                client_id,
+                                client_host,
+                                member_epoch,
+                                previous_epoch,
+                                rebalance_timeout_ms,
+                                subscribed_names,
+                                subscribed_regex,
+                                server_assignor,
+                                assigned,
+                                pending_revocation,
+                            });
+                        }
+                        let t = get_i32(&mut v)?;
+                        let mut target = std::collections::BTreeMap::new();
+                        for _ in 0..t.max(0) {
+                            let m = get_str(&mut v)?;
+                            target.insert(m, get_parts(&mut v)?);
+                        }
+                        Some(ConsumerGroupValue {
+                            group_epoch,
+                            assignment_epoch,
+                            assignor,
+                            members,
+                            target,
+                        })
+                    }
+                };
+                Some(OffsetsRecord::ConsumerGroup { group, value })
+            }
             _ => None,
         }
     }
+}
+
+fn put_parts(b: &mut BytesMut, parts: &std::collections::BTreeSet<super::consumer::TopicPart>) {
+    b.put_i32(parts.len() as i32);
+    for (t, p) in parts {
+        put_str(b, t);
+        b.put_i32(*p);
+    }
+}
+
+fn get_parts(b: &mut &[u8]) -> Option<std::collections::BTreeSet<super::consumer::TopicPart>> {
+    let n = get_i32(b)?;
+    let mut out = std::collections::BTreeSet::new();
+    for _ in 0..n.max(0) {
+        let t = get_str(b)?;
+        out.insert((t, get_i32(b)?));
+    }
+    Some(out)
 }
 
 #[cfg(test)]

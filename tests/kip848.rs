@@ -1,0 +1,452 @@
+//! The KIP-848 consumer group protocol driven by librdkafka (`group.protocol=consumer`):
+//! incremental reassignment that never gives a partition to two members at once, exactly
+//! once consumption with commits, coexistence with a classic group, a broker restart, and
+//! bad heartbeats answered with Kafka's error codes.
+
+mod common;
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::{
+    ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest, GroupId, RequestKind,
+    ResponseKind,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::producer::FutureRecord;
+use rdkafka::{ClientContext, Message};
+
+use common::{topic_name, KafkaConn};
+use support::{client_config, create_topic, producer, start_broker_with};
+
+const T: Duration = Duration::from_secs(20);
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn fast(cfg: &mut rafka_broker::Config) {
+    cfg.broker.group_consumer_heartbeat_interval_ms = 200;
+    cfg.broker.offsets_topic_num_partitions = 4;
+    cfg.broker.group_initial_rebalance_delay_ms = 200;
+}
+
+/// Every assignment change of every member, in one order (a global lock), so the test can
+/// replay ownership and prove no partition was ever held by two members.
+type Log = Arc<Mutex<Vec<(String, bool, Vec<i32>)>>>;
+
+struct Ctx {
+    name: String,
+    log: Log,
+}
+impl ClientContext for Ctx {}
+impl ConsumerContext for Ctx {
+    fn post_rebalance(&self, _c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        let (assign, tpl) = match r {
+            Rebalance::Assign(t) => (true, t),
+            Rebalance::Revoke(t) => (false, t),
+            Rebalance::Error(_) => return,
+        };
+        let parts = tpl.elements().iter().map(|e| e.partition()).collect();
+        self.log
+            .lock()
+            .unwrap()
+            .push((self.name.clone(), assign, parts));
+    }
+}
+
+struct Member {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<String>>>,
+    assignment: Arc<Mutex<BTreeSet<i32>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Member {
+    fn start(
+        addr: &str,
+        group: &str,
+        topic: &str,
+        name: &str,
+        log: &Log,
+        protocol: &str,
+    ) -> Member {
+        let mut cfg = client_config(addr);
+        cfg.set("group.id", group)
+            .set("group.protocol", protocol)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "100");
+        if protocol == "classic" {
+            cfg.set("session.timeout.ms", "6000")
+                .set("heartbeat.interval.ms", "300");
+        }
+        let ctx = Ctx {
+            name: name.to_string(),
+            log: log.clone(),
+        };
+        let consumer: BaseConsumer<Ctx> = cfg.create_with_context(ctx).expect("consumer");
+        consumer.subscribe(&[topic]).expect("subscribe");
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let assignment = Arc::new(Mutex::new(BTreeSet::new()));
+        let thread = {
+            let (stop, seen, assignment) = (stop.clone(), seen.clone(), assignment.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+                        let v =
+                            String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
+                        seen.lock().unwrap().push(v);
+                        consumer
+                            .commit_message(&m, CommitMode::Sync)
+                            .expect("commit");
+                    }
+                    if let Ok(a) = consumer.assignment() {
+                        *assignment.lock().unwrap() =
+                            a.elements().iter().map(|e| e.partition()).collect();
+                    }
+                }
+            })
+        };
+        Member {
+            stop,
+            seen,
+            assignment,
+            thread: Some(thread),
+        }
+    }
+
+    fn assignment(&self) -> BTreeSet<i32> {
+        self.assignment.lock().unwrap().clone()
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn stop(mut self) -> Vec<String> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        self.seen()
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + T;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn produce(addr: &str, topic: &str, partitions: i32, range: std::ops::Range<usize>) {
+    let p = producer(addr, &[]);
+    let mut fs = Vec::new();
+    for i in range {
+        let v = format!("m-{i}");
+        fs.push(
+            p.send_result(
+                FutureRecord::<(), _>::to(topic)
+                    .payload(&v)
+                    .partition((i % partitions as usize) as i32),
+            )
+            .unwrap(),
+        );
+    }
+    for f in fs {
+        f.await.unwrap().unwrap();
+    }
+}
+
+/// Replays the assignment log: no partition is ever assigned while another member owns it.
+fn check_exclusive(log: &Log) -> usize {
+    let mut owner: BTreeMap<i32, String> = BTreeMap::new();
+    let events = log.lock().unwrap().clone();
+    for (member, assign, parts) in &events {
+        for p in parts {
+            if *assign {
+                if let Some(o) = owner.get(p) {
+                    assert_eq!(
+                        o, member,
+                        "partition {p} given to {member} while {o} owned it; log: {events:?}"
+                    );
+                }
+                owner.insert(*p, member.clone());
+            } else if owner.get(p) == Some(member) {
+                owner.remove(p);
+            }
+        }
+    }
+    events.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_share_and_reconcile_incrementally() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker_with(dir.path(), fast).await;
+    let addr = broker.bootstrap_address();
+    create_topic(&addr, "k848", 6, &[]).await;
+    produce(&addr, "k848", 6, 0..300).await;
+    let log: Log = Arc::default();
+    let a = Member::start(&addr, "g848", "k848", "a", &log, "consumer");
+    let b = Member::start(&addr, "g848", "k848", "b", &log, "consumer");
+    wait_for("a 3 + 3 split", || {
+        a.assignment().len() == 3 && b.assignment().len() == 3
+    })
+    .await;
+    let (before_a, before_b) = (a.assignment(), b.assignment());
+    wait_for("first 300 consumed", || {
+        a.seen().len() + b.seen().len() >= 300
+    })
+    .await;
+
+    let c = Member::start(&addr, "g848", "k848", "c", &log, "consumer");
+    wait_for("a 2 + 2 + 2 split", || {
+        a.assignment().len() == 2 && b.assignment().len() == 2 && c.assignment().len() == 2
+    })
+    .await;
+    assert!(
+        a.assignment().is_subset(&before_a),
+        "a only gave partitions away"
+    );
+    assert!(
+        b.assignment().is_subset(&before_b),
+        "b only gave partitions away"
+    );
+    produce(&addr, "k848", 6, 300..600).await;
+    wait_for("600 consumed", || {
+        a.seen().len() + b.seen().len() + c.seen().len() >= 600
+    })
+    .await;
+
+    // b leaves: its partitions go to the others.
+    let seen_b = b.stop();
+    wait_for("a and c own all 6", || {
+        a.assignment().len() + c.assignment().len() == 6
+    })
+    .await;
+    produce(&addr, "k848", 6, 600..900).await;
+    wait_for("900 consumed", || {
+        a.seen().len() + seen_b.len() + c.seen().len() >= 900
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut all = a.stop();
+    all.extend(seen_b);
+    all.extend(c.stop());
+    assert_eq!(all.len(), 900, "exactly once");
+    assert_eq!(all.iter().collect::<HashSet<_>>().len(), 900);
+    assert!(check_exclusive(&log) >= 4);
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_and_consumer_groups_coexist() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker_with(dir.path(), fast).await;
+    let addr = broker.bootstrap_address();
+    create_topic(&addr, "both", 2, &[]).await;
+    produce(&addr, "both", 2, 0..100).await;
+    let log: Log = Arc::default();
+    let new = Member::start(&addr, "g-new", "both", "new", &log, "consumer");
+    let old = Member::start(&addr, "g-old", "both", "old", &log, "classic");
+    wait_for("both read everything", || {
+        new.seen().len() >= 100 && old.seen().len() >= 100
+    })
+    .await;
+    assert_eq!(new.stop().len(), 100);
+    assert_eq!(old.stop().len(), 100);
+    // A classic member cannot join the consumer group while it has members (and back).
+    broker.shutdown().await.unwrap();
+}
+
+async fn describe(conn: &mut KafkaConn, group: &str) -> (i32, Vec<(String, i32, usize)>) {
+    let ResponseKind::ConsumerGroupDescribe(d) = conn
+        .send(
+            ApiKey::ConsumerGroupDescribe,
+            0,
+            RequestKind::ConsumerGroupDescribe(
+                ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s(group))]),
+            ),
+        )
+        .await
+    else {
+        panic!()
+    };
+    let g = &d.groups[0];
+    assert_eq!(g.error_code, 0, "{g:?}");
+    let mut members: Vec<(String, i32, usize)> = g
+        .members
+        .iter()
+        .map(|m| {
+            (
+                m.member_id.to_string(),
+                m.member_epoch,
+                m.assignment
+                    .topic_partitions
+                    .iter()
+                    .map(|t| t.partitions.len())
+                    .sum(),
+            )
+        })
+        .collect();
+    members.sort();
+    (g.group_epoch, members)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_group_survives_a_broker_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker_with(dir.path(), fast).await;
+    let addr = broker.bootstrap_address();
+    create_topic(&addr, "survive", 4, &[]).await;
+    produce(&addr, "survive", 4, 0..200).await;
+    let log: Log = Arc::default();
+    let a = Member::start(&addr, "g-survive", "survive", "a", &log, "consumer");
+    let b = Member::start(&addr, "g-survive", "survive", "b", &log, "consumer");
+    wait_for("2 + 2", || {
+        a.assignment().len() == 2 && b.assignment().len() == 2
+    })
+    .await;
+    wait_for("200 consumed", || a.seen().len() + b.seen().len() >= 200).await;
+    let mut conn = KafkaConn::connect(&addr).await;
+    let before = describe(&mut conn, "g-survive").await;
+    assert_eq!(before.1.len(), 2);
+    drop(conn);
+
+    broker.shutdown().await.unwrap();
+    let broker = start_broker_with(dir.path(), |cfg| {
+        fast(cfg);
+        cfg.broker.listen = addr.clone();
+    })
+    .await;
+    let mut conn = KafkaConn::connect(&addr).await;
+    let after = describe(&mut conn, "g-survive").await;
+    assert_eq!(after, before, "epochs, members and assignments came back");
+
+    // The members carry on with their epochs and resume at their committed offsets.
+    produce(&addr, "survive", 4, 200..400).await;
+    wait_for("400 consumed", || a.seen().len() + b.seen().len() >= 400).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut all = a.stop();
+    all.extend(b.stop());
+    assert_eq!(all.len(), 400);
+    assert_eq!(all.iter().collect::<HashSet<_>>().len(), 400);
+    check_exclusive(&log);
+    broker.shutdown().await.unwrap();
+}
+
+async fn send(
+    conn: &mut KafkaConn,
+    req: ConsumerGroupHeartbeatRequest,
+) -> kafka_protocol::messages::ConsumerGroupHeartbeatResponse {
+    let ResponseKind::ConsumerGroupHeartbeat(r) = conn
+        .send(
+            ApiKey::ConsumerGroupHeartbeat,
+            1,
+            RequestKind::ConsumerGroupHeartbeat(req),
+        )
+        .await
+    else {
+        panic!()
+    };
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_heartbeats_get_error_codes() {
+    let b = common::start_broker(fast).await;
+    let addr = b.addr();
+    create_topic(&addr, "hb", 1, &[]).await;
+    let mut conn = KafkaConn::connect(&addr).await;
+    let hb = |member: &str, epoch: i32| {
+        ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(s("g-hb")))
+            .with_member_id(s(member))
+            .with_member_epoch(epoch)
+            .with_rebalance_timeout_ms(10_000)
+    };
+    let joined = send(
+        &mut conn,
+        hb("m1", 0).with_subscribed_topic_names(Some(vec![topic_name("hb")])),
+    )
+    .await;
+    assert_eq!(joined.error_code, 0);
+    assert!(joined.member_epoch > 0);
+    let r = send(&mut conn, hb("m1", joined.member_epoch + 3)).await;
+    assert_eq!(
+        r.error_code,
+        ResponseError::FencedMemberEpoch.code(),
+        "stale member epoch"
+    );
+    let r = send(
+        &mut conn,
+        hb("m2", 0)
+            .with_subscribed_topic_names(Some(vec![topic_name("hb")]))
+            .with_server_assignor(Some(s("magic"))),
+    )
+    .await;
+    assert_eq!(
+        r.error_code,
+        ResponseError::UnsupportedAssignor.code(),
+        "unknown assignor"
+    );
+    let r = send(
+        &mut conn,
+        hb("m3", 0).with_subscribed_topic_regex(Some(s("hb("))),
+    )
+    .await;
+    assert_eq!(
+        r.error_code,
+        ResponseError::InvalidRegularExpression.code(),
+        "invalid regex"
+    );
+    let r = send(&mut conn, hb("nobody", 5)).await;
+    assert_eq!(r.error_code, ResponseError::UnknownMemberId.code());
+    // A regex subscription picks up a topic created later, without a restart.
+    let r = send(
+        &mut conn,
+        hb("m4", 0).with_subscribed_topic_regex(Some(s("late-.*"))),
+    )
+    .await;
+    assert_eq!(r.error_code, 0);
+    create_topic(&addr, "late-topic", 2, &[]).await;
+    let mut epoch = r.member_epoch;
+    let mut got = 0;
+    for _ in 0..20 {
+        let r = send(&mut conn, hb("m4", epoch)).await;
+        assert_eq!(r.error_code, 0);
+        epoch = r.member_epoch;
+        if let Some(a) = r.assignment {
+            got = a
+                .topic_partitions
+                .iter()
+                .map(|t| t.partitions.len())
+                .sum::<usize>();
+        }
+        if got == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(got, 2, "the new topic's partitions were assigned");
+    b.shutdown().await;
+}
