@@ -131,6 +131,17 @@ fn minimal_request(key: ApiKey, version: i16) -> RequestKind {
         ApiKey::OffsetDelete => {
             RequestKind::OffsetDelete(OffsetDeleteRequest::default().with_group_id(group()))
         }
+        // A heartbeat from an unknown member: answered at once with UNKNOWN_MEMBER_ID.
+        ApiKey::ConsumerGroupHeartbeat => RequestKind::ConsumerGroupHeartbeat(
+            kafka_protocol::messages::ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(group())
+                .with_member_id(StrBytes::from_static_str("sweep-member"))
+                .with_member_epoch(1),
+        ),
+        ApiKey::ConsumerGroupDescribe => RequestKind::ConsumerGroupDescribe(
+            kafka_protocol::messages::ConsumerGroupDescribeRequest::default()
+                .with_group_ids(vec![group()]),
+        ),
         other => panic!("the version sweep has no minimal request for {other:?}: add one"),
     }
 }
