@@ -448,5 +448,35 @@ async fn bad_heartbeats_get_error_codes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(got, 2, "the new topic's partitions were assigned");
+
+    // New partitions of a subscribed topic are assigned too.
+    let admin = support::admin(&addr);
+    let grown = admin
+        .create_partitions(
+            &[rdkafka::admin::NewPartitions::new("hb", 3)],
+            &rdkafka::admin::AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert!(grown[0].is_ok());
+    let mut epoch = joined.member_epoch;
+    let mut got = 0;
+    for _ in 0..20 {
+        let r = send(&mut conn, hb("m1", epoch)).await;
+        assert_eq!(r.error_code, 0, "{r:?}");
+        epoch = r.member_epoch;
+        if let Some(a) = r.assignment {
+            got = a
+                .topic_partitions
+                .iter()
+                .map(|t| t.partitions.len())
+                .sum::<usize>();
+        }
+        if got == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(got, 3, "all 3 partitions of the grown topic");
     b.shutdown().await;
 }

@@ -113,6 +113,8 @@ struct Member {
     last_seen: Instant,
     revoke_deadline: Option<Instant>,
     last_sent: Option<BTreeSet<TopicPart>>,
+    /// A static member that left temporarily (epoch -2) and may be replaced by its instance.
+    left_static: bool,
 }
 
 /// A consumer-protocol group's membership.
@@ -127,6 +129,9 @@ pub struct ConsumerGroup {
     target: BTreeMap<String, BTreeSet<TopicPart>>,
     /// Partition counts of the subscribed topics when the target was computed.
     subscribed_metadata: BTreeMap<String, i32>,
+    /// False after a restore, until the metadata above has been recorded again (a restart
+    /// must not look like a topic change and bump the epoch).
+    metadata_known: bool,
     /// Bumped on every change worth persisting.
     pub version: u64,
 }
@@ -151,6 +156,7 @@ impl ConsumerGroup {
             members: BTreeMap::new(),
             target: BTreeMap::new(),
             subscribed_metadata: BTreeMap::new(),
+            metadata_known: true,
             version: 0,
         }
     }
@@ -255,6 +261,22 @@ impl ConsumerGroup {
             _ => None,
         };
         match hb.member_epoch {
+            -2 if self
+                .members
+                .get(&hb.member_id)
+                .is_some_and(|m| m.state.instance_id.is_some()) =>
+            {
+                // A static member's temporary leave: it keeps its partitions for the session
+                // timeout, so the same instance can come back without a rebalance.
+                let m = self.members.get_mut(&hb.member_id).expect("checked");
+                m.left_static = true;
+                return Ok(HeartbeatAnswer {
+                    member_id: hb.member_id,
+                    member_epoch: -2,
+                    heartbeat_interval_ms: 0,
+                    assignment: None,
+                });
+            }
             -1 | -2 => {
                 if self.members.remove(&hb.member_id).is_some() {
                     self.target.remove(&hb.member_id);
@@ -281,13 +303,24 @@ impl ConsumerGroup {
                     ));
                 }
                 if let Some(i) = &hb.instance_id {
-                    if self.members.values().any(|m| {
-                        m.state.instance_id.as_ref() == Some(i) && m.state.id != hb.member_id
-                    }) {
-                        return Err((
-                            ResponseError::UnreleasedInstanceId,
-                            format!("Instance id {i} is still used by another member"),
-                        ));
+                    let holder = self
+                        .members
+                        .values()
+                        .find(|m| {
+                            m.state.instance_id.as_ref() == Some(i) && m.state.id != hb.member_id
+                        })
+                        .map(|m| (m.state.id.clone(), m.left_static));
+                    match holder {
+                        Some((old, true)) => {
+                            return self.replace_static(&old, hb, regex, topics, settings, now)
+                        }
+                        Some(_) => {
+                            return Err((
+                                ResponseError::UnreleasedInstanceId,
+                                format!("Instance id {i} is still used by another member"),
+                            ))
+                        }
+                        None => {}
                     }
                 }
                 let id = if hb.member_id.is_empty() {
@@ -313,6 +346,7 @@ impl ConsumerGroup {
                         last_seen: now,
                         revoke_deadline: None,
                         last_sent: None,
+                        left_static: false,
                     },
                 );
                 self.target.remove(&id);
@@ -339,6 +373,47 @@ impl ConsumerGroup {
         }
         let id = hb.member_id.clone();
         self.update_and_reconcile(&id, hb, regex, topics, settings, now)
+    }
+
+    /// The static instance of `old` rejoins under a new member id: it inherits the old
+    /// member's epoch and partitions, and the rest of the group sees no change.
+    fn replace_static(
+        &mut self,
+        old: &str,
+        hb: Heartbeat,
+        regex: Option<regex::Regex>,
+        topics: &dyn TopicView,
+        settings: &ConsumerSettings,
+        now: Instant,
+    ) -> Result<HeartbeatAnswer, (ResponseError, String)> {
+        let id = if hb.member_id.is_empty() {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            hb.member_id.clone()
+        };
+        let mut m = self.members.remove(old).expect("holder exists");
+        m.state.id = id.clone();
+        m.state.client_id = hb.client_id.clone();
+        m.state.client_host = hb.client_host.clone();
+        m.left_static = false;
+        m.last_sent = None;
+        self.members.insert(id.clone(), m);
+        if let Some(t) = self.target.remove(old) {
+            self.target.insert(id.clone(), t);
+        }
+        self.version += 1;
+        tracing::info!(group = %self.id, old = %old, new = %id, "static member rejoined");
+        self.update_and_reconcile(
+            &id,
+            Heartbeat {
+                member_epoch: 0,
+                ..hb
+            },
+            regex,
+            topics,
+            settings,
+            now,
+        )
     }
 
     fn update_and_reconcile(
@@ -411,7 +486,8 @@ impl ConsumerGroup {
             .collect();
         if now != self.subscribed_metadata {
             self.subscribed_metadata = now;
-            if self.assignment_epoch == self.group_epoch && !self.members.is_empty() {
+            let known = std::mem::replace(&mut self.metadata_known, true);
+            if known && self.assignment_epoch == self.group_epoch && !self.members.is_empty() {
                 self.bump();
             }
         }
@@ -559,11 +635,13 @@ impl ConsumerGroup {
         g.group_epoch = group_epoch;
         g.assignment_epoch = assignment_epoch;
         g.target = target;
+        g.metadata_known = false;
         for s in members {
             let regex = s.subscribed_regex.as_deref().and_then(|r| compile(r).ok());
             g.members.insert(
                 s.id.clone(),
                 Member {
+                    left_static: false,
                     last_sent: Some(s.assigned.clone()),
                     state: s,
                     regex,
@@ -800,6 +878,57 @@ mod tests {
         }
         assert_eq!(g.state_name(), "Stable");
         assert!(owned.values().all(|(e, _)| *e == g.assignment_epoch()));
+    }
+
+    #[test]
+    fn a_static_member_comes_back_with_its_partitions() {
+        let view = View(BTreeMap::from([("t".to_string(), 4)]));
+        let now = Instant::now();
+        let mut g = ConsumerGroup::new("g", "uniform");
+        let mut owned = BTreeMap::new();
+        for id in ["a", "b"] {
+            let mut hb = Heartbeat {
+                member_id: id.into(),
+                member_epoch: 0,
+                rebalance_timeout_ms: 30_000,
+                subscribed_topic_names: Some(vec!["t".into()]),
+                ..Heartbeat::default()
+            };
+            hb.instance_id = Some(format!("i-{id}"));
+            let a = g.heartbeat(hb, &view, &settings(), now).unwrap();
+            owned.insert(
+                id.to_string(),
+                (a.member_epoch, a.assignment.unwrap_or_default()),
+            );
+        }
+        settle(&mut g, &mut owned, &view, now);
+        let epoch = g.group_epoch();
+        let b_parts = owned["b"].1.clone();
+        // b leaves temporarily, then its instance rejoins under a new member id.
+        let left = beat(&mut g, "b", -2, None, &view, now).unwrap();
+        assert_eq!(left.member_epoch, -2);
+        let hb = Heartbeat {
+            member_id: "b2".into(),
+            member_epoch: 0,
+            instance_id: Some("i-b".into()),
+            rebalance_timeout_ms: 30_000,
+            subscribed_topic_names: Some(vec!["t".into()]),
+            ..Heartbeat::default()
+        };
+        let back = g.heartbeat(hb.clone(), &view, &settings(), now).unwrap();
+        assert_eq!(back.assignment, Some(b_parts));
+        assert_eq!(g.group_epoch(), epoch, "no rebalance for the others");
+        // While the instance is in use, another join with it is refused.
+        let again = g.heartbeat(
+            Heartbeat {
+                member_id: "b3".into(),
+                ..hb
+            },
+            &view,
+            &settings(),
+            now,
+        );
+        assert_eq!(again.unwrap_err().0, ResponseError::UnreleasedInstanceId);
     }
 
     #[test]
