@@ -33,3 +33,11 @@ pub const FETCH_MAX_WAIT_MS_MAX: u64 = 30_000;
 /// Producer batches remembered per (producer id, partition) for duplicate detection,
 /// as in Kafka (the idempotent producer keeps at most 5 in flight).
 pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;
+
+/// Hooks in one chain (built-in and custom together). A chain is a per-request cost and the
+/// broker tracks which hooks apply to a topic in a 64-bit set; startup fails beyond this.
+pub const HOOKS_MAX: usize = 64;
+
+/// Audit-log lines queued for the writer thread. When full, lines are dropped and counted
+/// (the request path never waits for the audit file).
+pub const AUDIT_LOG_QUEUE_MAX: usize = 8192;
