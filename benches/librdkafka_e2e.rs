@@ -57,7 +57,12 @@ async fn produce_mb_s(addr: &str, topic: &str, records: usize, acks: &str) -> f6
     for i in 0..records {
         let key = (i as u64).to_be_bytes();
         loop {
-            match p.send_result(FutureRecord::to(topic).key(&key[..]).payload(&payload[..]).partition(0)) {
+            match p.send_result(
+                FutureRecord::to(topic)
+                    .key(&key[..])
+                    .payload(&payload[..])
+                    .partition(0),
+            ) {
                 Ok(f) => {
                     pending.push(f);
                     break;
@@ -81,7 +86,8 @@ fn consume_mb_s(addr: &str, topic: &str, records: usize) -> f64 {
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
     c.assign(&tpl).unwrap();
     let start = Instant::now();
     let mut n = 0;
@@ -99,7 +105,10 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(200_000);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = Config::default();

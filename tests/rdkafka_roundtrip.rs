@@ -174,8 +174,13 @@ async fn acked_data_survives_a_restart() {
 
     let broker = start_broker(dir.path()).await;
     // The topic's partitions plus those of __consumer_offsets.
-    let offsets_partitions = rafka_broker::Config::default().broker.offsets_topic_num_partitions;
-    assert_eq!(broker.recovered_partitions(), (PARTITIONS + offsets_partitions) as usize);
+    let offsets_partitions = rafka_broker::Config::default()
+        .broker
+        .offsets_topic_num_partitions;
+    assert_eq!(
+        broker.recovered_partitions(),
+        (PARTITIONS + offsets_partitions) as usize
+    );
     let addr = broker.bootstrap_address();
     let got = tokio::task::spawn_blocking(move || {
         consume(&addr, "durable", PARTITIONS, n, Duration::from_secs(30))
