@@ -75,7 +75,10 @@ impl Broker {
         })
         .await
         .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))??;
-        let meta_path = Some(config.storage.path.join("rafka-topics.yaml"));
+        let meta_path = config
+            .storage
+            .metadata_dir()
+            .map(|dir| dir.join("rafka-topics.yaml"));
         let cluster = {
             let engine = engine.clone();
             tokio::task::spawn_blocking(move || Cluster::open(engine, defaults, meta_path))

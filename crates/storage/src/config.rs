@@ -1,8 +1,9 @@
 //! [`StorageConfig`], the `storage:` section of the broker's YAML, and [`open_engine`],
-//! which turns it into a running engine.
+//! which turns it into a running engine: `log` (default), `memory`, or `rocksdb` (cargo
+//! feature `rocksdb`).
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rafka_core::limits::BATCH_BYTES_MAX;
@@ -10,15 +11,20 @@ use rafka_core::{LogConfig, StorageEngine, StorageError};
 use serde::Deserialize;
 
 use crate::log::LogEngine;
+use crate::memory::{MemoryEngine, MemoryOptions};
+
+/// Every `storage_type` this crate knows, built into this binary or not.
+pub const STORAGE_TYPES: [&str; 3] = ["log", "memory", "rocksdb"];
 
 /// The `storage:` section. Every key has Kafka's default; unknown keys are an error so a
 /// typo never silently falls back to a default.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// Which engine stores partitions: `log` (the default).
+    /// Which engine stores partitions: `log` (the default), `memory` or `rocksdb`.
     pub storage_type: String,
-    /// Root directory of the engine's files.
+    /// Root directory of the engine's files. Empty (`""`) is allowed for the `memory`
+    /// engine only and means nothing is written to disk at all.
     pub path: PathBuf,
     /// `log.segment.bytes`: roll the active segment when it would grow past this.
     pub log_segment_bytes: u64,
@@ -32,11 +38,18 @@ pub struct StorageConfig {
     pub log_retention_bytes: i64,
     /// `message.max.bytes`: largest batch accepted; capped by `limits::BATCH_BYTES_MAX`.
     pub message_max_bytes: usize,
+    /// `memory` engine: bytes of batches held (all partitions) past which produce fails.
+    pub memory_max_bytes: u64,
+    /// `memory` engine: write a snapshot after this many bytes of write-ahead log.
+    pub snapshot_interval_bytes: u64,
+    /// `memory` engine: write a snapshot this often (if anything changed).
+    pub snapshot_interval_ms: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         let log = LogConfig::default();
+        let mem = MemoryOptions::default();
         StorageConfig {
             storage_type: "log".to_string(),
             path: PathBuf::from("./data"),
@@ -46,6 +59,9 @@ impl Default for StorageConfig {
             log_retention_ms: log.retention_ms,
             log_retention_bytes: log.retention_bytes,
             message_max_bytes: log.max_message_bytes,
+            memory_max_bytes: mem.max_bytes,
+            snapshot_interval_bytes: mem.snapshot_interval_bytes,
+            snapshot_interval_ms: mem.snapshot_interval_ms,
         }
     }
 }
@@ -78,7 +94,38 @@ impl StorageConfig {
                 self.message_max_bytes
             ));
         }
+        if self.memory_max_bytes == 0 {
+            return Err("memory_max_bytes must be positive".to_string());
+        }
+        if self.snapshot_interval_bytes == 0 || self.snapshot_interval_ms == 0 {
+            return Err(
+                "snapshot_interval_bytes and snapshot_interval_ms must be positive".to_string(),
+            );
+        }
+        if self.path.as_os_str().is_empty() && self.storage_type != "memory" {
+            return Err(format!(
+                "path must be set for storage_type {:?} (an empty path is for the memory \
+                 engine only)",
+                self.storage_type
+            ));
+        }
         Ok(())
+    }
+
+    /// Where files beside the engine's (the broker's topic metadata) belong: the data
+    /// directory, or `None` for a `memory` engine without a path, which writes nothing.
+    pub fn metadata_dir(&self) -> Option<PathBuf> {
+        (!self.path.as_os_str().is_empty()).then(|| self.path.clone())
+    }
+
+    /// The memory engine's settings.
+    pub fn memory_options(&self) -> MemoryOptions {
+        MemoryOptions {
+            dir: self.metadata_dir(),
+            max_bytes: self.memory_max_bytes,
+            snapshot_interval_bytes: self.snapshot_interval_bytes,
+            snapshot_interval_ms: self.snapshot_interval_ms,
+        }
     }
 
     /// The [`LogConfig`] a partition gets when its topic overrides nothing.
@@ -96,8 +143,9 @@ impl StorageConfig {
     }
 }
 
-/// Validates `cfg` and opens the engine it names. Only `log` exists so far; any other
-/// `storage_type` is an `InvalidInput` I/O error naming the known engines.
+/// Validates `cfg` and opens the engine it names. An unknown `storage_type`, or `rocksdb`
+/// in a build without the `rocksdb` feature, is an `InvalidInput` I/O error that lists
+/// the engines and says how to enable RocksDB.
 pub fn open_engine(cfg: &StorageConfig) -> Result<Arc<dyn StorageEngine>, StorageError> {
     cfg.validate()
         .map_err(|msg| io::Error::new(io::ErrorKind::InvalidInput, format!("storage: {msg}")))?;
@@ -106,12 +154,48 @@ pub fn open_engine(cfg: &StorageConfig) -> Result<Arc<dyn StorageEngine>, Storag
             cfg.path.clone(),
             cfg.log_config(),
         )?)),
+        "memory" => Ok(Arc::new(MemoryEngine::open(
+            cfg.memory_options(),
+            cfg.log_config(),
+        )?)),
+        "rocksdb" => open_rocksdb(&cfg.path, cfg.log_config()),
         other => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("storage: unknown storage_type {other:?}; known engines: \"log\""),
+            format!(
+                "storage: unknown storage_type {other:?}; known engines: {} \
+                 (rocksdb needs a build with `cargo build --features rocksdb`)",
+                STORAGE_TYPES.join(", ")
+            ),
         )
         .into()),
     }
+}
+
+#[cfg(feature = "rocksdb")]
+fn open_rocksdb(path: &Path, defaults: LogConfig) -> Result<Arc<dyn StorageEngine>, StorageError> {
+    Ok(Arc::new(crate::rocksdb::RocksEngine::open(
+        path.to_path_buf(),
+        defaults,
+    )?))
+}
+
+#[cfg(not(feature = "rocksdb"))]
+fn open_rocksdb(_: &Path, _: LogConfig) -> Result<Arc<dyn StorageEngine>, StorageError> {
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "storage: storage_type \"rocksdb\" is not in this build; rebuild with \
+             `cargo build --features rocksdb` (needs libclang and a C++ compiler), or choose \
+             one of: {}",
+            STORAGE_TYPES
+                .iter()
+                .filter(|t| **t != "rocksdb")
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    )
+    .into())
 }
 
 #[cfg(test)]
@@ -164,5 +248,36 @@ mod tests {
         cfg.storage_type = "tape".to_string();
         let err = open_engine(&cfg).err().unwrap().to_string();
         assert!(err.contains("unknown storage_type \"tape\""), "{err}");
+        assert!(err.contains("log, memory, rocksdb"), "{err}");
+        assert!(err.contains("--features rocksdb"), "{err}");
+        cfg.storage_type = "memory".to_string();
+        assert_eq!(open_engine(&cfg).unwrap().name(), "memory");
+        cfg.storage_type = "rocksdb".to_string();
+        match open_engine(&cfg) {
+            #[cfg(feature = "rocksdb")]
+            Ok(engine) => assert_eq!(engine.name(), "rocksdb"),
+            #[cfg(not(feature = "rocksdb"))]
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(msg.contains("cargo build --features rocksdb"), "{msg}");
+                assert!(msg.contains("log, memory"), "{msg}");
+            }
+            #[allow(unreachable_patterns)]
+            other => panic!("unexpected {:?}", other.map(|e| e.name())),
+        }
+    }
+
+    #[test]
+    fn empty_path_means_no_disk_for_memory_only() {
+        let mut cfg = check("storage_type: memory\npath: \"\"\n").unwrap();
+        assert_eq!(cfg.metadata_dir(), None);
+        assert_eq!(cfg.memory_options().dir, None);
+        assert_eq!(open_engine(&cfg).unwrap().name(), "memory");
+        cfg.storage_type = "log".to_string();
+        assert!(cfg.validate().unwrap_err().contains("path must be set"));
+        assert_eq!(
+            StorageConfig::default().metadata_dir(),
+            Some(PathBuf::from("./data"))
+        );
     }
 }

@@ -2,6 +2,8 @@
 //! rafka-core.
 //!
 //! - [`log`]: the default engine, Kafka's segmented log on local disk ([`LogEngine`]).
+//! - [`memory`]: batches in memory with a write-ahead log and snapshots ([`MemoryEngine`]).
+//! - `rocksdb` (feature `rocksdb`): batches in RocksDB (`RocksEngine`).
 //! - `conformance` (feature `conformance`): the suite every engine must pass.
 //! - [`StorageConfig`] / [`open_engine`]: the `storage:` config section and the engine it names.
 //!
@@ -11,9 +13,15 @@
 
 mod config;
 pub mod log;
+pub mod memory;
+#[cfg(feature = "rocksdb")]
+pub mod rocksdb;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
-pub use config::{open_engine, StorageConfig};
+pub use config::{open_engine, StorageConfig, STORAGE_TYPES};
 pub use log::{LogEngine, LogPartition};
+pub use memory::{MemoryEngine, MemoryOptions, MemoryPartition};
+#[cfg(feature = "rocksdb")]
+pub use rocksdb::{RocksEngine, RocksPartition};

@@ -1,10 +1,13 @@
 //! Property test: random sequences of append / roll / read / delete_before / truncate_after
-//! / flush / crash (drop without close, then damage the unflushed tail) / reopen against the
-//! `log` engine, checked against a simple in-memory model of the log.
+//! / flush / crash (drop without close, then damage the unflushed tail) / reopen against
+//! every engine, checked against a simple in-memory model of the log. One test, one
+//! [`Kind`] per engine: `log`, `memory` and (feature `rocksdb`) `rocksdb`.
 //!
 //! After any crash the log must hold exactly a prefix of what was appended, that prefix
 //! must include everything flushed, and no read may ever return a batch that fails
-//! validation.
+//! validation. "Roll" is each engine's durability boundary: a new segment (`log`), a
+//! snapshot (`memory`), a memtable flush (`rocksdb`). The damaged file is the one that
+//! holds the unflushed tail: the active segment, the newest WAL.
 
 use std::fs;
 use std::os::unix::fs::FileExt;
@@ -18,7 +21,46 @@ use rafka_core::{
     LogConfig, Offset, PartitionLog, RecordBatch, StorageEngine, Timestamp, TopicName,
     TopicPartition,
 };
-use rafka_storage::{LogEngine, LogPartition};
+use rafka_storage::{LogEngine, MemoryEngine, MemoryOptions};
+
+/// The engine under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Log,
+    Memory,
+    #[cfg(feature = "rocksdb")]
+    Rocks,
+}
+
+/// Forces a snapshot (`memory`) or memtable flush (`rocksdb`).
+type Checkpoint = Box<dyn Fn()>;
+
+/// An open engine, its partition, and the engine's own durability boundary.
+struct Opened {
+    engine: Arc<dyn StorageEngine>,
+    log: Arc<dyn PartitionLog>,
+    /// Forces a snapshot (`memory`) or memtable flush (`rocksdb`); `None` for `log`,
+    /// which rolls through its config.
+    checkpoint: Option<Checkpoint>,
+}
+
+impl Kind {
+    /// Whether `delete_before` / `truncate_after` make everything before them durable
+    /// (they sync the WAL), rather than only their own checkpoint.
+    fn metadata_ops_sync(self) -> bool {
+        self != Kind::Log
+    }
+
+    /// The file holding the unflushed tail after a crash.
+    fn tail_file(self, root: &Path) -> PathBuf {
+        match self {
+            Kind::Log => newest(&root.join(tp().dir_name()), |n| n.ends_with(".log")),
+            Kind::Memory => newest(root, |n| n.starts_with("wal-")),
+            #[cfg(feature = "rocksdb")]
+            Kind::Rocks => newest(root, |n| n.ends_with(".log")),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 enum Damage {
@@ -107,12 +149,45 @@ fn tp() -> TopicPartition {
     TopicPartition::new(TopicName::new("model").unwrap(), 0)
 }
 
-fn open(root: &Path) -> (LogEngine, Arc<LogPartition>) {
-    let engine = LogEngine::open(root.to_path_buf(), cfg()).expect("engine opens");
-    let log = engine
-        .open_partition(&tp(), &cfg())
-        .expect("partition opens");
-    (engine, log)
+fn open(kind: Kind, root: &Path) -> Opened {
+    let (engine, checkpoint): (Arc<dyn StorageEngine>, Option<Checkpoint>) = match kind {
+        Kind::Log => (
+            Arc::new(LogEngine::open(root.to_path_buf(), cfg()).expect("engine opens")),
+            None,
+        ),
+        Kind::Memory => {
+            let opts = MemoryOptions {
+                dir: Some(root.to_path_buf()),
+                // Snapshots only when the test says "roll", so failures replay exactly.
+                snapshot_interval_bytes: u64::MAX,
+                snapshot_interval_ms: 3_600_000,
+                ..MemoryOptions::default()
+            };
+            let e = Arc::new(MemoryEngine::open(opts, cfg()).expect("engine opens"));
+            let e2 = Arc::clone(&e);
+            (
+                e,
+                Some(Box::new(move || e2.snapshot_now().expect("snapshot"))),
+            )
+        }
+        #[cfg(feature = "rocksdb")]
+        Kind::Rocks => {
+            let e = Arc::new(
+                rafka_storage::RocksEngine::open(root.to_path_buf(), cfg()).expect("engine opens"),
+            );
+            let e2 = Arc::clone(&e);
+            (
+                e,
+                Some(Box::new(move || e2.flush_memtables().expect("flush"))),
+            )
+        }
+    };
+    let log = engine.open(&tp(), &cfg()).expect("partition opens");
+    Opened {
+        engine,
+        log,
+        checkpoint,
+    }
 }
 
 /// Offsets and every byte from magic on: the partition leader epoch (bytes 12..16) is
@@ -121,7 +196,7 @@ fn same_batch(a: &RecordBatch, b: &RecordBatch) -> bool {
     a.base_offset() == b.base_offset() && a.as_bytes()[16..] == b.as_bytes()[16..]
 }
 
-fn check_read(log: &LogPartition, model: &Model, from: i64, max_bytes: usize) {
+fn check_read(log: &dyn PartitionLog, model: &Model, from: i64, max_bytes: usize) {
     let r = log.read(Offset(from), max_bytes).expect("read in range");
     assert_eq!(r.log_end_offset, Offset(model.log_end));
     assert_eq!(r.log_start_offset, Offset(model.log_start));
@@ -146,7 +221,7 @@ fn check_read(log: &LogPartition, model: &Model, from: i64, max_bytes: usize) {
     }
 }
 
-fn check_all(log: &LogPartition, model: &Model) {
+fn check_all(log: &dyn PartitionLog, model: &Model) {
     assert_eq!(log.log_start_offset(), Offset(model.log_start));
     assert_eq!(log.log_end_offset(), Offset(model.log_end));
     let mut from = model.log_start;
@@ -158,46 +233,53 @@ fn check_all(log: &LogPartition, model: &Model) {
     }
 }
 
-fn active_segment(dir: &Path) -> PathBuf {
-    let mut logs: Vec<PathBuf> = fs::read_dir(dir)
+/// The file in `dir` whose name matches and sorts last (names hold zero-padded numbers).
+fn newest(dir: &Path, matches: impl Fn(&str) -> bool) -> PathBuf {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .filter(|p| matches(&p.file_name().unwrap().to_string_lossy()))
         .collect();
-    logs.sort();
-    logs.pop().expect("a partition has an active segment")
+    files.sort();
+    files.pop().expect("the engine has a file holding its tail")
 }
 
-fn run(ops: Vec<Op>) {
+fn run(kind: Kind, ops: Vec<Op>) {
     let root = tempfile::tempdir().unwrap();
-    let pdir = root.path().join(tp().dir_name());
-    let (mut engine, mut log) = open(root.path());
+    let mut opened = open(kind, root.path());
     let mut model = Model::default();
     for op in ops {
+        let log = Arc::clone(&opened.log);
         match op {
             Op::Append {
                 n_records,
                 value_bytes,
             } => {
-                append(&log, &mut model, n_records, value_bytes);
+                append(log.as_ref(), &mut model, n_records, value_bytes);
             }
-            Op::Roll => {
-                log.set_config(LogConfig {
-                    segment_ms: 0,
-                    ..cfg()
-                });
-                append(&log, &mut model, 1, 10);
-                log.set_config(cfg());
-            }
+            Op::Roll => match &opened.checkpoint {
+                Some(checkpoint) => checkpoint(),
+                None => {
+                    log.set_config(LogConfig {
+                        segment_ms: 0,
+                        ..cfg()
+                    });
+                    append(log.as_ref(), &mut model, 1, 10);
+                    log.set_config(cfg());
+                }
+            },
             Op::Read { at, max_bytes } => {
                 let from = model.pick(at);
-                check_read(&log, &model, from, max_bytes);
+                check_read(log.as_ref(), &model, from, max_bytes);
             }
             Op::DeleteBefore { at } => {
                 let offset = model.pick(at);
                 log.delete_before(Offset(offset))
                     .expect("delete_before in range");
                 model.log_start = model.log_start.max(offset);
+                if kind.metadata_ops_sync() {
+                    model.flushed = model.batches.len();
+                }
             }
             Op::TruncateAfter { at } => {
                 let offset = model.pick(at);
@@ -213,6 +295,9 @@ fn run(ops: Vec<Op>) {
                     model.flushed = model.flushed.min(k);
                     model.log_start = model.log_start.min(model.log_end);
                 }
+                if kind.metadata_ops_sync() {
+                    model.flushed = model.batches.len();
+                }
             }
             Op::Flush => {
                 log.flush().expect("flush");
@@ -220,12 +305,12 @@ fn run(ops: Vec<Op>) {
             }
             Op::Crash { damage, at } => {
                 drop(log);
-                drop(engine);
+                drop(opened);
                 let unflushed: u64 = model.batches[model.flushed..]
                     .iter()
                     .map(|b| b.size_bytes() as u64)
                     .sum();
-                let seg = active_segment(&pdir);
+                let seg = kind.tail_file(root.path());
                 let len = fs::metadata(&seg).unwrap().len();
                 let tail = unflushed.min(len);
                 if tail > 0 {
@@ -245,26 +330,27 @@ fn run(ops: Vec<Op>) {
                         }
                     }
                 }
-                (engine, log) = open(root.path());
-                recover_model(&log, &mut model);
-                check_all(&log, &model);
+                opened = open(kind, root.path());
+                recover_model(opened.log.as_ref(), &mut model);
+                check_all(opened.log.as_ref(), &model);
             }
             Op::Reopen => {
-                engine.close().expect("close");
+                opened.engine.close().expect("close");
                 drop(log);
-                drop(engine);
-                (engine, log) = open(root.path());
+                drop(opened);
+                opened = open(kind, root.path());
                 model.flushed = model.batches.len();
-                check_all(&log, &model);
+                check_all(opened.log.as_ref(), &model);
             }
         }
+        let log = opened.log.as_ref();
         assert_eq!(log.log_end_offset(), Offset(model.log_end));
         assert_eq!(log.log_start_offset(), Offset(model.log_start));
     }
-    check_all(&log, &model);
+    check_all(opened.log.as_ref(), &model);
 }
 
-fn append(log: &LogPartition, model: &mut Model, n_records: usize, value_bytes: usize) {
+fn append(log: &dyn PartitionLog, model: &mut Model, n_records: usize, value_bytes: usize) {
     model.n_appends += 1;
     let mut b = BatchBuilder::new(Offset(0));
     for i in 0..n_records {
@@ -281,7 +367,7 @@ fn append(log: &LogPartition, model: &mut Model, n_records: usize, value_bytes: 
 }
 
 /// Checks that what survived a crash is an allowed prefix, and updates the model to it.
-fn recover_model(log: &LogPartition, model: &mut Model) {
+fn recover_model(log: &dyn PartitionLog, model: &mut Model) {
     let end = log.log_end_offset().0;
     let allowed = (model.flushed..=model.batches.len()).find(|&k| model.boundary(k) == end);
     match allowed {
@@ -310,6 +396,11 @@ proptest! {
 
     #[test]
     fn log_matches_model_across_crashes(ops in prop::collection::vec(op(), 1..40)) {
-        run(ops);
+        run(Kind::Log, ops);
+    }
+
+    #[test]
+    fn memory_matches_model_across_crashes(ops in prop::collection::vec(op(), 1..40)) {
+        run(Kind::Memory, ops);
     }
 }

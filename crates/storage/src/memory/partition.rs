@@ -1,0 +1,342 @@
+//! One partition of the memory engine: [`PartData`], its batches in memory (pure data, no
+//! I/O, no locking), and [`MemoryPartition`], the [`PartitionLog`] handle that routes each
+//! call through the engine (which logs changes to the WAL under its lock).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use rafka_core::limits::FETCH_RESPONSE_BYTES_MAX;
+use rafka_core::{
+    AppendInfo, LogConfig, Offset, PartitionLog, ReadResult, RecordBatch, StorageError,
+    StorageResult, Timestamp, TopicPartition,
+};
+
+use super::Inner;
+
+/// One stored batch and the header fields lookups need.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredBatch {
+    pub base: Offset,
+    pub next: Offset,
+    pub max_timestamp: Timestamp,
+    pub bytes: Bytes,
+}
+
+impl StoredBatch {
+    fn new(batch: RecordBatch) -> StoredBatch {
+        StoredBatch {
+            base: batch.base_offset(),
+            next: batch.next_offset(),
+            max_timestamp: batch.max_timestamp(),
+            bytes: batch.into_bytes(),
+        }
+    }
+}
+
+/// A partition's data.
+#[derive(Debug)]
+pub(crate) struct PartData {
+    /// Distinguishes this incarnation from a removed partition of the same name, so a
+    /// stale handle gets `Closed`.
+    pub id: u64,
+    pub cfg: LogConfig,
+    /// Invariant: contiguous (each batch's next offset is the following one's base), and
+    /// the first batch's base offset <= `log_start` once a snapshot or WAL is replayed.
+    pub batches: VecDeque<StoredBatch>,
+    /// Invariant (outside replay): log_start <= log_end.
+    pub log_start: Offset,
+    /// Next offset to assign.
+    pub log_end: Offset,
+    /// Sum of the stored batches' sizes.
+    pub size_bytes: u64,
+}
+
+impl PartData {
+    pub fn new(id: u64, cfg: LogConfig, log_start: Offset, log_end: Offset) -> PartData {
+        PartData {
+            id,
+            cfg,
+            batches: VecDeque::new(),
+            log_start,
+            log_end,
+            size_bytes: 0,
+        }
+    }
+
+    /// Stores `batch` at the log end; it must start there.
+    pub fn push(&mut self, batch: RecordBatch) -> Result<(), String> {
+        if batch.base_offset() != self.log_end {
+            return Err(format!(
+                "batch at {} does not start at the log end {}",
+                batch.base_offset(),
+                self.log_end
+            ));
+        }
+        let b = StoredBatch::new(batch);
+        self.log_end = b.next;
+        self.size_bytes += b.bytes.len() as u64;
+        self.batches.push_back(b);
+        Ok(())
+    }
+
+    /// Index of the batch that holds `offset` (which must be in [log start, log end)).
+    fn index_of(&self, offset: Offset) -> usize {
+        self.batches
+            .partition_point(|b| b.base <= offset)
+            .saturating_sub(1)
+    }
+
+    /// Moves the log start to `offset` (callers check the range) and drops the batches
+    /// wholly below it; returns the bytes freed.
+    pub fn delete_before(&mut self, offset: Offset) -> u64 {
+        self.log_start = self.log_start.max(offset);
+        let mut freed = 0;
+        while self
+            .batches
+            .front()
+            .is_some_and(|b| b.next <= self.log_start)
+        {
+            let b = self.batches.pop_front().expect("front exists");
+            freed += b.bytes.len() as u64;
+        }
+        self.size_bytes -= freed;
+        freed
+    }
+
+    /// Removes the batch containing `offset` and all after it; returns the bytes freed.
+    pub fn truncate_after(&mut self, offset: Offset) -> u64 {
+        if offset >= self.log_end {
+            return 0;
+        }
+        let keep = self.batches.partition_point(|b| b.next <= offset);
+        let Some(first_removed) = self.batches.get(keep) else {
+            return 0;
+        };
+        self.log_end = first_removed.base;
+        let mut freed = 0;
+        for b in self.batches.drain(keep..) {
+            freed += b.bytes.len() as u64;
+        }
+        self.log_start = self.log_start.min(self.log_end);
+        self.size_bytes -= freed;
+        freed
+    }
+
+    /// The log start offset that `retention.ms` / `retention.bytes` ask for at `now`, if it
+    /// moves. The newest batch always stays.
+    pub fn retention_start(&self, now: Timestamp) -> Option<Offset> {
+        let n_old = self.batches.len().saturating_sub(1);
+        let mut n = 0;
+        if self.cfg.retention_ms >= 0 {
+            n = self
+                .batches
+                .iter()
+                .take(n_old)
+                .take_while(|b| now.0.saturating_sub(b.max_timestamp.0) > self.cfg.retention_ms)
+                .count();
+        }
+        if self.cfg.retention_bytes >= 0 {
+            let mut total = self.size_bytes;
+            let mut by_size = 0;
+            for b in self.batches.iter().take(n_old) {
+                let len = b.bytes.len() as u64;
+                if total - len < self.cfg.retention_bytes as u64 {
+                    break;
+                }
+                total -= len;
+                by_size += 1;
+            }
+            n = n.max(by_size);
+        }
+        let start = self.batches.get(n)?.base.max(self.log_start);
+        (n > 0 && start > self.log_start).then_some(start)
+    }
+
+    fn out_of_range(&self, offset: Offset) -> StorageError {
+        StorageError::OffsetOutOfRange {
+            offset,
+            log_start: self.log_start,
+            log_end: self.log_end,
+        }
+    }
+
+    /// Whole batches from the one holding `from`, up to `max_bytes` but at least one.
+    pub fn read(&self, from: Offset, max_bytes: usize) -> StorageResult<(Vec<Bytes>, usize)> {
+        if from < self.log_start || from > self.log_end {
+            return Err(self.out_of_range(from));
+        }
+        let mut out = Vec::new();
+        let mut total = 0;
+        if from == self.log_end {
+            return Ok((out, 0));
+        }
+        for b in self.batches.range(self.index_of(from)..) {
+            if !out.is_empty() && total + b.bytes.len() > max_bytes {
+                break;
+            }
+            total += b.bytes.len();
+            out.push(b.bytes.clone());
+        }
+        Ok((out, total))
+    }
+
+    pub fn offset_for_timestamp(&self, ts: Timestamp) -> Option<(Offset, Timestamp)> {
+        self.batches
+            .iter()
+            .find(|b| b.next > self.log_start && b.max_timestamp >= ts)
+            .map(|b| (b.base.max(self.log_start), b.max_timestamp))
+    }
+
+    pub fn max_timestamp(&self) -> Option<(Offset, Timestamp)> {
+        let mut best: Option<&StoredBatch> = None;
+        for b in &self.batches {
+            if best.is_none_or(|x| b.max_timestamp > x.max_timestamp) {
+                best = Some(b);
+            }
+        }
+        best.map(|b| (Offset(b.next.0 - 1), b.max_timestamp))
+    }
+}
+
+/// A handle on one partition of a [`MemoryEngine`](super::MemoryEngine). Thread-safe:
+/// every call takes the engine's lock for its bookkeeping only; flush waits outside it.
+pub struct MemoryPartition {
+    pub(crate) tp: TopicPartition,
+    pub(crate) id: u64,
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for MemoryPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryPartition")
+            .field("tp", &self.tp)
+            .finish()
+    }
+}
+
+impl MemoryPartition {
+    fn with<T>(&self, f: impl FnOnce(&PartData) -> StorageResult<T>) -> StorageResult<T> {
+        self.inner.with_part(&self.tp, self.id, f)
+    }
+}
+
+impl PartitionLog for MemoryPartition {
+    fn append(&self, batch: RecordBatch) -> StorageResult<AppendInfo> {
+        self.inner.append(&self.tp, self.id, batch)
+    }
+
+    fn read(&self, from: Offset, max_bytes: usize) -> StorageResult<ReadResult> {
+        let max_bytes = max_bytes.min(FETCH_RESPONSE_BYTES_MAX);
+        let ((parts, total), log_start, log_end) =
+            self.with(|p| Ok((p.read(from, max_bytes)?, p.log_start, p.log_end)))?;
+        // Copy (if more than one batch) outside the lock.
+        let records = match parts.len() {
+            0 => Bytes::new(),
+            1 => parts.into_iter().next().expect("one"),
+            _ => {
+                let mut buf = BytesMut::with_capacity(total);
+                for p in parts {
+                    buf.extend_from_slice(&p);
+                }
+                buf.freeze()
+            }
+        };
+        Ok(ReadResult {
+            records,
+            log_start_offset: log_start,
+            log_end_offset: log_end,
+        })
+    }
+
+    fn log_start_offset(&self) -> Offset {
+        self.with(|p| Ok(p.log_start)).unwrap_or(Offset(0))
+    }
+
+    fn log_end_offset(&self) -> Offset {
+        self.with(|p| Ok(p.log_end)).unwrap_or(Offset(0))
+    }
+
+    fn offset_for_timestamp(&self, ts: Timestamp) -> StorageResult<Option<(Offset, Timestamp)>> {
+        self.with(|p| Ok(p.offset_for_timestamp(ts)))
+    }
+
+    fn max_timestamp(&self) -> StorageResult<Option<(Offset, Timestamp)>> {
+        self.with(|p| Ok(p.max_timestamp()))
+    }
+
+    fn delete_before(&self, offset: Offset) -> StorageResult<()> {
+        self.inner.delete_before(&self.tp, self.id, offset)
+    }
+
+    fn truncate_after(&self, offset: Offset) -> StorageResult<()> {
+        self.inner.truncate_after(&self.tp, self.id, offset)
+    }
+
+    fn flush(&self) -> StorageResult<()> {
+        self.with(|_| Ok(()))?;
+        self.inner.flush()
+    }
+
+    fn apply_retention(&self, now: Timestamp) -> StorageResult<u64> {
+        self.inner.apply_retention(&self.tp, self.id, now)
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.with(|p| Ok(p.size_bytes)).unwrap_or(0)
+    }
+
+    fn set_config(&self, cfg: LogConfig) {
+        self.inner.set_config(&self.tp, self.id, cfg);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::batch;
+
+    /// A partition holding batches of `sizes` records each, timestamps 0, 10, 20, ...
+    fn check(sizes: &[usize]) -> PartData {
+        let mut p = PartData::new(1, LogConfig::default(), Offset(0), Offset(0));
+        for (i, &n) in sizes.iter().enumerate() {
+            let mut b = batch(n, i as i64 * 10, 10);
+            b.set_base_offset(p.log_end);
+            p.push(b).unwrap();
+        }
+        p
+    }
+
+    #[test]
+    fn push_refuses_a_gap() {
+        let mut p = check(&[2]);
+        let mut b = batch(1, 0, 1);
+        b.set_base_offset(Offset(5));
+        assert!(p.push(b).is_err());
+        assert_eq!(p.log_end, Offset(2));
+    }
+
+    #[test]
+    fn delete_and_truncate_keep_sizes_and_offsets() {
+        let mut p = check(&[2, 2, 2, 2]);
+        let one = p.size_bytes / 4;
+        assert_eq!(p.delete_before(Offset(3)), one);
+        assert_eq!((p.log_start, p.batches.len()), (Offset(3), 3));
+        assert_eq!(p.truncate_after(Offset(5)), 2 * one);
+        assert_eq!((p.log_end, p.size_bytes), (Offset(4), one));
+        assert_eq!(p.truncate_after(Offset(2)), one);
+        assert_eq!((p.log_start, p.log_end), (Offset(2), Offset(2)));
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_batch() {
+        let mut p = check(&[1, 1, 1]);
+        p.cfg.retention_ms = 0;
+        assert_eq!(p.retention_start(Timestamp(1000)), Some(Offset(2)));
+        p.cfg.retention_ms = -1;
+        p.cfg.retention_bytes = 0;
+        assert_eq!(p.retention_start(Timestamp(0)), Some(Offset(2)));
+        p.cfg.retention_bytes = -1;
+        assert_eq!(p.retention_start(Timestamp(0)), None);
+    }
+}
