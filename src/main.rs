@@ -21,6 +21,7 @@ OPTIONS:
     -c, --config FILE                 YAML config (default: config/config.yaml, else built-in defaults)
         --listen HOST:PORT            override broker.listen (port 0 picks a free port)
         --data-dir DIR                override storage.path
+        --storage-type ENGINE         override storage.storage_type (log | memory | rocksdb)
         --advertised-listener HOST:PORT
                                       override broker.advertised_listener
     -h, --help                        print this help
@@ -31,6 +32,7 @@ struct Args {
     config: Option<PathBuf>,
     listen: Option<String>,
     data_dir: Option<PathBuf>,
+    storage_type: Option<String>,
     advertised: Option<String>,
 }
 
@@ -39,6 +41,7 @@ fn parse_args() -> Result<Option<Args>> {
         config: None,
         listen: None,
         data_dir: None,
+        storage_type: None,
         advertised: None,
     };
     let mut it = std::env::args().skip(1).peekable();
@@ -51,6 +54,7 @@ fn parse_args() -> Result<Option<Args>> {
             "-c" | "--config" => args.config = Some(PathBuf::from(value(&a)?)),
             "--listen" => args.listen = Some(value(&a)?),
             "--data-dir" => args.data_dir = Some(PathBuf::from(value(&a)?)),
+            "--storage-type" => args.storage_type = Some(value(&a)?),
             "--advertised-listener" => args.advertised = Some(value(&a)?),
             "-h" | "--help" => {
                 print!("{USAGE}");
@@ -83,6 +87,9 @@ fn load_config(args: &Args) -> Result<Config> {
     }
     if let Some(d) = &args.data_dir {
         cfg.storage.path = d.clone();
+    }
+    if let Some(t) = &args.storage_type {
+        cfg.storage.storage_type = t.clone();
     }
     if let Some(a) = &args.advertised {
         cfg.broker.advertised_listener = Some(a.clone());

@@ -1,6 +1,6 @@
 //! SIGKILL the `rafka` process while an idempotent librdkafka producer with acks=all runs;
 //! after a restart every acknowledged message is there at its acknowledged offset, offsets
-//! are contiguous, and nothing is duplicated.
+//! are contiguous, and nothing is duplicated. Once per storage engine.
 
 mod support;
 
@@ -16,8 +16,23 @@ const PARTITIONS: i32 = 2;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_loses_no_acknowledged_message() {
+    sigkill_then_restart("log").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_no_acknowledged_message_memory() {
+    sigkill_then_restart("memory").await;
+}
+
+#[cfg(feature = "rocksdb")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_no_acknowledged_message_rocksdb() {
+    sigkill_then_restart("rocksdb").await;
+}
+
+async fn sigkill_then_restart(storage_type: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let broker = BrokerProcess::start(dir.path());
+    let broker = BrokerProcess::start_on(dir.path(), storage_type);
     create_topic(&broker.address, "crash", PARTITIONS, &[]).await;
 
     let acked: Arc<Mutex<Vec<(usize, i32, i64)>>> = Arc::default();
@@ -68,7 +83,7 @@ async fn sigkill_loses_no_acknowledged_message() {
         acked.len()
     );
 
-    let broker = BrokerProcess::start(dir.path());
+    let broker = BrokerProcess::start_on(dir.path(), storage_type);
     let addr = broker.address.clone();
     // Everything on disk, acknowledged or not: read up to the log end.
     let got = tokio::task::spawn_blocking(move || {
@@ -112,7 +127,7 @@ async fn sigkill_loses_no_acknowledged_message() {
         );
     }
     eprintln!(
-        "acked {} messages before SIGKILL; {} on disk after restart",
+        "{storage_type}: acked {} messages before SIGKILL; {} on disk after restart",
         acked.len(),
         got.len()
     );

@@ -9,7 +9,7 @@ use std::time::Duration;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 
-use support::{consume, create_topic, producer, start_broker, Received};
+use support::{consume, create_topic, producer, start_broker, start_broker_on, Received};
 
 const PARTITIONS: i32 = 3;
 const BASE_TS: i64 = 1_700_000_000_000;
@@ -164,15 +164,31 @@ async fn idempotent_producer_writes_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_data_survives_a_restart() {
+    restart_keeps_acked_data("log").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_data_survives_a_restart_memory() {
+    restart_keeps_acked_data("memory").await;
+}
+
+#[cfg(feature = "rocksdb")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_data_survives_a_restart_rocksdb() {
+    restart_keeps_acked_data("rocksdb").await;
+}
+
+/// Produce with acks=all, shut down cleanly, restart on the same engine and directory.
+async fn restart_keeps_acked_data(storage_type: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start_broker(dir.path()).await;
+    let broker = start_broker_on(dir.path(), storage_type).await;
     let addr = broker.bootstrap_address();
     create_topic(&addr, "durable", PARTITIONS, &[("retention.ms", "-1")]).await;
     let n = 2000;
     let acked = produce_all(&addr, "durable", n, "restart", &[("acks", "all")]).await;
     broker.shutdown().await.unwrap();
 
-    let broker = start_broker(dir.path()).await;
+    let broker = start_broker_on(dir.path(), storage_type).await;
     // The topic's partitions plus those of __consumer_offsets.
     let offsets_partitions = rafka_broker::Config::default()
         .broker

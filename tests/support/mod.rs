@@ -22,6 +22,12 @@ pub async fn start_broker(dir: &Path) -> Broker {
     start_broker_with(dir, |_| {}).await
 }
 
+/// An in-process broker on a free port storing in `dir` with the engine `storage_type`
+/// (`log`, `memory`, `rocksdb`).
+pub async fn start_broker_on(dir: &Path, storage_type: &str) -> Broker {
+    start_broker_with(dir, |c| c.storage.storage_type = storage_type.to_string()).await
+}
+
 /// An in-process broker with configuration changes (e.g. group timings).
 pub async fn start_broker_with(dir: &Path, configure: impl FnOnce(&mut Config)) -> Broker {
     // Broker logs go to the test's output; RUST_LOG picks the level (default: warnings).
@@ -51,9 +57,19 @@ impl BrokerProcess {
     /// Starts `rafka serve` on a free port with `dir` as data directory and waits for its
     /// startup line.
     pub fn start(dir: &Path) -> BrokerProcess {
+        Self::spawn(dir, &[])
+    }
+
+    /// Like [`BrokerProcess::start`], with the storage engine `storage_type`.
+    pub fn start_on(dir: &Path, storage_type: &str) -> BrokerProcess {
+        Self::spawn(dir, &["--storage-type", storage_type])
+    }
+
+    fn spawn(dir: &Path, extra_args: &[&str]) -> BrokerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rafka"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
+            .args(extra_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
