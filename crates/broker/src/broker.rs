@@ -11,6 +11,8 @@ use tokio::task::JoinHandle;
 
 use rafka_core::{StorageError, Timestamp};
 
+use rafka_hooks::{Hook, HookChain};
+
 use crate::config::{Config, FsyncPolicy};
 use crate::state::{Cluster, TopicError};
 
@@ -23,6 +25,12 @@ pub enum BrokerError {
     /// Topic metadata could not be loaded.
     #[error("topic metadata: {0}")]
     Topics(#[from] TopicError),
+    /// A `hooks:` entry is invalid (pattern, schema file, audit file).
+    #[error("{0}")]
+    Hooks(#[from] rafka_hooks::HookConfigError),
+    /// The hook chain could not be built.
+    #[error("hooks: {0}")]
+    Chain(#[from] rafka_hooks::ChainError),
     /// The listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -43,6 +51,9 @@ pub struct Shared {
     pub node_id: i32,
     /// Consumer groups and committed offsets.
     pub groups: crate::group::GroupCoordinator,
+    /// The hooks, in order: `hooks:` from the config, then those added with
+    /// [`BrokerBuilder::hook`].
+    pub hooks: HookChain,
     advertised_host: String,
     advertised_port: i32,
 }
@@ -65,10 +76,62 @@ pub struct Broker {
     startup: Duration,
 }
 
+/// Starts a broker with hooks written in Rust:
+/// `Broker::builder().config(cfg).hook(MyHook).start().await`.
+#[derive(Default)]
+pub struct BrokerBuilder {
+    config: Config,
+    hooks: Vec<Arc<dyn Hook>>,
+}
+
+impl BrokerBuilder {
+    /// The configuration (default: `Config::default()`).
+    pub fn config(mut self, config: Config) -> BrokerBuilder {
+        self.config = config;
+        self
+    }
+
+    /// Adds a custom hook. Hooks run in the order added, after the `hooks:` of the config.
+    pub fn hook(mut self, hook: impl Hook) -> BrokerBuilder {
+        self.hooks.push(Arc::new(hook));
+        self
+    }
+
+    /// Adds a custom hook already shared (e.g. to inspect its state from a test).
+    pub fn hook_arc(mut self, hook: Arc<dyn Hook>) -> BrokerBuilder {
+        self.hooks.push(hook);
+        self
+    }
+
+    /// Opens storage, recovers, binds and starts serving. Must run inside a tokio runtime.
+    pub async fn start(self) -> Result<Broker, BrokerError> {
+        Broker::start_with_hooks(self.config, self.hooks).await
+    }
+}
+
 impl Broker {
+    /// A builder, for custom hooks.
+    pub fn builder() -> BrokerBuilder {
+        BrokerBuilder::default()
+    }
+
     /// Opens storage, recovers, binds and starts serving. Must run inside a tokio runtime.
     pub async fn start(config: Config) -> Result<Broker, BrokerError> {
+        Broker::start_with_hooks(config, Vec::new()).await
+    }
+
+    async fn start_with_hooks(
+        config: Config,
+        custom_hooks: Vec<Arc<dyn Hook>>,
+    ) -> Result<Broker, BrokerError> {
         let started = Instant::now();
+        // Hooks first: a bad `hooks:` entry fails before any file is opened.
+        let mut hooks = rafka_hooks::build_hooks(&config.hooks)?;
+        hooks.extend(custom_hooks);
+        let hooks = HookChain::new(hooks)?;
+        if !hooks.is_empty() {
+            tracing::info!(hooks = ?hooks.names(), "hooks installed");
+        }
         let storage_cfg = config.storage.clone();
         let (engine, defaults) = tokio::task::spawn_blocking(move || {
             rafka_storage::open_engine(&storage_cfg).map(|e| (e, storage_cfg.log_config()))
@@ -130,6 +193,7 @@ impl Broker {
             config,
             cluster,
             groups,
+            hooks,
             advertised_host,
             advertised_port,
         });

@@ -47,6 +47,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `durability:` — when data is fsynced.
     pub durability: DurabilityConfig,
+    /// `hooks:` — built-in hooks, run in this order (before hooks added from Rust).
+    pub hooks: Vec<rafka_hooks::HookConfig>,
 }
 
 /// `broker:` section.

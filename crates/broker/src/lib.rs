@@ -8,10 +8,12 @@ pub mod api;
 mod broker;
 pub mod config;
 pub mod group;
+mod hooks;
 pub mod producer_state;
 mod server;
 pub mod state;
 pub mod topic_config;
 
-pub use broker::{Broker, BrokerError, Shared};
+pub use broker::{Broker, BrokerBuilder, BrokerError, Shared};
 pub use config::{BrokerConfig, Config, ConfigError, DurabilityConfig, FsyncPolicy};
+pub use rafka_hooks;

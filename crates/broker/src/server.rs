@@ -17,8 +17,22 @@ use rafka_core::limits::IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX;
 use rafka_protocol::connection::{encode_response, Inbound, ProtocolError};
 use rafka_protocol::Connection;
 
-use crate::api::{dispatch, Reply};
+use rafka_hooks::{PeerInfo, Stages, Verdict};
+
+use crate::api::Reply;
 use crate::broker::Shared;
+use crate::hooks::{route, Routed};
+
+/// Why a connection stops reading.
+#[derive(Debug, thiserror::Error)]
+enum Close {
+    /// The client's bytes cannot be trusted.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// A hook refused a request that has no error field to carry the refusal.
+    #[error("{0}")]
+    Hook(String),
+}
 
 /// How long shutdown waits for connections to finish their in-flight requests.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
@@ -44,6 +58,16 @@ pub(crate) async fn accept_loop(
         while connections.try_join_next().is_some() {}
         match accepted {
             Ok((stream, peer)) => {
+                if shared.hooks.wants(Stages::CONNECT) {
+                    let info = PeerInfo {
+                        peer,
+                        local: stream.local_addr().unwrap_or(peer),
+                    };
+                    if let Verdict::Reject(r) = shared.hooks.on_connect(&info) {
+                        tracing::info!(%peer, reason = %r.message, "connection refused by a hook");
+                        continue;
+                    }
+                }
                 let _ = stream.set_nodelay(true);
                 let span = tracing::debug_span!("connection", %peer);
                 let shared = shared.clone();
@@ -161,7 +185,7 @@ fn drain_requests(
     conn: &mut Connection,
     queue: &mut VecDeque<Pending>,
     peer: SocketAddr,
-) -> Result<(), ProtocolError> {
+) -> Result<(), Close> {
     while let Some(inbound) = conn.next_request()? {
         let req = match inbound {
             Inbound::Answered(bytes) => {
@@ -178,7 +202,11 @@ fn drain_requests(
             correlation_id = meta.correlation_id,
             "request"
         );
-        match dispatch(shared, *req, peer) {
+        let reply = match route(shared, *req, peer) {
+            Routed::Reply(r) => r,
+            Routed::Close(reason) => return Err(Close::Hook(reason)),
+        };
+        match reply {
             Reply::Now(resp) => queue.push_back(Pending::Ready(encode_response(meta, &resp)?)),
             Reply::Later(fut) => queue.push_back(Pending::Task(tokio::spawn(async move {
                 let resp = fut.await;

@@ -23,6 +23,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 
 use rafka_core::{Offset, TopicName};
+use rafka_hooks::{AdminOp, RequestContext, Verdict};
 
 use super::{sb, storage_error_code, wire_topic};
 use crate::broker::Shared;
@@ -45,7 +46,12 @@ fn topic_error(e: &TopicError) -> ResponseError {
 }
 
 /// CreateTopics v2–7.
-pub fn create_topics(shared: &Arc<Shared>, req: CreateTopicsRequest, version: i16) -> ResponseKind {
+pub fn create_topics(
+    shared: &Arc<Shared>,
+    req: CreateTopicsRequest,
+    version: i16,
+    ctx: &RequestContext,
+) -> ResponseKind {
     let mut results = Vec::new();
     for t in req.topics {
         let result = CreatableTopicResult::default()
@@ -105,6 +111,20 @@ pub fn create_topics(shared: &Arc<Shared>, req: CreateTopicsRequest, version: i1
                 configs.insert(c.name.to_string(), v.to_string());
             }
         }
+        let op = AdminOp::CreateTopic {
+            topic: name.as_str(),
+            partitions,
+            configs: &configs,
+            validate_only: req.validate_only,
+        };
+        if let Verdict::Reject(r) = shared.hooks.on_admin(ctx, &op) {
+            results.push(
+                result
+                    .with_error_code(r.code.0)
+                    .with_error_message(Some(sb(r.message))),
+            );
+            continue;
+        }
         match shared
             .cluster
             .create_topic(&name, partitions, configs.clone(), req.validate_only)
@@ -145,7 +165,12 @@ pub fn create_topics(shared: &Arc<Shared>, req: CreateTopicsRequest, version: i1
 }
 
 /// DeleteTopics v1–6 (by name, or by topic id from v6).
-pub fn delete_topics(shared: &Arc<Shared>, req: DeleteTopicsRequest, version: i16) -> ResponseKind {
+pub fn delete_topics(
+    shared: &Arc<Shared>,
+    req: DeleteTopicsRequest,
+    version: i16,
+    ctx: &RequestContext,
+) -> ResponseKind {
     let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
         req.topics
             .iter()
@@ -183,6 +208,14 @@ pub fn delete_topics(shared: &Arc<Shared>, req: DeleteTopicsRequest, version: i1
                     .with_error_code(ResponseError::InvalidTopicException.code())
                     .with_error_message(Some(sb("Internal topics cannot be deleted")));
             }
+            let op = AdminOp::DeleteTopic {
+                topic: topic.name.as_str(),
+            };
+            if let Verdict::Reject(rej) = shared.hooks.on_admin(ctx, &op) {
+                return r
+                    .with_error_code(rej.code.0)
+                    .with_error_message(Some(sb(rej.message)));
+            }
             match shared.cluster.delete_topic(&topic.name) {
                 Ok(_) => r,
                 Err(e) => r
@@ -195,12 +228,26 @@ pub fn delete_topics(shared: &Arc<Shared>, req: DeleteTopicsRequest, version: i1
 }
 
 /// CreatePartitions v0–3.
-pub fn create_partitions(shared: &Arc<Shared>, req: CreatePartitionsRequest) -> ResponseKind {
+pub fn create_partitions(
+    shared: &Arc<Shared>,
+    req: CreatePartitionsRequest,
+    ctx: &RequestContext,
+) -> ResponseKind {
     let results = req
         .topics
         .into_iter()
         .map(|t| {
             let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            let op = AdminOp::CreatePartitions {
+                topic: t.name.as_str(),
+                total: t.count,
+                validate_only: req.validate_only,
+            };
+            if let Verdict::Reject(rej) = shared.hooks.on_admin(ctx, &op) {
+                return r
+                    .with_error_code(rej.code.0)
+                    .with_error_message(Some(sb(rej.message)));
+            }
             let outcome = match TopicName::new(&t.name) {
                 Err(_) => Err(TopicError::Unknown(t.name.to_string())),
                 Ok(name) => shared

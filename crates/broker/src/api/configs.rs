@@ -15,6 +15,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 
 use rafka_core::TopicName;
+use rafka_hooks::{AdminOp, RequestContext, Verdict};
 
 use super::admin::{SOURCE_DEFAULT, SOURCE_TOPIC};
 use super::sb;
@@ -155,6 +156,7 @@ pub fn describe(shared: &Arc<Shared>, req: DescribeConfigsRequest, version: i16)
 /// Applies a full or incremental change to one resource; returns the error to answer.
 fn apply(
     shared: &Shared,
+    ctx: &RequestContext,
     resource_type: i8,
     resource_name: &str,
     validate_only: bool,
@@ -193,6 +195,14 @@ fn apply(
             return Some((ResponseError::InvalidConfig, e.0));
         }
     }
+    let op = AdminOp::AlterTopicConfigs {
+        topic: resource_name,
+        configs: &configs,
+        validate_only,
+    };
+    if let Verdict::Reject(r) = shared.hooks.on_admin(ctx, &op) {
+        return Some((crate::hooks::response_error(r.code), r.message));
+    }
     if validate_only {
         return None;
     }
@@ -204,13 +214,14 @@ fn apply(
 }
 
 /// AlterConfigs: replaces every override of the resource.
-pub fn alter(shared: &Arc<Shared>, req: AlterConfigsRequest) -> ResponseKind {
+pub fn alter(shared: &Arc<Shared>, req: AlterConfigsRequest, ctx: &RequestContext) -> ResponseKind {
     let responses = req
         .resources
         .into_iter()
         .map(|res| {
             let err = apply(
                 shared,
+                ctx,
                 res.resource_type,
                 &res.resource_name,
                 req.validate_only,
@@ -240,6 +251,7 @@ pub fn alter(shared: &Arc<Shared>, req: AlterConfigsRequest) -> ResponseKind {
 pub fn incremental_alter(
     shared: &Arc<Shared>,
     req: IncrementalAlterConfigsRequest,
+    ctx: &RequestContext,
 ) -> ResponseKind {
     let responses = req
         .resources
@@ -247,6 +259,7 @@ pub fn incremental_alter(
         .map(|res| {
             let err = apply(
                 shared,
+                ctx,
                 res.resource_type,
                 &res.resource_name,
                 req.validate_only,

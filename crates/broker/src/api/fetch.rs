@@ -12,6 +12,7 @@ use kafka_protocol::ResponseError;
 
 use rafka_core::limits::{FETCH_MAX_WAIT_MS_MAX, FETCH_RESPONSE_BYTES_MAX};
 use rafka_core::Offset;
+use rafka_hooks::RequestContext;
 
 use super::{storage_error_code, wire_topic, Reply};
 use crate::broker::Shared;
@@ -117,17 +118,25 @@ fn collect(shared: &Shared, req: &FetchRequest, version: i16) -> (FetchResponse,
 }
 
 /// Fetch.
-pub fn handle(shared: &Arc<Shared>, req: FetchRequest, version: i16) -> Reply {
-    let (resp, bytes) = collect(shared, &req, version);
+/// `on_fetch` hooks run on the response that is sent, once.
+pub fn handle(
+    shared: &Arc<Shared>,
+    req: FetchRequest,
+    version: i16,
+    ctx: &Arc<RequestContext>,
+) -> Reply {
+    let (mut resp, bytes) = collect(shared, &req, version);
     let min_bytes = req.min_bytes.max(0) as usize;
     let has_error = resp
         .responses
         .iter()
         .any(|t| t.partitions.iter().any(|p| p.error_code != 0));
     if bytes >= min_bytes.max(1) || req.max_wait_ms <= 0 || has_error || req.topics.is_empty() {
+        crate::hooks::on_fetch(shared, ctx, &mut resp);
         return Reply::Now(ResponseKind::Fetch(resp));
     }
     let shared = shared.clone();
+    let ctx = ctx.clone();
     let wait = Duration::from_millis((req.max_wait_ms as u64).min(FETCH_MAX_WAIT_MS_MAX));
     Reply::Later(Box::pin(async move {
         let deadline = tokio::time::Instant::now() + wait;
@@ -136,8 +145,9 @@ pub fn handle(shared: &Arc<Shared>, req: FetchRequest, version: i16) -> Reply {
         loop {
             // Wait for any append (or the deadline), then look again.
             let woke = tokio::time::timeout_at(deadline, signal.changed()).await;
-            let (resp, bytes) = collect(&shared, &req, version);
+            let (mut resp, bytes) = collect(&shared, &req, version);
             if bytes >= min_bytes.max(1) || !matches!(woke, Ok(Ok(()))) {
+                crate::hooks::on_fetch(&shared, &ctx, &mut resp);
                 return ResponseKind::Fetch(resp);
             }
         }

@@ -19,6 +19,7 @@ use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use rafka_core::TopicName;
+use rafka_hooks::{AdminOp, RequestContext, Verdict};
 
 use super::{code, sb, wire_topic};
 use crate::broker::Shared;
@@ -58,7 +59,13 @@ fn error_entry(name: Option<&str>, id: Uuid, e: ResponseError) -> MetadataRespon
 }
 
 /// Finds or (if allowed) auto-creates a topic for Metadata.
-fn lookup_or_create(shared: &Shared, name: &str, allow_create: bool) -> MetadataResponseTopic {
+/// Auto-creation passes the `on_admin` hooks as a CreateTopics would.
+fn lookup_or_create(
+    shared: &Shared,
+    ctx: &RequestContext,
+    name: &str,
+    allow_create: bool,
+) -> MetadataResponseTopic {
     let topic_name = match TopicName::new(name) {
         Ok(n) => n,
         Err(_) => {
@@ -80,6 +87,20 @@ fn lookup_or_create(shared: &Shared, name: &str, allow_create: bool) -> Metadata
         );
     }
     let partitions = shared.config.broker.num_partitions;
+    let no_configs = BTreeMap::new();
+    let op = AdminOp::CreateTopic {
+        topic: name,
+        partitions,
+        configs: &no_configs,
+        validate_only: false,
+    };
+    if let Verdict::Reject(r) = shared.hooks.on_admin(ctx, &op) {
+        return error_entry(
+            Some(name),
+            Uuid::nil(),
+            crate::hooks::response_error(r.code),
+        );
+    }
     match shared
         .cluster
         .create_topic(&topic_name, partitions, BTreeMap::new(), false)
@@ -98,7 +119,12 @@ fn lookup_or_create(shared: &Shared, name: &str, allow_create: bool) -> Metadata
 }
 
 /// Metadata v0–12.
-pub fn handle(shared: &Arc<Shared>, req: MetadataRequest, version: i16) -> ResponseKind {
+pub fn handle(
+    shared: &Arc<Shared>,
+    req: MetadataRequest,
+    version: i16,
+    ctx: &RequestContext,
+) -> ResponseKind {
     // Before v4 there is no flag and auto-creation is always requested.
     let allow_create = version < 4 || req.allow_auto_topic_creation;
     let topics = match req.topics {
@@ -118,7 +144,7 @@ pub fn handle(shared: &Arc<Shared>, req: MetadataRequest, version: i16) -> Respo
         Some(list) => list
             .iter()
             .map(|t| match &t.name {
-                Some(name) => lookup_or_create(shared, name, allow_create),
+                Some(name) => lookup_or_create(shared, ctx, name, allow_create),
                 None => match shared.cluster.topic_by_id(t.topic_id) {
                     Some(topic) => topic_entry(shared, &topic),
                     None => error_entry(None, t.topic_id, ResponseError::UnknownTopicId),

@@ -13,6 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use rafka_core::StorageError;
+use rafka_hooks::RequestContext;
 use rafka_protocol::connection::DecodedRequest;
 
 use crate::broker::Shared;
@@ -40,7 +41,14 @@ pub enum Reply {
 }
 
 /// Routes a request to its handler. Only APIs in `rafka_protocol::versions::SERVED` reach here.
-pub fn dispatch(shared: &Arc<Shared>, req: DecodedRequest, peer: std::net::SocketAddr) -> Reply {
+/// `ctx` is what hooks see of the request (rafka-broker::hooks runs on_request and
+/// on_response around this call).
+pub fn dispatch(
+    shared: &Arc<Shared>,
+    req: DecodedRequest,
+    peer: std::net::SocketAddr,
+    ctx: &Arc<RequestContext>,
+) -> Reply {
     let version = req.header.request_api_version;
     let client_id = req
         .header
@@ -50,16 +58,16 @@ pub fn dispatch(shared: &Arc<Shared>, req: DecodedRequest, peer: std::net::Socke
         .to_string();
     match req.body {
         RequestKind::ApiVersions(_) => Reply::Now(api_versions::handle()),
-        RequestKind::Metadata(r) => Reply::Now(metadata::handle(shared, r, version)),
-        RequestKind::Produce(r) => produce::handle(shared, r, version),
-        RequestKind::Fetch(r) => fetch::handle(shared, r, version),
+        RequestKind::Metadata(r) => Reply::Now(metadata::handle(shared, r, version, ctx)),
+        RequestKind::Produce(r) => produce::handle(shared, r, version, ctx),
+        RequestKind::Fetch(r) => fetch::handle(shared, r, version, ctx),
         RequestKind::ListOffsets(r) => Reply::Now(list_offsets::handle(shared, r, version)),
         RequestKind::OffsetForLeaderEpoch(r) => {
             Reply::Now(list_offsets::offset_for_leader_epoch(shared, r))
         }
-        RequestKind::CreateTopics(r) => Reply::Now(admin::create_topics(shared, r, version)),
-        RequestKind::DeleteTopics(r) => Reply::Now(admin::delete_topics(shared, r, version)),
-        RequestKind::CreatePartitions(r) => Reply::Now(admin::create_partitions(shared, r)),
+        RequestKind::CreateTopics(r) => Reply::Now(admin::create_topics(shared, r, version, ctx)),
+        RequestKind::DeleteTopics(r) => Reply::Now(admin::delete_topics(shared, r, version, ctx)),
+        RequestKind::CreatePartitions(r) => Reply::Now(admin::create_partitions(shared, r, ctx)),
         RequestKind::DescribeTopicPartitions(r) => {
             Reply::Now(metadata::describe_topic_partitions(shared, r))
         }
@@ -67,9 +75,9 @@ pub fn dispatch(shared: &Arc<Shared>, req: DecodedRequest, peer: std::net::Socke
         RequestKind::DescribeCluster(r) => Reply::Now(metadata::describe_cluster(shared, r)),
         RequestKind::DescribeLogDirs(r) => Reply::Now(admin::describe_log_dirs(shared, r)),
         RequestKind::DescribeConfigs(r) => Reply::Now(configs::describe(shared, r, version)),
-        RequestKind::AlterConfigs(r) => Reply::Now(configs::alter(shared, r)),
+        RequestKind::AlterConfigs(r) => Reply::Now(configs::alter(shared, r, ctx)),
         RequestKind::IncrementalAlterConfigs(r) => {
-            Reply::Now(configs::incremental_alter(shared, r))
+            Reply::Now(configs::incremental_alter(shared, r, ctx))
         }
         RequestKind::InitProducerId(r) => Reply::Now(init_producer_id::handle(shared, r)),
         RequestKind::FindCoordinator(r) => Reply::Now(groups::find_coordinator(shared, r, version)),

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::ResponseError;
 
 use rafka_core::{RecordBatch, StorageError};
+use rafka_hooks::{Plan, RequestContext, Stages};
 
 use super::{sb, storage_error_code, Reply};
 use crate::broker::Shared;
@@ -31,8 +32,11 @@ fn partition_error(
         .with_error_message(message.map(sb))
 }
 
-/// Appends one partition's record set; all batches are validated before any is written.
+/// Appends one partition's record set; all batches are validated, then passed through the
+/// `on_produce` hooks in `plan`, before any is written.
 fn append_partition(
+    shared: &Shared,
+    (plan, ctx): (Plan, &RequestContext),
     p: &PartitionState,
     index: i32,
     records: Option<bytes::Bytes>,
@@ -59,6 +63,14 @@ fn append_partition(
             return r;
         }
     }
+    let batches = if plan.is_empty() {
+        batches
+    } else {
+        match crate::hooks::on_produce(&shared.hooks, plan, ctx, &p.tp, batches) {
+            Ok(b) => b,
+            Err(r) => return crate::hooks::produce_rejected(index, &r),
+        }
+    };
     let mut first: Option<(i64, i64)> = None;
     for b in batches {
         match p.append(b) {
@@ -97,7 +109,12 @@ fn append_partition(
 }
 
 /// Produce.
-pub fn handle(shared: &Arc<Shared>, req: ProduceRequest, _version: i16) -> Reply {
+pub fn handle(
+    shared: &Arc<Shared>,
+    req: ProduceRequest,
+    _version: i16,
+    ctx: &RequestContext,
+) -> Reply {
     let acks = req.acks;
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut to_flush: Vec<(usize, usize, Arc<PartitionState>)> = Vec::new();
@@ -108,6 +125,7 @@ pub fn handle(shared: &Arc<Shared>, req: ProduceRequest, _version: i16) -> Reply
         // Internal topics are written by the broker only, as in Kafka.
         let invalid_name =
             rafka_core::TopicName::new(&name).is_err() || super::groups::is_internal(&name);
+        let plan = shared.hooks.plan(Stages::PRODUCE, &name);
         let mut parts = Vec::with_capacity(topic.partition_data.len());
         for pd in topic.partition_data {
             let resp = if !(-1..=1).contains(&acks) {
@@ -119,7 +137,7 @@ pub fn handle(shared: &Arc<Shared>, req: ProduceRequest, _version: i16) -> Reply
                     .ok()
                     .and_then(|i| t.partitions.get(i))
             }) {
-                let r = append_partition(p, pd.index, pd.records);
+                let r = append_partition(shared, (plan, ctx), p, pd.index, pd.records);
                 if r.error_code == 0 {
                     appended_any = true;
                     if acks == -1 {

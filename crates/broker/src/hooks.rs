@@ -1,0 +1,727 @@
+//! Where the broker calls rafka-hooks: the request context, `on_request` / `on_response`
+//! around [`crate::api::dispatch`], record decoding and re-encoding for `on_produce` and
+//! `on_fetch`, and the error answers for a rejected request.
+//!
+//! Costs are paid only for what a configured hook asked for: with no hook at a stage the
+//! stage is one bit test; records are decoded only for topics where a hook declared record
+//! access, and re-encoded (with the batch's own compression, producer id, epoch, sequence
+//! and offsets) only when a hook took them for changing.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{
+    alter_configs_response, create_partitions_response, create_topics_response,
+    delete_topics_response, fetch_response, incremental_alter_configs_response,
+    list_offsets_response, FetchResponse, ProduceResponse, RequestKind, ResponseKind,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record as WireRecord, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+};
+
+use rafka_core::{Offset, RecordBatch, Timestamp, TimestampType, TopicPartition};
+use rafka_hooks::{
+    Api, ErrorCode, Header, HookChain, Outcome, OutcomeItem, Plan, Record, RecordSet, Rejection,
+    RequestContext, Stages, Verdict,
+};
+use rafka_protocol::connection::DecodedRequest;
+
+use crate::api::{dispatch, sb, Reply};
+use crate::broker::Shared;
+
+/// What the connection does with a request.
+// Consumed at once, like `Reply`: boxing the common case buys nothing.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Routed {
+    /// Answer (or not) as the handler says.
+    Reply(Reply),
+    /// A hook refused a request whose API has no error field: close the connection.
+    Close(String),
+}
+
+/// The context every stage sees, from the request header.
+fn context(req: &DecodedRequest, peer: SocketAddr) -> RequestContext {
+    RequestContext {
+        api: Api::from_key(req.api_key as i16),
+        api_version: req.header.request_api_version,
+        correlation_id: req.header.correlation_id,
+        client_id: req
+            .header
+            .client_id
+            .as_deref()
+            .unwrap_or_default()
+            .to_string(),
+        peer,
+        received: Timestamp::now(),
+    }
+}
+
+/// Runs `on_request`, the handler and `on_response` for one request.
+pub(crate) fn route(shared: &Arc<Shared>, req: DecodedRequest, peer: SocketAddr) -> Routed {
+    let chain = &shared.hooks;
+    let ctx = Arc::new(context(&req, peer));
+    let started = Instant::now();
+    // ApiVersions is how a client learns to talk at all; it is never refused.
+    let rejected = if chain.wants(Stages::REQUEST) && ctx.api != Api::ApiVersions {
+        match chain.on_request(&ctx) {
+            Verdict::Continue => None,
+            Verdict::Reject(r) => Some(r),
+        }
+    } else {
+        None
+    };
+    let observe = chain.wants(Stages::RESPONSE);
+    let sizes = match &req.body {
+        RequestKind::Produce(p) if observe => produce_sizes(p),
+        _ => HashMap::new(),
+    };
+    let reply = match rejected {
+        Some(r) => match rejected_reply(&req.body, &r) {
+            Some(reply) => reply,
+            None => {
+                return Routed::Close(format!(
+                    "{} request refused by a hook: {}",
+                    ctx.api.name(),
+                    r.message
+                ))
+            }
+        },
+        None => dispatch(shared, req, peer, &ctx),
+    };
+    if !observe {
+        return Routed::Reply(reply);
+    }
+    Routed::Reply(match reply {
+        Reply::Now(resp) => {
+            chain.on_response(&ctx, &outcome(&resp, &sizes, started));
+            Reply::Now(resp)
+        }
+        Reply::Later(fut) => {
+            let shared = shared.clone();
+            Reply::Later(Box::pin(async move {
+                let resp = fut.await;
+                shared
+                    .hooks
+                    .on_response(&ctx, &outcome(&resp, &sizes, started));
+                resp
+            }))
+        }
+        Reply::Nothing => {
+            // acks=0: no response; the outcome is what was handled.
+            let items = sizes
+                .into_iter()
+                .map(|((topic, partition), (records, bytes))| OutcomeItem {
+                    topic,
+                    partition: Some(partition),
+                    error_code: ErrorCode::NONE,
+                    records,
+                    bytes,
+                })
+                .collect();
+            let o = Outcome {
+                latency: started.elapsed(),
+                error_code: ErrorCode::NONE,
+                items,
+            };
+            chain.on_response(&ctx, &o);
+            Reply::Nothing
+        }
+    })
+}
+
+type Sizes = HashMap<(String, i32), (usize, usize)>;
+
+/// Records and bytes per partition of a produce request, from batch headers.
+fn produce_sizes(req: &kafka_protocol::messages::ProduceRequest) -> Sizes {
+    let mut out = HashMap::new();
+    for t in &req.topic_data {
+        for p in &t.partition_data {
+            let bytes = p.records.as_ref().map_or(0, |r| r.len());
+            let records = p
+                .records
+                .clone()
+                .and_then(|r| RecordBatch::split_all(r).ok())
+                .map_or(0, |bs| {
+                    bs.iter().map(|b| b.record_count().max(0) as usize).sum()
+                });
+            out.insert((t.name.to_string(), p.index), (records, bytes));
+        }
+    }
+    out
+}
+
+/// The outcome `on_response` sees: the first error code and per-topic items.
+fn outcome(resp: &ResponseKind, sizes: &Sizes, started: Instant) -> Outcome {
+    let item = |topic: String, partition: Option<i32>, code: i16| {
+        let (records, bytes) = partition
+            .and_then(|p| sizes.get(&(topic.clone(), p)).copied())
+            .unwrap_or((0, 0));
+        OutcomeItem {
+            topic,
+            partition,
+            error_code: ErrorCode(code),
+            records,
+            bytes,
+        }
+    };
+    let mut items = Vec::new();
+    let mut top = 0i16;
+    match resp {
+        ResponseKind::Produce(r) => {
+            for t in &r.responses {
+                for p in &t.partition_responses {
+                    items.push(item(t.name.to_string(), Some(p.index), p.error_code));
+                }
+            }
+        }
+        ResponseKind::CreateTopics(r) => {
+            for t in &r.topics {
+                items.push(item(t.name.to_string(), None, t.error_code));
+            }
+        }
+        ResponseKind::DeleteTopics(r) => {
+            for t in &r.responses {
+                let name = t.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
+                items.push(item(name, None, t.error_code));
+            }
+        }
+        ResponseKind::CreatePartitions(r) => {
+            for t in &r.results {
+                items.push(item(t.name.to_string(), None, t.error_code));
+            }
+        }
+        ResponseKind::AlterConfigs(r) => {
+            for t in &r.responses {
+                items.push(item(t.resource_name.to_string(), None, t.error_code));
+            }
+        }
+        ResponseKind::IncrementalAlterConfigs(r) => {
+            for t in &r.responses {
+                items.push(item(t.resource_name.to_string(), None, t.error_code));
+            }
+        }
+        ResponseKind::Fetch(r) => {
+            top = r.error_code;
+            if top == 0 {
+                top = r
+                    .responses
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+                    .find(|c| *c != 0)
+                    .unwrap_or(0);
+            }
+        }
+        ResponseKind::FindCoordinator(r) => top = r.error_code,
+        ResponseKind::JoinGroup(r) => top = r.error_code,
+        ResponseKind::SyncGroup(r) => top = r.error_code,
+        ResponseKind::Heartbeat(r) => top = r.error_code,
+        ResponseKind::LeaveGroup(r) => top = r.error_code,
+        ResponseKind::InitProducerId(r) => top = r.error_code,
+        _ => {}
+    }
+    if top == 0 {
+        top = items
+            .iter()
+            .map(|i| i.error_code.0)
+            .find(|c| *c != 0)
+            .unwrap_or(0);
+    }
+    Outcome {
+        latency: started.elapsed(),
+        error_code: ErrorCode(top),
+        items,
+    }
+}
+
+/// The answer to a request `on_request` refused: every topic or partition carries the
+/// hook's error. `None` for APIs without a per-topic error (the connection is closed).
+fn rejected_reply(body: &RequestKind, r: &Rejection) -> Option<Reply> {
+    let code = r.code.0;
+    let msg = || Some(sb(r.message.clone()));
+    let resp = match body {
+        RequestKind::Produce(p) => {
+            if p.acks == 0 {
+                return Some(Reply::Nothing);
+            }
+            let responses = p
+                .topic_data
+                .iter()
+                .map(|t| {
+                    TopicProduceResponse::default()
+                        .with_name(t.name.clone())
+                        .with_partition_responses(
+                            t.partition_data
+                                .iter()
+                                .map(|pd| produce_rejected(pd.index, r))
+                                .collect(),
+                        )
+                })
+                .collect();
+            ResponseKind::Produce(ProduceResponse::default().with_responses(responses))
+        }
+        RequestKind::Fetch(f) => ResponseKind::Fetch(
+            FetchResponse::default().with_responses(
+                f.topics
+                    .iter()
+                    .map(|t| {
+                        fetch_response::FetchableTopicResponse::default()
+                            .with_topic(t.topic.clone())
+                            .with_topic_id(t.topic_id)
+                            .with_partitions(
+                                t.partitions
+                                    .iter()
+                                    .map(|p| {
+                                        fetch_response::PartitionData::default()
+                                            .with_partition_index(p.partition)
+                                            .with_error_code(code)
+                                            .with_high_watermark(-1)
+                                            .with_last_stable_offset(-1)
+                                            .with_log_start_offset(-1)
+                                            .with_records(Some(Bytes::new()))
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            ),
+        ),
+        RequestKind::ListOffsets(l) => ResponseKind::ListOffsets(
+            kafka_protocol::messages::ListOffsetsResponse::default().with_topics(
+                l.topics
+                    .iter()
+                    .map(|t| {
+                        list_offsets_response::ListOffsetsTopicResponse::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(
+                                t.partitions
+                                    .iter()
+                                    .map(|p| {
+                                        list_offsets_response::ListOffsetsPartitionResponse::default()
+                                            .with_partition_index(p.partition_index)
+                                            .with_error_code(code)
+                                            .with_offset(-1)
+                                            .with_timestamp(-1)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            ),
+        ),
+        RequestKind::CreateTopics(c) => ResponseKind::CreateTopics(
+            kafka_protocol::messages::CreateTopicsResponse::default().with_topics(
+                c.topics
+                    .iter()
+                    .map(|t| {
+                        create_topics_response::CreatableTopicResult::default()
+                            .with_name(t.name.clone())
+                            .with_num_partitions(-1)
+                            .with_replication_factor(-1)
+                            .with_error_code(code)
+                            .with_error_message(msg())
+                    })
+                    .collect(),
+            ),
+        ),
+        RequestKind::DeleteTopics(d) => {
+            let mut results: Vec<_> = d
+                .topic_names
+                .iter()
+                .map(|n| {
+                    delete_topics_response::DeletableTopicResult::default()
+                        .with_name(Some(n.clone()))
+                        .with_error_code(code)
+                        .with_error_message(msg())
+                })
+                .collect();
+            results.extend(d.topics.iter().map(|t| {
+                delete_topics_response::DeletableTopicResult::default()
+                    .with_name(t.name.clone())
+                    .with_topic_id(t.topic_id)
+                    .with_error_code(code)
+                    .with_error_message(msg())
+            }));
+            ResponseKind::DeleteTopics(
+                kafka_protocol::messages::DeleteTopicsResponse::default().with_responses(results),
+            )
+        }
+        RequestKind::CreatePartitions(c) => ResponseKind::CreatePartitions(
+            kafka_protocol::messages::CreatePartitionsResponse::default().with_results(
+                c.topics
+                    .iter()
+                    .map(|t| {
+                        create_partitions_response::CreatePartitionsTopicResult::default()
+                            .with_name(t.name.clone())
+                            .with_error_code(code)
+                            .with_error_message(msg())
+                    })
+                    .collect(),
+            ),
+        ),
+        RequestKind::AlterConfigs(a) => ResponseKind::AlterConfigs(
+            kafka_protocol::messages::AlterConfigsResponse::default().with_responses(
+                a.resources
+                    .iter()
+                    .map(|res| {
+                        alter_configs_response::AlterConfigsResourceResponse::default()
+                            .with_resource_type(res.resource_type)
+                            .with_resource_name(res.resource_name.clone())
+                            .with_error_code(code)
+                            .with_error_message(msg())
+                    })
+                    .collect(),
+            ),
+        ),
+        RequestKind::IncrementalAlterConfigs(a) => ResponseKind::IncrementalAlterConfigs(
+            kafka_protocol::messages::IncrementalAlterConfigsResponse::default().with_responses(
+                a.resources
+                    .iter()
+                    .map(|res| {
+                        incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                            .with_resource_type(res.resource_type)
+                            .with_resource_name(res.resource_name.clone())
+                            .with_error_code(code)
+                            .with_error_message(msg())
+                    })
+                    .collect(),
+            ),
+        ),
+        _ => return None,
+    };
+    Some(Reply::Now(resp))
+}
+
+/// A produce partition answered with a hook's rejection (record errors included).
+pub(crate) fn produce_rejected(index: i32, r: &Rejection) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(r.code.0)
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+        .with_error_message(Some(sb(r.message.clone())))
+        .with_record_errors(
+            r.record_errors
+                .iter()
+                .map(|e| {
+                    BatchIndexAndErrorMessage::default()
+                        .with_batch_index(e.index.min(i32::MAX as usize) as i32)
+                        .with_batch_index_error_message(Some(sb(e.message.clone())))
+                })
+                .collect(),
+        )
+}
+
+/// Batches of one partition with their decoded records (data batches only: control batches
+/// are never shown to hooks and always kept as they are).
+struct Decoded {
+    batches: Vec<RecordBatch>,
+    /// Per batch: its wire records, or none for a control batch.
+    wire: Vec<Option<Vec<WireRecord>>>,
+}
+
+fn decode(batches: Vec<RecordBatch>) -> Result<(Decoded, Vec<Record>), String> {
+    let mut wire = Vec::with_capacity(batches.len());
+    let mut records = Vec::new();
+    for b in &batches {
+        if b.is_control() {
+            wire.push(None);
+            continue;
+        }
+        let mut buf = b.as_bytes().clone();
+        let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| e.to_string())?;
+        if set.records.len() != b.record_count().max(0) as usize {
+            return Err(format!(
+                "batch holds {} records, its header says {}",
+                set.records.len(),
+                b.record_count()
+            ));
+        }
+        records.extend(set.records.iter().map(to_hook_record));
+        wire.push(Some(set.records));
+    }
+    Ok((Decoded { batches, wire }, records))
+}
+
+fn to_hook_record(r: &WireRecord) -> Record {
+    Record {
+        offset: Offset(r.offset),
+        timestamp: Timestamp(r.timestamp),
+        key: r.key.clone(),
+        value: r.value.clone(),
+        headers: r
+            .headers
+            .iter()
+            .map(|(k, v)| Header {
+                key: k.to_string(),
+                value: v.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn compression(b: &RecordBatch) -> Compression {
+    match b.attributes() & 0x7 {
+        1 => Compression::Gzip,
+        2 => Compression::Snappy,
+        3 => Compression::Lz4,
+        4 => Compression::Zstd,
+        _ => Compression::None,
+    }
+}
+
+/// Re-encodes every data batch from the hooks' records: same compression, producer id,
+/// epoch, base sequence, base offset and timestamp type; only keys, values, headers and
+/// timestamps change.
+fn encode(d: Decoded, records: Vec<Record>) -> Result<Vec<RecordBatch>, String> {
+    let mut hook_records = records.into_iter();
+    let mut out = Vec::with_capacity(d.batches.len());
+    for (b, wire) in d.batches.into_iter().zip(d.wire) {
+        let Some(mut wire) = wire else {
+            out.push(b);
+            continue;
+        };
+        for w in &mut wire {
+            let r = hook_records
+                .next()
+                .ok_or("a hook removed records from the set")?;
+            w.key = r.key;
+            w.value = r.value;
+            w.timestamp = r.timestamp.0;
+            // FIXME(#6): kafka-protocol keeps headers in a map, so a record with two
+            // headers of the same key keeps the last one once a hook rewrites it.
+            w.headers = r
+                .headers
+                .into_iter()
+                .map(|h| (StrBytes::from_string(h.key), h.value))
+                .collect::<IndexMap<_, _>>();
+        }
+        let opts = RecordEncodeOptions {
+            version: 2,
+            compression: compression(&b),
+        };
+        let mut buf = BytesMut::with_capacity(b.size_bytes());
+        RecordBatchEncoder::encode(&mut buf, wire.iter(), &opts).map_err(|e| e.to_string())?;
+        let mut nb = RecordBatch::parse(buf.freeze()).map_err(|e| e.to_string())?;
+        nb.set_partition_leader_epoch(b.partition_leader_epoch());
+        if b.timestamp_type() == TimestampType::LogAppendTime {
+            nb.set_log_append_time(b.max_timestamp());
+        }
+        debug_assert_eq!(nb.base_offset(), b.base_offset());
+        debug_assert_eq!(nb.record_count(), b.record_count());
+        debug_assert_eq!(nb.base_sequence(), b.base_sequence());
+        out.push(nb);
+    }
+    Ok(out)
+}
+
+fn corrupt(msg: String) -> Rejection {
+    Rejection {
+        code: ErrorCode::CORRUPT_MESSAGE,
+        message: msg,
+        record_errors: Vec::new(),
+    }
+}
+
+/// Runs a hook stage over one partition's batches; returns the batches to use (the same
+/// bytes unless a hook changed records) or the rejection.
+fn run_on_batches(
+    plan: Plan,
+    batches: Vec<RecordBatch>,
+    stage: impl FnOnce(&mut RecordSet) -> Verdict,
+) -> Result<Vec<RecordBatch>, Rejection> {
+    let size: usize = batches.iter().map(RecordBatch::size_bytes).sum();
+    if !plan.needs_records() {
+        let count = batches
+            .iter()
+            .map(|b| b.record_count().max(0) as usize)
+            .sum();
+        let mut set = RecordSet::summary(count, size);
+        return match stage(&mut set) {
+            Verdict::Continue => Ok(batches),
+            Verdict::Reject(r) => Err(r),
+        };
+    }
+    let (decoded, records) = decode(batches).map_err(|e| corrupt(format!("records: {e}")))?;
+    let mut set = RecordSet::decoded(records, size);
+    if let Verdict::Reject(r) = stage(&mut set) {
+        return Err(r);
+    }
+    if !set.is_modified() {
+        return Ok(decoded.batches);
+    }
+    let records = set.into_records().unwrap_or_default();
+    encode(decoded, records).map_err(|e| Rejection {
+        code: ErrorCode::UNKNOWN_SERVER_ERROR,
+        message: format!("re-encoding hooked records failed: {e}"),
+        record_errors: Vec::new(),
+    })
+}
+
+/// `on_produce` for one partition's validated batches, before any is appended.
+pub(crate) fn on_produce(
+    chain: &HookChain,
+    plan: Plan,
+    ctx: &RequestContext,
+    tp: &TopicPartition,
+    batches: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>, Rejection> {
+    run_on_batches(plan, batches, |set| chain.on_produce(plan, ctx, tp, set))
+}
+
+/// `on_fetch` over a finished fetch response: partitions of topics a hook asked for that
+/// carry records. The stored data is never touched.
+pub(crate) fn on_fetch(shared: &Shared, ctx: &RequestContext, resp: &mut FetchResponse) {
+    let chain = &shared.hooks;
+    if !chain.wants(Stages::FETCH) {
+        return;
+    }
+    for t in &mut resp.responses {
+        let topic = if t.topic.is_empty() {
+            shared
+                .cluster
+                .topic_by_id(t.topic_id)
+                .map(|t| t.name.clone())
+        } else {
+            rafka_core::TopicName::new(&t.topic).ok()
+        };
+        let Some(topic) = topic else { continue };
+        let plan = chain.plan(Stages::FETCH, topic.as_str());
+        if plan.is_empty() {
+            continue;
+        }
+        for p in &mut t.partitions {
+            let Some(records) = p.records.clone().filter(|r| !r.is_empty()) else {
+                continue;
+            };
+            if p.error_code != 0 {
+                continue;
+            }
+            let Ok(batches) = RecordBatch::split_all(records) else {
+                continue;
+            };
+            let tp = TopicPartition::new(topic.clone(), p.partition_index);
+            match run_on_batches(plan, batches, |set| chain.on_fetch(plan, ctx, &tp, set)) {
+                Ok(batches) => {
+                    let mut out = BytesMut::new();
+                    for b in &batches {
+                        out.extend_from_slice(b.as_bytes());
+                    }
+                    p.records = Some(out.freeze());
+                }
+                Err(r) => {
+                    p.error_code = r.code.0;
+                    p.records = Some(Bytes::new());
+                }
+            }
+        }
+    }
+}
+
+/// A Kafka error for a hook's code, for handlers whose helpers take `ResponseError`.
+pub(crate) fn response_error(code: ErrorCode) -> kafka_protocol::ResponseError {
+    kafka_protocol::ResponseError::try_from_code(code.0)
+        .unwrap_or(kafka_protocol::ResponseError::UnknownServerError)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rafka_core::batch::{BatchBuilder, SimpleRecord};
+
+    fn batch(compression: Compression) -> RecordBatch {
+        let mut b = BatchBuilder::new(Offset(7)).producer(5, 1, 10);
+        for i in 0..3 {
+            b = b.record(SimpleRecord {
+                key: Some(Bytes::from(format!("k{i}"))),
+                value: Some(Bytes::from(format!("v{i}"))),
+                headers: vec![("h".into(), Some(Bytes::from_static(b"1")))],
+                timestamp: Timestamp(1000 + i),
+            });
+        }
+        let plain = b.build();
+        if compression == Compression::None {
+            return plain;
+        }
+        // Recompress through kafka-protocol to get a compressed batch to start from.
+        let mut buf = plain.as_bytes().clone();
+        let set = RecordBatchDecoder::decode(&mut buf).unwrap();
+        let mut out = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut out,
+            set.records.iter(),
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .unwrap();
+        RecordBatch::parse(out.freeze()).unwrap()
+    }
+
+    /// Decodes, upper-cases values, re-encodes; returns the new batch.
+    fn check(compression: Compression) -> RecordBatch {
+        let b = batch(compression);
+        let plan = {
+            struct Upper;
+            impl rafka_hooks::Hook for Upper {
+                fn name(&self) -> &str {
+                    "upper"
+                }
+                fn interest(&self) -> rafka_hooks::Interest {
+                    rafka_hooks::Interest {
+                        stages: Stages::PRODUCE,
+                        topics: rafka_hooks::TopicFilter::All,
+                        record_access: true,
+                    }
+                }
+            }
+            HookChain::new(vec![Arc::new(Upper)])
+                .unwrap()
+                .plan(Stages::PRODUCE, "t")
+        };
+        let out = run_on_batches(plan, vec![b.clone()], |set| {
+            for r in set.records_mut().unwrap() {
+                r.value = r.value.as_ref().map(|v| v.to_ascii_uppercase().into());
+            }
+            Verdict::Continue
+        })
+        .unwrap();
+        assert_eq!(out.len(), 1);
+        let nb = out.into_iter().next().unwrap();
+        nb.validate().unwrap();
+        assert_eq!(nb.compression(), b.compression());
+        assert_eq!(nb.base_offset(), Offset(7));
+        assert_eq!(
+            (nb.producer_id(), nb.producer_epoch(), nb.base_sequence()),
+            (5, 1, 10)
+        );
+        assert_eq!(nb.record_count(), 3);
+        let (_, recs) = decode(vec![nb.clone()]).unwrap();
+        assert_eq!(recs[2].value.as_deref(), Some(&b"V2"[..]));
+        assert_eq!(recs[2].timestamp, Timestamp(1002));
+        assert_eq!(recs[2].headers[0].key, "h");
+        nb
+    }
+
+    #[test]
+    fn reencoding_keeps_codec_offsets_and_producer_fields() {
+        for c in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            check(c);
+        }
+    }
+}
