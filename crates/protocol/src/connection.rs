@@ -167,6 +167,8 @@ pub fn decode_request(frame: Bytes) -> Result<Inbound, ProtocolError> {
     let mut buf = frame;
     let header = RequestHeader::decode(&mut buf, api_key.request_header_version(version))
         .map_err(|e| malformed(format!("header: {e}")))?;
+    // The codec trusts element counts; prove them first (see `guard`).
+    crate::guard::probe(api_key, &buf, version).map_err(|e| malformed(format!("probe: {e}")))?;
     let body =
         RequestKind::decode(api_key, &mut buf, version).map_err(|e| malformed(e.to_string()))?;
     // Kafka ignores bytes after the body, and librdkafka sends some (Metadata v12 with

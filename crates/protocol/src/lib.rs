@@ -7,6 +7,7 @@
 
 pub mod connection;
 pub mod frame;
+pub mod guard;
 pub mod versions;
 
 pub use connection::{Connection, DecodedRequest, ProtocolError};

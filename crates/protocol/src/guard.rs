@@ -1,0 +1,195 @@
+//! A probe pass that proves a request body is safe to hand to the `kafka-protocol` decoder.
+//!
+//! That decoder reserves memory for an array from the element count on the wire before it
+//! reads a single element (`Vec::with_capacity(count)`), so a frame of a few hundred bytes
+//! claiming four billion elements makes the allocation fail, and allocation failure aborts
+//! the process. [`probe`] first decodes through [`Guarded`], a buffer that refuses such
+//! counts; only a body that passes is decoded for real.
+//!
+//! How counts are recognised without a schema:
+//! - Unsigned varints (compact array counts and lengths in flexible versions) are the only
+//!   values read byte by byte with `try_get_u8` (booleans too, but they are 0 or 1). Every
+//!   unsigned varint in a request is a count or a length, so a value larger than the bytes
+//!   left (+1 for the compact encoding) is refused outright.
+//! - `INT32` array counts (non-flexible versions) share their reader with ordinary `INT32`
+//!   fields such as timeouts, so the probe cannot refuse large values; it caps them at half
+//!   the bytes left plus one (every element of a non-flexible request array takes at least
+//!   two bytes). A real array count that large then fails in the probe for lack of bytes,
+//!   while a timeout's value does not change how the rest of the body parses.
+
+use std::ops::Range;
+
+use bytes::{Buf, Bytes, TryGetError};
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::buf::ByteBuf;
+
+/// A read-only buffer that refuses or caps impossible counts (see the module docs).
+#[derive(Debug)]
+pub struct Guarded {
+    inner: Bytes,
+    /// Value accumulated so far by consecutive `try_get_u8` reads (an unsigned varint).
+    varint: u64,
+    varint_shift: u32,
+    /// `remaining()` right after the last `try_get_u8`, to know whether reads are consecutive.
+    after_last_u8: Option<usize>,
+}
+
+impl Guarded {
+    /// Wraps a request body.
+    pub fn new(inner: Bytes) -> Guarded {
+        Guarded {
+            inner,
+            varint: 0,
+            varint_shift: 0,
+            after_last_u8: None,
+        }
+    }
+}
+
+impl Buf for Guarded {
+    fn remaining(&self) -> usize {
+        self.inner.remaining()
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.inner.chunk()
+    }
+
+    fn advance(&mut self, cnt: usize) {
+        self.inner.advance(cnt)
+    }
+
+    fn try_get_u8(&mut self) -> Result<u8, TryGetError> {
+        let consecutive = self.after_last_u8 == Some(self.remaining());
+        let b = self.inner.try_get_u8()?;
+        if !consecutive || self.varint_shift >= 35 {
+            self.varint = 0;
+            self.varint_shift = 0;
+        }
+        self.varint |= u64::from(b & 0x7f) << self.varint_shift;
+        self.varint_shift += 7;
+        let left = self.remaining() as u64;
+        if self.varint > left + 1 {
+            // No count or length can exceed the bytes that follow it.
+            return Err(TryGetError {
+                requested: self.varint as usize,
+                available: left as usize,
+            });
+        }
+        if b < 0x80 {
+            self.varint = 0;
+            self.varint_shift = 0;
+        }
+        self.after_last_u8 = Some(self.remaining());
+        Ok(b)
+    }
+
+    fn try_get_i32(&mut self) -> Result<i32, TryGetError> {
+        let v = self.inner.try_get_i32()?;
+        let cap = (self.remaining() / 2 + 1).min(i32::MAX as usize) as i32;
+        Ok(v.min(cap))
+    }
+}
+
+impl ByteBuf for Guarded {
+    fn peek_bytes(&mut self, r: Range<usize>) -> Bytes {
+        self.inner.slice(r)
+    }
+
+    fn get_bytes(&mut self, size: usize) -> Bytes {
+        self.inner.split_to(size)
+    }
+}
+
+/// Decodes `body` through [`Guarded`] and discards the result: `Err` means the body is
+/// malformed or claims more elements than it could hold, and must not be decoded for real.
+pub fn probe(api_key: ApiKey, body: &Bytes, version: i16) -> Result<(), String> {
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::Decodable;
+    let mut g = Guarded::new(body.clone());
+    macro_rules! probe_as {
+        ($($key:ident => $ty:ty),* $(,)?) => {
+            match api_key {
+                $(ApiKey::$key => <$ty>::decode(&mut g, version).map(|_| ()),)*
+                // Only served APIs reach the decoder; the table test keeps this list in step.
+                other => return Err(format!("no probe for {other:?}")),
+            }
+        };
+    }
+    probe_as! {
+        Produce => ProduceRequest,
+        Fetch => FetchRequest,
+        ListOffsets => ListOffsetsRequest,
+        Metadata => MetadataRequest,
+        OffsetCommit => OffsetCommitRequest,
+        OffsetFetch => OffsetFetchRequest,
+        FindCoordinator => FindCoordinatorRequest,
+        JoinGroup => JoinGroupRequest,
+        Heartbeat => HeartbeatRequest,
+        LeaveGroup => LeaveGroupRequest,
+        SyncGroup => SyncGroupRequest,
+        DescribeGroups => DescribeGroupsRequest,
+        ListGroups => ListGroupsRequest,
+        ApiVersions => ApiVersionsRequest,
+        CreateTopics => CreateTopicsRequest,
+        DeleteTopics => DeleteTopicsRequest,
+        DeleteRecords => DeleteRecordsRequest,
+        InitProducerId => InitProducerIdRequest,
+        OffsetForLeaderEpoch => OffsetForLeaderEpochRequest,
+        DescribeConfigs => DescribeConfigsRequest,
+        AlterConfigs => AlterConfigsRequest,
+        DescribeLogDirs => DescribeLogDirsRequest,
+        CreatePartitions => CreatePartitionsRequest,
+        DeleteGroups => DeleteGroupsRequest,
+        IncrementalAlterConfigs => IncrementalAlterConfigsRequest,
+        OffsetDelete => OffsetDeleteRequest,
+        DescribeCluster => DescribeClusterRequest,
+        DescribeTopicPartitions => DescribeTopicPartitionsRequest,
+        ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest,
+        ConsumerGroupDescribe => ConsumerGroupDescribeRequest,
+    }
+    .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+
+    fn check(api: ApiKey, version: i16, body: &[u8]) -> Result<(), String> {
+        probe(api, &Bytes::copy_from_slice(body), version)
+    }
+
+    #[test]
+    fn every_served_api_has_a_probe() {
+        for api in crate::versions::SERVED {
+            let e = check(api.key, api.max, &[]).unwrap_err();
+            assert!(!e.starts_with("no probe"), "{:?}: {e}", api.key);
+        }
+    }
+
+    #[test]
+    fn huge_counts_are_refused_before_allocation() {
+        // DeleteGroups v0: an INT32 count of i32::MAX group names, then nothing.
+        let mut b = bytes::BytesMut::new();
+        b.put_i32(i32::MAX);
+        assert!(check(ApiKey::DeleteGroups, 0, &b).is_err());
+        // DeleteGroups v2 (flexible): a compact count of 2^32-1, then nothing.
+        assert!(check(ApiKey::DeleteGroups, 2, &[0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+        // Valid bodies pass: one group "g".
+        assert!(check(ApiKey::DeleteGroups, 0, &[0, 0, 0, 1, 0, 1, b'g']).is_ok());
+        assert!(check(ApiKey::DeleteGroups, 2, &[2, 2, b'g', 0]).is_ok());
+    }
+
+    #[test]
+    fn large_scalars_do_not_trip_the_probe() {
+        // Heartbeat v0: group "g", generation i32::MAX, member "m".
+        let mut b = bytes::BytesMut::new();
+        b.put_i16(1);
+        b.put_slice(b"g");
+        b.put_i32(i32::MAX);
+        b.put_i16(1);
+        b.put_slice(b"m");
+        assert!(check(ApiKey::Heartbeat, 0, &b).is_ok());
+    }
+}
