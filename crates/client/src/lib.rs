@@ -1,0 +1,23 @@
+//! `rafka-client`: what Rafka's producer, consumer and command line share. Bootstrap from a
+//! list of addresses, ApiVersions negotiation per connection ([`BrokerConnection`]), a
+//! metadata cache refreshed on a timer and on demand ([`Client`]), pipelined requests
+//! matched by correlation id, timeouts, retries with backoff, typed errors
+//! ([`ClientError`]) and the admin calls the `rafka` command line needs ([`admin`]).
+//!
+//! It speaks the Kafka wire protocol through the `kafka-protocol` crate and works against
+//! any Kafka-compatible broker.
+
+pub mod admin;
+mod client;
+mod connection;
+mod error;
+mod metadata;
+
+pub use client::{Client, ClientConfig};
+pub use connection::{BrokerConnection, PendingResponse};
+pub use error::ClientError;
+pub use kafka_protocol;
+pub use metadata::{Metadata, PartitionMetadata, TopicMetadata};
+
+/// Result with [`ClientError`].
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
