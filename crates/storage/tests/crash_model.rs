@@ -403,4 +403,10 @@ proptest! {
     fn memory_matches_model_across_crashes(ops in prop::collection::vec(op(), 1..40)) {
         run(Kind::Memory, ops);
     }
+
+    #[cfg(feature = "rocksdb")]
+    #[test]
+    fn rocksdb_matches_model_across_crashes(ops in prop::collection::vec(op(), 1..40)) {
+        run(Kind::Rocks, ops);
+    }
 }
