@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rafka_core::batch::BatchBuilder;
 use rafka_core::{
-    LogConfig, Offset, PartitionLog, RecordBatch, StorageEngine, Timestamp, TopicName,
-    TopicPartition,
+    LogConfig, Offset, RecordBatch, StorageEngine, Timestamp, TopicName, TopicPartition,
 };
 use rafka_storage::{LogEngine, MemoryEngine, MemoryOptions};
 
@@ -177,10 +176,11 @@ fn main() {
         Err(_) => tempfile::tempdir(),
     }
     .expect("bench directory");
-    #[allow(unused_mut)]
-    let mut engines = vec!["log", "memory"];
-    #[cfg(feature = "rocksdb")]
-    engines.push("rocksdb");
+    let engines: &[&'static str] = if cfg!(feature = "rocksdb") {
+        &["log", "memory", "rocksdb"]
+    } else {
+        &["log", "memory"]
+    };
     let rows: Vec<Row> = engines
         .iter()
         .map(|kind| bench(kind, root.path(), mib * 1024 * 1024))
