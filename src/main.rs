@@ -8,6 +8,8 @@ use anyhow::{bail, Context, Result};
 
 use rafka_broker::{Broker, Config};
 
+mod cli;
+
 /// The shipped configuration, used when no file is given and `config/config.yaml` is absent.
 const EMBEDDED_CONFIG: &str = include_str!("../config/config.yaml");
 
@@ -57,7 +59,7 @@ fn parse_args() -> Result<Option<Args>> {
             "--storage-type" => args.storage_type = Some(value(&a)?),
             "--advertised-listener" => args.advertised = Some(value(&a)?),
             "-h" | "--help" => {
-                print!("{USAGE}");
+                print!("{USAGE}\n{}", cli::USAGE);
                 return Ok(None);
             }
             "-V" | "--version" => {
@@ -131,22 +133,33 @@ async fn serve(cfg: Config) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let client_command = matches!(
+        args.first().map(String::as_str),
+        Some("topic" | "produce" | "consume" | "group")
+    );
+    // Client commands print their results; their logs stay quiet unless asked for.
+    let default_level = if client_command { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
     let result = (|| -> Result<()> {
-        let Some(args) = parse_args()? else {
-            return Ok(());
-        };
-        let cfg = load_config(&args)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
+        if client_command {
+            rt.block_on(cli::run(&args))?;
+            return Ok(());
+        }
+        let Some(args) = parse_args()? else {
+            return Ok(());
+        };
+        let cfg = load_config(&args)?;
         rt.block_on(serve(cfg))
     })();
     match result {

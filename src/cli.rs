@@ -1,0 +1,473 @@
+//! The `rafka` client commands: `topic`, `produce`, `consume` and `group`, built on
+//! rafka-client, rafka-producer and rafka-consumer. Every command takes `--bootstrap`
+//! (default 127.0.0.1:9092) and fails with a one-line reason.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rafka_client::admin::{EARLIEST, LATEST};
+use rafka_client::{Client, ClientConfig};
+use rafka_consumer::{Consumer, OffsetReset};
+use rafka_producer::{Producer, Record};
+
+/// Help for the client commands.
+pub const USAGE: &str = "\
+CLIENT COMMANDS (all take --bootstrap HOST:PORT, default 127.0.0.1:9092):
+    rafka topic create NAME [--partitions N] [--config KEY=VALUE]...
+    rafka topic list
+    rafka topic describe NAME        partitions with start/end offsets and sizes, configs
+    rafka topic alter NAME [--partitions N] [--config KEY=VALUE]...
+    rafka topic delete NAME
+    rafka produce TOPIC [--file F] [--key-separator S] [--header K=V]... [--partition P]
+                        one record per line of stdin (or F)
+    rafka consume TOPIC [--group G] [--from-beginning] [--partition P] [--offset O]
+                        [--count N] [--format text|json] [--timeout-ms MS]
+    rafka group list
+    rafka group describe GROUP       members and per-partition committed offset and lag
+    rafka group reset-offsets GROUP --topic T (--to-earliest | --to-latest | --to-offset O)
+    rafka group delete GROUP
+
+EXAMPLES:
+    rafka topic create orders --partitions 3 --config retention.ms=86400000
+    seq 1 1000 | rafka produce orders
+    rafka consume orders --from-beginning --count 10 --format json
+    rafka group describe billing
+";
+
+/// Parsed options shared by the commands.
+#[derive(Debug, Default)]
+struct Opts {
+    bootstrap: String,
+    positional: Vec<String>,
+    partitions: Option<i32>,
+    configs: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+    file: Option<String>,
+    key_separator: Option<String>,
+    partition: Option<i32>,
+    group: Option<String>,
+    from_beginning: bool,
+    offset: Option<i64>,
+    count: Option<usize>,
+    json: bool,
+    timeout: Duration,
+    topic: Option<String>,
+    to: Option<i64>,
+}
+
+fn pair(s: &str, what: &str) -> Result<(String, String)> {
+    let (k, v) = s
+        .split_once('=')
+        .with_context(|| format!("{what} {s:?} is not KEY=VALUE"))?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn parse(args: &[String]) -> Result<Opts> {
+    let mut o = Opts {
+        bootstrap: "127.0.0.1:9092".into(),
+        timeout: Duration::from_secs(10),
+        ..Opts::default()
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{a} needs a value"));
+        let num = |v: &String| -> Result<i64> {
+            v.parse()
+                .with_context(|| format!("{a} needs a number, got {v:?}"))
+        };
+        match a.as_str() {
+            "--bootstrap" | "-b" => o.bootstrap = value()?.clone(),
+            "--partitions" => o.partitions = Some(num(value()?)? as i32),
+            "--config" => o.configs.push(pair(value()?, "--config")?),
+            "--header" => o.headers.push(pair(value()?, "--header")?),
+            "--file" => o.file = Some(value()?.clone()),
+            "--key-separator" => o.key_separator = Some(value()?.clone()),
+            "--partition" => o.partition = Some(num(value()?)? as i32),
+            "--group" => o.group = Some(value()?.clone()),
+            "--from-beginning" => o.from_beginning = true,
+            "--offset" => o.offset = Some(num(value()?)?),
+            "--count" => o.count = Some(num(value()?)?.max(0) as usize),
+            "--format" => match value()?.as_str() {
+                "json" => o.json = true,
+                "text" => o.json = false,
+                f => bail!("--format must be text or json, got {f:?}"),
+            },
+            "--timeout-ms" => o.timeout = Duration::from_millis(num(value()?)?.max(1) as u64),
+            "--topic" => o.topic = Some(value()?.clone()),
+            "--to-earliest" => o.to = Some(EARLIEST),
+            "--to-latest" => o.to = Some(LATEST),
+            "--to-offset" => o.to = Some(num(value()?)?.max(0)),
+            s if s.starts_with('-') => bail!("unknown option {s:?} (see rafka --help)"),
+            s => o.positional.push(s.to_string()),
+        }
+    }
+    Ok(o)
+}
+
+async fn connect(o: &Opts) -> Result<Client> {
+    let mut cfg = ClientConfig::new(&o.bootstrap);
+    cfg.connect_timeout = o.timeout.min(Duration::from_secs(10));
+    cfg.request_timeout = o.timeout.max(Duration::from_secs(5));
+    tokio::time::timeout(o.timeout, Client::connect(cfg))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "cannot reach {}: no answer within {:?}",
+                o.bootstrap,
+                o.timeout
+            )
+        })?
+        .with_context(|| format!("cannot reach {}", o.bootstrap))
+}
+
+fn one<'a>(o: &'a Opts, what: &str) -> Result<&'a str> {
+    o.positional
+        .first()
+        .map(String::as_str)
+        .with_context(|| format!("missing {what} (see rafka --help)"))
+}
+
+/// Runs a client command (`args` without the program name); `Ok(false)` if `args` is not one.
+pub async fn run(args: &[String]) -> Result<bool> {
+    let Some(cmd) = args.first() else {
+        return Ok(false);
+    };
+    match cmd.as_str() {
+        "topic" => topic(&args[1..]).await?,
+        "produce" => produce(&parse(&args[1..])?).await?,
+        "consume" => consume(&parse(&args[1..])?).await?,
+        "group" => group(&args[1..]).await?,
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+async fn topic(args: &[String]) -> Result<()> {
+    let sub = args.first().map(String::as_str).unwrap_or_default();
+    if !["create", "list", "describe", "alter", "delete"].contains(&sub) {
+        bail!("unknown topic command {sub:?}: create, list, describe, alter or delete");
+    }
+    let o = parse(args.get(1..).unwrap_or_default())?;
+    let client = connect(&o).await?;
+    match sub {
+        "create" => {
+            let name = one(&o, "topic name")?;
+            client
+                .create_topic(name, o.partitions.unwrap_or(-1), &o.configs)
+                .await
+                .with_context(|| format!("cannot create topic {name}"))?;
+            println!("created topic {name}");
+        }
+        "list" => {
+            let mut names: Vec<String> = client
+                .refresh_metadata(None)
+                .await?
+                .into_iter()
+                .filter(|t| !t.is_internal)
+                .map(|t| format!("{}\t{} partitions", t.name, t.partitions.len()))
+                .collect();
+            names.sort();
+            for n in names {
+                println!("{n}");
+            }
+        }
+        "describe" => {
+            let name = one(&o, "topic name")?;
+            let t = client
+                .topic(name)
+                .await
+                .with_context(|| format!("cannot describe topic {name}"))?;
+            let parts: Vec<i32> = t.partitions.iter().map(|p| p.partition).collect();
+            let start = client.list_offsets(name, &parts, EARLIEST).await?;
+            let end = client.list_offsets(name, &parts, LATEST).await?;
+            println!("topic {name}: {} partitions", parts.len());
+            println!("partition\tleader\tstart\tend\trecords");
+            for p in &t.partitions {
+                let (s, e) = (
+                    start.get(&p.partition).copied().unwrap_or(-1),
+                    end.get(&p.partition).copied().unwrap_or(-1),
+                );
+                println!("{}\t{}\t{s}\t{e}\t{}", p.partition, p.leader, e - s);
+            }
+            println!("configs:");
+            for (k, (v, is_default)) in client.describe_topic_configs(name).await? {
+                let mark = if is_default { "" } else { "  (set on topic)" };
+                println!("  {k}={}{mark}", v.unwrap_or_default());
+            }
+        }
+        "alter" => {
+            let name = one(&o, "topic name")?;
+            if let Some(n) = o.partitions {
+                client
+                    .create_partitions(name, n)
+                    .await
+                    .with_context(|| format!("cannot grow {name} to {n} partitions"))?;
+            }
+            if !o.configs.is_empty() {
+                let changes: Vec<(String, Option<String>)> = o
+                    .configs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Some(v.clone())))
+                    .collect();
+                client
+                    .alter_topic_configs(name, &changes)
+                    .await
+                    .with_context(|| format!("cannot alter {name}"))?;
+            }
+            println!("altered topic {name}");
+        }
+        "delete" => {
+            let name = one(&o, "topic name")?;
+            client
+                .delete_topic(name)
+                .await
+                .with_context(|| format!("cannot delete topic {name}"))?;
+            println!("deleted topic {name}");
+        }
+        other => bail!("unknown topic command {other:?}: create, list, describe, alter or delete"),
+    }
+    Ok(())
+}
+
+async fn produce(o: &Opts) -> Result<()> {
+    let topic = one(o, "topic")?.to_string();
+    connect(o).await?; // fail fast, with the bootstrap address in the message
+    let producer = Producer::builder()
+        .bootstrap(&o.bootstrap)
+        .build()
+        .await
+        .context("cannot start the producer")?;
+    let reader: Box<dyn BufRead> = match &o.file {
+        Some(f) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(f).with_context(|| format!("cannot open {f}"))?,
+        )),
+        None => Box::new(std::io::BufReader::new(std::io::stdin())),
+    };
+    let started = Instant::now();
+    let mut pending = std::collections::VecDeque::new();
+    let mut n = 0u64;
+    for line in reader.lines() {
+        let line = line.context("cannot read input")?;
+        let mut r = Record::to(topic.clone());
+        let value = match o.key_separator.as_deref().and_then(|s| line.split_once(s)) {
+            Some((k, v)) => {
+                r = r.key(k.to_string());
+                v.to_string()
+            }
+            None => line,
+        };
+        r = r.value(value);
+        for (k, v) in &o.headers {
+            r = r.header(k.clone(), v.clone());
+        }
+        if let Some(p) = o.partition {
+            r = r.partition(p);
+        }
+        pending.push_back(producer.enqueue(r).await?);
+        // Bound what is awaited at once; the producer's own buffer bounds the bytes.
+        if pending.len() >= 10_000 {
+            pending.pop_front().expect("non-empty").await?;
+        }
+        n += 1;
+    }
+    for f in pending {
+        f.await?;
+    }
+    producer.close().await?;
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    eprintln!(
+        "produced {n} records to {topic} in {secs:.2} s ({:.0} records/s)",
+        n as f64 / secs
+    );
+    Ok(())
+}
+
+fn json_str(out: &mut String, b: Option<&[u8]>) {
+    let Some(b) = b else {
+        out.push_str("null");
+        return;
+    };
+    out.push('"');
+    for c in String::from_utf8_lossy(b).chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+async fn consume(o: &Opts) -> Result<()> {
+    let topic = one(o, "topic")?.to_string();
+    let client = connect(o).await?;
+    let reset = if o.from_beginning {
+        OffsetReset::Earliest
+    } else {
+        OffsetReset::Latest
+    };
+    let mut b = Consumer::builder()
+        .bootstrap(&o.bootstrap)
+        .auto_offset_reset(reset);
+    let partitions: Vec<i32> = match o.partition {
+        Some(p) => vec![p],
+        None => client
+            .topic(&topic)
+            .await
+            .with_context(|| format!("cannot find topic {topic}"))?
+            .partitions
+            .iter()
+            .map(|p| p.partition)
+            .collect(),
+    };
+    b = match &o.group {
+        Some(g) if o.partition.is_none() && o.offset.is_none() => {
+            b.group(g.clone()).subscribe([topic.clone()])
+        }
+        Some(g) => b
+            .group(g.clone())
+            .assign(partitions.iter().map(|p| (topic.clone(), *p))),
+        None => b.assign(partitions.iter().map(|p| (topic.clone(), *p))),
+    };
+    let consumer = b.build().await.context("cannot start the consumer")?;
+    if let Some(off) = o.offset {
+        for p in &partitions {
+            consumer.seek(&topic, *p, off)?;
+        }
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let limit = o.count.unwrap_or(usize::MAX);
+    let mut n = 0;
+    while n < limit {
+        // With --count, stop when nothing arrives for --timeout-ms.
+        let r = match tokio::time::timeout(o.timeout, consumer.recv()).await {
+            Ok(r) => r?,
+            Err(_) if o.count.is_some() => {
+                bail!("only {n} of {limit} records arrived within {:?}", o.timeout)
+            }
+            Err(_) => continue,
+        };
+        if o.json {
+            let mut s = format!(
+                "{{\"partition\":{},\"offset\":{},\"timestamp\":{},\"key\":",
+                r.partition, r.offset, r.timestamp
+            );
+            json_str(&mut s, r.key.as_deref());
+            s.push_str(",\"value\":");
+            json_str(&mut s, r.value.as_deref());
+            s.push_str(",\"headers\":{");
+            for (i, (k, v)) in r.headers.iter().enumerate() {
+                if i > 0 {
+                    s.push(',');
+                }
+                json_str(&mut s, Some(k.as_bytes()));
+                s.push(':');
+                json_str(&mut s, v.as_deref());
+            }
+            s.push_str("}}");
+            writeln!(out, "{s}")?;
+        } else {
+            out.write_all(r.value.as_deref().unwrap_or_default())?;
+            out.write_all(b"\n")?;
+        }
+        n += 1;
+    }
+    out.flush()?;
+    drop(out);
+    consumer.close().await?;
+    Ok(())
+}
+
+async fn group(args: &[String]) -> Result<()> {
+    let sub = args.first().map(String::as_str).unwrap_or_default();
+    if !["list", "describe", "reset-offsets", "delete"].contains(&sub) {
+        bail!("unknown group command {sub:?}: list, describe, reset-offsets or delete");
+    }
+    let o = parse(args.get(1..).unwrap_or_default())?;
+    let client = connect(&o).await?;
+    match sub {
+        "list" => {
+            for g in client.list_groups().await? {
+                println!("{}\t{}\t{}", g.group_id, g.protocol_type, g.state);
+            }
+        }
+        "describe" => {
+            let name = one(&o, "group id")?;
+            let d = client
+                .describe_group(name)
+                .await
+                .with_context(|| format!("cannot describe group {name}"))?;
+            println!(
+                "group {name}: state {}, protocol {} {}, {} members",
+                d.state,
+                d.protocol_type,
+                d.protocol,
+                d.members.len()
+            );
+            for m in &d.members {
+                println!(
+                    "  member {} ({} {}): {:?}",
+                    m.member_id, m.client_id, m.client_host, m.assignment
+                );
+            }
+            let committed = client.committed_offsets(name, None).await?;
+            let mut by_topic: BTreeMap<String, Vec<(i32, i64)>> = BTreeMap::new();
+            for ((t, p), off) in &committed {
+                by_topic.entry(t.clone()).or_default().push((*p, *off));
+            }
+            println!("topic\tpartition\tcommitted\tend\tlag");
+            for (t, parts) in by_topic {
+                let ids: Vec<i32> = parts.iter().map(|(p, _)| *p).collect();
+                let end = client.list_offsets(&t, &ids, LATEST).await?;
+                for (p, off) in parts {
+                    let e = end.get(&p).copied().unwrap_or(-1);
+                    println!("{t}\t{p}\t{off}\t{e}\t{}", (e - off).max(0));
+                }
+            }
+        }
+        "reset-offsets" => {
+            let name = one(&o, "group id")?;
+            let topic = o.topic.as_deref().context("reset-offsets needs --topic")?;
+            let to =
+                o.to.context("reset-offsets needs --to-earliest, --to-latest or --to-offset")?;
+            let t = client.topic(topic).await?;
+            let ids: Vec<i32> = t.partitions.iter().map(|p| p.partition).collect();
+            let targets: BTreeMap<(String, i32), i64> = if to >= 0 {
+                ids.iter().map(|p| ((topic.to_string(), *p), to)).collect()
+            } else {
+                client
+                    .list_offsets(topic, &ids, to)
+                    .await?
+                    .into_iter()
+                    .map(|(p, off)| ((topic.to_string(), p), off))
+                    .collect()
+            };
+            client
+                .commit_offsets(name, -1, "", &targets)
+                .await
+                .with_context(|| {
+                    format!("cannot reset {name} (a group with active members refuses)")
+                })?;
+            for ((t, p), off) in targets {
+                println!("{t}\t{p}\t{off}");
+            }
+        }
+        "delete" => {
+            let name = one(&o, "group id")?;
+            client
+                .delete_group(name)
+                .await
+                .with_context(|| format!("cannot delete group {name}"))?;
+            println!("deleted group {name}");
+        }
+        other => bail!("unknown group command {other:?}: list, describe, reset-offsets or delete"),
+    }
+    Ok(())
+}

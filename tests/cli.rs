@@ -1,0 +1,161 @@
+//! The `rafka` client commands used as a person would: a 100,000-line file produced and
+//! consumed back, `topic describe` and `group describe` output, a wrong bootstrap address.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn rafka(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rafka"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run rafka");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn produce_a_file_and_consume_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = support::BrokerProcess::start(&dir.path().join("data"));
+    let b = broker.address.as_str();
+    let (ok, out, err) = rafka(&[
+        "topic",
+        "create",
+        "lines",
+        "--partitions",
+        "1",
+        "--config",
+        "retention.ms=3600000",
+        "--bootstrap",
+        b,
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "created topic lines");
+
+    let file = dir.path().join("lines.txt");
+    let lines: Vec<String> = (0..100_000)
+        .map(|i| format!("k{i}:line number {i}"))
+        .collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let (ok, _, err) = rafka(&[
+        "produce",
+        "lines",
+        "--file",
+        file.to_str().unwrap(),
+        "--key-separator",
+        ":",
+        "--bootstrap",
+        b,
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("produced 100000 records to lines"), "{err}");
+
+    let (ok, out, err) = rafka(&[
+        "consume",
+        "lines",
+        "--group",
+        "readers",
+        "--from-beginning",
+        "--count",
+        "100000",
+        "--bootstrap",
+        b,
+    ]);
+    assert!(ok, "{err}");
+    let got: Vec<&str> = out.lines().collect();
+    let want: Vec<String> = (0..100_000).map(|i| format!("line number {i}")).collect();
+    assert_eq!(got.len(), want.len());
+    assert!(
+        got.iter().zip(&want).all(|(g, w)| g == w),
+        "values in order"
+    );
+
+    let (ok, out, _) = rafka(&[
+        "consume",
+        "lines",
+        "--from-beginning",
+        "--count",
+        "1",
+        "--format",
+        "json",
+        "--bootstrap",
+        b,
+    ]);
+    assert!(ok);
+    assert!(out.starts_with("{\"partition\":0,\"offset\":0,"), "{out}");
+    assert!(
+        out.contains("\"key\":\"k0\",\"value\":\"line number 0\""),
+        "{out}"
+    );
+
+    let (ok, out, _) = rafka(&["topic", "describe", "lines", "--bootstrap", b]);
+    assert!(ok);
+    assert!(out.contains("topic lines: 1 partitions"), "{out}");
+    assert!(out.contains("0\t0\t0\t100000\t100000"), "{out}");
+    assert!(
+        out.contains("retention.ms=3600000  (set on topic)"),
+        "{out}"
+    );
+
+    let (ok, out, _) = rafka(&["group", "describe", "readers", "--bootstrap", b]);
+    assert!(ok);
+    assert!(
+        out.contains("lines\t0\t100000\t100000\t0"),
+        "committed at the end, lag 0: {out}"
+    );
+    let (ok, out, _) = rafka(&["group", "list", "--bootstrap", b]);
+    assert!(ok);
+    assert!(out.contains("readers\tconsumer\tEmpty"), "{out}");
+
+    let (ok, out, err) = rafka(&[
+        "group",
+        "reset-offsets",
+        "readers",
+        "--topic",
+        "lines",
+        "--to-offset",
+        "99990",
+        "--bootstrap",
+        b,
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "lines\t0\t99990");
+    let (ok, out, _) = rafka(&[
+        "consume",
+        "lines",
+        "--group",
+        "readers",
+        "--count",
+        "10",
+        "--bootstrap",
+        b,
+    ]);
+    assert!(ok);
+    assert_eq!(out.lines().next(), Some("line number 99990"));
+}
+
+#[test]
+fn a_wrong_bootstrap_fails_fast_with_a_clear_reason() {
+    let started = Instant::now();
+    let (ok, _, err) = rafka(&[
+        "topic",
+        "list",
+        "--bootstrap",
+        "127.0.0.1:1",
+        "--timeout-ms",
+        "3000",
+    ]);
+    assert!(!ok);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(err.starts_with("rafka: cannot reach 127.0.0.1:1"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    let (ok, _, err) = rafka(&["topic", "frobnicate"]);
+    assert!(!ok);
+    assert!(err.contains("unknown topic command"), "{err}");
+}
