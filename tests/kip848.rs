@@ -6,10 +6,8 @@
 mod common;
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{
@@ -18,12 +16,12 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::producer::FutureRecord;
-use rdkafka::{ClientContext, Message};
+use rdkafka::ClientContext;
 
 use common::{topic_name, KafkaConn};
-use support::{client_config, create_topic, producer, start_broker_with};
+use support::{client_config, create_topic, producer, start_broker_with, values, GroupMember};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -61,92 +59,33 @@ impl ConsumerContext for Ctx {
     }
 }
 
-struct Member {
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<String>>>,
-    assignment: Arc<Mutex<BTreeSet<i32>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Member {
-    fn start(
-        addr: &str,
-        group: &str,
-        topic: &str,
-        name: &str,
-        log: &Log,
-        protocol: &str,
-    ) -> Member {
-        let mut cfg = client_config(addr);
-        cfg.set("group.id", group)
-            .set("group.protocol", protocol)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "100");
-        if protocol == "classic" {
-            cfg.set("session.timeout.ms", "6000")
-                .set("heartbeat.interval.ms", "300");
-        }
-        let ctx = Ctx {
+/// A group member speaking `protocol` (classic or consumer), logging its rebalances.
+fn member(
+    addr: &str,
+    group: &str,
+    topic: &str,
+    name: &str,
+    log: &Log,
+    protocol: &str,
+) -> GroupMember {
+    let mut cfg = client_config(addr);
+    cfg.set("group.id", group)
+        .set("group.protocol", protocol)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "100");
+    if protocol == "classic" {
+        cfg.set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "300");
+    }
+    GroupMember::start(
+        &cfg,
+        topic,
+        Ctx {
             name: name.to_string(),
             log: log.clone(),
-        };
-        let consumer: BaseConsumer<Ctx> = cfg.create_with_context(ctx).expect("consumer");
-        consumer.subscribe(&[topic]).expect("subscribe");
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let assignment = Arc::new(Mutex::new(BTreeSet::new()));
-        let thread = {
-            let (stop, seen, assignment) = (stop.clone(), seen.clone(), assignment.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
-                        let v =
-                            String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
-                        seen.lock().unwrap().push(v);
-                        consumer
-                            .commit_message(&m, CommitMode::Sync)
-                            .expect("commit");
-                    }
-                    if let Ok(a) = consumer.assignment() {
-                        *assignment.lock().unwrap() =
-                            a.elements().iter().map(|e| e.partition()).collect();
-                    }
-                }
-            })
-        };
-        Member {
-            stop,
-            seen,
-            assignment,
-            thread: Some(thread),
-        }
-    }
-
-    fn assignment(&self) -> BTreeSet<i32> {
-        self.assignment.lock().unwrap().clone()
-    }
-
-    fn seen(&self) -> Vec<String> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    fn stop(mut self) -> Vec<String> {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-        self.seen()
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+        },
+    )
 }
 
 async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
@@ -206,8 +145,8 @@ async fn members_share_and_reconcile_incrementally() {
     create_topic(&addr, "k848", 6, &[]).await;
     produce(&addr, "k848", 6, 0..300).await;
     let log: Log = Arc::default();
-    let a = Member::start(&addr, "g848", "k848", "a", &log, "consumer");
-    let b = Member::start(&addr, "g848", "k848", "b", &log, "consumer");
+    let a = member(&addr, "g848", "k848", "a", &log, "consumer");
+    let b = member(&addr, "g848", "k848", "b", &log, "consumer");
     wait_for("a 3 + 3 split", || {
         a.assignment().len() == 3 && b.assignment().len() == 3
     })
@@ -218,7 +157,7 @@ async fn members_share_and_reconcile_incrementally() {
     })
     .await;
 
-    let c = Member::start(&addr, "g848", "k848", "c", &log, "consumer");
+    let c = member(&addr, "g848", "k848", "c", &log, "consumer");
     wait_for("a 2 + 2 + 2 split", || {
         a.assignment().len() == 2 && b.assignment().len() == 2 && c.assignment().len() == 2
     })
@@ -238,7 +177,7 @@ async fn members_share_and_reconcile_incrementally() {
     .await;
 
     // b leaves: its partitions go to the others.
-    let seen_b = b.stop();
+    let seen_b = values(&b.stop());
     wait_for("a and c own all 6", || {
         a.assignment().len() + c.assignment().len() == 6
     })
@@ -249,9 +188,9 @@ async fn members_share_and_reconcile_incrementally() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut all = a.stop();
+    let mut all = values(&a.stop());
     all.extend(seen_b);
-    all.extend(c.stop());
+    all.extend(values(&c.stop()));
     assert_eq!(all.len(), 900, "exactly once");
     assert_eq!(all.iter().collect::<HashSet<_>>().len(), 900);
     assert!(check_exclusive(&log) >= 4);
@@ -266,8 +205,8 @@ async fn classic_and_consumer_groups_coexist() {
     create_topic(&addr, "both", 2, &[]).await;
     produce(&addr, "both", 2, 0..100).await;
     let log: Log = Arc::default();
-    let new = Member::start(&addr, "g-new", "both", "new", &log, "consumer");
-    let old = Member::start(&addr, "g-old", "both", "old", &log, "classic");
+    let new = member(&addr, "g-new", "both", "new", &log, "consumer");
+    let old = member(&addr, "g-old", "both", "old", &log, "classic");
     wait_for("both read everything", || {
         new.seen().len() >= 100 && old.seen().len() >= 100
     })
@@ -320,8 +259,8 @@ async fn the_group_survives_a_broker_restart() {
     create_topic(&addr, "survive", 4, &[]).await;
     produce(&addr, "survive", 4, 0..200).await;
     let log: Log = Arc::default();
-    let a = Member::start(&addr, "g-survive", "survive", "a", &log, "consumer");
-    let b = Member::start(&addr, "g-survive", "survive", "b", &log, "consumer");
+    let a = member(&addr, "g-survive", "survive", "a", &log, "consumer");
+    let b = member(&addr, "g-survive", "survive", "b", &log, "consumer");
     wait_for("2 + 2", || {
         a.assignment().len() == 2 && b.assignment().len() == 2
     })
@@ -346,8 +285,8 @@ async fn the_group_survives_a_broker_restart() {
     produce(&addr, "survive", 4, 200..400).await;
     wait_for("400 consumed", || a.seen().len() + b.seen().len() >= 400).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut all = a.stop();
-    all.extend(b.stop());
+    let mut all = values(&a.stop());
+    all.extend(values(&b.stop()));
     assert_eq!(all.len(), 400);
     assert_eq!(all.iter().collect::<HashSet<_>>().len(), 400);
     check_exclusive(&log);

@@ -6,16 +6,15 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::producer::FutureRecord;
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use support::{client_config, create_topic, producer, start_broker_with};
+use support::{client_config, create_topic, producer, start_broker_with, values, GroupMember};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -53,14 +52,10 @@ impl ConsumerContext for Ctx {
     }
 }
 
-/// One group member polling on its own thread: records what it consumed and commits each
-/// message synchronously after "processing" it.
+/// A group member (see `support::GroupMember`) with its rebalance tracker.
 struct Member {
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<(i32, i64, String)>>>,
-    assignment: Arc<Mutex<BTreeSet<i32>>>,
+    inner: GroupMember,
     tracker: Arc<Tracker>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Member {
@@ -76,65 +71,20 @@ impl Member {
             cfg.set(*k, *v);
         }
         let tracker = Arc::new(Tracker::default());
-        let consumer: BaseConsumer<Ctx> = cfg
-            .create_with_context(Ctx(tracker.clone()))
-            .expect("consumer");
-        consumer.subscribe(&[topic]).expect("subscribe");
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let assignment = Arc::new(Mutex::new(BTreeSet::new()));
-        let thread = {
-            let (stop, seen, assignment) = (stop.clone(), seen.clone(), assignment.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
-                        let v =
-                            String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
-                        seen.lock().unwrap().push((m.partition(), m.offset(), v));
-                        consumer
-                            .commit_message(&m, CommitMode::Sync)
-                            .expect("commit");
-                    }
-                    if let Ok(a) = consumer.assignment() {
-                        *assignment.lock().unwrap() =
-                            a.elements().iter().map(|e| e.partition()).collect();
-                    }
-                }
-                drop(consumer); // close: commits are done, LeaveGroup is sent (dynamic members)
-            })
-        };
-        Member {
-            stop,
-            seen,
-            assignment,
-            tracker,
-            thread: Some(thread),
-        }
+        let inner = GroupMember::start(&cfg, topic, Ctx(tracker.clone()));
+        Member { inner, tracker }
     }
 
     fn assignment(&self) -> BTreeSet<i32> {
-        self.assignment.lock().unwrap().clone()
+        self.inner.assignment()
     }
 
     fn seen(&self) -> Vec<(i32, i64, String)> {
-        self.seen.lock().unwrap().clone()
+        self.inner.seen()
     }
 
-    fn stop(mut self) -> Vec<(i32, i64, String)> {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-        self.seen()
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    fn stop(self) -> Vec<(i32, i64, String)> {
+        self.inner.stop()
     }
 }
 
@@ -164,10 +114,6 @@ async fn produce_range(addr: &str, topic: &str, partitions: i32, range: std::ops
     for f in fs {
         f.await.unwrap().unwrap();
     }
-}
-
-fn values(seen: &[(i32, i64, String)]) -> Vec<String> {
-    seen.iter().map(|(_, _, v)| v.clone()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ use rafka_broker::{Broker, Config};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
@@ -237,4 +237,91 @@ pub fn consume(
         }
     }
     out
+}
+
+/// A group member polling on its own thread: records what it consumed as (partition,
+/// offset, value) and commits each message synchronously after "processing" it, and keeps
+/// its current assignment for the test to look at. Dropping it closes the consumer.
+pub struct GroupMember {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(i32, i64, String)>>>,
+    assignment: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<i32>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GroupMember {
+    /// Subscribes a consumer built from `cfg` (with `ctx`) to `topic` and starts polling.
+    pub fn start<C: ConsumerContext + 'static>(
+        cfg: &ClientConfig,
+        topic: &str,
+        ctx: C,
+    ) -> GroupMember {
+        use std::sync::atomic::Ordering;
+        let consumer: BaseConsumer<C> = cfg.create_with_context(ctx).expect("consumer");
+        consumer.subscribe(&[topic]).expect("subscribe");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let assignment =
+            std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+        let thread = {
+            let (stop, seen, assignment) = (stop.clone(), seen.clone(), assignment.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+                        let v =
+                            String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
+                        seen.lock().unwrap().push((m.partition(), m.offset(), v));
+                        consumer
+                            .commit_message(&m, CommitMode::Sync)
+                            .expect("commit");
+                    }
+                    if let Ok(a) = consumer.assignment() {
+                        *assignment.lock().unwrap() =
+                            a.elements().iter().map(|e| e.partition()).collect();
+                    }
+                }
+                drop(consumer); // close: LeaveGroup for dynamic members
+            })
+        };
+        GroupMember {
+            stop,
+            seen,
+            assignment,
+            thread: Some(thread),
+        }
+    }
+
+    /// Partitions assigned now.
+    pub fn assignment(&self) -> std::collections::BTreeSet<i32> {
+        self.assignment.lock().unwrap().clone()
+    }
+
+    /// Everything consumed so far.
+    pub fn seen(&self) -> Vec<(i32, i64, String)> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Stops polling, closes the consumer and returns everything it consumed.
+    pub fn stop(mut self) -> Vec<(i32, i64, String)> {
+        self.halt();
+        self.seen()
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for GroupMember {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// The values of consumed messages.
+pub fn values(seen: &[(i32, i64, String)]) -> Vec<String> {
+    seen.iter().map(|(_, _, v)| v.clone()).collect()
 }
