@@ -8,7 +8,7 @@ mod support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kafka_protocol::messages::{
     ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest, GroupId, RequestKind,
@@ -17,11 +17,12 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
-use rdkafka::producer::FutureRecord;
 use rdkafka::ClientContext;
 
 use common::{topic_name, KafkaConn};
-use support::{client_config, create_topic, producer, start_broker_with, values, GroupMember};
+use support::{
+    client_config, create_topic, produce_numbered, start_broker_with, values, wait_for, GroupMember,
+};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -88,33 +89,6 @@ fn member(
     )
 }
 
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + T;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn produce(addr: &str, topic: &str, partitions: i32, range: std::ops::Range<usize>) {
-    let p = producer(addr, &[]);
-    let mut fs = Vec::new();
-    for i in range {
-        let v = format!("m-{i}");
-        fs.push(
-            p.send_result(
-                FutureRecord::<(), _>::to(topic)
-                    .payload(&v)
-                    .partition((i % partitions as usize) as i32),
-            )
-            .unwrap(),
-        );
-    }
-    for f in fs {
-        f.await.unwrap().unwrap();
-    }
-}
-
 /// Replays the assignment log: no partition is ever assigned while another member owns it.
 fn check_exclusive(log: &Log) -> usize {
     let mut owner: BTreeMap<i32, String> = BTreeMap::new();
@@ -143,22 +117,22 @@ async fn members_share_and_reconcile_incrementally() {
     let broker = start_broker_with(dir.path(), fast).await;
     let addr = broker.bootstrap_address();
     create_topic(&addr, "k848", 6, &[]).await;
-    produce(&addr, "k848", 6, 0..300).await;
+    produce_numbered(&addr, "k848", 6, 0..300).await;
     let log: Log = Arc::default();
     let a = member(&addr, "g848", "k848", "a", &log, "consumer");
     let b = member(&addr, "g848", "k848", "b", &log, "consumer");
-    wait_for("a 3 + 3 split", || {
+    wait_for("a 3 + 3 split", T, || {
         a.assignment().len() == 3 && b.assignment().len() == 3
     })
     .await;
     let (before_a, before_b) = (a.assignment(), b.assignment());
-    wait_for("first 300 consumed", || {
+    wait_for("first 300 consumed", T, || {
         a.seen().len() + b.seen().len() >= 300
     })
     .await;
 
     let c = member(&addr, "g848", "k848", "c", &log, "consumer");
-    wait_for("a 2 + 2 + 2 split", || {
+    wait_for("a 2 + 2 + 2 split", T, || {
         a.assignment().len() == 2 && b.assignment().len() == 2 && c.assignment().len() == 2
     })
     .await;
@@ -170,20 +144,20 @@ async fn members_share_and_reconcile_incrementally() {
         b.assignment().is_subset(&before_b),
         "b only gave partitions away"
     );
-    produce(&addr, "k848", 6, 300..600).await;
-    wait_for("600 consumed", || {
+    produce_numbered(&addr, "k848", 6, 300..600).await;
+    wait_for("600 consumed", T, || {
         a.seen().len() + b.seen().len() + c.seen().len() >= 600
     })
     .await;
 
     // b leaves: its partitions go to the others.
     let seen_b = values(&b.stop());
-    wait_for("a and c own all 6", || {
+    wait_for("a and c own all 6", T, || {
         a.assignment().len() + c.assignment().len() == 6
     })
     .await;
-    produce(&addr, "k848", 6, 600..900).await;
-    wait_for("900 consumed", || {
+    produce_numbered(&addr, "k848", 6, 600..900).await;
+    wait_for("900 consumed", T, || {
         a.seen().len() + seen_b.len() + c.seen().len() >= 900
     })
     .await;
@@ -203,17 +177,49 @@ async fn classic_and_consumer_groups_coexist() {
     let broker = start_broker_with(dir.path(), fast).await;
     let addr = broker.bootstrap_address();
     create_topic(&addr, "both", 2, &[]).await;
-    produce(&addr, "both", 2, 0..100).await;
+    produce_numbered(&addr, "both", 2, 0..100).await;
     let log: Log = Arc::default();
     let new = member(&addr, "g-new", "both", "new", &log, "consumer");
     let old = member(&addr, "g-old", "both", "old", &log, "classic");
-    wait_for("both read everything", || {
+    wait_for("both read everything", T, || {
         new.seen().len() >= 100 && old.seen().len() >= 100
     })
     .await;
+    // Each group keeps its type while it has members: a classic join to the consumer
+    // group, and a consumer-protocol join to the classic group, are refused.
+    let mut conn = KafkaConn::connect(&addr).await;
+    let classic_join = kafka_protocol::messages::JoinGroupRequest::default()
+        .with_group_id(GroupId(s("g-new")))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_protocol_type(s("consumer"))
+        .with_protocols(vec![
+            kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol::default()
+                .with_name(s("range"))
+                .with_metadata(bytes::Bytes::from_static(b"\0\0")),
+        ]);
+    let ResponseKind::JoinGroup(j) = conn
+        .send(ApiKey::JoinGroup, 5, RequestKind::JoinGroup(classic_join))
+        .await
+    else {
+        panic!()
+    };
+    assert_eq!(
+        j.error_code,
+        ResponseError::InconsistentGroupProtocol.code()
+    );
+    let hb = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(s("g-old")))
+        .with_member_id(s("intruder"))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(10_000)
+        .with_subscribed_topic_names(Some(vec![topic_name("both")]));
+    assert_eq!(
+        send(&mut conn, hb).await.error_code,
+        ResponseError::GroupIdNotFound.code()
+    );
     assert_eq!(new.stop().len(), 100);
     assert_eq!(old.stop().len(), 100);
-    // A classic member cannot join the consumer group while it has members (and back).
     broker.shutdown().await.unwrap();
 }
 
@@ -257,15 +263,15 @@ async fn the_group_survives_a_broker_restart() {
     let broker = start_broker_with(dir.path(), fast).await;
     let addr = broker.bootstrap_address();
     create_topic(&addr, "survive", 4, &[]).await;
-    produce(&addr, "survive", 4, 0..200).await;
+    produce_numbered(&addr, "survive", 4, 0..200).await;
     let log: Log = Arc::default();
     let a = member(&addr, "g-survive", "survive", "a", &log, "consumer");
     let b = member(&addr, "g-survive", "survive", "b", &log, "consumer");
-    wait_for("2 + 2", || {
+    wait_for("2 + 2", T, || {
         a.assignment().len() == 2 && b.assignment().len() == 2
     })
     .await;
-    wait_for("200 consumed", || a.seen().len() + b.seen().len() >= 200).await;
+    wait_for("200 consumed", T, || a.seen().len() + b.seen().len() >= 200).await;
     let mut conn = KafkaConn::connect(&addr).await;
     let before = describe(&mut conn, "g-survive").await;
     assert_eq!(before.1.len(), 2);
@@ -282,8 +288,8 @@ async fn the_group_survives_a_broker_restart() {
     assert_eq!(after, before, "epochs, members and assignments came back");
 
     // The members carry on with their epochs and resume at their committed offsets.
-    produce(&addr, "survive", 4, 200..400).await;
-    wait_for("400 consumed", || a.seen().len() + b.seen().len() >= 400).await;
+    produce_numbered(&addr, "survive", 4, 200..400).await;
+    wait_for("400 consumed", T, || a.seen().len() + b.seen().len() >= 400).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut all = values(&a.stop());
     all.extend(values(&b.stop()));

@@ -8,13 +8,14 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use support::{client_config, create_topic, producer, start_broker_with, values, GroupMember};
+use support::{
+    client_config, create_topic, produce_numbered, start_broker_with, values, wait_for, GroupMember,
+};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -88,41 +89,13 @@ impl Member {
     }
 }
 
-/// Waits (polling) until `cond` holds.
-async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn produce_range(addr: &str, topic: &str, partitions: i32, range: std::ops::Range<usize>) {
-    let p = producer(addr, &[]);
-    let mut fs = Vec::new();
-    for i in range {
-        let v = format!("m-{i}");
-        fs.push(
-            p.send_result(
-                FutureRecord::<(), _>::to(topic)
-                    .payload(&v)
-                    .partition((i % partitions as usize) as i32),
-            )
-            .unwrap(),
-        );
-    }
-    for f in fs {
-        f.await.unwrap().unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_members_share_and_the_survivor_takes_over() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker_with(dir.path(), fast_groups).await;
     let addr = broker.bootstrap_address();
     create_topic(&addr, "shared", 4, &[]).await;
-    produce_range(&addr, "shared", 4, 0..200).await;
+    produce_numbered(&addr, "shared", 4, 0..200).await;
 
     let a = Member::start(&addr, "g-share", "shared", &[]);
     let b = Member::start(&addr, "g-share", "shared", &[]);
@@ -139,7 +112,7 @@ async fn two_members_share_and_the_survivor_takes_over() {
 
     let seen_b = b.stop();
     wait_for("the survivor owns all 4", T, || a.assignment().len() == 4).await;
-    produce_range(&addr, "shared", 4, 200..400).await;
+    produce_numbered(&addr, "shared", 4, 200..400).await;
     wait_for("all 400 consumed", T * 2, || {
         a.seen().len() + seen_b.len() >= 400
     })
@@ -167,7 +140,7 @@ async fn committed_offsets_and_metadata_survive_a_restart() {
     let broker = start_broker_with(dir.path(), fast_groups).await;
     let addr = broker.bootstrap_address();
     create_topic(&addr, "resume", 2, &[]).await;
-    produce_range(&addr, "resume", 2, 0..100).await;
+    produce_numbered(&addr, "resume", 2, 0..100).await;
 
     let a = addr.clone();
     tokio::task::spawn_blocking(move || {
@@ -362,7 +335,7 @@ async fn rapid_joins_and_leaves_never_leave_the_group_stuck() {
         steady.assignment().len() == 4
     })
     .await;
-    produce_range(&addr, "churn", 4, 0..40).await;
+    produce_numbered(&addr, "churn", 4, 0..40).await;
     wait_for("new messages consumed", T * 2, || steady.seen().len() >= 40).await;
     let a2 = addr.clone();
     let (state, members) = tokio::task::spawn_blocking(move || {

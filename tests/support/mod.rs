@@ -325,3 +325,34 @@ impl Drop for GroupMember {
 pub fn values(seen: &[(i32, i64, String)]) -> Vec<String> {
     seen.iter().map(|(_, _, v)| v.clone()).collect()
 }
+
+/// Waits (polling every 50 ms) until `cond` holds; panics naming `what` after `timeout`.
+pub async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Produces `m-{i}` for every `i` in `range`, message `i` to partition `i % partitions`,
+/// and waits until all are acknowledged.
+pub async fn produce_numbered(
+    addr: &str,
+    topic: &str,
+    partitions: i32,
+    range: std::ops::Range<usize>,
+) {
+    let p = producer(addr, &[]);
+    let mut pending = Vec::new();
+    for i in range {
+        let v = format!("m-{i}");
+        let record = rdkafka::producer::FutureRecord::<(), _>::to(topic)
+            .payload(&v)
+            .partition((i % partitions as usize) as i32);
+        pending.push(p.send_result(record).expect("queue has room"));
+    }
+    for f in pending {
+        f.await.expect("delivery future").expect("delivered");
+    }
+}

@@ -40,6 +40,32 @@ pub enum SequenceCheck {
     Fenced,
 }
 
+/// The idempotence fields of a batch header, kept so the batch itself can be handed to the
+/// log without a copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SequenceSpan {
+    /// Producer id, or -1.
+    pub producer_id: i64,
+    /// Producer epoch.
+    pub epoch: i16,
+    /// Sequence of the first record, or -1.
+    pub first_sequence: i32,
+    /// Sequence of the last record.
+    pub last_sequence: i32,
+}
+
+impl SequenceSpan {
+    /// Reads the fields from a batch header.
+    pub fn of(batch: &RecordBatch) -> SequenceSpan {
+        SequenceSpan {
+            producer_id: batch.producer_id(),
+            epoch: batch.producer_epoch(),
+            first_sequence: batch.base_sequence(),
+            last_sequence: batch.last_sequence(),
+        }
+    }
+}
+
 /// Producer state of one partition. Not thread-safe on its own: the partition keeps it
 /// under the same lock as its appends, so check-then-append is atomic.
 #[derive(Debug, Default)]
@@ -100,24 +126,23 @@ impl ProducerStates {
         }
     }
 
-    /// Records a batch that was appended (or found in the log on recovery).
-    pub fn record(&mut self, batch: &RecordBatch) {
-        let pid = batch.producer_id();
-        if pid < 0 || batch.base_sequence() < 0 {
+    /// Records a batch that was appended at `base_offset` (or found in the log on recovery).
+    pub fn record(&mut self, span: SequenceSpan, base_offset: Offset) {
+        if span.producer_id < 0 || span.first_sequence < 0 {
             return;
         }
-        let entry = self.producers.entry(pid).or_default();
-        if batch.producer_epoch() != entry.epoch {
-            entry.epoch = batch.producer_epoch();
+        let entry = self.producers.entry(span.producer_id).or_default();
+        if span.epoch != entry.epoch {
+            entry.epoch = span.epoch;
             entry.batches.clear();
         }
         if entry.batches.len() == PRODUCER_BATCHES_REMEMBERED {
             entry.batches.pop_front();
         }
         entry.batches.push_back(WrittenBatch {
-            first_sequence: batch.base_sequence(),
-            last_sequence: batch.last_sequence(),
-            base_offset: batch.base_offset(),
+            first_sequence: span.first_sequence,
+            last_sequence: span.last_sequence,
+            base_offset,
         });
     }
 
@@ -146,7 +171,7 @@ mod tests {
         let mut s = ProducerStates::default();
         let b0 = batch(7, 0, 0, 3, 0);
         assert_eq!(s.check(&b0), SequenceCheck::Append);
-        s.record(&b0);
+        s.record(SequenceSpan::of(&b0), b0.base_offset());
         assert_eq!(s.check(&b0), SequenceCheck::Duplicate(Offset(0)));
         assert_eq!(
             s.check(&batch(7, 0, 5, 1, 0)),
@@ -154,10 +179,10 @@ mod tests {
         );
         let b1 = batch(7, 0, 3, 2, 3);
         assert_eq!(s.check(&b1), SequenceCheck::Append);
-        s.record(&b1);
+        s.record(SequenceSpan::of(&b1), b1.base_offset());
         let b2 = batch(7, 1, 0, 1, 5);
         assert_eq!(s.check(&b2), SequenceCheck::Append);
-        s.record(&b2);
+        s.record(SequenceSpan::of(&b2), b2.base_offset());
         assert_eq!(s.check(&batch(7, 0, 5, 1, 0)), SequenceCheck::Fenced);
         assert_eq!(
             s.check(&batch(8, 0, 4, 1, 0)),
@@ -170,7 +195,8 @@ mod tests {
     fn only_the_last_five_batches_are_remembered() {
         let mut s = ProducerStates::default();
         for i in 0..7 {
-            s.record(&batch(1, 0, i, 1, i as i64));
+            let b = batch(1, 0, i, 1, i as i64);
+            s.record(SequenceSpan::of(&b), b.base_offset());
         }
         assert!(matches!(
             s.check(&batch(1, 0, 1, 1, 0)),

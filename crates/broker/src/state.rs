@@ -16,7 +16,7 @@ use rafka_core::{
     TopicName, TopicPartition,
 };
 
-use crate::producer_state::{ProducerStates, SequenceCheck};
+use crate::producer_state::{ProducerStates, SequenceCheck, SequenceSpan};
 use crate::topic_config;
 
 /// Why an append was refused above the storage layer.
@@ -71,7 +71,7 @@ impl PartitionState {
             let Some(last) = batches.last() else { break };
             let next = last.next_offset();
             for b in &batches {
-                producers.record(b);
+                producers.record(SequenceSpan::of(b), b.base_offset());
             }
             if next <= at {
                 break;
@@ -98,9 +98,11 @@ impl PartitionState {
             }
             SequenceCheck::Fenced => return Err(AppendError::Fenced),
         }
-        let info = self.log.append(batch.clone())?;
-        batch.set_base_offset(info.base_offset);
-        producers.record(&batch);
+        // The log takes the batch itself: a clone here would make its base-offset write copy
+        // the whole batch.
+        let span = SequenceSpan::of(&batch);
+        let info = self.log.append(batch)?;
+        producers.record(span, info.base_offset);
         Ok(Appended::New(info))
     }
 
@@ -126,6 +128,15 @@ pub struct Topic {
     pub partitions: Vec<Arc<PartitionState>>,
     /// Config overrides set on the topic.
     pub configs: BTreeMap<String, String>,
+}
+
+impl Topic {
+    /// The partition with this wire index, if the topic has it.
+    pub fn partition(&self, index: i32) -> Option<&Arc<PartitionState>> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
+    }
 }
 
 /// Why a topic operation failed; mapped to Kafka error codes by the API handlers.

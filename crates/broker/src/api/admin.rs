@@ -279,11 +279,8 @@ pub fn delete_records(shared: &Arc<Shared>, req: DeleteRecordsRequest) -> Respon
                     let r = DeleteRecordsPartitionResult::default()
                         .with_partition_index(dp.partition_index)
                         .with_low_watermark(-1);
-                    let Some(p) = topic.as_ref().and_then(|t| {
-                        usize::try_from(dp.partition_index)
-                            .ok()
-                            .and_then(|i| t.partitions.get(i))
-                    }) else {
+                    let Some(p) = topic.as_ref().and_then(|t| t.partition(dp.partition_index))
+                    else {
                         return r.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
                     let end = p.log.log_end_offset();

@@ -48,11 +48,7 @@ fn collect(shared: &Shared, req: &FetchRequest, version: i16) -> (FetchResponse,
         };
         let mut parts = Vec::with_capacity(ft.partitions.len());
         for fp in &ft.partitions {
-            let Some(p) = topic.as_ref().and_then(|t| {
-                usize::try_from(fp.partition)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i))
-            }) else {
+            let Some(p) = topic.as_ref().and_then(|t| t.partition(fp.partition)) else {
                 let e = if topic.is_some() {
                     ResponseError::UnknownTopicOrPartition
                 } else {

@@ -429,10 +429,10 @@ pub fn offset_commit(shared: &Arc<Shared>, req: OffsetCommitRequest) -> Reply {
                     .map(|p| {
                         let e = if let Some(e) = group_error {
                             Some(e)
-                        } else if topic.as_ref().is_none_or(|tp| {
-                            p.partition_index < 0
-                                || p.partition_index as usize >= tp.partitions.len()
-                        }) {
+                        } else if topic
+                            .as_ref()
+                            .is_none_or(|tp| tp.partition(p.partition_index).is_none())
+                        {
                             Some(ResponseError::UnknownTopicOrPartition)
                         } else if p
                             .committed_metadata

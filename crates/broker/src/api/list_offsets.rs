@@ -44,11 +44,8 @@ pub fn handle(shared: &Arc<Shared>, req: ListOffsetsRequest, version: i16) -> Re
                         .with_timestamp(-1)
                         .with_offset(-1)
                         .with_leader_epoch(leader_epoch);
-                    let Some(p) = topic.as_ref().and_then(|t| {
-                        usize::try_from(lp.partition_index)
-                            .ok()
-                            .and_then(|i| t.partitions.get(i))
-                    }) else {
+                    let Some(p) = topic.as_ref().and_then(|t| t.partition(lp.partition_index))
+                    else {
                         return r.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
                     let found = match lp.timestamp {
@@ -130,11 +127,7 @@ pub fn offset_for_leader_epoch(
                         .with_partition(lp.partition)
                         .with_leader_epoch(-1)
                         .with_end_offset(-1);
-                    let Some(p) = topic.as_ref().and_then(|t| {
-                        usize::try_from(lp.partition)
-                            .ok()
-                            .and_then(|i| t.partitions.get(i))
-                    }) else {
+                    let Some(p) = topic.as_ref().and_then(|t| t.partition(lp.partition)) else {
                         return r.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
                     if lp.current_leader_epoch > 0 {

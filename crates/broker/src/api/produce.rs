@@ -132,11 +132,7 @@ pub fn handle(
                 partition_error(pd.index, ResponseError::InvalidRequiredAcks, None)
             } else if invalid_name {
                 partition_error(pd.index, ResponseError::InvalidTopicException, None)
-            } else if let Some(p) = found.as_ref().and_then(|t| {
-                usize::try_from(pd.index)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i))
-            }) {
+            } else if let Some(p) = found.as_ref().and_then(|t| t.partition(pd.index)) {
                 let r = append_partition(shared, (plan, ctx), p, pd.index, pd.records);
                 if r.error_code == 0 {
                     appended_any = true;
