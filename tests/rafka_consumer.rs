@@ -185,3 +185,191 @@ async fn shares_a_group_with_a_librdkafka_consumer() {
     ours.close().await.unwrap();
     broker.shutdown().await.unwrap();
 }
+
+type Tp = (String, i32);
+
+/// A rafka-consumer group member polling in a task: what it read, and its rebalance
+/// callbacks.
+struct Member {
+    consumer: Arc<Consumer>,
+    seen: Arc<Mutex<Vec<(i32, i64, String)>>>,
+    assigned: Arc<Mutex<Vec<Tp>>>,
+    revoked: Arc<Mutex<Vec<Tp>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Member {
+    async fn start(addr: &str, group: &str, topic: &str, metadata_age: Duration) -> Member {
+        let (assigned, revoked): (Arc<Mutex<Vec<Tp>>>, Arc<Mutex<Vec<Tp>>>) = Default::default();
+        let (a, r) = (assigned.clone(), revoked.clone());
+        let mut client = rafka_client::ClientConfig::new(addr);
+        client.metadata_max_age = metadata_age;
+        let consumer = Consumer::builder()
+            .client_config(client)
+            .group(group)
+            .subscribe([topic])
+            .assignors(vec![rafka_consumer::Assignor::CooperativeSticky])
+            .auto_offset_reset(OffsetReset::Earliest)
+            .heartbeat_interval(Duration::from_millis(200))
+            .session_timeout(Duration::from_secs(10))
+            .on_assigned(move |ps| a.lock().unwrap().extend(ps.iter().cloned()))
+            .on_revoked(move |ps| r.lock().unwrap().extend(ps.iter().cloned()))
+            .build()
+            .await
+            .unwrap();
+        let consumer = Arc::new(consumer);
+        let seen: Arc<Mutex<Vec<(i32, i64, String)>>> = Arc::default();
+        let task = {
+            let (c, seen) = (consumer.clone(), seen.clone());
+            tokio::spawn(async move {
+                loop {
+                    if let Ok(Ok(r)) =
+                        tokio::time::timeout(Duration::from_millis(100), c.recv()).await
+                    {
+                        let v = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default());
+                        seen.lock()
+                            .unwrap()
+                            .push((r.partition, r.offset, v.to_string()));
+                    }
+                }
+            })
+        };
+        Member {
+            consumer,
+            seen,
+            assigned,
+            revoked,
+            task,
+        }
+    }
+
+    fn partitions(&self) -> HashSet<i32> {
+        self.consumer.assignment().iter().map(|(_, p)| *p).collect()
+    }
+
+    fn seen_from(&self, from: usize) -> Vec<(i32, i64, String)> {
+        self.seen.lock().unwrap()[from..].to_vec()
+    }
+
+    async fn close(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        if let Ok(c) = Arc::try_unwrap(self.consumer) {
+            c.close().await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooperative_sticky_moves_only_what_must_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path()).await;
+    let addr = broker.bootstrap_address().to_string();
+    create_topic(&addr, "coop", 6, &[]).await;
+    produce_numbered(&addr, "coop", 6, 0..600).await;
+    let a = Member::start(&addr, "coop-g", "coop", Duration::from_secs(300)).await;
+    wait_for("a holds all six", Duration::from_secs(20), || {
+        a.partitions().len() == 6 && a.seen.lock().unwrap().len() == 600
+    })
+    .await;
+    let b = Member::start(&addr, "coop-g", "coop", Duration::from_secs(300)).await;
+    wait_for("three each", Duration::from_secs(30), || {
+        a.partitions().len() == 3 && b.partitions().len() == 3
+    })
+    .await;
+    // a gave up exactly the three that moved, never everything; b got exactly those.
+    let a_revoked: HashSet<i32> = a.revoked.lock().unwrap().iter().map(|t| t.1).collect();
+    let b_assigned: HashSet<i32> = b.assigned.lock().unwrap().iter().map(|t| t.1).collect();
+    assert_eq!(
+        a.revoked.lock().unwrap().len(),
+        3,
+        "a revoked {a_revoked:?}"
+    );
+    assert_eq!(a_revoked, b_assigned);
+    assert!(a_revoked.is_disjoint(&a.partitions()));
+    assert!(b.revoked.lock().unwrap().is_empty());
+    // The first 600 were read once, by a (it committed them before letting go).
+    let first = a.seen_from(0);
+    assert_eq!(first.len(), 600);
+    assert!(b.seen_from(0).is_empty(), "b re-read committed records");
+    // New records go to whoever holds each partition now, each read exactly once.
+    let (from_a, from_b) = (a.seen.lock().unwrap().len(), 0);
+    produce_numbered(&addr, "coop", 6, 600..900).await;
+    wait_for("the next 300", Duration::from_secs(20), || {
+        a.seen.lock().unwrap().len() - from_a + b.seen.lock().unwrap().len() >= 300
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (got_a, got_b) = (a.seen_from(from_a), b.seen_from(from_b));
+    let mut values: Vec<String> = got_a.iter().chain(&got_b).map(|r| r.2.clone()).collect();
+    values.sort_by_key(|v| v[2..].parse::<usize>().unwrap());
+    let expected: Vec<String> = (600..900).map(|i| format!("m-{i}")).collect();
+    assert_eq!(values, expected);
+    assert!(got_a.iter().all(|r| a.partitions().contains(&r.0)));
+    assert!(got_b.iter().all(|r| b.partitions().contains(&r.0)));
+    b.close().await;
+    a.close().await;
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooperative_sticky_with_a_librdkafka_member_and_a_growing_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path()).await;
+    let addr = broker.bootstrap_address().to_string();
+    create_topic(&addr, "grow", 2, &[]).await;
+    // Ours joins first, so it leads the group and watches the topic (metadata every 500 ms).
+    let ours = Member::start(&addr, "grow-g", "grow", Duration::from_millis(500)).await;
+    wait_for("ours holds both", Duration::from_secs(20), || {
+        ours.partitions().len() == 2
+    })
+    .await;
+    let theirs = GroupMember::start(
+        client_config(&addr)
+            .set("group.id", "grow-g")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "200"),
+        "grow",
+        rdkafka::consumer::DefaultConsumerContext,
+    );
+    wait_for("one each", Duration::from_secs(30), || {
+        ours.partitions().len() == 1 && theirs.assignment().len() == 1
+    })
+    .await;
+    assert_eq!(ours.revoked.lock().unwrap().len(), 1, "only one moved");
+    // The topic grows to 4: the leader notices and the group spreads over 4.
+    let c = rafka_client::Client::connect(rafka_client::ClientConfig::new(&addr))
+        .await
+        .unwrap();
+    c.create_partitions("grow", 4).await.unwrap();
+    wait_for("two each after growth", Duration::from_secs(30), || {
+        ours.partitions().len() == 2 && theirs.assignment().len() == 2
+    })
+    .await;
+    let mine = ours.partitions();
+    assert!(mine.is_disjoint(&theirs.assignment().into_iter().collect()));
+    produce_numbered(&addr, "grow", 4, 0..400).await;
+    wait_for("all 400", Duration::from_secs(30), || {
+        ours.seen.lock().unwrap().len() + theirs.seen().len() >= 400
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got_ours = ours.seen_from(0);
+    let got_theirs = theirs.stop();
+    let mut values: Vec<String> = got_ours
+        .iter()
+        .chain(&got_theirs)
+        .map(|r| r.2.clone())
+        .collect();
+    values.sort_by_key(|v| v[2..].parse::<usize>().unwrap());
+    let expected: Vec<String> = (0..400).map(|i| format!("m-{i}")).collect();
+    assert_eq!(
+        values, expected,
+        "every record read exactly once by the group"
+    );
+    assert!(got_ours.iter().all(|r| mine.contains(&r.0)));
+    ours.close().await;
+    broker.shutdown().await.unwrap();
+}

@@ -673,11 +673,31 @@ impl Consumer {
 
     /// Commits (with auto-commit), leaves the group and stops.
     pub async fn close(mut self) -> Result<(), ConsumerError> {
-        let commit = if self.shared.cfg.enable_auto_commit {
-            self.shared.commit_processed().await
-        } else {
-            Ok(())
-        };
+        let mut commit = Ok(());
+        if self.shared.cfg.enable_auto_commit {
+            // A rebalance may be completing (the group moved to a new generation and the
+            // membership task is about to learn it): give it a few heartbeats.
+            for attempt in 0..10 {
+                commit = self.shared.commit_processed().await;
+                let mid_rebalance = matches!(
+                    &commit,
+                    Err(ConsumerError::Client(e)) if matches!(
+                        e.kafka_error(),
+                        Some(ResponseError::IllegalGeneration | ResponseError::RebalanceInProgress)
+                    )
+                );
+                if !mid_rebalance || attempt == 9 {
+                    break;
+                }
+                tokio::time::sleep(
+                    self.shared
+                        .cfg
+                        .heartbeat_interval
+                        .min(Duration::from_millis(500)),
+                )
+                .await;
+            }
+        }
         self.shared.lock().closed = true;
         if let Some(task) = self.group_task.take() {
             task.abort();

@@ -1,18 +1,26 @@
 //! Classic group membership for `subscribe`: JoinGroup (with MEMBER_ID_REQUIRED), SyncGroup
 //! (the leader runs the assignor), Heartbeat every `heartbeat_interval`, and a rejoin when
-//! the coordinator says the group is rebalancing. Eager protocol: before rejoining, the
-//! consumer commits (with auto-commit), calls `on_revoked` with everything it held and
-//! gives it all up.
+//! the coordinator says the group is rebalancing or, on the leader, when a subscribed
+//! topic gained partitions.
+//!
+//! Eager protocols (`range`, `roundrobin`): before rejoining, the consumer commits (with
+//! auto-commit), calls `on_revoked` with everything it held and gives it all up.
+//! Cooperative (`cooperative-sticky`, KIP-429): it rejoins still holding its partitions and
+//! says which it owns; after SyncGroup it gives up only what it lost (commit, `on_revoked`),
+//! takes what it gained (`on_assigned`), and rejoins at once if it gave something up, so
+//! that the partitions can go to their new owners. Losing membership (unknown member,
+//! fenced, failed join) still gives everything up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use kafka_protocol::messages::consumer_protocol_subscription;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
     ConsumerProtocolSubscription, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest,
-    SyncGroupRequest,
+    SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -21,8 +29,8 @@ use rafka_client::admin::{
 };
 use rafka_client::ClientError;
 
-use crate::assignor::Assignor;
-use crate::consumer::{PartState, Shared, Tp};
+use crate::assignor::{Assignor, MemberSubscription};
+use crate::consumer::{PartState, Shared, State, Tp};
 use crate::error::ConsumerError;
 
 const JOIN_VERSIONS: (i16, i16) = (1, 7);
@@ -34,6 +42,26 @@ fn sb(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
+/// Why the heartbeat loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rejoin {
+    /// The consumer is closing.
+    Closed,
+    /// The coordinator started a rebalance (or the leader saw a topic grow).
+    Rebalance,
+    /// Membership is gone (unknown member id, fenced): the partitions are lost.
+    Lost,
+}
+
+/// What a join and sync settled.
+struct Joined {
+    cooperative: bool,
+    /// A cooperative member gave partitions up and must rejoin so they can move.
+    rejoin_now: bool,
+    /// On the leader: the partition count of each subscribed topic it assigned.
+    counts: Option<BTreeMap<String, i32>>,
+}
+
 /// The membership task: join, sync, heartbeat; rejoin on rebalance; until closed.
 pub(crate) async fn run(shared: std::sync::Arc<Shared>) {
     let mut failures = 0u32;
@@ -42,9 +70,18 @@ pub(crate) async fn run(shared: std::sync::Arc<Shared>) {
             return;
         }
         match join_and_sync(&shared).await {
-            Ok(()) => {
+            Ok(joined) => {
                 failures = 0;
-                heartbeat_until_rebalance(&shared).await;
+                if joined.cooperative && joined.rejoin_now {
+                    continue;
+                }
+                let why = heartbeat_until_rebalance(&shared, joined.counts.as_ref()).await;
+                if why == Rejoin::Closed {
+                    return;
+                }
+                if joined.cooperative && why == Rejoin::Rebalance {
+                    continue;
+                }
             }
             Err(e) => {
                 failures += 1;
@@ -79,36 +116,83 @@ fn e_retriable(e: &ConsumerError) -> bool {
 }
 
 async fn revoke_all(shared: &Shared) {
+    let held: Vec<Tp> = shared.lock().assigned.keys().cloned().collect();
+    revoke(shared, &held).await;
+}
+
+/// Gives up `partitions`: commits what was processed of them (with auto-commit), drops
+/// them from the assignment and calls `on_revoked`.
+async fn revoke(shared: &Shared, partitions: &[Tp]) {
+    if partitions.is_empty() {
+        return;
+    }
     if shared.cfg.enable_auto_commit {
         if let Err(e) = shared.commit_processed().await {
             tracing::debug!(error = %e, "commit before rebalance failed");
         }
     }
-    let revoked: Vec<Tp> = {
+    {
         let mut st = shared.lock();
-        let r: Vec<Tp> = st.assigned.keys().cloned().collect();
-        st.assigned.clear();
-        st.buffer.clear();
-        st.processed.clear();
-        st.delivered = None;
-        st.assignment_epoch += 1;
-        r
-    };
-    if !revoked.is_empty() {
-        if let Some(cb) = &shared.cfg.on_revoked {
-            cb(&revoked);
+        for tp in partitions {
+            st.assigned.remove(tp);
+            st.processed.remove(tp);
+            st.committed.remove(tp);
         }
+        if st
+            .delivered
+            .as_ref()
+            .is_some_and(|(tp, _)| partitions.contains(tp))
+        {
+            st.delivered = None;
+        }
+        let State {
+            assigned, buffer, ..
+        } = &mut *st;
+        buffer.retain(|r| assigned.contains_key(&(r.topic.clone(), r.partition)));
+        st.assignment_epoch += 1;
+    }
+    if let Some(cb) = &shared.cfg.on_revoked {
+        cb(partitions);
     }
 }
 
-async fn join_and_sync(shared: &Shared) -> Result<(), ConsumerError> {
+async fn join_and_sync(shared: &Shared) -> Result<Joined, ConsumerError> {
     let cfg = &shared.cfg;
     let group = cfg.group.clone().expect("subscribe has a group");
     let client = &shared.client;
     let coordinator = client.find_coordinator(&group).await?;
-    let sub = ConsumerProtocolSubscription::default()
-        .with_topics(cfg.topics.iter().map(|t| sb(t)).collect());
-    let metadata = encode_subscription(&sub, 0)?;
+    let topics: Vec<StrBytes> = cfg.topics.iter().map(|t| sb(t)).collect();
+    // Eager protocols get the plain v0 subscription; the cooperative one also says what
+    // this member owns and since which generation (v2), as the Java client does.
+    let eager = encode_subscription(
+        &ConsumerProtocolSubscription::default().with_topics(topics.clone()),
+        0,
+    )?;
+    let cooperative = {
+        let st = shared.lock();
+        let mut owned: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for (t, p) in st.assigned.keys() {
+            owned.entry(t.as_str()).or_default().push(*p);
+        }
+        let sub = ConsumerProtocolSubscription::default()
+            .with_topics(topics)
+            .with_owned_partitions(
+                owned
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        consumer_protocol_subscription::TopicPartition::default()
+                            .with_topic(TopicName(sb(t)))
+                            .with_partitions(ps)
+                    })
+                    .collect(),
+            )
+            .with_generation_id(if st.assigned.is_empty() {
+                -1
+            } else {
+                st.generation
+            });
+        encode_subscription(&sub, 2)?
+    };
     let mut member_id = shared.lock().member_id.clone();
     let join = loop {
         let req = JoinGroupRequest::default()
@@ -123,7 +207,11 @@ async fn join_and_sync(shared: &Shared) -> Result<(), ConsumerError> {
                     .map(|a| {
                         JoinGroupRequestProtocol::default()
                             .with_name(sb(a.name()))
-                            .with_metadata(metadata.clone())
+                            .with_metadata(if a.is_cooperative() {
+                                cooperative.clone()
+                            } else {
+                                eager.clone()
+                            })
                     })
                     .collect(),
             );
@@ -165,16 +253,25 @@ async fn join_and_sync(shared: &Shared) -> Result<(), ConsumerError> {
         .as_ref()
         .map(|p| p.to_string())
         .unwrap_or_default();
+    let assignor = Assignor::from_name(&protocol).unwrap_or(Assignor::Range);
     let mut assignments = Vec::new();
+    let mut leader_counts = None;
     if join.leader.as_str() == member_id {
-        let assignor = Assignor::from_name(&protocol).unwrap_or(Assignor::Range);
-        let mut subs: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut topics = std::collections::BTreeSet::new();
+        let mut subs: BTreeMap<String, MemberSubscription> = BTreeMap::new();
+        let mut topics = BTreeSet::new();
         for m in &join.members {
             let s = decode_subscription(m.metadata.clone())?;
-            let ts: Vec<String> = s.topics.iter().map(|t| t.to_string()).collect();
-            topics.extend(ts.iter().cloned());
-            subs.insert(m.member_id.to_string(), ts);
+            let member = MemberSubscription {
+                topics: s.topics.iter().map(|t| t.to_string()).collect(),
+                owned: s
+                    .owned_partitions
+                    .iter()
+                    .flat_map(|tp| tp.partitions.iter().map(|p| (tp.topic.0.to_string(), *p)))
+                    .collect(),
+                generation: s.generation_id,
+            };
+            topics.extend(member.topics.iter().cloned());
+            subs.insert(m.member_id.to_string(), member);
         }
         let mut counts = BTreeMap::new();
         for t in topics {
@@ -194,6 +291,7 @@ async fn join_and_sync(shared: &Shared) -> Result<(), ConsumerError> {
                     .with_assignment(encode_assignment(&parts)?),
             );
         }
+        leader_counts = Some(counts);
     }
     let req = SyncGroupRequest::default()
         .with_group_id(GroupId(sb(&group)))
@@ -220,6 +318,16 @@ async fn join_and_sync(shared: &Shared) -> Result<(), ConsumerError> {
         .into_iter()
         .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
         .collect();
+    if assignor.is_cooperative() {
+        return settle_cooperative(
+            shared,
+            join.generation_id,
+            member_id,
+            assigned,
+            leader_counts,
+        )
+        .await;
+    }
     {
         let mut st = shared.lock();
         st.generation = join.generation_id;
@@ -235,10 +343,66 @@ async fn join_and_sync(shared: &Shared) -> Result<(), ConsumerError> {
     if let Some(cb) = &cfg.on_assigned {
         cb(&assigned);
     }
-    Ok(())
+    Ok(Joined {
+        cooperative: false,
+        rejoin_now: false,
+        counts: leader_counts,
+    })
 }
 
-async fn heartbeat_until_rebalance(shared: &Shared) {
+/// Applies a cooperative assignment: gives up what is no longer ours, keeps the rest as it
+/// is (positions, buffered records), and takes what is new.
+async fn settle_cooperative(
+    shared: &Shared,
+    generation: i32,
+    member_id: String,
+    assigned: Vec<Tp>,
+    counts: Option<BTreeMap<String, i32>>,
+) -> Result<Joined, ConsumerError> {
+    let now: BTreeSet<Tp> = assigned.into_iter().collect();
+    let revoked: Vec<Tp> = {
+        let mut st = shared.lock();
+        st.generation = generation;
+        st.member_id = member_id;
+        st.assigned
+            .keys()
+            .filter(|tp| !now.contains(*tp))
+            .cloned()
+            .collect()
+    };
+    revoke(shared, &revoked).await;
+    let added: Vec<Tp> = {
+        let mut st = shared.lock();
+        let added: Vec<Tp> = now
+            .iter()
+            .filter(|tp| !st.assigned.contains_key(*tp))
+            .cloned()
+            .collect();
+        for tp in &added {
+            st.assigned.insert(tp.clone(), PartState::default());
+        }
+        if !added.is_empty() {
+            st.assignment_epoch += 1;
+        }
+        added
+    };
+    tracing::debug!(?added, ?revoked, generation, "cooperative assignment");
+    if !added.is_empty() {
+        if let Some(cb) = &shared.cfg.on_assigned {
+            cb(&added);
+        }
+    }
+    Ok(Joined {
+        cooperative: true,
+        rejoin_now: !revoked.is_empty(),
+        counts,
+    })
+}
+
+async fn heartbeat_until_rebalance(
+    shared: &Shared,
+    assigned_counts: Option<&BTreeMap<String, i32>>,
+) -> Rejoin {
     let group = shared.cfg.group.clone().expect("group");
     loop {
         tokio::time::sleep(shared.cfg.heartbeat_interval).await;
@@ -247,7 +411,21 @@ async fn heartbeat_until_rebalance(shared: &Shared) {
             (st.generation, st.member_id.clone(), st.closed)
         };
         if closed {
-            return;
+            return Rejoin::Closed;
+        }
+        // The leader watches the metadata cache (refreshed every `metadata_max_age`): a
+        // subscribed topic that gained partitions needs a new assignment.
+        if let Some(counts) = assigned_counts {
+            let grown = counts.iter().find(|(t, &n)| {
+                shared
+                    .client
+                    .cached_topic(t)
+                    .is_some_and(|md| md.partitions.len() as i32 > n)
+            });
+            if let Some((t, _)) = grown {
+                tracing::debug!(topic = %t, "subscribed topic grew: rejoining");
+                return Rejoin::Rebalance;
+            }
         }
         let req = HeartbeatRequest::default()
             .with_group_id(GroupId(sb(&group)))
@@ -266,11 +444,12 @@ async fn heartbeat_until_rebalance(shared: &Shared) {
                 None => {}
                 Some(ResponseError::UnknownMemberId) | Some(ResponseError::FencedInstanceId) => {
                     shared.lock().member_id.clear();
-                    return;
+                    return Rejoin::Lost;
                 }
+                Some(ResponseError::IllegalGeneration) => return Rejoin::Lost,
                 Some(e) => {
                     tracing::debug!(error = %e, "heartbeat: rejoining");
-                    return;
+                    return Rejoin::Rebalance;
                 }
             },
             Err(e) => {

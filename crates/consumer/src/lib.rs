@@ -27,7 +27,7 @@ mod consumer;
 mod error;
 mod group;
 
-pub use assignor::Assignor;
+pub use assignor::{Assignor, MemberSubscription};
 pub use consumer::{
     Consumer, ConsumerBuilder, ConsumerConfig, ConsumerRecord, OffsetReset, RebalanceCallback,
 };
