@@ -21,7 +21,10 @@ CLIENT COMMANDS (all take --bootstrap HOST:PORT, default 127.0.0.1:9092):
     rafka topic alter NAME [--partitions N] [--config KEY=VALUE]...
     rafka topic delete NAME
     rafka produce TOPIC [--file F] [--key-separator S] [--header K=V]... [--partition P]
-                        one record per line of stdin (or F)
+                        [--format text|json]
+                        one record per line of stdin (or F); with json, each line is
+                        {\"key\":..,\"value\":..,\"headers\":{\"k\":\"v\"},\"partition\":N} (all optional);
+                        reading a file shows a progress bar on a terminal
     rafka consume TOPIC [--group G] [--from-beginning] [--partition P] [--offset O]
                         [--count N] [--format text|json] [--timeout-ms MS]
     rafka group list
@@ -32,6 +35,8 @@ CLIENT COMMANDS (all take --bootstrap HOST:PORT, default 127.0.0.1:9092):
 EXAMPLES:
     rafka topic create orders --partitions 3 --config retention.ms=86400000
     seq 1 1000 | rafka produce orders
+    rafka produce orders --file orders.txt --key-separator :
+    echo '{\"key\":\"k1\",\"value\":\"v1\",\"headers\":{\"source\":\"cli\"}}' | rafka produce orders --format json
     rafka consume orders --from-beginning --count 10 --format json
     rafka group describe billing
 ";
@@ -239,26 +244,37 @@ async fn produce(o: &Opts) -> Result<()> {
         .build()
         .await
         .context("cannot start the producer")?;
-    let reader: Box<dyn BufRead> = match &o.file {
-        Some(f) => Box::new(std::io::BufReader::new(
-            std::fs::File::open(f).with_context(|| format!("cannot open {f}"))?,
-        )),
-        None => Box::new(std::io::BufReader::new(std::io::stdin())),
+    let (reader, total_bytes): (Box<dyn BufRead>, Option<u64>) = match &o.file {
+        Some(f) => {
+            let file = std::fs::File::open(f).with_context(|| format!("cannot open {f}"))?;
+            let size = file.metadata().ok().map(|m| m.len());
+            (Box::new(std::io::BufReader::new(file)), size)
+        }
+        None => (Box::new(std::io::BufReader::new(std::io::stdin())), None),
     };
+    // A progress bar only where a person watches (a file's size gives the total).
+    let mut bar = total_bytes
+        .filter(|_| std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .map(|total| (total, Instant::now()));
     let started = Instant::now();
     let mut pending = std::collections::VecDeque::new();
-    let mut n = 0u64;
-    for line in reader.lines() {
+    let (mut n, mut bytes_read) = (0u64, 0u64);
+    for (number, line) in reader.lines().enumerate() {
         let line = line.context("cannot read input")?;
-        let mut r = Record::to(topic.clone());
-        let value = match o.key_separator.as_deref().and_then(|s| line.split_once(s)) {
-            Some((k, v)) => {
-                r = r.key(k.to_string());
-                v.to_string()
-            }
-            None => line,
+        bytes_read += line.len() as u64 + 1;
+        let mut r = if o.json {
+            json_record(&topic, &line).with_context(|| format!("line {}", number + 1))?
+        } else {
+            let mut r = Record::to(topic.clone());
+            let value = match o.key_separator.as_deref().and_then(|s| line.split_once(s)) {
+                Some((k, v)) => {
+                    r = r.key(k.to_string());
+                    v.to_string()
+                }
+                None => line,
+            };
+            r.value(value)
         };
-        r = r.value(value);
         for (k, v) in &o.headers {
             r = r.header(k.clone(), v.clone());
         }
@@ -271,17 +287,91 @@ async fn produce(o: &Opts) -> Result<()> {
             pending.pop_front().expect("non-empty").await?;
         }
         n += 1;
+        if let Some((total, last)) = &mut bar {
+            if last.elapsed() >= Duration::from_millis(200) {
+                *last = Instant::now();
+                eprint!(
+                    "\r{}",
+                    progress_line(bytes_read, *total, n, started.elapsed())
+                );
+            }
+        }
     }
     for f in pending {
         f.await?;
     }
     producer.close().await?;
+    if let Some((total, _)) = bar {
+        eprintln!("\r{}", progress_line(total, total, n, started.elapsed()));
+    }
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     eprintln!(
-        "produced {n} records to {topic} in {secs:.2} s ({:.0} records/s)",
-        n as f64 / secs
+        "produced {n} records to {topic} in {secs:.2} s ({:.0} records/s, {:.1} MB/s of input)",
+        n as f64 / secs,
+        bytes_read as f64 / 1e6 / secs
     );
     Ok(())
+}
+
+/// One progress line: a 30-cell bar, the percentage, records and the input rate.
+fn progress_line(done: u64, total: u64, records: u64, elapsed: Duration) -> String {
+    const CELLS: u64 = 30;
+    let frac = if total == 0 {
+        1.0
+    } else {
+        (done.min(total) as f64) / total as f64
+    };
+    let filled = ((frac * CELLS as f64) as u64).min(CELLS);
+    let rate = done as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9);
+    format!(
+        "[{}{}] {:>3.0}% {records} records, {rate:.1} MB/s",
+        "#".repeat(filled as usize),
+        " ".repeat((CELLS - filled) as usize),
+        frac * 100.0
+    )
+}
+
+/// A record from one JSON input line: an object with optional `key`, `value`, `headers`
+/// (an object of strings) and `partition`. Strings are taken as UTF-8 bytes; any other
+/// JSON value as its JSON text; `null` as no key or no value.
+fn json_record(topic: &str, line: &str) -> Result<Record> {
+    use serde_json::Value;
+    let v: Value = serde_json::from_str(line).context("not JSON")?;
+    let Value::Object(mut obj) = v else {
+        bail!("expected a JSON object with key, value, headers");
+    };
+    let text = |v: Value| match v {
+        Value::String(s) => Some(s),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    };
+    let mut r = Record::to(topic.to_string());
+    if let Some(k) = obj.remove("key").and_then(text) {
+        r = r.key(k);
+    }
+    if let Some(v) = obj.remove("value").and_then(text) {
+        r = r.value(v);
+    }
+    match obj.remove("headers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(hs)) => {
+            for (k, v) in hs {
+                r = r.header(k, text(v).unwrap_or_default());
+            }
+        }
+        Some(_) => bail!("headers must be an object of strings"),
+    }
+    match obj.remove("partition") {
+        None | Some(Value::Null) => {}
+        Some(p) => match p.as_i64().and_then(|p| i32::try_from(p).ok()) {
+            Some(p) if p >= 0 => r = r.partition(p),
+            _ => bail!("partition must be a non-negative integer"),
+        },
+    }
+    if let Some(unknown) = obj.keys().next() {
+        bail!("unknown field {unknown:?} (expected key, value, headers, partition)");
+    }
+    Ok(r)
 }
 
 fn json_str(out: &mut String, b: Option<&[u8]>) {
@@ -470,4 +560,62 @@ async fn group(args: &[String]) -> Result<()> {
         other => bail!("unknown group command {other:?}: list, describe, reset-offsets or delete"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_line_fills_with_the_input() {
+        let half = progress_line(50, 100, 7, Duration::from_secs(1));
+        assert_eq!(
+            half,
+            format!(
+                "[{}{}]  50% 7 records, 0.0 MB/s",
+                "#".repeat(15),
+                " ".repeat(15)
+            )
+        );
+        let done = progress_line(2_000_000, 2_000_000, 9, Duration::from_secs(2));
+        assert_eq!(
+            done,
+            format!("[{}] 100% 9 records, 1.0 MB/s", "#".repeat(30))
+        );
+        // An empty file is complete at once; more than the total is capped.
+        assert!(progress_line(0, 0, 0, Duration::ZERO).contains("100%"));
+        assert!(progress_line(150, 100, 1, Duration::from_secs(1))
+            .starts_with(&format!("[{}]", "#".repeat(30))));
+    }
+
+    #[test]
+    fn json_lines_become_records() {
+        let r = json_record(
+            "t",
+            r#"{"key":"k","value":{"a":1},"headers":{"h":"v"},"partition":2}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            format!("{r:?}"),
+            format!(
+                "{:?}",
+                Record::to("t")
+                    .key("k")
+                    .value("{\"a\":1}")
+                    .header("h", "v")
+                    .partition(2)
+            )
+        );
+        let r = json_record("t", r#"{"value":null}"#).unwrap();
+        assert_eq!(format!("{r:?}"), format!("{:?}", Record::to("t")));
+        for bad in [
+            r#"[1]"#,
+            r#"{"value":"x","extra":1}"#,
+            r#"{"partition":-1}"#,
+            r#"{"headers":[1]}"#,
+            "nope",
+        ] {
+            assert!(json_record("t", bad).is_err(), "{bad}");
+        }
+    }
 }

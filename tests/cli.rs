@@ -140,6 +140,113 @@ fn produce_a_file_and_consume_it_back() {
     assert_eq!(out.lines().next(), Some("line number 99990"));
 }
 
+fn rafka_with_input(args: &[&str], input: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rafka"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run rafka");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().expect("rafka exits");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn produce_json_lines_and_read_them_back_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = support::BrokerProcess::start(&dir.path().join("data"));
+    let b = broker.address.as_str();
+    let (ok, _, err) = rafka(&[
+        "topic",
+        "create",
+        "js",
+        "--partitions",
+        "2",
+        "--bootstrap",
+        b,
+    ]);
+    assert!(ok, "{err}");
+    let input = concat!(
+        r#"{"key":"a","value":"first","headers":{"src":"cli","n":"1"},"partition":1}"#,
+        "\n",
+        r#"{"value":{"nested":true},"partition":1}"#,
+        "\n",
+        r#"{"key":"c","value":null,"partition":0}"#,
+        "\n"
+    );
+    let (ok, _, err) = rafka_with_input(
+        &["produce", "js", "--format", "json", "--bootstrap", b],
+        input,
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains("produced 3 records to js"), "{err}");
+    let (ok, out, err) = rafka(&[
+        "consume",
+        "js",
+        "--partition",
+        "1",
+        "--from-beginning",
+        "--count",
+        "2",
+        "--format",
+        "json",
+        "--bootstrap",
+        b,
+    ]);
+    assert!(ok, "{err}");
+    let got: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0]["offset"], 0);
+    assert_eq!(got[0]["key"], "a");
+    assert_eq!(got[0]["value"], "first");
+    assert_eq!(got[0]["headers"]["src"], "cli");
+    assert_eq!(got[0]["headers"]["n"], "1");
+    assert_eq!(got[1]["offset"], 1);
+    assert_eq!(got[1]["key"], serde_json::Value::Null);
+    assert_eq!(got[1]["value"], r#"{"nested":true}"#);
+    let (ok, out, _) = rafka(&[
+        "consume",
+        "js",
+        "--partition",
+        "0",
+        "--from-beginning",
+        "--count",
+        "1",
+        "--format",
+        "json",
+        "--bootstrap",
+        b,
+    ]);
+    assert!(ok);
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((r["key"].as_str(), r["value"].is_null()), (Some("c"), true));
+    // A bad line stops the command with its line number, before anything after it is sent.
+    let (ok, _, err) = rafka_with_input(
+        &["produce", "js", "--format", "json", "--bootstrap", b],
+        "{\"value\":\"ok\"}\n{\"value\":\"x\",\"oops\":1}\n",
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("line 2") && err.contains("unknown field \"oops\""),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_wrong_bootstrap_fails_fast_with_a_clear_reason() {
     let started = Instant::now();
