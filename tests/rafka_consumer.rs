@@ -187,6 +187,7 @@ async fn shares_a_group_with_a_librdkafka_consumer() {
 }
 
 type Tp = (String, i32);
+type Log<T> = Arc<Mutex<Vec<T>>>;
 
 /// A rafka-consumer group member polling in a task: what it read, and its rebalance
 /// callbacks.
@@ -200,7 +201,7 @@ struct Member {
 
 impl Member {
     async fn start(addr: &str, group: &str, topic: &str, metadata_age: Duration) -> Member {
-        let (assigned, revoked): (Arc<Mutex<Vec<Tp>>>, Arc<Mutex<Vec<Tp>>>) = Default::default();
+        let (assigned, revoked): (Log<Tp>, Log<Tp>) = Default::default();
         let (a, r) = (assigned.clone(), revoked.clone());
         let mut client = rafka_client::ClientConfig::new(addr);
         client.metadata_max_age = metadata_age;
