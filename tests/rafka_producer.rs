@@ -284,3 +284,49 @@ async fn full_buffer_blocks_send_then_fails_after_max_block() {
     drop(p);
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_stop_at_the_delivery_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = proxy::Proxy::start().await;
+    let paddr = proxy.address.clone();
+    let broker = start_broker_with(dir.path(), |c| {
+        c.broker.advertised_listener = Some(paddr.clone());
+    })
+    .await;
+    proxy.set_upstream(&broker.bootstrap_address().to_string());
+    create_topic(&broker.bootstrap_address().to_string(), "late", 1, &[]).await;
+    let p = Producer::builder()
+        .bootstrap(&proxy.address)
+        .request_timeout(Duration::from_millis(300))
+        .retries(1_000)
+        .delivery_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    p.send(Record::to("late").value("warm")).await.unwrap();
+    // Answers stop: every attempt times out, and the retries (1,000 allowed) must stop at
+    // the delivery timeout rather than run for minutes.
+    proxy.faults.drop_all.store(true, Ordering::SeqCst);
+    let t = Instant::now();
+    let e = p
+        .send(Record::to("late").value("lost answer"))
+        .await
+        .unwrap_err();
+    let took = t.elapsed();
+    match &e {
+        ProducerError::DeliveryTimeout { after, last } => {
+            assert_eq!(*after, Duration::from_secs(2));
+            assert!(matches!(**last, ProducerError::Client(_)), "{last}");
+        }
+        other => panic!("expected a delivery timeout, got {other}"),
+    }
+    assert!(took < Duration::from_secs(10), "gave up after {took:?}");
+    // Answers flow again: the producer goes on (the broker had the batch; the retry of the
+    // next one is in sequence).
+    proxy.faults.drop_all.store(false, Ordering::SeqCst);
+    let m = p.send(Record::to("late").value("after")).await.unwrap();
+    assert!(m.offset >= 1, "{m:?}");
+    p.close().await.unwrap();
+    broker.shutdown().await.unwrap();
+}

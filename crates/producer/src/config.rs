@@ -49,6 +49,12 @@ pub struct ProducerConfig {
     pub acks: Acks,
     /// Attempts after the first for a batch that failed retriably.
     pub retries: u32,
+    /// Longest a record may take from `send` to its answer, retries included
+    /// (`delivery.timeout.ms`, 120 s as in the Java client): past it the record fails with
+    /// [`ProducerError::DeliveryTimeout`] instead of being retried again.
+    ///
+    /// [`ProducerError::DeliveryTimeout`]: crate::ProducerError::DeliveryTimeout
+    pub delivery_timeout: Duration,
     /// Batches in flight per partition (at most 5, as Kafka's idempotence window).
     pub max_in_flight: usize,
     /// Idempotence (InitProducerId + sequence numbers). Needs `acks=all`; switched off
@@ -69,6 +75,7 @@ impl Default for ProducerConfig {
             compression: Compression::None,
             acks: Acks::All,
             retries: 10,
+            delivery_timeout: Duration::from_secs(120),
             max_in_flight: 5,
             idempotence: true,
         }
@@ -125,6 +132,11 @@ impl ProducerBuilder {
     /// `retries`.
     pub fn retries(mut self, n: u32) -> Self {
         self.cfg.retries = n;
+        self
+    }
+    /// `delivery.timeout.ms`.
+    pub fn delivery_timeout(mut self, d: Duration) -> Self {
+        self.cfg.delivery_timeout = d;
         self
     }
     /// `max.in.flight.requests.per.connection`, per partition here (1..=5).

@@ -48,6 +48,14 @@ pub enum ProducerError {
     /// Encoding the batch failed.
     #[error("cannot encode record batch: {0}")]
     Encode(String),
+    /// The record's batch kept failing retriably until `delivery_timeout` ran out.
+    #[error("not delivered within {after:?}; last error: {last}")]
+    DeliveryTimeout {
+        /// The configured delivery timeout.
+        after: Duration,
+        /// The failure of the last attempt.
+        last: Box<ProducerError>,
+    },
     /// The producer was closed before the record was delivered.
     #[error("producer closed")]
     Closed,

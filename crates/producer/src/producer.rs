@@ -86,6 +86,8 @@ struct SealedBatch {
     retry_at: Option<Instant>,
     /// Unique within the partition; names the batch in the send window.
     id: u64,
+    /// When its first record was accepted: `delivery_timeout` counts from here.
+    created: Instant,
 }
 
 #[derive(Default)]
@@ -325,13 +327,16 @@ impl Producer {
     }
 
     /// Sends everything buffered now and waits until all of it is acknowledged or failed.
-    /// Waits at most the time every retry of one batch could take.
+    /// Waits at most the time every retry of one batch could take (bounded by
+    /// `delivery_timeout` plus one request).
     pub async fn flush(&self) -> Result<(), ProducerError> {
         let shared = &self.shared;
         shared.state.lock().expect("producer lock").flushing += 1;
         shared.wake.notify_one();
         let cfg = &shared.cfg;
-        let limit = (cfg.client.request_timeout + cfg.client.retry_backoff_max) * (cfg.retries + 2)
+        let limit = ((cfg.client.request_timeout + cfg.client.retry_backoff_max)
+            * (cfg.retries + 2))
+            .min(cfg.delivery_timeout + cfg.client.request_timeout)
             + cfg.linger;
         let done = tokio::time::timeout(limit, async {
             loop {
@@ -391,6 +396,7 @@ fn seal(q: &mut PartitionQueue, idempotent: bool) {
         attempts: 0,
         retry_at: None,
         id: q.next_id,
+        created: b.created,
     });
     q.next_id += 1;
 }
@@ -659,14 +665,22 @@ fn retriable(shared: &Shared, e: &ProducerError) -> bool {
 
 /// Completes a batch (base offset or error), or puts it back in sequence order to retry.
 fn finish(shared: &Shared, mut o: Outgoing, result: Result<i64, ProducerError>) {
+    let mut result = result;
     if let Err(e) = &result {
         if e_invalidates(e) {
             shared.client.invalidate(&o.topic);
         }
-        if retriable(shared, e) && o.batch.attempts < shared.cfg.retries {
+        let backoff = shared.cfg.client.backoff(o.batch.attempts + 1);
+        let in_time = o.batch.created.elapsed() + backoff < shared.cfg.delivery_timeout;
+        if retriable(shared, e) && o.batch.attempts < shared.cfg.retries && !in_time {
+            result = Err(ProducerError::DeliveryTimeout {
+                after: shared.cfg.delivery_timeout,
+                last: Box::new(e.clone()),
+            });
+        } else if retriable(shared, e) && o.batch.attempts < shared.cfg.retries {
             tracing::debug!(topic = %o.topic, partition = o.partition, error = %e, "retrying batch");
             o.batch.attempts += 1;
-            o.batch.retry_at = Some(Instant::now() + shared.cfg.client.backoff(o.batch.attempts));
+            o.batch.retry_at = Some(Instant::now() + backoff);
             {
                 let mut st = shared.state.lock().expect("producer lock");
                 if let Some(q) = st.partitions.get_mut(&(o.topic.clone(), o.partition)) {
