@@ -144,6 +144,7 @@ pub async fn run(args: &[String]) -> Result<bool> {
         "produce" => produce(&parse(&args[1..])?).await?,
         "consume" => consume(&parse(&args[1..])?).await?,
         "group" => group(&args[1..]).await?,
+        "bench" => crate::bench::run(&args[1..]).await?,
         _ => return Ok(false),
     }
     Ok(true)
@@ -314,7 +315,7 @@ async fn produce(o: &Opts) -> Result<()> {
 }
 
 /// One progress line: a 30-cell bar, the percentage, records and the input rate.
-fn progress_line(done: u64, total: u64, records: u64, elapsed: Duration) -> String {
+pub(crate) fn progress_line(done: u64, total: u64, records: u64, elapsed: Duration) -> String {
     const CELLS: u64 = 30;
     let frac = if total == 0 {
         1.0

@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 
 use rafka_broker::{Broker, Config};
 
+mod bench;
 mod cli;
 
 /// The shipped configuration, used when no file is given and `config/config.yaml` is absent.
@@ -59,7 +60,7 @@ fn parse_args() -> Result<Option<Args>> {
             "--storage-type" => args.storage_type = Some(value(&a)?),
             "--advertised-listener" => args.advertised = Some(value(&a)?),
             "-h" | "--help" => {
-                print!("{USAGE}\n{}", cli::USAGE);
+                print!("{USAGE}\n{}\n{}", cli::USAGE, bench::USAGE);
                 return Ok(None);
             }
             "-V" | "--version" => {
@@ -136,7 +137,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let client_command = matches!(
         args.first().map(String::as_str),
-        Some("topic" | "produce" | "consume" | "group")
+        Some("topic" | "produce" | "consume" | "group" | "bench")
     );
     // Client commands print their results; their logs stay quiet unless asked for.
     let default_level = if client_command { "warn" } else { "info" };

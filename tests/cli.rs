@@ -266,3 +266,103 @@ fn a_wrong_bootstrap_fails_fast_with_a_clear_reason() {
     assert!(!ok);
     assert!(err.contains("unknown topic command"), "{err}");
 }
+
+#[test]
+fn bench_produce_consume_and_e2e_report_what_they_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = support::BrokerProcess::start(&dir.path().join("data"));
+    let b = broker.address.as_str();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let (ok, out, err) = rafka(args);
+        assert!(ok, "{args:?}: {err}");
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+    let p = json(&[
+        "bench",
+        "produce",
+        "--topic",
+        "perf",
+        "--records",
+        "2000",
+        "--record-size",
+        "200",
+        "--partitions",
+        "2",
+        "--acks",
+        "all",
+        "--json",
+        "--bootstrap",
+        b,
+    ]);
+    assert_eq!(p["mode"], "produce");
+    assert_eq!(p["records"], 2000);
+    assert_eq!(p["bytes"], 400_000);
+    let lat = &p["latency_ms"];
+    assert!(lat["p50"].as_f64().unwrap() > 0.0, "{p}");
+    assert!(
+        lat["p50"].as_f64() <= lat["p99"].as_f64() && lat["p99"].as_f64() <= lat["max"].as_f64()
+    );
+    // The broker holds exactly what the benchmark says it sent.
+    let (ok, out, _) = rafka(&["topic", "describe", "perf", "--bootstrap", b]);
+    assert!(ok);
+    assert!(out.contains("topic perf: 2 partitions"), "{out}");
+    let ends: i64 = out
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f.len() >= 4 && f[0].parse::<i32>().is_ok()).then(|| f[3].parse::<i64>().unwrap())
+        })
+        .sum();
+    assert_eq!(ends, 2000, "{out}");
+
+    let c = json(&[
+        "bench",
+        "consume",
+        "--topic",
+        "perf",
+        "--json",
+        "--bootstrap",
+        b,
+    ]);
+    assert_eq!(
+        (c["records"].as_u64(), c["bytes"].as_u64()),
+        (Some(2000), Some(400_000))
+    );
+    let (ok, _, err) = rafka(&[
+        "bench",
+        "consume",
+        "--topic",
+        "perf",
+        "--records",
+        "5000",
+        "--bootstrap",
+        b,
+    ]);
+    assert!(!ok && err.contains("holds 2000 records"), "{err}");
+
+    let e = json(&[
+        "bench",
+        "e2e",
+        "--topic",
+        "lat",
+        "--records",
+        "500",
+        "--record-size",
+        "100",
+        "--rate",
+        "1000",
+        "--linger-ms",
+        "0",
+        "--json",
+        "--bootstrap",
+        b,
+    ]);
+    assert_eq!(
+        (e["records"].as_u64(), e["bytes"].as_u64()),
+        (Some(500), Some(50_000))
+    );
+    // Paced at 1,000 records/s, 500 records take about half a second.
+    assert!(e["seconds"].as_f64().unwrap() >= 0.45, "{e}");
+    let lat = &e["latency_ms"];
+    assert!(lat["max"].as_f64().unwrap() > 0.0 && lat["p50"].as_f64() <= lat["max"].as_f64());
+}
