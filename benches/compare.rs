@@ -1,0 +1,581 @@
+//! The comparison harness: one command, one table.
+//!
+//! `cargo bench --bench compare` measures, in one run on this machine:
+//! - physical baselines: a loopback TCP transfer of the produce workload's bytes, and a
+//!   sequential file write of the same bytes with an fsync every MiB;
+//! - the `rafka` binary (release, log engine on disk, `fsync: on_ack_all`) driven by
+//!   librdkafka: produce 1 KiB acks=1, produce 100 B acks=1, produce 1 KiB acks=all,
+//!   consume 1 KiB from the start, end-to-end latency of 100 B records at a fixed rate with
+//!   acks=all; broker CPU-seconds per GB moved (from `/proc/<pid>/stat`) and peak RSS;
+//! - start-up after a clean stop and recovery after SIGKILL with many partitions, and RSS
+//!   idle with 10,000 partitions;
+//! - the same client workloads against a peer broker when `tansu` is on PATH (started with
+//!   in-memory storage; `RAFKA_PEER_ARGS` replaces its arguments, `{port}` is substituted).
+//!
+//! Sizes: `RAFKA_BENCH_RECORDS` (1 KiB records, default 200,000), `RAFKA_BENCH_STARTUP_MIB`
+//! (data for the start-up test, default 1024), `RAFKA_BENCH_STARTUP_PARTITIONS` (1000).
+//! Prints a Markdown table; not a pass/fail test.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A broker process under measurement.
+struct Server {
+    child: Child,
+    address: String,
+    /// Time from spawn to the ready line (for rafka).
+    ready: Duration,
+}
+
+impl Server {
+    fn rafka(data: &Path) -> Server {
+        let started = Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rafka"))
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn rafka");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("ready line");
+        let address = line
+            .split_whitespace()
+            .nth(3)
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Server {
+            child,
+            address,
+            ready: started.elapsed(),
+        }
+    }
+
+    fn peer() -> Option<Server> {
+        let found = std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("tansu").is_file()));
+        if !found {
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let args = std::env::var("RAFKA_PEER_ARGS").unwrap_or_else(|_| {
+            "broker --kafka-listener-url tcp://127.0.0.1:{port} \
+             --kafka-advertised-listener-url tcp://127.0.0.1:{port} \
+             --storage-engine memory://tansu/"
+                .into()
+        });
+        let args = args.replace("{port}", &port.to_string());
+        let started = Instant::now();
+        let child = Command::new("tansu")
+            .args(args.split_whitespace())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let address = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(&address).is_err() {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Server {
+            child,
+            address,
+            ready: started.elapsed(),
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stop(mut self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// utime + stime of a process, in seconds (USER_HZ is 100 on Linux).
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(") ").map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// A `VmHWM` / `VmRSS` line of /proc/<pid>/status, in MiB.
+fn status_mib(pid: u32, key: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn loopback_mb_s(total: usize) -> f64 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0;
+        while got < total {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0);
+            got += n;
+        }
+    });
+    let chunk = vec![7u8; 1 << 20];
+    let start = Instant::now();
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut sent = 0;
+    while sent < total {
+        let n = chunk.len().min(total - sent);
+        s.write_all(&chunk[..n]).unwrap();
+        sent += n;
+    }
+    reader.join().unwrap();
+    total as f64 / start.elapsed().as_secs_f64() / 1e6
+}
+
+/// Returns MB/s and the CPU seconds the writing took (the kernel's writeback under fsync
+/// is charged to the caller, as it is to the broker).
+fn fsync_write_mb_s(dir: &Path, total: usize) -> (f64, f64) {
+    let cpu0 = cpu_seconds("self");
+    let path = dir.join("baseline.bin");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    let start = Instant::now();
+    let mut written = 0;
+    while written < total {
+        let n = chunk.len().min(total - written);
+        f.write_all(&chunk[..n]).unwrap();
+        f.sync_data().unwrap();
+        written += n;
+    }
+    let mb_s = total as f64 / start.elapsed().as_secs_f64() / 1e6;
+    let cpu = cpu_seconds("self") - cpu0;
+    drop(f);
+    let _ = std::fs::remove_file(path);
+    (mb_s, cpu / (total as f64 / 1e9))
+}
+
+fn create_topic(addr: &str, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .create()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let r = rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        ))
+        .unwrap();
+    for x in r {
+        x.unwrap_or_else(|(t, e)| panic!("create {t}: {e}"));
+    }
+}
+
+/// Produces `records` records of `size` bytes to partition 0 of `topic`.
+fn produce(addr: &str, topic: &str, records: usize, size: usize, acks: &str) -> Duration {
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("acks", acks)
+        .set("linger.ms", "5")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create()
+        .unwrap();
+    let payload = vec![b'x'; size];
+    let start = Instant::now();
+    let mut pending = Vec::with_capacity(records);
+    for _ in 0..records {
+        loop {
+            match p.send_result(
+                FutureRecord::<(), _>::to(topic)
+                    .payload(&payload[..])
+                    .partition(0),
+            ) {
+                Ok(f) => {
+                    pending.push(f);
+                    break;
+                }
+                Err(_) => p.poll(Duration::from_millis(1)),
+            }
+        }
+    }
+    p.flush(Duration::from_secs(120)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    for f in pending {
+        rt.block_on(f).unwrap().unwrap();
+    }
+    start.elapsed()
+}
+
+/// Consumes `records` from the start of partition 0 with client defaults. Returns the
+/// time from the first poll and the time from the first record to the last (the client's
+/// own start-up, about 0.5 s for librdkafka with a `group.id`, is not the broker's).
+fn consume(addr: &str, topic: &str, records: usize) -> (Duration, Duration) {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", "compare")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let start = Instant::now();
+    let mut first: Option<Instant> = None;
+    let mut n = 0;
+    while n < records {
+        if let Some(m) = c.poll(Duration::from_secs(10)) {
+            m.unwrap();
+            first.get_or_insert_with(Instant::now);
+            n += 1;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "consume stalled at {n}"
+        );
+    }
+    let first = first.unwrap_or(start);
+    (start.elapsed(), first.elapsed())
+}
+
+/// End-to-end latency (µs, sorted) of `records` 100-byte records sent at `rate`/s with
+/// acks=all and no linger; each value carries its send time.
+fn e2e_latencies(addr: &str, topic: &str, records: usize, rate: usize) -> Vec<u64> {
+    let base = Instant::now();
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", "compare-e2e")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::End).unwrap();
+    c.assign(&tpl).unwrap();
+    // Let the consumer resolve its position before anything is sent.
+    let _ = c.poll(Duration::from_millis(500));
+    let reader = std::thread::spawn(move || {
+        let mut lat = Vec::with_capacity(records);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while lat.len() < records && Instant::now() < deadline {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+                let v = m.payload().unwrap_or_default();
+                let sent = u64::from_be_bytes(v[..8].try_into().unwrap());
+                lat.push((base.elapsed().as_micros() as u64).saturating_sub(sent));
+            }
+        }
+        lat
+    });
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    let start = Instant::now();
+    let mut pending = Vec::with_capacity(records);
+    for i in 0..records {
+        let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let mut v = [b'x'; 100];
+        v[..8].copy_from_slice(&(base.elapsed().as_micros() as u64).to_be_bytes());
+        pending.push(
+            p.send_result(
+                FutureRecord::<(), _>::to(topic)
+                    .payload(&v[..])
+                    .partition(0),
+            )
+            .unwrap_or_else(|_| panic!("queue full at {i}")),
+        );
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+    let mut lat = reader.join().unwrap();
+    assert_eq!(lat.len(), records, "every record arrived");
+    lat.sort_unstable();
+    lat
+}
+
+fn pct(sorted: &[u64], q: f64) -> f64 {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1] as f64 / 1000.0
+}
+
+/// One broker's results for the client workloads.
+struct Results {
+    rows: Vec<(String, f64, String, f64)>,
+    peak_rss: f64,
+}
+
+/// Runs the client workloads against `server`: (name, figure, unit, broker CPU-s per GB).
+fn workloads(server: &Server, records: usize) -> Results {
+    let addr = server.address.clone();
+    let pid = server.pid().to_string();
+    let mut rows = Vec::new();
+    let mut measure = |name: &str,
+                       bytes: usize,
+                       unit: &str,
+                       run: &mut dyn FnMut() -> (f64, Duration)| {
+        let (cpu0, client0) = (cpu_seconds(&pid), cpu_seconds("self"));
+        let (figure, took) = run();
+        let cpu = cpu_seconds(&pid) - cpu0;
+        let client = cpu_seconds("self") - client0;
+        let per_gb = if bytes > 0 {
+            cpu / (bytes as f64 / 1e9)
+        } else {
+            0.0
+        };
+        eprintln!(
+                "  {name}: {figure:.1} {unit} in {:.2} s; broker CPU {cpu:.2} s, client CPU {client:.2} s",
+                took.as_secs_f64()
+            );
+        rows.push((name.to_string(), figure, unit.to_string(), per_gb));
+    };
+    for (t, parts) in [("p1k", 1), ("p100", 1), ("pall", 1), ("lat", 1)] {
+        create_topic(&addr, t, parts);
+    }
+    let total = records * 1024;
+    measure("produce 1 KiB acks=1", total, "MB/s", &mut || {
+        let d = produce(&addr, "p1k", records, 1024, "1");
+        (total as f64 / d.as_secs_f64() / 1e6, d)
+    });
+    let small = records * 5;
+    measure(
+        "produce 100 B acks=1",
+        small * 100,
+        "records/s",
+        &mut || {
+            let d = produce(&addr, "p100", small, 100, "1");
+            (small as f64 / d.as_secs_f64(), d)
+        },
+    );
+    measure("produce 1 KiB acks=all", total, "MB/s", &mut || {
+        let d = produce(&addr, "pall", records, 1024, "all");
+        (total as f64 / d.as_secs_f64() / 1e6, d)
+    });
+    let mut with_startup = Duration::ZERO;
+    measure("consume 1 KiB from start", total, "MB/s", &mut || {
+        let (all, steady) = consume(&addr, "p1k", records);
+        with_startup = all;
+        (total as f64 / steady.as_secs_f64() / 1e6, steady)
+    });
+    rows.push((
+        "consume 1 KiB, incl. client start-up".into(),
+        total as f64 / with_startup.as_secs_f64() / 1e6,
+        "MB/s".into(),
+        0.0,
+    ));
+    let lat_records = 30_000;
+    let lat = e2e_latencies(&addr, "lat", lat_records, 10_000);
+    rows.push((
+        "e2e 100 B @10k/s acks=all p50".into(),
+        pct(&lat, 0.5),
+        "ms".into(),
+        0.0,
+    ));
+    rows.push((
+        "e2e 100 B @10k/s acks=all p99".into(),
+        pct(&lat, 0.99),
+        "ms".into(),
+        0.0,
+    ));
+    Results {
+        rows,
+        peak_rss: status_mib(server.pid(), "VmHWM"),
+    }
+}
+
+/// Start-up after a clean stop and after SIGKILL with `partitions` partitions holding
+/// `mib` MiB, and RSS idle with 10,000 partitions.
+fn startup(dir: &Path, partitions: i32, mib: usize) -> Vec<(String, f64, String)> {
+    let data = dir.join("startup");
+    let s = Server::rafka(&data);
+    let per_topic = 1000.min(partitions);
+    let topics = (partitions + per_topic - 1) / per_topic;
+    for t in 0..topics {
+        create_topic(&s.address, &format!("s{t}"), per_topic);
+    }
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &s.address)
+        .set("acks", "1")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create()
+        .unwrap();
+    let payload = vec![b'y'; 1024];
+    let total = mib * 1024;
+    for i in 0..total {
+        let topic = format!("s{}", (i as i32 % partitions) / per_topic);
+        let part = (i as i32 % partitions) % per_topic;
+        while p
+            .send_result(
+                FutureRecord::<(), _>::to(&topic)
+                    .payload(&payload[..])
+                    .partition(part),
+            )
+            .is_err()
+        {
+            p.poll(Duration::from_millis(1));
+        }
+    }
+    p.flush(Duration::from_secs(300)).unwrap();
+    drop(p);
+    s.stop("-TERM");
+    let clean = Server::rafka(&data);
+    let clean_ready = clean.ready;
+    clean.stop("-KILL");
+    let dirty = Server::rafka(&data);
+    let dirty_ready = dirty.ready;
+    dirty.stop("-TERM");
+    // Idle RSS with 10,000 partitions (empty).
+    let idle = Server::rafka(&dir.join("idle"));
+    for t in 0..10 {
+        create_topic(&idle.address, &format!("i{t}"), 1000);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let rss = status_mib(idle.pid(), "VmRSS");
+    idle.stop("-TERM");
+    vec![
+        (
+            format!("ready after clean stop ({partitions} partitions, {mib} MiB)"),
+            clean_ready.as_secs_f64() * 1000.0,
+            "ms".into(),
+        ),
+        (
+            format!("ready after SIGKILL ({partitions} partitions, {mib} MiB)"),
+            dirty_ready.as_secs_f64() * 1000.0,
+            "ms".into(),
+        ),
+        ("RSS idle, 10,000 partitions".into(), rss, "MiB".into()),
+    ]
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` / `cargo test --benches` probe
+    }
+    let records = env_num("RAFKA_BENCH_RECORDS", 200_000);
+    let dir = tempfile::tempdir_in(std::env::var("RAFKA_BENCH_DIR").unwrap_or_else(|_| ".".into()))
+        .unwrap();
+    let total = records * 1024;
+    eprintln!("baselines ...");
+    let loopback = loopback_mb_s(total);
+    let (disk, disk_cpu) = fsync_write_mb_s(dir.path(), total);
+    eprintln!("rafka ...");
+    let rafka = Server::rafka(&dir.path().join("rafka"));
+    let ours = workloads(&rafka, records);
+    let rafka_pid = rafka.pid().to_string();
+    let rafka_cpu = cpu_seconds(&rafka_pid);
+    rafka.stop("-TERM");
+    let peer = Server::peer().map(|p| {
+        eprintln!("peer (tansu) ...");
+        let r = workloads(&p, records);
+        p.stop("-TERM");
+        r
+    });
+    eprintln!("start-up ...");
+    let start = startup(
+        dir.path(),
+        env_num("RAFKA_BENCH_STARTUP_PARTITIONS", 1000) as i32,
+        env_num("RAFKA_BENCH_STARTUP_MIB", 1024),
+    );
+
+    println!("records: {records} x 1 KiB (100 B workload: {} records); broker: rafka release, log engine, fsync on_ack_all", records * 5);
+    println!();
+    println!("| workload | rafka | unit | vs loopback | vs fsync-write | broker CPU-s/GB | peer | rafka/peer |");
+    println!("|---|---:|---|---:|---:|---:|---:|---:|");
+    println!("| loopback TCP (baseline) | {loopback:.0} | MB/s | 100% | | | | |");
+    println!(
+        "| file write + fsync/MiB (baseline) | {disk:.0} | MB/s | | 100% | {disk_cpu:.2} (writer) | | |"
+    );
+    for (i, (name, v, unit, per_gb)) in ours.rows.iter().enumerate() {
+        let (vs_lo, vs_disk) = if unit == "MB/s" {
+            (
+                format!("{:.0}%", 100.0 * v / loopback),
+                format!("{:.0}%", 100.0 * v / disk),
+            )
+        } else {
+            (String::new(), String::new())
+        };
+        let cpu = if *per_gb > 0.0 {
+            format!("{per_gb:.2}")
+        } else {
+            String::new()
+        };
+        let (pv, ratio) = match &peer {
+            Some(p) => {
+                let pv = p.rows[i].1;
+                (format!("{pv:.1}"), format!("{:.2}", v / pv))
+            }
+            None => ("n/a".into(), String::new()),
+        };
+        println!("| {name} | {v:.1} | {unit} | {vs_lo} | {vs_disk} | {cpu} | {pv} | {ratio} |");
+    }
+    let acks1 = ours.rows[0].1;
+    let all = ours.rows[2].1;
+    println!(
+        "| acks=all / acks=1 | {:.0} | % | | | | | |",
+        100.0 * all / acks1
+    );
+    for (name, v, unit) in &start {
+        println!("| {name} | {v:.0} | {unit} | | | | | |");
+    }
+    println!(
+        "| broker peak RSS during the workloads | {:.0} | MiB | | | | {} | |",
+        ours.peak_rss,
+        peer.as_ref()
+            .map_or("n/a".into(), |p| format!("{:.0}", p.peak_rss))
+    );
+    println!("| broker CPU-s for all workloads | {rafka_cpu:.1} | s | | | | | |");
+    if peer.is_none() {
+        println!(
+            "\n(no `tansu` on PATH: peer columns empty; `cargo install tansu --locked` to add it)"
+        );
+    }
+}
