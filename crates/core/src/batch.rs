@@ -562,7 +562,8 @@ impl RecordBatch {
                 key,
                 value,
                 headers,
-                timestamp: Timestamp(base_ts + ts_delta),
+                // Malformed, not a panic: the record_batch fuzz target found the overflow.
+                timestamp: Timestamp(base_ts.checked_add(ts_delta)?),
             });
         }
         Some(out)
@@ -583,6 +584,33 @@ mod tests {
             );
         }
         b.build()
+    }
+
+    fn varlong(v: i64) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        put_varlong(&mut b, v);
+        b.to_vec()
+    }
+
+    #[test]
+    fn a_timestamp_delta_that_overflows_is_malformed() {
+        // One record whose timestamp delta takes the base timestamp past i64::MAX.
+        let mut rec = vec![0u8]; // attributes
+        rec.extend(varlong(i64::MAX)); // timestamp delta
+        rec.extend(varlong(0)); // offset delta
+        rec.extend(varlong(-1)); // null key
+        rec.extend(varlong(-1)); // null value
+        rec.extend(varlong(0)); // no headers
+        let mut body = varlong(rec.len() as i64);
+        body.extend(rec);
+        let b = sample(1);
+        let mut bytes = b.as_bytes()[..HEADER_BYTES].to_vec();
+        bytes.extend(body);
+        let len = (bytes.len() - 12) as i32;
+        bytes[8..12].copy_from_slice(&len.to_be_bytes());
+        bytes[27..35].copy_from_slice(&1i64.to_be_bytes()); // base timestamp 1
+        let forged = RecordBatch::parse(Bytes::from(bytes)).unwrap();
+        assert_eq!(forged.decode_uncompressed(), None);
     }
 
     #[test]

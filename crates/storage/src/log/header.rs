@@ -6,6 +6,10 @@ use rafka_core::batch::{HEADER_BYTES, LOG_OVERHEAD};
 use rafka_core::{Offset, Timestamp};
 
 /// The header fields of one stored batch, parsed from its first [`HEADER_BYTES`] bytes.
+/// The size a negative length field parses to: beyond any file, and small enough that
+/// adding a file position to it cannot overflow.
+pub(crate) const NEGATIVE_LENGTH_SIZE: u64 = i64::MAX as u64;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BatchHeader {
     /// Offset of the first record.
@@ -29,10 +33,12 @@ impl BatchHeader {
         let i64_at = |at: usize| i64::from_be_bytes(h[at..at + 8].try_into().expect("8 bytes"));
         let i32_at = |at: usize| i32::from_be_bytes(h[at..at + 4].try_into().expect("4 bytes"));
         // A negative length field becomes a huge size, which every caller rejects as
-        // running past the end of the file.
+        // running past the end of the file. Not u64::MAX: `position + size` must not
+        // overflow (the log_recovery fuzz target found that; release builds would wrap
+        // and accept it).
         let length = i32_at(8);
         let size_bytes = if length < 0 {
-            u64::MAX
+            NEGATIVE_LENGTH_SIZE
         } else {
             length as u64 + LOG_OVERHEAD as u64
         };
@@ -98,7 +104,8 @@ mod tests {
         let mut buf = [0u8; HEADER_BYTES];
         buf[8..12].copy_from_slice(&(-5i32).to_be_bytes());
         let h = BatchHeader::parse(&buf).unwrap();
-        assert_eq!(h.size_bytes, u64::MAX);
+        assert_eq!(h.size_bytes, NEGATIVE_LENGTH_SIZE);
+        assert!(h.size_bytes.checked_add(u64::MAX / 2).is_some());
         assert!(!h.is_plausible());
     }
 }

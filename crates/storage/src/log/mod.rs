@@ -326,6 +326,31 @@ mod tests {
         assert_eq!(batches(&log.read(Offset(21), 1).unwrap().records).len(), 1);
     }
 
+    /// Found by the `log_recovery` fuzz target: a negative batch length in the torn tail
+    /// overflowed `position + size` while recovery counted the batches it cut (a panic
+    /// with overflow checks, a wrap without them).
+    #[test]
+    fn a_negative_batch_length_in_the_tail_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_engine, log, _) = crash_with(dir.path(), 12, |seg, _| {
+            let bytes = fs::read(seg).unwrap();
+            let mut last = 0;
+            let mut pos = 0;
+            while pos + 12 <= bytes.len() {
+                last = pos;
+                let len = i32::from_be_bytes(bytes[pos + 8..pos + 12].try_into().unwrap());
+                pos += 12 + len as usize;
+            }
+            let f = fs::OpenOptions::new().write(true).open(seg).unwrap();
+            f.write_all_at(&(-1i32).to_be_bytes(), last as u64 + 8)
+                .unwrap();
+        });
+        // As with any damaged last batch: it is cut, the 11 before it stay.
+        assert_eq!(log.log_end_offset(), Offset(21));
+        assert_eq!(read_all(log.as_ref(), Offset(0)).len(), 11);
+        assert_eq!(log.append(batch(1, 0, 1)).unwrap().base_offset, Offset(21));
+    }
+
     #[test]
     fn half_written_batch_is_cut() {
         let dir = tempfile::tempdir().unwrap();

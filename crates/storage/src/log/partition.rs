@@ -390,7 +390,7 @@ impl LogPartition {
             let mut pos = r.start;
             while pos < r.end {
                 let h = read_header(&r.file, pos)?
-                    .filter(|h| h.size_bytes >= HEADER_BYTES as u64)
+                    .filter(|h| h.size_bytes >= HEADER_BYTES as u64 && pos + h.size_bytes <= r.end)
                     .ok_or_else(|| invalid_data(format!("bad batch header at position {pos}")))?;
                 if h.max_timestamp >= ts && h.next_offset() > log_start {
                     return Ok(Some((h.base_offset.max(log_start), h.max_timestamp)));
@@ -593,7 +593,7 @@ impl PartitionLog for LogPartition {
         let mut cut = seg.index_floor_position(offset);
         while cut < seg.size {
             let h = read_header(&seg.file, cut)?
-                .filter(|h| h.size_bytes >= HEADER_BYTES as u64)
+                .filter(|h| h.size_bytes >= HEADER_BYTES as u64 && cut + h.size_bytes <= seg.size)
                 .ok_or_else(|| invalid_data(format!("bad batch header at position {cut}")))?;
             if h.next_offset() > offset {
                 break;
