@@ -47,6 +47,38 @@ fn bad_flags_and_config_values_are_named() {
 }
 
 #[test]
+fn a_storage_type_missing_from_the_build_is_refused_with_the_way_to_get_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let serve = |engine: &str| {
+        run(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data,
+            "--storage-type",
+            engine,
+        ])
+    };
+    let (ok, err) = serve("tape");
+    assert!(!ok);
+    assert!(err.contains("known engines: log, memory, rocksdb"), "{err}");
+    // With the feature, `rocksdb` would start and serve: only a default build refuses it.
+    if cfg!(not(feature = "rocksdb")) {
+        let (ok, err) = serve("rocksdb");
+        assert!(!ok);
+        assert!(err.contains("\"rocksdb\" is not in this build"), "{err}");
+        assert!(err.contains("cargo build --features rocksdb"), "{err}");
+        assert!(
+            err.contains("apt-get install librocksdb-dev libclang-dev"),
+            "{err}"
+        );
+        assert!(err.contains("or choose one of: log, memory"), "{err}");
+    }
+}
+
+#[test]
 fn sigterm_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = support::BrokerProcess::start(dir.path());

@@ -185,7 +185,8 @@ fn open_rocksdb(_: &Path, _: LogConfig) -> Result<Arc<dyn StorageEngine>, Storag
         io::ErrorKind::InvalidInput,
         format!(
             "storage: storage_type \"rocksdb\" is not in this build; rebuild with \
-             `cargo build --features rocksdb` (needs libclang and a C++ compiler), or choose \
+             `cargo build --features rocksdb` (it links the system's RocksDB: on Debian \
+             `apt-get install librocksdb-dev libclang-dev`), or choose \
              one of: {}",
             STORAGE_TYPES
                 .iter()

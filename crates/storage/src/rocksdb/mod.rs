@@ -164,6 +164,15 @@ fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
         .expect("column families are created at open")
 }
 
+/// Writes every column family's memtable to SST files and waits for it.
+fn flush_all_memtables(db: &DB) -> StorageResult<()> {
+    let opts = FlushOptions::default();
+    for name in [CF_BATCHES, CF_INDEX, CF_META] {
+        db.flush_cf_opt(cf(db, name), &opts).map_err(db_error)?;
+    }
+    Ok(())
+}
+
 /// One partition's in-memory view.
 struct PartState {
     cfg: LogConfig,
@@ -645,9 +654,7 @@ impl RocksEngine {
         let db = guard
             .as_ref()
             .ok_or_else(|| StorageError::Closed(self.inner.root.display().to_string()))?;
-        let cfs = [cf(db, CF_BATCHES), cf(db, CF_INDEX), cf(db, CF_META)];
-        db.flush_cfs_opt(&cfs, &FlushOptions::default())
-            .map_err(db_error)
+        flush_all_memtables(db)
     }
 
     /// Like [`StorageEngine::open`], returning the concrete type.
@@ -730,9 +737,7 @@ impl StorageEngine for RocksEngine {
         };
         db.flush_wal(true).map_err(db_error)?;
         // Memtables to SST files, so the next open replays no WAL.
-        let cfs = [cf(&db, CF_BATCHES), cf(&db, CF_INDEX), cf(&db, CF_META)];
-        db.flush_cfs_opt(&cfs, &FlushOptions::default())
-            .map_err(db_error)?;
+        flush_all_memtables(&db)?;
         drop(db);
         tracing::info!(root = %self.inner.root.display(), "closed rocksdb engine cleanly");
         Ok(())
