@@ -182,7 +182,7 @@ fn run_producer(
             match producer.send(rec) {
                 Ok(()) => {
                     seq += 1;
-                    if seq % 10 == 0 {
+                    if seq.is_multiple_of(10) {
                         std::thread::sleep(Duration::from_millis(10));
                     }
                 }
@@ -219,17 +219,15 @@ fn run_member(addr: &str, stop: Arc<AtomicBool>, log: Arc<Mutex<GroupLog>>) -> J
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
         let mut since_commit = 0;
         while !stop.load(Ordering::SeqCst) {
-            match consumer.poll(Duration::from_millis(50)) {
-                Some(Ok(m)) => {
-                    let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
-                    log.lock()
-                        .unwrap()
-                        .read
-                        .push((m.partition(), m.offset(), v));
-                    next.insert(m.partition(), m.offset() + 1);
-                    since_commit += 1;
-                }
-                Some(Err(_)) | None => {}
+            // Errors (the broker is gone) are what this loop lives through: poll again.
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+                let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
+                log.lock()
+                    .unwrap()
+                    .read
+                    .push((m.partition(), m.offset(), v));
+                next.insert(m.partition(), m.offset() + 1);
+                since_commit += 1;
             }
             if since_commit >= 25 {
                 since_commit = 0;
