@@ -13,7 +13,9 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 
-use rafka_core::limits::IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX;
+use rafka_core::limits::{
+    IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX, PENDING_RESPONSE_BYTES_PER_CONNECTION_MAX,
+};
 use rafka_protocol::connection::{encode_response, Inbound, ProtocolError};
 use rafka_protocol::Connection;
 
@@ -140,8 +142,17 @@ async fn serve(
         if !reading && queue.is_empty() {
             break;
         }
+        // Requests left undecoded while the queue was full go first, before reading more.
+        if reading && has_room(&queue) {
+            if let Err(e) = drain_requests(&shared, &mut conn, &mut queue, peer) {
+                tracing::warn!(%peer, error = %e, "closing connection");
+                reading = false;
+                queue.clear();
+                continue;
+            }
+        }
         let front_is_task = matches!(queue.front(), Some(Pending::Task(_)));
-        let can_read = reading && queue.len() < IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX;
+        let can_read = reading && has_room(&queue);
         tokio::select! {
             r = rd.read(&mut buf), if can_read => match r {
                 Ok(0) => reading = false,
@@ -179,14 +190,32 @@ async fn serve(
     let _ = wr.shutdown().await;
 }
 
-/// Decodes every whole request buffered and dispatches it, in order.
+/// Whether the connection may take another request: under the pipelining depth and under
+/// the bytes of encoded responses waiting for the client.
+fn has_room(queue: &VecDeque<Pending>) -> bool {
+    let waiting: usize = queue
+        .iter()
+        .map(|p| match p {
+            Pending::Ready(b) => b.len(),
+            Pending::Task(_) => 0,
+        })
+        .sum();
+    queue.len() < IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX
+        && waiting < PENDING_RESPONSE_BYTES_PER_CONNECTION_MAX
+}
+
+/// Decodes the whole requests buffered and dispatches them, in order, while the queue has
+/// room; the rest stay buffered for later.
 fn drain_requests(
     shared: &Arc<Shared>,
     conn: &mut Connection,
     queue: &mut VecDeque<Pending>,
     peer: SocketAddr,
 ) -> Result<(), Close> {
-    while let Some(inbound) = conn.next_request()? {
+    while has_room(queue) {
+        let Some(inbound) = conn.next_request()? else {
+            break;
+        };
         let req = match inbound {
             Inbound::Answered(bytes) => {
                 queue.push_back(Pending::Ready(bytes));
