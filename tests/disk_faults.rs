@@ -94,6 +94,15 @@ async fn read_all(conn: &mut KafkaConn, topic: &str, partition: i32) -> Vec<comm
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_produce_with_storage_error_and_recovers_when_space_returns() {
+    full_disk("log").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_the_memory_engine_refuses_produce_and_recovers() {
+    full_disk("memory").await;
+}
+
+async fn full_disk(storage_type: &str) {
     capture_logs();
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("mnt");
@@ -110,6 +119,7 @@ async fn a_full_disk_refuses_produce_with_storage_error_and_recovers_when_space_
     let ballast = mnt.join("ballast");
     std::fs::write(&ballast, vec![7u8; 5 << 20]).unwrap();
     let broker = start(&mnt.join("data"), |c| {
+        c.storage.storage_type = storage_type.to_string();
         c.storage.log_segment_bytes = 1 << 20;
     })
     .await;
@@ -132,7 +142,7 @@ async fn a_full_disk_refuses_produce_with_storage_error_and_recovers_when_space_
     let (round, code) = refused.expect("the disk filled up within 200 batches");
     assert_eq!(code, KAFKA_STORAGE_ERROR, "produce on a full disk");
     assert!(acked > 0, "some batches fit before the disk was full");
-    eprintln!("disk full after {round} batches ({acked} records acknowledged)");
+    eprintln!("{storage_type}: disk full after {round} batches ({acked} records acknowledged)");
 
     // Still full: produce keeps failing the same way, on every partition.
     let r = produce(&mut conn, "full", 1, batch("p1", 16, 4096)).await;
@@ -174,6 +184,18 @@ async fn a_full_disk_refuses_produce_with_storage_error_and_recovers_when_space_
         .shutdown()
         .await
         .expect("clean shutdown on a file system that was full");
+    // A restart finds exactly the acknowledged records: nothing of the refused writes.
+    let broker = start(&mnt.join("data"), |c| {
+        c.storage.storage_type = storage_type.to_string();
+    })
+    .await;
+    let mut conn = KafkaConn::connect(&broker.bootstrap_address()).await;
+    let again = read_all(&mut conn, "full", 0).await;
+    assert_eq!(
+        again, got,
+        "{storage_type}: the same records after a restart"
+    );
+    broker.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
