@@ -203,8 +203,28 @@ async fn send_waiting(addr: &str, key: ApiKey, version: i16, body: RequestKind) 
     common::decode_response(key, version, 1, frame)
 }
 
+/// This process's soft limit on open files, from /proc/self/limits.
+fn nofile_soft() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_concurrent_connections() {
+    // 2,000 sockets on each side: raise the soft limit when it is lower (the broker, spawned
+    // after, inherits it).
+    if nofile_soft().is_some_and(|n| n < 8192) {
+        let _ = std::process::Command::new("prlimit")
+            .args(["--pid", &std::process::id().to_string(), "--nofile=8192:"])
+            .status();
+    }
+    let soft = nofile_soft().unwrap_or(0);
+    assert!(
+        soft >= 4200,
+        "RLIMIT_NOFILE is {soft}: 2,000 connections need about 4,100 descriptors here and in \
+         the broker (raise it with `ulimit -n 8192`)"
+    );
     let (broker, _dir) = broker("broker:\n  max_connections: 4096\n");
     let watch = Watch::start(&broker).await;
     let started = Instant::now();
