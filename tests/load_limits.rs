@@ -554,3 +554,27 @@ async fn a_100_mib_request_is_refused_and_the_broker_carries_on() {
     conn.check_alive().await;
     watch.finish("100 MiB request", 512).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_in_flight_bound_are_all_answered_after_a_half_close() {
+    // 300 pipelined requests in one write, then EOF: more than the 64 the broker decodes
+    // ahead, so most wait in its buffer; every one is still answered, in order.
+    let (broker, _dir) = broker("broker:\n  max_connections: 4096\n");
+    let mut s = TcpStream::connect(&broker.address).await.unwrap();
+    let mut all = Vec::new();
+    for id in 0..300 {
+        all.extend_from_slice(&api_versions_frame(id));
+    }
+    s.write_all(&all).await.unwrap();
+    s.shutdown().await.unwrap();
+    for id in 0..300 {
+        assert_eq!(
+            read_correlation(&mut s, Duration::from_secs(5)).await,
+            Some(id),
+            "response {id} of 300"
+        );
+    }
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "then the broker closes");
+}

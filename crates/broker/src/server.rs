@@ -129,6 +129,8 @@ async fn serve(
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
     let idle = Duration::from_millis(shared.config.broker.connections_max_idle_ms.max(1));
     let mut reading = true;
+    // False after a bad frame: nothing behind it can be trusted.
+    let mut decoding = true;
     loop {
         while let Some(Pending::Ready(_)) = queue.front() {
             let Some(Pending::Ready(bytes)) = queue.pop_front() else {
@@ -139,17 +141,21 @@ async fn serve(
                 return;
             }
         }
-        if !reading && queue.is_empty() {
-            break;
-        }
-        // Requests left undecoded while the queue was full go first, before reading more.
-        if reading && has_room(&queue) {
+        // Requests left undecoded while the queue was full go first, before reading more
+        // (also after the client half-closed: it gets answers to all it sent).
+        if decoding && has_room(&queue) {
             if let Err(e) = drain_requests(&shared, &mut conn, &mut queue, peer) {
                 tracing::warn!(%peer, error = %e, "closing connection");
+                decoding = false;
                 reading = false;
                 queue.clear();
+            }
+            if matches!(queue.front(), Some(Pending::Ready(_))) {
                 continue;
             }
+        }
+        if !reading && queue.is_empty() {
+            break;
         }
         let front_is_task = matches!(queue.front(), Some(Pending::Task(_)));
         let can_read = reading && has_room(&queue);
@@ -160,6 +166,7 @@ async fn serve(
                     conn.receive(&buf[..n]);
                     if let Err(e) = drain_requests(&shared, &mut conn, &mut queue, peer) {
                         tracing::warn!(%peer, error = %e, "closing connection");
+                        decoding = false;
                         reading = false;
                         // Kafka closes at once: nothing after a bad frame can be trusted,
                         // and the client resends what was in flight.
