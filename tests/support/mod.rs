@@ -65,6 +65,24 @@ impl BrokerProcess {
         Self::spawn(dir, &["--storage-type", storage_type])
     }
 
+    /// Like [`BrokerProcess::start`], with the YAML config file `config` (its listener and
+    /// data directory are overridden).
+    pub fn start_with_config(dir: &Path, config: &Path) -> BrokerProcess {
+        Self::spawn(dir, &["--config", config.to_str().expect("utf-8 path")])
+    }
+
+    /// The child's resident set size (`VmRSS` in `/proc/<pid>/status`), in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
     fn spawn(dir: &Path, extra_args: &[&str]) -> BrokerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rafka"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -354,5 +372,30 @@ pub async fn produce_numbered(
     }
     for f in pending {
         f.await.expect("delivery future").expect("delivered");
+    }
+}
+
+/// A tmpfs of `size` at `at`, unmounted on drop. Mounting needs root: `mount` fails with
+/// its reason otherwise.
+pub struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    pub fn mount(at: &Path, size: &str) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(at).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
     }
 }

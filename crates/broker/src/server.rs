@@ -13,7 +13,9 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 
-use rafka_core::limits::IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX;
+use rafka_core::limits::{
+    IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX, PENDING_RESPONSE_BYTES_PER_CONNECTION_MAX,
+};
 use rafka_protocol::connection::{encode_response, Inbound, ProtocolError};
 use rafka_protocol::Connection;
 
@@ -127,6 +129,8 @@ async fn serve(
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
     let idle = Duration::from_millis(shared.config.broker.connections_max_idle_ms.max(1));
     let mut reading = true;
+    // False after a bad frame: nothing behind it can be trusted.
+    let mut decoding = true;
     loop {
         while let Some(Pending::Ready(_)) = queue.front() {
             let Some(Pending::Ready(bytes)) = queue.pop_front() else {
@@ -137,11 +141,24 @@ async fn serve(
                 return;
             }
         }
+        // Requests left undecoded while the queue was full go first, before reading more
+        // (also after the client half-closed: it gets answers to all it sent).
+        if decoding && has_room(&queue) {
+            if let Err(e) = drain_requests(&shared, &mut conn, &mut queue, peer) {
+                tracing::warn!(%peer, error = %e, "closing connection");
+                decoding = false;
+                reading = false;
+                queue.clear();
+            }
+            if matches!(queue.front(), Some(Pending::Ready(_))) {
+                continue;
+            }
+        }
         if !reading && queue.is_empty() {
             break;
         }
         let front_is_task = matches!(queue.front(), Some(Pending::Task(_)));
-        let can_read = reading && queue.len() < IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX;
+        let can_read = reading && has_room(&queue);
         tokio::select! {
             r = rd.read(&mut buf), if can_read => match r {
                 Ok(0) => reading = false,
@@ -149,6 +166,7 @@ async fn serve(
                     conn.receive(&buf[..n]);
                     if let Err(e) = drain_requests(&shared, &mut conn, &mut queue, peer) {
                         tracing::warn!(%peer, error = %e, "closing connection");
+                        decoding = false;
                         reading = false;
                         // Kafka closes at once: nothing after a bad frame can be trusted,
                         // and the client resends what was in flight.
@@ -179,14 +197,32 @@ async fn serve(
     let _ = wr.shutdown().await;
 }
 
-/// Decodes every whole request buffered and dispatches it, in order.
+/// Whether the connection may take another request: under the pipelining depth and under
+/// the bytes of encoded responses waiting for the client.
+fn has_room(queue: &VecDeque<Pending>) -> bool {
+    let waiting: usize = queue
+        .iter()
+        .map(|p| match p {
+            Pending::Ready(b) => b.len(),
+            Pending::Task(_) => 0,
+        })
+        .sum();
+    queue.len() < IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX
+        && waiting < PENDING_RESPONSE_BYTES_PER_CONNECTION_MAX
+}
+
+/// Decodes the whole requests buffered and dispatches them, in order, while the queue has
+/// room; the rest stay buffered for later.
 fn drain_requests(
     shared: &Arc<Shared>,
     conn: &mut Connection,
     queue: &mut VecDeque<Pending>,
     peer: SocketAddr,
 ) -> Result<(), Close> {
-    while let Some(inbound) = conn.next_request()? {
+    while has_room(queue) {
+        let Some(inbound) = conn.next_request()? else {
+            break;
+        };
         let req = match inbound {
             Inbound::Answered(bytes) => {
                 queue.push_back(Pending::Ready(bytes));

@@ -53,6 +53,7 @@ pub struct PartitionState {
     pub log: Arc<dyn PartitionLog>,
     producers: Mutex<ProducerStates>,
     log_append_time: std::sync::atomic::AtomicBool,
+    offline: bool,
 }
 
 impl PartitionState {
@@ -83,7 +84,39 @@ impl PartitionState {
             log,
             producers: Mutex::new(producers),
             log_append_time: cfg.log_append_time.into(),
+            offline: false,
         })
+    }
+
+    /// Opens the partition, or, when its storage cannot be opened, logs why (the engine's
+    /// error names the file) and returns it offline: every read and write of it answers
+    /// KAFKA_STORAGE_ERROR while the rest of the broker serves.
+    fn open_or_offline(
+        engine: &dyn StorageEngine,
+        tp: TopicPartition,
+        cfg: &LogConfig,
+    ) -> PartitionState {
+        let opened = engine
+            .open(&tp, cfg)
+            .and_then(|log| PartitionState::open(log, tp.clone(), cfg));
+        match opened {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(partition = %tp, error = %e, "partition is offline: its storage could not be opened");
+                PartitionState {
+                    log: Arc::new(OfflineLog(tp.to_string())),
+                    tp,
+                    producers: Mutex::new(ProducerStates::default()),
+                    log_append_time: cfg.log_append_time.into(),
+                    offline: true,
+                }
+            }
+        }
+    }
+
+    /// Whether the partition's storage failed to open at startup.
+    pub fn is_offline(&self) -> bool {
+        self.offline
     }
 
     /// Appends one validated batch, applying idempotent-producer checks atomically with it.
@@ -247,8 +280,11 @@ impl Cluster {
             let mut partitions = Vec::new();
             for p in 0..t.partitions {
                 let tp = TopicPartition::new(name.clone(), p);
-                let log = engine.open(&tp, &cfg)?;
-                partitions.push(Arc::new(PartitionState::open(log, tp, &cfg)?));
+                partitions.push(Arc::new(PartitionState::open_or_offline(
+                    engine.as_ref(),
+                    tp,
+                    &cfg,
+                )));
             }
             topics.insert(
                 name.clone(),
@@ -370,12 +406,15 @@ impl Cluster {
                 configs,
             }));
         }
-        let mut parts = Vec::new();
-        for p in 0..partitions {
-            let tp = TopicPartition::new(name.clone(), p);
-            let log = self.engine.open(&tp, &cfg)?;
-            parts.push(Arc::new(PartitionState::open(log, tp, &cfg)?));
-        }
+        let parts = off_the_runtime(|| {
+            (0..partitions)
+                .map(|p| {
+                    let tp = TopicPartition::new(name.clone(), p);
+                    let log = self.engine.open(&tp, &cfg)?;
+                    Ok(Arc::new(PartitionState::open(log, tp, &cfg)?))
+                })
+                .collect::<Result<Vec<_>, StorageError>>()
+        })?;
         let topic = Arc::new(Topic {
             name: name.clone(),
             id: Uuid::new_v4(),
@@ -435,11 +474,14 @@ impl Cluster {
         }
         let cfg = topic_config::log_config(&self.defaults, &topic.configs);
         let mut parts = topic.partitions.clone();
-        for p in current..count {
-            let tp = TopicPartition::new(name.clone(), p);
-            let log = self.engine.open(&tp, &cfg)?;
-            parts.push(Arc::new(PartitionState::open(log, tp, &cfg)?));
-        }
+        off_the_runtime(|| {
+            for p in current..count {
+                let tp = TopicPartition::new(name.clone(), p);
+                let log = self.engine.open(&tp, &cfg)?;
+                parts.push(Arc::new(PartitionState::open(log, tp, &cfg)?));
+            }
+            Ok::<_, StorageError>(())
+        })?;
         let new = Arc::new(Topic {
             name: topic.name.clone(),
             id: topic.id,
@@ -539,4 +581,78 @@ pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result
     std::fs::rename(&tmp, path)?;
     std::fs::File::open(dir)?.sync_all()?;
     Ok(())
+}
+
+/// The log of a partition whose storage failed to open: it holds nothing and refuses every
+/// read and write with [`StorageError::Offline`].
+struct OfflineLog(String);
+
+impl OfflineLog {
+    fn refuse(&self) -> StorageError {
+        StorageError::Offline(self.0.clone())
+    }
+}
+
+impl PartitionLog for OfflineLog {
+    fn append(&self, _: RecordBatch) -> Result<AppendInfo, StorageError> {
+        Err(self.refuse())
+    }
+
+    fn read(&self, _: Offset, _: usize) -> Result<rafka_core::ReadResult, StorageError> {
+        Err(self.refuse())
+    }
+
+    fn log_start_offset(&self) -> Offset {
+        Offset(0)
+    }
+
+    fn log_end_offset(&self) -> Offset {
+        Offset(0)
+    }
+
+    fn offset_for_timestamp(
+        &self,
+        _: rafka_core::Timestamp,
+    ) -> Result<Option<(Offset, rafka_core::Timestamp)>, StorageError> {
+        Err(self.refuse())
+    }
+
+    fn max_timestamp(&self) -> Result<Option<(Offset, rafka_core::Timestamp)>, StorageError> {
+        Err(self.refuse())
+    }
+
+    fn delete_before(&self, _: Offset) -> Result<(), StorageError> {
+        Err(self.refuse())
+    }
+
+    fn truncate_after(&self, _: Offset) -> Result<(), StorageError> {
+        Err(self.refuse())
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    fn apply_retention(&self, _: rafka_core::Timestamp) -> Result<u64, StorageError> {
+        Ok(0)
+    }
+
+    fn size_bytes(&self) -> u64 {
+        0
+    }
+
+    fn set_config(&self, _: LogConfig) {}
+}
+
+/// Runs storage work that may take seconds (creating a thousand partitions: files and
+/// directory fsyncs) so that it never holds up other connections' tasks: on a
+/// multi-threaded runtime the worker hands its queued tasks to the others first
+/// (`block_in_place`); anywhere else it simply runs.
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }

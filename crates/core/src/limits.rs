@@ -24,6 +24,12 @@ pub const CONNECTIONS_MAX: usize = 4096;
 /// When reached, the connection stops reading until a response has been written.
 pub const IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 64;
 
+/// Encoded response bytes one connection may hold waiting for its client to read them.
+/// Past this the connection decodes no further request (and so stops reading) until
+/// the client has taken some: a client that never reads costs at most this plus the
+/// response in hand (a fetch response is at most [`FETCH_RESPONSE_BYTES_MAX`]).
+pub const PENDING_RESPONSE_BYTES_PER_CONNECTION_MAX: usize = 16 * 1024 * 1024;
+
 /// Bytes one fetch response may carry, whatever the client asks for.
 pub const FETCH_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
 

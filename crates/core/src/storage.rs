@@ -44,6 +44,10 @@ pub enum StorageError {
     /// An I/O error from the file system.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The partition's storage could not be opened; it serves nothing until a restart
+    /// finds it readable.
+    #[error("partition {0} is offline")]
+    Offline(String),
 }
 
 /// Result alias for storage operations.

@@ -48,6 +48,9 @@ pub fn handle(shared: &Arc<Shared>, req: ListOffsetsRequest, version: i16) -> Re
                     else {
                         return r.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
+                    if p.is_offline() {
+                        return r.with_error_code(ResponseError::KafkaStorageError.code());
+                    }
                     let found = match lp.timestamp {
                         LATEST => Ok(Some((p.log.log_end_offset(), Timestamp(-1)))),
                         EARLIEST | EARLIEST_LOCAL => {
@@ -130,6 +133,9 @@ pub fn offset_for_leader_epoch(
                     let Some(p) = topic.as_ref().and_then(|t| t.partition(lp.partition)) else {
                         return r.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
+                    if p.is_offline() {
+                        return r.with_error_code(ResponseError::KafkaStorageError.code());
+                    }
                     if lp.current_leader_epoch > 0 {
                         return r.with_error_code(ResponseError::UnknownLeaderEpoch.code());
                     }

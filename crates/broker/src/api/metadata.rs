@@ -45,6 +45,9 @@ fn topic_entry(shared: &Shared, t: &Topic) -> MetadataResponseTopic {
                         .with_leader_epoch(0)
                         .with_replica_nodes(vec![node])
                         .with_isr_nodes(vec![node])
+                        // Kafka lists a replica whose log dir is offline here; its
+                        // produce and fetch answer KAFKA_STORAGE_ERROR.
+                        .with_offline_replicas(if p.is_offline() { vec![node] } else { vec![] })
                 })
                 .collect(),
         )
@@ -228,6 +231,7 @@ pub fn describe_topic_partitions(
                     .with_leader_epoch(0)
                     .with_replica_nodes(vec![node])
                     .with_isr_nodes(vec![node])
+                    .with_offline_replicas(if p.is_offline() { vec![node] } else { vec![] })
                     .with_eligible_leader_replicas(Some(vec![]))
                     .with_last_known_elr(Some(vec![])),
             );

@@ -124,7 +124,7 @@ pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         StorageError::Full(_) => ResponseError::KafkaStorageError,
         StorageError::Closed(_) => ResponseError::UnknownTopicOrPartition,
-        StorageError::Io(_) => ResponseError::KafkaStorageError,
+        StorageError::Io(_) | StorageError::Offline(_) => ResponseError::KafkaStorageError,
     }
 }
 

@@ -25,7 +25,8 @@ use rafka_core::{
 
 use super::header::BatchHeader;
 use super::segment::{
-    parse_log_file_name, read_at_most, read_header, Segment, INDEX_EXT, TIMEINDEX_EXT,
+    parse_log_file_name, read_at_most, read_header, segment_path, Segment, INDEX_EXT, LOG_EXT,
+    TIMEINDEX_EXT,
 };
 use super::{sync_dir, write_file_atomically};
 
@@ -186,10 +187,13 @@ impl LogPartition {
         let interval = cfg.index_interval_bytes;
         let mut segments = Vec::with_capacity(bases.len().max(1));
         for (i, &base) in bases.iter().enumerate() {
-            let mut seg = Segment::open(&dir, base)?;
+            // An I/O error names the segment, so the operator knows which file to look at.
+            let path = segment_path(&dir, base, LOG_EXT);
+            let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+            let mut seg = Segment::open(&dir, base).map_err(named)?;
             if let Some(&next) = bases.get(i + 1) {
-                if !seg.load_index_files(&dir, next)? {
-                    let out = seg.rebuild(false, interval)?;
+                if !seg.load_index_files(&dir, next).map_err(named)? {
+                    let out = seg.rebuild(false, interval).map_err(named)?;
                     if let Some(reason) = out.stop_reason {
                         tracing::warn!(partition = %tp, segment = %base, %reason, "closed segment is damaged; reads past the damage will fail");
                     }
@@ -198,10 +202,11 @@ impl LogPartition {
                     }
                 }
             } else {
-                let out = seg.rebuild(!clean, interval)?;
+                let out = seg.rebuild(!clean, interval).map_err(named)?;
                 if out.invalid_bytes > 0 {
                     let file_len = seg.size + out.invalid_bytes;
-                    let n_batches_cut = count_batches(&seg.file, seg.size, file_len)?;
+                    let n_batches_cut =
+                        count_batches(&seg.file, seg.size, file_len).map_err(named)?;
                     tracing::warn!(
                         partition = %tp,
                         segment = %base,
@@ -211,8 +216,8 @@ impl LogPartition {
                         reason = out.stop_reason.as_deref().unwrap_or(""),
                         "cutting the log tail at the first bad batch"
                     );
-                    seg.file.set_len(seg.size)?;
-                    seg.file.sync_all()?;
+                    seg.file.set_len(seg.size).map_err(named)?;
+                    seg.file.sync_all().map_err(named)?;
                 }
                 if seg.size > 0 {
                     // The age for segment.ms counts from when this process first saw data.
