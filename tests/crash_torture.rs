@@ -47,6 +47,12 @@ fn crash_torture_memory() {
     torture("memory");
 }
 
+#[cfg(feature = "rocksdb")]
+#[test]
+fn crash_torture_rocksdb() {
+    torture("rocksdb");
+}
+
 /// splitmix64: small, seedable, good enough to place kills.
 struct Rng(u64);
 
