@@ -107,25 +107,26 @@ fn load_config(args: &Args) -> Result<Config> {
     Ok(cfg)
 }
 
-async fn wait_for_signal() {
+/// Registers SIGINT and SIGTERM handlers now and returns a future that ends at the first
+/// of them. Registered before the startup line is printed, so a supervisor that signals as
+/// soon as it sees the line gets a clean stop rather than the default kill.
+fn stop_signal() -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    })
 }
 
 async fn serve(cfg: Config) -> Result<()> {
     let engine = cfg.storage.storage_type.clone();
     let data = cfg.storage.path.display().to_string();
     let broker = Broker::start(cfg).await.context("broker failed to start")?;
+    let stop = stop_signal()?;
     let admin = broker
         .admin_address()
         .map_or_else(|| "off".to_string(), |a| format!("http://{a}/metrics"));
@@ -135,7 +136,7 @@ async fn serve(cfg: Config) -> Result<()> {
         broker.recovered_partitions(),
         broker.startup_time().as_millis()
     );
-    wait_for_signal().await;
+    stop.await;
     tracing::info!("shutting down");
     broker.shutdown().await.context("clean shutdown failed")?;
     tracing::info!("stopped cleanly");
