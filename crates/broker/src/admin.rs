@@ -4,8 +4,8 @@
 //! in size and time, no body accepted, a bounded number of connections at once.
 //!
 //! It starts before recovery so that `/health/live` answers while a large log is checked;
-//! `/health/ready` and `/metrics` answer 503 until the broker accepts Kafka connections,
-//! and `/health/ready` answers 503 again once shutdown has begun.
+//! `/health/ready` and `/metrics` answer 503 until the broker accepts Kafka connections.
+//! Shutdown stops the accept loop; a request being answered then gets 503.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
