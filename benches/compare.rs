@@ -49,7 +49,13 @@ impl Server {
     fn rafka(data: &Path) -> Server {
         let started = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_rafka"))
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 
-use rafka_broker::{Broker, Config};
+use rafka_broker::{Broker, Config, LogFormat};
 
 mod bench;
 mod cli;
@@ -27,6 +27,7 @@ OPTIONS:
         --storage-type ENGINE         override storage.storage_type (log | memory | rocksdb)
         --advertised-listener HOST:PORT
                                       override broker.advertised_listener
+        --admin-listen HOST:PORT      override admin.listen (/metrics, /health/*; \"\" = off)
     -h, --help                        print this help
     -V, --version                     print the version
 ";
@@ -37,6 +38,7 @@ struct Args {
     data_dir: Option<PathBuf>,
     storage_type: Option<String>,
     advertised: Option<String>,
+    admin_listen: Option<String>,
 }
 
 fn parse_args() -> Result<Option<Args>> {
@@ -46,6 +48,7 @@ fn parse_args() -> Result<Option<Args>> {
         data_dir: None,
         storage_type: None,
         advertised: None,
+        admin_listen: None,
     };
     let mut it = std::env::args().skip(1).peekable();
     if it.peek().map(String::as_str) == Some("serve") {
@@ -59,6 +62,7 @@ fn parse_args() -> Result<Option<Args>> {
             "--data-dir" => args.data_dir = Some(PathBuf::from(value(&a)?)),
             "--storage-type" => args.storage_type = Some(value(&a)?),
             "--advertised-listener" => args.advertised = Some(value(&a)?),
+            "--admin-listen" => args.admin_listen = Some(value(&a)?),
             "-h" | "--help" => {
                 print!("{USAGE}\n{}\n{}", cli::USAGE, bench::USAGE);
                 return Ok(None);
@@ -97,39 +101,72 @@ fn load_config(args: &Args) -> Result<Config> {
     if let Some(a) = &args.advertised {
         cfg.broker.advertised_listener = Some(a.clone());
     }
+    if let Some(a) = &args.admin_listen {
+        cfg.admin.listen = a.clone();
+    }
     cfg.validate()?;
     Ok(cfg)
 }
 
-async fn wait_for_signal() {
+/// Registers SIGINT and SIGTERM handlers now and returns a future that ends at the first
+/// of them. Registered before the startup line is printed, so a supervisor that signals as
+/// soon as it sees the line gets a clean stop rather than the default kill.
+fn stop_signal() -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    })
 }
 
 async fn serve(cfg: Config) -> Result<()> {
     let engine = cfg.storage.storage_type.clone();
     let data = cfg.storage.path.display().to_string();
     let broker = Broker::start(cfg).await.context("broker failed to start")?;
+    let stop = stop_signal()?;
+    let admin = broker
+        .admin_address()
+        .map_or_else(|| "off".to_string(), |a| format!("http://{a}/metrics"));
     println!(
-        "rafka listening on {} (engine {engine:?}, data {data}, {} partitions recovered, ready in {} ms)",
+        "rafka listening on {} (engine {engine:?}, data {data}, {} partitions recovered, ready in {} ms, admin {admin})",
         broker.bootstrap_address(),
         broker.recovered_partitions(),
         broker.startup_time().as_millis()
     );
-    wait_for_signal().await;
+    stop.await;
     tracing::info!("shutting down");
     broker.shutdown().await.context("clean shutdown failed")?;
     tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Logs to stderr at `RUST_LOG` when set, else at `level` (`log.level`), as human-readable
+/// lines or JSON objects (`log.format`).
+fn init_logging(level: &str, format: LogFormat) -> Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match EnvFilter::try_from_default_env() {
+        Ok(f) => f,
+        Err(_) => EnvFilter::try_new(level)
+            .with_context(|| format!("log.level {level:?} is not a tracing filter"))?,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
     Ok(())
 }
 
@@ -139,29 +176,19 @@ fn main() -> ExitCode {
         args.first().map(String::as_str),
         Some("topic" | "produce" | "consume" | "group" | "bench")
     );
-    // Client commands print their results; their logs stay quiet unless asked for.
-    let default_level = if client_command { "warn" } else { "info" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let result = (|| -> Result<()> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?;
         if client_command {
-            rt.block_on(cli::run(&args))?;
+            // Client commands print their results; their logs stay quiet unless asked for.
+            init_logging("warn", LogFormat::Human)?;
+            runtime()?.block_on(cli::run(&args))?;
             return Ok(());
         }
         let Some(args) = parse_args()? else {
             return Ok(());
         };
         let cfg = load_config(&args)?;
-        rt.block_on(serve(cfg))
+        init_logging(&cfg.log.level, cfg.log.format)?;
+        runtime()?.block_on(serve(cfg))
     })();
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -94,3 +94,89 @@ fn sigterm_stops_cleanly() {
         "clean-shutdown marker written"
     );
 }
+
+/// `log.format: json` writes one JSON object per line, `log.level` applies when `RUST_LOG`
+/// is unset, and the admin endpoint named in the startup line answers.
+#[test]
+fn json_logs_and_the_admin_endpoint() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("rafka.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "broker:\n  listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\nlog:\n  level: \"rafka_broker=info,warn\"\n  format: json\nstorage:\n  path: {}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rafka"))
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rafka");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("startup line");
+    let admin = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .and_then(|w| w.strip_suffix("/metrics)"))
+        .unwrap_or_else(|| panic!("no admin address in {line:?}"))
+        .to_string();
+    assert!(
+        !admin.ends_with(":9644"),
+        "port 0 picked a free port: {admin}"
+    );
+    let mut s = std::net::TcpStream::connect(&admin).expect("connect to admin");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(
+        answer.ends_with("\r\n\r\n{\"status\":\"ready\"}"),
+        "{answer}"
+    );
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: not JSON: {l:?}")))
+        .collect();
+    let messages: Vec<(&str, &str)> = events
+        .iter()
+        .filter_map(|e| Some((e["level"].as_str()?, e["fields"]["message"].as_str()?)))
+        .collect();
+    // The filter from log.level: info for rafka_broker, warn for everything else.
+    assert!(
+        messages.contains(&("INFO", "created topic")),
+        "{messages:?}"
+    );
+    assert!(
+        !messages
+            .iter()
+            .any(|m| *m == ("INFO", "opened log engine") || *m == ("INFO", "shutting down")),
+        "rafka_storage and rafka log at warn only: {messages:?}"
+    );
+}

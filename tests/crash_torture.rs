@@ -88,7 +88,8 @@ fn write_config(dir: &Path, data: &Path, storage_type: &str) -> std::path::PathB
          storage:\n  storage_type: {storage_type}\n  path: {}\n  \
          log_segment_bytes: 16384\n  snapshot_interval_bytes: 32768\n  \
          snapshot_interval_ms: 20\n\
-         durability:\n  fsync: on_ack_all\n",
+         durability:\n  fsync: on_ack_all\n\
+         admin:\n  listen: \"\"\n",
         data.display()
     );
     std::fs::write(&path, yaml).unwrap();

@@ -35,6 +35,8 @@ async fn start(dir: &Path, yaml: &str, custom: Vec<Arc<dyn Hook>>) -> Broker {
         .try_init();
     let mut cfg = Config::from_yaml(yaml).expect("config parses");
     cfg.broker.listen = "127.0.0.1:0".into();
+    // A config file turns the admin endpoint on at 9644: tests take a free port.
+    cfg.admin.listen = "127.0.0.1:0".into();
     cfg.storage.path = dir.join("data");
     let mut b = Broker::builder().config(cfg);
     for h in custom {

@@ -6,7 +6,7 @@ RAFKA=$(realpath "${1:?path to the rafka binary}")
 here=$(cd "$(dirname "$0")" && pwd)
 (cd "$here/kafkajs" && npm install --no-audit --no-fund --silent >/dev/null)
 dir=$(mktemp -d)
-"$RAFKA" serve --listen 127.0.0.1:0 --data-dir "$dir/data" >"$dir/out" 2>"$dir/stderr" &
+"$RAFKA" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$dir/data" >"$dir/out" 2>"$dir/stderr" &
 pid=$!
 cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT

@@ -6,7 +6,7 @@ set -euo pipefail
 RAFKA=${1:?path to the rafka binary}
 dir=$(mktemp -d)
 out=$(mktemp)
-"$RAFKA" serve --listen 127.0.0.1:0 --data-dir "$dir/data" >"$out" 2>"$dir/stderr" &
+"$RAFKA" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$dir/data" >"$out" 2>"$dir/stderr" &
 pid=$!
 cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$dir" "$out"; }
 trap cleanup EXIT

@@ -85,7 +85,15 @@ impl BrokerProcess {
 
     fn spawn(dir: &Path, extra_args: &[&str]) -> BrokerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rafka"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            // No fixed admin port either: test binaries run side by side.
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
             .arg(dir)
             .args(extra_args)
             .stdout(Stdio::piped())

@@ -82,6 +82,7 @@ async fn round(hooks_yaml: &str, records: &Bytes) -> Duration {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = Config::from_yaml(hooks_yaml).expect("config");
     cfg.broker.listen = "127.0.0.1:0".into();
+    cfg.admin.listen = String::new(); // no fixed port 9644 from the YAML default
     cfg.storage.path = dir.path().to_path_buf();
     cfg.durability.fsync = FsyncPolicy::Never;
     let broker = Broker::start(cfg).await.expect("broker");

@@ -31,7 +31,7 @@ pub enum BrokerError {
     /// The hook chain could not be built.
     #[error("hooks: {0}")]
     Chain(#[from] rafka_hooks::ChainError),
-    /// The listener could not bind.
+    /// The listener (Kafka or admin) could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         /// Address.
@@ -54,6 +54,10 @@ pub struct Shared {
     /// The hooks, in order: `hooks:` from the config, then those added with
     /// [`BrokerBuilder::hook`].
     pub hooks: HookChain,
+    /// Request, connection and traffic counters (rendered by the admin endpoint).
+    pub metrics: crate::metrics::Metrics,
+    /// `log.slow_request_ms` (`None` when 0).
+    pub(crate) slow_request: Option<Duration>,
     advertised_host: String,
     advertised_port: i32,
 }
@@ -69,6 +73,7 @@ impl Shared {
 pub struct Broker {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     shutdown_tx: watch::Sender<bool>,
     accept_task: Option<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -125,6 +130,26 @@ impl Broker {
         custom_hooks: Vec<Arc<dyn Hook>>,
     ) -> Result<Broker, BrokerError> {
         let started = Instant::now();
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        // The admin endpoint first: liveness answers while recovery runs.
+        let admin_state = Arc::new(crate::admin::AdminState::default());
+        let (admin_addr, admin_task) = if config.admin.listen.is_empty() {
+            (None, None)
+        } else {
+            let (listener, addr) =
+                crate::admin::bind(&config.admin.listen)
+                    .await
+                    .map_err(|source| BrokerError::Bind {
+                        addr: config.admin.listen.clone(),
+                        source,
+                    })?;
+            let task = tokio::spawn(crate::admin::serve(
+                listener,
+                admin_state.clone(),
+                shutdown_rx.clone(),
+            ));
+            (Some(addr), Some(AbortOnDrop(Some(task))))
+        };
         // Hooks first: a bad `hooks:` entry fails before any file is opened.
         let mut hooks = rafka_hooks::build_hooks(&config.hooks)?;
         hooks.extend(custom_hooks);
@@ -188,16 +213,21 @@ impl Broker {
             }
             None => (local_addr.ip().to_string(), local_addr.port() as i32),
         };
+        let slow_request = match config.log.slow_request_ms {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        };
         let shared = Arc::new(Shared {
             node_id: config.broker.node_id,
             config,
             cluster,
             groups,
             hooks,
+            metrics: crate::metrics::Metrics::default(),
+            slow_request,
             advertised_host,
             advertised_port,
         });
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let accept_task = tokio::spawn(crate::server::accept_loop(
             shared.clone(),
             listener,
@@ -210,9 +240,17 @@ impl Broker {
         if shared.config.durability.fsync == FsyncPolicy::Interval {
             background.push(tokio::spawn(flush_loop(shared.clone(), shutdown_rx)));
         }
+        if let Some(task) = admin_task.and_then(|mut t| t.0.take()) {
+            background.push(task);
+        }
+        admin_state.set_ready(shared.clone());
+        if let Some(addr) = admin_addr {
+            tracing::info!(%addr, "admin endpoint: /metrics, /health/live, /health/ready");
+        }
         Ok(Broker {
             shared,
             local_addr,
+            admin_addr,
             shutdown_tx,
             accept_task: Some(accept_task),
             background,
@@ -224,6 +262,11 @@ impl Broker {
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address the admin HTTP endpoint is bound to; `None` when `admin.listen` is empty.
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// `host:port` for a client's `bootstrap.servers`.
@@ -276,6 +319,17 @@ impl Drop for Broker {
             t.abort();
         }
         for t in &self.background {
+            t.abort();
+        }
+    }
+}
+
+/// Aborts the task when start fails after it was spawned.
+struct AbortOnDrop(Option<JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
             t.abort();
         }
     }

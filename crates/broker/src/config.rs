@@ -49,6 +49,67 @@ pub struct Config {
     pub durability: DurabilityConfig,
     /// `hooks:` — built-in hooks, run in this order (before hooks added from Rust).
     pub hooks: Vec<rafka_hooks::HookConfig>,
+    /// `admin:` — the HTTP endpoint for metrics and health. A file without this section
+    /// gets [`AdminConfig::file_default`] (`127.0.0.1:9644`); `Config::default()`, what
+    /// embedded brokers and tests start from, has it off so that no fixed port is taken.
+    #[serde(default = "AdminConfig::file_default")]
+    pub admin: AdminConfig,
+    /// `log:` — logging level, format and the slow-request threshold.
+    pub log: LoggingConfig,
+}
+
+/// `admin:` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// `HOST:PORT` of the admin HTTP endpoint (`/metrics`, `/health/live`,
+    /// `/health/ready`); port 0 picks a free port; empty = no endpoint.
+    pub listen: String,
+}
+
+impl AdminConfig {
+    /// The default for a configuration file: `127.0.0.1:9644`.
+    pub fn file_default() -> AdminConfig {
+        AdminConfig {
+            listen: "127.0.0.1:9644".into(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `log:` section. The binary installs the subscriber; an embedding application keeps its
+/// own, and only `slow_request_ms` applies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// Level or `tracing` filter (`info`, `rafka_broker=debug,info`); `RUST_LOG` wins.
+    pub level: String,
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// Requests whose handling took longer are logged at `warn`; 0 = never. Time a Fetch
+    /// spends in its long poll (up to its `max_wait_ms`) and a JoinGroup or SyncGroup
+    /// spends waiting for other members is not counted.
+    pub slow_request_ms: u64,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: "info".into(),
+            format: LogFormat::Human,
+            slow_request_ms: 1000,
+        }
+    }
 }
 
 /// `broker:` section.
@@ -281,6 +342,17 @@ impl Config {
                 "must be at least 1".into(),
             );
         }
+        if !self.admin.listen.is_empty()
+            && self.admin.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return invalid(
+                "admin.listen",
+                format!(
+                    "{:?} is not HOST:PORT with a numeric IP (or \"\" for off)",
+                    self.admin.listen
+                ),
+            );
+        }
         if b.log_retention_check_interval_ms == 0 {
             return invalid(
                 "broker.log_retention_check_interval_ms",
@@ -305,10 +377,25 @@ mod tests {
     }
 
     #[test]
+    fn admin_endpoint_is_on_in_files_and_off_in_code() {
+        let c = Config::from_yaml("broker:\n  node_id: 1\n").unwrap();
+        assert_eq!(c.admin.listen, "127.0.0.1:9644");
+        assert_eq!(Config::default().admin.listen, "");
+        let c = Config::from_yaml("admin:\n  listen: \"\"\nlog:\n  format: json\n").unwrap();
+        assert_eq!(c.admin.listen, "");
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.log.slow_request_ms, 1000);
+        let e = Config::from_yaml("admin:\n  listen: localhost\n").unwrap_err();
+        assert!(e.to_string().contains("admin.listen"), "{e}");
+    }
+
+    #[test]
     fn the_shipped_config_file_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/config.yaml");
         let c = Config::from_file(&path).unwrap();
         assert_eq!(c.broker.listen, "127.0.0.1:9092");
+        assert_eq!(c.admin.listen, "127.0.0.1:9644");
+        assert_eq!(c.log.level, "info");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -13,10 +13,12 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::Instrument;
 
+use kafka_protocol::messages::{RequestKind, ResponseKind};
 use rafka_core::limits::{
-    IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX, PENDING_RESPONSE_BYTES_PER_CONNECTION_MAX,
+    FETCH_MAX_WAIT_MS_MAX, IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX,
+    PENDING_RESPONSE_BYTES_PER_CONNECTION_MAX,
 };
-use rafka_protocol::connection::{encode_response, Inbound, ProtocolError};
+use rafka_protocol::connection::{encode_response, Inbound, ProtocolError, ResponseMeta};
 use rafka_protocol::Connection;
 
 use rafka_hooks::{PeerInfo, Stages, Verdict};
@@ -74,9 +76,11 @@ pub(crate) async fn accept_loop(
                 let span = tracing::debug_span!("connection", %peer);
                 let shared = shared.clone();
                 let shutdown = shutdown.clone();
+                shared.metrics.connection_opened();
                 connections.spawn(
                     async move {
-                        serve(shared, stream, peer, shutdown).await;
+                        serve(shared.clone(), stream, peer, shutdown).await;
+                        shared.metrics.connection_closed();
                         drop(permit);
                     }
                     .instrument(span),
@@ -231,25 +235,114 @@ fn drain_requests(
             Inbound::Request(req) => req,
         };
         let meta = req.meta();
-        tracing::trace!(
-            %peer,
-            api_key = ?meta.api_key,
-            api_version = meta.api_version,
-            correlation_id = meta.correlation_id,
-            "request"
+        let started = Instant::now();
+        let allowance = wait_allowance(&req.body);
+        let span = tracing::debug_span!(
+            "request",
+            api = ?meta.api_key,
+            version = meta.api_version,
+            correlation_id = meta.correlation_id
         );
-        let reply = match route(shared, *req, peer) {
+        let routed = {
+            let _in = span.enter();
+            tracing::trace!("request");
+            route(shared, *req, peer)
+        };
+        let reply = match routed {
             Routed::Reply(r) => r,
-            Routed::Close(reason) => return Err(Close::Hook(reason)),
+            Routed::Close(reason) => {
+                finished(shared, meta, peer, started, allowance, None);
+                return Err(Close::Hook(reason));
+            }
         };
         match reply {
-            Reply::Now(resp) => queue.push_back(Pending::Ready(encode_response(meta, &resp)?)),
-            Reply::Later(fut) => queue.push_back(Pending::Task(tokio::spawn(async move {
-                let resp = fut.await;
-                encode_response(meta, &resp)
-            }))),
-            Reply::Nothing => {}
+            Reply::Now(resp) => {
+                finished(shared, meta, peer, started, allowance, Some(&resp));
+                queue.push_back(Pending::Ready(encode_response(meta, &resp)?))
+            }
+            Reply::Later(fut) => {
+                let shared = shared.clone();
+                queue.push_back(Pending::Task(tokio::spawn(
+                    async move {
+                        let resp = fut.await;
+                        finished(&shared, meta, peer, started, allowance, Some(&resp));
+                        encode_response(meta, &resp)
+                    }
+                    .instrument(span),
+                )))
+            }
+            Reply::Nothing => finished(shared, meta, peer, started, allowance, None),
         }
     }
     Ok(())
+}
+
+/// How long a request may wait on purpose, not counted against `log.slow_request_ms`: a
+/// Fetch's long poll (its `max_wait_ms`), a JoinGroup waiting for the other members (its
+/// rebalance timeout). A SyncGroup waits for the leader's assignment for as long as the
+/// leader takes, so it is never reported slow. Everything else is the broker's own time,
+/// including the fsync an acks=all Produce waits for.
+fn wait_allowance(body: &RequestKind) -> Duration {
+    match body {
+        RequestKind::Fetch(f) => {
+            Duration::from_millis((f.max_wait_ms.max(0) as u64).min(FETCH_MAX_WAIT_MS_MAX))
+        }
+        RequestKind::JoinGroup(j) => {
+            Duration::from_millis(j.rebalance_timeout_ms.max(j.session_timeout_ms).max(0) as u64)
+        }
+        RequestKind::SyncGroup(_) => Duration::MAX,
+        _ => Duration::ZERO,
+    }
+}
+
+/// Counts a finished request and logs it when it was slow. `resp` is `None` when nothing
+/// is answered (acks=0, or a hook refusal that closes the connection).
+fn finished(
+    shared: &Shared,
+    meta: ResponseMeta,
+    peer: SocketAddr,
+    started: Instant,
+    allowance: Duration,
+    resp: Option<&ResponseKind>,
+) {
+    let took = started.elapsed();
+    shared.metrics.request_done(meta.api_key, took, resp);
+    if let Some(limit) = shared.slow_request {
+        if took.saturating_sub(allowance) > limit {
+            tracing::warn!(
+                %peer,
+                api = ?meta.api_key,
+                version = meta.api_version,
+                correlation_id = meta.correlation_id,
+                took_ms = took.as_millis() as u64,
+                allowed_wait_ms = allowance.as_millis().min(u64::MAX as u128) as u64,
+                "slow request"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{FetchRequest, JoinGroupRequest, ProduceRequest};
+
+    #[test]
+    fn only_deliberate_waits_are_allowed() {
+        let fetch = RequestKind::Fetch(FetchRequest::default().with_max_wait_ms(500));
+        assert_eq!(wait_allowance(&fetch), Duration::from_millis(500));
+        let absurd = RequestKind::Fetch(FetchRequest::default().with_max_wait_ms(i32::MAX));
+        assert_eq!(
+            wait_allowance(&absurd),
+            Duration::from_millis(FETCH_MAX_WAIT_MS_MAX)
+        );
+        let join = RequestKind::JoinGroup(
+            JoinGroupRequest::default()
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(30_000),
+        );
+        assert_eq!(wait_allowance(&join), Duration::from_secs(30));
+        let produce = RequestKind::Produce(ProduceRequest::default().with_acks(-1));
+        assert_eq!(wait_allowance(&produce), Duration::ZERO);
+    }
 }

@@ -51,6 +51,8 @@ pub struct PartitionState {
     pub tp: TopicPartition,
     /// The storage.
     pub log: Arc<dyn PartitionLog>,
+    /// Bytes and records produced and fetched (the topic's traffic metrics).
+    pub traffic: crate::metrics::Traffic,
     producers: Mutex<ProducerStates>,
     log_append_time: std::sync::atomic::AtomicBool,
     offline: bool,
@@ -82,6 +84,7 @@ impl PartitionState {
         Ok(PartitionState {
             tp,
             log,
+            traffic: Default::default(),
             producers: Mutex::new(producers),
             log_append_time: cfg.log_append_time.into(),
             offline: false,
@@ -109,6 +112,7 @@ impl PartitionState {
                     producers: Mutex::new(ProducerStates::default()),
                     log_append_time: cfg.log_append_time.into(),
                     offline: true,
+                    traffic: Default::default(),
                 }
             }
         }

@@ -150,6 +150,22 @@ impl RecordBatch {
         Ok(RecordBatch { buf })
     }
 
+    /// Bytes and records of the whole batches at the front of a record set (as a Fetch
+    /// answer carries them), from the headers alone; a trailing partial batch is left out.
+    pub fn tally(records: &[u8]) -> (u64, u64) {
+        let (mut bytes, mut count) = (0u64, 0u64);
+        let mut rest = records;
+        while let Some(len) = batch_len_at(rest) {
+            if len < HEADER_BYTES || len > rest.len() {
+                break;
+            }
+            bytes += len as u64;
+            count += be_i32(rest, RECORD_COUNT).max(0) as u64;
+            rest = &rest[len..];
+        }
+        (bytes, count)
+    }
+
     /// Splits a record set (batches back to back, as in a Produce request) into batches.
     /// A trailing partial batch is an error: produce requests never carry one.
     pub fn split_all(mut records: Bytes) -> Result<Vec<RecordBatch>, BatchError> {

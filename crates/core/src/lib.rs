@@ -1,10 +1,12 @@
 //! rafka-core: the vocabulary every other Rafka crate shares.
 //!
 //! Offsets, partitions, topic names, the magic-2 [`RecordBatch`] view, the
-//! [`StorageEngine`] / [`PartitionLog`] contracts and the hard [`limits`].
+//! [`StorageEngine`] / [`PartitionLog`] contracts, the hard [`limits`] and the lock-free
+//! latency [`histogram`] that storage and broker both fill.
 //! No tokio, no sockets, no file I/O.
 
 pub mod batch;
+pub mod histogram;
 pub mod limits;
 pub mod storage;
 pub mod types;

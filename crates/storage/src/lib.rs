@@ -5,6 +5,7 @@
 //! - [`memory`]: batches in memory with a write-ahead log and snapshots ([`MemoryEngine`]).
 //! - `rocksdb` (feature `rocksdb`): batches in RocksDB (`RocksEngine`).
 //! - `conformance` (feature `conformance`): the suite every engine must pass.
+//! - [`stats`]: process-wide fsync count and latency, for the broker's metrics.
 //! - [`StorageConfig`] / [`open_engine`]: the `storage:` config section and the engine it names.
 //!
 //! This crate does file I/O only: no networking, no Kafka API keys.
@@ -16,6 +17,7 @@ pub mod log;
 pub mod memory;
 #[cfg(feature = "rocksdb")]
 pub mod rocksdb;
+pub mod stats;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;

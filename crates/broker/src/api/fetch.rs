@@ -113,6 +113,24 @@ fn collect(shared: &Shared, req: &FetchRequest, version: i16) -> (FetchResponse,
     (FetchResponse::default().with_responses(topics), total)
 }
 
+/// Adds the whole batches of the response that is sent to each partition's bytes-out and
+/// records-out. Response topics and partitions are in request order (`collect`).
+fn count_out(shared: &Shared, req: &FetchRequest, version: i16, resp: &FetchResponse) {
+    for (ft, rt) in req.topics.iter().zip(&resp.responses) {
+        let topic = if version >= 13 {
+            shared.cluster.topic_by_id(ft.topic_id)
+        } else {
+            shared.cluster.topic(&ft.topic)
+        };
+        let Some(topic) = topic else { continue };
+        for pd in &rt.partitions {
+            if let (Some(p), Some(records)) = (topic.partition(pd.partition_index), &pd.records) {
+                p.traffic.fetched(records);
+            }
+        }
+    }
+}
+
 /// Fetch.
 /// `on_fetch` hooks run on the response that is sent, once.
 pub fn handle(
@@ -129,6 +147,7 @@ pub fn handle(
         .any(|t| t.partitions.iter().any(|p| p.error_code != 0));
     if bytes >= min_bytes.max(1) || req.max_wait_ms <= 0 || has_error || req.topics.is_empty() {
         crate::hooks::on_fetch(shared, ctx, &mut resp);
+        count_out(shared, &req, version, &resp);
         return Reply::Now(ResponseKind::Fetch(resp));
     }
     let shared = shared.clone();
@@ -144,6 +163,7 @@ pub fn handle(
             let (mut resp, bytes) = collect(&shared, &req, version);
             if bytes >= min_bytes.max(1) || !matches!(woke, Ok(Ok(()))) {
                 crate::hooks::on_fetch(&shared, &ctx, &mut resp);
+                count_out(&shared, &req, version, &resp);
                 return ResponseKind::Fetch(resp);
             }
         }

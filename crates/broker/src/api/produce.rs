@@ -73,8 +73,10 @@ fn append_partition(
     };
     let mut first: Option<(i64, i64)> = None;
     for b in batches {
+        let (bytes, records) = (b.as_bytes().len(), b.record_count());
         match p.append(b) {
             Ok(Appended::New(info)) => {
+                p.traffic.produced(bytes, records);
                 let ts = if p.log_append_time() {
                     info.log_append_time.0
                 } else {

@@ -648,7 +648,7 @@ impl PartitionLog for LogPartition {
                 Arc::clone(&st.active().file),
             )
         };
-        file.sync_data()?;
+        crate::stats::timed_fsync(&file)?;
         self.n_flush_syncs.fetch_add(1, Ordering::Relaxed);
         self.synced.fetch_max(covered, Ordering::AcqRel);
         Ok(())

@@ -433,7 +433,7 @@ impl Inner {
             // synced when the snapshot that rotated it started.
             (self.appended.load(Ordering::Acquire), Arc::clone(&wal.file))
         };
-        file.sync_data()?;
+        crate::stats::timed_fsync(&file)?;
         self.n_flush_syncs.fetch_add(1, Ordering::Relaxed);
         self.synced.fetch_max(covered, Ordering::AcqRel);
         Ok(())

@@ -1,0 +1,624 @@
+//! The broker's metrics: counters kept on the request path with relaxed atomics, and the
+//! Prometheus text rendering the admin endpoint serves.
+//!
+//! Hot-path cost: per request one add on a fixed per-API array and one histogram
+//! observation (three adds); per produced or fetched partition two adds on counters that
+//! live in its [`PartitionState`]. Errors take a short lock on a small map (errors are
+//! rare and the map is bounded by APIs × error codes). Everything else (offsets, sizes,
+//! group lag, storage, process figures) is read when scraped.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use kafka_protocol::messages::{ApiKey, ResponseKind};
+use kafka_protocol::ResponseError;
+use parking_lot::Mutex;
+
+use rafka_core::histogram::{Histogram, HistogramSnapshot, BUCKET_BOUNDS_SECONDS};
+
+use crate::broker::Shared;
+
+/// API keys below this get counters; Kafka's keys are all below 100.
+const API_SLOTS: usize = 128;
+
+/// Traffic of one partition, kept on its [`crate::state::PartitionState`].
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Record-batch bytes appended by Produce (headers included; duplicates not).
+    pub bytes_in: AtomicU64,
+    /// Records appended by Produce.
+    pub records_in: AtomicU64,
+    /// Record-batch bytes sent in Fetch answers (whole batches only).
+    pub bytes_out: AtomicU64,
+    /// Records in those batches.
+    pub records_out: AtomicU64,
+}
+
+impl Traffic {
+    /// Counts a produced batch.
+    pub fn produced(&self, bytes: usize, records: i32) {
+        self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.records_in
+            .fetch_add(records.max(0) as u64, Ordering::Relaxed);
+    }
+
+    /// Counts the whole batches of a fetched record set.
+    pub fn fetched(&self, records: &[u8]) {
+        let (bytes, count) = rafka_core::RecordBatch::tally(records);
+        if bytes > 0 {
+            self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+            self.records_out.fetch_add(count, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Broker-wide counters.
+pub struct Metrics {
+    requests: [AtomicU64; API_SLOTS],
+    latency: Box<[Histogram; API_SLOTS]>,
+    errors: Mutex<BTreeMap<(i16, i16), u64>>,
+    connections_open: AtomicI64,
+    connections_accepted: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency: Box::new(std::array::from_fn(|_| Histogram::default())),
+            errors: Mutex::new(BTreeMap::new()),
+            connections_open: AtomicI64::new(0),
+            connections_accepted: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    /// A connection was accepted.
+    pub fn connection_opened(&self) {
+        self.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection ended.
+    pub fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// One request answered (or, for acks=0, handled) after `took`; `resp` is its answer.
+    pub fn request_done(&self, api: ApiKey, took: Duration, resp: Option<&ResponseKind>) {
+        let slot = api as i16 as usize;
+        if slot >= API_SLOTS {
+            return;
+        }
+        self.requests[slot].fetch_add(1, Ordering::Relaxed);
+        self.latency[slot].observe(took);
+        if let Some(resp) = resp {
+            let mut first = true;
+            let mut errors = None;
+            for_each_error(resp, &mut |code| {
+                if code == 0 {
+                    return;
+                }
+                if first {
+                    errors = Some(self.errors.lock());
+                    first = false;
+                }
+                if let Some(map) = errors.as_mut() {
+                    *map.entry((api as i16, code)).or_insert(0) += 1;
+                }
+            });
+        }
+    }
+
+    /// Requests counted for `api` so far.
+    pub fn requests(&self, api: ApiKey) -> u64 {
+        self.requests
+            .get(api as i16 as usize)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+}
+
+/// Calls `f` with every error code a response carries (top level, per topic, per
+/// partition), zeros included, as Kafka's `errorCounts` does for its error metrics.
+fn for_each_error(resp: &ResponseKind, f: &mut dyn FnMut(i16)) {
+    match resp {
+        ResponseKind::Produce(r) => r
+            .responses
+            .iter()
+            .flat_map(|t| &t.partition_responses)
+            .for_each(|p| f(p.error_code)),
+        ResponseKind::Fetch(r) => {
+            f(r.error_code);
+            r.responses
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .for_each(|p| f(p.error_code));
+        }
+        ResponseKind::Metadata(r) => r.topics.iter().for_each(|t| f(t.error_code)),
+        ResponseKind::ListOffsets(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .for_each(|p| f(p.error_code)),
+        ResponseKind::OffsetForLeaderEpoch(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .for_each(|p| f(p.error_code)),
+        ResponseKind::OffsetCommit(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .for_each(|p| f(p.error_code)),
+        ResponseKind::OffsetFetch(r) => {
+            f(r.error_code);
+            r.topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .for_each(|p| f(p.error_code));
+            for g in &r.groups {
+                f(g.error_code);
+                g.topics
+                    .iter()
+                    .flat_map(|t| &t.partitions)
+                    .for_each(|p| f(p.error_code));
+            }
+        }
+        ResponseKind::FindCoordinator(r) => {
+            f(r.error_code);
+            r.coordinators.iter().for_each(|c| f(c.error_code));
+        }
+        ResponseKind::JoinGroup(r) => f(r.error_code),
+        ResponseKind::SyncGroup(r) => f(r.error_code),
+        ResponseKind::Heartbeat(r) => f(r.error_code),
+        ResponseKind::LeaveGroup(r) => {
+            f(r.error_code);
+            r.members.iter().for_each(|m| f(m.error_code));
+        }
+        ResponseKind::InitProducerId(r) => f(r.error_code),
+        ResponseKind::ApiVersions(r) => f(r.error_code),
+        ResponseKind::CreateTopics(r) => r.topics.iter().for_each(|t| f(t.error_code)),
+        ResponseKind::DeleteTopics(r) => r.responses.iter().for_each(|t| f(t.error_code)),
+        ResponseKind::CreatePartitions(r) => r.results.iter().for_each(|t| f(t.error_code)),
+        ResponseKind::DeleteRecords(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .for_each(|p| f(p.error_code)),
+        ResponseKind::DescribeConfigs(r) => r.results.iter().for_each(|t| f(t.error_code)),
+        ResponseKind::AlterConfigs(r) => r.responses.iter().for_each(|t| f(t.error_code)),
+        ResponseKind::IncrementalAlterConfigs(r) => {
+            r.responses.iter().for_each(|t| f(t.error_code))
+        }
+        ResponseKind::DescribeGroups(r) => r.groups.iter().for_each(|g| f(g.error_code)),
+        ResponseKind::ListGroups(r) => f(r.error_code),
+        ResponseKind::DeleteGroups(r) => r.results.iter().for_each(|g| f(g.error_code)),
+        ResponseKind::OffsetDelete(r) => {
+            f(r.error_code);
+            r.topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .for_each(|p| f(p.error_code));
+        }
+        ResponseKind::DescribeCluster(r) => f(r.error_code),
+        ResponseKind::DescribeLogDirs(r) => {
+            f(r.error_code);
+            r.results.iter().for_each(|d| f(d.error_code));
+        }
+        ResponseKind::DescribeTopicPartitions(r) => r.topics.iter().for_each(|t| f(t.error_code)),
+        ResponseKind::ConsumerGroupHeartbeat(r) => f(r.error_code),
+        ResponseKind::ConsumerGroupDescribe(r) => r.groups.iter().for_each(|g| f(g.error_code)),
+        _ => {}
+    }
+}
+
+/// Kafka's name of an error code (`UNKNOWN_TOPIC_OR_PARTITION`), from kafka-protocol's
+/// variant name; `UNKNOWN_CODE_<n>` for codes it does not know.
+pub fn error_name(code: i16) -> String {
+    match ResponseError::try_from_code(code) {
+        None => "NONE".into(),
+        Some(ResponseError::Unknown(c)) => format!("UNKNOWN_CODE_{c}"),
+        Some(e) => screaming_snake(&format!("{e:?}")),
+    }
+}
+
+fn screaming_snake(camel: &str) -> String {
+    let mut out = String::with_capacity(camel.len() + 8);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+/// A label value with `\`, `"` and newlines escaped as the text format requires.
+fn label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, h: &HistogramSnapshot) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    let mut cumulative = 0u64;
+    for (bound, n) in BUCKET_BOUNDS_SECONDS.iter().zip(&h.buckets) {
+        cumulative += n;
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+        );
+    }
+    cumulative += h.buckets[BUCKET_BOUNDS_SECONDS.len()];
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}"
+    );
+    let braces = |s: &str| {
+        if s.is_empty() {
+            String::new()
+        } else {
+            format!("{{{s}}}")
+        }
+    };
+    let _ = writeln!(
+        out,
+        "{name}_sum{} {}",
+        braces(labels),
+        h.sum_nanos as f64 / 1e9
+    );
+    let _ = writeln!(out, "{name}_count{} {}", braces(labels), h.count);
+}
+
+fn api_name(slot: usize) -> Option<String> {
+    ApiKey::try_from(slot as i16).ok().map(|k| format!("{k:?}"))
+}
+
+/// Renders every metric in the Prometheus text exposition format (version 0.0.4).
+/// Reads every partition's offsets and size and takes the group lock once: run it off the
+/// async workers (`spawn_blocking`).
+pub fn render(shared: &Shared) -> String {
+    let m = &shared.metrics;
+    let mut out = String::with_capacity(16 * 1024);
+
+    header(
+        &mut out,
+        "rafka_requests_total",
+        "counter",
+        "Requests handled, by API.",
+    );
+    for (slot, c) in m.requests.iter().enumerate() {
+        let n = c.load(Ordering::Relaxed);
+        if let (true, Some(api)) = (n > 0, api_name(slot)) {
+            let _ = writeln!(out, "rafka_requests_total{{api=\"{api}\"}} {n}");
+        }
+    }
+    header(
+        &mut out,
+        "rafka_request_errors_total",
+        "counter",
+        "Error codes in responses (each topic or partition error counts once), by API and error.",
+    );
+    let errors: Vec<_> = m.errors.lock().iter().map(|(k, v)| (*k, *v)).collect();
+    for ((api, code), n) in errors {
+        let api = api_name(api as usize).unwrap_or_else(|| api.to_string());
+        let _ = writeln!(
+            out,
+            "rafka_request_errors_total{{api=\"{api}\",error=\"{}\"}} {n}",
+            error_name(code)
+        );
+    }
+    header(
+        &mut out,
+        "rafka_request_duration_seconds",
+        "histogram",
+        "Time from a request's decoding to its response being ready (long polls included), by API.",
+    );
+    for (slot, h) in m.latency.iter().enumerate() {
+        let s = h.snapshot();
+        if let (true, Some(api)) = (s.count > 0, api_name(slot)) {
+            histogram(
+                &mut out,
+                "rafka_request_duration_seconds",
+                &format!("api=\"{api}\""),
+                &s,
+            );
+        }
+    }
+
+    header(
+        &mut out,
+        "rafka_connections_open",
+        "gauge",
+        "Client connections open now.",
+    );
+    let _ = writeln!(
+        out,
+        "rafka_connections_open {}",
+        m.connections_open.load(Ordering::Relaxed).max(0)
+    );
+    header(
+        &mut out,
+        "rafka_connections_accepted_total",
+        "counter",
+        "Client connections accepted.",
+    );
+    let _ = writeln!(
+        out,
+        "rafka_connections_accepted_total {}",
+        m.connections_accepted.load(Ordering::Relaxed)
+    );
+
+    render_topics(shared, &mut out);
+    render_groups(shared, &mut out);
+    render_storage(shared, &mut out);
+    render_process(&mut out);
+    out
+}
+
+/// Which counter of [`Traffic`] a series shows.
+type TrafficField = fn(&Traffic) -> &AtomicU64;
+
+fn render_topics(shared: &Shared, out: &mut String) {
+    let topics = shared.cluster.topics();
+    let traffic: [(&str, &str, TrafficField); 4] = [
+        (
+            "rafka_topic_bytes_in_total",
+            "Record-batch bytes appended by Produce (as stored: batch headers included, resent duplicates not).",
+            |t| &t.bytes_in,
+        ),
+        (
+            "rafka_topic_records_in_total",
+            "Records appended by Produce.",
+            |t| &t.records_in,
+        ),
+        (
+            "rafka_topic_bytes_out_total",
+            "Record-batch bytes sent in Fetch responses (whole batches).",
+            |t| &t.bytes_out,
+        ),
+        (
+            "rafka_topic_records_out_total",
+            "Records in the batches sent in Fetch responses.",
+            |t| &t.records_out,
+        ),
+    ];
+    for (name, help, field) in traffic {
+        header(out, name, "counter", help);
+        for t in &topics {
+            let sum: u64 = t
+                .partitions
+                .iter()
+                .map(|p| field(&p.traffic).load(Ordering::Relaxed))
+                .sum();
+            let _ = writeln!(out, "{name}{{topic=\"{}\"}} {sum}", label(t.name.as_str()));
+        }
+    }
+    let gauges: [(&str, &str); 3] = [
+        (
+            "rafka_partition_log_start_offset",
+            "First offset still in the log.",
+        ),
+        (
+            "rafka_partition_log_end_offset",
+            "Offset the next record will get (the high watermark).",
+        ),
+        (
+            "rafka_partition_size_bytes",
+            "Bytes of record batches the partition holds.",
+        ),
+    ];
+    let mut rows: [String; 3] = Default::default();
+    for t in &topics {
+        for (i, p) in t.partitions.iter().enumerate() {
+            let l = format!("topic=\"{}\",partition=\"{i}\"", label(t.name.as_str()));
+            let values = [
+                p.log.log_start_offset().0,
+                p.log.log_end_offset().0,
+                i64::try_from(p.log.size_bytes()).unwrap_or(i64::MAX),
+            ];
+            for ((row, (name, _)), v) in rows.iter_mut().zip(&gauges).zip(values) {
+                let _ = writeln!(row, "{name}{{{l}}} {v}");
+            }
+        }
+    }
+    for ((name, help), row) in gauges.iter().zip(&rows) {
+        header(out, name, "gauge", help);
+        out.push_str(row);
+    }
+}
+
+fn render_groups(shared: &Shared, out: &mut String) {
+    // Copy the committed offsets out under the lock, look up log ends after it.
+    let committed: Vec<(String, String, i32, i64)> = shared.groups.with_groups(|groups| {
+        groups
+            .iter()
+            .flat_map(|(id, g)| {
+                g.offsets
+                    .iter()
+                    .map(move |((t, p), v)| (id.clone(), t.clone(), *p, v.offset))
+            })
+            .collect()
+    });
+    header(
+        out,
+        "rafka_group_committed_offset",
+        "gauge",
+        "Offset a consumer group committed, by partition.",
+    );
+    let mut lag_rows = String::new();
+    for (group, topic, partition, offset) in &committed {
+        let l = format!(
+            "group=\"{}\",topic=\"{}\",partition=\"{partition}\"",
+            label(group),
+            label(topic)
+        );
+        let _ = writeln!(out, "rafka_group_committed_offset{{{l}}} {offset}");
+        let end = shared
+            .cluster
+            .topic(topic)
+            .and_then(|t| t.partition(*partition).map(|p| p.log.log_end_offset().0));
+        if let Some(end) = end {
+            let _ = writeln!(lag_rows, "rafka_group_lag{{{l}}} {}", (end - offset).max(0));
+        }
+    }
+    header(
+        out,
+        "rafka_group_lag",
+        "gauge",
+        "Log end offset minus the group's committed offset (0 when the commit is past the end).",
+    );
+    out.push_str(&lag_rows);
+}
+
+fn render_storage(shared: &Shared, out: &mut String) {
+    let engine = shared.cluster.engine().name();
+    let parts = shared.cluster.all_partitions();
+    let bytes: u64 = parts.iter().map(|p| p.log.size_bytes()).sum();
+    header(
+        out,
+        "rafka_storage_info",
+        "gauge",
+        "The storage engine in use (value 1).",
+    );
+    let _ = writeln!(out, "rafka_storage_info{{engine=\"{engine}\"}} 1");
+    header(
+        out,
+        "rafka_storage_partitions",
+        "gauge",
+        "Partitions open in the engine.",
+    );
+    let _ = writeln!(out, "rafka_storage_partitions {}", parts.len());
+    header(
+        out,
+        "rafka_storage_bytes",
+        "gauge",
+        "Bytes of record batches held, all partitions.",
+    );
+    let _ = writeln!(out, "rafka_storage_bytes {bytes}");
+    header(
+        out,
+        "rafka_fsync_total",
+        "counter",
+        "fsyncs made by log flushes (group commit for acks=all, interval flush), this process.",
+    );
+    let _ = writeln!(
+        out,
+        "rafka_fsync_total {}",
+        rafka_storage::stats::fsync_count()
+    );
+    header(
+        out,
+        "rafka_fsync_duration_seconds",
+        "histogram",
+        "Duration of those fsyncs.",
+    );
+    histogram(
+        out,
+        "rafka_fsync_duration_seconds",
+        "",
+        &rafka_storage::stats::fsync_latency(),
+    );
+}
+
+/// Resident set size and open descriptors from `/proc/self` (Linux); left out elsewhere.
+fn render_process(out: &mut String) {
+    let rss_kib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        });
+    if let Some(kib) = rss_kib {
+        header(
+            out,
+            "rafka_process_resident_memory_bytes",
+            "gauge",
+            "Resident memory of the broker process.",
+        );
+        let _ = writeln!(out, "rafka_process_resident_memory_bytes {}", kib * 1024);
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        header(
+            out,
+            "rafka_process_open_fds",
+            "gauge",
+            "File descriptors the broker process has open (sockets and files).",
+        );
+        // The directory handle itself is one of them.
+        let n = fds.count().saturating_sub(1);
+        let _ = writeln!(out, "rafka_process_open_fds {n}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_names_are_kafkas() {
+        assert_eq!(error_name(3), "UNKNOWN_TOPIC_OR_PARTITION");
+        assert_eq!(error_name(-1), "UNKNOWN_SERVER_ERROR");
+        assert_eq!(error_name(2), "CORRUPT_MESSAGE");
+        assert_eq!(error_name(9999), "UNKNOWN_CODE_9999");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn requests_and_errors_are_counted_per_api() {
+        use kafka_protocol::messages::produce_response::{
+            PartitionProduceResponse, TopicProduceResponse,
+        };
+        use kafka_protocol::messages::ProduceResponse;
+        let m = Metrics::default();
+        let resp = ResponseKind::Produce(ProduceResponse::default().with_responses(vec![
+            TopicProduceResponse::default().with_partition_responses(vec![
+                PartitionProduceResponse::default().with_error_code(3),
+                PartitionProduceResponse::default(),
+                PartitionProduceResponse::default().with_error_code(3),
+            ]),
+        ]));
+        m.request_done(ApiKey::Produce, Duration::from_millis(2), Some(&resp));
+        m.request_done(ApiKey::Produce, Duration::from_millis(2), None);
+        assert_eq!(m.requests(ApiKey::Produce), 2);
+        assert_eq!(m.requests(ApiKey::Fetch), 0);
+        let errors = m.errors.lock().clone();
+        assert_eq!(errors, BTreeMap::from([((0, 3), 2)]));
+        assert_eq!(m.latency[0].snapshot().count, 2);
+    }
+
+    #[test]
+    fn histograms_render_cumulative_buckets() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(10));
+        h.observe(Duration::from_millis(7));
+        let mut out = String::new();
+        histogram(&mut out, "x_seconds", "api=\"Fetch\"", &h.snapshot());
+        assert!(out.contains("x_seconds_bucket{api=\"Fetch\",le=\"0.00005\"} 1\n"));
+        assert!(out.contains("x_seconds_bucket{api=\"Fetch\",le=\"0.005\"} 1\n"));
+        assert!(out.contains("x_seconds_bucket{api=\"Fetch\",le=\"0.01\"} 2\n"));
+        assert!(out.contains("x_seconds_bucket{api=\"Fetch\",le=\"+Inf\"} 2\n"));
+        assert!(out.contains("x_seconds_count{api=\"Fetch\"} 2\n"));
+    }
+}
