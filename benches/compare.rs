@@ -9,12 +9,16 @@
 //!   acks=all; broker CPU-seconds per GB moved (from `/proc/<pid>/stat`) and peak RSS;
 //! - start-up after a clean stop and recovery after SIGKILL with many partitions, and RSS
 //!   idle with 10,000 partitions;
-//! - the same client workloads against a peer broker when `tansu` is on PATH (started with
-//!   in-memory storage; `RAFKA_PEER_ARGS` replaces its arguments, `{port}` is substituted).
+//! - the same client workloads against a peer broker when `tansu` (or `nisshi`, its newer
+//!   name) is on PATH or named by `RAFKA_PEER_BIN`, started with in-memory storage
+//!   (`RAFKA_PEER_ARGS` replaces its arguments; `{port}` and `{metrics_port}` are
+//!   substituted).
 //!
 //! Sizes: `RAFKA_BENCH_RECORDS` (1 KiB records, default 200,000), `RAFKA_BENCH_STARTUP_MIB`
 //! (data for the start-up test, default 1024), `RAFKA_BENCH_STARTUP_PARTITIONS` (1000).
 //! Prints a Markdown table; not a pass/fail test.
+
+mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -35,6 +39,18 @@ fn env_num(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// The peer broker's executable: `RAFKA_PEER_BIN`, else `tansu` or `nisshi` (its name
+/// since version 0.7) when one is on PATH.
+fn peer_binary() -> Option<std::path::PathBuf> {
+    if let Some(bin) = std::env::var_os("RAFKA_PEER_BIN") {
+        return Some(bin.into());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|d| [d.join("tansu"), d.join("nisshi")])
+        .find(|p| p.is_file())
 }
 
 /// A broker process under measurement.
@@ -79,26 +95,32 @@ impl Server {
     }
 
     fn peer() -> Option<Server> {
-        let found = std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("tansu").is_file()));
-        if !found {
-            return None;
-        }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
+        let bin = peer_binary()?;
+        let free_port = || -> Option<u16> {
+            Some(
+                TcpListener::bind("127.0.0.1:0")
+                    .ok()?
+                    .local_addr()
+                    .ok()?
+                    .port(),
+            )
+        };
+        let port = free_port()?;
+        let metrics_port = free_port()?;
         let args = std::env::var("RAFKA_PEER_ARGS").unwrap_or_else(|_| {
             "broker --kafka-listener-url tcp://127.0.0.1:{port} \
              --kafka-advertised-listener-url tcp://127.0.0.1:{port} \
-             --storage-engine memory://tansu/"
+             --prometheus-listener-url tcp://127.0.0.1:{metrics_port} \
+             --storage-engine memory://peer/"
                 .into()
         });
-        let args = args.replace("{port}", &port.to_string());
+        let args = args
+            .replace("{port}", &port.to_string())
+            .replace("{metrics_port}", &metrics_port.to_string());
         let started = Instant::now();
-        let child = Command::new("tansu")
+        let child = Command::new(&bin)
             .args(args.split_whitespace())
+            .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -216,45 +238,6 @@ fn create_topic(addr: &str, name: &str, partitions: i32) {
     for x in r {
         x.unwrap_or_else(|(t, e)| panic!("create {t}: {e}"));
     }
-}
-
-/// Produces `records` records of `size` bytes to partition 0 of `topic`.
-fn produce(addr: &str, topic: &str, records: usize, size: usize, acks: &str) -> Duration {
-    let p: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .set("acks", acks)
-        .set("linger.ms", "5")
-        .set("batch.size", "1000000")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("queue.buffering.max.kbytes", "1048576")
-        .create()
-        .unwrap();
-    let payload = vec![b'x'; size];
-    let start = Instant::now();
-    let mut pending = Vec::with_capacity(records);
-    for _ in 0..records {
-        loop {
-            match p.send_result(
-                FutureRecord::<(), _>::to(topic)
-                    .payload(&payload[..])
-                    .partition(0),
-            ) {
-                Ok(f) => {
-                    pending.push(f);
-                    break;
-                }
-                Err(_) => p.poll(Duration::from_millis(1)),
-            }
-        }
-    }
-    p.flush(Duration::from_secs(120)).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    for f in pending {
-        rt.block_on(f).unwrap().unwrap();
-    }
-    start.elapsed()
 }
 
 /// Consumes `records` from the start of partition 0 with client defaults. Returns the
@@ -388,7 +371,7 @@ fn workloads(server: &Server, records: usize) -> Results {
     }
     let total = records * 1024;
     measure("produce 1 KiB acks=1", total, "MB/s", &mut || {
-        let d = produce(&addr, "p1k", records, 1024, "1");
+        let d = common::librdkafka_produce(&addr, "p1k", records, 1024, "1");
         (total as f64 / d.as_secs_f64() / 1e6, d)
     });
     let small = records * 5;
@@ -397,12 +380,12 @@ fn workloads(server: &Server, records: usize) -> Results {
         small * 100,
         "records/s",
         &mut || {
-            let d = produce(&addr, "p100", small, 100, "1");
+            let d = common::librdkafka_produce(&addr, "p100", small, 100, "1");
             (small as f64 / d.as_secs_f64(), d)
         },
     );
     measure("produce 1 KiB acks=all", total, "MB/s", &mut || {
-        let d = produce(&addr, "pall", records, 1024, "all");
+        let d = common::librdkafka_produce(&addr, "pall", records, 1024, "all");
         (total as f64 / d.as_secs_f64() / 1e6, d)
     });
     let mut with_startup = Duration::ZERO;
@@ -520,7 +503,7 @@ fn main() {
     let rafka_cpu = cpu_seconds(&rafka_pid);
     rafka.stop("-TERM");
     let peer = Server::peer().map(|p| {
-        eprintln!("peer (tansu) ...");
+        eprintln!("peer ...");
         let r = workloads(&p, records);
         p.stop("-TERM");
         r
@@ -534,11 +517,11 @@ fn main() {
 
     println!("records: {records} x 1 KiB (100 B workload: {} records); broker: rafka release, log engine, fsync on_ack_all", records * 5);
     println!();
-    println!("| workload | rafka | unit | vs loopback | vs fsync-write | broker CPU-s/GB | peer | rafka/peer |");
-    println!("|---|---:|---|---:|---:|---:|---:|---:|");
-    println!("| loopback TCP (baseline) | {loopback:.0} | MB/s | 100% | | | | |");
+    println!("| workload | rafka | unit | vs loopback | vs fsync-write | broker CPU-s/GB | peer | rafka/peer | peer CPU-s/GB |");
+    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|");
+    println!("| loopback TCP (baseline) | {loopback:.0} | MB/s | 100% | | | | | |");
     println!(
-        "| file write + fsync/MiB (baseline) | {disk:.0} | MB/s | | 100% | {disk_cpu:.2} (writer) | | |"
+        "| file write + fsync/MiB (baseline) | {disk:.0} | MB/s | | 100% | {disk_cpu:.2} (writer) | | | |"
     );
     for (i, (name, v, unit, per_gb)) in ours.rows.iter().enumerate() {
         let (vs_lo, vs_disk) = if unit == "MB/s" {
@@ -554,34 +537,41 @@ fn main() {
         } else {
             String::new()
         };
-        let (pv, ratio) = match &peer {
+        let (pv, ratio, peer_cpu) = match &peer {
             Some(p) => {
-                let pv = p.rows[i].1;
-                (format!("{pv:.1}"), format!("{:.2}", v / pv))
+                let (_, pv, _, peer_gb) = &p.rows[i];
+                let peer_cpu = if *peer_gb > 0.0 {
+                    format!("{peer_gb:.2}")
+                } else {
+                    String::new()
+                };
+                (format!("{pv:.1}"), format!("{:.2}", v / pv), peer_cpu)
             }
-            None => ("n/a".into(), String::new()),
+            None => ("n/a".into(), String::new(), String::new()),
         };
-        println!("| {name} | {v:.1} | {unit} | {vs_lo} | {vs_disk} | {cpu} | {pv} | {ratio} |");
+        println!(
+            "| {name} | {v:.1} | {unit} | {vs_lo} | {vs_disk} | {cpu} | {pv} | {ratio} | {peer_cpu} |"
+        );
     }
     let acks1 = ours.rows[0].1;
     let all = ours.rows[2].1;
     println!(
-        "| acks=all / acks=1 | {:.0} | % | | | | | |",
+        "| acks=all / acks=1 | {:.0} | % | | | | | | |",
         100.0 * all / acks1
     );
     for (name, v, unit) in &start {
-        println!("| {name} | {v:.0} | {unit} | | | | | |");
+        println!("| {name} | {v:.0} | {unit} | | | | | | |");
     }
     println!(
-        "| broker peak RSS during the workloads | {:.0} | MiB | | | | {} | |",
+        "| broker peak RSS during the workloads | {:.0} | MiB | | | | {} | | |",
         ours.peak_rss,
         peer.as_ref()
             .map_or("n/a".into(), |p| format!("{:.0}", p.peak_rss))
     );
-    println!("| broker CPU-s for all workloads | {rafka_cpu:.1} | s | | | | | |");
+    println!("| broker CPU-s for all workloads | {rafka_cpu:.1} | s | | | | | | |");
     if peer.is_none() {
         println!(
-            "\n(no `tansu` on PATH: peer columns empty; `cargo install tansu --locked` to add it)"
+            "\n(no peer: neither `tansu` nor `nisshi` on PATH and no RAFKA_PEER_BIN; peer columns empty)"
         );
     }
 }

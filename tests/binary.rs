@@ -180,3 +180,88 @@ fn json_logs_and_the_admin_endpoint() {
         "rafka_storage and rafka log at warn only: {messages:?}"
     );
 }
+
+/// `/health/ready` answers 503 while the broker opens its partitions after a crash and 200
+/// once the Kafka listener accepts; `/health/live` answers 200 throughout.
+#[test]
+fn readiness_waits_for_recovery() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::Stdio;
+    use std::time::Instant;
+
+    const PARTITIONS: i32 = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        let b = support::BrokerProcess::start(&data);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(support::create_topic(&b.address, "many", PARTITIONS, &[]));
+        b.kill();
+    }
+    // A port for the admin endpoint known before the start-up line (which comes after
+    // recovery): free now, taken by the broker a moment later.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_rafka"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", &admin])
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn rafka");
+    // Killed when dropped, also when an assertion fails.
+    let mut broker = support::BrokerProcess {
+        child,
+        address: String::new(),
+    };
+    let get = |path: &str| -> Option<(u16, String)> {
+        let mut s = std::net::TcpStream::connect(&admin).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).ok()?;
+        let status = answer.split(' ').nth(1)?.parse().ok()?;
+        Some((status, answer.split_once("\r\n\r\n")?.1.to_string()))
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen: Vec<(u16, String)> = Vec::new();
+    let mut live_while_recovering = None;
+    loop {
+        assert!(Instant::now() < deadline, "never ready; saw {seen:?}");
+        if let Some(answer) = get("/health/ready") {
+            if seen.last() != Some(&answer) {
+                seen.push(answer.clone());
+            }
+            if answer.0 == 200 {
+                break;
+            }
+            live_while_recovering.get_or_insert_with(|| get("/health/live"));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        seen,
+        [
+            (503, "{\"status\":\"not_ready\"}".to_string()),
+            (200, "{\"status\":\"ready\"}".to_string())
+        ]
+    );
+    assert_eq!(
+        live_while_recovering,
+        Some(Some((200, "{\"status\":\"live\"}".to_string())))
+    );
+    let mut line = String::new();
+    BufReader::new(broker.child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let recovered: i32 = line
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" partitions recovered"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no partition count in {line:?}"));
+    assert!(recovered >= PARTITIONS, "{line}");
+}

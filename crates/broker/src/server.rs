@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -18,8 +17,9 @@ use rafka_core::limits::{
     FETCH_MAX_WAIT_MS_MAX, IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX,
     PENDING_RESPONSE_BYTES_PER_CONNECTION_MAX,
 };
-use rafka_protocol::connection::{encode_response, Inbound, ProtocolError, ResponseMeta};
+use rafka_protocol::connection::{Inbound, ProtocolError, ResponseMeta};
 use rafka_protocol::Connection;
+use rafka_protocol::{encode_response_chunks, EncodedResponse};
 
 use rafka_hooks::{PeerInfo, Stages, Verdict};
 
@@ -40,6 +40,7 @@ enum Close {
 
 /// How long shutdown waits for connections to finish their in-flight requests.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+/// Room made in a connection's read buffer before each read from its socket.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 pub(crate) async fn accept_loop(
@@ -101,13 +102,13 @@ pub(crate) async fn accept_loop(
 }
 
 enum Pending {
-    Ready(Bytes),
-    Task(JoinHandle<Result<Bytes, ProtocolError>>),
+    Ready(EncodedResponse),
+    Task(JoinHandle<Result<EncodedResponse, ProtocolError>>),
 }
 
 /// Awaits the task at the front of the queue. Cancel safety: awaiting `&mut JoinHandle`
 /// is cancel-safe; the task keeps running and is polled again next time.
-async fn front_task(queue: &mut VecDeque<Pending>) -> Result<Bytes, ProtocolError> {
+async fn front_task(queue: &mut VecDeque<Pending>) -> Result<EncodedResponse, ProtocolError> {
     match queue.front_mut() {
         Some(Pending::Task(h)) => match h.await {
             Ok(r) => r,
@@ -130,17 +131,17 @@ async fn serve(
     let (mut rd, mut wr) = stream.into_split();
     let mut conn = Connection::new(shared.config.broker.socket_request_max_bytes);
     let mut queue: VecDeque<Pending> = VecDeque::new();
-    let mut buf = vec![0u8; READ_CHUNK_BYTES];
     let idle = Duration::from_millis(shared.config.broker.connections_max_idle_ms.max(1));
     let mut reading = true;
     // False after a bad frame: nothing behind it can be trusted.
     let mut decoding = true;
     loop {
         while let Some(Pending::Ready(_)) = queue.front() {
-            let Some(Pending::Ready(bytes)) = queue.pop_front() else {
+            let Some(Pending::Ready(mut resp)) = queue.pop_front() else {
                 unreachable!("front was checked")
             };
-            if let Err(e) = wr.write_all(&bytes).await {
+            // Vectored: a fetch response's records go out from storage's buffers.
+            if let Err(e) = wr.write_all_buf(&mut resp).await {
                 tracing::debug!(error = %e, "write failed; closing");
                 return;
             }
@@ -164,10 +165,9 @@ async fn serve(
         let front_is_task = matches!(queue.front(), Some(Pending::Task(_)));
         let can_read = reading && has_room(&queue);
         tokio::select! {
-            r = rd.read(&mut buf), if can_read => match r {
+            r = rd.read_buf(conn.read_buffer(READ_CHUNK_BYTES)), if can_read => match r {
                 Ok(0) => reading = false,
-                Ok(n) => {
-                    conn.receive(&buf[..n]);
+                Ok(_) => {
                     if let Err(e) = drain_requests(&shared, &mut conn, &mut queue, peer) {
                         tracing::warn!(%peer, error = %e, "closing connection");
                         decoding = false;
@@ -229,7 +229,7 @@ fn drain_requests(
         };
         let req = match inbound {
             Inbound::Answered(bytes) => {
-                queue.push_back(Pending::Ready(bytes));
+                queue.push_back(Pending::Ready(bytes.into()));
                 continue;
             }
             Inbound::Request(req) => req,
@@ -258,7 +258,7 @@ fn drain_requests(
         match reply {
             Reply::Now(resp) => {
                 finished(shared, meta, peer, started, allowance, Some(&resp));
-                queue.push_back(Pending::Ready(encode_response(meta, &resp)?))
+                queue.push_back(Pending::Ready(encode_response_chunks(meta, &resp)?))
             }
             Reply::Later(fut) => {
                 let shared = shared.clone();
@@ -266,7 +266,7 @@ fn drain_requests(
                     async move {
                         let resp = fut.await;
                         finished(&shared, meta, peer, started, allowance, Some(&resp));
-                        encode_response(meta, &resp)
+                        encode_response_chunks(meta, &resp)
                     }
                     .instrument(span),
                 )))

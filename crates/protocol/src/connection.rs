@@ -118,6 +118,12 @@ impl Connection {
         self.frames.receive(bytes);
     }
 
+    /// The buffer to read the peer's next bytes into (see [`FrameDecoder::read_buffer`]);
+    /// an alternative to [`receive`](Self::receive) that saves a copy.
+    pub fn read_buffer(&mut self, min_room: usize) -> &mut bytes::BytesMut {
+        self.frames.read_buffer(min_room)
+    }
+
     /// Bytes the frame being received still needs.
     pub fn wanted(&self) -> usize {
         self.frames.wanted()

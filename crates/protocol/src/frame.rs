@@ -43,6 +43,14 @@ impl FrameDecoder {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// The buffer the next bytes from the peer go into, with room for at least
+    /// `min_room` more: reading straight into it saves copying every request once.
+    /// Whatever the caller appends is framed by [`next_frame`](Self::next_frame).
+    pub fn read_buffer(&mut self, min_room: usize) -> &mut BytesMut {
+        self.buf.reserve(min_room);
+        &mut self.buf
+    }
+
     /// Bytes buffered but not yet returned as a frame.
     pub fn buffered(&self) -> usize {
         self.buf.len()

@@ -8,8 +8,10 @@
 pub mod connection;
 pub mod frame;
 pub mod guard;
+pub mod response;
 pub mod versions;
 
 pub use connection::{Connection, DecodedRequest, ProtocolError};
 pub use frame::{FrameDecoder, FrameError};
 pub use kafka_protocol;
+pub use response::{encode_response_chunks, EncodedResponse};

@@ -9,6 +9,7 @@
 
 mod header;
 mod partition;
+mod read_buf;
 mod segment;
 
 use std::collections::HashMap;

@@ -24,9 +24,9 @@ use rafka_core::{
 };
 
 use super::header::BatchHeader;
+use super::read_buf::ReadBuf;
 use super::segment::{
-    parse_log_file_name, read_at_most, read_header, segment_path, Segment, INDEX_EXT, LOG_EXT,
-    TIMEINDEX_EXT,
+    parse_log_file_name, read_header, segment_path, Segment, INDEX_EXT, LOG_EXT, TIMEINDEX_EXT,
 };
 use super::{sync_dir, write_file_atomically};
 
@@ -363,7 +363,7 @@ impl LogPartition {
                     } else {
                         max_bytes.min((r.end - pos) as usize)
                     };
-                    let mut buf = read_at_most(&r.file, pos, want)?;
+                    let mut buf = ReadBuf::read_at(&r.file, pos, want)?;
                     // Keep whole batches only.
                     let mut cut = 0;
                     while let Some(len) = batch_len_at(&buf[cut..]) {
@@ -376,7 +376,7 @@ impl LogPartition {
                         return Err(invalid_data(format!("short batch at position {pos}")));
                     }
                     buf.truncate(cut);
-                    return Ok(Bytes::from(buf));
+                    return Ok(buf.freeze());
                 }
                 pos += h.size_bytes;
             }
@@ -407,6 +407,10 @@ impl LogPartition {
     }
 }
 
+/// Batches of at least this many bytes are written without stamping their base offset
+/// into a copy (see `append`): below it, a copy costs less than a second write.
+const SPLIT_WRITE_BYTES: usize = 16 * 1024;
+
 impl PartitionLog for LogPartition {
     fn append(&self, mut batch: RecordBatch) -> StorageResult<AppendInfo> {
         let size = batch.size_bytes();
@@ -418,9 +422,14 @@ impl PartitionLog for LogPartition {
         }
         // The CRC covers the whole batch: check it before taking the lock.
         batch.validate()?;
-        // Stamping a base offset copies the bytes if they are shared; do any copy here,
-        // outside the lock, so the stamp under the lock is an 8-byte write.
-        batch.set_base_offset(Offset(0));
+        // Stamping a base offset into the batch copies the bytes if they are shared (they
+        // are: a slice of the request). A large batch is not stamped but written as its
+        // new base offset followed by the rest of its bytes, unchanged (two writes, no
+        // copy); a small one is copied here, outside the lock, and written at once.
+        let split_write = size >= SPLIT_WRITE_BYTES;
+        if !split_write {
+            batch.set_base_offset(Offset(0));
+        }
         let now = now_ms();
 
         let mut st = self.state.lock();
@@ -430,14 +439,18 @@ impl PartitionLog for LogPartition {
             return Err(StorageError::BatchTooLarge { size, max });
         }
         let base_offset = st.log_end();
-        batch.set_base_offset(base_offset);
         let log_append_time = if st.cfg.log_append_time {
+            batch.set_base_offset(base_offset);
             batch.set_log_append_time(Timestamp(now));
             Timestamp(now)
         } else {
             Timestamp(-1)
         };
-        let last_offset = batch.last_offset();
+        let stamped = st.cfg.log_append_time || !split_write;
+        if stamped {
+            batch.set_base_offset(base_offset);
+        }
+        let last_offset = base_offset.plus(batch.last_offset_delta() as i64);
 
         let active = st.active();
         let segment_bytes = st.cfg.segment_bytes.min(SEGMENT_BYTES_MAX);
@@ -456,11 +469,20 @@ impl PartitionLog for LogPartition {
         let position = seg.size;
         // One positional write: a process crash after it returns loses nothing (the bytes
         // are in the page cache); a failed write is cut off so no partial batch remains.
-        if let Err(e) = seg.file.write_all_at(batch.as_bytes(), position) {
+        let bytes = batch.as_bytes();
+        let written = if stamped {
+            seg.file.write_all_at(bytes, position)
+        } else {
+            seg.file
+                .write_all_at(&base_offset.0.to_be_bytes(), position)
+                .and_then(|()| seg.file.write_all_at(&bytes[8..], position + 8))
+        };
+        if let Err(e) = written {
             let _ = seg.file.set_len(position);
             return Err(e.into());
         }
-        let header = BatchHeader::parse(batch.as_bytes()).expect("validated batch has a header");
+        let mut header = BatchHeader::parse(bytes).expect("validated batch has a header");
+        header.base_offset = base_offset;
         seg.track(&header, position, interval);
         seg.first_append_ms.get_or_insert(now);
         // Only written under the state lock, so load + store cannot lose an increment.
