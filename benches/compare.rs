@@ -11,8 +11,7 @@
 //!   idle with 10,000 partitions;
 //! - the same client workloads against a peer broker when `tansu` (or `nisshi`, its newer
 //!   name) is on PATH or named by `RAFKA_PEER_BIN`, started with in-memory storage
-//!   (`RAFKA_PEER_ARGS` replaces its arguments; `{port}` and `{metrics_port}` are
-//!   substituted).
+//!   (`RAFKA_PEER_ARGS` replaces its arguments; `{port}` is substituted).
 //!
 //! Sizes: `RAFKA_BENCH_RECORDS` (1 KiB records, default 200,000), `RAFKA_BENCH_STARTUP_MIB`
 //! (data for the start-up test, default 1024), `RAFKA_BENCH_STARTUP_PARTITIONS` (1000).
@@ -106,17 +105,13 @@ impl Server {
             )
         };
         let port = free_port()?;
-        let metrics_port = free_port()?;
         let args = std::env::var("RAFKA_PEER_ARGS").unwrap_or_else(|_| {
             "broker --kafka-listener-url tcp://127.0.0.1:{port} \
              --kafka-advertised-listener-url tcp://127.0.0.1:{port} \
-             --prometheus-listener-url tcp://127.0.0.1:{metrics_port} \
              --storage-engine memory://peer/"
                 .into()
         });
-        let args = args
-            .replace("{port}", &port.to_string())
-            .replace("{metrics_port}", &metrics_port.to_string());
+        let args = args.replace("{port}", &port.to_string());
         let started = Instant::now();
         let child = Command::new(&bin)
             .args(args.split_whitespace())
@@ -154,12 +149,7 @@ impl Server {
 
 /// utime + stime of a process, in seconds (USER_HZ is 100 on Linux).
 fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(") ").map(|x| x.1).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
+    common::cpu_seconds_in(Path::new(&format!("/proc/{pid}/stat")))
 }
 
 /// A `VmHWM` / `VmRSS` line of /proc/<pid>/status, in MiB.

@@ -139,6 +139,15 @@ pub async fn run(args: &[String]) -> Result<bool> {
     let Some(cmd) = args.first() else {
         return Ok(false);
     };
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        let usage = if cmd == "bench" {
+            crate::bench::USAGE
+        } else {
+            USAGE
+        };
+        print!("{usage}");
+        return Ok(true);
+    }
     match cmd.as_str() {
         "topic" => topic(&args[1..]).await?,
         "produce" => produce(&parse(&args[1..])?).await?,

@@ -7,16 +7,42 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn rafka(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rafka"))
+    rafka_with_input(args, "")
+}
+
+/// Runs the binary with `input` on its stdin; (success, stdout, stderr).
+fn rafka_with_input(args: &[&str], input: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rafka"))
         .args(args)
-        .stdin(Stdio::null())
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run rafka");
+    // Dropping stdin after writing closes it: the child sees end of input.
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().expect("rafka exits");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).to_string(),
         String::from_utf8_lossy(&out.stderr).to_string(),
     )
+}
+
+#[test]
+fn help_for_client_commands_and_bench() {
+    let (ok, out, _) = rafka(&["bench", "produce", "--help"]);
+    assert!(ok);
+    assert!(out.contains("rafka bench produce|consume|e2e"), "{out}");
+    let (ok, out, _) = rafka(&["topic", "-h"]);
+    assert!(ok);
+    assert!(out.contains("rafka topic create NAME"), "{out}");
 }
 
 #[test]
@@ -138,29 +164,6 @@ fn produce_a_file_and_consume_it_back() {
     ]);
     assert!(ok);
     assert_eq!(out.lines().next(), Some("line number 99990"));
-}
-
-fn rafka_with_input(args: &[&str], input: &str) -> (bool, String, String) {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rafka"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run rafka");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().expect("rafka exits");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
 }
 
 #[test]

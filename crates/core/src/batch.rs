@@ -340,8 +340,12 @@ impl RecordBatch {
         self.patch(|b| b[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&offset.0.to_be_bytes()));
     }
 
-    /// Writes the partition leader epoch in place (outside the CRC range).
+    /// Writes the partition leader epoch in place (outside the CRC range). A batch that
+    /// already carries `epoch` (librdkafka writes 0) is left alone, shared bytes uncopied.
     pub fn set_partition_leader_epoch(&mut self, epoch: i32) {
+        if self.partition_leader_epoch() == epoch {
+            return;
+        }
         self.patch(|b| {
             b[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4]
                 .copy_from_slice(&epoch.to_be_bytes())
@@ -640,6 +644,19 @@ mod tests {
         assert_eq!(recs.len(), 3);
         assert_eq!(recs[2].key.as_deref(), Some(&b"k2"[..]));
         assert_eq!(recs[2].timestamp, Timestamp(1002));
+    }
+
+    #[test]
+    fn an_unchanged_leader_epoch_leaves_shared_bytes_uncopied() {
+        let mut b = sample(2);
+        b.set_partition_leader_epoch(0);
+        let shared = b.as_bytes().clone(); // a second owner: patching would copy
+        b.set_partition_leader_epoch(0);
+        assert_eq!(b.as_bytes().as_ptr(), shared.as_ptr());
+        b.set_partition_leader_epoch(7);
+        assert_ne!(b.as_bytes().as_ptr(), shared.as_ptr());
+        assert_eq!(b.partition_leader_epoch(), 7);
+        b.validate().unwrap();
     }
 
     #[test]
