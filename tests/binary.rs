@@ -99,7 +99,7 @@ fn sigterm_stops_cleanly() {
 /// is unset, and the admin endpoint named in the startup line answers.
 #[test]
 fn json_logs_and_the_admin_endpoint() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{Read, Write};
     use std::process::Stdio;
 
     let dir = tempfile::tempdir().unwrap();
@@ -119,10 +119,7 @@ fn json_logs_and_the_admin_endpoint() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn rafka");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("startup line");
+    let (line, _) = support::startup_line(&mut child);
     let admin = line
         .split_whitespace()
         .find_map(|w| w.strip_prefix("http://"))
@@ -185,7 +182,7 @@ fn json_logs_and_the_admin_endpoint() {
 /// once the Kafka listener accepts; `/health/live` answers 200 throughout.
 #[test]
 fn readiness_waits_for_recovery() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{Read, Write};
     use std::process::Stdio;
     use std::time::Instant;
 
@@ -254,10 +251,7 @@ fn readiness_waits_for_recovery() {
         live_while_recovering,
         Some(Some((200, "{\"status\":\"live\"}".to_string())))
     );
-    let mut line = String::new();
-    BufReader::new(broker.child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (line, _) = support::startup_line(&mut broker.child);
     let recovered: i32 = line
         .split(", ")
         .find_map(|p| p.strip_suffix(" partitions recovered"))

@@ -99,7 +99,6 @@ fn write_config(dir: &Path, data: &Path, storage_type: &str) -> std::path::PathB
 /// `rafka serve --config cfg`, waiting for its startup line.
 /// Its log (info level) is appended to `log`, for the recovery counts in the summary.
 fn start(cfg: &Path, log: &Path) -> (Child, String) {
-    use std::io::{BufRead, BufReader};
     let stderr = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -116,16 +115,7 @@ fn start(cfg: &Path, log: &Path) -> (Child, String) {
         .stderr(stderr)
         .spawn()
         .expect("spawn rafka");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("startup line");
-    let addr = line
-        .split_whitespace()
-        .skip_while(|w| *w != "on")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no address in startup line {line:?}"))
-        .to_string();
+    let (_, addr) = support::startup_line(&mut child);
     (child, addr)
 }
 

@@ -45,6 +45,23 @@ pub async fn start_broker_with(dir: &Path, configure: impl FnOnce(&mut Config)) 
     Broker::start(cfg).await.expect("broker starts")
 }
 
+/// Waits for the startup line of a `rafka serve` child spawned with a piped stdout;
+/// returns the line and the Kafka address in it ("rafka listening on ADDR ...").
+pub fn startup_line(child: &mut Child) -> (String, String) {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("startup line");
+    let address = line
+        .split_whitespace()
+        .skip_while(|w| *w != "on")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no address in startup line {line:?}"))
+        .to_string();
+    (line, address)
+}
+
 /// The `rafka` binary running as a child process.
 pub struct BrokerProcess {
     /// The child.
@@ -100,17 +117,7 @@ impl BrokerProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn rafka");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("startup line");
-        let address = line
-            .split_whitespace()
-            .skip_while(|w| *w != "on")
-            .nth(1)
-            .unwrap_or_else(|| panic!("no address in startup line {line:?}"))
-            .to_string();
+        let (_, address) = startup_line(&mut child);
         BrokerProcess { child, address }
     }
 

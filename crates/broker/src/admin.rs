@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 
+use crate::accept::accept_bounded;
 use crate::broker::Shared;
 
 /// Longest request head (request line and headers) read; longer gets 431 and a close.
@@ -92,35 +92,23 @@ pub(crate) async fn serve(
     state: Arc<AdminState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
-    let mut tasks = JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.changed() => break,
-        };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => break,
-        };
-        while tasks.try_join_next().is_some() {}
-        match accepted {
-            Ok((stream, peer)) => {
-                let state = state.clone();
-                let stopping = shutdown.clone();
-                tasks.spawn(async move {
-                    if let Err(e) = answer(stream, &state, &stopping).await {
-                        tracing::debug!(%peer, error = %e, "admin connection failed");
-                    }
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "admin accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    let stopping = shutdown.clone();
+    let mut tasks = accept_bounded(
+        &listener,
+        CONNECTIONS_MAX,
+        &mut shutdown,
+        "admin",
+        |stream, peer| {
+            let state = state.clone();
+            let stopping = stopping.clone();
+            Some(async move {
+                if let Err(e) = answer(stream, &state, &stopping).await {
+                    tracing::debug!(%peer, error = %e, "admin connection failed");
+                }
+            })
+        },
+    )
+    .await;
     tasks.abort_all();
 }
 

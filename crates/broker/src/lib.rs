@@ -6,6 +6,7 @@
 //! With `admin.listen` set it also serves `/metrics` and health checks over HTTP
 //! ([`Broker::admin_address`]).
 
+mod accept;
 mod admin;
 pub mod api;
 mod broker;

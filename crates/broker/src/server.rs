@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use kafka_protocol::messages::{RequestKind, ResponseKind};
@@ -23,6 +23,7 @@ use rafka_protocol::{encode_response_chunks, EncodedResponse};
 
 use rafka_hooks::{PeerInfo, Stages, Verdict};
 
+use crate::accept::accept_bounded;
 use crate::api::Reply;
 use crate::broker::Shared;
 use crate::hooks::{route, Routed};
@@ -48,51 +49,33 @@ pub(crate) async fn accept_loop(
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(shared.config.broker.max_connections));
-    let mut connections = JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.changed() => break,
-        };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => break,
-        };
-        // Reap finished connection tasks so the set stays small.
-        while connections.try_join_next().is_some() {}
-        match accepted {
-            Ok((stream, peer)) => {
-                if shared.hooks.wants(Stages::CONNECT) {
-                    let info = PeerInfo {
-                        peer,
-                        local: stream.local_addr().unwrap_or(peer),
-                    };
-                    if let Verdict::Reject(r) = shared.hooks.on_connect(&info) {
-                        tracing::info!(%peer, reason = %r.message, "connection refused by a hook");
-                        continue;
-                    }
-                }
-                let _ = stream.set_nodelay(true);
-                let span = tracing::debug_span!("connection", %peer);
-                let shared = shared.clone();
-                let shutdown = shutdown.clone();
-                shared.metrics.connection_opened();
-                connections.spawn(
-                    async move {
-                        serve(shared.clone(), stream, peer, shutdown).await;
-                        shared.metrics.connection_closed();
-                        drop(permit);
-                    }
-                    .instrument(span),
-                );
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+    let max = shared.config.broker.max_connections;
+    let stopping = shutdown.clone();
+    let mut connections = accept_bounded(&listener, max, &mut shutdown, "kafka", |stream, peer| {
+        if shared.hooks.wants(Stages::CONNECT) {
+            let info = PeerInfo {
+                peer,
+                local: stream.local_addr().unwrap_or(peer),
+            };
+            if let Verdict::Reject(r) = shared.hooks.on_connect(&info) {
+                tracing::info!(%peer, reason = %r.message, "connection refused by a hook");
+                return None;
             }
         }
-    }
+        let _ = stream.set_nodelay(true);
+        let span = tracing::debug_span!("connection", %peer);
+        let shared = shared.clone();
+        let shutdown = stopping.clone();
+        shared.metrics.connection_opened();
+        Some(
+            async move {
+                serve(shared.clone(), stream, peer, shutdown).await;
+                shared.metrics.connection_closed();
+            }
+            .instrument(span),
+        )
+    })
+    .await;
     drop(listener);
     let _ = tokio::time::timeout(SHUTDOWN_DRAIN, async {
         while connections.join_next().await.is_some() {}

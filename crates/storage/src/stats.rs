@@ -1,5 +1,6 @@
 //! Process-wide storage figures for the broker's metrics: the fsyncs made by `flush` (the
-//! group commit acks=all waits for, and the interval flush) and how long each took.
+//! group commit acks=all waits for, and the interval flush) and how long each took, for
+//! every engine (RocksDB's WAL sync counts as one).
 //! Process-wide rather than per engine because a process runs one broker; several
 //! embedded brokers in one process (tests) add up.
 
@@ -13,8 +14,14 @@ static FSYNC_LATENCY: std::sync::LazyLock<Histogram> = std::sync::LazyLock::new(
 
 /// Runs one flush fsync, counting it and timing it (failed ones too).
 pub(crate) fn timed_fsync(f: &std::fs::File) -> std::io::Result<()> {
+    timed_sync(|| f.sync_data())
+}
+
+/// Runs one flush sync made some other way (RocksDB's WAL sync), counted and timed the
+/// same way.
+pub(crate) fn timed_sync<T>(sync: impl FnOnce() -> T) -> T {
     let started = Instant::now();
-    let r = f.sync_data();
+    let r = sync();
     FSYNC_LATENCY.observe(started.elapsed());
     FSYNCS.fetch_add(1, Ordering::Relaxed);
     r

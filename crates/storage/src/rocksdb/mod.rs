@@ -152,7 +152,7 @@ impl Inner {
         let Some(db) = guard.as_ref() else {
             return Err(StorageError::Closed(self.root.display().to_string()));
         };
-        db.flush_wal(true).map_err(db_error)?;
+        crate::stats::timed_sync(|| db.flush_wal(true)).map_err(db_error)?;
         self.n_flush_syncs.fetch_add(1, Ordering::Relaxed);
         self.synced.fetch_max(covered, Ordering::AcqRel);
         Ok(())
@@ -735,7 +735,7 @@ impl StorageEngine for RocksEngine {
         let Some(db) = guard.take() else {
             return Ok(());
         };
-        db.flush_wal(true).map_err(db_error)?;
+        crate::stats::timed_sync(|| db.flush_wal(true)).map_err(db_error)?;
         // Memtables to SST files, so the next open replays no WAL.
         flush_all_memtables(&db)?;
         drop(db);

@@ -1,0 +1,57 @@
+//! The accept loop the Kafka listener and the admin endpoint share: one task per
+//! connection, at most `max` at once (a semaphore permit lives as long as its task; more
+//! clients wait in the listen backlog), until `shutdown` changes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+/// Accepts until shutdown. `serve` turns an accepted connection into its task, or `None`
+/// to drop it at once. Returns the tasks still running, for the caller to drain or abort.
+pub(crate) async fn accept_bounded<F, Fut>(
+    listener: &TcpListener,
+    max: usize,
+    shutdown: &mut watch::Receiver<bool>,
+    what: &'static str,
+    mut serve: F,
+) -> JoinSet<()>
+where
+    F: FnMut(TcpStream, SocketAddr) -> Option<Fut>,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(max));
+    let mut tasks = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shutdown.changed() => break,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => break,
+        };
+        // Reap finished tasks so the set stays small.
+        while tasks.try_join_next().is_some() {}
+        match accepted {
+            Ok((stream, peer)) => {
+                if let Some(task) = serve(stream, peer) {
+                    tasks.spawn(async move {
+                        task.await;
+                        drop(permit);
+                    });
+                }
+            }
+            Err(e) => {
+                // Out of file descriptors, typically: back off instead of spinning.
+                tracing::warn!(error = %e, listener = what, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    tasks
+}
