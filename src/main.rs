@@ -11,6 +11,9 @@ use rafka_broker::{Broker, Config, LogFormat};
 mod bench;
 mod cli;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The shipped configuration, used when no file is given and `config/config.yaml` is absent.
 const EMBEDDED_CONFIG: &str = include_str!("../config/config.yaml");
 

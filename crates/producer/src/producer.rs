@@ -427,33 +427,37 @@ fn drain(shared: &Shared) -> (Vec<Outgoing>, Option<Instant>, bool) {
                 next = Some(next.map_or(due, |n: Instant| n.min(due)));
             }
         }
-        while let Some(front) = q.ready.front() {
-            let retrying = front.attempts > 0;
-            if let Some(at) = front.retry_at.filter(|at| *at > now) {
-                next = Some(next.map_or(at, |n: Instant| n.min(at)));
-                break;
-            }
-            let may = if retrying {
-                q.in_flight == 0
-            } else {
-                q.window.len() < max_in_flight
-            };
-            if !may {
-                break;
-            }
-            let batch = q.ready.pop_front().expect("front exists");
-            q.in_flight += 1;
-            if !retrying {
-                q.window.push_back((batch.id, false));
-            }
-            out.push(Outgoing {
-                topic: topic.clone(),
-                partition: *partition,
-                batch,
-            });
-            if retrying {
-                break;
-            }
+        // One batch per partition per request, as in Kafka: answers are matched to
+        // batches by partition. The next ready batch goes in the next request, which the
+        // sender makes at once.
+        let Some(front) = q.ready.front() else {
+            continue;
+        };
+        let retrying = front.attempts > 0;
+        if let Some(at) = front.retry_at.filter(|at| *at > now) {
+            next = Some(next.map_or(at, |n: Instant| n.min(at)));
+            continue;
+        }
+        let may = if retrying {
+            q.in_flight == 0
+        } else {
+            q.window.len() < max_in_flight
+        };
+        if !may {
+            continue;
+        }
+        let batch = q.ready.pop_front().expect("front exists");
+        q.in_flight += 1;
+        if !retrying {
+            q.window.push_back((batch.id, false));
+        }
+        out.push(Outgoing {
+            topic: topic.clone(),
+            partition: *partition,
+            batch,
+        });
+        if !q.ready.is_empty() {
+            next = Some(now);
         }
     }
     let idle = st.closed && st.unfinished == 0;
