@@ -767,6 +767,17 @@ mod tests {
     }
 
     #[test]
+    fn a_flush_counts_in_the_fsync_metrics() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_engine, log) = check(dir.path());
+        let before = crate::stats::fsync_count();
+        log.append(batch(1, 0, 10)).unwrap();
+        log.flush().unwrap();
+        // Process-wide: other tests may add syncs too, never take any away.
+        assert!(crate::stats::fsync_count() > before);
+    }
+
+    #[test]
     fn keys_sort_by_partition_then_offset() {
         assert!(key(1, Offset(5)) < key(1, Offset(256)));
         assert!(key(1, Offset(i64::MAX)) < key(2, Offset(0)));
