@@ -147,6 +147,16 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    /// A workload that panics must not leave the broker running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// utime + stime of a process, in seconds (USER_HZ is 100 on Linux).
 fn cpu_seconds(pid: &str) -> f64 {
     common::cpu_seconds_in(Path::new(&format!("/proc/{pid}/stat")))
