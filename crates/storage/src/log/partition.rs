@@ -439,17 +439,17 @@ impl PartitionLog for LogPartition {
             return Err(StorageError::BatchTooLarge { size, max });
         }
         let base_offset = st.log_end();
-        let log_append_time = if st.cfg.log_append_time {
+        // LogAppendTime rewrites header fields and the CRC: that batch is stamped whole.
+        let stamped = st.cfg.log_append_time || !split_write;
+        if stamped {
             batch.set_base_offset(base_offset);
+        }
+        let log_append_time = if st.cfg.log_append_time {
             batch.set_log_append_time(Timestamp(now));
             Timestamp(now)
         } else {
             Timestamp(-1)
         };
-        let stamped = st.cfg.log_append_time || !split_write;
-        if stamped {
-            batch.set_base_offset(base_offset);
-        }
         let last_offset = base_offset.plus(batch.last_offset_delta() as i64);
 
         let active = st.active();
@@ -467,7 +467,7 @@ impl PartitionLog for LogPartition {
         let interval = st.cfg.index_interval_bytes;
         let seg = st.active_mut();
         let position = seg.size;
-        // One positional write: a process crash after it returns loses nothing (the bytes
+        // Positional writes: a process crash after they return loses nothing (the bytes
         // are in the page cache); a failed write is cut off so no partial batch remains.
         let bytes = batch.as_bytes();
         let written = if stamped {

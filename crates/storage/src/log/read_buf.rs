@@ -12,10 +12,11 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+
+use super::segment::fill_at;
 
 /// Buffers kept for reuse.
 const POOLED_BUFFERS_MAX: usize = 16;
@@ -85,19 +86,13 @@ impl ReadBuf {
     /// Reads up to `len` bytes at `position`, fewer only at the end of the file.
     pub(crate) fn read_at(file: &File, position: u64, len: usize) -> io::Result<ReadBuf> {
         let mut buf = take(len);
-        let mut filled = 0;
-        while filled < len {
-            match file.read_at(&mut buf[filled..len], position + filled as u64) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    give_back(buf);
-                    return Err(e);
-                }
+        match fill_at(file, position, &mut buf[..len]) {
+            Ok(filled) => Ok(ReadBuf { buf, filled }),
+            Err(e) => {
+                give_back(buf);
+                Err(e)
             }
         }
-        Ok(ReadBuf { buf, filled })
     }
 
     /// Keeps the first `len` bytes.

@@ -48,8 +48,16 @@ pub(crate) fn parse_log_file_name(name: &str) -> Option<Offset> {
 /// Reads up to `len` bytes at `position`, fewer only at the end of the file.
 pub(crate) fn read_at_most(file: &File, position: u64, len: usize) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
+    let filled = fill_at(file, position, &mut buf)?;
+    buf.truncate(filled);
+    Ok(buf)
+}
+
+/// Fills `buf` from `position`; returns how many bytes the file had (fewer than
+/// `buf.len()` only at its end).
+pub(crate) fn fill_at(file: &File, position: u64, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
-    while filled < len {
+    while filled < buf.len() {
         match file.read_at(&mut buf[filled..], position + filled as u64) {
             Ok(0) => break,
             Ok(n) => filled += n,
@@ -57,8 +65,7 @@ pub(crate) fn read_at_most(file: &File, position: u64, len: usize) -> io::Result
             Err(e) => return Err(e),
         }
     }
-    buf.truncate(filled);
-    Ok(buf)
+    Ok(filled)
 }
 
 /// Reads the header of the batch at `position`; `None` if fewer than a header's bytes remain.
