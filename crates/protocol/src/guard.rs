@@ -11,11 +11,14 @@
 //!   values read byte by byte with `try_get_u8` (booleans too, but they are 0 or 1). Every
 //!   unsigned varint in a request is a count or a length, so a value larger than the bytes
 //!   left (+1 for the compact encoding) is refused outright.
-//! - `INT32` array counts (non-flexible versions) share their reader with ordinary `INT32`
-//!   fields such as timeouts, so the probe cannot refuse large values; it caps them at half
-//!   the bytes left plus one (every element of a non-flexible request array takes at least
-//!   two bytes). A real array count that large then fails in the probe for lack of bytes,
-//!   while a timeout's value does not change how the rest of the body parses.
+//! - `INT32` values (non-flexible versions) share one reader whether they are array
+//!   counts, `BYTES` / `RECORDS` lengths or plain integers such as timeouts, so the probe
+//!   cannot refuse large values. It caps them at the bytes left: no count or length can
+//!   legitimately exceed that (every array element takes at least one byte, and a length may
+//!   be all of them: a SyncGroup assignment, a Produce `records` value). A count or length
+//!   over the cap then fails in the probe for lack of bytes, and a plain integer's value does
+//!   not change how the rest of the body parses. (An earlier cap of half the bytes left
+//!   refused valid requests whose one large `BYTES` field held most of the body.)
 
 use std::ops::Range;
 
@@ -86,7 +89,7 @@ impl Buf for Guarded {
 
     fn try_get_i32(&mut self) -> Result<i32, TryGetError> {
         let v = self.inner.try_get_i32()?;
-        let cap = (self.remaining() / 2 + 1).min(i32::MAX as usize) as i32;
+        let cap = self.remaining().min(i32::MAX as usize) as i32;
         Ok(v.min(cap))
     }
 }
@@ -179,6 +182,28 @@ mod tests {
         // Valid bodies pass: one group "g".
         assert!(check(ApiKey::DeleteGroups, 0, &[0, 0, 0, 1, 0, 1, b'g']).is_ok());
         assert!(check(ApiKey::DeleteGroups, 2, &[2, 2, b'g', 0]).is_ok());
+    }
+
+    #[test]
+    fn a_bytes_field_holding_most_of_the_body_passes() {
+        // SyncGroup v3 as librdkafka's cooperative-sticky leader sends it: a long topic name
+        // inside one member's assignment makes that one BYTES value most of the body.
+        use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+        use kafka_protocol::messages::{GroupId, SyncGroupRequest};
+        use kafka_protocol::protocol::{Encodable, StrBytes};
+        let assignment = Bytes::from(vec![7u8; 300]);
+        let req = SyncGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_generation_id(i32::MAX)
+            .with_member_id(StrBytes::from_static_str("m"))
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(StrBytes::from_static_str("m"))
+                .with_assignment(assignment)]);
+        let mut b = bytes::BytesMut::new();
+        req.encode(&mut b, 3).unwrap();
+        assert_eq!(check(ApiKey::SyncGroup, 3, &b), Ok(()));
+        // One byte short: the length now exceeds what is left, and the probe says so.
+        assert!(check(ApiKey::SyncGroup, 3, &b[..b.len() - 1]).is_err());
     }
 
     #[test]
