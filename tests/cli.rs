@@ -369,3 +369,52 @@ fn bench_produce_consume_and_e2e_report_what_they_moved() {
     let lat = &e["latency_ms"];
     assert!(lat["max"].as_f64().unwrap() > 0.0 && lat["p50"].as_f64() <= lat["max"].as_f64());
 }
+
+/// The README's first example (`cargo run --example quickstart`) runs and round-trips its
+/// three records. `cargo test` builds the examples beside the test binaries.
+#[test]
+fn the_quickstart_example_round_trips() {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let example = profile_dir
+        .join("examples")
+        .join(format!("quickstart{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        example.exists(),
+        "{} is missing: `cargo test` builds the examples (a lone `--test cli` does not)",
+        example.display()
+    );
+    let mut child = std::process::Command::new(&example)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("quickstart did not finish in 90 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for i in 0..3 {
+        assert!(
+            stdout.contains(&format!("produced  key-{i} -> partition 0 offset {i}")),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!(
+                "consumed  key-{i} -> \"hello #{i}\" (partition 0 offset {i})"
+            )),
+            "{stdout}"
+        );
+    }
+    assert!(stdout.trim_end().ends_with("round trip ok"), "{stdout}");
+}

@@ -433,3 +433,107 @@ async fn two_hooks_modifying_a_record_apply_in_configured_order() {
     assert_eq!(header(&got[0], "first"), Some("yaml"));
     assert_eq!(broker.shared().hooks.names(), ["add_headers", "-a", "-b"]);
 }
+
+/// Refuses the group APIs of anonymous principals, and records the sessions it saw.
+struct NoAnonymousGroups(std::sync::Mutex<Vec<String>>);
+
+impl Hook for NoAnonymousGroups {
+    fn name(&self) -> &str {
+        "no_anonymous_groups"
+    }
+    fn interest(&self) -> Interest {
+        Interest {
+            stages: Stages::REQUEST,
+            topics: TopicFilter::All,
+            record_access: false,
+        }
+    }
+    fn on_request(&self, ctx: &RequestContext) -> HookResult {
+        use rafka_broker::rafka_hooks::{Api, ErrorCode, Rejection};
+        let s = &ctx.session;
+        self.0.lock().unwrap().push(format!(
+            "{} {} {} {}",
+            s.listener,
+            s.security_protocol.name(),
+            s.principal,
+            s.peer == ctx.peer
+        ));
+        match ctx.api {
+            Api::JoinGroup | Api::Heartbeat | Api::DeleteGroups => Ok(Verdict::Reject(Rejection {
+                code: ErrorCode(30), // GROUP_AUTHORIZATION_FAILED
+                message: format!("{} may not use groups", s.principal),
+                record_errors: Vec::new(),
+            })),
+            _ => Ok(Verdict::Continue),
+        }
+    }
+}
+
+/// A refusal in `on_request` is answered in the API's own error fields for every API (once
+/// JoinGroup, Heartbeat and DeleteGroups had none, and the connection was closed), and the
+/// hook sees the connection's session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_request_of_any_api_gets_its_error_answer_and_the_connection_goes_on() {
+    use kafka_protocol::messages::{
+        ApiKey, DeleteGroupsRequest, GroupId, HeartbeatRequest, JoinGroupRequest, RequestKind,
+        ResponseKind,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let dir = tempfile::tempdir().unwrap();
+    let hook = Arc::new(NoAnonymousGroups(Default::default()));
+    let broker = start(dir.path(), "", vec![hook.clone()]).await;
+    let addr = broker.bootstrap_address().to_string();
+    let mut conn = common::KafkaConn::connect(&addr).await;
+    let g = || GroupId(StrBytes::from_static_str("g"));
+    let join = JoinGroupRequest::default()
+        .with_group_id(g())
+        .with_session_timeout_ms(10_000)
+        .with_protocol_type(StrBytes::from_static_str("consumer"));
+    for version in [0, 5, 9] {
+        match conn
+            .send(
+                ApiKey::JoinGroup,
+                version,
+                RequestKind::JoinGroup(join.clone()),
+            )
+            .await
+        {
+            ResponseKind::JoinGroup(r) => {
+                assert_eq!((r.error_code, r.generation_id), (30, -1), "v{version}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let hb = HeartbeatRequest::default().with_group_id(g());
+    match conn
+        .send(ApiKey::Heartbeat, 4, RequestKind::Heartbeat(hb))
+        .await
+    {
+        ResponseKind::Heartbeat(r) => assert_eq!(r.error_code, 30),
+        other => panic!("{other:?}"),
+    }
+    let del = DeleteGroupsRequest::default().with_groups_names(vec![g()]);
+    match conn
+        .send(ApiKey::DeleteGroups, 2, RequestKind::DeleteGroups(del))
+        .await
+    {
+        ResponseKind::DeleteGroups(r) => {
+            assert_eq!(r.results.len(), 1);
+            assert_eq!(
+                (&*r.results[0].group_id.0, r.results[0].error_code),
+                ("g", 30)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The connection is still served.
+    let md = common::metadata(&mut conn, None).await;
+    assert_eq!(md.brokers.len(), 1);
+    let seen = hook.0.lock().unwrap().clone();
+    assert_eq!(seen.len(), 6, "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|s| s == "PLAINTEXT PLAINTEXT User:ANONYMOUS true"),
+        "{seen:?}"
+    );
+}

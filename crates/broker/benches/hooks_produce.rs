@@ -97,6 +97,7 @@ async fn round(hooks_yaml: &str, records: &Bytes) -> Duration {
         )
         .expect("topic");
     let peer = "127.0.0.1:1".parse().unwrap();
+    let session = Arc::new(rafka_hooks::Session::plaintext(peer, peer));
     let reqs: Vec<DecodedRequest> = (0..REQUESTS).map(|_| request(records)).collect();
     let started = Instant::now();
     for (i, req) in reqs.into_iter().enumerate() {
@@ -107,8 +108,9 @@ async fn round(hooks_yaml: &str, records: &Bytes) -> Duration {
             client_id: "bench".into(),
             peer,
             received: Timestamp::now(),
+            session: session.clone(),
         });
-        match dispatch(&shared, req, peer, &ctx) {
+        match dispatch(&shared, req, &ctx) {
             Reply::Now(kafka_protocol::messages::ResponseKind::Produce(r)) => {
                 assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
             }

@@ -8,20 +8,15 @@
 //! and offsets) only when a hook took them for changing.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, PartitionProduceResponse,
 };
-use kafka_protocol::messages::{
-    alter_configs_response, create_partitions_response, create_topics_response,
-    delete_topics_response, fetch_response, incremental_alter_configs_response,
-    list_offsets_response, FetchResponse, ProduceResponse, RequestKind, ResponseKind,
-};
+use kafka_protocol::messages::{FetchResponse, RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record as WireRecord, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
@@ -30,25 +25,15 @@ use kafka_protocol::records::{
 use rafka_core::{Offset, RecordBatch, Timestamp, TimestampType, TopicPartition};
 use rafka_hooks::{
     Api, ErrorCode, Header, HookChain, Outcome, OutcomeItem, Plan, Record, RecordSet, Rejection,
-    RequestContext, Stages, Verdict,
+    RequestContext, Session, Stages, Verdict,
 };
 use rafka_protocol::connection::DecodedRequest;
 
 use crate::api::{dispatch, sb, Reply};
 use crate::broker::Shared;
 
-/// What the connection does with a request.
-// Consumed at once, like `Reply`: boxing the common case buys nothing.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Routed {
-    /// Answer (or not) as the handler says.
-    Reply(Reply),
-    /// A hook refused a request whose API has no error field: close the connection.
-    Close(String),
-}
-
 /// The context every stage sees, from the request header.
-fn context(req: &DecodedRequest, peer: SocketAddr) -> RequestContext {
+fn context(req: &DecodedRequest, session: &Arc<Session>) -> RequestContext {
     RequestContext {
         api: Api::from_key(req.api_key as i16),
         api_version: req.header.request_api_version,
@@ -59,15 +44,16 @@ fn context(req: &DecodedRequest, peer: SocketAddr) -> RequestContext {
             .as_deref()
             .unwrap_or_default()
             .to_string(),
-        peer,
+        peer: session.peer,
         received: Timestamp::now(),
+        session: session.clone(),
     }
 }
 
 /// Runs `on_request`, the handler and `on_response` for one request.
-pub(crate) fn route(shared: &Arc<Shared>, req: DecodedRequest, peer: SocketAddr) -> Routed {
+pub(crate) fn route(shared: &Arc<Shared>, req: DecodedRequest, session: &Arc<Session>) -> Reply {
     let chain = &shared.hooks;
-    let ctx = Arc::new(context(&req, peer));
+    let ctx = Arc::new(context(&req, session));
     let started = Instant::now();
     // ApiVersions is how a client learns to talk at all; it is never refused.
     let rejected = if chain.wants(Stages::REQUEST) && ctx.api != Api::ApiVersions {
@@ -84,22 +70,26 @@ pub(crate) fn route(shared: &Arc<Shared>, req: DecodedRequest, peer: SocketAddr)
         _ => HashMap::new(),
     };
     let reply = match rejected {
-        Some(r) => match rejected_reply(&req.body, &r) {
-            Some(reply) => reply,
-            None => {
-                return Routed::Close(format!(
-                    "{} request refused by a hook: {}",
-                    ctx.api.name(),
-                    r.message
-                ))
+        Some(r) => {
+            match crate::api::error_response(&req.body, req.header.request_api_version, &r) {
+                Ok(Some(resp)) => Reply::Now(resp),
+                Ok(None) => Reply::Nothing,
+                Err(reason) => {
+                    tracing::error!(api = ctx.api.name(), "{reason}");
+                    return Reply::Close(format!(
+                        "{} request refused by a hook ({reason}): {}",
+                        ctx.api.name(),
+                        r.message
+                    ));
+                }
             }
-        },
-        None => dispatch(shared, req, peer, &ctx),
+        }
+        None => dispatch(shared, req, &ctx),
     };
     if !observe {
-        return Routed::Reply(reply);
+        return reply;
     }
-    Routed::Reply(match reply {
+    match reply {
         Reply::Now(resp) => {
             chain.on_response(&ctx, &outcome(&resp, &sizes, started));
             Reply::Now(resp)
@@ -134,7 +124,8 @@ pub(crate) fn route(shared: &Arc<Shared>, req: DecodedRequest, peer: SocketAddr)
             chain.on_response(&ctx, &o);
             Reply::Nothing
         }
-    })
+        Reply::Close(reason) => Reply::Close(reason),
+    }
 }
 
 type Sizes = HashMap<(String, i32), (usize, usize)>;
@@ -158,245 +149,33 @@ fn produce_sizes(req: &kafka_protocol::messages::ProduceRequest) -> Sizes {
     out
 }
 
-/// The outcome `on_response` sees: the first error code and per-topic items.
+/// The outcome `on_response` sees: the first error code (top level first) and an item per
+/// topic, partition, group or resource the response names, from the API's own error walk.
 fn outcome(resp: &ResponseKind, sizes: &Sizes, started: Instant) -> Outcome {
-    let item = |topic: String, partition: Option<i32>, code: i16| {
-        let (records, bytes) = partition
-            .and_then(|p| sizes.get(&(topic.clone(), p)).copied())
-            .unwrap_or((0, 0));
-        OutcomeItem {
-            topic,
-            partition,
-            error_code: ErrorCode(code),
-            records,
-            bytes,
-        }
-    };
     let mut items = Vec::new();
     let mut top = 0i16;
-    match resp {
-        ResponseKind::Produce(r) => {
-            for t in &r.responses {
-                for p in &t.partition_responses {
-                    items.push(item(t.name.to_string(), Some(p.index), p.error_code));
-                }
-            }
+    crate::api::error_codes(resp, &mut |e| {
+        if top == 0 {
+            top = e.code;
         }
-        ResponseKind::CreateTopics(r) => {
-            for t in &r.topics {
-                items.push(item(t.name.to_string(), None, t.error_code));
-            }
-        }
-        ResponseKind::DeleteTopics(r) => {
-            for t in &r.responses {
-                let name = t.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
-                items.push(item(name, None, t.error_code));
-            }
-        }
-        ResponseKind::CreatePartitions(r) => {
-            for t in &r.results {
-                items.push(item(t.name.to_string(), None, t.error_code));
-            }
-        }
-        ResponseKind::AlterConfigs(r) => {
-            for t in &r.responses {
-                items.push(item(t.resource_name.to_string(), None, t.error_code));
-            }
-        }
-        ResponseKind::IncrementalAlterConfigs(r) => {
-            for t in &r.responses {
-                items.push(item(t.resource_name.to_string(), None, t.error_code));
-            }
-        }
-        ResponseKind::Fetch(r) => {
-            top = r.error_code;
-            if top == 0 {
-                top = r
-                    .responses
-                    .iter()
-                    .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
-                    .find(|c| *c != 0)
-                    .unwrap_or(0);
-            }
-        }
-        ResponseKind::FindCoordinator(r) => top = r.error_code,
-        ResponseKind::JoinGroup(r) => top = r.error_code,
-        ResponseKind::SyncGroup(r) => top = r.error_code,
-        ResponseKind::Heartbeat(r) => top = r.error_code,
-        ResponseKind::LeaveGroup(r) => top = r.error_code,
-        ResponseKind::InitProducerId(r) => top = r.error_code,
-        _ => {}
-    }
-    if top == 0 {
-        top = items
-            .iter()
-            .map(|i| i.error_code.0)
-            .find(|c| *c != 0)
-            .unwrap_or(0);
-    }
+        let Some(name) = e.name else { return };
+        let (records, bytes) = e
+            .partition
+            .and_then(|p| sizes.get(&(name.to_string(), p)).copied())
+            .unwrap_or((0, 0));
+        items.push(OutcomeItem {
+            topic: name.to_string(),
+            partition: e.partition,
+            error_code: ErrorCode(e.code),
+            records,
+            bytes,
+        });
+    });
     Outcome {
         latency: started.elapsed(),
         error_code: ErrorCode(top),
         items,
     }
-}
-
-/// The answer to a request `on_request` refused: every topic or partition carries the
-/// hook's error. `None` for APIs without a per-topic error (the connection is closed).
-fn rejected_reply(body: &RequestKind, r: &Rejection) -> Option<Reply> {
-    let code = r.code.0;
-    let msg = || Some(sb(r.message.clone()));
-    let resp = match body {
-        RequestKind::Produce(p) => {
-            if p.acks == 0 {
-                return Some(Reply::Nothing);
-            }
-            let responses = p
-                .topic_data
-                .iter()
-                .map(|t| {
-                    TopicProduceResponse::default()
-                        .with_name(t.name.clone())
-                        .with_partition_responses(
-                            t.partition_data
-                                .iter()
-                                .map(|pd| produce_rejected(pd.index, r))
-                                .collect(),
-                        )
-                })
-                .collect();
-            ResponseKind::Produce(ProduceResponse::default().with_responses(responses))
-        }
-        RequestKind::Fetch(f) => ResponseKind::Fetch(
-            FetchResponse::default().with_responses(
-                f.topics
-                    .iter()
-                    .map(|t| {
-                        fetch_response::FetchableTopicResponse::default()
-                            .with_topic(t.topic.clone())
-                            .with_topic_id(t.topic_id)
-                            .with_partitions(
-                                t.partitions
-                                    .iter()
-                                    .map(|p| {
-                                        fetch_response::PartitionData::default()
-                                            .with_partition_index(p.partition)
-                                            .with_error_code(code)
-                                            .with_high_watermark(-1)
-                                            .with_last_stable_offset(-1)
-                                            .with_log_start_offset(-1)
-                                            .with_records(Some(Bytes::new()))
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect(),
-            ),
-        ),
-        RequestKind::ListOffsets(l) => ResponseKind::ListOffsets(
-            kafka_protocol::messages::ListOffsetsResponse::default().with_topics(
-                l.topics
-                    .iter()
-                    .map(|t| {
-                        list_offsets_response::ListOffsetsTopicResponse::default()
-                            .with_name(t.name.clone())
-                            .with_partitions(
-                                t.partitions
-                                    .iter()
-                                    .map(|p| {
-                                        list_offsets_response::ListOffsetsPartitionResponse::default()
-                                            .with_partition_index(p.partition_index)
-                                            .with_error_code(code)
-                                            .with_offset(-1)
-                                            .with_timestamp(-1)
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect(),
-            ),
-        ),
-        RequestKind::CreateTopics(c) => ResponseKind::CreateTopics(
-            kafka_protocol::messages::CreateTopicsResponse::default().with_topics(
-                c.topics
-                    .iter()
-                    .map(|t| {
-                        create_topics_response::CreatableTopicResult::default()
-                            .with_name(t.name.clone())
-                            .with_num_partitions(-1)
-                            .with_replication_factor(-1)
-                            .with_error_code(code)
-                            .with_error_message(msg())
-                    })
-                    .collect(),
-            ),
-        ),
-        RequestKind::DeleteTopics(d) => {
-            let mut results: Vec<_> = d
-                .topic_names
-                .iter()
-                .map(|n| {
-                    delete_topics_response::DeletableTopicResult::default()
-                        .with_name(Some(n.clone()))
-                        .with_error_code(code)
-                        .with_error_message(msg())
-                })
-                .collect();
-            results.extend(d.topics.iter().map(|t| {
-                delete_topics_response::DeletableTopicResult::default()
-                    .with_name(t.name.clone())
-                    .with_topic_id(t.topic_id)
-                    .with_error_code(code)
-                    .with_error_message(msg())
-            }));
-            ResponseKind::DeleteTopics(
-                kafka_protocol::messages::DeleteTopicsResponse::default().with_responses(results),
-            )
-        }
-        RequestKind::CreatePartitions(c) => ResponseKind::CreatePartitions(
-            kafka_protocol::messages::CreatePartitionsResponse::default().with_results(
-                c.topics
-                    .iter()
-                    .map(|t| {
-                        create_partitions_response::CreatePartitionsTopicResult::default()
-                            .with_name(t.name.clone())
-                            .with_error_code(code)
-                            .with_error_message(msg())
-                    })
-                    .collect(),
-            ),
-        ),
-        RequestKind::AlterConfigs(a) => ResponseKind::AlterConfigs(
-            kafka_protocol::messages::AlterConfigsResponse::default().with_responses(
-                a.resources
-                    .iter()
-                    .map(|res| {
-                        alter_configs_response::AlterConfigsResourceResponse::default()
-                            .with_resource_type(res.resource_type)
-                            .with_resource_name(res.resource_name.clone())
-                            .with_error_code(code)
-                            .with_error_message(msg())
-                    })
-                    .collect(),
-            ),
-        ),
-        RequestKind::IncrementalAlterConfigs(a) => ResponseKind::IncrementalAlterConfigs(
-            kafka_protocol::messages::IncrementalAlterConfigsResponse::default().with_responses(
-                a.resources
-                    .iter()
-                    .map(|res| {
-                        incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                            .with_resource_type(res.resource_type)
-                            .with_resource_name(res.resource_name.clone())
-                            .with_error_code(code)
-                            .with_error_message(msg())
-                    })
-                    .collect(),
-            ),
-        ),
-        _ => return None,
-    };
-    Some(Reply::Now(resp))
 }
 
 /// A produce partition answered with a hook's rejection (record errors included).

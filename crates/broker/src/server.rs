@@ -21,12 +21,12 @@ use rafka_protocol::connection::{Inbound, ProtocolError, ResponseMeta};
 use rafka_protocol::Connection;
 use rafka_protocol::{encode_response_chunks, EncodedResponse};
 
-use rafka_hooks::{PeerInfo, Stages, Verdict};
+use rafka_hooks::{Session, Stages, Verdict};
 
 use crate::accept::accept_bounded;
 use crate::api::Reply;
 use crate::broker::Shared;
-use crate::hooks::{route, Routed};
+use crate::hooks::route;
 
 /// Why a connection stops reading.
 #[derive(Debug, thiserror::Error)]
@@ -34,9 +34,9 @@ enum Close {
     /// The client's bytes cannot be trusted.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
-    /// A hook refused a request that has no error field to carry the refusal.
+    /// The broker cannot answer the request (a broker bug, already logged).
     #[error("{0}")]
-    Hook(String),
+    Unanswerable(String),
 }
 
 /// How long shutdown waits for connections to finish their in-flight requests.
@@ -52,12 +52,12 @@ pub(crate) async fn accept_loop(
     let max = shared.config.broker.max_connections;
     let stopping = shutdown.clone();
     let mut connections = accept_bounded(&listener, max, &mut shutdown, "kafka", |stream, peer| {
+        let session = Arc::new(Session::plaintext(
+            peer,
+            stream.local_addr().unwrap_or(peer),
+        ));
         if shared.hooks.wants(Stages::CONNECT) {
-            let info = PeerInfo {
-                peer,
-                local: stream.local_addr().unwrap_or(peer),
-            };
-            if let Verdict::Reject(r) = shared.hooks.on_connect(&info) {
+            if let Verdict::Reject(r) = shared.hooks.on_connect(&session.peer_info()) {
                 tracing::info!(%peer, reason = %r.message, "connection refused by a hook");
                 return None;
             }
@@ -69,7 +69,7 @@ pub(crate) async fn accept_loop(
         shared.metrics.connection_opened();
         Some(
             async move {
-                serve(shared.clone(), stream, peer, shutdown).await;
+                serve(shared.clone(), stream, session, shutdown).await;
                 shared.metrics.connection_closed();
             }
             .instrument(span),
@@ -108,9 +108,10 @@ async fn front_task(queue: &mut VecDeque<Pending>) -> Result<EncodedResponse, Pr
 async fn serve(
     shared: Arc<Shared>,
     stream: TcpStream,
-    peer: SocketAddr,
+    session: Arc<Session>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let peer = session.peer;
     let (mut rd, mut wr) = stream.into_split();
     let mut conn = Connection::new(shared.config.broker.socket_request_max_bytes);
     let mut queue: VecDeque<Pending> = VecDeque::new();
@@ -132,7 +133,7 @@ async fn serve(
         // Requests left undecoded while the queue was full go first, before reading more
         // (also after the client half-closed: it gets answers to all it sent).
         if decoding && has_room(&queue) {
-            if let Err(e) = drain_requests(&shared, &mut conn, &mut queue, peer) {
+            if let Err(e) = drain_requests(&shared, &mut conn, &mut queue, &session) {
                 tracing::warn!(%peer, error = %e, "closing connection");
                 decoding = false;
                 reading = false;
@@ -151,7 +152,7 @@ async fn serve(
             r = rd.read_buf(conn.read_buffer(READ_CHUNK_BYTES)), if can_read => match r {
                 Ok(0) => reading = false,
                 Ok(_) => {
-                    if let Err(e) = drain_requests(&shared, &mut conn, &mut queue, peer) {
+                    if let Err(e) = drain_requests(&shared, &mut conn, &mut queue, &session) {
                         tracing::warn!(%peer, error = %e, "closing connection");
                         decoding = false;
                         reading = false;
@@ -204,8 +205,9 @@ fn drain_requests(
     shared: &Arc<Shared>,
     conn: &mut Connection,
     queue: &mut VecDeque<Pending>,
-    peer: SocketAddr,
+    session: &Arc<Session>,
 ) -> Result<(), Close> {
+    let peer = session.peer;
     while has_room(queue) {
         let Some(inbound) = conn.next_request()? else {
             break;
@@ -229,16 +231,9 @@ fn drain_requests(
         let routed = {
             let _in = span.enter();
             tracing::trace!("request");
-            route(shared, *req, peer)
+            route(shared, *req, session)
         };
-        let reply = match routed {
-            Routed::Reply(r) => r,
-            Routed::Close(reason) => {
-                finished(shared, meta, peer, started, allowance, None);
-                return Err(Close::Hook(reason));
-            }
-        };
-        match reply {
+        match routed {
             Reply::Now(resp) => {
                 finished(shared, meta, peer, started, allowance, Some(&resp));
                 queue.push_back(Pending::Ready(encode_response_chunks(meta, &resp)?))
@@ -255,6 +250,10 @@ fn drain_requests(
                 )))
             }
             Reply::Nothing => finished(shared, meta, peer, started, allowance, None),
+            Reply::Close(reason) => {
+                finished(shared, meta, peer, started, allowance, None);
+                return Err(Close::Unanswerable(reason));
+            }
         }
     }
     Ok(())

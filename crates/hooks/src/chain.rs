@@ -314,6 +314,10 @@ mod tests {
             client_id: "c".into(),
             peer: "127.0.0.1:1".parse().unwrap(),
             received: Timestamp(0),
+            session: std::sync::Arc::new(crate::Session::plaintext(
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+            )),
         }
     }
 

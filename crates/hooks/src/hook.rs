@@ -44,107 +44,88 @@ impl ErrorCode {
     }
 }
 
-/// The Kafka API of a request, as hooks see it. APIs without a name here are `Other(key)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Api {
-    /// Produce (key 0).
-    Produce,
-    /// Fetch (key 1).
-    Fetch,
-    /// ListOffsets (key 2).
-    ListOffsets,
-    /// Metadata (key 3).
-    Metadata,
-    /// OffsetCommit (key 8).
-    OffsetCommit,
-    /// OffsetFetch (key 9).
-    OffsetFetch,
-    /// FindCoordinator (key 10).
-    FindCoordinator,
-    /// JoinGroup (key 11).
-    JoinGroup,
-    /// Heartbeat (key 12).
-    Heartbeat,
-    /// LeaveGroup (key 13).
-    LeaveGroup,
-    /// SyncGroup (key 14).
-    SyncGroup,
-    /// ApiVersions (key 18).
-    ApiVersions,
-    /// CreateTopics (key 19).
-    CreateTopics,
-    /// DeleteTopics (key 20).
-    DeleteTopics,
-    /// DeleteRecords (key 21).
-    DeleteRecords,
-    /// InitProducerId (key 22).
-    InitProducerId,
-    /// DescribeConfigs (key 32).
-    DescribeConfigs,
-    /// AlterConfigs (key 33).
-    AlterConfigs,
-    /// CreatePartitions (key 37).
-    CreatePartitions,
-    /// IncrementalAlterConfigs (key 44).
-    IncrementalAlterConfigs,
-    /// Any other API, by key.
-    Other(i16),
+macro_rules! apis {
+    ($($name:ident = $key:literal,)*) => {
+        /// The Kafka API of a request, as hooks see it: every API Rafka serves or is about to
+        /// (the broker's test holds this list to its served table). Others are `Other(key)`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Api {
+            $(
+                #[doc = concat!(stringify!($name), " (key ", stringify!($key), ").")]
+                $name,
+            )*
+            /// Any other API, by key.
+            Other(i16),
+        }
+
+        impl Api {
+            /// The API for a wire key.
+            pub fn from_key(key: i16) -> Api {
+                match key {
+                    $($key => Api::$name,)*
+                    other => Api::Other(other),
+                }
+            }
+
+            /// Kafka's name for the API (`"Other"` for the rest).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Api::$name => stringify!($name),)*
+                    Api::Other(_) => "Other",
+                }
+            }
+        }
+    };
 }
 
-impl Api {
-    /// The API for a wire key.
-    pub fn from_key(key: i16) -> Api {
-        match key {
-            0 => Api::Produce,
-            1 => Api::Fetch,
-            2 => Api::ListOffsets,
-            3 => Api::Metadata,
-            8 => Api::OffsetCommit,
-            9 => Api::OffsetFetch,
-            10 => Api::FindCoordinator,
-            11 => Api::JoinGroup,
-            12 => Api::Heartbeat,
-            13 => Api::LeaveGroup,
-            14 => Api::SyncGroup,
-            18 => Api::ApiVersions,
-            19 => Api::CreateTopics,
-            20 => Api::DeleteTopics,
-            21 => Api::DeleteRecords,
-            22 => Api::InitProducerId,
-            32 => Api::DescribeConfigs,
-            33 => Api::AlterConfigs,
-            37 => Api::CreatePartitions,
-            44 => Api::IncrementalAlterConfigs,
-            other => Api::Other(other),
-        }
-    }
-
-    /// Kafka's name for the API (`"Other"` for the rest).
-    pub fn name(self) -> &'static str {
-        match self {
-            Api::Produce => "Produce",
-            Api::Fetch => "Fetch",
-            Api::ListOffsets => "ListOffsets",
-            Api::Metadata => "Metadata",
-            Api::OffsetCommit => "OffsetCommit",
-            Api::OffsetFetch => "OffsetFetch",
-            Api::FindCoordinator => "FindCoordinator",
-            Api::JoinGroup => "JoinGroup",
-            Api::Heartbeat => "Heartbeat",
-            Api::LeaveGroup => "LeaveGroup",
-            Api::SyncGroup => "SyncGroup",
-            Api::ApiVersions => "ApiVersions",
-            Api::CreateTopics => "CreateTopics",
-            Api::DeleteTopics => "DeleteTopics",
-            Api::DeleteRecords => "DeleteRecords",
-            Api::InitProducerId => "InitProducerId",
-            Api::DescribeConfigs => "DescribeConfigs",
-            Api::AlterConfigs => "AlterConfigs",
-            Api::CreatePartitions => "CreatePartitions",
-            Api::IncrementalAlterConfigs => "IncrementalAlterConfigs",
-            Api::Other(_) => "Other",
-        }
-    }
+apis! {
+    Produce = 0,
+    Fetch = 1,
+    ListOffsets = 2,
+    Metadata = 3,
+    OffsetCommit = 8,
+    OffsetFetch = 9,
+    FindCoordinator = 10,
+    JoinGroup = 11,
+    Heartbeat = 12,
+    LeaveGroup = 13,
+    SyncGroup = 14,
+    DescribeGroups = 15,
+    ListGroups = 16,
+    SaslHandshake = 17,
+    ApiVersions = 18,
+    CreateTopics = 19,
+    DeleteTopics = 20,
+    DeleteRecords = 21,
+    InitProducerId = 22,
+    OffsetForLeaderEpoch = 23,
+    AddPartitionsToTxn = 24,
+    AddOffsetsToTxn = 25,
+    EndTxn = 26,
+    WriteTxnMarkers = 27,
+    TxnOffsetCommit = 28,
+    DescribeAcls = 29,
+    CreateAcls = 30,
+    DeleteAcls = 31,
+    DescribeConfigs = 32,
+    AlterConfigs = 33,
+    DescribeLogDirs = 35,
+    SaslAuthenticate = 36,
+    CreatePartitions = 37,
+    DeleteGroups = 42,
+    IncrementalAlterConfigs = 44,
+    OffsetDelete = 47,
+    DescribeClientQuotas = 48,
+    AlterClientQuotas = 49,
+    DescribeUserScramCredentials = 50,
+    AlterUserScramCredentials = 51,
+    DescribeCluster = 60,
+    DescribeProducers = 61,
+    DescribeTransactions = 65,
+    ListTransactions = 66,
+    ConsumerGroupHeartbeat = 68,
+    ConsumerGroupDescribe = 69,
+    DescribeTopicPartitions = 75,
 }
 
 /// Who connected.
@@ -167,10 +148,12 @@ pub struct RequestContext {
     pub correlation_id: i32,
     /// The client id from the request header (empty if none).
     pub client_id: String,
-    /// The client's address.
+    /// The client's address (also in `session`).
     pub peer: SocketAddr,
     /// When the broker decoded the request (wall clock, ms).
     pub received: Timestamp,
+    /// The connection the request came on: listener, principal.
+    pub session: std::sync::Arc<crate::Session>,
 }
 
 /// One record header. Keys may repeat within a record, as in Kafka.

@@ -15,6 +15,7 @@ pub mod builtin;
 mod chain;
 mod hook;
 mod pattern;
+mod session;
 
 pub use builtin::{build_hooks, HookConfig, HookConfigError};
 pub use chain::{ChainError, HookChain, Plan};
@@ -24,3 +25,4 @@ pub use hook::{
     Verdict,
 };
 pub use pattern::TopicPatterns;
+pub use session::{Principal, SecurityProtocol, Session};

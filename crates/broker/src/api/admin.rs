@@ -347,3 +347,145 @@ pub fn describe_log_dirs(shared: &Arc<Shared>, req: DescribeLogDirsRequest) -> R
             .with_usable_bytes(-1)],
     ))
 }
+
+impl super::RefusableRequest for CreateTopicsRequest {
+    type Response = CreateTopicsResponse;
+
+    fn error_response(&self, _version: i16, refusal: &rafka_hooks::Rejection) -> Self::Response {
+        CreateTopicsResponse::default().with_topics(
+            self.topics
+                .iter()
+                .map(|t| {
+                    CreatableTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_num_partitions(-1)
+                        .with_replication_factor(-1)
+                        .with_error_code(refusal.code.0)
+                        .with_error_message(Some(sb(refusal.message.clone())))
+                })
+                .collect(),
+        )
+    }
+}
+
+impl super::ErrorCodes for CreateTopicsResponse {
+    fn error_codes<'a>(&'a self, f: &mut dyn FnMut(super::ErrorItem<'a>)) {
+        for t in &self.topics {
+            f(super::ErrorItem::named(&t.name, t.error_code));
+        }
+    }
+}
+
+impl super::RefusableRequest for DeleteTopicsRequest {
+    type Response = DeleteTopicsResponse;
+
+    fn error_response(&self, _version: i16, refusal: &rafka_hooks::Rejection) -> Self::Response {
+        let result = || {
+            DeletableTopicResult::default()
+                .with_error_code(refusal.code.0)
+                .with_error_message(Some(sb(refusal.message.clone())))
+        };
+        let by_name = self
+            .topic_names
+            .iter()
+            .map(|n| result().with_name(Some(n.clone())));
+        let by_state = self
+            .topics
+            .iter()
+            .map(|t| result().with_name(t.name.clone()).with_topic_id(t.topic_id));
+        DeleteTopicsResponse::default().with_responses(by_name.chain(by_state).collect())
+    }
+}
+
+impl super::ErrorCodes for DeleteTopicsResponse {
+    fn error_codes<'a>(&'a self, f: &mut dyn FnMut(super::ErrorItem<'a>)) {
+        for t in &self.responses {
+            let name = t.name.as_deref().map_or("", |n| n);
+            f(super::ErrorItem::named(name, t.error_code));
+        }
+    }
+}
+
+impl super::RefusableRequest for CreatePartitionsRequest {
+    type Response = CreatePartitionsResponse;
+
+    fn error_response(&self, _version: i16, refusal: &rafka_hooks::Rejection) -> Self::Response {
+        CreatePartitionsResponse::default().with_results(
+            self.topics
+                .iter()
+                .map(|t| {
+                    CreatePartitionsTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_error_code(refusal.code.0)
+                        .with_error_message(Some(sb(refusal.message.clone())))
+                })
+                .collect(),
+        )
+    }
+}
+
+impl super::ErrorCodes for CreatePartitionsResponse {
+    fn error_codes<'a>(&'a self, f: &mut dyn FnMut(super::ErrorItem<'a>)) {
+        for t in &self.results {
+            f(super::ErrorItem::named(&t.name, t.error_code));
+        }
+    }
+}
+
+impl super::RefusableRequest for DeleteRecordsRequest {
+    type Response = DeleteRecordsResponse;
+
+    fn error_response(&self, _version: i16, refusal: &rafka_hooks::Rejection) -> Self::Response {
+        DeleteRecordsResponse::default().with_topics(
+            self.topics
+                .iter()
+                .map(|t| {
+                    DeleteRecordsTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    DeleteRecordsPartitionResult::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_low_watermark(-1)
+                                        .with_error_code(refusal.code.0)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        )
+    }
+}
+
+impl super::ErrorCodes for DeleteRecordsResponse {
+    fn error_codes<'a>(&'a self, f: &mut dyn FnMut(super::ErrorItem<'a>)) {
+        for t in &self.topics {
+            for p in &t.partitions {
+                f(super::ErrorItem::partition(
+                    &t.name,
+                    p.partition_index,
+                    p.error_code,
+                ));
+            }
+        }
+    }
+}
+
+impl super::RefusableRequest for DescribeLogDirsRequest {
+    type Response = DescribeLogDirsResponse;
+
+    fn error_response(&self, _version: i16, refusal: &rafka_hooks::Rejection) -> Self::Response {
+        DescribeLogDirsResponse::default().with_error_code(refusal.code.0)
+    }
+}
+
+impl super::ErrorCodes for DescribeLogDirsResponse {
+    fn error_codes<'a>(&'a self, f: &mut dyn FnMut(super::ErrorItem<'a>)) {
+        f(super::ErrorItem::top(self.error_code));
+        for r in &self.results {
+            f(super::ErrorItem::named(&r.log_dir, r.error_code));
+        }
+    }
+}

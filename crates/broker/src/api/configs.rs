@@ -299,3 +299,84 @@ pub fn incremental_alter(
         IncrementalAlterConfigsResponse::default().with_responses(responses),
     )
 }
+
+impl super::RefusableRequest for DescribeConfigsRequest {
+    type Response = DescribeConfigsResponse;
+
+    fn error_response(&self, _version: i16, refusal: &rafka_hooks::Rejection) -> Self::Response {
+        DescribeConfigsResponse::default().with_results(
+            self.resources
+                .iter()
+                .map(|r| {
+                    DescribeConfigsResult::default()
+                        .with_resource_type(r.resource_type)
+                        .with_resource_name(r.resource_name.clone())
+                        .with_error_code(refusal.code.0)
+                        .with_error_message(Some(sb(refusal.message.clone())))
+                })
+                .collect(),
+        )
+    }
+}
+
+impl super::ErrorCodes for DescribeConfigsResponse {
+    fn error_codes<'a>(&'a self, f: &mut dyn FnMut(super::ErrorItem<'a>)) {
+        for r in &self.results {
+            f(super::ErrorItem::named(&r.resource_name, r.error_code));
+        }
+    }
+}
+
+impl super::RefusableRequest for AlterConfigsRequest {
+    type Response = AlterConfigsResponse;
+
+    fn error_response(&self, _version: i16, refusal: &rafka_hooks::Rejection) -> Self::Response {
+        AlterConfigsResponse::default().with_responses(
+            self.resources
+                .iter()
+                .map(|r| {
+                    alter_configs_response::AlterConfigsResourceResponse::default()
+                        .with_resource_type(r.resource_type)
+                        .with_resource_name(r.resource_name.clone())
+                        .with_error_code(refusal.code.0)
+                        .with_error_message(Some(sb(refusal.message.clone())))
+                })
+                .collect(),
+        )
+    }
+}
+
+impl super::ErrorCodes for AlterConfigsResponse {
+    fn error_codes<'a>(&'a self, f: &mut dyn FnMut(super::ErrorItem<'a>)) {
+        for r in &self.responses {
+            f(super::ErrorItem::named(&r.resource_name, r.error_code));
+        }
+    }
+}
+
+impl super::RefusableRequest for IncrementalAlterConfigsRequest {
+    type Response = IncrementalAlterConfigsResponse;
+
+    fn error_response(&self, _version: i16, refusal: &rafka_hooks::Rejection) -> Self::Response {
+        IncrementalAlterConfigsResponse::default().with_responses(
+            self.resources
+                .iter()
+                .map(|r| {
+                    incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                        .with_resource_type(r.resource_type)
+                        .with_resource_name(r.resource_name.clone())
+                        .with_error_code(refusal.code.0)
+                        .with_error_message(Some(sb(refusal.message.clone())))
+                })
+                .collect(),
+        )
+    }
+}
+
+impl super::ErrorCodes for IncrementalAlterConfigsResponse {
+    fn error_codes<'a>(&'a self, f: &mut dyn FnMut(super::ErrorItem<'a>)) {
+        for r in &self.responses {
+            f(super::ErrorItem::named(&r.resource_name, r.error_code));
+        }
+    }
+}

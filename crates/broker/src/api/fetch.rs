@@ -169,3 +169,45 @@ pub fn handle(
         }
     }))
 }
+
+impl super::RefusableRequest for FetchRequest {
+    type Response = FetchResponse;
+
+    fn error_response(&self, _version: i16, refusal: &rafka_hooks::Rejection) -> FetchResponse {
+        let e = refusal.code.0;
+        FetchResponse::default().with_error_code(e).with_responses(
+            self.topics
+                .iter()
+                .map(|t| {
+                    FetchableTopicResponse::default()
+                        .with_topic(t.topic.clone())
+                        .with_topic_id(t.topic_id)
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    partition_error(p.partition, ResponseError::UnknownServerError)
+                                        .with_error_code(e)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        )
+    }
+}
+
+impl super::ErrorCodes for FetchResponse {
+    fn error_codes<'a>(&'a self, f: &mut dyn FnMut(super::ErrorItem<'a>)) {
+        f(super::ErrorItem::top(self.error_code));
+        for t in &self.responses {
+            for p in &t.partitions {
+                f(super::ErrorItem::partition(
+                    &t.topic,
+                    p.partition_index,
+                    p.error_code,
+                ));
+            }
+        }
+    }
+}

@@ -44,3 +44,20 @@ pub fn handle(shared: &Arc<Shared>, req: InitProducerIdRequest) -> ResponseKind 
         Err(e) => ResponseKind::InitProducerId(r.with_error_code(storage_error_code(&e).code())),
     }
 }
+
+impl super::RefusableRequest for InitProducerIdRequest {
+    type Response = InitProducerIdResponse;
+
+    fn error_response(&self, _version: i16, refusal: &rafka_hooks::Rejection) -> Self::Response {
+        InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+            .with_error_code(refusal.code.0)
+    }
+}
+
+impl super::ErrorCodes for InitProducerIdResponse {
+    fn error_codes<'a>(&'a self, f: &mut dyn FnMut(super::ErrorItem<'a>)) {
+        f(super::ErrorItem::top(self.error_code));
+    }
+}

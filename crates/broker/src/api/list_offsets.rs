@@ -153,3 +153,87 @@ pub fn offset_for_leader_epoch(
         .collect();
     ResponseKind::OffsetForLeaderEpoch(OffsetForLeaderEpochResponse::default().with_topics(topics))
 }
+
+impl super::RefusableRequest for ListOffsetsRequest {
+    type Response = ListOffsetsResponse;
+
+    fn error_response(&self, _version: i16, refusal: &rafka_hooks::Rejection) -> Self::Response {
+        ListOffsetsResponse::default().with_topics(
+            self.topics
+                .iter()
+                .map(|t| {
+                    ListOffsetsTopicResponse::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    ListOffsetsPartitionResponse::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(refusal.code.0)
+                                        .with_offset(-1)
+                                        .with_timestamp(-1)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        )
+    }
+}
+
+impl super::ErrorCodes for ListOffsetsResponse {
+    fn error_codes<'a>(&'a self, f: &mut dyn FnMut(super::ErrorItem<'a>)) {
+        for t in &self.topics {
+            for p in &t.partitions {
+                f(super::ErrorItem::partition(
+                    &t.name,
+                    p.partition_index,
+                    p.error_code,
+                ));
+            }
+        }
+    }
+}
+
+impl super::RefusableRequest for OffsetForLeaderEpochRequest {
+    type Response = OffsetForLeaderEpochResponse;
+
+    fn error_response(&self, _version: i16, refusal: &rafka_hooks::Rejection) -> Self::Response {
+        OffsetForLeaderEpochResponse::default().with_topics(
+            self.topics
+                .iter()
+                .map(|t| {
+                    OffsetForLeaderTopicResult::default()
+                        .with_topic(t.topic.clone())
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    EpochEndOffset::default()
+                                        .with_partition(p.partition)
+                                        .with_error_code(refusal.code.0)
+                                        .with_leader_epoch(-1)
+                                        .with_end_offset(-1)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        )
+    }
+}
+
+impl super::ErrorCodes for OffsetForLeaderEpochResponse {
+    fn error_codes<'a>(&'a self, f: &mut dyn FnMut(super::ErrorItem<'a>)) {
+        for t in &self.topics {
+            for p in &t.partitions {
+                f(super::ErrorItem::partition(
+                    &t.topic,
+                    p.partition,
+                    p.error_code,
+                ));
+            }
+        }
+    }
+}

@@ -269,3 +269,92 @@ pub fn describe_cluster(shared: &Arc<Shared>, req: DescribeClusterRequest) -> Re
                 .with_port(port)]),
     )
 }
+
+impl super::RefusableRequest for MetadataRequest {
+    type Response = MetadataResponse;
+
+    /// Every named topic carries the refusal; a request for all topics gets none (Kafka's
+    /// `MetadataRequest.getErrorResponse`).
+    fn error_response(&self, _version: i16, refusal: &rafka_hooks::Rejection) -> Self::Response {
+        let e = refusal.code.0;
+        let topics = self.topics.iter().flatten().map(|t| {
+            MetadataResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_topic_id(t.topic_id)
+                .with_error_code(e)
+                .with_topic_authorized_operations(OPERATIONS_OMITTED)
+        });
+        MetadataResponse::default()
+            .with_error_code(e)
+            .with_topics(topics.collect())
+            .with_cluster_authorized_operations(OPERATIONS_OMITTED)
+    }
+}
+
+impl super::ErrorCodes for MetadataResponse {
+    fn error_codes<'a>(&'a self, f: &mut dyn FnMut(super::ErrorItem<'a>)) {
+        f(super::ErrorItem::top(self.error_code));
+        for t in &self.topics {
+            let name = t.name.as_deref().map_or("", |n| n);
+            f(super::ErrorItem::named(name, t.error_code));
+            for p in &t.partitions {
+                f(super::ErrorItem::partition(
+                    name,
+                    p.partition_index,
+                    p.error_code,
+                ));
+            }
+        }
+    }
+}
+
+impl super::RefusableRequest for DescribeTopicPartitionsRequest {
+    type Response = DescribeTopicPartitionsResponse;
+
+    fn error_response(&self, _version: i16, refusal: &rafka_hooks::Rejection) -> Self::Response {
+        DescribeTopicPartitionsResponse::default().with_topics(
+            self.topics
+                .iter()
+                .map(|t| {
+                    DescribeTopicPartitionsResponseTopic::default()
+                        .with_name(Some(t.name.clone()))
+                        .with_error_code(refusal.code.0)
+                        .with_topic_authorized_operations(OPERATIONS_OMITTED)
+                })
+                .collect(),
+        )
+    }
+}
+
+impl super::ErrorCodes for DescribeTopicPartitionsResponse {
+    fn error_codes<'a>(&'a self, f: &mut dyn FnMut(super::ErrorItem<'a>)) {
+        for t in &self.topics {
+            let name = t.name.as_deref().map_or("", |n| n);
+            f(super::ErrorItem::named(name, t.error_code));
+            for p in &t.partitions {
+                f(super::ErrorItem::partition(
+                    name,
+                    p.partition_index,
+                    p.error_code,
+                ));
+            }
+        }
+    }
+}
+
+impl super::RefusableRequest for DescribeClusterRequest {
+    type Response = DescribeClusterResponse;
+
+    fn error_response(&self, _version: i16, refusal: &rafka_hooks::Rejection) -> Self::Response {
+        DescribeClusterResponse::default()
+            .with_error_code(refusal.code.0)
+            .with_error_message(Some(sb(refusal.message.clone())))
+            .with_cluster_authorized_operations(OPERATIONS_OMITTED)
+    }
+}
+
+impl super::ErrorCodes for DescribeClusterResponse {
+    fn error_codes<'a>(&'a self, f: &mut dyn FnMut(super::ErrorItem<'a>)) {
+        f(super::ErrorItem::top(self.error_code));
+    }
+}

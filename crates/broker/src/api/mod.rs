@@ -8,12 +8,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use kafka_protocol::messages::{RequestKind, ResponseKind, TopicName as WireTopicName};
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind, TopicName as WireTopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use rafka_core::StorageError;
-use rafka_hooks::RequestContext;
+use rafka_hooks::{Rejection, RequestContext};
 use rafka_protocol::connection::DecodedRequest;
 
 use crate::broker::Shared;
@@ -22,6 +22,7 @@ mod admin;
 mod api_versions;
 mod configs;
 mod fetch;
+mod group_errors;
 pub(crate) mod groups;
 mod init_producer_id;
 mod list_offsets;
@@ -38,17 +39,127 @@ pub enum Reply {
     Later(Pin<Box<dyn Future<Output = ResponseKind> + Send>>),
     /// No response at all (Produce with acks=0).
     Nothing,
+    /// The request cannot be answered: close the connection (a broker bug, logged).
+    Close(String),
+}
+
+/// What every served API knows about its own refusal, as Kafka's request classes supply
+/// `getErrorResponse`: implemented next to the API's handler, on its request type.
+pub(crate) trait RefusableRequest {
+    /// The API's response type.
+    type Response;
+    /// The answer carrying `refusal` wherever this request names a topic, partition, group
+    /// or resource (and in the top-level error code where the API has one).
+    fn error_response(&self, version: i16, refusal: &Rejection) -> Self::Response;
+    /// Whether the client waits for an answer (not so for Produce with acks=0).
+    fn expects_response(&self) -> bool {
+        true
+    }
+}
+
+/// One error code of a response and what it is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ErrorItem<'a> {
+    /// The topic, group or config resource the code is about; `None` for a top-level code.
+    pub name: Option<&'a str>,
+    /// The partition, where the code is per partition.
+    pub partition: Option<i32>,
+    /// The code (0 for none).
+    pub code: i16,
+}
+
+impl<'a> ErrorItem<'a> {
+    /// A top-level code.
+    pub fn top(code: i16) -> ErrorItem<'a> {
+        ErrorItem {
+            name: None,
+            partition: None,
+            code,
+        }
+    }
+
+    /// A code about one topic, group or resource.
+    pub fn named(name: &'a str, code: i16) -> ErrorItem<'a> {
+        ErrorItem {
+            name: Some(name),
+            partition: None,
+            code,
+        }
+    }
+
+    /// A code about one partition of a topic.
+    pub fn partition(topic: &'a str, partition: i32, code: i16) -> ErrorItem<'a> {
+        ErrorItem {
+            name: Some(topic),
+            partition: Some(partition),
+            code,
+        }
+    }
+}
+
+/// Every error code a response carries, as Kafka's response classes supply `errorCounts`:
+/// implemented next to the API's handler, on its response type.
+pub(crate) trait ErrorCodes {
+    /// Calls `f` with every error code in the response (zeros included), top level first.
+    fn error_codes<'a>(&'a self, f: &mut dyn FnMut(ErrorItem<'a>));
+}
+
+/// The per-API pieces, generated from one list of the served APIs. The variant names of
+/// `RequestKind`, `ResponseKind` and `ApiKey` are the same in kafka-protocol; a test holds
+/// this list to `rafka_protocol::versions::SERVED`.
+macro_rules! served_apis {
+    ($($api:ident),* $(,)?) => {
+        /// The API keys that have an error response and an error walk.
+        pub(crate) const WITH_ERROR_PIECES: &[ApiKey] = &[$(ApiKey::$api),*];
+
+        /// The answer to `req` refused with `refusal`; `Ok(None)` when the client expects no
+        /// answer, `Err` when the API is not in the list (a broker bug).
+        pub(crate) fn error_response(
+            req: &RequestKind,
+            version: i16,
+            refusal: &Rejection,
+        ) -> Result<Option<ResponseKind>, String> {
+            match req {
+                $(RequestKind::$api(r) => Ok(r
+                    .expects_response()
+                    .then(|| ResponseKind::$api(r.error_response(version, refusal)))),)*
+                other => Err(format!("no error response for {other:?}")),
+            }
+        }
+
+        /// Every error code in `resp` (see [`ErrorCodes`]).
+        pub(crate) fn error_codes<'a>(resp: &'a ResponseKind, f: &mut dyn FnMut(ErrorItem<'a>)) {
+            match resp {
+                $(ResponseKind::$api(r) => r.error_codes(f),)*
+                _ => {}
+            }
+        }
+
+        #[cfg(test)]
+        /// A default request of each listed API, for the completeness test.
+        fn default_request(key: ApiKey) -> Option<RequestKind> {
+            match key {
+                $(ApiKey::$api => Some(RequestKind::$api(Default::default())),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+served_apis! {
+    Produce, Fetch, ListOffsets, Metadata, OffsetCommit, OffsetFetch, FindCoordinator,
+    JoinGroup, Heartbeat, LeaveGroup, SyncGroup, DescribeGroups, ListGroups, ApiVersions,
+    CreateTopics, DeleteTopics, DeleteRecords, InitProducerId, OffsetForLeaderEpoch,
+    DescribeConfigs, AlterConfigs, DescribeLogDirs, CreatePartitions, DeleteGroups,
+    IncrementalAlterConfigs, OffsetDelete, DescribeCluster, DescribeTopicPartitions,
+    ConsumerGroupHeartbeat, ConsumerGroupDescribe,
 }
 
 /// Routes a request to its handler. Only APIs in `rafka_protocol::versions::SERVED` reach here.
 /// `ctx` is what hooks see of the request (rafka-broker::hooks runs on_request and
 /// on_response around this call).
-pub fn dispatch(
-    shared: &Arc<Shared>,
-    req: DecodedRequest,
-    peer: std::net::SocketAddr,
-    ctx: &Arc<RequestContext>,
-) -> Reply {
+pub fn dispatch(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestContext>) -> Reply {
+    let peer = ctx.session.peer;
     let version = req.header.request_api_version;
     let client_id = req
         .header
@@ -98,10 +209,11 @@ pub fn dispatch(
             Reply::Now(groups::consumer_group_describe(shared, r))
         }
         other => {
-            // The served table and this match are kept in step by the version-sweep test;
-            // reaching here is a broker bug, answered by closing the connection.
-            tracing::error!(request = ?std::mem::discriminant(&other), "no handler for a served API");
-            Reply::Nothing
+            // The served table and this match are kept in step by the tests below and the
+            // version sweep; reaching here is a broker bug: the connection is closed.
+            let reason = format!("no handler for {:?}", req.api_key);
+            tracing::error!(request = ?std::mem::discriminant(&other), "{reason}");
+            Reply::Close(reason)
         }
     }
 }
@@ -131,4 +243,112 @@ pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
 /// The code of an optional error (0 for none).
 pub(crate) fn code(e: Option<ResponseError>) -> i16 {
     e.map_or(0, |e| e.code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rafka_hooks::ErrorCode;
+    use rafka_protocol::versions::SERVED;
+
+    fn refusal() -> Rejection {
+        Rejection {
+            code: ErrorCode(29),
+            message: "refused".into(),
+            record_errors: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn every_served_api_has_an_error_response_and_an_error_walk() {
+        for api in SERVED {
+            assert!(
+                WITH_ERROR_PIECES.contains(&api.key),
+                "{:?} is served but has no error response / error walk",
+                api.key
+            );
+            let mut req = default_request(api.key).unwrap();
+            if let RequestKind::Produce(p) = &mut req {
+                // acks=0 is the one request answered with nothing (tested below).
+                p.acks = -1;
+            }
+            for version in api.served_min..=api.max {
+                let resp = error_response(&req, version, &refusal())
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("{:?} v{version}: no answer", api.key));
+                // An error response reports the refusal wherever it reports an error (a
+                // top-level code absent from this version stays 0).
+                error_codes(&resp, &mut |e| {
+                    assert!(
+                        e.code == 29 || e.code == 0,
+                        "{:?} v{version}: {e:?}",
+                        api.key
+                    );
+                });
+                // The answer encodes at the requested version.
+                let meta = rafka_protocol::connection::ResponseMeta {
+                    api_key: api.key,
+                    api_version: version,
+                    correlation_id: 1,
+                };
+                rafka_protocol::connection::encode_response(meta, &resp)
+                    .unwrap_or_else(|e| panic!("{:?} v{version}: {e}", api.key));
+            }
+        }
+        let acks0 = RequestKind::Produce(Default::default());
+        assert_eq!(error_response(&acks0, 9, &refusal()), Ok(None));
+        for api in SERVED {
+            // Hooks see every served API by name.
+            let hook_api = rafka_hooks::Api::from_key(api.key as i16);
+            assert!(
+                !matches!(hook_api, rafka_hooks::Api::Other(_)),
+                "{:?}",
+                api.key
+            );
+            assert_eq!(hook_api.name(), format!("{:?}", api.key));
+        }
+        for key in WITH_ERROR_PIECES {
+            assert!(
+                SERVED.iter().any(|a| a.key == *key),
+                "{key:?} listed but not served"
+            );
+        }
+    }
+
+    #[test]
+    fn the_error_walk_finds_the_refusal_on_every_named_partition_and_group() {
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        use kafka_protocol::messages::{DeleteGroupsRequest, GroupId, ProduceRequest};
+        let produce = ProduceRequest::default()
+            .with_acks(-1)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(wire_topic("t"))
+                .with_partition_data(vec![
+                    PartitionProduceData::default().with_index(0),
+                    PartitionProduceData::default().with_index(3),
+                ])]);
+        let groups = DeleteGroupsRequest::default()
+            .with_groups_names(vec![GroupId(sb("g1")), GroupId(sb("g2"))]);
+        let check = |req: RequestKind, want: Vec<(Option<&str>, Option<i32>)>| {
+            let resp = error_response(&req, 2, &refusal()).unwrap().unwrap();
+            let mut seen = Vec::new();
+            error_codes(&resp, &mut |e| {
+                assert_eq!(e.code, 29);
+                seen.push((e.name.map(str::to_string), e.partition));
+            });
+            let want: Vec<_> = want
+                .into_iter()
+                .map(|(n, p)| (n.map(str::to_string), p))
+                .collect();
+            assert_eq!(seen, want);
+        };
+        check(
+            RequestKind::Produce(produce),
+            vec![(Some("t"), Some(0)), (Some("t"), Some(3))],
+        );
+        check(
+            RequestKind::DeleteGroups(groups),
+            vec![(Some("g1"), None), (Some("g2"), None)],
+        );
+    }
 }

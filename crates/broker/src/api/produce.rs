@@ -187,3 +187,39 @@ pub fn handle(
         ResponseKind::Produce(response)
     }))
 }
+
+impl super::RefusableRequest for ProduceRequest {
+    type Response = ProduceResponse;
+
+    fn error_response(&self, _version: i16, refusal: &rafka_hooks::Rejection) -> ProduceResponse {
+        let responses = self
+            .topic_data
+            .iter()
+            .map(|t| {
+                TopicProduceResponse::default()
+                    .with_name(t.name.clone())
+                    .with_partition_responses(
+                        t.partition_data
+                            .iter()
+                            .map(|pd| crate::hooks::produce_rejected(pd.index, refusal))
+                            .collect(),
+                    )
+            })
+            .collect();
+        ProduceResponse::default().with_responses(responses)
+    }
+
+    fn expects_response(&self) -> bool {
+        self.acks != 0
+    }
+}
+
+impl super::ErrorCodes for ProduceResponse {
+    fn error_codes<'a>(&'a self, f: &mut dyn FnMut(super::ErrorItem<'a>)) {
+        for t in &self.responses {
+            for p in &t.partition_responses {
+                f(super::ErrorItem::partition(&t.name, p.index, p.error_code));
+            }
+        }
+    }
+}

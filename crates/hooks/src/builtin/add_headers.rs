@@ -130,6 +130,10 @@ mod tests {
             client_id: "app".into(),
             peer: "127.0.0.1:1".parse().unwrap(),
             received: Timestamp(42),
+            session: std::sync::Arc::new(crate::Session::plaintext(
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+            )),
         };
         let tp = TopicPartition::new(TopicName::new("t").unwrap(), 0);
         assert_eq!(

@@ -260,6 +260,10 @@ mod tests {
             client_id: "app".into(),
             peer: "127.0.0.1:1".parse().unwrap(),
             received: rafka_core::Timestamp(0),
+            session: std::sync::Arc::new(crate::Session::plaintext(
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+            )),
         }
     }
 

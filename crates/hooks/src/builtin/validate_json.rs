@@ -155,6 +155,10 @@ mod tests {
             client_id: String::new(),
             peer: "127.0.0.1:1".parse().unwrap(),
             received: Timestamp(0),
+            session: std::sync::Arc::new(crate::Session::plaintext(
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+            )),
         };
         let tp = TopicPartition::new(TopicName::new("t").unwrap(), 0);
         match hook.on_produce(&ctx, &tp, &mut set).unwrap() {
