@@ -8,7 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind, TopicName as WireTopicName};
+use kafka_protocol::messages::{RequestKind, ResponseKind, TopicName as WireTopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
@@ -110,7 +110,9 @@ pub(crate) trait ErrorCodes {
 macro_rules! served_apis {
     ($($api:ident),* $(,)?) => {
         /// The API keys that have an error response and an error walk.
-        pub(crate) const WITH_ERROR_PIECES: &[ApiKey] = &[$(ApiKey::$api),*];
+        #[cfg(test)]
+        const WITH_ERROR_PIECES: &[kafka_protocol::messages::ApiKey] =
+            &[$(kafka_protocol::messages::ApiKey::$api),*];
 
         /// The answer to `req` refused with `refusal`; `Ok(None)` when the client expects no
         /// answer, `Err` when the API is not in the list (a broker bug).
@@ -137,9 +139,9 @@ macro_rules! served_apis {
 
         #[cfg(test)]
         /// A default request of each listed API, for the completeness test.
-        fn default_request(key: ApiKey) -> Option<RequestKind> {
+        fn default_request(key: kafka_protocol::messages::ApiKey) -> Option<RequestKind> {
             match key {
-                $(ApiKey::$api => Some(RequestKind::$api(Default::default())),)*
+                $(kafka_protocol::messages::ApiKey::$api => Some(RequestKind::$api(Default::default())),)*
                 _ => None,
             }
         }
