@@ -210,7 +210,6 @@ async fn api_versions_advertises_exactly_the_served_table() {
     broker.shutdown().await;
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_versions_at_an_unknown_version_is_answered_as_v0() {
     let broker = start_broker(|_| {}).await;
@@ -333,7 +332,8 @@ fn read_with_librdkafka(addr: &str, topic: &str, n: usize) -> Vec<(String, Strin
     while out.len() < n && std::time::Instant::now() < deadline {
         match consumer.poll(std::time::Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                let text = |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).to_string();
+                let text =
+                    |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).to_string();
                 let ts = match m.timestamp() {
                     Timestamp::NotAvailable => None,
                     Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => Some(t),
@@ -372,33 +372,50 @@ async fn produce_v0_to_v2_message_sets_are_read_back_by_librdkafka() {
         let messages: Vec<Message> = (0..3)
             .map(|j| {
                 let ts = 1_700_000_000_000 + (i * 10 + j) as i64;
-                let mut m = old_message(&format!("k{i}-{j}"), &format!("v{i}-{j}-m{magic}c{codec}"), ts);
+                let mut m = old_message(
+                    &format!("k{i}-{j}"),
+                    &format!("v{i}-{j}-m{magic}c{codec}"),
+                    ts,
+                );
                 m.offset = j as i64;
                 m
             })
             .collect();
         let set = message_set::encode(&messages, magic, codec).unwrap();
         let r = produce_at(&mut conn, version, topic, set).await;
-        assert_eq!(r.error_code, 0, "Produce v{version} magic {magic} codec {codec}: {:?}", r.error_message);
+        assert_eq!(
+            r.error_code, 0,
+            "Produce v{version} magic {magic} codec {codec}: {:?}",
+            r.error_message
+        );
         assert_eq!(r.base_offset, next_offset, "Produce v{version} base offset");
         next_offset += 3;
         for m in &messages {
-            let text = |b: &Option<bytes::Bytes>| String::from_utf8(b.clone().unwrap().to_vec()).unwrap();
+            let text =
+                |b: &Option<bytes::Bytes>| String::from_utf8(b.clone().unwrap().to_vec()).unwrap();
             // Magic 0 has no timestamp: librdkafka reports none.
             let ts = (magic == 1).then(|| m.timestamp.unwrap());
             expected.push((text(&m.key), text(&m.value), ts));
         }
     }
     // ListOffsets v0 answers the log end offset as its one-element list.
-    assert_eq!(common::log_end_offset(&mut conn, topic, 0).await, next_offset);
+    assert_eq!(
+        common::log_end_offset(&mut conn, topic, 0).await,
+        next_offset
+    );
     let req = ListOffsetsRequest::default()
         .with_replica_id((-1).into())
         .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
             .with_name(common::topic_name(topic))
-            .with_partitions(vec![list_offsets_request::ListOffsetsPartition::default()
-                .with_partition_index(0)
-                .with_timestamp(-1)])]);
-    let ResponseKind::ListOffsets(lo) = conn.send(ApiKey::ListOffsets, 0, RequestKind::ListOffsets(req)).await else {
+            .with_partitions(vec![
+                list_offsets_request::ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-1),
+            ])]);
+    let ResponseKind::ListOffsets(lo) = conn
+        .send(ApiKey::ListOffsets, 0, RequestKind::ListOffsets(req))
+        .await
+    else {
         panic!("not ListOffsets")
     };
     assert_eq!(lo.topics[0].partitions[0].offset, next_offset);
@@ -432,7 +449,11 @@ async fn fetch_v0_to_v3_down_converts_for_old_readers() {
         let records: Vec<Record> = (0..4)
             .map(|j| {
                 let n = b * 4 + j;
-                written.push((format!("k{n}"), format!("v{n}"), 1_700_000_000_000 + n as i64));
+                written.push((
+                    format!("k{n}"),
+                    format!("v{n}"),
+                    1_700_000_000_000 + n as i64,
+                ));
                 Record {
                     transactional: false,
                     control: false,
@@ -446,9 +467,12 @@ async fn fetch_v0_to_v3_down_converts_for_old_readers() {
                     timestamp: 1_700_000_000_000 + n as i64,
                     key: Some(format!("k{n}").into()),
                     value: Some(format!("v{n}").into()),
-                    headers: [(StrBytes::from_static_str("h"), Some(bytes::Bytes::from_static(b"x")))]
-                        .into_iter()
-                        .collect(),
+                    headers: [(
+                        StrBytes::from_static_str("h"),
+                        Some(bytes::Bytes::from_static(b"x")),
+                    )]
+                    .into_iter()
+                    .collect(),
                 }
             })
             .collect();
@@ -480,7 +504,9 @@ async fn fetch_v0_to_v3_down_converts_for_old_readers() {
             let got: Vec<(String, String, Option<i64>)> = messages
                 .iter()
                 .map(|m| {
-                    let t = |b: &Option<bytes::Bytes>| String::from_utf8(b.clone().unwrap().to_vec()).unwrap();
+                    let t = |b: &Option<bytes::Bytes>| {
+                        String::from_utf8(b.clone().unwrap().to_vec()).unwrap()
+                    };
                     (t(&m.key), t(&m.value), m.timestamp)
                 })
                 .collect();
@@ -539,10 +565,17 @@ async fn zstd_is_refused_below_produce_v7_and_fetch_v10() {
     assert_eq!(common::create_topic(&mut conn, topic, 1, &[]).await, 0);
     for version in 0..=6i16 {
         let r = produce_at(&mut conn, version, topic, zstd_batch()).await;
-        assert_eq!(r.error_code, UNSUPPORTED_COMPRESSION_TYPE, "Produce v{version}");
+        assert_eq!(
+            r.error_code, UNSUPPORTED_COMPRESSION_TYPE,
+            "Produce v{version}"
+        );
         assert_eq!(r.base_offset, -1);
     }
-    assert_eq!(common::log_end_offset(&mut conn, topic, 0).await, 0, "nothing written");
+    assert_eq!(
+        common::log_end_offset(&mut conn, topic, 0).await,
+        0,
+        "nothing written"
+    );
     // A plain batch first, then zstd at v7: old fetchers get the error for the partition.
     let plain = message_set::encode(&[old_message("k", "v", 1)], 1, 0).unwrap();
     assert_eq!(produce_at(&mut conn, 2, topic, plain).await.error_code, 0);
@@ -550,7 +583,10 @@ async fn zstd_is_refused_below_produce_v7_and_fetch_v10() {
     assert_eq!((r.error_code, r.base_offset), (0, 1));
     for version in [0i16, 3, 4, 9] {
         let p = fetch_at(&mut conn, version, topic, 1).await;
-        assert_eq!(p.error_code, UNSUPPORTED_COMPRESSION_TYPE, "Fetch v{version}");
+        assert_eq!(
+            p.error_code, UNSUPPORTED_COMPRESSION_TYPE,
+            "Fetch v{version}"
+        );
         assert!(p.records.unwrap_or_default().is_empty());
         // The plain batch before it is still readable, and only it comes back.
         let p = fetch_at(&mut conn, version, topic, 0).await;

@@ -12,6 +12,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"io/ioutil"
+	"log"
 	"os"
 	"sort"
 	"sync"
@@ -188,7 +190,7 @@ func equal(a, b []string) bool {
 
 func main() {
 	addr := os.Args[1]
-	sarama.Logger = nil
+	sarama.Logger = log.New(ioutil.Discard, "", 0)
 
 	// The topic, with one non-default setting to read back later (CreateTopics v2).
 	admin, err := sarama.NewClusterAdmin([]string{addr}, config(sarama.V1_0_0_0))

@@ -205,7 +205,9 @@ pub fn handle(
         .iter()
         .any(|t| t.partitions.iter().any(|p| p.error_code != 0));
     if bytes >= min_bytes.max(1) || req.max_wait_ms <= 0 || has_error || req.topics.is_empty() {
-        return Reply::Now(ResponseKind::Fetch(finish(shared, ctx, &req, version, resp)));
+        return Reply::Now(ResponseKind::Fetch(finish(
+            shared, ctx, &req, version, resp,
+        )));
     }
     let shared = shared.clone();
     let ctx = ctx.clone();

@@ -17,8 +17,8 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::ResponseError;
 
 use rafka_core::{CompressionType, RecordBatch, StorageError};
-use rafka_protocol::legacy::message_set::{self, MessageSetError};
 use rafka_hooks::{Plan, RequestContext, Stages};
+use rafka_protocol::legacy::message_set::{self, MessageSetError};
 
 use super::{sb, storage_error_code, Reply};
 use crate::broker::Shared;

@@ -4,14 +4,14 @@
 //! halves honest with each other.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
-};
 use kafka_protocol::messages::{
     ApiKey, DescribeConfigsResponse, FetchResponse, ListOffsetsResponse, OffsetCommitResponse,
     OffsetFetchResponse, ProduceResponse, RequestKind, ResponseKind, TopicName,
@@ -166,8 +166,9 @@ fn decode_response_from(
     version: i16,
     r: &mut Reader,
 ) -> Result<ResponseKind, LegacyDecodeError> {
-    let topic_name =
-        |r: &mut Reader| -> Result<TopicName, LegacyDecodeError> { Ok(TopicName(r.string("topic")?)) };
+    let topic_name = |r: &mut Reader| -> Result<TopicName, LegacyDecodeError> {
+        Ok(TopicName(r.string("topic")?))
+    };
     match key {
         ApiKey::Produce => {
             let n = r.count(6, "topics")?;

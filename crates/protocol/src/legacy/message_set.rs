@@ -465,7 +465,11 @@ mod tests {
         let got = batch_records(&batch);
         for (i, (m, r)) in messages.iter().zip(&got).enumerate() {
             assert_eq!(r.0, i as i64);
-            let ts = if magic == 1 { m.timestamp.unwrap_or(-1) } else { -1 };
+            let ts = if magic == 1 {
+                m.timestamp.unwrap_or(-1)
+            } else {
+                -1
+            };
             assert_eq!(r.1, ts);
             assert_eq!((&r.2, &r.3), (&m.key, &m.value));
         }

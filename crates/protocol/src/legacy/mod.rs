@@ -26,8 +26,7 @@ use kafka_protocol::messages::offset_commit_request::{
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, BrokerId, DescribeConfigsRequest, FetchRequest, GroupId, ListOffsetsRequest,
-    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestKind, ResponseKind,
-    TopicName,
+    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, RequestKind, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -116,7 +115,11 @@ impl Reader {
     }
     /// An array count; `None` for a null array. Refused when `count` elements of at least
     /// `element_min` bytes each could not fit in what is left.
-    fn nullable_count(&mut self, element_min: usize, what: &'static str) -> DecodeResult<Option<usize>> {
+    fn nullable_count(
+        &mut self,
+        element_min: usize,
+        what: &'static str,
+    ) -> DecodeResult<Option<usize>> {
         let n = self.i32(what)?;
         if n < 0 {
             return Ok(None);
@@ -143,11 +146,14 @@ pub fn decode_request(key: ApiKey, version: i16, body: Bytes) -> DecodeResult<Re
         ApiKey::Produce => decode_produce(&mut r).map(RequestKind::Produce),
         ApiKey::Fetch => decode_fetch(&mut r, version).map(RequestKind::Fetch),
         ApiKey::ListOffsets => decode_list_offsets(&mut r).map(RequestKind::ListOffsets),
-        ApiKey::OffsetCommit => decode_offset_commit(&mut r, version).map(RequestKind::OffsetCommit),
+        ApiKey::OffsetCommit => {
+            decode_offset_commit(&mut r, version).map(RequestKind::OffsetCommit)
+        }
         ApiKey::OffsetFetch => {
             // OffsetFetch v0 has v1's layout (v0 read offsets from ZooKeeper, a
             // difference a single log-based broker does not have).
-            crate::guard::probe(ApiKey::OffsetFetch, &r.buf, 1).map_err(LegacyDecodeError::Codec)?;
+            crate::guard::probe(ApiKey::OffsetFetch, &r.buf, 1)
+                .map_err(LegacyDecodeError::Codec)?;
             OffsetFetchRequest::decode(&mut r.buf, 1)
                 .map(RequestKind::OffsetFetch)
                 .map_err(|e| LegacyDecodeError::Codec(e.to_string()))

@@ -77,14 +77,17 @@ fn produce() -> impl Strategy<Value = ProduceRequest> {
             .with_name(TopicName(s(&n)))
             .with_partition_data(parts)
     });
-    (any::<i16>(), any::<i32>(), proptest::collection::vec(topic, 0..4)).prop_map(
-        |(acks, timeout_ms, topics)| {
+    (
+        any::<i16>(),
+        any::<i32>(),
+        proptest::collection::vec(topic, 0..4),
+    )
+        .prop_map(|(acks, timeout_ms, topics)| {
             ProduceRequest::default()
                 .with_acks(acks)
                 .with_timeout_ms(timeout_ms)
                 .with_topic_data(topics)
-        },
-    )
+        })
 }
 
 fn fetch(version: i16) -> impl Strategy<Value = FetchRequest> {
@@ -316,14 +319,27 @@ fn responses_round_trip_through_the_client_decoder() {
             panic!("not fetch")
         };
         assert_eq!(got.throttle_time_ms, resp.throttle_time_ms);
-        let (g, w) = (&got.responses[0].partitions[0], &resp.responses[0].partitions[0]);
+        let (g, w) = (
+            &got.responses[0].partitions[0],
+            &resp.responses[0].partitions[0],
+        );
         assert_eq!(
-            (g.partition_index, g.error_code, g.high_watermark, &g.records),
-            (w.partition_index, w.error_code, w.high_watermark, &w.records)
+            (
+                g.partition_index,
+                g.error_code,
+                g.high_watermark,
+                &g.records
+            ),
+            (
+                w.partition_index,
+                w.error_code,
+                w.high_watermark,
+                &w.records
+            )
         );
     }
-    let configs = DescribeConfigsResponse::default().with_results(vec![
-        DescribeConfigsResult::default()
+    let configs =
+        DescribeConfigsResponse::default().with_results(vec![DescribeConfigsResult::default()
             .with_resource_type(2)
             .with_resource_name(s("t"))
             .with_configs(vec![
@@ -335,8 +351,7 @@ fn responses_round_trip_through_the_client_decoder() {
                     .with_name(s("cleanup.policy"))
                     .with_value(Some(s("delete")))
                     .with_config_source(CONFIG_SOURCE_DEFAULT),
-            ]),
-    ]);
+            ])]);
     let ResponseKind::DescribeConfigs(got) = response_round_trip(
         ApiKey::DescribeConfigs,
         0,
