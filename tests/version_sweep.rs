@@ -1,7 +1,8 @@
 //! Every served API at every served version gets an answer that decodes at that version,
-//! with the right correlation id. Also the two deliberate exceptions: Produce v0–2 are
-//! advertised but close the connection, and ApiVersions at an unknown version is answered
-//! as v0 with UNSUPPORTED_VERSION and the full list.
+//! with the right correlation id; ApiVersions at an unknown version is answered as v0 with
+//! UNSUPPORTED_VERSION and the full list. The versions Kafka 4 dropped and Rafka serves
+//! (Produce v0–2 with magic 0/1 message sets, Fetch v0–3 down-converted) round-trip with
+//! librdkafka on the other side, and zstd is refused to clients too old for it.
 
 mod common;
 
@@ -210,26 +211,6 @@ async fn api_versions_advertises_exactly_the_served_table() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn produce_v0_to_v2_are_advertised_but_close_the_connection() {
-    let broker = start_broker(|_| {}).await;
-    // Kept open across the refusals: other connections are unaffected.
-    let mut bystander = KafkaConn::connect(&broker.addr()).await;
-    for version in 0..=2i16 {
-        let mut conn = KafkaConn::connect(&broker.addr()).await;
-        conn.check_alive().await;
-        // kafka-protocol cannot encode Produce below v3; v0–2 share v3's request header
-        // (v1), so patching the version field gives the frame an old client would send.
-        let frame = encode(ApiKey::Produce, 3, 77, &minimal_request(ApiKey::Produce, 3));
-        let mut frame = BytesMut::from(&frame[..]);
-        frame[6..8].copy_from_slice(&version.to_be_bytes());
-        conn.write_raw(&frame).await;
-        conn.expect_closed().await;
-    }
-    bystander.check_alive().await;
-    broker.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_versions_at_an_unknown_version_is_answered_as_v0() {
     let broker = start_broker(|_| {}).await;
     let mut conn = KafkaConn::connect(&broker.addr()).await;
@@ -265,6 +246,369 @@ async fn api_versions_at_an_unknown_version_is_answered_as_v0() {
         assert_eq!(again, body);
     }
     // The client retries at a version the broker knows, on the same connection.
+    conn.check_alive().await;
+    broker.shutdown().await;
+}
+
+// ---- Old clients: the versions Kafka 4 dropped (KIP-896), served as Kafka 3.9 did ----
+
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use rafka_protocol::legacy::message_set::{self, Message};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Message as _, Timestamp};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
+
+/// Produce of one record set to one partition at `version`; the partition's response.
+async fn produce_at(
+    conn: &mut KafkaConn,
+    version: i16,
+    topic: &str,
+    records: bytes::Bytes,
+) -> produce_response::PartitionProduceResponse {
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(common::topic_name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(records))])]);
+    let ResponseKind::Produce(r) = conn
+        .send(ApiKey::Produce, version, RequestKind::Produce(req))
+        .await
+    else {
+        panic!("not a Produce response")
+    };
+    r.responses[0].partition_responses[0].clone()
+}
+
+/// Fetch of partition 0 from `offset` at `version`; the partition's data.
+async fn fetch_at(
+    conn: &mut KafkaConn,
+    version: i16,
+    topic: &str,
+    offset: i64,
+) -> fetch_response::PartitionData {
+    let req = common::fetch_request(topic, Default::default(), 0, common::FetchArgs::at(offset));
+    let ResponseKind::Fetch(r) = conn
+        .send(ApiKey::Fetch, version, RequestKind::Fetch(req))
+        .await
+    else {
+        panic!("not a Fetch response")
+    };
+    r.responses[0].partitions[0].clone()
+}
+
+fn old_message(key: &str, value: &str, ts: i64) -> Message {
+    Message {
+        offset: 0,
+        timestamp: Some(ts),
+        log_append_time: false,
+        key: Some(bytes::Bytes::from(key.to_string())),
+        value: Some(bytes::Bytes::from(value.to_string())),
+    }
+}
+
+/// (key, value, timestamp) of every record of partition 0, read by librdkafka from the
+/// beginning until `n` arrived.
+fn read_with_librdkafka(addr: &str, topic: &str, n: usize) -> Vec<(String, String, Option<i64>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", "old-formats-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).expect("assign");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut out = Vec::new();
+    while out.len() < n && std::time::Instant::now() < deadline {
+        match consumer.poll(std::time::Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let text =
+                    |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).to_string();
+                let ts = match m.timestamp() {
+                    Timestamp::NotAvailable => None,
+                    Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => Some(t),
+                };
+                out.push((text(m.key()), text(m.payload()), ts));
+            }
+            Some(Err(e)) => panic!("librdkafka: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_v0_to_v2_message_sets_are_read_back_by_librdkafka() {
+    let broker = start_broker(|_| {}).await;
+    let addr = broker.addr();
+    let mut conn = KafkaConn::connect(&addr).await;
+    let topic = "old-produce";
+    assert_eq!(common::create_topic(&mut conn, topic, 1, &[]).await, 0);
+    // (Produce version, magic, codec): every combination an old client sends, with
+    // the codecs of the old formats (none, gzip, snappy, lz4 in magic 1).
+    let cases: &[(i16, i8, u8)] = &[
+        (0, 0, 0),
+        (0, 0, 1),
+        (1, 0, 2),
+        (1, 0, 0),
+        (2, 1, 0),
+        (2, 1, 1),
+        (2, 1, 2),
+        (2, 1, 3),
+    ];
+    let mut expected = Vec::new();
+    let mut next_offset = 0;
+    for (i, &(version, magic, codec)) in cases.iter().enumerate() {
+        let messages: Vec<Message> = (0..3)
+            .map(|j| {
+                let ts = 1_700_000_000_000 + (i * 10 + j) as i64;
+                let mut m = old_message(
+                    &format!("k{i}-{j}"),
+                    &format!("v{i}-{j}-m{magic}c{codec}"),
+                    ts,
+                );
+                m.offset = j as i64;
+                m
+            })
+            .collect();
+        let set = message_set::encode(&messages, magic, codec).unwrap();
+        let r = produce_at(&mut conn, version, topic, set).await;
+        assert_eq!(
+            r.error_code, 0,
+            "Produce v{version} magic {magic} codec {codec}: {:?}",
+            r.error_message
+        );
+        assert_eq!(r.base_offset, next_offset, "Produce v{version} base offset");
+        next_offset += 3;
+        for m in &messages {
+            let text =
+                |b: &Option<bytes::Bytes>| String::from_utf8(b.clone().unwrap().to_vec()).unwrap();
+            // Magic 0 has no timestamp: librdkafka reports none.
+            let ts = (magic == 1).then(|| m.timestamp.unwrap());
+            expected.push((text(&m.key), text(&m.value), ts));
+        }
+    }
+    // ListOffsets v0 answers the log end offset as its one-element list.
+    assert_eq!(
+        common::log_end_offset(&mut conn, topic, 0).await,
+        next_offset
+    );
+    let req = ListOffsetsRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+            .with_name(common::topic_name(topic))
+            .with_partitions(vec![
+                list_offsets_request::ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-1),
+            ])]);
+    let ResponseKind::ListOffsets(lo) = conn
+        .send(ApiKey::ListOffsets, 0, RequestKind::ListOffsets(req))
+        .await
+    else {
+        panic!("not ListOffsets")
+    };
+    assert_eq!(lo.topics[0].partitions[0].offset, next_offset);
+
+    let got = tokio::task::spawn_blocking({
+        let addr = addr.clone();
+        let n = expected.len();
+        move || read_with_librdkafka(&addr, topic, n)
+    })
+    .await
+    .unwrap();
+    assert_eq!(got, expected);
+    conn.check_alive().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_v0_to_v3_down_converts_for_old_readers() {
+    let broker = start_broker(|_| {}).await;
+    let addr = broker.addr();
+    let mut conn = KafkaConn::connect(&addr).await;
+    let topic = "old-fetch";
+    assert_eq!(common::create_topic(&mut conn, topic, 1, &[]).await, 0);
+    // Batches as a modern client writes them: plain, gzip, lz4, with headers (dropped for
+    // old readers).
+    let mut written = Vec::new();
+    for (b, compression) in [Compression::None, Compression::Gzip, Compression::Lz4]
+        .into_iter()
+        .enumerate()
+    {
+        let records: Vec<Record> = (0..4)
+            .map(|j| {
+                let n = b * 4 + j;
+                written.push((
+                    format!("k{n}"),
+                    format!("v{n}"),
+                    1_700_000_000_000 + n as i64,
+                ));
+                Record {
+                    transactional: false,
+                    control: false,
+                    delete_horizon: false,
+                    partition_leader_epoch: -1,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    timestamp_type: TimestampType::Creation,
+                    offset: j as i64,
+                    sequence: j as i32 - 1,
+                    timestamp: 1_700_000_000_000 + n as i64,
+                    key: Some(format!("k{n}").into()),
+                    value: Some(format!("v{n}").into()),
+                    headers: [(
+                        StrBytes::from_static_str("h"),
+                        Some(bytes::Bytes::from_static(b"x")),
+                    )]
+                    .into_iter()
+                    .collect(),
+                }
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .unwrap();
+        let r = common::produce(&mut conn, topic, 0, buf.freeze()).await;
+        assert_eq!(r.error_code, 0);
+    }
+    for version in 0..=3i16 {
+        for from in [0i64, 5] {
+            let p = fetch_at(&mut conn, version, topic, from).await;
+            assert_eq!(p.error_code, 0, "Fetch v{version}");
+            assert_eq!(p.high_watermark, 12);
+            let set = p.records.unwrap();
+            // Old readers read message sets: the magic byte sits where a batch has it.
+            let magic = if version <= 1 { 0 } else { 1 };
+            assert_eq!(set[16], magic as u8, "Fetch v{version} message format");
+            let (messages, _) = message_set::decode(set).unwrap();
+            // Whole stored batches come back: from offset 5 the second batch on.
+            let first = if from == 0 { 0 } else { 4 };
+            let got: Vec<(String, String, Option<i64>)> = messages
+                .iter()
+                .map(|m| {
+                    let t = |b: &Option<bytes::Bytes>| {
+                        String::from_utf8(b.clone().unwrap().to_vec()).unwrap()
+                    };
+                    (t(&m.key), t(&m.value), m.timestamp)
+                })
+                .collect();
+            let want: Vec<(String, String, Option<i64>)> = written[first..]
+                .iter()
+                .map(|(k, v, ts)| (k.clone(), v.clone(), (magic == 1).then_some(*ts)))
+                .collect();
+            assert_eq!(got, want, "Fetch v{version} from {from}");
+            // Offsets: absolute, except inside a magic-1 compressed wrapper (relative).
+            let first_plain = messages[0].offset;
+            if from == 0 {
+                assert_eq!(first_plain, 0);
+            }
+        }
+    }
+    conn.check_alive().await;
+    broker.shutdown().await;
+}
+
+fn zstd_batch() -> bytes::Bytes {
+    let records: Vec<Record> = (0..2)
+        .map(|j| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: j,
+            sequence: j as i32 - 1,
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: Some(bytes::Bytes::from_static(b"zstd value")),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::Zstd,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zstd_is_refused_below_produce_v7_and_fetch_v10() {
+    let broker = start_broker(|_| {}).await;
+    let mut conn = KafkaConn::connect(&broker.addr()).await;
+    let topic = "old-zstd";
+    assert_eq!(common::create_topic(&mut conn, topic, 1, &[]).await, 0);
+    for version in 0..=6i16 {
+        let r = produce_at(&mut conn, version, topic, zstd_batch()).await;
+        assert_eq!(
+            r.error_code, UNSUPPORTED_COMPRESSION_TYPE,
+            "Produce v{version}"
+        );
+        assert_eq!(r.base_offset, -1);
+    }
+    assert_eq!(
+        common::log_end_offset(&mut conn, topic, 0).await,
+        0,
+        "nothing written"
+    );
+    // A plain batch first, then zstd at v7: old fetchers get the error for the partition.
+    let plain = message_set::encode(&[old_message("k", "v", 1)], 1, 0).unwrap();
+    assert_eq!(produce_at(&mut conn, 2, topic, plain).await.error_code, 0);
+    let r = produce_at(&mut conn, 7, topic, zstd_batch()).await;
+    assert_eq!((r.error_code, r.base_offset), (0, 1));
+    for version in [0i16, 3, 4, 9] {
+        let p = fetch_at(&mut conn, version, topic, 1).await;
+        assert_eq!(
+            p.error_code, UNSUPPORTED_COMPRESSION_TYPE,
+            "Fetch v{version}"
+        );
+        assert!(p.records.unwrap_or_default().is_empty());
+        // The plain batch before it is still readable, and only it comes back.
+        let p = fetch_at(&mut conn, version, topic, 0).await;
+        assert_eq!(p.error_code, 0, "Fetch v{version} from 0");
+        let records = p.records.unwrap();
+        if version < 4 {
+            let (messages, _) = message_set::decode(records).unwrap();
+            assert_eq!(messages.len(), 1);
+            assert_eq!(messages[0].value.as_deref(), Some(&b"v"[..]));
+        } else {
+            let batches = rafka_core::RecordBatch::split_all(records).unwrap();
+            assert_eq!(batches.len(), 1);
+            assert_eq!(batches[0].compression(), rafka_core::CompressionType::None);
+        }
+    }
+    for version in [10i16, 12] {
+        let p = fetch_at(&mut conn, version, topic, 1).await;
+        assert_eq!(p.error_code, 0, "Fetch v{version}");
+        let batches = rafka_core::RecordBatch::split_all(p.records.unwrap()).unwrap();
+        assert_eq!(batches[0].compression(), rafka_core::CompressionType::Zstd);
+        assert_eq!(batches[0].record_count(), 2);
+    }
     conn.check_alive().await;
     broker.shutdown().await;
 }

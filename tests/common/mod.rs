@@ -82,6 +82,17 @@ pub fn topic_name(s: &str) -> TopicName {
 
 /// Encodes `body` as a size-prefixed request frame.
 pub fn encode(api_key: ApiKey, version: i16, correlation_id: i32, body: &RequestKind) -> Bytes {
+    if rafka_protocol::legacy::handles(api_key, version) {
+        // Versions the kafka-protocol crate dropped (KIP-896): Rafka's own legacy encoder.
+        return rafka_protocol::legacy::client_side::encode_request(
+            api_key,
+            version,
+            correlation_id,
+            "rafka-it",
+            body,
+        )
+        .unwrap_or_else(|e| panic!("cannot encode {api_key:?} v{version}: {e}"));
+    }
     let header = RequestHeader::default()
         .with_request_api_key(api_key as i16)
         .with_request_api_version(version)
@@ -230,8 +241,13 @@ pub fn decode_response(
         header.correlation_id, correlation_id,
         "{api_key:?} v{version}: correlation id"
     );
-    let body = ResponseKind::decode(api_key, &mut frame, version)
-        .unwrap_or_else(|e| panic!("{api_key:?} v{version} response body: {e}"));
+    let body = if rafka_protocol::legacy::handles(api_key, version) {
+        rafka_protocol::legacy::client_side::decode_response_body(api_key, version, &mut frame)
+            .unwrap_or_else(|e| panic!("{api_key:?} v{version} legacy response body: {e}"))
+    } else {
+        ResponseKind::decode(api_key, &mut frame, version)
+            .unwrap_or_else(|e| panic!("{api_key:?} v{version} response body: {e}"))
+    };
     assert_eq!(
         frame.remaining(),
         0,

@@ -173,10 +173,16 @@ pub fn decode_request(frame: Bytes) -> Result<Inbound, ProtocolError> {
     let mut buf = frame;
     let header = RequestHeader::decode(&mut buf, api_key.request_header_version(version))
         .map_err(|e| malformed(format!("header: {e}")))?;
-    // The codec trusts element counts; prove them first (see `guard`).
-    crate::guard::probe(api_key, &buf, version).map_err(|e| malformed(format!("probe: {e}")))?;
-    let body =
-        RequestKind::decode(api_key, &mut buf, version).map_err(|e| malformed(e.to_string()))?;
+    let body = if crate::legacy::handles(api_key, version) {
+        // Versions the codec no longer knows (KIP-896), decoded by hand and bounded.
+        crate::legacy::decode_request(api_key, version, buf)
+            .map_err(|e| malformed(format!("legacy: {e}")))?
+    } else {
+        // The codec trusts element counts; prove them first (see `guard`).
+        crate::guard::probe(api_key, &buf, version)
+            .map_err(|e| malformed(format!("probe: {e}")))?;
+        RequestKind::decode(api_key, &mut buf, version).map_err(|e| malformed(e.to_string()))?
+    };
     // Kafka ignores bytes after the body, and librdkafka sends some (Metadata v12 with
     // all topics carries 3 padding bytes); refusing them would cut off real clients.
     Ok(Inbound::Request(Box::new(DecodedRequest {
@@ -196,6 +202,15 @@ pub fn encode_response(meta: ResponseMeta, body: &ResponseKind) -> Result<Bytes,
     };
     let mut out = BytesMut::with_capacity(64);
     out.put_i32(0); // size, patched below
+    if crate::legacy::handles(meta.api_key, meta.api_version) {
+        // Every legacy version answers with response header v0: the correlation id.
+        out.put_i32(meta.correlation_id);
+        crate::legacy::encode_response_body(meta.api_key, meta.api_version, body, &mut out)
+            .map_err(err)?;
+        let size = (out.len() - 4) as i32;
+        out[..4].copy_from_slice(&size.to_be_bytes());
+        return Ok(out.freeze());
+    }
     let header = ResponseHeader::default().with_correlation_id(meta.correlation_id);
     // ApiVersions always answers with header v0, even at flexible versions (KIP-511).
     let header_version = meta.api_key.response_header_version(meta.api_version);

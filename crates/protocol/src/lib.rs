@@ -8,6 +8,7 @@
 pub mod connection;
 pub mod frame;
 pub mod guard;
+pub mod legacy;
 pub mod response;
 pub mod versions;
 

@@ -1,9 +1,9 @@
 //! What Rafka serves, API by API, and the ApiVersions advertisement built from it.
 //!
-//! Advertise exactly what is served, with one deliberate exception from DESIGN.md:
-//! Produce is advertised from version 0, because librdkafka before 2.11.1 silently turns
-//! compression off when Produce v2 is missing from the range. Versions 0–2 are refused
-//! when actually sent (no client newer than 2017 sends them).
+//! Advertise exactly what is served. Below the `kafka-protocol` crate's minimums (Kafka 4
+//! dropped those versions, KIP-896) Rafka serves what Kafka 3.9 served for the APIs
+//! pre-2017 clients use, through [`crate::legacy`]: Produce v0–2, Fetch v0–3,
+//! ListOffsets v0, OffsetCommit v0–1, OffsetFetch v0 and DescribeConfigs v0.
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
@@ -31,19 +31,15 @@ const fn api(key: ApiKey, min: i16, max: i16) -> ServedApi {
     }
 }
 
-/// Every API Rafka serves. Ranges start at Kafka 4.x's minimums (KIP-896).
+/// Every API Rafka serves. Ranges start at Kafka 4.x's minimums (KIP-896), or lower where
+/// [`crate::legacy`] serves what Kafka 3.9 still did.
 pub const SERVED: &[ServedApi] = &[
-    ServedApi {
-        key: ApiKey::Produce,
-        advertised_min: 0,
-        served_min: 3,
-        max: 11,
-    },
-    api(ApiKey::Fetch, 4, 16),
-    api(ApiKey::ListOffsets, 1, 8),
+    api(ApiKey::Produce, 0, 11),
+    api(ApiKey::Fetch, 0, 16),
+    api(ApiKey::ListOffsets, 0, 8),
     api(ApiKey::Metadata, 0, 12),
-    api(ApiKey::OffsetCommit, 2, 9),
-    api(ApiKey::OffsetFetch, 1, 9),
+    api(ApiKey::OffsetCommit, 0, 9),
+    api(ApiKey::OffsetFetch, 0, 9),
     api(ApiKey::FindCoordinator, 0, 4),
     api(ApiKey::JoinGroup, 0, 9),
     api(ApiKey::Heartbeat, 0, 4),
@@ -57,7 +53,7 @@ pub const SERVED: &[ServedApi] = &[
     api(ApiKey::DeleteRecords, 0, 2),
     api(ApiKey::InitProducerId, 0, 5),
     api(ApiKey::OffsetForLeaderEpoch, 2, 4),
-    api(ApiKey::DescribeConfigs, 1, 4),
+    api(ApiKey::DescribeConfigs, 0, 4),
     api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::DescribeLogDirs, 1, 4),
     api(ApiKey::CreatePartitions, 0, 3),
@@ -103,22 +99,30 @@ mod tests {
     use kafka_protocol::protocol::Message;
 
     #[test]
-    fn served_ranges_are_decodable_by_the_codec() {
+    fn served_ranges_are_decodable_by_the_codec_or_the_legacy_decoder() {
         for a in SERVED {
             let codec = a.key.valid_versions();
-            assert!(a.served_min >= codec.min, "{:?} below codec range", a.key);
+            for v in a.served_min..=a.max {
+                assert!(
+                    v >= codec.min || crate::legacy::handles(a.key, v),
+                    "{:?} v{v} has no decoder",
+                    a.key
+                );
+            }
             assert!(a.max <= codec.max, "{:?} above codec range", a.key);
-            assert!(a.advertised_min <= a.served_min);
+            assert_eq!(a.advertised_min, a.served_min, "advertise what is served");
         }
         assert_eq!(kafka_protocol::messages::ProduceRequest::VERSIONS.min, 3);
     }
 
     #[test]
-    fn produce_is_advertised_from_zero() {
-        let p = served(0).unwrap();
-        assert_eq!((p.advertised_min, p.served_min, p.max), (0, 3, 11));
-        assert!(!is_served(0, 2));
-        assert!(is_served(0, 3));
+    fn old_versions_are_served_as_advertised() {
+        for (key, min) in [(0, 0), (1, 0), (2, 0), (8, 0), (9, 0), (32, 0)] {
+            let p = served(key).unwrap();
+            assert_eq!((p.advertised_min, p.served_min), (min, min), "key {key}");
+            assert!(is_served(key, min));
+        }
+        assert!(is_served(0, 2));
         assert!(!is_served(1000, 0));
     }
 }

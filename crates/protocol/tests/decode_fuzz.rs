@@ -40,7 +40,14 @@ fn valid_frames() -> Vec<Vec<u8>> {
             let Some(body) = default_body(api.key) else {
                 continue;
             };
-            if let Ok(frame) = encode_request(&header, &body) {
+            let frame = if rafka_protocol::legacy::handles(api.key, version) {
+                rafka_protocol::legacy::client_side::encode_request(
+                    api.key, version, 1, "fuzz", &body,
+                )
+            } else {
+                encode_request(&header, &body)
+            };
+            if let Ok(frame) = frame {
                 out.push(frame.to_vec());
             }
         }

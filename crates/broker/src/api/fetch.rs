@@ -1,7 +1,13 @@
-//! Fetch v4–16: whole stored batches starting with the one containing the fetch offset,
+//! Fetch v0–16: whole stored batches starting with the one containing the fetch offset,
 //! bounded by `max_bytes` and `partition_max_bytes` (the first non-empty partition always
 //! gets at least one batch), and a long poll until `min_bytes` or `max_wait_ms`.
 //! Sessionless: the response carries session id 0, which clients take as "no session".
+//!
+//! Old clients, as Kafka 3.9 served them: before v10 a partition whose next batch is
+//! zstd-compressed answers UNSUPPORTED_COMPRESSION_TYPE (the client cannot decompress it;
+//! batches before it are sent, cut where the zstd one starts); before
+//! v4 the batches are down-converted to the message format the client reads (magic 0
+//! for v0–1, magic 1 for v2–3), after hooks and traffic counters saw the stored batches.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +19,7 @@ use kafka_protocol::ResponseError;
 use rafka_core::limits::{FETCH_MAX_WAIT_MS_MAX, FETCH_RESPONSE_BYTES_MAX};
 use rafka_core::Offset;
 use rafka_hooks::RequestContext;
+use rafka_protocol::legacy::message_set;
 
 use super::{storage_error_code, wire_topic, Reply};
 use crate::broker::Shared;
@@ -131,6 +138,58 @@ fn count_out(shared: &Shared, req: &FetchRequest, version: i16, resp: &FetchResp
     }
 }
 
+/// The first Fetch version whose clients read zstd batches (KIP-110).
+const ZSTD_FETCH_VERSION_MIN: i16 = 10;
+/// The first Fetch version whose clients read magic-2 batches (KIP-98).
+const BATCH_FETCH_VERSION_MIN: i16 = 4;
+
+/// What every fetch response goes through before it is sent: the zstd refusal for old
+/// clients, the `on_fetch` hooks, the traffic counters, then down-conversion for clients
+/// that cannot read batches.
+fn finish(
+    shared: &Shared,
+    ctx: &RequestContext,
+    req: &FetchRequest,
+    version: i16,
+    mut resp: FetchResponse,
+) -> FetchResponse {
+    if version < ZSTD_FETCH_VERSION_MIN {
+        for p in resp.responses.iter_mut().flat_map(|t| &mut t.partitions) {
+            let Some(records) = p.records.as_mut() else {
+                continue;
+            };
+            match message_set::first_zstd_batch(records) {
+                None => {}
+                // The batches before it are readable; the client asks for the rest next.
+                Some(at) if at > 0 => records.truncate(at),
+                Some(_) => {
+                    p.error_code = ResponseError::UnsupportedCompressionType.code();
+                    *records = bytes::Bytes::new();
+                }
+            }
+        }
+    }
+    crate::hooks::on_fetch(shared, ctx, &mut resp);
+    count_out(shared, req, version, &resp);
+    if version < BATCH_FETCH_VERSION_MIN {
+        let magic = if version <= 1 { 0 } else { 1 };
+        for p in resp.responses.iter_mut().flat_map(|t| &mut t.partitions) {
+            let Some(records) = p.records.as_ref().filter(|r| !r.is_empty()) else {
+                continue;
+            };
+            match message_set::down_convert(records, magic) {
+                Ok(converted) => p.records = Some(converted),
+                Err(e) => {
+                    tracing::error!(partition = p.partition_index, error = %e, "down-conversion failed");
+                    p.error_code = ResponseError::CorruptMessage.code();
+                    p.records = Some(bytes::Bytes::new());
+                }
+            }
+        }
+    }
+    resp
+}
+
 /// Fetch.
 /// `on_fetch` hooks run on the response that is sent, once.
 pub fn handle(
@@ -139,16 +198,16 @@ pub fn handle(
     version: i16,
     ctx: &Arc<RequestContext>,
 ) -> Reply {
-    let (mut resp, bytes) = collect(shared, &req, version);
+    let (resp, bytes) = collect(shared, &req, version);
     let min_bytes = req.min_bytes.max(0) as usize;
     let has_error = resp
         .responses
         .iter()
         .any(|t| t.partitions.iter().any(|p| p.error_code != 0));
     if bytes >= min_bytes.max(1) || req.max_wait_ms <= 0 || has_error || req.topics.is_empty() {
-        crate::hooks::on_fetch(shared, ctx, &mut resp);
-        count_out(shared, &req, version, &resp);
-        return Reply::Now(ResponseKind::Fetch(resp));
+        return Reply::Now(ResponseKind::Fetch(finish(
+            shared, ctx, &req, version, resp,
+        )));
     }
     let shared = shared.clone();
     let ctx = ctx.clone();
@@ -160,11 +219,9 @@ pub fn handle(
         loop {
             // Wait for any append (or the deadline), then look again.
             let woke = tokio::time::timeout_at(deadline, signal.changed()).await;
-            let (mut resp, bytes) = collect(&shared, &req, version);
+            let (resp, bytes) = collect(&shared, &req, version);
             if bytes >= min_bytes.max(1) || !matches!(woke, Ok(Ok(()))) {
-                crate::hooks::on_fetch(&shared, &ctx, &mut resp);
-                count_out(&shared, &req, version, &resp);
-                return ResponseKind::Fetch(resp);
+                return ResponseKind::Fetch(finish(&shared, &ctx, &req, version, resp));
             }
         }
     }))

@@ -1,6 +1,12 @@
-//! Produce v3–11: validate every batch of a partition, then append them (with idempotent
+//! Produce v0–11: validate every batch of a partition, then append them (with idempotent
 //! producer checks), then answer — after an fsync for acks=all when the durability policy
 //! says so. acks=0 gets no response at all.
+//!
+//! Produce v0–2 carry magic 0/1 message sets (pre-2017 clients); each partition's set is
+//! converted to one magic-2 batch before validation, as Kafka's `LogValidator` does, so
+//! everything after that point sees batches only. A modern client's batch never takes
+//! that path. Before v7 zstd is refused with UNSUPPORTED_COMPRESSION_TYPE, as Kafka does:
+//! a client that old could not read it back.
 
 use std::sync::Arc;
 
@@ -10,13 +16,17 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::ResponseError;
 
-use rafka_core::{RecordBatch, StorageError};
+use rafka_core::{CompressionType, RecordBatch, StorageError};
 use rafka_hooks::{Plan, RequestContext, Stages};
+use rafka_protocol::legacy::message_set::{self, MessageSetError};
 
 use super::{sb, storage_error_code, Reply};
 use crate::broker::Shared;
 use crate::config::FsyncPolicy;
 use crate::state::{AppendError, Appended, PartitionState};
+
+/// The first Produce version that may carry zstd (KIP-110).
+const ZSTD_PRODUCE_VERSION_MIN: i16 = 7;
 
 fn partition_error(
     index: i32,
@@ -38,7 +48,7 @@ fn append_partition(
     shared: &Shared,
     (plan, ctx): (Plan, &RequestContext),
     p: &PartitionState,
-    index: i32,
+    (index, version): (i32, i16),
     records: Option<bytes::Bytes>,
 ) -> PartitionProduceResponse {
     let Some(records) = records.filter(|r| !r.is_empty()) else {
@@ -48,12 +58,42 @@ fn append_partition(
             Some("empty record set".into()),
         );
     };
-    let batches = match RecordBatch::split_all(records) {
+    // Kafka accepts any magic below v3 (clients sent mismatched ones); magic 2 passes as is.
+    let batches = if version < 3 && message_set::is_message_set(&records) {
+        match message_set::to_batch(records) {
+            Ok(b) => Ok(vec![b]),
+            Err(e) => {
+                let code = match e {
+                    MessageSetError::UnsupportedCompression(_) => {
+                        ResponseError::UnsupportedCompressionType
+                    }
+                    _ => ResponseError::CorruptMessage,
+                };
+                return partition_error(index, code, Some(e.to_string()));
+            }
+        }
+    } else {
+        RecordBatch::split_all(records)
+    };
+    let batches = match batches {
         Ok(b) => b,
         Err(e) => {
             return partition_error(index, ResponseError::CorruptMessage, Some(e.to_string()));
         }
     };
+    if version < ZSTD_PRODUCE_VERSION_MIN
+        && batches
+            .iter()
+            .any(|b| b.compression() == CompressionType::Zstd)
+    {
+        return partition_error(
+            index,
+            ResponseError::UnsupportedCompressionType,
+            Some(format!(
+                "zstd needs Produce v{ZSTD_PRODUCE_VERSION_MIN} or later (this request is v{version})"
+            )),
+        );
+    }
     for (i, b) in batches.iter().enumerate() {
         if let Err(e) = b.validate() {
             let mut r = partition_error(index, ResponseError::CorruptMessage, Some(e.to_string()));
@@ -114,7 +154,7 @@ fn append_partition(
 pub fn handle(
     shared: &Arc<Shared>,
     req: ProduceRequest,
-    _version: i16,
+    version: i16,
     ctx: &RequestContext,
 ) -> Reply {
     let acks = req.acks;
@@ -135,7 +175,7 @@ pub fn handle(
             } else if invalid_name {
                 partition_error(pd.index, ResponseError::InvalidTopicException, None)
             } else if let Some(p) = found.as_ref().and_then(|t| t.partition(pd.index)) {
-                let r = append_partition(shared, (plan, ctx), p, pd.index, pd.records);
+                let r = append_partition(shared, (plan, ctx), p, (pd.index, version), pd.records);
                 if r.error_code == 0 {
                     appended_any = true;
                     if acks == -1 {
