@@ -41,13 +41,14 @@ use tokio::sync::oneshot;
 use rafka_core::Timestamp;
 
 use super::{code, sb, wire_topic, Reply};
+use crate::authz::{authorized_operations, ResourceType, OPERATIONS_OMITTED};
 use crate::broker::Shared;
 use crate::config::FsyncPolicy;
 use crate::group::classic::{
     Answer, ClassicGroup, GroupState, JoinOutcome, JoinRequest, SyncOutcome, SyncRequest,
 };
 use crate::group::records::{OffsetValue, OffsetsRecord};
-use crate::group::{Group, OFFSETS_TOPIC};
+use crate::group::{Committer, Group, OffsetToCommit, OFFSETS_TOPIC};
 use crate::state::PartitionState;
 
 /// Longest a JoinGroup or SyncGroup waits on the coordinator, whatever the client asked.
@@ -379,111 +380,56 @@ fn flush_then(
     }))
 }
 
-/// OffsetCommit v2–9.
-pub fn offset_commit(shared: &Arc<Shared>, req: OffsetCommitRequest) -> Reply {
-    let group = gid(&req.group_id);
-    let now_ms = Timestamp::now().0;
-    let max_meta = shared.groups.settings.offset_metadata_max_bytes;
-    let check = if group.is_empty() {
-        Err(ResponseError::InvalidGroupId)
-    } else {
-        Ok(())
-    };
-    let (results, partition) = shared.groups.with_groups(|groups| {
-        let group_error = check.err().or_else(|| {
-            let g = groups
-                .entry(group.clone())
-                .or_insert_with(|| Group::new(&group, now_ms));
-            if g.classic.state() == GroupState::Dead {
-                g.classic = ClassicGroup::new(&group, now_ms);
+/// OffsetCommit v2–9. Partitions of unknown topics are answered here, before the group is
+/// looked at, as Kafka's `KafkaApis` does; the rest goes to
+/// [`GroupCoordinator::commit_offsets`](crate::group::GroupCoordinator::commit_offsets),
+/// which documents the check order.
+pub fn offset_commit(shared: &Arc<Shared>, req: OffsetCommitRequest, version: i16) -> Reply {
+    let mut known = Vec::new();
+    let mut results: Vec<Vec<(i32, Option<ResponseError>)>> = Vec::new();
+    for t in &req.topics {
+        let topic = shared.cluster.topic(&t.name);
+        let mut parts = Vec::new();
+        for p in &t.partitions {
+            if topic
+                .as_ref()
+                .is_none_or(|tp| tp.partition(p.partition_index).is_none())
+            {
+                parts.push((
+                    p.partition_index,
+                    Some(ResponseError::UnknownTopicOrPartition),
+                ));
+                continue;
             }
-            match &g.consumer {
-                // KIP-848 members commit with their member epoch.
-                Some(c) if !c.is_empty() => {
-                    if req.generation_id_or_member_epoch < 0 && req.member_id.is_empty() {
-                        Some(ResponseError::UnknownMemberId)
-                    } else {
-                        c.check_commit(&req.member_id, req.generation_id_or_member_epoch)
-                            .err()
-                    }
-                }
-                _ => g
-                    .classic
-                    .check_commit(
-                        &req.member_id,
-                        req.group_instance_id.as_deref(),
-                        req.generation_id_or_member_epoch,
-                        Instant::now(),
-                    )
-                    .err(),
-            }
-        });
-        let mut writes = Vec::new();
-        let results: Vec<Vec<(i32, Option<ResponseError>)>> = req
-            .topics
-            .iter()
-            .map(|t| {
-                let topic = shared.cluster.topic(&t.name);
-                t.partitions
-                    .iter()
-                    .map(|p| {
-                        let e = if let Some(e) = group_error {
-                            Some(e)
-                        } else if topic
-                            .as_ref()
-                            .is_none_or(|tp| tp.partition(p.partition_index).is_none())
-                        {
-                            Some(ResponseError::UnknownTopicOrPartition)
-                        } else if p
-                            .committed_metadata
-                            .as_ref()
-                            .is_some_and(|m| m.len() > max_meta)
-                        {
-                            Some(ResponseError::OffsetMetadataTooLarge)
-                        } else {
-                            let v = OffsetValue {
-                                offset: p.committed_offset,
-                                leader_epoch: p.committed_leader_epoch,
-                                metadata: p
-                                    .committed_metadata
-                                    .as_ref()
-                                    .map(|m| m.to_string())
-                                    .unwrap_or_default(),
-                                commit_timestamp: now_ms,
-                            };
-                            writes.push(((t.name.to_string(), p.partition_index), v));
-                            None
-                        };
-                        (p.partition_index, e)
-                    })
-                    .collect()
-            })
-            .collect();
-        if writes.is_empty() {
-            return (results, Ok(None));
+            parts.push((p.partition_index, None));
+            known.push(OffsetToCommit {
+                topic: t.name.to_string(),
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: p.committed_leader_epoch,
+                metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+            });
         }
-        let records = writes
-            .iter()
-            .map(|((topic, partition), v)| OffsetsRecord::Offset {
-                group: group.clone(),
-                topic: topic.clone(),
-                partition: *partition,
-                value: Some(v.clone()),
-            })
-            .collect();
-        match shared.groups.persist(groups, &group, records) {
-            Ok(p) => {
-                let g = groups.get_mut(&group).expect("created above");
-                g.offsets.extend(writes);
-                (results, Ok(Some(p)))
-            }
-            Err(e) => {
-                tracing::error!(group = %group, error = %e, "offset commit not persisted");
-                (results, Err(()))
-            }
+        results.push(parts);
+    }
+    let outcome = shared.groups.commit_offsets(
+        &gid(&req.group_id),
+        Committer {
+            member_id: &req.member_id,
+            instance_id: req.group_instance_id.as_deref(),
+            generation_or_epoch: req.generation_id_or_member_epoch,
+            api_version: version,
+            transactional: false,
+        },
+        known,
+    );
+    // The coordinator's answers, in order, fill the partitions that reached it.
+    let mut answers = outcome.errors.into_iter();
+    for (_, e) in results.iter_mut().flatten() {
+        if e.is_none() {
+            *e = answers.next().flatten();
         }
-    });
-    let failed = partition.is_err();
+    }
     let build = move |fail: bool| {
         ResponseKind::OffsetCommit(
             OffsetCommitResponse::default().with_topics(
@@ -512,11 +458,9 @@ pub fn offset_commit(shared: &Arc<Shared>, req: OffsetCommitRequest) -> Reply {
             ),
         )
     };
-    let ok = build(failed);
+    let ok = build(false);
     let failed_response = build(true);
-    flush_then(shared, partition.ok().flatten(), ok, move |_| {
-        failed_response
-    })
+    flush_then(shared, outcome.written, ok, move |_| failed_response)
 }
 
 /// OffsetFetch v1–9 (several groups per request from v8).
@@ -632,6 +576,7 @@ pub fn describe_groups(
     req: DescribeGroupsRequest,
     version: i16,
 ) -> ResponseKind {
+    let with_ops = req.include_authorized_operations;
     let groups = req
         .groups
         .into_iter()
@@ -639,8 +584,8 @@ pub fn describe_groups(
             let name = gid(&id);
             let d = DescribedGroup::default()
                 .with_group_id(id)
-                .with_authorized_operations(i32::MIN);
-            shared.groups.with_groups(|groups| match groups.get(&name) {
+                .with_authorized_operations(OPERATIONS_OMITTED);
+            let d = shared.groups.with_groups(|groups| match groups.get(&name) {
                 None => d.with_group_state(sb("Dead")),
                 // DescribeGroups describes classic groups; ConsumerGroupDescribe the others.
                 Some(g) if g.is_consumer_type() => d
@@ -670,7 +615,13 @@ pub fn describe_groups(
                                 .collect(),
                         )
                 }
-            })
+            });
+            // Kafka fills them in for every group described without an error.
+            if d.error_code == 0 {
+                d.with_authorized_operations(authorized_operations(ResourceType::Group, with_ops))
+            } else {
+                d
+            }
         })
         .collect();
     ResponseKind::DescribeGroups(DescribeGroupsResponse::default().with_groups(groups))
@@ -973,7 +924,7 @@ pub fn consumer_group_heartbeat(
         client_host: format!("/{}", peer.ip()),
     };
     let view = ClusterView(&shared.cluster);
-    let settings = &shared.groups.settings.consumer;
+    let settings = &shared.groups.consumer_settings_for(&group);
     let result = shared.groups.with_groups(|groups| {
         let now_ms = Timestamp::now().0;
         let g = groups
@@ -1047,6 +998,7 @@ pub fn consumer_group_describe(
                 .collect(),
         )
     };
+    let with_ops = req.include_authorized_operations;
     let groups = req
         .group_ids
         .into_iter()
@@ -1054,8 +1006,8 @@ pub fn consumer_group_describe(
             let name = gid(&id);
             let d = CDescribed::default()
                 .with_group_id(id)
-                .with_authorized_operations(i32::MIN);
-            shared.groups.with_groups(|groups| match groups.get(&name) {
+                .with_authorized_operations(OPERATIONS_OMITTED);
+            let d = shared.groups.with_groups(|groups| match groups.get(&name) {
                 Some(g) if g.is_consumer_type() => {
                     let c = g.consumer.as_ref().expect("consumer type");
                     d.with_group_state(sb(c.state_name()))
@@ -1094,7 +1046,12 @@ pub fn consumer_group_describe(
                 _ => d
                     .with_error_code(ResponseError::GroupIdNotFound.code())
                     .with_error_message(Some(sb(format!("Group {name} not found.")))),
-            })
+            });
+            if d.error_code == 0 {
+                d.with_authorized_operations(authorized_operations(ResourceType::Group, with_ops))
+            } else {
+                d
+            }
         })
         .collect();
     ResponseKind::ConsumerGroupDescribe(

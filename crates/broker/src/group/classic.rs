@@ -400,13 +400,18 @@ impl ClassicGroup {
         if self.state == GroupState::Dead {
             return Err(ResponseError::CoordinatorNotAvailable);
         }
-        if generation < 0 && member_id.is_empty() && self.members.is_empty() {
+        if generation < 0 && self.members.is_empty() {
             return Ok(()); // a standalone consumer or an admin tool
         }
         // Kafka's order: who you are, then which generation, then the group's state.
-        self.check_member(member_id, instance_id)?;
-        if generation != self.generation {
-            return Err(ResponseError::IllegalGeneration);
+        if generation >= 0 || !member_id.is_empty() || instance_id.is_some() {
+            self.check_member(member_id, instance_id)?;
+            if generation != self.generation {
+                return Err(ResponseError::IllegalGeneration);
+            }
+        } else {
+            // No member id and no generation: only an empty group takes such commits.
+            return Err(ResponseError::UnknownMemberId);
         }
         if self.state == GroupState::CompletingRebalance {
             return Err(ResponseError::RebalanceInProgress);

@@ -224,15 +224,31 @@ impl ConsumerGroup {
         out
     }
 
-    /// Checks a member id and epoch for OffsetCommit (KIP-848 rules).
-    pub fn check_commit(&self, member_id: &str, epoch: i32) -> Result<(), ResponseError> {
+    /// Checks a member id and epoch for OffsetCommit (Kafka's `ConsumerGroup.validateOffsetCommit`):
+    /// a non-member (epoch < 0) may commit only while the group is empty; otherwise the
+    /// member must exist (UNKNOWN_MEMBER_ID), commit with OffsetCommit v9+ unless the commit
+    /// is transactional (UNSUPPORTED_VERSION), and name its current epoch: a newer one is
+    /// FENCED_MEMBER_EPOCH, an older one STALE_MEMBER_EPOCH.
+    pub fn check_commit(
+        &self,
+        member_id: &str,
+        epoch: i32,
+        epoch_capable: bool,
+    ) -> Result<(), ResponseError> {
+        if epoch < 0 && self.members.is_empty() {
+            return Ok(());
+        }
         let Some(m) = self.members.get(member_id) else {
             return Err(ResponseError::UnknownMemberId);
         };
-        if epoch != m.state.member_epoch {
-            return Err(ResponseError::StaleMemberEpoch);
+        if !epoch_capable {
+            return Err(ResponseError::UnsupportedVersion);
         }
-        Ok(())
+        match epoch.cmp(&m.state.member_epoch) {
+            std::cmp::Ordering::Greater => Err(ResponseError::FencedMemberEpoch),
+            std::cmp::Ordering::Less => Err(ResponseError::StaleMemberEpoch),
+            std::cmp::Ordering::Equal => Ok(()),
+        }
     }
 
     fn bump(&mut self) {

@@ -9,6 +9,7 @@
 //! once it holds far more records than live entries (see [`GroupCoordinator::persist`]).
 
 pub mod classic;
+pub mod config;
 pub mod consumer;
 pub mod records;
 
@@ -108,11 +109,57 @@ pub struct CoordinatorSettings {
     pub offset_metadata_max_bytes: usize,
     /// KIP-848 consumer groups.
     pub consumer: ConsumerSettings,
+    /// Defaults and bounds of per-group configs.
+    pub group_configs: config::GroupConfigDefaults,
+}
+
+/// Who commits offsets: the member and generation inputs of OffsetCommit (and of
+/// TxnOffsetCommit, which reuses [`GroupCoordinator::commit_offsets`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Committer<'a> {
+    /// Member id ("" for a non-member: a standalone consumer or an admin tool).
+    pub member_id: &'a str,
+    /// Static membership id.
+    pub instance_id: Option<&'a str>,
+    /// Generation (classic group) or member epoch (consumer group); negative for a non-member.
+    pub generation_or_epoch: i32,
+    /// Version of the OffsetCommit request (v9 brought member epochs and GROUP_ID_NOT_FOUND).
+    pub api_version: i16,
+    /// A TxnOffsetCommit rather than an OffsetCommit.
+    pub transactional: bool,
+}
+
+/// One offset to commit.
+#[derive(Debug, Clone)]
+pub struct OffsetToCommit {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The committed offset.
+    pub offset: i64,
+    /// Leader epoch of the committed offset (-1 if unknown).
+    pub leader_epoch: i32,
+    /// Client metadata, stored as sent.
+    pub metadata: Option<String>,
+}
+
+/// What a commit did, one error per offset in request order.
+pub struct CommitResult {
+    /// Per offset: `None` when stored.
+    pub errors: Vec<Option<kafka_protocol::ResponseError>>,
+    /// The `__consumer_offsets` partition written, to flush before answering under
+    /// `acks=all` durability.
+    pub written: Option<Arc<PartitionState>>,
 }
 
 /// All groups of this broker.
 pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Group>>,
+    /// Per-group config overrides (GROUP resources), whether or not the group exists, as
+    /// in Kafka. Lock order: `groups` first when both are needed; never held across a
+    /// [`GroupCoordinator::persist`], which reads it.
+    configs: Mutex<HashMap<String, BTreeMap<String, String>>>,
     partitions: Vec<Arc<PartitionState>>,
     /// Settings.
     pub settings: CoordinatorSettings,
@@ -120,6 +167,15 @@ pub struct GroupCoordinator {
 
 /// Why a write to `__consumer_offsets` failed.
 pub type PersistError = crate::state::AppendError;
+
+/// Why a group config change was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlterConfigsError {
+    /// The new configs are not valid (Kafka's INVALID_CONFIG), with the reason.
+    Invalid(String),
+    /// `__consumer_offsets` could not be written.
+    Storage,
+}
 
 impl GroupCoordinator {
     /// Opens (creating if needed) `__consumer_offsets` and replays it.
@@ -137,6 +193,7 @@ impl GroupCoordinator {
         };
         let now = Instant::now();
         let mut groups: HashMap<String, Group> = HashMap::new();
+        let mut configs: HashMap<String, BTreeMap<String, String>> = HashMap::new();
         let mut replayed = 0u64;
         for p in &topic.partitions {
             let mut at = p.log.log_start_offset();
@@ -149,9 +206,19 @@ impl GroupCoordinator {
                 for b in batches.iter().filter(|b| b.next_offset() > at) {
                     for r in b.decode_uncompressed().unwrap_or_default() {
                         let Some(key) = &r.key else { continue };
-                        if let Some(rec) = OffsetsRecord::decode(key, r.value.as_deref()) {
-                            replayed += 1;
-                            apply(&mut groups, rec, now);
+                        match OffsetsRecord::decode(key, r.value.as_deref()) {
+                            Some(OffsetsRecord::GroupConfig { group, value }) => {
+                                replayed += 1;
+                                match value {
+                                    Some(v) => configs.insert(group, v),
+                                    None => configs.remove(&group),
+                                };
+                            }
+                            Some(rec) => {
+                                replayed += 1;
+                                apply(&mut groups, rec, now);
+                            }
+                            None => {}
                         }
                     }
                 }
@@ -168,6 +235,7 @@ impl GroupCoordinator {
         );
         Ok(GroupCoordinator {
             groups: Mutex::new(groups),
+            configs: Mutex::new(configs),
             partitions: topic.partitions.clone(),
             settings,
         })
@@ -221,6 +289,14 @@ impl GroupCoordinator {
     ) -> Vec<OffsetsRecord> {
         let now_ms = Timestamp::now().0;
         let mut out = Vec::new();
+        for (id, c) in self.configs.lock().iter() {
+            if Arc::ptr_eq(self.partition_for(id), p) {
+                out.push(OffsetsRecord::GroupConfig {
+                    group: id.clone(),
+                    value: Some(c.clone()),
+                });
+            }
+        }
         for (id, g) in groups {
             if !Arc::ptr_eq(self.partition_for(id), p)
                 || g.classic.state() == classic::GroupState::Dead
@@ -240,11 +316,219 @@ impl GroupCoordinator {
         out
     }
 
+    /// Commits offsets for `group` (OffsetCommit, and TxnOffsetCommit later).
+    ///
+    /// The caller has already answered partitions of unknown topics
+    /// (UNKNOWN_TOPIC_OR_PARTITION) and dropped them, as Kafka's `KafkaApis` does before it
+    /// calls the coordinator. The check order after that is Kafka's
+    /// (`GroupCoordinatorService.commitOffsets`, `OffsetMetadataManager.validateOffsetCommit`,
+    /// then the group type's `validateOffsetCommit`), and the first failing check answers
+    /// every offset:
+    ///
+    /// 1. empty group id: INVALID_GROUP_ID;
+    /// 2. the group does not exist (or was deleted): a non-member (generation < 0) creates it
+    ///    and commits; anyone else gets GROUP_ID_NOT_FOUND from v9, ILLEGAL_GENERATION before
+    ///    (and always for a transactional commit);
+    /// 3. a consumer (KIP-848) group: a non-member commits only while the group is empty;
+    ///    then UNKNOWN_MEMBER_ID, UNSUPPORTED_VERSION (a KIP-848 member below v9, unless
+    ///    transactional), FENCED_MEMBER_EPOCH (epoch ahead of the member's) or
+    ///    STALE_MEMBER_EPOCH (behind; ILLEGAL_GENERATION for a transactional commit);
+    /// 4. a classic group: COORDINATOR_NOT_AVAILABLE if dead; a non-member commits only
+    ///    while the group is empty (else UNKNOWN_MEMBER_ID); then FENCED_INSTANCE_ID /
+    ///    UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS while the group
+    ///    completes a rebalance; a good commit refreshes the member's session;
+    /// 5. per offset: OFFSET_METADATA_TOO_LARGE beyond `offset.metadata.max.bytes`;
+    /// 6. the records are appended to `__consumer_offsets`; if that fails, every offset
+    ///    that passed gets KAFKA_STORAGE_ERROR.
+    pub fn commit_offsets(
+        &self,
+        group: &str,
+        who: Committer<'_>,
+        offsets: Vec<OffsetToCommit>,
+    ) -> CommitResult {
+        use kafka_protocol::ResponseError;
+        let fail_all = |e: ResponseError, n: usize| CommitResult {
+            errors: vec![Some(e); n],
+            written: None,
+        };
+        if offsets.is_empty() {
+            return CommitResult {
+                errors: Vec::new(),
+                written: None,
+            };
+        }
+        if group.is_empty() {
+            return fail_all(ResponseError::InvalidGroupId, offsets.len());
+        }
+        let now_ms = Timestamp::now().0;
+        let mut groups = self.groups.lock();
+        let exists = groups
+            .get(group)
+            .is_some_and(|g| g.classic.state() != classic::GroupState::Dead);
+        if !exists {
+            if who.generation_or_epoch >= 0 {
+                let e = if who.api_version >= 9 && !who.transactional {
+                    ResponseError::GroupIdNotFound
+                } else {
+                    ResponseError::IllegalGeneration
+                };
+                return fail_all(e, offsets.len());
+            }
+            groups.insert(group.to_string(), Group::new(group, now_ms));
+        }
+        let g = groups.get_mut(group).expect("exists or inserted");
+        let checked = match &g.consumer {
+            Some(c) if g.classic.is_empty() => c
+                .check_commit(
+                    who.member_id,
+                    who.generation_or_epoch,
+                    who.transactional || who.api_version >= 9,
+                )
+                .map_err(|e| match e {
+                    ResponseError::StaleMemberEpoch if who.transactional => {
+                        ResponseError::IllegalGeneration
+                    }
+                    e => e,
+                }),
+            _ => g.classic.check_commit(
+                who.member_id,
+                who.instance_id,
+                who.generation_or_epoch,
+                Instant::now(),
+            ),
+        };
+        if let Err(e) = checked {
+            return fail_all(e, offsets.len());
+        }
+        let max_meta = self.settings.offset_metadata_max_bytes;
+        let mut errors = Vec::with_capacity(offsets.len());
+        let mut writes = Vec::new();
+        for o in offsets {
+            if o.metadata.as_ref().is_some_and(|m| m.len() > max_meta) {
+                errors.push(Some(ResponseError::OffsetMetadataTooLarge));
+                continue;
+            }
+            errors.push(None);
+            writes.push((
+                (o.topic, o.partition),
+                OffsetValue {
+                    offset: o.offset,
+                    leader_epoch: o.leader_epoch,
+                    metadata: o.metadata.unwrap_or_default(),
+                    commit_timestamp: now_ms,
+                },
+            ));
+        }
+        if writes.is_empty() {
+            return CommitResult {
+                errors,
+                written: None,
+            };
+        }
+        let records = writes
+            .iter()
+            .map(|((topic, partition), v)| OffsetsRecord::Offset {
+                group: group.to_string(),
+                topic: topic.clone(),
+                partition: *partition,
+                value: Some(v.clone()),
+            })
+            .collect();
+        match self.persist(&groups, group, records) {
+            Ok(p) => {
+                let g = groups.get_mut(group).expect("exists");
+                g.offsets.extend(writes);
+                CommitResult {
+                    errors,
+                    written: Some(p),
+                }
+            }
+            Err(e) => {
+                tracing::error!(group = %group, error = %e, "offset commit not persisted");
+                for e in errors.iter_mut().filter(|e| e.is_none()) {
+                    *e = Some(ResponseError::KafkaStorageError);
+                }
+                CommitResult {
+                    errors,
+                    written: None,
+                }
+            }
+        }
+    }
+
+    /// The KIP-848 settings of `group`: the broker's with the group's config overrides.
+    pub fn consumer_settings_for(&self, group: &str) -> ConsumerSettings {
+        config::consumer_settings(&self.settings.consumer, self.configs.lock().get(group))
+    }
+
+    /// Every group config of `group` with its value and whether the group overrides it
+    /// (DescribeConfigs on a GROUP resource). A group need not exist to have configs.
+    pub fn describe_configs(
+        &self,
+        group: &str,
+    ) -> Vec<(&'static config::GroupConfigKey, String, bool)> {
+        let configs = self.configs.lock();
+        let overrides = configs.get(group);
+        config::GROUP_CONFIG_KEYS
+            .iter()
+            .map(|k| match overrides.and_then(|o| o.get(k.name)) {
+                Some(v) => (k, v.clone(), true),
+                None => (k, self.settings.group_configs.default_value(k.name), false),
+            })
+            .collect()
+    }
+
+    /// Changes `group`'s config overrides with `change`, validates the result as Kafka
+    /// does and, unless `validate_only`, persists and applies it (the group's next
+    /// heartbeat and session check use it). Errors are INVALID_CONFIG messages, or a
+    /// storage failure.
+    pub fn alter_configs(
+        &self,
+        group: &str,
+        validate_only: bool,
+        change: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), String>,
+    ) -> Result<(), AlterConfigsError> {
+        let groups = self.groups.lock();
+        let before = self.configs.lock().get(group).cloned();
+        let mut after = before.clone().unwrap_or_default();
+        change(&mut after).map_err(AlterConfigsError::Invalid)?;
+        self.settings
+            .group_configs
+            .validate(&after)
+            .map_err(AlterConfigsError::Invalid)?;
+        if validate_only {
+            return Ok(());
+        }
+        let value = (!after.is_empty()).then_some(after);
+        // Applied before the append so that a rewrite of the partition, which `persist`
+        // may do, writes the new value; undone if the append fails.
+        self.set_configs(group, value.clone());
+        let record = OffsetsRecord::GroupConfig {
+            group: group.to_string(),
+            value,
+        };
+        if let Err(e) = self.persist(&groups, group, vec![record]) {
+            self.set_configs(group, before);
+            tracing::error!(group, error = %e, "group config change not persisted");
+            return Err(AlterConfigsError::Storage);
+        }
+        Ok(())
+    }
+
+    fn set_configs(&self, group: &str, value: Option<BTreeMap<String, String>>) {
+        let mut configs = self.configs.lock();
+        match value {
+            Some(v) => configs.insert(group.to_string(), v),
+            None => configs.remove(group),
+        };
+    }
+
     /// Session expiry, rebalance deadlines and offsets retention for every group.
     pub fn tick(&self, topics: &dyn TopicView) {
         let now = Instant::now();
         let now_ms = Timestamp::now().0;
         let mut groups = self.groups.lock();
+        let configs = self.configs.lock().clone();
         let ids: Vec<String> = groups.keys().cloned().collect();
         for id in ids {
             let mut writes = Vec::new();
@@ -258,7 +542,9 @@ impl GroupCoordinator {
                 }
                 if let Some(c) = g.consumer.as_mut() {
                     let was_empty = c.is_empty();
-                    if c.tick(topics, &self.settings.consumer, now) {
+                    let settings =
+                        config::consumer_settings(&self.settings.consumer, configs.get(&id));
+                    if c.tick(topics, &settings, now) {
                         if c.is_empty() && !was_empty {
                             g.classic.empty_since_ms = now_ms;
                         }
@@ -345,6 +631,8 @@ fn apply(groups: &mut HashMap<String, Group>, rec: OffsetsRecord, now: Instant) 
                 groups.remove(&group);
             }
         },
+        // Configs are not group state; `GroupCoordinator::open` keeps them apart.
+        OffsetsRecord::GroupConfig { .. } => {}
         OffsetsRecord::ConsumerGroup { group, value } => match value {
             Some(v) => {
                 let g = groups
