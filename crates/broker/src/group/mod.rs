@@ -69,6 +69,38 @@ impl Group {
         self.classic.is_empty() && self.consumer.as_ref().is_none_or(ConsumerGroup::is_empty)
     }
 
+    /// Topics the group's members subscribe to (from KIP-848 subscriptions, or the classic
+    /// consumer protocol's subscription metadata).
+    pub fn subscribed_topics(&self) -> Vec<String> {
+        use kafka_protocol::protocol::Decodable;
+        if let Some(c) = self.consumer.as_ref().filter(|_| self.is_consumer_type()) {
+            return c
+                .describe()
+                .into_iter()
+                .flat_map(|(m, _)| m.subscribed_names)
+                .collect();
+        }
+        if self.classic.protocol_type() != Some("consumer") {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for meta in self.classic.subscriptions() {
+            let mut buf: bytes::Bytes = meta;
+            if buf.len() < 2 {
+                continue;
+            }
+            let version = i16::from_be_bytes([buf[0], buf[1]]);
+            let _ = bytes::Buf::get_i16(&mut buf);
+            if let Ok(s) = kafka_protocol::messages::ConsumerProtocolSubscription::decode(
+                &mut buf,
+                version.clamp(0, 3),
+            ) {
+                out.extend(s.topics.iter().map(|t| t.to_string()));
+            }
+        }
+        out
+    }
+
     /// Whether the group is (now) of the consumer type.
     pub fn is_consumer_type(&self) -> bool {
         self.consumer.is_some() && self.classic.is_empty()
@@ -168,6 +200,76 @@ pub struct GroupCoordinator {
 /// Why a write to `__consumer_offsets` failed.
 pub type PersistError = crate::state::AppendError;
 
+/// Committed offsets of one topic's partitions (`None`: nothing committed).
+pub type PartitionOffsets = Vec<(i32, Option<OffsetValue>)>;
+/// Per partition of one topic, the error (`None`: done).
+pub type PartitionErrors = Vec<(i32, Option<kafka_protocol::ResponseError>)>;
+
+/// A group as DescribeGroups describes it.
+#[derive(Debug, Clone)]
+pub enum ClassicDescription {
+    /// No such group (Kafka answers state Dead).
+    Missing,
+    /// A consumer (KIP-848) group: described by ConsumerGroupDescribe instead.
+    ConsumerType,
+    /// A classic group.
+    Group {
+        /// Kafka's state name.
+        state: &'static str,
+        /// Protocol type.
+        protocol_type: String,
+        /// Chosen protocol.
+        protocol: String,
+        /// (member id, instance id, client id, host, metadata, assignment).
+        members: Vec<(
+            String,
+            Option<String>,
+            String,
+            String,
+            bytes::Bytes,
+            bytes::Bytes,
+        )>,
+    },
+}
+
+/// A group as ConsumerGroupDescribe describes it.
+#[derive(Debug, Clone)]
+pub enum ConsumerDescription {
+    /// No such group, or an empty one.
+    Missing,
+    /// A classic group with members.
+    NotConsumer,
+    /// A consumer group.
+    Group {
+        /// Kafka's state name.
+        state: &'static str,
+        /// Group epoch.
+        group_epoch: i32,
+        /// Target assignment epoch.
+        assignment_epoch: i32,
+        /// Assignor in use.
+        assignor: String,
+        /// Members with their target assignment.
+        members: Vec<(
+            consumer::MemberState,
+            std::collections::BTreeSet<consumer::TopicPart>,
+        )>,
+    },
+}
+
+/// A group as ListGroups lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedGroup {
+    /// Group id.
+    pub id: String,
+    /// `classic` or `consumer` (KIP-848).
+    pub kind: &'static str,
+    /// Kafka's state name for the group's type.
+    pub state: &'static str,
+    /// The members' protocol type ("consumer" for a consumer group).
+    pub protocol_type: String,
+}
+
 /// Why a group config change was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AlterConfigsError {
@@ -247,15 +349,10 @@ impl GroupCoordinator {
         &self.partitions[idx as usize]
     }
 
-    /// Runs `f` with the groups locked. `f` must not block on I/O other than appends.
-    pub fn with_groups<R>(&self, f: impl FnOnce(&mut HashMap<String, Group>) -> R) -> R {
-        f(&mut self.groups.lock())
-    }
-
     /// Appends records for `group` to its `__consumer_offsets` partition, then bounds the
     /// partition if it has grown far past its live entries. Call with the groups locked
     /// (pass the map) so the rewrite sees a consistent state. Returns the partition to flush.
-    pub fn persist(
+    fn persist(
         &self,
         groups: &HashMap<String, Group>,
         group: &str,
@@ -454,6 +551,347 @@ impl GroupCoordinator {
                 }
             }
         }
+    }
+
+    /// Committed offsets of `group` (OffsetFetch): of the wanted topics and partitions
+    /// (`None` for a partition without one), or all the group has (`wanted` = `None`),
+    /// by topic in name order.
+    pub fn fetch_offsets(
+        &self,
+        group: &str,
+        wanted: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Vec<(String, PartitionOffsets)> {
+        let groups = self.groups.lock();
+        let g = groups.get(group);
+        match wanted {
+            Some(topics) => topics
+                .into_iter()
+                .map(|(t, ps)| {
+                    let parts = ps
+                        .into_iter()
+                        .map(|p| (p, g.and_then(|g| g.offsets.get(&(t.clone(), p)).cloned())))
+                        .collect();
+                    (t, parts)
+                })
+                .collect(),
+            None => {
+                let mut by_topic: BTreeMap<String, PartitionOffsets> = BTreeMap::new();
+                if let Some(g) = g {
+                    for ((t, p), v) in &g.offsets {
+                        by_topic
+                            .entry(t.clone())
+                            .or_default()
+                            .push((*p, Some(v.clone())));
+                    }
+                }
+                by_topic.into_iter().collect()
+            }
+        }
+    }
+
+    /// Every committed offset of every group as (group, topic, partition, offset), for
+    /// the metrics endpoint.
+    pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        self.groups
+            .lock()
+            .iter()
+            .flat_map(|(id, g)| {
+                g.offsets
+                    .iter()
+                    .map(move |((t, p), v)| (id.clone(), t.clone(), *p, v.offset))
+            })
+            .collect()
+    }
+
+    /// Every group that is not deleted, as ListGroups lists it, in group id order.
+    pub fn list(&self) -> Vec<ListedGroup> {
+        let groups = self.groups.lock();
+        let mut out: Vec<ListedGroup> = groups
+            .iter()
+            .filter(|(_, g)| g.classic.state() != classic::GroupState::Dead)
+            .map(|(id, g)| match &g.consumer {
+                Some(c) if g.is_consumer_type() => ListedGroup {
+                    id: id.clone(),
+                    kind: "consumer",
+                    state: c.state_name(),
+                    protocol_type: "consumer".into(),
+                },
+                _ => ListedGroup {
+                    id: id.clone(),
+                    kind: "classic",
+                    state: g.classic.state().name(),
+                    protocol_type: g.classic.protocol_type().unwrap_or_default().to_string(),
+                },
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// DeleteGroups for one group: only an empty group goes, and its offsets with it.
+    pub fn delete_group(&self, group: &str) -> Result<(), kafka_protocol::ResponseError> {
+        use kafka_protocol::ResponseError;
+        let mut groups = self.groups.lock();
+        let Some(g) = groups.get_mut(group) else {
+            return Err(ResponseError::GroupIdNotFound);
+        };
+        if g.classic.state() == classic::GroupState::Dead {
+            return Err(ResponseError::GroupIdNotFound);
+        }
+        if !g.is_empty() {
+            return Err(ResponseError::NonEmptyGroup);
+        }
+        let mut records: Vec<OffsetsRecord> = g
+            .offsets
+            .keys()
+            .map(|(t, p)| OffsetsRecord::Offset {
+                group: group.to_string(),
+                topic: t.clone(),
+                partition: *p,
+                value: None,
+            })
+            .collect();
+        records.push(OffsetsRecord::Group {
+            group: group.to_string(),
+            value: None,
+        });
+        g.classic.mark_dead();
+        g.offsets.clear();
+        let r = self.persist(&groups, group, records);
+        groups.remove(group);
+        r.map(|_| ()).map_err(|e| {
+            tracing::error!(group, error = %e, "group deletion not persisted");
+            ResponseError::KafkaStorageError
+        })
+    }
+
+    /// Persists the membership of `id` (call with the groups locked).
+    fn persist_membership(&self, groups: &HashMap<String, Group>, id: &str) {
+        let Some(g) = groups.get(id) else { return };
+        let record = g.membership_record(id, Timestamp::now().0);
+        if let Err(e) = self.persist(groups, id, vec![record]) {
+            tracing::warn!(group = id, error = %e, "could not persist group metadata");
+        }
+    }
+
+    /// JoinGroup: creates the group if needed (a deleted one starts over); refused with
+    /// INCONSISTENT_GROUP_PROTOCOL while the group has KIP-848 members.
+    pub fn join(
+        &self,
+        group: &str,
+        req: classic::JoinRequest,
+    ) -> classic::Answer<classic::JoinOutcome> {
+        use classic::{Answer, GroupState, JoinOutcome};
+        let settings = self.settings.groups;
+        let mut groups = self.groups.lock();
+        let now_ms = Timestamp::now().0;
+        let g = groups
+            .entry(group.to_string())
+            .or_insert_with(|| Group::new(group, now_ms));
+        if g.classic.state() == GroupState::Dead {
+            g.classic = ClassicGroup::new(group, now_ms);
+        }
+        match &g.consumer {
+            Some(c) if !c.is_empty() => {
+                return Answer::Now(JoinOutcome::error_for(
+                    kafka_protocol::ResponseError::InconsistentGroupProtocol,
+                    &req.member_id,
+                ));
+            }
+            Some(_) => g.consumer = None, // an empty consumer group becomes classic again
+            None => {}
+        }
+        let stable_before = g.classic.state() == GroupState::Stable;
+        let a = g.classic.join(req, &settings, Instant::now());
+        // A static member that rejoined a stable group changed its member id: persist it.
+        if stable_before
+            && g.classic.state() == GroupState::Stable
+            && matches!(a, Answer::Now(ref o) if o.error.is_none())
+        {
+            self.persist_membership(&groups, group);
+        }
+        a
+    }
+
+    /// SyncGroup; the group's membership is persisted when it becomes stable.
+    pub fn sync(
+        &self,
+        group: &str,
+        req: classic::SyncRequest<'_>,
+    ) -> classic::Answer<classic::SyncOutcome> {
+        use classic::{Answer, SyncOutcome};
+        let mut groups = self.groups.lock();
+        let Some(g) = groups.get_mut(group) else {
+            return Answer::Now(SyncOutcome::error_for(
+                kafka_protocol::ResponseError::UnknownMemberId,
+            ));
+        };
+        let (a, became_stable) = g.classic.sync(req, Instant::now());
+        if became_stable {
+            self.persist_membership(&groups, group);
+        }
+        a
+    }
+
+    /// Heartbeat of a classic member.
+    pub fn heartbeat(
+        &self,
+        group: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Option<kafka_protocol::ResponseError> {
+        match self.groups.lock().get_mut(group) {
+            None => Some(kafka_protocol::ResponseError::UnknownMemberId),
+            Some(g) => g
+                .classic
+                .heartbeat(member_id, instance_id, generation, Instant::now()),
+        }
+    }
+
+    /// LeaveGroup for some members (by id, or by instance id when the id is empty): the
+    /// error of each, or one for the whole request.
+    pub fn leave(
+        &self,
+        group: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<Option<kafka_protocol::ResponseError>>, kafka_protocol::ResponseError> {
+        let mut groups = self.groups.lock();
+        let Some(g) = groups.get_mut(group) else {
+            return Err(kafka_protocol::ResponseError::UnknownMemberId);
+        };
+        let now = Instant::now();
+        let out: Vec<_> = members
+            .iter()
+            .map(|(m, i)| g.classic.leave(m, i.as_deref(), now))
+            .collect();
+        if g.classic.is_empty() {
+            g.classic.empty_since_ms = Timestamp::now().0;
+        }
+        if out.iter().any(Option::is_none) {
+            self.persist_membership(&groups, group);
+        }
+        Ok(out)
+    }
+
+    /// ConsumerGroupHeartbeat (KIP-848) with the group's own settings; refused with
+    /// GROUP_ID_NOT_FOUND while the group has classic members.
+    pub fn consumer_heartbeat(
+        &self,
+        group: &str,
+        hb: consumer::Heartbeat,
+        topics: &dyn TopicView,
+    ) -> Result<consumer::HeartbeatAnswer, (kafka_protocol::ResponseError, String)> {
+        let settings = self.consumer_settings_for(group);
+        let mut groups = self.groups.lock();
+        let now_ms = Timestamp::now().0;
+        let g = groups
+            .entry(group.to_string())
+            .or_insert_with(|| Group::new(group, now_ms));
+        if !g.classic.is_empty() {
+            return Err((
+                kafka_protocol::ResponseError::GroupIdNotFound,
+                format!("Group {group} is a classic group with members"),
+            ));
+        }
+        let c = g
+            .consumer
+            .get_or_insert_with(|| ConsumerGroup::new(group, &settings.default_assignor));
+        let before = c.version;
+        let was_empty = c.is_empty();
+        let answer = c.heartbeat(hb, topics, &settings, Instant::now())?;
+        let changed = c.version != before;
+        if c.is_empty() && !was_empty {
+            g.classic.empty_since_ms = now_ms;
+        }
+        if changed {
+            self.persist_membership(&groups, group);
+        }
+        Ok(answer)
+    }
+
+    /// DescribeGroups of one group (classic groups only).
+    pub fn describe_classic(&self, group: &str) -> ClassicDescription {
+        match self.groups.lock().get(group) {
+            None => ClassicDescription::Missing,
+            Some(g) if g.is_consumer_type() => ClassicDescription::ConsumerType,
+            Some(g) => ClassicDescription::Group {
+                state: g.classic.state().name(),
+                protocol_type: g.classic.protocol_type().unwrap_or_default().to_string(),
+                protocol: g.classic.protocol().unwrap_or_default().to_string(),
+                members: g.classic.describe_members(),
+            },
+        }
+    }
+
+    /// ConsumerGroupDescribe of one group (consumer groups only).
+    pub fn describe_consumer(&self, group: &str) -> ConsumerDescription {
+        match self.groups.lock().get(group) {
+            Some(g) if g.is_consumer_type() => {
+                let c = g.consumer.as_ref().expect("consumer type");
+                ConsumerDescription::Group {
+                    state: c.state_name(),
+                    group_epoch: c.group_epoch(),
+                    assignment_epoch: c.assignment_epoch(),
+                    assignor: c.assignor().to_string(),
+                    members: c.describe(),
+                }
+            }
+            Some(g) if !g.is_empty() => ConsumerDescription::NotConsumer,
+            _ => ConsumerDescription::Missing,
+        }
+    }
+
+    /// OffsetDelete: removes the committed offsets of `topics` (topic, partitions), except
+    /// of topics an active member subscribes to (GROUP_SUBSCRIBED_TO_TOPIC) or that do not
+    /// exist (UNKNOWN_TOPIC_OR_PARTITION). Per topic, per partition, the error.
+    pub fn delete_offsets(
+        &self,
+        group: &str,
+        topics: &[(String, Vec<i32>)],
+        topic_exists: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<PartitionErrors>, kafka_protocol::ResponseError> {
+        use kafka_protocol::ResponseError;
+        let mut groups = self.groups.lock();
+        let Some(g) = groups.get_mut(group) else {
+            return Err(ResponseError::GroupIdNotFound);
+        };
+        let subscribed = if g.is_empty() {
+            Vec::new()
+        } else {
+            g.subscribed_topics()
+        };
+        let mut records = Vec::new();
+        let out = topics
+            .iter()
+            .map(|(topic, parts)| {
+                parts
+                    .iter()
+                    .map(|&p| {
+                        if subscribed.contains(topic) {
+                            return (p, Some(ResponseError::GroupSubscribedToTopic));
+                        }
+                        if !topic_exists(topic) {
+                            return (p, Some(ResponseError::UnknownTopicOrPartition));
+                        }
+                        if g.offsets.remove(&(topic.clone(), p)).is_some() {
+                            records.push(OffsetsRecord::Offset {
+                                group: group.to_string(),
+                                topic: topic.clone(),
+                                partition: p,
+                                value: None,
+                            });
+                        }
+                        (p, None)
+                    })
+                    .collect()
+            })
+            .collect();
+        if let Err(e) = self.persist(&groups, group, records) {
+            tracing::error!(group, error = %e, "offset deletion not persisted");
+            return Err(ResponseError::KafkaStorageError);
+        }
+        Ok(out)
     }
 
     /// The KIP-848 settings of `group`: the broker's with the group's config overrides.
