@@ -484,3 +484,77 @@ async fn group_administration() {
     );
     b.shutdown().await;
 }
+
+/// DescribeGroups and ConsumerGroupDescribe answer every operation of a group when asked,
+/// as Kafka does without an authorizer: READ 3, DELETE 6, DESCRIBE 8, DESCRIBE_CONFIGS 10,
+/// ALTER_CONFIGS 11 (`AclEntry.supportedOperations(GROUP)`); Kafka's "not requested"
+/// marker (i32::MIN) otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_descriptions_carry_authorized_operations_when_asked() {
+    use kafka_protocol::messages::{ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest};
+    const GROUP_OPERATIONS: i32 = 1 << 3 | 1 << 6 | 1 << 8 | 1 << 10 | 1 << 11;
+    let b = common::start_broker(|cfg| cfg.broker.offsets_topic_num_partitions = 2).await;
+    let addr = b.addr();
+    create_topic(&addr, "gops", 1, &[]).await;
+    let mut conn = KafkaConn::connect(&addr).await;
+    let ResponseKind::ConsumerGroupHeartbeat(j) = conn
+        .send(
+            ApiKey::ConsumerGroupHeartbeat,
+            1,
+            RequestKind::ConsumerGroupHeartbeat(
+                ConsumerGroupHeartbeatRequest::default()
+                    .with_group_id(GroupId(s("g-ops-new")))
+                    .with_member_id(s("m"))
+                    .with_member_epoch(0)
+                    .with_rebalance_timeout_ms(10_000)
+                    .with_subscribed_topic_names(Some(vec![topic_name("gops")])),
+            ),
+        )
+        .await
+    else {
+        panic!()
+    };
+    assert_eq!(j.error_code, 0);
+    for asked in [false, true] {
+        let want = if asked { GROUP_OPERATIONS } else { i32::MIN };
+        let ResponseKind::DescribeGroups(d) = conn
+            .send(
+                ApiKey::DescribeGroups,
+                5,
+                RequestKind::DescribeGroups(
+                    DescribeGroupsRequest::default()
+                        .with_groups(vec![GroupId(s("g-ops-none"))])
+                        .with_include_authorized_operations(asked),
+                ),
+            )
+            .await
+        else {
+            panic!()
+        };
+        assert_eq!(d.groups[0].group_state.as_str(), "Dead");
+        assert_eq!(d.groups[0].authorized_operations, want);
+        let ResponseKind::ConsumerGroupDescribe(c) = conn
+            .send(
+                ApiKey::ConsumerGroupDescribe,
+                0,
+                RequestKind::ConsumerGroupDescribe(
+                    ConsumerGroupDescribeRequest::default()
+                        .with_group_ids(vec![GroupId(s("g-ops-new")), GroupId(s("g-ops-none"))])
+                        .with_include_authorized_operations(asked),
+                ),
+            )
+            .await
+        else {
+            panic!()
+        };
+        assert_eq!(c.groups[0].error_code, 0);
+        assert_eq!(c.groups[0].authorized_operations, want);
+        // A group that is not found carries an error and no operations.
+        assert_eq!(
+            c.groups[1].error_code,
+            ResponseError::GroupIdNotFound.code()
+        );
+        assert_eq!(c.groups[1].authorized_operations, i32::MIN);
+    }
+    b.shutdown().await;
+}

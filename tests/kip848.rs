@@ -425,3 +425,206 @@ async fn bad_heartbeats_get_error_codes() {
     assert_eq!(got, 3, "all 3 partitions of the grown topic");
     b.shutdown().await;
 }
+
+/// One OffsetCommit: per (topic, partition) the error code.
+async fn commit(
+    conn: &mut KafkaConn,
+    version: i16,
+    group: &str,
+    member: &str,
+    epoch: i32,
+    parts: &[(&str, i32)],
+) -> Vec<(String, i32, i16)> {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    let req = kafka_protocol::messages::OffsetCommitRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_member_id(s(member))
+        .with_generation_id_or_member_epoch(epoch)
+        .with_topics(
+            parts
+                .iter()
+                .map(|(t, p)| {
+                    OffsetCommitRequestTopic::default()
+                        .with_name(topic_name(t))
+                        .with_partitions(vec![OffsetCommitRequestPartition::default()
+                            .with_partition_index(*p)
+                            .with_committed_offset(1)])
+                })
+                .collect(),
+        );
+    let ResponseKind::OffsetCommit(r) = conn
+        .send(
+            ApiKey::OffsetCommit,
+            version,
+            RequestKind::OffsetCommit(req),
+        )
+        .await
+    else {
+        panic!()
+    };
+    r.topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.name.to_string(), p.partition_index, p.error_code))
+        })
+        .collect()
+}
+
+/// OffsetCommit to a consumer group, in Kafka's check order (written down at
+/// `GroupCoordinator::commit_offsets`): unknown topics first, per partition and without
+/// looking at the group; then the group, then the member and its epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_commits_to_a_consumer_group_are_checked_in_kafkas_order() {
+    let b = common::start_broker(fast).await;
+    let addr = b.addr();
+    create_topic(&addr, "oc", 2, &[]).await;
+    let mut conn = KafkaConn::connect(&addr).await;
+    let joined = send(
+        &mut conn,
+        ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(s("g-oc")))
+            .with_member_id(s("m1"))
+            .with_member_epoch(0)
+            .with_rebalance_timeout_ms(10_000)
+            .with_subscribed_topic_names(Some(vec![topic_name("oc")])),
+    )
+    .await;
+    assert_eq!(joined.error_code, 0);
+    let epoch = joined.member_epoch;
+    let code = |e: ResponseError| e.code();
+    let unknown_topic = code(ResponseError::UnknownTopicOrPartition);
+
+    // A non-member (epoch -1, no member id), as a standalone consumer with a group.id:
+    // unknown topics and partitions get UNKNOWN_TOPIC_OR_PARTITION, the known partition
+    // UNKNOWN_MEMBER_ID (the group has members).
+    let r = commit(
+        &mut conn,
+        9,
+        "g-oc",
+        "",
+        -1,
+        &[("no-such-topic", 0), ("oc", 7), ("oc", 0)],
+    )
+    .await;
+    assert_eq!(
+        r,
+        vec![
+            ("no-such-topic".into(), 0, unknown_topic),
+            ("oc".into(), 7, unknown_topic),
+            ("oc".into(), 0, code(ResponseError::UnknownMemberId)),
+        ]
+    );
+    // Only unknown topics: the group is not even looked at (nor created).
+    let r = commit(&mut conn, 9, "g-never", "m", 5, &[("no-such-topic", 1)]).await;
+    assert_eq!(r, vec![("no-such-topic".into(), 1, unknown_topic)]);
+    assert_eq!(
+        commit(&mut conn, 9, "g-never", "m", 5, &[("oc", 1)]).await[0].2,
+        code(ResponseError::GroupIdNotFound),
+        "a missing group, from v9"
+    );
+    assert_eq!(
+        commit(&mut conn, 8, "g-never", "m", 5, &[("oc", 1)]).await[0].2,
+        code(ResponseError::IllegalGeneration),
+        "a missing group, before v9"
+    );
+    // The member and its epoch.
+    for (version, member, e, want) in [
+        (9, "m1", epoch + 1, code(ResponseError::FencedMemberEpoch)),
+        (9, "m1", epoch - 1, code(ResponseError::StaleMemberEpoch)),
+        (9, "m2", epoch, code(ResponseError::UnknownMemberId)),
+        (8, "m1", epoch, code(ResponseError::UnsupportedVersion)),
+        (9, "m1", epoch, 0),
+    ] {
+        let r = commit(&mut conn, version, "g-oc", member, e, &[("oc", 0)]).await;
+        assert_eq!(r[0].2, want, "v{version} {member} epoch {e}");
+    }
+
+    // librdkafka as a standalone consumer of that group (group.protocol=consumer, no
+    // subscription) committing for a topic that does not exist.
+    let a = addr.clone();
+    let err = tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = support::client_config(&a)
+            .set("group.id", "g-oc")
+            .set("group.protocol", "consumer")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset("no-such-topic", 0, rdkafka::Offset::Offset(3))
+            .unwrap();
+        rdkafka::consumer::Consumer::commit(&c, &tpl, rdkafka::consumer::CommitMode::Sync)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        err.unwrap_err().rdkafka_error_code(),
+        Some(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition)
+    );
+    b.shutdown().await;
+}
+
+/// A member that re-subscribes with a new regular expression gives up the partitions of
+/// the topics it no longer matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_regex_subscription_drops_the_topics_it_no_longer_matches() {
+    let b = common::start_broker(fast).await;
+    let addr = b.addr();
+    create_topic(&addr, "rx-big", 8, &[]).await;
+    create_topic(&addr, "rx-small", 2, &[]).await;
+    let a = addr.clone();
+    let (first, second) = tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::Consumer;
+        let c: BaseConsumer = support::client_config(&a)
+            .set("group.id", "g-rx")
+            .set("group.protocol", "consumer")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let assigned = |c: &BaseConsumer| -> Vec<(String, i32)> {
+            let mut v: Vec<(String, i32)> = c
+                .assignment()
+                .unwrap()
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect();
+            v.sort();
+            v
+        };
+        let poll_until = |c: &BaseConsumer, n: usize| {
+            let deadline = std::time::Instant::now() + T;
+            while assigned(c).len() != n && std::time::Instant::now() < deadline {
+                let _ = c.poll(Duration::from_millis(50));
+            }
+            assigned(c)
+        };
+        c.subscribe(&["^rx-.*"]).unwrap();
+        let first = poll_until(&c, 10);
+        c.subscribe(&["^rx-sm.*"]).unwrap();
+        let second = poll_until(&c, 2);
+        // Changed again before the previous change settled: only the last one counts.
+        c.subscribe(&["^rx-.*"]).unwrap();
+        let _ = c.poll(Duration::from_millis(50));
+        c.subscribe(&["^rx-bi.*"]).unwrap();
+        let third = poll_until(&c, 8);
+        assert_eq!(
+            third,
+            (0..8)
+                .map(|p| ("rx-big".to_string(), p))
+                .collect::<Vec<_>>()
+        );
+        (first, second)
+    })
+    .await
+    .unwrap();
+    assert_eq!(first.len(), 10, "{first:?}");
+    assert_eq!(
+        second,
+        vec![("rx-small".to_string(), 0), ("rx-small".to_string(), 1)]
+    );
+    b.shutdown().await;
+}

@@ -350,3 +350,103 @@ async fn rapid_joins_and_leaves_never_leave_the_group_stuck() {
     drop(steady);
     broker.shutdown().await.unwrap();
 }
+
+/// librdkafka's admin test (0081, DescribeConsumerGroups) in small: three groups, each with
+/// one static member (`group.instance.id`), close; their groups are deleted "session
+/// timeout + 1 s" later. A static member sends no LeaveGroup when it closes (KIP-345;
+/// librdkafka's `rd_kafka_cgrp_leave_maybe`), so Kafka keeps it until its session times
+/// out: DeleteGroups answers NON_EMPTY_GROUP before that, and deletes the groups after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_static_members_expire_and_their_groups_can_be_deleted() {
+    use rdkafka::admin::AdminOptions;
+    use rdkafka::types::RDKafkaErrorCode;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker_with(dir.path(), |cfg| {
+        fast_groups(cfg);
+        // librdkafka's test uses session.timeout.ms=5000.
+        cfg.broker.group_min_session_timeout_ms = 5_000;
+    })
+    .await;
+    let addr = broker.bootstrap_address();
+    create_topic(&addr, "static-close", 2, &[]).await;
+    produce_numbered(&addr, "static-close", 2, 0..20).await;
+    let groups = ["g-sc-0", "g-sc-1", "g-sc-2"];
+    let instances: Vec<String> = (0..groups.len()).map(|i| format!("instance-{i}")).collect();
+    let members: Vec<Member> = groups
+        .iter()
+        .zip(&instances)
+        .map(|(g, i)| {
+            Member::start(
+                &addr,
+                g,
+                "static-close",
+                &[("group.instance.id", i), ("session.timeout.ms", "5000")],
+            )
+        })
+        .collect();
+    wait_for("each member read all 20", T * 2, || {
+        members.iter().all(|m| m.seen().len() >= 20)
+    })
+    .await;
+    // Each member heartbeats every 300 ms until it closes: its session ends at the earliest
+    // 5 s after this instant, minus one heartbeat interval.
+    let closed = std::time::Instant::now();
+    for m in members {
+        assert_eq!(m.stop().len(), 20);
+    }
+    let admin = support::admin(&addr);
+    let early = admin
+        .delete_groups(&groups, &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(
+        closed.elapsed() < Duration::from_secs(4),
+        "too slow to tell"
+    );
+    for r in &early {
+        assert_eq!(
+            r.as_ref().unwrap_err().1,
+            RDKafkaErrorCode::NonEmptyGroup,
+            "a closed static member stays until its session times out: {early:?}"
+        );
+    }
+    // Polled with a deadline rather than slept: each group empties once its member's
+    // session has timed out.
+    let lister: BaseConsumer = client_config(&addr).create().unwrap();
+    let states = move |l: &BaseConsumer| -> Vec<String> {
+        let list = l.fetch_group_list(None, T).unwrap();
+        groups
+            .iter()
+            .map(|g| {
+                list.groups()
+                    .iter()
+                    .find(|x| x.name() == *g)
+                    .map_or("missing".into(), |x| x.state().to_string())
+            })
+            .collect()
+    };
+    let emptied = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            let s = states(&lister);
+            if s.iter().all(|s| s == "Empty") || std::time::Instant::now() > deadline {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(emptied, vec!["Empty"; 3]);
+    assert!(
+        closed.elapsed() >= Duration::from_millis(4_500),
+        "emptied after {:?}, before the 5 s session timeout",
+        closed.elapsed()
+    );
+    let deleted = admin
+        .delete_groups(&groups, &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(deleted.iter().all(|r| r.is_ok()), "{deleted:?}");
+    broker.shutdown().await.unwrap();
+}

@@ -187,6 +187,18 @@ impl Broker {
                 heartbeat_interval_ms: b.group_consumer_heartbeat_interval_ms,
                 default_assignor: b.group_consumer_assignors[0].clone(),
             },
+            group_configs: crate::group::config::GroupConfigDefaults {
+                consumer_session_timeout_ms: b.group_consumer_session_timeout_ms as i64,
+                consumer_heartbeat_interval_ms: b.group_consumer_heartbeat_interval_ms,
+                consumer_session_timeout_bounds: (
+                    b.group_consumer_min_session_timeout_ms,
+                    b.group_consumer_max_session_timeout_ms,
+                ),
+                consumer_heartbeat_interval_bounds: (
+                    b.group_consumer_min_heartbeat_interval_ms,
+                    b.group_consumer_max_heartbeat_interval_ms,
+                ),
+            },
         };
         let recovered_partitions = cluster.partition_count();
         let offsets_partitions = b.offsets_topic_num_partitions;

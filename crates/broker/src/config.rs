@@ -153,6 +153,16 @@ pub struct BrokerConfig {
     pub group_consumer_heartbeat_interval_ms: i32,
     /// `group.consumer.assignors`: server-side assignors offered; the first is the default.
     pub group_consumer_assignors: Vec<String>,
+    /// `group.consumer.min.session.timeout.ms`: lowest per-group `consumer.session.timeout.ms`.
+    pub group_consumer_min_session_timeout_ms: i32,
+    /// `group.consumer.max.session.timeout.ms`: highest per-group `consumer.session.timeout.ms`.
+    pub group_consumer_max_session_timeout_ms: i32,
+    /// `group.consumer.min.heartbeat.interval.ms`: lowest per-group
+    /// `consumer.heartbeat.interval.ms`.
+    pub group_consumer_min_heartbeat_interval_ms: i32,
+    /// `group.consumer.max.heartbeat.interval.ms`: highest per-group
+    /// `consumer.heartbeat.interval.ms`.
+    pub group_consumer_max_heartbeat_interval_ms: i32,
 }
 
 impl Default for BrokerConfig {
@@ -176,6 +186,10 @@ impl Default for BrokerConfig {
             group_consumer_session_timeout_ms: 45_000,
             group_consumer_heartbeat_interval_ms: 5_000,
             group_consumer_assignors: vec!["uniform".into(), "range".into()],
+            group_consumer_min_session_timeout_ms: 45_000,
+            group_consumer_max_session_timeout_ms: 60_000,
+            group_consumer_min_heartbeat_interval_ms: 5_000,
+            group_consumer_max_heartbeat_interval_ms: 15_000,
         }
     }
 }
@@ -334,6 +348,23 @@ impl Config {
             return invalid(
                 "broker.group_consumer_heartbeat_interval_ms",
                 "heartbeat interval and session timeout must be positive".into(),
+            );
+        }
+        if b.group_consumer_min_session_timeout_ms <= 0
+            || b.group_consumer_min_session_timeout_ms > b.group_consumer_max_session_timeout_ms
+        {
+            return invalid(
+                "broker.group_consumer_min_session_timeout_ms",
+                "must be positive and at most group_consumer_max_session_timeout_ms".into(),
+            );
+        }
+        if b.group_consumer_min_heartbeat_interval_ms <= 0
+            || b.group_consumer_min_heartbeat_interval_ms
+                > b.group_consumer_max_heartbeat_interval_ms
+        {
+            return invalid(
+                "broker.group_consumer_min_heartbeat_interval_ms",
+                "must be positive and at most group_consumer_max_heartbeat_interval_ms".into(),
             );
         }
         if b.offsets_retention_minutes <= 0 {

@@ -9,6 +9,7 @@
 mod accept;
 mod admin;
 pub mod api;
+mod authz;
 mod broker;
 pub mod config;
 pub mod group;

@@ -358,16 +358,7 @@ fn render_topics(shared: &Shared, out: &mut String) {
 
 fn render_groups(shared: &Shared, out: &mut String) {
     // Copy the committed offsets out under the lock, look up log ends after it.
-    let committed: Vec<(String, String, i32, i64)> = shared.groups.with_groups(|groups| {
-        groups
-            .iter()
-            .flat_map(|(id, g)| {
-                g.offsets
-                    .iter()
-                    .map(move |((t, p), v)| (id.clone(), t.clone(), *p, v.offset))
-            })
-            .collect()
-    });
+    let committed = shared.groups.committed_offsets();
     header(
         out,
         "rafka_group_committed_offset",

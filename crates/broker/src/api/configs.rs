@@ -1,5 +1,6 @@
 //! DescribeConfigs v1–4, AlterConfigs v0–2, IncrementalAlterConfigs v0–1 for topic configs
-//! (Kafka's names) and the broker's read-only view of its own settings.
+//! (Kafka's names), per-group configs (resource type GROUP, Kafka 4's `GroupConfig`, kept by
+//! the group coordinator) and the broker's read-only view of its own settings.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,11 +21,22 @@ use rafka_hooks::{AdminOp, RequestContext, Verdict};
 use super::admin::{SOURCE_DEFAULT, SOURCE_TOPIC};
 use super::sb;
 use crate::broker::Shared;
+use crate::group::AlterConfigsError;
 use crate::topic_config::{self, TOPIC_CONFIG_KEYS};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+const RESOURCE_GROUP: i8 = 32;
 const SOURCE_STATIC_BROKER: i8 = 4;
+/// Kafka's `ConfigSource.GROUP_CONFIG`: a value the group overrides.
+const SOURCE_GROUP: i8 = 8;
+
+fn empty_group_name() -> (ResponseError, String) {
+    (
+        ResponseError::InvalidRequest,
+        "Group name must not be empty".into(),
+    )
+}
 
 fn broker_entries(shared: &Shared) -> Vec<(String, String, i8)> {
     let b = &shared.config.broker;
@@ -144,6 +156,27 @@ pub fn describe(shared: &Arc<Shared>, req: DescribeConfigsRequest, version: i16)
                         .collect();
                     r.with_configs(configs)
                 }
+                RESOURCE_GROUP => {
+                    if res.resource_name.is_empty() {
+                        let (e, m) = empty_group_name();
+                        return r.with_error_code(e.code()).with_error_message(Some(sb(m)));
+                    }
+                    let configs = shared
+                        .groups
+                        .describe_configs(&res.resource_name)
+                        .into_iter()
+                        .filter(|(k, _, _)| wanted(k.name))
+                        .map(|(k, v, overridden)| {
+                            let source = if overridden {
+                                SOURCE_GROUP
+                            } else {
+                                SOURCE_DEFAULT
+                            };
+                            entry(k.name, v, source, false, k.config_type, k.doc)
+                        })
+                        .collect();
+                    r.with_configs(configs)
+                }
                 other => r
                     .with_error_code(ResponseError::InvalidRequest.code())
                     .with_error_message(Some(sb(format!("Unsupported resource type {other}")))),
@@ -164,6 +197,20 @@ fn apply(
 ) -> Option<(ResponseError, String)> {
     match resource_type {
         RESOURCE_TOPIC => {}
+        RESOURCE_GROUP if resource_name.is_empty() => return Some(empty_group_name()),
+        RESOURCE_GROUP => {
+            return match shared
+                .groups
+                .alter_configs(resource_name, validate_only, change)
+            {
+                Ok(()) => None,
+                Err(AlterConfigsError::Invalid(m)) => Some((ResponseError::InvalidConfig, m)),
+                Err(AlterConfigsError::Storage) => Some((
+                    ResponseError::KafkaStorageError,
+                    "The group config could not be written".into(),
+                )),
+            };
+        }
         RESOURCE_BROKER => {
             return Some((
                 ResponseError::InvalidRequest,

@@ -1,13 +1,13 @@
 //! Consumer group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
 //! OffsetCommit, OffsetFetch, DescribeGroups, ListGroups, DeleteGroups, OffsetDelete.
-//! The state lives in `crate::group`; this file maps the wire to it and back.
+//! The state and every decision live in `crate::group` (`GroupCoordinator`'s domain
+//! methods); this file only translates the wire to them and back.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -26,28 +26,26 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::{
     BrokerId, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
-    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, ConsumerProtocolSubscription,
-    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
-    FindCoordinatorRequest, FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse,
-    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DeleteGroupsRequest,
+    DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
+    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
     ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
     OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, ResponseKind, SyncGroupRequest,
     SyncGroupResponse,
 };
-use kafka_protocol::protocol::Decodable;
 use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 
-use rafka_core::Timestamp;
-
 use super::{code, sb, wire_topic, Reply};
+use crate::authz::{authorized_operations, ResourceType, OPERATIONS_OMITTED};
 use crate::broker::Shared;
 use crate::config::FsyncPolicy;
-use crate::group::classic::{
-    Answer, ClassicGroup, GroupState, JoinOutcome, JoinRequest, SyncOutcome, SyncRequest,
+use crate::group::classic::{Answer, JoinOutcome, JoinRequest, SyncOutcome, SyncRequest};
+use crate::group::records::OffsetValue;
+use crate::group::{
+    ClassicDescription, Committer, ConsumerDescription, OffsetToCommit, OFFSETS_TOPIC,
 };
-use crate::group::records::{OffsetValue, OffsetsRecord};
-use crate::group::{Group, OFFSETS_TOPIC};
 use crate::state::PartitionState;
 
 /// Longest a JoinGroup or SyncGroup waits on the coordinator, whatever the client asked.
@@ -154,14 +152,6 @@ fn later<T: Send + 'static>(
     }))
 }
 
-fn persist_group(shared: &Shared, groups: &std::collections::HashMap<String, Group>, id: &str) {
-    let Some(g) = groups.get(id) else { return };
-    let record = g.membership_record(id, Timestamp::now().0);
-    if let Err(e) = shared.groups.persist(groups, id, vec![record]) {
-        tracing::warn!(group = id, error = %e, "could not persist group metadata");
-    }
-}
-
 /// JoinGroup v0–9.
 pub fn join_group(
     shared: &Arc<Shared>,
@@ -198,36 +188,7 @@ pub fn join_group(
             .collect(),
         version,
     };
-    let settings = shared.groups.settings.groups;
-    let answer = shared.groups.with_groups(|groups| {
-        let now_ms = Timestamp::now().0;
-        let g = groups
-            .entry(group.clone())
-            .or_insert_with(|| Group::new(&group, now_ms));
-        if g.classic.state() == GroupState::Dead {
-            g.classic = ClassicGroup::new(&group, now_ms);
-        }
-        match &g.consumer {
-            Some(c) if !c.is_empty() => {
-                return Answer::Now(JoinOutcome::error_for(
-                    ResponseError::InconsistentGroupProtocol,
-                    &jr.member_id,
-                ));
-            }
-            Some(_) => g.consumer = None, // an empty consumer group becomes classic again
-            None => {}
-        }
-        let stable_before = g.classic.state() == GroupState::Stable;
-        let a = g.classic.join(jr, &settings, Instant::now());
-        // A static member that rejoined a stable group changed its member id: persist it.
-        if stable_before
-            && g.classic.state() == GroupState::Stable
-            && matches!(a, Answer::Now(ref o) if o.error.is_none())
-        {
-            persist_group(shared, groups, &group);
-        }
-        a
-    });
+    let answer = shared.groups.join(&group, jr);
     match answer {
         Answer::Now(o) => Reply::Now(join_response(o, version)),
         Answer::Wait(rx) => later(
@@ -248,30 +209,21 @@ pub fn sync_group(shared: &Arc<Shared>, req: SyncGroupRequest, version: i16) -> 
             version,
         ));
     }
-    let answer = shared.groups.with_groups(|groups| {
-        let Some(g) = groups.get_mut(&group) else {
-            return Answer::Now(SyncOutcome::error_for(ResponseError::UnknownMemberId));
-        };
-        let (a, became_stable) = g.classic.sync(
-            SyncRequest {
-                member_id: &req.member_id,
-                instance_id: req.group_instance_id.as_deref(),
-                generation: req.generation_id,
-                protocol_type: req.protocol_type.as_deref(),
-                protocol: req.protocol_name.as_deref(),
-                assignments: req
-                    .assignments
-                    .iter()
-                    .map(|a| (a.member_id.to_string(), a.assignment.clone()))
-                    .collect(),
-            },
-            Instant::now(),
-        );
-        if became_stable {
-            persist_group(shared, groups, &group);
-        }
-        a
-    });
+    let answer = shared.groups.sync(
+        &group,
+        SyncRequest {
+            member_id: &req.member_id,
+            instance_id: req.group_instance_id.as_deref(),
+            generation: req.generation_id,
+            protocol_type: req.protocol_type.as_deref(),
+            protocol: req.protocol_name.as_deref(),
+            assignments: req
+                .assignments
+                .iter()
+                .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+                .collect(),
+        },
+    );
     match answer {
         Answer::Now(o) => Reply::Now(sync_response(o, version)),
         Answer::Wait(rx) => later(
@@ -289,17 +241,12 @@ pub fn heartbeat(shared: &Arc<Shared>, req: HeartbeatRequest) -> ResponseKind {
     let error = if group.is_empty() {
         Some(ResponseError::InvalidGroupId)
     } else {
-        shared
-            .groups
-            .with_groups(|groups| match groups.get_mut(&group) {
-                None => Some(ResponseError::UnknownMemberId),
-                Some(g) => g.classic.heartbeat(
-                    &req.member_id,
-                    req.group_instance_id.as_deref(),
-                    req.generation_id,
-                    Instant::now(),
-                ),
-            })
+        shared.groups.heartbeat(
+            &group,
+            &req.member_id,
+            req.group_instance_id.as_deref(),
+            req.generation_id,
+        )
     };
     ResponseKind::Heartbeat(HeartbeatResponse::default().with_error_code(code(error)))
 }
@@ -323,23 +270,7 @@ pub fn leave_group(shared: &Arc<Shared>, req: LeaveGroupRequest, version: i16) -
     let results: Result<Vec<Option<ResponseError>>, ResponseError> = if group.is_empty() {
         Err(ResponseError::InvalidGroupId)
     } else {
-        shared.groups.with_groups(|groups| {
-            let Some(g) = groups.get_mut(&group) else {
-                return Err(ResponseError::UnknownMemberId);
-            };
-            let now = Instant::now();
-            let out: Vec<_> = leaving
-                .iter()
-                .map(|(m, i)| g.classic.leave(m, i.as_deref(), now))
-                .collect();
-            if g.classic.is_empty() {
-                g.classic.empty_since_ms = Timestamp::now().0;
-            }
-            if out.iter().any(Option::is_none) {
-                persist_group(shared, groups, &group);
-            }
-            Ok(out)
-        })
+        shared.groups.leave(&group, &leaving)
     };
     let mut r = LeaveGroupResponse::default();
     match results {
@@ -379,111 +310,56 @@ fn flush_then(
     }))
 }
 
-/// OffsetCommit v2–9.
-pub fn offset_commit(shared: &Arc<Shared>, req: OffsetCommitRequest) -> Reply {
-    let group = gid(&req.group_id);
-    let now_ms = Timestamp::now().0;
-    let max_meta = shared.groups.settings.offset_metadata_max_bytes;
-    let check = if group.is_empty() {
-        Err(ResponseError::InvalidGroupId)
-    } else {
-        Ok(())
-    };
-    let (results, partition) = shared.groups.with_groups(|groups| {
-        let group_error = check.err().or_else(|| {
-            let g = groups
-                .entry(group.clone())
-                .or_insert_with(|| Group::new(&group, now_ms));
-            if g.classic.state() == GroupState::Dead {
-                g.classic = ClassicGroup::new(&group, now_ms);
+/// OffsetCommit v2–9. Partitions of unknown topics are answered here, before the group is
+/// looked at, as Kafka's `KafkaApis` does; the rest goes to
+/// [`GroupCoordinator::commit_offsets`](crate::group::GroupCoordinator::commit_offsets),
+/// which documents the check order.
+pub fn offset_commit(shared: &Arc<Shared>, req: OffsetCommitRequest, version: i16) -> Reply {
+    let mut known = Vec::new();
+    let mut results: Vec<Vec<(i32, Option<ResponseError>)>> = Vec::new();
+    for t in &req.topics {
+        let topic = shared.cluster.topic(&t.name);
+        let mut parts = Vec::new();
+        for p in &t.partitions {
+            if topic
+                .as_ref()
+                .is_none_or(|tp| tp.partition(p.partition_index).is_none())
+            {
+                parts.push((
+                    p.partition_index,
+                    Some(ResponseError::UnknownTopicOrPartition),
+                ));
+                continue;
             }
-            match &g.consumer {
-                // KIP-848 members commit with their member epoch.
-                Some(c) if !c.is_empty() => {
-                    if req.generation_id_or_member_epoch < 0 && req.member_id.is_empty() {
-                        Some(ResponseError::UnknownMemberId)
-                    } else {
-                        c.check_commit(&req.member_id, req.generation_id_or_member_epoch)
-                            .err()
-                    }
-                }
-                _ => g
-                    .classic
-                    .check_commit(
-                        &req.member_id,
-                        req.group_instance_id.as_deref(),
-                        req.generation_id_or_member_epoch,
-                        Instant::now(),
-                    )
-                    .err(),
-            }
-        });
-        let mut writes = Vec::new();
-        let results: Vec<Vec<(i32, Option<ResponseError>)>> = req
-            .topics
-            .iter()
-            .map(|t| {
-                let topic = shared.cluster.topic(&t.name);
-                t.partitions
-                    .iter()
-                    .map(|p| {
-                        let e = if let Some(e) = group_error {
-                            Some(e)
-                        } else if topic
-                            .as_ref()
-                            .is_none_or(|tp| tp.partition(p.partition_index).is_none())
-                        {
-                            Some(ResponseError::UnknownTopicOrPartition)
-                        } else if p
-                            .committed_metadata
-                            .as_ref()
-                            .is_some_and(|m| m.len() > max_meta)
-                        {
-                            Some(ResponseError::OffsetMetadataTooLarge)
-                        } else {
-                            let v = OffsetValue {
-                                offset: p.committed_offset,
-                                leader_epoch: p.committed_leader_epoch,
-                                metadata: p
-                                    .committed_metadata
-                                    .as_ref()
-                                    .map(|m| m.to_string())
-                                    .unwrap_or_default(),
-                                commit_timestamp: now_ms,
-                            };
-                            writes.push(((t.name.to_string(), p.partition_index), v));
-                            None
-                        };
-                        (p.partition_index, e)
-                    })
-                    .collect()
-            })
-            .collect();
-        if writes.is_empty() {
-            return (results, Ok(None));
+            parts.push((p.partition_index, None));
+            known.push(OffsetToCommit {
+                topic: t.name.to_string(),
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: p.committed_leader_epoch,
+                metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+            });
         }
-        let records = writes
-            .iter()
-            .map(|((topic, partition), v)| OffsetsRecord::Offset {
-                group: group.clone(),
-                topic: topic.clone(),
-                partition: *partition,
-                value: Some(v.clone()),
-            })
-            .collect();
-        match shared.groups.persist(groups, &group, records) {
-            Ok(p) => {
-                let g = groups.get_mut(&group).expect("created above");
-                g.offsets.extend(writes);
-                (results, Ok(Some(p)))
-            }
-            Err(e) => {
-                tracing::error!(group = %group, error = %e, "offset commit not persisted");
-                (results, Err(()))
-            }
+        results.push(parts);
+    }
+    let outcome = shared.groups.commit_offsets(
+        &gid(&req.group_id),
+        Committer {
+            member_id: &req.member_id,
+            instance_id: req.group_instance_id.as_deref(),
+            generation_or_epoch: req.generation_id_or_member_epoch,
+            api_version: version,
+            transactional: false,
+        },
+        known,
+    );
+    // The coordinator's answers, in order, fill the partitions that reached it.
+    let mut answers = outcome.errors.into_iter();
+    for (_, e) in results.iter_mut().flatten() {
+        if e.is_none() {
+            *e = answers.next().flatten();
         }
-    });
-    let failed = partition.is_err();
+    }
     let build = move |fail: bool| {
         ResponseKind::OffsetCommit(
             OffsetCommitResponse::default().with_topics(
@@ -512,47 +388,17 @@ pub fn offset_commit(shared: &Arc<Shared>, req: OffsetCommitRequest) -> Reply {
             ),
         )
     };
-    let ok = build(failed);
+    let ok = build(false);
     let failed_response = build(true);
-    flush_then(shared, partition.ok().flatten(), ok, move |_| {
-        failed_response
-    })
+    flush_then(shared, outcome.written, ok, move |_| failed_response)
 }
 
 /// OffsetFetch v1–9 (several groups per request from v8).
 pub fn offset_fetch(shared: &Arc<Shared>, req: OffsetFetchRequest, version: i16) -> ResponseKind {
     type Wanted = Option<Vec<(String, Vec<i32>)>>;
     type Found = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
-    let lookup = |group: &str, wanted: Wanted| -> Found {
-        shared.groups.with_groups(|groups| {
-            let g = groups.get(group);
-            match wanted {
-                Some(topics) => topics
-                    .into_iter()
-                    .map(|(t, ps)| {
-                        let parts = ps
-                            .into_iter()
-                            .map(|p| (p, g.and_then(|g| g.offsets.get(&(t.clone(), p)).cloned())))
-                            .collect();
-                        (t, parts)
-                    })
-                    .collect(),
-                None => {
-                    let mut by_topic: BTreeMap<String, Vec<(i32, Option<OffsetValue>)>> =
-                        BTreeMap::new();
-                    if let Some(g) = g {
-                        for ((t, p), v) in &g.offsets {
-                            by_topic
-                                .entry(t.clone())
-                                .or_default()
-                                .push((*p, Some(v.clone())));
-                        }
-                    }
-                    by_topic.into_iter().collect()
-                }
-            }
-        })
-    };
+    let lookup =
+        |group: &str, wanted: Wanted| -> Found { shared.groups.fetch_offsets(group, wanted) };
     if version < 8 {
         let wanted = req.topics.map(|ts| {
             ts.into_iter()
@@ -632,6 +478,7 @@ pub fn describe_groups(
     req: DescribeGroupsRequest,
     version: i16,
 ) -> ResponseKind {
+    let with_ops = req.include_authorized_operations;
     let groups = req
         .groups
         .into_iter()
@@ -639,38 +486,47 @@ pub fn describe_groups(
             let name = gid(&id);
             let d = DescribedGroup::default()
                 .with_group_id(id)
-                .with_authorized_operations(i32::MIN);
-            shared.groups.with_groups(|groups| match groups.get(&name) {
-                None => d.with_group_state(sb("Dead")),
+                .with_authorized_operations(OPERATIONS_OMITTED);
+            let d = match shared.groups.describe_classic(&name) {
+                ClassicDescription::Missing => d.with_group_state(sb("Dead")),
                 // DescribeGroups describes classic groups; ConsumerGroupDescribe the others.
-                Some(g) if g.is_consumer_type() => d
+                ClassicDescription::ConsumerType => d
                     .with_group_state(sb("Dead"))
                     .with_error_code(ResponseError::GroupIdNotFound.code()),
-                Some(g) => {
-                    let c = &g.classic;
-                    d.with_group_state(sb(c.state().name()))
-                        .with_protocol_type(sb(c.protocol_type().unwrap_or_default()))
-                        .with_protocol_data(sb(c.protocol().unwrap_or_default()))
-                        .with_members(
-                            c.describe_members()
-                                .into_iter()
-                                .map(|(id, instance, client_id, host, metadata, assignment)| {
-                                    DescribedGroupMember::default()
-                                        .with_member_id(sb(id))
-                                        .with_group_instance_id(if version >= 4 {
-                                            instance.map(sb)
-                                        } else {
-                                            None
-                                        })
-                                        .with_client_id(sb(client_id))
-                                        .with_client_host(sb(host))
-                                        .with_member_metadata(metadata)
-                                        .with_member_assignment(assignment)
-                                })
-                                .collect(),
-                        )
-                }
-            })
+                ClassicDescription::Group {
+                    state,
+                    protocol_type,
+                    protocol,
+                    members,
+                } => d
+                    .with_group_state(sb(state))
+                    .with_protocol_type(sb(protocol_type))
+                    .with_protocol_data(sb(protocol))
+                    .with_members(
+                        members
+                            .into_iter()
+                            .map(|(id, instance, client_id, host, metadata, assignment)| {
+                                DescribedGroupMember::default()
+                                    .with_member_id(sb(id))
+                                    .with_group_instance_id(if version >= 4 {
+                                        instance.map(sb)
+                                    } else {
+                                        None
+                                    })
+                                    .with_client_id(sb(client_id))
+                                    .with_client_host(sb(host))
+                                    .with_member_metadata(metadata)
+                                    .with_member_assignment(assignment)
+                            })
+                            .collect(),
+                    ),
+            };
+            // Kafka fills them in for every group described without an error.
+            if d.error_code == 0 {
+                d.with_authorized_operations(authorized_operations(ResourceType::Group, with_ops))
+            } else {
+                d
+            }
         })
         .collect();
     ResponseKind::DescribeGroups(DescribeGroupsResponse::default().with_groups(groups))
@@ -680,38 +536,25 @@ pub fn describe_groups(
 pub fn list_groups(shared: &Arc<Shared>, req: ListGroupsRequest, version: i16) -> ResponseKind {
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
     let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
-    let mut listed: Vec<ListedGroup> = shared.groups.with_groups(|groups| {
-        groups
-            .iter()
-            .filter(|(_, g)| g.classic.state() != GroupState::Dead)
-            .map(|(id, g)| {
-                let (kind, state, protocol_type) = match &g.consumer {
-                    Some(c) if g.is_consumer_type() => ("consumer", c.state_name(), "consumer"),
-                    _ => (
-                        "classic",
-                        g.classic.state().name(),
-                        g.classic.protocol_type().unwrap_or_default(),
-                    ),
-                };
-                (id, kind, state, protocol_type)
-            })
-            .filter(|(_, _, state, _)| states.is_empty() || states.contains(&state.to_lowercase()))
-            .filter(|(_, kind, _, _)| types.is_empty() || types.contains(&kind.to_string()))
-            .map(|(id, kind, state, protocol_type)| {
-                let mut l = ListedGroup::default()
-                    .with_group_id(GroupId(sb(id.clone())))
-                    .with_protocol_type(sb(protocol_type));
-                if version >= 4 {
-                    l.group_state = sb(state);
-                }
-                if version >= 5 {
-                    l.group_type = sb(kind);
-                }
-                l
-            })
-            .collect()
-    });
-    listed.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+    let listed: Vec<ListedGroup> = shared
+        .groups
+        .list()
+        .into_iter()
+        .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
+        .filter(|g| types.is_empty() || types.contains(&g.kind.to_string()))
+        .map(|g| {
+            let mut l = ListedGroup::default()
+                .with_group_id(GroupId(sb(g.id)))
+                .with_protocol_type(sb(g.protocol_type));
+            if version >= 4 {
+                l.group_state = sb(g.state);
+            }
+            if version >= 5 {
+                l.group_type = sb(g.kind);
+            }
+            l
+        })
+        .collect();
     ResponseKind::ListGroups(ListGroupsResponse::default().with_groups(listed))
 }
 
@@ -722,39 +565,7 @@ pub fn delete_groups(shared: &Arc<Shared>, req: DeleteGroupsRequest) -> Response
         .into_iter()
         .map(|id| {
             let name = gid(&id);
-            let error = shared.groups.with_groups(|groups| {
-                let Some(g) = groups.get_mut(&name) else {
-                    return Some(ResponseError::GroupIdNotFound);
-                };
-                if g.classic.state() == GroupState::Dead {
-                    return Some(ResponseError::GroupIdNotFound);
-                }
-                if !g.is_empty() {
-                    return Some(ResponseError::NonEmptyGroup);
-                }
-                let mut records: Vec<OffsetsRecord> = g
-                    .offsets
-                    .keys()
-                    .map(|(t, p)| OffsetsRecord::Offset {
-                        group: name.clone(),
-                        topic: t.clone(),
-                        partition: *p,
-                        value: None,
-                    })
-                    .collect();
-                records.push(OffsetsRecord::Group {
-                    group: name.clone(),
-                    value: None,
-                });
-                g.classic.mark_dead();
-                g.offsets.clear();
-                let r = shared.groups.persist(groups, &name, records);
-                groups.remove(&name);
-                r.err().map(|e| {
-                    tracing::error!(group = %name, error = %e, "group deletion not persisted");
-                    ResponseError::KafkaStorageError
-                })
-            });
+            let error = shared.groups.delete_group(&name).err();
             DeletableGroupResult::default()
                 .with_group_id(id)
                 .with_error_code(code(error))
@@ -763,101 +574,31 @@ pub fn delete_groups(shared: &Arc<Shared>, req: DeleteGroupsRequest) -> Response
     ResponseKind::DeleteGroups(DeleteGroupsResponse::default().with_results(results))
 }
 
-/// Per-partition outcomes of one topic.
-type PartitionErrors = Vec<(i32, Option<ResponseError>)>;
-
-/// Topics the group's consumer members subscribe to (from their subscription metadata).
-fn subscribed_topics(g: &Group) -> Vec<String> {
-    if let Some(c) = g.consumer.as_ref().filter(|_| g.is_consumer_type()) {
-        return c
-            .describe()
-            .into_iter()
-            .flat_map(|(m, _)| m.subscribed_names)
-            .collect();
-    }
-    if g.classic.protocol_type() != Some("consumer") {
-        return Vec::new();
-    }
-    let mut out = Vec::new();
-    for meta in g.classic.subscriptions() {
-        let mut buf: Bytes = meta;
-        if buf.len() < 2 {
-            continue;
-        }
-        let version = i16::from_be_bytes([buf[0], buf[1]]);
-        let _ = bytes::Buf::get_i16(&mut buf);
-        if let Ok(s) = ConsumerProtocolSubscription::decode(&mut buf, version.clamp(0, 3)) {
-            out.extend(s.topics.iter().map(|t| t.to_string()));
-        }
-    }
-    out
-}
-
 /// OffsetDelete v0: refuses topics an active member subscribes to.
 pub fn offset_delete(shared: &Arc<Shared>, req: OffsetDeleteRequest) -> ResponseKind {
-    let name = gid(&req.group_id);
-    let outcome = shared.groups.with_groups(|groups| {
-        let Some(g) = groups.get_mut(&name) else {
-            return Err(ResponseError::GroupIdNotFound);
-        };
-        let subscribed = if g.is_empty() {
-            Vec::new()
-        } else {
-            subscribed_topics(g)
-        };
-        let mut records = Vec::new();
-        let topics: Vec<(kafka_protocol::messages::TopicName, PartitionErrors)> = req
-            .topics
-            .iter()
-            .map(|t| {
-                let topic = t.name.to_string();
-                let parts = t
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        if subscribed.contains(&topic) {
-                            return (
-                                p.partition_index,
-                                Some(ResponseError::GroupSubscribedToTopic),
-                            );
-                        }
-                        if shared.cluster.topic(&topic).is_none() {
-                            return (
-                                p.partition_index,
-                                Some(ResponseError::UnknownTopicOrPartition),
-                            );
-                        }
-                        if g.offsets
-                            .remove(&(topic.clone(), p.partition_index))
-                            .is_some()
-                        {
-                            records.push(OffsetsRecord::Offset {
-                                group: name.clone(),
-                                topic: topic.clone(),
-                                partition: p.partition_index,
-                                value: None,
-                            });
-                        }
-                        (p.partition_index, None)
-                    })
-                    .collect();
-                (t.name.clone(), parts)
-            })
-            .collect();
-        if let Err(e) = shared.groups.persist(groups, &name, records) {
-            tracing::error!(group = %name, error = %e, "offset deletion not persisted");
-            return Err(ResponseError::KafkaStorageError);
-        }
-        Ok(topics)
-    });
-    let r = match outcome {
+    let topics: Vec<(String, Vec<i32>)> = req
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.to_string(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )
+        })
+        .collect();
+    let exists = |t: &str| shared.cluster.topic(t).is_some();
+    let r = match shared
+        .groups
+        .delete_offsets(&gid(&req.group_id), &topics, &exists)
+    {
         Err(e) => OffsetDeleteResponse::default().with_error_code(e.code()),
-        Ok(topics) => OffsetDeleteResponse::default().with_topics(
-            topics
-                .into_iter()
-                .map(|(n, ps)| {
+        Ok(results) => OffsetDeleteResponse::default().with_topics(
+            req.topics
+                .iter()
+                .zip(results)
+                .map(|(t, ps)| {
                     OffsetDeleteResponseTopic::default()
-                        .with_name(n)
+                        .with_name(t.name.clone())
                         .with_partitions(
                             ps.into_iter()
                                 .map(|(i, e)| {
@@ -972,34 +713,9 @@ pub fn consumer_group_heartbeat(
         client_id: client_id.to_string(),
         client_host: format!("/{}", peer.ip()),
     };
-    let view = ClusterView(&shared.cluster);
-    let settings = &shared.groups.settings.consumer;
-    let result = shared.groups.with_groups(|groups| {
-        let now_ms = Timestamp::now().0;
-        let g = groups
-            .entry(group.clone())
-            .or_insert_with(|| Group::new(&group, now_ms));
-        if !g.classic.is_empty() {
-            return Err((
-                ResponseError::GroupIdNotFound,
-                format!("Group {group} is a classic group with members"),
-            ));
-        }
-        let c = g.consumer.get_or_insert_with(|| {
-            crate::group::consumer::ConsumerGroup::new(&group, &settings.default_assignor)
-        });
-        let before = c.version;
-        let was_empty = c.is_empty();
-        let answer = c.heartbeat(hb, &view, settings, Instant::now())?;
-        let changed = c.version != before;
-        if c.is_empty() && !was_empty {
-            g.classic.empty_since_ms = now_ms;
-        }
-        if changed {
-            persist_group(shared, groups, &group);
-        }
-        Ok(answer)
-    });
+    let result = shared
+        .groups
+        .consumer_heartbeat(&group, hb, &ClusterView(&shared.cluster));
     match result {
         Err((e, msg)) => fail(e, msg),
         Ok(a) => {
@@ -1047,6 +763,7 @@ pub fn consumer_group_describe(
                 .collect(),
         )
     };
+    let with_ops = req.include_authorized_operations;
     let groups = req
         .group_ids
         .into_iter()
@@ -1054,47 +771,51 @@ pub fn consumer_group_describe(
             let name = gid(&id);
             let d = CDescribed::default()
                 .with_group_id(id)
-                .with_authorized_operations(i32::MIN);
-            shared.groups.with_groups(|groups| match groups.get(&name) {
-                Some(g) if g.is_consumer_type() => {
-                    let c = g.consumer.as_ref().expect("consumer type");
-                    d.with_group_state(sb(c.state_name()))
-                        .with_group_epoch(c.group_epoch())
-                        .with_assignment_epoch(c.assignment_epoch())
-                        .with_assignor_name(sb(c.assignor()))
-                        .with_members(
-                            c.describe()
-                                .into_iter()
-                                .map(|(m, target)| {
-                                    Member::default()
-                                        .with_member_id(sb(m.id.clone()))
-                                        .with_instance_id(m.instance_id.clone().map(sb))
-                                        .with_rack_id(m.rack_id.clone().map(sb))
-                                        .with_member_epoch(m.member_epoch)
-                                        .with_client_id(sb(m.client_id.clone()))
-                                        .with_client_host(sb(m.client_host.clone()))
-                                        .with_subscribed_topic_names(
-                                            m.subscribed_names
-                                                .iter()
-                                                .map(|n| wire_topic(n))
-                                                .collect(),
-                                        )
-                                        .with_subscribed_topic_regex(
-                                            m.subscribed_regex.clone().map(sb),
-                                        )
-                                        .with_assignment(to_wire(&m.assigned))
-                                        .with_target_assignment(to_wire(&target))
-                                })
-                                .collect(),
-                        )
-                }
-                Some(g) if !g.is_empty() => d
+                .with_authorized_operations(OPERATIONS_OMITTED);
+            let d = match shared.groups.describe_consumer(&name) {
+                ConsumerDescription::Group {
+                    state,
+                    group_epoch,
+                    assignment_epoch,
+                    assignor,
+                    members,
+                } => d
+                    .with_group_state(sb(state))
+                    .with_group_epoch(group_epoch)
+                    .with_assignment_epoch(assignment_epoch)
+                    .with_assignor_name(sb(assignor))
+                    .with_members(
+                        members
+                            .into_iter()
+                            .map(|(m, target)| {
+                                Member::default()
+                                    .with_member_id(sb(m.id.clone()))
+                                    .with_instance_id(m.instance_id.clone().map(sb))
+                                    .with_rack_id(m.rack_id.clone().map(sb))
+                                    .with_member_epoch(m.member_epoch)
+                                    .with_client_id(sb(m.client_id.clone()))
+                                    .with_client_host(sb(m.client_host.clone()))
+                                    .with_subscribed_topic_names(
+                                        m.subscribed_names.iter().map(|n| wire_topic(n)).collect(),
+                                    )
+                                    .with_subscribed_topic_regex(m.subscribed_regex.clone().map(sb))
+                                    .with_assignment(to_wire(&m.assigned))
+                                    .with_target_assignment(to_wire(&target))
+                            })
+                            .collect(),
+                    ),
+                ConsumerDescription::NotConsumer => d
                     .with_error_code(ResponseError::GroupIdNotFound.code())
                     .with_error_message(Some(sb(format!("Group {name} is not a consumer group.")))),
-                _ => d
+                ConsumerDescription::Missing => d
                     .with_error_code(ResponseError::GroupIdNotFound.code())
                     .with_error_message(Some(sb(format!("Group {name} not found.")))),
-            })
+            };
+            if d.error_code == 0 {
+                d.with_authorized_operations(authorized_operations(ResourceType::Group, with_ops))
+            } else {
+                d
+            }
         })
         .collect();
     ResponseKind::ConsumerGroupDescribe(

@@ -22,19 +22,17 @@ use rafka_core::TopicName;
 use rafka_hooks::{AdminOp, RequestContext, Verdict};
 
 use super::{code, sb, wire_topic};
+use crate::authz::{authorized_operations, ResourceType};
 use crate::broker::Shared;
 use crate::state::{Topic, TopicError};
 
-/// Kafka's "authorized operations not requested" marker.
-const OPERATIONS_OMITTED: i32 = i32::MIN;
-
-fn topic_entry(shared: &Shared, t: &Topic) -> MetadataResponseTopic {
+fn topic_entry(shared: &Shared, t: &Topic, with_ops: bool) -> MetadataResponseTopic {
     let node = BrokerId(shared.node_id);
     MetadataResponseTopic::default()
         .with_name(Some(wire_topic(t.name.as_str())))
         .with_topic_id(t.id)
         .with_is_internal(super::groups::is_internal(t.name.as_str()))
-        .with_topic_authorized_operations(OPERATIONS_OMITTED)
+        .with_topic_authorized_operations(authorized_operations(ResourceType::Topic, with_ops))
         .with_partitions(
             t.partitions
                 .iter()
@@ -53,12 +51,22 @@ fn topic_entry(shared: &Shared, t: &Topic) -> MetadataResponseTopic {
         )
 }
 
-fn error_entry(name: Option<&str>, id: Uuid, e: ResponseError) -> MetadataResponseTopic {
+/// A topic entry with an error. Kafka reports the operations of topics asked for by name
+/// even when they do not exist, but not of unknown topic ids.
+fn error_entry(
+    name: Option<&str>,
+    id: Uuid,
+    e: ResponseError,
+    with_ops: bool,
+) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(name.map(wire_topic))
         .with_topic_id(id)
         .with_error_code(e.code())
-        .with_topic_authorized_operations(OPERATIONS_OMITTED)
+        .with_topic_authorized_operations(authorized_operations(
+            ResourceType::Topic,
+            with_ops && name.is_some(),
+        ))
 }
 
 /// Finds or (if allowed) auto-creates a topic for Metadata.
@@ -68,6 +76,7 @@ fn lookup_or_create(
     ctx: &RequestContext,
     name: &str,
     allow_create: bool,
+    with_ops: bool,
 ) -> MetadataResponseTopic {
     let topic_name = match TopicName::new(name) {
         Ok(n) => n,
@@ -76,17 +85,19 @@ fn lookup_or_create(
                 Some(name),
                 Uuid::nil(),
                 ResponseError::InvalidTopicException,
+                with_ops,
             )
         }
     };
     if let Some(t) = shared.cluster.topic(name) {
-        return topic_entry(shared, &t);
+        return topic_entry(shared, &t, with_ops);
     }
     if !(allow_create && shared.config.broker.auto_create_topics_enable) {
         return error_entry(
             Some(name),
             Uuid::nil(),
             ResponseError::UnknownTopicOrPartition,
+            with_ops,
         );
     }
     let partitions = shared.config.broker.num_partitions;
@@ -102,21 +113,32 @@ fn lookup_or_create(
             Some(name),
             Uuid::nil(),
             crate::hooks::response_error(r.code),
+            with_ops,
         );
     }
     match shared
         .cluster
         .create_topic(&topic_name, partitions, BTreeMap::new(), false)
     {
-        Ok(t) => topic_entry(shared, &t),
+        Ok(t) => topic_entry(shared, &t, with_ops),
         // Another request created it meanwhile.
         Err(TopicError::AlreadyExists(_)) => match shared.cluster.topic(name) {
-            Some(t) => topic_entry(shared, &t),
-            None => error_entry(Some(name), Uuid::nil(), ResponseError::LeaderNotAvailable),
+            Some(t) => topic_entry(shared, &t, with_ops),
+            None => error_entry(
+                Some(name),
+                Uuid::nil(),
+                ResponseError::LeaderNotAvailable,
+                with_ops,
+            ),
         },
         Err(e) => {
             tracing::warn!(topic = name, error = %e, "auto-creation failed");
-            error_entry(Some(name), Uuid::nil(), ResponseError::KafkaStorageError)
+            error_entry(
+                Some(name),
+                Uuid::nil(),
+                ResponseError::KafkaStorageError,
+                with_ops,
+            )
         }
     }
 }
@@ -130,27 +152,28 @@ pub fn handle(
 ) -> ResponseKind {
     // Before v4 there is no flag and auto-creation is always requested.
     let allow_create = version < 4 || req.allow_auto_topic_creation;
+    let with_ops = req.include_topic_authorized_operations;
     let topics = match req.topics {
         // v0 has no null: an empty list means all topics.
         None => shared
             .cluster
             .topics()
             .iter()
-            .map(|t| topic_entry(shared, t))
+            .map(|t| topic_entry(shared, t, with_ops))
             .collect(),
         Some(list) if list.is_empty() && version == 0 => shared
             .cluster
             .topics()
             .iter()
-            .map(|t| topic_entry(shared, t))
+            .map(|t| topic_entry(shared, t, with_ops))
             .collect(),
         Some(list) => list
             .iter()
             .map(|t| match &t.name {
-                Some(name) => lookup_or_create(shared, ctx, name, allow_create),
+                Some(name) => lookup_or_create(shared, ctx, name, allow_create, with_ops),
                 None => match shared.cluster.topic_by_id(t.topic_id) {
-                    Some(topic) => topic_entry(shared, &topic),
-                    None => error_entry(None, t.topic_id, ResponseError::UnknownTopicId),
+                    Some(topic) => topic_entry(shared, &topic, with_ops),
+                    None => error_entry(None, t.topic_id, ResponseError::UnknownTopicId, false),
                 },
             })
             .collect(),
@@ -164,7 +187,10 @@ pub fn handle(
                 .with_port(port)])
             .with_cluster_id(Some(sb(shared.cluster.cluster_id())))
             .with_controller_id(BrokerId(shared.node_id))
-            .with_cluster_authorized_operations(OPERATIONS_OMITTED)
+            .with_cluster_authorized_operations(authorized_operations(
+                ResourceType::Cluster,
+                req.include_cluster_authorized_operations,
+            ))
             .with_topics(topics),
     )
 }
@@ -204,7 +230,10 @@ pub fn describe_topic_partitions(
                 DescribeTopicPartitionsResponseTopic::default()
                     .with_name(Some(wire_topic(&name)))
                     .with_error_code(code(Some(ResponseError::UnknownTopicOrPartition)))
-                    .with_topic_authorized_operations(OPERATIONS_OMITTED),
+                    .with_topic_authorized_operations(authorized_operations(
+                        ResourceType::Topic,
+                        true,
+                    )),
             );
             continue;
         };
@@ -241,7 +270,8 @@ pub fn describe_topic_partitions(
                 .with_name(Some(wire_topic(&name)))
                 .with_topic_id(t.id)
                 .with_partitions(partitions)
-                .with_topic_authorized_operations(OPERATIONS_OMITTED),
+                // DescribeTopicPartitions has no "include" flag: Kafka always reports them.
+                .with_topic_authorized_operations(authorized_operations(ResourceType::Topic, true)),
         );
         if next_cursor.is_some() {
             break;
@@ -262,7 +292,10 @@ pub fn describe_cluster(shared: &Arc<Shared>, req: DescribeClusterRequest) -> Re
             .with_endpoint_type(req.endpoint_type)
             .with_cluster_id(sb(shared.cluster.cluster_id()))
             .with_controller_id(BrokerId(shared.node_id))
-            .with_cluster_authorized_operations(OPERATIONS_OMITTED)
+            .with_cluster_authorized_operations(authorized_operations(
+                ResourceType::Cluster,
+                req.include_cluster_authorized_operations,
+            ))
             .with_brokers(vec![DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(shared.node_id))
                 .with_host(sb(host))

@@ -198,7 +198,7 @@ pub fn dispatch(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestCont
         RequestKind::SyncGroup(r) => groups::sync_group(shared, r, version),
         RequestKind::Heartbeat(r) => Reply::Now(groups::heartbeat(shared, r)),
         RequestKind::LeaveGroup(r) => Reply::Now(groups::leave_group(shared, r, version)),
-        RequestKind::OffsetCommit(r) => groups::offset_commit(shared, r),
+        RequestKind::OffsetCommit(r) => groups::offset_commit(shared, r, version),
         RequestKind::OffsetFetch(r) => Reply::Now(groups::offset_fetch(shared, r, version)),
         RequestKind::DescribeGroups(r) => Reply::Now(groups::describe_groups(shared, r, version)),
         RequestKind::ListGroups(r) => Reply::Now(groups::list_groups(shared, r, version)),

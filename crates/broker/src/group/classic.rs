@@ -400,13 +400,18 @@ impl ClassicGroup {
         if self.state == GroupState::Dead {
             return Err(ResponseError::CoordinatorNotAvailable);
         }
-        if generation < 0 && member_id.is_empty() && self.members.is_empty() {
+        if generation < 0 && self.members.is_empty() {
             return Ok(()); // a standalone consumer or an admin tool
         }
         // Kafka's order: who you are, then which generation, then the group's state.
-        self.check_member(member_id, instance_id)?;
-        if generation != self.generation {
-            return Err(ResponseError::IllegalGeneration);
+        if generation >= 0 || !member_id.is_empty() || instance_id.is_some() {
+            self.check_member(member_id, instance_id)?;
+            if generation != self.generation {
+                return Err(ResponseError::IllegalGeneration);
+            }
+        } else {
+            // No member id and no generation: only an empty group takes such commits.
+            return Err(ResponseError::UnknownMemberId);
         }
         if self.state == GroupState::CompletingRebalance {
             return Err(ResponseError::RebalanceInProgress);
@@ -981,5 +986,456 @@ impl ClassicGroup {
     /// Marks the group deleted.
     pub fn mark_dead(&mut self) {
         self.state = GroupState::Dead;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Scenarios as tables of steps, run by one helper ([`check`]) against a group and a
+    //! clock that only moves when a step says so.
+
+    use super::*;
+    use std::collections::HashMap;
+
+    use ResponseError::*;
+    use Step::*;
+
+    const SESSION_MS: i32 = 6_000;
+    const REBALANCE_MS: i32 = 10_000;
+
+    /// A generation relative to the group's current one.
+    #[derive(Debug, Clone, Copy)]
+    enum Gen {
+        Current,
+        Off(i32),
+    }
+
+    /// One step of a scenario, with what it must answer.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// `who` sends JoinGroup v3 with its member id ("" the first time).
+        Join(&'static str),
+        /// `who` sends its first JoinGroup at v4: MEMBER_ID_REQUIRED comes back with its id.
+        JoinV4(&'static str),
+        /// `who` joins as static member `instance` with an empty member id.
+        JoinStatic(&'static str, &'static str),
+        /// `who`'s JoinGroup has been answered: as leader (true) / follower, or an error.
+        Joined(&'static str, Result<bool, ResponseError>),
+        /// `who`'s JoinGroup is still waiting for the rebalance.
+        JoinWaits(&'static str),
+        /// `who` sends SyncGroup; the leader gives each member its own id as assignment.
+        Sync(&'static str, Gen),
+        /// `who`'s SyncGroup has been answered with its assignment, or an error.
+        Synced(&'static str, Result<(), ResponseError>),
+        /// `who`'s SyncGroup is still waiting for the leader.
+        SyncWaits(&'static str),
+        /// `who` heartbeats at a generation.
+        Heartbeat(&'static str, Gen, Option<ResponseError>),
+        /// `who` leaves.
+        Leave(&'static str, Option<ResponseError>),
+        /// `who` commits offsets at a generation.
+        Commit(&'static str, Gen, Option<ResponseError>),
+        /// This many ms pass, then the coordinator's tick runs.
+        Wait(u64),
+        /// The group's state and generation now.
+        State(GroupState, i32),
+    }
+
+    struct Run {
+        g: ClassicGroup,
+        settings: GroupSettings,
+        t0: Instant,
+        now: Duration,
+        ids: HashMap<&'static str, String>,
+        joins: HashMap<&'static str, oneshot::Receiver<JoinOutcome>>,
+        syncs: HashMap<&'static str, oneshot::Receiver<SyncOutcome>>,
+    }
+
+    impl Run {
+        fn now(&self) -> Instant {
+            self.t0 + self.now
+        }
+
+        fn generation(&self, g: Gen) -> i32 {
+            match g {
+                Gen::Current => self.g.generation(),
+                Gen::Off(d) => self.g.generation() + d,
+            }
+        }
+
+        fn id(&self, who: &str) -> String {
+            self.ids.get(who).cloned().unwrap_or_default()
+        }
+
+        fn join(&mut self, who: &'static str, version: i16, instance: Option<&str>) {
+            let req = JoinRequest {
+                member_id: if instance.is_some() {
+                    String::new()
+                } else {
+                    self.id(who)
+                },
+                group_instance_id: instance.map(str::to_string),
+                client_id: who.to_string(),
+                client_host: "/127.0.0.1".into(),
+                session_timeout_ms: SESSION_MS,
+                rebalance_timeout_ms: REBALANCE_MS,
+                protocol_type: "consumer".into(),
+                protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
+                version,
+            };
+            let rx = match self.g.join(req, &self.settings, self.now()) {
+                Answer::Now(o) => {
+                    let (tx, rx) = oneshot::channel();
+                    tx.send(o).unwrap();
+                    rx
+                }
+                Answer::Wait(rx) => rx,
+            };
+            self.joins.insert(who, rx);
+        }
+
+        fn step(&mut self, step: &Step) {
+            let now = self.now();
+            match *step {
+                Join(who) => self.join(who, 3, None),
+                JoinV4(who) => {
+                    self.join(who, 4, None);
+                    let o = self.joins.get_mut(who).unwrap().try_recv().unwrap();
+                    assert_eq!(o.error, Some(MemberIdRequired));
+                    self.ids.insert(who, o.member_id);
+                }
+                JoinStatic(who, instance) => self.join(who, 5, Some(instance)),
+                Joined(who, want) => {
+                    let o = self
+                        .joins
+                        .get_mut(who)
+                        .expect("joined before")
+                        .try_recv()
+                        .expect("answered");
+                    match want {
+                        Ok(leader) => {
+                            assert_eq!(o.error, None);
+                            assert_eq!(o.generation, self.g.generation());
+                            assert_eq!(o.leader == o.member_id, leader, "{who} leads");
+                            if !leader {
+                                assert!(o.members.is_empty(), "only the leader hears of members");
+                            }
+                            self.ids.insert(who, o.member_id);
+                        }
+                        Err(e) => assert_eq!(o.error, Some(e)),
+                    }
+                }
+                JoinWaits(who) => assert!(matches!(
+                    self.joins.get_mut(who).unwrap().try_recv(),
+                    Err(oneshot::error::TryRecvError::Empty)
+                )),
+                Sync(who, g) => {
+                    let assignments = self
+                        .ids
+                        .values()
+                        .map(|id| (id.clone(), Bytes::from(id.clone())))
+                        .collect();
+                    let id = self.id(who);
+                    let req = SyncRequest {
+                        member_id: &id,
+                        instance_id: None,
+                        generation: self.generation(g),
+                        protocol_type: Some("consumer"),
+                        protocol: Some("range"),
+                        assignments,
+                    };
+                    let rx = match self.g.sync(req, now).0 {
+                        Answer::Now(o) => {
+                            let (tx, rx) = oneshot::channel();
+                            tx.send(o).unwrap();
+                            rx
+                        }
+                        Answer::Wait(rx) => rx,
+                    };
+                    self.syncs.insert(who, rx);
+                }
+                Synced(who, want) => {
+                    let o = self
+                        .syncs
+                        .get_mut(who)
+                        .unwrap()
+                        .try_recv()
+                        .expect("answered");
+                    match want {
+                        Ok(()) => {
+                            assert_eq!(o.error, None);
+                            assert_eq!(o.assignment, Bytes::from(self.id(who)));
+                        }
+                        Err(e) => assert_eq!(o.error, Some(e)),
+                    }
+                }
+                SyncWaits(who) => assert!(matches!(
+                    self.syncs.get_mut(who).unwrap().try_recv(),
+                    Err(oneshot::error::TryRecvError::Empty)
+                )),
+                Heartbeat(who, g, want) => {
+                    let id = self.id(who);
+                    let got = self.g.heartbeat(&id, None, self.generation(g), now);
+                    assert_eq!(got, want);
+                }
+                Leave(who, want) => {
+                    let id = self.id(who);
+                    assert_eq!(self.g.leave(&id, None, now), want);
+                }
+                Commit(who, g, want) => {
+                    let id = self.id(who);
+                    let gen = self.generation(g);
+                    assert_eq!(self.g.check_commit(&id, None, gen, now).err(), want);
+                }
+                Wait(ms) => {
+                    self.now += Duration::from_millis(ms);
+                    self.g.tick(self.now(), 0);
+                }
+                State(state, generation) => {
+                    assert_eq!((self.g.state(), self.g.generation()), (state, generation));
+                }
+            }
+        }
+    }
+
+    /// Runs `steps` against a new group (no initial rebalance delay), naming the scenario
+    /// and the step on failure.
+    fn check(name: &str, steps: &[Step]) {
+        let mut run = Run {
+            g: ClassicGroup::new("g", 0),
+            settings: GroupSettings {
+                min_session_timeout_ms: 6_000,
+                max_session_timeout_ms: 1_800_000,
+                initial_rebalance_delay_ms: 0,
+            },
+            t0: Instant::now(),
+            now: Duration::ZERO,
+            ids: HashMap::new(),
+            joins: HashMap::new(),
+            syncs: HashMap::new(),
+        };
+        for (i, step) in steps.iter().enumerate() {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run.step(step)));
+            if let Err(e) = r {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                panic!("{name}: step {i} {step:?}: {msg}");
+            }
+        }
+    }
+
+    /// a alone: joins, leads, syncs; the group is Stable at generation 1.
+    const A_STABLE: &[Step] = &[
+        Join("a"),
+        Joined("a", Ok(true)),
+        State(GroupState::CompletingRebalance, 1),
+        Sync("a", Gen::Current),
+        Synced("a", Ok(())),
+        State(GroupState::Stable, 1),
+    ];
+
+    /// A scenario that starts with `prefix`.
+    fn with(prefix: &[Step], rest: Vec<Step>) -> Vec<Step> {
+        let mut v = prefix.to_vec();
+        v.extend(rest);
+        v
+    }
+
+    #[test]
+    fn joins() {
+        check("a first member leads", A_STABLE);
+        check(
+            "from v4 a new member first gets its id",
+            &[
+                JoinV4("a"),
+                State(GroupState::Empty, 0),
+                Join("a"),
+                Joined("a", Ok(true)),
+            ],
+        );
+        check(
+            "a second member makes the first rejoin; the first stays leader",
+            &with(
+                A_STABLE,
+                vec![
+                    Join("b"),
+                    JoinWaits("b"),
+                    State(GroupState::PreparingRebalance, 1),
+                    Heartbeat("a", Gen::Current, Some(RebalanceInProgress)),
+                    Join("a"),
+                    Joined("a", Ok(true)),
+                    Joined("b", Ok(false)),
+                    State(GroupState::CompletingRebalance, 2),
+                    Sync("b", Gen::Current),
+                    SyncWaits("b"),
+                    Sync("a", Gen::Current),
+                    Synced("a", Ok(())),
+                    Synced("b", Ok(())),
+                    State(GroupState::Stable, 2),
+                    Heartbeat("b", Gen::Current, None),
+                ],
+            ),
+        );
+        check(
+            "a leave rebalances the rest",
+            &with(
+                A_STABLE,
+                vec![
+                    Join("b"),
+                    Join("a"),
+                    Joined("a", Ok(true)),
+                    Joined("b", Ok(false)),
+                    Sync("a", Gen::Current),
+                    Synced("a", Ok(())),
+                    Leave("a", None),
+                    Leave("a", Some(UnknownMemberId)),
+                    State(GroupState::PreparingRebalance, 2),
+                    Join("b"),
+                    Joined("b", Ok(true)),
+                    State(GroupState::CompletingRebalance, 3),
+                    Leave("b", None),
+                    State(GroupState::Empty, 4),
+                ],
+            ),
+        );
+    }
+
+    #[test]
+    fn rebalance_and_session_timeouts() {
+        check(
+            "a member that heartbeats but does not rejoin is dropped at the rebalance timeout",
+            &with(
+                A_STABLE,
+                vec![
+                    Join("b"),
+                    Wait(4_000),
+                    Heartbeat("a", Gen::Current, Some(RebalanceInProgress)),
+                    Wait(4_000),
+                    Heartbeat("a", Gen::Current, Some(RebalanceInProgress)),
+                    JoinWaits("b"),
+                    Wait(2_100),
+                    Joined("b", Ok(true)),
+                    State(GroupState::CompletingRebalance, 2),
+                    Heartbeat("a", Gen::Off(-1), Some(UnknownMemberId)),
+                ],
+            ),
+        );
+        check(
+            "a silent member expires after its session timeout",
+            &with(
+                A_STABLE,
+                vec![
+                    Wait(5_900),
+                    Heartbeat("a", Gen::Current, None),
+                    Wait(5_900),
+                    State(GroupState::Stable, 1),
+                    Wait(200),
+                    State(GroupState::Empty, 2),
+                    Heartbeat("a", Gen::Current, Some(UnknownMemberId)),
+                ],
+            ),
+        );
+        check(
+            "a member waiting in JoinGroup is not expired",
+            &with(
+                A_STABLE,
+                vec![
+                    Join("b"),
+                    Wait(7_000),
+                    Joined("b", Ok(true)),
+                    State(GroupState::CompletingRebalance, 2),
+                    Heartbeat("a", Gen::Current, Some(UnknownMemberId)),
+                ],
+            ),
+        );
+        check(
+            "a leader that never syncs expires; the follower waiting in SyncGroup is told to rejoin",
+            &with(
+                A_STABLE,
+                vec![
+                    Join("b"),
+                    Join("a"),
+                    Joined("a", Ok(true)),
+                    Joined("b", Ok(false)),
+                    Sync("b", Gen::Current),
+                    SyncWaits("b"),
+                    Wait(7_000),
+                    Synced("b", Err(RebalanceInProgress)),
+                    State(GroupState::PreparingRebalance, 2),
+                    Heartbeat("a", Gen::Current, Some(UnknownMemberId)),
+                ],
+            ),
+        );
+    }
+
+    #[test]
+    fn static_members() {
+        check(
+            "a static member that rejoins gets a new id, keeps the generation and fences the old id",
+            &[
+                JoinStatic("a", "ia"),
+                Joined("a", Ok(true)),
+                Sync("a", Gen::Current),
+                Synced("a", Ok(())),
+                Join("b"),
+                Join("a"),
+                Joined("a", Ok(true)),
+                Joined("b", Ok(false)),
+                Sync("a", Gen::Current),
+                Synced("a", Ok(())),
+                State(GroupState::Stable, 2),
+                // The same instance comes back (a restart): a new member id, no rebalance.
+                JoinStatic("a2", "ia"),
+                Joined("a2", Ok(true)),
+                State(GroupState::Stable, 2),
+                Heartbeat("b", Gen::Current, None),
+                Heartbeat("a", Gen::Current, Some(UnknownMemberId)),
+            ],
+        );
+        check(
+            "a static member that closes without leaving expires with its session",
+            &[
+                JoinStatic("a", "ia"),
+                Joined("a", Ok(true)),
+                Sync("a", Gen::Current),
+                Synced("a", Ok(())),
+                Wait(6_100),
+                State(GroupState::Empty, 2),
+            ],
+        );
+    }
+
+    #[test]
+    fn generation_fencing() {
+        check(
+            "stale and future generations, unknown members",
+            &with(
+                A_STABLE,
+                vec![
+                    Heartbeat("a", Gen::Off(-1), Some(IllegalGeneration)),
+                    Heartbeat("a", Gen::Off(1), Some(IllegalGeneration)),
+                    Heartbeat("nobody", Gen::Current, Some(UnknownMemberId)),
+                    Sync("a", Gen::Off(1)),
+                    Synced("a", Err(IllegalGeneration)),
+                    Commit("a", Gen::Off(-1), Some(IllegalGeneration)),
+                    Commit("nobody", Gen::Current, Some(UnknownMemberId)),
+                    Commit("a", Gen::Current, None),
+                ],
+            ),
+        );
+        check(
+            "commits while the group completes a rebalance",
+            &[
+                Join("a"),
+                Joined("a", Ok(true)),
+                Commit("a", Gen::Current, Some(RebalanceInProgress)),
+                Sync("a", Gen::Current),
+                Synced("a", Ok(())),
+                Commit("a", Gen::Current, None),
+            ],
+        );
     }
 }

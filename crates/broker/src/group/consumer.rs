@@ -224,15 +224,31 @@ impl ConsumerGroup {
         out
     }
 
-    /// Checks a member id and epoch for OffsetCommit (KIP-848 rules).
-    pub fn check_commit(&self, member_id: &str, epoch: i32) -> Result<(), ResponseError> {
+    /// Checks a member id and epoch for OffsetCommit (Kafka's `ConsumerGroup.validateOffsetCommit`):
+    /// a non-member (epoch < 0) may commit only while the group is empty; otherwise the
+    /// member must exist (UNKNOWN_MEMBER_ID), commit with OffsetCommit v9+ unless the commit
+    /// is transactional (UNSUPPORTED_VERSION), and name its current epoch: a newer one is
+    /// FENCED_MEMBER_EPOCH, an older one STALE_MEMBER_EPOCH.
+    pub fn check_commit(
+        &self,
+        member_id: &str,
+        epoch: i32,
+        epoch_capable: bool,
+    ) -> Result<(), ResponseError> {
+        if epoch < 0 && self.members.is_empty() {
+            return Ok(());
+        }
         let Some(m) = self.members.get(member_id) else {
             return Err(ResponseError::UnknownMemberId);
         };
-        if epoch != m.state.member_epoch {
-            return Err(ResponseError::StaleMemberEpoch);
+        if !epoch_capable {
+            return Err(ResponseError::UnsupportedVersion);
         }
-        Ok(())
+        match epoch.cmp(&m.state.member_epoch) {
+            std::cmp::Ordering::Greater => Err(ResponseError::FencedMemberEpoch),
+            std::cmp::Ordering::Less => Err(ResponseError::StaleMemberEpoch),
+            std::cmp::Ordering::Equal => Ok(()),
+        }
     }
 
     fn bump(&mut self) {
@@ -976,5 +992,359 @@ mod tests {
             vec![0, 1, 2]
         );
         assert_eq!(r["b"].iter().map(|t| t.1).collect::<Vec<_>>(), vec![3, 4]);
+    }
+
+    // ---- Scenarios as tables, through one helper ([`check`]) ----
+
+    /// One step of a KIP-848 scenario, with what it must answer. Members are named; their
+    /// epochs and owned partitions are tracked by the helper, which heartbeats exactly what
+    /// a well-behaved client would (its epoch, and what it owns after applying the last
+    /// assignment it was sent).
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// `who` joins (epoch 0) subscribing to topic names.
+        Join(&'static str, &'static [&'static str]),
+        /// `who` joins with a regular expression.
+        JoinRegex(&'static str, &'static str),
+        /// `who` joins as static member `instance`.
+        JoinStatic(&'static str, &'static str, &'static [&'static str]),
+        /// `who` heartbeats at its epoch and confirms what it owns.
+        Beat(&'static str),
+        /// `who` heartbeats at its epoch plus an offset: the error it gets.
+        BeatAt(&'static str, i32, ResponseError),
+        /// `who` changes its regex subscription (and heartbeats).
+        Regex(&'static str, &'static str),
+        /// `who` leaves (-1), or leaves as a static member for now (-2).
+        Leave(&'static str, i32),
+        /// Everyone heartbeats until nothing changes; no partition is ever owned twice.
+        Settle,
+        /// What `who` owns now (as topic, partition).
+        Owns(&'static str, &'static [(&'static str, i32)]),
+        /// How many partitions `who` owns now.
+        OwnsN(&'static str, usize),
+        /// `who`'s epoch equals the group's assignment epoch.
+        AtAssignmentEpoch(&'static str, bool),
+        /// OffsetCommit by `who` at its epoch plus an offset (v9).
+        Commit(&'static str, i32, Option<ResponseError>),
+        /// This many ms pass; the tick runs.
+        Wait(u64),
+        /// The group's state name.
+        State(&'static str),
+    }
+
+    struct Run {
+        g: ConsumerGroup,
+        view: View,
+        t0: Instant,
+        now: Duration,
+        /// Per member: epoch and owned partitions, as the client believes.
+        members: BTreeMap<String, (i32, BTreeSet<TopicPart>)>,
+    }
+
+    impl Run {
+        fn apply(&mut self, who: &str, a: HeartbeatAnswer) {
+            let m = self.members.entry(who.to_string()).or_default();
+            m.0 = a.member_epoch;
+            if let Some(asg) = a.assignment {
+                m.1 = asg;
+            }
+        }
+
+        fn heartbeat(&mut self, hb: Heartbeat) -> Result<HeartbeatAnswer, (ResponseError, String)> {
+            let now = self.t0 + self.now;
+            self.g.heartbeat(hb, &self.view, &settings(), now)
+        }
+
+        fn beat(&mut self, who: &'static str) {
+            let (epoch, owned) = self.members[who].clone();
+            let a = self
+                .heartbeat(Heartbeat {
+                    member_id: who.into(),
+                    member_epoch: epoch,
+                    owned: Some(owned),
+                    ..Heartbeat::default()
+                })
+                .unwrap_or_else(|e| panic!("{who}: {e:?}"));
+            self.apply(who, a);
+        }
+
+        fn exclusive(&self) {
+            let mut seen = BTreeSet::new();
+            for (who, (_, ps)) in &self.members {
+                for tp in ps {
+                    assert!(seen.insert(tp.clone()), "{tp:?} owned twice ({who})");
+                }
+            }
+        }
+
+        fn join(&mut self, who: &'static str, hb: Heartbeat) {
+            let a = self
+                .heartbeat(Heartbeat {
+                    member_id: who.into(),
+                    member_epoch: 0,
+                    rebalance_timeout_ms: 5_000,
+                    ..hb
+                })
+                .unwrap_or_else(|e| panic!("{who} joins: {e:?}"));
+            self.members.insert(who.to_string(), (0, BTreeSet::new()));
+            self.apply(who, a);
+        }
+
+        fn step(&mut self, step: &Step) {
+            match *step {
+                Join(who, topics) => self.join(
+                    who,
+                    Heartbeat {
+                        subscribed_topic_names: Some(
+                            topics.iter().map(|t| t.to_string()).collect(),
+                        ),
+                        ..Heartbeat::default()
+                    },
+                ),
+                JoinRegex(who, re) => self.join(
+                    who,
+                    Heartbeat {
+                        subscribed_topic_regex: Some(re.into()),
+                        ..Heartbeat::default()
+                    },
+                ),
+                JoinStatic(who, instance, topics) => self.join(
+                    who,
+                    Heartbeat {
+                        instance_id: Some(instance.into()),
+                        subscribed_topic_names: Some(
+                            topics.iter().map(|t| t.to_string()).collect(),
+                        ),
+                        ..Heartbeat::default()
+                    },
+                ),
+                Beat(who) => self.beat(who),
+                BeatAt(who, delta, want) => {
+                    // A member the group does not know heartbeats at epoch 1 (0 would join).
+                    let epoch = self.members.get(who).map_or(1, |m| m.0) + delta;
+                    let got = self.heartbeat(Heartbeat {
+                        member_id: who.into(),
+                        member_epoch: epoch,
+                        ..Heartbeat::default()
+                    });
+                    assert_eq!(got.map_err(|e| e.0).err(), Some(want));
+                }
+                Regex(who, re) => {
+                    let (epoch, owned) = self.members[who].clone();
+                    let a = self
+                        .heartbeat(Heartbeat {
+                            member_id: who.into(),
+                            member_epoch: epoch,
+                            subscribed_topic_regex: Some(re.into()),
+                            owned: Some(owned),
+                            ..Heartbeat::default()
+                        })
+                        .unwrap();
+                    self.apply(who, a);
+                }
+                Leave(who, epoch) => {
+                    let a = self
+                        .heartbeat(Heartbeat {
+                            member_id: who.into(),
+                            member_epoch: epoch,
+                            ..Heartbeat::default()
+                        })
+                        .unwrap();
+                    assert_eq!(a.member_epoch, epoch);
+                    self.members.remove(who);
+                }
+                Settle => {
+                    for _ in 0..10 {
+                        let names: Vec<String> = self.members.keys().cloned().collect();
+                        for who in names {
+                            let who: &'static str = Box::leak(who.into_boxed_str());
+                            self.beat(who);
+                            self.exclusive();
+                        }
+                    }
+                }
+                Owns(who, parts) => {
+                    let want: BTreeSet<TopicPart> =
+                        parts.iter().map(|(t, p)| (t.to_string(), *p)).collect();
+                    assert_eq!(self.members[who].1, want);
+                }
+                OwnsN(who, n) => {
+                    assert_eq!(self.members[who].1.len(), n, "{:?}", self.members[who])
+                }
+                AtAssignmentEpoch(who, yes) => {
+                    assert_eq!(self.members[who].0 == self.g.assignment_epoch(), yes)
+                }
+                Commit(who, delta, want) => {
+                    let epoch = self.members.get(who).map_or(0, |m| m.0) + delta;
+                    assert_eq!(self.g.check_commit(who, epoch, true).err(), want);
+                }
+                Wait(ms) => {
+                    self.now += Duration::from_millis(ms);
+                    let now = self.t0 + self.now;
+                    self.g.tick(&self.view, &settings(), now);
+                }
+                State(name) => assert_eq!(self.g.state_name(), name),
+            }
+        }
+    }
+
+    /// Runs `steps` against a new `uniform` group on topics t (4 partitions) and u (2),
+    /// naming the scenario and step on failure.
+    fn check(name: &str, steps: &[Step]) {
+        let mut run = Run {
+            g: ConsumerGroup::new("g", "uniform"),
+            view: View(BTreeMap::from([("t".to_string(), 4), ("u".to_string(), 2)])),
+            t0: Instant::now(),
+            now: Duration::ZERO,
+            members: BTreeMap::new(),
+        };
+        for (i, step) in steps.iter().enumerate() {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run.step(step)));
+            if let Err(e) = r {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                panic!("{name}: step {i} {step:?}: {msg}");
+            }
+        }
+    }
+
+    use ResponseError::*;
+    use Step::*;
+
+    #[test]
+    fn joins_and_reconciliation() {
+        check(
+            "a lone member gets everything it subscribes to",
+            &[
+                Join("a", &["t"]),
+                Owns("a", &[("t", 0), ("t", 1), ("t", 2), ("t", 3)]),
+                AtAssignmentEpoch("a", true),
+                State("Stable"),
+            ],
+        );
+        check(
+            "a regex subscription; a new regex drops what it no longer matches",
+            &[
+                JoinRegex("a", "t|u"),
+                OwnsN("a", 6),
+                Regex("a", "u"),
+                // Revocation first: t's partitions go, the epoch waits for the ack.
+                Owns("a", &[("u", 0), ("u", 1)]),
+                Beat("a"),
+                Owns("a", &[("u", 0), ("u", 1)]),
+                AtAssignmentEpoch("a", true),
+                State("Stable"),
+            ],
+        );
+    }
+
+    #[test]
+    fn revocation_order() {
+        check(
+            "a partition moves only after its old owner confirmed giving it up",
+            &[
+                Join("a", &["t"]),
+                OwnsN("a", 4),
+                Join("b", &["t"]),
+                // b is told to wait: a still owns all four.
+                OwnsN("b", 0),
+                Beat("b"),
+                OwnsN("b", 0),
+                State("Reconciling"),
+                // a is told to revoke two; its epoch stays until it confirms.
+                Beat("a"),
+                OwnsN("a", 2),
+                AtAssignmentEpoch("a", false),
+                Beat("b"),
+                OwnsN("b", 0),
+                // a confirms (its next heartbeat no longer lists them): b may take them.
+                Beat("a"),
+                AtAssignmentEpoch("a", true),
+                Beat("b"),
+                OwnsN("b", 2),
+                AtAssignmentEpoch("b", true),
+                State("Stable"),
+            ],
+        );
+        check(
+            "a member that does not revoke within its rebalance timeout is removed",
+            &[
+                Join("a", &["t"]),
+                Join("b", &["t"]),
+                Beat("a"),
+                OwnsN("a", 2),
+                // a never confirms; 5 s later (its rebalance timeout) it is gone.
+                Wait(4_000),
+                State("Reconciling"),
+                Wait(1_100),
+                BeatAt("a", 0, UnknownMemberId),
+                Beat("b"),
+                OwnsN("b", 4),
+            ],
+        );
+    }
+
+    #[test]
+    fn sessions_and_static_members() {
+        check(
+            "a silent member expires after the session timeout and its partitions move",
+            &[
+                Join("a", &["t"]),
+                Join("b", &["t"]),
+                Settle,
+                OwnsN("b", 2),
+                Wait(30_000),
+                Beat("b"),
+                Wait(16_000),
+                BeatAt("a", 0, UnknownMemberId),
+                Beat("b"),
+                OwnsN("b", 4),
+            ],
+        );
+        check(
+            "a static member that leaves for now keeps its partitions for its instance",
+            &[
+                JoinStatic("a", "ia", &["t"]),
+                Join("b", &["t"]),
+                Settle,
+                Owns("a", &[("t", 0), ("t", 1)]),
+                Leave("a", -2),
+                JoinStatic("a2", "ia", &["t"]),
+                Owns("a2", &[("t", 0), ("t", 1)]),
+                Beat("b"),
+                OwnsN("b", 2),
+            ],
+        );
+        check(
+            "a dynamic member that leaves hands its partitions over",
+            &[
+                Join("a", &["t"]),
+                Join("b", &["t"]),
+                Settle,
+                Leave("a", -1),
+                Beat("b"),
+                OwnsN("b", 4),
+                State("Stable"),
+            ],
+        );
+    }
+
+    #[test]
+    fn epoch_fencing() {
+        check(
+            "heartbeats and commits at the wrong epoch",
+            &[
+                Join("a", &["t"]),
+                BeatAt("a", 1, FencedMemberEpoch),
+                BeatAt("zz", 0, UnknownMemberId),
+                Commit("a", 0, None),
+                Commit("a", 1, Some(FencedMemberEpoch)),
+                Commit("a", -1, Some(StaleMemberEpoch)),
+                Commit("zz", 0, Some(UnknownMemberId)),
+            ],
+        );
     }
 }

@@ -9,6 +9,7 @@
 //! once it holds far more records than live entries (see [`GroupCoordinator::persist`]).
 
 pub mod classic;
+pub mod config;
 pub mod consumer;
 pub mod records;
 
@@ -68,6 +69,38 @@ impl Group {
         self.classic.is_empty() && self.consumer.as_ref().is_none_or(ConsumerGroup::is_empty)
     }
 
+    /// Topics the group's members subscribe to (from KIP-848 subscriptions, or the classic
+    /// consumer protocol's subscription metadata).
+    pub fn subscribed_topics(&self) -> Vec<String> {
+        use kafka_protocol::protocol::Decodable;
+        if let Some(c) = self.consumer.as_ref().filter(|_| self.is_consumer_type()) {
+            return c
+                .describe()
+                .into_iter()
+                .flat_map(|(m, _)| m.subscribed_names)
+                .collect();
+        }
+        if self.classic.protocol_type() != Some("consumer") {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for meta in self.classic.subscriptions() {
+            let mut buf: bytes::Bytes = meta;
+            if buf.len() < 2 {
+                continue;
+            }
+            let version = i16::from_be_bytes([buf[0], buf[1]]);
+            let _ = bytes::Buf::get_i16(&mut buf);
+            if let Ok(s) = kafka_protocol::messages::ConsumerProtocolSubscription::decode(
+                &mut buf,
+                version.clamp(0, 3),
+            ) {
+                out.extend(s.topics.iter().map(|t| t.to_string()));
+            }
+        }
+        out
+    }
+
     /// Whether the group is (now) of the consumer type.
     pub fn is_consumer_type(&self) -> bool {
         self.consumer.is_some() && self.classic.is_empty()
@@ -108,11 +141,57 @@ pub struct CoordinatorSettings {
     pub offset_metadata_max_bytes: usize,
     /// KIP-848 consumer groups.
     pub consumer: ConsumerSettings,
+    /// Defaults and bounds of per-group configs.
+    pub group_configs: config::GroupConfigDefaults,
+}
+
+/// Who commits offsets: the member and generation inputs of OffsetCommit (and of
+/// TxnOffsetCommit, which reuses [`GroupCoordinator::commit_offsets`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Committer<'a> {
+    /// Member id ("" for a non-member: a standalone consumer or an admin tool).
+    pub member_id: &'a str,
+    /// Static membership id.
+    pub instance_id: Option<&'a str>,
+    /// Generation (classic group) or member epoch (consumer group); negative for a non-member.
+    pub generation_or_epoch: i32,
+    /// Version of the OffsetCommit request (v9 brought member epochs and GROUP_ID_NOT_FOUND).
+    pub api_version: i16,
+    /// A TxnOffsetCommit rather than an OffsetCommit.
+    pub transactional: bool,
+}
+
+/// One offset to commit.
+#[derive(Debug, Clone)]
+pub struct OffsetToCommit {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The committed offset.
+    pub offset: i64,
+    /// Leader epoch of the committed offset (-1 if unknown).
+    pub leader_epoch: i32,
+    /// Client metadata, stored as sent.
+    pub metadata: Option<String>,
+}
+
+/// What a commit did, one error per offset in request order.
+pub struct CommitResult {
+    /// Per offset: `None` when stored.
+    pub errors: Vec<Option<kafka_protocol::ResponseError>>,
+    /// The `__consumer_offsets` partition written, to flush before answering under
+    /// `acks=all` durability.
+    pub written: Option<Arc<PartitionState>>,
 }
 
 /// All groups of this broker.
 pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Group>>,
+    /// Per-group config overrides (GROUP resources), whether or not the group exists, as
+    /// in Kafka. Lock order: `groups` first when both are needed; never held across a
+    /// [`GroupCoordinator::persist`], which reads it.
+    configs: Mutex<HashMap<String, BTreeMap<String, String>>>,
     partitions: Vec<Arc<PartitionState>>,
     /// Settings.
     pub settings: CoordinatorSettings,
@@ -120,6 +199,85 @@ pub struct GroupCoordinator {
 
 /// Why a write to `__consumer_offsets` failed.
 pub type PersistError = crate::state::AppendError;
+
+/// Committed offsets of one topic's partitions (`None`: nothing committed).
+pub type PartitionOffsets = Vec<(i32, Option<OffsetValue>)>;
+/// Per partition of one topic, the error (`None`: done).
+pub type PartitionErrors = Vec<(i32, Option<kafka_protocol::ResponseError>)>;
+
+/// A group as DescribeGroups describes it.
+#[derive(Debug, Clone)]
+pub enum ClassicDescription {
+    /// No such group (Kafka answers state Dead).
+    Missing,
+    /// A consumer (KIP-848) group: described by ConsumerGroupDescribe instead.
+    ConsumerType,
+    /// A classic group.
+    Group {
+        /// Kafka's state name.
+        state: &'static str,
+        /// Protocol type.
+        protocol_type: String,
+        /// Chosen protocol.
+        protocol: String,
+        /// (member id, instance id, client id, host, metadata, assignment).
+        members: Vec<(
+            String,
+            Option<String>,
+            String,
+            String,
+            bytes::Bytes,
+            bytes::Bytes,
+        )>,
+    },
+}
+
+/// A group as ConsumerGroupDescribe describes it.
+#[derive(Debug, Clone)]
+pub enum ConsumerDescription {
+    /// No such group, or an empty one.
+    Missing,
+    /// A classic group with members.
+    NotConsumer,
+    /// A consumer group.
+    Group {
+        /// Kafka's state name.
+        state: &'static str,
+        /// Group epoch.
+        group_epoch: i32,
+        /// Target assignment epoch.
+        assignment_epoch: i32,
+        /// Assignor in use.
+        assignor: String,
+        /// Members with their target assignment.
+        members: Vec<(
+            consumer::MemberState,
+            std::collections::BTreeSet<consumer::TopicPart>,
+        )>,
+    },
+}
+
+/// A group as ListGroups lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedGroup {
+    /// Group id.
+    pub id: String,
+    /// `classic` or `consumer` (KIP-848).
+    pub kind: &'static str,
+    /// Kafka's state name for the group's type.
+    pub state: &'static str,
+    /// The members' protocol type ("consumer" for a consumer group).
+    pub protocol_type: String,
+}
+
+/// Why a group config change was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlterConfigsError {
+    /// The new configs are not valid (Kafka's INVALID_CONFIG), with the reason.
+    Invalid(String),
+    /// `__consumer_offsets` could not be written.
+    Storage,
+}
 
 impl GroupCoordinator {
     /// Opens (creating if needed) `__consumer_offsets` and replays it.
@@ -137,6 +295,7 @@ impl GroupCoordinator {
         };
         let now = Instant::now();
         let mut groups: HashMap<String, Group> = HashMap::new();
+        let mut configs: HashMap<String, BTreeMap<String, String>> = HashMap::new();
         let mut replayed = 0u64;
         for p in &topic.partitions {
             let mut at = p.log.log_start_offset();
@@ -149,9 +308,19 @@ impl GroupCoordinator {
                 for b in batches.iter().filter(|b| b.next_offset() > at) {
                     for r in b.decode_uncompressed().unwrap_or_default() {
                         let Some(key) = &r.key else { continue };
-                        if let Some(rec) = OffsetsRecord::decode(key, r.value.as_deref()) {
-                            replayed += 1;
-                            apply(&mut groups, rec, now);
+                        match OffsetsRecord::decode(key, r.value.as_deref()) {
+                            Some(OffsetsRecord::GroupConfig { group, value }) => {
+                                replayed += 1;
+                                match value {
+                                    Some(v) => configs.insert(group, v),
+                                    None => configs.remove(&group),
+                                };
+                            }
+                            Some(rec) => {
+                                replayed += 1;
+                                apply(&mut groups, rec, now);
+                            }
+                            None => {}
                         }
                     }
                 }
@@ -168,6 +337,7 @@ impl GroupCoordinator {
         );
         Ok(GroupCoordinator {
             groups: Mutex::new(groups),
+            configs: Mutex::new(configs),
             partitions: topic.partitions.clone(),
             settings,
         })
@@ -179,15 +349,10 @@ impl GroupCoordinator {
         &self.partitions[idx as usize]
     }
 
-    /// Runs `f` with the groups locked. `f` must not block on I/O other than appends.
-    pub fn with_groups<R>(&self, f: impl FnOnce(&mut HashMap<String, Group>) -> R) -> R {
-        f(&mut self.groups.lock())
-    }
-
     /// Appends records for `group` to its `__consumer_offsets` partition, then bounds the
     /// partition if it has grown far past its live entries. Call with the groups locked
     /// (pass the map) so the rewrite sees a consistent state. Returns the partition to flush.
-    pub fn persist(
+    fn persist(
         &self,
         groups: &HashMap<String, Group>,
         group: &str,
@@ -221,6 +386,14 @@ impl GroupCoordinator {
     ) -> Vec<OffsetsRecord> {
         let now_ms = Timestamp::now().0;
         let mut out = Vec::new();
+        for (id, c) in self.configs.lock().iter() {
+            if Arc::ptr_eq(self.partition_for(id), p) {
+                out.push(OffsetsRecord::GroupConfig {
+                    group: id.clone(),
+                    value: Some(c.clone()),
+                });
+            }
+        }
         for (id, g) in groups {
             if !Arc::ptr_eq(self.partition_for(id), p)
                 || g.classic.state() == classic::GroupState::Dead
@@ -240,11 +413,560 @@ impl GroupCoordinator {
         out
     }
 
+    /// Commits offsets for `group` (OffsetCommit, and TxnOffsetCommit later).
+    ///
+    /// The caller has already answered partitions of unknown topics
+    /// (UNKNOWN_TOPIC_OR_PARTITION) and dropped them, as Kafka's `KafkaApis` does before it
+    /// calls the coordinator. The check order after that is Kafka's
+    /// (`GroupCoordinatorService.commitOffsets`, `OffsetMetadataManager.validateOffsetCommit`,
+    /// then the group type's `validateOffsetCommit`), and the first failing check answers
+    /// every offset:
+    ///
+    /// 1. empty group id: INVALID_GROUP_ID;
+    /// 2. the group does not exist (or was deleted): a non-member (generation < 0) creates it
+    ///    and commits; anyone else gets GROUP_ID_NOT_FOUND from v9, ILLEGAL_GENERATION before
+    ///    (and always for a transactional commit);
+    /// 3. a consumer (KIP-848) group: a non-member commits only while the group is empty;
+    ///    then UNKNOWN_MEMBER_ID, UNSUPPORTED_VERSION (a KIP-848 member below v9, unless
+    ///    transactional), FENCED_MEMBER_EPOCH (epoch ahead of the member's) or
+    ///    STALE_MEMBER_EPOCH (behind; ILLEGAL_GENERATION for a transactional commit);
+    /// 4. a classic group: COORDINATOR_NOT_AVAILABLE if dead; a non-member commits only
+    ///    while the group is empty (else UNKNOWN_MEMBER_ID); then FENCED_INSTANCE_ID /
+    ///    UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS while the group
+    ///    completes a rebalance; a good commit refreshes the member's session;
+    /// 5. per offset: OFFSET_METADATA_TOO_LARGE beyond `offset.metadata.max.bytes`;
+    /// 6. the records are appended to `__consumer_offsets`; if that fails, every offset
+    ///    that passed gets KAFKA_STORAGE_ERROR.
+    pub fn commit_offsets(
+        &self,
+        group: &str,
+        who: Committer<'_>,
+        offsets: Vec<OffsetToCommit>,
+    ) -> CommitResult {
+        use kafka_protocol::ResponseError;
+        let fail_all = |e: ResponseError, n: usize| CommitResult {
+            errors: vec![Some(e); n],
+            written: None,
+        };
+        if offsets.is_empty() {
+            return CommitResult {
+                errors: Vec::new(),
+                written: None,
+            };
+        }
+        if group.is_empty() {
+            return fail_all(ResponseError::InvalidGroupId, offsets.len());
+        }
+        let now_ms = Timestamp::now().0;
+        let mut groups = self.groups.lock();
+        let exists = groups
+            .get(group)
+            .is_some_and(|g| g.classic.state() != classic::GroupState::Dead);
+        if !exists {
+            if who.generation_or_epoch >= 0 {
+                let e = if who.api_version >= 9 && !who.transactional {
+                    ResponseError::GroupIdNotFound
+                } else {
+                    ResponseError::IllegalGeneration
+                };
+                return fail_all(e, offsets.len());
+            }
+            groups.insert(group.to_string(), Group::new(group, now_ms));
+        }
+        let g = groups.get_mut(group).expect("exists or inserted");
+        let checked = match &g.consumer {
+            Some(c) if g.classic.is_empty() => c
+                .check_commit(
+                    who.member_id,
+                    who.generation_or_epoch,
+                    who.transactional || who.api_version >= 9,
+                )
+                .map_err(|e| match e {
+                    ResponseError::StaleMemberEpoch if who.transactional => {
+                        ResponseError::IllegalGeneration
+                    }
+                    e => e,
+                }),
+            _ => g.classic.check_commit(
+                who.member_id,
+                who.instance_id,
+                who.generation_or_epoch,
+                Instant::now(),
+            ),
+        };
+        if let Err(e) = checked {
+            return fail_all(e, offsets.len());
+        }
+        let max_meta = self.settings.offset_metadata_max_bytes;
+        let mut errors = Vec::with_capacity(offsets.len());
+        let mut writes = Vec::new();
+        for o in offsets {
+            if o.metadata.as_ref().is_some_and(|m| m.len() > max_meta) {
+                errors.push(Some(ResponseError::OffsetMetadataTooLarge));
+                continue;
+            }
+            errors.push(None);
+            writes.push((
+                (o.topic, o.partition),
+                OffsetValue {
+                    offset: o.offset,
+                    leader_epoch: o.leader_epoch,
+                    metadata: o.metadata.unwrap_or_default(),
+                    commit_timestamp: now_ms,
+                },
+            ));
+        }
+        if writes.is_empty() {
+            return CommitResult {
+                errors,
+                written: None,
+            };
+        }
+        let records = writes
+            .iter()
+            .map(|((topic, partition), v)| OffsetsRecord::Offset {
+                group: group.to_string(),
+                topic: topic.clone(),
+                partition: *partition,
+                value: Some(v.clone()),
+            })
+            .collect();
+        match self.persist(&groups, group, records) {
+            Ok(p) => {
+                let g = groups.get_mut(group).expect("exists");
+                g.offsets.extend(writes);
+                CommitResult {
+                    errors,
+                    written: Some(p),
+                }
+            }
+            Err(e) => {
+                tracing::error!(group = %group, error = %e, "offset commit not persisted");
+                for e in errors.iter_mut().filter(|e| e.is_none()) {
+                    *e = Some(ResponseError::KafkaStorageError);
+                }
+                CommitResult {
+                    errors,
+                    written: None,
+                }
+            }
+        }
+    }
+
+    /// Committed offsets of `group` (OffsetFetch): of the wanted topics and partitions
+    /// (`None` for a partition without one), or all the group has (`wanted` = `None`),
+    /// by topic in name order.
+    pub fn fetch_offsets(
+        &self,
+        group: &str,
+        wanted: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Vec<(String, PartitionOffsets)> {
+        let groups = self.groups.lock();
+        let g = groups.get(group);
+        match wanted {
+            Some(topics) => topics
+                .into_iter()
+                .map(|(t, ps)| {
+                    let parts = ps
+                        .into_iter()
+                        .map(|p| (p, g.and_then(|g| g.offsets.get(&(t.clone(), p)).cloned())))
+                        .collect();
+                    (t, parts)
+                })
+                .collect(),
+            None => {
+                let mut by_topic: BTreeMap<String, PartitionOffsets> = BTreeMap::new();
+                if let Some(g) = g {
+                    for ((t, p), v) in &g.offsets {
+                        by_topic
+                            .entry(t.clone())
+                            .or_default()
+                            .push((*p, Some(v.clone())));
+                    }
+                }
+                by_topic.into_iter().collect()
+            }
+        }
+    }
+
+    /// Every committed offset of every group as (group, topic, partition, offset), for
+    /// the metrics endpoint.
+    pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        self.groups
+            .lock()
+            .iter()
+            .flat_map(|(id, g)| {
+                g.offsets
+                    .iter()
+                    .map(move |((t, p), v)| (id.clone(), t.clone(), *p, v.offset))
+            })
+            .collect()
+    }
+
+    /// Every group that is not deleted, as ListGroups lists it, in group id order.
+    pub fn list(&self) -> Vec<ListedGroup> {
+        let groups = self.groups.lock();
+        let mut out: Vec<ListedGroup> = groups
+            .iter()
+            .filter(|(_, g)| g.classic.state() != classic::GroupState::Dead)
+            .map(|(id, g)| match &g.consumer {
+                Some(c) if g.is_consumer_type() => ListedGroup {
+                    id: id.clone(),
+                    kind: "consumer",
+                    state: c.state_name(),
+                    protocol_type: "consumer".into(),
+                },
+                _ => ListedGroup {
+                    id: id.clone(),
+                    kind: "classic",
+                    state: g.classic.state().name(),
+                    protocol_type: g.classic.protocol_type().unwrap_or_default().to_string(),
+                },
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// DeleteGroups for one group: only an empty group goes, and its offsets with it.
+    pub fn delete_group(&self, group: &str) -> Result<(), kafka_protocol::ResponseError> {
+        use kafka_protocol::ResponseError;
+        let mut groups = self.groups.lock();
+        let Some(g) = groups.get_mut(group) else {
+            return Err(ResponseError::GroupIdNotFound);
+        };
+        if g.classic.state() == classic::GroupState::Dead {
+            return Err(ResponseError::GroupIdNotFound);
+        }
+        if !g.is_empty() {
+            return Err(ResponseError::NonEmptyGroup);
+        }
+        let mut records: Vec<OffsetsRecord> = g
+            .offsets
+            .keys()
+            .map(|(t, p)| OffsetsRecord::Offset {
+                group: group.to_string(),
+                topic: t.clone(),
+                partition: *p,
+                value: None,
+            })
+            .collect();
+        records.push(OffsetsRecord::Group {
+            group: group.to_string(),
+            value: None,
+        });
+        g.classic.mark_dead();
+        g.offsets.clear();
+        let r = self.persist(&groups, group, records);
+        groups.remove(group);
+        r.map(|_| ()).map_err(|e| {
+            tracing::error!(group, error = %e, "group deletion not persisted");
+            ResponseError::KafkaStorageError
+        })
+    }
+
+    /// Persists the membership of `id` (call with the groups locked).
+    fn persist_membership(&self, groups: &HashMap<String, Group>, id: &str) {
+        let Some(g) = groups.get(id) else { return };
+        let record = g.membership_record(id, Timestamp::now().0);
+        if let Err(e) = self.persist(groups, id, vec![record]) {
+            tracing::warn!(group = id, error = %e, "could not persist group metadata");
+        }
+    }
+
+    /// JoinGroup: creates the group if needed (a deleted one starts over); refused with
+    /// INCONSISTENT_GROUP_PROTOCOL while the group has KIP-848 members.
+    pub fn join(
+        &self,
+        group: &str,
+        req: classic::JoinRequest,
+    ) -> classic::Answer<classic::JoinOutcome> {
+        use classic::{Answer, GroupState, JoinOutcome};
+        let settings = self.settings.groups;
+        let mut groups = self.groups.lock();
+        let now_ms = Timestamp::now().0;
+        let g = groups
+            .entry(group.to_string())
+            .or_insert_with(|| Group::new(group, now_ms));
+        if g.classic.state() == GroupState::Dead {
+            g.classic = ClassicGroup::new(group, now_ms);
+        }
+        match &g.consumer {
+            Some(c) if !c.is_empty() => {
+                return Answer::Now(JoinOutcome::error_for(
+                    kafka_protocol::ResponseError::InconsistentGroupProtocol,
+                    &req.member_id,
+                ));
+            }
+            Some(_) => g.consumer = None, // an empty consumer group becomes classic again
+            None => {}
+        }
+        let stable_before = g.classic.state() == GroupState::Stable;
+        let a = g.classic.join(req, &settings, Instant::now());
+        // A static member that rejoined a stable group changed its member id: persist it.
+        if stable_before
+            && g.classic.state() == GroupState::Stable
+            && matches!(a, Answer::Now(ref o) if o.error.is_none())
+        {
+            self.persist_membership(&groups, group);
+        }
+        a
+    }
+
+    /// SyncGroup; the group's membership is persisted when it becomes stable.
+    pub fn sync(
+        &self,
+        group: &str,
+        req: classic::SyncRequest<'_>,
+    ) -> classic::Answer<classic::SyncOutcome> {
+        use classic::{Answer, SyncOutcome};
+        let mut groups = self.groups.lock();
+        let Some(g) = groups.get_mut(group) else {
+            return Answer::Now(SyncOutcome::error_for(
+                kafka_protocol::ResponseError::UnknownMemberId,
+            ));
+        };
+        let (a, became_stable) = g.classic.sync(req, Instant::now());
+        if became_stable {
+            self.persist_membership(&groups, group);
+        }
+        a
+    }
+
+    /// Heartbeat of a classic member.
+    pub fn heartbeat(
+        &self,
+        group: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Option<kafka_protocol::ResponseError> {
+        match self.groups.lock().get_mut(group) {
+            None => Some(kafka_protocol::ResponseError::UnknownMemberId),
+            Some(g) => g
+                .classic
+                .heartbeat(member_id, instance_id, generation, Instant::now()),
+        }
+    }
+
+    /// LeaveGroup for some members (by id, or by instance id when the id is empty): the
+    /// error of each, or one for the whole request.
+    pub fn leave(
+        &self,
+        group: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<Option<kafka_protocol::ResponseError>>, kafka_protocol::ResponseError> {
+        let mut groups = self.groups.lock();
+        let Some(g) = groups.get_mut(group) else {
+            return Err(kafka_protocol::ResponseError::UnknownMemberId);
+        };
+        let now = Instant::now();
+        let out: Vec<_> = members
+            .iter()
+            .map(|(m, i)| g.classic.leave(m, i.as_deref(), now))
+            .collect();
+        if g.classic.is_empty() {
+            g.classic.empty_since_ms = Timestamp::now().0;
+        }
+        if out.iter().any(Option::is_none) {
+            self.persist_membership(&groups, group);
+        }
+        Ok(out)
+    }
+
+    /// ConsumerGroupHeartbeat (KIP-848) with the group's own settings; refused with
+    /// GROUP_ID_NOT_FOUND while the group has classic members.
+    pub fn consumer_heartbeat(
+        &self,
+        group: &str,
+        hb: consumer::Heartbeat,
+        topics: &dyn TopicView,
+    ) -> Result<consumer::HeartbeatAnswer, (kafka_protocol::ResponseError, String)> {
+        let settings = self.consumer_settings_for(group);
+        let mut groups = self.groups.lock();
+        let now_ms = Timestamp::now().0;
+        let g = groups
+            .entry(group.to_string())
+            .or_insert_with(|| Group::new(group, now_ms));
+        if !g.classic.is_empty() {
+            return Err((
+                kafka_protocol::ResponseError::GroupIdNotFound,
+                format!("Group {group} is a classic group with members"),
+            ));
+        }
+        let c = g
+            .consumer
+            .get_or_insert_with(|| ConsumerGroup::new(group, &settings.default_assignor));
+        let before = c.version;
+        let was_empty = c.is_empty();
+        let answer = c.heartbeat(hb, topics, &settings, Instant::now())?;
+        let changed = c.version != before;
+        if c.is_empty() && !was_empty {
+            g.classic.empty_since_ms = now_ms;
+        }
+        if changed {
+            self.persist_membership(&groups, group);
+        }
+        Ok(answer)
+    }
+
+    /// DescribeGroups of one group (classic groups only).
+    pub fn describe_classic(&self, group: &str) -> ClassicDescription {
+        match self.groups.lock().get(group) {
+            None => ClassicDescription::Missing,
+            Some(g) if g.is_consumer_type() => ClassicDescription::ConsumerType,
+            Some(g) => ClassicDescription::Group {
+                state: g.classic.state().name(),
+                protocol_type: g.classic.protocol_type().unwrap_or_default().to_string(),
+                protocol: g.classic.protocol().unwrap_or_default().to_string(),
+                members: g.classic.describe_members(),
+            },
+        }
+    }
+
+    /// ConsumerGroupDescribe of one group (consumer groups only).
+    pub fn describe_consumer(&self, group: &str) -> ConsumerDescription {
+        match self.groups.lock().get(group) {
+            Some(g) if g.is_consumer_type() => {
+                let c = g.consumer.as_ref().expect("consumer type");
+                ConsumerDescription::Group {
+                    state: c.state_name(),
+                    group_epoch: c.group_epoch(),
+                    assignment_epoch: c.assignment_epoch(),
+                    assignor: c.assignor().to_string(),
+                    members: c.describe(),
+                }
+            }
+            Some(g) if !g.is_empty() => ConsumerDescription::NotConsumer,
+            _ => ConsumerDescription::Missing,
+        }
+    }
+
+    /// OffsetDelete: removes the committed offsets of `topics` (topic, partitions), except
+    /// of topics an active member subscribes to (GROUP_SUBSCRIBED_TO_TOPIC) or that do not
+    /// exist (UNKNOWN_TOPIC_OR_PARTITION). Per topic, per partition, the error.
+    pub fn delete_offsets(
+        &self,
+        group: &str,
+        topics: &[(String, Vec<i32>)],
+        topic_exists: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<PartitionErrors>, kafka_protocol::ResponseError> {
+        use kafka_protocol::ResponseError;
+        let mut groups = self.groups.lock();
+        let Some(g) = groups.get_mut(group) else {
+            return Err(ResponseError::GroupIdNotFound);
+        };
+        let subscribed = if g.is_empty() {
+            Vec::new()
+        } else {
+            g.subscribed_topics()
+        };
+        let mut records = Vec::new();
+        let out = topics
+            .iter()
+            .map(|(topic, parts)| {
+                parts
+                    .iter()
+                    .map(|&p| {
+                        if subscribed.contains(topic) {
+                            return (p, Some(ResponseError::GroupSubscribedToTopic));
+                        }
+                        if !topic_exists(topic) {
+                            return (p, Some(ResponseError::UnknownTopicOrPartition));
+                        }
+                        if g.offsets.remove(&(topic.clone(), p)).is_some() {
+                            records.push(OffsetsRecord::Offset {
+                                group: group.to_string(),
+                                topic: topic.clone(),
+                                partition: p,
+                                value: None,
+                            });
+                        }
+                        (p, None)
+                    })
+                    .collect()
+            })
+            .collect();
+        if let Err(e) = self.persist(&groups, group, records) {
+            tracing::error!(group, error = %e, "offset deletion not persisted");
+            return Err(ResponseError::KafkaStorageError);
+        }
+        Ok(out)
+    }
+
+    /// The KIP-848 settings of `group`: the broker's with the group's config overrides.
+    pub fn consumer_settings_for(&self, group: &str) -> ConsumerSettings {
+        config::consumer_settings(&self.settings.consumer, self.configs.lock().get(group))
+    }
+
+    /// Every group config of `group` with its value and whether the group overrides it
+    /// (DescribeConfigs on a GROUP resource). A group need not exist to have configs.
+    pub fn describe_configs(
+        &self,
+        group: &str,
+    ) -> Vec<(&'static config::GroupConfigKey, String, bool)> {
+        let configs = self.configs.lock();
+        let overrides = configs.get(group);
+        config::GROUP_CONFIG_KEYS
+            .iter()
+            .map(|k| match overrides.and_then(|o| o.get(k.name)) {
+                Some(v) => (k, v.clone(), true),
+                None => (k, self.settings.group_configs.default_value(k.name), false),
+            })
+            .collect()
+    }
+
+    /// Changes `group`'s config overrides with `change`, validates the result as Kafka
+    /// does and, unless `validate_only`, persists and applies it (the group's next
+    /// heartbeat and session check use it). Errors are INVALID_CONFIG messages, or a
+    /// storage failure.
+    pub fn alter_configs(
+        &self,
+        group: &str,
+        validate_only: bool,
+        change: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), String>,
+    ) -> Result<(), AlterConfigsError> {
+        let groups = self.groups.lock();
+        let before = self.configs.lock().get(group).cloned();
+        let mut after = before.clone().unwrap_or_default();
+        change(&mut after).map_err(AlterConfigsError::Invalid)?;
+        self.settings
+            .group_configs
+            .validate(&after)
+            .map_err(AlterConfigsError::Invalid)?;
+        if validate_only {
+            return Ok(());
+        }
+        let value = (!after.is_empty()).then_some(after);
+        // Applied before the append so that a rewrite of the partition, which `persist`
+        // may do, writes the new value; undone if the append fails.
+        self.set_configs(group, value.clone());
+        let record = OffsetsRecord::GroupConfig {
+            group: group.to_string(),
+            value,
+        };
+        if let Err(e) = self.persist(&groups, group, vec![record]) {
+            self.set_configs(group, before);
+            tracing::error!(group, error = %e, "group config change not persisted");
+            return Err(AlterConfigsError::Storage);
+        }
+        Ok(())
+    }
+
+    fn set_configs(&self, group: &str, value: Option<BTreeMap<String, String>>) {
+        let mut configs = self.configs.lock();
+        match value {
+            Some(v) => configs.insert(group.to_string(), v),
+            None => configs.remove(group),
+        };
+    }
+
     /// Session expiry, rebalance deadlines and offsets retention for every group.
     pub fn tick(&self, topics: &dyn TopicView) {
         let now = Instant::now();
         let now_ms = Timestamp::now().0;
         let mut groups = self.groups.lock();
+        let configs = self.configs.lock().clone();
         let ids: Vec<String> = groups.keys().cloned().collect();
         for id in ids {
             let mut writes = Vec::new();
@@ -258,7 +980,9 @@ impl GroupCoordinator {
                 }
                 if let Some(c) = g.consumer.as_mut() {
                     let was_empty = c.is_empty();
-                    if c.tick(topics, &self.settings.consumer, now) {
+                    let settings =
+                        config::consumer_settings(&self.settings.consumer, configs.get(&id));
+                    if c.tick(topics, &settings, now) {
                         if c.is_empty() && !was_empty {
                             g.classic.empty_since_ms = now_ms;
                         }
@@ -345,6 +1069,8 @@ fn apply(groups: &mut HashMap<String, Group>, rec: OffsetsRecord, now: Instant) 
                 groups.remove(&group);
             }
         },
+        // Configs are not group state; `GroupCoordinator::open` keeps them apart.
+        OffsetsRecord::GroupConfig { .. } => {}
         OffsetsRecord::ConsumerGroup { group, value } => match value {
             Some(v) => {
                 let g = groups

@@ -80,6 +80,9 @@ pub struct ConsumerGroupValue {
 
 /// Key version of [`ConsumerGroupValue`] records.
 const CONSUMER_GROUP_KEY_VERSION: i16 = 1000;
+/// Key version of per-group config records (a Rafka record type: Kafka keeps group configs
+/// in its metadata log, Rafka beside the group they configure).
+const GROUP_CONFIG_KEY_VERSION: i16 = 1001;
 
 /// A decoded `__consumer_offsets` record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +111,13 @@ pub enum OffsetsRecord {
         group: String,
         /// Value, or a tombstone.
         value: Option<GroupValue>,
+    },
+    /// The group's config overrides (None: all removed).
+    GroupConfig {
+        /// Group.
+        group: String,
+        /// Overrides by config name, or a tombstone.
+        value: Option<std::collections::BTreeMap<String, String>>,
     },
 }
 
@@ -221,6 +231,21 @@ impl OffsetsRecord {
                     for (m, parts) in &g.target {
                         put_str(&mut b, m);
                         put_parts(&mut b, parts);
+                    }
+                    b.freeze()
+                });
+                (key.freeze(), value)
+            }
+            OffsetsRecord::GroupConfig { group, value } => {
+                key.put_i16(GROUP_CONFIG_KEY_VERSION);
+                put_str(&mut key, group);
+                let value = value.as_ref().map(|configs| {
+                    let mut b = BytesMut::new();
+                    b.put_i16(0);
+                    b.put_i32(configs.len() as i32);
+                    for (name, v) in configs {
+                        put_str(&mut b, name);
+                        put_str(&mut b, v);
                     }
                     b.freeze()
                 });
@@ -395,6 +420,25 @@ impl OffsetsRecord {
                 };
                 Some(OffsetsRecord::ConsumerGroup { group, value })
             }
+            GROUP_CONFIG_KEY_VERSION => {
+                let group = get_str(&mut k)?;
+                let value = match value {
+                    None => None,
+                    Some(mut v) => {
+                        if v.remaining() < 2 || v.get_i16() != 0 {
+                            return None;
+                        }
+                        let n = get_i32(&mut v)?;
+                        let mut configs = std::collections::BTreeMap::new();
+                        for _ in 0..n.max(0) {
+                            let name = get_str(&mut v)?;
+                            configs.insert(name, get_str(&mut v)?);
+                        }
+                        Some(configs)
+                    }
+                };
+                Some(OffsetsRecord::GroupConfig { group, value })
+            }
             _ => None,
         }
     }
@@ -467,6 +511,23 @@ mod tests {
             }),
         });
         check(OffsetsRecord::Group {
+            group: "g".into(),
+            value: None,
+        });
+        check(OffsetsRecord::GroupConfig {
+            group: "g".into(),
+            value: Some(std::collections::BTreeMap::from([
+                (
+                    "consumer.session.timeout.ms".to_string(),
+                    "50000".to_string(),
+                ),
+                (
+                    "share.auto.offset.reset".to_string(),
+                    "earliest".to_string(),
+                ),
+            ])),
+        });
+        check(OffsetsRecord::GroupConfig {
             group: "g".into(),
             value: None,
         });

@@ -1,0 +1,93 @@
+//! Authorized operations as Kafka reports them (KIP-430): a 32-bit field with bit `n` set
+//! for each allowed `AclOperation` code `n`.
+//!
+//! Rafka has no authorizer yet, and Kafka without an authorizer reports every operation a
+//! resource type supports as allowed (its `AuthHelper.authorizedOperations`). The ACL work
+//! narrows these per principal; the handlers already ask here, once per resource.
+
+/// Kafka's marker for "authorized operations were not requested".
+pub(crate) const OPERATIONS_OMITTED: i32 = i32::MIN;
+
+/// Kafka's `AclOperation` codes (only those some resource type supports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum AclOperation {
+    Read = 3,
+    Write = 4,
+    Create = 5,
+    Delete = 6,
+    Alter = 7,
+    Describe = 8,
+    ClusterAction = 9,
+    DescribeConfigs = 10,
+    AlterConfigs = 11,
+    IdempotentWrite = 12,
+}
+
+/// The resource types that carry authorized operations on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResourceType {
+    Topic,
+    Group,
+    Cluster,
+}
+
+/// The operations Kafka's `AclEntry.supportedOperations` lists for a resource type.
+pub(crate) fn supported_operations(resource: ResourceType) -> &'static [AclOperation] {
+    use AclOperation::*;
+    match resource {
+        ResourceType::Topic => &[
+            Read,
+            Write,
+            Create,
+            Describe,
+            Delete,
+            Alter,
+            DescribeConfigs,
+            AlterConfigs,
+        ],
+        ResourceType::Group => &[Read, Describe, Delete, DescribeConfigs, AlterConfigs],
+        ResourceType::Cluster => &[
+            Create,
+            ClusterAction,
+            DescribeConfigs,
+            AlterConfigs,
+            IdempotentWrite,
+            Alter,
+            Describe,
+        ],
+    }
+}
+
+/// The field to answer: every supported operation when `requested`, else Kafka's
+/// "omitted" marker.
+pub(crate) fn authorized_operations(resource: ResourceType, requested: bool) -> i32 {
+    if !requested {
+        return OPERATIONS_OMITTED;
+    }
+    supported_operations(resource)
+        .iter()
+        .fold(0i32, |bits, op| bits | (1 << *op as u8))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bit_fields_match_kafka() {
+        // Kafka 4 without an authorizer: Utils.to32BitField over supportedOperations.
+        let check = |r, want: i32, n: u32| {
+            let got = authorized_operations(r, true);
+            assert_eq!(got, want, "{r:?}");
+            assert_eq!(got.count_ones(), n, "{r:?}");
+        };
+        check(ResourceType::Topic, 0b1101_1111_1000, 8);
+        check(ResourceType::Cluster, 0b1_1111_1010_0000, 7);
+        check(ResourceType::Group, 0b1101_0100_1000, 5);
+        assert_eq!(
+            authorized_operations(ResourceType::Topic, false),
+            OPERATIONS_OMITTED
+        );
+    }
+}
