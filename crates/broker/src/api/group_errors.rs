@@ -26,9 +26,8 @@ use kafka_protocol::messages::{
 use rafka_hooks::Rejection;
 
 use super::{sb, ErrorCodes, ErrorItem, RefusableRequest};
+use crate::authz::OPERATIONS_OMITTED;
 
-/// Kafka's "authorized operations not requested" marker.
-const OPERATIONS_OMITTED: i32 = i32::MIN;
 
 impl RefusableRequest for FindCoordinatorRequest {
     type Response = FindCoordinatorResponse;

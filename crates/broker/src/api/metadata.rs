@@ -22,7 +22,7 @@ use rafka_core::TopicName;
 use rafka_hooks::{AdminOp, RequestContext, Verdict};
 
 use super::{code, sb, wire_topic};
-use crate::authz::{authorized_operations, ResourceType};
+use crate::authz::{authorized_operations, ResourceType, OPERATIONS_OMITTED};
 use crate::broker::Shared;
 use crate::state::{Topic, TopicError};
 
