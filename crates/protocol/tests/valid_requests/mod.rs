@@ -236,10 +236,13 @@ impl Buf for Source<'_> {
 
     fn try_get_i8(&mut self) -> Result<i8, TryGetError> {
         // Mostly 1: the "present" flag of a nullable struct.
-        self.numeric(
-            Read::I8,
-            |r| if r % 2 == 0 { 1 } else { (r >> 8) as i8 as i64 },
-        )
+        self.numeric(Read::I8, |r| {
+            if r.is_multiple_of(2) {
+                1
+            } else {
+                (r >> 8) as i8 as i64
+            }
+        })
         .map(|v| v as i8)
     }
 
@@ -455,7 +458,7 @@ pub fn generate<T: Decodable>(version: i16, seed: u64) -> Option<(T, Coverage)> 
                 }
                 Role::Length => {
                     cov.lengths += 1;
-                    if large < LARGE_LENGTHS_MAX && r % 5 == 0 {
+                    if large < LARGE_LENGTHS_MAX && r.is_multiple_of(5) {
                         large += 1;
                         cov.large_lengths += 1;
                         let n = match read {
