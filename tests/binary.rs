@@ -50,10 +50,14 @@ fn bad_flags_and_config_values_are_named() {
 fn a_storage_type_missing_from_the_build_is_refused_with_the_way_to_get_it() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
+    // Its own ports: `rafka` alone reads config/config.yaml here (the repository root), whose
+    // admin endpoint is 127.0.0.1:9644, taken when the user runs the README's broker.
     let serve = |engine: &str| {
         run(&[
             "serve",
             "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
             "127.0.0.1:0",
             "--data-dir",
             data,
@@ -76,6 +80,68 @@ fn a_storage_type_missing_from_the_build_is_refused_with_the_way_to_get_it() {
         );
         assert!(err.contains("or choose one of: log, memory"), "{err}");
     }
+}
+
+/// The whole configuration is checked before any port is bound: with both ports taken (as
+/// when the README's broker runs beside the tests), a missing engine or a bad value is what
+/// the user reads, not "address in use".
+#[test]
+fn config_problems_are_reported_before_ports_are_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let kafka = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let kafka = kafka.local_addr().unwrap().to_string();
+    let admin = admin.local_addr().unwrap().to_string();
+    let serve = |extra: &[&str]| {
+        let mut args = vec![
+            "serve",
+            "--listen",
+            &kafka,
+            "--admin-listen",
+            &admin,
+            "--data-dir",
+            data,
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    // The taken ports alone: the bind error names the port.
+    let (ok, err) = serve(&[]);
+    assert!(!ok);
+    assert!(err.contains("cannot listen on"), "{err}");
+    assert!(err.contains("Address already in use"), "{err}");
+
+    let (ok, err) = serve(&["--storage-type", "tape"]);
+    assert!(!ok);
+    assert!(err.contains("known engines: log, memory, rocksdb"), "{err}");
+    assert!(!err.contains("cannot listen"), "{err}");
+    if cfg!(not(feature = "rocksdb")) {
+        let (ok, err) = serve(&["--storage-type", "rocksdb"]);
+        assert!(!ok);
+        assert!(err.contains("\"rocksdb\" is not in this build"), "{err}");
+        assert!(!err.contains("cannot listen"), "{err}");
+    }
+    // A bad storage value (checked by the engine's own validation) and a bad hook entry.
+    let cfg = dir.path().join("bad.yaml");
+    std::fs::write(&cfg, "storage:\n  log_segment_bytes: 10\n").unwrap();
+    let (ok, err) = serve(&["--config", cfg.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("log_segment_bytes"), "{err}");
+    assert!(!err.contains("cannot listen"), "{err}");
+    std::fs::write(
+        &cfg,
+        "hooks:\n  - type: topic_policy\n    allowed: [\"orders-(\"]\n",
+    )
+    .unwrap();
+    let (ok, err) = serve(&["--config", cfg.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains("hooks[0] (topic_policy): bad topic pattern"),
+        "{err}"
+    );
+    assert!(!err.contains("cannot listen"), "{err}");
 }
 
 #[test]

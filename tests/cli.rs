@@ -252,18 +252,28 @@ fn produce_json_lines_and_read_them_back_as_json() {
 
 #[test]
 fn a_wrong_bootstrap_fails_fast_with_a_clear_reason() {
+    // A port nothing listens on: picked free, then released (no fixed port is assumed
+    // closed; a user may run anything anywhere).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
     let started = Instant::now();
     let (ok, _, err) = rafka(&[
         "topic",
         "list",
         "--bootstrap",
-        "127.0.0.1:1",
+        &closed,
         "--timeout-ms",
         "3000",
     ]);
     assert!(!ok);
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(err.starts_with("rafka: cannot reach 127.0.0.1:1"), "{err}");
+    assert!(
+        err.starts_with(&format!("rafka: cannot reach {closed}")),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     let (ok, _, err) = rafka(&["topic", "frobnicate"]);
     assert!(!ok);

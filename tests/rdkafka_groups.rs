@@ -449,4 +449,272 @@ async fn closed_static_members_expire_and_their_groups_can_be_deleted() {
         .unwrap();
     assert!(deleted.iter().all(|r| r.is_ok()), "{deleted:?}");
     broker.shutdown().await.unwrap();
+
+/// The broker's log lines, captured from the threads of one runtime (see
+/// `cooperative_sticky_member_joins_a_busy_member_with_a_long_topic_name`).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines_with(&self, needle: &str) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// A cooperative-sticky member that commits every record it consumes and, when partitions
+/// are revoked, their positions: a per-record commit may race a rebalance and be refused
+/// with ILLEGAL_GENERATION (Kafka answers so too: the commit carries the generation the
+/// JoinGroup just replaced), and the commit on revocation covers it, so the next owner
+/// starts where this one stopped.
+struct CoopMember {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    seen: Arc<Mutex<Vec<(i32, i64, String)>>>,
+    assignment: Arc<Mutex<BTreeSet<i32>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct CoopCtx;
+impl ClientContext for CoopCtx {}
+impl ConsumerContext for CoopCtx {
+    fn pre_rebalance(&self, c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        if let Rebalance::Revoke(revoked) = r {
+            let Ok(positions) = c.position() else { return };
+            let mut commit = TopicPartitionList::new();
+            for e in positions.elements() {
+                let moving = revoked
+                    .elements()
+                    .iter()
+                    .any(|x| x.topic() == e.topic() && x.partition() == e.partition());
+                if let (true, Offset::Offset(_)) = (moving, e.offset()) {
+                    commit
+                        .add_partition_offset(e.topic(), e.partition(), e.offset())
+                        .unwrap();
+                }
+            }
+            // Async: the coordinator answers requests in order, so the commit lands before
+            // the JoinGroup that hands these partitions on; a sync commit could block this
+            // thread for good when the coordinator connection is gone.
+            if commit.count() > 0 {
+                c.commit(&commit, CommitMode::Async)
+                    .expect("commit on revocation");
+            }
+        }
+    }
+}
+
+impl CoopMember {
+    fn start(addr: &str, group: &str, topic: &str) -> CoopMember {
+        use rdkafka::message::Message;
+        let mut cfg = client_config(addr);
+        cfg.set("group.id", group)
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "300")
+            .set("fetch.wait.max.ms", "100");
+        let consumer: BaseConsumer<CoopCtx> = cfg.create_with_context(CoopCtx).unwrap();
+        consumer.subscribe(&[topic]).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let assignment = Arc::new(Mutex::new(BTreeSet::new()));
+        let thread = {
+            let (stop, seen, assignment) = (stop.clone(), seen.clone(), assignment.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+                        let v = String::from_utf8_lossy(m.payload().unwrap_or_default());
+                        seen.lock()
+                            .unwrap()
+                            .push((m.partition(), m.offset(), v.to_string()));
+                        // May race a rebalance (see above); the revocation commit covers it.
+                        let _ = consumer.commit_message(&m, CommitMode::Sync);
+                    }
+                    if let Ok(a) = consumer.assignment() {
+                        *assignment.lock().unwrap() =
+                            a.elements().iter().map(|e| e.partition()).collect();
+                    }
+                }
+            })
+        };
+        CoopMember {
+            stop,
+            seen,
+            assignment,
+            thread: Some(thread),
+        }
+    }
+
+    fn assignment(&self) -> BTreeSet<i32> {
+        self.assignment.lock().unwrap().clone()
+    }
+
+    fn seen(&self) -> Vec<(i32, i64, String)> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn stop(mut self) -> Vec<(i32, i64, String)> {
+        self.halt();
+        self.seen()
+    }
+
+    /// Bounded: a consumer stuck in librdkafka (a broken group) must not hang the test
+    /// after its assertion failed; the thread is left behind then.
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + T * 2;
+        while self.thread.as_ref().is_some_and(|t| !t.is_finished()) {
+            if std::time::Instant::now() > deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for CoopMember {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// Issue 15: librdkafka's cooperative-sticky leader sends SyncGroup requests in which one
+/// member's assignment (long topic names, user data) is most of the body; the pre-decode
+/// guard closed those connections as malformed, so the second member never got partitions.
+/// Here member A holds all 4 partitions of a 60-character topic and is busy consuming a
+/// backlog when B joins: both end with partitions, every record is consumed exactly once,
+/// and the broker's own log shows no connection closed.
+#[test]
+fn cooperative_sticky_member_joins_a_busy_member_with_a_long_topic_name() {
+    const RECORDS: usize = 2000;
+    // Broker log lines of this test only: the broker runs on a runtime whose threads log to
+    // `captured` (a process-wide subscriber would also see the other tests' brokers).
+    let captured = Captured::default();
+    let dispatch = tracing::Dispatch::new(
+        tracing_subscriber::fmt()
+            .with_writer({
+                let c = captured.clone();
+                move || c.clone()
+            })
+            .with_ansi(false)
+            .with_env_filter("warn")
+            .finish(),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start({
+            let d = dispatch.clone();
+            move || std::mem::forget(tracing::dispatcher::set_default(&d))
+        })
+        .build()
+        .unwrap();
+    let topic = format!("cooperative-sticky-{}", "t".repeat(41));
+    assert_eq!(topic.len(), 60);
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = start_broker_with(dir.path(), fast_groups).await;
+        let addr = broker.bootstrap_address();
+        create_topic(&addr, &topic, 4, &[]).await;
+        produce_numbered(&addr, &topic, 4, 0..RECORDS).await;
+        let a = CoopMember::start(&addr, "g-coop-long", &topic);
+        wait_for("a owns all 4", T * 2, || a.assignment().len() == 4).await;
+        // A commits every record synchronously: the backlog keeps it busy while B joins.
+        wait_for("a is consuming", T, || !a.seen().is_empty()).await;
+        let b = CoopMember::start(&addr, "g-coop-long", &topic);
+        let seen_at_join = a.seen().len();
+        assert!(seen_at_join < RECORDS, "b joins while a is still consuming");
+        wait_for("a 2 + 2 split", T * 3, || {
+            a.assignment().len() == 2 && b.assignment().len() == 2
+        })
+        .await;
+        produce_numbered(&addr, &topic, 4, RECORDS..2 * RECORDS).await;
+        wait_for("all records consumed", T * 3, || {
+            a.seen().len() + b.seen().len() >= 2 * RECORDS
+        })
+        .await;
+        // Anything consumed twice would arrive meanwhile.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (pa, pb) = (a.assignment(), b.assignment());
+        assert!(pa.is_disjoint(&pb), "{pa:?} and {pb:?} overlap");
+        assert_eq!(pa.union(&pb).copied().collect::<Vec<_>>(), [0, 1, 2, 3]);
+        let (seen_a, seen_b) = (a.stop(), b.stop());
+        assert!(!seen_b.is_empty(), "b consumed records");
+
+        // Exactly once, by position and by value: record m-i went to partition i % 4 at
+        // offset i / 4 (one producer, in order).
+        let mut all: Vec<(i32, i64, String)> = seen_a.into_iter().chain(seen_b).collect();
+        all.sort();
+        let expected: Vec<(i32, i64, String)> = (0..4)
+            .flat_map(|p| {
+                (0..2 * RECORDS)
+                    .filter(move |i| i % 4 == p as usize)
+                    .map(move |i| (p, (i / 4) as i64, format!("m-{i}")))
+            })
+            .collect();
+        assert_eq!(all.len(), expected.len(), "consumed count");
+        assert!(all == expected, "every record exactly once, in place");
+        broker.shutdown().await.unwrap();
+    });
+    assert!(
+        captured.lines_with("closing connection").is_empty(),
+        "{:#?}",
+        captured.lines_with("closing connection")
+    );
+
+    // The capture sees the broker's own lines: a SyncGroup v3 claiming i32::MAX assignments
+    // is closed as malformed, and logged.
+    let lines = rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = start_broker_with(dir.path(), fast_groups).await;
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&14i16.to_be_bytes()); // SyncGroup
+        frame.extend_from_slice(&3i16.to_be_bytes());
+        frame.extend_from_slice(&7i32.to_be_bytes()); // correlation id
+        frame.extend_from_slice(&(-1i16).to_be_bytes()); // no client id
+        frame.extend_from_slice(&[0, 1, b'g']); // group "g"
+        frame.extend_from_slice(&1i32.to_be_bytes()); // generation
+        frame.extend_from_slice(&[0, 1, b'm']); // member "m"
+        frame.extend_from_slice(&(-1i16).to_be_bytes()); // no instance id
+        frame.extend_from_slice(&i32::MAX.to_be_bytes()); // assignments
+        let mut s = std::net::TcpStream::connect(broker.bootstrap_address()).unwrap();
+        use std::io::{Read, Write};
+        s.write_all(&(frame.len() as i32).to_be_bytes()).unwrap();
+        s.write_all(&frame).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        assert_eq!(
+            s.read(&mut [0u8; 16]).unwrap(),
+            0,
+            "closed without an answer"
+        );
+        wait_for("the close is logged", T, || {
+            !captured.lines_with("closing connection").is_empty()
+        })
+        .await;
+        broker.shutdown().await.unwrap();
+        captured.lines_with("closing connection")
+    });
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains("malformed SyncGroup v3 request"),
+        "{}",
+        lines[0]
+    );
 }

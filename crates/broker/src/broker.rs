@@ -19,6 +19,9 @@ use crate::state::{Cluster, TopicError};
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
+    /// The configuration is invalid (checked before anything is opened or bound).
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
     /// The storage engine failed to open or recover.
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
@@ -130,6 +133,15 @@ impl Broker {
         custom_hooks: Vec<Arc<dyn Hook>>,
     ) -> Result<Broker, BrokerError> {
         let started = Instant::now();
+        // Every check of the configuration before anything is bound: a user who already runs
+        // a broker on the default ports must learn about a missing engine or a bad value,
+        // not about a port in use.
+        config.validate()?;
+        // Hooks next: a bad `hooks:` entry (pattern, schema file) fails before any port is
+        // bound or file opened.
+        let mut hooks = rafka_hooks::build_hooks(&config.hooks)?;
+        hooks.extend(custom_hooks);
+        let hooks = HookChain::new(hooks)?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         // The admin endpoint first: liveness answers while recovery runs.
         let admin_state = Arc::new(crate::admin::AdminState::default());
@@ -150,10 +162,6 @@ impl Broker {
             ));
             (Some(addr), Some(AbortOnDrop(Some(task))))
         };
-        // Hooks first: a bad `hooks:` entry fails before any file is opened.
-        let mut hooks = rafka_hooks::build_hooks(&config.hooks)?;
-        hooks.extend(custom_hooks);
-        let hooks = HookChain::new(hooks)?;
         if !hooks.is_empty() {
             tracing::info!(hooks = ?hooks.names(), "hooks installed");
         }

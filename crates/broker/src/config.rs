@@ -256,7 +256,8 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Range checks. Config may lower a hard limit, never raise it.
+    /// Range checks, and whether this build has the storage engine; opens and binds
+    /// nothing. Config may lower a hard limit, never raise it.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let b = &self.broker;
         let invalid = |key, problem: String| Err(ConfigError::Invalid { key, problem });
@@ -389,6 +390,12 @@ impl Config {
                 "broker.log_retention_check_interval_ms",
                 "must be at least 1".into(),
             );
+        }
+        // The engine (in this build?) and its values, here rather than when the engine
+        // opens: the broker binds its ports before recovery, and a taken port must not
+        // hide the real problem.
+        if let Err(problem) = self.storage.validate() {
+            return invalid("storage", problem);
         }
         Ok(())
     }

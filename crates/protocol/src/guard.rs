@@ -7,24 +7,36 @@
 //! counts; only a body that passes is decoded for real.
 //!
 //! How counts are recognised without a schema:
-//! - Unsigned varints (compact array counts and lengths in flexible versions) are the only
-//!   values read byte by byte with `try_get_u8` (booleans too, but they are 0 or 1). Every
-//!   unsigned varint in a request is a count or a length, so a value larger than the bytes
-//!   left (+1 for the compact encoding) is refused outright.
+//! - Unsigned varints (compact array counts and lengths, tagged-field counts, numbers and
+//!   sizes in flexible versions) are the only values read byte by byte with `try_get_u8`
+//!   (booleans too, but they are 0 or 1). A count or a length cannot exceed the bytes left
+//!   (+1 for the compact encoding), but a tag number can: an unknown tagged field numbered
+//!   3 with an empty value may end the body. So a varint is refused only when it exceeds the
+//!   bytes left by more than [`TAG_SLACK`]; a count between the two still fails in the probe
+//!   for lack of bytes, after reserving at most that many extra elements. (Tag numbers
+//!   above that, with fewer bytes after them, are refused: telling them from array counts
+//!   needs the schema. Kafka's schemas number their tags from 0 upwards, well below it.)
 //! - `INT32` values (non-flexible versions) share one reader whether they are array
 //!   counts, `BYTES` / `RECORDS` lengths or plain integers such as timeouts, so the probe
-//!   cannot refuse large values. It caps them at the bytes left: no count or length can
-//!   legitimately exceed that (every array element takes at least one byte, and a length may
-//!   be all of them: a SyncGroup assignment, a Produce `records` value). A count or length
-//!   over the cap then fails in the probe for lack of bytes, and a plain integer's value does
-//!   not change how the rest of the body parses. (An earlier cap of half the bytes left
-//!   refused valid requests whose one large `BYTES` field held most of the body.)
+//!   cannot refuse large values. It caps them at one more than the bytes left: no count or
+//!   length can legitimately exceed the bytes left (every array element takes at least one
+//!   byte, and a length may be all of them: a SyncGroup assignment, a Produce `records`
+//!   value), and a count or length of one more still fails in the probe for lack of bytes,
+//!   so the real decode never sees it. A plain integer's value does not change how the rest
+//!   of the body parses. (An earlier cap of half the bytes left refused valid requests whose
+//!   one large `BYTES` field held most of the body; a cap of exactly the bytes left would
+//!   let a huge count with nothing after it pass the probe as an empty array.)
 
 use std::ops::Range;
 
 use bytes::{Buf, Bytes, TryGetError};
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::buf::ByteBuf;
+
+/// How far an unsigned varint may exceed the bytes left before it is refused: room for tag
+/// numbers, which are not counts (see the module docs). A bogus array count under it costs
+/// one reservation of at most this many extra elements before the probe fails.
+pub const TAG_SLACK: u64 = 4096;
 
 /// A read-only buffer that refuses or caps impossible counts (see the module docs).
 #[derive(Debug)]
@@ -72,8 +84,9 @@ impl Buf for Guarded {
         self.varint |= u64::from(b & 0x7f) << self.varint_shift;
         self.varint_shift += 7;
         let left = self.remaining() as u64;
-        if self.varint > left + 1 {
-            // No count or length can exceed the bytes that follow it.
+        if self.varint > left + 1 + TAG_SLACK {
+            // No count or length can exceed the bytes that follow it, nor can a tag number
+            // go this far beyond them (see `TAG_SLACK`).
             return Err(TryGetError {
                 requested: self.varint as usize,
                 available: left as usize,
@@ -89,7 +102,7 @@ impl Buf for Guarded {
 
     fn try_get_i32(&mut self) -> Result<i32, TryGetError> {
         let v = self.inner.try_get_i32()?;
-        let cap = self.remaining().min(i32::MAX as usize) as i32;
+        let cap = (self.remaining() + 1).min(i32::MAX as usize) as i32;
         Ok(v.min(cap))
     }
 }
@@ -204,6 +217,25 @@ mod tests {
         assert_eq!(check(ApiKey::SyncGroup, 3, &b), Ok(()));
         // One byte short: the length now exceeds what is left, and the probe says so.
         assert!(check(ApiKey::SyncGroup, 3, &b[..b.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn a_tag_number_beyond_the_bytes_left_passes() {
+        // DeleteGroups v2: group "g", then one unknown tagged field numbered 100 with an
+        // empty value: 2 bytes follow the tag number, which is not a count.
+        let body = [2, 2, b'g', 1, 100, 0];
+        assert_eq!(check(ApiKey::DeleteGroups, 2, &body), Ok(()));
+        let tag = TAG_SLACK as u8; // 4096 = 0x80 0x20 as a varint
+        assert_eq!(tag, 0);
+        assert_eq!(
+            check(ApiKey::DeleteGroups, 2, &[2, 2, b'g', 1, 0x80, 0x20, 0]),
+            Ok(())
+        );
+        // A group count just past the slack is refused at the varint, before allocating.
+        let count = TAG_SLACK + 2 + 2; // bytes left after it: 2
+        let body = [(count as u8 & 0x7f) | 0x80, (count >> 7) as u8, 0, 0];
+        let e = check(ApiKey::DeleteGroups, 2, &body).unwrap_err();
+        assert!(e.contains(&format!("requested {count}")), "{e}");
     }
 
     #[test]

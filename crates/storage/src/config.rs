@@ -70,8 +70,10 @@ impl Default for StorageConfig {
 const SEGMENT_BYTES_MIN: u64 = 1024;
 
 impl StorageConfig {
-    /// Range-checks the values; the message names the offending key.
+    /// Checks the engine is in this build and range-checks the values; the message names the
+    /// offending key. Opens nothing, so a broker can run it before it binds a port.
     pub fn validate(&self) -> Result<(), String> {
+        storage_type_in_build(&self.storage_type)?;
         if self.log_segment_bytes < SEGMENT_BYTES_MIN || self.log_segment_bytes > u32::MAX as u64 {
             return Err(format!(
                 "log_segment_bytes must be in [{SEGMENT_BYTES_MIN}, {}], got {}",
@@ -159,16 +161,42 @@ pub fn open_engine(cfg: &StorageConfig) -> Result<Arc<dyn StorageEngine>, Storag
             cfg.log_config(),
         )?)),
         "rocksdb" => open_rocksdb(&cfg.path, cfg.log_config()),
-        other => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "storage: unknown storage_type {other:?}; known engines: {} \
-                 (rocksdb needs a build with `cargo build --features rocksdb`)",
-                STORAGE_TYPES.join(", ")
-            ),
-        )
-        .into()),
+        // `validate` refused every other name above.
+        other => Err(invalid_storage_type(other)),
     }
+}
+
+/// Why `storage_type` cannot be opened by this build: an unknown name, or `rocksdb` without
+/// the `rocksdb` feature (with how to get it).
+fn storage_type_in_build(storage_type: &str) -> Result<(), String> {
+    match storage_type {
+        "log" | "memory" => Ok(()),
+        "rocksdb" if cfg!(feature = "rocksdb") => Ok(()),
+        "rocksdb" => Err(format!(
+            "storage_type \"rocksdb\" is not in this build; rebuild with \
+             `cargo build --features rocksdb` (it links the system's RocksDB: on Debian \
+             `apt-get install librocksdb-dev libclang-dev`), or choose \
+             one of: {}",
+            STORAGE_TYPES
+                .iter()
+                .filter(|t| **t != "rocksdb")
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        other => Err(format!(
+            "unknown storage_type {other:?}; known engines: {} \
+             (rocksdb needs a build with `cargo build --features rocksdb`)",
+            STORAGE_TYPES.join(", ")
+        )),
+    }
+}
+
+fn invalid_storage_type(storage_type: &str) -> StorageError {
+    let problem = storage_type_in_build(storage_type)
+        .err()
+        .unwrap_or_default();
+    io::Error::new(io::ErrorKind::InvalidInput, format!("storage: {problem}")).into()
 }
 
 #[cfg(feature = "rocksdb")]
@@ -181,22 +209,7 @@ fn open_rocksdb(path: &Path, defaults: LogConfig) -> Result<Arc<dyn StorageEngin
 
 #[cfg(not(feature = "rocksdb"))]
 fn open_rocksdb(_: &Path, _: LogConfig) -> Result<Arc<dyn StorageEngine>, StorageError> {
-    Err(io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!(
-            "storage: storage_type \"rocksdb\" is not in this build; rebuild with \
-             `cargo build --features rocksdb` (it links the system's RocksDB: on Debian \
-             `apt-get install librocksdb-dev libclang-dev`), or choose \
-             one of: {}",
-            STORAGE_TYPES
-                .iter()
-                .filter(|t| **t != "rocksdb")
-                .copied()
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    )
-    .into())
+    Err(invalid_storage_type("rocksdb"))
 }
 
 #[cfg(test)]
