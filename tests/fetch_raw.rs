@@ -403,10 +403,18 @@ async fn headers_are_corrected_on_append(engine: &str) {
     for (target, offset, ts) in cases {
         let r = list_offsets(&mut conn, "sarama", 0, target).await;
         assert_eq!(r.error_code, 0);
-        assert_eq!((r.offset, r.timestamp), (offset, ts), "{engine}: target {target}");
+        assert_eq!(
+            (r.offset, r.timestamp),
+            (offset, ts),
+            "{engine}: target {target}"
+        );
     }
     let max = list_offsets(&mut conn, "sarama", 0, MAX_TIMESTAMP).await;
-    assert_eq!((max.offset, max.timestamp), (9, t + 240), "{engine}: MAX_TIMESTAMP");
+    assert_eq!(
+        (max.offset, max.timestamp),
+        (9, t + 240),
+        "{engine}: MAX_TIMESTAMP"
+    );
     let after = list_offsets(&mut conn, "sarama", 0, t + 241).await;
     assert_eq!((after.offset, after.timestamp), (-1, -1));
 
@@ -419,7 +427,10 @@ async fn headers_are_corrected_on_append(engine: &str) {
         ("message.timestamp.after.max.ms", "3600000"),
     ];
     assert_eq!(create_topic(&mut conn, "bounded", 1, &bounded).await, 0);
-    for (i, codec) in [Compression::None, Compression::Gzip].into_iter().enumerate() {
+    for (i, codec) in [Compression::None, Compression::Gzip]
+        .into_iter()
+        .enumerate()
+    {
         let base = t + 1_000 * i as i64;
         let b = batch_with_header_max("w", &[base, base + 500, base + 20], codec, base);
         assert_eq!(produce(&mut conn, "bounded", 0, b).await.error_code, 0);
@@ -443,7 +454,11 @@ async fn headers_are_corrected_on_append(engine: &str) {
         assert_eq!(r.record_errors.len(), 1);
         assert_eq!(r.record_errors[0].batch_index, 1);
     }
-    assert_eq!(common::log_end_offset(&mut conn, "bounded", 0).await, 6, "nothing written");
+    assert_eq!(
+        common::log_end_offset(&mut conn, "bounded", 0).await,
+        6,
+        "nothing written"
+    );
 
     // Time retention: a -1 header on old records goes, a -1 header on fresh records stays.
     // One batch per segment (log engine); the last batch is never deleted by either engine.
@@ -459,7 +474,9 @@ async fn headers_are_corrected_on_append(engine: &str) {
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let start = loop {
-        let start = list_offsets(&mut conn, "retained", 0, EARLIEST).await.offset;
+        let start = list_offsets(&mut conn, "retained", 0, EARLIEST)
+            .await
+            .offset;
         if start > 0 || std::time::Instant::now() > deadline {
             break start;
         }
@@ -468,7 +485,9 @@ async fn headers_are_corrected_on_append(engine: &str) {
     assert_eq!(start, 2, "{engine}: the old batch is deleted by retention");
     // Ten more retention passes must leave the fresh batch alone (its header says now).
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let start = list_offsets(&mut conn, "retained", 0, EARLIEST).await.offset;
+    let start = list_offsets(&mut conn, "retained", 0, EARLIEST)
+        .await
+        .offset;
     assert_eq!(start, 2, "{engine}: the fresh batch is kept");
     broker.shutdown().await;
 }

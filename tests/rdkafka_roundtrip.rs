@@ -278,9 +278,14 @@ async fn timestamps_outside_the_topic_bounds_get_invalid_timestamp() {
             .await
         }
     };
-    let ok = send(now - 1_000).await.expect("a timestamp within the bounds");
+    let ok = send(now - 1_000)
+        .await
+        .expect("a timestamp within the bounds");
     assert_eq!((ok.partition, ok.offset), (0, 0));
-    for (what, ts) in [("2 h ago", now - 7_200_000), ("10 min ahead", now + 600_000)] {
+    for (what, ts) in [
+        ("2 h ago", now - 7_200_000),
+        ("10 min ahead", now + 600_000),
+    ] {
         match send(ts).await {
             Err((KafkaError::MessageProduction(code), _)) => {
                 assert_eq!(code, RDKafkaErrorCode::InvalidTimestamp, "{what}")

@@ -133,7 +133,12 @@ async fn round(hooks_yaml: &str, topic_configs: &[(&str, &str)], records: &Bytes
 }
 
 /// A variant: hooks YAML, topic configs, and whether batches carry a -1 max timestamp.
-type Variant = (&'static str, &'static str, &'static [(&'static str, &'static str)], bool);
+type Variant = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    bool,
+);
 
 fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");

@@ -190,7 +190,9 @@ fn uncompressed_records(batch: &RecordBatch) -> Result<Bytes, NormalizeError> {
         CompressionType::Snappy => {
             codec::Snappy::decompress(&mut body, |b: &mut Bytes| Ok(std::mem::take(b)))
         }
-        CompressionType::Lz4 => codec::Lz4::decompress(&mut body, |b: &mut Bytes| Ok(std::mem::take(b))),
+        CompressionType::Lz4 => {
+            codec::Lz4::decompress(&mut body, |b: &mut Bytes| Ok(std::mem::take(b)))
+        }
         CompressionType::Zstd => {
             codec::Zstd::decompress(&mut body, |b: &mut Bytes| Ok(std::mem::take(b)))
         }
@@ -315,7 +317,11 @@ mod tests {
             assert_eq!(n.max_timestamp(), Timestamp(NOW + 3), "{codec:?}");
             n.validate().unwrap();
             assert_eq!(timestamps_of(&n), ts, "{codec:?}: records untouched");
-            assert_eq!(n.records_bytes(), b.records_bytes(), "{codec:?}: body as sent");
+            assert_eq!(
+                n.records_bytes(),
+                b.records_bytes(),
+                "{codec:?}: body as sent"
+            );
         }
     }
 
@@ -362,7 +368,10 @@ mod tests {
             let future = batch(&[NOW + 501], codec, None);
             assert!(matches!(
                 normalize_batch(&policy, future, NOW),
-                Err(NormalizeError::InvalidTimestamp { record_index: 0, .. })
+                Err(NormalizeError::InvalidTimestamp {
+                    record_index: 0,
+                    ..
+                })
             ));
             let edge = batch(&[NOW - 1_000, NOW + 500, -1], codec, None);
             assert!(normalize_batch(&policy, edge, NOW).is_ok(), "{codec:?}");

@@ -21,41 +21,177 @@ pub struct ConfigKey {
 /// (and in the README's table). Values whose behaviour Rafka cannot give are refused in
 /// [`validate`] with the reason.
 pub const TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
-    key("cleanup.policy", LIST, "Only `delete` until log compaction exists."),
-    key("compression.gzip.level", INT, "Accepted; recompression uses the codec's default level."),
-    key("compression.lz4.level", INT, "Accepted; recompression uses the codec's default level."),
-    key("compression.type", STRING, "Codec of stored batches: producer keeps the batch's own; others recompress on append."),
-    key("compression.zstd.level", INT, "Accepted; recompression uses the codec's default level."),
-    key("delete.retention.ms", LONG, "Accepted; applies to compacted topics only, which Rafka does not have yet."),
-    key("file.delete.delay.ms", LONG, "Accepted; Rafka deletes segment files at once."),
-    key("flush.messages", LONG, "Accepted; fsync follows the broker's durability policy."),
-    key("flush.ms", LONG, "Accepted; fsync follows the broker's durability policy."),
-    key("follower.replication.throttled.replicas", LIST, "Accepted; one node has no followers."),
-    key("index.interval.bytes", INT, "Bytes between offset index entries (log engine)."),
-    key("leader.replication.throttled.replicas", LIST, "Accepted; one node has no followers."),
-    key("local.retention.bytes", LONG, "Accepted; Rafka has no tiered storage, retention.bytes applies."),
-    key("local.retention.ms", LONG, "Accepted; Rafka has no tiered storage, retention.ms applies."),
-    key("max.compaction.lag.ms", LONG, "Accepted; applies to compacted topics only."),
+    key(
+        "cleanup.policy",
+        LIST,
+        "Only `delete` until log compaction exists.",
+    ),
+    key(
+        "compression.gzip.level",
+        INT,
+        "Accepted; recompression uses the codec's default level.",
+    ),
+    key(
+        "compression.lz4.level",
+        INT,
+        "Accepted; recompression uses the codec's default level.",
+    ),
+    key(
+        "compression.type",
+        STRING,
+        "Codec of stored batches: producer keeps the batch's own; others recompress on append.",
+    ),
+    key(
+        "compression.zstd.level",
+        INT,
+        "Accepted; recompression uses the codec's default level.",
+    ),
+    key(
+        "delete.retention.ms",
+        LONG,
+        "Accepted; applies to compacted topics only, which Rafka does not have yet.",
+    ),
+    key(
+        "file.delete.delay.ms",
+        LONG,
+        "Accepted; Rafka deletes segment files at once.",
+    ),
+    key(
+        "flush.messages",
+        LONG,
+        "Accepted; fsync follows the broker's durability policy.",
+    ),
+    key(
+        "flush.ms",
+        LONG,
+        "Accepted; fsync follows the broker's durability policy.",
+    ),
+    key(
+        "follower.replication.throttled.replicas",
+        LIST,
+        "Accepted; one node has no followers.",
+    ),
+    key(
+        "index.interval.bytes",
+        INT,
+        "Bytes between offset index entries (log engine).",
+    ),
+    key(
+        "leader.replication.throttled.replicas",
+        LIST,
+        "Accepted; one node has no followers.",
+    ),
+    key(
+        "local.retention.bytes",
+        LONG,
+        "Accepted; Rafka has no tiered storage, retention.bytes applies.",
+    ),
+    key(
+        "local.retention.ms",
+        LONG,
+        "Accepted; Rafka has no tiered storage, retention.ms applies.",
+    ),
+    key(
+        "max.compaction.lag.ms",
+        LONG,
+        "Accepted; applies to compacted topics only.",
+    ),
     key("max.message.bytes", INT, "Largest record batch accepted."),
-    key("message.downconversion.enable", BOOLEAN, "Accepted; a no-op, as in Kafka 4."),
-    key("message.timestamp.after.max.ms", LONG, "Largest allowed future skew of a CreateTime record timestamp (INVALID_TIMESTAMP beyond)."),
-    key("message.timestamp.before.max.ms", LONG, "Largest allowed past skew of a CreateTime record timestamp (INVALID_TIMESTAMP beyond)."),
-    key("message.timestamp.difference.max.ms", LONG, "Kafka 3's bound for both directions; before/after.max.ms win when set."),
-    key("message.timestamp.type", STRING, "CreateTime or LogAppendTime."),
-    key("min.cleanable.dirty.ratio", DOUBLE, "Accepted; applies to compacted topics only."),
-    key("min.compaction.lag.ms", LONG, "Accepted; applies to compacted topics only."),
-    key("min.insync.replicas", INT, "Only 1: a single node is the only replica."),
-    key("preallocate", BOOLEAN, "Accepted; segments grow as written."),
-    key("remote.log.copy.disable", BOOLEAN, "Accepted; Rafka has no tiered storage."),
-    key("remote.log.delete.on.disable", BOOLEAN, "Accepted; Rafka has no tiered storage."),
-    key("remote.storage.enable", BOOLEAN, "Only false: Rafka has no tiered storage."),
-    key("retention.bytes", LONG, "Delete old segments while the partition is larger (-1: no limit)."),
-    key("retention.ms", LONG, "Delete segments older than this (-1: forever)."),
-    key("segment.bytes", INT, "Roll the active segment at this size (log engine)."),
-    key("segment.index.bytes", INT, "Accepted; the log engine sizes its indexes itself."),
-    key("segment.jitter.ms", LONG, "Accepted; segments roll at segment.ms exactly."),
-    key("segment.ms", LONG, "Roll the active segment after this time (log engine)."),
-    key("unclean.leader.election.enable", BOOLEAN, "Accepted; a single node has no other replica to elect."),
+    key(
+        "message.downconversion.enable",
+        BOOLEAN,
+        "Accepted; a no-op, as in Kafka 4.",
+    ),
+    key(
+        "message.timestamp.after.max.ms",
+        LONG,
+        "Largest allowed future skew of a CreateTime record timestamp (INVALID_TIMESTAMP beyond).",
+    ),
+    key(
+        "message.timestamp.before.max.ms",
+        LONG,
+        "Largest allowed past skew of a CreateTime record timestamp (INVALID_TIMESTAMP beyond).",
+    ),
+    key(
+        "message.timestamp.difference.max.ms",
+        LONG,
+        "Kafka 3's bound for both directions; before/after.max.ms win when set.",
+    ),
+    key(
+        "message.timestamp.type",
+        STRING,
+        "CreateTime or LogAppendTime.",
+    ),
+    key(
+        "min.cleanable.dirty.ratio",
+        DOUBLE,
+        "Accepted; applies to compacted topics only.",
+    ),
+    key(
+        "min.compaction.lag.ms",
+        LONG,
+        "Accepted; applies to compacted topics only.",
+    ),
+    key(
+        "min.insync.replicas",
+        INT,
+        "Only 1: a single node is the only replica.",
+    ),
+    key(
+        "preallocate",
+        BOOLEAN,
+        "Accepted; segments grow as written.",
+    ),
+    key(
+        "remote.log.copy.disable",
+        BOOLEAN,
+        "Accepted; Rafka has no tiered storage.",
+    ),
+    key(
+        "remote.log.delete.on.disable",
+        BOOLEAN,
+        "Accepted; Rafka has no tiered storage.",
+    ),
+    key(
+        "remote.storage.enable",
+        BOOLEAN,
+        "Only false: Rafka has no tiered storage.",
+    ),
+    key(
+        "retention.bytes",
+        LONG,
+        "Delete old segments while the partition is larger (-1: no limit).",
+    ),
+    key(
+        "retention.ms",
+        LONG,
+        "Delete segments older than this (-1: forever).",
+    ),
+    key(
+        "segment.bytes",
+        INT,
+        "Roll the active segment at this size (log engine).",
+    ),
+    key(
+        "segment.index.bytes",
+        INT,
+        "Accepted; the log engine sizes its indexes itself.",
+    ),
+    key(
+        "segment.jitter.ms",
+        LONG,
+        "Accepted; segments roll at segment.ms exactly.",
+    ),
+    key(
+        "segment.ms",
+        LONG,
+        "Roll the active segment after this time (log engine).",
+    ),
+    key(
+        "unclean.leader.election.enable",
+        BOOLEAN,
+        "Accepted; a single node has no other replica to elect.",
+    ),
 ];
 
 const BOOLEAN: i8 = 1;
@@ -367,7 +503,10 @@ mod tests {
             policy(&[("compression.type", "uncompressed")]).compression,
             Some(CompressionType::None)
         );
-        assert_eq!(policy(&[("compression.type", "producer")]).compression, None);
+        assert_eq!(
+            policy(&[("compression.type", "producer")]).compression,
+            None
+        );
         assert!(policy(&[("message.timestamp.type", "LogAppendTime")]).log_append_time);
     }
 }

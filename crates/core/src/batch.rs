@@ -800,7 +800,11 @@ mod tests {
         let mut b = sample(3);
         let shared = b.as_bytes().clone();
         b.set_max_timestamp(Timestamp(1002));
-        assert_eq!(b.as_bytes().as_ptr(), shared.as_ptr(), "unchanged: not copied");
+        assert_eq!(
+            b.as_bytes().as_ptr(),
+            shared.as_ptr(),
+            "unchanged: not copied"
+        );
         b.set_max_timestamp(Timestamp(-1));
         assert_eq!(b.max_timestamp(), Timestamp(-1));
         b.validate().unwrap();
