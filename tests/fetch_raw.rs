@@ -290,3 +290,220 @@ async fn fetch_by_topic_id() {
     assert_eq!(p.error_code, UNKNOWN_TOPIC_ID);
     broker.shutdown().await;
 }
+
+// ---- Batch headers whose max timestamp is -1 (Sarama 1.22) or wrong -------------------
+
+const INVALID_TIMESTAMP: i16 = 32;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A batch as a client encodes it (records with these timestamps, keys `{prefix}-{i}`),
+/// then with `header_max` forced into its header, as Sarama 1.22 leaves -1 there.
+fn batch_with_header_max(
+    prefix: &str,
+    timestamps: &[i64],
+    codec: kafka_protocol::records::Compression,
+    header_max: i64,
+) -> bytes::Bytes {
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions};
+    let records: Vec<Record> = timestamps
+        .iter()
+        .enumerate()
+        .map(|(i, ts)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: kafka_protocol::records::TimestampType::Creation,
+            offset: i as i64,
+            // No producer id: kafka-protocol derives base sequence -1 from these.
+            sequence: i as i32 - 1,
+            timestamp: *ts,
+            key: Some(format!("{prefix}-{i}").into()),
+            value: Some(format!("value-{i}").into()),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    let opts = RecordEncodeOptions {
+        version: 2,
+        compression: codec,
+    };
+    RecordBatchEncoder::encode(&mut buf, records.iter(), &opts).unwrap();
+    let mut b = rafka_core::RecordBatch::parse(buf.freeze()).unwrap();
+    b.set_max_timestamp(rafka_core::Timestamp(header_max));
+    b.validate().unwrap();
+    b.into_bytes()
+}
+
+/// The stored batches of a partition from `offset`: (base offset, header max timestamp,
+/// codec id), each checked to validate (CRC included).
+async fn stored_headers(conn: &mut KafkaConn, topic: &str, offset: i64) -> Vec<(i64, i64, i16)> {
+    let data = fetch(conn, topic, 0, FetchArgs::at(offset)).await;
+    assert_eq!(data.error_code, 0);
+    rafka_core::RecordBatch::split_all(data.records.unwrap_or_default())
+        .unwrap()
+        .iter()
+        .map(|b| {
+            b.validate().expect("stored batch validates");
+            (b.base_offset().0, b.max_timestamp().0, b.attributes() & 7)
+        })
+        .collect()
+}
+
+/// ListOffsets by timestamp and MAX_TIMESTAMP (both through the engine's
+/// `offset_for_timestamp` / `max_timestamp`, i.e. its time index) and time retention answer
+/// for batches whose header max timestamp was -1, or wrong where the topic has a timestamp
+/// bound, as they do for correct headers: the broker derives the max from the records on
+/// append and rewrites the header (and CRC), compressed batches included.
+async fn headers_are_corrected_on_append(engine: &str) {
+    use kafka_protocol::records::Compression;
+    let broker = start_broker(|c| {
+        c.storage.storage_type = engine.to_string();
+        c.broker.log_retention_check_interval_ms = 50;
+    })
+    .await;
+    let mut conn = KafkaConn::connect(&broker.addr()).await;
+    let now = now_ms();
+    let t = now - 60_000;
+
+    // -1 headers, no topic config: uncompressed, zstd, and lz4 whose max is not the last.
+    assert_eq!(create_topic(&mut conn, "sarama", 1, &[]).await, 0);
+    let sets = [
+        (Compression::None, vec![t, t + 1, t + 2, t + 3, t + 4]),
+        (Compression::Zstd, vec![t + 100, t + 101, t + 102]),
+        (Compression::Lz4, vec![t + 200, t + 240, t + 210]),
+    ];
+    for (i, (codec, ts)) in sets.iter().enumerate() {
+        let b = batch_with_header_max(&format!("b{i}"), ts, *codec, -1);
+        let r = produce(&mut conn, "sarama", 0, b).await;
+        assert_eq!(r.error_code, 0, "{codec:?}: {:?}", r.error_message);
+    }
+    assert_eq!(
+        stored_headers(&mut conn, "sarama", 0).await,
+        vec![(0, t + 4, 0), (5, t + 102, 4), (8, t + 240, 3)],
+        "header max timestamps derived from the records, codecs kept"
+    );
+    let cases = [
+        // (target, expected offset, expected timestamp)
+        (t, 0, t),
+        (t + 2, 2, t + 2),
+        (t + 50, 5, t + 100),
+        (t + 102, 7, t + 102),
+        (t + 103, 8, t + 200),
+        (t + 205, 9, t + 240),
+    ];
+    for (target, offset, ts) in cases {
+        let r = list_offsets(&mut conn, "sarama", 0, target).await;
+        assert_eq!(r.error_code, 0);
+        assert_eq!(
+            (r.offset, r.timestamp),
+            (offset, ts),
+            "{engine}: target {target}"
+        );
+    }
+    let max = list_offsets(&mut conn, "sarama", 0, MAX_TIMESTAMP).await;
+    assert_eq!(
+        (max.offset, max.timestamp),
+        (9, t + 240),
+        "{engine}: MAX_TIMESTAMP"
+    );
+    let after = list_offsets(&mut conn, "sarama", 0, t + 241).await;
+    assert_eq!((after.offset, after.timestamp), (-1, -1));
+
+    // A wrong positive header (the first record's timestamp, below the true max) is
+    // rewritten where the topic has a timestamp bound; a record beyond the bound refuses
+    // the whole record set with INVALID_TIMESTAMP and the index of the record.
+    let day = 86_400_000i64;
+    let bounded = [
+        ("message.timestamp.before.max.ms", "86400000"),
+        ("message.timestamp.after.max.ms", "3600000"),
+    ];
+    assert_eq!(create_topic(&mut conn, "bounded", 1, &bounded).await, 0);
+    for (i, codec) in [Compression::None, Compression::Gzip]
+        .into_iter()
+        .enumerate()
+    {
+        let base = t + 1_000 * i as i64;
+        let b = batch_with_header_max("w", &[base, base + 500, base + 20], codec, base);
+        assert_eq!(produce(&mut conn, "bounded", 0, b).await.error_code, 0);
+    }
+    assert_eq!(
+        stored_headers(&mut conn, "bounded", 0).await,
+        vec![(0, t + 500, 0), (3, t + 1_500, 1)]
+    );
+    let r = list_offsets(&mut conn, "bounded", 0, t + 400).await;
+    assert_eq!((r.offset, r.timestamp), (1, t + 500));
+    let max = list_offsets(&mut conn, "bounded", 0, MAX_TIMESTAMP).await;
+    assert_eq!((max.offset, max.timestamp), (4, t + 1_500));
+    for (codec, ts) in [
+        (Compression::None, vec![now, now - 2 * day]),
+        (Compression::Zstd, vec![now, now - 2 * day]),
+        (Compression::Snappy, vec![now, now + 2 * 3_600_000]),
+    ] {
+        let b = batch_with_header_max("late", &ts, codec, -1);
+        let r = produce(&mut conn, "bounded", 0, b).await;
+        assert_eq!(r.error_code, INVALID_TIMESTAMP, "{engine} {codec:?}");
+        assert_eq!(r.record_errors.len(), 1);
+        assert_eq!(r.record_errors[0].batch_index, 1);
+    }
+    assert_eq!(
+        common::log_end_offset(&mut conn, "bounded", 0).await,
+        6,
+        "nothing written"
+    );
+
+    // Time retention: a -1 header on old records goes, a -1 header on fresh records stays.
+    // One batch per segment (log engine); the last batch is never deleted by either engine.
+    let retained = [("retention.ms", "3600000"), ("segment.bytes", "14")];
+    assert_eq!(create_topic(&mut conn, "retained", 1, &retained).await, 0);
+    for (prefix, ts, header) in [
+        ("old", now - 10 * 3_600_000, -1),
+        ("fresh", now, -1),
+        ("last", now, now),
+    ] {
+        let b = batch_with_header_max(prefix, &[ts, ts + 1], Compression::None, header);
+        assert_eq!(produce(&mut conn, "retained", 0, b).await.error_code, 0);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let start = loop {
+        let start = list_offsets(&mut conn, "retained", 0, EARLIEST)
+            .await
+            .offset;
+        if start > 0 || std::time::Instant::now() > deadline {
+            break start;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(start, 2, "{engine}: the old batch is deleted by retention");
+    // Ten more retention passes must leave the fresh batch alone (its header says now).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let start = list_offsets(&mut conn, "retained", 0, EARLIEST)
+        .await
+        .offset;
+    assert_eq!(start, 2, "{engine}: the fresh batch is kept");
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_are_corrected_on_append_log() {
+    headers_are_corrected_on_append("log").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_are_corrected_on_append_memory() {
+    headers_are_corrected_on_append("memory").await;
+}
+
+#[cfg(feature = "rocksdb")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_are_corrected_on_append_rocksdb() {
+    headers_are_corrected_on_append("rocksdb").await;
+}

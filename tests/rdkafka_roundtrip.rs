@@ -2,6 +2,7 @@
 //! headers and timestamps round-trip intact, per partition in order, with every codec;
 //! acks=all data survives a restart; the idempotent producer writes exactly once.
 
+mod common;
 mod support;
 
 use std::time::Duration;
@@ -204,5 +205,95 @@ async fn restart_keeps_acked_data(storage_type: &str) {
     .await
     .unwrap();
     check(&got, &acked, "restart");
+    broker.shutdown().await.unwrap();
+}
+
+/// A topic with `compression.type=zstd` recompresses what a producer with compression unset
+/// sends: the stored batches (read back over a raw Fetch) are zstd, and librdkafka reads the
+/// same records, keys, values, headers and timestamps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_compression_type_recompresses_on_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path()).await;
+    let addr = broker.bootstrap_address();
+    let topic = "topic-zstd";
+    create_topic(&addr, topic, PARTITIONS, &[("compression.type", "zstd")]).await;
+    let n = 3_000;
+    let acked = produce_all(&addr, topic, n, "recompressed", &[("acks", "all")]).await;
+    let (a, t) = (addr.clone(), topic.to_string());
+    let got = tokio::task::spawn_blocking(move || {
+        consume(&a, &t, PARTITIONS, n, Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    check(&got, &acked, "recompressed");
+    let mut conn = common::KafkaConn::connect(&addr).await;
+    for p in 0..PARTITIONS {
+        let data = common::fetch(&mut conn, topic, p, common::FetchArgs::at(0)).await;
+        let batches = rafka_core::RecordBatch::split_all(data.records.unwrap_or_default()).unwrap();
+        assert!(!batches.is_empty());
+        for b in &batches {
+            b.validate().unwrap();
+            assert_eq!(
+                b.compression(),
+                rafka_core::CompressionType::Zstd,
+                "partition {p} batch at {}",
+                b.base_offset().0
+            );
+        }
+    }
+    broker.shutdown().await.unwrap();
+}
+
+/// `message.timestamp.before.max.ms` / `after.max.ms` refuse a librdkafka record whose
+/// timestamp is outside them with INVALID_TIMESTAMP, and nothing of it is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timestamps_outside_the_topic_bounds_get_invalid_timestamp() {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path()).await;
+    let addr = broker.bootstrap_address();
+    let topic = "bounded-ts";
+    let bounds = [
+        ("message.timestamp.before.max.ms", "3600000"),
+        ("message.timestamp.after.max.ms", "60000"),
+    ];
+    create_topic(&addr, topic, 1, &bounds).await;
+    let p = producer(&addr, &[("acks", "all"), ("retries", "0")]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let send = |ts: i64| {
+        let p = p.clone();
+        async move {
+            p.send(
+                FutureRecord::to(topic)
+                    .key("k")
+                    .payload("v")
+                    .partition(0)
+                    .timestamp(ts),
+                Duration::from_secs(10),
+            )
+            .await
+        }
+    };
+    let ok = send(now - 1_000)
+        .await
+        .expect("a timestamp within the bounds");
+    assert_eq!((ok.partition, ok.offset), (0, 0));
+    for (what, ts) in [
+        ("2 h ago", now - 7_200_000),
+        ("10 min ahead", now + 600_000),
+    ] {
+        match send(ts).await {
+            Err((KafkaError::MessageProduction(code), _)) => {
+                assert_eq!(code, RDKafkaErrorCode::InvalidTimestamp, "{what}")
+            }
+            other => panic!("{what}: expected INVALID_TIMESTAMP, got {other:?}"),
+        }
+    }
+    let ok = send(now).await.expect("a timestamp within the bounds");
+    assert_eq!(ok.offset, 1, "the refused records took no offsets");
     broker.shutdown().await.unwrap();
 }

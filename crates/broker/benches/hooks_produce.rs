@@ -1,7 +1,9 @@
 //! Produce throughput through the broker's produce handler (`api::dispatch`, in process, no
 //! sockets) with no hooks, with `topic_policy` only (no record access: must stay within 5%
 //! of no hooks) and with `add_headers` (decode + rewrite + re-encode every batch), on
-//! uncompressed and lz4 batches. `cargo bench -p rafka-broker --bench hooks_produce`.
+//! uncompressed and lz4 batches; then the append-time checks of `normalize`: batches with a
+//! -1 max timestamp (read record by record), a topic with a timestamp bound (every batch
+//! read), a topic with `compression.type=zstd` (every batch re-encoded). `cargo bench -p rafka-broker --bench hooks_produce`.
 //!
 //! Each variant appends the same requests (one partition, 100 records of 100 bytes per
 //! batch) to a fresh log with `fsync: never`; rounds alternate variants so disk and CPU noise
@@ -77,8 +79,15 @@ fn request(records: &Bytes) -> DecodedRequest {
     }
 }
 
+/// The same batch with its header max timestamp at -1, as Sarama 1.22 sends it.
+fn sarama_header(records: &Bytes) -> Bytes {
+    let mut b = rafka_core::RecordBatch::parse(records.clone()).expect("one batch");
+    b.set_max_timestamp(Timestamp(-1));
+    b.into_bytes()
+}
+
 /// One round: a fresh broker, `REQUESTS` produce requests; returns the elapsed time.
-async fn round(hooks_yaml: &str, records: &Bytes) -> Duration {
+async fn round(hooks_yaml: &str, topic_configs: &[(&str, &str)], records: &Bytes) -> Duration {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = Config::from_yaml(hooks_yaml).expect("config");
     cfg.broker.listen = "127.0.0.1:0".into();
@@ -92,7 +101,10 @@ async fn round(hooks_yaml: &str, records: &Bytes) -> Duration {
         .create_topic(
             &rafka_core::TopicName::new("bench").unwrap(),
             1,
-            Default::default(),
+            topic_configs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             false,
         )
         .expect("topic");
@@ -122,30 +134,54 @@ async fn round(hooks_yaml: &str, records: &Bytes) -> Duration {
     elapsed
 }
 
+/// A variant: hooks YAML, topic configs, and whether batches carry a -1 max timestamp.
+type Variant = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    bool,
+);
+
 fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let variants = [
-        ("no hooks", ""),
+    let variants: [Variant; 6] = [
+        ("no hooks", "", &[], false),
         (
             "topic_policy",
             "hooks:\n- type: topic_policy\n  allowed: ['bench', 'orders-.*']\n  denied: ['tmp-.*']\n",
+            &[],
+            false,
         ),
         (
             "add_headers",
             "hooks:\n- type: add_headers\n  headers: {source: rafka}\n  client_id_header: client\n",
+            &[],
+            false,
         ),
+        // Append-time checks (`normalize`): a -1 header is read record by record; a
+        // timestamp bound reads every batch; a topic codec re-encodes every batch.
+        ("max ts -1", "", &[], true),
+        (
+            "ts bound",
+            "",
+            &[("message.timestamp.before.max.ms", "9223372036854775806")],
+            false,
+        ),
+        ("topic zstd", "", &[("compression.type", "zstd")], false),
     ];
     for (codec_name, codec) in [("none", Compression::None), ("lz4", Compression::Lz4)] {
         let records = batch(codec);
+        let sarama = sarama_header(&records);
         let mut best = vec![Duration::MAX; variants.len()];
         for _ in 0..ROUNDS {
-            for (i, (_, yaml)) in variants.iter().enumerate() {
-                let t = rt.block_on(round(yaml, &records));
+            for (i, (_, yaml, configs, minus_one)) in variants.iter().enumerate() {
+                let input = if *minus_one { &sarama } else { &records };
+                let t = rt.block_on(round(yaml, configs, input));
                 best[i] = best[i].min(t);
             }
         }
         let base = best[0].as_secs_f64();
-        for ((name, _), t) in variants.iter().zip(&best) {
+        for ((name, ..), t) in variants.iter().zip(&best) {
             let secs = t.as_secs_f64();
             let n = (REQUESTS * RECORDS_PER_BATCH) as f64;
             println!(

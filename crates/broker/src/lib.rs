@@ -15,6 +15,7 @@ pub mod config;
 pub mod group;
 mod hooks;
 pub mod metrics;
+mod normalize;
 pub mod producer_state;
 mod server;
 pub mod state;

@@ -16,6 +16,7 @@ use rafka_core::{
     TopicName, TopicPartition,
 };
 
+use crate::normalize::AppendPolicy;
 use crate::producer_state::{ProducerStates, SequenceCheck, SequenceSpan};
 use crate::topic_config;
 
@@ -54,7 +55,8 @@ pub struct PartitionState {
     /// Bytes and records produced and fetched (the topic's traffic metrics).
     pub traffic: crate::metrics::Traffic,
     producers: Mutex<ProducerStates>,
-    log_append_time: std::sync::atomic::AtomicBool,
+    /// The topic's timestamp type, bounds and codec, replaced when its configs change.
+    append_policy: RwLock<AppendPolicy>,
     offline: bool,
 }
 
@@ -86,7 +88,7 @@ impl PartitionState {
             log,
             traffic: Default::default(),
             producers: Mutex::new(producers),
-            log_append_time: cfg.log_append_time.into(),
+            append_policy: RwLock::new(AppendPolicy::of(cfg)),
             offline: false,
         })
     }
@@ -110,7 +112,7 @@ impl PartitionState {
                     log: Arc::new(OfflineLog(tp.to_string())),
                     tp,
                     producers: Mutex::new(ProducerStates::default()),
-                    log_append_time: cfg.log_append_time.into(),
+                    append_policy: RwLock::new(AppendPolicy::of(cfg)),
                     offline: true,
                     traffic: Default::default(),
                 }
@@ -145,8 +147,12 @@ impl PartitionState {
 
     /// Whether the topic stamps LogAppendTime.
     pub fn log_append_time(&self) -> bool {
-        self.log_append_time
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.append_policy.read().log_append_time
+    }
+
+    /// What an append to this partition must check or change (timestamps, codec).
+    pub fn append_policy(&self) -> AppendPolicy {
+        *self.append_policy.read()
     }
 
     /// Truncation or deletion invalidates remembered producer batches.
@@ -516,8 +522,7 @@ impl Cluster {
         let cfg = topic_config::log_config(&self.defaults, &configs);
         for p in &topic.partitions {
             p.log.set_config(cfg.clone());
-            p.log_append_time
-                .store(cfg.log_append_time, std::sync::atomic::Ordering::Relaxed);
+            *p.append_policy.write() = AppendPolicy::of(&cfg);
         }
         let new = Arc::new(Topic {
             name: topic.name.clone(),

@@ -365,6 +365,27 @@ impl RecordBatch {
         });
     }
 
+    /// Sets a CreateTime batch's max timestamp to `ts` (clearing the LogAppendTime bit, as
+    /// Kafka's `setMaxTimestamp(CREATE_TIME, ..)` does) and recomputes the CRC. A batch that
+    /// already says so is left alone, shared bytes uncopied.
+    pub fn set_max_timestamp(&mut self, ts: Timestamp) {
+        if self.max_timestamp() == ts && self.timestamp_type() == TimestampType::CreateTime {
+            return;
+        }
+        self.patch(|b| {
+            let attrs = be_i16(b, ATTRIBUTES) & !0x8;
+            b[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attrs.to_be_bytes());
+            b[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&ts.0.to_be_bytes());
+            let crc = crc32c::crc32c(&b[ATTRIBUTES..]);
+            b[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        });
+    }
+
+    /// The bytes after the 61-byte header: the records, compressed as the attributes say.
+    pub fn records_bytes(&self) -> Bytes {
+        self.buf.slice(HEADER_BYTES..)
+    }
+
     fn patch(&mut self, f: impl FnOnce(&mut [u8])) {
         let buf = std::mem::take(&mut self.buf);
         let mut owned = buf
@@ -549,6 +570,42 @@ fn get_bytes(buf: &mut &[u8]) -> Option<Option<Bytes>> {
     Some(Some(Bytes::copy_from_slice(v)))
 }
 
+/// Why a batch's records could not be walked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed records: {0}")]
+pub struct MalformedRecords(pub &'static str);
+
+/// Calls `f(index, timestamp)` for each of the `count` records in `records`, the
+/// **uncompressed** records section of a batch whose base timestamp is `base_timestamp`.
+/// Reads only each record's length, attributes and timestamp delta and skips the rest, so
+/// it costs a few varint reads per record. The records must fill `records` exactly.
+pub fn for_each_record_timestamp(
+    mut records: &[u8],
+    base_timestamp: i64,
+    count: i32,
+    mut f: impl FnMut(usize, i64),
+) -> Result<(), MalformedRecords> {
+    for i in 0..count.max(0) as usize {
+        let len = get_varlong(&mut records).ok_or(MalformedRecords("bad record length"))?;
+        let len = usize::try_from(len).map_err(|_| MalformedRecords("negative record length"))?;
+        if len > records.len() {
+            return Err(MalformedRecords("record runs past the batch"));
+        }
+        let (mut rec, rest) = records.split_at(len);
+        records = rest;
+        rec = rec.get(1..).ok_or(MalformedRecords("empty record"))?; // attributes
+        let delta = get_varlong(&mut rec).ok_or(MalformedRecords("bad timestamp delta"))?;
+        let ts = base_timestamp
+            .checked_add(delta)
+            .ok_or(MalformedRecords("timestamp delta overflows"))?;
+        f(i, ts);
+    }
+    if !records.is_empty() {
+        return Err(MalformedRecords("bytes left after the last record"));
+    }
+    Ok(())
+}
+
 impl RecordBatch {
     /// Decodes the records of an **uncompressed** batch, for internal topics and tests.
     /// Returns `None` for a compressed batch or malformed records.
@@ -719,6 +776,43 @@ mod tests {
         assert_eq!(batches[1].record_count(), 4);
         set.truncate(set.len() - 3);
         assert!(RecordBatch::split_all(set.freeze()).is_err());
+    }
+
+    #[test]
+    fn record_timestamps_are_walked_without_decoding_keys_or_values() {
+        let b = BatchBuilder::new(Offset(0))
+            .kv(b"a", b"x", Timestamp(1_000))
+            .kv(b"b", &[7u8; 300], Timestamp(900))
+            .kv(b"c", b"z", Timestamp(1_500))
+            .build();
+        let mut seen = Vec::new();
+        for_each_record_timestamp(&b.records_bytes(), 900, 3, |i, ts| seen.push((i, ts))).unwrap();
+        assert_eq!(seen, vec![(0, 1_000), (1, 900), (2, 1_500)]);
+        // A count that disagrees with the bytes is malformed either way.
+        assert!(for_each_record_timestamp(&b.records_bytes(), 900, 2, |_, _| ()).is_err());
+        assert!(for_each_record_timestamp(&b.records_bytes(), 900, 4, |_, _| ()).is_err());
+        let body = b.records_bytes();
+        assert!(for_each_record_timestamp(&body[..body.len() - 1], 900, 3, |_, _| ()).is_err());
+    }
+
+    #[test]
+    fn set_max_timestamp_rewrites_the_header_and_the_crc() {
+        let mut b = sample(3);
+        let shared = b.as_bytes().clone();
+        b.set_max_timestamp(Timestamp(1002));
+        assert_eq!(
+            b.as_bytes().as_ptr(),
+            shared.as_ptr(),
+            "unchanged: not copied"
+        );
+        b.set_max_timestamp(Timestamp(-1));
+        assert_eq!(b.max_timestamp(), Timestamp(-1));
+        b.validate().unwrap();
+        b.set_log_append_time(Timestamp(5));
+        b.set_max_timestamp(Timestamp(1002));
+        assert_eq!(b.timestamp_type(), TimestampType::CreateTime);
+        assert_eq!(b.max_timestamp(), Timestamp(1002));
+        b.validate().unwrap();
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::batch::{BatchError, RecordBatch};
+use crate::batch::{BatchError, CompressionType, RecordBatch};
 use crate::types::{Offset, Timestamp, TopicPartition};
 
 /// Errors from a storage engine. Typed here; the broker maps them to Kafka error codes.
@@ -70,6 +70,14 @@ pub struct LogConfig {
     pub max_message_bytes: usize,
     /// `message.timestamp.type` is LogAppendTime.
     pub log_append_time: bool,
+    /// `message.timestamp.before.max.ms`: how far in the past a CreateTime record's
+    /// timestamp may be (`i64::MAX`: unbounded). Checked by the broker on append.
+    pub message_timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: how far in the future it may be.
+    pub message_timestamp_after_max_ms: i64,
+    /// `compression.type`: `None` for `producer` (batches kept in their own codec), else
+    /// the codec the broker recompresses batches to on append.
+    pub compression: Option<CompressionType>,
 }
 
 impl Default for LogConfig {
@@ -83,6 +91,11 @@ impl Default for LogConfig {
             retention_bytes: -1,
             max_message_bytes: 1024 * 1024 + 12,
             log_append_time: false,
+            // Kafka 4 bounds the future at one hour; Rafka leaves both unbounded so that
+            // batches are not decoded on append unless a topic asks (broker `normalize`).
+            message_timestamp_before_max_ms: i64::MAX,
+            message_timestamp_after_max_ms: i64::MAX,
+            compression: None,
         }
     }
 }

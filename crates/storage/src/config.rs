@@ -140,7 +140,7 @@ impl StorageConfig {
             retention_bytes: self.log_retention_bytes,
             // Config may lower a hard cap, never raise it.
             max_message_bytes: self.message_max_bytes.min(BATCH_BYTES_MAX),
-            log_append_time: false,
+            ..LogConfig::default()
         }
     }
 }

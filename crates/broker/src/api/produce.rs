@@ -23,6 +23,7 @@ use rafka_protocol::legacy::message_set::{self, MessageSetError};
 use super::{sb, storage_error_code, Reply};
 use crate::broker::Shared;
 use crate::config::FsyncPolicy;
+use crate::normalize::{normalize_batch, NormalizeError};
 use crate::state::{AppendError, Appended, PartitionState};
 
 /// The first Produce version that may carry zstd (KIP-110).
@@ -103,6 +104,10 @@ fn append_partition(
             return r;
         }
     }
+    let batches = match normalize_batches(p, batches) {
+        Ok(b) => b,
+        Err(r) => return partition_error_at(index, r),
+    };
     let batches = if plan.is_empty() {
         batches
     } else {
@@ -148,6 +153,51 @@ fn append_partition(
         .with_base_offset(base)
         .with_log_append_time_ms(ts)
         .with_log_start_offset(p.log.log_start_offset().0)
+}
+
+/// Kafka's `LogValidator` step, after the batches are validated and before hooks see
+/// them: the header max timestamp derived from the records where it cannot be trusted,
+/// record timestamps checked against the topic's `message.timestamp.*` bounds, batches
+/// recompressed to the topic's `compression.type`. Free for well-formed batches on topics
+/// that ask for none of this (see `crate::normalize`). A refused batch refuses the
+/// partition's whole record set: nothing of it is written.
+fn normalize_batches(
+    p: &PartitionState,
+    batches: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>, (i32, ResponseError, String)> {
+    let policy = p.append_policy();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut out = Vec::with_capacity(batches.len());
+    for b in batches {
+        match normalize_batch(&policy, b, now_ms) {
+            Ok(b) => out.push(b),
+            Err(NormalizeError::InvalidTimestamp {
+                record_index,
+                message,
+            }) => {
+                let i = i32::try_from(record_index).unwrap_or(i32::MAX);
+                return Err((i, ResponseError::InvalidTimestamp, message));
+            }
+            Err(NormalizeError::Corrupt(m)) => {
+                return Err((0, ResponseError::CorruptMessage, m));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A refused record set, with the index of the record at fault (Kafka's `record_errors`).
+fn partition_error_at(
+    index: i32,
+    (record_index, code, message): (i32, ResponseError, String),
+) -> PartitionProduceResponse {
+    let mut r = partition_error(index, code, Some(message.clone()));
+    r.record_errors = vec![BatchIndexAndErrorMessage::default()
+        .with_batch_index(record_index)
+        .with_batch_index_error_message(Some(sb(message)))];
+    r
 }
 
 /// Produce.
