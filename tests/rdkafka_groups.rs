@@ -449,6 +449,7 @@ async fn closed_static_members_expire_and_their_groups_can_be_deleted() {
         .unwrap();
     assert!(deleted.iter().all(|r| r.is_ok()), "{deleted:?}");
     broker.shutdown().await.unwrap();
+}
 
 /// The broker's log lines, captured from the threads of one runtime (see
 /// `cooperative_sticky_member_joins_a_busy_member_with_a_long_topic_name`).
