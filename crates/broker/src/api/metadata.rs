@@ -42,7 +42,7 @@ fn topic_entry(shared: &Shared, t: &Topic) -> MetadataResponseTopic {
                     MetadataResponsePartition::default()
                         .with_partition_index(p.tp.partition.0)
                         .with_leader_id(node)
-                        .with_leader_epoch(0)
+                        .with_leader_epoch(p.leader_epoch())
                         .with_replica_nodes(vec![node])
                         .with_isr_nodes(vec![node])
                         // Kafka lists a replica whose log dir is offline here; its
@@ -228,7 +228,7 @@ pub fn describe_topic_partitions(
                 DescribeTopicPartitionsResponsePartition::default()
                     .with_partition_index(p.tp.partition.0)
                     .with_leader_id(node)
-                    .with_leader_epoch(0)
+                    .with_leader_epoch(p.leader_epoch())
                     .with_replica_nodes(vec![node])
                     .with_isr_nodes(vec![node])
                     .with_offline_replicas(if p.is_offline() { vec![node] } else { vec![] })

@@ -10,7 +10,7 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::ResponseError;
 
-use rafka_core::{RecordBatch, StorageError};
+use rafka_core::{RecordBatch, StorageError, ValidatedBatch};
 use rafka_hooks::{Plan, RequestContext, Stages};
 
 use super::{sb, storage_error_code, Reply};
@@ -54,15 +54,21 @@ fn append_partition(
             return partition_error(index, ResponseError::CorruptMessage, Some(e.to_string()));
         }
     };
-    for (i, b) in batches.iter().enumerate() {
-        if let Err(e) = b.validate() {
-            let mut r = partition_error(index, ResponseError::CorruptMessage, Some(e.to_string()));
-            r.record_errors = vec![BatchIndexAndErrorMessage::default()
-                .with_batch_index(i as i32)
-                .with_batch_index_error_message(Some(sb(e.to_string())))];
-            return r;
+    let mut validated = Vec::with_capacity(batches.len());
+    for (i, b) in batches.into_iter().enumerate() {
+        match ValidatedBatch::new(b) {
+            Ok(v) => validated.push(v),
+            Err(e) => {
+                let mut r =
+                    partition_error(index, ResponseError::CorruptMessage, Some(e.to_string()));
+                r.record_errors = vec![BatchIndexAndErrorMessage::default()
+                    .with_batch_index(i as i32)
+                    .with_batch_index_error_message(Some(sb(e.to_string())))];
+                return r;
+            }
         }
     }
+    let batches = validated;
     let batches = if plan.is_empty() {
         batches
     } else {
@@ -107,7 +113,7 @@ fn append_partition(
         .with_index(index)
         .with_base_offset(base)
         .with_log_append_time_ms(ts)
-        .with_log_start_offset(p.log.log_start_offset().0)
+        .with_log_start_offset(p.log_start_offset().0)
 }
 
 /// Produce.
@@ -120,7 +126,6 @@ pub fn handle(
     let acks = req.acks;
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut to_flush: Vec<(usize, usize, Arc<PartitionState>)> = Vec::new();
-    let mut appended_any = false;
     for (ti, topic) in req.topic_data.into_iter().enumerate() {
         let name = topic.name.to_string();
         let found = shared.cluster.topic(&name);
@@ -136,11 +141,8 @@ pub fn handle(
                 partition_error(pd.index, ResponseError::InvalidTopicException, None)
             } else if let Some(p) = found.as_ref().and_then(|t| t.partition(pd.index)) {
                 let r = append_partition(shared, (plan, ctx), p, pd.index, pd.records);
-                if r.error_code == 0 {
-                    appended_any = true;
-                    if acks == -1 {
-                        to_flush.push((ti, parts.len(), p.clone()));
-                    }
+                if r.error_code == 0 && acks == -1 {
+                    to_flush.push((ti, parts.len(), p.clone()));
                 }
                 r
             } else {
@@ -153,9 +155,6 @@ pub fn handle(
                 .with_name(topic.name)
                 .with_partition_responses(parts),
         );
-    }
-    if appended_any {
-        shared.cluster.notify_data();
     }
     if acks == 0 {
         return Reply::Nothing;
@@ -170,7 +169,7 @@ pub fn handle(
         // through the log's group commit.
         let flushes: Vec<_> = to_flush
             .into_iter()
-            .map(|(ti, pi, p)| (ti, pi, tokio::task::spawn_blocking(move || p.log.flush())))
+            .map(|(ti, pi, p)| (ti, pi, tokio::task::spawn_blocking(move || p.flush())))
             .collect();
         for (ti, pi, h) in flushes {
             let failed = match h.await {
