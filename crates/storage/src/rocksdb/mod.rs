@@ -33,8 +33,8 @@ use bytes::BytesMut;
 use parking_lot::{Mutex, RwLock};
 use rafka_core::limits::{BATCH_BYTES_MAX, FETCH_RESPONSE_BYTES_MAX};
 use rafka_core::{
-    AppendInfo, LogConfig, Offset, PartitionLog, ReadResult, RecordBatch, StorageEngine,
-    StorageError, StorageResult, Timestamp, TopicPartition, ValidatedBatch,
+    AppendInfo, LogConfig, Offset, PartitionLog, ReadResult, StorageEngine, StorageError,
+    StorageResult, Timestamp, TopicPartition, ValidatedBatch,
 };
 use rocksdb::{
     ColumnFamilyDescriptor, DBCompressionType, DBRecoveryMode, FlushOptions, Options, WriteBatch,
