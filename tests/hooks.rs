@@ -88,8 +88,11 @@ fn header<'a>(r: &'a Received, key: &str) -> Option<&'a str> {
 fn stored(broker: &Broker, topic: &str) -> Vec<RecordBatch> {
     let t = broker.shared().cluster.topic(topic).expect("topic exists");
     let r = t.partitions[0]
-        .log
-        .read(Offset(0), 16 * 1024 * 1024)
+        .read(
+            Offset(0),
+            16 * 1024 * 1024,
+            rafka_broker::state::IsolationLevel::ReadUncommitted,
+        )
         .unwrap();
     RecordBatch::split_all(r.records).unwrap()
 }

@@ -139,6 +139,78 @@ async fn data_for_another_topic_does_not_end_the_wait() {
     broker.shutdown().await;
 }
 
+/// A long poll on several partitions sleeps through appends to a partition it does not
+/// read, and is answered by the first append to any partition it reads, with that data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_on_several_partitions_wakes_on_any_of_them() {
+    let broker = start_broker(|_| {}).await;
+    let mut consumer = KafkaConn::connect(&broker.addr()).await;
+    let mut producer = KafkaConn::connect(&broker.addr()).await;
+    assert_eq!(create_topic(&mut consumer, "multi", 3, &[]).await, 0);
+    let produced = tokio::spawn(async move {
+        // Partition 2 is not in the fetch: appends to it must not answer it.
+        for i in 0..3 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let r = produce(
+                &mut producer,
+                "multi",
+                2,
+                simple_batch(&format!("other{i}"), 1, 0).into_bytes(),
+            )
+            .await;
+            assert_eq!(r.error_code, 0);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let r = produce(
+            &mut producer,
+            "multi",
+            1,
+            simple_batch("wanted", 2, 0).into_bytes(),
+        )
+        .await;
+        assert_eq!((r.error_code, r.base_offset), (0, 0));
+    });
+    let mut req = fetch_request(
+        "multi",
+        Default::default(),
+        0,
+        FetchArgs {
+            max_wait_ms: 10_000,
+            min_bytes: 1,
+            ..FetchArgs::at(0)
+        },
+    );
+    let second = req.topics[0].partitions[0].clone().with_partition(1);
+    req.topics[0].partitions.push(second);
+    let started = Instant::now();
+    let ResponseKind::Fetch(r) = consumer
+        .send(ApiKey::Fetch, 12, RequestKind::Fetch(req))
+        .await
+    else {
+        panic!("not a Fetch response")
+    };
+    let elapsed = started.elapsed();
+    produced.await.expect("producer task");
+    let parts = &r.responses[0].partitions;
+    assert_eq!(parts.len(), 2);
+    assert_eq!((parts[0].partition_index, parts[0].error_code), (0, 0));
+    assert!(parts[0].records.clone().unwrap_or_default().is_empty());
+    assert_eq!((parts[1].partition_index, parts[1].error_code), (1, 0));
+    assert_eq!(parts[1].high_watermark, 2);
+    let (_, records) = decode_records(parts[1].records.clone());
+    let keys: Vec<_> = records.iter().map(|r| (r.offset, r.key.as_str())).collect();
+    assert_eq!(keys, [(0, "wanted-0"), (1, "wanted-1")]);
+    assert!(
+        elapsed >= Duration::from_millis(450),
+        "woken by another partition's append: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_millis(5_000),
+        "answered after {elapsed:?}"
+    );
+    broker.shutdown().await;
+}
+
 /// Requests pipelined behind a long poll are answered after it, in request order, and a
 /// Produce with acks=0 gets no response at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

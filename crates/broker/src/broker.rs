@@ -322,7 +322,7 @@ impl Broker {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
             for p in shared.cluster.all_partitions() {
-                p.log.flush()?;
+                p.flush()?;
             }
             shared.cluster.engine().close()
         })
@@ -366,7 +366,7 @@ async fn retention_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
         let _ = tokio::task::spawn_blocking(move || {
             let now = Timestamp::now();
             for p in s.cluster.all_partitions() {
-                match p.log.apply_retention(now) {
+                match p.apply_retention(now) {
                     Ok(0) => {}
                     Ok(n) => {
                         tracing::info!(partition = %p.tp, records = n, "retention removed records")
@@ -403,7 +403,7 @@ async fn flush_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         let s = shared.clone();
         let _ = tokio::task::spawn_blocking(move || {
             for p in s.cluster.all_partitions() {
-                if let Err(e) = p.log.flush() {
+                if let Err(e) = p.flush() {
                     tracing::error!(partition = %p.tp, error = %e, "interval flush failed");
                 }
             }

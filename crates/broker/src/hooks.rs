@@ -22,7 +22,7 @@ use kafka_protocol::records::{
     Compression, Record as WireRecord, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
 };
 
-use rafka_core::{Offset, RecordBatch, Timestamp, TimestampType, TopicPartition};
+use rafka_core::{Offset, RecordBatch, Timestamp, TimestampType, TopicPartition, ValidatedBatch};
 use rafka_hooks::{
     Api, ErrorCode, Header, HookChain, Outcome, OutcomeItem, Plan, Record, RecordSet, Rejection,
     RequestContext, Session, Stages, Verdict,
@@ -345,15 +345,29 @@ fn run_on_batches(
     })
 }
 
-/// `on_produce` for one partition's validated batches, before any is appended.
+/// `on_produce` for one partition's validated batches, before any is appended. A batch
+/// the hooks left alone keeps its check; one re-encoded from their records is new bytes,
+/// checked here.
 pub(crate) fn on_produce(
     chain: &HookChain,
     plan: Plan,
     ctx: &RequestContext,
     tp: &TopicPartition,
-    batches: Vec<RecordBatch>,
-) -> Result<Vec<RecordBatch>, Rejection> {
-    run_on_batches(plan, batches, |set| chain.on_produce(plan, ctx, tp, set))
+    batches: Vec<ValidatedBatch>,
+) -> Result<Vec<ValidatedBatch>, Rejection> {
+    let plain = batches.iter().map(|b| b.as_batch().clone()).collect();
+    let out = run_on_batches(plan, plain, |set| chain.on_produce(plan, ctx, tp, set))?;
+    let unchanged = |o: &RecordBatch, v: &ValidatedBatch| {
+        o.as_bytes().as_ptr() == v.as_bytes().as_ptr() && o.size_bytes() == v.size_bytes()
+    };
+    let same_count = out.len() == batches.len();
+    let mut validated = batches.into_iter();
+    out.into_iter()
+        .map(|o| match validated.next() {
+            Some(v) if same_count && unchanged(&o, &v) => Ok(v),
+            _ => ValidatedBatch::new(o).map_err(|e| corrupt(format!("hooked records: {e}"))),
+        })
+        .collect()
 }
 
 /// `on_fetch` over a finished fetch response: partitions of topics a hook asked for that

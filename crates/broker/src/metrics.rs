@@ -341,9 +341,9 @@ fn render_topics(shared: &Shared, out: &mut String) {
         for (i, p) in t.partitions.iter().enumerate() {
             let l = format!("topic=\"{}\",partition=\"{i}\"", label(t.name.as_str()));
             let values = [
-                p.log.log_start_offset().0,
-                p.log.log_end_offset().0,
-                i64::try_from(p.log.size_bytes()).unwrap_or(i64::MAX),
+                p.log_start_offset().0,
+                p.log_end_offset().0,
+                i64::try_from(p.size_bytes()).unwrap_or(i64::MAX),
             ];
             for ((row, (name, _)), v) in rows.iter_mut().zip(&gauges).zip(values) {
                 let _ = writeln!(row, "{name}{{{l}}} {v}");
@@ -376,7 +376,7 @@ fn render_groups(shared: &Shared, out: &mut String) {
         let end = shared
             .cluster
             .topic(topic)
-            .and_then(|t| t.partition(*partition).map(|p| p.log.log_end_offset().0));
+            .and_then(|t| t.partition(*partition).map(|p| p.high_watermark().0));
         if let Some(end) = end {
             let _ = writeln!(lag_rows, "rafka_group_lag{{{l}}} {}", (end - offset).max(0));
         }
@@ -393,7 +393,7 @@ fn render_groups(shared: &Shared, out: &mut String) {
 fn render_storage(shared: &Shared, out: &mut String) {
     let engine = shared.cluster.engine().name();
     let parts = shared.cluster.all_partitions();
-    let bytes: u64 = parts.iter().map(|p| p.log.size_bytes()).sum();
+    let bytes: u64 = parts.iter().map(|p| p.size_bytes()).sum();
     header(
         out,
         "rafka_storage_info",

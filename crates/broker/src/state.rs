@@ -1,19 +1,29 @@
-//! The broker's state: topics, their partitions and configs, producer ids, and the signal
-//! long-polling fetches wait on. Topic metadata is persisted in `rafka-topics.yaml` in the
-//! data directory (written atomically), so topic ids and configs survive restarts.
+//! The broker's state: topics, their partitions and configs, producer ids. Topic metadata
+//! is persisted in `rafka-topics.yaml` in the data directory (written atomically), so topic
+//! ids and configs survive restarts.
+//!
+//! [`PartitionState`] is the one door to a partition: every read and write of its log, its
+//! high watermark, last stable offset and leader epoch, and the wake-up of the long-poll
+//! fetches parked on it go through it. Transactions (the last stable offset) and
+//! replication (the high watermark, leader epochs) change this file, not the API handlers.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
+use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use rafka_core::{
     AppendInfo, LogConfig, Offset, PartitionLog, RecordBatch, StorageEngine, StorageError,
-    TopicName, TopicPartition,
+    Timestamp, TopicName, TopicPartition, ValidatedBatch,
 };
 
 use crate::normalize::AppendPolicy;
@@ -46,21 +56,140 @@ pub enum Appended {
     Duplicate(Offset),
 }
 
-/// One partition: its log and the idempotence state that guards appends.
+/// Which records a reader may see: Kafka's `isolation_level` (Fetch, ListOffsets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsolationLevel {
+    /// Everything below the high watermark (wire value 0).
+    ReadUncommitted,
+    /// Everything below the last stable offset: no record of an open transaction
+    /// (wire value 1).
+    ReadCommitted,
+}
+
+impl IsolationLevel {
+    /// From the wire's INT8. Kafka defines 0 and 1 only; anything else reads as
+    /// READ_UNCOMMITTED, as Rafka always has.
+    pub fn from_wire(v: i8) -> IsolationLevel {
+        if v == 1 {
+            IsolationLevel::ReadCommitted
+        } else {
+            IsolationLevel::ReadUncommitted
+        }
+    }
+}
+
+/// A partition's offsets at one moment, all derived from one read of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    /// First offset still stored.
+    pub log_start_offset: Offset,
+    /// Offset the next appended record gets.
+    pub log_end_offset: Offset,
+    /// Offset below which records are fully replicated: what READ_UNCOMMITTED sees.
+    pub high_watermark: Offset,
+    /// Offset below which no transaction is open: what READ_COMMITTED sees.
+    pub last_stable_offset: Offset,
+}
+
+impl PartitionOffsets {
+    /// The one definition of the high watermark and last stable offset. One replica: a
+    /// record is replicated once it is appended, so HW = LEO. No transactions yet: nothing
+    /// is open below the HW, so LSO = HW. Replication and transactions change this.
+    fn derive(log_start_offset: Offset, log_end_offset: Offset) -> PartitionOffsets {
+        let high_watermark = log_end_offset;
+        let last_stable_offset = high_watermark;
+        debug_assert!(last_stable_offset <= high_watermark && high_watermark <= log_end_offset);
+        PartitionOffsets {
+            log_start_offset,
+            log_end_offset,
+            high_watermark,
+            last_stable_offset,
+        }
+    }
+
+    /// The offset a reader at `isolation` reads up to (exclusive).
+    pub fn read_limit(&self, isolation: IsolationLevel) -> Offset {
+        match isolation {
+            IsolationLevel::ReadUncommitted => self.high_watermark,
+            IsolationLevel::ReadCommitted => self.last_stable_offset,
+        }
+    }
+}
+
+/// Whole batches read from a partition, cut at the reader's isolation level.
+#[derive(Debug, Clone)]
+pub struct PartitionRead {
+    /// Stored batches, back to back, exactly as stored; none reaches past the read limit.
+    pub records: Bytes,
+    /// The partition's offsets at the time of the read.
+    pub offsets: PartitionOffsets,
+}
+
+/// The leading whole batches of `records` that end at or below `limit`. A batch that
+/// crosses the limit is left out whole: a reader never sees part of what it may not read.
+fn batches_below(records: Bytes, limit: Offset) -> Bytes {
+    let mut keep = 0;
+    while let Some(len) = rafka_core::batch::batch_len_at(&records[keep..]) {
+        let Some(batch) = records
+            .get(keep..keep.saturating_add(len))
+            .and_then(|b| RecordBatch::parse(records.slice_ref(b)).ok())
+        else {
+            break;
+        };
+        if batch.last_offset() >= limit {
+            break;
+        }
+        keep += len;
+    }
+    if keep == records.len() {
+        records
+    } else {
+        records.slice(..keep)
+    }
+}
+
+/// The leader epoch a single node serves: it is the leader of every partition from the
+/// start, and leadership never changes. Replication changes it.
+const LEADER_EPOCH: i32 = 0;
+
+/// One partition's door: its log, the idempotence state that guards appends, its offsets
+/// (high watermark, last stable offset), its leader epoch and the wake-up of the long-poll
+/// fetches parked on it. Every read and write of the partition goes through here.
 pub struct PartitionState {
     /// Which partition.
     pub tp: TopicPartition,
-    /// The storage.
-    pub log: Arc<dyn PartitionLog>,
+    log: Arc<dyn PartitionLog>,
     /// Bytes and records produced and fetched (the topic's traffic metrics).
     pub traffic: crate::metrics::Traffic,
     producers: Mutex<ProducerStates>,
     /// The topic's timestamp type, bounds and codec, replaced when its configs change.
     append_policy: RwLock<AppendPolicy>,
     offline: bool,
+    leader_epoch: i32,
+    /// Woken (all waiters) after every append to this partition, and only this one.
+    appended: Arc<Notify>,
 }
 
 impl PartitionState {
+    fn new(
+        tp: TopicPartition,
+        log: Arc<dyn PartitionLog>,
+        producers: ProducerStates,
+        cfg: &LogConfig,
+        offline: bool,
+    ) -> PartitionState {
+        PartitionState {
+            tp,
+            log,
+            traffic: Default::default(),
+            producers: Mutex::new(producers),
+            append_policy: RwLock::new(AppendPolicy::of(cfg)),
+            offline,
+            leader_epoch: LEADER_EPOCH,
+            appended: Arc::new(Notify::new()),
+        }
+    }
+
     fn open(
         log: Arc<dyn PartitionLog>,
         tp: TopicPartition,
@@ -83,14 +212,7 @@ impl PartitionState {
             }
             at = next;
         }
-        Ok(PartitionState {
-            tp,
-            log,
-            traffic: Default::default(),
-            producers: Mutex::new(producers),
-            append_policy: RwLock::new(AppendPolicy::of(cfg)),
-            offline: false,
-        })
+        Ok(PartitionState::new(tp, log, producers, cfg, false))
     }
 
     /// Opens the partition, or, when its storage cannot be opened, logs why (the engine's
@@ -108,14 +230,8 @@ impl PartitionState {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(partition = %tp, error = %e, "partition is offline: its storage could not be opened");
-                PartitionState {
-                    log: Arc::new(OfflineLog(tp.to_string())),
-                    tp,
-                    producers: Mutex::new(ProducerStates::default()),
-                    append_policy: RwLock::new(AppendPolicy::of(cfg)),
-                    offline: true,
-                    traffic: Default::default(),
-                }
+                let log = Arc::new(OfflineLog(tp.to_string()));
+                PartitionState::new(tp, log, ProducerStates::default(), cfg, true)
             }
         }
     }
@@ -125,9 +241,63 @@ impl PartitionState {
         self.offline
     }
 
-    /// Appends one validated batch, applying idempotent-producer checks atomically with it.
-    pub fn append(&self, mut batch: RecordBatch) -> Result<Appended, AppendError> {
-        batch.set_partition_leader_epoch(0);
+    /// The epoch of this partition's leader (this broker).
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
+    }
+
+    /// Log start, log end, high watermark and last stable offset, read together.
+    pub fn offsets(&self) -> PartitionOffsets {
+        // Start before end: a concurrent DeleteRecords can only make start larger, never
+        // past an end read after it.
+        let start = self.log.log_start_offset();
+        PartitionOffsets::derive(start, self.log.log_end_offset())
+    }
+
+    /// First offset still stored.
+    pub fn log_start_offset(&self) -> Offset {
+        self.log.log_start_offset()
+    }
+
+    /// Offset the next appended record gets.
+    pub fn log_end_offset(&self) -> Offset {
+        self.log.log_end_offset()
+    }
+
+    /// Offset below which records are readable by READ_UNCOMMITTED consumers.
+    pub fn high_watermark(&self) -> Offset {
+        self.offsets().high_watermark
+    }
+
+    /// Offset below which no transaction is open: what READ_COMMITTED consumers read.
+    pub fn last_stable_offset(&self) -> Offset {
+        self.offsets().last_stable_offset
+    }
+
+    /// Reads whole batches from the one containing `from`, up to `max_bytes` (at least one
+    /// batch when there is one), none past what `isolation` may see.
+    pub fn read(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+        isolation: IsolationLevel,
+    ) -> Result<PartitionRead, StorageError> {
+        let r = self.log.read(from, max_bytes)?;
+        let offsets = PartitionOffsets::derive(r.log_start_offset, r.log_end_offset);
+        let limit = offsets.read_limit(isolation);
+        // Today the limit is the log end the read itself saw: nothing to cut.
+        let records = if limit >= r.log_end_offset {
+            r.records
+        } else {
+            batches_below(r.records, limit)
+        };
+        Ok(PartitionRead { records, offsets })
+    }
+
+    /// Appends one validated batch, applying idempotent-producer checks atomically with it,
+    /// then wakes the fetches parked on this partition.
+    pub fn append(&self, mut batch: ValidatedBatch) -> Result<Appended, AppendError> {
+        batch.set_partition_leader_epoch(self.leader_epoch);
         let mut producers = self.producers.lock();
         match producers.check(&batch) {
             SequenceCheck::Append => {}
@@ -142,7 +312,54 @@ impl PartitionState {
         let span = SequenceSpan::of(&batch);
         let info = self.log.append(batch)?;
         producers.record(span, info.base_offset);
+        drop(producers);
+        self.appended.notify_waiters();
         Ok(Appended::New(info))
+    }
+
+    /// Makes every append that returned before this call durable (group commit in the
+    /// engine). Blocking: call it off the async workers.
+    pub fn flush(&self) -> Result<(), StorageError> {
+        self.log.flush()
+    }
+
+    /// DeleteRecords: moves the log start offset to `before` (`None`: the high watermark)
+    /// and returns the new log start offset. Past the high watermark is out of range.
+    pub fn delete_records(&self, before: Option<Offset>) -> Result<Offset, StorageError> {
+        let offsets = self.offsets();
+        let target = before.unwrap_or(offsets.high_watermark);
+        if target.0 < 0 || target > offsets.high_watermark {
+            return Err(StorageError::OffsetOutOfRange {
+                offset: target,
+                log_start: offsets.log_start_offset,
+                log_end: offsets.high_watermark,
+            });
+        }
+        self.log.delete_before(target)?;
+        Ok(self.log.log_start_offset())
+    }
+
+    /// Applies the topic's retention at `now`; returns the records removed.
+    pub fn apply_retention(&self, now: Timestamp) -> Result<u64, StorageError> {
+        self.log.apply_retention(now)
+    }
+
+    /// The first batch whose max timestamp is at least `ts` (offset, timestamp).
+    pub fn offset_for_timestamp(
+        &self,
+        ts: Timestamp,
+    ) -> Result<Option<(Offset, Timestamp)>, StorageError> {
+        self.log.offset_for_timestamp(ts)
+    }
+
+    /// The batch with the largest max timestamp (its last offset, the timestamp).
+    pub fn max_timestamp(&self) -> Result<Option<(Offset, Timestamp)>, StorageError> {
+        self.log.max_timestamp()
+    }
+
+    /// Bytes the partition's log occupies.
+    pub fn size_bytes(&self) -> u64 {
+        self.log.size_bytes()
     }
 
     /// Whether the topic stamps LogAppendTime.
@@ -155,9 +372,54 @@ impl PartitionState {
         *self.append_policy.read()
     }
 
+    /// Applies a topic's new config to this partition.
+    fn set_config(&self, cfg: LogConfig) {
+        *self.append_policy.write() = AppendPolicy::of(&cfg);
+        self.log.set_config(cfg);
+    }
+
     /// Truncation or deletion invalidates remembered producer batches.
     pub fn reset_producers(&self) {
         self.producers.lock().clear();
+    }
+}
+
+/// A long poll's registration on every partition it reads, woken by the next append to
+/// any of them (and by nothing else). Take it *before* looking at the partitions: an
+/// append between the look and the wait then still wakes it, so no wake-up is lost. It
+/// holds one waiter per partition, released when it is dropped: bounded by the request.
+pub struct AppendWaiter {
+    waits: Vec<Pin<Box<OwnedNotified>>>,
+}
+
+impl AppendWaiter {
+    /// Registers on `partitions`.
+    pub fn register<'a>(partitions: impl IntoIterator<Item = &'a PartitionState>) -> Self {
+        // A Notified future counts `notify_waiters` calls from its creation on, polled or
+        // not: creating it is the registration.
+        AppendWaiter {
+            waits: partitions
+                .into_iter()
+                .map(|p| Box::pin(Arc::clone(&p.appended).notified_owned()))
+                .collect(),
+        }
+    }
+
+    /// Completes once any registered partition has taken an append since `register`; never,
+    /// for an empty registration.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a wake-up that arrived stays recorded in the waiter.
+    pub async fn any(&mut self) {
+        std::future::poll_fn(|cx| {
+            for w in &mut self.waits {
+                if w.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+            }
+            Poll::Pending
+        })
+        .await
     }
 }
 
@@ -237,7 +499,6 @@ pub struct Cluster {
     producer_ids: Mutex<ProducerIds>,
     meta_path: Option<PathBuf>,
     cluster_id: String,
-    data_version: watch::Sender<u64>,
 }
 
 impl Cluster {
@@ -318,7 +579,6 @@ impl Cluster {
             }),
             meta_path,
             cluster_id: meta.cluster_id,
-            data_version: watch::channel(0).0,
         };
         {
             let _g = cluster.admin.lock();
@@ -374,16 +634,6 @@ impl Cluster {
             .values()
             .map(|t| t.partitions.len())
             .sum()
-    }
-
-    /// Subscribes to "data was appended" notifications (long-poll fetch).
-    pub fn data_signal(&self) -> watch::Receiver<u64> {
-        self.data_version.subscribe()
-    }
-
-    /// Wakes long-polling fetches.
-    pub fn notify_data(&self) {
-        self.data_version.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     /// Creates a topic. With `validate_only`, checks everything and creates nothing.
@@ -521,8 +771,7 @@ impl Cluster {
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
         let cfg = topic_config::log_config(&self.defaults, &configs);
         for p in &topic.partitions {
-            p.log.set_config(cfg.clone());
-            *p.append_policy.write() = AppendPolicy::of(&cfg);
+            p.set_config(cfg.clone());
         }
         let new = Arc::new(Topic {
             name: topic.name.clone(),
@@ -603,7 +852,7 @@ impl OfflineLog {
 }
 
 impl PartitionLog for OfflineLog {
-    fn append(&self, _: RecordBatch) -> Result<AppendInfo, StorageError> {
+    fn append(&self, _: ValidatedBatch) -> Result<AppendInfo, StorageError> {
         Err(self.refuse())
     }
 
@@ -663,5 +912,155 @@ fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
             tokio::task::block_in_place(f)
         }
         _ => f(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Context, Waker};
+
+    use rafka_core::batch::BatchBuilder;
+    use rafka_storage::{MemoryEngine, MemoryOptions};
+
+    use super::*;
+
+    /// `n` partitions of topic `t` on a memory engine without a directory.
+    fn partitions(n: i32) -> Vec<PartitionState> {
+        let engine = MemoryEngine::open(MemoryOptions::default(), LogConfig::default())
+            .expect("memory engine");
+        let name = TopicName::new("t").expect("name");
+        (0..n)
+            .map(|i| {
+                let tp = TopicPartition::new(name.clone(), i);
+                PartitionState::open_or_offline(&engine, tp, &LogConfig::default())
+            })
+            .collect()
+    }
+
+    fn batch(n: usize) -> ValidatedBatch {
+        let mut b = BatchBuilder::new(Offset(0));
+        for i in 0..n {
+            b = b.kv(
+                b"k",
+                format!("v{i}").as_bytes(),
+                Timestamp(1_000 + i as i64),
+            );
+        }
+        ValidatedBatch::new(b.build()).expect("valid")
+    }
+
+    /// Polls `w.any()` once: whether it has been woken.
+    fn woken(w: &mut AppendWaiter) -> bool {
+        let fut = std::pin::pin!(w.any());
+        fut.poll(&mut Context::from_waker(Waker::noop())).is_ready()
+    }
+
+    #[test]
+    fn a_waiter_wakes_on_its_partitions_only() {
+        let p = partitions(3);
+        let mut w = AppendWaiter::register([&p[0], &p[1]]);
+        assert!(!woken(&mut w), "nothing appended yet");
+        p[2].append(batch(1)).expect("append");
+        assert!(!woken(&mut w), "woken by a partition it does not watch");
+        p[1].append(batch(1)).expect("append");
+        assert!(woken(&mut w), "not woken by a partition it watches");
+    }
+
+    #[test]
+    fn an_append_between_register_and_wait_is_not_lost() {
+        let p = partitions(1);
+        let mut w = AppendWaiter::register([&p[0]]);
+        // The look that decides to wait would happen here; then the append, then the wait.
+        p[0].append(batch(2)).expect("append");
+        assert!(woken(&mut w));
+        // A fresh registration does not see the old append.
+        let mut again = AppendWaiter::register([&p[0]]);
+        assert!(!woken(&mut again));
+        assert!(!woken(&mut AppendWaiter::register([])), "empty: never");
+    }
+
+    #[test]
+    fn offsets_and_epoch_come_from_one_place() {
+        let p = partitions(1);
+        let p = &p[0];
+        let o = p.offsets();
+        assert_eq!(
+            (
+                o.log_start_offset,
+                o.log_end_offset,
+                o.high_watermark,
+                o.last_stable_offset
+            ),
+            (Offset(0), Offset(0), Offset(0), Offset(0))
+        );
+        p.append(batch(3)).expect("append");
+        p.append(batch(2)).expect("append");
+        assert_eq!(p.log_end_offset(), Offset(5));
+        assert_eq!(p.high_watermark(), Offset(5));
+        assert_eq!(p.last_stable_offset(), Offset(5));
+        for iso in [
+            IsolationLevel::ReadUncommitted,
+            IsolationLevel::ReadCommitted,
+        ] {
+            let r = p.read(Offset(1), 1 << 20, iso).expect("read");
+            let got = RecordBatch::split_all(r.records).expect("whole batches");
+            let bases: Vec<_> = got.iter().map(|b| b.base_offset()).collect();
+            assert_eq!(bases, [Offset(0), Offset(3)]);
+            assert!(got
+                .iter()
+                .all(|b| b.partition_leader_epoch() == p.leader_epoch()));
+            assert_eq!(r.offsets, p.offsets());
+        }
+        assert_eq!(
+            p.delete_records(Some(Offset(3))).expect("delete"),
+            Offset(3)
+        );
+        assert!(matches!(
+            p.delete_records(Some(Offset(6))),
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        assert_eq!(p.delete_records(None).expect("delete to HW"), Offset(5));
+    }
+
+    #[test]
+    fn reads_are_cut_at_the_limit_in_whole_batches() {
+        let p = partitions(1);
+        for n in [3, 2, 4] {
+            p[0].append(batch(n)).expect("append");
+        }
+        let all = p[0]
+            .read(Offset(0), 1 << 20, IsolationLevel::ReadCommitted)
+            .expect("read")
+            .records;
+        let check = |limit: i64, n_batches: usize| {
+            let cut = batches_below(all.clone(), Offset(limit));
+            let got = RecordBatch::split_all(cut).expect("whole batches");
+            assert_eq!(got.len(), n_batches, "limit {limit}");
+            assert!(got.iter().all(|b| b.last_offset() < Offset(limit)));
+        };
+        check(0, 0);
+        check(2, 0); // inside the first batch: none of it
+        check(3, 1);
+        check(4, 1);
+        check(5, 2);
+        check(9, 3);
+        check(100, 3);
+        // A trailing partial batch (a max_bytes cut) is left out too.
+        let partial = all.slice(..all.len() - 1);
+        let got = RecordBatch::split_all(batches_below(partial, Offset(100))).expect("whole");
+        assert_eq!(got.len(), 2);
+    }
+
+    #[test]
+    fn isolation_level_from_the_wire() {
+        assert_eq!(
+            IsolationLevel::from_wire(0),
+            IsolationLevel::ReadUncommitted
+        );
+        assert_eq!(IsolationLevel::from_wire(1), IsolationLevel::ReadCommitted);
+        assert_eq!(
+            IsolationLevel::from_wire(7),
+            IsolationLevel::ReadUncommitted
+        );
     }
 }

@@ -29,19 +29,35 @@ pub const HEADER_BYTES: usize = 61;
 /// Bytes before and including the batch-length field; `batch length` counts what follows.
 pub const LOG_OVERHEAD: usize = 12;
 
-const BASE_OFFSET: usize = 0;
-const BATCH_LENGTH: usize = 8;
-const PARTITION_LEADER_EPOCH: usize = 12;
-const MAGIC: usize = 16;
-const CRC: usize = 17;
-const ATTRIBUTES: usize = 21;
-const LAST_OFFSET_DELTA: usize = 23;
-const BASE_TIMESTAMP: usize = 27;
-const MAX_TIMESTAMP: usize = 35;
-const PRODUCER_ID: usize = 43;
-const PRODUCER_EPOCH: usize = 51;
-const BASE_SEQUENCE: usize = 53;
-const RECORD_COUNT: usize = 57;
+// The header layout, defined once: where each field starts (see the table above). Storage
+// reads stored headers with these (rafka-storage's `log/header.rs`).
+/// Where the base offset (INT64) starts.
+pub const BASE_OFFSET: usize = 0;
+/// Where the batch length (INT32, bytes after this field) starts.
+pub const BATCH_LENGTH: usize = 8;
+/// Where the partition leader epoch (INT32) starts.
+pub const PARTITION_LEADER_EPOCH: usize = 12;
+/// Where the magic byte starts.
+pub const MAGIC: usize = 16;
+/// Where the CRC-32C (UINT32, of bytes `ATTRIBUTES..`) starts.
+pub const CRC: usize = 17;
+/// Where the attributes (INT16) start; the CRC covers from here to the end.
+pub const ATTRIBUTES: usize = 21;
+/// Where the last offset delta (INT32) starts.
+pub const LAST_OFFSET_DELTA: usize = 23;
+/// Where the base timestamp (INT64) starts.
+pub const BASE_TIMESTAMP: usize = 27;
+/// Where the max timestamp (INT64) starts.
+pub const MAX_TIMESTAMP: usize = 35;
+/// Where the producer id (INT64) starts.
+pub const PRODUCER_ID: usize = 43;
+/// Where the producer epoch (INT16) starts.
+pub const PRODUCER_EPOCH: usize = 51;
+/// Where the base sequence (INT32) starts.
+pub const BASE_SEQUENCE: usize = 53;
+/// Where the record count (INT32) starts; the records follow the header.
+pub const RECORD_COUNT: usize = 57;
+const _: () = assert!(RECORD_COUNT + 4 == HEADER_BYTES && BATCH_LENGTH + 4 == LOG_OVERHEAD);
 
 /// Why a batch was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,6 +1,7 @@
 //! rafka-core: the vocabulary every other Rafka crate shares.
 //!
-//! Offsets, partitions, topic names, the magic-2 [`RecordBatch`] view, the
+//! Offsets, partitions, topic names, the magic-2 [`RecordBatch`] view and the
+//! [`ValidatedBatch`] the engines take, the
 //! [`StorageEngine`] / [`PartitionLog`] contracts, the hard [`limits`] and the lock-free
 //! latency [`histogram`] that storage and broker both fill.
 //! No tokio, no sockets, no file I/O.
@@ -10,9 +11,11 @@ pub mod histogram;
 pub mod limits;
 pub mod storage;
 pub mod types;
+pub mod validated;
 
 pub use batch::{BatchError, CompressionType, RecordBatch, TimestampType};
 pub use storage::{
     AppendInfo, LogConfig, PartitionLog, ReadResult, StorageEngine, StorageError, StorageResult,
 };
 pub use types::{Offset, Partition, Timestamp, TopicName, TopicNameError, TopicPartition};
+pub use validated::ValidatedBatch;

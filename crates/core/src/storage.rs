@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::batch::{BatchError, CompressionType, RecordBatch};
+use crate::batch::{BatchError, CompressionType};
 use crate::types::{Offset, Timestamp, TopicPartition};
+use crate::validated::ValidatedBatch;
 
 /// Errors from a storage engine. Typed here; the broker maps them to Kafka error codes.
 #[derive(Debug, thiserror::Error)]
@@ -127,11 +128,13 @@ pub struct ReadResult {
 /// One partition's log. Implementations are thread-safe: appends are serialised inside,
 /// reads may run concurrently with appends and see a prefix of them.
 pub trait PartitionLog: Send + Sync {
-    /// Validates `batch`, assigns it the next offsets (rewriting its base offset) and
-    /// appends it. Nothing of a refused batch is stored. Not durable until [`flush`].
+    /// Assigns `batch` the next offsets (rewriting its base offset) and appends it. The
+    /// batch's CRC was checked when it became a [`ValidatedBatch`]: engines do not check it
+    /// again (recovery does, on what it reads back). Nothing of a refused batch is stored.
+    /// Not durable until [`flush`].
     ///
     /// [`flush`]: PartitionLog::flush
-    fn append(&self, batch: RecordBatch) -> StorageResult<AppendInfo>;
+    fn append(&self, batch: ValidatedBatch) -> StorageResult<AppendInfo>;
 
     /// Reads whole batches starting with the one that contains `from`, up to `max_bytes`,
     /// but always at least one whole batch if any exists at `from`. `from` equal to the log

@@ -132,11 +132,15 @@ fn every_valid_frame_decodes() {
     }
 }
 
-/// Every served API key and version.
+/// Every served API key and version the kafka-protocol codec decodes (the generator's
+/// schema). The versions below the codec's range (Produce v0–2, Fetch v0–3, ...) go through
+/// `rafka_protocol::legacy`, whose own property tests hold its hand decoders to all good input.
 fn served_versions() -> impl Iterator<Item = (ApiKey, i16)> {
-    SERVED
-        .iter()
-        .flat_map(|a| (a.served_min..=a.max).map(move |v| (a.key, v)))
+    SERVED.iter().flat_map(|a| {
+        (a.served_min..=a.max)
+            .filter(move |v| !rafka_protocol::legacy::handles(a.key, *v))
+            .map(move |v| (a.key, v))
+    })
 }
 
 /// Encodes `body` as the `kafka-protocol` crate does and reads it back the way the broker

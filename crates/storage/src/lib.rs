@@ -6,6 +6,8 @@
 //! - `rocksdb` (feature `rocksdb`): batches in RocksDB (`RocksEngine`).
 //! - `conformance` (feature `conformance`): the suite every engine must pass.
 //! - [`stats`]: process-wide fsync count and latency, for the broker's metrics.
+//! - `group_commit`: the group-commit `flush` every engine shares (one sync serves every
+//!   write before it).
 //! - [`StorageConfig`] / [`open_engine`]: the `storage:` config section and the engine it names.
 //!
 //! This crate does file I/O only: no networking, no Kafka API keys.
@@ -13,6 +15,7 @@
 //! [`StorageEngine`]: rafka_core::StorageEngine
 
 mod config;
+mod group_commit;
 pub mod log;
 pub mod memory;
 #[cfg(feature = "rocksdb")]

@@ -19,7 +19,7 @@ use proptest::prelude::*;
 use rafka_core::batch::BatchBuilder;
 use rafka_core::{
     LogConfig, Offset, PartitionLog, RecordBatch, StorageEngine, Timestamp, TopicName,
-    TopicPartition,
+    TopicPartition, ValidatedBatch,
 };
 use rafka_storage::{LogEngine, MemoryEngine, MemoryOptions};
 
@@ -358,7 +358,9 @@ fn append(log: &dyn PartitionLog, model: &mut Model, n_records: usize, value_byt
         b = b.kv(b"k", &value, Timestamp(model.n_appends * 10 + i as i64));
     }
     let batch = b.build();
-    let info = log.append(batch.clone()).expect("append");
+    let info = log
+        .append(ValidatedBatch::new(batch.clone()).expect("built batches are valid"))
+        .expect("append");
     assert_eq!(info.base_offset, Offset(model.log_end));
     let mut stored = RecordBatch::parse(Bytes::copy_from_slice(batch.as_bytes())).unwrap();
     stored.set_base_offset(info.base_offset);

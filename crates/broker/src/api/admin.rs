@@ -283,17 +283,10 @@ pub fn delete_records(shared: &Arc<Shared>, req: DeleteRecordsRequest) -> Respon
                     else {
                         return r.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
-                    let end = p.log.log_end_offset();
-                    let target = if dp.offset == -1 {
-                        end
-                    } else {
-                        Offset(dp.offset)
-                    };
-                    if target.0 < 0 || target > end {
-                        return r.with_error_code(ResponseError::OffsetOutOfRange.code());
-                    }
-                    match p.log.delete_before(target) {
-                        Ok(()) => r.with_low_watermark(p.log.log_start_offset().0),
+                    // -1: up to the high watermark, as in Kafka.
+                    let before = (dp.offset != -1).then_some(Offset(dp.offset));
+                    match p.delete_records(before) {
+                        Ok(start) => r.with_low_watermark(start.0),
                         Err(e) => r.with_error_code(storage_error_code(&e).code()),
                     }
                 })
@@ -329,7 +322,7 @@ pub fn describe_log_dirs(shared: &Arc<Shared>, req: DescribeLogDirsRequest) -> R
             .map(|p| {
                 DescribeLogDirsPartition::default()
                     .with_partition_index(p.tp.partition.0)
-                    .with_partition_size(p.log.size_bytes() as i64)
+                    .with_partition_size(p.size_bytes() as i64)
             })
             .collect();
         topics.push(

@@ -23,6 +23,7 @@ use rafka_protocol::legacy::message_set;
 
 use super::{storage_error_code, wire_topic, Reply};
 use crate::broker::Shared;
+use crate::state::{AppendWaiter, IsolationLevel, Topic};
 
 fn partition_error(index: i32, e: ResponseError) -> PartitionData {
     PartitionData::default()
@@ -40,14 +41,11 @@ fn collect(shared: &Shared, req: &FetchRequest, version: i16) -> (FetchResponse,
     if version < 3 || req.max_bytes <= 0 {
         budget = FETCH_RESPONSE_BYTES_MAX;
     }
+    let isolation = IsolationLevel::from_wire(req.isolation_level);
     let mut total = 0usize;
     let mut topics = Vec::with_capacity(req.topics.len());
     for ft in &req.topics {
-        let topic = if version >= 13 {
-            shared.cluster.topic_by_id(ft.topic_id)
-        } else {
-            shared.cluster.topic(&ft.topic)
-        };
+        let topic = requested_topic(shared, ft, version);
         let unknown = if version >= 13 {
             ResponseError::UnknownTopicId
         } else {
@@ -69,16 +67,16 @@ fn collect(shared: &Shared, req: &FetchRequest, version: i16) -> (FetchResponse,
             let result = if limit == 0 && !first_data {
                 None
             } else {
-                Some(p.log.read(Offset(fp.fetch_offset), limit.max(1)))
+                Some(p.read(Offset(fp.fetch_offset), limit.max(1), isolation))
             };
             let data = match result {
                 None => {
-                    let end = p.log.log_end_offset().0;
+                    let o = p.offsets();
                     PartitionData::default()
                         .with_partition_index(fp.partition)
-                        .with_high_watermark(end)
-                        .with_last_stable_offset(end)
-                        .with_log_start_offset(p.log.log_start_offset().0)
+                        .with_high_watermark(o.high_watermark.0)
+                        .with_last_stable_offset(o.last_stable_offset.0)
+                        .with_log_start_offset(o.log_start_offset.0)
                         .with_records(Some(bytes::Bytes::new()))
                 }
                 Some(Ok(r)) => {
@@ -91,16 +89,17 @@ fn collect(shared: &Shared, req: &FetchRequest, version: i16) -> (FetchResponse,
                     budget = budget.saturating_sub(records.len());
                     PartitionData::default()
                         .with_partition_index(fp.partition)
-                        .with_high_watermark(r.log_end_offset.0)
-                        .with_last_stable_offset(r.log_end_offset.0)
-                        .with_log_start_offset(r.log_start_offset.0)
+                        .with_high_watermark(r.offsets.high_watermark.0)
+                        .with_last_stable_offset(r.offsets.last_stable_offset.0)
+                        .with_log_start_offset(r.offsets.log_start_offset.0)
                         .with_records(Some(records))
                 }
                 Some(Err(e)) => {
                     let mut d = partition_error(fp.partition, storage_error_code(&e));
-                    d.high_watermark = p.log.log_end_offset().0;
-                    d.last_stable_offset = d.high_watermark;
-                    d.log_start_offset = p.log.log_start_offset().0;
+                    let o = p.offsets();
+                    d.high_watermark = o.high_watermark.0;
+                    d.last_stable_offset = o.last_stable_offset.0;
+                    d.log_start_offset = o.log_start_offset.0;
                     d
                 }
             };
@@ -120,15 +119,40 @@ fn collect(shared: &Shared, req: &FetchRequest, version: i16) -> (FetchResponse,
     (FetchResponse::default().with_responses(topics), total)
 }
 
+/// The topic a request entry names: by id from v13, by name before.
+fn requested_topic(
+    shared: &Shared,
+    ft: &kafka_protocol::messages::fetch_request::FetchTopic,
+    version: i16,
+) -> Option<Arc<Topic>> {
+    if version >= 13 {
+        shared.cluster.topic_by_id(ft.topic_id)
+    } else {
+        shared.cluster.topic(&ft.topic)
+    }
+}
+
+/// Registers on every partition the request reads (that exists), so that the next append
+/// to any of them wakes the long poll. Taken before the look that decides to wait.
+fn register(shared: &Shared, req: &FetchRequest, version: i16) -> AppendWaiter {
+    let mut parts = Vec::new();
+    for ft in &req.topics {
+        if let Some(t) = requested_topic(shared, ft, version) {
+            parts.extend(
+                ft.partitions
+                    .iter()
+                    .filter_map(|fp| t.partition(fp.partition).cloned()),
+            );
+        }
+    }
+    AppendWaiter::register(parts.iter().map(|p| p.as_ref()))
+}
+
 /// Adds the whole batches of the response that is sent to each partition's bytes-out and
 /// records-out. Response topics and partitions are in request order (`collect`).
 fn count_out(shared: &Shared, req: &FetchRequest, version: i16, resp: &FetchResponse) {
     for (ft, rt) in req.topics.iter().zip(&resp.responses) {
-        let topic = if version >= 13 {
-            shared.cluster.topic_by_id(ft.topic_id)
-        } else {
-            shared.cluster.topic(&ft.topic)
-        };
+        let topic = requested_topic(shared, ft, version);
         let Some(topic) = topic else { continue };
         for pd in &rt.partitions {
             if let (Some(p), Some(records)) = (topic.partition(pd.partition_index), &pd.records) {
@@ -198,29 +222,41 @@ pub fn handle(
     version: i16,
     ctx: &Arc<RequestContext>,
 ) -> Reply {
-    let (resp, bytes) = collect(shared, &req, version);
     let min_bytes = req.min_bytes.max(0) as usize;
-    let has_error = resp
-        .responses
-        .iter()
-        .any(|t| t.partitions.iter().any(|p| p.error_code != 0));
-    if bytes >= min_bytes.max(1) || req.max_wait_ms <= 0 || has_error || req.topics.is_empty() {
+    let answer_now = |resp: &FetchResponse, bytes: usize| {
+        let has_error = resp
+            .responses
+            .iter()
+            .any(|t| t.partitions.iter().any(|p| p.error_code != 0));
+        bytes >= min_bytes.max(1) || req.max_wait_ms <= 0 || has_error || req.topics.is_empty()
+    };
+    let (mut resp, mut bytes) = collect(shared, &req, version);
+    // A fetch that would wait registers on its partitions and looks once more: an append
+    // between the first look and the registration is then seen, not lost.
+    let mut waiter = None;
+    if !answer_now(&resp, bytes) {
+        waiter = Some(register(shared, &req, version));
+        (resp, bytes) = collect(shared, &req, version);
+    }
+    let Some(mut waiter) = waiter.filter(|_| !answer_now(&resp, bytes)) else {
         return Reply::Now(ResponseKind::Fetch(finish(
             shared, ctx, &req, version, resp,
         )));
-    }
+    };
     let shared = shared.clone();
     let ctx = ctx.clone();
     let wait = Duration::from_millis((req.max_wait_ms as u64).min(FETCH_MAX_WAIT_MS_MAX));
     Reply::Later(Box::pin(async move {
         let deadline = tokio::time::Instant::now() + wait;
-        let mut signal = shared.cluster.data_signal();
-        signal.borrow_and_update();
         loop {
-            // Wait for any append (or the deadline), then look again.
-            let woke = tokio::time::timeout_at(deadline, signal.changed()).await;
+            // Wait for an append to one of this fetch's partitions (or the deadline), then
+            // register again before looking again.
+            let woke = tokio::time::timeout_at(deadline, waiter.any())
+                .await
+                .is_ok();
+            waiter = register(&shared, &req, version);
             let (resp, bytes) = collect(&shared, &req, version);
-            if bytes >= min_bytes.max(1) || !matches!(woke, Ok(Ok(()))) {
+            if bytes >= min_bytes.max(1) || !woke {
                 return ResponseKind::Fetch(finish(&shared, &ctx, &req, version, resp));
             }
         }

@@ -303,7 +303,7 @@ fn flush_then(
         return Reply::Now(response);
     };
     Reply::Later(Box::pin(async move {
-        match tokio::task::spawn_blocking(move || p.log.flush()).await {
+        match tokio::task::spawn_blocking(move || p.flush()).await {
             Ok(Ok(())) => response,
             _ => on_error(response),
         }

@@ -1,5 +1,5 @@
 //! ListOffsets v1–8 (earliest, latest, by timestamp, max timestamp) and
-//! OffsetForLeaderEpoch v2–4 (a single node: leader epoch 0 throughout).
+//! OffsetForLeaderEpoch v2–4 (a single node: one leader epoch throughout, the partition's).
 
 use std::sync::Arc;
 
@@ -19,6 +19,7 @@ use rafka_core::Timestamp;
 
 use super::storage_error_code;
 use crate::broker::Shared;
+use crate::state::{IsolationLevel, PartitionState};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -28,8 +29,7 @@ const LATEST_TIERED: i64 = -5;
 
 /// ListOffsets.
 pub fn handle(shared: &Arc<Shared>, req: ListOffsetsRequest, version: i16) -> ResponseKind {
-    // The leader epoch field exists from v4; a set field at an older version cannot encode.
-    let leader_epoch = if version >= 4 { 0 } else { -1 };
+    let isolation = IsolationLevel::from_wire(req.isolation_level);
     let topics = req
         .topics
         .into_iter()
@@ -43,30 +43,29 @@ pub fn handle(shared: &Arc<Shared>, req: ListOffsetsRequest, version: i16) -> Re
                         .with_partition_index(lp.partition_index)
                         .with_timestamp(-1)
                         .with_offset(-1)
-                        .with_leader_epoch(leader_epoch);
+                        .with_leader_epoch(-1);
                     let Some(p) = topic.as_ref().and_then(|t| t.partition(lp.partition_index))
                     else {
                         return r.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
+                    // The leader epoch field exists from v4; a set field at an older
+                    // version cannot encode.
+                    let r = r.with_leader_epoch(if version >= 4 { p.leader_epoch() } else { -1 });
                     if p.is_offline() {
                         return r.with_error_code(ResponseError::KafkaStorageError.code());
                     }
                     let found = match lp.timestamp {
-                        LATEST => Ok(Some((p.log.log_end_offset(), Timestamp(-1)))),
+                        LATEST => Ok(Some((p.offsets().read_limit(isolation), Timestamp(-1)))),
                         EARLIEST | EARLIEST_LOCAL => {
-                            Ok(Some((p.log.log_start_offset(), Timestamp(-1))))
+                            Ok(Some((p.log_start_offset(), Timestamp(-1))))
                         }
-                        LATEST_TIERED => {
-                            Ok(Some((p.log.log_start_offset().plus(-1), Timestamp(-1))))
-                        }
-                        MAX_TIMESTAMP => p.log.max_timestamp().map(|f| {
-                            f.map(|(o, ts)| {
-                                refine_in_batch(&p.log, o, |r| r == ts.0).unwrap_or((o, ts))
-                            })
+                        LATEST_TIERED => Ok(Some((p.log_start_offset().plus(-1), Timestamp(-1)))),
+                        MAX_TIMESTAMP => p.max_timestamp().map(|f| {
+                            f.map(|(o, ts)| refine_in_batch(p, o, |r| r == ts.0).unwrap_or((o, ts)))
                         }),
-                        ts if ts >= 0 => p.log.offset_for_timestamp(Timestamp(ts)).map(|f| {
+                        ts if ts >= 0 => p.offset_for_timestamp(Timestamp(ts)).map(|f| {
                             f.map(|(o, found)| {
-                                refine_in_batch(&p.log, o, |r| r >= ts).unwrap_or((o, found))
+                                refine_in_batch(p, o, |r| r >= ts).unwrap_or((o, found))
                             })
                         }),
                         _ => return r.with_error_code(ResponseError::InvalidRequest.code()),
@@ -91,11 +90,11 @@ pub fn handle(shared: &Arc<Shared>, req: ListOffsetsRequest, version: i16) -> Re
 /// log start offset) whose timestamp satisfies `wanted`. LogAppendTime batches give every
 /// record the batch's max timestamp, as Kafka does.
 fn refine_in_batch(
-    log: &Arc<dyn rafka_core::PartitionLog>,
+    p: &PartitionState,
     offset: rafka_core::Offset,
     wanted: impl Fn(i64) -> bool,
 ) -> Option<(rafka_core::Offset, Timestamp)> {
-    let read = log.read(offset, 1).ok()?;
+    let read = p.read(offset, 1, IsolationLevel::ReadUncommitted).ok()?;
     let batch = rafka_core::RecordBatch::split_all(read.records)
         .ok()?
         .into_iter()
@@ -106,13 +105,14 @@ fn refine_in_batch(
     let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).ok()?;
     set.records
         .iter()
-        .filter(|r| r.offset >= read.log_start_offset.0)
+        .filter(|r| r.offset >= read.offsets.log_start_offset.0)
         .map(|r| (r.offset, if log_append_time { max } else { r.timestamp }))
         .find(|(_, ts)| wanted(*ts))
         .map(|(o, ts)| (rafka_core::Offset(o), Timestamp(ts)))
 }
 
-/// OffsetForLeaderEpoch: every batch carries epoch 0, so epoch 0 ends at the log end offset.
+/// OffsetForLeaderEpoch: every batch carries the partition's one leader epoch, which ends
+/// at the log end offset.
 pub fn offset_for_leader_epoch(
     shared: &Arc<Shared>,
     req: OffsetForLeaderEpochRequest,
@@ -136,14 +136,14 @@ pub fn offset_for_leader_epoch(
                     if p.is_offline() {
                         return r.with_error_code(ResponseError::KafkaStorageError.code());
                     }
-                    if lp.current_leader_epoch > 0 {
+                    if lp.current_leader_epoch > p.leader_epoch() {
                         return r.with_error_code(ResponseError::UnknownLeaderEpoch.code());
                     }
                     if lp.leader_epoch < 0 {
                         return r;
                     }
-                    r.with_leader_epoch(0)
-                        .with_end_offset(p.log.log_end_offset().0)
+                    r.with_leader_epoch(p.leader_epoch())
+                        .with_end_offset(p.log_end_offset().0)
                 })
                 .collect();
             OffsetForLeaderTopicResult::default()

@@ -40,7 +40,7 @@ fn topic_entry(shared: &Shared, t: &Topic, with_ops: bool) -> MetadataResponseTo
                     MetadataResponsePartition::default()
                         .with_partition_index(p.tp.partition.0)
                         .with_leader_id(node)
-                        .with_leader_epoch(0)
+                        .with_leader_epoch(p.leader_epoch())
                         .with_replica_nodes(vec![node])
                         .with_isr_nodes(vec![node])
                         // Kafka lists a replica whose log dir is offline here; its
@@ -257,7 +257,7 @@ pub fn describe_topic_partitions(
                 DescribeTopicPartitionsResponsePartition::default()
                     .with_partition_index(p.tp.partition.0)
                     .with_leader_id(node)
-                    .with_leader_epoch(0)
+                    .with_leader_epoch(p.leader_epoch())
                     .with_replica_nodes(vec![node])
                     .with_isr_nodes(vec![node])
                     .with_offline_replicas(if p.is_offline() { vec![node] } else { vec![] })

@@ -16,7 +16,7 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::ResponseError;
 
-use rafka_core::{CompressionType, RecordBatch, StorageError};
+use rafka_core::{CompressionType, RecordBatch, StorageError, ValidatedBatch};
 use rafka_hooks::{Plan, RequestContext, Stages};
 use rafka_protocol::legacy::message_set::{self, MessageSetError};
 
@@ -95,16 +95,21 @@ fn append_partition(
             )),
         );
     }
-    for (i, b) in batches.iter().enumerate() {
-        if let Err(e) = b.validate() {
-            let mut r = partition_error(index, ResponseError::CorruptMessage, Some(e.to_string()));
-            r.record_errors = vec![BatchIndexAndErrorMessage::default()
-                .with_batch_index(i as i32)
-                .with_batch_index_error_message(Some(sb(e.to_string())))];
-            return r;
+    let mut validated = Vec::with_capacity(batches.len());
+    for (i, b) in batches.into_iter().enumerate() {
+        match ValidatedBatch::new(b) {
+            Ok(v) => validated.push(v),
+            Err(e) => {
+                let mut r =
+                    partition_error(index, ResponseError::CorruptMessage, Some(e.to_string()));
+                r.record_errors = vec![BatchIndexAndErrorMessage::default()
+                    .with_batch_index(i as i32)
+                    .with_batch_index_error_message(Some(sb(e.to_string())))];
+                return r;
+            }
         }
     }
-    let batches = match normalize_batches(p, batches) {
+    let batches = match normalize_batches(p, validated) {
         Ok(b) => b,
         Err(r) => return partition_error_at(index, r),
     };
@@ -152,7 +157,7 @@ fn append_partition(
         .with_index(index)
         .with_base_offset(base)
         .with_log_append_time_ms(ts)
-        .with_log_start_offset(p.log.log_start_offset().0)
+        .with_log_start_offset(p.log_start_offset().0)
 }
 
 /// Kafka's `LogValidator` step, after the batches are validated and before hooks see
@@ -163,16 +168,22 @@ fn append_partition(
 /// partition's whole record set: nothing of it is written.
 fn normalize_batches(
     p: &PartitionState,
-    batches: Vec<RecordBatch>,
-) -> Result<Vec<RecordBatch>, (i32, ResponseError, String)> {
+    batches: Vec<ValidatedBatch>,
+) -> Result<Vec<ValidatedBatch>, (i32, ResponseError, String)> {
     let policy = p.append_policy();
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     let mut out = Vec::with_capacity(batches.len());
-    for b in batches {
-        match normalize_batch(&policy, b, now_ms) {
-            Ok(b) => out.push(b),
+    for v in batches {
+        match normalize_batch(&policy, v.as_batch().clone(), now_ms) {
+            // Unchanged (the common case): the same bytes, still validated.
+            Ok(b) if same_bytes(&b, &v) => out.push(v),
+            // Rewritten here (header, codec): its new CRC is checked like a client's.
+            Ok(b) => match ValidatedBatch::new(b) {
+                Ok(v) => out.push(v),
+                Err(e) => return Err((0, ResponseError::CorruptMessage, e.to_string())),
+            },
             Err(NormalizeError::InvalidTimestamp {
                 record_index,
                 message,
@@ -186,6 +197,12 @@ fn normalize_batches(
         }
     }
     Ok(out)
+}
+
+/// Whether `b` is `v`'s own bytes (normalisation left the batch as it was).
+fn same_bytes(b: &RecordBatch, v: &ValidatedBatch) -> bool {
+    let (x, y) = (b.as_bytes(), v.as_batch().as_bytes());
+    x.as_ptr() == y.as_ptr() && x.len() == y.len()
 }
 
 /// A refused record set, with the index of the record at fault (Kafka's `record_errors`).
@@ -210,7 +227,6 @@ pub fn handle(
     let acks = req.acks;
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut to_flush: Vec<(usize, usize, Arc<PartitionState>)> = Vec::new();
-    let mut appended_any = false;
     for (ti, topic) in req.topic_data.into_iter().enumerate() {
         let name = topic.name.to_string();
         let found = shared.cluster.topic(&name);
@@ -226,11 +242,8 @@ pub fn handle(
                 partition_error(pd.index, ResponseError::InvalidTopicException, None)
             } else if let Some(p) = found.as_ref().and_then(|t| t.partition(pd.index)) {
                 let r = append_partition(shared, (plan, ctx), p, (pd.index, version), pd.records);
-                if r.error_code == 0 {
-                    appended_any = true;
-                    if acks == -1 {
-                        to_flush.push((ti, parts.len(), p.clone()));
-                    }
+                if r.error_code == 0 && acks == -1 {
+                    to_flush.push((ti, parts.len(), p.clone()));
                 }
                 r
             } else {
@@ -243,9 +256,6 @@ pub fn handle(
                 .with_name(topic.name)
                 .with_partition_responses(parts),
         );
-    }
-    if appended_any {
-        shared.cluster.notify_data();
     }
     if acks == 0 {
         return Reply::Nothing;
@@ -260,7 +270,7 @@ pub fn handle(
         // through the log's group commit.
         let flushes: Vec<_> = to_flush
             .into_iter()
-            .map(|(ti, pi, p)| (ti, pi, tokio::task::spawn_blocking(move || p.log.flush())))
+            .map(|(ti, pi, p)| (ti, pi, tokio::task::spawn_blocking(move || p.flush())))
             .collect();
         for (ti, pi, h) in flushes {
             let failed = match h.await {

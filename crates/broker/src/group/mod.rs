@@ -20,9 +20,9 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use rafka_core::batch::{BatchBuilder, SimpleRecord};
-use rafka_core::{Offset, RecordBatch, Timestamp};
+use rafka_core::{Offset, RecordBatch, Timestamp, ValidatedBatch};
 
-use crate::state::{Cluster, PartitionState, TopicError};
+use crate::state::{Cluster, IsolationLevel, PartitionState, TopicError};
 use classic::{ClassicGroup, GroupSettings};
 use consumer::{ConsumerGroup, ConsumerSettings, TopicView};
 use records::{OffsetValue, OffsetsRecord};
@@ -298,10 +298,10 @@ impl GroupCoordinator {
         let mut configs: HashMap<String, BTreeMap<String, String>> = HashMap::new();
         let mut replayed = 0u64;
         for p in &topic.partitions {
-            let mut at = p.log.log_start_offset();
-            let end = p.log.log_end_offset();
+            let mut at = p.log_start_offset();
+            let end = p.log_end_offset();
             while at < end {
-                let read = p.log.read(at, 4 * 1024 * 1024)?;
+                let read = p.read(at, 4 * 1024 * 1024, IsolationLevel::ReadUncommitted)?;
                 let batches = RecordBatch::split_all(read.records).unwrap_or_default();
                 let Some(last) = batches.last() else { break };
                 let next = last.next_offset();
@@ -363,16 +363,16 @@ impl GroupCoordinator {
             return Ok(p);
         }
         append_records(&p, &records)?;
-        let held = p.log.log_end_offset().0 - p.log.log_start_offset().0;
+        let held = p.log_end_offset().0 - p.log_start_offset().0;
         if held > REWRITE_MIN_RECORDS {
             let live = self.live_records(groups, &p);
             if held > REWRITE_FACTOR * live.len() as i64 {
-                let start = p.log.log_end_offset();
+                let start = p.log_end_offset();
                 for chunk in live.chunks(REWRITE_BATCH_RECORDS) {
                     append_records(&p, chunk)?;
                 }
-                p.log.flush()?;
-                p.log.delete_before(start)?;
+                p.flush()?;
+                p.delete_records(Some(start))?;
                 tracing::info!(partition = %p.tp, live = live.len(), dropped = held, "rewrote live group entries");
             }
         }
@@ -1027,7 +1027,9 @@ fn append_records(p: &PartitionState, records: &[OffsetsRecord]) -> Result<(), P
             timestamp: ts,
         });
     }
-    p.append(b.build())?;
+    // Built here, so valid: a failed check is a bug, reported as a corrupt batch.
+    let batch = ValidatedBatch::new(b.build()).map_err(rafka_core::StorageError::from)?;
+    p.append(batch)?;
     Ok(())
 }
 

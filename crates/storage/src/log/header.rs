@@ -1,8 +1,12 @@
 //! Reads the fields of a stored batch header that the log needs to walk a segment
 //! (base offset, length, magic, last offset delta, max timestamp) without building a
-//! [`RecordBatch`](rafka_core::RecordBatch), so scans only touch 61 bytes per batch.
+//! [`RecordBatch`](rafka_core::RecordBatch), so scans only touch 61 bytes per batch. The
+//! layout is rafka-core's (`rafka_core::batch`), defined once.
 
-use rafka_core::batch::{HEADER_BYTES, LOG_OVERHEAD};
+use rafka_core::batch::{
+    BASE_OFFSET, BATCH_LENGTH, HEADER_BYTES, LAST_OFFSET_DELTA, LOG_OVERHEAD, MAGIC, MAX_TIMESTAMP,
+    RECORD_COUNT,
+};
 use rafka_core::{Offset, Timestamp};
 
 /// The header fields of one stored batch, parsed from its first [`HEADER_BYTES`] bytes.
@@ -36,19 +40,19 @@ impl BatchHeader {
         // running past the end of the file. Not u64::MAX: `position + size` must not
         // overflow (the log_recovery fuzz target found that; release builds would wrap
         // and accept it).
-        let length = i32_at(8);
+        let length = i32_at(BATCH_LENGTH);
         let size_bytes = if length < 0 {
             NEGATIVE_LENGTH_SIZE
         } else {
             length as u64 + LOG_OVERHEAD as u64
         };
         Some(BatchHeader {
-            base_offset: Offset(i64_at(0)),
+            base_offset: Offset(i64_at(BASE_OFFSET)),
             size_bytes,
-            magic: h[16] as i8,
-            last_offset_delta: i32_at(23),
-            max_timestamp: Timestamp(i64_at(35)),
-            record_count: i32_at(57),
+            magic: h[MAGIC] as i8,
+            last_offset_delta: i32_at(LAST_OFFSET_DELTA),
+            max_timestamp: Timestamp(i64_at(MAX_TIMESTAMP)),
+            record_count: i32_at(RECORD_COUNT),
         })
     }
 

@@ -19,8 +19,8 @@ use parking_lot::Mutex;
 use rafka_core::batch::{batch_len_at, HEADER_BYTES};
 use rafka_core::limits::{BATCH_BYTES_MAX, FETCH_RESPONSE_BYTES_MAX};
 use rafka_core::{
-    AppendInfo, LogConfig, Offset, PartitionLog, ReadResult, RecordBatch, StorageError,
-    StorageResult, Timestamp, TopicPartition,
+    AppendInfo, LogConfig, Offset, PartitionLog, ReadResult, StorageError, StorageResult,
+    Timestamp, TopicPartition, ValidatedBatch,
 };
 
 use super::header::BatchHeader;
@@ -29,6 +29,7 @@ use super::segment::{
     parse_log_file_name, read_header, segment_path, Segment, INDEX_EXT, LOG_EXT, TIMEINDEX_EXT,
 };
 use super::{sync_dir, write_file_atomically};
+use crate::group_commit::GroupCommit;
 
 /// Name of the file holding the checkpointed log start offset (decimal text).
 pub(crate) const LOG_START_CHECKPOINT: &str = "log-start-offset";
@@ -93,16 +94,11 @@ pub struct LogPartition {
     tp: TopicPartition,
     dir: PathBuf,
     state: Mutex<State>,
-    /// Serialises fsyncs so concurrent `flush` callers share one (group commit).
-    flush_lock: Mutex<()>,
-    /// Appends made so far; only written under the state lock, after the bytes are written.
-    appended: AtomicU64,
-    /// Appends known to be durable.
-    synced: AtomicU64,
+    /// Appends counted under the state lock, after their bytes are written; `flush` syncs
+    /// the active segment for them (group commit).
+    commit: GroupCommit,
     /// Bumped before committed bytes are rewritten (truncation), so lock-free reads retry.
     generation: AtomicU64,
-    /// fsyncs issued by `flush`, for tests and metrics.
-    n_flush_syncs: AtomicU64,
 }
 
 impl std::fmt::Debug for LogPartition {
@@ -249,11 +245,8 @@ impl LogPartition {
             tp,
             dir,
             state: Mutex::new(state),
-            flush_lock: Mutex::new(()),
-            appended: AtomicU64::new(0),
-            synced: AtomicU64::new(0),
+            commit: GroupCommit::default(),
             generation: AtomicU64::new(0),
-            n_flush_syncs: AtomicU64::new(0),
         };
         {
             let mut st = part.state.lock();
@@ -280,7 +273,7 @@ impl LogPartition {
 
     /// fsyncs `flush` has issued; concurrent flushes share one (group commit).
     pub fn n_flush_syncs(&self) -> u64 {
-        self.n_flush_syncs.load(Ordering::Relaxed)
+        self.commit.n_syncs()
     }
 
     /// Flushes, writes the active segment's indexes and refuses every later call.
@@ -317,8 +310,7 @@ impl LogPartition {
         sync_dir(&self.dir)?;
         st.segments.push(next);
         // Everything appended so far is in a synced segment now.
-        self.synced
-            .fetch_max(self.appended.load(Ordering::Acquire), Ordering::AcqRel);
+        self.commit.all_synced();
         tracing::debug!(partition = %self.tp, base_offset = %st.log_end(), "rolled a new segment");
         Ok(())
     }
@@ -412,7 +404,7 @@ impl LogPartition {
 const SPLIT_WRITE_BYTES: usize = 16 * 1024;
 
 impl PartitionLog for LogPartition {
-    fn append(&self, mut batch: RecordBatch) -> StorageResult<AppendInfo> {
+    fn append(&self, mut batch: ValidatedBatch) -> StorageResult<AppendInfo> {
         let size = batch.size_bytes();
         if size > BATCH_BYTES_MAX {
             return Err(StorageError::BatchTooLarge {
@@ -420,8 +412,6 @@ impl PartitionLog for LogPartition {
                 max: BATCH_BYTES_MAX,
             });
         }
-        // The CRC covers the whole batch: check it before taking the lock.
-        batch.validate()?;
         // Stamping a base offset into the batch copies the bytes if they are shared (they
         // are: a slice of the request). A large batch is not stamped but written as its
         // new base offset followed by the rest of its bytes, unchanged (two writes, no
@@ -485,9 +475,7 @@ impl PartitionLog for LogPartition {
         header.base_offset = base_offset;
         seg.track(&header, position, interval);
         seg.first_append_ms.get_or_insert(now);
-        // Only written under the state lock, so load + store cannot lose an increment.
-        self.appended
-            .store(self.appended.load(Ordering::Relaxed) + 1, Ordering::Release);
+        self.commit.wrote();
         Ok(AppendInfo {
             base_offset,
             last_offset,
@@ -645,35 +633,22 @@ impl PartitionLog for LogPartition {
             st.log_start = log_end;
         }
         // Every remaining segment is synced now.
-        self.synced
-            .fetch_max(self.appended.load(Ordering::Acquire), Ordering::AcqRel);
+        self.commit.all_synced();
         Ok(())
     }
 
     fn flush(&self) -> StorageResult<()> {
-        let target = self.appended.load(Ordering::Acquire);
-        if self.synced.load(Ordering::Acquire) >= target {
-            return Ok(());
-        }
-        let _flushing = self.flush_lock.lock();
-        // Another caller's sync may have covered us while we waited.
-        if self.synced.load(Ordering::Acquire) >= target {
-            return Ok(());
-        }
-        let (covered, file) = {
-            let st = self.state.lock();
-            self.check_open(&st)?;
-            // Appends before this point went to this file or to a rolled segment, which
-            // was synced when it rolled.
-            (
-                self.appended.load(Ordering::Acquire),
-                Arc::clone(&st.active().file),
-            )
-        };
-        crate::stats::timed_fsync(&file)?;
-        self.n_flush_syncs.fetch_add(1, Ordering::Relaxed);
-        self.synced.fetch_max(covered, Ordering::AcqRel);
-        Ok(())
+        self.commit.flush(|| {
+            let (covered, file) = {
+                let st = self.state.lock();
+                self.check_open(&st)?;
+                // Appends before this point went to this file or to a rolled segment,
+                // which was synced when it rolled.
+                (self.commit.written(), Arc::clone(&st.active().file))
+            };
+            crate::stats::timed_fsync(&file)?;
+            Ok(Some(covered))
+        })
     }
 
     fn apply_retention(&self, now: Timestamp) -> StorageResult<u64> {

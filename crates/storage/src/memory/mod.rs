@@ -43,9 +43,10 @@ use parking_lot::Mutex;
 use rafka_core::limits::BATCH_BYTES_MAX;
 use rafka_core::{
     AppendInfo, LogConfig, Offset, PartitionLog, RecordBatch, StorageEngine, StorageError,
-    StorageResult, Timestamp, TopicPartition,
+    StorageResult, Timestamp, TopicPartition, ValidatedBatch,
 };
 
+use crate::group_commit::GroupCommit;
 use crate::log::sync_dir;
 pub use partition::MemoryPartition;
 use partition::PartData;
@@ -239,15 +240,11 @@ pub(crate) struct Inner {
     opts: MemoryOptions,
     default_config: LogConfig,
     state: Mutex<State>,
-    /// Serialises fsyncs so concurrent `flush` callers share one (group commit).
-    flush_lock: Mutex<()>,
     /// One snapshot at a time.
     snapshot_lock: Mutex<()>,
-    /// WAL records written; only changed under the state lock, after the write.
-    appended: AtomicU64,
-    /// WAL records known durable.
-    synced: AtomicU64,
-    n_flush_syncs: AtomicU64,
+    /// WAL records, counted under the state lock after the write; `flush` syncs the WAL
+    /// file for them (group commit).
+    commit: GroupCommit,
     n_snapshots: AtomicU64,
 }
 
@@ -261,9 +258,7 @@ impl Inner {
             return Ok(());
         };
         let n = wal.write(op)?;
-        // Only written under the state lock, so load + store cannot lose an increment.
-        self.appended
-            .store(self.appended.load(Ordering::Relaxed) + 1, Ordering::Release);
+        self.commit.wrote();
         st.wal_bytes_since_snapshot += n;
         if st.wal_bytes_since_snapshot >= self.opts.snapshot_interval_bytes {
             if let Some(t) = &st.trigger {
@@ -288,7 +283,7 @@ impl Inner {
         &self,
         tp: &TopicPartition,
         id: u64,
-        mut batch: RecordBatch,
+        mut batch: ValidatedBatch,
     ) -> StorageResult<AppendInfo> {
         let size = batch.size_bytes();
         if size > BATCH_BYTES_MAX {
@@ -297,7 +292,6 @@ impl Inner {
                 max: BATCH_BYTES_MAX,
             });
         }
-        batch.validate()?;
         // Stamping copies the bytes if they are shared (a slice of a request): do it here,
         // outside the lock, so what is stored owns exactly its bytes.
         batch.set_base_offset(Offset(0));
@@ -328,9 +322,10 @@ impl Inner {
         };
         let last_offset = batch.last_offset();
         let log_start_offset = p.log_start;
-        self.log(&mut st, &Op::Append(tp.clone(), batch.clone()))?;
+        self.log(&mut st, &Op::Append(tp.clone(), batch.as_batch().clone()))?;
         let p = st.part_mut(tp, id)?;
-        p.push(batch).expect("the batch starts at the log end");
+        p.push(batch.into_batch())
+            .expect("the batch starts at the log end");
         st.total_bytes += size as u64;
         Ok(AppendInfo {
             base_offset,
@@ -416,27 +411,19 @@ impl Inner {
 
     /// Makes every WAL record written before the call durable (group commit).
     pub(crate) fn flush(&self) -> StorageResult<()> {
-        let target = self.appended.load(Ordering::Acquire);
-        if self.synced.load(Ordering::Acquire) >= target {
-            return Ok(());
-        }
-        let _flushing = self.flush_lock.lock();
-        if self.synced.load(Ordering::Acquire) >= target {
-            return Ok(());
-        }
-        let (covered, file) = {
-            let st = self.state.lock();
-            let Some(wal) = &st.wal else {
-                return Ok(());
+        self.commit.flush(|| {
+            let (covered, file) = {
+                let st = self.state.lock();
+                let Some(wal) = &st.wal else {
+                    return Ok(None);
+                };
+                // Records before this point are in this file or in an older WAL, which was
+                // synced when the snapshot that rotated it started.
+                (self.commit.written(), Arc::clone(&wal.file))
             };
-            // Records before this point are in this file or in an older WAL, which was
-            // synced when the snapshot that rotated it started.
-            (self.appended.load(Ordering::Acquire), Arc::clone(&wal.file))
-        };
-        crate::stats::timed_fsync(&file)?;
-        self.n_flush_syncs.fetch_add(1, Ordering::Relaxed);
-        self.synced.fetch_max(covered, Ordering::AcqRel);
-        Ok(())
+            crate::stats::timed_fsync(&file)?;
+            Ok(Some(covered))
+        })
     }
 
     /// Writes a snapshot of the whole state and deletes the WALs and snapshots it
@@ -453,8 +440,7 @@ impl Inner {
             };
             // After the switch `flush` syncs only the new WAL: make the old one durable.
             wal.file.sync_data()?;
-            self.synced
-                .fetch_max(self.appended.load(Ordering::Acquire), Ordering::AcqRel);
+            self.commit.all_synced();
             let generation = wal.generation + 1;
             st.wal = Some(Wal::create(dir, generation)?);
             st.wal_bytes_since_snapshot = 0;
@@ -694,11 +680,8 @@ impl MemoryEngine {
             opts,
             default_config,
             state: Mutex::new(st),
-            flush_lock: Mutex::new(()),
             snapshot_lock: Mutex::new(()),
-            appended: AtomicU64::new(0),
-            synced: AtomicU64::new(0),
-            n_flush_syncs: AtomicU64::new(0),
+            commit: GroupCommit::default(),
             n_snapshots: AtomicU64::new(0),
         });
         let snapshot_thread = if with_thread {
@@ -735,7 +718,7 @@ impl MemoryEngine {
 
     /// WAL fsyncs `flush` has issued; concurrent flushes share one (group commit).
     pub fn n_flush_syncs(&self) -> u64 {
-        self.inner.n_flush_syncs.load(Ordering::Relaxed)
+        self.inner.commit.n_syncs()
     }
 
     /// Bytes of batches held, all partitions together (what `memory_max_bytes` bounds).
@@ -901,7 +884,7 @@ mod tests {
             truncate_after_removes_the_suffix,
             timestamp_lookup,
             readers_run_concurrently_with_appends,
-            bad_input_is_refused_and_nothing_stored,
+            corrupt_batches_never_reach_the_engine,
             batch_too_large_is_refused,
             log_append_time_is_stamped,
             engine_lists_opens_and_removes_partitions,

@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use rafka_core::limits::FETCH_RESPONSE_BYTES_MAX;
 use rafka_core::{
     AppendInfo, LogConfig, Offset, PartitionLog, ReadResult, RecordBatch, StorageError,
-    StorageResult, Timestamp, TopicPartition,
+    StorageResult, Timestamp, TopicPartition, ValidatedBatch,
 };
 
 use super::Inner;
@@ -222,7 +222,7 @@ impl MemoryPartition {
 }
 
 impl PartitionLog for MemoryPartition {
-    fn append(&self, batch: RecordBatch) -> StorageResult<AppendInfo> {
+    fn append(&self, batch: ValidatedBatch) -> StorageResult<AppendInfo> {
         self.inner.append(&self.tp, self.id, batch)
     }
 
@@ -302,7 +302,7 @@ mod tests {
         for (i, &n) in sizes.iter().enumerate() {
             let mut b = batch(n, i as i64 * 10, 10);
             b.set_base_offset(p.log_end);
-            p.push(b).unwrap();
+            p.push(b.into_batch()).unwrap();
         }
         p
     }
@@ -312,7 +312,7 @@ mod tests {
         let mut p = check(&[2]);
         let mut b = batch(1, 0, 1);
         b.set_base_offset(Offset(5));
-        assert!(p.push(b).is_err());
+        assert!(p.push(b.into_batch()).is_err());
         assert_eq!(p.log_end, Offset(2));
     }
 

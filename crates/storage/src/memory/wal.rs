@@ -282,7 +282,7 @@ mod tests {
         b.set_base_offset(Offset(40));
         vec![
             Op::Create(tp("a", 1)),
-            Op::Append(tp("a", 1), b),
+            Op::Append(tp("a", 1), b.into_batch()),
             Op::DeleteBefore(tp("a", 1), Offset(41)),
             Op::TruncateAfter(tp("a", 1), Offset(42)),
             Op::Reset {

@@ -28,12 +28,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::group_commit::GroupCommit;
 use bytes::BytesMut;
 use parking_lot::{Mutex, RwLock};
 use rafka_core::limits::{BATCH_BYTES_MAX, FETCH_RESPONSE_BYTES_MAX};
 use rafka_core::{
-    AppendInfo, LogConfig, Offset, PartitionLog, ReadResult, RecordBatch, StorageEngine,
-    StorageError, StorageResult, Timestamp, TopicPartition,
+    AppendInfo, LogConfig, Offset, PartitionLog, ReadResult, StorageEngine, StorageError,
+    StorageResult, Timestamp, TopicPartition, ValidatedBatch,
 };
 use rocksdb::{
     ColumnFamilyDescriptor, DBCompressionType, DBRecoveryMode, FlushOptions, Options, WriteBatch,
@@ -117,12 +118,9 @@ struct Inner {
     root: PathBuf,
     /// `None` once closed.
     db: RwLock<Option<DB>>,
-    flush_lock: Mutex<()>,
-    /// Writes issued; bumped after each write returns.
-    appended: AtomicU64,
-    /// Writes known durable.
-    synced: AtomicU64,
-    n_flush_syncs: AtomicU64,
+    /// Writes, counted after each returns; `flush` syncs RocksDB's WAL for them (group
+    /// commit).
+    commit: GroupCommit,
 }
 
 impl Inner {
@@ -130,32 +128,25 @@ impl Inner {
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
         db.write_opt(wb, &wo).map_err(db_error)?;
-        let n = self.appended.fetch_add(1, Ordering::AcqRel) + 1;
+        let n = self.commit.wrote();
         if sync {
             // A synced write makes every write before it durable too.
-            self.synced.fetch_max(n, Ordering::AcqRel);
+            self.commit.synced_up_to(n);
         }
         Ok(())
     }
 
     fn flush(&self) -> StorageResult<()> {
-        let target = self.appended.load(Ordering::Acquire);
-        if self.synced.load(Ordering::Acquire) >= target {
-            return Ok(());
-        }
-        let _flushing = self.flush_lock.lock();
-        if self.synced.load(Ordering::Acquire) >= target {
-            return Ok(());
-        }
-        let covered = self.appended.load(Ordering::Acquire);
-        let guard = self.db.read();
-        let Some(db) = guard.as_ref() else {
-            return Err(StorageError::Closed(self.root.display().to_string()));
-        };
-        crate::stats::timed_sync(|| db.flush_wal(true)).map_err(db_error)?;
-        self.n_flush_syncs.fetch_add(1, Ordering::Relaxed);
-        self.synced.fetch_max(covered, Ordering::AcqRel);
-        Ok(())
+        self.commit.flush(|| {
+            // Writes counted so far have returned: they are in RocksDB's WAL.
+            let covered = self.commit.written();
+            let guard = self.db.read();
+            let Some(db) = guard.as_ref() else {
+                return Err(StorageError::Closed(self.root.display().to_string()));
+            };
+            crate::stats::timed_sync(|| db.flush_wal(true)).map_err(db_error)?;
+            Ok(Some(covered))
+        })
     }
 }
 
@@ -256,7 +247,7 @@ impl RocksPartition {
 }
 
 impl PartitionLog for RocksPartition {
-    fn append(&self, mut batch: RecordBatch) -> StorageResult<AppendInfo> {
+    fn append(&self, mut batch: ValidatedBatch) -> StorageResult<AppendInfo> {
         let size = batch.size_bytes();
         if size > BATCH_BYTES_MAX {
             return Err(StorageError::BatchTooLarge {
@@ -264,7 +255,6 @@ impl PartitionLog for RocksPartition {
                 max: BATCH_BYTES_MAX,
             });
         }
-        batch.validate()?;
         let now = Timestamp::now();
         self.with(|db, st| {
             let max = st.cfg.max_message_bytes.min(BATCH_BYTES_MAX);
@@ -578,10 +568,7 @@ impl RocksEngine {
         let inner = Arc::new(Inner {
             root: root.clone(),
             db: RwLock::new(None),
-            flush_lock: Mutex::new(()),
-            appended: AtomicU64::new(0),
-            synced: AtomicU64::new(0),
-            n_flush_syncs: AtomicU64::new(0),
+            commit: GroupCommit::default(),
         });
         let mut parts = HashMap::new();
         let mut max_id = 0;
@@ -645,7 +632,7 @@ impl RocksEngine {
 
     /// WAL syncs `flush` has issued; concurrent flushes share one (group commit).
     pub fn n_flush_syncs(&self) -> u64 {
-        self.inner.n_flush_syncs.load(Ordering::Relaxed)
+        self.inner.commit.n_syncs()
     }
 
     /// Flushes every memtable to SST files (tests and tools: RocksDB does this itself).
