@@ -28,7 +28,6 @@ use rafka_hooks::Rejection;
 use super::{sb, ErrorCodes, ErrorItem, RefusableRequest};
 use crate::authz::OPERATIONS_OMITTED;
 
-
 impl RefusableRequest for FindCoordinatorRequest {
     type Response = FindCoordinatorResponse;
 
