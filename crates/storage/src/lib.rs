@@ -6,6 +6,8 @@
 //! - `rocksdb` (feature `rocksdb`): batches in RocksDB (`RocksEngine`).
 //! - `conformance` (feature `conformance`): the suite every engine must pass.
 //! - [`stats`]: process-wide fsync count and latency, for the broker's metrics.
+//! - `durable`: fsync of a directory and atomic replacement of a small file, for the
+//!   engines that keep their own files.
 //! - `group_commit`: the group-commit `flush` every engine shares (one sync serves every
 //!   write before it).
 //! - [`StorageConfig`] / [`open_engine`]: the `storage:` config section and the engine it names.
@@ -15,6 +17,7 @@
 //! [`StorageEngine`]: rafka_core::StorageEngine
 
 mod config;
+mod durable;
 mod group_commit;
 pub mod log;
 pub mod memory;

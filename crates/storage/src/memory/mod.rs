@@ -46,8 +46,8 @@ use rafka_core::{
     StorageResult, Timestamp, TopicPartition, ValidatedBatch,
 };
 
+use crate::durable::sync_dir;
 use crate::group_commit::GroupCommit;
-use crate::log::sync_dir;
 pub use partition::MemoryPartition;
 use partition::PartData;
 use wal::{Op, SNAPSHOT_MAGIC, WAL_MAGIC};
