@@ -193,7 +193,8 @@ impl Inner {
 /// snapshot in progress); it does not write a final snapshot, [`StorageEngine::close`] does.
 pub struct MemoryEngine {
     inner: Arc<Inner>,
-    handles: Mutex<HashMap<TopicPartition, Arc<MemoryPartition>>>,
+    /// Handles given out, one per partition.
+    open_partitions: Mutex<HashMap<TopicPartition, Arc<MemoryPartition>>>,
     snapshot_thread: Option<JoinHandle<()>>,
 }
 
@@ -256,7 +257,7 @@ impl MemoryEngine {
         };
         Ok(MemoryEngine {
             inner,
-            handles: Mutex::new(HashMap::new()),
+            open_partitions: Mutex::new(HashMap::new()),
             snapshot_thread,
         })
     }
@@ -292,8 +293,8 @@ impl MemoryEngine {
         tp: &TopicPartition,
         cfg: &LogConfig,
     ) -> StorageResult<Arc<MemoryPartition>> {
-        let mut handles = self.handles.lock();
-        if let Some(h) = handles.get(tp) {
+        let mut open = self.open_partitions.lock();
+        if let Some(h) = open.get(tp) {
             if self.inner.with_part(tp, h.id, |_| Ok(())).is_ok() {
                 return Ok(Arc::clone(h));
             }
@@ -315,7 +316,7 @@ impl MemoryEngine {
             id,
             inner: Arc::clone(&self.inner),
         });
-        handles.insert(tp.clone(), Arc::clone(&h));
+        open.insert(tp.clone(), Arc::clone(&h));
         Ok(h)
     }
 }
@@ -340,7 +341,7 @@ impl StorageEngine for MemoryEngine {
     }
 
     fn remove(&self, tp: &TopicPartition) -> StorageResult<()> {
-        self.handles.lock().remove(tp);
+        self.open_partitions.lock().remove(tp);
         {
             let mut st = self.inner.state.lock();
             if st.closed {

@@ -114,7 +114,8 @@ fn flush_all_memtables(db: &DB) -> StorageResult<()> {
 pub struct RocksEngine {
     inner: Arc<Inner>,
     default_config: LogConfig,
-    parts: Mutex<HashMap<TopicPartition, Arc<RocksPartition>>>,
+    /// Every partition, open from the start (recovery loads them all).
+    open_partitions: Mutex<HashMap<TopicPartition, Arc<RocksPartition>>>,
     next_id: AtomicU64,
 }
 
@@ -174,7 +175,7 @@ impl RocksEngine {
         Ok(RocksEngine {
             inner,
             default_config,
-            parts: Mutex::new(parts),
+            open_partitions: Mutex::new(parts),
             next_id: AtomicU64::new(max_id + 1),
         })
     }
@@ -208,7 +209,7 @@ impl RocksEngine {
         tp: &TopicPartition,
         cfg: &LogConfig,
     ) -> StorageResult<Arc<RocksPartition>> {
-        let mut parts = self.parts.lock();
+        let mut parts = self.open_partitions.lock();
         let guard = self.inner.db.read();
         let db = guard
             .as_ref()
@@ -249,7 +250,7 @@ impl StorageEngine for RocksEngine {
     }
 
     fn remove(&self, tp: &TopicPartition) -> StorageResult<()> {
-        let mut parts = self.parts.lock();
+        let mut parts = self.open_partitions.lock();
         let Some(p) = parts.remove(tp) else {
             return Ok(());
         };
@@ -266,13 +267,13 @@ impl StorageEngine for RocksEngine {
     }
 
     fn partitions(&self) -> StorageResult<Vec<TopicPartition>> {
-        let mut out: Vec<TopicPartition> = self.parts.lock().keys().cloned().collect();
+        let mut out: Vec<TopicPartition> = self.open_partitions.lock().keys().cloned().collect();
         out.sort();
         Ok(out)
     }
 
     fn close(&self) -> StorageResult<()> {
-        let parts = self.parts.lock();
+        let parts = self.open_partitions.lock();
         for p in parts.values() {
             p.state.lock().closed = true;
         }
