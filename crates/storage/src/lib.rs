@@ -10,7 +10,8 @@
 //!   engines that keep their own files.
 //! - `group_commit`: the group-commit `flush` every engine shares (one sync serves every
 //!   write before it).
-//! - [`StorageConfig`] / [`open_engine`]: the `storage:` config section and the engine it names.
+//! - [`StorageConfig`] / [`open_engine`]: the `storage:` config section (with one section per
+//!   engine for its own settings) and the engine it names.
 //!
 //! This crate does file I/O only: no networking, no Kafka API keys.
 //!
@@ -28,7 +29,10 @@ pub mod stats;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
-pub use config::{open_engine, StorageConfig, STORAGE_TYPES};
+pub use config::{
+    open_engine, LogSection, MemorySection, RocksdbSection, StorageConfig, StorageConfigError,
+    STORAGE_TYPES,
+};
 pub use log::{LogEngine, LogPartition};
 pub use memory::{MemoryEngine, MemoryOptions, MemoryPartition};
 #[cfg(feature = "rocksdb")]

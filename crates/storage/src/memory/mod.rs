@@ -17,15 +17,15 @@
 //!   before it is applied in memory. `flush` fdatasyncs the WAL (group commit: one sync
 //!   covers every record written before it); `delete_before`, `truncate_after`, retention
 //!   and `remove` flush before they return, as the `log` engine's checkpoints do.
-//! - A snapshot starts after `snapshot_interval_bytes` of WAL or `snapshot_interval_ms`,
+//! - A snapshot starts after `storage.memory.snapshot_interval_bytes` of WAL or `_ms`,
 //!   on the engine's background thread: under the lock the current WAL is synced and a new
 //!   one started and the state is captured (cheap: batches are shared `Bytes`); outside
 //!   it the snapshot is written to a temp file, fsynced, renamed and the directory fsynced;
 //!   then older WALs and snapshots are deleted. [`StorageEngine::close`] writes a final one.
 //! - Recovery loads the newest snapshot that reads back whole (a leftover `.tmp` is
 //!   removed), replays the WALs after it, and cuts the last WAL at its first bad record.
-//! - Memory is bounded: past `memory_max_bytes` of stored batches (engine-wide) an append
-//!   fails with [`StorageError::Full`]; reads go on.
+//! - Memory is bounded: past `storage.memory.max_bytes` of stored batches (engine-wide) an
+//!   append fails with [`StorageError::Full`]; reads go on.
 //!
 //! Concurrency: one `parking_lot::Mutex` guards all partitions and the WAL writer. It is
 //! held for bookkeeping, one WAL write and (for reads) cloning `Bytes` handles; fsyncs and
@@ -227,7 +227,7 @@ impl MemoryEngine {
                 tracing::warn!(
                     bytes = st.total_bytes,
                     memory_max_bytes = opts.max_bytes,
-                    "recovered more than memory_max_bytes: appends fail until data is deleted"
+                    "recovered more than storage.memory.max_bytes: appends fail until data is deleted"
                 );
             }
         }
@@ -282,7 +282,7 @@ impl MemoryEngine {
         self.inner.commit.n_syncs()
     }
 
-    /// Bytes of batches held, all partitions together (what `memory_max_bytes` bounds).
+    /// Bytes of batches held, all partitions together (what `storage.memory.max_bytes` bounds).
     pub fn memory_bytes(&self) -> u64 {
         self.inner.state.lock().total_bytes
     }
@@ -617,7 +617,7 @@ mod tests {
         }
         let err = log.append(batch(1, 3, 1000)).unwrap_err();
         match &err {
-            StorageError::Full(msg) => assert!(msg.contains("memory_max_bytes"), "{msg}"),
+            StorageError::Full(msg) => assert!(msg.contains("storage.memory.max_bytes"), "{msg}"),
             other => panic!("expected Full, got {other:?}"),
         }
         assert_eq!(log.log_end_offset(), Offset(3));

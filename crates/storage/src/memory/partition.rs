@@ -241,9 +241,9 @@ impl Inner {
         }
         if total_bytes + size as u64 > self.opts.max_bytes {
             return Err(StorageError::Full(format!(
-                "memory engine holds {total_bytes} bytes and memory_max_bytes is {}: \
+                "memory engine holds {total_bytes} bytes and storage.memory.max_bytes is {}: \
                  a batch of {size} bytes does not fit (delete records, lower retention or \
-                 raise memory_max_bytes)",
+                 raise storage.memory.max_bytes)",
                 self.opts.max_bytes
             )));
         }

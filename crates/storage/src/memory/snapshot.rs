@@ -1,7 +1,7 @@
 //! Snapshots of the memory engine: the whole state written as one file of ops (the WAL's
 //! record format, closed by an end record), so that older WALs can be deleted. Written
 //! by [`snapshot_loop`] on the engine's background thread after
-//! `snapshot_interval_bytes` of WAL or `snapshot_interval_ms`, and once more at close.
+//! `storage.memory.snapshot_interval_bytes` of WAL or `_ms`, and once more at close.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
