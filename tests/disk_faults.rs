@@ -120,7 +120,7 @@ async fn full_disk(storage_type: &str) {
     std::fs::write(&ballast, vec![7u8; 5 << 20]).unwrap();
     let broker = start(&mnt.join("data"), |c| {
         c.storage.storage_type = storage_type.to_string();
-        c.storage.log_segment_bytes = 1 << 20;
+        c.storage.log.segment_bytes = 1 << 20;
     })
     .await;
     let addr = broker.bootstrap_address();

@@ -18,7 +18,7 @@ async fn full_memory_budget_refuses_produce_and_keeps_serving_reads() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker_with(dir.path(), |c| {
         c.storage.storage_type = "memory".to_string();
-        c.storage.memory_max_bytes = 64 * 1024;
+        c.storage.memory.max_bytes = 64 * 1024;
     })
     .await;
     let addr = broker.bootstrap_address();

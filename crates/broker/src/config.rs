@@ -394,8 +394,8 @@ impl Config {
         // The engine (in this build?) and its values, here rather than when the engine
         // opens: the broker binds its ports before recovery, and a taken port must not
         // hide the real problem.
-        if let Err(problem) = self.storage.validate() {
-            return invalid("storage", problem);
+        if let Err(e) = self.storage.validate() {
+            return invalid(e.key, e.problem);
         }
         Ok(())
     }
@@ -434,6 +434,33 @@ mod tests {
         assert_eq!(c.broker.listen, "127.0.0.1:9092");
         assert_eq!(c.admin.listen, "127.0.0.1:9644");
         assert_eq!(c.log.level, "info");
+    }
+
+    #[test]
+    fn storage_engine_sections_and_the_seed_keys() {
+        let c = Config::from_yaml(
+            "storage:\n  storage_type: memory\n  path: \"\"\n  memory:\n    max_bytes: 4096\n",
+        )
+        .unwrap();
+        assert_eq!(c.storage.storage_type, "memory");
+        assert_eq!(c.storage.memory_options().max_bytes, 4096);
+        assert_eq!(c.storage.metadata_dir(), None);
+        let e = Config::from_yaml("storage:\n  memory:\n    max_bytes: 4096\n").unwrap_err();
+        assert!(e.to_string().contains("config key `storage.memory`"), "{e}");
+        let e = Config::from_yaml("storage:\n  log:\n    segment_bytes: 10\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("config key `storage.log.segment_bytes`"),
+            "{e}"
+        );
+        let e = Config::from_yaml(
+            "storage:\n  log_segment_bytes: 4096\n  log: {segment_bytes: 8192}\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("storage.log_segment_bytes"), "{e}");
+        assert!(e.to_string().contains("storage.log.segment_bytes"), "{e}");
+        let e = Config::from_yaml("storage:\n  log:\n    segment_byte: 1\n").unwrap_err();
+        assert!(e.to_string().contains("segment_byte"), "{e}");
     }
 
     #[test]

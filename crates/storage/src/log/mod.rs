@@ -6,15 +6,23 @@
 //! open. Durability: appends reach the page cache with one positional write; `flush`
 //! fdatasyncs the active segment (group commit); a roll syncs the closed segment, its
 //! indexes and the directory, so after a crash only the active segment needs checking.
+//!
+//! Files: this one is the engine (open, partitions, close and the clean-shutdown marker);
+//! `partition.rs` one partition ([`LogPartition`]: append, read, offsets, truncation,
+//! retention, `flush`); `recovery.rs` start-up (the clean-shutdown check, and per
+//! partition the segment scan that cuts the active segment at its first bad batch);
+//! `segment.rs` one segment and its indexes; `header.rs` the batch header fields the log
+//! reads; `read_buf.rs` pooled read buffers.
 
 mod header;
 mod partition;
 mod read_buf;
+mod recovery;
 mod segment;
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,25 +32,11 @@ use rafka_core::{
     LogConfig, PartitionLog, StorageEngine, StorageError, StorageResult, TopicPartition,
 };
 
+use crate::durable::{sync_dir, write_file_atomically};
 pub use partition::LogPartition;
 
 /// Name of the marker file a clean shutdown leaves in the engine root.
 pub const CLEAN_SHUTDOWN_MARKER: &str = "clean-shutdown";
-
-/// fsyncs a directory, so entries created, renamed or removed in it survive a crash.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
-}
-
-/// Replaces `dir/name` with `bytes` atomically: write a temp file, fsync, rename, fsync dir.
-pub(crate) fn write_file_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, dir.join(name))?;
-    sync_dir(dir)
-}
 
 /// The segmented-log storage engine. Thread-safe; partitions are opened on demand and kept
 /// open until removed or the engine is closed.
@@ -63,29 +57,7 @@ impl LogEngine {
     /// Entries in the root that are not partition directories are skipped with a warning.
     pub fn open(root: PathBuf, default_config: LogConfig) -> StorageResult<LogEngine> {
         fs::create_dir_all(&root)?;
-        let marker = root.join(CLEAN_SHUTDOWN_MARKER);
-        let clean_start = match fs::remove_file(&marker) {
-            Ok(()) => {
-                sync_dir(&root)?;
-                true
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(e) => return Err(e.into()),
-        };
-        for entry in fs::read_dir(&root)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            let is_dir = entry.file_type()?.is_dir();
-            if !is_dir {
-                // Files beside the partitions belong to others (the broker keeps its topic
-                // metadata here); only a directory we cannot parse is worth a warning.
-                continue;
-            }
-            if TopicPartition::from_dir_name(&name).is_none() {
-                tracing::warn!(root = %root.display(), entry = %name, "skipping an entry that is not a partition directory");
-            }
-        }
+        let clean_start = recovery::clean_start(&root)?;
         tracing::info!(root = %root.display(), clean_start, "opened log engine");
         Ok(LogEngine {
             root,

@@ -7,7 +7,7 @@
 //! change, except through `truncate_after`, which bumps `generation` first so a reader that
 //! raced with it retries. `flush` has its own mutex, so appends continue during an fsync.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -25,10 +25,9 @@ use rafka_core::{
 
 use super::header::BatchHeader;
 use super::read_buf::ReadBuf;
-use super::segment::{
-    parse_log_file_name, read_header, segment_path, Segment, INDEX_EXT, LOG_EXT, TIMEINDEX_EXT,
-};
-use super::{sync_dir, write_file_atomically};
+use super::recovery;
+use super::segment::{read_header, Segment};
+use crate::durable::{sync_dir, write_file_atomically};
 use crate::group_commit::GroupCommit;
 
 /// Name of the file holding the checkpointed log start offset (decimal text).
@@ -37,19 +36,20 @@ pub(crate) const LOG_START_CHECKPOINT: &str = "log-start-offset";
 /// Largest segment we write: index entries store positions as u32.
 const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
 
-/// Mutable state of a partition, behind [`LogPartition::state`].
-struct State {
-    cfg: LogConfig,
+/// Mutable state of a partition, behind [`LogPartition::state`]; built by
+/// [`recovery::recover`](super::recovery::recover).
+pub(super) struct PartState {
+    pub(super) cfg: LogConfig,
     /// Invariant: never empty, sorted by base offset, contiguous (each segment's next
     /// offset is the following segment's base offset); the last one is the active segment.
-    segments: Vec<Segment>,
+    pub(super) segments: Vec<Segment>,
     /// Invariant: first segment's base offset <= log_start <= log end offset.
-    log_start: Offset,
+    pub(super) log_start: Offset,
     /// Set by close or remove; every later call fails with `StorageError::Closed`.
-    closed: bool,
+    pub(super) closed: bool,
 }
 
-impl State {
+impl PartState {
     fn active(&self) -> &Segment {
         self.segments
             .last()
@@ -62,7 +62,7 @@ impl State {
             .expect("a log always has an active segment")
     }
 
-    fn log_end(&self) -> Offset {
+    pub(super) fn log_end(&self) -> Offset {
         self.active().next_offset
     }
 
@@ -93,7 +93,7 @@ struct FileRange {
 pub struct LogPartition {
     tp: TopicPartition,
     dir: PathBuf,
-    state: Mutex<State>,
+    state: Mutex<PartState>,
     /// Appends counted under the state lock, after their bytes are written; `flush` syncs
     /// the active segment for them (group commit).
     commit: GroupCommit,
@@ -114,133 +114,20 @@ fn invalid_data(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     Timestamp::now().0
-}
-
-fn read_checkpoint(dir: &Path, tp: &TopicPartition) -> io::Result<Option<Offset>> {
-    match fs::read_to_string(dir.join(LOG_START_CHECKPOINT)) {
-        Ok(text) => match text.trim().parse::<i64>() {
-            Ok(v) if v >= 0 => Ok(Some(Offset(v))),
-            _ => {
-                tracing::warn!(partition = %tp, "ignoring unparsable log start offset checkpoint");
-                Ok(None)
-            }
-        },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Counts, best effort, the batches in `[position, end)` by following length fields; used
-/// only to report what recovery cut.
-fn count_batches(file: &File, mut position: u64, end: u64) -> io::Result<u64> {
-    let mut n = 0;
-    while position < end {
-        n += 1;
-        match read_header(file, position)? {
-            Some(h) if h.size_bytes >= HEADER_BYTES as u64 && position + h.size_bytes <= end => {
-                position += h.size_bytes
-            }
-            _ => break,
-        }
-    }
-    Ok(n)
 }
 
 impl LogPartition {
     /// Opens (recovering if needed) the partition stored in `dir`, which must exist.
-    /// `clean` says whether the engine shut down cleanly; after an unclean stop the active
-    /// segment is CRC-checked batch by batch and cut at the first bad one. Closed segments
-    /// were synced with their indexes when they rolled, so they are not rescanned unless
-    /// their index files fail the sanity checks.
+    /// `clean` says whether the engine shut down cleanly (see [`recovery::recover`]).
     pub(crate) fn open(
         tp: TopicPartition,
         dir: PathBuf,
         cfg: LogConfig,
         clean: bool,
     ) -> StorageResult<LogPartition> {
-        let checkpoint = read_checkpoint(&dir, &tp)?;
-        let mut bases = Vec::new();
-        for entry in fs::read_dir(&dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if let Some(base) = parse_log_file_name(&name) {
-                bases.push(base);
-            } else if name.ends_with(".tmp") {
-                // A checkpoint write that did not reach its rename.
-                let _ = fs::remove_file(entry.path());
-            } else if !(name == LOG_START_CHECKPOINT
-                || name.ends_with(&format!(".{INDEX_EXT}"))
-                || name.ends_with(&format!(".{TIMEINDEX_EXT}")))
-            {
-                tracing::warn!(partition = %tp, file = %name, "ignoring unknown file in partition directory");
-            }
-        }
-        bases.sort();
-
-        let interval = cfg.index_interval_bytes;
-        let mut segments = Vec::with_capacity(bases.len().max(1));
-        for (i, &base) in bases.iter().enumerate() {
-            // An I/O error names the segment, so the operator knows which file to look at.
-            let path = segment_path(&dir, base, LOG_EXT);
-            let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
-            let mut seg = Segment::open(&dir, base).map_err(named)?;
-            if let Some(&next) = bases.get(i + 1) {
-                if !seg.load_index_files(&dir, next).map_err(named)? {
-                    let out = seg.rebuild(false, interval).map_err(named)?;
-                    if let Some(reason) = out.stop_reason {
-                        tracing::warn!(partition = %tp, segment = %base, %reason, "closed segment is damaged; reads past the damage will fail");
-                    }
-                    if seg.next_offset != next {
-                        tracing::warn!(partition = %tp, segment = %base, next_segment = %next, "gap between segments");
-                    }
-                }
-            } else {
-                let out = seg.rebuild(!clean, interval).map_err(named)?;
-                if out.invalid_bytes > 0 {
-                    let file_len = seg.size + out.invalid_bytes;
-                    let n_batches_cut =
-                        count_batches(&seg.file, seg.size, file_len).map_err(named)?;
-                    tracing::warn!(
-                        partition = %tp,
-                        segment = %base,
-                        batches_kept = out.n_batches,
-                        batches_cut = n_batches_cut,
-                        bytes_cut = out.invalid_bytes,
-                        reason = out.stop_reason.as_deref().unwrap_or(""),
-                        "cutting the log tail at the first bad batch"
-                    );
-                    seg.file.set_len(seg.size).map_err(named)?;
-                    seg.file.sync_all().map_err(named)?;
-                }
-                if seg.size > 0 {
-                    // The age for segment.ms counts from when this process first saw data.
-                    seg.first_append_ms = Some(now_ms());
-                }
-            }
-            segments.push(seg);
-        }
-        if segments.is_empty() {
-            segments.push(Segment::create(&dir, checkpoint.unwrap_or(Offset(0)))?);
-        }
-        let first_base = segments[0].base_offset;
-        let mut state = State {
-            cfg,
-            segments,
-            log_start: checkpoint.map_or(first_base, |c| c.max(first_base)),
-            closed: false,
-        };
-        if state.log_start > state.log_end() {
-            // Records were deleted up to the checkpoint, and the tail beyond the log end
-            // did not survive the crash: start an empty log at the log start offset.
-            tracing::warn!(partition = %tp, log_start = %state.log_start, log_end = %state.log_end(), "log start offset is past the recovered log end; starting empty");
-            for seg in std::mem::take(&mut state.segments) {
-                seg.delete_files(&dir)?;
-            }
-            state.segments.push(Segment::create(&dir, state.log_start)?);
-        }
+        let state = recovery::recover(&tp, &dir, cfg, clean)?;
         let part = LogPartition {
             tp,
             dir,
@@ -293,7 +180,7 @@ impl LogPartition {
         self.state.lock().closed = true;
     }
 
-    fn check_open(&self, st: &State) -> StorageResult<()> {
+    fn check_open(&self, st: &PartState) -> StorageResult<()> {
         if st.closed {
             return Err(StorageError::Closed(self.tp.to_string()));
         }
@@ -302,7 +189,7 @@ impl LogPartition {
 
     /// Makes the active segment durable with its indexes and starts a new one at the log
     /// end. Syncing here is what lets recovery check only the active segment.
-    fn roll(&self, st: &mut State) -> io::Result<()> {
+    fn roll(&self, st: &mut PartState) -> io::Result<()> {
         let active = st.active();
         active.write_index_files(&self.dir)?;
         active.file.sync_data()?;
@@ -325,7 +212,7 @@ impl LogPartition {
 
     /// Deletes the segments that lie wholly below the log start offset, rolling first if
     /// that includes the active segment (a log always keeps one active segment).
-    fn delete_segments_below_start(&self, st: &mut State) -> io::Result<()> {
+    fn delete_segments_below_start(&self, st: &mut PartState) -> io::Result<()> {
         if st.active().size > 0 && st.log_end() <= st.log_start {
             self.roll(st)?;
         }

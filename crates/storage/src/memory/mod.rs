@@ -6,70 +6,54 @@
 //! was started; the state now is the newest valid snapshot plus every WAL of its
 //! generation or later, replayed in order (see `wal.rs` for the record format).
 //!
+//! Files: this one is the engine (open, partitions, the WAL writer's owner, close);
+//! `partition.rs` one partition (its batches, and the appends, reads, deletes and
+//! truncations that go through the engine lock); `recovery.rs` start-up (newest snapshot
+//! plus WAL replay, cutting a torn tail); `wal.rs` the WAL file and the record format it
+//! shares with snapshots; `snapshot.rs` writing snapshots and the thread that does so.
+//!
 //! - Every change (append, `delete_before`, `truncate_after`, retention, partition creation
 //!   and removal) is written to the WAL with one positional write under the engine lock
 //!   before it is applied in memory. `flush` fdatasyncs the WAL (group commit: one sync
 //!   covers every record written before it); `delete_before`, `truncate_after`, retention
 //!   and `remove` flush before they return, as the `log` engine's checkpoints do.
-//! - A snapshot starts after `snapshot_interval_bytes` of WAL or `snapshot_interval_ms`,
+//! - A snapshot starts after `storage.memory.snapshot_interval_bytes` of WAL or `_ms`,
 //!   on the engine's background thread: under the lock the current WAL is synced and a new
 //!   one started and the state is captured (cheap: batches are shared `Bytes`); outside
 //!   it the snapshot is written to a temp file, fsynced, renamed and the directory fsynced;
 //!   then older WALs and snapshots are deleted. [`StorageEngine::close`] writes a final one.
 //! - Recovery loads the newest snapshot that reads back whole (a leftover `.tmp` is
 //!   removed), replays the WALs after it, and cuts the last WAL at its first bad record.
-//! - Memory is bounded: past `memory_max_bytes` of stored batches (engine-wide) an append
-//!   fails with [`StorageError::Full`]; reads go on.
+//! - Memory is bounded: past `storage.memory.max_bytes` of stored batches (engine-wide) an
+//!   append fails with [`StorageError::Full`]; reads go on.
 //!
 //! Concurrency: one `parking_lot::Mutex` guards all partitions and the WAL writer. It is
 //! held for bookkeeping, one WAL write and (for reads) cloning `Bytes` handles; fsyncs and
 //! snapshot writing happen outside it.
 
 mod partition;
+mod recovery;
+mod snapshot;
 mod wal;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Weak};
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use rafka_core::limits::BATCH_BYTES_MAX;
 use rafka_core::{
-    AppendInfo, LogConfig, Offset, PartitionLog, RecordBatch, StorageEngine, StorageError,
-    StorageResult, Timestamp, TopicPartition, ValidatedBatch,
+    LogConfig, Offset, PartitionLog, StorageEngine, StorageError, StorageResult, TopicPartition,
 };
 
 use crate::group_commit::GroupCommit;
-use crate::log::sync_dir;
 pub use partition::MemoryPartition;
-use partition::PartData;
-use wal::{Op, SNAPSHOT_MAGIC, WAL_MAGIC};
-
-const WAL_PREFIX: &str = "wal-";
-const WAL_EXT: &str = ".log";
-const SNAPSHOT_PREFIX: &str = "snapshot-";
-const SNAPSHOT_EXT: &str = ".snap";
-const TMP_EXT: &str = ".tmp";
-
-fn wal_name(generation: u64) -> String {
-    format!("{WAL_PREFIX}{generation:020}{WAL_EXT}")
-}
-
-fn snapshot_name(generation: u64) -> String {
-    format!("{SNAPSHOT_PREFIX}{generation:020}{SNAPSHOT_EXT}")
-}
-
-fn parse_generation(name: &str, prefix: &str, ext: &str) -> Option<u64> {
-    let digits = name.strip_prefix(prefix)?.strip_suffix(ext)?;
-    (digits.len() == 20).then(|| digits.parse().ok())?
-}
+use partition::PartState;
+use wal::{Op, Wal};
 
 /// Settings of the memory engine (from the `storage:` config section).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,58 +79,9 @@ impl Default for MemoryOptions {
     }
 }
 
-/// The open WAL file.
-struct Wal {
-    generation: u64,
-    file: Arc<File>,
-    /// Bytes written (the next write position).
-    len: u64,
-    /// Reused encode buffer.
-    buf: Vec<u8>,
-}
-
-impl Wal {
-    /// Creates `wal-<generation>.log` with its header and makes the entry durable.
-    fn create(dir: &Path, generation: u64) -> io::Result<Wal> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(dir.join(wal_name(generation)))?;
-        file.write_all_at(WAL_MAGIC, 0)?;
-        file.sync_all()?;
-        sync_dir(dir)?;
-        Ok(Wal {
-            generation,
-            file: Arc::new(file),
-            len: WAL_MAGIC.len() as u64,
-            buf: Vec::with_capacity(64 * 1024),
-        })
-    }
-
-    /// Appends one record with a single positional write; a failed write is cut off so
-    /// no partial record stays in front of later ones.
-    fn write(&mut self, op: &Op) -> io::Result<u64> {
-        self.buf.clear();
-        wal::encode(op, &mut self.buf);
-        if let Err(e) = self.file.write_all_at(&self.buf, self.len) {
-            let _ = self.file.set_len(self.len);
-            return Err(e);
-        }
-        let n = self.buf.len() as u64;
-        self.len += n;
-        if self.buf.capacity() > 1024 * 1024 {
-            // One huge batch must not pin its buffer for the engine's lifetime.
-            self.buf = Vec::with_capacity(64 * 1024);
-        }
-        Ok(n)
-    }
-}
-
 /// Everything behind the engine lock.
-struct State {
-    parts: BTreeMap<TopicPartition, PartData>,
+struct EngineState {
+    parts: BTreeMap<TopicPartition, PartState>,
     /// Sum of every partition's `size_bytes`.
     total_bytes: u64,
     /// `None` without a directory.
@@ -159,48 +94,18 @@ struct State {
     trigger: Option<SyncSender<()>>,
 }
 
-impl State {
-    /// Applies a replayed op (from a snapshot or a WAL) to the state.
-    fn replay(&mut self, op: Op, cfg: &LogConfig) -> Result<(), String> {
-        match op {
-            Op::Create(tp) => {
-                self.part_or_create(tp, cfg, Offset(0), Offset(0));
-            }
-            Op::Reset {
-                tp,
-                log_start,
-                next_offset,
-            } => {
-                self.remove_part(&tp);
-                self.part_or_create(tp, cfg, log_start, next_offset);
-            }
-            Op::Append(tp, batch) => {
-                let size = batch.size_bytes() as u64;
-                self.part_or_create(tp, cfg, Offset(0), Offset(0))
-                    .push(batch)?;
-                self.total_bytes += size;
-            }
-            Op::DeleteBefore(tp, offset) => {
-                let p = self.part_or_create(tp, cfg, Offset(0), Offset(0));
-                if offset > p.log_end {
-                    return Err(format!(
-                        "delete_before {offset} past the log end {}",
-                        p.log_end
-                    ));
-                }
-                let freed = p.delete_before(offset);
-                self.total_bytes -= freed;
-            }
-            Op::TruncateAfter(tp, offset) => {
-                let freed = self
-                    .part_or_create(tp, cfg, Offset(0), Offset(0))
-                    .truncate_after(offset);
-                self.total_bytes -= freed;
-            }
-            Op::Remove(tp) => self.remove_part(&tp),
-            Op::End(_) => return Err("end record inside a log".to_string()),
+impl EngineState {
+    /// The state of an engine holding nothing.
+    fn empty() -> EngineState {
+        EngineState {
+            parts: BTreeMap::new(),
+            total_bytes: 0,
+            wal: None,
+            wal_bytes_since_snapshot: 0,
+            next_id: 0,
+            closed: false,
+            trigger: None,
         }
-        Ok(())
     }
 
     fn part_or_create(
@@ -209,11 +114,11 @@ impl State {
         cfg: &LogConfig,
         log_start: Offset,
         log_end: Offset,
-    ) -> &mut PartData {
+    ) -> &mut PartState {
         let next_id = &mut self.next_id;
         self.parts.entry(tp).or_insert_with(|| {
             *next_id += 1;
-            PartData::new(*next_id, cfg.clone(), log_start, log_end)
+            PartState::new(*next_id, cfg.clone(), log_start, log_end)
         })
     }
 
@@ -224,7 +129,7 @@ impl State {
     }
 
     /// The partition a handle refers to, if it still exists and the engine is open.
-    fn part_mut(&mut self, tp: &TopicPartition, id: u64) -> StorageResult<&mut PartData> {
+    fn part_mut(&mut self, tp: &TopicPartition, id: u64) -> StorageResult<&mut PartState> {
         if self.closed {
             return Err(StorageError::Closed(tp.to_string()));
         }
@@ -239,7 +144,7 @@ impl State {
 pub(crate) struct Inner {
     opts: MemoryOptions,
     default_config: LogConfig,
-    state: Mutex<State>,
+    state: Mutex<EngineState>,
     /// One snapshot at a time.
     snapshot_lock: Mutex<()>,
     /// WAL records, counted under the state lock after the write; `flush` syncs the WAL
@@ -248,12 +153,9 @@ pub(crate) struct Inner {
     n_snapshots: AtomicU64,
 }
 
-/// A snapshot's content, captured under the lock and written outside it.
-type Capture = Vec<(TopicPartition, Offset, Offset, Vec<bytes::Bytes>)>;
-
 impl Inner {
     /// Logs `op` to the WAL if there is one; returns whether a snapshot is due.
-    fn log(&self, st: &mut State, op: &Op) -> StorageResult<()> {
+    fn log(&self, st: &mut EngineState, op: &Op) -> StorageResult<()> {
         let Some(wal) = st.wal.as_mut() else {
             return Ok(());
         };
@@ -267,146 +169,6 @@ impl Inner {
             }
         }
         Ok(())
-    }
-
-    pub(crate) fn with_part<T>(
-        &self,
-        tp: &TopicPartition,
-        id: u64,
-        f: impl FnOnce(&PartData) -> StorageResult<T>,
-    ) -> StorageResult<T> {
-        let mut st = self.state.lock();
-        f(st.part_mut(tp, id)?)
-    }
-
-    pub(crate) fn append(
-        &self,
-        tp: &TopicPartition,
-        id: u64,
-        mut batch: ValidatedBatch,
-    ) -> StorageResult<AppendInfo> {
-        let size = batch.size_bytes();
-        if size > BATCH_BYTES_MAX {
-            return Err(StorageError::BatchTooLarge {
-                size,
-                max: BATCH_BYTES_MAX,
-            });
-        }
-        // Stamping copies the bytes if they are shared (a slice of a request): do it here,
-        // outside the lock, so what is stored owns exactly its bytes.
-        batch.set_base_offset(Offset(0));
-        let now = Timestamp::now();
-
-        let mut st = self.state.lock();
-        let total_bytes = st.total_bytes;
-        let p = st.part_mut(tp, id)?;
-        let max = p.cfg.max_message_bytes.min(BATCH_BYTES_MAX);
-        if size > max {
-            return Err(StorageError::BatchTooLarge { size, max });
-        }
-        if total_bytes + size as u64 > self.opts.max_bytes {
-            return Err(StorageError::Full(format!(
-                "memory engine holds {total_bytes} bytes and memory_max_bytes is {}: \
-                 a batch of {size} bytes does not fit (delete records, lower retention or \
-                 raise memory_max_bytes)",
-                self.opts.max_bytes
-            )));
-        }
-        let base_offset = p.log_end;
-        batch.set_base_offset(base_offset);
-        let log_append_time = if p.cfg.log_append_time {
-            batch.set_log_append_time(now);
-            now
-        } else {
-            Timestamp(-1)
-        };
-        let last_offset = batch.last_offset();
-        let log_start_offset = p.log_start;
-        self.log(&mut st, &Op::Append(tp.clone(), batch.as_batch().clone()))?;
-        let p = st.part_mut(tp, id)?;
-        p.push(batch.into_batch())
-            .expect("the batch starts at the log end");
-        st.total_bytes += size as u64;
-        Ok(AppendInfo {
-            base_offset,
-            last_offset,
-            log_append_time,
-            log_start_offset,
-        })
-    }
-
-    pub(crate) fn delete_before(
-        &self,
-        tp: &TopicPartition,
-        id: u64,
-        offset: Offset,
-    ) -> StorageResult<()> {
-        {
-            let mut st = self.state.lock();
-            let p = st.part_mut(tp, id)?;
-            if offset > p.log_end {
-                return Err(StorageError::OffsetOutOfRange {
-                    offset,
-                    log_start: p.log_start,
-                    log_end: p.log_end,
-                });
-            }
-            if offset <= p.log_start {
-                return Ok(());
-            }
-            self.log(&mut st, &Op::DeleteBefore(tp.clone(), offset))?;
-            let freed = st.part_mut(tp, id)?.delete_before(offset);
-            st.total_bytes -= freed;
-        }
-        self.flush()
-    }
-
-    pub(crate) fn truncate_after(
-        &self,
-        tp: &TopicPartition,
-        id: u64,
-        offset: Offset,
-    ) -> StorageResult<()> {
-        {
-            let mut st = self.state.lock();
-            let p = st.part_mut(tp, id)?;
-            if offset >= p.log_end {
-                return Ok(());
-            }
-            self.log(&mut st, &Op::TruncateAfter(tp.clone(), offset))?;
-            let freed = st.part_mut(tp, id)?.truncate_after(offset);
-            st.total_bytes -= freed;
-        }
-        self.flush()
-    }
-
-    pub(crate) fn apply_retention(
-        &self,
-        tp: &TopicPartition,
-        id: u64,
-        now: Timestamp,
-    ) -> StorageResult<u64> {
-        let removed = {
-            let mut st = self.state.lock();
-            let p = st.part_mut(tp, id)?;
-            let Some(start) = p.retention_start(now) else {
-                return Ok(0);
-            };
-            let removed = (start.0 - p.log_start.0) as u64;
-            self.log(&mut st, &Op::DeleteBefore(tp.clone(), start))?;
-            let freed = st.part_mut(tp, id)?.delete_before(start);
-            st.total_bytes -= freed;
-            removed
-        };
-        self.flush()?;
-        tracing::debug!(partition = %tp, records = removed, "applied retention");
-        Ok(removed)
-    }
-
-    pub(crate) fn set_config(&self, tp: &TopicPartition, id: u64, cfg: LogConfig) {
-        if let Ok(p) = self.state.lock().part_mut(tp, id) {
-            p.cfg = cfg;
-        }
     }
 
     /// Makes every WAL record written before the call durable (group commit).
@@ -425,215 +187,14 @@ impl Inner {
             Ok(Some(covered))
         })
     }
-
-    /// Writes a snapshot of the whole state and deletes the WALs and snapshots it
-    /// replaces. A no-op without a directory. Safe to call concurrently with everything.
-    fn snapshot(&self) -> StorageResult<()> {
-        let Some(dir) = &self.opts.dir else {
-            return Ok(());
-        };
-        let _one = self.snapshot_lock.lock();
-        let (generation, capture) = {
-            let mut st = self.state.lock();
-            let Some(wal) = st.wal.as_mut() else {
-                return Ok(());
-            };
-            // After the switch `flush` syncs only the new WAL: make the old one durable.
-            wal.file.sync_data()?;
-            self.commit.all_synced();
-            let generation = wal.generation + 1;
-            st.wal = Some(Wal::create(dir, generation)?);
-            st.wal_bytes_since_snapshot = 0;
-            let capture: Capture = st
-                .parts
-                .iter()
-                .map(|(tp, p)| {
-                    let next = p.batches.front().map_or(p.log_end, |b| b.base);
-                    let batches = p.batches.iter().map(|b| b.bytes.clone()).collect();
-                    (tp.clone(), p.log_start, next, batches)
-                })
-                .collect();
-            (generation, capture)
-        };
-        let n_bytes = write_snapshot(dir, generation, capture)?;
-        // The new snapshot is durable: what it replaces can go.
-        for entry in fs::read_dir(dir)? {
-            let name = entry?.file_name();
-            let name = name.to_string_lossy();
-            let old = parse_generation(&name, WAL_PREFIX, WAL_EXT)
-                .or_else(|| parse_generation(&name, SNAPSHOT_PREFIX, SNAPSHOT_EXT))
-                .is_some_and(|g| g < generation);
-            if old {
-                fs::remove_file(dir.join(&*name))?;
-            }
-        }
-        sync_dir(dir)?;
-        self.n_snapshots.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(dir = %dir.display(), generation, bytes = n_bytes, "wrote a memory engine snapshot");
-        Ok(())
-    }
-}
-
-/// Writes `snapshot-<generation>.snap` atomically: temp file, fsync, rename, fsync dir.
-fn write_snapshot(dir: &Path, generation: u64, capture: Capture) -> io::Result<u64> {
-    let name = snapshot_name(generation);
-    let tmp = dir.join(format!("{name}{TMP_EXT}"));
-    let file = File::create(&tmp)?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
-    w.write_all(SNAPSHOT_MAGIC)?;
-    let mut n_bytes = SNAPSHOT_MAGIC.len() as u64;
-    let mut n_records = 0u64;
-    let mut buf = Vec::with_capacity(64 * 1024);
-    let mut put = |w: &mut BufWriter<File>, op: &Op| -> io::Result<u64> {
-        buf.clear();
-        wal::encode(op, &mut buf);
-        w.write_all(&buf)?;
-        Ok(buf.len() as u64)
-    };
-    for (tp, log_start, next_offset, batches) in capture {
-        let reset = Op::Reset {
-            tp: tp.clone(),
-            log_start,
-            next_offset,
-        };
-        n_bytes += put(&mut w, &reset)?;
-        n_records += 1;
-        for bytes in batches {
-            let batch = RecordBatch::parse(bytes).map_err(io::Error::other)?;
-            n_bytes += put(&mut w, &Op::Append(tp.clone(), batch))?;
-            n_records += 1;
-        }
-    }
-    n_bytes += put(&mut w, &Op::End(n_records))?;
-    let file = w.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, dir.join(&name))?;
-    sync_dir(dir)?;
-    Ok(n_bytes)
-}
-
-/// Loads a snapshot into a fresh state; `Err` (with the reason) unless it reads back whole.
-fn load_snapshot(path: &Path, cfg: &LogConfig) -> io::Result<Result<State, String>> {
-    let file = File::open(path)?;
-    let mut st = empty_state();
-    let mut ended = false;
-    let end = wal::read_records(&file, SNAPSHOT_MAGIC, |op| {
-        if ended {
-            return Err("records after the end record".to_string());
-        }
-        if let Op::End(_) = op {
-            ended = true;
-            return Ok(());
-        }
-        st.replay(op, cfg)
-    })?;
-    if let Some(reason) = end.stop_reason {
-        return Ok(Err(reason));
-    }
-    if !ended {
-        return Ok(Err("no end record (cut short)".to_string()));
-    }
-    Ok(Ok(st))
-}
-
-fn empty_state() -> State {
-    State {
-        parts: BTreeMap::new(),
-        total_bytes: 0,
-        wal: None,
-        wal_bytes_since_snapshot: 0,
-        next_id: 0,
-        closed: false,
-        trigger: None,
-    }
-}
-
-/// Rebuilds the state from `dir`: newest valid snapshot, then the WALs after it, cutting
-/// the last at its first bad record. Returns the state and the generation for a new WAL.
-fn recover(dir: &Path, cfg: &LogConfig) -> StorageResult<(State, u64)> {
-    let mut snapshots = Vec::new();
-    let mut wals = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if let Some(g) = parse_generation(&name, WAL_PREFIX, WAL_EXT) {
-            wals.push(g);
-        } else if let Some(g) = parse_generation(&name, SNAPSHOT_PREFIX, SNAPSHOT_EXT) {
-            snapshots.push(g);
-        } else if name.ends_with(TMP_EXT) {
-            // A snapshot that did not reach its rename: the WALs still hold its content.
-            tracing::info!(dir = %dir.display(), file = %name, "removing an unfinished snapshot");
-            fs::remove_file(entry.path())?;
-        }
-        // Other files belong to others (the broker keeps its topic metadata here).
-    }
-    snapshots.sort_unstable_by(|a, b| b.cmp(a));
-    wals.sort_unstable();
-    let mut state = None;
-    for &g in &snapshots {
-        match load_snapshot(&dir.join(snapshot_name(g)), cfg)? {
-            Ok(st) => {
-                state = Some((st, g));
-                break;
-            }
-            Err(reason) => {
-                tracing::warn!(dir = %dir.display(), generation = g, %reason, "skipping an unreadable snapshot");
-            }
-        }
-    }
-    let (mut st, base) = state.unwrap_or_else(|| (empty_state(), 0));
-    if snapshots.first().is_some_and(|&g| g != base) || wals.first().is_some_and(|&g| g > base) {
-        tracing::warn!(dir = %dir.display(), snapshot = base, "the newest snapshot is unusable or WALs are missing; recovering what is left");
-    }
-    let mut next_generation = base;
-    let mut stopped = false;
-    for &g in wals.iter().filter(|&&g| g >= base) {
-        let path = dir.join(wal_name(g));
-        if stopped {
-            // Replaying past a cut would apply changes to a state missing some before them.
-            tracing::warn!(dir = %dir.display(), generation = g, "dropping a WAL after a damaged one");
-            fs::remove_file(&path)?;
-            continue;
-        }
-        let file = OpenOptions::new().read(true).write(true).open(&path)?;
-        let end = wal::read_records(&file, WAL_MAGIC, |op| st.replay(op, cfg))?;
-        if let Some(reason) = end.stop_reason {
-            let len = file.metadata()?.len();
-            tracing::warn!(
-                dir = %dir.display(),
-                generation = g,
-                records_kept = end.n_records,
-                bytes_cut = len - end.valid_bytes,
-                %reason,
-                "cutting the WAL at its first bad record"
-            );
-            file.set_len(end.valid_bytes)?;
-            file.sync_all()?;
-            stopped = true;
-        }
-        next_generation = g + 1;
-    }
-    for p in st.parts.values_mut() {
-        if p.log_start > p.log_end {
-            // Cannot come from a well-formed history; keep the invariant anyway.
-            tracing::warn!(dir = %dir.display(), log_start = %p.log_start, log_end = %p.log_end, "log start past the log end after replay");
-            p.log_start = p.log_end;
-        }
-    }
-    for g in snapshots.iter().chain(&wals).filter(|&&g| g < base) {
-        let _ = fs::remove_file(dir.join(wal_name(*g)));
-        let _ = fs::remove_file(dir.join(snapshot_name(*g)));
-    }
-    Ok((st, next_generation))
 }
 
 /// The memory engine. Thread-safe. Dropping it stops the snapshot thread (waiting for a
 /// snapshot in progress); it does not write a final snapshot, [`StorageEngine::close`] does.
 pub struct MemoryEngine {
     inner: Arc<Inner>,
-    handles: Mutex<HashMap<TopicPartition, Arc<MemoryPartition>>>,
+    /// Handles given out, one per partition.
+    open_partitions: Mutex<HashMap<TopicPartition, Arc<MemoryPartition>>>,
     snapshot_thread: Option<JoinHandle<()>>,
 }
 
@@ -650,10 +211,10 @@ impl MemoryEngine {
     /// holds; without, starts empty and keeps nothing on disk. Partitions get
     /// `default_config` until they are opened with their own.
     pub fn open(opts: MemoryOptions, default_config: LogConfig) -> StorageResult<MemoryEngine> {
-        let mut st = empty_state();
+        let mut st = EngineState::empty();
         if let Some(dir) = &opts.dir {
             fs::create_dir_all(dir)?;
-            let (recovered, generation) = recover(dir, &default_config)?;
+            let (recovered, generation) = recovery::recover(dir, &default_config)?;
             st = recovered;
             st.wal = Some(Wal::create(dir, generation)?);
             tracing::info!(
@@ -666,7 +227,7 @@ impl MemoryEngine {
                 tracing::warn!(
                     bytes = st.total_bytes,
                     memory_max_bytes = opts.max_bytes,
-                    "recovered more than memory_max_bytes: appends fail until data is deleted"
+                    "recovered more than storage.memory.max_bytes: appends fail until data is deleted"
                 );
             }
         }
@@ -689,14 +250,14 @@ impl MemoryEngine {
             Some(
                 std::thread::Builder::new()
                     .name("rafka-memory-snapshot".to_string())
-                    .spawn(move || snapshot_loop(weak, rx, interval))?,
+                    .spawn(move || snapshot::snapshot_loop(weak, rx, interval))?,
             )
         } else {
             None
         };
         Ok(MemoryEngine {
             inner,
-            handles: Mutex::new(HashMap::new()),
+            open_partitions: Mutex::new(HashMap::new()),
             snapshot_thread,
         })
     }
@@ -721,7 +282,7 @@ impl MemoryEngine {
         self.inner.commit.n_syncs()
     }
 
-    /// Bytes of batches held, all partitions together (what `memory_max_bytes` bounds).
+    /// Bytes of batches held, all partitions together (what `storage.memory.max_bytes` bounds).
     pub fn memory_bytes(&self) -> u64 {
         self.inner.state.lock().total_bytes
     }
@@ -732,8 +293,8 @@ impl MemoryEngine {
         tp: &TopicPartition,
         cfg: &LogConfig,
     ) -> StorageResult<Arc<MemoryPartition>> {
-        let mut handles = self.handles.lock();
-        if let Some(h) = handles.get(tp) {
+        let mut open = self.open_partitions.lock();
+        if let Some(h) = open.get(tp) {
             if self.inner.with_part(tp, h.id, |_| Ok(())).is_ok() {
                 return Ok(Arc::clone(h));
             }
@@ -755,29 +316,8 @@ impl MemoryEngine {
             id,
             inner: Arc::clone(&self.inner),
         });
-        handles.insert(tp.clone(), Arc::clone(&h));
+        open.insert(tp.clone(), Arc::clone(&h));
         Ok(h)
-    }
-}
-
-fn snapshot_loop(inner: Weak<Inner>, wake: mpsc::Receiver<()>, interval: Duration) {
-    loop {
-        match wake.recv_timeout(interval) {
-            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
-        let Some(inner) = inner.upgrade() else {
-            return;
-        };
-        let changed = {
-            let st = inner.state.lock();
-            !st.closed && st.wal_bytes_since_snapshot > 0
-        };
-        if changed {
-            if let Err(e) = inner.snapshot() {
-                tracing::error!(error = %e, "memory engine snapshot failed; the WAL keeps growing until one succeeds");
-            }
-        }
     }
 }
 
@@ -801,7 +341,7 @@ impl StorageEngine for MemoryEngine {
     }
 
     fn remove(&self, tp: &TopicPartition) -> StorageResult<()> {
-        self.handles.lock().remove(tp);
+        self.open_partitions.lock().remove(tp);
         {
             let mut st = self.inner.state.lock();
             if st.closed {
@@ -839,6 +379,11 @@ impl StorageEngine for MemoryEngine {
 
 #[cfg(test)]
 mod tests {
+    use std::fs::OpenOptions;
+    use std::path::Path;
+
+    use super::snapshot::{snapshot_name, SNAPSHOT_EXT, SNAPSHOT_PREFIX, TMP_EXT};
+    use super::wal::{parse_generation, wal_name, WAL_EXT, WAL_PREFIX};
     use super::*;
     use crate::conformance::{batch, read_all, tp};
 
@@ -1072,7 +617,7 @@ mod tests {
         }
         let err = log.append(batch(1, 3, 1000)).unwrap_err();
         match &err {
-            StorageError::Full(msg) => assert!(msg.contains("memory_max_bytes"), "{msg}"),
+            StorageError::Full(msg) => assert!(msg.contains("storage.memory.max_bytes"), "{msg}"),
             other => panic!("expected Full, got {other:?}"),
         }
         assert_eq!(log.log_end_offset(), Offset(3));

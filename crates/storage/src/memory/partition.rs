@@ -1,17 +1,19 @@
-//! One partition of the memory engine: [`PartData`], its batches in memory (pure data, no
-//! I/O, no locking), and [`MemoryPartition`], the [`PartitionLog`] handle that routes each
-//! call through the engine (which logs changes to the WAL under its lock).
+//! One partition of the memory engine: [`PartState`], its batches in memory (pure data, no
+//! I/O, no locking); the partition operations on the engine core (`Inner`), which log each
+//! change to the WAL under the engine lock before applying it; and [`MemoryPartition`],
+//! the [`PartitionLog`] handle that routes each call there.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use rafka_core::limits::FETCH_RESPONSE_BYTES_MAX;
+use rafka_core::limits::{BATCH_BYTES_MAX, FETCH_RESPONSE_BYTES_MAX};
 use rafka_core::{
     AppendInfo, LogConfig, Offset, PartitionLog, ReadResult, RecordBatch, StorageError,
     StorageResult, Timestamp, TopicPartition, ValidatedBatch,
 };
 
+use super::wal::Op;
 use super::Inner;
 
 /// One stored batch and the header fields lookups need.
@@ -36,7 +38,7 @@ impl StoredBatch {
 
 /// A partition's data.
 #[derive(Debug)]
-pub(crate) struct PartData {
+pub(crate) struct PartState {
     /// Distinguishes this incarnation from a removed partition of the same name, so a
     /// stale handle gets `Closed`.
     pub id: u64,
@@ -52,9 +54,9 @@ pub(crate) struct PartData {
     pub size_bytes: u64,
 }
 
-impl PartData {
-    pub fn new(id: u64, cfg: LogConfig, log_start: Offset, log_end: Offset) -> PartData {
-        PartData {
+impl PartState {
+    pub fn new(id: u64, cfg: LogConfig, log_start: Offset, log_end: Offset) -> PartState {
+        PartState {
             id,
             cfg,
             batches: VecDeque::new(),
@@ -199,6 +201,150 @@ impl PartData {
     }
 }
 
+/// The operations on one partition. They live on the engine core because every change
+/// goes through its lock and its WAL.
+impl Inner {
+    pub(crate) fn with_part<T>(
+        &self,
+        tp: &TopicPartition,
+        id: u64,
+        f: impl FnOnce(&PartState) -> StorageResult<T>,
+    ) -> StorageResult<T> {
+        let mut st = self.state.lock();
+        f(st.part_mut(tp, id)?)
+    }
+
+    pub(crate) fn append(
+        &self,
+        tp: &TopicPartition,
+        id: u64,
+        mut batch: ValidatedBatch,
+    ) -> StorageResult<AppendInfo> {
+        let size = batch.size_bytes();
+        if size > BATCH_BYTES_MAX {
+            return Err(StorageError::BatchTooLarge {
+                size,
+                max: BATCH_BYTES_MAX,
+            });
+        }
+        // Stamping copies the bytes if they are shared (a slice of a request): do it here,
+        // outside the lock, so what is stored owns exactly its bytes.
+        batch.set_base_offset(Offset(0));
+        let now = Timestamp::now();
+
+        let mut st = self.state.lock();
+        let total_bytes = st.total_bytes;
+        let p = st.part_mut(tp, id)?;
+        let max = p.cfg.max_message_bytes.min(BATCH_BYTES_MAX);
+        if size > max {
+            return Err(StorageError::BatchTooLarge { size, max });
+        }
+        if total_bytes + size as u64 > self.opts.max_bytes {
+            return Err(StorageError::Full(format!(
+                "memory engine holds {total_bytes} bytes and storage.memory.max_bytes is {}: \
+                 a batch of {size} bytes does not fit (delete records, lower retention or \
+                 raise storage.memory.max_bytes)",
+                self.opts.max_bytes
+            )));
+        }
+        let base_offset = p.log_end;
+        batch.set_base_offset(base_offset);
+        let log_append_time = if p.cfg.log_append_time {
+            batch.set_log_append_time(now);
+            now
+        } else {
+            Timestamp(-1)
+        };
+        let last_offset = batch.last_offset();
+        let log_start_offset = p.log_start;
+        self.log(&mut st, &Op::Append(tp.clone(), batch.as_batch().clone()))?;
+        let p = st.part_mut(tp, id)?;
+        p.push(batch.into_batch())
+            .expect("the batch starts at the log end");
+        st.total_bytes += size as u64;
+        Ok(AppendInfo {
+            base_offset,
+            last_offset,
+            log_append_time,
+            log_start_offset,
+        })
+    }
+
+    pub(crate) fn delete_before(
+        &self,
+        tp: &TopicPartition,
+        id: u64,
+        offset: Offset,
+    ) -> StorageResult<()> {
+        {
+            let mut st = self.state.lock();
+            let p = st.part_mut(tp, id)?;
+            if offset > p.log_end {
+                return Err(StorageError::OffsetOutOfRange {
+                    offset,
+                    log_start: p.log_start,
+                    log_end: p.log_end,
+                });
+            }
+            if offset <= p.log_start {
+                return Ok(());
+            }
+            self.log(&mut st, &Op::DeleteBefore(tp.clone(), offset))?;
+            let freed = st.part_mut(tp, id)?.delete_before(offset);
+            st.total_bytes -= freed;
+        }
+        self.flush()
+    }
+
+    pub(crate) fn truncate_after(
+        &self,
+        tp: &TopicPartition,
+        id: u64,
+        offset: Offset,
+    ) -> StorageResult<()> {
+        {
+            let mut st = self.state.lock();
+            let p = st.part_mut(tp, id)?;
+            if offset >= p.log_end {
+                return Ok(());
+            }
+            self.log(&mut st, &Op::TruncateAfter(tp.clone(), offset))?;
+            let freed = st.part_mut(tp, id)?.truncate_after(offset);
+            st.total_bytes -= freed;
+        }
+        self.flush()
+    }
+
+    pub(crate) fn apply_retention(
+        &self,
+        tp: &TopicPartition,
+        id: u64,
+        now: Timestamp,
+    ) -> StorageResult<u64> {
+        let removed = {
+            let mut st = self.state.lock();
+            let p = st.part_mut(tp, id)?;
+            let Some(start) = p.retention_start(now) else {
+                return Ok(0);
+            };
+            let removed = (start.0 - p.log_start.0) as u64;
+            self.log(&mut st, &Op::DeleteBefore(tp.clone(), start))?;
+            let freed = st.part_mut(tp, id)?.delete_before(start);
+            st.total_bytes -= freed;
+            removed
+        };
+        self.flush()?;
+        tracing::debug!(partition = %tp, records = removed, "applied retention");
+        Ok(removed)
+    }
+
+    pub(crate) fn set_config(&self, tp: &TopicPartition, id: u64, cfg: LogConfig) {
+        if let Ok(p) = self.state.lock().part_mut(tp, id) {
+            p.cfg = cfg;
+        }
+    }
+}
+
 /// A handle on one partition of a [`MemoryEngine`](super::MemoryEngine). Thread-safe:
 /// every call takes the engine's lock for its bookkeeping only; flush waits outside it.
 pub struct MemoryPartition {
@@ -216,7 +362,7 @@ impl std::fmt::Debug for MemoryPartition {
 }
 
 impl MemoryPartition {
-    fn with<T>(&self, f: impl FnOnce(&PartData) -> StorageResult<T>) -> StorageResult<T> {
+    fn with<T>(&self, f: impl FnOnce(&PartState) -> StorageResult<T>) -> StorageResult<T> {
         self.inner.with_part(&self.tp, self.id, f)
     }
 }
@@ -297,8 +443,8 @@ mod tests {
     use crate::conformance::batch;
 
     /// A partition holding batches of `sizes` records each, timestamps 0, 10, 20, ...
-    fn check(sizes: &[usize]) -> PartData {
-        let mut p = PartData::new(1, LogConfig::default(), Offset(0), Offset(0));
+    fn check(sizes: &[usize]) -> PartState {
+        let mut p = PartState::new(1, LogConfig::default(), Offset(0), Offset(0));
         for (i, &n) in sizes.iter().enumerate() {
             let mut b = batch(n, i as i64 * 10, 10);
             b.set_base_offset(p.log_end);

@@ -1,4 +1,5 @@
-//! The record format shared by the memory engine's write-ahead log and its snapshots.
+//! The memory engine's write-ahead log: the open WAL file ([`Wal`]), file names, and the
+//! record format the WAL shares with snapshots.
 //!
 //! A file starts with an 8-byte magic (`RAFKWAL1` or `RAFKSNP1`), then records back to
 //! back: `[body length: u32 BE][CRC-32C of the body: u32 BE][body]`, where the body is a
@@ -7,12 +8,17 @@
 //! snapshot it follows. [`read_records`] stops at the first record that is short, too
 //! long, fails its CRC or does not decode: that is where a torn tail is cut.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
 
 use bytes::{BufMut, Bytes};
 use rafka_core::limits::{BATCH_BYTES_MAX, TOPIC_NAME_LEN_MAX};
 use rafka_core::{Offset, RecordBatch, TopicName, TopicPartition};
+
+use crate::durable::sync_dir;
 
 /// First bytes of a WAL file.
 pub(crate) const WAL_MAGIC: &[u8; 8] = b"RAFKWAL1";
@@ -57,6 +63,71 @@ pub(crate) enum Op {
     },
     /// Snapshots only: the last record, with the number of records before it.
     End(u64),
+}
+
+/// File name prefix of a WAL.
+pub(super) const WAL_PREFIX: &str = "wal-";
+/// File name extension of a WAL.
+pub(super) const WAL_EXT: &str = ".log";
+
+/// `wal-<generation, 20 digits>.log`.
+pub(super) fn wal_name(generation: u64) -> String {
+    format!("{WAL_PREFIX}{generation:020}{WAL_EXT}")
+}
+
+/// The generation in a WAL or snapshot file name (`<prefix><20 digits><ext>`).
+pub(super) fn parse_generation(name: &str, prefix: &str, ext: &str) -> Option<u64> {
+    let digits = name.strip_prefix(prefix)?.strip_suffix(ext)?;
+    (digits.len() == 20).then(|| digits.parse().ok())?
+}
+
+/// The open WAL file.
+pub(super) struct Wal {
+    pub(super) generation: u64,
+    pub(super) file: Arc<File>,
+    /// Bytes written (the next write position).
+    len: u64,
+    /// Reused encode buffer.
+    buf: Vec<u8>,
+}
+
+impl Wal {
+    /// Creates `wal-<generation>.log` with its header and makes the entry durable.
+    pub(super) fn create(dir: &Path, generation: u64) -> io::Result<Wal> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.join(wal_name(generation)))?;
+        file.write_all_at(WAL_MAGIC, 0)?;
+        file.sync_all()?;
+        sync_dir(dir)?;
+        Ok(Wal {
+            generation,
+            file: Arc::new(file),
+            len: WAL_MAGIC.len() as u64,
+            buf: Vec::with_capacity(64 * 1024),
+        })
+    }
+
+    /// Appends one record with a single positional write; a failed write is cut off so
+    /// no partial record stays in front of later ones.
+    pub(super) fn write(&mut self, op: &Op) -> io::Result<u64> {
+        self.buf.clear();
+        encode(op, &mut self.buf);
+        if let Err(e) = self.file.write_all_at(&self.buf, self.len) {
+            let _ = self.file.set_len(self.len);
+            return Err(e);
+        }
+        let n = self.buf.len() as u64;
+        self.len += n;
+        if self.buf.capacity() > 1024 * 1024 {
+            // One huge batch must not pin its buffer for the engine's lifetime.
+            self.buf = Vec::with_capacity(64 * 1024);
+        }
+        Ok(n)
+    }
 }
 
 fn put_tp(buf: &mut Vec<u8>, tp: &TopicPartition) {

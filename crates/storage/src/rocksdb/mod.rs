@@ -21,6 +21,14 @@
 //! its in-memory index; a read creates its iterator under it (pinning a consistent view)
 //! and scans outside it. The database sits behind an `RwLock<Option<DB>>` so `close`
 //! can release it (and its lock file) even while partition handles are still alive.
+//!
+//! Files: this one is the engine (open, partitions, close, the shared `Inner` with the
+//! group-commit `flush`); `partition.rs` one partition; `recovery.rs` what happens at open
+//! after RocksDB's own recovery; `keys.rs` the column families and key/value encodings.
+
+mod keys;
+mod partition;
+mod recovery;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -29,22 +37,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::group_commit::GroupCommit;
-use bytes::BytesMut;
 use parking_lot::{Mutex, RwLock};
-use rafka_core::limits::{BATCH_BYTES_MAX, FETCH_RESPONSE_BYTES_MAX};
 use rafka_core::{
-    AppendInfo, LogConfig, Offset, PartitionLog, ReadResult, StorageEngine, StorageError,
-    StorageResult, Timestamp, TopicPartition, ValidatedBatch,
+    LogConfig, Offset, PartitionLog, StorageEngine, StorageError, StorageResult, TopicPartition,
 };
 use rocksdb::{
     ColumnFamilyDescriptor, DBCompressionType, DBRecoveryMode, FlushOptions, Options, WriteBatch,
     WriteOptions, DB,
 };
 
-const CF_BATCHES: &str = "batches";
-const CF_INDEX: &str = "index";
-const CF_META: &str = "meta";
-const META_PARTITION_PREFIX: &[u8] = b"p/";
+use keys::{key, key_end, meta_key, meta_value, CF_BATCHES, CF_INDEX, CF_META};
+use partition::PartState;
+pub use partition::RocksPartition;
 
 fn db_error(e: rocksdb::Error) -> StorageError {
     StorageError::Io(io::Error::other(format!("rocksdb: {e}")))
@@ -52,65 +56,6 @@ fn db_error(e: rocksdb::Error) -> StorageError {
 
 fn corrupt(msg: String) -> StorageError {
     StorageError::Io(io::Error::new(io::ErrorKind::InvalidData, msg))
-}
-
-/// The key of `offset` in partition `id`; offsets are never negative, so u64 order is
-/// offset order.
-fn key(id: u64, offset: Offset) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&id.to_be_bytes());
-    k[8..].copy_from_slice(&(offset.0.max(0) as u64).to_be_bytes());
-    k
-}
-
-/// One past every key of partition `id`.
-fn key_end(id: u64) -> [u8; 16] {
-    key(id + 1, Offset(0))
-}
-
-fn meta_key(tp: &TopicPartition) -> Vec<u8> {
-    let mut k = META_PARTITION_PREFIX.to_vec();
-    k.extend_from_slice(tp.dir_name().as_bytes());
-    k
-}
-
-fn meta_value(id: u64, log_start: Offset) -> [u8; 16] {
-    let mut v = [0u8; 16];
-    v[..8].copy_from_slice(&id.to_be_bytes());
-    v[8..].copy_from_slice(&log_start.0.to_be_bytes());
-    v
-}
-
-fn be_u64(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
-}
-
-/// What the index family holds for one batch.
-#[derive(Debug, Clone, Copy)]
-struct IndexEntry {
-    base: Offset,
-    next: Offset,
-    max_timestamp: Timestamp,
-    size: u32,
-}
-
-impl IndexEntry {
-    fn value(&self) -> [u8; 20] {
-        let mut v = [0u8; 20];
-        v[..8].copy_from_slice(&self.next.0.to_be_bytes());
-        v[8..16].copy_from_slice(&self.max_timestamp.0.to_be_bytes());
-        v[16..].copy_from_slice(&self.size.to_be_bytes());
-        v
-    }
-
-    fn parse(k: &[u8], v: &[u8]) -> Option<IndexEntry> {
-        Some(IndexEntry {
-            base: Offset(be_u64(k, 8)? as i64),
-            next: Offset(be_u64(v, 0)? as i64),
-            max_timestamp: Timestamp(be_u64(v, 8)? as i64),
-            size: u32::from_be_bytes(v.get(16..20)?.try_into().ok()?),
-        })
-    }
 }
 
 /// Shared by the engine and its partitions.
@@ -164,319 +109,13 @@ fn flush_all_memtables(db: &DB) -> StorageResult<()> {
     Ok(())
 }
 
-/// One partition's in-memory view.
-struct PartState {
-    cfg: LogConfig,
-    /// Invariant: contiguous, sorted by base offset; mirrors the `index` family.
-    index: VecDeque<IndexEntry>,
-    /// Invariant: first batch's base <= log_start <= log_end.
-    log_start: Offset,
-    log_end: Offset,
-    size_bytes: u64,
-    closed: bool,
-}
-
-impl PartState {
-    fn out_of_range(&self, offset: Offset) -> StorageError {
-        StorageError::OffsetOutOfRange {
-            offset,
-            log_start: self.log_start,
-            log_end: self.log_end,
-        }
-    }
-}
-
-/// One partition of the [`RocksEngine`]. Thread-safe; see the module docs.
-pub struct RocksPartition {
-    tp: TopicPartition,
-    id: u64,
-    inner: Arc<Inner>,
-    state: Mutex<PartState>,
-}
-
-impl std::fmt::Debug for RocksPartition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RocksPartition")
-            .field("tp", &self.tp)
-            .field("id", &self.id)
-            .finish()
-    }
-}
-
-impl RocksPartition {
-    fn closed(&self) -> StorageError {
-        StorageError::Closed(self.tp.to_string())
-    }
-
-    /// Runs `f` with the database and the partition state locked, unless closed.
-    fn with<T>(&self, f: impl FnOnce(&DB, &mut PartState) -> StorageResult<T>) -> StorageResult<T> {
-        let guard = self.inner.db.read();
-        let db = guard.as_ref().ok_or_else(|| self.closed())?;
-        let mut st = self.state.lock();
-        if st.closed {
-            return Err(self.closed());
-        }
-        f(db, &mut st)
-    }
-
-    /// Moves the log start to `offset`, range-deleting the batches wholly below it, in
-    /// one synced write.
-    fn move_log_start(&self, db: &DB, st: &mut PartState, offset: Offset) -> StorageResult<()> {
-        let n = st.index.iter().take_while(|e| e.next <= offset).count();
-        let mut wb = WriteBatch::default();
-        if n > 0 {
-            let end = st
-                .index
-                .get(n)
-                .map_or(key_end(self.id), |e| key(self.id, e.base));
-            wb.delete_range_cf(cf(db, CF_BATCHES), key(self.id, Offset(0)), end);
-            wb.delete_range_cf(cf(db, CF_INDEX), key(self.id, Offset(0)), end);
-        }
-        wb.put_cf(
-            cf(db, CF_META),
-            meta_key(&self.tp),
-            meta_value(self.id, offset),
-        );
-        self.inner.write(db, wb, true)?;
-        for e in st.index.drain(..n) {
-            st.size_bytes -= e.size as u64;
-        }
-        st.log_start = offset;
-        Ok(())
-    }
-}
-
-impl PartitionLog for RocksPartition {
-    fn append(&self, mut batch: ValidatedBatch) -> StorageResult<AppendInfo> {
-        let size = batch.size_bytes();
-        if size > BATCH_BYTES_MAX {
-            return Err(StorageError::BatchTooLarge {
-                size,
-                max: BATCH_BYTES_MAX,
-            });
-        }
-        let now = Timestamp::now();
-        self.with(|db, st| {
-            let max = st.cfg.max_message_bytes.min(BATCH_BYTES_MAX);
-            if size > max {
-                return Err(StorageError::BatchTooLarge { size, max });
-            }
-            let base_offset = st.log_end;
-            batch.set_base_offset(base_offset);
-            let log_append_time = if st.cfg.log_append_time {
-                batch.set_log_append_time(now);
-                now
-            } else {
-                Timestamp(-1)
-            };
-            let entry = IndexEntry {
-                base: base_offset,
-                next: batch.next_offset(),
-                max_timestamp: batch.max_timestamp(),
-                size: size as u32,
-            };
-            let k = key(self.id, base_offset);
-            let mut wb = WriteBatch::default();
-            wb.put_cf(cf(db, CF_BATCHES), k, batch.as_bytes());
-            wb.put_cf(cf(db, CF_INDEX), k, entry.value());
-            self.inner.write(db, wb, false)?;
-            st.index.push_back(entry);
-            st.log_end = entry.next;
-            st.size_bytes += size as u64;
-            Ok(AppendInfo {
-                base_offset,
-                last_offset: batch.last_offset(),
-                log_append_time,
-                log_start_offset: st.log_start,
-            })
-        })
-    }
-
-    fn read(&self, from: Offset, max_bytes: usize) -> StorageResult<ReadResult> {
-        let max_bytes = max_bytes.min(FETCH_RESPONSE_BYTES_MAX);
-        let guard = self.inner.db.read();
-        let db = guard.as_ref().ok_or_else(|| self.closed())?;
-        let (mut it, log_start, log_end) = {
-            let st = self.state.lock();
-            if st.closed {
-                return Err(self.closed());
-            }
-            if from < st.log_start || from > st.log_end {
-                return Err(st.out_of_range(from));
-            }
-            if from == st.log_end {
-                return Ok(ReadResult {
-                    records: bytes::Bytes::new(),
-                    log_start_offset: st.log_start,
-                    log_end_offset: st.log_end,
-                });
-            }
-            // The iterator pins the database as of now: appends and truncations after
-            // the lock is released are invisible to it.
-            let mut it = db.raw_iterator_cf(cf(db, CF_BATCHES));
-            it.seek_for_prev(key(self.id, from));
-            (it, st.log_start, st.log_end)
-        };
-        let mut out = BytesMut::new();
-        let prefix = self.id.to_be_bytes();
-        while it.valid() {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                break;
-            };
-            if k[..8] != prefix {
-                break;
-            }
-            if !out.is_empty() && out.len() + v.len() > max_bytes {
-                break;
-            }
-            out.extend_from_slice(v);
-            it.next();
-        }
-        it.status().map_err(db_error)?;
-        if out.is_empty() {
-            return Err(corrupt(format!(
-                "{}: no batch holds offset {from} below the log end {log_end}",
-                self.tp
-            )));
-        }
-        Ok(ReadResult {
-            records: out.freeze(),
-            log_start_offset: log_start,
-            log_end_offset: log_end,
-        })
-    }
-
-    fn log_start_offset(&self) -> Offset {
-        self.state.lock().log_start
-    }
-
-    fn log_end_offset(&self) -> Offset {
-        self.state.lock().log_end
-    }
-
-    fn offset_for_timestamp(&self, ts: Timestamp) -> StorageResult<Option<(Offset, Timestamp)>> {
-        self.with(|_, st| {
-            Ok(st
-                .index
-                .iter()
-                .find(|e| e.next > st.log_start && e.max_timestamp >= ts)
-                .map(|e| (e.base.max(st.log_start), e.max_timestamp)))
-        })
-    }
-
-    fn max_timestamp(&self) -> StorageResult<Option<(Offset, Timestamp)>> {
-        self.with(|_, st| {
-            let mut best: Option<&IndexEntry> = None;
-            for e in &st.index {
-                if best.is_none_or(|b| e.max_timestamp > b.max_timestamp) {
-                    best = Some(e);
-                }
-            }
-            Ok(best.map(|e| (Offset(e.next.0 - 1), e.max_timestamp)))
-        })
-    }
-
-    fn delete_before(&self, offset: Offset) -> StorageResult<()> {
-        self.with(|db, st| {
-            if offset > st.log_end {
-                return Err(st.out_of_range(offset));
-            }
-            if offset <= st.log_start {
-                return Ok(());
-            }
-            self.move_log_start(db, st, offset)
-        })
-    }
-
-    fn truncate_after(&self, offset: Offset) -> StorageResult<()> {
-        self.with(|db, st| {
-            if offset >= st.log_end {
-                return Ok(());
-            }
-            let keep = st.index.partition_point(|e| e.next <= offset);
-            let Some(first_removed) = st.index.get(keep).copied() else {
-                return Ok(());
-            };
-            let log_end = first_removed.base;
-            let log_start = st.log_start.min(log_end);
-            let from = key(self.id, first_removed.base);
-            let mut wb = WriteBatch::default();
-            wb.delete_range_cf(cf(db, CF_BATCHES), from, key_end(self.id));
-            wb.delete_range_cf(cf(db, CF_INDEX), from, key_end(self.id));
-            wb.put_cf(
-                cf(db, CF_META),
-                meta_key(&self.tp),
-                meta_value(self.id, log_start),
-            );
-            self.inner.write(db, wb, true)?;
-            for e in st.index.drain(keep..) {
-                st.size_bytes -= e.size as u64;
-            }
-            st.log_end = log_end;
-            st.log_start = log_start;
-            Ok(())
-        })
-    }
-
-    fn flush(&self) -> StorageResult<()> {
-        if self.state.lock().closed {
-            return Err(self.closed());
-        }
-        self.inner.flush()
-    }
-
-    fn apply_retention(&self, now: Timestamp) -> StorageResult<u64> {
-        self.with(|db, st| {
-            // The newest batch always stays, as the log engine keeps its active segment.
-            let n_old = st.index.len().saturating_sub(1);
-            let mut n = 0;
-            if st.cfg.retention_ms >= 0 {
-                n = st
-                    .index
-                    .iter()
-                    .take(n_old)
-                    .take_while(|e| now.0.saturating_sub(e.max_timestamp.0) > st.cfg.retention_ms)
-                    .count();
-            }
-            if st.cfg.retention_bytes >= 0 {
-                let mut total = st.size_bytes;
-                let mut by_size = 0;
-                for e in st.index.iter().take(n_old) {
-                    if total - (e.size as u64) < st.cfg.retention_bytes as u64 {
-                        break;
-                    }
-                    total -= e.size as u64;
-                    by_size += 1;
-                }
-                n = n.max(by_size);
-            }
-            let Some(start) = st.index.get(n).map(|e| e.base.max(st.log_start)) else {
-                return Ok(0);
-            };
-            if n == 0 || start <= st.log_start {
-                return Ok(0);
-            }
-            let removed = (start.0 - st.log_start.0) as u64;
-            self.move_log_start(db, st, start)?;
-            Ok(removed)
-        })
-    }
-
-    fn size_bytes(&self) -> u64 {
-        self.state.lock().size_bytes
-    }
-
-    fn set_config(&self, cfg: LogConfig) {
-        self.state.lock().cfg = cfg;
-    }
-}
-
 /// The RocksDB storage engine. Thread-safe. Dropping it without [`StorageEngine::close`]
 /// is a crash as far as the data is concerned: unsynced writes may be lost, never torn.
 pub struct RocksEngine {
     inner: Arc<Inner>,
     default_config: LogConfig,
-    parts: Mutex<HashMap<TopicPartition, Arc<RocksPartition>>>,
+    /// Every partition, open from the start (recovery loads them all).
+    open_partitions: Mutex<HashMap<TopicPartition, Arc<RocksPartition>>>,
     next_id: AtomicU64,
 }
 
@@ -486,60 +125,6 @@ impl std::fmt::Debug for RocksEngine {
             .field("root", &self.inner.root)
             .finish()
     }
-}
-
-/// Loads a partition's index and checks it is contiguous; a gap (which a well-formed
-/// history never leaves) cuts the partition there.
-fn load_partition(
-    db: &DB,
-    tp: &TopicPartition,
-    id: u64,
-    log_start: Offset,
-) -> StorageResult<PartState> {
-    let mut index = VecDeque::new();
-    let mut size_bytes = 0u64;
-    let mut it = db.raw_iterator_cf(cf(db, CF_INDEX));
-    it.seek(key(id, Offset(0)));
-    let prefix = id.to_be_bytes();
-    let mut cut = None;
-    while it.valid() {
-        let (Some(k), Some(v)) = (it.key(), it.value()) else {
-            break;
-        };
-        if k[..8] != prefix {
-            break;
-        }
-        let e = IndexEntry::parse(k, v).ok_or_else(|| corrupt(format!("{tp}: bad index entry")))?;
-        if let Some(prev) = index.back() {
-            let prev: &IndexEntry = prev;
-            if prev.next != e.base {
-                tracing::warn!(partition = %tp, expected = %prev.next, found = %e.base, "gap in the stored batches; cutting the log there");
-                cut = Some(e.base);
-                break;
-            }
-        }
-        size_bytes += e.size as u64;
-        index.push_back(e);
-        it.next();
-    }
-    it.status().map_err(db_error)?;
-    if let Some(from) = cut {
-        let mut wb = WriteBatch::default();
-        wb.delete_range_cf(cf(db, CF_BATCHES), key(id, from), key_end(id));
-        wb.delete_range_cf(cf(db, CF_INDEX), key(id, from), key_end(id));
-        let mut wo = WriteOptions::default();
-        wo.set_sync(true);
-        db.write_opt(wb, &wo).map_err(db_error)?;
-    }
-    let log_end = index.back().map_or(log_start, |e| e.next).max(log_start);
-    Ok(PartState {
-        cfg: LogConfig::default(),
-        index,
-        log_start,
-        log_end,
-        size_bytes,
-        closed: false,
-    })
 }
 
 impl RocksEngine {
@@ -572,54 +157,28 @@ impl RocksEngine {
         });
         let mut parts = HashMap::new();
         let mut max_id = 0;
-        {
-            let mut it = db.raw_iterator_cf(cf(&db, CF_META));
-            it.seek(META_PARTITION_PREFIX);
-            let mut found = Vec::new();
-            while it.valid() {
-                let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                    break;
-                };
-                let Some(name) = k.strip_prefix(META_PARTITION_PREFIX) else {
-                    break;
-                };
-                let tp = std::str::from_utf8(name)
-                    .ok()
-                    .and_then(TopicPartition::from_dir_name);
-                match (tp, be_u64(v, 0), be_u64(v, 8)) {
-                    (Some(tp), Some(id), Some(start)) => found.push((tp, id, Offset(start as i64))),
-                    _ => {
-                        tracing::warn!(root = %root.display(), "skipping an unreadable partition entry")
-                    }
-                }
-                it.next();
-            }
-            it.status().map_err(db_error)?;
-            for (tp, id, log_start) in found {
-                let mut st = load_partition(&db, &tp, id, log_start)?;
-                st.cfg = default_config.clone();
-                max_id = max_id.max(id);
-                parts.insert(
-                    tp.clone(),
-                    Arc::new(RocksPartition {
-                        tp,
-                        id,
-                        inner: Arc::clone(&inner),
-                        state: Mutex::new(st),
-                    }),
-                );
-            }
+        for (tp, id, mut st) in recovery::recover(&db, &root)? {
+            st.cfg = default_config.clone();
+            max_id = max_id.max(id);
+            parts.insert(
+                tp.clone(),
+                Arc::new(RocksPartition {
+                    tp,
+                    id,
+                    inner: Arc::clone(&inner),
+                    state: Mutex::new(st),
+                }),
+            );
         }
         tracing::info!(root = %root.display(), partitions = parts.len(), "opened rocksdb engine");
         *inner.db.write() = Some(db);
         Ok(RocksEngine {
             inner,
             default_config,
-            parts: Mutex::new(parts),
+            open_partitions: Mutex::new(parts),
             next_id: AtomicU64::new(max_id + 1),
         })
     }
-
     /// The configuration given at open, for partitions without topic overrides.
     pub fn default_config(&self) -> &LogConfig {
         &self.default_config
@@ -650,7 +209,7 @@ impl RocksEngine {
         tp: &TopicPartition,
         cfg: &LogConfig,
     ) -> StorageResult<Arc<RocksPartition>> {
-        let mut parts = self.parts.lock();
+        let mut parts = self.open_partitions.lock();
         let guard = self.inner.db.read();
         let db = guard
             .as_ref()
@@ -691,7 +250,7 @@ impl StorageEngine for RocksEngine {
     }
 
     fn remove(&self, tp: &TopicPartition) -> StorageResult<()> {
-        let mut parts = self.parts.lock();
+        let mut parts = self.open_partitions.lock();
         let Some(p) = parts.remove(tp) else {
             return Ok(());
         };
@@ -708,13 +267,13 @@ impl StorageEngine for RocksEngine {
     }
 
     fn partitions(&self) -> StorageResult<Vec<TopicPartition>> {
-        let mut out: Vec<TopicPartition> = self.parts.lock().keys().cloned().collect();
+        let mut out: Vec<TopicPartition> = self.open_partitions.lock().keys().cloned().collect();
         out.sort();
         Ok(out)
     }
 
     fn close(&self) -> StorageResult<()> {
-        let parts = self.parts.lock();
+        let parts = self.open_partitions.lock();
         for p in parts.values() {
             p.state.lock().closed = true;
         }
@@ -762,13 +321,6 @@ mod tests {
         log.flush().unwrap();
         // Process-wide: other tests may add syncs too, never take any away.
         assert!(crate::stats::fsync_count() > before);
-    }
-
-    #[test]
-    fn keys_sort_by_partition_then_offset() {
-        assert!(key(1, Offset(5)) < key(1, Offset(256)));
-        assert!(key(1, Offset(i64::MAX)) < key(2, Offset(0)));
-        assert_eq!(key_end(1), key(2, Offset(0)));
     }
 
     #[test]
