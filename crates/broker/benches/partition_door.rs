@@ -104,13 +104,15 @@ fn fetch(topic: &'static str, partitions: std::ops::Range<i32>) -> DecodedReques
 }
 
 fn ctx(api: Api, version: i16, i: usize) -> Arc<RequestContext> {
+    let peer = "127.0.0.1:1".parse().unwrap();
     Arc::new(RequestContext {
         api,
         api_version: version,
         correlation_id: i as i32,
         client_id: "bench".into(),
-        peer: "127.0.0.1:1".parse().unwrap(),
+        peer,
         received: Timestamp::now(),
+        session: Arc::new(rafka_hooks::Session::plaintext(peer, peer)),
     })
 }
 
@@ -137,8 +139,7 @@ fn create(shared: &Shared, name: &str, partitions: i32) {
 }
 
 fn produce_ok(shared: &Arc<Shared>, req: DecodedRequest, i: usize) {
-    let peer = "127.0.0.1:1".parse().unwrap();
-    match dispatch(shared, req, peer, &ctx(Api::Produce, 9, i)) {
+    match dispatch(shared, req, &ctx(Api::Produce, 9, i)) {
         Reply::Now(ResponseKind::Produce(r)) => {
             assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
         }
@@ -205,11 +206,10 @@ async fn parked_round(n_fetches: i32) -> (Duration, Duration) {
     create(&shared, "idle", IDLE_PARTITIONS);
     create(&shared, "busy", 1);
     let per_fetch = IDLE_PARTITIONS / PARKED_FETCHES;
-    let peer = "127.0.0.1:1".parse().unwrap();
     let mut parked = Vec::new();
     for f in 0..n_fetches {
         let req = fetch("idle", f * per_fetch..(f + 1) * per_fetch);
-        match dispatch(&shared, req, peer, &ctx(Api::Fetch, 12, f as usize)) {
+        match dispatch(&shared, req, &ctx(Api::Fetch, 12, f as usize)) {
             Reply::Later(fut) => parked.push(tokio::spawn(fut)),
             _ => panic!("a fetch on empty partitions must park"),
         }
