@@ -387,9 +387,7 @@ async fn group_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             _ = tokio::time::sleep(period) => {}
             _ = shutdown.changed() => return,
         }
-        shared
-            .groups
-            .tick(&crate::api::groups::ClusterView(&shared.cluster));
+        shared.groups.tick(&shared.cluster);
     }
 }
 

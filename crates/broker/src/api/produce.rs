@@ -24,7 +24,7 @@ use super::{sb, storage_error_code, Reply};
 use crate::broker::Shared;
 use crate::config::FsyncPolicy;
 use crate::normalize::{normalize_batch, NormalizeError};
-use crate::state::{AppendError, Appended, PartitionState};
+use crate::state::{is_internal, AppendError, Appended, PartitionState};
 
 /// The first Produce version that may carry zstd (KIP-110).
 const ZSTD_PRODUCE_VERSION_MIN: i16 = 7;
@@ -231,8 +231,7 @@ pub fn handle(
         let name = topic.name.to_string();
         let found = shared.cluster.topic(&name);
         // Internal topics are written by the broker only, as in Kafka.
-        let invalid_name =
-            rafka_core::TopicName::new(&name).is_err() || super::groups::is_internal(&name);
+        let invalid_name = rafka_core::TopicName::new(&name).is_err() || is_internal(&name);
         let plan = shared.hooks.plan(Stages::PRODUCE, &name);
         let mut parts = Vec::with_capacity(topic.partition_data.len());
         for pd in topic.partition_data {
