@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::accept::accept_bounded;
-use crate::broker::Shared;
+use crate::shared::Shared;
 
 /// Longest request head (request line and headers) read; longer gets 431 and a close.
 const HEAD_BYTES_MAX: usize = 8 * 1024;

@@ -30,7 +30,7 @@ use rafka_hooks::{
 use rafka_protocol::connection::DecodedRequest;
 
 use crate::api::{dispatch, sb, Reply};
-use crate::broker::Shared;
+use crate::shared::Shared;
 
 /// The context every stage sees, from the request header.
 fn context(req: &DecodedRequest, session: &Arc<Session>) -> RequestContext {

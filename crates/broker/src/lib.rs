@@ -18,12 +18,14 @@ pub mod metrics;
 mod normalize;
 pub mod producer_state;
 mod server;
+mod shared;
 pub mod state;
 pub mod topic_config;
 
-pub use broker::{Broker, BrokerBuilder, BrokerError, Shared};
+pub use broker::{Broker, BrokerBuilder, BrokerError};
 pub use config::{
     AdminConfig, BrokerConfig, Config, ConfigError, DurabilityConfig, FsyncPolicy, LogFormat,
     LoggingConfig,
 };
 pub use rafka_hooks;
+pub use shared::Shared;

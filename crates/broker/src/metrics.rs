@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 
 use rafka_core::histogram::{Histogram, HistogramSnapshot, BUCKET_BOUNDS_SECONDS};
 
-use crate::broker::Shared;
+use crate::shared::Shared;
 
 /// API keys below this get counters; Kafka's keys are all below 100.
 const API_SLOTS: usize = 128;

@@ -25,8 +25,8 @@ use rafka_hooks::{Session, Stages, Verdict};
 
 use crate::accept::accept_bounded;
 use crate::api::Reply;
-use crate::broker::Shared;
 use crate::hooks::route;
+use crate::shared::Shared;
 
 /// Why a connection stops reading.
 #[derive(Debug, thiserror::Error)]

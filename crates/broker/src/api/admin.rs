@@ -26,7 +26,7 @@ use rafka_core::{Offset, TopicName};
 use rafka_hooks::{AdminOp, RequestContext, Verdict};
 
 use super::{sb, storage_error_code, wire_topic};
-use crate::broker::Shared;
+use crate::shared::Shared;
 use crate::state::{is_internal, TopicError};
 use crate::topic_config;
 

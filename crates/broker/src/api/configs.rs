@@ -20,8 +20,8 @@ use rafka_hooks::{AdminOp, RequestContext, Verdict};
 
 use super::admin::{SOURCE_DEFAULT, SOURCE_TOPIC};
 use super::sb;
-use crate::broker::Shared;
 use crate::group::AlterConfigsError;
+use crate::shared::Shared;
 use crate::topic_config::{self, TOPIC_CONFIG_KEYS};
 
 const RESOURCE_TOPIC: i8 = 2;

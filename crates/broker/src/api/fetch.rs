@@ -22,7 +22,7 @@ use rafka_hooks::RequestContext;
 use rafka_protocol::legacy::message_set;
 
 use super::{storage_error_code, wire_topic, Reply};
-use crate::broker::Shared;
+use crate::shared::Shared;
 use crate::state::{AppendWaiter, IsolationLevel, Topic};
 
 fn partition_error(index: i32, e: ResponseError) -> PartitionData {

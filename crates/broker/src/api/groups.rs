@@ -39,11 +39,11 @@ use tokio::sync::oneshot;
 
 use super::{code, sb, wire_topic, Reply};
 use crate::authz::{authorized_operations, ResourceType, OPERATIONS_OMITTED};
-use crate::broker::Shared;
 use crate::config::FsyncPolicy;
 use crate::group::classic::{Answer, JoinOutcome, JoinRequest, SyncOutcome, SyncRequest};
 use crate::group::records::OffsetValue;
 use crate::group::{ClassicDescription, Committer, ConsumerDescription, OffsetToCommit};
+use crate::shared::Shared;
 use crate::state::PartitionState;
 
 /// Longest a JoinGroup or SyncGroup waits on the coordinator, whatever the client asked.

@@ -23,7 +23,7 @@ use rafka_hooks::{AdminOp, RequestContext, Verdict};
 
 use super::{code, sb, wire_topic};
 use crate::authz::{authorized_operations, ResourceType, OPERATIONS_OMITTED};
-use crate::broker::Shared;
+use crate::shared::Shared;
 use crate::state::{is_internal, Topic, TopicError};
 
 fn topic_entry(shared: &Shared, t: &Topic, with_ops: bool) -> MetadataResponseTopic {

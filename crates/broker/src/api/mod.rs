@@ -16,7 +16,7 @@ use rafka_core::StorageError;
 use rafka_hooks::{Rejection, RequestContext};
 use rafka_protocol::connection::DecodedRequest;
 
-use crate::broker::Shared;
+use crate::shared::Shared;
 
 mod admin;
 mod api_versions;

@@ -21,9 +21,9 @@ use rafka_hooks::{Plan, RequestContext, Stages};
 use rafka_protocol::legacy::message_set::{self, MessageSetError};
 
 use super::{sb, storage_error_code, Reply};
-use crate::broker::Shared;
 use crate::config::FsyncPolicy;
 use crate::normalize::{normalize_batch, NormalizeError};
+use crate::shared::Shared;
 use crate::state::{is_internal, AppendError, Appended, PartitionState};
 
 /// The first Produce version that may carry zstd (KIP-110).
