@@ -288,7 +288,11 @@ fn finished(
     resp: Option<&ResponseKind>,
 ) {
     let took = started.elapsed();
-    shared.metrics.request_done(meta.api_key, took, resp);
+    shared.metrics.request_done(meta.api_key, took, |code| {
+        if let Some(resp) = resp {
+            crate::api::error_codes(resp, &mut |e| code(e.code));
+        }
+    });
     if let Some(limit) = shared.slow_request {
         if took.saturating_sub(allowance) > limit {
             tracing::warn!(

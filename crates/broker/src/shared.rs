@@ -13,7 +13,7 @@ use rafka_hooks::HookChain;
 use crate::config::{BrokerConfig, Config};
 use crate::group::{classic, config as group_config, consumer};
 use crate::group::{CoordinatorSettings, GroupCoordinator};
-use crate::metrics::Metrics;
+use crate::metrics::{CommittedFigures, Figures, Metrics, PartitionFigures, TopicFigures};
 use crate::state::{Cluster, TopicError};
 
 /// State shared by every connection and task.
@@ -100,6 +100,53 @@ impl Shared {
     /// Host and port clients are told to connect to.
     pub fn advertised(&self) -> (String, i32) {
         (self.advertised_host.clone(), self.advertised_port)
+    }
+
+    /// What a metrics scrape shows of the state. Reads every partition's offsets and size
+    /// and takes the group lock once: run it off the async workers (`spawn_blocking`).
+    pub(crate) fn figures(&self) -> Figures {
+        let topics = self
+            .cluster
+            .topics()
+            .iter()
+            .map(|t| TopicFigures {
+                name: t.name.to_string(),
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| PartitionFigures {
+                        traffic: p.traffic.counts(),
+                        log_start_offset: p.log_start_offset().0,
+                        log_end_offset: p.log_end_offset().0,
+                        size_bytes: p.size_bytes(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        // Copy the committed offsets out under the group lock, look up log ends after it.
+        let committed = self
+            .groups
+            .committed_offsets()
+            .into_iter()
+            .map(|(group, topic, partition, offset)| CommittedFigures {
+                high_watermark: self
+                    .cluster
+                    .topic(&topic)
+                    .and_then(|t| t.partition(partition).map(|p| p.high_watermark().0)),
+                group,
+                topic,
+                partition,
+                offset,
+            })
+            .collect();
+        let parts = self.cluster.all_partitions();
+        Figures {
+            topics,
+            committed,
+            engine: self.cluster.engine().name(),
+            storage_partitions: parts.len(),
+            storage_bytes: parts.iter().map(|p| p.size_bytes()).sum(),
+        }
     }
 }
 
