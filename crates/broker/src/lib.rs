@@ -16,6 +16,7 @@ pub mod group;
 mod hooks;
 pub mod metrics;
 mod normalize;
+mod pipeline;
 pub mod producer_state;
 mod server;
 mod shared;

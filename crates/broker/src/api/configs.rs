@@ -248,7 +248,7 @@ fn apply(
         validate_only,
     };
     if let Verdict::Reject(r) = shared.hooks.on_admin(ctx, &op) {
-        return Some((crate::hooks::response_error(r.code), r.message));
+        return Some((super::response_error(r.code), r.message));
     }
     if validate_only {
         return None;

@@ -193,7 +193,7 @@ fn finish(
             }
         }
     }
-    crate::hooks::on_fetch(shared, ctx, &mut resp);
+    crate::hooks::on_fetch(&shared.hooks, &shared.cluster, ctx, &mut resp);
     count_out(shared, req, version, &resp);
     if version < BATCH_FETCH_VERSION_MIN {
         let magic = if version <= 1 { 0 } else { 1 };

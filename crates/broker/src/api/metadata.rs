@@ -112,7 +112,7 @@ fn lookup_or_create(
         return error_entry(
             Some(name),
             Uuid::nil(),
-            crate::hooks::response_error(r.code),
+            super::response_error(r.code),
             with_ops,
         );
     }

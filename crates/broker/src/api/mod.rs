@@ -13,7 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use rafka_core::StorageError;
-use rafka_hooks::{Rejection, RequestContext};
+use rafka_hooks::{ErrorCode, Rejection, RequestContext};
 use rafka_protocol::connection::DecodedRequest;
 
 use crate::shared::Shared;
@@ -242,6 +242,11 @@ pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
     }
 }
 
+/// A Kafka error for a hook's code, for handlers whose helpers take `ResponseError`.
+pub(crate) fn response_error(code: ErrorCode) -> ResponseError {
+    ResponseError::try_from_code(code.0).unwrap_or(ResponseError::UnknownServerError)
+}
+
 /// The code of an optional error (0 for none).
 pub(crate) fn code(e: Option<ResponseError>) -> i16 {
     e.map_or(0, |e| e.code())
@@ -250,7 +255,6 @@ pub(crate) fn code(e: Option<ResponseError>) -> i16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rafka_hooks::ErrorCode;
     use rafka_protocol::versions::SERVED;
 
     fn refusal() -> Rejection {
