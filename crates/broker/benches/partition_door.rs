@@ -24,8 +24,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use rafka_broker::api::{dispatch, Reply};
 use rafka_broker::rafka_hooks::{Api, RequestContext};
+use rafka_broker::{dispatch, Reply};
 use rafka_broker::{Broker, Config, FsyncPolicy, Shared};
 use rafka_core::batch::BatchBuilder;
 use rafka_core::{Offset, Timestamp};

@@ -129,6 +129,7 @@ impl Metrics {
     }
 
     /// Requests counted for `api` so far.
+    #[cfg(test)]
     pub fn requests(&self, api: ApiKey) -> u64 {
         self.requests
             .get(api as i16 as usize)

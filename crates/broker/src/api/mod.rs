@@ -158,8 +158,8 @@ served_apis! {
 }
 
 /// Routes a request to its handler. Only APIs in `rafka_protocol::versions::SERVED` reach here.
-/// `ctx` is what hooks see of the request (rafka-broker::hooks runs on_request and
-/// on_response around this call).
+/// `ctx` is what hooks see of the request (the pipeline runs `on_request` and `on_response`
+/// around this call).
 pub fn dispatch(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestContext>) -> Reply {
     let peer = ctx.session.peer;
     let version = req.header.request_api_version;
