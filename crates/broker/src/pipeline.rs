@@ -304,7 +304,233 @@ fn finished(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::messages::{FetchRequest, JoinGroupRequest, ProduceRequest};
+    use bytes::Bytes;
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest,
+        JoinGroupRequest, MetadataRequest, MetadataResponse, ProduceRequest, RequestHeader,
+        ResponseHeader,
+    };
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    use rafka_hooks::{Hook, HookResult, Interest, TopicFilter};
+    use rafka_protocol::connection::encode_request;
+
+    /// A request's bytes as a client sends them: size prefix, header, body.
+    fn request(key: ApiKey, version: i16, correlation_id: i32, body: RequestKind) -> Bytes {
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("unit-test")));
+        encode_request(&header, &body).expect("encodes")
+    }
+
+    fn metadata_of(topics: &[&str]) -> RequestKind {
+        RequestKind::Metadata(
+            MetadataRequest::default()
+                .with_allow_auto_topic_creation(false)
+                .with_topics(Some(
+                    topics
+                        .iter()
+                        .map(|t| {
+                            MetadataRequestTopic::default().with_name(Some(api::wire_topic(t)))
+                        })
+                        .collect(),
+                )),
+        )
+    }
+
+    /// Feeds `bytes` to a fresh connection and runs every whole request in them through
+    /// the pipeline: the answers' bytes in order, or why the connection closes.
+    fn answers(shared: &Arc<Shared>, bytes: &[u8]) -> Result<Vec<Bytes>, Close> {
+        let peer = "127.0.0.1:50000".parse().expect("an address");
+        let session = Arc::new(Session::plaintext(peer, "127.0.0.1:9092".parse().unwrap()));
+        let mut conn = Connection::new(shared.config.broker.socket_request_max_bytes);
+        conn.receive(bytes);
+        let mut out = Vec::new();
+        while let Some(answer) = next(shared, &mut conn, &session)? {
+            match answer {
+                Answer::Ready(r) => out.push(r.into_bytes()),
+                Answer::Later(_) => panic!("these requests are answered at once"),
+                Answer::Nothing => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Splits an answer into its correlation id and body bytes, checking the size prefix.
+    fn response<R: Decodable>(mut bytes: Bytes, key: ApiKey, version: i16) -> (i32, R) {
+        let size = i32::from_be_bytes(bytes[..4].try_into().unwrap());
+        assert_eq!(size as usize, bytes.len() - 4, "size prefix");
+        let mut body = bytes.split_off(4);
+        let header = ResponseHeader::decode(&mut body, key.response_header_version(version))
+            .expect("a response header");
+        let decoded = R::decode(&mut body, version).expect("a response body");
+        assert!(body.is_empty(), "{} bytes left after the body", body.len());
+        (header.correlation_id, decoded)
+    }
+
+    #[test]
+    fn api_versions_and_metadata_bytes_in_bytes_out() {
+        let shared = Arc::new(Shared::for_tests(Vec::new()));
+        shared
+            .cluster
+            .create_topic(
+                &rafka_core::TopicName::new("orders").unwrap(),
+                3,
+                Default::default(),
+                false,
+            )
+            .expect("topic");
+        let api_versions = RequestKind::ApiVersions(
+            ApiVersionsRequest::default()
+                .with_client_software_name(StrBytes::from_static_str("unit-test"))
+                .with_client_software_version(StrBytes::from_static_str("1")),
+        );
+        // Two requests in one read, as a pipelining client sends them.
+        let mut bytes = request(ApiKey::ApiVersions, 3, 7, api_versions).to_vec();
+        bytes.extend_from_slice(&request(
+            ApiKey::Metadata,
+            12,
+            8,
+            metadata_of(&["orders", "missing"]),
+        ));
+        let out = answers(&shared, &bytes).expect("answered");
+        assert_eq!(out.len(), 2);
+
+        let (correlation_id, versions): (_, ApiVersionsResponse) =
+            response(out[0].clone(), ApiKey::ApiVersions, 3);
+        assert_eq!((correlation_id, versions.error_code), (7, 0));
+        let listed: Vec<i16> = versions.api_keys.iter().map(|k| k.api_key).collect();
+        let served: Vec<i16> = rafka_protocol::versions::SERVED
+            .iter()
+            .map(|a| a.key as i16)
+            .collect();
+        assert_eq!(listed, served);
+        let produce = &versions.api_keys[0];
+        assert_eq!((produce.api_key, produce.min_version), (0, 0));
+
+        let (correlation_id, metadata): (_, MetadataResponse) =
+            response(out[1].clone(), ApiKey::Metadata, 12);
+        assert_eq!(correlation_id, 8);
+        assert_eq!(metadata.brokers.len(), 1);
+        assert_eq!(metadata.brokers[0].host.as_str(), "127.0.0.1");
+        assert_eq!(metadata.brokers[0].port, 9092);
+        let topics: Vec<(String, i16, usize)> = metadata
+            .topics
+            .iter()
+            .map(|t| {
+                let name = t.name.as_ref().map_or(String::new(), |n| n.to_string());
+                (name, t.error_code, t.partitions.len())
+            })
+            .collect();
+        assert_eq!(
+            topics,
+            [("orders".into(), 0, 3), ("missing".into(), 3, 0)],
+            "orders has 3 partitions; missing is UNKNOWN_TOPIC_OR_PARTITION"
+        );
+        let leaders: Vec<(i32, i32)> = metadata.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.partition_index, p.leader_id.0))
+            .collect();
+        assert_eq!(leaders, [(0, 0), (1, 0), (2, 0)]);
+        // Counted per API, with the error codes the answer carried.
+        assert_eq!(shared.metrics.requests(ApiKey::ApiVersions), 1);
+        assert_eq!(shared.metrics.requests(ApiKey::Metadata), 1);
+        let text = crate::metrics::render(&shared.metrics, &shared.figures());
+        assert!(text.contains(
+            "rafka_request_errors_total{api=\"Metadata\",error=\"UNKNOWN_TOPIC_OR_PARTITION\"} 1\n"
+        ));
+        assert!(
+            text.contains("rafka_partition_log_end_offset{topic=\"orders\",partition=\"2\"} 0\n")
+        );
+    }
+
+    /// Refuses every Metadata request in `on_request`.
+    struct NoMetadata;
+
+    impl Hook for NoMetadata {
+        fn name(&self) -> &str {
+            "no-metadata"
+        }
+        fn interest(&self) -> Interest {
+            Interest {
+                stages: Stages::REQUEST,
+                topics: TopicFilter::All,
+                record_access: false,
+            }
+        }
+        fn on_request(&self, ctx: &RequestContext) -> HookResult {
+            Ok(match ctx.api {
+                Api::Metadata => Verdict::reject(ErrorCode::TOPIC_AUTHORIZATION_FAILED, "no"),
+                _ => Verdict::Continue,
+            })
+        }
+    }
+
+    #[test]
+    fn a_refused_request_is_answered_with_the_hooks_code() {
+        let shared = Arc::new(Shared::for_tests(vec![Arc::new(NoMetadata)]));
+        let bytes = request(ApiKey::Metadata, 12, 9, metadata_of(&["a", "b"]));
+        let out = answers(&shared, &bytes).expect("answered, not closed");
+        let (correlation_id, metadata): (_, MetadataResponse) =
+            response(out[0].clone(), ApiKey::Metadata, 12);
+        assert_eq!(correlation_id, 9);
+        let codes: Vec<(String, i16)> = metadata
+            .topics
+            .iter()
+            .map(|t| (t.name.as_ref().unwrap().to_string(), t.error_code))
+            .collect();
+        assert_eq!(codes, [("a".into(), 29), ("b".into(), 29)]);
+        // ApiVersions is never refused.
+        let bytes = request(
+            ApiKey::ApiVersions,
+            0,
+            10,
+            RequestKind::ApiVersions(ApiVersionsRequest::default()),
+        );
+        let out = answers(&shared, &bytes).expect("answered");
+        let (_, versions): (_, ApiVersionsResponse) =
+            response(out[0].clone(), ApiKey::ApiVersions, 0);
+        assert_eq!(versions.error_code, 0);
+    }
+
+    #[test]
+    fn unknown_versions_are_answered_and_unserved_apis_close() {
+        let shared = Arc::new(Shared::for_tests(Vec::new()));
+        // ApiVersions at a version the broker does not know: answered as v0 with
+        // UNSUPPORTED_VERSION and the ranges, so the client can retry. (kafka-protocol
+        // encodes no v99: the version field of a v3 request is changed.)
+        let mut bytes = request(
+            ApiKey::ApiVersions,
+            3,
+            11,
+            RequestKind::ApiVersions(ApiVersionsRequest::default()),
+        )
+        .to_vec();
+        bytes[6..8].copy_from_slice(&99i16.to_be_bytes());
+        let out = answers(&shared, &bytes).expect("answered");
+        let (correlation_id, versions): (_, ApiVersionsResponse) =
+            response(out[0].clone(), ApiKey::ApiVersions, 0);
+        assert_eq!((correlation_id, versions.error_code), (11, 35));
+        assert!(!versions.api_keys.is_empty());
+        // An API the broker does not serve closes the connection, with nothing written.
+        let bytes = request(
+            ApiKey::AddPartitionsToTxn,
+            3,
+            12,
+            RequestKind::AddPartitionsToTxn(AddPartitionsToTxnRequest::default()),
+        );
+        match answers(&shared, &bytes) {
+            Err(Close::Protocol(ProtocolError::UnsupportedApi { key, version })) => {
+                assert_eq!((key, version), (ApiKey::AddPartitionsToTxn as i16, 3));
+            }
+            Err(other) => panic!("closed for another reason: {other}"),
+            Ok(out) => panic!("answered {} responses", out.len()),
+        }
+        assert_eq!(shared.metrics.requests(ApiKey::AddPartitionsToTxn), 0);
+    }
 
     #[test]
     fn only_deliberate_waits_are_allowed() {

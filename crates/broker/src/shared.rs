@@ -179,3 +179,21 @@ fn coordinator_settings(b: &BrokerConfig) -> CoordinatorSettings {
         },
     }
 }
+
+#[cfg(test)]
+impl Shared {
+    /// A broker's state for unit tests: the `memory` engine with no directory (nothing
+    /// touches the disk), one `__consumer_offsets` partition, `hooks`, advertising
+    /// `127.0.0.1:9092`. No socket is opened.
+    pub(crate) fn for_tests(hooks: Vec<Arc<dyn rafka_hooks::Hook>>) -> Shared {
+        let mut config = Config::default();
+        config.storage.storage_type = "memory".into();
+        config.storage.path = std::path::PathBuf::new();
+        config.broker.offsets_topic_num_partitions = 1;
+        config.validate().expect("a valid config");
+        let engine = rafka_storage::open_engine(&config.storage).expect("the memory engine");
+        let recovered = Shared::recover(&config, engine).expect("recovery");
+        let hooks = HookChain::new(hooks).expect("a hook chain");
+        Shared::new(config, recovered, hooks, ("127.0.0.1".into(), 9092))
+    }
+}
