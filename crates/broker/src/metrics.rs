@@ -26,13 +26,13 @@ const API_SLOTS: usize = 128;
 #[derive(Debug, Default)]
 pub struct Traffic {
     /// Record-batch bytes appended by Produce (headers included; duplicates not).
-    pub bytes_in: AtomicU64,
+    bytes_in: AtomicU64,
     /// Records appended by Produce.
-    pub records_in: AtomicU64,
+    records_in: AtomicU64,
     /// Record-batch bytes sent in Fetch answers (whole batches only).
-    pub bytes_out: AtomicU64,
+    bytes_out: AtomicU64,
     /// Records in those batches.
-    pub records_out: AtomicU64,
+    records_out: AtomicU64,
 }
 
 impl Traffic {
@@ -140,13 +140,13 @@ impl Metrics {
 /// The four counters of a [`Traffic`], read at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TrafficCounts {
-    /// See [`Traffic::bytes_in`].
+    /// Record-batch bytes appended by Produce (headers included; duplicates not).
     pub bytes_in: u64,
-    /// See [`Traffic::records_in`].
+    /// Records appended by Produce.
     pub records_in: u64,
-    /// See [`Traffic::bytes_out`].
+    /// Record-batch bytes sent in Fetch answers (whole batches only).
     pub bytes_out: u64,
-    /// See [`Traffic::records_out`].
+    /// Records in those batches.
     pub records_out: u64,
 }
 
