@@ -1,7 +1,7 @@
 //! The hook stages that run inside the API handlers, over record batches: `on_produce`
 //! (before any batch of a partition is appended) and `on_fetch` (on the response actually
 //! sent), with the record decoding and re-encoding they need. The stages around a whole
-//! request (`on_request`, `on_response`) run in [`crate::pipeline`], above `api/`.
+//! request (`on_request`, `on_response`) run in `pipeline.rs`, above `api/`.
 //!
 //! Costs are paid only for what a configured hook asked for: with no hook at a stage the
 //! stage is one bit test; records are decoded only for topics where a hook declared record

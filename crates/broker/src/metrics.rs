@@ -22,7 +22,7 @@ use rafka_core::histogram::{Histogram, HistogramSnapshot, BUCKET_BOUNDS_SECONDS}
 /// API keys below this get counters; Kafka's keys are all below 100.
 const API_SLOTS: usize = 128;
 
-/// Traffic of one partition, kept on its [`crate::state::PartitionState`].
+/// Traffic of one partition, kept on its `PartitionState`.
 #[derive(Debug, Default)]
 pub struct Traffic {
     /// Record-batch bytes appended by Produce (headers included; duplicates not).
