@@ -91,7 +91,7 @@ fn stored(broker: &Broker, topic: &str) -> Vec<RecordBatch> {
         .read(
             Offset(0),
             16 * 1024 * 1024,
-            rafka_broker::state::IsolationLevel::ReadUncommitted,
+            rafka_broker::IsolationLevel::ReadUncommitted,
         )
         .unwrap();
     RecordBatch::split_all(r.records).unwrap()

@@ -22,8 +22,8 @@ use kafka_protocol::records::{
     Compression, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
 };
 
-use rafka_broker::api::{dispatch, Reply};
 use rafka_broker::rafka_hooks::{Api, RequestContext};
+use rafka_broker::{dispatch, Reply};
 use rafka_broker::{Broker, Config, FsyncPolicy};
 use rafka_core::batch::BatchBuilder;
 use rafka_core::{Offset, Timestamp};

@@ -24,8 +24,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use rafka_broker::api::{dispatch, Reply};
-use rafka_broker::rafka_hooks::{Api, RequestContext, Session};
+use rafka_broker::rafka_hooks::{Api, RequestContext};
+use rafka_broker::{dispatch, Reply};
 use rafka_broker::{Broker, Config, FsyncPolicy, Shared};
 use rafka_core::batch::BatchBuilder;
 use rafka_core::{Offset, Timestamp};
@@ -104,7 +104,7 @@ fn fetch(topic: &'static str, partitions: std::ops::Range<i32>) -> DecodedReques
 }
 
 fn ctx(api: Api, version: i16, i: usize) -> Arc<RequestContext> {
-    let peer: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let peer = "127.0.0.1:1".parse().unwrap();
     Arc::new(RequestContext {
         api,
         api_version: version,
@@ -112,7 +112,7 @@ fn ctx(api: Api, version: i16, i: usize) -> Arc<RequestContext> {
         client_id: "bench".into(),
         peer,
         received: Timestamp::now(),
-        session: Arc::new(Session::plaintext(peer, peer)),
+        session: Arc::new(rafka_hooks::Session::plaintext(peer, peer)),
     })
 }
 

@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::accept::accept_bounded;
-use crate::broker::Shared;
+use crate::shared::Shared;
 
 /// Longest request head (request line and headers) read; longer gets 431 and a close.
 const HEAD_BYTES_MAX: usize = 8 * 1024;
@@ -206,7 +206,8 @@ async fn route(method: &str, path: &str, ready: Option<Arc<Shared>>) -> Answer {
         (_, None) => Answer::text(503, "the broker is not serving yet\n"),
         (_, Some(shared)) => {
             // Reads every partition and the group map: not on an async worker.
-            match tokio::task::spawn_blocking(move || crate::metrics::render(&shared)).await {
+            let render = move || crate::metrics::render(&shared.metrics, &shared.figures());
+            match tokio::task::spawn_blocking(render).await {
                 Ok(body) => Answer {
                     status: 200,
                     content_type: "text/plain; version=0.0.4; charset=utf-8",

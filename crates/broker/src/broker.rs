@@ -14,7 +14,8 @@ use rafka_core::{StorageError, Timestamp};
 use rafka_hooks::{Hook, HookChain};
 
 use crate::config::{Config, FsyncPolicy};
-use crate::state::{Cluster, TopicError};
+use crate::shared::Shared;
+use crate::state::TopicError;
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -42,34 +43,6 @@ pub enum BrokerError {
         /// Cause.
         source: std::io::Error,
     },
-}
-
-/// State shared by every connection and task.
-pub struct Shared {
-    /// The configuration in force.
-    pub config: Config,
-    /// Topics and partitions.
-    pub cluster: Cluster,
-    /// This broker's node id.
-    pub node_id: i32,
-    /// Consumer groups and committed offsets.
-    pub groups: crate::group::GroupCoordinator,
-    /// The hooks, in order: `hooks:` from the config, then those added with
-    /// [`BrokerBuilder::hook`].
-    pub hooks: HookChain,
-    /// Request, connection and traffic counters (rendered by the admin endpoint).
-    pub metrics: crate::metrics::Metrics,
-    /// `log.slow_request_ms` (`None` when 0).
-    pub(crate) slow_request: Option<Duration>,
-    advertised_host: String,
-    advertised_port: i32,
-}
-
-impl Shared {
-    /// Host and port clients are told to connect to.
-    pub fn advertised(&self) -> (String, i32) {
-        (self.advertised_host.clone(), self.advertised_port)
-    }
 }
 
 /// A running broker.
@@ -166,56 +139,15 @@ impl Broker {
             tracing::info!(hooks = ?hooks.names(), "hooks installed");
         }
         let storage_cfg = config.storage.clone();
-        let (engine, defaults) = tokio::task::spawn_blocking(move || {
-            rafka_storage::open_engine(&storage_cfg).map(|e| (e, storage_cfg.log_config()))
+        let engine = tokio::task::spawn_blocking(move || rafka_storage::open_engine(&storage_cfg))
+            .await
+            .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))??;
+        let (config, recovered) = tokio::task::spawn_blocking(move || {
+            Shared::recover(&config, engine).map(|r| (config, r))
         })
         .await
         .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))??;
-        let meta_path = config
-            .storage
-            .metadata_dir()
-            .map(|dir| dir.join("rafka-topics.yaml"));
-        let cluster = {
-            let engine = engine.clone();
-            tokio::task::spawn_blocking(move || Cluster::open(engine, defaults, meta_path))
-                .await
-                .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))??
-        };
-        let b = &config.broker;
-        let settings = crate::group::CoordinatorSettings {
-            groups: crate::group::classic::GroupSettings {
-                min_session_timeout_ms: b.group_min_session_timeout_ms,
-                max_session_timeout_ms: b.group_max_session_timeout_ms,
-                initial_rebalance_delay_ms: b.group_initial_rebalance_delay_ms,
-            },
-            offsets_retention_ms: b.offsets_retention_minutes.saturating_mul(60_000),
-            offset_metadata_max_bytes: b.offset_metadata_max_bytes,
-            consumer: crate::group::consumer::ConsumerSettings {
-                session_timeout: Duration::from_millis(b.group_consumer_session_timeout_ms),
-                heartbeat_interval_ms: b.group_consumer_heartbeat_interval_ms,
-                default_assignor: b.group_consumer_assignors[0].clone(),
-            },
-            group_configs: crate::group::config::GroupConfigDefaults {
-                consumer_session_timeout_ms: b.group_consumer_session_timeout_ms as i64,
-                consumer_heartbeat_interval_ms: b.group_consumer_heartbeat_interval_ms,
-                consumer_session_timeout_bounds: (
-                    b.group_consumer_min_session_timeout_ms,
-                    b.group_consumer_max_session_timeout_ms,
-                ),
-                consumer_heartbeat_interval_bounds: (
-                    b.group_consumer_min_heartbeat_interval_ms,
-                    b.group_consumer_max_heartbeat_interval_ms,
-                ),
-            },
-        };
-        let recovered_partitions = cluster.partition_count();
-        let offsets_partitions = b.offsets_topic_num_partitions;
-        let (cluster, groups) = tokio::task::spawn_blocking(move || {
-            crate::group::GroupCoordinator::open(&cluster, offsets_partitions, settings)
-                .map(|g| (cluster, g))
-        })
-        .await
-        .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))??;
+        let recovered_partitions = recovered.partitions;
         let listener = TcpListener::bind(&config.broker.listen)
             .await
             .map_err(|source| BrokerError::Bind {
@@ -233,21 +165,12 @@ impl Broker {
             }
             None => (local_addr.ip().to_string(), local_addr.port() as i32),
         };
-        let slow_request = match config.log.slow_request_ms {
-            0 => None,
-            ms => Some(Duration::from_millis(ms)),
-        };
-        let shared = Arc::new(Shared {
-            node_id: config.broker.node_id,
+        let shared = Arc::new(Shared::new(
             config,
-            cluster,
-            groups,
+            recovered,
             hooks,
-            metrics: crate::metrics::Metrics::default(),
-            slow_request,
-            advertised_host,
-            advertised_port,
-        });
+            (advertised_host, advertised_port),
+        ));
         let accept_task = tokio::spawn(crate::server::accept_loop(
             shared.clone(),
             listener,
@@ -387,9 +310,7 @@ async fn group_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             _ = tokio::time::sleep(period) => {}
             _ = shutdown.changed() => return,
         }
-        shared
-            .groups
-            .tick(&crate::api::groups::ClusterView(&shared.cluster));
+        shared.groups.tick(&shared.cluster);
     }
 }
 

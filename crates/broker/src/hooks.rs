@@ -1,22 +1,16 @@
-//! Where the broker calls rafka-hooks: the request context, `on_request` / `on_response`
-//! around [`crate::api::dispatch`], record decoding and re-encoding for `on_produce` and
-//! `on_fetch`, and the error answers for a rejected request.
+//! The hook stages that run inside the API handlers, over record batches: `on_produce`
+//! (before any batch of a partition is appended) and `on_fetch` (on the response actually
+//! sent), with the record decoding and re-encoding they need. The stages around a whole
+//! request (`on_request`, `on_response`) run in `pipeline.rs`, above `api/`.
 //!
 //! Costs are paid only for what a configured hook asked for: with no hook at a stage the
 //! stage is one bit test; records are decoded only for topics where a hook declared record
 //! access, and re-encoded (with the batch's own compression, producer id, epoch, sequence
 //! and offsets) only when a hook took them for changing.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Instant;
-
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse,
-};
-use kafka_protocol::messages::{FetchResponse, RequestKind, ResponseKind};
+use kafka_protocol::messages::FetchResponse;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record as WireRecord, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
@@ -24,180 +18,11 @@ use kafka_protocol::records::{
 
 use rafka_core::{Offset, RecordBatch, Timestamp, TimestampType, TopicPartition, ValidatedBatch};
 use rafka_hooks::{
-    Api, ErrorCode, Header, HookChain, Outcome, OutcomeItem, Plan, Record, RecordSet, Rejection,
-    RequestContext, Session, Stages, Verdict,
+    ErrorCode, Header, HookChain, Plan, Record, RecordSet, Rejection, RequestContext, Stages,
+    Verdict,
 };
-use rafka_protocol::connection::DecodedRequest;
 
-use crate::api::{dispatch, sb, Reply};
-use crate::broker::Shared;
-
-/// The context every stage sees, from the request header.
-fn context(req: &DecodedRequest, session: &Arc<Session>) -> RequestContext {
-    RequestContext {
-        api: Api::from_key(req.api_key as i16),
-        api_version: req.header.request_api_version,
-        correlation_id: req.header.correlation_id,
-        client_id: req
-            .header
-            .client_id
-            .as_deref()
-            .unwrap_or_default()
-            .to_string(),
-        peer: session.peer,
-        received: Timestamp::now(),
-        session: session.clone(),
-    }
-}
-
-/// Runs `on_request`, the handler and `on_response` for one request.
-pub(crate) fn route(shared: &Arc<Shared>, req: DecodedRequest, session: &Arc<Session>) -> Reply {
-    let chain = &shared.hooks;
-    let ctx = Arc::new(context(&req, session));
-    let started = Instant::now();
-    // ApiVersions is how a client learns to talk at all; it is never refused.
-    let rejected = if chain.wants(Stages::REQUEST) && ctx.api != Api::ApiVersions {
-        match chain.on_request(&ctx) {
-            Verdict::Continue => None,
-            Verdict::Reject(r) => Some(r),
-        }
-    } else {
-        None
-    };
-    let observe = chain.wants(Stages::RESPONSE);
-    let sizes = match &req.body {
-        RequestKind::Produce(p) if observe => produce_sizes(p),
-        _ => HashMap::new(),
-    };
-    let reply = match rejected {
-        Some(r) => {
-            match crate::api::error_response(&req.body, req.header.request_api_version, &r) {
-                Ok(Some(resp)) => Reply::Now(resp),
-                Ok(None) => Reply::Nothing,
-                Err(reason) => {
-                    tracing::error!(api = ctx.api.name(), "{reason}");
-                    return Reply::Close(format!(
-                        "{} request refused by a hook ({reason}): {}",
-                        ctx.api.name(),
-                        r.message
-                    ));
-                }
-            }
-        }
-        None => dispatch(shared, req, &ctx),
-    };
-    if !observe {
-        return reply;
-    }
-    match reply {
-        Reply::Now(resp) => {
-            chain.on_response(&ctx, &outcome(&resp, &sizes, started));
-            Reply::Now(resp)
-        }
-        Reply::Later(fut) => {
-            let shared = shared.clone();
-            Reply::Later(Box::pin(async move {
-                let resp = fut.await;
-                shared
-                    .hooks
-                    .on_response(&ctx, &outcome(&resp, &sizes, started));
-                resp
-            }))
-        }
-        Reply::Nothing => {
-            // acks=0: no response; the outcome is what was handled.
-            let items = sizes
-                .into_iter()
-                .map(|((topic, partition), (records, bytes))| OutcomeItem {
-                    topic,
-                    partition: Some(partition),
-                    error_code: ErrorCode::NONE,
-                    records,
-                    bytes,
-                })
-                .collect();
-            let o = Outcome {
-                latency: started.elapsed(),
-                error_code: ErrorCode::NONE,
-                items,
-            };
-            chain.on_response(&ctx, &o);
-            Reply::Nothing
-        }
-        Reply::Close(reason) => Reply::Close(reason),
-    }
-}
-
-type Sizes = HashMap<(String, i32), (usize, usize)>;
-
-/// Records and bytes per partition of a produce request, from batch headers.
-fn produce_sizes(req: &kafka_protocol::messages::ProduceRequest) -> Sizes {
-    let mut out = HashMap::new();
-    for t in &req.topic_data {
-        for p in &t.partition_data {
-            let bytes = p.records.as_ref().map_or(0, |r| r.len());
-            let records = p
-                .records
-                .clone()
-                .and_then(|r| RecordBatch::split_all(r).ok())
-                .map_or(0, |bs| {
-                    bs.iter().map(|b| b.record_count().max(0) as usize).sum()
-                });
-            out.insert((t.name.to_string(), p.index), (records, bytes));
-        }
-    }
-    out
-}
-
-/// The outcome `on_response` sees: the first error code (top level first) and an item per
-/// topic, partition, group or resource the response names, from the API's own error walk.
-fn outcome(resp: &ResponseKind, sizes: &Sizes, started: Instant) -> Outcome {
-    let mut items = Vec::new();
-    let mut top = 0i16;
-    crate::api::error_codes(resp, &mut |e| {
-        if top == 0 {
-            top = e.code;
-        }
-        let Some(name) = e.name else { return };
-        let (records, bytes) = e
-            .partition
-            .and_then(|p| sizes.get(&(name.to_string(), p)).copied())
-            .unwrap_or((0, 0));
-        items.push(OutcomeItem {
-            topic: name.to_string(),
-            partition: e.partition,
-            error_code: ErrorCode(e.code),
-            records,
-            bytes,
-        });
-    });
-    Outcome {
-        latency: started.elapsed(),
-        error_code: ErrorCode(top),
-        items,
-    }
-}
-
-/// A produce partition answered with a hook's rejection (record errors included).
-pub(crate) fn produce_rejected(index: i32, r: &Rejection) -> PartitionProduceResponse {
-    PartitionProduceResponse::default()
-        .with_index(index)
-        .with_error_code(r.code.0)
-        .with_base_offset(-1)
-        .with_log_append_time_ms(-1)
-        .with_log_start_offset(-1)
-        .with_error_message(Some(sb(r.message.clone())))
-        .with_record_errors(
-            r.record_errors
-                .iter()
-                .map(|e| {
-                    BatchIndexAndErrorMessage::default()
-                        .with_batch_index(e.index.min(i32::MAX as usize) as i32)
-                        .with_batch_index_error_message(Some(sb(e.message.clone())))
-                })
-                .collect(),
-        )
-}
+use crate::state::Cluster;
 
 /// Batches of one partition with their decoded records (data batches only: control batches
 /// are never shown to hooks and always kept as they are).
@@ -371,18 +196,19 @@ pub(crate) fn on_produce(
 }
 
 /// `on_fetch` over a finished fetch response: partitions of topics a hook asked for that
-/// carry records. The stored data is never touched.
-pub(crate) fn on_fetch(shared: &Shared, ctx: &RequestContext, resp: &mut FetchResponse) {
-    let chain = &shared.hooks;
+/// carry records. The stored data is never touched; `cluster` names topics given by id.
+pub(crate) fn on_fetch(
+    chain: &HookChain,
+    cluster: &Cluster,
+    ctx: &RequestContext,
+    resp: &mut FetchResponse,
+) {
     if !chain.wants(Stages::FETCH) {
         return;
     }
     for t in &mut resp.responses {
         let topic = if t.topic.is_empty() {
-            shared
-                .cluster
-                .topic_by_id(t.topic_id)
-                .map(|t| t.name.clone())
+            cluster.topic_by_id(t.topic_id).map(|t| t.name.clone())
         } else {
             rafka_core::TopicName::new(&t.topic).ok()
         };
@@ -419,16 +245,11 @@ pub(crate) fn on_fetch(shared: &Shared, ctx: &RequestContext, resp: &mut FetchRe
     }
 }
 
-/// A Kafka error for a hook's code, for handlers whose helpers take `ResponseError`.
-pub(crate) fn response_error(code: ErrorCode) -> kafka_protocol::ResponseError {
-    kafka_protocol::ResponseError::try_from_code(code.0)
-        .unwrap_or(kafka_protocol::ResponseError::UnknownServerError)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use rafka_core::batch::{BatchBuilder, SimpleRecord};
+    use std::sync::Arc;
 
     fn batch(compression: Compression) -> RecordBatch {
         let mut b = BatchBuilder::new(Offset(7)).producer(5, 1, 10);

@@ -5,25 +5,40 @@
 //! an application's tests in-process (listen on port 0, ask [`Broker::bootstrap_address`]).
 //! With `admin.listen` set it also serves `/metrics` and health checks over HTTP
 //! ([`Broker::admin_address`]).
+//!
+//! The public API is [`Broker`], its builder, [`Config`] and the hook crate it re-exports;
+//! [`Broker::shared`], [`dispatch`] and [`Reply`] let the benchmarks and tests drive a
+//! running broker's API handlers in process. Every module is private to the crate.
 
 mod accept;
 mod admin;
-pub mod api;
+mod api;
 mod authz;
 mod broker;
-pub mod config;
-pub mod group;
+mod config;
+mod group;
 mod hooks;
-pub mod metrics;
+mod metrics;
 mod normalize;
-pub mod producer_state;
+mod pipeline;
+mod producer_state;
 mod server;
-pub mod state;
-pub mod topic_config;
+mod shared;
+mod state;
+mod topic_config;
 
-pub use broker::{Broker, BrokerBuilder, BrokerError, Shared};
+// The broker and its configuration: what the `rafka` binary and embedding applications use.
+pub use broker::{Broker, BrokerBuilder, BrokerError};
 pub use config::{
     AdminConfig, BrokerConfig, Config, ConfigError, DurabilityConfig, FsyncPolicy, LogFormat,
     LoggingConfig,
 };
+/// Hooks written in Rust ([`BrokerBuilder::hook`]) implement [`rafka_hooks::Hook`].
 pub use rafka_hooks;
+pub use state::TopicError;
+
+// In-process access for the benchmarks and integration tests: the state a running broker
+// shares ([`Broker::shared`]) and the API dispatch, driven without sockets.
+pub use api::{dispatch, Reply};
+pub use shared::Shared;
+pub use state::IsolationLevel;

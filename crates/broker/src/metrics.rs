@@ -1,5 +1,6 @@
 //! The broker's metrics: counters kept on the request path with relaxed atomics, and the
-//! Prometheus text rendering the admin endpoint serves.
+//! Prometheus text rendering the admin endpoint serves, from those counters and the
+//! [`Figures`] read from the broker's state at scrape time.
 //!
 //! Hot-path cost: per request one add on a fixed per-API array and one histogram
 //! observation (three adds); per produced or fetched partition two adds on counters that
@@ -12,28 +13,26 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use kafka_protocol::messages::{ApiKey, ResponseKind};
+use kafka_protocol::messages::ApiKey;
 use kafka_protocol::ResponseError;
 use parking_lot::Mutex;
 
 use rafka_core::histogram::{Histogram, HistogramSnapshot, BUCKET_BOUNDS_SECONDS};
 
-use crate::broker::Shared;
-
 /// API keys below this get counters; Kafka's keys are all below 100.
 const API_SLOTS: usize = 128;
 
-/// Traffic of one partition, kept on its [`crate::state::PartitionState`].
+/// Traffic of one partition, kept on its `PartitionState`.
 #[derive(Debug, Default)]
 pub struct Traffic {
     /// Record-batch bytes appended by Produce (headers included; duplicates not).
-    pub bytes_in: AtomicU64,
+    bytes_in: AtomicU64,
     /// Records appended by Produce.
-    pub records_in: AtomicU64,
+    records_in: AtomicU64,
     /// Record-batch bytes sent in Fetch answers (whole batches only).
-    pub bytes_out: AtomicU64,
+    bytes_out: AtomicU64,
     /// Records in those batches.
-    pub records_out: AtomicU64,
+    records_out: AtomicU64,
 }
 
 impl Traffic {
@@ -50,6 +49,16 @@ impl Traffic {
         if bytes > 0 {
             self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
             self.records_out.fetch_add(count, Ordering::Relaxed);
+        }
+    }
+
+    /// The four counters now.
+    pub fn counts(&self) -> TrafficCounts {
+        TrafficCounts {
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            records_in: self.records_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            records_out: self.records_out.load(Ordering::Relaxed),
         }
     }
 }
@@ -87,33 +96,40 @@ impl Metrics {
         self.connections_open.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// One request answered (or, for acks=0, handled) after `took`; `resp` is its answer.
-    pub fn request_done(&self, api: ApiKey, took: Duration, resp: Option<&ResponseKind>) {
+    /// One request answered (or, for acks=0, handled) after `took`. `error_codes` calls its
+    /// argument with every error code of the answer (top level, per topic, per partition),
+    /// zeros included, as Kafka's `errorCounts` does for its error metrics; with no answer
+    /// it calls nothing.
+    pub fn request_done(
+        &self,
+        api: ApiKey,
+        took: Duration,
+        error_codes: impl FnOnce(&mut dyn FnMut(i16)),
+    ) {
         let slot = api as i16 as usize;
         if slot >= API_SLOTS {
             return;
         }
         self.requests[slot].fetch_add(1, Ordering::Relaxed);
         self.latency[slot].observe(took);
-        if let Some(resp) = resp {
-            let mut first = true;
-            let mut errors = None;
-            for_each_error(resp, &mut |code| {
-                if code == 0 {
-                    return;
-                }
-                if first {
-                    errors = Some(self.errors.lock());
-                    first = false;
-                }
-                if let Some(map) = errors.as_mut() {
-                    *map.entry((api as i16, code)).or_insert(0) += 1;
-                }
-            });
-        }
+        let mut first = true;
+        let mut errors = None;
+        error_codes(&mut |code| {
+            if code == 0 {
+                return;
+            }
+            if first {
+                errors = Some(self.errors.lock());
+                first = false;
+            }
+            if let Some(map) = errors.as_mut() {
+                *map.entry((api as i16, code)).or_insert(0) += 1;
+            }
+        });
     }
 
     /// Requests counted for `api` so far.
+    #[cfg(test)]
     pub fn requests(&self, api: ApiKey) -> u64 {
         self.requests
             .get(api as i16 as usize)
@@ -121,10 +137,70 @@ impl Metrics {
     }
 }
 
-/// Calls `f` with every error code a response carries (top level, per topic, per
-/// partition), zeros included, as Kafka's `errorCounts` does for its error metrics.
-fn for_each_error(resp: &ResponseKind, f: &mut dyn FnMut(i16)) {
-    crate::api::error_codes(resp, &mut |e| f(e.code));
+/// The four counters of a [`Traffic`], read at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrafficCounts {
+    /// Record-batch bytes appended by Produce (headers included; duplicates not).
+    pub bytes_in: u64,
+    /// Records appended by Produce.
+    pub records_in: u64,
+    /// Record-batch bytes sent in Fetch answers (whole batches only).
+    pub bytes_out: u64,
+    /// Records in those batches.
+    pub records_out: u64,
+}
+
+/// What a scrape reads from the broker's state besides the counters here: partition
+/// offsets, sizes and traffic, committed group offsets and storage totals.
+#[derive(Debug, Default)]
+pub struct Figures {
+    /// Every topic, in the order they are rendered.
+    pub topics: Vec<TopicFigures>,
+    /// Every committed offset of every group.
+    pub committed: Vec<CommittedFigures>,
+    /// The storage engine's name.
+    pub engine: &'static str,
+    /// Partitions open in the engine.
+    pub storage_partitions: usize,
+    /// Bytes of record batches held, all partitions.
+    pub storage_bytes: u64,
+}
+
+/// One topic's figures.
+#[derive(Debug)]
+pub struct TopicFigures {
+    /// Topic name.
+    pub name: String,
+    /// Its partitions, by index.
+    pub partitions: Vec<PartitionFigures>,
+}
+
+/// One partition's figures.
+#[derive(Debug)]
+pub struct PartitionFigures {
+    /// Its traffic counters.
+    pub traffic: TrafficCounts,
+    /// First offset still in the log.
+    pub log_start_offset: i64,
+    /// Offset the next record will get.
+    pub log_end_offset: i64,
+    /// Bytes of record batches it holds.
+    pub size_bytes: u64,
+}
+
+/// One committed offset of a group.
+#[derive(Debug)]
+pub struct CommittedFigures {
+    /// Group id.
+    pub group: String,
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// The committed offset.
+    pub offset: i64,
+    /// The partition's high watermark, if it exists.
+    pub high_watermark: Option<i64>,
 }
 
 /// Kafka's name of an error code (`UNKNOWN_TOPIC_OR_PARTITION`), from kafka-protocol's
@@ -202,11 +278,9 @@ fn api_name(slot: usize) -> Option<String> {
     ApiKey::try_from(slot as i16).ok().map(|k| format!("{k:?}"))
 }
 
-/// Renders every metric in the Prometheus text exposition format (version 0.0.4).
-/// Reads every partition's offsets and size and takes the group lock once: run it off the
-/// async workers (`spawn_blocking`).
-pub fn render(shared: &Shared) -> String {
-    let m = &shared.metrics;
+/// Renders every metric in the Prometheus text exposition format (version 0.0.4): the
+/// counters of `m`, then `figures`.
+pub fn render(m: &Metrics, figures: &Figures) -> String {
     let mut out = String::with_capacity(16 * 1024);
 
     header(
@@ -277,49 +351,44 @@ pub fn render(shared: &Shared) -> String {
         m.connections_accepted.load(Ordering::Relaxed)
     );
 
-    render_topics(shared, &mut out);
-    render_groups(shared, &mut out);
-    render_storage(shared, &mut out);
+    render_topics(&figures.topics, &mut out);
+    render_groups(&figures.committed, &mut out);
+    render_storage(figures, &mut out);
     render_process(&mut out);
     out
 }
 
-/// Which counter of [`Traffic`] a series shows.
-type TrafficField = fn(&Traffic) -> &AtomicU64;
+/// Which counter of [`TrafficCounts`] a series shows.
+type TrafficField = fn(&TrafficCounts) -> u64;
 
-fn render_topics(shared: &Shared, out: &mut String) {
-    let topics = shared.cluster.topics();
+fn render_topics(topics: &[TopicFigures], out: &mut String) {
     let traffic: [(&str, &str, TrafficField); 4] = [
         (
             "rafka_topic_bytes_in_total",
             "Record-batch bytes appended by Produce (as stored: batch headers included, resent duplicates not).",
-            |t| &t.bytes_in,
+            |t| t.bytes_in,
         ),
         (
             "rafka_topic_records_in_total",
             "Records appended by Produce.",
-            |t| &t.records_in,
+            |t| t.records_in,
         ),
         (
             "rafka_topic_bytes_out_total",
             "Record-batch bytes sent in Fetch responses (whole batches).",
-            |t| &t.bytes_out,
+            |t| t.bytes_out,
         ),
         (
             "rafka_topic_records_out_total",
             "Records in the batches sent in Fetch responses.",
-            |t| &t.records_out,
+            |t| t.records_out,
         ),
     ];
     for (name, help, field) in traffic {
         header(out, name, "counter", help);
-        for t in &topics {
-            let sum: u64 = t
-                .partitions
-                .iter()
-                .map(|p| field(&p.traffic).load(Ordering::Relaxed))
-                .sum();
-            let _ = writeln!(out, "{name}{{topic=\"{}\"}} {sum}", label(t.name.as_str()));
+        for t in topics {
+            let sum: u64 = t.partitions.iter().map(|p| field(&p.traffic)).sum();
+            let _ = writeln!(out, "{name}{{topic=\"{}\"}} {sum}", label(&t.name));
         }
     }
     let gauges: [(&str, &str); 3] = [
@@ -337,13 +406,13 @@ fn render_topics(shared: &Shared, out: &mut String) {
         ),
     ];
     let mut rows: [String; 3] = Default::default();
-    for t in &topics {
+    for t in topics {
         for (i, p) in t.partitions.iter().enumerate() {
-            let l = format!("topic=\"{}\",partition=\"{i}\"", label(t.name.as_str()));
+            let l = format!("topic=\"{}\",partition=\"{i}\"", label(&t.name));
             let values = [
-                p.log_start_offset().0,
-                p.log_end_offset().0,
-                i64::try_from(p.size_bytes()).unwrap_or(i64::MAX),
+                p.log_start_offset,
+                p.log_end_offset,
+                i64::try_from(p.size_bytes).unwrap_or(i64::MAX),
             ];
             for ((row, (name, _)), v) in rows.iter_mut().zip(&gauges).zip(values) {
                 let _ = writeln!(row, "{name}{{{l}}} {v}");
@@ -356,9 +425,7 @@ fn render_topics(shared: &Shared, out: &mut String) {
     }
 }
 
-fn render_groups(shared: &Shared, out: &mut String) {
-    // Copy the committed offsets out under the lock, look up log ends after it.
-    let committed = shared.groups.committed_offsets();
+fn render_groups(committed: &[CommittedFigures], out: &mut String) {
     header(
         out,
         "rafka_group_committed_offset",
@@ -366,18 +433,16 @@ fn render_groups(shared: &Shared, out: &mut String) {
         "Offset a consumer group committed, by partition.",
     );
     let mut lag_rows = String::new();
-    for (group, topic, partition, offset) in &committed {
+    for c in committed {
         let l = format!(
-            "group=\"{}\",topic=\"{}\",partition=\"{partition}\"",
-            label(group),
-            label(topic)
+            "group=\"{}\",topic=\"{}\",partition=\"{}\"",
+            label(&c.group),
+            label(&c.topic),
+            c.partition
         );
+        let offset = c.offset;
         let _ = writeln!(out, "rafka_group_committed_offset{{{l}}} {offset}");
-        let end = shared
-            .cluster
-            .topic(topic)
-            .and_then(|t| t.partition(*partition).map(|p| p.high_watermark().0));
-        if let Some(end) = end {
+        if let Some(end) = c.high_watermark {
             let _ = writeln!(lag_rows, "rafka_group_lag{{{l}}} {}", (end - offset).max(0));
         }
     }
@@ -390,10 +455,8 @@ fn render_groups(shared: &Shared, out: &mut String) {
     out.push_str(&lag_rows);
 }
 
-fn render_storage(shared: &Shared, out: &mut String) {
-    let engine = shared.cluster.engine().name();
-    let parts = shared.cluster.all_partitions();
-    let bytes: u64 = parts.iter().map(|p| p.size_bytes()).sum();
+fn render_storage(figures: &Figures, out: &mut String) {
+    let engine = figures.engine;
     header(
         out,
         "rafka_storage_info",
@@ -407,14 +470,18 @@ fn render_storage(shared: &Shared, out: &mut String) {
         "gauge",
         "Partitions open in the engine.",
     );
-    let _ = writeln!(out, "rafka_storage_partitions {}", parts.len());
+    let _ = writeln!(
+        out,
+        "rafka_storage_partitions {}",
+        figures.storage_partitions
+    );
     header(
         out,
         "rafka_storage_bytes",
         "gauge",
         "Bytes of record batches held, all partitions.",
     );
-    let _ = writeln!(out, "rafka_storage_bytes {bytes}");
+    let _ = writeln!(out, "rafka_storage_bytes {}", figures.storage_bytes);
     header(
         out,
         "rafka_fsync_total",
@@ -490,25 +557,75 @@ mod tests {
 
     #[test]
     fn requests_and_errors_are_counted_per_api() {
-        use kafka_protocol::messages::produce_response::{
-            PartitionProduceResponse, TopicProduceResponse,
-        };
-        use kafka_protocol::messages::ProduceResponse;
         let m = Metrics::default();
-        let resp = ResponseKind::Produce(ProduceResponse::default().with_responses(vec![
-            TopicProduceResponse::default().with_partition_responses(vec![
-                PartitionProduceResponse::default().with_error_code(3),
-                PartitionProduceResponse::default(),
-                PartitionProduceResponse::default().with_error_code(3),
-            ]),
-        ]));
-        m.request_done(ApiKey::Produce, Duration::from_millis(2), Some(&resp));
-        m.request_done(ApiKey::Produce, Duration::from_millis(2), None);
+        // A produce answer with two partitions at UNKNOWN_TOPIC_OR_PARTITION, one at 0.
+        m.request_done(ApiKey::Produce, Duration::from_millis(2), |f| {
+            for code in [3, 0, 3] {
+                f(code)
+            }
+        });
+        // acks=0: nothing answered.
+        m.request_done(ApiKey::Produce, Duration::from_millis(2), |_| {});
         assert_eq!(m.requests(ApiKey::Produce), 2);
         assert_eq!(m.requests(ApiKey::Fetch), 0);
         let errors = m.errors.lock().clone();
         assert_eq!(errors, BTreeMap::from([((0, 3), 2)]));
         assert_eq!(m.latency[0].snapshot().count, 2);
+    }
+
+    #[test]
+    fn figures_render_per_topic_partition_and_group() {
+        let partition = |start, end, bytes_in| PartitionFigures {
+            traffic: TrafficCounts {
+                bytes_in,
+                records_in: 1,
+                ..TrafficCounts::default()
+            },
+            log_start_offset: start,
+            log_end_offset: end,
+            size_bytes: 100,
+        };
+        let figures = Figures {
+            topics: vec![TopicFigures {
+                name: "t\"x".into(),
+                partitions: vec![partition(0, 10, 5), partition(2, 4, 7)],
+            }],
+            committed: vec![
+                CommittedFigures {
+                    group: "g".into(),
+                    topic: "t\"x".into(),
+                    partition: 0,
+                    offset: 6,
+                    high_watermark: Some(10),
+                },
+                CommittedFigures {
+                    group: "g".into(),
+                    topic: "gone".into(),
+                    partition: 0,
+                    offset: 1,
+                    high_watermark: None,
+                },
+            ],
+            engine: "memory",
+            storage_partitions: 2,
+            storage_bytes: 200,
+        };
+        let out = render(&Metrics::default(), &figures);
+        for line in [
+            "rafka_topic_bytes_in_total{topic=\"t\\\"x\"} 12\n",
+            "rafka_topic_records_in_total{topic=\"t\\\"x\"} 2\n",
+            "rafka_partition_log_start_offset{topic=\"t\\\"x\",partition=\"1\"} 2\n",
+            "rafka_partition_log_end_offset{topic=\"t\\\"x\",partition=\"0\"} 10\n",
+            "rafka_group_committed_offset{group=\"g\",topic=\"gone\",partition=\"0\"} 1\n",
+            "rafka_group_lag{group=\"g\",topic=\"t\\\"x\",partition=\"0\"} 4\n",
+            "rafka_storage_info{engine=\"memory\"} 1\n",
+            "rafka_storage_partitions 2\n",
+            "rafka_storage_bytes 200\n",
+        ] {
+            assert!(out.contains(line), "{line} missing from\n{out}");
+        }
+        // No lag for a partition that no longer exists.
+        assert!(!out.contains("rafka_group_lag{group=\"g\",topic=\"gone\""));
     }
 
     #[test]

@@ -1,10 +1,10 @@
-//! The listener and one task per connection. Requests may be pipelined: they are decoded and
-//! dispatched in order as they arrive (up to a bound), and responses leave in request order.
+//! The listener and one task per connection: the socket's bytes go into the connection's
+//! buffer, each whole request through [`crate::pipeline`] as it arrives (pipelined, up to a
+//! bound), and the answers leave in request order.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -12,32 +12,17 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use kafka_protocol::messages::{RequestKind, ResponseKind};
 use rafka_core::limits::{
-    FETCH_MAX_WAIT_MS_MAX, IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX,
-    PENDING_RESPONSE_BYTES_PER_CONNECTION_MAX,
+    IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX, PENDING_RESPONSE_BYTES_PER_CONNECTION_MAX,
 };
-use rafka_protocol::connection::{Inbound, ProtocolError, ResponseMeta};
-use rafka_protocol::Connection;
-use rafka_protocol::{encode_response_chunks, EncodedResponse};
+use rafka_protocol::connection::ProtocolError;
+use rafka_protocol::{Connection, EncodedResponse};
 
 use rafka_hooks::{Session, Stages, Verdict};
 
 use crate::accept::accept_bounded;
-use crate::api::Reply;
-use crate::broker::Shared;
-use crate::hooks::route;
-
-/// Why a connection stops reading.
-#[derive(Debug, thiserror::Error)]
-enum Close {
-    /// The client's bytes cannot be trusted.
-    #[error(transparent)]
-    Protocol(#[from] ProtocolError),
-    /// The broker cannot answer the request (a broker bug, already logged).
-    #[error("{0}")]
-    Unanswerable(String),
-}
+use crate::pipeline::{self, Answer, Close};
+use crate::shared::Shared;
 
 /// How long shutdown waits for connections to finish their in-flight requests.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
@@ -199,132 +184,21 @@ fn has_room(queue: &VecDeque<Pending>) -> bool {
         && waiting < PENDING_RESPONSE_BYTES_PER_CONNECTION_MAX
 }
 
-/// Decodes the whole requests buffered and dispatches them, in order, while the queue has
-/// room; the rest stay buffered for later.
+/// Decodes the whole requests buffered and hands them to the pipeline, in order, while the
+/// queue has room; the rest stay buffered for later.
 fn drain_requests(
     shared: &Arc<Shared>,
     conn: &mut Connection,
     queue: &mut VecDeque<Pending>,
     session: &Arc<Session>,
 ) -> Result<(), Close> {
-    let peer = session.peer;
     while has_room(queue) {
-        let Some(inbound) = conn.next_request()? else {
-            break;
-        };
-        let req = match inbound {
-            Inbound::Answered(bytes) => {
-                queue.push_back(Pending::Ready(bytes.into()));
-                continue;
-            }
-            Inbound::Request(req) => req,
-        };
-        let meta = req.meta();
-        let started = Instant::now();
-        let allowance = wait_allowance(&req.body);
-        let span = tracing::debug_span!(
-            "request",
-            api = ?meta.api_key,
-            version = meta.api_version,
-            correlation_id = meta.correlation_id
-        );
-        let routed = {
-            let _in = span.enter();
-            tracing::trace!("request");
-            route(shared, *req, session)
-        };
-        match routed {
-            Reply::Now(resp) => {
-                finished(shared, meta, peer, started, allowance, Some(&resp));
-                queue.push_back(Pending::Ready(encode_response_chunks(meta, &resp)?))
-            }
-            Reply::Later(fut) => {
-                let shared = shared.clone();
-                queue.push_back(Pending::Task(tokio::spawn(
-                    async move {
-                        let resp = fut.await;
-                        finished(&shared, meta, peer, started, allowance, Some(&resp));
-                        encode_response_chunks(meta, &resp)
-                    }
-                    .instrument(span),
-                )))
-            }
-            Reply::Nothing => finished(shared, meta, peer, started, allowance, None),
-            Reply::Close(reason) => {
-                finished(shared, meta, peer, started, allowance, None);
-                return Err(Close::Unanswerable(reason));
-            }
+        match pipeline::next(shared, conn, session)? {
+            None => break,
+            Some(Answer::Ready(bytes)) => queue.push_back(Pending::Ready(bytes)),
+            Some(Answer::Later(fut)) => queue.push_back(Pending::Task(tokio::spawn(fut))),
+            Some(Answer::Nothing) => {}
         }
     }
     Ok(())
-}
-
-/// How long a request may wait on purpose, not counted against `log.slow_request_ms`: a
-/// Fetch's long poll (its `max_wait_ms`), a JoinGroup waiting for the other members (its
-/// rebalance timeout). A SyncGroup waits for the leader's assignment for as long as the
-/// leader takes, so it is never reported slow. Everything else is the broker's own time,
-/// including the fsync an acks=all Produce waits for.
-fn wait_allowance(body: &RequestKind) -> Duration {
-    match body {
-        RequestKind::Fetch(f) => {
-            Duration::from_millis((f.max_wait_ms.max(0) as u64).min(FETCH_MAX_WAIT_MS_MAX))
-        }
-        RequestKind::JoinGroup(j) => {
-            Duration::from_millis(j.rebalance_timeout_ms.max(j.session_timeout_ms).max(0) as u64)
-        }
-        RequestKind::SyncGroup(_) => Duration::MAX,
-        _ => Duration::ZERO,
-    }
-}
-
-/// Counts a finished request and logs it when it was slow. `resp` is `None` when nothing
-/// is answered (acks=0, or a hook refusal that closes the connection).
-fn finished(
-    shared: &Shared,
-    meta: ResponseMeta,
-    peer: SocketAddr,
-    started: Instant,
-    allowance: Duration,
-    resp: Option<&ResponseKind>,
-) {
-    let took = started.elapsed();
-    shared.metrics.request_done(meta.api_key, took, resp);
-    if let Some(limit) = shared.slow_request {
-        if took.saturating_sub(allowance) > limit {
-            tracing::warn!(
-                %peer,
-                api = ?meta.api_key,
-                version = meta.api_version,
-                correlation_id = meta.correlation_id,
-                took_ms = took.as_millis() as u64,
-                allowed_wait_ms = allowance.as_millis().min(u64::MAX as u128) as u64,
-                "slow request"
-            );
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kafka_protocol::messages::{FetchRequest, JoinGroupRequest, ProduceRequest};
-
-    #[test]
-    fn only_deliberate_waits_are_allowed() {
-        let fetch = RequestKind::Fetch(FetchRequest::default().with_max_wait_ms(500));
-        assert_eq!(wait_allowance(&fetch), Duration::from_millis(500));
-        let absurd = RequestKind::Fetch(FetchRequest::default().with_max_wait_ms(i32::MAX));
-        assert_eq!(
-            wait_allowance(&absurd),
-            Duration::from_millis(FETCH_MAX_WAIT_MS_MAX)
-        );
-        let join = RequestKind::JoinGroup(
-            JoinGroupRequest::default()
-                .with_session_timeout_ms(10_000)
-                .with_rebalance_timeout_ms(30_000),
-        );
-        assert_eq!(wait_allowance(&join), Duration::from_secs(30));
-        let produce = RequestKind::Produce(ProduceRequest::default().with_acks(-1));
-        assert_eq!(wait_allowance(&produce), Duration::ZERO);
-    }
 }

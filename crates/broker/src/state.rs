@@ -423,6 +423,15 @@ impl AppendWaiter {
     }
 }
 
+/// The internal topic holding committed offsets and group metadata, written only by the
+/// group coordinator.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Whether a topic is internal (clients may read it but not write or delete it).
+pub fn is_internal(topic: &str) -> bool {
+    topic == OFFSETS_TOPIC
+}
+
 /// A topic and its partitions.
 pub struct Topic {
     /// Name.

@@ -26,8 +26,8 @@ use rafka_core::{Offset, TopicName};
 use rafka_hooks::{AdminOp, RequestContext, Verdict};
 
 use super::{sb, storage_error_code, wire_topic};
-use crate::broker::Shared;
-use crate::state::TopicError;
+use crate::shared::Shared;
+use crate::state::{is_internal, TopicError};
 use crate::topic_config;
 
 /// Kafka's config source code for a topic override.
@@ -203,7 +203,7 @@ pub fn delete_topics(
             let r = r
                 .with_name(Some(wire_topic(topic.name.as_str())))
                 .with_topic_id(topic.id);
-            if super::groups::is_internal(topic.name.as_str()) {
+            if is_internal(topic.name.as_str()) {
                 return r
                     .with_error_code(ResponseError::InvalidTopicException.code())
                     .with_error_message(Some(sb("Internal topics cannot be deleted")));

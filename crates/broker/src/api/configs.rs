@@ -20,8 +20,8 @@ use rafka_hooks::{AdminOp, RequestContext, Verdict};
 
 use super::admin::{SOURCE_DEFAULT, SOURCE_TOPIC};
 use super::sb;
-use crate::broker::Shared;
 use crate::group::AlterConfigsError;
+use crate::shared::Shared;
 use crate::topic_config::{self, TOPIC_CONFIG_KEYS};
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -248,7 +248,7 @@ fn apply(
         validate_only,
     };
     if let Verdict::Reject(r) = shared.hooks.on_admin(ctx, &op) {
-        return Some((crate::hooks::response_error(r.code), r.message));
+        return Some((super::response_error(r.code), r.message));
     }
     if validate_only {
         return None;

@@ -22,7 +22,7 @@ use rafka_hooks::RequestContext;
 use rafka_protocol::legacy::message_set;
 
 use super::{storage_error_code, wire_topic, Reply};
-use crate::broker::Shared;
+use crate::shared::Shared;
 use crate::state::{AppendWaiter, IsolationLevel, Topic};
 
 fn partition_error(index: i32, e: ResponseError) -> PartitionData {
@@ -193,7 +193,7 @@ fn finish(
             }
         }
     }
-    crate::hooks::on_fetch(shared, ctx, &mut resp);
+    crate::hooks::on_fetch(&shared.hooks, &shared.cluster, ctx, &mut resp);
     count_out(shared, req, version, &resp);
     if version < BATCH_FETCH_VERSION_MIN {
         let magic = if version <= 1 { 0 } else { 1 };

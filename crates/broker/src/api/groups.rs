@@ -39,13 +39,11 @@ use tokio::sync::oneshot;
 
 use super::{code, sb, wire_topic, Reply};
 use crate::authz::{authorized_operations, ResourceType, OPERATIONS_OMITTED};
-use crate::broker::Shared;
 use crate::config::FsyncPolicy;
 use crate::group::classic::{Answer, JoinOutcome, JoinRequest, SyncOutcome, SyncRequest};
 use crate::group::records::OffsetValue;
-use crate::group::{
-    ClassicDescription, Committer, ConsumerDescription, OffsetToCommit, OFFSETS_TOPIC,
-};
+use crate::group::{ClassicDescription, Committer, ConsumerDescription, OffsetToCommit};
+use crate::shared::Shared;
 use crate::state::PartitionState;
 
 /// Longest a JoinGroup or SyncGroup waits on the coordinator, whatever the client asked.
@@ -615,31 +613,6 @@ pub fn offset_delete(shared: &Arc<Shared>, req: OffsetDeleteRequest) -> Response
     ResponseKind::OffsetDelete(r)
 }
 
-/// Whether a topic is internal (clients may read it but not write or delete it).
-pub fn is_internal(topic: &str) -> bool {
-    topic == OFFSETS_TOPIC
-}
-
-/// The cluster's topics as the consumer-group assignors see them.
-pub(crate) struct ClusterView<'a>(pub &'a crate::state::Cluster);
-
-impl crate::group::consumer::TopicView for ClusterView<'_> {
-    fn partitions(&self, topic: &str) -> Option<i32> {
-        if is_internal(topic) {
-            return None;
-        }
-        self.0.topic(topic).map(|t| t.partitions.len() as i32)
-    }
-    fn names(&self) -> Vec<String> {
-        self.0
-            .topics()
-            .iter()
-            .map(|t| t.name.to_string())
-            .filter(|n| !is_internal(n))
-            .collect()
-    }
-}
-
 fn wire_assignment(
     shared: &Shared,
     parts: &std::collections::BTreeSet<(String, i32)>,
@@ -715,7 +688,7 @@ pub fn consumer_group_heartbeat(
     };
     let result = shared
         .groups
-        .consumer_heartbeat(&group, hb, &ClusterView(&shared.cluster));
+        .consumer_heartbeat(&group, hb, &shared.cluster);
     match result {
         Err((e, msg)) => fail(e, msg),
         Ok(a) => {

@@ -10,7 +10,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 
 use super::storage_error_code;
-use crate::broker::Shared;
+use crate::shared::Shared;
 
 /// InitProducerId.
 pub fn handle(shared: &Arc<Shared>, req: InitProducerIdRequest) -> ResponseKind {

@@ -18,7 +18,7 @@ use kafka_protocol::ResponseError;
 use rafka_core::Timestamp;
 
 use super::storage_error_code;
-use crate::broker::Shared;
+use crate::shared::Shared;
 use crate::state::{IsolationLevel, PartitionState};
 
 const LATEST: i64 = -1;

@@ -23,15 +23,15 @@ use rafka_hooks::{AdminOp, RequestContext, Verdict};
 
 use super::{code, sb, wire_topic};
 use crate::authz::{authorized_operations, ResourceType, OPERATIONS_OMITTED};
-use crate::broker::Shared;
-use crate::state::{Topic, TopicError};
+use crate::shared::Shared;
+use crate::state::{is_internal, Topic, TopicError};
 
 fn topic_entry(shared: &Shared, t: &Topic, with_ops: bool) -> MetadataResponseTopic {
     let node = BrokerId(shared.node_id);
     MetadataResponseTopic::default()
         .with_name(Some(wire_topic(t.name.as_str())))
         .with_topic_id(t.id)
-        .with_is_internal(super::groups::is_internal(t.name.as_str()))
+        .with_is_internal(is_internal(t.name.as_str()))
         .with_topic_authorized_operations(authorized_operations(ResourceType::Topic, with_ops))
         .with_partitions(
             t.partitions
@@ -112,7 +112,7 @@ fn lookup_or_create(
         return error_entry(
             Some(name),
             Uuid::nil(),
-            crate::hooks::response_error(r.code),
+            super::response_error(r.code),
             with_ops,
         );
     }

@@ -13,10 +13,10 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use rafka_core::StorageError;
-use rafka_hooks::{Rejection, RequestContext};
+use rafka_hooks::{ErrorCode, Rejection, RequestContext};
 use rafka_protocol::connection::DecodedRequest;
 
-use crate::broker::Shared;
+use crate::shared::Shared;
 
 mod admin;
 mod api_versions;
@@ -158,8 +158,8 @@ served_apis! {
 }
 
 /// Routes a request to its handler. Only APIs in `rafka_protocol::versions::SERVED` reach here.
-/// `ctx` is what hooks see of the request (rafka-broker::hooks runs on_request and
-/// on_response around this call).
+/// `ctx` is what hooks see of the request (the pipeline runs `on_request` and `on_response`
+/// around this call).
 pub fn dispatch(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestContext>) -> Reply {
     let peer = ctx.session.peer;
     let version = req.header.request_api_version;
@@ -242,6 +242,11 @@ pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
     }
 }
 
+/// A Kafka error for a hook's code, for handlers whose helpers take `ResponseError`.
+pub(crate) fn response_error(code: ErrorCode) -> ResponseError {
+    ResponseError::try_from_code(code.0).unwrap_or(ResponseError::UnknownServerError)
+}
+
 /// The code of an optional error (0 for none).
 pub(crate) fn code(e: Option<ResponseError>) -> i16 {
     e.map_or(0, |e| e.code())
@@ -250,7 +255,6 @@ pub(crate) fn code(e: Option<ResponseError>) -> i16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rafka_hooks::ErrorCode;
     use rafka_protocol::versions::SERVED;
 
     fn refusal() -> Rejection {

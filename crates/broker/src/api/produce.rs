@@ -17,14 +17,14 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::ResponseError;
 
 use rafka_core::{CompressionType, RecordBatch, StorageError, ValidatedBatch};
-use rafka_hooks::{Plan, RequestContext, Stages};
+use rafka_hooks::{Plan, Rejection, RequestContext, Stages};
 use rafka_protocol::legacy::message_set::{self, MessageSetError};
 
 use super::{sb, storage_error_code, Reply};
-use crate::broker::Shared;
 use crate::config::FsyncPolicy;
 use crate::normalize::{normalize_batch, NormalizeError};
-use crate::state::{AppendError, Appended, PartitionState};
+use crate::shared::Shared;
+use crate::state::{is_internal, AppendError, Appended, PartitionState};
 
 /// The first Produce version that may carry zstd (KIP-110).
 const ZSTD_PRODUCE_VERSION_MIN: i16 = 7;
@@ -41,6 +41,27 @@ fn partition_error(
         .with_log_append_time_ms(-1)
         .with_log_start_offset(-1)
         .with_error_message(message.map(sb))
+}
+
+/// A produce partition answered with a hook's rejection (record errors included).
+fn produce_rejected(index: i32, r: &Rejection) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(r.code.0)
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+        .with_error_message(Some(sb(r.message.clone())))
+        .with_record_errors(
+            r.record_errors
+                .iter()
+                .map(|e| {
+                    BatchIndexAndErrorMessage::default()
+                        .with_batch_index(e.index.min(i32::MAX as usize) as i32)
+                        .with_batch_index_error_message(Some(sb(e.message.clone())))
+                })
+                .collect(),
+        )
 }
 
 /// Appends one partition's record set; all batches are validated, then passed through the
@@ -118,7 +139,7 @@ fn append_partition(
     } else {
         match crate::hooks::on_produce(&shared.hooks, plan, ctx, &p.tp, batches) {
             Ok(b) => b,
-            Err(r) => return crate::hooks::produce_rejected(index, &r),
+            Err(r) => return produce_rejected(index, &r),
         }
     };
     let mut first: Option<(i64, i64)> = None;
@@ -231,8 +252,7 @@ pub fn handle(
         let name = topic.name.to_string();
         let found = shared.cluster.topic(&name);
         // Internal topics are written by the broker only, as in Kafka.
-        let invalid_name =
-            rafka_core::TopicName::new(&name).is_err() || super::groups::is_internal(&name);
+        let invalid_name = rafka_core::TopicName::new(&name).is_err() || is_internal(&name);
         let plan = shared.hooks.plan(Stages::PRODUCE, &name);
         let mut parts = Vec::with_capacity(topic.partition_data.len());
         for pd in topic.partition_data {
@@ -301,7 +321,7 @@ impl super::RefusableRequest for ProduceRequest {
                     .with_partition_responses(
                         t.partition_data
                             .iter()
-                            .map(|pd| crate::hooks::produce_rejected(pd.index, refusal))
+                            .map(|pd| produce_rejected(pd.index, refusal))
                             .collect(),
                     )
             })

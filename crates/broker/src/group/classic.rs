@@ -323,6 +323,7 @@ impl ClassicGroup {
     }
 
     /// Current generation.
+    #[cfg(test)]
     pub fn generation(&self) -> i32 {
         self.generation
     }

@@ -22,13 +22,12 @@ use parking_lot::Mutex;
 use rafka_core::batch::{BatchBuilder, SimpleRecord};
 use rafka_core::{Offset, RecordBatch, Timestamp, ValidatedBatch};
 
-use crate::state::{Cluster, IsolationLevel, PartitionState, TopicError};
+use crate::state::{
+    is_internal, Cluster, IsolationLevel, PartitionState, TopicError, OFFSETS_TOPIC,
+};
 use classic::{ClassicGroup, GroupSettings};
 use consumer::{ConsumerGroup, ConsumerSettings, TopicView};
 use records::{OffsetValue, OffsetsRecord};
-
-/// Name of the internal topic.
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 /// Records per batch when rewriting live entries.
 const REWRITE_BATCH_RECORDS: usize = 500;
@@ -1093,6 +1092,23 @@ fn apply(groups: &mut HashMap<String, Group>, rec: OffsetsRecord, now: Instant) 
                 groups.remove(&group);
             }
         },
+    }
+}
+
+/// The cluster's topics as the KIP-848 assignors see them: every topic but the internal ones.
+impl TopicView for Cluster {
+    fn partitions(&self, topic: &str) -> Option<i32> {
+        if is_internal(topic) {
+            return None;
+        }
+        self.topic(topic).map(|t| t.partitions.len() as i32)
+    }
+    fn names(&self) -> Vec<String> {
+        self.topics()
+            .iter()
+            .map(|t| t.name.to_string())
+            .filter(|n| !is_internal(n))
+            .collect()
     }
 }
 

@@ -1,0 +1,199 @@
+//! [`Shared`]: the state every connection, API handler and background task shares — the
+//! configuration, topics and partitions, the group coordinator, the hook chain and the
+//! metrics. It is built from a configuration and an opened storage engine, with no socket:
+//! `broker.rs` binds the listeners around it, and a test can drive
+//! [`dispatch`](crate::api::dispatch) with bytes in and bytes out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rafka_core::StorageEngine;
+use rafka_hooks::HookChain;
+
+use crate::config::{BrokerConfig, Config};
+use crate::group::{classic, config as group_config, consumer};
+use crate::group::{CoordinatorSettings, GroupCoordinator};
+use crate::metrics::{CommittedFigures, Figures, Metrics, PartitionFigures, TopicFigures};
+use crate::state::{Cluster, TopicError};
+
+/// State shared by every connection and task.
+pub struct Shared {
+    /// The configuration in force.
+    pub(crate) config: Config,
+    /// Topics and partitions.
+    pub cluster: Cluster,
+    /// This broker's node id.
+    pub(crate) node_id: i32,
+    /// Consumer groups and committed offsets.
+    pub(crate) groups: GroupCoordinator,
+    /// The hooks, in order: `hooks:` from the config, then those added with
+    /// [`BrokerBuilder::hook`](crate::BrokerBuilder::hook).
+    pub hooks: HookChain,
+    /// Request, connection and traffic counters (rendered by the admin endpoint).
+    pub(crate) metrics: Metrics,
+    /// `log.slow_request_ms` (`None` when 0).
+    pub(crate) slow_request: Option<Duration>,
+    advertised_host: String,
+    advertised_port: i32,
+}
+
+/// What recovery found: the topics on the engine and the groups replayed from
+/// `__consumer_offsets`.
+pub(crate) struct Recovered {
+    cluster: Cluster,
+    groups: GroupCoordinator,
+    /// Partitions the engine held before the group coordinator created any.
+    pub(crate) partitions: usize,
+}
+
+impl Shared {
+    /// Loads the topics stored on `engine` and replays `__consumer_offsets` (creating it
+    /// when missing). Blocking: run it off the async workers.
+    pub(crate) fn recover(
+        config: &Config,
+        engine: Arc<dyn StorageEngine>,
+    ) -> Result<Recovered, TopicError> {
+        let meta_path = config
+            .storage
+            .metadata_dir()
+            .map(|dir| dir.join("rafka-topics.yaml"));
+        let cluster = Cluster::open(engine, config.storage.log_config(), meta_path)?;
+        let partitions = cluster.partition_count();
+        let groups = GroupCoordinator::open(
+            &cluster,
+            config.broker.offsets_topic_num_partitions,
+            coordinator_settings(&config.broker),
+        )?;
+        Ok(Recovered {
+            cluster,
+            groups,
+            partitions,
+        })
+    }
+
+    /// The shared state over what recovery found. `advertised` is the host and port clients
+    /// are told to connect to.
+    pub(crate) fn new(
+        config: Config,
+        recovered: Recovered,
+        hooks: HookChain,
+        advertised: (String, i32),
+    ) -> Shared {
+        let slow_request = match config.log.slow_request_ms {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        };
+        let (advertised_host, advertised_port) = advertised;
+        Shared {
+            node_id: config.broker.node_id,
+            config,
+            cluster: recovered.cluster,
+            groups: recovered.groups,
+            hooks,
+            metrics: Metrics::default(),
+            slow_request,
+            advertised_host,
+            advertised_port,
+        }
+    }
+
+    /// Host and port clients are told to connect to.
+    pub fn advertised(&self) -> (String, i32) {
+        (self.advertised_host.clone(), self.advertised_port)
+    }
+
+    /// What a metrics scrape shows of the state. Reads every partition's offsets and size
+    /// and takes the group lock once: run it off the async workers (`spawn_blocking`).
+    pub(crate) fn figures(&self) -> Figures {
+        let topics = self
+            .cluster
+            .topics()
+            .iter()
+            .map(|t| TopicFigures {
+                name: t.name.to_string(),
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| PartitionFigures {
+                        traffic: p.traffic.counts(),
+                        log_start_offset: p.log_start_offset().0,
+                        log_end_offset: p.log_end_offset().0,
+                        size_bytes: p.size_bytes(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        // Copy the committed offsets out under the group lock, look up log ends after it.
+        let committed = self
+            .groups
+            .committed_offsets()
+            .into_iter()
+            .map(|(group, topic, partition, offset)| CommittedFigures {
+                high_watermark: self
+                    .cluster
+                    .topic(&topic)
+                    .and_then(|t| t.partition(partition).map(|p| p.high_watermark().0)),
+                group,
+                topic,
+                partition,
+                offset,
+            })
+            .collect();
+        let parts = self.cluster.all_partitions();
+        Figures {
+            topics,
+            committed,
+            engine: self.cluster.engine().name(),
+            storage_partitions: parts.len(),
+            storage_bytes: parts.iter().map(|p| p.size_bytes()).sum(),
+        }
+    }
+}
+
+/// The group coordinator's settings, from the `broker:` section.
+fn coordinator_settings(b: &BrokerConfig) -> CoordinatorSettings {
+    CoordinatorSettings {
+        groups: classic::GroupSettings {
+            min_session_timeout_ms: b.group_min_session_timeout_ms,
+            max_session_timeout_ms: b.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms: b.group_initial_rebalance_delay_ms,
+        },
+        offsets_retention_ms: b.offsets_retention_minutes.saturating_mul(60_000),
+        offset_metadata_max_bytes: b.offset_metadata_max_bytes,
+        consumer: consumer::ConsumerSettings {
+            session_timeout: Duration::from_millis(b.group_consumer_session_timeout_ms),
+            heartbeat_interval_ms: b.group_consumer_heartbeat_interval_ms,
+            default_assignor: b.group_consumer_assignors[0].clone(),
+        },
+        group_configs: group_config::GroupConfigDefaults {
+            consumer_session_timeout_ms: b.group_consumer_session_timeout_ms as i64,
+            consumer_heartbeat_interval_ms: b.group_consumer_heartbeat_interval_ms,
+            consumer_session_timeout_bounds: (
+                b.group_consumer_min_session_timeout_ms,
+                b.group_consumer_max_session_timeout_ms,
+            ),
+            consumer_heartbeat_interval_bounds: (
+                b.group_consumer_min_heartbeat_interval_ms,
+                b.group_consumer_max_heartbeat_interval_ms,
+            ),
+        },
+    }
+}
+
+#[cfg(test)]
+impl Shared {
+    /// A broker's state for unit tests: the `memory` engine with no directory (nothing
+    /// touches the disk), one `__consumer_offsets` partition, `hooks`, advertising
+    /// `127.0.0.1:9092`. No socket is opened.
+    pub(crate) fn for_tests(hooks: Vec<Arc<dyn rafka_hooks::Hook>>) -> Shared {
+        let mut config = Config::default();
+        config.storage.storage_type = "memory".into();
+        config.storage.path = std::path::PathBuf::new();
+        config.broker.offsets_topic_num_partitions = 1;
+        config.validate().expect("a valid config");
+        let engine = rafka_storage::open_engine(&config.storage).expect("the memory engine");
+        let recovered = Shared::recover(&config, engine).expect("recovery");
+        let hooks = HookChain::new(hooks).expect("a hook chain");
+        Shared::new(config, recovered, hooks, ("127.0.0.1".into(), 9092))
+    }
+}
