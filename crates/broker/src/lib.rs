@@ -20,6 +20,7 @@ pub mod producer_state;
 mod server;
 pub mod state;
 pub mod topic_config;
+pub(crate) mod txn;
 
 pub use broker::{Broker, BrokerBuilder, BrokerError, Shared};
 pub use config::{
