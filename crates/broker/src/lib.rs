@@ -26,6 +26,7 @@ mod server;
 mod shared;
 mod state;
 mod topic_config;
+mod txn;
 
 // The broker and its configuration: what the `rafka` binary and embedding applications use.
 pub use broker::{Broker, BrokerBuilder, BrokerError};
