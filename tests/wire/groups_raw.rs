@@ -3,8 +3,8 @@
 //! error codes and change nothing; group administration (list, describe, committed offsets
 //! and lag, delete group, delete offsets).
 
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

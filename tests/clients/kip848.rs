@@ -3,8 +3,8 @@
 //! once consumption with commits, coexistence with a classic group, a broker restart, and
 //! bad heartbeats answered with Kafka's error codes.
 
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};

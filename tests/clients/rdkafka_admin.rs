@@ -3,8 +3,8 @@
 //! timestamp, delete records; per-group configs (resource type GROUP) and the authorized
 //! operations Kafka reports without an authorizer.
 
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use std::time::Duration;
 
