@@ -3,18 +3,20 @@
 //! whose segment cannot be opened at startup is reported by file name and served offline
 //! (KAFKA_STORAGE_ERROR) while the broker starts and serves the others.
 //!
-//! The full-disk case mounts a small tmpfs, which needs root; without it the test says why
-//! and returns.
+//! The full-disk cases mount a small tmpfs, which needs root (or the right to mount): where
+//! this process cannot mount one, they are reported `ignored` and the reason is printed.
+//! Deciding that at run time needs a harness of our own (libtest-mimic, `harness = false`),
+//! hence a test binary of its own.
 
 mod common;
 mod support;
 
-use std::io::Write;
 use std::path::Path;
-use std::sync::Mutex;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use bytes::Bytes;
+use libtest_mimic::{Arguments, Trial};
 use rafka_broker::{Broker, Config};
 use rafka_core::batch::BatchBuilder;
 use rafka_core::{Offset, Timestamp};
@@ -23,36 +25,67 @@ use common::{
     create_topic, decode_records, fetch, list_offsets, metadata, produce, FetchArgs, KafkaConn,
     LATEST,
 };
+use support::{LogCapture, Tmpfs};
+
+fn main() -> ExitCode {
+    let args = Arguments::from_args();
+    // Broker logs of the full-disk cases go to the output, as in the other test binaries.
+    support::log_to_test_output();
+    let no_tmpfs = tmpfs_unavailable();
+    if let Some(why) = &no_tmpfs {
+        eprintln!(
+            "full-disk cases ignored: cannot mount a tmpfs to fill ({why}); run as root to \
+             test a full disk"
+        );
+    }
+    let full_disk_case = |name: &str, storage_type: &'static str| {
+        Trial::test(name, move || {
+            runtime().block_on(full_disk(storage_type));
+            Ok(())
+        })
+        .with_ignored_flag(no_tmpfs.is_some())
+    };
+    let trials = vec![
+        full_disk_case(
+            "a_full_disk_refuses_produce_with_storage_error_and_recovers_when_space_returns",
+            "log",
+        ),
+        full_disk_case(
+            "a_full_disk_under_the_memory_engine_refuses_produce_and_recovers",
+            "memory",
+        ),
+        Trial::test(
+            "an_unopenable_segment_takes_only_its_partition_offline",
+            || {
+                an_unopenable_segment_takes_only_its_partition_offline();
+                Ok(())
+            },
+        ),
+    ];
+    libtest_mimic::run(&args, trials).exit_code()
+}
+
+/// Why this process cannot mount a tmpfs, if it cannot: one is mounted and unmounted to see.
+fn tmpfs_unavailable() -> Option<String> {
+    let dir = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(e) => return Some(format!("no temporary directory: {e}")),
+    };
+    let why = Tmpfs::mount(&dir.path().join("probe"), "1m").err()?;
+    // `mount` explains over several lines: one line here.
+    Some(why.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// The runtime `#[tokio::test(flavor = "multi_thread", worker_threads = 2)]` would give.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
 
 const KAFKA_STORAGE_ERROR: i16 = 56;
-
-/// What the broker logged, for checks on what an operator would read.
-static LOGGED: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct LogWriter;
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOGGED.lock().unwrap().extend_from_slice(buf);
-        std::io::stderr().write(buf)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
-        .with_writer(|| LogWriter)
-        .try_init();
-}
-
-fn logged() -> String {
-    String::from_utf8_lossy(&LOGGED.lock().unwrap()).to_string()
-}
 
 async fn start(path: &Path, configure: impl FnOnce(&mut Config)) -> Broker {
     let mut cfg = Config::default();
@@ -92,29 +125,12 @@ async fn read_all(conn: &mut KafkaConn, topic: &str, partition: i32) -> Vec<comm
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_refuses_produce_with_storage_error_and_recovers_when_space_returns() {
-    full_disk("log").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_under_the_memory_engine_refuses_produce_and_recovers() {
-    full_disk("memory").await;
-}
-
 async fn full_disk(storage_type: &str) {
-    capture_logs();
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("mnt");
-    let _fs = match support::Tmpfs::mount(&mnt, "8m") {
-        Ok(fs) => fs,
-        Err(why) => {
-            eprintln!(
-                "SKIPPED: cannot mount a tmpfs to fill ({why}); run as root to test a full disk"
-            );
-            return;
-        }
-    };
+    // Run although ignored (`--ignored`) on a machine without a tmpfs: fail, saying why.
+    let _fs = Tmpfs::mount(&mnt, "8m")
+        .unwrap_or_else(|why| panic!("cannot mount a tmpfs to fill ({why}): run as root"));
     // Most of the file system is taken by a file the test removes later.
     let ballast = mnt.join("ballast");
     std::fs::write(&ballast, vec![7u8; 5 << 20]).unwrap();
@@ -198,9 +214,13 @@ async fn full_disk(storage_type: &str) {
     broker.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unopenable_segment_takes_only_its_partition_offline() {
-    capture_logs();
+fn an_unopenable_segment_takes_only_its_partition_offline() {
+    // This case's broker logs to `logs` only: the offline report is checked in it.
+    let logs = LogCapture::default();
+    logs.runtime().block_on(unopenable_segment(&logs));
+}
+
+async fn unopenable_segment(logs: &LogCapture) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     {
@@ -225,7 +245,7 @@ async fn an_unopenable_segment_takes_only_its_partition_offline() {
         "broker started in {:?} with bad-0 offline",
         started.elapsed()
     );
-    let log = logged();
+    let log = logs.text();
     let line = log
         .lines()
         .find(|l| l.contains("partition is offline") && l.contains("bad-0"))

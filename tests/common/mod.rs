@@ -77,7 +77,12 @@ pub async fn start_broker(configure: impl FnOnce(&mut Config)) -> TestBroker {
 
 /// A wire topic name.
 pub fn topic_name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
+    TopicName(str_bytes(s))
+}
+
+/// A wire string (group id, member id, config name, ...).
+pub fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
 }
 
 /// Encodes `body` as a size-prefixed request frame.

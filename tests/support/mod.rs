@@ -6,6 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rafka_broker::{Broker, Config};
@@ -30,7 +31,18 @@ pub async fn start_broker_on(dir: &Path, storage_type: &str) -> Broker {
 
 /// An in-process broker with configuration changes (e.g. group timings).
 pub async fn start_broker_with(dir: &Path, configure: impl FnOnce(&mut Config)) -> Broker {
-    // Broker logs go to the test's output; RUST_LOG picks the level (default: warnings).
+    log_to_test_output();
+    let mut cfg = Config::default();
+    cfg.broker.listen = "127.0.0.1:0".into();
+    cfg.storage.path = dir.to_path_buf();
+    configure(&mut cfg);
+    Broker::start(cfg).await.expect("broker starts")
+}
+
+/// Broker logs go to the test's output; RUST_LOG picks the level (default: warnings). The
+/// process-wide subscriber: the first call installs it, later ones keep it. A test that reads
+/// the log uses a [`LogCapture`] instead, which takes precedence on its runtime's threads.
+pub fn log_to_test_output() {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter(
@@ -38,11 +50,77 @@ pub async fn start_broker_with(dir: &Path, configure: impl FnOnce(&mut Config)) 
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .try_init();
-    let mut cfg = Config::default();
-    cfg.broker.listen = "127.0.0.1:0".into();
-    cfg.storage.path = dir.to_path_buf();
-    configure(&mut cfg);
-    Broker::start(cfg).await.expect("broker starts")
+}
+
+/// The log lines (level `warn` and above, no colours) of the brokers one test runs, for
+/// checks on what an operator would read. Per test, not per process: the broker runs on
+/// [`LogCapture::runtime`], whose threads (workers, blocking pool, and the thread that
+/// calls `block_on`) log here, so other tests' brokers in the same test binary never show
+/// up in it, and the process-wide subscriber never sees these lines.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    /// A multi-thread runtime (2 workers) whose threads log to this capture.
+    pub fn runtime(&self) -> CapturedRuntime {
+        let writer = self.clone();
+        let dispatch = tracing::Dispatch::new(
+            tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .with_env_filter("warn")
+                .finish(),
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .on_thread_start({
+                let d = dispatch.clone();
+                // The guard lives as long as the thread: the thread belongs to the runtime.
+                move || std::mem::forget(tracing::dispatcher::set_default(&d))
+            })
+            .build()
+            .expect("runtime");
+        CapturedRuntime { runtime, dispatch }
+    }
+
+    /// Everything captured so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// The captured lines that contain `needle`.
+    pub fn lines_with(&self, needle: &str) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// A runtime whose threads log to a [`LogCapture`].
+pub struct CapturedRuntime {
+    runtime: tokio::runtime::Runtime,
+    dispatch: tracing::Dispatch,
+}
+
+impl CapturedRuntime {
+    /// Runs `future` to completion; the calling thread logs to the capture meanwhile.
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        let _guard = tracing::dispatcher::set_default(&self.dispatch);
+        self.runtime.block_on(future)
+    }
 }
 
 /// Waits for the startup line of a `rafka serve` child spawned with a piped stdout;

@@ -2,7 +2,7 @@
 //! record batches and bad topics get Kafka's error code. Either way nothing is stored, and
 //! a second connection opened beforehand, as well as new connections, keep working.
 
-mod common;
+use crate::common;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, MetadataRequest, RequestKind};

@@ -4,7 +4,7 @@
 //! (Produce v0–2 with magic 0/1 message sets, Fetch v0–3 down-converted) round-trip with
 //! librdkafka on the other side, and zstd is refused to clients too old for it.
 
-mod common;
+use crate::common;
 
 use bytes::{Buf, BytesMut};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;

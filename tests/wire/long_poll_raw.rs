@@ -3,7 +3,7 @@
 //! same runtime and real sockets), with generous bounds. Also: responses pipelined behind
 //! a long poll keep request order.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,8 +3,8 @@
 //! once consumption with commits, coexistence with a classic group, a broker restart, and
 //! bad heartbeats answered with Kafka's error codes.
 
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -14,21 +14,16 @@ use kafka_protocol::messages::{
     ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest, GroupId, RequestKind,
     ResponseKind,
 };
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::ClientContext;
 
-use common::{topic_name, KafkaConn};
+use common::{str_bytes as s, topic_name, KafkaConn};
 use support::{
     client_config, create_topic, produce_numbered, start_broker_with, values, wait_for, GroupMember,
 };
 
 const T: Duration = Duration::from_secs(20);
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
 
 fn fast(cfg: &mut rafka_broker::Config) {
     cfg.broker.group_consumer_heartbeat_interval_ms = 200;

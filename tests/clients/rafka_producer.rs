@@ -3,8 +3,8 @@
 //! compression codec, idempotent retries through a proxy that drops answers, and a full
 //! buffer that blocks `send` and then fails after `max_block`.
 
-mod proxy;
-mod support;
+use crate::proxy;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;

@@ -2,8 +2,8 @@
 //! headers and timestamps round-trip intact, per partition in order, with every codec;
 //! acks=all data survives a restart; the idempotent producer writes exactly once.
 
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use std::time::Duration;
 

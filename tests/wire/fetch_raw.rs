@@ -3,7 +3,7 @@
 //! OFFSET_OUT_OF_RANGE outside the log, offsets by time, a moved log start offset, and
 //! topic ids in Fetch v13+.
 
-mod common;
+use crate::common;
 
 use kafka_protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,

@@ -3,7 +3,7 @@
 //! death, committed offsets across a broker restart, static membership, assignor choice,
 //! cooperative rebalancing, group administration, and churn.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +14,8 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use support::{
-    client_config, create_topic, produce_numbered, start_broker_with, values, wait_for, GroupMember,
+    client_config, create_topic, produce_numbered, start_broker_with, values, wait_for,
+    GroupMember, LogCapture,
 };
 
 const T: Duration = Duration::from_secs(10);
@@ -451,31 +452,6 @@ async fn closed_static_members_expire_and_their_groups_can_be_deleted() {
     broker.shutdown().await.unwrap();
 }
 
-/// The broker's log lines, captured from the threads of one runtime (see
-/// `cooperative_sticky_member_joins_a_busy_member_with_a_long_topic_name`).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn lines_with(&self, needle: &str) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .filter(|l| l.contains(needle))
-            .map(str::to_string)
-            .collect()
-    }
-}
-
 /// A cooperative-sticky member that commits every record it consumes and, when partitions
 /// are revoked, their positions: a per-record commit may race a rebalance and be refused
 /// with ILLEGAL_GENERATION (Kafka answers so too: the commit carries the generation the
@@ -607,26 +583,8 @@ fn cooperative_sticky_member_joins_a_busy_member_with_a_long_topic_name() {
     const RECORDS: usize = 2000;
     // Broker log lines of this test only: the broker runs on a runtime whose threads log to
     // `captured` (a process-wide subscriber would also see the other tests' brokers).
-    let captured = Captured::default();
-    let dispatch = tracing::Dispatch::new(
-        tracing_subscriber::fmt()
-            .with_writer({
-                let c = captured.clone();
-                move || c.clone()
-            })
-            .with_ansi(false)
-            .with_env_filter("warn")
-            .finish(),
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .on_thread_start({
-            let d = dispatch.clone();
-            move || std::mem::forget(tracing::dispatcher::set_default(&d))
-        })
-        .build()
-        .unwrap();
+    let captured = LogCapture::default();
+    let rt = captured.runtime();
     let topic = format!("cooperative-sticky-{}", "t".repeat(41));
     assert_eq!(topic.len(), 60);
     rt.block_on(async {

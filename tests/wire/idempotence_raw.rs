@@ -2,7 +2,7 @@
 //! with their original offsets and not written again, sequence gaps and fenced epochs
 //! refused, and what a consumer reads back holding every record exactly once.
 
-mod common;
+use crate::common;
 
 use kafka_protocol::messages::{
     ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProducerId, RequestKind, ResponseKind,

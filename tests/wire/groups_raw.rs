@@ -3,8 +3,8 @@
 //! error codes and change nothing; group administration (list, describe, committed offsets
 //! and lag, delete group, delete offsets).
 
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use std::time::{Duration, Instant};
 
@@ -22,21 +22,17 @@ use kafka_protocol::messages::{
     GroupId, HeartbeatRequest, JoinGroupRequest, OffsetCommitRequest, OffsetDeleteRequest,
     OffsetFetchRequest, RequestKind, ResponseKind, SyncGroupRequest,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::ResponseError;
 use rdkafka::admin::AdminOptions;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use common::{topic_name, KafkaConn};
+use common::{str_bytes as s, topic_name, KafkaConn};
 use support::{admin, client_config, create_topic};
 
 const T: Duration = Duration::from_secs(10);
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
 
 fn subscription(topic: &str) -> Bytes {
     let sub = ConsumerProtocolSubscription::default().with_topics(vec![s(topic)]);

@@ -2,7 +2,7 @@
 //! after a restart every acknowledged message is there at its acknowledged offset, offsets
 //! are contiguous, and nothing is duplicated. Once per storage engine.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

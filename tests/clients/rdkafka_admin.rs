@@ -3,8 +3,8 @@
 //! timestamp, delete records; per-group configs (resource type GROUP) and the authorized
 //! operations Kafka reports without an authorizer.
 
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use std::time::Duration;
 
@@ -27,10 +27,9 @@ use kafka_protocol::messages::{
     DescribeConfigsRequest, DescribeTopicPartitionsRequest, GroupId,
     IncrementalAlterConfigsRequest, MetadataRequest, RequestKind, ResponseKind,
 };
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use common::{topic_name, KafkaConn};
+use common::{str_bytes as s, topic_name, KafkaConn};
 use support::{admin, client_config, create_topic, producer, start_broker};
 
 const T: Duration = Duration::from_secs(10);
@@ -245,10 +244,6 @@ async fn offsets_by_timestamp_and_delete_records() {
     .await
     .unwrap();
     broker.shutdown().await.unwrap();
-}
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
 }
 
 /// Kafka 4 without an authorizer (`AclEntry.supportedOperations`, as a bit field of

@@ -3,7 +3,7 @@
 //! engine without a path writes nothing to disk; a bad `storage_type` stops the start
 //! with a message naming the engines.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The `rafka` binary as a user runs it: bad flags and config values stop the start with a
 //! message naming the problem; SIGTERM shuts down cleanly.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::time::Duration;

@@ -8,8 +8,8 @@
 //! a stalled or unbounded broker would show: every probe produce answers within
 //! [`PROBE_LATENCY_MAX`]; RSS stays under each case's stated bound.
 
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! A second, independent client implementation (`rskafka`, pure Rust) reads what librdkafka
 //! wrote and writes what librdkafka reads, so neither client's leniency hides a broker bug.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

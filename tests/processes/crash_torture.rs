@@ -14,7 +14,7 @@
 //! `RAFKA_TORTURE_CYCLES` (default 10) sets the cycles per engine; `RAFKA_TORTURE_SEED`
 //! replays a run (the seed is printed); `RAFKA_TORTURE_BIN` runs another `rafka` binary.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;

@@ -9,8 +9,8 @@
 //! is the whole batches sent in Fetch answers, so a consumer that reads the partition
 //! once from the start sees the same figure.
 
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -364,7 +364,7 @@ async fn metrics_match_the_traffic_and_the_group_lag() {
     assert!(get(&m, "rafka_process_open_fds", &[]) >= 3.0);
 
     // Every metric the Grafana dashboard plots is one the broker serves.
-    let dashboard = include_str!("../docs/grafana/rafka.json");
+    let dashboard = include_str!("../../docs/grafana/rafka.json");
     let served: std::collections::BTreeSet<&str> = m.keys().map(|(n, _)| n.as_str()).collect();
     let mut plotted = 0;
     for (i, _) in dashboard.match_indices("rafka_") {

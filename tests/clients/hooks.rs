@@ -2,8 +2,8 @@
 //! compressed batches through record-modifying hooks, custom Rust hooks (a panicking one,
 //! two applied in order), and the record index of an invalid JSON record on the wire.
 
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,13 +26,7 @@ use support::{admin, consume, create_topic, producer, Received};
 
 /// A broker from YAML (the `hooks:` section as an operator writes it) plus custom hooks.
 async fn start(dir: &Path, yaml: &str, custom: Vec<Arc<dyn Hook>>) -> Broker {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .try_init();
+    support::log_to_test_output();
     let mut cfg = Config::from_yaml(yaml).expect("config parses");
     cfg.broker.listen = "127.0.0.1:0".into();
     // A config file turns the admin endpoint on at 9644: tests take a free port.

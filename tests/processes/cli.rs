@@ -1,7 +1,7 @@
 //! The `rafka` client commands used as a person would: a 100,000-line file produced and
 //! consumed back, `topic describe` and `group describe` output, a wrong bootstrap address.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -391,7 +391,7 @@ fn the_quickstart_example_round_trips() {
         .join(format!("quickstart{}", std::env::consts::EXE_SUFFIX));
     assert!(
         example.exists(),
-        "{} is missing: `cargo test` builds the examples (a lone `--test cli` does not)",
+        "{} is missing: `cargo test` builds the examples (a lone `--test processes` does not)",
         example.display()
     );
     let mut child = std::process::Command::new(&example)

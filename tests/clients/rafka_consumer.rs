@@ -1,7 +1,7 @@
 //! rafka-consumer against the in-process broker: it reads what librdkafka wrote (assign and
 //! subscribe), commits, seeks, pauses, and shares a group with a librdkafka consumer.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

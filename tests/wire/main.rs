@@ -1,0 +1,16 @@
+//! Wire-level tests: an in-process broker driven by raw Kafka requests (`common::KafkaConn`)
+//! so that each case controls the exact API version, field and byte it sends. librdkafka
+//! appears only as the other side of a raw exchange (a group member, a consumer of old
+//! versions). One test binary, one module per topic.
+
+#[path = "../common/mod.rs"]
+mod common;
+#[path = "../support/mod.rs"]
+mod support;
+
+mod bad_input;
+mod fetch_raw;
+mod groups_raw;
+mod idempotence_raw;
+mod long_poll_raw;
+mod version_sweep;
