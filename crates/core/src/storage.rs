@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::batch::{BatchError, CompressionType};
+use crate::compact::{CompactionPlan, CompactionStats};
 use crate::types::{Offset, Timestamp, TopicPartition};
 use crate::validated::ValidatedBatch;
 
@@ -49,6 +50,14 @@ pub enum StorageError {
     /// finds it readable.
     #[error("partition {0} is offline")]
     Offline(String),
+    /// The engine does not implement this operation.
+    #[error("the {engine} engine does not support {operation}")]
+    Unsupported {
+        /// The engine's name.
+        engine: &'static str,
+        /// What was asked.
+        operation: &'static str,
+    },
 }
 
 /// Result alias for storage operations.
@@ -175,6 +184,18 @@ pub trait PartitionLog: Send + Sync {
 
     /// Replaces the partition's configuration (AlterConfigs).
     fn set_config(&self, cfg: LogConfig);
+
+    /// Compacts the log as `plan` allows (see [`crate::compact`] for the semantics every
+    /// engine keeps: offsets never change, the latest record per key survives). Readers keep
+    /// reading during it; appends are never blocked for longer than the final swap. An
+    /// engine without compaction answers `Unsupported`.
+    fn compact(&self, plan: &CompactionPlan) -> StorageResult<CompactionStats> {
+        let _ = plan;
+        Err(StorageError::Unsupported {
+            engine: "this",
+            operation: "compaction",
+        })
+    }
 }
 
 /// A storage engine: creates, lists and removes partition logs.
