@@ -245,6 +245,28 @@ fn for_each_record<'a>(
     Ok(())
 }
 
+/// Indexes of the records without a key in `records`, the **uncompressed** records
+/// section of a batch of `count` records (a compacted topic refuses them on produce).
+pub fn keyless_records(mut records: &[u8], count: i32) -> Result<Vec<usize>, MalformedRecords> {
+    let mut out = Vec::new();
+    for i in 0..count.max(0) as usize {
+        let len = get_varlong(&mut records).ok_or(MalformedRecords("bad record length"))?;
+        let len = usize::try_from(len).map_err(|_| MalformedRecords("negative record length"))?;
+        if len > records.len() {
+            return Err(MalformedRecords("record runs past the batch"));
+        }
+        let (body, rest) = records.split_at(len);
+        records = rest;
+        let mut cur = body.get(1..).ok_or(MalformedRecords("empty record"))?;
+        get_varlong(&mut cur).ok_or(MalformedRecords("bad timestamp"))?;
+        get_varlong(&mut cur).ok_or(MalformedRecords("bad offset delta"))?;
+        if get_slice(&mut cur)?.is_none() {
+            out.push(i);
+        }
+    }
+    Ok(out)
+}
+
 /// What [`clean_batch`] decided for one batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cleaned {

@@ -88,6 +88,9 @@ pub struct LogConfig {
     /// `compression.type`: `None` for `producer` (batches kept in their own codec), else
     /// the codec the broker recompresses batches to on append.
     pub compression: Option<CompressionType>,
+    /// `cleanup.policy` includes `compact`: every record needs a key (checked by the broker
+    /// on produce) and the broker's cleaner compacts the log.
+    pub compact: bool,
 }
 
 impl Default for LogConfig {
@@ -106,6 +109,7 @@ impl Default for LogConfig {
             message_timestamp_before_max_ms: i64::MAX,
             message_timestamp_after_max_ms: i64::MAX,
             compression: None,
+            compact: false,
         }
     }
 }
