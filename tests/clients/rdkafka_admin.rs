@@ -65,7 +65,7 @@ async fn topics_partitions_and_configs() {
     let bad = admin
         .create_topics(
             &[NewTopic::new("admin-b", 1, TopicReplication::Fixed(1))
-                .set("cleanup.policy", "compact")],
+                .set("cleanup.policy", "compact,shred")],
             &opts,
         )
         .await

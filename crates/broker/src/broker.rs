@@ -179,6 +179,7 @@ impl Broker {
         let mut background = vec![
             tokio::spawn(retention_loop(shared.clone(), shutdown_rx.clone())),
             tokio::spawn(group_loop(shared.clone(), shutdown_rx.clone())),
+            tokio::spawn(cleaner_loop(shared.clone(), shutdown_rx.clone())),
         ];
         if shared.config.durability.fsync == FsyncPolicy::Interval {
             background.push(tokio::spawn(flush_loop(shared.clone(), shutdown_rx)));
@@ -299,6 +300,122 @@ async fn retention_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
             }
         })
         .await;
+    }
+}
+
+/// The log cleaner (one thread: Kafka's `log.cleaner.threads` default): each round, on a
+/// blocking thread, compacts the compacted partition with the highest dirty ratio over its
+/// `min.cleanable.dirty.ratio` (or whose dirty part is older than `max.compaction.lag.ms`),
+/// then looks again at once; with nothing to do it pauses `log.cleaner.backoff.ms`. The
+/// clean offset and bytes of each partition are kept in memory: after a restart everything
+/// counts as dirty once.
+async fn cleaner_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let backoff = Duration::from_millis(shared.config.broker.log_cleaner_backoff_ms);
+    let cleaned: Arc<CleanerState> = Arc::default();
+    let mut pause = backoff;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.changed() => return,
+        }
+        let s = shared.clone();
+        let cleaned = cleaned.clone();
+        let worked = tokio::task::spawn_blocking(move || clean_dirtiest(&s, &cleaned))
+            .await
+            .unwrap_or(false);
+        pause = if worked {
+            Duration::from_millis(1)
+        } else {
+            backoff
+        };
+    }
+}
+
+/// Per compacted partition: the clean offset, the clean bytes, when it was last cleaned,
+/// and its size when a round last found nothing to clean (skipped until the size changes).
+type CleanerState = parking_lot::Mutex<
+    std::collections::HashMap<rafka_core::TopicPartition, (rafka_core::Offset, u64, i64, u64)>,
+>;
+
+/// One round of the cleaner; whether it compacted something.
+fn clean_dirtiest(shared: &Shared, cleaned: &CleanerState) -> bool {
+    let now = Timestamp::now();
+    let mut best: Option<(
+        f64,
+        Arc<crate::state::PartitionState>,
+        crate::topic_config::CompactionSettings,
+    )> = None;
+    for topic in shared.cluster.topics() {
+        let Some(settings) = crate::topic_config::CompactionSettings::of(&topic.configs) else {
+            continue;
+        };
+        for p in &topic.partitions {
+            let size = p.size_bytes();
+            if size == 0 {
+                continue;
+            }
+            let (_, clean_bytes, cleaned_at, idle_size) = cleaned
+                .lock()
+                .get(&p.tp)
+                .copied()
+                .unwrap_or((rafka_core::Offset(0), 0, now.0, u64::MAX));
+            if idle_size == size {
+                continue;
+            }
+            let dirty = size.saturating_sub(clean_bytes);
+            let ratio = dirty as f64 / size as f64;
+            let overdue =
+                dirty > 0 && now.0.saturating_sub(cleaned_at) > settings.max_compaction_lag_ms;
+            if (ratio >= settings.min_cleanable_dirty_ratio || overdue)
+                && best.as_ref().is_none_or(|(r, _, _)| ratio > *r)
+            {
+                best = Some((ratio, p.clone(), settings));
+            }
+        }
+    }
+    let Some((ratio, p, settings)) = best else {
+        return false;
+    };
+    let (first_dirty, clean_bytes_before) = cleaned
+        .lock()
+        .get(&p.tp)
+        .map_or((rafka_core::Offset(0), 0), |c| (c.0, c.1));
+    let plan = rafka_core::CompactionPlan {
+        first_dirty,
+        end: p.offsets().last_stable_offset,
+        now,
+        min_compaction_lag_ms: settings.min_compaction_lag_ms,
+        delete_retention_ms: settings.delete_retention_ms,
+        dedupe_buffer_bytes: shared.config.broker.log_cleaner_dedupe_buffer_size,
+    };
+    match p.compact(&plan) {
+        Ok(stats) => {
+            let progressed = stats.cleaned_to > first_dirty;
+            // A round that cleaned nothing (the rest is in the active segment or within the
+            // lag) skips the partition until its size changes, so the cleaner does not spin.
+            let idle_size = if progressed { u64::MAX } else { p.size_bytes() };
+            let clean_bytes = if progressed {
+                stats.clean_bytes
+            } else {
+                clean_bytes_before
+            };
+            cleaned.lock().insert(
+                p.tp.clone(),
+                (stats.cleaned_to, clean_bytes, now.0, idle_size),
+            );
+            if progressed {
+                tracing::info!(partition = %p.tp, dirty_ratio = ratio, cleaned_to = %stats.cleaned_to, records_removed = stats.records_removed, bytes_read = stats.bytes_read, bytes_written = stats.bytes_written, "compacted");
+            }
+            progressed
+        }
+        Err(e) => {
+            tracing::warn!(partition = %p.tp, error = %e, "compaction failed");
+            cleaned.lock().insert(
+                p.tp.clone(),
+                (first_dirty, clean_bytes_before, now.0, p.size_bytes()),
+            );
+            false
+        }
     }
 }
 

@@ -134,6 +134,11 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     /// `log.retention.check.interval.ms`.
     pub log_retention_check_interval_ms: u64,
+    /// `log.cleaner.backoff.ms`: the cleaner's pause when no compacted partition is over
+    /// its `min.cleanable.dirty.ratio`.
+    pub log_cleaner_backoff_ms: u64,
+    /// `log.cleaner.dedupe.buffer.size`: memory for one compaction's dedupe map.
+    pub log_cleaner_dedupe_buffer_size: usize,
     /// `group.min.session.timeout.ms`.
     pub group_min_session_timeout_ms: i32,
     /// `group.max.session.timeout.ms`.
@@ -177,6 +182,8 @@ impl Default for BrokerConfig {
             connections_max_idle_ms: 600_000,
             max_connections: limits::CONNECTIONS_MAX,
             log_retention_check_interval_ms: 300_000,
+            log_cleaner_backoff_ms: 15_000,
+            log_cleaner_dedupe_buffer_size: 128 * 1024 * 1024,
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 3_000,
@@ -383,6 +390,15 @@ impl Config {
                     "{:?} is not HOST:PORT with a numeric IP (or \"\" for off)",
                     self.admin.listen
                 ),
+            );
+        }
+        if b.log_cleaner_backoff_ms == 0 {
+            return invalid("broker.log_cleaner_backoff_ms", "must be at least 1".into());
+        }
+        if b.log_cleaner_dedupe_buffer_size < 1024 {
+            return invalid(
+                "broker.log_cleaner_dedupe_buffer_size",
+                "must be at least 1024".into(),
             );
         }
         if b.log_retention_check_interval_ms == 0 {

@@ -44,6 +44,8 @@ pub struct AppendPolicy {
     /// `compression.type`: `None` for `producer` (keep the batch's codec), else the codec
     /// every stored batch gets (`CompressionType::None` for `uncompressed`).
     pub compression: Option<CompressionType>,
+    /// `cleanup.policy` includes `compact`: a record without a key is refused.
+    pub require_keys: bool,
 }
 
 impl Default for AppendPolicy {
@@ -53,6 +55,7 @@ impl Default for AppendPolicy {
             before_max_ms: i64::MAX,
             after_max_ms: i64::MAX,
             compression: None,
+            require_keys: false,
         }
     }
 }
@@ -65,6 +68,7 @@ impl AppendPolicy {
             before_max_ms: cfg.message_timestamp_before_max_ms,
             after_max_ms: cfg.message_timestamp_after_max_ms,
             compression: cfg.compression,
+            require_keys: cfg.compact,
         }
     }
 
@@ -92,6 +96,12 @@ pub enum NormalizeError {
     /// The records could not be read (CORRUPT_MESSAGE).
     #[error("{0}")]
     Corrupt(String),
+    /// Records without a key on a compacted topic (INVALID_RECORD, one record error each).
+    #[error("Compacted topic cannot accept message without key")]
+    KeylessRecords {
+        /// Indexes of the keyless records within their batch.
+        record_indexes: Vec<usize>,
+    },
 }
 
 /// Applies `policy` to one validated batch: returns it as is when nothing applies (the
@@ -104,6 +114,16 @@ pub fn normalize_batch(
     // Control batches are the broker's own (transaction markers), never a producer's.
     if batch.is_control() {
         return Ok(batch);
+    }
+    if policy.require_keys {
+        let records = uncompressed_records(&batch)?;
+        let keyless = rafka_core::compact::keyless_records(&records, batch.record_count())
+            .map_err(|e| NormalizeError::Corrupt(e.to_string()))?;
+        if !keyless.is_empty() {
+            return Err(NormalizeError::KeylessRecords {
+                record_indexes: keyless,
+            });
+        }
     }
     if let Some(target) = policy.recompress_to(&batch) {
         return recompress(policy, batch, target, now_ms);

@@ -344,6 +344,14 @@ impl PartitionState {
         self.log.apply_retention(now)
     }
 
+    /// Compacts the log as `plan` allows (the broker's cleaner task). Blocking.
+    pub fn compact(
+        &self,
+        plan: &rafka_core::CompactionPlan,
+    ) -> Result<rafka_core::CompactionStats, StorageError> {
+        self.log.compact(plan)
+    }
+
     /// The first batch whose max timestamp is at least `ts` (offset, timestamp).
     pub fn offset_for_timestamp(
         &self,
@@ -645,6 +653,20 @@ impl Cluster {
             .sum()
     }
 
+    /// Refuses `cleanup.policy=compact` on an engine without compaction.
+    fn check_compaction_support(
+        &self,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<(), TopicError> {
+        let engine = self.engine.name();
+        if engine != "log" && topic_config::CompactionSettings::of(configs).is_some() {
+            return Err(TopicError::InvalidConfig(format!(
+                "cleanup.policy=compact is not supported by the {engine} storage engine yet; use the log engine"
+            )));
+        }
+        Ok(())
+    }
+
     /// Creates a topic. With `validate_only`, checks everything and creates nothing.
     pub fn create_topic(
         &self,
@@ -662,6 +684,7 @@ impl Cluster {
         for (k, v) in &configs {
             topic_config::validate(k, v).map_err(|e| TopicError::InvalidConfig(e.0))?;
         }
+        self.check_compaction_support(&configs)?;
         let _g = self.admin.lock();
         if self.topics.read().contains_key(name) {
             return Err(TopicError::AlreadyExists(name.to_string()));
@@ -771,6 +794,7 @@ impl Cluster {
         for (k, v) in &configs {
             topic_config::validate(k, v).map_err(|e| TopicError::InvalidConfig(e.0))?;
         }
+        self.check_compaction_support(&configs)?;
         let _g = self.admin.lock();
         let topic = self
             .topics

@@ -24,7 +24,7 @@ pub const TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
     key(
         "cleanup.policy",
         LIST,
-        "Only `delete` until log compaction exists.",
+        "`delete`, `compact` or both; compaction needs the `log` engine.",
     ),
     key(
         "compression.gzip.level",
@@ -49,7 +49,7 @@ pub const TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
     key(
         "delete.retention.ms",
         LONG,
-        "Accepted; applies to compacted topics only, which Rafka does not have yet.",
+        "How long a tombstone stays after the cleaning that first saw it.",
     ),
     key(
         "file.delete.delay.ms",
@@ -233,14 +233,14 @@ pub fn validate(name: &str, value: &str) -> Result<(), ConfigValueError> {
         _ => bad("must be true or false"),
     };
     match name {
-        "cleanup.policy" => match v {
-            "delete" => Ok(()),
-            v if v.contains("compact") => Err(ConfigValueError(
-                "cleanup.policy=compact is not supported yet: Rafka has no log compaction; use delete"
-                    .into(),
-            )),
-            _ => bad("must be delete"),
-        },
+        "cleanup.policy" => {
+            let mut parts: Vec<&str> = v.split(',').map(str::trim).collect();
+            parts.sort_unstable();
+            match parts.as_slice() {
+                ["delete"] | ["compact"] | ["compact", "delete"] => Ok(()),
+                _ => bad("must be delete, compact or compact,delete"),
+            }
+        }
         "compression.type" => match v {
             "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd" => Ok(()),
             _ => bad("must be one of producer, uncompressed, gzip, snappy, lz4, zstd"),
@@ -400,6 +400,14 @@ pub fn log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) ->
                     _ => None,
                 }
             }
+            "cleanup.policy" => {
+                c.compact = v.contains("compact");
+                if !v.contains("delete") {
+                    // Compact only: nothing is deleted by age or size.
+                    c.retention_ms = -1;
+                    c.retention_bytes = -1;
+                }
+            }
             _ => {}
         }
     }
@@ -428,10 +436,9 @@ mod tests {
         assert!(validate("retention.ms", "1000").is_ok());
         assert!(validate("retention.ms", "-2").is_err());
         assert!(validate("retention.ms", "soon").is_err());
-        assert!(validate("cleanup.policy", "compact")
-            .unwrap_err()
-            .0
-            .contains("compaction"));
+        assert!(validate("cleanup.policy", "compact").is_ok());
+        assert!(validate("cleanup.policy", "delete, compact").is_ok());
+        assert!(validate("cleanup.policy", "compact,shred").is_err());
         assert!(validate("no.such.key", "1")
             .unwrap_err()
             .0
@@ -508,5 +515,46 @@ mod tests {
             None
         );
         assert!(policy(&[("message.timestamp.type", "LogAppendTime")]).log_append_time);
+    }
+}
+
+/// The compaction settings of a compacted topic (`None` for `cleanup.policy=delete`), from
+/// its overrides and Kafka's defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CompactionSettings {
+    /// `min.cleanable.dirty.ratio`.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`.
+    pub max_compaction_lag_ms: i64,
+    /// `delete.retention.ms`.
+    pub delete_retention_ms: i64,
+}
+
+impl CompactionSettings {
+    /// The settings of a topic with these overrides, if it is compacted.
+    pub fn of(overrides: &BTreeMap<String, String>) -> Option<CompactionSettings> {
+        if !overrides
+            .get("cleanup.policy")
+            .is_some_and(|v| v.contains("compact"))
+        {
+            return None;
+        }
+        let get = |k: &str, d: i64| {
+            overrides
+                .get(k)
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(d)
+        };
+        Some(CompactionSettings {
+            min_cleanable_dirty_ratio: overrides
+                .get("min.cleanable.dirty.ratio")
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.5),
+            min_compaction_lag_ms: get("min.compaction.lag.ms", 0),
+            max_compaction_lag_ms: get("max.compaction.lag.ms", i64::MAX),
+            delete_retention_ms: get("delete.retention.ms", 86_400_000),
+        })
     }
 }

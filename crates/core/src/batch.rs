@@ -224,6 +224,31 @@ impl RecordBatch {
         Ok(())
     }
 
+    /// Checks a batch read back from storage: like [`validate`](RecordBatch::validate), but
+    /// a compacted batch may hold fewer records than its offset span (Kafka keeps the last
+    /// offset delta when compaction removes records) or none at all (an idempotent
+    /// producer's emptied batch).
+    pub fn validate_stored(&self) -> Result<(), BatchError> {
+        let magic = self.magic();
+        if magic != 2 {
+            return Err(BatchError::BadMagic(magic));
+        }
+        let count = self.record_count();
+        let last_offset_delta = self.last_offset_delta();
+        if count < 0 || last_offset_delta < 0 || count as i64 > last_offset_delta as i64 + 1 {
+            return Err(BatchError::BadRecordCount {
+                count,
+                last_offset_delta,
+            });
+        }
+        let stored = self.crc();
+        let computed = crc32c::crc32c(&self.buf[ATTRIBUTES..]);
+        if stored != computed {
+            return Err(BatchError::CrcMismatch { stored, computed });
+        }
+        Ok(())
+    }
+
     /// The raw bytes of the batch, header included.
     pub fn as_bytes(&self) -> &Bytes {
         &self.buf
@@ -626,6 +651,17 @@ impl RecordBatch {
     /// Decodes the records of an **uncompressed** batch, for internal topics and tests.
     /// Returns `None` for a compressed batch or malformed records.
     pub fn decode_uncompressed(&self) -> Option<Vec<SimpleRecord>> {
+        Some(
+            self.decode_uncompressed_with_offsets()?
+                .into_iter()
+                .map(|(_, r)| r)
+                .collect(),
+        )
+    }
+
+    /// [`decode_uncompressed`](RecordBatch::decode_uncompressed) with each record's offset
+    /// (base offset + its offset delta: after compaction they need not be consecutive).
+    pub fn decode_uncompressed_with_offsets(&self) -> Option<Vec<(Offset, SimpleRecord)>> {
         if self.compression() != CompressionType::None {
             return None;
         }
@@ -641,7 +677,7 @@ impl RecordBatch {
             buf = rest;
             rec = rec.get(1..)?; // attributes
             let ts_delta = get_varlong(&mut rec)?;
-            let _offset_delta = get_varlong(&mut rec)?;
+            let offset_delta = get_varlong(&mut rec)?;
             let key = get_bytes(&mut rec)?;
             let value = get_bytes(&mut rec)?;
             let n_headers = get_varlong(&mut rec)?;
@@ -651,13 +687,16 @@ impl RecordBatch {
                 let v = get_bytes(&mut rec)?;
                 headers.push((String::from_utf8(k.to_vec()).ok()?, v));
             }
-            out.push(SimpleRecord {
-                key,
-                value,
-                headers,
-                // Malformed, not a panic: the record_batch fuzz target found the overflow.
-                timestamp: Timestamp(base_ts.checked_add(ts_delta)?),
-            });
+            out.push((
+                self.base_offset().plus(offset_delta),
+                SimpleRecord {
+                    key,
+                    value,
+                    headers,
+                    // Malformed, not a panic: the record_batch fuzz target found the overflow.
+                    timestamp: Timestamp(base_ts.checked_add(ts_delta)?),
+                },
+            ));
         }
         Some(out)
     }

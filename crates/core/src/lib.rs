@@ -7,6 +7,7 @@
 //! No tokio, no sockets, no file I/O.
 
 pub mod batch;
+pub mod compact;
 pub mod histogram;
 pub mod limits;
 pub mod storage;
@@ -14,6 +15,7 @@ pub mod types;
 pub mod validated;
 
 pub use batch::{BatchError, CompressionType, RecordBatch, TimestampType};
+pub use compact::{CompactionPlan, CompactionStats};
 pub use storage::{
     AppendInfo, LogConfig, PartitionLog, ReadResult, StorageEngine, StorageError, StorageResult,
 };

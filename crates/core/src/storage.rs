@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::batch::{BatchError, CompressionType};
+use crate::compact::{CompactionPlan, CompactionStats};
 use crate::types::{Offset, Timestamp, TopicPartition};
 use crate::validated::ValidatedBatch;
 
@@ -49,6 +50,14 @@ pub enum StorageError {
     /// finds it readable.
     #[error("partition {0} is offline")]
     Offline(String),
+    /// The engine does not implement this operation.
+    #[error("the {engine} engine does not support {operation}")]
+    Unsupported {
+        /// The engine's name.
+        engine: &'static str,
+        /// What was asked.
+        operation: &'static str,
+    },
 }
 
 /// Result alias for storage operations.
@@ -79,6 +88,9 @@ pub struct LogConfig {
     /// `compression.type`: `None` for `producer` (batches kept in their own codec), else
     /// the codec the broker recompresses batches to on append.
     pub compression: Option<CompressionType>,
+    /// `cleanup.policy` includes `compact`: every record needs a key (checked by the broker
+    /// on produce) and the broker's cleaner compacts the log.
+    pub compact: bool,
 }
 
 impl Default for LogConfig {
@@ -97,6 +109,7 @@ impl Default for LogConfig {
             message_timestamp_before_max_ms: i64::MAX,
             message_timestamp_after_max_ms: i64::MAX,
             compression: None,
+            compact: false,
         }
     }
 }
@@ -175,6 +188,18 @@ pub trait PartitionLog: Send + Sync {
 
     /// Replaces the partition's configuration (AlterConfigs).
     fn set_config(&self, cfg: LogConfig);
+
+    /// Compacts the log as `plan` allows (see [`crate::compact`] for the semantics every
+    /// engine keeps: offsets never change, the latest record per key survives). Readers keep
+    /// reading during it; appends are never blocked for longer than the final swap. An
+    /// engine without compaction answers `Unsupported`.
+    fn compact(&self, plan: &CompactionPlan) -> StorageResult<CompactionStats> {
+        let _ = plan;
+        Err(StorageError::Unsupported {
+            engine: "this",
+            operation: "compaction",
+        })
+    }
 }
 
 /// A storage engine: creates, lists and removes partition logs.

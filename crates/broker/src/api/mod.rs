@@ -239,6 +239,7 @@ pub(crate) fn storage_error_code(e: &StorageError) -> ResponseError {
         StorageError::Full(_) => ResponseError::KafkaStorageError,
         StorageError::Closed(_) => ResponseError::UnknownTopicOrPartition,
         StorageError::Io(_) | StorageError::Offline(_) => ResponseError::KafkaStorageError,
+        StorageError::Unsupported { .. } => ResponseError::InvalidConfig,
     }
 }
 

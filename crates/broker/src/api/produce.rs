@@ -181,6 +181,10 @@ fn append_partition(
         .with_log_start_offset(p.log_start_offset().0)
 }
 
+/// A refused record set: the record errors (index in its batch, message), the code and
+/// the partition's message.
+type Refusal = (Vec<(i32, String)>, ResponseError, String);
+
 /// Kafka's `LogValidator` step, after the batches are validated and before hooks see
 /// them: the header max timestamp derived from the records where it cannot be trusted,
 /// record timestamps checked against the topic's `message.timestamp.*` bounds, batches
@@ -190,7 +194,7 @@ fn append_partition(
 fn normalize_batches(
     p: &PartitionState,
     batches: Vec<ValidatedBatch>,
-) -> Result<Vec<ValidatedBatch>, (i32, ResponseError, String)> {
+) -> Result<Vec<ValidatedBatch>, Refusal> {
     let policy = p.append_policy();
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -203,17 +207,39 @@ fn normalize_batches(
             // Rewritten here (header, codec): its new CRC is checked like a client's.
             Ok(b) => match ValidatedBatch::new(b) {
                 Ok(v) => out.push(v),
-                Err(e) => return Err((0, ResponseError::CorruptMessage, e.to_string())),
+                Err(e) => {
+                    return Err((
+                        vec![(0, e.to_string())],
+                        ResponseError::CorruptMessage,
+                        e.to_string(),
+                    ))
+                }
             },
             Err(NormalizeError::InvalidTimestamp {
                 record_index,
                 message,
             }) => {
                 let i = i32::try_from(record_index).unwrap_or(i32::MAX);
-                return Err((i, ResponseError::InvalidTimestamp, message));
+                return Err((
+                    vec![(i, message.clone())],
+                    ResponseError::InvalidTimestamp,
+                    message,
+                ));
             }
             Err(NormalizeError::Corrupt(m)) => {
-                return Err((0, ResponseError::CorruptMessage, m));
+                return Err((vec![(0, m.clone())], ResponseError::CorruptMessage, m));
+            }
+            Err(NormalizeError::KeylessRecords { record_indexes }) => {
+                // Kafka's LogValidator wording, one record error per keyless record.
+                let message = format!(
+                    "Compacted topic cannot accept message without key in topic partition {}.",
+                    p.tp
+                );
+                let errors = record_indexes
+                    .iter()
+                    .map(|&i| (i32::try_from(i).unwrap_or(i32::MAX), message.clone()))
+                    .collect();
+                return Err((errors, ResponseError::InvalidRecord, message));
             }
         }
     }
@@ -229,12 +255,17 @@ fn same_bytes(b: &RecordBatch, v: &ValidatedBatch) -> bool {
 /// A refused record set, with the index of the record at fault (Kafka's `record_errors`).
 fn partition_error_at(
     index: i32,
-    (record_index, code, message): (i32, ResponseError, String),
+    (record_errors, code, message): Refusal,
 ) -> PartitionProduceResponse {
-    let mut r = partition_error(index, code, Some(message.clone()));
-    r.record_errors = vec![BatchIndexAndErrorMessage::default()
-        .with_batch_index(record_index)
-        .with_batch_index_error_message(Some(sb(message)))];
+    let mut r = partition_error(index, code, Some(message));
+    r.record_errors = record_errors
+        .into_iter()
+        .map(|(i, m)| {
+            BatchIndexAndErrorMessage::default()
+                .with_batch_index(i)
+                .with_batch_index_error_message(Some(sb(m)))
+        })
+        .collect();
     r
 }
 

@@ -67,12 +67,14 @@ impl BatchHeader {
     }
 
     /// Whether the framing is plausible: magic 2, a length that covers a header, and a
-    /// record count that agrees with the last offset delta. The CRC is checked separately.
+    /// record count no larger than the offset span (compaction leaves fewer records, or none,
+    /// under an unchanged last offset delta). The CRC is checked separately.
     pub fn is_plausible(&self) -> bool {
         self.magic == 2
             && self.size_bytes >= HEADER_BYTES as u64
             && self.last_offset_delta >= 0
-            && self.record_count.checked_sub(1) == Some(self.last_offset_delta)
+            && self.record_count >= 0
+            && self.record_count as i64 <= self.last_offset_delta as i64 + 1
     }
 }
 

@@ -19,8 +19,8 @@ use parking_lot::Mutex;
 use rafka_core::batch::{batch_len_at, HEADER_BYTES};
 use rafka_core::limits::{BATCH_BYTES_MAX, FETCH_RESPONSE_BYTES_MAX};
 use rafka_core::{
-    AppendInfo, LogConfig, Offset, PartitionLog, ReadResult, StorageError, StorageResult,
-    Timestamp, TopicPartition, ValidatedBatch,
+    AppendInfo, CompactionPlan, CompactionStats, LogConfig, Offset, PartitionLog, ReadResult,
+    StorageError, StorageResult, Timestamp, TopicPartition, ValidatedBatch,
 };
 
 use super::header::BatchHeader;
@@ -91,14 +91,17 @@ struct FileRange {
 
 /// One partition of the `log` engine. Thread-safe; see the module docs for the locking.
 pub struct LogPartition {
-    tp: TopicPartition,
-    dir: PathBuf,
-    state: Mutex<PartState>,
+    pub(super) tp: TopicPartition,
+    pub(super) dir: PathBuf,
+    pub(super) state: Mutex<PartState>,
     /// Appends counted under the state lock, after their bytes are written; `flush` syncs
     /// the active segment for them (group commit).
     commit: GroupCommit,
-    /// Bumped before committed bytes are rewritten (truncation), so lock-free reads retry.
-    generation: AtomicU64,
+    /// Bumped before committed bytes are rewritten (truncation, a compaction's swap), so
+    /// lock-free reads retry.
+    pub(super) generation: AtomicU64,
+    /// Held for the whole of a compaction: one at a time per partition.
+    pub(super) cleaning: Mutex<()>,
 }
 
 impl std::fmt::Debug for LogPartition {
@@ -134,6 +137,7 @@ impl LogPartition {
             state: Mutex::new(state),
             commit: GroupCommit::default(),
             generation: AtomicU64::new(0),
+            cleaning: Mutex::new(()),
         };
         {
             let mut st = part.state.lock();
@@ -180,7 +184,7 @@ impl LogPartition {
         self.state.lock().closed = true;
     }
 
-    fn check_open(&self, st: &PartState) -> StorageResult<()> {
+    pub(super) fn check_open(&self, st: &PartState) -> StorageResult<()> {
         if st.closed {
             return Err(StorageError::Closed(self.tp.to_string()));
         }
@@ -390,12 +394,12 @@ impl PartitionLog for LogPartition {
                     });
                 }
                 let i = st.segment_index(from);
-                // The next segment only matters if this one somehow lacks `from` (a gap).
-                let ranges: Vec<FileRange> = st.segments[i..]
-                    .iter()
-                    .take(2)
-                    .enumerate()
-                    .map(|(k, s)| FileRange {
+                // Later segments matter when compaction removed everything from `from` to
+                // the end of this one: read on until a segment that starts after `from`
+                // and holds a batch.
+                let mut ranges: Vec<FileRange> = Vec::with_capacity(2);
+                for (k, s) in st.segments[i..].iter().enumerate() {
+                    ranges.push(FileRange {
                         file: Arc::clone(&s.file),
                         start: if k == 0 {
                             s.index_floor_position(from)
@@ -403,8 +407,11 @@ impl PartitionLog for LogPartition {
                             0
                         },
                         end: s.size,
-                    })
-                    .collect();
+                    });
+                    if k > 0 && s.size > 0 {
+                        break;
+                    }
+                }
                 (ranges, log_start, log_end)
             };
             let result = Self::read_ranges(&ranges, from, max_bytes);
@@ -584,5 +591,9 @@ impl PartitionLog for LogPartition {
 
     fn set_config(&self, cfg: LogConfig) {
         self.state.lock().cfg = cfg;
+    }
+
+    fn compact(&self, plan: &CompactionPlan) -> StorageResult<CompactionStats> {
+        self.compact_until(plan, None)
     }
 }

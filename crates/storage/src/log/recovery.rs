@@ -62,6 +62,8 @@ pub(super) fn recover(
     cfg: LogConfig,
     clean: bool,
 ) -> StorageResult<PartState> {
+    // A compaction's swap interrupted by a crash: completed if committed, else undone.
+    super::cleaner::finish_swaps(dir)?;
     let checkpoint = read_checkpoint(dir, tp)?;
     let mut bases = Vec::new();
     for entry in fs::read_dir(dir)? {

@@ -149,7 +149,7 @@ impl Segment {
         Ok(seg)
     }
 
-    fn empty(base_offset: Offset, file: Arc<File>) -> Segment {
+    pub(crate) fn empty(base_offset: Offset, file: Arc<File>) -> Segment {
         Segment {
             base_offset,
             file,
@@ -269,7 +269,8 @@ impl Segment {
                 stop_reason = Some(format!("implausible batch header at position {position}"));
                 break;
             }
-            if header.base_offset != self.next_offset {
+            // Compaction leaves gaps between batches, never overlaps.
+            if header.base_offset < self.next_offset {
                 stop_reason = Some(format!(
                     "batch at position {position} has base offset {}, expected {}",
                     header.base_offset, self.next_offset
@@ -291,7 +292,8 @@ impl Segment {
             }
             if verify_crc {
                 let bytes = read_at_most(&self.file, position, header.size_bytes as usize)?;
-                let valid = RecordBatch::parse(Bytes::from(bytes)).and_then(|b| b.validate());
+                let valid =
+                    RecordBatch::parse(Bytes::from(bytes)).and_then(|b| b.validate_stored());
                 if let Err(e) = valid {
                     stop_reason = Some(format!("batch at position {position}: {e}"));
                     break;
@@ -310,6 +312,12 @@ impl Segment {
     /// Writes both index files in full and syncs them, adding a final time-index entry for
     /// the segment's max timestamp (so a closed segment's max timestamp is its last entry).
     pub fn write_index_files(&self, dir: &Path) -> io::Result<()> {
+        self.write_index_files_suffixed(dir, "")
+    }
+
+    /// [`write_index_files`](Segment::write_index_files) to `<name><suffix>` (the cleaner
+    /// writes `.cleaned` files beside the live ones).
+    pub fn write_index_files_suffixed(&self, dir: &Path, suffix: &str) -> io::Result<()> {
         let mut time_index = self.time_index.clone();
         if let Some((ts, offset)) = self.max_timestamp {
             if time_index.last().is_none_or(|l| ts > l.timestamp) {
@@ -330,7 +338,9 @@ impl Segment {
             timeindex.extend_from_slice(&e.rel_offset.to_be_bytes());
         }
         for (ext, bytes) in [(INDEX_EXT, index), (TIMEINDEX_EXT, timeindex)] {
-            let mut f = File::create(segment_path(dir, self.base_offset, ext))?;
+            let mut path = segment_path(dir, self.base_offset, ext).into_os_string();
+            path.push(suffix);
+            let mut f = File::create(path)?;
             f.write_all(&bytes)?;
             f.sync_data()?;
         }

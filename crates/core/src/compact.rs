@@ -1,0 +1,505 @@
+//! Log compaction, the part every engine shares: the [`CompactionPlan`] the broker hands an
+//! engine, the [`CompactionStats`] it gets back, the bounded dedupe map ([`OffsetMap`]: key
+//! hash → latest offset over the dirty section) and the record-level rewrite of one batch
+//! ([`clean_batch`]). Engines decide only where batches live and how the rewritten ones
+//! replace the old ones.
+//!
+//! Kafka's semantics: offsets never change; a record survives if it is the latest for its key
+//! in the map (or its key is not in the map); a keyless record does not survive (a compacted
+//! topic refuses them on produce); a rewritten batch keeps its base offset, last offset delta
+//! (so its last sequence), partition leader epoch, producer id, epoch, base sequence and
+//! attributes; an idempotent producer's batch that loses every record is kept empty (its
+//! header carries the producer state). A tombstone (null value) is kept for
+//! `delete.retention.ms` after the first cleaning that saw it: that cleaning stamps the batch
+//! with a delete horizon (attribute bit 6, base timestamp = horizon, record timestamp deltas
+//! re-encoded against it, as Kafka's KIP-534 does), and a later cleaning past the horizon
+//! drops it.
+//!
+//! Left as they are in this round: control batches and transactional batches (their keys
+//! do not enter the map either, so an aborted record can never hide an older committed
+//! one), and compressed batches (no codec lives in rafka-core; their keys do not enter the
+//! map, so they only make compaction less thorough, never wrong).
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::batch::{
+    CompressionType, MalformedRecords, RecordBatch, TimestampType, ATTRIBUTES, BASE_TIMESTAMP,
+    BATCH_LENGTH, CRC, HEADER_BYTES, LOG_OVERHEAD, MAX_TIMESTAMP, RECORD_COUNT,
+};
+use crate::types::{Offset, Timestamp};
+
+/// Attribute bit 6: the batch's base timestamp is its delete horizon (KIP-534).
+pub const DELETE_HORIZON_FLAG: i16 = 0x40;
+
+/// Bytes one [`OffsetMap`] entry is counted as (a 16-byte key hash, an 8-byte offset, and
+/// the hash table's own overhead), for the `log.cleaner.dedupe.buffer.size` bound.
+pub const OFFSET_MAP_ENTRY_BYTES: usize = 32;
+
+/// What one compaction of one partition may do, decided by the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactionPlan {
+    /// Where the dirty section starts: the `cleaned_to` of the previous compaction, or the
+    /// log start offset when unknown (after a restart: everything counts as dirty).
+    pub first_dirty: Offset,
+    /// Nothing at or past this offset is cleaned or mapped (the broker passes its last
+    /// stable offset). Engines also stop at their active part (the active segment).
+    pub end: Offset,
+    /// The broker's clock for the lag bound and tombstone horizons.
+    pub now: Timestamp,
+    /// `min.compaction.lag.ms`: a batch whose max timestamp is newer than `now` minus this
+    /// is not cleaned, nor anything after it.
+    pub min_compaction_lag_ms: i64,
+    /// `delete.retention.ms`: how long a tombstone stays after its first cleaning.
+    pub delete_retention_ms: i64,
+    /// `log.cleaner.dedupe.buffer.size`: memory for the dedupe map; when it fills, cleaning
+    /// covers only what the map reached.
+    pub dedupe_buffer_bytes: usize,
+}
+
+/// What one compaction did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactionStats {
+    /// The next compaction's `first_dirty`: everything below it is clean. Equal to the
+    /// plan's `first_dirty` (or the log start) when nothing could be cleaned.
+    pub cleaned_to: Offset,
+    /// Bytes of the log below `cleaned_to` after the compaction.
+    pub clean_bytes: u64,
+    /// Bytes read (map building and cleaning).
+    pub bytes_read: u64,
+    /// Bytes written (the rewritten part).
+    pub bytes_written: u64,
+    /// Records removed.
+    pub records_removed: u64,
+    /// Batches removed whole.
+    pub batches_removed: u64,
+}
+
+/// A 128-bit hash of a record key: two SipHash-1-3 runs with different prefixes. Kafka's
+/// cleaner uses MD5 the same way; a collision could drop a record of another key, with odds
+/// of about n² / 2¹²⁹ for n distinct keys.
+pub fn key_hash(key: &[u8]) -> u128 {
+    let run = |salt: u8| {
+        #[allow(deprecated)] // SipHasher is fixed-keyed and stable: what a persistent hash needs
+        let mut h = std::hash::SipHasher::new_with_keys(0x5261_666b_6120_6d61, salt as u64);
+        key.hash(&mut h);
+        h.finish()
+    };
+    ((run(1) as u128) << 64) | run(2) as u128
+}
+
+/// The dedupe map: key hash → offset of the latest record with that key seen so far, bounded
+/// by a number of entries derived from `log.cleaner.dedupe.buffer.size`.
+#[derive(Debug, Default)]
+pub struct OffsetMap {
+    map: HashMap<u128, i64>,
+    capacity: usize,
+    /// The offset after the last batch mapped.
+    mapped_to: Option<Offset>,
+}
+
+impl OffsetMap {
+    /// A map that holds at most `memory_bytes / OFFSET_MAP_ENTRY_BYTES` keys (at least one).
+    pub fn with_memory(memory_bytes: usize) -> OffsetMap {
+        OffsetMap {
+            map: HashMap::new(),
+            capacity: (memory_bytes / OFFSET_MAP_ENTRY_BYTES).max(1),
+            mapped_to: None,
+        }
+    }
+
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The offset after the last batch mapped, if any.
+    pub fn mapped_to(&self) -> Option<Offset> {
+        self.mapped_to
+    }
+
+    /// The latest offset mapped for `key`.
+    pub fn get(&self, key: &[u8]) -> Option<Offset> {
+        self.map.get(&key_hash(key)).map(|&o| Offset(o))
+    }
+
+    /// Maps the keys of `batch` to their offsets. `Ok(false)` (and nothing added) if the
+    /// batch's records might not fit: the caller stops mapping there. Control,
+    /// transactional and compressed batches add no key (see the module docs).
+    pub fn add_batch(&mut self, batch: &RecordBatch) -> Result<bool, MalformedRecords> {
+        if !batch_is_cleanable(batch) {
+            self.mapped_to = Some(batch.next_offset());
+            return Ok(true);
+        }
+        if self.map.len() + batch.record_count().max(0) as usize > self.capacity {
+            return Ok(false);
+        }
+        let base = batch.base_offset();
+        for_each_record(batch, |r| {
+            if let Some(key) = r.key {
+                let offset = base.0 + r.offset_delta as i64;
+                let e = self.map.entry(key_hash(key)).or_insert(offset);
+                *e = (*e).max(offset);
+            }
+        })?;
+        self.mapped_to = Some(batch.next_offset());
+        Ok(true)
+    }
+}
+
+/// Whether the cleaner may touch a batch's records in this round.
+fn batch_is_cleanable(batch: &RecordBatch) -> bool {
+    !batch.is_control() && !batch.is_transactional() && batch.compression() == CompressionType::None
+}
+
+/// One record of an uncompressed batch, borrowed.
+struct RecordView<'a> {
+    /// The whole record body (after its length varint).
+    body: &'a [u8],
+    /// Where the timestamp delta starts in `body` and where it ends.
+    ts_delta_span: (usize, usize),
+    timestamp_delta: i64,
+    offset_delta: i32,
+    key: Option<&'a [u8]>,
+    value_is_null: bool,
+}
+
+fn get_varlong(buf: &mut &[u8]) -> Option<i64> {
+    let mut z: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = buf.split_first()?;
+        *buf = rest;
+        z |= ((byte & 0x7f) as u64) << shift;
+        if byte & 0x80 == 0 {
+            return Some((z >> 1) as i64 ^ -((z & 1) as i64));
+        }
+    }
+    None
+}
+
+fn put_varlong(b: &mut BytesMut, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        b.put_u8((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+    b.put_u8(z as u8);
+}
+
+fn get_slice<'a>(buf: &mut &'a [u8]) -> Result<Option<&'a [u8]>, MalformedRecords> {
+    let len = get_varlong(buf).ok_or(MalformedRecords("bad length"))?;
+    if len < 0 {
+        return Ok(None);
+    }
+    let len = usize::try_from(len).map_err(|_| MalformedRecords("bad length"))?;
+    if len > buf.len() {
+        return Err(MalformedRecords("field runs past the record"));
+    }
+    let (v, rest) = buf.split_at(len);
+    *buf = rest;
+    Ok(Some(v))
+}
+
+/// Walks the records of an uncompressed batch.
+fn for_each_record<'a>(
+    batch: &'a RecordBatch,
+    mut f: impl FnMut(RecordView<'a>),
+) -> Result<(), MalformedRecords> {
+    let mut rest: &'a [u8] = &batch.as_bytes()[HEADER_BYTES..];
+    for _ in 0..batch.record_count().max(0) {
+        let len = get_varlong(&mut rest).ok_or(MalformedRecords("bad record length"))?;
+        let len = usize::try_from(len).map_err(|_| MalformedRecords("negative record length"))?;
+        if len > rest.len() {
+            return Err(MalformedRecords("record runs past the batch"));
+        }
+        let (body, after) = rest.split_at(len);
+        rest = after;
+        let mut cur = body.get(1..).ok_or(MalformedRecords("empty record"))?;
+        let ts_start = 1;
+        let timestamp_delta = get_varlong(&mut cur).ok_or(MalformedRecords("bad timestamp"))?;
+        let ts_end = body.len() - cur.len();
+        let offset_delta = get_varlong(&mut cur).ok_or(MalformedRecords("bad offset delta"))?;
+        let offset_delta =
+            i32::try_from(offset_delta).map_err(|_| MalformedRecords("bad offset delta"))?;
+        let key = get_slice(&mut cur)?;
+        let value = get_slice(&mut cur)?;
+        f(RecordView {
+            body,
+            ts_delta_span: (ts_start, ts_end),
+            timestamp_delta,
+            offset_delta,
+            key,
+            value_is_null: value.is_none(),
+        });
+    }
+    if !rest.is_empty() {
+        return Err(MalformedRecords("bytes left after the last record"));
+    }
+    Ok(())
+}
+
+/// Indexes of the records without a key in `records`, the **uncompressed** records
+/// section of a batch of `count` records (a compacted topic refuses them on produce).
+pub fn keyless_records(mut records: &[u8], count: i32) -> Result<Vec<usize>, MalformedRecords> {
+    let mut out = Vec::new();
+    for i in 0..count.max(0) as usize {
+        let len = get_varlong(&mut records).ok_or(MalformedRecords("bad record length"))?;
+        let len = usize::try_from(len).map_err(|_| MalformedRecords("negative record length"))?;
+        if len > records.len() {
+            return Err(MalformedRecords("record runs past the batch"));
+        }
+        let (body, rest) = records.split_at(len);
+        records = rest;
+        let mut cur = body.get(1..).ok_or(MalformedRecords("empty record"))?;
+        get_varlong(&mut cur).ok_or(MalformedRecords("bad timestamp"))?;
+        get_varlong(&mut cur).ok_or(MalformedRecords("bad offset delta"))?;
+        if get_slice(&mut cur)?.is_none() {
+            out.push(i);
+        }
+    }
+    Ok(out)
+}
+
+/// What [`clean_batch`] decided for one batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cleaned {
+    /// Stored as it is.
+    Keep,
+    /// Removed whole.
+    Remove,
+    /// Replaced by this batch (same base offset and last offset).
+    Rewrite(RecordBatch),
+}
+
+/// Cleans one batch of the cleaned range against `map`. `keep_if_empty`: the batch must
+/// stay (as an empty batch) even if it loses every record — the caller sets it for the last
+/// batch of an idempotent producer. Returns the decision and the records removed.
+pub fn clean_batch(
+    batch: &RecordBatch,
+    map: &OffsetMap,
+    keep_if_empty: bool,
+    now: Timestamp,
+    delete_retention_ms: i64,
+) -> Result<(Cleaned, u64), MalformedRecords> {
+    if !batch_is_cleanable(batch) {
+        return Ok((Cleaned::Keep, 0));
+    }
+    let attributes = batch.attributes();
+    let has_horizon = attributes & DELETE_HORIZON_FLAG != 0;
+    let base_ts = batch.base_timestamp().0;
+    let horizon_passed = has_horizon && now.0 >= base_ts;
+    let base = batch.base_offset();
+    let mut kept: Vec<RecordView<'_>> = Vec::new();
+    let mut n_records = 0u64;
+    let mut tombstone_kept = false;
+    for_each_record(batch, |r| {
+        n_records += 1;
+        let Some(key) = r.key else { return };
+        let offset = base.0 + r.offset_delta as i64;
+        if map.get(key).is_some_and(|latest| latest.0 > offset) {
+            return;
+        }
+        if r.value_is_null {
+            if horizon_passed {
+                return;
+            }
+            tombstone_kept = true;
+        }
+        kept.push(r);
+    })?;
+    let removed = n_records - kept.len() as u64;
+    let needs_horizon = tombstone_kept && !has_horizon;
+    if removed == 0 && !needs_horizon {
+        return Ok((Cleaned::Keep, 0));
+    }
+    if kept.is_empty() && !keep_if_empty {
+        return Ok((Cleaned::Remove, removed));
+    }
+    // The new base timestamp: the delete horizon once the batch holds a tombstone that was
+    // cleaned, else the batch's own. Record timestamps are re-encoded against it.
+    let (new_base_ts, new_attributes) = if needs_horizon {
+        (
+            now.0.saturating_add(delete_retention_ms.max(0)),
+            attributes | DELETE_HORIZON_FLAG,
+        )
+    } else {
+        (base_ts, attributes)
+    };
+    let mut body = BytesMut::new();
+    let mut max_ts: Option<i64> = None;
+    for r in &kept {
+        let ts = base_ts.saturating_add(r.timestamp_delta);
+        max_ts = Some(max_ts.map_or(ts, |m| m.max(ts)));
+        if new_base_ts == base_ts {
+            put_varlong(&mut body, r.body.len() as i64);
+            body.extend_from_slice(r.body);
+        } else {
+            let mut rec = BytesMut::with_capacity(r.body.len() + 10);
+            rec.extend_from_slice(&r.body[..r.ts_delta_span.0]);
+            put_varlong(&mut rec, ts.wrapping_sub(new_base_ts));
+            rec.extend_from_slice(&r.body[r.ts_delta_span.1..]);
+            put_varlong(&mut body, rec.len() as i64);
+            body.extend_from_slice(&rec);
+        }
+    }
+    // CreateTime: the max over the survivors, as Kafka's rebuilt batch computes it; an emptied
+    // batch and LogAppendTime keep the header's.
+    let max_timestamp = match (batch.timestamp_type(), max_ts) {
+        (TimestampType::CreateTime, Some(ts)) => ts,
+        _ => batch.max_timestamp().0,
+    };
+    let src = batch.as_bytes();
+    let mut out = BytesMut::with_capacity(HEADER_BYTES + body.len());
+    out.extend_from_slice(&src[..HEADER_BYTES]);
+    out.extend_from_slice(&body);
+    let len = (out.len() - LOG_OVERHEAD) as i32;
+    out[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&len.to_be_bytes());
+    out[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&new_attributes.to_be_bytes());
+    out[BASE_TIMESTAMP..BASE_TIMESTAMP + 8].copy_from_slice(&new_base_ts.to_be_bytes());
+    out[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&max_timestamp.to_be_bytes());
+    out[RECORD_COUNT..RECORD_COUNT + 4].copy_from_slice(&(kept.len() as i32).to_be_bytes());
+    let crc = crc32c::crc32c(&out[ATTRIBUTES..]);
+    out[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    let rebuilt = RecordBatch::parse(Bytes::from(out))
+        .map_err(|_| MalformedRecords("rebuilt batch does not frame"))?;
+    Ok((Cleaned::Rewrite(rebuilt), removed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{BatchBuilder, SimpleRecord};
+
+    fn rec(key: Option<&str>, value: Option<&str>, ts: i64) -> SimpleRecord {
+        SimpleRecord {
+            key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+            value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
+            headers: vec![("h".into(), Some(Bytes::from_static(b"x")))],
+            timestamp: Timestamp(ts),
+        }
+    }
+
+    fn batch(base: i64, recs: Vec<SimpleRecord>) -> RecordBatch {
+        let mut b = BatchBuilder::new(Offset(base));
+        for r in recs {
+            b = b.record(r);
+        }
+        b.build()
+    }
+
+    #[test]
+    fn keeps_the_latest_per_key_with_offsets_and_last_offset() {
+        let b = batch(
+            10,
+            vec![
+                rec(Some("a"), Some("1"), 100),
+                rec(Some("b"), Some("2"), 105),
+                rec(Some("a"), Some("3"), 103),
+                rec(None, Some("x"), 104),
+            ],
+        );
+        let mut map = OffsetMap::with_memory(1 << 20);
+        assert!(map.add_batch(&b).unwrap());
+        assert_eq!(map.get(b"a"), Some(Offset(12)));
+        let (c, removed) = clean_batch(&b, &map, false, Timestamp(0), 0).unwrap();
+        assert_eq!(removed, 2);
+        let Cleaned::Rewrite(out) = c else {
+            panic!("expected a rewrite, got {c:?}")
+        };
+        out.validate_stored().unwrap();
+        assert_eq!(out.base_offset(), Offset(10));
+        assert_eq!(out.last_offset(), Offset(13), "last offset delta kept");
+        assert_eq!(out.record_count(), 2);
+        assert_eq!(out.max_timestamp(), Timestamp(105));
+        let recs = out.decode_uncompressed().unwrap();
+        assert_eq!(
+            recs,
+            vec![
+                rec(Some("b"), Some("2"), 105),
+                rec(Some("a"), Some("3"), 103)
+            ]
+        );
+    }
+
+    #[test]
+    fn tombstones_get_a_horizon_then_go() {
+        let b = batch(
+            0,
+            vec![rec(Some("a"), None, 50), rec(Some("b"), Some("v"), 60)],
+        );
+        let map = OffsetMap::with_memory(1 << 20);
+        let (c, removed) = clean_batch(&b, &map, false, Timestamp(1_000), 500).unwrap();
+        assert_eq!(removed, 0);
+        let Cleaned::Rewrite(stamped) = c else {
+            panic!("{c:?}")
+        };
+        assert_ne!(stamped.attributes() & DELETE_HORIZON_FLAG, 0);
+        assert_eq!(stamped.base_timestamp(), Timestamp(1_500));
+        assert_eq!(
+            stamped.decode_uncompressed().unwrap(),
+            vec![rec(Some("a"), None, 50), rec(Some("b"), Some("v"), 60)],
+            "record timestamps survive the new base"
+        );
+        let (c, _) = clean_batch(&stamped, &map, false, Timestamp(1_499), 500).unwrap();
+        assert_eq!(c, Cleaned::Keep);
+        let (c, removed) = clean_batch(&stamped, &map, false, Timestamp(1_500), 500).unwrap();
+        assert_eq!(removed, 1);
+        let Cleaned::Rewrite(gone) = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(
+            gone.decode_uncompressed().unwrap(),
+            vec![rec(Some("b"), Some("v"), 60)]
+        );
+    }
+
+    #[test]
+    fn an_emptied_idempotent_batch_stays_empty() {
+        let b = BatchBuilder::new(Offset(5))
+            .producer(7, 1, 20)
+            .kv(b"a", b"old", Timestamp(1))
+            .kv(b"a", b"older?", Timestamp(2))
+            .build();
+        let mut map = OffsetMap::with_memory(1 << 20);
+        let newer = batch(9, vec![rec(Some("a"), Some("new"), 3)]);
+        map.add_batch(&b).unwrap();
+        map.add_batch(&newer).unwrap();
+        let (c, removed) = clean_batch(&b, &map, false, Timestamp(0), 0).unwrap();
+        assert_eq!((c, removed), (Cleaned::Remove, 2));
+        let (c, _) = clean_batch(&b, &map, true, Timestamp(0), 0).unwrap();
+        let Cleaned::Rewrite(empty) = c else {
+            panic!("{c:?}")
+        };
+        empty.validate_stored().unwrap();
+        assert_eq!(empty.record_count(), 0);
+        assert_eq!(
+            (
+                empty.producer_id(),
+                empty.producer_epoch(),
+                empty.base_sequence()
+            ),
+            (7, 1, 20)
+        );
+        assert_eq!(empty.last_sequence(), 21);
+        assert_eq!(empty.next_offset(), Offset(7));
+    }
+
+    #[test]
+    fn a_full_map_refuses_the_batch() {
+        let mut map = OffsetMap::with_memory(2 * OFFSET_MAP_ENTRY_BYTES);
+        let b = batch(
+            0,
+            vec![rec(Some("a"), Some("1"), 0), rec(Some("b"), Some("1"), 0)],
+        );
+        assert!(map.add_batch(&b).unwrap());
+        assert!(!map.add_batch(&b).unwrap());
+        assert_eq!(map.mapped_to(), Some(Offset(2)));
+    }
+}
