@@ -235,6 +235,11 @@ impl ProducerStates {
         }
     }
 
+    /// The epoch this partition knows for `producer_id`, if any.
+    pub fn epoch_of(&self, producer_id: i64) -> Option<i16> {
+        self.producers.get(&producer_id).map(|e| e.epoch)
+    }
+
     /// The first offset of the earliest transaction still open here, if any.
     pub fn first_unstable_offset(&self) -> Option<Offset> {
         self.first_offsets.keys().next().copied()

@@ -213,7 +213,7 @@ fn txn_config(b: &BrokerConfig) -> TxnConfig {
 
 /// Replays every record of `__transaction_state` into `txn`, partition by partition, in
 /// log order. A record that does not decode is skipped with a warning.
-fn replay_transactions(
+pub(crate) fn replay_transactions(
     txn: &mut TransactionCoordinator,
     partitions: &[Arc<PartitionState>],
 ) -> Result<(), TopicError> {

@@ -379,7 +379,10 @@ impl PartitionState {
         let mut batch = ValidatedBatch::new(batch).map_err(StorageError::from)?;
         batch.set_partition_leader_epoch(self.leader_epoch);
         let mut producers = self.producers.lock();
-        if producers.check(&batch) == SequenceCheck::Fenced {
+        if producers
+            .epoch_of(producer_id)
+            .is_some_and(|e| producer_epoch < e)
+        {
             return Err(AppendError::Fenced);
         }
         let info = self.log.append(batch)?;
@@ -543,7 +546,7 @@ impl AppendWaiter {
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 /// The internal topic holding the transaction coordinator's state, written only by it.
-pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
+pub const TRANSACTION_STATE_TOPIC: &str = crate::txn::records::TRANSACTION_STATE_TOPIC;
 
 /// Whether a topic is internal (clients may read it but not write or delete it).
 pub fn is_internal(topic: &str) -> bool {

@@ -1049,3 +1049,156 @@ impl super::ErrorCodes for DescribeProducersResponse {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::txn::coordinator::{InitProducerId, TransactionCoordinator};
+    use crate::txn::TxnConfig;
+
+    fn append_data(p: &PartitionState, pid: i64, epoch: i16) {
+        let b = BatchBuilder::new(Offset(0))
+            .producer(pid, epoch, 0)
+            .transactional()
+            .kv(b"k", b"v", Timestamp(1_000))
+            .build();
+        p.append(ValidatedBatch::new(b).unwrap()).unwrap();
+    }
+
+    /// A PrepareCommit durable in `__transaction_state` whose markers were never written
+    /// (the broker stopped right after): a coordinator replayed from the log finishes it —
+    /// the commit marker lands, the LSO moves past the transaction, the state completes.
+    #[tokio::test]
+    async fn a_prepare_commit_left_at_a_crash_is_finished_on_resume() {
+        let shared = Arc::new(Shared::for_tests(Vec::new()));
+        let name = rafka_core::TopicName::new("t").unwrap();
+        let topic = shared
+            .cluster
+            .create_topic(&name, 1, Default::default(), false)
+            .unwrap();
+        let p = topic.partitions[0].clone();
+        let now = now_ms();
+        let mut alloc = || Ok(7);
+        let init = shared.txn.lock().init_producer_id(
+            InitProducerId {
+                transactional_id: "crash",
+                transaction_timeout_ms: 60_000,
+                producer_id: -1,
+                producer_epoch: -1,
+            },
+            now,
+            &mut alloc,
+        );
+        let Step::Append(pending) = init else {
+            panic!("init appends")
+        };
+        let ids = complete(shared.clone(), pending).await.unwrap();
+        let add = shared.txn.lock().add_partitions(
+            "crash",
+            ids.producer_id,
+            ids.producer_epoch,
+            &[("t".to_string(), 0)],
+            TransactionVersion::TV_0,
+            now,
+        );
+        let Step::Append(pending) = add else {
+            panic!("add appends")
+        };
+        complete(shared.clone(), pending).await.unwrap();
+        append_data(&p, ids.producer_id, ids.producer_epoch);
+        assert_eq!(p.last_stable_offset(), Offset(0));
+        // EndTxn: PrepareCommit is appended; its markers are dropped (the crash).
+        let end = shared.txn.lock().end_txn(
+            "crash",
+            ids.producer_id,
+            ids.producer_epoch,
+            TxnResult::Commit,
+            TransactionVersion::TV_0,
+            now,
+            &mut alloc,
+        );
+        let Step::Append(pending) = end else {
+            panic!("end appends")
+        };
+        append_record(
+            &shared,
+            &pending.key,
+            pending.value.as_ref(),
+            pending.partition,
+        )
+        .await
+        .unwrap();
+        drop(pending);
+        assert_eq!(p.log_end_offset(), Offset(1), "no marker yet");
+        // Restart: a coordinator replayed from `__transaction_state`, then resume.
+        let mut fresh = TransactionCoordinator::new(TxnConfig::default(), 0);
+        crate::shared::replay_transactions(&mut fresh, &shared.txn_log().unwrap()).unwrap();
+        assert_eq!(
+            fresh.describe("crash").unwrap().state,
+            crate::txn::records::TxnState::PrepareCommit
+        );
+        *shared.txn.lock() = fresh;
+        let effects = shared.txn.lock().resume(now_ms());
+        drive(shared.clone(), effects).await;
+        let read = p
+            .read(
+                Offset(0),
+                1 << 20,
+                crate::state::IsolationLevel::ReadUncommitted,
+            )
+            .unwrap();
+        let batches = rafka_core::RecordBatch::split_all(read.records).unwrap();
+        assert_eq!(batches.len(), 2);
+        assert_eq!(
+            batches[1].control_type(),
+            Some(rafka_core::ControlType::Commit)
+        );
+        assert_eq!(p.last_stable_offset(), Offset(2));
+        assert_eq!(
+            shared.txn.lock().describe("crash").unwrap().state,
+            crate::txn::records::TxnState::CompleteCommit
+        );
+    }
+
+    /// An abort marker records the aborted transaction; a read_committed read returns it
+    /// with the records it overlaps, and the LSO follows the open transactions.
+    #[test]
+    fn markers_move_the_lso_and_fill_the_aborted_list() {
+        let shared = Shared::for_tests(Vec::new());
+        let name = rafka_core::TopicName::new("t").unwrap();
+        let topic = shared
+            .cluster
+            .create_topic(&name, 1, Default::default(), false)
+            .unwrap();
+        let p = &topic.partitions[0];
+        append_data(p, 1, 0); // offset 0, producer 1 opens
+        append_data(p, 2, 0); // offset 1, producer 2 opens
+        assert_eq!(p.last_stable_offset(), Offset(0));
+        assert_eq!(p.write_marker(1, 0, 0, false).unwrap(), Offset(2));
+        assert_eq!(p.last_stable_offset(), Offset(1));
+        assert_eq!(p.write_marker(2, 0, 0, true).unwrap(), Offset(3));
+        assert_eq!(p.last_stable_offset(), Offset(4));
+        let r = p
+            .read(
+                Offset(0),
+                1 << 20,
+                crate::state::IsolationLevel::ReadCommitted,
+            )
+            .unwrap();
+        assert_eq!(r.aborted.len(), 1);
+        assert_eq!(
+            (
+                r.aborted[0].producer_id,
+                r.aborted[0].first_offset,
+                r.aborted[0].last_offset
+            ),
+            (1, Offset(0), Offset(2))
+        );
+        // An older epoch's marker is refused once a newer one was written.
+        p.write_marker(1, 3, 0, false).unwrap();
+        assert!(matches!(
+            p.write_marker(1, 2, 0, false),
+            Err(AppendError::Fenced)
+        ));
+    }
+}
