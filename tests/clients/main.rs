@@ -25,3 +25,4 @@ mod rdkafka_roundtrip;
 mod second_client;
 mod slow_requests;
 mod storage_engines;
+mod transactions;

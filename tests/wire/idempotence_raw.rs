@@ -19,7 +19,6 @@ use rafka_core::Offset;
 
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
-const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 
 async fn init_producer_id(
     conn: &mut KafkaConn,
@@ -133,20 +132,27 @@ async fn duplicates_gaps_and_fencing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_transactional_id_is_refused() {
+async fn a_transactional_id_gets_a_producer_id_from_the_transaction_coordinator() {
     let broker = start_broker(|_| {}).await;
     let mut conn = KafkaConn::connect(&broker.addr()).await;
-    let r = init_producer_id(
-        &mut conn,
+    let txn = || {
         new_producer()
-            .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("txn-1")))),
-    )
-    .await;
-    assert_eq!(r.error_code, TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
-    assert_eq!((r.producer_id.0, r.producer_epoch), (-1, -1));
-    // The connection stays usable and a plain idempotent producer still works.
-    let r = init_producer_id(&mut conn, new_producer()).await;
+            .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("txn-1"))))
+    };
+    let r = init_producer_id(&mut conn, txn()).await;
     assert_eq!(r.error_code, 0);
     assert!(r.producer_id.0 >= 0);
+    assert_eq!(r.producer_epoch, 0);
+    // A second instance with the same transactional id: same producer id, next epoch.
+    let again = init_producer_id(&mut conn, txn()).await;
+    assert_eq!(again.error_code, 0);
+    assert_eq!(
+        (again.producer_id.0, again.producer_epoch),
+        (r.producer_id.0, 1)
+    );
+    // A plain idempotent producer still gets its own id.
+    let plain = init_producer_id(&mut conn, new_producer()).await;
+    assert_eq!(plain.error_code, 0);
+    assert!(plain.producer_id.0 >= 0 && plain.producer_id.0 != r.producer_id.0);
     broker.shutdown().await;
 }

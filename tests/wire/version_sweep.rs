@@ -22,6 +22,10 @@ fn group() -> GroupId {
     GroupId(StrBytes::from_static_str(GROUP))
 }
 
+fn txn_id() -> kafka_protocol::messages::TransactionalId {
+    kafka_protocol::messages::TransactionalId(StrBytes::from_static_str("sweep-txn"))
+}
+
 /// A minimal valid request of `key` at `version`.
 fn minimal_request(key: ApiKey, version: i16) -> RequestKind {
     match key {
@@ -143,6 +147,42 @@ fn minimal_request(key: ApiKey, version: i16) -> RequestKind {
             kafka_protocol::messages::ConsumerGroupDescribeRequest::default()
                 .with_group_ids(vec![group()]),
         ),
+        // The transaction APIs, with ids nobody holds: each is answered with an error.
+        ApiKey::AddPartitionsToTxn => {
+            let r = kafka_protocol::messages::AddPartitionsToTxnRequest::default();
+            RequestKind::AddPartitionsToTxn(if version < 4 {
+                r.with_v3_and_below_transactional_id(txn_id())
+                    .with_v3_and_below_producer_id(ProducerId(1))
+            } else {
+                r
+            })
+        }
+        ApiKey::AddOffsetsToTxn => RequestKind::AddOffsetsToTxn(
+            kafka_protocol::messages::AddOffsetsToTxnRequest::default()
+                .with_transactional_id(txn_id())
+                .with_producer_id(ProducerId(1))
+                .with_group_id(group()),
+        ),
+        ApiKey::EndTxn => RequestKind::EndTxn(
+            kafka_protocol::messages::EndTxnRequest::default()
+                .with_transactional_id(txn_id())
+                .with_producer_id(ProducerId(1)),
+        ),
+        ApiKey::WriteTxnMarkers => RequestKind::WriteTxnMarkers(Default::default()),
+        ApiKey::TxnOffsetCommit => RequestKind::TxnOffsetCommit(
+            kafka_protocol::messages::TxnOffsetCommitRequest::default()
+                .with_transactional_id(txn_id())
+                .with_group_id(group())
+                .with_producer_id(ProducerId(1)),
+        ),
+        ApiKey::DescribeProducers => RequestKind::DescribeProducers(Default::default()),
+        ApiKey::DescribeTransactions => RequestKind::DescribeTransactions(
+            kafka_protocol::messages::DescribeTransactionsRequest::default()
+                .with_transactional_ids(vec![txn_id()]),
+        ),
+        ApiKey::ListTransactions => RequestKind::ListTransactions(
+            kafka_protocol::messages::ListTransactionsRequest::default().with_duration_filter(-1),
+        ),
         other => panic!("the version sweep has no minimal request for {other:?}: add one"),
     }
 }
@@ -204,9 +244,21 @@ async fn api_versions_advertises_exactly_the_served_table() {
         .collect();
     assert_eq!(advertised, served);
     assert!(
-        advertised.contains(&(0, 0, 11)),
+        advertised.contains(&(0, 0, 12)),
         "Produce advertised from v0"
     );
+    // Kafka 4's `transaction.version` feature, finalized at 2.
+    assert_eq!(r.supported_features.len(), 1);
+    assert_eq!(&*r.supported_features[0].name, "transaction.version");
+    assert_eq!(
+        (
+            r.supported_features[0].min_version,
+            r.supported_features[0].max_version
+        ),
+        (0, 2)
+    );
+    assert_eq!(r.finalized_features.len(), 1);
+    assert_eq!(r.finalized_features[0].max_version_level, 2);
     broker.shutdown().await;
 }
 

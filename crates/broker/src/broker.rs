@@ -180,7 +180,10 @@ impl Broker {
             tokio::spawn(retention_loop(shared.clone(), shutdown_rx.clone())),
             tokio::spawn(group_loop(shared.clone(), shutdown_rx.clone())),
             tokio::spawn(cleaner_loop(shared.clone(), shutdown_rx.clone())),
+            tokio::spawn(txn_loop(shared.clone(), shutdown_rx.clone())),
         ];
+        // Transactions whose commit or abort was decided before the stop are finished.
+        crate::api::txn::resume(&shared);
         if shared.config.durability.fsync == FsyncPolicy::Interval {
             background.push(tokio::spawn(flush_loop(shared.clone(), shutdown_rx)));
         }
@@ -428,6 +431,24 @@ async fn group_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
         }
         shared.groups.tick(&shared.cluster);
+    }
+}
+
+/// Drives the transaction coordinator's timer: transactions past their timeout are
+/// aborted, idle transactional ids expire.
+async fn txn_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let period = Duration::from_millis(
+        shared
+            .config
+            .broker
+            .transaction_abort_timed_out_transaction_cleanup_interval_ms,
+    );
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.changed() => return,
+        }
+        crate::api::txn::tick(&shared).await;
     }
 }
 

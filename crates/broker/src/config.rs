@@ -168,6 +168,16 @@ pub struct BrokerConfig {
     /// `group.consumer.max.heartbeat.interval.ms`: highest per-group
     /// `consumer.heartbeat.interval.ms`.
     pub group_consumer_max_heartbeat_interval_ms: i32,
+    /// `transaction.state.log.num.partitions`: partitions of `__transaction_state` (at
+    /// creation, on the first transactional request).
+    pub transaction_state_log_num_partitions: i32,
+    /// `transaction.max.timeout.ms`: the largest `transaction.timeout.ms` a producer may ask.
+    pub transaction_max_timeout_ms: i32,
+    /// `transactional.id.expiration.ms`: an idle transactional id is removed after this.
+    pub transactional_id_expiration_ms: i64,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often the
+    /// coordinator looks for transactions past their timeout (and idle ids to expire).
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -197,6 +207,10 @@ impl Default for BrokerConfig {
             group_consumer_max_session_timeout_ms: 60_000,
             group_consumer_min_heartbeat_interval_ms: 5_000,
             group_consumer_max_heartbeat_interval_ms: 15_000,
+            transaction_state_log_num_partitions: 50,
+            transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 604_800_000,
+            transaction_abort_timed_out_transaction_cleanup_interval_ms: 10_000,
         }
     }
 }
@@ -319,6 +333,29 @@ impl Config {
         }
         if self.durability.fsync == FsyncPolicy::Interval && self.durability.interval_ms == 0 {
             return invalid("durability.interval_ms", "must be at least 1".into());
+        }
+        if !(1..=limits::PARTITIONS_PER_TOPIC_MAX).contains(&b.transaction_state_log_num_partitions)
+        {
+            return invalid(
+                "broker.transaction_state_log_num_partitions",
+                format!(
+                    "{} is outside 1..={}",
+                    b.transaction_state_log_num_partitions,
+                    limits::PARTITIONS_PER_TOPIC_MAX
+                ),
+            );
+        }
+        if b.transaction_max_timeout_ms < 1 {
+            return invalid(
+                "broker.transaction_max_timeout_ms",
+                "must be at least 1".into(),
+            );
+        }
+        if b.transaction_abort_timed_out_transaction_cleanup_interval_ms == 0 {
+            return invalid(
+                "broker.transaction_abort_timed_out_transaction_cleanup_interval_ms",
+                "must be at least 1".into(),
+            );
         }
         if !(1..=limits::PARTITIONS_PER_TOPIC_MAX).contains(&b.offsets_topic_num_partitions) {
             return invalid(

@@ -307,7 +307,7 @@ mod tests {
     use bytes::Bytes;
     use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
     use kafka_protocol::messages::{
-        AddPartitionsToTxnRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest,
+        ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeAclsRequest, FetchRequest,
         JoinGroupRequest, MetadataRequest, MetadataResponse, ProduceRequest, RequestHeader,
         ResponseHeader,
     };
@@ -517,19 +517,19 @@ mod tests {
         assert!(!versions.api_keys.is_empty());
         // An API the broker does not serve closes the connection, with nothing written.
         let bytes = request(
-            ApiKey::AddPartitionsToTxn,
-            3,
+            ApiKey::DescribeAcls,
+            1,
             12,
-            RequestKind::AddPartitionsToTxn(AddPartitionsToTxnRequest::default()),
+            RequestKind::DescribeAcls(DescribeAclsRequest::default()),
         );
         match answers(&shared, &bytes) {
             Err(Close::Protocol(ProtocolError::UnsupportedApi { key, version })) => {
-                assert_eq!((key, version), (ApiKey::AddPartitionsToTxn as i16, 3));
+                assert_eq!((key, version), (ApiKey::DescribeAcls as i16, 1));
             }
             Err(other) => panic!("closed for another reason: {other}"),
             Ok(out) => panic!("answered {} responses", out.len()),
         }
-        assert_eq!(shared.metrics.requests(ApiKey::AddPartitionsToTxn), 0);
+        assert_eq!(shared.metrics.requests(ApiKey::DescribeAcls), 0);
     }
 
     #[test]

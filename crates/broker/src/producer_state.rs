@@ -1,8 +1,11 @@
 //! Idempotent-producer state of one partition: per producer id, its epoch and the last
 //! batches it wrote, so a resent batch is answered with its original offsets instead of
-//! being written twice, and a gap in sequence numbers is refused.
+//! being written twice, and a gap in sequence numbers is refused. It also holds the
+//! partition's transactions: per producer the first offset of its open transaction (what
+//! the last stable offset stops at) and the aborted transactions (Kafka's aborted
+//! transaction index, in memory: rebuilt from the batch headers when the partition opens).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use rafka_core::limits::PRODUCER_BATCHES_REMEMBERED;
 use rafka_core::{Offset, RecordBatch};
@@ -66,11 +69,49 @@ impl SequenceSpan {
     }
 }
 
+/// An aborted transaction on a partition, as Fetch reports it to read_committed readers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    /// Producer id of the transaction.
+    pub producer_id: i64,
+    /// Offset of its first record on this partition.
+    pub first_offset: Offset,
+    /// Offset of its abort marker.
+    pub last_offset: Offset,
+}
+
+/// The transaction fields of a data batch's header, kept so the batch itself can be
+/// handed to the log without a copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnSpan {
+    /// Producer id, or -1.
+    pub producer_id: i64,
+    /// Whether the batch is transactional (and not a control batch).
+    pub transactional: bool,
+}
+
+impl TxnSpan {
+    /// Reads the fields from a batch header.
+    pub fn of(batch: &RecordBatch) -> TxnSpan {
+        TxnSpan {
+            producer_id: batch.producer_id(),
+            transactional: batch.is_transactional() && !batch.is_control(),
+        }
+    }
+}
+
 /// Producer state of one partition. Not thread-safe on its own: the partition keeps it
 /// under the same lock as its appends, so check-then-append is atomic.
 #[derive(Debug, Default)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
+    /// Per producer id with a transaction open on this partition: its first offset.
+    ongoing: HashMap<i64, Offset>,
+    /// First offsets of the open transactions, counted (two producers may not share an
+    /// offset, but the count keeps removal simple): the smallest is the LSO bound.
+    first_offsets: BTreeMap<Offset, usize>,
+    /// Aborted transactions in marker order (so sorted by `last_offset`).
+    aborted: VecDeque<AbortedTxn>,
 }
 
 fn next_sequence(last: i32) -> i32 {
@@ -149,6 +190,103 @@ impl ProducerStates {
     /// Forgets everything (after truncation or deletion of the whole log).
     pub fn clear(&mut self) {
         self.producers.clear();
+        self.ongoing.clear();
+        self.first_offsets.clear();
+        self.aborted.clear();
+    }
+
+    /// Notes a data batch appended at `base_offset` (or found in the log on recovery): a
+    /// transactional one opens its producer's transaction here if none is open.
+    pub fn record_txn_batch(&mut self, batch: TxnSpan, base_offset: Offset) {
+        if !batch.transactional || batch.producer_id < 0 {
+            return;
+        }
+        let pid = batch.producer_id;
+        if let std::collections::hash_map::Entry::Vacant(e) = self.ongoing.entry(pid) {
+            e.insert(base_offset);
+            *self.first_offsets.entry(base_offset).or_default() += 1;
+        }
+    }
+
+    /// A marker (commit or abort) of `producer_id` at epoch `epoch` written at `offset`:
+    /// ends the producer's transaction here, records an abort in the aborted list, and
+    /// moves the producer to the marker's epoch (older batches are fenced from now on).
+    pub fn end_txn(&mut self, producer_id: i64, epoch: i16, commit: bool, offset: Offset) {
+        let entry = self.producers.entry(producer_id).or_default();
+        if epoch > entry.epoch {
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+        let Some(first) = self.ongoing.remove(&producer_id) else {
+            return;
+        };
+        if let Some(n) = self.first_offsets.get_mut(&first) {
+            *n -= 1;
+            if *n == 0 {
+                self.first_offsets.remove(&first);
+            }
+        }
+        if !commit {
+            self.aborted.push_back(AbortedTxn {
+                producer_id,
+                first_offset: first,
+                last_offset: offset,
+            });
+        }
+    }
+
+    /// The epoch this partition knows for `producer_id`, if any.
+    pub fn epoch_of(&self, producer_id: i64) -> Option<i16> {
+        self.producers.get(&producer_id).map(|e| e.epoch)
+    }
+
+    /// The first offset of the earliest transaction still open here, if any.
+    pub fn first_unstable_offset(&self) -> Option<Offset> {
+        self.first_offsets.keys().next().copied()
+    }
+
+    /// The first offset of `producer_id`'s open transaction here, if any.
+    pub fn ongoing_txn(&self, producer_id: i64) -> Option<Offset> {
+        self.ongoing.get(&producer_id).copied()
+    }
+
+    /// Aborted transactions overlapping `[from, to)`: those whose marker is at or after
+    /// `from` and whose first record is before `to`.
+    pub fn aborted_between(&self, from: Offset, to: Offset) -> Vec<AbortedTxn> {
+        let start = self.aborted.partition_point(|a| a.last_offset < from);
+        self.aborted
+            .iter()
+            .skip(start)
+            .filter(|a| a.first_offset < to)
+            .copied()
+            .collect()
+    }
+
+    /// Forgets aborted transactions whose marker is below `log_start` (retention and
+    /// DeleteRecords removed them).
+    pub fn prune_aborted(&mut self, log_start: Offset) {
+        while self
+            .aborted
+            .front()
+            .is_some_and(|a| a.last_offset < log_start)
+        {
+            self.aborted.pop_front();
+        }
+    }
+
+    /// Producers with state here: (producer id, epoch, last sequence, first offset of the
+    /// open transaction), for DescribeProducers.
+    pub fn describe(&self) -> Vec<(i64, i16, i32, Option<Offset>)> {
+        let mut out: Vec<_> = self
+            .producers
+            .iter()
+            .map(|(pid, e)| {
+                let last = e.batches.back().map_or(-1, |b| b.last_sequence);
+                (*pid, e.epoch, last, self.ongoing.get(pid).copied())
+            })
+            .collect();
+        out.sort_by_key(|p| p.0);
+        out
     }
 }
 
@@ -189,6 +327,48 @@ mod tests {
             SequenceCheck::OutOfOrder { expected: 0 }
         );
         assert_eq!(s.check(&batch(-1, -1, -1, 1, 0)), SequenceCheck::Append);
+    }
+
+    fn txn_batch(pid: i64, epoch: i16, seq: i32, offset: i64) -> RecordBatch {
+        BatchBuilder::new(Offset(offset))
+            .producer(pid, epoch, seq)
+            .transactional()
+            .kv(b"k", b"v", Timestamp(0))
+            .build()
+    }
+
+    #[test]
+    fn open_transactions_bound_the_lso_and_aborts_are_listed() {
+        let mut s = ProducerStates::default();
+        assert_eq!(s.first_unstable_offset(), None);
+        // Producer 1 opens at 0 (and writes again at 2), producer 2 opens at 1.
+        s.record_txn_batch(TxnSpan::of(&txn_batch(1, 0, 0, 0)), Offset(0));
+        s.record_txn_batch(TxnSpan::of(&txn_batch(2, 0, 0, 1)), Offset(1));
+        s.record_txn_batch(TxnSpan::of(&txn_batch(1, 0, 1, 2)), Offset(2));
+        // A plain batch opens nothing.
+        s.record_txn_batch(TxnSpan::of(&batch(3, 0, 0, 1, 3)), Offset(3));
+        assert_eq!(s.first_unstable_offset(), Some(Offset(0)));
+        assert_eq!(s.ongoing_txn(1), Some(Offset(0)));
+        // Producer 1 aborts (marker at 4): the LSO bound moves to producer 2's first offset.
+        s.end_txn(1, 0, false, Offset(4));
+        assert_eq!(s.first_unstable_offset(), Some(Offset(1)));
+        // Producer 2 commits (marker at 5): nothing open, nothing aborted for it.
+        s.end_txn(2, 0, true, Offset(5));
+        assert_eq!(s.first_unstable_offset(), None);
+        let one = AbortedTxn {
+            producer_id: 1,
+            first_offset: Offset(0),
+            last_offset: Offset(4),
+        };
+        assert_eq!(s.aborted_between(Offset(0), Offset(10)), vec![one]);
+        assert_eq!(s.aborted_between(Offset(4), Offset(5)), vec![one]);
+        assert_eq!(s.aborted_between(Offset(5), Offset(10)), vec![]);
+        // A marker with a bumped epoch fences the older epoch.
+        s.end_txn(1, 1, false, Offset(6));
+        assert_eq!(s.check(&txn_batch(1, 0, 2, 0)), SequenceCheck::Fenced);
+        assert_eq!(s.check(&txn_batch(1, 1, 0, 0)), SequenceCheck::Append);
+        s.prune_aborted(Offset(5));
+        assert_eq!(s.aborted_between(Offset(0), Offset(10)), vec![]);
     }
 
     #[test]

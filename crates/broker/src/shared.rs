@@ -14,7 +14,10 @@ use crate::config::{BrokerConfig, Config};
 use crate::group::{classic, config as group_config, consumer};
 use crate::group::{CoordinatorSettings, GroupCoordinator};
 use crate::metrics::{CommittedFigures, Figures, Metrics, PartitionFigures, TopicFigures};
-use crate::state::{Cluster, TopicError};
+use crate::state::{Cluster, IsolationLevel, PartitionState, TopicError, TRANSACTION_STATE_TOPIC};
+use crate::txn::coordinator::TransactionCoordinator;
+use crate::txn::records::TxnLogRecord;
+use crate::txn::{TransactionVersion, TxnConfig, TxnError};
 
 /// State shared by every connection and task.
 pub struct Shared {
@@ -26,6 +29,12 @@ pub struct Shared {
     pub(crate) node_id: i32,
     /// Consumer groups and committed offsets.
     pub(crate) groups: GroupCoordinator,
+    /// The transaction coordinator (sans IO; `api::txn` drives it). Never held across an
+    /// `.await`.
+    pub(crate) txn: parking_lot::Mutex<TransactionCoordinator>,
+    /// The partitions of `__transaction_state`, once it exists (created on the first
+    /// transactional request, as Kafka does).
+    txn_log: parking_lot::RwLock<Option<Arc<[Arc<PartitionState>]>>>,
     /// The hooks, in order: `hooks:` from the config, then those added with
     /// [`BrokerBuilder::hook`](crate::BrokerBuilder::hook).
     pub hooks: HookChain,
@@ -42,6 +51,8 @@ pub struct Shared {
 pub(crate) struct Recovered {
     cluster: Cluster,
     groups: GroupCoordinator,
+    txn: TransactionCoordinator,
+    txn_log: Option<Arc<[Arc<PartitionState>]>>,
     /// Partitions the engine held before the group coordinator created any.
     pub(crate) partitions: usize,
 }
@@ -64,11 +75,49 @@ impl Shared {
             config.broker.offsets_topic_num_partitions,
             coordinator_settings(&config.broker),
         )?;
+        let mut txn = TransactionCoordinator::new(txn_config(&config.broker), 0);
+        let txn_log = match cluster.topic(TRANSACTION_STATE_TOPIC) {
+            Some(t) => {
+                replay_transactions(&mut txn, &t.partitions)?;
+                Some(t.partitions.clone().into())
+            }
+            None => None,
+        };
         Ok(Recovered {
             cluster,
             groups,
+            txn,
+            txn_log,
             partitions,
         })
+    }
+
+    /// The partitions of `__transaction_state`, creating the topic on first use.
+    pub(crate) fn txn_log(&self) -> Result<Arc<[Arc<PartitionState>]>, TxnError> {
+        if let Some(p) = self.txn_log.read().as_ref() {
+            return Ok(p.clone());
+        }
+        let mut slot = self.txn_log.write();
+        if let Some(p) = slot.as_ref() {
+            return Ok(p.clone());
+        }
+        let topic = match self.cluster.topic(TRANSACTION_STATE_TOPIC) {
+            Some(t) => t,
+            None => {
+                let name = rafka_core::TopicName::new(TRANSACTION_STATE_TOPIC)
+                    .map_err(|_| TxnError::UnknownServerError)?;
+                let n = self.config.broker.transaction_state_log_num_partitions;
+                self.cluster
+                    .create_topic(&name, n, Default::default(), false)
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "cannot create {TRANSACTION_STATE_TOPIC}");
+                        TxnError::CoordinatorNotAvailable
+                    })?
+            }
+        };
+        let parts: Arc<[Arc<PartitionState>]> = topic.partitions.clone().into();
+        *slot = Some(parts.clone());
+        Ok(parts)
     }
 
     /// The shared state over what recovery found. `advertised` is the host and port clients
@@ -89,6 +138,8 @@ impl Shared {
             config,
             cluster: recovered.cluster,
             groups: recovered.groups,
+            txn: parking_lot::Mutex::new(recovered.txn),
+            txn_log: parking_lot::RwLock::new(recovered.txn_log),
             hooks,
             metrics: Metrics::default(),
             slow_request,
@@ -148,6 +199,58 @@ impl Shared {
             storage_bytes: parts.iter().map(|p| p.size_bytes()).sum(),
         }
     }
+}
+
+/// The transaction coordinator's settings, from the `broker:` section.
+fn txn_config(b: &BrokerConfig) -> TxnConfig {
+    TxnConfig {
+        transaction_max_timeout_ms: b.transaction_max_timeout_ms,
+        transactional_id_expiration_ms: b.transactional_id_expiration_ms,
+        transaction_state_log_num_partitions: b.transaction_state_log_num_partitions,
+        transaction_version: TransactionVersion::TV_2,
+    }
+}
+
+/// Replays every record of `__transaction_state` into `txn`, partition by partition, in
+/// log order. A record that does not decode is skipped with a warning.
+pub(crate) fn replay_transactions(
+    txn: &mut TransactionCoordinator,
+    partitions: &[Arc<PartitionState>],
+) -> Result<(), TopicError> {
+    let mut replayed = 0u64;
+    for p in partitions {
+        let mut at = p.log_start_offset();
+        let end = p.log_end_offset();
+        while at < end {
+            let read = p.read(at, 4 * 1024 * 1024, IsolationLevel::ReadUncommitted)?;
+            let batches = rafka_core::RecordBatch::split_all(read.records).unwrap_or_default();
+            let Some(last) = batches.last() else { break };
+            let next = last.next_offset();
+            for b in batches
+                .iter()
+                .filter(|b| b.next_offset() > at && !b.is_control())
+            {
+                for r in b.decode_uncompressed().unwrap_or_default() {
+                    let Some(key) = &r.key else { continue };
+                    match TxnLogRecord::decode(key, r.value.as_deref()) {
+                        Ok(rec) => {
+                            replayed += 1;
+                            txn.replay(rec);
+                        }
+                        Err(e) => {
+                            tracing::warn!(partition = %p.tp, error = %e, "skipping a {TRANSACTION_STATE_TOPIC} record that does not decode")
+                        }
+                    }
+                }
+            }
+            if next <= at {
+                break;
+            }
+            at = next;
+        }
+    }
+    tracing::info!(records = replayed, "transaction coordinator loaded");
+    Ok(())
 }
 
 /// The group coordinator's settings, from the `broker:` section.

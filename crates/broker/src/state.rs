@@ -27,7 +27,7 @@ use rafka_core::{
 };
 
 use crate::normalize::AppendPolicy;
-use crate::producer_state::{ProducerStates, SequenceCheck, SequenceSpan};
+use crate::producer_state::{AbortedTxn, ProducerStates, SequenceCheck, SequenceSpan, TxnSpan};
 use crate::topic_config;
 
 /// Why an append was refused above the storage layer.
@@ -93,11 +93,19 @@ pub struct PartitionOffsets {
 
 impl PartitionOffsets {
     /// The one definition of the high watermark and last stable offset. One replica: a
-    /// record is replicated once it is appended, so HW = LEO. No transactions yet: nothing
-    /// is open below the HW, so LSO = HW. Replication and transactions change this.
-    fn derive(log_start_offset: Offset, log_end_offset: Offset) -> PartitionOffsets {
+    /// record is replicated once it is appended, so HW = LEO. The LSO is the first offset
+    /// of the earliest transaction still open on the partition (`first_unstable`), or the
+    /// HW when none is: LSO = min(first offset of the open transactions, HW).
+    /// Replication changes this.
+    fn derive(
+        log_start_offset: Offset,
+        log_end_offset: Offset,
+        first_unstable: Option<Offset>,
+    ) -> PartitionOffsets {
         let high_watermark = log_end_offset;
-        let last_stable_offset = high_watermark;
+        let last_stable_offset = first_unstable
+            .map_or(high_watermark, |f| f.min(high_watermark))
+            .max(log_start_offset.min(high_watermark));
         debug_assert!(last_stable_offset <= high_watermark && high_watermark <= log_end_offset);
         PartitionOffsets {
             log_start_offset,
@@ -123,6 +131,9 @@ pub struct PartitionRead {
     pub records: Bytes,
     /// The partition's offsets at the time of the read.
     pub offsets: PartitionOffsets,
+    /// For a read_committed read: the aborted transactions overlapping the records
+    /// returned (empty otherwise).
+    pub aborted: Vec<AbortedTxn>,
 }
 
 /// The leading whole batches of `records` that end at or below `limit`. A batch that
@@ -146,6 +157,23 @@ fn batches_below(records: Bytes, limit: Offset) -> Bytes {
     } else {
         records.slice(..keep)
     }
+}
+
+/// The last offset of the last whole batch in `records`.
+fn last_offset_in(records: &Bytes) -> Option<Offset> {
+    let mut at = 0;
+    let mut last = None;
+    while let Some(len) = rafka_core::batch::batch_len_at(&records[at..]) {
+        let Some(b) = records
+            .get(at..at.saturating_add(len))
+            .and_then(|b| RecordBatch::parse(records.slice_ref(b)).ok())
+        else {
+            break;
+        };
+        last = Some(b.last_offset());
+        at += len;
+    }
+    last
 }
 
 /// The leader epoch a single node serves: it is the leader of every partition from the
@@ -205,7 +233,19 @@ impl PartitionState {
             let Some(last) = batches.last() else { break };
             let next = last.next_offset();
             for b in &batches {
+                if b.is_control() {
+                    if let Some(kind) = b.control_type() {
+                        producers.end_txn(
+                            b.producer_id(),
+                            b.producer_epoch(),
+                            kind == rafka_core::ControlType::Commit,
+                            b.base_offset(),
+                        );
+                    }
+                    continue;
+                }
                 producers.record(SequenceSpan::of(b), b.base_offset());
+                producers.record_txn_batch(TxnSpan::of(b), b.base_offset());
             }
             if next <= at {
                 break;
@@ -251,7 +291,11 @@ impl PartitionState {
         // Start before end: a concurrent DeleteRecords can only make start larger, never
         // past an end read after it.
         let start = self.log.log_start_offset();
-        PartitionOffsets::derive(start, self.log.log_end_offset())
+        let end = self.log.log_end_offset();
+        // Read after the log end: a transaction that opened after it starts at or past
+        // it, and the LSO stays at most the HW read above.
+        let first_unstable = self.producers.lock().first_unstable_offset();
+        PartitionOffsets::derive(start, end, first_unstable)
     }
 
     /// First offset still stored.
@@ -283,15 +327,80 @@ impl PartitionState {
         isolation: IsolationLevel,
     ) -> Result<PartitionRead, StorageError> {
         let r = self.log.read(from, max_bytes)?;
-        let offsets = PartitionOffsets::derive(r.log_start_offset, r.log_end_offset);
+        // The open transactions after the read: one that closed since then only makes
+        // the LSO larger, bounded by the HW this read saw, and its abort (if any) is in
+        // the list below.
+        let first_unstable = self.producers.lock().first_unstable_offset();
+        let offsets =
+            PartitionOffsets::derive(r.log_start_offset, r.log_end_offset, first_unstable);
         let limit = offsets.read_limit(isolation);
-        // Today the limit is the log end the read itself saw: nothing to cut.
         let records = if limit >= r.log_end_offset {
             r.records
         } else {
             batches_below(r.records, limit)
         };
-        Ok(PartitionRead { records, offsets })
+        let aborted = match isolation {
+            IsolationLevel::ReadCommitted if !records.is_empty() => {
+                let end = last_offset_in(&records).map_or(from, |o| o.plus(1));
+                self.producers.lock().aborted_between(from, end)
+            }
+            _ => Vec::new(),
+        };
+        Ok(PartitionRead {
+            records,
+            offsets,
+            aborted,
+        })
+    }
+
+    /// Writes a transaction marker (Kafka's control batch) for `producer_id` at
+    /// `producer_epoch`: ends its transaction on this partition, moves the LSO, and
+    /// records an abort in the aborted-transaction list. Returns the marker's offset. A
+    /// marker older than the producer's epoch here is refused (INVALID_PRODUCER_EPOCH).
+    pub fn write_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+    ) -> Result<Offset, AppendError> {
+        let kind = if commit {
+            rafka_core::ControlType::Commit
+        } else {
+            rafka_core::ControlType::Abort
+        };
+        let batch = rafka_core::batch::control_batch(
+            producer_id,
+            producer_epoch,
+            coordinator_epoch,
+            kind,
+            Timestamp::now(),
+        );
+        let mut batch = ValidatedBatch::new(batch).map_err(StorageError::from)?;
+        batch.set_partition_leader_epoch(self.leader_epoch);
+        let mut producers = self.producers.lock();
+        if producers
+            .epoch_of(producer_id)
+            .is_some_and(|e| producer_epoch < e)
+        {
+            return Err(AppendError::Fenced);
+        }
+        let info = self.log.append(batch)?;
+        producers.end_txn(producer_id, producer_epoch, commit, info.base_offset);
+        drop(producers);
+        self.appended.notify_waiters();
+        Ok(info.base_offset)
+    }
+
+    /// The first offset of `producer_id`'s open transaction on this partition, if any.
+    pub fn ongoing_txn(&self, producer_id: i64) -> Option<Offset> {
+        self.producers.lock().ongoing_txn(producer_id)
+    }
+
+    /// Producers with state on this partition (DescribeProducers): producer id, epoch,
+    /// last sequence, first offset of the open transaction.
+    pub fn describe_producers(&self) -> Vec<(i64, i16, i32, Option<Offset>)> {
+        self.producers.lock().describe()
     }
 
     /// Appends one validated batch, applying idempotent-producer checks atomically with it,
@@ -310,8 +419,10 @@ impl PartitionState {
         // The log takes the batch itself: a clone here would make its base-offset write copy
         // the whole batch.
         let span = SequenceSpan::of(&batch);
+        let txn = TxnSpan::of(&batch);
         let info = self.log.append(batch)?;
         producers.record(span, info.base_offset);
+        producers.record_txn_batch(txn, info.base_offset);
         drop(producers);
         self.appended.notify_waiters();
         Ok(Appended::New(info))
@@ -336,12 +447,19 @@ impl PartitionState {
             });
         }
         self.log.delete_before(target)?;
-        Ok(self.log.log_start_offset())
+        let start = self.log.log_start_offset();
+        self.producers.lock().prune_aborted(start);
+        Ok(start)
     }
 
     /// Applies the topic's retention at `now`; returns the records removed.
     pub fn apply_retention(&self, now: Timestamp) -> Result<u64, StorageError> {
-        self.log.apply_retention(now)
+        let n = self.log.apply_retention(now)?;
+        if n > 0 {
+            let start = self.log.log_start_offset();
+            self.producers.lock().prune_aborted(start);
+        }
+        Ok(n)
     }
 
     /// Compacts the log as `plan` allows (the broker's cleaner task). Blocking.
@@ -435,9 +553,12 @@ impl AppendWaiter {
 /// group coordinator.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
+/// The internal topic holding the transaction coordinator's state, written only by it.
+pub const TRANSACTION_STATE_TOPIC: &str = crate::txn::records::TRANSACTION_STATE_TOPIC;
+
 /// Whether a topic is internal (clients may read it but not write or delete it).
 pub fn is_internal(topic: &str) -> bool {
-    topic == OFFSETS_TOPIC
+    topic == OFFSETS_TOPIC || topic == TRANSACTION_STATE_TOPIC
 }
 
 /// A topic and its partitions.

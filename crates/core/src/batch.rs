@@ -120,6 +120,59 @@ pub enum TimestampType {
     LogAppendTime,
 }
 
+/// Attribute bit 4: the batch belongs to a transaction.
+pub const ATTR_TRANSACTIONAL: i16 = 0x10;
+/// Attribute bit 5: the batch is a control batch (a transaction marker).
+pub const ATTR_CONTROL: i16 = 0x20;
+
+/// What a control record says (Kafka's `ControlRecordType`: key version 0, then the type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlType {
+    /// Type 0: the producer's transaction on this partition is aborted.
+    Abort,
+    /// Type 1: it is committed.
+    Commit,
+}
+
+impl ControlType {
+    /// The type's code in the control record key.
+    pub fn code(self) -> i16 {
+        match self {
+            ControlType::Abort => 0,
+            ControlType::Commit => 1,
+        }
+    }
+}
+
+/// A transaction marker in Kafka's layout: one control record whose key is
+/// `version: int16 = 0, type: int16` and whose value is `version: int16 = 0,
+/// coordinator_epoch: int32`, in a batch with the transactional and control attribute
+/// bits and the transaction's producer id and epoch (sequence -1).
+pub fn control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    coordinator_epoch: i32,
+    kind: ControlType,
+    ts: Timestamp,
+) -> RecordBatch {
+    let mut key = BytesMut::with_capacity(4);
+    key.put_i16(0);
+    key.put_i16(kind.code());
+    let mut value = BytesMut::with_capacity(6);
+    value.put_i16(0);
+    value.put_i32(coordinator_epoch);
+    let mut b = BatchBuilder::new(Offset(0))
+        .producer(producer_id, producer_epoch, -1)
+        .record(SimpleRecord {
+            key: Some(key.freeze()),
+            value: Some(value.freeze()),
+            headers: Vec::new(),
+            timestamp: ts,
+        });
+    b.attributes |= ATTR_TRANSACTIONAL | ATTR_CONTROL;
+    b.build()
+}
+
 /// A view over exactly one magic-2 record batch. Cheap to clone (shares the bytes).
 ///
 /// Construct with [`RecordBatch::parse`] (checks framing only) and call
@@ -471,6 +524,7 @@ pub struct BatchBuilder {
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
+    attributes: i16,
     records: Vec<SimpleRecord>,
 }
 
@@ -482,8 +536,16 @@ impl BatchBuilder {
             producer_id: -1,
             producer_epoch: -1,
             base_sequence: -1,
+            attributes: 0,
             records: Vec::new(),
         }
+    }
+
+    /// Marks the batch transactional (attribute bit 4): its records belong to the open
+    /// transaction of its producer id.
+    pub fn transactional(mut self) -> BatchBuilder {
+        self.attributes |= ATTR_TRANSACTIONAL;
+        self
     }
 
     /// Sets idempotent-producer fields.
@@ -550,7 +612,7 @@ impl BatchBuilder {
         b.put_i32(0); // partition leader epoch
         b.put_i8(2);
         b.put_u32(0); // CRC, filled below
-        b.put_i16(0); // attributes
+        b.put_i16(self.attributes);
         b.put_i32(self.records.len() as i32 - 1);
         b.put_i64(base_ts);
         b.put_i64(max_ts);
@@ -648,6 +710,24 @@ pub fn for_each_record_timestamp(
 }
 
 impl RecordBatch {
+    /// The marker a control batch carries (`None` for a data batch, or a control record
+    /// whose key is not Kafka's version 0 layout).
+    pub fn control_type(&self) -> Option<ControlType> {
+        if !self.is_control() {
+            return None;
+        }
+        let records = self.decode_uncompressed()?;
+        let key = records.first()?.key.as_ref()?;
+        if key.len() < 4 || be_i16(key, 0) != 0 {
+            return None;
+        }
+        match be_i16(key, 2) {
+            0 => Some(ControlType::Abort),
+            1 => Some(ControlType::Commit),
+            _ => None,
+        }
+    }
+
     /// Decodes the records of an **uncompressed** batch, for internal topics and tests.
     /// Returns `None` for a compressed batch or malformed records.
     pub fn decode_uncompressed(&self) -> Option<Vec<SimpleRecord>> {
@@ -705,6 +785,29 @@ impl RecordBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_batches_are_kafkas_marker_layout() {
+        let b = control_batch(42, 7, 3, ControlType::Commit, Timestamp(1_000));
+        b.validate().expect("valid CRC");
+        assert_eq!(b.attributes(), 0x30);
+        assert!(b.is_transactional() && b.is_control());
+        assert_eq!((b.producer_id(), b.producer_epoch()), (42, 7));
+        assert_eq!((b.base_sequence(), b.record_count()), (-1, 1));
+        let r = &b.decode_uncompressed().expect("records")[0];
+        assert_eq!(r.key.as_deref(), Some(&[0u8, 0, 0, 1][..]));
+        assert_eq!(r.value.as_deref(), Some(&[0u8, 0, 0, 0, 0, 3][..]));
+        assert_eq!(b.control_type(), Some(ControlType::Commit));
+        let a = control_batch(42, 7, 0, ControlType::Abort, Timestamp(1_000));
+        assert_eq!(a.control_type(), Some(ControlType::Abort));
+        assert_eq!(sample(1).control_type(), None);
+        let t = BatchBuilder::new(Offset(0))
+            .producer(1, 0, 0)
+            .transactional()
+            .kv(b"k", b"v", Timestamp(0))
+            .build();
+        assert!(t.is_transactional() && !t.is_control());
+    }
 
     fn sample(n: usize) -> RecordBatch {
         let mut b = BatchBuilder::new(Offset(0));

@@ -14,7 +14,7 @@ pub mod storage;
 pub mod types;
 pub mod validated;
 
-pub use batch::{BatchError, CompressionType, RecordBatch, TimestampType};
+pub use batch::{BatchError, CompressionType, ControlType, RecordBatch, TimestampType};
 pub use compact::{CompactionPlan, CompactionStats};
 pub use storage::{
     AppendInfo, LogConfig, PartitionLog, ReadResult, StorageEngine, StorageError, StorageResult,

@@ -163,6 +163,14 @@ pub fn probe(api_key: ApiKey, body: &Bytes, version: i16) -> Result<(), String> 
         DescribeTopicPartitions => DescribeTopicPartitionsRequest,
         ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest,
         ConsumerGroupDescribe => ConsumerGroupDescribeRequest,
+        AddPartitionsToTxn => AddPartitionsToTxnRequest,
+        AddOffsetsToTxn => AddOffsetsToTxnRequest,
+        EndTxn => EndTxnRequest,
+        WriteTxnMarkers => WriteTxnMarkersRequest,
+        TxnOffsetCommit => TxnOffsetCommitRequest,
+        DescribeProducers => DescribeProducersRequest,
+        DescribeTransactions => DescribeTransactionsRequest,
+        ListTransactions => ListTransactionsRequest,
     }
     .map_err(|e| e.to_string())
 }

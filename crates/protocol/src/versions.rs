@@ -5,7 +5,9 @@
 //! pre-2017 clients use, through [`crate::legacy`]: Produce v0–2, Fetch v0–3,
 //! ListOffsets v0, OffsetCommit v0–1, OffsetFetch v0 and DescribeConfigs v0.
 
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::api_versions_response::{
+    ApiVersion, FinalizedFeatureKey, SupportedFeatureKey,
+};
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 use kafka_protocol::ResponseError;
 
@@ -34,7 +36,7 @@ const fn api(key: ApiKey, min: i16, max: i16) -> ServedApi {
 /// Every API Rafka serves. Ranges start at Kafka 4.x's minimums (KIP-896), or lower where
 /// [`crate::legacy`] serves what Kafka 3.9 still did.
 pub const SERVED: &[ServedApi] = &[
-    api(ApiKey::Produce, 0, 11),
+    api(ApiKey::Produce, 0, 12),
     api(ApiKey::Fetch, 0, 16),
     api(ApiKey::ListOffsets, 0, 8),
     api(ApiKey::Metadata, 0, 12),
@@ -64,7 +66,21 @@ pub const SERVED: &[ServedApi] = &[
     api(ApiKey::DescribeTopicPartitions, 0, 0),
     api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
     api(ApiKey::ConsumerGroupDescribe, 0, 1),
+    api(ApiKey::AddPartitionsToTxn, 0, 5),
+    api(ApiKey::AddOffsetsToTxn, 0, 4),
+    api(ApiKey::EndTxn, 0, 5),
+    api(ApiKey::WriteTxnMarkers, 1, 1),
+    api(ApiKey::TxnOffsetCommit, 0, 5),
+    api(ApiKey::DescribeProducers, 0, 0),
+    api(ApiKey::DescribeTransactions, 0, 0),
+    api(ApiKey::ListTransactions, 0, 2),
 ];
+
+/// The `transaction.version` feature: supported levels 0 to [`TRANSACTION_VERSION_MAX`],
+/// finalized at the maximum, as Kafka 4 advertises it (KIP-890).
+pub const TRANSACTION_VERSION_FEATURE: &str = "transaction.version";
+/// The highest `transaction.version` level served.
+pub const TRANSACTION_VERSION_MAX: i16 = 2;
 
 /// The served entry for an API key, if Rafka serves it.
 pub fn served(key: i16) -> Option<&'static ServedApi> {
@@ -88,9 +104,20 @@ pub fn api_versions_response(error: Option<ResponseError>) -> ApiVersionsRespons
                 .with_max_version(a.max)
         })
         .collect();
+    // Tagged fields of v3+: an older answer leaves them out when encoded.
+    let name = || kafka_protocol::protocol::StrBytes::from_static_str(TRANSACTION_VERSION_FEATURE);
     ApiVersionsResponse::default()
         .with_error_code(error.map_or(0, |e| e.code()))
         .with_api_keys(keys)
+        .with_supported_features(vec![SupportedFeatureKey::default()
+            .with_name(name())
+            .with_min_version(0)
+            .with_max_version(TRANSACTION_VERSION_MAX)])
+        .with_finalized_features_epoch(0)
+        .with_finalized_features(vec![FinalizedFeatureKey::default()
+            .with_name(name())
+            .with_min_version_level(TRANSACTION_VERSION_MAX)
+            .with_max_version_level(TRANSACTION_VERSION_MAX)])
 }
 
 #[cfg(test)]

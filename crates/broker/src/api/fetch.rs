@@ -12,8 +12,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, ResponseKind};
 use kafka_protocol::ResponseError;
 
 use rafka_core::limits::{FETCH_MAX_WAIT_MS_MAX, FETCH_RESPONSE_BYTES_MAX};
@@ -87,11 +89,25 @@ fn collect(shared: &Shared, req: &FetchRequest, version: i16) -> (FetchResponse,
                     }
                     total += records.len();
                     budget = budget.saturating_sub(records.len());
+                    // read_committed readers (v4+) get the aborted transactions overlapping
+                    // what is returned, so they can drop those records.
+                    let aborted = (isolation == IsolationLevel::ReadCommitted && version >= 4)
+                        .then(|| {
+                            r.aborted
+                                .iter()
+                                .map(|a| {
+                                    AbortedTransaction::default()
+                                        .with_producer_id(ProducerId(a.producer_id))
+                                        .with_first_offset(a.first_offset.0)
+                                })
+                                .collect()
+                        });
                     PartitionData::default()
                         .with_partition_index(fp.partition)
                         .with_high_watermark(r.offsets.high_watermark.0)
                         .with_last_stable_offset(r.offsets.last_stable_offset.0)
                         .with_log_start_offset(r.offsets.log_start_offset.0)
+                        .with_aborted_transactions(aborted)
                         .with_records(Some(records))
                 }
                 Some(Err(e)) => {

@@ -61,8 +61,14 @@ pub fn find_coordinator(
 ) -> ResponseKind {
     let (host, port) = shared.advertised();
     let node = BrokerId(shared.node_id);
-    let error = (req.key_type != 0).then_some(ResponseError::CoordinatorNotAvailable);
-    let message = error.map(|_| sb("Rafka has no transaction coordinator yet"));
+    // Key type 0: a group; 1: a transactional id (this broker coordinates both; the
+    // first transactional lookup creates `__transaction_state`, as in Kafka).
+    let error = match req.key_type {
+        0 => None,
+        1 => shared.txn_log().err().map(|e| e.response_error()),
+        _ => Some(ResponseError::InvalidRequest),
+    };
+    let message = error.map(|e| sb(e.to_string()));
     let mut r = FindCoordinatorResponse::default();
     if version >= 4 {
         r.coordinators = req
@@ -347,7 +353,7 @@ pub fn offset_commit(shared: &Arc<Shared>, req: OffsetCommitRequest, version: i1
             instance_id: req.group_instance_id.as_deref(),
             generation_or_epoch: req.generation_id_or_member_epoch,
             api_version: version,
-            transactional: false,
+            transactional: None,
         },
         known,
     );
@@ -391,7 +397,18 @@ pub fn offset_commit(shared: &Arc<Shared>, req: OffsetCommitRequest, version: i1
     flush_then(shared, outcome.written, ok, move |_| failed_response)
 }
 
-/// OffsetFetch v1–9 (several groups per request from v8).
+/// A partition whose offset is pending in an open transaction, asked with
+/// `require_stable` (v7): UNSTABLE_OFFSET_COMMIT, the client retries.
+fn unstable_v7(p: i32) -> OffsetFetchResponsePartition {
+    OffsetFetchResponsePartition::default()
+        .with_partition_index(p)
+        .with_committed_offset(-1)
+        .with_committed_leader_epoch(-1)
+        .with_error_code(ResponseError::UnstableOffsetCommit.code())
+}
+
+/// OffsetFetch v1–9 (several groups per request from v8); with `require_stable` (v7+)
+/// an offset pending in an open transaction answers UNSTABLE_OFFSET_COMMIT.
 pub fn offset_fetch(shared: &Arc<Shared>, req: OffsetFetchRequest, version: i16) -> ResponseKind {
     type Wanted = Option<Vec<(String, Vec<i32>)>>;
     type Found = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
@@ -403,7 +420,9 @@ pub fn offset_fetch(shared: &Arc<Shared>, req: OffsetFetchRequest, version: i16)
                 .map(|t| (t.name.to_string(), t.partition_indexes))
                 .collect()
         });
-        let topics = lookup(&gid(&req.group_id), wanted)
+        let group = gid(&req.group_id);
+        let stable = req.require_stable;
+        let topics = lookup(&group, wanted)
             .into_iter()
             .map(|(t, ps)| {
                 OffsetFetchResponseTopic::default()
@@ -411,6 +430,9 @@ pub fn offset_fetch(shared: &Arc<Shared>, req: OffsetFetchRequest, version: i16)
                     .with_partitions(
                         ps.into_iter()
                             .map(|(p, v)| {
+                                if stable && shared.groups.has_pending_offset(&group, &t, p) {
+                                    return unstable_v7(p);
+                                }
                                 let v = v.unwrap_or(OffsetValue {
                                     offset: -1,
                                     leader_epoch: -1,
@@ -438,7 +460,8 @@ pub fn offset_fetch(shared: &Arc<Shared>, req: OffsetFetchRequest, version: i16)
                     .map(|t| (t.name.to_string(), t.partition_indexes))
                     .collect()
             });
-            let topics = lookup(&gid(&g.group_id), wanted)
+            let group = gid(&g.group_id);
+            let topics = lookup(&group, wanted)
                 .into_iter()
                 .map(|(t, ps)| {
                     OffsetFetchResponseTopics::default()
@@ -446,6 +469,17 @@ pub fn offset_fetch(shared: &Arc<Shared>, req: OffsetFetchRequest, version: i16)
                         .with_partitions(
                             ps.into_iter()
                                 .map(|(p, v)| {
+                                    if req.require_stable
+                                        && shared.groups.has_pending_offset(&group, &t, p)
+                                    {
+                                        return OffsetFetchResponsePartitions::default()
+                                            .with_partition_index(p)
+                                            .with_committed_offset(-1)
+                                            .with_committed_leader_epoch(-1)
+                                            .with_error_code(
+                                                ResponseError::UnstableOffsetCommit.code(),
+                                            );
+                                    }
                                     let v = v.unwrap_or(OffsetValue {
                                         offset: -1,
                                         leader_epoch: -1,

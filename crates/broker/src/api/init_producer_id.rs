@@ -1,31 +1,29 @@
-//! InitProducerId v0–5 for idempotent producers. Transactions come later: a request with a
-//! transactional id is refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED, a fatal error
-//! clients surface at once instead of retrying.
+//! InitProducerId v0–5: for idempotent producers here (a new producer id, or a KIP-360
+//! epoch bump of the producer's own id); with a transactional id, through the transaction
+//! coordinator (`api::txn`).
 
 use std::sync::Arc;
 
 use kafka_protocol::messages::{
     InitProducerIdRequest, InitProducerIdResponse, ProducerId, ResponseKind,
 };
-use kafka_protocol::ResponseError;
 
-use super::storage_error_code;
+use super::{storage_error_code, Reply};
 use crate::shared::Shared;
 
 /// InitProducerId.
-pub fn handle(shared: &Arc<Shared>, req: InitProducerIdRequest) -> ResponseKind {
+pub fn handle(shared: &Arc<Shared>, req: InitProducerIdRequest, version: i16) -> Reply {
+    if let Some(txn) = req.transactional_id.as_ref().filter(|t| !t.is_empty()) {
+        return super::txn::init_producer_id(shared, txn, &req, version);
+    }
+    Reply::Now(idempotent(shared, &req))
+}
+
+/// InitProducerId without a transactional id.
+fn idempotent(shared: &Shared, req: &InitProducerIdRequest) -> ResponseKind {
     let r = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if let Some(txn) = req.transactional_id.as_ref().filter(|t| !t.is_empty()) {
-        tracing::warn!(
-            transactional_id = %&**txn,
-            "refusing InitProducerId: transactions are not supported yet"
-        );
-        return ResponseKind::InitProducerId(
-            r.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code()),
-        );
-    }
     // KIP-360: an idempotent producer may ask to bump the epoch of its own id.
     if req.producer_id.0 >= 0 && req.producer_epoch >= 0 {
         if req.producer_epoch == i16::MAX {

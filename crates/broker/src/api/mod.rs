@@ -28,6 +28,7 @@ mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
+pub(crate) mod txn;
 
 /// A handler's answer.
 // One Reply per request, consumed at once: boxing the common `Now` case buys nothing.
@@ -154,7 +155,9 @@ served_apis! {
     CreateTopics, DeleteTopics, DeleteRecords, InitProducerId, OffsetForLeaderEpoch,
     DescribeConfigs, AlterConfigs, DescribeLogDirs, CreatePartitions, DeleteGroups,
     IncrementalAlterConfigs, OffsetDelete, DescribeCluster, DescribeTopicPartitions,
-    ConsumerGroupHeartbeat, ConsumerGroupDescribe,
+    ConsumerGroupHeartbeat, ConsumerGroupDescribe, AddPartitionsToTxn, AddOffsetsToTxn,
+    EndTxn, WriteTxnMarkers, TxnOffsetCommit, DescribeProducers, DescribeTransactions,
+    ListTransactions,
 }
 
 /// Routes a request to its handler. Only APIs in `rafka_protocol::versions::SERVED` reach here.
@@ -192,7 +195,17 @@ pub fn dispatch(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestCont
         RequestKind::IncrementalAlterConfigs(r) => {
             Reply::Now(configs::incremental_alter(shared, r, ctx))
         }
-        RequestKind::InitProducerId(r) => Reply::Now(init_producer_id::handle(shared, r)),
+        RequestKind::InitProducerId(r) => init_producer_id::handle(shared, r, version),
+        RequestKind::AddPartitionsToTxn(r) => txn::add_partitions(shared, r, version),
+        RequestKind::AddOffsetsToTxn(r) => txn::add_offsets(shared, r, version),
+        RequestKind::EndTxn(r) => txn::end_txn(shared, r, version),
+        RequestKind::TxnOffsetCommit(r) => txn::txn_offset_commit(shared, r, version),
+        RequestKind::WriteTxnMarkers(r) => Reply::Now(ResponseKind::WriteTxnMarkers(
+            txn::write_txn_markers(&r, ResponseError::ClusterAuthorizationFailed.code()),
+        )),
+        RequestKind::DescribeTransactions(r) => Reply::Now(txn::describe_transactions(shared, &r)),
+        RequestKind::ListTransactions(r) => Reply::Now(txn::list_transactions(shared, &r, version)),
+        RequestKind::DescribeProducers(r) => Reply::Now(txn::describe_producers(shared, &r)),
         RequestKind::FindCoordinator(r) => Reply::Now(groups::find_coordinator(shared, r, version)),
         RequestKind::JoinGroup(r) => groups::join_group(shared, r, version, &client_id, peer),
         RequestKind::SyncGroup(r) => groups::sync_group(shared, r, version),

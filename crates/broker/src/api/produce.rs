@@ -70,7 +70,7 @@ fn append_partition(
     shared: &Shared,
     (plan, ctx): (Plan, &RequestContext),
     p: &PartitionState,
-    (index, version): (i32, i16),
+    (index, version, transactional_id): (i32, i16, Option<&str>),
     records: Option<bytes::Bytes>,
 ) -> PartitionProduceResponse {
     let Some(records) = records.filter(|r| !r.is_empty()) else {
@@ -128,6 +128,22 @@ fn append_partition(
                     .with_batch_index_error_message(Some(sb(e.to_string())))];
                 return r;
             }
+        }
+    }
+    // A transactional batch: the request names its transactional id, and the partition is
+    // in the producer's open transaction (KIP-890 part 1).
+    if let Some(b) = validated.iter().find(|b| b.is_transactional()) {
+        let tp = (p.tp.topic.to_string(), index);
+        let refused = super::txn::check_transactional_produce(
+            shared,
+            transactional_id,
+            b.producer_id(),
+            b.producer_epoch(),
+            &tp,
+            version,
+        );
+        if let Some(e) = refused {
+            return partition_error(index, e, None);
         }
     }
     let batches = match normalize_batches(p, validated) {
@@ -269,14 +285,89 @@ fn partition_error_at(
     r
 }
 
-/// Produce.
+/// Produce. From v12 (transaction version 2) a transactional batch adds its partition to
+/// the producer's transaction itself: the partitions not in it yet are added first (one
+/// `__transaction_state` append), then the request is served as before.
 pub fn handle(
     shared: &Arc<Shared>,
     req: ProduceRequest,
     version: i16,
-    ctx: &RequestContext,
+    ctx: &Arc<RequestContext>,
 ) -> Reply {
+    if version >= 12 && req.acks != 0 {
+        if let Some(pending) = implicit_add(shared, &req) {
+            let shared = shared.clone();
+            let ctx = ctx.clone();
+            return Reply::Later(Box::pin(async move {
+                if let Err(e) = super::txn::complete(shared.clone(), pending).await {
+                    // The produce check below answers each partition with its error.
+                    tracing::debug!(error = %e, "implicit AddPartitionsToTxn failed");
+                }
+                match serve(&shared, req, version, &ctx) {
+                    Reply::Now(r) => r,
+                    Reply::Later(f) => f.await,
+                    // acks != 0 always answers.
+                    Reply::Nothing | Reply::Close(_) => {
+                        ResponseKind::Produce(ProduceResponse::default())
+                    }
+                }
+            }));
+        }
+    }
+    serve(shared, req, version, ctx)
+}
+
+/// Produce v12+: the append that adds the request's transactional partitions not yet in
+/// the producer's transaction, if there are any and the coordinator takes them.
+fn implicit_add(
+    shared: &Shared,
+    req: &ProduceRequest,
+) -> Option<crate::txn::coordinator::Pending<()>> {
+    let id = req.transactional_id.as_deref().filter(|t| !t.is_empty())?;
+    let mut ids = None;
+    let mut parts = Vec::new();
+    for t in &req.topic_data {
+        for pd in &t.partition_data {
+            let Some(first) = pd
+                .records
+                .as_ref()
+                .and_then(|r| {
+                    rafka_core::batch::batch_len_at(r)
+                        .and_then(|n| r.get(..n))
+                        .map(|b| r.slice_ref(b))
+                })
+                .and_then(|b| RecordBatch::parse(b).ok())
+            else {
+                continue;
+            };
+            let exists = shared
+                .cluster
+                .topic(&t.name)
+                .is_some_and(|x| x.partition(pd.index).is_some());
+            if first.is_transactional() && exists && !is_internal(&t.name) {
+                ids.get_or_insert((first.producer_id(), first.producer_epoch()));
+                parts.push((t.name.to_string(), pd.index));
+            }
+        }
+    }
+    let (pid, epoch) = ids?;
+    let step = shared.txn.lock().add_partitions(
+        id,
+        pid,
+        epoch,
+        &parts,
+        crate::txn::TransactionVersion::TV_2,
+        super::txn::now_ms(),
+    );
+    match step {
+        crate::txn::coordinator::Step::Append(p) => Some(p),
+        crate::txn::coordinator::Step::Done(_) => None,
+    }
+}
+
+fn serve(shared: &Arc<Shared>, req: ProduceRequest, version: i16, ctx: &RequestContext) -> Reply {
     let acks = req.acks;
+    let transactional_id = req.transactional_id.as_ref().map(|t| t.to_string());
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut to_flush: Vec<(usize, usize, Arc<PartitionState>)> = Vec::new();
     for (ti, topic) in req.topic_data.into_iter().enumerate() {
@@ -292,7 +383,13 @@ pub fn handle(
             } else if invalid_name {
                 partition_error(pd.index, ResponseError::InvalidTopicException, None)
             } else if let Some(p) = found.as_ref().and_then(|t| t.partition(pd.index)) {
-                let r = append_partition(shared, (plan, ctx), p, (pd.index, version), pd.records);
+                let r = append_partition(
+                    shared,
+                    (plan, ctx),
+                    p,
+                    (pd.index, version, transactional_id.as_deref()),
+                    pd.records,
+                );
                 if r.error_code == 0 && acks == -1 {
                     to_flush.push((ti, parts.len(), p.clone()));
                 }

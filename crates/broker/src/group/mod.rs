@@ -156,8 +156,9 @@ pub struct Committer<'a> {
     pub generation_or_epoch: i32,
     /// Version of the OffsetCommit request (v9 brought member epochs and GROUP_ID_NOT_FOUND).
     pub api_version: i16,
-    /// A TxnOffsetCommit rather than an OffsetCommit.
-    pub transactional: bool,
+    /// A TxnOffsetCommit rather than an OffsetCommit: the producer id and epoch of the
+    /// transaction the offsets belong to.
+    pub transactional: Option<(i64, i16)>,
 }
 
 /// One offset to commit.
@@ -192,8 +193,21 @@ pub struct GroupCoordinator {
     /// [`GroupCoordinator::persist`], which reads it.
     configs: Mutex<HashMap<String, BTreeMap<String, String>>>,
     partitions: Vec<Arc<PartitionState>>,
+    /// Offsets committed in open transactions (TxnOffsetCommit), per producer id, made
+    /// visible by the commit marker on their group's partition and dropped by an abort.
+    /// Lock order: after `groups`.
+    txn_offsets: Mutex<HashMap<i64, Vec<TxnOffset>>>,
     /// Settings.
     pub settings: CoordinatorSettings,
+}
+
+/// An offset committed in a transaction that is still open.
+#[derive(Debug, Clone)]
+struct TxnOffset {
+    group: String,
+    topic: String,
+    partition: i32,
+    value: OffsetValue,
 }
 
 /// Why a write to `__consumer_offsets` failed.
@@ -296,7 +310,10 @@ impl GroupCoordinator {
         let mut groups: HashMap<String, Group> = HashMap::new();
         let mut configs: HashMap<String, BTreeMap<String, String>> = HashMap::new();
         let mut replayed = 0u64;
+        let mut txn_offsets: HashMap<i64, Vec<TxnOffset>> = HashMap::new();
         for p in &topic.partitions {
+            // Transactional offsets of this partition whose marker is not read yet.
+            let mut pending: HashMap<i64, Vec<TxnOffset>> = HashMap::new();
             let mut at = p.log_start_offset();
             let end = p.log_end_offset();
             while at < end {
@@ -305,8 +322,38 @@ impl GroupCoordinator {
                 let Some(last) = batches.last() else { break };
                 let next = last.next_offset();
                 for b in batches.iter().filter(|b| b.next_offset() > at) {
+                    if b.is_control() {
+                        // A transaction marker: its producer's offsets on this partition
+                        // take effect (commit) or are dropped (abort).
+                        let mine = pending.remove(&b.producer_id()).unwrap_or_default();
+                        if b.control_type() == Some(rafka_core::ControlType::Commit) {
+                            for o in mine {
+                                replayed += 1;
+                                apply(&mut groups, o.into_record(), now);
+                            }
+                        }
+                        continue;
+                    }
+                    let txn = b.is_transactional().then(|| b.producer_id());
                     for r in b.decode_uncompressed().unwrap_or_default() {
                         let Some(key) = &r.key else { continue };
+                        if let Some(pid) = txn {
+                            if let Some(OffsetsRecord::Offset {
+                                group,
+                                topic,
+                                partition,
+                                value: Some(value),
+                            }) = OffsetsRecord::decode(key, r.value.as_deref())
+                            {
+                                pending.entry(pid).or_default().push(TxnOffset {
+                                    group,
+                                    topic,
+                                    partition,
+                                    value,
+                                });
+                            }
+                            continue;
+                        }
                         match OffsetsRecord::decode(key, r.value.as_deref()) {
                             Some(OffsetsRecord::GroupConfig { group, value }) => {
                                 replayed += 1;
@@ -328,6 +375,10 @@ impl GroupCoordinator {
                 }
                 at = next;
             }
+            // Still open: the transaction coordinator finishes them.
+            for (pid, list) in pending {
+                txn_offsets.entry(pid).or_default().extend(list);
+            }
         }
         tracing::info!(
             groups = groups.len(),
@@ -338,14 +389,75 @@ impl GroupCoordinator {
             groups: Mutex::new(groups),
             configs: Mutex::new(configs),
             partitions: topic.partitions.clone(),
+            txn_offsets: Mutex::new(txn_offsets),
             settings,
         })
     }
 
-    fn partition_for(&self, group: &str) -> &Arc<PartitionState> {
+    /// The index of the `__consumer_offsets` partition holding `group`.
+    pub(crate) fn partition_index_for(&self, group: &str) -> i32 {
         let n = self.partitions.len().max(1) as i32;
-        let idx = (java_string_hash(group) & 0x7fff_ffff) % n;
-        &self.partitions[idx as usize]
+        (java_string_hash(group) & 0x7fff_ffff) % n
+    }
+
+    fn partition_for(&self, group: &str) -> &Arc<PartitionState> {
+        &self.partitions[self.partition_index_for(group) as usize]
+    }
+
+    /// Writes the transaction marker of `producer_id` on `__consumer_offsets` partition
+    /// `partition` and, for a commit, makes the producer's pending offsets of the groups
+    /// there visible; an abort drops them. Both under the group lock, so an OffsetFetch
+    /// sees the offsets exactly when the marker is in the log. A partition this
+    /// coordinator does not have is taken as done.
+    pub(crate) fn complete_txn(
+        &self,
+        partition: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+    ) -> Result<Arc<PartitionState>, PersistError> {
+        let mut groups = self.groups.lock();
+        let Some(p) = usize::try_from(partition)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
+            .cloned()
+        else {
+            return Err(PersistError::Storage(rafka_core::StorageError::Closed(
+                format!("{OFFSETS_TOPIC}-{partition}"),
+            )));
+        };
+        p.write_marker(producer_id, producer_epoch, coordinator_epoch, commit)?;
+        let mut pending = self.txn_offsets.lock();
+        if let Some(list) = pending.remove(&producer_id) {
+            let (mine, rest): (Vec<_>, Vec<_>) = list
+                .into_iter()
+                .partition(|o| self.partition_index_for(&o.group) == partition);
+            if !rest.is_empty() {
+                pending.insert(producer_id, rest);
+            }
+            if commit {
+                let now_ms = Timestamp::now().0;
+                for o in mine {
+                    groups
+                        .entry(o.group.clone())
+                        .or_insert_with(|| Group::new(&o.group, now_ms))
+                        .offsets
+                        .insert((o.topic, o.partition), o.value);
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    /// Whether `group` has offsets of `topic`-`partition` pending in an open transaction
+    /// (OffsetFetch with `require_stable` answers UNSTABLE_OFFSET_COMMIT then).
+    pub(crate) fn has_pending_offset(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.txn_offsets
+            .lock()
+            .values()
+            .flatten()
+            .any(|o| o.group == group && o.topic == topic && o.partition == partition)
     }
 
     /// Appends records for `group` to its `__consumer_offsets` partition, then bounds the
@@ -463,7 +575,7 @@ impl GroupCoordinator {
             .is_some_and(|g| g.classic.state() != classic::GroupState::Dead);
         if !exists {
             if who.generation_or_epoch >= 0 {
-                let e = if who.api_version >= 9 && !who.transactional {
+                let e = if who.api_version >= 9 && who.transactional.is_none() {
                     ResponseError::GroupIdNotFound
                 } else {
                     ResponseError::IllegalGeneration
@@ -478,10 +590,10 @@ impl GroupCoordinator {
                 .check_commit(
                     who.member_id,
                     who.generation_or_epoch,
-                    who.transactional || who.api_version >= 9,
+                    who.transactional.is_some() || who.api_version >= 9,
                 )
                 .map_err(|e| match e {
-                    ResponseError::StaleMemberEpoch if who.transactional => {
+                    ResponseError::StaleMemberEpoch if who.transactional.is_some() => {
                         ResponseError::IllegalGeneration
                     }
                     e => e,
@@ -521,7 +633,7 @@ impl GroupCoordinator {
                 written: None,
             };
         }
-        let records = writes
+        let records: Vec<OffsetsRecord> = writes
             .iter()
             .map(|((topic, partition), v)| OffsetsRecord::Offset {
                 group: group.to_string(),
@@ -530,6 +642,47 @@ impl GroupCoordinator {
                 value: Some(v.clone()),
             })
             .collect();
+        if let Some((producer_id, producer_epoch)) = who.transactional {
+            // In a transaction: written now as the producer's transactional records, visible
+            // once the commit marker lands (`complete_txn`).
+            let p = self.partition_for(group).clone();
+            let appended = append_txn_records(&p, producer_id, producer_epoch, &records);
+            return match appended {
+                Ok(()) => {
+                    self.txn_offsets
+                        .lock()
+                        .entry(producer_id)
+                        .or_default()
+                        .extend(
+                            writes
+                                .into_iter()
+                                .map(|((topic, partition), value)| TxnOffset {
+                                    group: group.to_string(),
+                                    topic,
+                                    partition,
+                                    value,
+                                }),
+                        );
+                    CommitResult {
+                        errors,
+                        written: Some(p),
+                    }
+                }
+                Err(e) => {
+                    let code = match e {
+                        PersistError::Fenced => ResponseError::InvalidProducerEpoch,
+                        _ => ResponseError::KafkaStorageError,
+                    };
+                    for e in errors.iter_mut().filter(|e| e.is_none()) {
+                        *e = Some(code);
+                    }
+                    CommitResult {
+                        errors,
+                        written: None,
+                    }
+                }
+            };
+        }
         match self.persist(&groups, group, records) {
             Ok(p) => {
                 let g = groups.get_mut(group).expect("exists");
@@ -1030,6 +1183,42 @@ fn append_records(p: &PartitionState, records: &[OffsetsRecord]) -> Result<(), P
     let batch = ValidatedBatch::new(b.build()).map_err(rafka_core::StorageError::from)?;
     p.append(batch)?;
     Ok(())
+}
+
+/// Appends offset records as one transactional batch of `producer_id` at `producer_epoch`.
+fn append_txn_records(
+    p: &PartitionState,
+    producer_id: i64,
+    producer_epoch: i16,
+    records: &[OffsetsRecord],
+) -> Result<(), PersistError> {
+    let ts = Timestamp::now();
+    let mut b = BatchBuilder::new(Offset(0))
+        .producer(producer_id, producer_epoch, -1)
+        .transactional();
+    for r in records {
+        let (key, value) = r.encode();
+        b = b.record(SimpleRecord {
+            key: Some(key),
+            value,
+            headers: Vec::new(),
+            timestamp: ts,
+        });
+    }
+    let batch = ValidatedBatch::new(b.build()).map_err(rafka_core::StorageError::from)?;
+    p.append(batch)?;
+    Ok(())
+}
+
+impl TxnOffset {
+    fn into_record(self) -> OffsetsRecord {
+        OffsetsRecord::Offset {
+            group: self.group,
+            topic: self.topic,
+            partition: self.partition,
+            value: Some(self.value),
+        }
+    }
 }
 
 /// Applies one replayed record to the in-memory state.

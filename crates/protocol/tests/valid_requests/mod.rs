@@ -583,5 +583,13 @@ pub fn generate_request(
         DescribeTopicPartitions => DescribeTopicPartitionsRequest,
         ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest,
         ConsumerGroupDescribe => ConsumerGroupDescribeRequest,
+        AddPartitionsToTxn => AddPartitionsToTxnRequest,
+        AddOffsetsToTxn => AddOffsetsToTxnRequest,
+        EndTxn => EndTxnRequest,
+        WriteTxnMarkers => WriteTxnMarkersRequest,
+        TxnOffsetCommit => TxnOffsetCommitRequest,
+        DescribeProducers => DescribeProducersRequest,
+        DescribeTransactions => DescribeTransactionsRequest,
+        ListTransactions => ListTransactionsRequest,
     }
 }
