@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# kafkajs (an independent JavaScript client) and kcat sharing a consumer group on `rafka`.
+# kafkajs (an independent JavaScript client) and kcat sharing a consumer group on `rafka`,
+# then kafkajs transactions (txn_test.mjs).
 # Usage: tests/clients/kafkajs.sh path/to/rafka   (needs node, npm and kcat)
 set -euo pipefail
 RAFKA=$(realpath "${1:?path to the rafka binary}")
@@ -13,3 +14,5 @@ trap cleanup EXIT
 for _ in $(seq 50); do grep -q "listening on" "$dir/out" && break; sleep 0.1; done
 addr=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$dir/out")
 timeout 120 node "$here/kafkajs/group_test.mjs" "$addr"
+# Transactions: kafkajs's transactional producer, sendOffsets, read_committed consumers.
+timeout 120 node "$here/kafkajs/txn_test.mjs" "$addr"

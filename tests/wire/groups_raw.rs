@@ -554,3 +554,178 @@ async fn group_descriptions_carry_authorized_operations_when_asked() {
     }
     b.shutdown().await;
 }
+
+/// kafkajs's `sendOffsets` sends TxnOffsetCommit v2, which names no member and no
+/// generation: Kafka accepts it while the group has live members (it validates a member
+/// only when the request names one), and the offset lands with the commit marker. A
+/// request that names an unknown member is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_txn_offset_commit_without_member_commits_to_a_group_with_members() {
+    use kafka_protocol::messages::add_offsets_to_txn_request::AddOffsetsToTxnRequest;
+    use kafka_protocol::messages::end_txn_request::EndTxnRequest;
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequest, TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{InitProducerIdRequest, TransactionalId};
+
+    let b = common::start_broker(|c| c.broker.group_initial_rebalance_delay_ms = 0).await;
+    let addr = b.addr();
+    create_topic(&addr, "tx-in", 1, &[]).await;
+    let mut conn = KafkaConn::connect(&addr).await;
+    // A live member: the group is Stable, not Empty.
+    let ResponseKind::JoinGroup(first) = conn
+        .send(
+            ApiKey::JoinGroup,
+            7,
+            join("g-tx", "", vec![("range", subscription("tx-in"))]),
+        )
+        .await
+    else {
+        panic!("not a join response")
+    };
+    let member_id = first.member_id.to_string();
+    let ResponseKind::JoinGroup(joined) = conn
+        .send(
+            ApiKey::JoinGroup,
+            7,
+            join("g-tx", &member_id, vec![("range", subscription("tx-in"))]),
+        )
+        .await
+    else {
+        panic!("not a join response")
+    };
+    assert_eq!(joined.error_code, 0);
+    let ResponseKind::SyncGroup(synced) = conn
+        .send(
+            ApiKey::SyncGroup,
+            5,
+            RequestKind::SyncGroup(
+                SyncGroupRequest::default()
+                    .with_group_id(GroupId(s("g-tx")))
+                    .with_generation_id(joined.generation_id)
+                    .with_member_id(s(&member_id))
+                    .with_protocol_type(Some(s("consumer")))
+                    .with_protocol_name(Some(s("range"))),
+            ),
+        )
+        .await
+    else {
+        panic!("not a sync response")
+    };
+    assert_eq!(synced.error_code, 0);
+
+    let txn_id = || TransactionalId(s("tx-kafkajs"));
+    let ResponseKind::InitProducerId(init) = conn
+        .send(
+            ApiKey::InitProducerId,
+            1,
+            RequestKind::InitProducerId(
+                InitProducerIdRequest::default()
+                    .with_transactional_id(Some(txn_id()))
+                    .with_transaction_timeout_ms(60_000),
+            ),
+        )
+        .await
+    else {
+        panic!("not an InitProducerId response")
+    };
+    assert_eq!(init.error_code, 0);
+    let (pid, epoch) = (init.producer_id, init.producer_epoch);
+    let add_offsets = || {
+        RequestKind::AddOffsetsToTxn(
+            AddOffsetsToTxnRequest::default()
+                .with_transactional_id(txn_id())
+                .with_producer_id(pid)
+                .with_producer_epoch(epoch)
+                .with_group_id(GroupId(s("g-tx"))),
+        )
+    };
+    let commit = |version_member: Option<&str>, offset: i64| {
+        RequestKind::TxnOffsetCommit(
+            TxnOffsetCommitRequest::default()
+                .with_transactional_id(txn_id())
+                .with_group_id(GroupId(s("g-tx")))
+                .with_producer_id(pid)
+                .with_producer_epoch(epoch)
+                .with_generation_id(if version_member.is_some() { 1 } else { -1 })
+                .with_member_id(s(version_member.unwrap_or("")))
+                .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                    .with_name(topic_name("tx-in"))
+                    .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(offset)])]),
+        )
+    };
+    let code = |r: ResponseKind| match r {
+        ResponseKind::TxnOffsetCommit(r) => r.topics[0].partitions[0].error_code,
+        ResponseKind::AddOffsetsToTxn(r) => r.error_code,
+        ResponseKind::EndTxn(r) => r.error_code,
+        _ => panic!("unexpected response"),
+    };
+    let end = |committed: bool| {
+        RequestKind::EndTxn(
+            EndTxnRequest::default()
+                .with_transactional_id(txn_id())
+                .with_producer_id(pid)
+                .with_producer_epoch(epoch)
+                .with_committed(committed),
+        )
+    };
+    // A transaction whose TxnOffsetCommit (v2, as kafkajs sends it) names no member.
+    assert_eq!(
+        code(conn.send(ApiKey::AddOffsetsToTxn, 1, add_offsets()).await),
+        0
+    );
+    assert_eq!(
+        code(
+            conn.send(ApiKey::TxnOffsetCommit, 2, commit(None, 42))
+                .await
+        ),
+        0
+    );
+    assert_eq!(code(conn.send(ApiKey::EndTxn, 1, end(true)).await), 0);
+    async fn fetch_committed(conn: &mut KafkaConn) -> i64 {
+        let req = RequestKind::OffsetFetch(
+            OffsetFetchRequest::default()
+                .with_group_id(GroupId(s("g-tx")))
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                    .with_name(topic_name("tx-in"))
+                    .with_partition_indexes(vec![0])])),
+        );
+        let ResponseKind::OffsetFetch(f) = conn.send(ApiKey::OffsetFetch, 5, req).await else {
+            panic!("not an OffsetFetch response")
+        };
+        f.topics[0].partitions[0].committed_offset
+    }
+    let deadline = Instant::now() + T;
+    let mut committed = fetch_committed(&mut conn).await;
+    while committed != 42 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        committed = fetch_committed(&mut conn).await;
+    }
+    assert_eq!(
+        committed, 42,
+        "the offset is visible once the commit marker lands"
+    );
+
+    // Naming a member that is not in the group is still refused, and nothing lands.
+    let mut retries = 0;
+    let mut added = code(conn.send(ApiKey::AddOffsetsToTxn, 1, add_offsets()).await);
+    while added == ResponseError::ConcurrentTransactions.code() && retries < 100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        added = code(conn.send(ApiKey::AddOffsetsToTxn, 1, add_offsets()).await);
+        retries += 1;
+    }
+    assert_eq!(added, 0);
+    assert_eq!(
+        code(
+            conn.send(ApiKey::TxnOffsetCommit, 3, commit(Some("nobody"), 50))
+                .await
+        ),
+        ResponseError::UnknownMemberId.code()
+    );
+    assert_eq!(code(conn.send(ApiKey::EndTxn, 1, end(true)).await), 0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(fetch_committed(&mut conn).await, 42);
+    b.shutdown().await;
+}

@@ -541,6 +541,7 @@ impl GroupCoordinator {
     ///    then UNKNOWN_MEMBER_ID, UNSUPPORTED_VERSION (a KIP-848 member below v9, unless
     ///    transactional), FENCED_MEMBER_EPOCH (epoch ahead of the member's) or
     ///    STALE_MEMBER_EPOCH (behind; ILLEGAL_GENERATION for a transactional commit);
+    ///    A transactional commit that names no member (TxnOffsetCommit v0-2) skips 3 and 4;
     /// 4. a classic group: COORDINATOR_NOT_AVAILABLE if dead; a non-member commits only
     ///    while the group is empty (else UNKNOWN_MEMBER_ID); then FENCED_INSTANCE_ID /
     ///    UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS while the group
@@ -585,7 +586,15 @@ impl GroupCoordinator {
             groups.insert(group.to_string(), Group::new(group, now_ms));
         }
         let g = groups.get_mut(group).expect("exists or inserted");
+        // TxnOffsetCommit v0-2 carries no member id, generation or instance id; Kafka
+        // validates the member only when the request names one, so such a commit is
+        // accepted whatever the group's membership (kafkajs's `sendOffsets`).
+        let anonymous_txn = who.transactional.is_some()
+            && who.generation_or_epoch < 0
+            && who.member_id.is_empty()
+            && who.instance_id.is_none();
         let checked = match &g.consumer {
+            _ if anonymous_txn => Ok(()),
             Some(c) if g.classic.is_empty() => c
                 .check_commit(
                     who.member_id,
