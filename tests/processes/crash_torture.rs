@@ -54,10 +54,10 @@ fn crash_torture_rocksdb() {
 }
 
 /// splitmix64: small, seedable, good enough to place kills.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -65,12 +65,12 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn between(&mut self, lo: u64, hi: u64) -> u64 {
+    pub(crate) fn between(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next() % (hi - lo + 1)
     }
 }
 
-fn env_u64(name: &str) -> Option<u64> {
+pub(crate) fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|v| {
         v.parse()
             .unwrap_or_else(|_| panic!("{name} must be a number, got {v:?}"))
@@ -98,7 +98,7 @@ fn write_config(dir: &Path, data: &Path, storage_type: &str) -> std::path::PathB
 
 /// `rafka serve --config cfg`, waiting for its startup line.
 /// Its log (info level) is appended to `log`, for the recovery counts in the summary.
-fn start(cfg: &Path, log: &Path) -> (Child, String) {
+pub(crate) fn start(cfg: &Path, log: &Path) -> (Child, String) {
     let stderr = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -11,5 +11,6 @@ mod support;
 mod binary;
 mod cli;
 mod crash_torture;
+mod eos_pipeline;
 mod load_limits;
 mod rdkafka_crash;
