@@ -335,6 +335,21 @@ fn pipeline(storage_type: &str) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let broker_log = dir.path().join("broker.log");
+    // The broker's log, printed if the test fails (a restart that does not come up).
+    struct ShowLog(std::path::PathBuf);
+    impl Drop for ShowLog {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                let text = std::fs::read_to_string(&self.0).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                eprintln!(
+                    "broker log tail:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+        }
+    }
+    let _show = ShowLog(broker_log.clone());
     let cfg = write_config(dir.path(), &data, storage_type, "127.0.0.1:0");
     let (mut child, addr) = start(&cfg, &broker_log);
     // Restarts listen on the same port, so the pipeline's clients reconnect by themselves.
