@@ -405,3 +405,90 @@ fn the_parser_rejects_what_prometheus_would() {
         );
     }
 }
+
+/// The transaction figures: open transactions, commits, aborts, aborts the coordinator
+/// began (a new instance fencing the open transaction), and the LSO lag an open
+/// transaction holds on its partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_metrics_follow_commits_aborts_and_the_lso() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker_with(dir.path(), |c| c.admin.listen = "127.0.0.1:0".into()).await;
+    let addr = broker.bootstrap_address();
+    let admin = broker.admin_address().expect("admin endpoint is on");
+    create_topic(&addr, "tx-metered", 1, &[]).await;
+    let t = Duration::from_secs(10);
+    let txn_producer = move |bootstrap: String| {
+        let p: BaseProducer = client_config(&bootstrap)
+            .set("transactional.id", "tx-metered-id")
+            .create()
+            .expect("producer");
+        p.init_transactions(t).expect("init_transactions");
+        p
+    };
+    let send = move |p: &BaseProducer, n: usize| {
+        for i in 0..n {
+            p.send(
+                BaseRecord::to("tx-metered")
+                    .partition(0)
+                    .key(&format!("k{i}"))
+                    .payload("v"),
+            )
+            .map_err(|(e, _)| e)
+            .expect("enqueued");
+        }
+        p.flush(t).expect("flushed");
+    };
+    let a = addr.clone();
+    // Committed: 2 records + marker (0..=2); aborted: 1 + marker (3..=4); open: 3 (5..=7).
+    let old = tokio::task::spawn_blocking(move || {
+        let p = txn_producer(a);
+        p.begin_transaction().unwrap();
+        send(&p, 2);
+        p.commit_transaction(t).unwrap();
+        p.begin_transaction().unwrap();
+        send(&p, 1);
+        p.abort_transaction(t).unwrap();
+        p.begin_transaction().unwrap();
+        send(&p, 3);
+        p
+    })
+    .await
+    .unwrap();
+    let part = [("topic", "tx-metered"), ("partition", "0")];
+    let scrape = || async {
+        let (status, _, text) = http(admin, "GET", "/metrics").await;
+        assert_eq!(status, 200);
+        parse_exposition(&text)
+    };
+    let figures = |m: &BTreeMap<Key, f64>| {
+        (
+            get(m, "rafka_transactions_ongoing", &[]),
+            get(m, "rafka_transaction_commits_total", &[]),
+            get(m, "rafka_transaction_aborts_total", &[]),
+            get(m, "rafka_transaction_coordinator_aborts_total", &[]),
+            get(m, "rafka_partition_lso_lag", &part),
+        )
+    };
+    let m = scrape().await;
+    assert_eq!(figures(&m), (1.0, 1.0, 1.0, 0.0, 3.0));
+    assert_eq!(get(&m, "rafka_partition_log_end_offset", &part), 8.0);
+
+    // A new instance fences the open transaction: the coordinator aborts it.
+    let a = addr.clone();
+    let new = tokio::task::spawn_blocking(move || txn_producer(a))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + t;
+    let mut m = scrape().await;
+    while figures(&m) != (0.0, 1.0, 2.0, 1.0, 0.0) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        m = scrape().await;
+    }
+    assert_eq!(figures(&m), (0.0, 1.0, 2.0, 1.0, 0.0));
+    // The abort marker follows the open transaction's records.
+    assert_eq!(get(&m, "rafka_partition_log_end_offset", &part), 9.0);
+    drop((old, new));
+    broker.shutdown().await.unwrap();
+}

@@ -164,6 +164,10 @@ pub struct Figures {
     pub storage_partitions: usize,
     /// Bytes of record batches held, all partitions.
     pub storage_bytes: u64,
+    /// Transactions open in the coordinator (Ongoing, PrepareCommit, PrepareAbort).
+    pub transactions_ongoing: usize,
+    /// Transactions completed since start-up.
+    pub transactions: crate::txn::coordinator::TxnCounts,
 }
 
 /// One topic's figures.
@@ -184,6 +188,8 @@ pub struct PartitionFigures {
     pub log_start_offset: i64,
     /// Offset the next record will get.
     pub log_end_offset: i64,
+    /// The last stable offset (below the first open transaction's first offset).
+    pub last_stable_offset: i64,
     /// Bytes of record batches it holds.
     pub size_bytes: u64,
 }
@@ -353,6 +359,7 @@ pub fn render(m: &Metrics, figures: &Figures) -> String {
 
     render_topics(&figures.topics, &mut out);
     render_groups(&figures.committed, &mut out);
+    render_transactions(figures, &mut out);
     render_storage(figures, &mut out);
     render_process(&mut out);
     out
@@ -391,7 +398,7 @@ fn render_topics(topics: &[TopicFigures], out: &mut String) {
             let _ = writeln!(out, "{name}{{topic=\"{}\"}} {sum}", label(&t.name));
         }
     }
-    let gauges: [(&str, &str); 3] = [
+    let gauges: [(&str, &str); 4] = [
         (
             "rafka_partition_log_start_offset",
             "First offset still in the log.",
@@ -404,8 +411,12 @@ fn render_topics(topics: &[TopicFigures], out: &mut String) {
             "rafka_partition_size_bytes",
             "Bytes of record batches the partition holds.",
         ),
+        (
+            "rafka_partition_lso_lag",
+            "Offsets between the last stable offset and the high watermark (held back by open transactions).",
+        ),
     ];
-    let mut rows: [String; 3] = Default::default();
+    let mut rows: [String; 4] = Default::default();
     for t in topics {
         for (i, p) in t.partitions.iter().enumerate() {
             let l = format!("topic=\"{}\",partition=\"{i}\"", label(&t.name));
@@ -413,6 +424,7 @@ fn render_topics(topics: &[TopicFigures], out: &mut String) {
                 p.log_start_offset,
                 p.log_end_offset,
                 i64::try_from(p.size_bytes).unwrap_or(i64::MAX),
+                (p.log_end_offset - p.last_stable_offset).max(0),
             ];
             for ((row, (name, _)), v) in rows.iter_mut().zip(&gauges).zip(values) {
                 let _ = writeln!(row, "{name}{{{l}}} {v}");
@@ -453,6 +465,42 @@ fn render_groups(committed: &[CommittedFigures], out: &mut String) {
         "Log end offset minus the group's committed offset (0 when the commit is past the end).",
     );
     out.push_str(&lag_rows);
+}
+
+fn render_transactions(figures: &Figures, out: &mut String) {
+    header(
+        out,
+        "rafka_transactions_ongoing",
+        "gauge",
+        "Transactions open in the transaction coordinator (Ongoing, PrepareCommit, PrepareAbort).",
+    );
+    let _ = writeln!(
+        out,
+        "rafka_transactions_ongoing {}",
+        figures.transactions_ongoing
+    );
+    let t = &figures.transactions;
+    let counters: [(&str, &str, u64); 3] = [
+        (
+            "rafka_transaction_commits_total",
+            "Transactions committed (markers written on every partition) since start-up.",
+            t.commits,
+        ),
+        (
+            "rafka_transaction_aborts_total",
+            "Transactions aborted (markers written on every partition) since start-up.",
+            t.aborts,
+        ),
+        (
+            "rafka_transaction_coordinator_aborts_total",
+            "Aborts the coordinator began itself: a transaction past its timeout or fenced by a new producer instance.",
+            t.coordinator_aborts,
+        ),
+    ];
+    for (name, help, v) in counters {
+        header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {v}");
+    }
 }
 
 fn render_storage(figures: &Figures, out: &mut String) {
@@ -583,6 +631,7 @@ mod tests {
             },
             log_start_offset: start,
             log_end_offset: end,
+            last_stable_offset: end - 1,
             size_bytes: 100,
         };
         let figures = Figures {
@@ -609,6 +658,12 @@ mod tests {
             engine: "memory",
             storage_partitions: 2,
             storage_bytes: 200,
+            transactions_ongoing: 3,
+            transactions: crate::txn::coordinator::TxnCounts {
+                commits: 5,
+                aborts: 4,
+                coordinator_aborts: 1,
+            },
         };
         let out = render(&Metrics::default(), &figures);
         for line in [
@@ -620,6 +675,11 @@ mod tests {
             "rafka_group_lag{group=\"g\",topic=\"t\\\"x\",partition=\"0\"} 4\n",
             "rafka_storage_info{engine=\"memory\"} 1\n",
             "rafka_storage_partitions 2\n",
+            "rafka_partition_lso_lag{topic=\"t\\\"x\",partition=\"1\"} 1\n",
+            "rafka_transactions_ongoing 3\n",
+            "rafka_transaction_commits_total 5\n",
+            "rafka_transaction_aborts_total 4\n",
+            "rafka_transaction_coordinator_aborts_total 1\n",
             "rafka_storage_bytes 200\n",
         ] {
             assert!(out.contains(line), "{line} missing from\n{out}");

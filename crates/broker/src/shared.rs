@@ -169,6 +169,7 @@ impl Shared {
                         traffic: p.traffic.counts(),
                         log_start_offset: p.log_start_offset().0,
                         log_end_offset: p.log_end_offset().0,
+                        last_stable_offset: p.last_stable_offset().0,
                         size_bytes: p.size_bytes(),
                     })
                     .collect(),
@@ -191,12 +192,15 @@ impl Shared {
             })
             .collect();
         let parts = self.cluster.all_partitions();
+        let (transactions_ongoing, transactions) = self.txn.lock().stats();
         Figures {
             topics,
             committed,
             engine: self.cluster.engine().name(),
             storage_partitions: parts.len(),
             storage_bytes: parts.iter().map(|p| p.size_bytes()).sum(),
+            transactions_ongoing,
+            transactions,
         }
     }
 }

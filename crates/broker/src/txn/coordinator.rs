@@ -273,6 +273,19 @@ pub struct TransactionCoordinator {
     coordinator_epoch: i32,
     txns: BTreeMap<String, Txn>,
     next_token: u64,
+    counts: TxnCounts,
+}
+
+/// Transactions this coordinator completed since the process started (for metrics).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TxnCounts {
+    /// Transactions whose commit markers were written on every partition.
+    pub commits: u64,
+    /// Transactions whose abort markers were written on every partition.
+    pub aborts: u64,
+    /// Aborts the coordinator began itself: a transaction past its timeout, or one a new
+    /// producer instance fenced (InitProducerId).
+    pub coordinator_aborts: u64,
 }
 
 /// Refuses an empty transactional id, and one too long for the record key (int16 length).
@@ -324,7 +337,23 @@ impl TransactionCoordinator {
             coordinator_epoch,
             txns: BTreeMap::new(),
             next_token: 0,
+            counts: TxnCounts::default(),
         }
+    }
+
+    /// Open transactions (Ongoing, PrepareCommit or PrepareAbort) and the completion counts.
+    pub fn stats(&self) -> (usize, TxnCounts) {
+        let ongoing = self
+            .txns
+            .values()
+            .filter(|t| {
+                matches!(
+                    t.value.state,
+                    TxnState::Ongoing | TxnState::PrepareCommit | TxnState::PrepareAbort
+                )
+            })
+            .count();
+        (ongoing, self.counts)
     }
 
     /// The `__transaction_state` partition of a transactional id.
@@ -527,6 +556,7 @@ impl TransactionCoordinator {
         };
         let mut to = transit(v, TxnState::PrepareAbort, now_ms);
         to.next_producer_id = NO_PRODUCER_ID;
+        self.counts.coordinator_aborts += 1;
         let last = if tv.supports_epoch_bump() {
             to.producer_epoch = fence_epoch.saturating_add(1);
             to.client_transaction_version = tv.0;
@@ -936,6 +966,11 @@ impl TransactionCoordinator {
                 work: Work::Markers,
             }) if *token == markers.token => {}
             _ => return None,
+        }
+        if txn.value.state == TxnState::PrepareCommit {
+            self.counts.commits += 1;
+        } else {
+            self.counts.aborts += 1;
         }
         let to = complete_transit(&txn.value, now_ms);
         let last = txn.last_producer_epoch;
