@@ -26,7 +26,7 @@ use rafka_core::{
 use super::header::BatchHeader;
 use super::read_buf::ReadBuf;
 use super::recovery;
-use super::segment::{read_header, Segment};
+use super::segment::{read_header, OffsetRule, Segment};
 use crate::durable::{sync_dir, write_file_atomically};
 use crate::group_commit::GroupCommit;
 
@@ -518,7 +518,7 @@ impl PartitionLog for LogPartition {
         let interval = st.cfg.index_interval_bytes;
         let seg = st.active_mut();
         seg.file.set_len(cut)?;
-        seg.rebuild(false, interval)?;
+        seg.rebuild(false, OffsetRule::Contiguous, interval)?;
         seg.file.sync_all()?;
         sync_dir(&self.dir)?;
         if st.log_start > st.log_end() {

@@ -16,7 +16,8 @@ use rafka_core::{LogConfig, Offset, StorageResult, TopicPartition};
 
 use super::partition::{now_ms, PartState, LOG_START_CHECKPOINT};
 use super::segment::{
-    parse_log_file_name, read_header, segment_path, Segment, INDEX_EXT, LOG_EXT, TIMEINDEX_EXT,
+    parse_log_file_name, read_header, segment_path, OffsetRule, Segment, INDEX_EXT, LOG_EXT,
+    TIMEINDEX_EXT,
 };
 use super::CLEAN_SHUTDOWN_MARKER;
 use crate::durable::sync_dir;
@@ -93,7 +94,9 @@ pub(super) fn recover(
         let mut seg = Segment::open(dir, base).map_err(named)?;
         if let Some(&next) = bases.get(i + 1) {
             if !seg.load_index_files(dir, next).map_err(named)? {
-                let out = seg.rebuild(false, interval).map_err(named)?;
+                let out = seg
+                    .rebuild(false, OffsetRule::GapsAllowed, interval)
+                    .map_err(named)?;
                 if let Some(reason) = out.stop_reason {
                     tracing::warn!(partition = %tp, segment = %base, %reason, "closed segment is damaged; reads past the damage will fail");
                 }
@@ -102,7 +105,9 @@ pub(super) fn recover(
                 }
             }
         } else {
-            let out = seg.rebuild(!clean, interval).map_err(named)?;
+            let out = seg
+                .rebuild(!clean, OffsetRule::Contiguous, interval)
+                .map_err(named)?;
             if out.invalid_bytes > 0 {
                 let file_len = seg.size + out.invalid_bytes;
                 let n_batches_cut = count_batches(&seg.file, seg.size, file_len).map_err(named)?;

@@ -101,6 +101,16 @@ pub(crate) struct ScanOutcome {
     pub stop_reason: Option<String>,
 }
 
+/// What base offsets [`Segment::rebuild`] accepts between consecutive batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OffsetRule {
+    /// Each batch starts where the previous one ended (the active segment).
+    Contiguous,
+    /// A batch may start past where the previous one ended (closed segments, which
+    /// compaction may have rewritten), never before.
+    GapsAllowed,
+}
+
 /// One segment. Not thread-safe by itself: the partition's state mutex guards it, and only
 /// `file` (positions below `size` never change) is shared with readers outside that lock.
 #[derive(Debug)]
@@ -244,10 +254,14 @@ impl Segment {
     /// Drops the in-memory indexes and rebuilds them (with size and next offset) by walking
     /// the file from the start. Stops at the first batch that is implausible, out of offset
     /// order, runs past the end of the file or, with `verify_crc`, fails validation; the
-    /// caller decides whether to cut the file there.
+    /// caller decides whether to cut the file there. `offsets` says what a batch's base offset
+    /// may be: a closed segment may have gaps that compaction left, the active segment (never
+    /// compacted) must be contiguous — there a base offset that jumps ahead is damage to the
+    /// header's first field, which the CRC does not cover.
     pub fn rebuild(
         &mut self,
         verify_crc: bool,
+        offsets: OffsetRule,
         index_interval_bytes: u32,
     ) -> io::Result<ScanOutcome> {
         let file_len = self.file.metadata()?.len();
@@ -269,8 +283,12 @@ impl Segment {
                 stop_reason = Some(format!("implausible batch header at position {position}"));
                 break;
             }
-            // Compaction leaves gaps between batches, never overlaps.
-            if header.base_offset < self.next_offset {
+            // Compaction leaves gaps between batches in closed segments, never overlaps.
+            let out_of_order = match offsets {
+                OffsetRule::Contiguous => header.base_offset != self.next_offset,
+                OffsetRule::GapsAllowed => header.base_offset < self.next_offset,
+            };
+            if out_of_order {
                 stop_reason = Some(format!(
                     "batch at position {position} has base offset {}, expected {}",
                     header.base_offset, self.next_offset
@@ -465,7 +483,7 @@ mod tests {
         }
         assert_eq!(seg.max_timestamp, Some((Timestamp(20), Offset(104))));
         let mut again = Segment::open(dir.path(), Offset(100)).unwrap();
-        let out = again.rebuild(true, 300).unwrap();
+        let out = again.rebuild(true, OffsetRule::Contiguous, 300).unwrap();
         assert_eq!(out.n_batches, 50);
         assert_eq!(out.stop_reason, None);
         assert_eq!(again.offset_index, seg.offset_index);
