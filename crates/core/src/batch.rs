@@ -767,8 +767,10 @@ impl RecordBatch {
                 let v = get_bytes(&mut rec)?;
                 headers.push((String::from_utf8(k.to_vec()).ok()?, v));
             }
+            // Peer bytes: a base offset near i64::MAX plus a delta must not overflow.
+            let offset = Offset(self.base_offset().0.checked_add(offset_delta)?);
             out.push((
-                self.base_offset().plus(offset_delta),
+                offset,
                 SimpleRecord {
                     key,
                     value,
