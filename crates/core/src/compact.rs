@@ -372,6 +372,131 @@ pub fn clean_batch(
     Ok((Cleaned::Rewrite(rebuilt), removed))
 }
 
+/// What [`clean_range`] decided for a run of stored batches.
+#[derive(Debug, Clone, Default)]
+pub struct RangeCleaning {
+    /// The changed batches in offset order, by base offset: `Some` replaces the batch (same
+    /// base and last offset), `None` removes it.
+    pub changes: Vec<(Offset, Option<RecordBatch>)>,
+    /// Everything below it is clean once the changes are applied (the plan's first dirty
+    /// offset when nothing could be cleaned).
+    pub cleaned_to: Offset,
+    /// Bytes read (mapping and cleaning).
+    pub bytes_read: u64,
+    /// Bytes of the rewritten batches.
+    pub bytes_written: u64,
+    /// Records removed.
+    pub records_removed: u64,
+    /// Batches removed whole.
+    pub batches_removed: u64,
+}
+
+/// Compaction of engines that keep batches one by one (the `memory` and `rocksdb` engines;
+/// the `log` engine works a segment at a time). `batches`: the partition's stored batches
+/// in offset order from the one holding `log_start`, up to (at least) the engine's active
+/// part, which starts at `active_from` and is never cleaned. The cleanable range is the
+/// batches below `active_from` and the plan's end whose max timestamp is older than the
+/// compaction lag; the dedupe map covers its dirty part (from the plan's first dirty
+/// offset) as far as it fits; every batch up to where the map reached is cleaned.
+///
+/// Applying the changes in offset order, any prefix of them is a consistent log: a record
+/// goes only if a newer one of its key is in the map (and the newest is never removed but
+/// as a tombstone past its horizon, whose older records were removed by the cleaning that
+/// stamped it, earlier in offset order).
+pub fn clean_range(
+    batches: &[RecordBatch],
+    log_start: Offset,
+    active_from: Offset,
+    plan: &CompactionPlan,
+) -> Result<RangeCleaning, (Offset, MalformedRecords)> {
+    let first_dirty = plan.first_dirty.max(log_start);
+    let mut out = RangeCleaning {
+        cleaned_to: first_dirty,
+        ..RangeCleaning::default()
+    };
+    let lag_horizon = plan.now.0.saturating_sub(plan.min_compaction_lag_ms.max(0));
+    let end = plan.end.min(active_from);
+    let n_cleanable = batches
+        .iter()
+        .take_while(|b| b.next_offset() <= end && b.max_timestamp().0 <= lag_horizon)
+        .count();
+    let mut map = OffsetMap::with_memory(plan.dedupe_buffer_bytes);
+    let mut last_of_producer: HashMap<i64, Offset> = HashMap::new();
+    let mut n_mapped = 0;
+    let mut any_dirty = false;
+    for (i, batch) in batches[..n_cleanable].iter().enumerate() {
+        if batch.next_offset() <= first_dirty {
+            n_mapped = i + 1;
+            continue;
+        }
+        out.bytes_read += batch.size_bytes() as u64;
+        if !map.add_batch(batch).map_err(|e| (batch.base_offset(), e))? {
+            break;
+        }
+        if batch.producer_id() >= 0 {
+            last_of_producer.insert(batch.producer_id(), batch.base_offset());
+        }
+        n_mapped = i + 1;
+        any_dirty = true;
+    }
+    if !any_dirty {
+        return Ok(out);
+    }
+    for batch in &batches[..n_mapped] {
+        out.bytes_read += batch.size_bytes() as u64;
+        let keep_if_empty = batch.producer_id() >= 0
+            && last_of_producer
+                .get(&batch.producer_id())
+                .is_none_or(|&o| o == batch.base_offset());
+        let (decision, removed) = clean_batch(
+            batch,
+            &map,
+            keep_if_empty,
+            plan.now,
+            plan.delete_retention_ms,
+        )
+        .map_err(|e| (batch.base_offset(), e))?;
+        match decision {
+            Cleaned::Keep => {}
+            // A rewrite that grew past the largest batch an engine stores (timestamp deltas
+            // re-encoded against a horizon can grow) stays as it was.
+            Cleaned::Rewrite(b) if b.size_bytes() > crate::limits::BATCH_BYTES_MAX => {}
+            Cleaned::Rewrite(b) => {
+                out.records_removed += removed;
+                out.bytes_written += b.size_bytes() as u64;
+                out.changes.push((batch.base_offset(), Some(b)));
+            }
+            Cleaned::Remove => {
+                out.records_removed += removed;
+                out.batches_removed += 1;
+                out.changes.push((batch.base_offset(), None));
+            }
+        }
+    }
+    out.cleaned_to = batches[n_mapped - 1].next_offset();
+    Ok(out)
+}
+
+/// Where the active part of an engine without segments starts: its newest batches, as many
+/// as fit in `segment_bytes` (at least the newest one), as a log engine's active segment
+/// can hold. `sizes`: (base offset, bytes) of every stored batch in offset order.
+pub fn active_part_start(
+    sizes: impl DoubleEndedIterator<Item = (Offset, u64)>,
+    segment_bytes: u64,
+    log_end: Offset,
+) -> Offset {
+    let mut total = 0u64;
+    let mut start = log_end;
+    for (base, size) in sizes.rev() {
+        if start != log_end && total + size > segment_bytes {
+            break;
+        }
+        total += size;
+        start = base;
+    }
+    start
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

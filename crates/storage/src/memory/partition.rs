@@ -9,8 +9,8 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use rafka_core::limits::{BATCH_BYTES_MAX, FETCH_RESPONSE_BYTES_MAX};
 use rafka_core::{
-    AppendInfo, LogConfig, Offset, PartitionLog, ReadResult, RecordBatch, StorageError,
-    StorageResult, Timestamp, TopicPartition, ValidatedBatch,
+    AppendInfo, CompactionPlan, CompactionStats, LogConfig, Offset, PartitionLog, ReadResult,
+    RecordBatch, StorageError, StorageResult, Timestamp, TopicPartition, ValidatedBatch,
 };
 
 use super::wal::Op;
@@ -26,7 +26,7 @@ pub(crate) struct StoredBatch {
 }
 
 impl StoredBatch {
-    fn new(batch: RecordBatch) -> StoredBatch {
+    pub(crate) fn new(batch: RecordBatch) -> StoredBatch {
         StoredBatch {
             base: batch.base_offset(),
             next: batch.next_offset(),
@@ -43,8 +43,10 @@ pub(crate) struct PartState {
     /// stale handle gets `Closed`.
     pub id: u64,
     pub cfg: LogConfig,
-    /// Invariant: contiguous (each batch's next offset is the following one's base), and
-    /// the first batch's base offset <= `log_start` once a snapshot or WAL is replayed.
+    /// Invariant: in offset order, contiguous but for the gaps compaction leaves (each
+    /// batch's next offset is at most the following one's base), the last batch's next
+    /// offset the log end, and the first batch's base offset <= `log_start` once a
+    /// snapshot or WAL is replayed.
     pub batches: VecDeque<StoredBatch>,
     /// Invariant (outside replay): log_start <= log_end.
     pub log_start: Offset,
@@ -52,6 +54,9 @@ pub(crate) struct PartState {
     pub log_end: Offset,
     /// Sum of the stored batches' sizes.
     pub size_bytes: u64,
+    /// Bumped by every change but an append: a compaction computed outside the lock
+    /// applies only if it is unchanged.
+    pub version: u64,
 }
 
 impl PartState {
@@ -63,12 +68,19 @@ impl PartState {
             log_start,
             log_end,
             size_bytes: 0,
+            version: 0,
         }
     }
 
-    /// Stores `batch` at the log end; it must start there.
-    pub fn push(&mut self, batch: RecordBatch) -> Result<(), String> {
-        if batch.base_offset() != self.log_end {
+    /// Stores `batch` at the log end; it must start there (or, with `allow_gap`, for a
+    /// snapshot of a compacted partition, after it).
+    pub fn push(&mut self, batch: RecordBatch, allow_gap: bool) -> Result<(), String> {
+        let fits = if allow_gap {
+            batch.base_offset() >= self.log_end
+        } else {
+            batch.base_offset() == self.log_end
+        };
+        if !fits {
             return Err(format!(
                 "batch at {} does not start at the log end {}",
                 batch.base_offset(),
@@ -82,17 +94,17 @@ impl PartState {
         Ok(())
     }
 
-    /// Index of the batch that holds `offset` (which must be in [log start, log end)).
+    /// Index of the batch that holds `offset` (which must be in [log start, log end)), or
+    /// of the first one after it if compaction removed it.
     fn index_of(&self, offset: Offset) -> usize {
-        self.batches
-            .partition_point(|b| b.base <= offset)
-            .saturating_sub(1)
+        self.batches.partition_point(|b| b.next <= offset)
     }
 
     /// Moves the log start to `offset` (callers check the range) and drops the batches
     /// wholly below it; returns the bytes freed.
     pub fn delete_before(&mut self, offset: Offset) -> u64 {
         self.log_start = self.log_start.max(offset);
+        self.version += 1;
         let mut freed = 0;
         while self
             .batches
@@ -115,7 +127,12 @@ impl PartState {
         let Some(first_removed) = self.batches.get(keep) else {
             return 0;
         };
-        self.log_end = first_removed.base;
+        // In a gap compaction left, the log ends where the last kept batch does.
+        self.log_end = match keep.checked_sub(1) {
+            Some(k) => self.batches[k].next,
+            None => first_removed.base,
+        };
+        self.version += 1;
         let mut freed = 0;
         for b in self.batches.drain(keep..) {
             freed += b.bytes.len() as u64;
@@ -259,7 +276,7 @@ impl Inner {
         let log_start_offset = p.log_start;
         self.log(&mut st, &Op::Append(tp.clone(), batch.as_batch().clone()))?;
         let p = st.part_mut(tp, id)?;
-        p.push(batch.into_batch())
+        p.push(batch.into_batch(), false)
             .expect("the batch starts at the log end");
         st.total_bytes += size as u64;
         Ok(AppendInfo {
@@ -435,6 +452,10 @@ impl PartitionLog for MemoryPartition {
     fn set_config(&self, cfg: LogConfig) {
         self.inner.set_config(&self.tp, self.id, cfg);
     }
+
+    fn compact(&self, plan: &CompactionPlan) -> StorageResult<CompactionStats> {
+        self.inner.compact(&self.tp, self.id, plan, None)
+    }
 }
 
 #[cfg(test)]
@@ -448,7 +469,7 @@ mod tests {
         for (i, &n) in sizes.iter().enumerate() {
             let mut b = batch(n, i as i64 * 10, 10);
             b.set_base_offset(p.log_end);
-            p.push(b.into_batch()).unwrap();
+            p.push(b.into_batch(), false).unwrap();
         }
         p
     }
@@ -458,7 +479,7 @@ mod tests {
         let mut p = check(&[2]);
         let mut b = batch(1, 0, 1);
         b.set_base_offset(Offset(5));
-        assert!(p.push(b.into_batch()).is_err());
+        assert!(p.push(b.into_batch(), false).is_err());
         assert_eq!(p.log_end, Offset(2));
     }
 

@@ -16,8 +16,9 @@ use super::wal::{
 use super::EngineState;
 
 impl EngineState {
-    /// Applies a replayed op (from a snapshot or a WAL) to the state.
-    fn replay(&mut self, op: Op, cfg: &LogConfig) -> Result<(), String> {
+    /// Applies a replayed op (from a snapshot or a WAL) to the state. A snapshot's
+    /// appends may leave gaps (a compacted partition); a WAL's start at the log end.
+    fn replay(&mut self, op: Op, cfg: &LogConfig, in_snapshot: bool) -> Result<(), String> {
         match op {
             Op::Create(tp) => {
                 self.part_or_create(tp, cfg, Offset(0), Offset(0));
@@ -33,7 +34,7 @@ impl EngineState {
             Op::Append(tp, batch) => {
                 let size = batch.size_bytes() as u64;
                 self.part_or_create(tp, cfg, Offset(0), Offset(0))
-                    .push(batch)?;
+                    .push(batch, in_snapshot)?;
                 self.total_bytes += size;
             }
             Op::DeleteBefore(tp, offset) => {
@@ -54,6 +55,12 @@ impl EngineState {
                 self.total_bytes -= freed;
             }
             Op::Remove(tp) => self.remove_part(&tp),
+            Op::Compact(tp, changes) => {
+                let delta = self
+                    .part_or_create(tp, cfg, Offset(0), Offset(0))
+                    .apply_compaction(changes)?;
+                self.total_bytes = self.total_bytes.saturating_add_signed(delta);
+            }
             Op::End(_) => return Err("end record inside a log".to_string()),
         }
         Ok(())
@@ -73,7 +80,7 @@ fn load_snapshot(path: &Path, cfg: &LogConfig) -> io::Result<Result<EngineState,
             ended = true;
             return Ok(());
         }
-        st.replay(op, cfg)
+        st.replay(op, cfg, true)
     })?;
     if let Some(reason) = end.stop_reason {
         return Ok(Err(reason));
@@ -133,7 +140,7 @@ pub(super) fn recover(dir: &Path, cfg: &LogConfig) -> StorageResult<(EngineState
             continue;
         }
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
-        let end = wal::read_records(&file, WAL_MAGIC, |op| st.replay(op, cfg))?;
+        let end = wal::read_records(&file, WAL_MAGIC, |op| st.replay(op, cfg, false))?;
         if let Some(reason) = end.stop_reason {
             let len = file.metadata()?.len();
             tracing::warn!(

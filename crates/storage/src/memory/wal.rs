@@ -26,9 +26,13 @@ pub(crate) const WAL_MAGIC: &[u8; 8] = b"RAFKWAL1";
 pub(crate) const SNAPSHOT_MAGIC: &[u8; 8] = b"RAFKSNP1";
 /// Length prefix plus CRC.
 pub(crate) const RECORD_HEADER_BYTES: usize = 8;
-/// Largest record body: one batch plus its topic partition and tag. A length field above
-/// it is damage, never a reason to allocate.
-const RECORD_BODY_BYTES_MAX: usize = BATCH_BYTES_MAX + TOPIC_NAME_LEN_MAX + 16;
+/// A compaction record holds changed batches up to about this many bytes (at least one
+/// batch); a larger compaction is logged as several, in offset order.
+pub(crate) const COMPACT_RECORD_BYTES: usize = 8 * 1024 * 1024;
+/// Largest record body: one batch plus its topic partition and tag, or a compaction
+/// record. A length field above it is damage, never a reason to allocate.
+const RECORD_BODY_BYTES_MAX: usize =
+    BATCH_BYTES_MAX + COMPACT_RECORD_BYTES + TOPIC_NAME_LEN_MAX + 64;
 
 const TAG_CREATE: u8 = 1;
 const TAG_APPEND: u8 = 2;
@@ -37,6 +41,7 @@ const TAG_TRUNCATE_AFTER: u8 = 4;
 const TAG_REMOVE: u8 = 5;
 const TAG_RESET: u8 = 6;
 const TAG_END: u8 = 7;
+const TAG_COMPACT: u8 = 8;
 
 /// One logged change to the engine's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +68,14 @@ pub(crate) enum Op {
     },
     /// Snapshots only: the last record, with the number of records before it.
     End(u64),
+    /// Compaction: each stored batch at the given base offset is replaced by the batch
+    /// given (same base and last offset) or removed (`None`); in offset order.
+    Compact(TopicPartition, Vec<(Offset, Option<RecordBatch>)>),
+}
+
+/// Bytes one change takes in a compaction record.
+pub(crate) fn compact_entry_bytes(change: &(Offset, Option<RecordBatch>)) -> usize {
+    13 + change.1.as_ref().map_or(0, RecordBatch::size_bytes)
 }
 
 /// File name prefix of a WAL.
@@ -180,6 +193,25 @@ pub(crate) fn encode(op: &Op, buf: &mut Vec<u8>) {
             buf.put_u8(TAG_END);
             buf.put_u64(*n);
         }
+        Op::Compact(tp, changes) => {
+            buf.put_u8(TAG_COMPACT);
+            put_tp(buf, tp);
+            buf.put_u32(changes.len() as u32);
+            for (base, batch) in changes {
+                buf.put_i64(base.0);
+                match batch {
+                    None => {
+                        buf.put_u8(0);
+                        buf.put_u32(0);
+                    }
+                    Some(b) => {
+                        buf.put_u8(1);
+                        buf.put_u32(b.size_bytes() as u32);
+                        buf.put_slice(b.as_bytes());
+                    }
+                }
+            }
+        }
     }
     let body = start + RECORD_HEADER_BYTES;
     let len = (buf.len() - body) as u32;
@@ -206,6 +238,9 @@ impl Body<'_> {
     fn i64(&mut self) -> Option<i64> {
         Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?))
     }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
     fn tp(&mut self) -> Option<TopicPartition> {
         let n = u16::from_be_bytes(self.take(2)?.try_into().ok()?) as usize;
         let name = std::str::from_utf8(self.take(n)?).ok()?;
@@ -226,8 +261,9 @@ fn decode(body: Bytes) -> Option<Op> {
         TAG_APPEND => {
             let tp = b.tp()?;
             let batch = RecordBatch::parse(body.slice(b.at..)).ok()?;
-            // The batch was validated before it was logged; check twice.
-            batch.validate().ok()?;
+            // The batch was validated before it was logged; check twice (as stored: in a
+            // snapshot, a compacted batch may hold fewer records than its offsets).
+            batch.validate_stored().ok()?;
             return Some(Op::Append(tp, batch));
         }
         TAG_DELETE_BEFORE => Op::DeleteBefore(b.tp()?, Offset(b.i64()?)),
@@ -239,6 +275,36 @@ fn decode(body: Bytes) -> Option<Op> {
             next_offset: Offset(b.i64()?),
         },
         TAG_END => Op::End(u64::from_be_bytes(b.take(8)?.try_into().ok()?)),
+        TAG_COMPACT => {
+            let tp = b.tp()?;
+            let n = b.u32()? as usize;
+            // Each change takes at least 13 bytes: a count past that is damage.
+            if n > body.len() / 13 {
+                return None;
+            }
+            let mut changes = Vec::with_capacity(n);
+            for _ in 0..n {
+                let base = Offset(b.i64()?);
+                let kind = b.u8()?;
+                let len = b.u32()? as usize;
+                let batch = match kind {
+                    0 if len == 0 => None,
+                    1 => {
+                        let start = b.at;
+                        b.take(len)?;
+                        let batch = RecordBatch::parse(body.slice(start..start + len)).ok()?;
+                        batch.validate_stored().ok()?;
+                        if batch.base_offset() != base {
+                            return None;
+                        }
+                        Some(batch)
+                    }
+                    _ => return None,
+                };
+                changes.push((base, batch));
+            }
+            Op::Compact(tp, changes)
+        }
         _ => return None,
     };
     b.done().then_some(op)
@@ -351,6 +417,8 @@ mod tests {
     fn ops() -> Vec<Op> {
         let mut b = batch(3, 7, 20);
         b.set_base_offset(Offset(40));
+        let mut c = batch(2, 9, 5);
+        c.set_base_offset(Offset(43));
         vec![
             Op::Create(tp("a", 1)),
             Op::Append(tp("a", 1), b.into_batch()),
@@ -362,7 +430,11 @@ mod tests {
                 next_offset: Offset(3),
             },
             Op::Remove(tp("a", 1)),
-            Op::End(6),
+            Op::Compact(
+                tp("a", 1),
+                vec![(Offset(40), None), (Offset(43), Some(c.into_batch()))],
+            ),
+            Op::End(7),
         ]
     }
 
@@ -370,7 +442,7 @@ mod tests {
     fn every_op_round_trips() {
         let (got, end) = check(&ops(), |_| {});
         assert_eq!(got, ops());
-        assert_eq!(end.n_records, 7);
+        assert_eq!(end.n_records, 8);
         assert!(end.stop_reason.is_none());
     }
 
@@ -380,7 +452,7 @@ mod tests {
         // The end record is 17 bytes long.
         for cut in [1, 5, 9, 16] {
             let (got, end) = check(&ops(), |b| b.truncate(b.len() - cut));
-            assert_eq!(got.len(), 6, "cut {cut}");
+            assert_eq!(got.len(), 7, "cut {cut}");
             assert!(end.valid_bytes < full && end.stop_reason.is_some());
         }
         let (got, end) = check(&ops(), |b| {
