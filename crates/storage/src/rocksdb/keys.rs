@@ -11,6 +11,17 @@ pub(super) const CF_INDEX: &str = "index";
 pub(super) const CF_META: &str = "meta";
 /// Prefix of a partition's key in `meta`.
 pub(super) const META_PARTITION_PREFIX: &[u8] = b"p/";
+/// Prefix of a partition's compaction bound in `meta` (followed by its id): below that
+/// offset the stored batches may have the gaps compaction leaves.
+pub(super) const META_COMPACTED_PREFIX: &[u8] = b"c/";
+
+/// The `meta` key of partition `id`'s compaction bound.
+pub(super) fn compacted_key(id: u64) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[..2].copy_from_slice(META_COMPACTED_PREFIX);
+    k[2..].copy_from_slice(&id.to_be_bytes());
+    k
+}
 
 /// The key of `offset` in partition `id`; offsets are never negative, so u64 order is
 /// offset order.

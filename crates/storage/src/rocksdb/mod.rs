@@ -26,6 +26,7 @@
 //! group-commit `flush`); `partition.rs` one partition; `recovery.rs` what happens at open
 //! after RocksDB's own recovery; `keys.rs` the column families and key/value encodings.
 
+mod compact;
 mod keys;
 mod partition;
 mod recovery;
@@ -233,6 +234,8 @@ impl RocksEngine {
                 log_end: Offset(0),
                 size_bytes: 0,
                 closed: false,
+                compacted_to: Offset(0),
+                version: 0,
             }),
         });
         parts.insert(tp.clone(), Arc::clone(&p));
@@ -263,6 +266,7 @@ impl StorageEngine for RocksEngine {
         wb.delete_range_cf(cf(db, CF_BATCHES), key(p.id, Offset(0)), key_end(p.id));
         wb.delete_range_cf(cf(db, CF_INDEX), key(p.id, Offset(0)), key_end(p.id));
         wb.delete_cf(cf(db, CF_META), meta_key(tp));
+        wb.delete_cf(cf(db, CF_META), keys::compacted_key(p.id));
         self.inner.write(db, wb, true)
     }
 

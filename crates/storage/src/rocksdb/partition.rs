@@ -19,13 +19,19 @@ use super::{cf, corrupt, db_error, Inner};
 /// One partition's in-memory view.
 pub(super) struct PartState {
     pub(super) cfg: LogConfig,
-    /// Invariant: contiguous, sorted by base offset; mirrors the `index` family.
+    /// Invariant: sorted by base offset, contiguous but for gaps below `compacted_to`;
+    /// mirrors the `index` family.
     pub(super) index: VecDeque<IndexEntry>,
     /// Invariant: first batch's base <= log_start <= log_end.
     pub(super) log_start: Offset,
     pub(super) log_end: Offset,
     pub(super) size_bytes: u64,
     pub(super) closed: bool,
+    /// Compaction has cleaned up to here (persisted in `meta`): gaps below are expected.
+    pub(super) compacted_to: Offset,
+    /// Bumped by every change but an append: a compaction computed outside the lock
+    /// applies only if it is unchanged.
+    pub(super) version: u64,
 }
 
 impl PartState {
@@ -90,6 +96,7 @@ impl RocksPartition {
             meta_value(self.id, offset),
         );
         self.inner.write(db, wb, true)?;
+        st.version += 1;
         for e in st.index.drain(..n) {
             st.size_bytes -= e.size as u64;
         }
@@ -164,9 +171,12 @@ impl PartitionLog for RocksPartition {
                 });
             }
             // The iterator pins the database as of now: appends and truncations after
-            // the lock is released are invisible to it.
+            // the lock is released are invisible to it. It starts at the batch holding
+            // `from`, or the next one if compaction removed it.
+            let at = st.index.partition_point(|e| e.next <= from);
+            let start = st.index.get(at).map_or(from, |e| e.base);
             let mut it = db.raw_iterator_cf(cf(db, CF_BATCHES));
-            it.seek_for_prev(key(self.id, from));
+            it.seek(key(self.id, start));
             (it, st.log_start, st.log_end)
         };
         let mut out = BytesMut::new();
@@ -249,7 +259,11 @@ impl PartitionLog for RocksPartition {
             let Some(first_removed) = st.index.get(keep).copied() else {
                 return Ok(());
             };
-            let log_end = first_removed.base;
+            // In a gap compaction left, the log ends where the last kept batch does.
+            let log_end = match keep.checked_sub(1) {
+                Some(k) => st.index[k].next,
+                None => first_removed.base,
+            };
             let log_start = st.log_start.min(log_end);
             let from = key(self.id, first_removed.base);
             let mut wb = WriteBatch::default();
@@ -261,6 +275,7 @@ impl PartitionLog for RocksPartition {
                 meta_value(self.id, log_start),
             );
             self.inner.write(db, wb, true)?;
+            st.version += 1;
             for e in st.index.drain(keep..) {
                 st.size_bytes -= e.size as u64;
             }
@@ -320,5 +335,12 @@ impl PartitionLog for RocksPartition {
 
     fn set_config(&self, cfg: LogConfig) {
         self.state.lock().cfg = cfg;
+    }
+
+    fn compact(
+        &self,
+        plan: &rafka_core::CompactionPlan,
+    ) -> StorageResult<rafka_core::CompactionStats> {
+        self.compact_until(plan, false)
     }
 }

@@ -1,7 +1,8 @@
 //! Start-up of the `rocksdb` engine. RocksDB recovers its own files when the database
 //! opens (point-in-time WAL recovery: a torn tail is dropped); what is left here is to
 //! read the partitions back from `meta` and load each one's index, cutting a partition at
-//! a gap in its batches (which a well-formed history never leaves).
+//! a gap in its batches (which a well-formed history never leaves) past its compaction
+//! bound (below it, gaps are what compaction removed).
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -10,7 +11,8 @@ use rafka_core::{LogConfig, Offset, StorageResult, TopicPartition};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 
 use super::keys::{
-    be_u64, key, key_end, IndexEntry, CF_BATCHES, CF_INDEX, CF_META, META_PARTITION_PREFIX,
+    be_u64, compacted_key, key, key_end, IndexEntry, CF_BATCHES, CF_INDEX, CF_META,
+    META_PARTITION_PREFIX,
 };
 use super::partition::PartState;
 use super::{cf, corrupt, db_error};
@@ -60,6 +62,11 @@ fn load_partition(
     id: u64,
     log_start: Offset,
 ) -> StorageResult<PartState> {
+    let compacted_to = db
+        .get_cf(cf(db, CF_META), compacted_key(id))
+        .map_err(db_error)?
+        .and_then(|v| be_u64(&v, 0))
+        .map_or(Offset(0), |o| Offset(o as i64));
     let mut index = VecDeque::new();
     let mut size_bytes = 0u64;
     let mut it = db.raw_iterator_cf(cf(db, CF_INDEX));
@@ -76,7 +83,8 @@ fn load_partition(
         let e = IndexEntry::parse(k, v).ok_or_else(|| corrupt(format!("{tp}: bad index entry")))?;
         if let Some(prev) = index.back() {
             let prev: &IndexEntry = prev;
-            if prev.next != e.base {
+            let compaction_gap = prev.next < e.base && e.base <= compacted_to;
+            if prev.next != e.base && !compaction_gap {
                 tracing::warn!(partition = %tp, expected = %prev.next, found = %e.base, "gap in the stored batches; cutting the log there");
                 cut = Some(e.base);
                 break;
@@ -103,5 +111,7 @@ fn load_partition(
         log_end,
         size_bytes,
         closed: false,
+        compacted_to,
+        version: 0,
     })
 }
