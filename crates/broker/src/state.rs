@@ -774,20 +774,6 @@ impl Cluster {
             .sum()
     }
 
-    /// Refuses `cleanup.policy=compact` on an engine without compaction.
-    fn check_compaction_support(
-        &self,
-        configs: &BTreeMap<String, String>,
-    ) -> Result<(), TopicError> {
-        let engine = self.engine.name();
-        if engine != "log" && topic_config::CompactionSettings::of(configs).is_some() {
-            return Err(TopicError::InvalidConfig(format!(
-                "cleanup.policy=compact is not supported by the {engine} storage engine yet; use the log engine"
-            )));
-        }
-        Ok(())
-    }
-
     /// Creates a topic. With `validate_only`, checks everything and creates nothing.
     pub fn create_topic(
         &self,
@@ -805,7 +791,6 @@ impl Cluster {
         for (k, v) in &configs {
             topic_config::validate(k, v).map_err(|e| TopicError::InvalidConfig(e.0))?;
         }
-        self.check_compaction_support(&configs)?;
         let _g = self.admin.lock();
         if self.topics.read().contains_key(name) {
             return Err(TopicError::AlreadyExists(name.to_string()));
@@ -915,7 +900,6 @@ impl Cluster {
         for (k, v) in &configs {
             topic_config::validate(k, v).map_err(|e| TopicError::InvalidConfig(e.0))?;
         }
-        self.check_compaction_support(&configs)?;
         let _g = self.admin.lock();
         let topic = self
             .topics

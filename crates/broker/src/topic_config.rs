@@ -24,7 +24,7 @@ pub const TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
     key(
         "cleanup.policy",
         LIST,
-        "`delete`, `compact` or both; compaction needs the `log` engine.",
+        "`delete`, `compact` or both (every storage engine compacts).",
     ),
     key(
         "compression.gzip.level",
