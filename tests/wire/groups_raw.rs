@@ -729,3 +729,170 @@ async fn a_txn_offset_commit_without_member_commits_to_a_group_with_members() {
     assert_eq!(fetch_committed(&mut conn).await, 42);
     b.shutdown().await;
 }
+
+/// Commits `offset` for `group` on `t`-`partition` as a non-member.
+async fn commit_one(conn: &mut KafkaConn, group: &str, partition: i32, offset: i64) {
+    let ResponseKind::OffsetCommit(r) = conn
+        .send(
+            ApiKey::OffsetCommit,
+            8,
+            RequestKind::OffsetCommit(
+                OffsetCommitRequest::default()
+                    .with_group_id(GroupId(s(group)))
+                    .with_generation_id_or_member_epoch(-1)
+                    .with_member_id(s(""))
+                    .with_topics(vec![OffsetCommitRequestTopic::default()
+                        .with_name(topic_name("t"))
+                        .with_partitions(vec![OffsetCommitRequestPartition::default()
+                            .with_partition_index(partition)
+                            .with_committed_offset(offset)])]),
+            ),
+        )
+        .await
+    else {
+        panic!("not an OffsetCommit response")
+    };
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+}
+
+/// The committed offsets of `group` on `t`-0..4 (-1: none).
+async fn fetch_four(conn: &mut KafkaConn, group: &str) -> Vec<i64> {
+    let ResponseKind::OffsetFetch(f) = conn
+        .send(
+            ApiKey::OffsetFetch,
+            5,
+            RequestKind::OffsetFetch(
+                OffsetFetchRequest::default()
+                    .with_group_id(GroupId(s(group)))
+                    .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                        .with_name(topic_name("t"))
+                        .with_partition_indexes(vec![0, 1, 2, 3])])),
+            ),
+        )
+        .await
+    else {
+        panic!("not an OffsetFetch response")
+    };
+    f.topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.committed_offset)
+        .collect()
+}
+
+/// Bytes the engine keeps on disk for `__consumer_offsets`: the log engine's segment files,
+/// or the memory engine's WALs and snapshots (all partitions of the broker: only this one
+/// holds much).
+fn offsets_bytes_on_disk(dir: &std::path::Path, engine: &str) -> u64 {
+    let (at, keep): (std::path::PathBuf, fn(&str) -> bool) = match engine {
+        "log" => (dir.join("__consumer_offsets-0"), |n| n.ends_with(".log")),
+        _ => (dir.to_path_buf(), |n| {
+            n.starts_with("wal-") || n.starts_with("snapshot-")
+        }),
+    };
+    std::fs::read_dir(at)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| keep(&e.file_name().to_string_lossy()))
+        .map(|e| e.metadata().map_or(0, |m| m.len()))
+        .sum()
+}
+
+/// `__consumer_offsets` is compacted: 20,000 commits of one group over four partitions,
+/// plus a group that commits and is deleted. Without the cleaner the topic holds every
+/// commit; after a restart with it, it shrinks to about its active part, and the offsets
+/// and the deletion survive two restarts (the replay of the compacted topic).
+async fn consumer_offsets_stay_bounded(engine: &str) {
+    const COMMITS: i64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let start = |cleaner_backoff_ms: u64| {
+        let mut cfg = rafka_broker::Config::default();
+        cfg.broker.listen = "127.0.0.1:0".into();
+        cfg.storage.path = dir.path().to_path_buf();
+        cfg.storage.storage_type = engine.to_string();
+        cfg.broker.offsets_topic_num_partitions = 1;
+        cfg.broker.offsets_topic_segment_bytes = 64 * 1024;
+        cfg.broker.log_cleaner_backoff_ms = cleaner_backoff_ms;
+        rafka_broker::Broker::start(cfg)
+    };
+    // 1. Commits with the cleaner idle (its first round comes after an hour).
+    let b = start(3_600_000).await.expect("broker starts");
+    let addr = b.bootstrap_address();
+    create_topic(&addr, "t", 4, &[]).await;
+    let mut conn = KafkaConn::connect(&addr).await;
+    for i in 0..COMMITS {
+        commit_one(&mut conn, "g", (i % 4) as i32, i + 1).await;
+    }
+    for i in 0..100 {
+        commit_one(&mut conn, "gone", (i % 4) as i32, i + 1).await;
+    }
+    let res = admin(&addr)
+        .delete_groups(&["gone"], &AdminOptions::new())
+        .await
+        .expect("delete_groups");
+    assert!(res[0].is_ok(), "{res:?}");
+    let want: Vec<i64> = (0..4).map(|p| COMMITS - 3 + p).collect();
+    assert_eq!(fetch_four(&mut conn, "g").await, want);
+    drop(conn);
+    b.shutdown().await.expect("clean shutdown");
+    let before = offsets_bytes_on_disk(dir.path(), engine);
+    assert!(
+        before > 1_000_000,
+        "{engine}: {before} bytes before cleaning"
+    );
+
+    // 2. Restarted with the cleaner: the topic shrinks to its uncleanable part.
+    let b = start(100).await.expect("broker restarts");
+    let addr = b.bootstrap_address();
+    let mut conn = KafkaConn::connect(&addr).await;
+    assert_eq!(fetch_four(&mut conn, "g").await, want, "{engine}: replayed");
+    let part = b
+        .shared()
+        .cluster
+        .topic("__consumer_offsets")
+        .expect("offsets topic")
+        .partitions[0]
+        .clone();
+    assert_eq!(part.log_end_offset().0, COMMITS + 100 + 6);
+    support::wait_for("the cleaner to compact", Duration::from_secs(60), || {
+        part.size_bytes() < 150 * 1024
+    })
+    .await;
+    let in_log = part.size_bytes();
+    // Commits go on after the cleaning.
+    commit_one(&mut conn, "g", 0, COMMITS + 10).await;
+    drop(conn);
+    b.shutdown().await.expect("clean shutdown");
+    let after = offsets_bytes_on_disk(dir.path(), engine);
+    assert!(
+        after < 200 * 1024,
+        "{engine}: {after} bytes on disk after cleaning"
+    );
+    println!(
+        "__consumer_offsets on {engine}: {} commits, {before} bytes on disk before cleaning, {after} after ({in_log} bytes held by the partition)",
+        COMMITS + 100
+    );
+
+    // 3. The compacted topic replays to the same offsets; the deleted group stays deleted.
+    let b = start(100).await.expect("broker restarts");
+    let mut conn = KafkaConn::connect(&b.bootstrap_address()).await;
+    let mut want = want;
+    want[0] = COMMITS + 10;
+    assert_eq!(
+        fetch_four(&mut conn, "g").await,
+        want,
+        "{engine}: after cleaning"
+    );
+    assert_eq!(fetch_four(&mut conn, "gone").await, vec![-1; 4], "{engine}");
+    b.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_offsets_stay_bounded_on_the_log_engine() {
+    consumer_offsets_stay_bounded("log").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_offsets_stay_bounded_on_the_memory_engine() {
+    consumer_offsets_stay_bounded("memory").await;
+}

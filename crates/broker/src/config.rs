@@ -148,6 +148,13 @@ pub struct BrokerConfig {
     pub group_initial_rebalance_delay_ms: u64,
     /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` (at creation).
     pub offsets_topic_num_partitions: i32,
+    /// `offsets.topic.segment.bytes`: `segment.bytes` of `__consumer_offsets`, a compacted
+    /// topic (Kafka's default is 100 MiB; Rafka's 16 MiB, so that a modest offsets load
+    /// rolls segments the cleaner can compact).
+    pub offsets_topic_segment_bytes: u64,
+    /// `transaction.state.log.segment.bytes`: `segment.bytes` of `__transaction_state`
+    /// (compacted; 16 MiB here, Kafka's 100 MiB).
+    pub transaction_state_log_segment_bytes: u64,
     /// `offsets.retention.minutes`: committed offsets of an empty group expire after this.
     pub offsets_retention_minutes: i64,
     /// `offset.metadata.max.bytes`: longest commit metadata string.
@@ -198,6 +205,8 @@ impl Default for BrokerConfig {
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 3_000,
             offsets_topic_num_partitions: 50,
+            offsets_topic_segment_bytes: 16 * 1024 * 1024,
+            transaction_state_log_segment_bytes: 16 * 1024 * 1024,
             offsets_retention_minutes: 10_080,
             offset_metadata_max_bytes: 4096,
             group_consumer_session_timeout_ms: 45_000,
@@ -356,6 +365,20 @@ impl Config {
                 "broker.transaction_abort_timed_out_transaction_cleanup_interval_ms",
                 "must be at least 1".into(),
             );
+        }
+        for (key, v) in [
+            (
+                "broker.offsets_topic_segment_bytes",
+                b.offsets_topic_segment_bytes,
+            ),
+            (
+                "broker.transaction_state_log_segment_bytes",
+                b.transaction_state_log_segment_bytes,
+            ),
+        ] {
+            if !(14..=i32::MAX as u64).contains(&v) {
+                return invalid(key, format!("{v} is outside 14..={}", i32::MAX));
+            }
         }
         if !(1..=limits::PARTITIONS_PER_TOPIC_MAX).contains(&b.offsets_topic_num_partitions) {
             return invalid(

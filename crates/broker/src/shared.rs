@@ -77,7 +77,13 @@ impl Shared {
         )?;
         let mut txn = TransactionCoordinator::new(txn_config(&config.broker), 0);
         let txn_log = match cluster.topic(TRANSACTION_STATE_TOPIC) {
-            Some(t) => {
+            Some(_) => {
+                // Created before Rafka compacted it: made compacted now.
+                let t = cluster.open_internal_topic(
+                    TRANSACTION_STATE_TOPIC,
+                    config.broker.transaction_state_log_num_partitions,
+                    config.broker.transaction_state_log_segment_bytes,
+                )?;
                 replay_transactions(&mut txn, &t.partitions)?;
                 Some(t.partitions.clone().into())
             }
@@ -101,20 +107,17 @@ impl Shared {
         if let Some(p) = slot.as_ref() {
             return Ok(p.clone());
         }
-        let topic = match self.cluster.topic(TRANSACTION_STATE_TOPIC) {
-            Some(t) => t,
-            None => {
-                let name = rafka_core::TopicName::new(TRANSACTION_STATE_TOPIC)
-                    .map_err(|_| TxnError::UnknownServerError)?;
-                let n = self.config.broker.transaction_state_log_num_partitions;
-                self.cluster
-                    .create_topic(&name, n, Default::default(), false)
-                    .map_err(|e| {
-                        tracing::error!(error = %e, "cannot create {TRANSACTION_STATE_TOPIC}");
-                        TxnError::CoordinatorNotAvailable
-                    })?
-            }
-        };
+        let topic = self
+            .cluster
+            .open_internal_topic(
+                TRANSACTION_STATE_TOPIC,
+                self.config.broker.transaction_state_log_num_partitions,
+                self.config.broker.transaction_state_log_segment_bytes,
+            )
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot create {TRANSACTION_STATE_TOPIC}");
+                TxnError::CoordinatorNotAvailable
+            })?;
         let parts: Arc<[Arc<PartitionState>]> = topic.partitions.clone().into();
         *slot = Some(parts.clone());
         Ok(parts)
@@ -266,6 +269,7 @@ fn coordinator_settings(b: &BrokerConfig) -> CoordinatorSettings {
             initial_rebalance_delay_ms: b.group_initial_rebalance_delay_ms,
         },
         offsets_retention_ms: b.offsets_retention_minutes.saturating_mul(60_000),
+        offsets_topic_segment_bytes: b.offsets_topic_segment_bytes,
         offset_metadata_max_bytes: b.offset_metadata_max_bytes,
         consumer: consumer::ConsumerSettings {
             session_timeout: Duration::from_millis(b.group_consumer_session_timeout_ms),

@@ -774,6 +774,40 @@ impl Cluster {
             .sum()
     }
 
+    /// Opens internal topic `name` (`__consumer_offsets`, `__transaction_state`), creating
+    /// it with `partitions` as a compacted topic of `segment_bytes` segments, as Kafka
+    /// creates them. One created before Rafka compacted them (no `cleanup.policy`) gets
+    /// those configs added.
+    pub(crate) fn open_internal_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        segment_bytes: u64,
+    ) -> Result<Arc<Topic>, TopicError> {
+        let name = TopicName::new(name).map_err(|e| TopicError::InvalidConfig(e.to_string()))?;
+        match self.topic(name.as_str()) {
+            None => {
+                let configs = BTreeMap::from([
+                    ("cleanup.policy".to_string(), "compact".to_string()),
+                    ("segment.bytes".to_string(), segment_bytes.to_string()),
+                ]);
+                self.create_topic(&name, partitions, configs, false)
+            }
+            Some(t) if t.configs.contains_key("cleanup.policy") => Ok(t),
+            Some(t) => {
+                let mut configs = t.configs.clone();
+                configs.insert("cleanup.policy".to_string(), "compact".to_string());
+                configs
+                    .entry("segment.bytes".to_string())
+                    .or_insert_with(|| segment_bytes.to_string());
+                self.set_topic_configs(&name, configs)?;
+                tracing::info!(topic = %name, "internal topic now compacted");
+                self.topic(name.as_str())
+                    .ok_or_else(|| TopicError::Unknown(name.to_string()))
+            }
+        }
+    }
+
     /// Creates a topic. With `validate_only`, checks everything and creates nothing.
     pub fn create_topic(
         &self,

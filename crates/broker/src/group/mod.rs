@@ -4,9 +4,15 @@
 //! beside it as another member-state type under the same [`GroupCoordinator`], sharing the
 //! offsets and the persistence below). Committed offsets and group metadata are records in
 //! the internal topic `__consumer_offsets` ([`records`]), written through the storage
-//! engine, and replayed on start. Until log compaction exists, a partition of that topic is
-//! bounded by rewriting the live entries at its end and deleting everything before them
-//! once it holds far more records than live entries (see [`GroupCoordinator::persist`]).
+//! engine, and replayed on start. The topic is compacted, as Kafka's is
+//! (`cleanup.policy=compact`, `segment.bytes` from `offsets.topic.segment.bytes`): the
+//! broker's cleaner keeps the latest record per key, so replaying what is left yields the
+//! same offsets and groups — every record fully replaces the state of its key (an offset,
+//! a classic group, a consumer group, a group config), and deletions write a tombstone for
+//! every key they end (each offset, the group and consumer-group records), which stays
+//! `delete.retention.ms` after its first cleaning. Transactional batches (TxnOffsetCommit)
+//! and markers are kept whole by the cleaner and stay out of its dedupe map, so a pending
+//! transactional offset is never lost and never hides an older committed one.
 
 pub mod classic;
 pub mod config;
@@ -28,13 +34,6 @@ use crate::state::{
 use classic::{ClassicGroup, GroupSettings};
 use consumer::{ConsumerGroup, ConsumerSettings, TopicView};
 use records::{OffsetValue, OffsetsRecord};
-
-/// Records per batch when rewriting live entries.
-const REWRITE_BATCH_RECORDS: usize = 500;
-/// A partition of `__consumer_offsets` is rewritten when it holds more records than this
-/// and more than [`REWRITE_FACTOR`] times its live entries.
-const REWRITE_MIN_RECORDS: i64 = 10_000;
-const REWRITE_FACTOR: i64 = 4;
 
 /// Kafka's `String.hashCode`, so a group lands in the same partition as in Kafka.
 fn java_string_hash(s: &str) -> i32 {
@@ -136,6 +135,8 @@ pub struct CoordinatorSettings {
     pub groups: GroupSettings,
     /// `offsets.retention.minutes` in ms.
     pub offsets_retention_ms: i64,
+    /// `offsets.topic.segment.bytes`: `segment.bytes` of `__consumer_offsets` at creation.
+    pub offsets_topic_segment_bytes: u64,
     /// `offset.metadata.max.bytes`.
     pub offset_metadata_max_bytes: usize,
     /// KIP-848 consumer groups.
@@ -299,13 +300,11 @@ impl GroupCoordinator {
         partitions: i32,
         settings: CoordinatorSettings,
     ) -> Result<GroupCoordinator, TopicError> {
-        let topic = match cluster.topic(OFFSETS_TOPIC) {
-            Some(t) => t,
-            None => {
-                let name = rafka_core::TopicName::new(OFFSETS_TOPIC).expect("valid name");
-                cluster.create_topic(&name, partitions, BTreeMap::new(), false)?
-            }
-        };
+        let topic = cluster.open_internal_topic(
+            OFFSETS_TOPIC,
+            partitions,
+            settings.offsets_topic_segment_bytes,
+        )?;
         let now = Instant::now();
         let mut groups: HashMap<String, Group> = HashMap::new();
         let mut configs: HashMap<String, BTreeMap<String, String>> = HashMap::new();
@@ -460,12 +459,10 @@ impl GroupCoordinator {
             .any(|o| o.group == group && o.topic == topic && o.partition == partition)
     }
 
-    /// Appends records for `group` to its `__consumer_offsets` partition, then bounds the
-    /// partition if it has grown far past its live entries. Call with the groups locked
-    /// (pass the map) so the rewrite sees a consistent state. Returns the partition to flush.
+    /// Appends records for `group` to its `__consumer_offsets` partition (the cleaner
+    /// bounds it). Returns the partition to flush.
     fn persist(
         &self,
-        groups: &HashMap<String, Group>,
         group: &str,
         records: Vec<OffsetsRecord>,
     ) -> Result<Arc<PartitionState>, PersistError> {
@@ -474,54 +471,7 @@ impl GroupCoordinator {
             return Ok(p);
         }
         append_records(&p, &records)?;
-        let held = p.log_end_offset().0 - p.log_start_offset().0;
-        if held > REWRITE_MIN_RECORDS {
-            let live = self.live_records(groups, &p);
-            if held > REWRITE_FACTOR * live.len() as i64 {
-                let start = p.log_end_offset();
-                for chunk in live.chunks(REWRITE_BATCH_RECORDS) {
-                    append_records(&p, chunk)?;
-                }
-                p.flush()?;
-                p.delete_records(Some(start))?;
-                tracing::info!(partition = %p.tp, live = live.len(), dropped = held, "rewrote live group entries");
-            }
-        }
         Ok(p)
-    }
-
-    fn live_records(
-        &self,
-        groups: &HashMap<String, Group>,
-        p: &Arc<PartitionState>,
-    ) -> Vec<OffsetsRecord> {
-        let now_ms = Timestamp::now().0;
-        let mut out = Vec::new();
-        for (id, c) in self.configs.lock().iter() {
-            if Arc::ptr_eq(self.partition_for(id), p) {
-                out.push(OffsetsRecord::GroupConfig {
-                    group: id.clone(),
-                    value: Some(c.clone()),
-                });
-            }
-        }
-        for (id, g) in groups {
-            if !Arc::ptr_eq(self.partition_for(id), p)
-                || g.classic.state() == classic::GroupState::Dead
-            {
-                continue;
-            }
-            out.push(g.membership_record(id, now_ms));
-            for ((topic, partition), v) in &g.offsets {
-                out.push(OffsetsRecord::Offset {
-                    group: id.clone(),
-                    topic: topic.clone(),
-                    partition: *partition,
-                    value: Some(v.clone()),
-                });
-            }
-        }
-        out
     }
 
     /// Commits offsets for `group` (OffsetCommit, and TxnOffsetCommit later).
@@ -692,7 +642,7 @@ impl GroupCoordinator {
                 }
             };
         }
-        match self.persist(&groups, group, records) {
+        match self.persist(group, records) {
             Ok(p) => {
                 let g = groups.get_mut(group).expect("exists");
                 g.offsets.extend(writes);
@@ -816,9 +766,15 @@ impl GroupCoordinator {
             group: group.to_string(),
             value: None,
         });
+        // A consumer group's record has a key of its own: compaction keeps it until a
+        // tombstone of that key.
+        records.push(OffsetsRecord::ConsumerGroup {
+            group: group.to_string(),
+            value: None,
+        });
         g.classic.mark_dead();
         g.offsets.clear();
-        let r = self.persist(&groups, group, records);
+        let r = self.persist(group, records);
         groups.remove(group);
         r.map(|_| ()).map_err(|e| {
             tracing::error!(group, error = %e, "group deletion not persisted");
@@ -830,7 +786,7 @@ impl GroupCoordinator {
     fn persist_membership(&self, groups: &HashMap<String, Group>, id: &str) {
         let Some(g) = groups.get(id) else { return };
         let record = g.membership_record(id, Timestamp::now().0);
-        if let Err(e) = self.persist(groups, id, vec![record]) {
+        if let Err(e) = self.persist(id, vec![record]) {
             tracing::warn!(group = id, error = %e, "could not persist group metadata");
         }
     }
@@ -1048,7 +1004,7 @@ impl GroupCoordinator {
                     .collect()
             })
             .collect();
-        if let Err(e) = self.persist(&groups, group, records) {
+        if let Err(e) = self.persist(group, records) {
             tracing::error!(group, error = %e, "offset deletion not persisted");
             return Err(ResponseError::KafkaStorageError);
         }
@@ -1087,7 +1043,8 @@ impl GroupCoordinator {
         validate_only: bool,
         change: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), String>,
     ) -> Result<(), AlterConfigsError> {
-        let groups = self.groups.lock();
+        // Config changes are ordered with the group's other writes.
+        let _groups = self.groups.lock();
         let before = self.configs.lock().get(group).cloned();
         let mut after = before.clone().unwrap_or_default();
         change(&mut after).map_err(AlterConfigsError::Invalid)?;
@@ -1099,14 +1056,13 @@ impl GroupCoordinator {
             return Ok(());
         }
         let value = (!after.is_empty()).then_some(after);
-        // Applied before the append so that a rewrite of the partition, which `persist`
-        // may do, writes the new value; undone if the append fails.
+        // Applied before the append; undone if the append fails.
         self.set_configs(group, value.clone());
         let record = OffsetsRecord::GroupConfig {
             group: group.to_string(),
             value,
         };
-        if let Err(e) = self.persist(&groups, group, vec![record]) {
+        if let Err(e) = self.persist(group, vec![record]) {
             self.set_configs(group, before);
             tracing::error!(group, error = %e, "group config change not persisted");
             return Err(AlterConfigsError::Storage);
@@ -1168,7 +1124,7 @@ impl GroupCoordinator {
                 }
             }
             if !writes.is_empty() {
-                if let Err(e) = self.persist(&groups, &id, writes) {
+                if let Err(e) = self.persist(&id, writes) {
                     tracing::warn!(group = %id, error = %e, "could not persist group change");
                 }
             }
