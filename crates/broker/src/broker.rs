@@ -310,11 +310,16 @@ async fn retention_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
 /// blocking thread, compacts the compacted partition with the highest dirty ratio over its
 /// `min.cleanable.dirty.ratio` (or whose dirty part is older than `max.compaction.lag.ms`),
 /// then looks again at once; with nothing to do it pauses `log.cleaner.backoff.ms`. The
-/// clean offset and bytes of each partition are kept in memory: after a restart everything
-/// counts as dirty once.
+/// clean offset and bytes of each partition are checkpointed in the metadata directory
+/// (`cleaner_checkpoint`) and read back at start.
 async fn cleaner_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let backoff = Duration::from_millis(shared.config.broker.log_cleaner_backoff_ms);
     let cleaned: Arc<CleanerState> = Arc::default();
+    if let Some(dir) = shared.config.storage.metadata_dir() {
+        let s = shared.clone();
+        let c = cleaned.clone();
+        let _ = tokio::task::spawn_blocking(move || load_checkpoint(&s, &c, &dir)).await;
+    }
     let mut pause = backoff;
     loop {
         tokio::select! {
@@ -339,6 +344,43 @@ async fn cleaner_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) 
 type CleanerState = parking_lot::Mutex<
     std::collections::HashMap<rafka_core::TopicPartition, (rafka_core::Offset, u64, i64, u64)>,
 >;
+
+/// Seeds the cleaner state from the checkpoint in `dir`: the partitions that still exist,
+/// their clean offset clamped to their log.
+fn load_checkpoint(shared: &Shared, cleaned: &CleanerState, dir: &std::path::Path) {
+    let now = Timestamp::now().0;
+    let mut state = cleaned.lock();
+    for (tp, (offset, bytes)) in crate::cleaner_checkpoint::load(dir) {
+        let Some(p) = shared
+            .cluster
+            .topic(tp.topic.as_str())
+            .and_then(|t| t.partition(tp.partition.0).cloned())
+        else {
+            continue;
+        };
+        let offset = offset.min(p.log_end_offset()).max(p.log_start_offset());
+        state.insert(tp, (offset, bytes.min(p.size_bytes()), now, u64::MAX));
+    }
+    if !state.is_empty() {
+        tracing::info!(partitions = state.len(), "cleaner checkpoint loaded");
+    }
+}
+
+/// Writes the cleaner checkpoint (partitions of topics that still exist).
+fn save_checkpoint(shared: &Shared, cleaned: &CleanerState) {
+    let Some(dir) = shared.config.storage.metadata_dir() else {
+        return;
+    };
+    let entries: Vec<_> = cleaned
+        .lock()
+        .iter()
+        .filter(|(tp, _)| shared.cluster.topic(tp.topic.as_str()).is_some())
+        .map(|(tp, c)| (tp.clone(), c.0, c.1))
+        .collect();
+    if let Err(e) = crate::cleaner_checkpoint::save(&dir, entries) {
+        tracing::warn!(error = %e, "cannot write the cleaner checkpoint");
+    }
+}
 
 /// One round of the cleaner; whether it compacted something.
 fn clean_dirtiest(shared: &Shared, cleaned: &CleanerState) -> bool {
@@ -407,6 +449,7 @@ fn clean_dirtiest(shared: &Shared, cleaned: &CleanerState) -> bool {
                 (stats.cleaned_to, clean_bytes, now.0, idle_size),
             );
             if progressed {
+                save_checkpoint(shared, cleaned);
                 tracing::info!(partition = %p.tp, dirty_ratio = ratio, cleaned_to = %stats.cleaned_to, records_removed = stats.records_removed, bytes_read = stats.bytes_read, bytes_written = stats.bytes_written, "compacted");
             }
             progressed

@@ -15,6 +15,7 @@ mod admin;
 mod api;
 mod authz;
 mod broker;
+mod cleaner_checkpoint;
 mod config;
 mod group;
 mod hooks;
