@@ -654,3 +654,185 @@ async fn refusals_carry_kafkas_codes_and_change_nothing() {
     assert_eq!(end_txn(&mut conn, "raw", newer, 3).await, 0);
     b.shutdown().await;
 }
+
+/// `(transactional data batches, abort markers, commit markers)` in `__consumer_offsets`-0.
+fn offsets_topic_txn_batches(b: &Broker) -> (usize, usize, usize) {
+    let p = b
+        .shared()
+        .cluster
+        .topic("__consumer_offsets")
+        .unwrap()
+        .partitions[0]
+        .clone();
+    let (mut data, mut aborts, mut commits) = (0, 0, 0);
+    let mut at = p.log_start_offset();
+    while at < p.log_end_offset() {
+        let r = p
+            .read(at, 1 << 20, rafka_broker::IsolationLevel::ReadUncommitted)
+            .unwrap();
+        let batches = rafka_core::RecordBatch::split_all(r.records).unwrap();
+        let Some(last) = batches.last() else { break };
+        at = last.next_offset();
+        for b in &batches {
+            match b.control_type() {
+                Some(rafka_core::ControlType::Abort) => aborts += 1,
+                Some(rafka_core::ControlType::Commit) => commits += 1,
+                None if b.is_transactional() => data += 1,
+                None => {}
+            }
+        }
+    }
+    (data, aborts, commits)
+}
+
+/// The committed offset of the consumer's group on tx-in-0.
+fn committed_on_tx_in(c: &BaseConsumer) -> Offset {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition("tx-in", 0);
+    let got = c.committed_offsets(tpl, T).unwrap();
+    got.find_partition("tx-in", 0).unwrap().offset()
+}
+
+/// Plain commits of group `filler` (offsets 1..=n over tx-in-0), as a non-member.
+async fn filler_commits(addr: &str, n: i64) {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    let mut conn = KafkaConn::connect(addr).await;
+    for i in 1..=n {
+        let ResponseKind::OffsetCommit(r) = conn
+            .send(
+                ApiKey::OffsetCommit,
+                8,
+                RequestKind::OffsetCommit(
+                    kafka_protocol::messages::OffsetCommitRequest::default()
+                        .with_group_id(kafka_protocol::messages::GroupId(
+                            StrBytes::from_static_str("filler"),
+                        ))
+                        .with_generation_id_or_member_epoch(-1)
+                        .with_topics(vec![OffsetCommitRequestTopic::default()
+                            .with_name(topic_name("tx-in"))
+                            .with_partitions(vec![
+                                OffsetCommitRequestPartition::default().with_committed_offset(i)
+                            ])]),
+                ),
+            )
+            .await
+        else {
+            panic!("not an OffsetCommit response")
+        };
+        assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    }
+}
+
+/// Offsets sent to transactions while `__consumer_offsets` is compacted: the aborted
+/// transaction's offset records go (its marker stays within `delete.retention.ms`), a
+/// committed one stays whole, an open one is never touched while plain commits around it
+/// are cleaned; after commit and a restart the group has the committed offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_in_transactions_survive_compaction() {
+    for engine in ["log", "memory"] {
+        let dir = tempfile::tempdir().unwrap();
+        let start = || {
+            start_broker_with(dir.path(), move |c| {
+                fast(c);
+                c.storage.storage_type = engine.to_string();
+                c.broker.offsets_topic_num_partitions = 1;
+                c.broker.offsets_topic_segment_bytes = 16 * 1024;
+                c.broker.log_cleaner_backoff_ms = 100;
+            })
+        };
+        let b = start().await;
+        let addr = b.bootstrap_address();
+        create_topic(&addr, "tx-in", 1, &[]).await;
+        let a = addr.clone();
+        let (p, consumer) = blocking(move || {
+            // read_uncommitted: OffsetFetch without require_stable, so the offset is read
+            // while a transaction holds a pending one.
+            let consumer: BaseConsumer = client_config(&a)
+                .set("group.id", "tx-cg")
+                .set("isolation.level", "read_uncommitted")
+                .create()
+                .unwrap();
+            let p = txn_producer(&a, "tx-compact-id", &[]);
+            let offsets = |o: i64| {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset("tx-in", 0, Offset::Offset(o))
+                    .unwrap();
+                tpl
+            };
+            let meta = consumer.group_metadata().unwrap();
+            p.begin_transaction().unwrap();
+            p.send_offsets_to_transaction(&offsets(99), &meta, T)
+                .unwrap();
+            p.abort_transaction(T).unwrap();
+            p.begin_transaction().unwrap();
+            p.send_offsets_to_transaction(&offsets(42), &meta, T)
+                .unwrap();
+            p.commit_transaction(T).unwrap();
+            (p, consumer)
+        })
+        .await;
+        filler_commits(&addr, 2_000).await;
+        // Open a third transaction, then more plain commits behind it.
+        let (p, consumer) = blocking(move || {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset("tx-in", 0, Offset::Offset(77))
+                .unwrap();
+            p.begin_transaction().unwrap();
+            p.send_offsets_to_transaction(&tpl, &consumer.group_metadata().unwrap(), T)
+                .unwrap();
+            (p, consumer)
+        })
+        .await;
+        filler_commits(&addr, 1_000).await;
+        // The cleaner removes the aborted offset record; everything else transactional
+        // stays (the open transaction holds the last stable offset, so nothing after its
+        // first record is cleaned either).
+        support::wait_for("the aborted offsets to be cleaned", T, || {
+            offsets_topic_txn_batches(&b).0 == 2
+        })
+        .await;
+        let (data, aborts, commits) = offsets_topic_txn_batches(&b);
+        assert_eq!((data, aborts, commits), (2, 1, 1), "{engine}");
+        let part = b
+            .shared()
+            .cluster
+            .topic("__consumer_offsets")
+            .unwrap()
+            .partitions[0]
+            .clone();
+        assert!(
+            part.size_bytes() < 3_000 * 60,
+            "{engine}: {} bytes: the plain commits before the open transaction were cleaned",
+            part.size_bytes()
+        );
+        let committed = blocking(move || {
+            let before = committed_on_tx_in(&consumer);
+            p.commit_transaction(T).unwrap();
+            (before, committed_on_tx_in(&consumer))
+        })
+        .await;
+        assert_eq!(
+            committed,
+            (Offset::Offset(42), Offset::Offset(77)),
+            "{engine}"
+        );
+        b.shutdown().await.unwrap();
+
+        let b = start().await;
+        let a = b.bootstrap_address();
+        let after_restart = blocking(move || {
+            let consumer: BaseConsumer =
+                client_config(&a).set("group.id", "tx-cg").create().unwrap();
+            committed_on_tx_in(&consumer)
+        })
+        .await;
+        assert_eq!(
+            after_restart,
+            Offset::Offset(77),
+            "{engine}: after a restart"
+        );
+        b.shutdown().await.unwrap();
+    }
+}

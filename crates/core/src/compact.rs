@@ -15,10 +15,13 @@
 //! re-encoded against it, as Kafka's KIP-534 does), and a later cleaning past the horizon
 //! drops it.
 //!
-//! Left as they are in this round: control batches and transactional batches (their keys
-//! do not enter the map either, so an aborted record can never hide an older committed
-//! one), and compressed batches (no codec lives in rafka-core; their keys do not enter the
-//! map, so they only make compaction less thorough, never wrong).
+//! Transactions ([`TxnIndex`], [`clean_batch_txn`]): records of aborted transactions go
+//! once their abort marker is in the cleaned range, and abort markers go after
+//! `delete.retention.ms` once nothing of their transaction is left; committed transactional
+//! batches and commit markers are left whole, and no transactional or control batch puts
+//! its keys in the map (so an aborted record can never hide an older committed one).
+//! Compressed batches are left whole too (no codec lives in rafka-core; their keys do not
+//! enter the map, so they only make compaction less thorough, never wrong).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -332,9 +335,23 @@ pub fn clean_batch(
     } else {
         (base_ts, attributes)
     };
+    let rebuilt = rebuild(batch, &kept, new_base_ts, new_attributes)?;
+    Ok((Cleaned::Rewrite(rebuilt), removed))
+}
+
+/// `batch` with only the records `kept` (views into it), base timestamp `new_base_ts`
+/// (record timestamps re-encoded against it) and attributes `new_attributes`; base offset,
+/// last offset delta and producer fields unchanged.
+fn rebuild(
+    batch: &RecordBatch,
+    kept: &[RecordView<'_>],
+    new_base_ts: i64,
+    new_attributes: i16,
+) -> Result<RecordBatch, MalformedRecords> {
+    let base_ts = batch.base_timestamp().0;
     let mut body = BytesMut::new();
     let mut max_ts: Option<i64> = None;
-    for r in &kept {
+    for r in kept {
         let ts = base_ts.saturating_add(r.timestamp_delta);
         max_ts = Some(max_ts.map_or(ts, |m| m.max(ts)));
         if new_base_ts == base_ts {
@@ -367,9 +384,112 @@ pub fn clean_batch(
     out[RECORD_COUNT..RECORD_COUNT + 4].copy_from_slice(&(kept.len() as i32).to_be_bytes());
     let crc = crc32c::crc32c(&out[ATTRIBUTES..]);
     out[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
-    let rebuilt = RecordBatch::parse(Bytes::from(out))
-        .map_err(|_| MalformedRecords("rebuilt batch does not frame"))?;
-    Ok((Cleaned::Rewrite(rebuilt), removed))
+    RecordBatch::parse(Bytes::from(out))
+        .map_err(|_| MalformedRecords("rebuilt batch does not frame"))
+}
+
+/// The transactions of a range to clean, learnt from its markers before cleaning (observe
+/// every batch of the range, in offset order, with [`TxnIndex::observe`]), and what the
+/// cleaning keeps of each (updated by [`clean_batch_txn`]).
+///
+/// Kafka's rules, as far as Rafka applies them: the records of an **aborted** transaction
+/// are removed once its abort marker is in the range (a whole batch goes, or stays empty if
+/// it is its producer's last); an abort marker is stamped with a delete horizon by the first
+/// cleaning that finds no batch of its transaction left before it, and removed by a later
+/// one past the horizon (unless it is its producer's last batch). **Committed**
+/// transactional batches and commit markers stay whole and their keys stay out of the
+/// dedupe map: the group coordinator applies a transactional offset at its marker, so
+/// letting a plain commit between the two hide it would change what a replay yields. A
+/// transaction whose marker is not in the range (still open, or past the range's end) is
+/// left whole.
+#[derive(Debug, Default)]
+pub struct TxnIndex {
+    /// Per producer, the base offsets of the data batches of its transaction not yet ended
+    /// by a marker in the range.
+    open: HashMap<i64, Vec<i64>>,
+    /// Per transactional data batch (base offset): its abort marker's base offset.
+    aborted: HashMap<i64, i64>,
+    /// Abort markers (base offsets) with a batch of their transaction kept by this cleaning.
+    data_kept: std::collections::HashSet<i64>,
+}
+
+impl TxnIndex {
+    /// Takes note of one batch of the range; call for every batch, in offset order.
+    pub fn observe(&mut self, batch: &RecordBatch) {
+        let pid = batch.producer_id();
+        if pid < 0 || !batch.is_transactional() && !batch.is_control() {
+            return;
+        }
+        if batch.is_control() {
+            let data = self.open.remove(&pid).unwrap_or_default();
+            if batch.control_type() == Some(crate::ControlType::Abort) {
+                for base in data {
+                    self.aborted.insert(base, batch.base_offset().0);
+                }
+            }
+        } else {
+            self.open
+                .entry(pid)
+                .or_default()
+                .push(batch.base_offset().0);
+        }
+    }
+
+    /// Transactional data batches known to be aborted.
+    pub fn n_aborted_batches(&self) -> usize {
+        self.aborted.len()
+    }
+}
+
+/// [`clean_batch`] with Kafka's transaction rules (see [`TxnIndex`]): call for the batches
+/// of the range in offset order, after every one was observed.
+pub fn clean_batch_txn(
+    batch: &RecordBatch,
+    map: &OffsetMap,
+    keep_if_empty: bool,
+    now: Timestamp,
+    delete_retention_ms: i64,
+    txns: &mut TxnIndex,
+) -> Result<(Cleaned, u64), MalformedRecords> {
+    let n_records = batch.record_count().max(0) as u64;
+    if batch.is_control() {
+        let marker = batch.base_offset().0;
+        if batch.producer_id() < 0
+            || batch.control_type() != Some(crate::ControlType::Abort)
+            || txns.data_kept.contains(&marker)
+        {
+            return Ok((Cleaned::Keep, 0));
+        }
+        let attributes = batch.attributes();
+        if attributes & DELETE_HORIZON_FLAG == 0 {
+            // No data of its transaction left: the horizon starts now.
+            let mut kept = Vec::new();
+            for_each_record(batch, |r| kept.push(r))?;
+            let stamped = rebuild(
+                batch,
+                &kept,
+                now.0.saturating_add(delete_retention_ms.max(0)),
+                attributes | DELETE_HORIZON_FLAG,
+            )?;
+            return Ok((Cleaned::Rewrite(stamped), 0));
+        }
+        if now.0 >= batch.base_timestamp().0 && !keep_if_empty {
+            return Ok((Cleaned::Remove, n_records));
+        }
+        return Ok((Cleaned::Keep, 0));
+    }
+    if let Some(&marker) = txns.aborted.get(&batch.base_offset().0) {
+        if !keep_if_empty {
+            return Ok((Cleaned::Remove, n_records));
+        }
+        txns.data_kept.insert(marker);
+        if batch.compression() != CompressionType::None || n_records == 0 {
+            return Ok((Cleaned::Keep, 0));
+        }
+        let emptied = rebuild(batch, &[], batch.base_timestamp().0, batch.attributes())?;
+        return Ok((Cleaned::Rewrite(emptied), n_records));
+    }
+    clean_batch(batch, map, keep_if_empty, now, delete_retention_ms)
 }
 
 /// What [`clean_range`] decided for a run of stored batches.
@@ -442,18 +562,23 @@ pub fn clean_range(
     if !any_dirty {
         return Ok(out);
     }
+    let mut txns = TxnIndex::default();
+    for batch in &batches[..n_cleanable] {
+        txns.observe(batch);
+    }
     for batch in &batches[..n_mapped] {
         out.bytes_read += batch.size_bytes() as u64;
         let keep_if_empty = batch.producer_id() >= 0
             && last_of_producer
                 .get(&batch.producer_id())
                 .is_none_or(|&o| o == batch.base_offset());
-        let (decision, removed) = clean_batch(
+        let (decision, removed) = clean_batch_txn(
             batch,
             &map,
             keep_if_empty,
             plan.now,
             plan.delete_retention_ms,
+            &mut txns,
         )
         .map_err(|e| (batch.base_offset(), e))?;
         match decision {
@@ -626,5 +751,115 @@ mod tests {
         assert!(map.add_batch(&b).unwrap());
         assert!(!map.add_batch(&b).unwrap());
         assert_eq!(map.mapped_to(), Some(Offset(2)));
+    }
+
+    /// A log of transactions, cleaned twice: an aborted transaction's records go once its
+    /// marker is in range; its marker gets a horizon and goes after it; committed and open
+    /// transactions stay whole; plain records are deduplicated, transactional keys hide none.
+    #[test]
+    fn transactions_follow_kafkas_rules() {
+        use crate::batch::control_batch;
+        use crate::ControlType;
+        let at = |mut b: RecordBatch, o: i64| {
+            b.set_base_offset(Offset(o));
+            b
+        };
+        let txn = |pid: i64, o: i64, kvs: &[(&str, &str)]| {
+            let mut b = BatchBuilder::new(Offset(0))
+                .producer(pid, 0, 0)
+                .transactional();
+            for (k, v) in kvs {
+                b = b.kv(k.as_bytes(), v.as_bytes(), Timestamp(10));
+            }
+            at(b.build(), o)
+        };
+        let marker = |pid: i64, o: i64, kind| at(control_batch(pid, 0, 0, kind, Timestamp(10)), o);
+        let plain = |o: i64, k: &str, v: &str| at(batch(0, vec![rec(Some(k), Some(v), 10)]), o);
+        let log = vec![
+            plain(0, "a", "0"),
+            txn(7, 1, &[("a", "aborted"), ("b", "aborted")]),
+            marker(7, 3, ControlType::Abort),
+            txn(8, 4, &[("a", "committed")]),
+            marker(8, 5, ControlType::Commit),
+            txn(9, 6, &[("c", "open")]),
+            plain(7, "a", "7"),
+            txn(7, 8, &[("d", "later")]),
+            marker(7, 9, ControlType::Commit),
+            plain(10, "z", "active"),
+        ];
+        let plan = |now: i64, first_dirty: i64| CompactionPlan {
+            first_dirty: Offset(first_dirty),
+            end: Offset(6), // the open transaction holds the last stable offset at 6
+            now: Timestamp(now),
+            min_compaction_lag_ms: 0,
+            delete_retention_ms: 100,
+            dedupe_buffer_bytes: 1 << 20,
+        };
+        let r = clean_range(&log, Offset(0), Offset(10), &plan(1_000, 0)).unwrap();
+        assert_eq!(r.cleaned_to, Offset(6));
+        let changed: Vec<(i64, bool)> = r.changes.iter().map(|(o, b)| (o.0, b.is_some())).collect();
+        // The aborted batch goes (not its producer's last); its marker, with no data of its
+        // transaction left, is stamped. Offset 0's "a" stays: the newer "a"s are
+        // transactional (outside the map) or past the end.
+        assert_eq!(changed, vec![(1, false), (3, true)]);
+        let stamped = r.changes[1].1.clone().unwrap();
+        assert!(stamped.is_control() && stamped.attributes() & DELETE_HORIZON_FLAG != 0);
+        assert_eq!(stamped.base_timestamp(), Timestamp(1_100));
+        assert_eq!(stamped.control_type(), Some(ControlType::Abort));
+        stamped.validate_stored().unwrap();
+
+        // Applied; then all is committed and the horizon passes.
+        let mut log2: Vec<RecordBatch> = log
+            .iter()
+            .filter(|b| b.base_offset() != Offset(1))
+            .map(|b| {
+                if b.base_offset() == Offset(3) {
+                    stamped.clone()
+                } else {
+                    b.clone()
+                }
+            })
+            .collect();
+        let r = clean_range(
+            &log2,
+            Offset(0),
+            Offset(10),
+            &CompactionPlan {
+                end: Offset(10),
+                ..plan(1_099, 0)
+            },
+        )
+        .unwrap();
+        assert!(
+            r.changes.iter().all(|(o, _)| o.0 != 3),
+            "before the horizon the marker stays"
+        );
+        // Plain "a" at 0 goes (plain "a" at 7 is newer); committed and open batches stay.
+        assert!(r.changes.contains(&(Offset(0), None)));
+        for (o, _) in &r.changes {
+            assert!(
+                ![4, 5, 6, 8, 9].contains(&o.0),
+                "transactional batch {o} touched"
+            );
+        }
+        log2.retain(|b| b.base_offset() != Offset(0));
+        let r = clean_range(
+            &log2,
+            Offset(0),
+            Offset(10),
+            &CompactionPlan {
+                end: Offset(10),
+                ..plan(1_100, 0)
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            r.changes
+                .iter()
+                .map(|(o, b)| (o.0, b.is_some()))
+                .collect::<Vec<_>>(),
+            vec![(3, false)],
+            "past the horizon the abort marker goes"
+        );
     }
 }

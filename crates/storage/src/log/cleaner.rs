@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rafka_core::batch::HEADER_BYTES;
-use rafka_core::compact::{clean_batch, Cleaned, OffsetMap};
+use rafka_core::compact::{clean_batch_txn, Cleaned, OffsetMap, TxnIndex};
 use rafka_core::{
     CompactionPlan, CompactionStats, Offset, RecordBatch, StorageError, StorageResult, Timestamp,
 };
@@ -213,6 +213,14 @@ impl LogPartition {
             return Ok(stats);
         }
         let to_clean = &views[..n_mapped];
+        // The transactions of the cleanable range, from its markers (see `TxnIndex`).
+        let mut txns = TxnIndex::default();
+        for seg in &views[..n_cleanable] {
+            stats.bytes_read += scan(seg, |batch| {
+                txns.observe(&batch);
+                Ok(true)
+            })?;
+        }
 
         // Groups of consecutive segments that fit one segment once cleaned.
         let mut groups: Vec<&[SegView]> = Vec::new();
@@ -231,7 +239,8 @@ impl LogPartition {
 
         let mut crash_after = crash_after;
         for group in groups {
-            let cleaned = self.clean_group(group, &map, &last_of_producer, plan, interval)?;
+            let cleaned =
+                self.clean_group(group, &map, &last_of_producer, plan, interval, &mut txns)?;
             stats.bytes_read += group.iter().map(|s| s.size).sum::<u64>();
             stats.bytes_written += cleaned.seg.size;
             stats.records_removed += cleaned.records_removed;
@@ -258,6 +267,7 @@ impl LogPartition {
         last_of_producer: &HashMap<i64, Offset>,
         plan: &CompactionPlan,
         interval: u32,
+        txns: &mut TxnIndex,
     ) -> StorageResult<CleanedGroup> {
         let base = group[0].base;
         let path = suffixed(&self.dir, base, LOG_EXT, CLEANED_SUFFIX);
@@ -279,12 +289,13 @@ impl LogPartition {
                     && last_of_producer
                         .get(&batch.producer_id())
                         .is_none_or(|&o| o == batch.base_offset());
-                let (decision, removed) = clean_batch(
+                let (decision, removed) = clean_batch_txn(
                     &batch,
                     map,
                     keep_if_empty,
                     plan.now,
                     plan.delete_retention_ms,
+                    txns,
                 )
                 .map_err(|e| malformed(batch.base_offset(), e))?;
                 out.records_removed += removed;
