@@ -12,7 +12,8 @@
 //!   put, every removed one deleted from both families, and the partition's compaction
 //!   bound (`meta` key `c/<id>`: below it, recovery accepts gaps between batches) raised to
 //!   the cleaned offset. RocksDB applies a write batch whole or not at all, so a crash
-//!   leaves the old batches or the new ones.
+//!   leaves the old batches or the new ones. Then the cleaned key range is compacted
+//!   (`compact_range`) so the deleted batches free their disk space now.
 
 use rafka_core::compact::{active_part_start, clean_range};
 use rafka_core::{
@@ -162,6 +163,13 @@ impl RocksPartition {
             }
             st.compacted_to = compacted_to;
             st.version += 1;
+            drop(st);
+            // Deleted keys take disk until RocksDB compacts their files: do it now for the
+            // cleaned range (outside the partition lock; readers and appends go on).
+            let (from, to) = (key(self.id, Offset(0)), key(self.id, compacted_to));
+            db.compact_range_cf(cf(db, CF_BATCHES), Some(from), Some(to));
+            db.compact_range_cf(cf(db, CF_INDEX), Some(from), Some(to));
+            st = self.state.lock();
         }
         stats.clean_bytes = st
             .index
