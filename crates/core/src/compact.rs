@@ -862,4 +862,55 @@ mod tests {
             "past the horizon the abort marker goes"
         );
     }
+
+    /// `clean_range`: the last batch of an idempotent producer stays (emptied), earlier ones
+    /// go; nothing at or past the active part is touched; `active_part_start` keeps the
+    /// newest batches that fit in `segment.bytes`, at least one.
+    #[test]
+    fn clean_range_keeps_producer_state_and_the_active_part() {
+        let idem = |o: i64, seq: i32| {
+            let mut b = BatchBuilder::new(Offset(0))
+                .producer(5, 0, seq)
+                .kv(b"a", b"x", Timestamp(1))
+                .build();
+            b.set_base_offset(Offset(o));
+            b
+        };
+        let log = vec![
+            idem(0, 0),
+            idem(1, 1),
+            batch(2, vec![rec(Some("a"), Some("new"), 1)]),
+            batch(3, vec![rec(Some("a"), Some("active"), 1)]),
+        ];
+        let sizes = || log.iter().map(|b| (b.base_offset(), b.size_bytes() as u64));
+        let one = log[3].size_bytes() as u64;
+        assert_eq!(active_part_start(sizes(), 0, Offset(4)), Offset(3));
+        assert_eq!(active_part_start(sizes(), one, Offset(4)), Offset(3));
+        assert_eq!(active_part_start(sizes(), 2 * one, Offset(4)), Offset(2));
+        let plan = CompactionPlan {
+            first_dirty: Offset(0),
+            end: Offset(4),
+            now: Timestamp(100),
+            min_compaction_lag_ms: 0,
+            delete_retention_ms: 0,
+            dedupe_buffer_bytes: 1 << 20,
+        };
+        let r = clean_range(&log, Offset(0), Offset(3), &plan).unwrap();
+        assert_eq!(r.cleaned_to, Offset(3));
+        assert_eq!(r.changes.len(), 2);
+        assert_eq!(r.changes[0], (Offset(0), None));
+        let (o, Some(empty)) = &r.changes[1] else {
+            panic!("{:?}", r.changes)
+        };
+        assert_eq!(*o, Offset(1));
+        assert_eq!(
+            (
+                empty.record_count(),
+                empty.producer_id(),
+                empty.base_sequence()
+            ),
+            (0, 5, 1)
+        );
+        assert_eq!((r.records_removed, r.batches_removed), (2, 1));
+    }
 }
