@@ -1,6 +1,7 @@
-//! Log compaction through real clients, on every engine: librdkafka produces many updates over few keys to
-//! a `cleanup.policy=compact` topic, the broker's cleaner compacts it, and a fresh consumer
-//! reads each key's last value and little else; a keyless record is refused with its index.
+//! Log compaction through real clients, on every engine: librdkafka produces many updates
+//! over few keys to a `cleanup.policy=compact` topic, the broker's cleaner compacts it, and a
+//! fresh consumer reads each key's last value and little else; a keyless record is refused
+//! with its index.
 
 use crate::{common, support};
 
