@@ -350,7 +350,12 @@ struct Instances {
     started: AtomicU64,
     stop: AtomicBool,
     done: AtomicBool,
+    /// Instances killed for making no progress.
+    stalled: AtomicU64,
 }
+
+/// How long an instance may go without a ledger line.
+const STALL: Duration = Duration::from_secs(30);
 
 /// Starts pipeline instances one after another until one finishes (`done`) or `stop`.
 fn supervise(addr: &str, per_partition: i64, seed: u64, ledger: &Path, run: &Instances) {
@@ -359,6 +364,7 @@ fn supervise(addr: &str, per_partition: i64, seed: u64, ledger: &Path, run: &Ins
         started: instances,
         stop,
         done,
+        ..
     } = run;
     let exe = std::env::current_exe().expect("test binary");
     while !stop.load(Ordering::SeqCst) {
@@ -384,6 +390,10 @@ fn supervise(addr: &str, per_partition: i64, seed: u64, ledger: &Path, run: &Ins
             .spawn()
             .expect("spawn pipeline instance");
         *current.lock().unwrap() = Some(child);
+        // An instance that writes nothing to the ledger for this long is stuck (its client
+        // calls all have timeouts of a few seconds): its threads' stacks are printed, it is
+        // killed, and the run counts it as a violation.
+        let (mut ledger_len, mut changed) = (0u64, Instant::now());
         let status = loop {
             std::thread::sleep(Duration::from_millis(50));
             let mut slot = current.lock().unwrap();
@@ -392,6 +402,21 @@ fn supervise(addr: &str, per_partition: i64, seed: u64, ledger: &Path, run: &Ins
                 let _ = child.kill();
                 let _ = child.wait();
                 return;
+            }
+            let len = std::fs::metadata(ledger).map_or(0, |m| m.len());
+            if len != ledger_len {
+                (ledger_len, changed) = (len, Instant::now());
+            } else if changed.elapsed() > STALL {
+                eprintln!("eos: instance {instance} made no progress for {STALL:?}; stacks:");
+                let _ = Command::new("gdb")
+                    .args(["-p", &child.id().to_string(), "-batch", "-ex"])
+                    .arg("thread apply all bt 12")
+                    .stdout(Stdio::inherit())
+                    .stderr(Stdio::null())
+                    .status();
+                run.stalled.fetch_add(1, Ordering::SeqCst);
+                let _ = child.kill();
+                changed = Instant::now();
             }
             if let Some(status) = child.try_wait().expect("instance status") {
                 slot.take();
@@ -586,6 +611,12 @@ fn pipeline(storage_type: &str) {
     let mut violations = Vec::new();
     if !finished {
         violations.push("the pipeline did not finish".to_string());
+    }
+    let stalled = run.stalled.load(Ordering::SeqCst);
+    if stalled > 0 {
+        violations.push(format!(
+            "{stalled} pipeline instances made no progress for {STALL:?} (stacks above)"
+        ));
     }
     if group_committed != ends {
         violations.push(format!(
