@@ -1,7 +1,7 @@
-//! Log compaction through real clients, on every engine: librdkafka produces many updates
-//! over few keys to a `cleanup.policy=compact` topic, the broker's cleaner compacts it, and a
-//! fresh consumer reads each key's last value and little else; a keyless record is refused
-//! with its index.
+//! Log compaction through real clients, on every engine: librdkafka produces 100,000
+//! updates over 1,000 keys to a `cleanup.policy=compact` topic, the broker's cleaner compacts
+//! it, and a fresh consumer reads each key's last value and little else; a keyless record is
+//! refused with its index.
 
 use crate::{common, support};
 
@@ -16,7 +16,7 @@ use rafka_core::{Offset, Timestamp};
 use rdkafka::producer::FutureRecord;
 
 const KEYS: usize = 1_000;
-const UPDATES: usize = 20_000;
+const UPDATES: usize = 100_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compacted_topic_keeps_each_keys_last_value() {
