@@ -529,6 +529,24 @@ pub fn clean_range(
     active_from: Offset,
     plan: &CompactionPlan,
 ) -> Result<RangeCleaning, (Offset, MalformedRecords)> {
+    clean_range_streamed(|| batches.iter().cloned(), log_start, active_from, plan)
+}
+
+/// [`clean_range`] over batches read three times in order, each time from `pass()` (the
+/// partition's batches from the one holding `log_start`, the same each time: a consistent
+/// view), so that only the dedupe map and the changes are held in memory, never the range.
+/// A pass may end early (a read error the caller records); the result is then partial and
+/// the caller discards it.
+pub fn clean_range_streamed<F, I>(
+    mut pass: F,
+    log_start: Offset,
+    active_from: Offset,
+    plan: &CompactionPlan,
+) -> Result<RangeCleaning, (Offset, MalformedRecords)>
+where
+    F: FnMut() -> I,
+    I: Iterator<Item = RecordBatch>,
+{
     let first_dirty = plan.first_dirty.max(log_start);
     let mut out = RangeCleaning {
         cleaned_to: first_dirty,
@@ -536,21 +554,28 @@ pub fn clean_range(
     };
     let lag_horizon = plan.now.0.saturating_sub(plan.min_compaction_lag_ms.max(0));
     let end = plan.end.min(active_from);
-    let n_cleanable = batches
-        .iter()
-        .take_while(|b| b.next_offset() <= end && b.max_timestamp().0 <= lag_horizon)
-        .count();
+    // Pass 1: the cleanable range and the transactions in it.
+    let mut txns = TxnIndex::default();
+    let mut n_cleanable = 0;
+    for b in pass().take_while(|b| b.next_offset() <= end && b.max_timestamp().0 <= lag_horizon) {
+        txns.observe(&b);
+        n_cleanable += 1;
+    }
+    // Pass 2: the dedupe map over the dirty part, as far as it fits.
     let mut map = OffsetMap::with_memory(plan.dedupe_buffer_bytes);
     let mut last_of_producer: HashMap<i64, Offset> = HashMap::new();
     let mut n_mapped = 0;
     let mut any_dirty = false;
-    for (i, batch) in batches[..n_cleanable].iter().enumerate() {
+    for (i, batch) in pass().take(n_cleanable).enumerate() {
         if batch.next_offset() <= first_dirty {
             n_mapped = i + 1;
             continue;
         }
         out.bytes_read += batch.size_bytes() as u64;
-        if !map.add_batch(batch).map_err(|e| (batch.base_offset(), e))? {
+        if !map
+            .add_batch(&batch)
+            .map_err(|e| (batch.base_offset(), e))?
+        {
             break;
         }
         if batch.producer_id() >= 0 {
@@ -562,18 +587,17 @@ pub fn clean_range(
     if !any_dirty {
         return Ok(out);
     }
-    let mut txns = TxnIndex::default();
-    for batch in &batches[..n_cleanable] {
-        txns.observe(batch);
-    }
-    for batch in &batches[..n_mapped] {
+    // Pass 3: every batch up to where the map reached, cleaned.
+    let mut cleaned_to = None;
+    for batch in pass().take(n_mapped) {
         out.bytes_read += batch.size_bytes() as u64;
+        cleaned_to = Some(batch.next_offset());
         let keep_if_empty = batch.producer_id() >= 0
             && last_of_producer
                 .get(&batch.producer_id())
                 .is_none_or(|&o| o == batch.base_offset());
         let (decision, removed) = clean_batch_txn(
-            batch,
+            &batch,
             &map,
             keep_if_empty,
             plan.now,
@@ -598,7 +622,7 @@ pub fn clean_range(
             }
         }
     }
-    out.cleaned_to = batches[n_mapped - 1].next_offset();
+    out.cleaned_to = cleaned_to.unwrap_or(first_dirty);
     Ok(out)
 }
 

@@ -156,20 +156,21 @@ impl Inner {
                         ..CompactionStats::default()
                     });
                 }
-                let mut delta = 0i64;
                 for (i, changes) in records.into_iter().enumerate() {
                     if crash == Some(CrashPoint::AfterRecords(i)) {
                         return Err(StorageError::Io(std::io::Error::other(format!(
                             "injected crash after {i} compaction records"
                         ))));
                     }
+                    // Each record applies once logged: a failure later leaves a prefix,
+                    // which is a consistent log.
                     self.log(&mut st, &Op::Compact(tp.clone(), changes.clone()))?;
-                    delta += st
+                    let delta = st
                         .part_mut(tp, id)?
                         .apply_compaction(changes)
                         .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
+                    st.total_bytes = st.total_bytes.saturating_add_signed(delta);
                 }
-                st.total_bytes = st.total_bytes.saturating_add_signed(delta);
             }
             self.flush()?;
         }

@@ -4,10 +4,11 @@
 //! - The active part of a partition (never cleaned) is its newest batches, as many as fit
 //!   in `segment.bytes` (at least the newest one): what a `log` engine's active segment
 //!   could hold.
-//! - The batches are read through an iterator created under the partition lock (a pinned
-//!   view) and cleaned outside it; the result applies under the lock only if the partition
-//!   saw no delete, truncation or other compaction meanwhile (appends only add after the
-//!   range).
+//! - The batches are read from a snapshot taken under the partition lock (a consistent
+//!   view), streamed three times (transactions, dedupe map, cleaning) outside it, so only the
+//!   map and the changes are held in memory; the result applies under the lock only if the
+//!   partition saw no delete, truncation or other compaction meanwhile (appends only add
+//!   after the range).
 //! - The whole result is one synced `WriteBatch`: every rewritten batch and its index entry
 //!   put, every removed one deleted from both families, and the partition's compaction
 //!   bound (`meta` key `c/<id>`: below it, recovery accepts gaps between batches) raised to
@@ -15,15 +16,54 @@
 //!   leaves the old batches or the new ones. Then the cleaned key range is compacted
 //!   (`compact_range`) so the deleted batches free their disk space now.
 
-use rafka_core::compact::{active_part_start, clean_range};
+use std::cell::RefCell;
+
+use rafka_core::compact::{active_part_start, clean_range_streamed};
 use rafka_core::{
     CompactionPlan, CompactionStats, Offset, RecordBatch, StorageError, StorageResult,
 };
-use rocksdb::WriteBatch;
+use rocksdb::{DBRawIterator, WriteBatch};
 
 use super::keys::{compacted_key, key, IndexEntry, CF_BATCHES, CF_INDEX, CF_META};
 use super::partition::RocksPartition;
 use super::{cf, db_error};
+
+/// The stored batches below the active part, in order, from a raw iterator; a read error
+/// ends the iteration and is kept in `error`.
+struct Batches<'a> {
+    it: DBRawIterator<'a>,
+    prefix: [u8; 8],
+    active_from: Offset,
+    error: &'a RefCell<Option<StorageError>>,
+}
+
+impl Iterator for Batches<'_> {
+    type Item = RecordBatch;
+
+    fn next(&mut self) -> Option<RecordBatch> {
+        if !self.it.valid() {
+            if let Err(e) = self.it.status() {
+                *self.error.borrow_mut() = Some(db_error(e));
+            }
+            return None;
+        }
+        let (k, v) = (self.it.key()?, self.it.value()?);
+        if k[..8] != self.prefix {
+            return None;
+        }
+        match RecordBatch::parse(bytes::Bytes::copy_from_slice(v)) {
+            Ok(b) if b.base_offset() < self.active_from => {
+                self.it.next();
+                Some(b)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                *self.error.borrow_mut() = Some(e.into());
+                None
+            }
+        }
+    }
+}
 
 impl RocksPartition {
     /// Compacts as `plan` allows (see the module docs); with `crash_before_write`, stops
@@ -37,7 +77,7 @@ impl RocksPartition {
         let db = guard
             .as_ref()
             .ok_or_else(|| StorageError::Closed(self.tp.to_string()))?;
-        let (mut it, log_start, active_from, version) = {
+        let (snapshot, first_key, log_start, active_from, version) = {
             let st = self.state.lock();
             if st.closed {
                 return Err(StorageError::Closed(self.tp.to_string()));
@@ -47,37 +87,32 @@ impl RocksPartition {
                 st.cfg.segment_bytes,
                 st.log_end,
             );
-            let mut it = db.raw_iterator_cf(cf(db, CF_BATCHES));
-            it.seek(key(
-                self.id,
-                st.index.front().map_or(st.log_start, |e| e.base),
-            ));
-            (it, st.log_start, active_from, st.version)
+            // A consistent view for the three passes, taken with the version it matches.
+            let first = key(self.id, st.index.front().map_or(st.log_start, |e| e.base));
+            (db.snapshot(), first, st.log_start, active_from, st.version)
         };
-        let prefix = self.id.to_be_bytes();
-        let mut batches = Vec::new();
-        while it.valid() {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                break;
-            };
-            if k[..8] != prefix {
-                break;
+        let read_error: RefCell<Option<StorageError>> = RefCell::new(None);
+        let pass = || {
+            let mut it = snapshot.raw_iterator_cf(cf(db, CF_BATCHES));
+            it.seek(first_key);
+            Batches {
+                it,
+                prefix: self.id.to_be_bytes(),
+                active_from,
+                error: &read_error,
             }
-            let batch = RecordBatch::parse(bytes::Bytes::copy_from_slice(v))?;
-            if batch.base_offset() >= active_from {
-                break;
-            }
-            batches.push(batch);
-            it.next();
+        };
+        let cleaning =
+            clean_range_streamed(pass, log_start, active_from, plan).map_err(|(o, e)| {
+                StorageError::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: batch at offset {o}: {e}", self.tp),
+                ))
+            })?;
+        if let Some(e) = read_error.into_inner() {
+            return Err(e);
         }
-        it.status().map_err(db_error)?;
-        drop(it);
-        let cleaning = clean_range(&batches, log_start, active_from, plan).map_err(|(o, e)| {
-            StorageError::Io(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{}: batch at offset {o}: {e}", self.tp),
-            ))
-        })?;
+        drop(snapshot);
         let mut stats = CompactionStats {
             cleaned_to: cleaning.cleaned_to,
             clean_bytes: 0,
