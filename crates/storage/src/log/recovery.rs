@@ -100,8 +100,11 @@ pub(super) fn recover(
                 if let Some(reason) = out.stop_reason {
                     tracing::warn!(partition = %tp, segment = %base, %reason, "closed segment is damaged; reads past the damage will fail");
                 }
-                if seg.next_offset != next {
-                    tracing::warn!(partition = %tp, segment = %base, next_segment = %next, "gap between segments");
+                if seg.next_offset > next {
+                    tracing::warn!(partition = %tp, segment = %base, next_segment = %next, "segment overlaps the next one");
+                } else if seg.next_offset < next {
+                    // What compaction leaves when it removes a segment's last batches.
+                    tracing::debug!(partition = %tp, segment = %base, next_segment = %next, "gap between segments");
                 }
             }
         } else {
