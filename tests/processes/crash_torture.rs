@@ -78,13 +78,16 @@ pub(crate) fn env_u64(name: &str) -> Option<u64> {
 }
 
 /// The broker config: tiny segments, snapshots as often as the memory engine allows, fsync
-/// on every acks=all answer, group timers short enough for a member per cycle.
+/// on every acks=all answer, group timers short enough for a member per cycle, and
+/// `__consumer_offsets` in 4 KiB segments with a busy cleaner, so kills land while it
+/// compacts the committed offsets.
 fn write_config(dir: &Path, data: &Path, storage_type: &str) -> std::path::PathBuf {
     let path = dir.join("torture.yaml");
     let yaml = format!(
         "broker:\n  listen: 127.0.0.1:0\n  num_partitions: {PARTITIONS}\n  \
          group_min_session_timeout_ms: 500\n  group_initial_rebalance_delay_ms: 0\n  \
-         offsets_topic_num_partitions: 2\n\
+         offsets_topic_num_partitions: 2\n  offsets_topic_segment_bytes: 4096\n  \
+         log_cleaner_backoff_ms: 50\n\
          storage:\n  storage_type: {storage_type}\n  path: {}\n  \
          log_segment_bytes: 16384\n  snapshot_interval_bytes: 32768\n  \
          snapshot_interval_ms: 20\n\
@@ -481,11 +484,16 @@ fn torture(storage_type: &str) {
     let count = |needle: &str| log_text.matches(needle).count();
     eprintln!(
         "crash torture {storage_type}: recoveries seen in the broker log: {} log tails cut, {} \
-         WAL tails cut, {} unfinished snapshots removed, {} unreadable snapshots skipped",
+         WAL tails cut, {} unfinished snapshots removed, {} unreadable snapshots skipped, {} \
+         compactions, {} interrupted compaction swaps completed, {} uncommitted compaction \
+         files removed",
         count("cutting the log tail"),
         count("cutting the WAL"),
         count("removing an unfinished snapshot"),
         count("skipping an unreadable snapshot"),
+        count(" compacted"),
+        count("completed an interrupted compaction swap"),
+        count("removed an uncommitted compaction file"),
     );
     if storage_type == "log" {
         let segments = std::fs::read_dir(&data)
