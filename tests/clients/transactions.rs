@@ -725,10 +725,11 @@ async fn filler_commits(addr: &str, n: i64) {
     }
 }
 
-/// Offsets sent to transactions while `__consumer_offsets` is compacted: the aborted
-/// transaction's offset records go (its marker stays within `delete.retention.ms`), a
-/// committed one stays whole, an open one is never touched while plain commits around it
-/// are cleaned; after commit and a restart the group has the committed offset.
+/// Offsets sent to transactions while `__consumer_offsets` and `__transaction_state` are
+/// compacted: the aborted transaction's offset records go (its marker stays within
+/// `delete.retention.ms`), committed ones stay whole, an open one is never touched while
+/// plain commits around it are cleaned; after commit and a restart the group has the
+/// committed offset, and the transactional id goes on from the compacted state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offsets_in_transactions_survive_compaction() {
     for engine in ["log", "memory"] {
@@ -739,6 +740,8 @@ async fn offsets_in_transactions_survive_compaction() {
                 c.storage.storage_type = engine.to_string();
                 c.broker.offsets_topic_num_partitions = 1;
                 c.broker.offsets_topic_segment_bytes = 16 * 1024;
+                c.broker.transaction_state_log_num_partitions = 1;
+                c.broker.transaction_state_log_segment_bytes = 4096;
                 c.broker.log_cleaner_backoff_ms = 100;
             })
         };
@@ -766,10 +769,13 @@ async fn offsets_in_transactions_survive_compaction() {
             p.send_offsets_to_transaction(&offsets(99), &meta, T)
                 .unwrap();
             p.abort_transaction(T).unwrap();
-            p.begin_transaction().unwrap();
-            p.send_offsets_to_transaction(&offsets(42), &meta, T)
-                .unwrap();
-            p.commit_transaction(T).unwrap();
+            // Forty committed transactions: `__transaction_state` rolls segments to clean.
+            for o in 1_000..1_040 {
+                p.begin_transaction().unwrap();
+                p.send_offsets_to_transaction(&offsets(o), &meta, T)
+                    .unwrap();
+                p.commit_transaction(T).unwrap();
+            }
             (p, consumer)
         })
         .await;
@@ -790,11 +796,24 @@ async fn offsets_in_transactions_survive_compaction() {
         // stays (the open transaction holds the last stable offset, so nothing after its
         // first record is cleaned either).
         support::wait_for("the aborted offsets to be cleaned", T, || {
-            offsets_topic_txn_batches(&b).0 == 2
+            offsets_topic_txn_batches(&b).0 == 41
         })
         .await;
         let (data, aborts, commits) = offsets_topic_txn_batches(&b);
-        assert_eq!((data, aborts, commits), (2, 1, 1), "{engine}");
+        assert_eq!((data, aborts, commits), (41, 1, 40), "{engine}");
+        // `__transaction_state`: one transactional id, its latest state kept.
+        let txn_state = b
+            .shared()
+            .cluster
+            .topic("__transaction_state")
+            .unwrap()
+            .partitions[0]
+            .clone();
+        assert!(txn_state.log_end_offset().0 > 120, "{engine}");
+        support::wait_for("__transaction_state to be cleaned", T, || {
+            txn_state.size_bytes() < 6 * 1024
+        })
+        .await;
         let part = b
             .shared()
             .cluster
@@ -815,7 +834,7 @@ async fn offsets_in_transactions_survive_compaction() {
         .await;
         assert_eq!(
             committed,
-            (Offset::Offset(42), Offset::Offset(77)),
+            (Offset::Offset(1_039), Offset::Offset(77)),
             "{engine}"
         );
         b.shutdown().await.unwrap();
@@ -825,12 +844,23 @@ async fn offsets_in_transactions_survive_compaction() {
         let after_restart = blocking(move || {
             let consumer: BaseConsumer =
                 client_config(&a).set("group.id", "tx-cg").create().unwrap();
-            committed_on_tx_in(&consumer)
+            let before = committed_on_tx_in(&consumer);
+            // The coordinator replayed the compacted `__transaction_state`: the id goes on
+            // with a new instance, whose transaction commits.
+            let p = txn_producer(&a, "tx-compact-id", &[]);
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset("tx-in", 0, Offset::Offset(88))
+                .unwrap();
+            p.begin_transaction().unwrap();
+            p.send_offsets_to_transaction(&tpl, &consumer.group_metadata().unwrap(), T)
+                .unwrap();
+            p.commit_transaction(T).unwrap();
+            (before, committed_on_tx_in(&consumer))
         })
         .await;
         assert_eq!(
             after_restart,
-            Offset::Offset(77),
+            (Offset::Offset(77), Offset::Offset(88)),
             "{engine}: after a restart"
         );
         b.shutdown().await.unwrap();
