@@ -416,22 +416,42 @@ pub struct TxnIndex {
 impl TxnIndex {
     /// Takes note of one batch of the range; call for every batch, in offset order.
     pub fn observe(&mut self, batch: &RecordBatch) {
-        let pid = batch.producer_id();
-        if pid < 0 || !batch.is_transactional() && !batch.is_control() {
+        if batch.is_control() {
+            self.observe_marker(
+                batch.base_offset(),
+                batch.producer_id(),
+                batch.control_type(),
+            );
+        } else if batch.is_transactional() {
+            self.observe_data(batch.base_offset(), batch.producer_id());
+        }
+    }
+
+    /// [`TxnIndex::observe`] of a transactional data batch, from its header.
+    pub fn observe_data(&mut self, base_offset: Offset, producer_id: i64) {
+        if producer_id >= 0 {
+            self.open
+                .entry(producer_id)
+                .or_default()
+                .push(base_offset.0);
+        }
+    }
+
+    /// [`TxnIndex::observe`] of a control batch.
+    pub fn observe_marker(
+        &mut self,
+        base_offset: Offset,
+        producer_id: i64,
+        kind: Option<crate::ControlType>,
+    ) {
+        if producer_id < 0 {
             return;
         }
-        if batch.is_control() {
-            let data = self.open.remove(&pid).unwrap_or_default();
-            if batch.control_type() == Some(crate::ControlType::Abort) {
-                for base in data {
-                    self.aborted.insert(base, batch.base_offset().0);
-                }
+        let data = self.open.remove(&producer_id).unwrap_or_default();
+        if kind == Some(crate::ControlType::Abort) {
+            for base in data {
+                self.aborted.insert(base, base_offset.0);
             }
-        } else {
-            self.open
-                .entry(pid)
-                .or_default()
-                .push(batch.base_offset().0);
         }
     }
 

@@ -28,7 +28,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rafka_core::batch::HEADER_BYTES;
+use rafka_core::batch::{ATTRIBUTES, HEADER_BYTES, PRODUCER_ID};
 use rafka_core::compact::{clean_batch_txn, Cleaned, OffsetMap, TxnIndex};
 use rafka_core::{
     CompactionPlan, CompactionStats, Offset, RecordBatch, StorageError, StorageResult, Timestamp,
@@ -124,6 +124,45 @@ fn scan(
     Ok(pos)
 }
 
+/// Takes note of the transactions of a segment for `txns`, reading batch headers only
+/// (and control batches whole). Returns bytes read.
+fn observe_txns(seg: &SegView, txns: &mut TxnIndex) -> StorageResult<u64> {
+    let mut pos = 0;
+    let mut read = 0;
+    while pos < seg.size {
+        let buf = read_at_most(&seg.file, pos, HEADER_BYTES)?;
+        read += buf.len() as u64;
+        let h = BatchHeader::parse(&buf)
+            .filter(|h| {
+                buf.len() == HEADER_BYTES && h.is_plausible() && pos + h.size_bytes <= seg.size
+            })
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("segment {}: bad batch at position {pos}", seg.base),
+                )
+            })?;
+        let attributes = i16::from_be_bytes([buf[ATTRIBUTES], buf[ATTRIBUTES + 1]]);
+        let mut pid = [0u8; 8];
+        pid.copy_from_slice(&buf[PRODUCER_ID..PRODUCER_ID + 8]);
+        let producer_id = i64::from_be_bytes(pid);
+        if attributes & ATTR_CONTROL != 0 {
+            let bytes = read_at_most(&seg.file, pos, h.size_bytes as usize)?;
+            read += bytes.len() as u64;
+            let batch = RecordBatch::parse(Bytes::from(bytes))?;
+            txns.observe_marker(h.base_offset, producer_id, batch.control_type());
+        } else if attributes & ATTR_TRANSACTIONAL != 0 {
+            txns.observe_data(h.base_offset, producer_id);
+        }
+        pos += h.size_bytes;
+    }
+    Ok(read)
+}
+
+/// Attribute bits of a batch header.
+const ATTR_TRANSACTIONAL: i16 = 0x10;
+const ATTR_CONTROL: i16 = 0x20;
+
 fn malformed(base: Offset, e: rafka_core::batch::MalformedRecords) -> StorageError {
     StorageError::Io(io::Error::new(
         io::ErrorKind::InvalidData,
@@ -216,10 +255,7 @@ impl LogPartition {
         // The transactions of the cleanable range, from its markers (see `TxnIndex`).
         let mut txns = TxnIndex::default();
         for seg in &views[..n_cleanable] {
-            stats.bytes_read += scan(seg, |batch| {
-                txns.observe(&batch);
-                Ok(true)
-            })?;
+            stats.bytes_read += observe_txns(seg, &mut txns)?;
         }
 
         // Groups of consecutive segments that fit one segment once cleaned.
