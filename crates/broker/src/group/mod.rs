@@ -10,9 +10,11 @@
 //! same offsets and groups — every record fully replaces the state of its key (an offset,
 //! a classic group, a consumer group, a group config), and deletions write a tombstone for
 //! every key they end (each offset, the group and consumer-group records), which stays
-//! `delete.retention.ms` after its first cleaning. Transactional batches (TxnOffsetCommit)
-//! and markers are kept whole by the cleaner and stay out of its dedupe map, so a pending
-//! transactional offset is never lost and never hides an older committed one.
+//! `delete.retention.ms` after its first cleaning. The cleaner removes the offset records
+//! of an aborted transaction (TxnOffsetCommit) once its abort marker is in the cleaned
+//! range; committed and open transactions' batches and markers stay whole and out of its
+//! dedupe map, so a pending transactional offset is never lost and never hides an older
+//! committed one.
 
 pub mod classic;
 pub mod config;
