@@ -16,10 +16,10 @@
 //! drops it.
 //!
 //! Transactions ([`TxnIndex`], [`clean_batch_txn`]): records of aborted transactions go
-//! once their abort marker is in the cleaned range, and abort markers go after
-//! `delete.retention.ms` once nothing of their transaction is left; committed transactional
-//! batches and commit markers are left whole, and no transactional or control batch puts
-//! its keys in the map (so an aborted record can never hide an older committed one).
+//! once their abort marker is in the cleaned range, records of committed ones are cleaned
+//! like others, and markers go after `delete.retention.ms` once nothing of their
+//! transaction is left; an open transaction (or one whose marker is past the range) is left
+//! whole and out of the map, so an aborted record can never hide an older committed one.
 //! Compressed batches are left whole too (no codec lives in rafka-core; their keys do not
 //! enter the map, so they only make compaction less thorough, never wrong).
 
@@ -137,7 +137,25 @@ impl OffsetMap {
     /// batch's records might not fit: the caller stops mapping there. Control,
     /// transactional and compressed batches add no key (see the module docs).
     pub fn add_batch(&mut self, batch: &RecordBatch) -> Result<bool, MalformedRecords> {
-        if !batch_is_cleanable(batch) {
+        self.add_batch_inner(batch, batch_is_cleanable(batch))
+    }
+
+    /// [`OffsetMap::add_batch`] that also maps the records of committed transactions
+    /// (known from `txns`).
+    pub fn add_batch_txn(
+        &mut self,
+        batch: &RecordBatch,
+        txns: &TxnIndex,
+    ) -> Result<bool, MalformedRecords> {
+        self.add_batch_inner(batch, txns.cleanable(batch))
+    }
+
+    fn add_batch_inner(
+        &mut self,
+        batch: &RecordBatch,
+        cleanable: bool,
+    ) -> Result<bool, MalformedRecords> {
+        if !cleanable {
             self.mapped_to = Some(batch.next_offset());
             return Ok(true);
         }
@@ -291,7 +309,25 @@ pub fn clean_batch(
     now: Timestamp,
     delete_retention_ms: i64,
 ) -> Result<(Cleaned, u64), MalformedRecords> {
-    if !batch_is_cleanable(batch) {
+    clean_batch_inner(
+        batch,
+        map,
+        keep_if_empty,
+        now,
+        delete_retention_ms,
+        batch_is_cleanable(batch),
+    )
+}
+
+fn clean_batch_inner(
+    batch: &RecordBatch,
+    map: &OffsetMap,
+    keep_if_empty: bool,
+    now: Timestamp,
+    delete_retention_ms: i64,
+    cleanable: bool,
+) -> Result<(Cleaned, u64), MalformedRecords> {
+    if !cleanable {
         return Ok((Cleaned::Keep, 0));
     }
     let attributes = batch.attributes();
@@ -392,16 +428,13 @@ fn rebuild(
 /// every batch of the range, in offset order, with [`TxnIndex::observe`]), and what the
 /// cleaning keeps of each (updated by [`clean_batch_txn`]).
 ///
-/// Kafka's rules, as far as Rafka applies them: the records of an **aborted** transaction
-/// are removed once its abort marker is in the range (a whole batch goes, or stays empty if
-/// it is its producer's last); an abort marker is stamped with a delete horizon by the first
-/// cleaning that finds no batch of its transaction left before it, and removed by a later
-/// one past the horizon (unless it is its producer's last batch). **Committed**
-/// transactional batches and commit markers stay whole and their keys stay out of the
-/// dedupe map: the group coordinator applies a transactional offset at its marker, so
-/// letting a plain commit between the two hide it would change what a replay yields. A
-/// transaction whose marker is not in the range (still open, or past the range's end) is
-/// left whole.
+/// Kafka's rules: the records of an **aborted** transaction are removed once its abort
+/// marker is in the range (a whole batch goes, or stays empty if it is its producer's
+/// last); the records of a **committed** one are cleaned like any other (their keys enter
+/// the dedupe map); a marker is stamped with a delete horizon by the first cleaning that
+/// finds no batch of its transaction left before it, and removed by a later one past the
+/// horizon (unless it is its producer's last batch). A transaction whose marker is not in
+/// the range (still open, or past the range's end) is left whole and out of the map.
 #[derive(Debug, Default)]
 pub struct TxnIndex {
     /// Per producer, the base offsets of the data batches of its transaction not yet ended
@@ -409,7 +442,9 @@ pub struct TxnIndex {
     open: HashMap<i64, Vec<i64>>,
     /// Per transactional data batch (base offset): its abort marker's base offset.
     aborted: HashMap<i64, i64>,
-    /// Abort markers (base offsets) with a batch of their transaction kept by this cleaning.
+    /// Per transactional data batch (base offset): its commit marker's base offset.
+    committed: HashMap<i64, i64>,
+    /// Markers (base offsets) with a batch of their transaction kept by this cleaning.
     data_kept: std::collections::HashSet<i64>,
 }
 
@@ -448,11 +483,24 @@ impl TxnIndex {
             return;
         }
         let data = self.open.remove(&producer_id).unwrap_or_default();
-        if kind == Some(crate::ControlType::Abort) {
-            for base in data {
-                self.aborted.insert(base, base_offset.0);
-            }
+        let decided = match kind {
+            Some(crate::ControlType::Abort) => &mut self.aborted,
+            Some(crate::ControlType::Commit) => &mut self.committed,
+            None => return,
+        };
+        for base in data {
+            decided.insert(base, base_offset.0);
         }
+    }
+
+    /// Whether the cleaner may touch the records of `batch`: a plain uncompressed batch,
+    /// or one of a committed transaction.
+    fn cleanable(&self, batch: &RecordBatch) -> bool {
+        batch_is_cleanable(batch)
+            || batch.is_transactional()
+                && !batch.is_control()
+                && batch.compression() == CompressionType::None
+                && self.committed.contains_key(&batch.base_offset().0)
     }
 
     /// Transactional data batches known to be aborted.
@@ -475,7 +523,7 @@ pub fn clean_batch_txn(
     if batch.is_control() {
         let marker = batch.base_offset().0;
         if batch.producer_id() < 0
-            || batch.control_type() != Some(crate::ControlType::Abort)
+            || batch.control_type().is_none()
             || txns.data_kept.contains(&marker)
         {
             return Ok((Cleaned::Keep, 0));
@@ -508,6 +556,20 @@ pub fn clean_batch_txn(
         }
         let emptied = rebuild(batch, &[], batch.base_timestamp().0, batch.attributes())?;
         return Ok((Cleaned::Rewrite(emptied), n_records));
+    }
+    if let Some(&marker) = txns.committed.get(&batch.base_offset().0) {
+        let cleaned = clean_batch_inner(
+            batch,
+            map,
+            keep_if_empty,
+            now,
+            delete_retention_ms,
+            txns.cleanable(batch),
+        )?;
+        if cleaned.0 != Cleaned::Remove {
+            txns.data_kept.insert(marker);
+        }
+        return Ok(cleaned);
     }
     clean_batch(batch, map, keep_if_empty, now, delete_retention_ms)
 }
@@ -593,7 +655,7 @@ where
         }
         out.bytes_read += batch.size_bytes() as u64;
         if !map
-            .add_batch(&batch)
+            .add_batch_txn(&batch, &txns)
             .map_err(|e| (batch.base_offset(), e))?
         {
             break;
@@ -797,9 +859,10 @@ mod tests {
         assert_eq!(map.mapped_to(), Some(Offset(2)));
     }
 
-    /// A log of transactions, cleaned twice: an aborted transaction's records go once its
-    /// marker is in range; its marker gets a horizon and goes after it; committed and open
-    /// transactions stay whole; plain records are deduplicated, transactional keys hide none.
+    /// A log of transactions, cleaned three times: an aborted transaction's records go once
+    /// its marker is in range; a committed one's are cleaned like others; a marker gets a
+    /// horizon once nothing of its transaction is left and goes after it (unless it is its
+    /// producer's last batch); an open transaction stays whole and out of the map.
     #[test]
     fn transactions_follow_kafkas_rules() {
         use crate::batch::control_batch;
@@ -825,86 +888,66 @@ mod tests {
             marker(7, 3, ControlType::Abort),
             txn(8, 4, &[("a", "committed")]),
             marker(8, 5, ControlType::Commit),
-            txn(9, 6, &[("c", "open")]),
+            txn(9, 6, &[("a", "open")]),
             plain(7, "a", "7"),
             txn(7, 8, &[("d", "later")]),
             marker(7, 9, ControlType::Commit),
             plain(10, "z", "active"),
         ];
-        let plan = |now: i64, first_dirty: i64| CompactionPlan {
-            first_dirty: Offset(first_dirty),
-            end: Offset(6), // the open transaction holds the last stable offset at 6
+        let plan = |now: i64, end: i64| CompactionPlan {
+            first_dirty: Offset(0),
+            end: Offset(end),
             now: Timestamp(now),
             min_compaction_lag_ms: 0,
             delete_retention_ms: 100,
             dedupe_buffer_bytes: 1 << 20,
         };
-        let r = clean_range(&log, Offset(0), Offset(10), &plan(1_000, 0)).unwrap();
+        let apply = |log: &[RecordBatch], r: &RangeCleaning| -> Vec<RecordBatch> {
+            log.iter()
+                .filter_map(
+                    |b| match r.changes.iter().find(|(o, _)| *o == b.base_offset()) {
+                        Some((_, new)) => new.clone(),
+                        None => Some(b.clone()),
+                    },
+                )
+                .collect()
+        };
+        let summary = |r: &RangeCleaning| -> Vec<(i64, bool)> {
+            r.changes.iter().map(|(o, b)| (o.0, b.is_some())).collect()
+        };
+        // 1. The open transaction (6) holds the last stable offset at 6. The plain "a" at 0
+        //    goes (the committed "a" at 4 is newer), the aborted batch goes (not its
+        //    producer's last), its marker, with nothing of its transaction left, is
+        //    stamped; the committed batch is the latest "a" in range, so it and its marker
+        //    stay.
+        let r = clean_range(&log, Offset(0), Offset(10), &plan(1_000, 6)).unwrap();
         assert_eq!(r.cleaned_to, Offset(6));
-        let changed: Vec<(i64, bool)> = r.changes.iter().map(|(o, b)| (o.0, b.is_some())).collect();
-        // The aborted batch goes (not its producer's last); its marker, with no data of its
-        // transaction left, is stamped. Offset 0's "a" stays: the newer "a"s are
-        // transactional (outside the map) or past the end.
-        assert_eq!(changed, vec![(1, false), (3, true)]);
-        let stamped = r.changes[1].1.clone().unwrap();
+        assert_eq!(summary(&r), vec![(0, false), (1, false), (3, true)]);
+        let stamped = r.changes[2].1.clone().unwrap();
         assert!(stamped.is_control() && stamped.attributes() & DELETE_HORIZON_FLAG != 0);
         assert_eq!(stamped.base_timestamp(), Timestamp(1_100));
         assert_eq!(stamped.control_type(), Some(ControlType::Abort));
         stamped.validate_stored().unwrap();
+        let log = apply(&log, &r);
 
-        // Applied; then all is committed and the horizon passes.
-        let mut log2: Vec<RecordBatch> = log
-            .iter()
-            .filter(|b| b.base_offset() != Offset(1))
-            .map(|b| {
-                if b.base_offset() == Offset(3) {
-                    stamped.clone()
-                } else {
-                    b.clone()
-                }
-            })
-            .collect();
-        let r = clean_range(
-            &log2,
-            Offset(0),
-            Offset(10),
-            &CompactionPlan {
-                end: Offset(10),
-                ..plan(1_099, 0)
-            },
-        )
-        .unwrap();
-        assert!(
-            r.changes.iter().all(|(o, _)| o.0 != 3),
-            "before the horizon the marker stays"
-        );
-        // Plain "a" at 0 goes (plain "a" at 7 is newer); committed and open batches stay.
-        assert!(r.changes.contains(&(Offset(0), None)));
-        for (o, _) in &r.changes {
-            assert!(
-                ![4, 5, 6, 8, 9].contains(&o.0),
-                "transactional batch {o} touched"
-            );
-        }
-        log2.retain(|b| b.base_offset() != Offset(0));
-        let r = clean_range(
-            &log2,
-            Offset(0),
-            Offset(10),
-            &CompactionPlan {
-                end: Offset(10),
-                ..plan(1_100, 0)
-            },
-        )
-        .unwrap();
+        // 2. Everything up to the active part, before the horizon: the committed "a" at 4
+        //    goes (the plain "a" at 7 is newer; the open one at 6 stays out of the map), so
+        //    its commit marker is stamped; the abort marker waits for its horizon; the open
+        //    transaction and the commit of 8 (with its data) stay.
+        let r = clean_range(&log, Offset(0), Offset(10), &plan(1_099, 10)).unwrap();
+        assert_eq!(summary(&r), vec![(4, false), (5, true)]);
+        let log = apply(&log, &r);
+
+        // 3. Past the abort marker's horizon it goes: producer 7's last batch is 9. The
+        //    commit marker at 5 is producer 8's last batch: it stays.
+        let r = clean_range(&log, Offset(0), Offset(10), &plan(1_100, 10)).unwrap();
         assert_eq!(
-            r.changes
-                .iter()
-                .map(|(o, b)| (o.0, b.is_some()))
-                .collect::<Vec<_>>(),
+            summary(&r),
             vec![(3, false)],
-            "past the horizon the abort marker goes"
+            "past the horizon the marker goes"
         );
+        let r = clean_range(&apply(&log, &r), Offset(0), Offset(10), &plan(9_999, 10)).unwrap();
+        assert!(r.changes.is_empty(), "{:?}", summary(&r));
     }
 
     /// `clean_range`: the last batch of an idempotent producer stays (emptied), earlier ones

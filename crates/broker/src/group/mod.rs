@@ -10,11 +10,12 @@
 //! same offsets and groups — every record fully replaces the state of its key (an offset,
 //! a classic group, a consumer group, a group config), and deletions write a tombstone for
 //! every key they end (each offset, the group and consumer-group records), which stays
-//! `delete.retention.ms` after its first cleaning. The cleaner removes the offset records
-//! of an aborted transaction (TxnOffsetCommit) once its abort marker is in the cleaned
-//! range; committed and open transactions' batches and markers stay whole and out of its
-//! dedupe map, so a pending transactional offset is never lost and never hides an older
-//! committed one.
+//! `delete.retention.ms` after its first cleaning. A transaction's offsets (TxnOffsetCommit)
+//! take effect at its commit marker only where their records are newer than the committed
+//! offset's (Kafka's rule: `Group::offset_records`), so compacting committed transactions
+//! like other records changes nothing; the cleaner removes an aborted transaction's records
+//! and leaves an open one whole and out of its dedupe map, so a pending transactional
+//! offset is never lost and never hides an older committed one.
 
 pub mod classic;
 pub mod config;
@@ -52,6 +53,10 @@ pub struct Group {
     pub consumer: Option<ConsumerGroup>,
     /// Committed offsets by (topic, partition).
     pub offsets: BTreeMap<(String, i32), OffsetValue>,
+    /// The log offset (in `__consumer_offsets`) of the record behind each committed offset:
+    /// a transaction's offset replaces one only if its record is newer, as in Kafka, so a
+    /// compacted topic replays to the same offsets.
+    pub offset_records: HashMap<(String, i32), i64>,
 }
 
 impl Group {
@@ -61,6 +66,27 @@ impl Group {
             classic: ClassicGroup::new(id, now_ms),
             consumer: None,
             offsets: BTreeMap::new(),
+            offset_records: HashMap::new(),
+        }
+    }
+
+    /// Stores a committed offset and the log offset of its record.
+    fn set_offset(&mut self, key: (String, i32), value: OffsetValue, record_offset: i64) {
+        self.offset_records.insert(key.clone(), record_offset);
+        self.offsets.insert(key, value);
+    }
+
+    /// Stores a transaction's offset at its commit marker, unless the committed one comes
+    /// from a newer record (Kafka's rule: a plain commit written between the transaction's
+    /// offset and its marker wins).
+    fn commit_txn_offset(&mut self, key: (String, i32), value: OffsetValue, record_offset: i64) {
+        let newer = self.offsets.contains_key(&key)
+            && self
+                .offset_records
+                .get(&key)
+                .is_some_and(|&at| at > record_offset);
+        if !newer {
+            self.set_offset(key, value, record_offset);
         }
     }
 
@@ -211,6 +237,8 @@ struct TxnOffset {
     topic: String,
     partition: i32,
     value: OffsetValue,
+    /// Log offset of its record in `__consumer_offsets`.
+    record_offset: i64,
 }
 
 /// Why a write to `__consumer_offsets` failed.
@@ -330,13 +358,25 @@ impl GroupCoordinator {
                         if b.control_type() == Some(rafka_core::ControlType::Commit) {
                             for o in mine {
                                 replayed += 1;
-                                apply(&mut groups, o.into_record(), now);
+                                groups
+                                    .entry(o.group.clone())
+                                    .or_insert_with(|| {
+                                        Group::new(&o.group, o.value.commit_timestamp)
+                                    })
+                                    .commit_txn_offset(
+                                        (o.topic, o.partition),
+                                        o.value,
+                                        o.record_offset,
+                                    );
                             }
                         }
                         continue;
                     }
                     let txn = b.is_transactional().then(|| b.producer_id());
-                    for r in b.decode_uncompressed().unwrap_or_default() {
+                    for (record_offset, r) in
+                        b.decode_uncompressed_with_offsets().unwrap_or_default()
+                    {
+                        let record_offset = record_offset.0;
                         let Some(key) = &r.key else { continue };
                         if let Some(pid) = txn {
                             if let Some(OffsetsRecord::Offset {
@@ -351,6 +391,7 @@ impl GroupCoordinator {
                                     topic,
                                     partition,
                                     value,
+                                    record_offset,
                                 });
                             }
                             continue;
@@ -365,7 +406,7 @@ impl GroupCoordinator {
                             }
                             Some(rec) => {
                                 replayed += 1;
-                                apply(&mut groups, rec, now);
+                                apply(&mut groups, rec, now, record_offset);
                             }
                             None => {}
                         }
@@ -443,8 +484,7 @@ impl GroupCoordinator {
                     groups
                         .entry(o.group.clone())
                         .or_insert_with(|| Group::new(&o.group, now_ms))
-                        .offsets
-                        .insert((o.topic, o.partition), o.value);
+                        .commit_txn_offset((o.topic, o.partition), o.value, o.record_offset);
                 }
             }
         }
@@ -468,12 +508,22 @@ impl GroupCoordinator {
         group: &str,
         records: Vec<OffsetsRecord>,
     ) -> Result<Arc<PartitionState>, PersistError> {
+        self.persist_at(group, records).map(|(p, _)| p)
+    }
+
+    /// [`GroupCoordinator::persist`], also returning the log offset of the first record.
+    fn persist_at(
+        &self,
+        group: &str,
+        records: Vec<OffsetsRecord>,
+    ) -> Result<(Arc<PartitionState>, Offset), PersistError> {
         let p = self.partition_for(group).clone();
         if records.is_empty() {
-            return Ok(p);
+            let end = p.log_end_offset();
+            return Ok((p, end));
         }
-        append_records(&p, &records)?;
-        Ok(p)
+        let base = append_records(&p, &records)?;
+        Ok((p, base))
     }
 
     /// Commits offsets for `group` (OffsetCommit, and TxnOffsetCommit later).
@@ -609,21 +659,20 @@ impl GroupCoordinator {
             let p = self.partition_for(group).clone();
             let appended = append_txn_records(&p, producer_id, producer_epoch, &records);
             return match appended {
-                Ok(()) => {
+                Ok(base) => {
                     self.txn_offsets
                         .lock()
                         .entry(producer_id)
                         .or_default()
-                        .extend(
-                            writes
-                                .into_iter()
-                                .map(|((topic, partition), value)| TxnOffset {
-                                    group: group.to_string(),
-                                    topic,
-                                    partition,
-                                    value,
-                                }),
-                        );
+                        .extend(writes.into_iter().enumerate().map(
+                            |(i, ((topic, partition), value))| TxnOffset {
+                                group: group.to_string(),
+                                topic,
+                                partition,
+                                value,
+                                record_offset: base.0 + i as i64,
+                            },
+                        ));
                     CommitResult {
                         errors,
                         written: Some(p),
@@ -644,10 +693,12 @@ impl GroupCoordinator {
                 }
             };
         }
-        match self.persist(group, records) {
-            Ok(p) => {
+        match self.persist_at(group, records) {
+            Ok((p, base)) => {
                 let g = groups.get_mut(group).expect("exists");
-                g.offsets.extend(writes);
+                for (i, (key, value)) in writes.into_iter().enumerate() {
+                    g.set_offset(key, value, base.0 + i as i64);
+                }
                 CommitResult {
                     errors,
                     written: Some(p),
@@ -1134,7 +1185,8 @@ impl GroupCoordinator {
     }
 }
 
-fn append_records(p: &PartitionState, records: &[OffsetsRecord]) -> Result<(), PersistError> {
+/// Appends `records` as one batch; the log offset of the first.
+fn append_records(p: &PartitionState, records: &[OffsetsRecord]) -> Result<Offset, PersistError> {
     let ts = Timestamp::now();
     let mut b = BatchBuilder::new(Offset(0));
     for r in records {
@@ -1148,8 +1200,15 @@ fn append_records(p: &PartitionState, records: &[OffsetsRecord]) -> Result<(), P
     }
     // Built here, so valid: a failed check is a bug, reported as a corrupt batch.
     let batch = ValidatedBatch::new(b.build()).map_err(rafka_core::StorageError::from)?;
-    p.append(batch)?;
-    Ok(())
+    base_offset(p.append(batch)?)
+}
+
+/// The log offset a batch was written at (or, for a resend, had been).
+fn base_offset(appended: crate::state::Appended) -> Result<Offset, PersistError> {
+    Ok(match appended {
+        crate::state::Appended::New(info) => info.base_offset,
+        crate::state::Appended::Duplicate(o) => o,
+    })
 }
 
 /// Appends offset records as one transactional batch of `producer_id` at `producer_epoch`.
@@ -1158,7 +1217,7 @@ fn append_txn_records(
     producer_id: i64,
     producer_epoch: i16,
     records: &[OffsetsRecord],
-) -> Result<(), PersistError> {
+) -> Result<Offset, PersistError> {
     let ts = Timestamp::now();
     let mut b = BatchBuilder::new(Offset(0))
         .producer(producer_id, producer_epoch, -1)
@@ -1173,23 +1232,16 @@ fn append_txn_records(
         });
     }
     let batch = ValidatedBatch::new(b.build()).map_err(rafka_core::StorageError::from)?;
-    p.append(batch)?;
-    Ok(())
+    base_offset(p.append(batch)?)
 }
 
-impl TxnOffset {
-    fn into_record(self) -> OffsetsRecord {
-        OffsetsRecord::Offset {
-            group: self.group,
-            topic: self.topic,
-            partition: self.partition,
-            value: Some(self.value),
-        }
-    }
-}
-
-/// Applies one replayed record to the in-memory state.
-fn apply(groups: &mut HashMap<String, Group>, rec: OffsetsRecord, now: Instant) {
+/// Applies one replayed record, at log offset `record_offset`, to the in-memory state.
+fn apply(
+    groups: &mut HashMap<String, Group>,
+    rec: OffsetsRecord,
+    now: Instant,
+    record_offset: i64,
+) {
     match rec {
         OffsetsRecord::Offset {
             group,
@@ -1201,24 +1253,28 @@ fn apply(groups: &mut HashMap<String, Group>, rec: OffsetsRecord, now: Instant) 
                 groups
                     .entry(group.clone())
                     .or_insert_with(|| Group::new(&group, v.commit_timestamp))
-                    .offsets
-                    .insert((topic, partition), v);
+                    .set_offset((topic, partition), v, record_offset);
             }
             None => {
                 if let Some(g) = groups.get_mut(&group) {
-                    g.offsets.remove(&(topic, partition));
+                    g.offsets.remove(&(topic.clone(), partition));
+                    g.offset_records.remove(&(topic, partition));
                 }
             }
         },
         OffsetsRecord::Group { group, value } => match value {
             Some(v) => {
-                let offsets = groups.remove(&group).map(|g| g.offsets).unwrap_or_default();
+                let (offsets, offset_records) = groups
+                    .remove(&group)
+                    .map(|g| (g.offsets, g.offset_records))
+                    .unwrap_or_default();
                 groups.insert(
                     group.clone(),
                     Group {
                         classic: ClassicGroup::restore(&group, &v, now),
                         consumer: None,
                         offsets,
+                        offset_records,
                     },
                 );
             }
@@ -1278,5 +1334,57 @@ mod tests {
         assert_eq!(java_string_hash(""), 0);
         assert_eq!(java_string_hash("a"), 97);
         assert_eq!(java_string_hash("group"), 98629247);
+    }
+
+    /// Kafka's rule for a transaction's offsets at its commit marker: they replace a
+    /// committed offset only if their record is newer, live and in a replay alike (which
+    /// is what lets the cleaner compact committed transactions).
+    #[test]
+    fn a_plain_commit_between_a_transactions_offset_and_its_marker_wins() {
+        let shared = crate::shared::Shared::for_tests(Vec::new());
+        let groups = &shared.groups;
+        let commit = |group: &str, offset: i64, txn: Option<(i64, i16)>| {
+            let who = Committer {
+                member_id: "",
+                instance_id: None,
+                generation_or_epoch: -1,
+                api_version: 8,
+                transactional: txn,
+            };
+            let r = groups.commit_offsets(
+                group,
+                who,
+                vec![OffsetToCommit {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset,
+                    leader_epoch: -1,
+                    metadata: None,
+                }],
+            );
+            assert!(r.errors.iter().all(Option::is_none), "{:?}", r.errors);
+        };
+        let fetch = |c: &GroupCoordinator, group: &str| {
+            c.fetch_offsets(group, Some(vec![("t".into(), vec![0])]))[0].1[0]
+                .1
+                .as_ref()
+                .map(|v| v.offset)
+        };
+        let pid = shared.cluster.next_producer_id().unwrap();
+        // "late": the transaction's offset (10), then a plain commit (20), then the marker.
+        commit("late", 10, Some((pid, 0)));
+        commit("late", 20, None);
+        groups.complete_txn(0, pid, 0, 0, true).unwrap();
+        assert_eq!(fetch(groups, "late"), Some(20));
+        // "early": a plain commit (20), then the transaction's offset (10) and its marker.
+        let pid = shared.cluster.next_producer_id().unwrap();
+        commit("early", 20, None);
+        commit("early", 10, Some((pid, 0)));
+        groups.complete_txn(0, pid, 0, 0, true).unwrap();
+        assert_eq!(fetch(groups, "early"), Some(10));
+        // A replay of the topic agrees.
+        let replayed = GroupCoordinator::open(&shared.cluster, 1, groups.settings.clone()).unwrap();
+        assert_eq!(fetch(&replayed, "late"), Some(20));
+        assert_eq!(fetch(&replayed, "early"), Some(10));
     }
 }

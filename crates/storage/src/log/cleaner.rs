@@ -217,6 +217,11 @@ impl LogPartition {
 
         // The dedupe map over the dirty section, segment by segment; a segment that does not
         // fit ends the range to clean.
+        // The transactions of the cleanable range, from its markers (see `TxnIndex`).
+        let mut txns = TxnIndex::default();
+        for seg in &views[..n_cleanable] {
+            stats.bytes_read += observe_txns(seg, &mut txns)?;
+        }
         let mut map = OffsetMap::with_memory(plan.dedupe_buffer_bytes);
         let mut last_of_producer: HashMap<i64, Offset> = HashMap::new();
         let mut n_mapped = 0;
@@ -235,7 +240,7 @@ impl LogPartition {
                     last_of_producer.insert(batch.producer_id(), batch.base_offset());
                 }
                 fits = map
-                    .add_batch(&batch)
+                    .add_batch_txn(&batch, &txns)
                     .map_err(|e| malformed(batch.base_offset(), e))?;
                 Ok(fits)
             })?;
@@ -252,11 +257,6 @@ impl LogPartition {
             return Ok(stats);
         }
         let to_clean = &views[..n_mapped];
-        // The transactions of the cleanable range, from its markers (see `TxnIndex`).
-        let mut txns = TxnIndex::default();
-        for seg in &views[..n_cleanable] {
-            stats.bytes_read += observe_txns(seg, &mut txns)?;
-        }
 
         // Groups of consecutive segments that fit one segment once cleaned.
         let mut groups: Vec<&[SegView]> = Vec::new();
