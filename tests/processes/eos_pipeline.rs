@@ -64,13 +64,18 @@ fn eos_pipeline_rocksdb() {
     pipeline("rocksdb");
 }
 
+/// The broker config: small segments, with `__consumer_offsets` and `__transaction_state`
+/// in 4 KiB segments and a busy cleaner, so kills land while committed and aborted
+/// transactions are compacted.
 fn write_config(dir: &Path, data: &Path, storage_type: &str, listen: &str) -> std::path::PathBuf {
     let path = dir.join("eos.yaml");
     let yaml = format!(
         "broker:\n  listen: {listen}\n  num_partitions: {PARTITIONS}\n  \
          group_initial_rebalance_delay_ms: 0\n  offsets_topic_num_partitions: 2\n  \
          transaction_state_log_num_partitions: 2\n  \
-         transaction_abort_timed_out_transaction_cleanup_interval_ms: 500\n\
+         transaction_abort_timed_out_transaction_cleanup_interval_ms: 500\n  \
+         offsets_topic_segment_bytes: 4096\n  transaction_state_log_segment_bytes: 4096\n  \
+         log_cleaner_backoff_ms: 50\n\
          storage:\n  storage_type: {storage_type}\n  path: {}\n  \
          log_segment_bytes: 16384\n  snapshot_interval_bytes: 32768\n  \
          snapshot_interval_ms: 20\n\
@@ -695,6 +700,19 @@ fn pipeline(storage_type: &str) {
         visible_per_txn.len(),
         invisible,
         violations.len()
+    );
+    let log_text = std::fs::read_to_string(&broker_log).unwrap_or_default();
+    let compacted = |topic: &str| {
+        log_text
+            .lines()
+            .filter(|l| l.contains(" compacted") && l.contains(topic))
+            .count()
+    };
+    eprintln!(
+        "eos pipeline {storage_type}: compactions seen in the broker log: {} of \
+         __consumer_offsets, {} of __transaction_state",
+        compacted("__consumer_offsets"),
+        compacted("__transaction_state")
     );
     assert!(
         violations.is_empty(),
