@@ -1054,6 +1054,26 @@ impl PartitionLog for OfflineLog {
     }
 
     fn set_config(&self, _: LogConfig) {}
+
+    fn record_aborted_txn(&self, _: rafka_core::AbortedTxn) -> Result<(), StorageError> {
+        Err(self.refuse())
+    }
+
+    fn aborted_txns(
+        &self,
+        _: Offset,
+        _: Offset,
+    ) -> Result<Vec<rafka_core::AbortedTxn>, StorageError> {
+        Err(self.refuse())
+    }
+
+    fn write_producer_snapshot(&self, _: rafka_core::ProducerSnapshot) -> Result<(), StorageError> {
+        Err(self.refuse())
+    }
+
+    fn producer_snapshot(&self) -> Result<Option<rafka_core::ProducerSnapshot>, StorageError> {
+        Err(self.refuse())
+    }
 }
 
 /// Runs storage work that may take seconds (creating a thousand partitions: files and
