@@ -1,7 +1,9 @@
 //! The `log` engine: Kafka's segmented log on local disk.
 //!
 //! Layout: `<root>/<topic>-<partition>/<base offset, 20 digits>.log`, each with a sparse
-//! `.index` and `.timeindex`, plus a `log-start-offset` checkpoint per partition, and a
+//! `.index` and `.timeindex` and its aborted transactions in a `.txnindex`, plus a
+//! `log-start-offset` checkpoint and the newest `<offset>.snapshot` (the broker's producer
+//! state) per partition, and a
 //! `clean-shutdown` marker in the root written by [`StorageEngine::close`] and removed on
 //! open. Durability: appends reach the page cache with one positional write; `flush`
 //! fdatasyncs the active segment (group commit); a roll syncs the closed segment, its

@@ -15,7 +15,7 @@
 //! too, repeated in every snapshot).
 //!
 //! - Every change (append, `delete_before`, `truncate_after`, retention, partition creation
-//!   and removal) is written to the WAL with one positional write under the engine lock
+//!   and removal, an aborted transaction recorded, a producer snapshot) is written to the WAL with one positional write under the engine lock
 //!   before it is applied in memory. `flush` fdatasyncs the WAL (group commit: one sync
 //!   covers every record written before it); `delete_before`, `truncate_after`, retention
 //!   and `remove` flush before they return, as the `log` engine's checkpoints do.
