@@ -809,6 +809,16 @@ impl Cluster {
                 }),
             );
         }
+        let scans: Vec<OpenScan> = topics
+            .values()
+            .flat_map(|t: &Arc<Topic>| t.partitions.iter().map(|p| p.open_scan()))
+            .collect();
+        tracing::info!(
+            partitions = scans.len(),
+            from_producer_snapshots = scans.iter().filter(|s| s.from_snapshot).count(),
+            batches_replayed = scans.iter().map(|s| s.n_batches).sum::<u64>(),
+            "rebuilt producer state"
+        );
         let next_pid = meta.next_producer_id.max(0) + PRODUCER_ID_BLOCK;
         let cluster = Cluster {
             engine,
