@@ -64,13 +64,16 @@ fn eos_pipeline_rocksdb() {
     pipeline("rocksdb");
 }
 
-/// The broker config: small segments, with `__consumer_offsets` and `__transaction_state`
-/// in 4 KiB segments and a busy cleaner, so kills land while committed and aborted
-/// transactions are compacted.
+/// The broker's config. The retention tick (which also writes each partition's producer
+/// snapshot) runs every 300 ms, so most SIGKILLs land between snapshots and a restart
+/// opens from one, replaying only the batches after it. `__consumer_offsets` and
+/// `__transaction_state` are in 4 KiB segments with a busy cleaner, so kills also land
+/// while committed and aborted transactions are compacted.
 fn write_config(dir: &Path, data: &Path, storage_type: &str, listen: &str) -> std::path::PathBuf {
     let path = dir.join("eos.yaml");
     let yaml = format!(
         "broker:\n  listen: {listen}\n  num_partitions: {PARTITIONS}\n  \
+         log_retention_check_interval_ms: 300\n  \
          group_initial_rebalance_delay_ms: 0\n  offsets_topic_num_partitions: 2\n  \
          transaction_state_log_num_partitions: 2\n  \
          transaction_abort_timed_out_transaction_cleanup_interval_ms: 500\n  \

@@ -81,6 +81,8 @@ impl PartState {
             .collect();
         if !removed.is_empty() {
             self.batches.retain(|b| !removed.contains(&b.base));
+            // An aborted transaction stays listed while its marker is stored.
+            self.aborted.retain(|a| !removed.contains(&a.last_offset));
         }
         self.size_bytes = self.size_bytes.saturating_add_signed(delta);
         self.version += 1;

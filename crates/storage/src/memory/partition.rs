@@ -9,8 +9,9 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use rafka_core::limits::{BATCH_BYTES_MAX, FETCH_RESPONSE_BYTES_MAX};
 use rafka_core::{
-    AppendInfo, CompactionPlan, CompactionStats, LogConfig, Offset, PartitionLog, ReadResult,
-    RecordBatch, StorageError, StorageResult, Timestamp, TopicPartition, ValidatedBatch,
+    AbortedTxn, AppendInfo, CompactionPlan, CompactionStats, LogConfig, Offset, PartitionLog,
+    ProducerSnapshot, ReadResult, RecordBatch, StorageError, StorageResult, Timestamp,
+    TopicPartition, ValidatedBatch,
 };
 
 use super::wal::Op;
@@ -57,6 +58,10 @@ pub(crate) struct PartState {
     /// Bumped by every change but an append: a compaction computed outside the lock
     /// applies only if it is unchanged.
     pub version: u64,
+    /// Aborted transactions in marker order, each marker in [log start, log end).
+    pub aborted: Vec<AbortedTxn>,
+    /// The broker's latest producer-state snapshot (never past the log end).
+    pub producer_snapshot: Option<ProducerSnapshot>,
 }
 
 impl PartState {
@@ -69,6 +74,8 @@ impl PartState {
             log_end,
             size_bytes: 0,
             version: 0,
+            aborted: Vec::new(),
+            producer_snapshot: None,
         }
     }
 
@@ -115,6 +122,7 @@ impl PartState {
             freed += b.bytes.len() as u64;
         }
         self.size_bytes -= freed;
+        self.trim_txn_state();
         freed
     }
 
@@ -139,6 +147,7 @@ impl PartState {
         }
         self.log_start = self.log_start.min(self.log_end);
         self.size_bytes -= freed;
+        self.trim_txn_state();
         freed
     }
 
@@ -455,6 +464,23 @@ impl PartitionLog for MemoryPartition {
 
     fn compact(&self, plan: &CompactionPlan) -> StorageResult<CompactionStats> {
         self.inner.compact(&self.tp, self.id, plan, None)
+    }
+
+    fn record_aborted_txn(&self, txn: AbortedTxn) -> StorageResult<()> {
+        self.inner.record_aborted_txn(&self.tp, self.id, txn)
+    }
+
+    fn aborted_txns(&self, from: Offset, to: Offset) -> StorageResult<Vec<AbortedTxn>> {
+        self.with(|p| Ok(p.aborted_overlapping(from, to)))
+    }
+
+    fn write_producer_snapshot(&self, snapshot: ProducerSnapshot) -> StorageResult<()> {
+        self.inner
+            .write_producer_snapshot(&self.tp, self.id, snapshot)
+    }
+
+    fn producer_snapshot(&self) -> StorageResult<Option<ProducerSnapshot>> {
+        self.with(|p| Ok(p.producer_snapshot.clone()))
     }
 }
 
