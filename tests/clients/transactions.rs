@@ -37,7 +37,7 @@ fn fast(c: &mut Config) {
     c.broker.transaction_state_log_num_partitions = 5;
 }
 
-async fn broker(dir: &Path) -> Broker {
+pub(crate) async fn broker(dir: &Path) -> Broker {
     start_broker_with(dir, fast).await
 }
 
@@ -74,7 +74,7 @@ fn send(p: &BaseProducer, topic: &str, partition: i32, key: &str, value: &str) {
 
 /// (partition, offset, key) of what a consumer at `isolation` reads from `topic`, until
 /// nothing new arrives for `quiet`.
-fn read_all(
+pub(crate) fn read_all(
     bootstrap: &str,
     topic: &str,
     partitions: i32,
@@ -112,7 +112,7 @@ fn read_all(
     out
 }
 
-async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+pub(crate) async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
     tokio::task::spawn_blocking(f).await.expect("blocking task")
 }
 
@@ -136,7 +136,7 @@ fn interleave(addr: &str, topic: &str, id: &str) {
     }
 }
 
-fn expected(only_committed: bool) -> Vec<(i32, i64, String)> {
+pub(crate) fn expected(only_committed: bool) -> Vec<(i32, i64, String)> {
     let mut want = Vec::new();
     for t in 0..6i64 {
         if only_committed && t % 2 == 1 {
