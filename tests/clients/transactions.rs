@@ -654,3 +654,29 @@ async fn refusals_carry_kafkas_codes_and_change_nothing() {
     assert_eq!(end_txn(&mut conn, "raw", newer, 3).await, 0);
     b.shutdown().await;
 }
+
+/// AddPartitionsToTxn right after EndTxn, while the coordinator still writes the previous
+/// transaction's markers and completing record, waits for them instead of answering
+/// CONCURRENT_TRANSACTIONS: every round's add is accepted at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_transaction_starts_without_concurrent_transactions() {
+    let b = common::start_broker(fast).await;
+    let mut conn = KafkaConn::connect(&b.addr()).await;
+    assert_eq!(common::create_topic(&mut conn, "tx-f", 2, &[]).await, 0);
+    let ids = init_pid(&mut conn, "tx-next").await;
+    for round in 0..5 {
+        let added = add_partitions(&mut conn, "tx-next", ids, &[("tx-f", 0), ("tx-f", 1)]).await;
+        assert_eq!(
+            added,
+            vec![("tx-f".to_string(), 0, 0), ("tx-f".to_string(), 1, 0)],
+            "round {round}"
+        );
+        assert_eq!(describe(&mut conn, "tx-next").await, ("Ongoing".into(), 1));
+        assert_eq!(
+            end_txn(&mut conn, "tx-next", ids, 3).await,
+            0,
+            "round {round}"
+        );
+    }
+    b.shutdown().await;
+}

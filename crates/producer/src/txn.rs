@@ -41,6 +41,8 @@ const ADD_OFFSETS_TO_TXN: (i16, i16) = (0, 3);
 /// v5 is transaction version 2 (an epoch bump on every end); this producer uses version 1.
 const END_TXN: (i16, i16) = (0, 3);
 const TXN_OFFSET_COMMIT: (i16, i16) = (0, 3);
+/// Backoff after CONCURRENT_TRANSACTIONS.
+const CONCURRENT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Where a transactional producer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -233,7 +235,13 @@ async fn coordinator_call<R: Request>(
             *shared.coordinator.lock().expect("coordinator lock") = None;
         }
         attempt += 1;
-        let backoff = shared.cfg.client.backoff(attempt);
+        // CONCURRENT_TRANSACTIONS clears when the coordinator finishes the previous
+        // transaction's markers: retried sooner, as the Java client and librdkafka do.
+        let backoff = if last.kafka_error() == Some(ResponseError::ConcurrentTransactions) {
+            CONCURRENT_BACKOFF.min(shared.cfg.client.backoff(attempt))
+        } else {
+            shared.cfg.client.backoff(attempt)
+        };
         if Instant::now() + backoff >= deadline {
             tracing::debug!(operation, error = %last, "transactional call gave up");
             return Err(ProducerError::Client(ClientError::Timeout {
