@@ -510,3 +510,62 @@ async fn offsets_sent_to_a_rafka_transaction_commit_only_with_it() {
     );
     b.shutdown().await.unwrap();
 }
+
+/// A batch the broker refuses (MESSAGE_TOO_LARGE) makes the transaction abortable: the
+/// send and then the commit fail with `TxnAbortable`, the abort succeeds and takes a new
+/// epoch (the failed batch used up a sequence number), and the next transaction to the same
+/// partition commits; read_committed sees only it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_makes_the_transaction_abortable() {
+    use crate::transactions::{blocking, broker, read_all};
+    use kafka_protocol::ResponseError;
+
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path()).await;
+    let addr = b.bootstrap_address().to_string();
+    create_topic(&addr, "abortable", 1, &[("max.message.bytes", "2000")]).await;
+    let p = Producer::builder()
+        .bootstrap(&addr)
+        .transactional_id("abortable-id")
+        .build()
+        .await
+        .unwrap();
+    p.init_transactions().await.unwrap();
+    let epoch = p.producer_epoch();
+    p.begin_transaction().unwrap();
+    p.send(Record::to("abortable").partition(0).key("ok-1"))
+        .await
+        .unwrap();
+    let e = p
+        .send(
+            Record::to("abortable")
+                .partition(0)
+                .key("big")
+                .value(vec![b'x'; 10_000]),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.is_abortable(), "{e}");
+    assert_eq!(e.kafka_error(), Some(ResponseError::MessageTooLarge));
+    // No more sends, and no commit: only an abort.
+    assert!(p
+        .send(Record::to("abortable").partition(0).key("after"))
+        .await
+        .unwrap_err()
+        .is_abortable());
+    assert!(p.commit_transaction().await.unwrap_err().is_abortable());
+    p.abort_transaction().await.unwrap();
+    assert_eq!(p.producer_epoch(), epoch + 1, "the abort bumped the epoch");
+    p.begin_transaction().unwrap();
+    p.send(Record::to("abortable").partition(0).key("ok-2"))
+        .await
+        .unwrap();
+    p.commit_transaction().await.unwrap();
+    let a = addr.clone();
+    let got =
+        blocking(move || read_all(&a, "abortable", 1, "read_committed", Duration::from_secs(2)))
+            .await;
+    let keys: Vec<&str> = got.iter().map(|g| g.2.as_str()).collect();
+    assert_eq!(keys, vec!["ok-2"]);
+    b.shutdown().await.unwrap();
+}
