@@ -259,8 +259,8 @@ where
 const SETTLE_WAIT: Duration = Duration::from_millis(500);
 
 /// Like [`step_reply`] for a step `attempt` makes; when it answers CONCURRENT_TRANSACTIONS
-/// (the id's previous transaction is still being completed: markers, the completing
-/// record), waits for the coordinator's next write and tries again, for at most
+/// (the id's previous transaction is still being completed or aborted: markers, the
+/// completing record), waits for the coordinator's next write and tries again, for at most
 /// [`SETTLE_WAIT`]. The client gets the answer its own retry would get, without sleeping
 /// its retry backoff (100 ms in librdkafka and the Java client) after every commit.
 fn settled_reply<T, A, F>(shared: &Arc<Shared>, mut attempt: A, respond: F) -> Reply
@@ -329,18 +329,27 @@ pub(crate) fn init_producer_id(
     if let Err(e) = shared.txn_log() {
         return Reply::Now(respond(Err(e)));
     }
-    let mut alloc = allocator(shared);
-    let step = shared.txn.lock().init_producer_id(
-        crate::txn::coordinator::InitProducerId {
-            transactional_id,
-            transaction_timeout_ms: req.transaction_timeout_ms,
-            producer_id: req.producer_id.0,
-            producer_epoch: req.producer_epoch,
-        },
-        now_ms(),
-        &mut alloc,
+    let transactional_id = transactional_id.to_string();
+    let (timeout_ms, pid, epoch) = (
+        req.transaction_timeout_ms,
+        req.producer_id.0,
+        req.producer_epoch,
     );
-    step_reply(shared, step, respond)
+    // An open transaction of the id is being aborted first (fencing): wait for it.
+    let attempt = move |shared: &Shared| {
+        let mut alloc = allocator(shared);
+        shared.txn.lock().init_producer_id(
+            crate::txn::coordinator::InitProducerId {
+                transactional_id: &transactional_id,
+                transaction_timeout_ms: timeout_ms,
+                producer_id: pid,
+                producer_epoch: epoch,
+            },
+            now_ms(),
+            &mut alloc,
+        )
+    };
+    settled_reply(shared, attempt, respond)
 }
 
 /// AddPartitionsToTxn: v0–3 add the client's partitions; v4+ is the brokers' batched
