@@ -7,6 +7,9 @@
 //!   librdkafka: produce 1 KiB acks=1, produce 100 B acks=1, produce 1 KiB acks=all,
 //!   consume 1 KiB from the start, end-to-end latency of 100 B records at a fixed rate with
 //!   acks=all; broker CPU-seconds per GB moved (from `/proc/<pid>/stat`) and peak RSS;
+//! - transactions and compaction on rafka alone: transactional produce (a commit every
+//!   100 ms) against idempotent, read_committed consume against read_uncommitted, keyed
+//!   produce to a compacted topic while the cleaner runs against a plain topic;
 //! - start-up after a clean stop and recovery after SIGKILL with many partitions, and RSS
 //!   idle with 10,000 partitions;
 //! - the same client workloads against a peer broker when `tansu` (or `nisshi`, its newer
@@ -67,8 +70,14 @@ struct Server {
 
 impl Server {
     fn rafka(data: &Path) -> Server {
+        Server::rafka_with(data, &[])
+    }
+
+    /// `rafka` with further arguments (`--config file`).
+    fn rafka_with(data: &Path, extra: &[&std::ffi::OsStr]) -> Server {
         let started = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_rafka"))
+            .args(extra)
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -249,10 +258,16 @@ fn create_topic(addr: &str, name: &str, partitions: i32) {
 /// time from the first poll and the time from the first record to the last (the client's
 /// own start-up, about 0.5 s for librdkafka with a `group.id`, is not the broker's).
 fn consume(addr: &str, topic: &str, records: usize) -> (Duration, Duration) {
+    consume_at(addr, topic, records, "read_committed")
+}
+
+/// `consume` at an isolation level (librdkafka's default is read_committed).
+fn consume_at(addr: &str, topic: &str, records: usize, isolation: &str) -> (Duration, Duration) {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", addr)
         .set("group.id", "compare")
         .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
@@ -431,6 +446,162 @@ fn workloads(server: &Server, records: usize) -> Results {
     }
 }
 
+/// Creates a topic with configs (`cleanup.policy`, ...).
+fn create_topic_with(addr: &str, name: &str, configs: &[(&str, &str)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .create()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut topic = NewTopic::new(name, 1, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        topic = topic.set(k, v);
+    }
+    for x in rt
+        .block_on(admin.create_topics(&[topic], &AdminOptions::new()))
+        .unwrap()
+    {
+        x.unwrap_or_else(|(t, e)| panic!("create {t}: {e}"));
+    }
+}
+
+/// Bytes under a directory (a partition's files).
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Transactions and compaction, on rafka alone (the peer serves neither): idempotent
+/// against transactional produce (a commit every 100 ms), read_uncommitted against
+/// read_committed consume of the transactional topic, and keyed produce to a plain topic
+/// against a compacted one while the cleaner works (a 200 ms cleaner backoff, 8 MiB
+/// segments, 10,000 keys). Rows: (name, figure, unit, ratio to the row's baseline).
+fn exactly_once_and_compaction(dir: &Path, records: usize) -> Vec<(String, f64, String, String)> {
+    let data = dir.join("rafka-eos");
+    let cfg = dir.join("eos-compaction.yaml");
+    std::fs::write(&cfg, "broker:\n  log_cleaner_backoff_ms: 200\n").unwrap();
+    let server = Server::rafka_with(&data, &["--config".as_ref(), cfg.as_os_str()]);
+    let addr = server.address.clone();
+    let total = (records * 1024) as f64;
+    let mb_s = |d: Duration| total / d.as_secs_f64() / 1e6;
+    for t in ["idem", "txn"] {
+        create_topic(&addr, t, 1);
+    }
+    let w = |topic| common::Workload {
+        topic,
+        records,
+        size: 1024,
+        acks: "all",
+        config: &[("enable.idempotence", "true")],
+        ..common::Workload::default()
+    };
+    eprintln!("  idempotent and transactional produce ...");
+    let idem = mb_s(common::produce(&addr, &w("idem")));
+    let txn = mb_s(common::produce(
+        &addr,
+        &common::Workload {
+            transactional_id: Some("compare-txn"),
+            commit_every: Duration::from_millis(100),
+            ..w("txn")
+        },
+    ));
+    eprintln!("  read_uncommitted and read_committed consume ...");
+    // Short runs on a shared machine: the best of three, alternating.
+    let (mut uncommitted, mut committed) = (0f64, 0f64);
+    for _ in 0..3 {
+        uncommitted = uncommitted.max(mb_s(
+            consume_at(&addr, "txn", records, "read_uncommitted").1,
+        ));
+        committed = committed.max(mb_s(consume_at(&addr, "txn", records, "read_committed").1));
+    }
+
+    eprintln!("  keyed produce, plain and compacted ...");
+    let segment = (8 << 20).to_string();
+    create_topic_with(&addr, "keyed", &[("segment.bytes", &segment)]);
+    create_topic_with(
+        &addr,
+        "compacted",
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.bytes", &segment),
+            ("min.cleanable.dirty.ratio", "0.1"),
+        ],
+    );
+    let keyed = |topic| common::Workload {
+        keys: Some(10_000),
+        ..w(topic)
+    };
+    let plain = mb_s(common::produce(&addr, &keyed("keyed")));
+    let compacted = mb_s(common::produce(&addr, &keyed("compacted")));
+    // Give the cleaner a moment to finish the last closed segments.
+    std::thread::sleep(Duration::from_secs(2));
+    let plain_bytes = dir_bytes(&data.join("keyed-0")) as f64 / (1 << 20) as f64;
+    let compacted_bytes = dir_bytes(&data.join("compacted-0")) as f64 / (1 << 20) as f64;
+    server.stop("-TERM");
+    let ratio = |a: f64, b: f64| format!("{:.2}", a / b);
+    vec![
+        (
+            "produce 1 KiB idempotent acks=all".into(),
+            idem,
+            "MB/s".into(),
+            String::new(),
+        ),
+        (
+            "produce 1 KiB transactional, commit every 100 ms".into(),
+            txn,
+            "MB/s".into(),
+            ratio(txn, idem),
+        ),
+        (
+            "consume read_uncommitted (transactional topic)".into(),
+            uncommitted,
+            "MB/s".into(),
+            String::new(),
+        ),
+        (
+            "consume read_committed (transactional topic)".into(),
+            committed,
+            "MB/s".into(),
+            ratio(committed, uncommitted),
+        ),
+        (
+            "produce 1 KiB keyed (10,000 keys), delete policy".into(),
+            plain,
+            "MB/s".into(),
+            String::new(),
+        ),
+        (
+            "produce 1 KiB keyed, compacted topic, cleaner running".into(),
+            compacted,
+            "MB/s".into(),
+            ratio(compacted, plain),
+        ),
+        (
+            "on disk after: delete policy".into(),
+            plain_bytes,
+            "MiB".into(),
+            String::new(),
+        ),
+        (
+            "on disk after: compacted".into(),
+            compacted_bytes,
+            "MiB".into(),
+            ratio(compacted_bytes, plain_bytes),
+        ),
+    ]
+}
+
 /// Start-up after a clean stop and after SIGKILL with `partitions` partitions holding
 /// `mib` MiB, and RSS idle with 10,000 partitions.
 fn startup(dir: &Path, partitions: i32, mib: usize) -> Vec<(String, f64, String)> {
@@ -530,6 +701,8 @@ fn main() {
         p.stop("-TERM");
         r
     });
+    eprintln!("transactions and compaction ...");
+    let eos = exactly_once_and_compaction(dir.path(), records);
     eprintln!("start-up ...");
     let start = startup(
         dir.path(),
@@ -591,6 +764,14 @@ fn main() {
             .map_or("n/a".into(), |p| format!("{:.0}", p.peak_rss))
     );
     println!("| broker CPU-s for all workloads | {rafka_cpu:.1} | s | | | | | | |");
+    println!();
+    println!("Transactions and compaction (rafka only; ratio to the row above it):");
+    println!();
+    println!("| workload | rafka | unit | ratio |");
+    println!("|---|---:|---|---:|");
+    for (name, v, unit, ratio) in &eos {
+        println!("| {name} | {v:.1} | {unit} | {ratio} |");
+    }
     if peer.is_none() {
         println!(
             "\n(no peer: neither `tansu` nor `nisshi` on PATH and no RAFKA_PEER_BIN; peer columns empty)"

@@ -39,25 +39,84 @@ pub fn librdkafka_produce(
     size: usize,
     acks: &str,
 ) -> Duration {
-    let p: BaseProducer<Counting> = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .set("acks", acks)
+    produce(
+        addr,
+        &Workload {
+            topic,
+            records,
+            size,
+            acks,
+            ..Workload::default()
+        },
+    )
+}
+
+/// A produce workload: by default unkeyed records, no idempotence, no transactions.
+#[derive(Default)]
+pub struct Workload<'a> {
+    pub topic: &'a str,
+    pub records: usize,
+    pub size: usize,
+    pub acks: &'a str,
+    /// Keys `key-{i % keys}` when set (a compacted topic needs them).
+    pub keys: Option<usize>,
+    /// Further librdkafka settings (`enable.idempotence`, ...).
+    pub config: &'a [(&'a str, &'a str)],
+    /// A transactional id: records go in transactions committed every `commit_every`.
+    pub transactional_id: Option<&'a str>,
+    pub commit_every: Duration,
+}
+
+/// Runs `w` with librdkafka tuned for throughput and waits for every delivery report (and
+/// the last commit); panics if any record fails.
+pub fn produce(addr: &str, w: &Workload) -> Duration {
+    let (topic, records, size) = (w.topic, w.records, w.size);
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", addr)
+        .set("acks", w.acks)
         .set("linger.ms", "5")
         .set("batch.size", "1000000")
         .set("queue.buffering.max.messages", "1000000")
-        .set("queue.buffering.max.kbytes", "1048576")
-        .create_with_context(Counting::default())
-        .unwrap();
+        .set("queue.buffering.max.kbytes", "1048576");
+    for (k, v) in w.config {
+        cfg.set(*k, *v);
+    }
+    if let Some(id) = w.transactional_id {
+        cfg.set("transactional.id", id);
+    }
+    let p: BaseProducer<Counting> = cfg.create_with_context(Counting::default()).unwrap();
+    if w.transactional_id.is_some() {
+        p.init_transactions(Duration::from_secs(30))
+            .expect("init_transactions");
+        p.begin_transaction().expect("begin");
+    }
+    let mut last_commit = Instant::now();
+    let mut key = String::new();
     let payload = vec![b'x'; size];
     let threads_before = thread_cpu();
     let start = Instant::now();
     for i in 0..records {
+        if w.transactional_id.is_some() && last_commit.elapsed() >= w.commit_every {
+            p.commit_transaction(Duration::from_secs(60))
+                .expect("commit");
+            p.begin_transaction().expect("begin");
+            last_commit = Instant::now();
+        }
+        if let Some(keys) = w.keys {
+            use std::fmt::Write;
+            key.clear();
+            let _ = write!(key, "key-{}", i % keys.max(1));
+        }
         loop {
-            match p.send(
-                BaseRecord::<(), _>::to(topic)
-                    .payload(&payload[..])
-                    .partition(0),
-            ) {
+            let record = BaseRecord::<str, _>::to(topic)
+                .payload(&payload[..])
+                .partition(0);
+            let record = if w.keys.is_some() {
+                record.key(key.as_str())
+            } else {
+                record
+            };
+            match p.send(record) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     p.poll(Duration::from_millis(1));
@@ -68,6 +127,10 @@ pub fn librdkafka_produce(
         if i % 1024 == 0 {
             p.poll(Duration::ZERO); // serve delivery reports as they come
         }
+    }
+    if w.transactional_id.is_some() {
+        p.commit_transaction(Duration::from_secs(120))
+            .expect("last commit");
     }
     p.flush(Duration::from_secs(120)).unwrap();
     let ctx = p.context();

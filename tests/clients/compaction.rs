@@ -1,4 +1,4 @@
-//! Log compaction through real clients: librdkafka produces many updates over few keys to
+//! Log compaction through real clients: librdkafka produces 100,000 updates over 1,000 keys to
 //! a `cleanup.policy=compact` topic, the broker's cleaner compacts it, and a fresh consumer
 //! reads each key's last value and little else; a keyless record is refused with its index.
 
@@ -15,7 +15,7 @@ use rafka_core::{Offset, Timestamp};
 use rdkafka::producer::FutureRecord;
 
 const KEYS: usize = 1_000;
-const UPDATES: usize = 20_000;
+const UPDATES: usize = 100_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compacted_topic_keeps_each_keys_last_value() {

@@ -413,6 +413,122 @@ async fn committed_transactions_survive_a_restart() {
     b.shutdown().await.unwrap();
 }
 
+/// Transactions `ts` of 3 records each on partition 0 of `topic`, all committed but, with
+/// `abort_odd`, the odd ones aborted.
+fn transactions(p: &BaseProducer, topic: &str, ts: std::ops::Range<usize>, abort_odd: bool) {
+    for t in ts {
+        p.begin_transaction().expect("begin");
+        for i in 0..3 {
+            send(p, topic, 0, &format!("t{t}-{i}"), "v");
+        }
+        if abort_odd && t % 2 == 1 {
+            p.flush(T).expect("flush");
+            p.abort_transaction(T).expect("abort");
+        } else {
+            p.commit_transaction(T).expect("commit");
+        }
+    }
+}
+
+/// The open-time replay of partition 0 of `topic`.
+fn open_scan(b: &Broker, topic: &str) -> rafka_broker::OpenScan {
+    b.shared().cluster.topic(topic).expect("topic").partitions[0].open_scan()
+}
+
+/// Aborted transactions and an open one survive restarts: each restart opens from the
+/// producer snapshot its shutdown wrote (replaying nothing), and a raw read_committed
+/// Fetch still answers the aborted transactions and the LSO, and a read_committed consumer
+/// exactly the committed records.
+async fn aborted_and_open_transactions_survive_restarts_on(engine: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker_on(dir.path(), engine).await;
+    let addr = b.bootstrap_address();
+    create_topic(&addr, "tx-r", 1, &[]).await;
+    let a = addr.clone();
+    // t0..t3 at offsets 4t..4t+2, markers at 4t+3; t1 and t3 aborted.
+    blocking(move || transactions(&txn_producer(&a, "tx-r-p", &[]), "tx-r", 0..4, true)).await;
+    b.shutdown().await.unwrap();
+
+    let b = broker_on(dir.path(), engine).await;
+    let scan = open_scan(&b, "tx-r");
+    assert_eq!(
+        (scan.from.0, scan.n_batches, scan.from_snapshot),
+        (16, 0, true),
+        "{engine}"
+    );
+    let a = b.bootstrap_address();
+    // t4 at 16..18 aborted (marker 19), then t5 at 20, 21 left open.
+    let p = blocking(move || {
+        let p = txn_producer(&a, "tx-r-p", &[]);
+        p.begin_transaction().expect("begin");
+        for i in 0..3 {
+            send(&p, "tx-r", 0, &format!("t4-{i}"), "v");
+        }
+        p.flush(T).expect("flush");
+        p.abort_transaction(T).expect("abort");
+        p.begin_transaction().expect("begin");
+        send(&p, "tx-r", 0, "t5-0", "v");
+        send(&p, "tx-r", 0, "t5-1", "v");
+        p.flush(T).expect("flush");
+        p
+    })
+    .await;
+    b.shutdown().await.unwrap();
+
+    let b = broker_on(dir.path(), engine).await;
+    let scan = open_scan(&b, "tx-r");
+    assert_eq!(
+        (scan.from.0, scan.n_batches, scan.from_snapshot),
+        (22, 0, true),
+        "{engine}"
+    );
+    let mut conn = KafkaConn::connect(&b.bootstrap_address()).await;
+    let req = common::fetch_request("tx-r", Default::default(), 0, common::FetchArgs::at(0))
+        .with_isolation_level(1);
+    let ResponseKind::Fetch(r) = conn.send(ApiKey::Fetch, 12, RequestKind::Fetch(req)).await else {
+        panic!("not a Fetch response")
+    };
+    let part = &r.responses[0].partitions[0];
+    assert_eq!(part.error_code, 0);
+    assert_eq!(part.high_watermark, 22, "{engine}");
+    assert_eq!(
+        part.last_stable_offset, 20,
+        "{engine}: the open transaction holds the LSO"
+    );
+    let aborted = part.aborted_transactions.clone().unwrap_or_default();
+    let firsts: Vec<i64> = aborted.iter().map(|t| t.first_offset).collect();
+    assert_eq!(firsts, [4, 12, 16], "{engine}");
+    assert!(aborted
+        .iter()
+        .all(|t| t.producer_id.0 == aborted[0].producer_id.0 && t.producer_id.0 >= 0));
+    let a = b.bootstrap_address();
+    let committed =
+        blocking(move || read_all(&a, "tx-r", 1, "read_committed", Duration::from_secs(2))).await;
+    let want: Vec<(i32, i64, String)> = [0, 2]
+        .iter()
+        .flat_map(|t| (0..3).map(move |i| (0, t * 4 + i, format!("t{t}-{i}"))))
+        .collect();
+    assert_eq!(committed, want, "{engine}");
+    drop(p);
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborted_and_open_transactions_survive_restarts() {
+    aborted_and_open_transactions_survive_restarts_on("log").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborted_and_open_transactions_survive_restarts_on_memory() {
+    aborted_and_open_transactions_survive_restarts_on("memory").await;
+}
+
+#[cfg(feature = "rocksdb")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborted_and_open_transactions_survive_restarts_on_rocksdb() {
+    aborted_and_open_transactions_survive_restarts_on("rocksdb").await;
+}
+
 fn tid(s: &str) -> TransactionalId {
     TransactionalId(StrBytes::from_string(s.to_string()))
 }

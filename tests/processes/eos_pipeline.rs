@@ -3,10 +3,15 @@
 //! producer and a read_committed consumer of group `eos-group`, offsets sent to each
 //! transaction, a commit every few records, some transactions aborted on purpose) while
 //! the broker is SIGKILLed and restarted on the same port and data directory at random
-//! moments. After any error the pipeline starts over: a new producer with the same
-//! `transactional.id` (which fences the old one) and a consumer resuming from the group's
-//! committed offsets. Checked at the end, Jepsen-style, from a read_committed read of
-//! `eos-out` and a read_uncommitted one:
+//! moments. Each pipeline instance is a process of its own (this test binary, started
+//! again on the ignored test `pipeline_instance`), and it is SIGKILLed at random moments
+//! too, sometimes together with the broker. After any error or kill the pipeline starts
+//! over: a new process with a new producer with the same `transactional.id` (which fences
+//! the old one and aborts what it left open) and a consumer resuming from the group's
+//! committed offsets. Each instance appends what it does to a ledger file before and
+//! after each transaction, so a transaction whose instance died in between has an unknown
+//! outcome. Checked at the end, Jepsen-style, from a read_committed read of `eos-out` and a
+//! read_uncommitted one:
 //!
 //! - every input record appears transformed exactly once (no loss, no duplicate), in input
 //!   order per partition;
@@ -14,15 +19,18 @@
 //! - no record of a transaction the pipeline aborted is visible;
 //! - no torn transaction: each transaction's records are all visible or none.
 //!
-//! `RAFKA_EOS_CYCLES` (default 10) sets the kill cycles per engine, `RAFKA_EOS_SEED`
+//! `RAFKA_EOS_CYCLES` (default 10) sets the kill cycles per engine (each kills the broker,
+//! the pipeline or both), `RAFKA_EOS_SEED`
 //! replays a run (the seed is printed), `RAFKA_EOS_RECORDS` the input size per partition.
 
 use crate::crash_torture::{env_u64, start, Rng};
 use crate::support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,10 +64,14 @@ fn eos_pipeline_rocksdb() {
     pipeline("rocksdb");
 }
 
+/// The broker's config. The retention tick (which also writes each partition's producer
+/// snapshot) runs every 300 ms, so most SIGKILLs land between snapshots and a restart
+/// opens from one, replaying only the batches after it.
 fn write_config(dir: &Path, data: &Path, storage_type: &str, listen: &str) -> std::path::PathBuf {
     let path = dir.join("eos.yaml");
     let yaml = format!(
         "broker:\n  listen: {listen}\n  num_partitions: {PARTITIONS}\n  \
+         log_retention_check_interval_ms: 300\n  \
          group_initial_rebalance_delay_ms: 0\n  offsets_topic_num_partitions: 2\n  \
          transaction_state_log_num_partitions: 2\n  \
          transaction_abort_timed_out_transaction_cleanup_interval_ms: 500\n\
@@ -74,15 +86,68 @@ fn write_config(dir: &Path, data: &Path, storage_type: &str, listen: &str) -> st
     path
 }
 
-/// What the pipeline did: the transactions it committed (acknowledged), aborted on purpose,
-/// and left with an unknown outcome, by transaction tag, with their sizes.
+/// What the pipeline did, read back from the ledger file its instances append to: the
+/// transactions committed (acknowledged), aborted on purpose, and begun without a known
+/// outcome (the instance failed or was killed in between), by transaction tag, with sizes.
 #[derive(Default)]
 struct Ledger {
     committed: HashMap<String, usize>,
     aborted: HashSet<String>,
     unknown: HashSet<String>,
-    instances: u64,
-    errors: u64,
+}
+
+impl Ledger {
+    fn read(path: &Path) -> Ledger {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let mut ledger = Ledger::default();
+        let mut begun = HashSet::new();
+        // A killed instance may leave a torn last line: it names no outcome, so the
+        // transaction stays unknown.
+        for line in text.lines() {
+            let mut it = line.split(' ');
+            match (it.next(), it.next(), it.next()) {
+                (Some("begin"), Some(tag), None) => {
+                    begun.insert(tag.to_string());
+                }
+                (Some("abort"), Some(tag), None) => {
+                    ledger.aborted.insert(tag.to_string());
+                }
+                (Some("commit"), Some(tag), Some(n)) => {
+                    if let Ok(n) = n.parse() {
+                        ledger.committed.insert(tag.to_string(), n);
+                    }
+                }
+                _ => {}
+            }
+        }
+        ledger.unknown = begun
+            .into_iter()
+            .filter(|t| !ledger.committed.contains_key(t) && !ledger.aborted.contains(t))
+            .collect();
+        ledger
+    }
+}
+
+/// An instance's side of the ledger: one line per step, written before the next step.
+struct Journal(std::fs::File);
+
+impl Journal {
+    fn open(path: &Path) -> Journal {
+        Journal(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("ledger"),
+        )
+    }
+
+    fn line(&mut self, line: &str) {
+        // One write per line; the page cache keeps it when the process is killed.
+        self.0
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("ledger write");
+    }
 }
 
 fn new_producer(addr: &str) -> Option<BaseProducer> {
@@ -147,8 +212,7 @@ fn run_instance(
     ends: &[i64],
     instance: u64,
     rng: &mut Rng,
-    stop: &AtomicBool,
-    ledger: &Mutex<Ledger>,
+    journal: &mut Journal,
 ) -> bool {
     let Some(producer) = new_producer(addr) else {
         return false;
@@ -162,7 +226,7 @@ fn run_instance(
     eprintln!("eos: instance {instance} resumes at {committed:?}");
     let mut seq = 0u64;
     let mut idle_since = Instant::now();
-    while !stop.load(Ordering::SeqCst) {
+    loop {
         if committed.iter().zip(ends).all(|(c, e)| c >= e) {
             return true;
         }
@@ -201,6 +265,7 @@ fn run_instance(
         seq += 1;
         let tag = format!("{instance}.{seq}");
         let abort = rng.between(0, 9) == 0;
+        journal.line(&format!("begin {tag}"));
         if let Err(e) = producer.begin_transaction() {
             eprintln!("eos: begin: {e}");
             return false;
@@ -214,7 +279,6 @@ fn run_instance(
                     .payload(&value),
             ) {
                 eprintln!("eos: send: {e}");
-                ledger.lock().unwrap().unknown.insert(tag);
                 return false;
             }
         }
@@ -230,7 +294,6 @@ fn run_instance(
         }
         if let Err(e) = producer.send_offsets_to_transaction(&offsets, &group, T) {
             eprintln!("eos: send_offsets: {e}");
-            ledger.lock().unwrap().unknown.insert(tag);
             return false;
         }
         if abort {
@@ -238,30 +301,138 @@ fn run_instance(
             let _ = producer.flush(T);
             match producer.abort_transaction(T) {
                 Ok(()) => {
-                    ledger.lock().unwrap().aborted.insert(tag);
+                    journal.line(&format!("abort {tag}"));
                     // Rewind to the committed positions: the aborted records come again.
                     return false;
                 }
                 Err(e) => {
                     eprintln!("eos: abort: {e}");
-                    ledger.lock().unwrap().unknown.insert(tag);
                     return false;
                 }
             }
         }
         match producer.commit_transaction(T) {
             Ok(()) => {
-                ledger.lock().unwrap().committed.insert(tag, batch.len());
+                journal.line(&format!("commit {tag} {}", batch.len()));
                 committed = next;
             }
             Err(e) => {
                 eprintln!("eos: commit: {e}");
-                ledger.lock().unwrap().unknown.insert(tag);
                 return false;
             }
         }
     }
-    false
+}
+
+/// One pipeline instance as a process of its own: started by `pipeline` as this test
+/// binary with this test selected and its parameters in the environment, exits 0 once every
+/// input partition is committed to its end and 1 after an error. Without the environment
+/// (a plain `--ignored` run) it has nothing to do.
+#[test]
+#[ignore = "a pipeline instance, started as a child process by the eos_pipeline tests"]
+fn pipeline_instance() {
+    let Ok(addr) = std::env::var("RAFKA_EOS_CHILD_ADDR") else {
+        eprintln!("pipeline_instance runs only as a child of an eos_pipeline test");
+        return;
+    };
+    let num = |name: &str| env_u64(name).unwrap_or_else(|| panic!("{name} not set"));
+    let per_partition = num("RAFKA_EOS_CHILD_RECORDS") as i64;
+    let instance = num("RAFKA_EOS_CHILD_INSTANCE");
+    let mut rng = Rng(num("RAFKA_EOS_CHILD_SEED"));
+    let ledger = PathBuf::from(std::env::var("RAFKA_EOS_CHILD_LEDGER").expect("ledger path"));
+    let mut journal = Journal::open(&ledger);
+    let ends = vec![per_partition; PARTITIONS as usize];
+    let done = run_instance(&addr, &ends, instance, &mut rng, &mut journal);
+    std::process::exit(if done { 0 } else { 1 });
+}
+
+/// What the test shares with the thread that runs pipeline instances: the running one (so
+/// the killer can SIGKILL it), how many were started, and the stop and done flags.
+#[derive(Default)]
+struct Instances {
+    current: Mutex<Option<Child>>,
+    started: AtomicU64,
+    stop: AtomicBool,
+    done: AtomicBool,
+    /// Instances killed for making no progress.
+    stalled: AtomicU64,
+}
+
+/// How long an instance may go without a ledger line.
+const STALL: Duration = Duration::from_secs(30);
+
+/// Starts pipeline instances one after another until one finishes (`done`) or `stop`.
+fn supervise(addr: &str, per_partition: i64, seed: u64, ledger: &Path, run: &Instances) {
+    let Instances {
+        current,
+        started: instances,
+        stop,
+        done,
+        ..
+    } = run;
+    let exe = std::env::current_exe().expect("test binary");
+    while !stop.load(Ordering::SeqCst) {
+        let instance = instances.fetch_add(1, Ordering::SeqCst) + 1;
+        let child = Command::new(&exe)
+            .args([
+                "--ignored",
+                "--exact",
+                "eos_pipeline::pipeline_instance",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ])
+            .env("RAFKA_EOS_CHILD_ADDR", addr)
+            .env("RAFKA_EOS_CHILD_RECORDS", per_partition.to_string())
+            .env("RAFKA_EOS_CHILD_INSTANCE", instance.to_string())
+            .env(
+                "RAFKA_EOS_CHILD_SEED",
+                (seed ^ 0x5eed ^ instance.wrapping_mul(0x9E37_79B9)).to_string(),
+            )
+            .env("RAFKA_EOS_CHILD_LEDGER", ledger)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn pipeline instance");
+        *current.lock().unwrap() = Some(child);
+        // An instance that writes nothing to the ledger for this long is stuck (its client
+        // calls all have timeouts of a few seconds): its threads' stacks are printed, it is
+        // killed, and the run counts it as a violation.
+        let (mut ledger_len, mut changed) = (0u64, Instant::now());
+        let status = loop {
+            std::thread::sleep(Duration::from_millis(50));
+            let mut slot = current.lock().unwrap();
+            let child = slot.as_mut().expect("running instance");
+            if stop.load(Ordering::SeqCst) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+            let len = std::fs::metadata(ledger).map_or(0, |m| m.len());
+            if len != ledger_len {
+                (ledger_len, changed) = (len, Instant::now());
+            } else if changed.elapsed() > STALL {
+                eprintln!("eos: instance {instance} made no progress for {STALL:?}; stacks:");
+                let _ = Command::new("gdb")
+                    .args(["-p", &child.id().to_string(), "-batch", "-ex"])
+                    .arg("thread apply all bt 12")
+                    .stdout(Stdio::inherit())
+                    .stderr(Stdio::null())
+                    .status();
+                run.stalled.fetch_add(1, Ordering::SeqCst);
+                let _ = child.kill();
+                changed = Instant::now();
+            }
+            if let Some(status) = child.try_wait().expect("instance status") {
+                slot.take();
+                break status;
+            }
+        };
+        if status.success() {
+            done.store(true, Ordering::SeqCst);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Every record of `topic` at `isolation`, read until nothing new comes for two seconds:
@@ -365,52 +536,45 @@ fn pipeline(storage_type: &str) {
     produce_input(&addr, per_partition);
     let ends = vec![per_partition; PARTITIONS as usize];
 
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicBool::new(false));
-    let worker = {
-        let (addr, ends, ledger, stop, done) = (
-            addr.clone(),
-            ends.clone(),
-            ledger.clone(),
-            stop.clone(),
-            done.clone(),
-        );
-        let mut rng = Rng(seed ^ 0x5eed);
-        std::thread::spawn(move || {
-            let mut instance = 0;
-            while !stop.load(Ordering::SeqCst) {
-                instance += 1;
-                ledger.lock().unwrap().instances = instance;
-                if run_instance(&addr, &ends, instance, &mut rng, &stop, &ledger) {
-                    done.store(true, Ordering::SeqCst);
-                    return;
-                }
-                ledger.lock().unwrap().errors += 1;
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
+    let ledger_path = dir.path().join("ledger");
+    let run = Arc::new(Instances::default());
+    let supervisor = {
+        let (addr, ledger_path, run) = (addr.clone(), ledger_path.clone(), run.clone());
+        std::thread::spawn(move || supervise(&addr, per_partition, seed, &ledger_path, &run))
     };
 
+    // Each cycle kills the broker (half the time), the pipeline instance (three in ten) or
+    // both at once (one in five).
+    let (mut broker_kills, mut pipeline_kills) = (0u64, 0u64);
     for _ in 0..cycles {
-        if done.load(Ordering::SeqCst) {
+        if run.done.load(Ordering::SeqCst) {
             break;
         }
         std::thread::sleep(Duration::from_millis(rng.between(300, 2500)));
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
-        std::thread::sleep(Duration::from_millis(rng.between(0, 500)));
-        (child, _) = start(&cfg, &broker_log);
+        let victim = rng.between(0, 9);
+        if victim >= 5 {
+            if let Some(instance) = run.current.lock().unwrap().as_mut() {
+                if instance.kill().is_ok() {
+                    pipeline_kills += 1;
+                }
+            }
+        }
+        if victim <= 4 || victim >= 8 {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+            broker_kills += 1;
+            std::thread::sleep(Duration::from_millis(rng.between(0, 500)));
+            (child, _) = start(&cfg, &broker_log);
+        }
     }
-    let kills = cycles;
     // No more kills: the pipeline finishes.
     let deadline = Instant::now() + Duration::from_secs(180);
-    while !done.load(Ordering::SeqCst) && Instant::now() < deadline {
+    while !run.done.load(Ordering::SeqCst) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    stop.store(true, Ordering::SeqCst);
-    worker.join().expect("pipeline thread");
-    let finished = done.load(Ordering::SeqCst);
+    run.stop.store(true, Ordering::SeqCst);
+    supervisor.join().expect("pipeline supervisor");
+    let finished = run.done.load(Ordering::SeqCst);
 
     let visible = read_all(&addr, OUT, "read_committed");
     let everything = read_all(&addr, OUT, "read_uncommitted");
@@ -447,10 +611,16 @@ fn pipeline(storage_type: &str) {
             it.next()?.parse().ok()?,
         ))
     };
-    let ledger = ledger.lock().unwrap();
+    let ledger = Ledger::read(&ledger_path);
     let mut violations = Vec::new();
     if !finished {
         violations.push("the pipeline did not finish".to_string());
+    }
+    let stalled = run.stalled.load(Ordering::SeqCst);
+    if stalled > 0 {
+        violations.push(format!(
+            "{stalled} pipeline instances made no progress for {STALL:?} (stacks above)"
+        ));
     }
     if group_committed != ends {
         violations.push(format!(
@@ -516,11 +686,11 @@ fn pipeline(storage_type: &str) {
         .filter(|t| !visible_per_txn.contains_key(**t))
         .count();
     eprintln!(
-        "eos pipeline {storage_type}: seed {seed}, {kills} SIGKILL/restart cycles, {} pipeline \
-         instances, {} committed transactions acknowledged, {} aborted on purpose, {} with an \
+        "eos pipeline {storage_type}: seed {seed}, {broker_kills} broker and {pipeline_kills} \
+         pipeline SIGKILLs, {} pipeline instances, {} committed transactions acknowledged, {} aborted on purpose, {} with an \
          unknown outcome; {} output records written, {} visible; {} transactions visible, {} \
          not; committed offsets {group_committed:?}; {} violations",
-        ledger.instances,
+        run.started.load(Ordering::SeqCst),
         ledger.committed.len(),
         ledger.aborted.len(),
         ledger.unknown.len(),

@@ -249,6 +249,10 @@ impl Broker {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
             for p in shared.cluster.all_partitions() {
+                // A producer snapshot at the log end: the next start replays nothing.
+                if let Err(e) = p.snapshot_producers() {
+                    tracing::warn!(partition = %p.tp, error = %e, "producer snapshot failed at shutdown");
+                }
                 p.flush()?;
             }
             shared.cluster.engine().close()
@@ -299,6 +303,10 @@ async fn retention_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
                         tracing::info!(partition = %p.tp, records = n, "retention removed records")
                     }
                     Err(e) => tracing::warn!(partition = %p.tp, error = %e, "retention failed"),
+                }
+                // Producer state at the log end, so a restart replays only what follows.
+                if let Err(e) = p.snapshot_producers() {
+                    tracing::warn!(partition = %p.tp, error = %e, "producer snapshot failed");
                 }
             }
         })

@@ -42,4 +42,4 @@ pub use state::TopicError;
 // shares ([`Broker::shared`]) and the API dispatch, driven without sockets.
 pub use api::{dispatch, Reply};
 pub use shared::Shared;
-pub use state::IsolationLevel;
+pub use state::{IsolationLevel, OpenScan};

@@ -1,14 +1,22 @@
 //! Idempotent-producer state of one partition: per producer id, its epoch and the last
 //! batches it wrote, so a resent batch is answered with its original offsets instead of
 //! being written twice, and a gap in sequence numbers is refused. It also holds the
-//! partition's transactions: per producer the first offset of its open transaction (what
-//! the last stable offset stops at) and the aborted transactions (Kafka's aborted
-//! transaction index, in memory: rebuilt from the batch headers when the partition opens).
+//! partition's open transactions: per producer the first offset of its open transaction
+//! (what the last stable offset stops at). The aborted transactions an abort marker
+//! completes are handed to the storage engine, which keeps them durably (Kafka's
+//! aborted-transaction index).
+//!
+//! The state is persisted as a producer snapshot ([`ProducerStates::encode`]) at a known
+//! offset, so a partition opens by decoding it and replaying only the batch headers after
+//! that offset.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use rafka_core::limits::PRODUCER_BATCHES_REMEMBERED;
+use rafka_core::txn::OpenTxns;
 use rafka_core::{Offset, RecordBatch};
+
+pub use rafka_core::AbortedTxn;
 
 /// A batch already written by an idempotent producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +29,7 @@ pub struct WrittenBatch {
     pub base_offset: Offset,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<WrittenBatch>,
@@ -69,17 +77,6 @@ impl SequenceSpan {
     }
 }
 
-/// An aborted transaction on a partition, as Fetch reports it to read_committed readers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AbortedTxn {
-    /// Producer id of the transaction.
-    pub producer_id: i64,
-    /// Offset of its first record on this partition.
-    pub first_offset: Offset,
-    /// Offset of its abort marker.
-    pub last_offset: Offset,
-}
-
 /// The transaction fields of a data batch's header, kept so the batch itself can be
 /// handed to the log without a copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,16 +99,11 @@ impl TxnSpan {
 
 /// Producer state of one partition. Not thread-safe on its own: the partition keeps it
 /// under the same lock as its appends, so check-then-append is atomic.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
-    /// Per producer id with a transaction open on this partition: its first offset.
-    ongoing: HashMap<i64, Offset>,
-    /// First offsets of the open transactions, counted (two producers may not share an
-    /// offset, but the count keeps removal simple): the smallest is the LSO bound.
-    first_offsets: BTreeMap<Offset, usize>,
-    /// Aborted transactions in marker order (so sorted by `last_offset`).
-    aborted: VecDeque<AbortedTxn>,
+    /// The open transactions: per producer its first offset; the smallest bounds the LSO.
+    txns: OpenTxns,
 }
 
 fn next_sequence(last: i32) -> i32 {
@@ -190,49 +182,33 @@ impl ProducerStates {
     /// Forgets everything (after truncation or deletion of the whole log).
     pub fn clear(&mut self) {
         self.producers.clear();
-        self.ongoing.clear();
-        self.first_offsets.clear();
-        self.aborted.clear();
+        self.txns.clear();
     }
 
     /// Notes a data batch appended at `base_offset` (or found in the log on recovery): a
     /// transactional one opens its producer's transaction here if none is open.
     pub fn record_txn_batch(&mut self, batch: TxnSpan, base_offset: Offset) {
-        if !batch.transactional || batch.producer_id < 0 {
-            return;
-        }
-        let pid = batch.producer_id;
-        if let std::collections::hash_map::Entry::Vacant(e) = self.ongoing.entry(pid) {
-            e.insert(base_offset);
-            *self.first_offsets.entry(base_offset).or_default() += 1;
-        }
+        self.txns
+            .on_data_batch(batch.producer_id, batch.transactional, base_offset);
     }
 
     /// A marker (commit or abort) of `producer_id` at epoch `epoch` written at `offset`:
-    /// ends the producer's transaction here, records an abort in the aborted list, and
-    /// moves the producer to the marker's epoch (older batches are fenced from now on).
-    pub fn end_txn(&mut self, producer_id: i64, epoch: i16, commit: bool, offset: Offset) {
+    /// ends the producer's transaction here and moves the producer to the marker's epoch
+    /// (older batches are fenced from now on). An abort of an open transaction returns
+    /// the aborted-transaction entry for the storage engine to record.
+    pub fn end_txn(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        offset: Offset,
+    ) -> Option<AbortedTxn> {
         let entry = self.producers.entry(producer_id).or_default();
         if epoch > entry.epoch {
             entry.epoch = epoch;
             entry.batches.clear();
         }
-        let Some(first) = self.ongoing.remove(&producer_id) else {
-            return;
-        };
-        if let Some(n) = self.first_offsets.get_mut(&first) {
-            *n -= 1;
-            if *n == 0 {
-                self.first_offsets.remove(&first);
-            }
-        }
-        if !commit {
-            self.aborted.push_back(AbortedTxn {
-                producer_id,
-                first_offset: first,
-                last_offset: offset,
-            });
-        }
+        self.txns.on_marker(producer_id, commit, offset)
     }
 
     /// The epoch this partition knows for `producer_id`, if any.
@@ -242,36 +218,12 @@ impl ProducerStates {
 
     /// The first offset of the earliest transaction still open here, if any.
     pub fn first_unstable_offset(&self) -> Option<Offset> {
-        self.first_offsets.keys().next().copied()
+        self.txns.first_unstable_offset()
     }
 
     /// The first offset of `producer_id`'s open transaction here, if any.
     pub fn ongoing_txn(&self, producer_id: i64) -> Option<Offset> {
-        self.ongoing.get(&producer_id).copied()
-    }
-
-    /// Aborted transactions overlapping `[from, to)`: those whose marker is at or after
-    /// `from` and whose first record is before `to`.
-    pub fn aborted_between(&self, from: Offset, to: Offset) -> Vec<AbortedTxn> {
-        let start = self.aborted.partition_point(|a| a.last_offset < from);
-        self.aborted
-            .iter()
-            .skip(start)
-            .filter(|a| a.first_offset < to)
-            .copied()
-            .collect()
-    }
-
-    /// Forgets aborted transactions whose marker is below `log_start` (retention and
-    /// DeleteRecords removed them).
-    pub fn prune_aborted(&mut self, log_start: Offset) {
-        while self
-            .aborted
-            .front()
-            .is_some_and(|a| a.last_offset < log_start)
-        {
-            self.aborted.pop_front();
-        }
+        self.txns.ongoing(producer_id)
     }
 
     /// Producers with state here: (producer id, epoch, last sequence, first offset of the
@@ -282,11 +234,117 @@ impl ProducerStates {
             .iter()
             .map(|(pid, e)| {
                 let last = e.batches.back().map_or(-1, |b| b.last_sequence);
-                (*pid, e.epoch, last, self.ongoing.get(pid).copied())
+                (*pid, e.epoch, last, self.txns.ongoing(*pid))
             })
             .collect();
         out.sort_by_key(|p| p.0);
         out
+    }
+}
+
+/// First bytes of an encoded producer snapshot (format version 1).
+const SNAPSHOT_MAGIC: &[u8; 4] = b"RPS1";
+
+/// A cursor over snapshot bytes; every read is bounds-checked.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_at_checked(N)?;
+        self.0 = rest;
+        head.try_into().ok()
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take::<1>()?[0])
+    }
+    fn i16(&mut self) -> Option<i16> {
+        Some(i16::from_be_bytes(self.take()?))
+    }
+    fn i32(&mut self) -> Option<i32> {
+        Some(i32::from_be_bytes(self.take()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.take()?))
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_be_bytes(self.take()?))
+    }
+}
+
+impl ProducerStates {
+    /// The state as producer-snapshot bytes. Layout (big-endian): magic `RPS1`; CRC-32C of
+    /// everything after it (u32); producer count (u32), then per producer its id (i64),
+    /// epoch (i16), count of remembered batches (u8), and per batch its first sequence
+    /// (i32), last sequence (i32) and base offset (i64); then the open transactions'
+    /// count (u32) and per transaction the producer id (i64) and first offset (i64).
+    /// Producers and transactions sorted by producer id, so equal states encode equally.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.producers.len() * 40);
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        out.extend_from_slice(&[0; 4]);
+        let mut pids: Vec<&i64> = self.producers.keys().collect();
+        pids.sort();
+        out.extend_from_slice(&(pids.len() as u32).to_be_bytes());
+        for pid in pids {
+            let e = &self.producers[pid];
+            out.extend_from_slice(&pid.to_be_bytes());
+            out.extend_from_slice(&e.epoch.to_be_bytes());
+            out.push(e.batches.len() as u8);
+            for b in &e.batches {
+                out.extend_from_slice(&b.first_sequence.to_be_bytes());
+                out.extend_from_slice(&b.last_sequence.to_be_bytes());
+                out.extend_from_slice(&b.base_offset.0.to_be_bytes());
+            }
+        }
+        let mut open: Vec<(i64, Offset)> = self.txns.iter().collect();
+        open.sort();
+        out.extend_from_slice(&(open.len() as u32).to_be_bytes());
+        for (pid, first) in open {
+            out.extend_from_slice(&pid.to_be_bytes());
+            out.extend_from_slice(&first.0.to_be_bytes());
+        }
+        let crc = crc32c::crc32c(&out[8..]);
+        out[4..8].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    /// The state from [`encode`](ProducerStates::encode)'s bytes; `None` if they are
+    /// damaged (CRC, magic, counts past the end, trailing bytes), never a panic.
+    pub fn decode(bytes: &[u8]) -> Option<ProducerStates> {
+        let mut r = Reader(bytes);
+        if r.take::<4>()? != *SNAPSHOT_MAGIC {
+            return None;
+        }
+        let crc = r.u32()?;
+        if crc32c::crc32c(r.0) != crc {
+            return None;
+        }
+        let mut s = ProducerStates::default();
+        let n = r.u32()?;
+        for _ in 0..n {
+            let pid = r.i64()?;
+            let epoch = r.i16()?;
+            let n_batches = r.u8()? as usize;
+            if n_batches > PRODUCER_BATCHES_REMEMBERED {
+                return None;
+            }
+            let mut batches = VecDeque::with_capacity(n_batches);
+            for _ in 0..n_batches {
+                batches.push_back(WrittenBatch {
+                    first_sequence: r.i32()?,
+                    last_sequence: r.i32()?,
+                    base_offset: Offset(r.i64()?),
+                });
+            }
+            s.producers.insert(pid, ProducerEntry { epoch, batches });
+        }
+        let n = r.u32()?;
+        for _ in 0..n {
+            let pid = r.i64()?;
+            let first = Offset(r.i64()?);
+            s.txns.on_data_batch(pid, true, first);
+        }
+        r.0.is_empty().then_some(s)
     }
 }
 
@@ -350,25 +408,53 @@ mod tests {
         assert_eq!(s.first_unstable_offset(), Some(Offset(0)));
         assert_eq!(s.ongoing_txn(1), Some(Offset(0)));
         // Producer 1 aborts (marker at 4): the LSO bound moves to producer 2's first offset.
-        s.end_txn(1, 0, false, Offset(4));
-        assert_eq!(s.first_unstable_offset(), Some(Offset(1)));
-        // Producer 2 commits (marker at 5): nothing open, nothing aborted for it.
-        s.end_txn(2, 0, true, Offset(5));
-        assert_eq!(s.first_unstable_offset(), None);
         let one = AbortedTxn {
             producer_id: 1,
             first_offset: Offset(0),
             last_offset: Offset(4),
+            last_stable_offset: Offset(1),
         };
-        assert_eq!(s.aborted_between(Offset(0), Offset(10)), vec![one]);
-        assert_eq!(s.aborted_between(Offset(4), Offset(5)), vec![one]);
-        assert_eq!(s.aborted_between(Offset(5), Offset(10)), vec![]);
-        // A marker with a bumped epoch fences the older epoch.
-        s.end_txn(1, 1, false, Offset(6));
+        assert_eq!(s.end_txn(1, 0, false, Offset(4)), Some(one));
+        assert_eq!(s.first_unstable_offset(), Some(Offset(1)));
+        // Producer 2 commits (marker at 5): nothing open, nothing aborted for it.
+        assert_eq!(s.end_txn(2, 0, true, Offset(5)), None);
+        assert_eq!(s.first_unstable_offset(), None);
+        // A marker with a bumped epoch fences the older epoch; nothing was open.
+        assert_eq!(s.end_txn(1, 1, false, Offset(6)), None);
         assert_eq!(s.check(&txn_batch(1, 0, 2, 0)), SequenceCheck::Fenced);
         assert_eq!(s.check(&txn_batch(1, 1, 0, 0)), SequenceCheck::Append);
-        s.prune_aborted(Offset(5));
-        assert_eq!(s.aborted_between(Offset(0), Offset(10)), vec![]);
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_damage_is_refused() {
+        let mut s = ProducerStates::default();
+        for i in 0..7 {
+            let b = batch(1, 0, i, 1, i as i64);
+            s.record(SequenceSpan::of(&b), b.base_offset());
+        }
+        let b = batch(9, 3, 0, 2, 7);
+        s.record(SequenceSpan::of(&b), b.base_offset());
+        s.record_txn_batch(TxnSpan::of(&txn_batch(4, 0, 0, 9)), Offset(9));
+        s.record_txn_batch(TxnSpan::of(&txn_batch(2, 0, 0, 10)), Offset(10));
+        let bytes = s.encode();
+        let back = ProducerStates::decode(&bytes).expect("decodes");
+        assert_eq!(back, s);
+        assert_eq!(back.encode(), bytes);
+        assert_eq!(back.first_unstable_offset(), Some(Offset(9)));
+        assert_eq!(
+            back.check(&batch(1, 0, 6, 1, 0)),
+            SequenceCheck::Duplicate(Offset(6))
+        );
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x20;
+            assert_eq!(ProducerStates::decode(&bad), None, "flip at {i}");
+            assert_eq!(ProducerStates::decode(&bytes[..i]), None, "cut at {i}");
+        }
+        assert_eq!(
+            ProducerStates::decode(&ProducerStates::default().encode()),
+            Some(ProducerStates::default())
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -22,8 +23,8 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use rafka_core::{
-    AppendInfo, LogConfig, Offset, PartitionLog, RecordBatch, StorageEngine, StorageError,
-    Timestamp, TopicName, TopicPartition, ValidatedBatch,
+    AppendInfo, LogConfig, Offset, PartitionLog, ProducerSnapshot, RecordBatch, StorageEngine,
+    StorageError, Timestamp, TopicName, TopicPartition, ValidatedBatch,
 };
 
 use crate::normalize::AppendPolicy;
@@ -176,6 +177,19 @@ fn last_offset_in(records: &Bytes) -> Option<Offset> {
     last
 }
 
+/// How a partition's producer state was rebuilt when it opened: from which offset the
+/// batch headers were replayed, how many, and whether a producer snapshot gave the state
+/// before that offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenScan {
+    /// First offset replayed (the snapshot's offset, or the log start).
+    pub from: Offset,
+    /// Batches replayed.
+    pub n_batches: u64,
+    /// Whether a producer snapshot was used.
+    pub from_snapshot: bool,
+}
+
 /// The leader epoch a single node serves: it is the leader of every partition from the
 /// start, and leadership never changes. Replication changes it.
 const LEADER_EPOCH: i32 = 0;
@@ -196,6 +210,10 @@ pub struct PartitionState {
     leader_epoch: i32,
     /// Woken (all waiters) after every append to this partition, and only this one.
     appended: Arc<Notify>,
+    /// How the producer state was rebuilt at open.
+    open_scan: OpenScan,
+    /// Offset of the last producer snapshot stored (-1: none).
+    snapshot_offset: AtomicI64,
 }
 
 impl PartitionState {
@@ -205,7 +223,13 @@ impl PartitionState {
         producers: ProducerStates,
         cfg: &LogConfig,
         offline: bool,
+        open_scan: OpenScan,
     ) -> PartitionState {
+        let snapshot_offset = if open_scan.from_snapshot {
+            open_scan.from.0
+        } else {
+            -1
+        };
         PartitionState {
             tp,
             log,
@@ -215,6 +239,8 @@ impl PartitionState {
             offline,
             leader_epoch: LEADER_EPOCH,
             appended: Arc::new(Notify::new()),
+            open_scan,
+            snapshot_offset: AtomicI64::new(snapshot_offset),
         }
     }
 
@@ -223,24 +249,53 @@ impl PartitionState {
         tp: TopicPartition,
         cfg: &LogConfig,
     ) -> Result<PartitionState, StorageError> {
-        let mut producers = ProducerStates::default();
-        // Rebuild idempotence state from the batch headers in the log.
-        let mut at = log.log_start_offset();
+        let start = log.log_start_offset();
         let end = log.log_end_offset();
+        // The producer snapshot gives the state before its offset; without a usable one
+        // (none, past the log end, damaged) every batch header from the log start is
+        // replayed. A snapshot below the log start is still used: the state it holds is
+        // what the running partition kept when DeleteRecords or retention moved the start.
+        let snapshot = match log.producer_snapshot() {
+            Ok(Some(s)) if s.offset <= end => match ProducerStates::decode(&s.bytes) {
+                Some(p) => Some((p, s.offset)),
+                None => {
+                    tracing::warn!(partition = %tp, offset = %s.offset, "producer snapshot is damaged; replaying the whole log");
+                    None
+                }
+            },
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(partition = %tp, error = %e, "producer snapshot unreadable; replaying the whole log");
+                None
+            }
+        };
+        let from_snapshot = snapshot.is_some();
+        // Batches below this offset are in the snapshot's state already.
+        let applied_below = snapshot.as_ref().map_or(Offset(i64::MIN), |s| s.1);
+        let (mut producers, from) = snapshot.unwrap_or((ProducerStates::default(), start));
+        let mut at = from.max(start);
+        let scan_from = at;
+        let mut n_batches = 0u64;
         while at < end {
             let r = log.read(at, 4 * 1024 * 1024)?;
             let batches = RecordBatch::split_all(r.records).unwrap_or_default();
             let Some(last) = batches.last() else { break };
             let next = last.next_offset();
-            for b in &batches {
+            for b in batches.iter().filter(|b| b.base_offset() >= applied_below) {
+                n_batches += 1;
                 if b.is_control() {
                     if let Some(kind) = b.control_type() {
-                        producers.end_txn(
+                        let aborted = producers.end_txn(
                             b.producer_id(),
                             b.producer_epoch(),
                             kind == rafka_core::ControlType::Commit,
                             b.base_offset(),
                         );
+                        // The engine may not have it: the crash came between the marker
+                        // and its entry. Recording is idempotent.
+                        if let Some(a) = aborted {
+                            log.record_aborted_txn(a)?;
+                        }
                     }
                     continue;
                 }
@@ -252,7 +307,15 @@ impl PartitionState {
             }
             at = next;
         }
-        Ok(PartitionState::new(tp, log, producers, cfg, false))
+        let open_scan = OpenScan {
+            from: scan_from,
+            n_batches,
+            from_snapshot,
+        };
+        tracing::debug!(partition = %tp, ?open_scan, "rebuilt producer state");
+        Ok(PartitionState::new(
+            tp, log, producers, cfg, false, open_scan,
+        ))
     }
 
     /// Opens the partition, or, when its storage cannot be opened, logs why (the engine's
@@ -271,7 +334,12 @@ impl PartitionState {
             Err(e) => {
                 tracing::error!(partition = %tp, error = %e, "partition is offline: its storage could not be opened");
                 let log = Arc::new(OfflineLog(tp.to_string()));
-                PartitionState::new(tp, log, ProducerStates::default(), cfg, true)
+                let open_scan = OpenScan {
+                    from: Offset(0),
+                    n_batches: 0,
+                    from_snapshot: false,
+                };
+                PartitionState::new(tp, log, ProducerStates::default(), cfg, true, open_scan)
             }
         }
     }
@@ -342,7 +410,7 @@ impl PartitionState {
         let aborted = match isolation {
             IsolationLevel::ReadCommitted if !records.is_empty() => {
                 let end = last_offset_in(&records).map_or(from, |o| o.plus(1));
-                self.producers.lock().aborted_between(from, end)
+                self.log.aborted_txns(from, end)?
             }
             _ => Vec::new(),
         };
@@ -355,7 +423,7 @@ impl PartitionState {
 
     /// Writes a transaction marker (Kafka's control batch) for `producer_id` at
     /// `producer_epoch`: ends its transaction on this partition, moves the LSO, and
-    /// records an abort in the aborted-transaction list. Returns the marker's offset. A
+    /// records an abort in the engine's aborted-transaction index. Returns the marker's offset. A
     /// marker older than the producer's epoch here is refused (INVALID_PRODUCER_EPOCH).
     pub fn write_marker(
         &self,
@@ -386,7 +454,17 @@ impl PartitionState {
             return Err(AppendError::Fenced);
         }
         let info = self.log.append(batch)?;
-        producers.end_txn(producer_id, producer_epoch, commit, info.base_offset);
+        let aborted = producers.end_txn(producer_id, producer_epoch, commit, info.base_offset);
+        if let Some(a) = aborted {
+            // Under the producers lock, so entries reach the engine in marker order and a
+            // producer snapshot taken later covers this one.
+            if let Err(e) = self.log.record_aborted_txn(a) {
+                // The marker is written; a restart records the entry again from the log
+                // (a replay after the producer snapshot sees the marker).
+                tracing::error!(partition = %self.tp, marker = %info.base_offset, error = %e, "could not record an aborted transaction");
+                return Err(e.into());
+            }
+        }
         drop(producers);
         self.appended.notify_waiters();
         Ok(info.base_offset)
@@ -447,19 +525,45 @@ impl PartitionState {
             });
         }
         self.log.delete_before(target)?;
-        let start = self.log.log_start_offset();
-        self.producers.lock().prune_aborted(start);
-        Ok(start)
+        Ok(self.log.log_start_offset())
     }
 
     /// Applies the topic's retention at `now`; returns the records removed.
     pub fn apply_retention(&self, now: Timestamp) -> Result<u64, StorageError> {
-        let n = self.log.apply_retention(now)?;
-        if n > 0 {
-            let start = self.log.log_start_offset();
-            self.producers.lock().prune_aborted(start);
+        self.log.apply_retention(now)
+    }
+
+    /// Stores a producer snapshot at the log end if the log moved since the last one
+    /// (Kafka writes one at each segment roll and at shutdown; the broker writes one on
+    /// its retention tick and at shutdown). The state is captured under the producers
+    /// lock, which every append holds, so it is exactly the state of the log below the
+    /// offset; the log is flushed up to it before the snapshot is stored, so no restart
+    /// finds a snapshot ahead of the durable log or of the aborted-transaction entries.
+    /// Returns whether one was written. Blocking: call it off the async workers.
+    pub fn snapshot_producers(&self) -> Result<bool, StorageError> {
+        if self.offline {
+            return Ok(false);
         }
-        Ok(n)
+        let (offset, bytes) = {
+            let producers = self.producers.lock();
+            let end = self.log.log_end_offset();
+            if end.0 == self.snapshot_offset.load(Ordering::Acquire) {
+                return Ok(false);
+            }
+            (end, producers.encode())
+        };
+        self.log.flush()?;
+        self.log.write_producer_snapshot(ProducerSnapshot {
+            offset,
+            bytes: Bytes::from(bytes),
+        })?;
+        self.snapshot_offset.store(offset.0, Ordering::Release);
+        Ok(true)
+    }
+
+    /// How the producer state was rebuilt when the partition opened.
+    pub fn open_scan(&self) -> OpenScan {
+        self.open_scan
     }
 
     /// Compacts the log as `plan` allows (the broker's cleaner task). Blocking.
@@ -705,6 +809,16 @@ impl Cluster {
                 }),
             );
         }
+        let scans: Vec<OpenScan> = topics
+            .values()
+            .flat_map(|t: &Arc<Topic>| t.partitions.iter().map(|p| p.open_scan()))
+            .collect();
+        tracing::info!(
+            partitions = scans.len(),
+            from_producer_snapshots = scans.iter().filter(|s| s.from_snapshot).count(),
+            batches_replayed = scans.iter().map(|s| s.n_batches).sum::<u64>(),
+            "rebuilt producer state"
+        );
         let next_pid = meta.next_producer_id.max(0) + PRODUCER_ID_BLOCK;
         let cluster = Cluster {
             engine,
@@ -1054,6 +1168,26 @@ impl PartitionLog for OfflineLog {
     }
 
     fn set_config(&self, _: LogConfig) {}
+
+    fn record_aborted_txn(&self, _: rafka_core::AbortedTxn) -> Result<(), StorageError> {
+        Err(self.refuse())
+    }
+
+    fn aborted_txns(
+        &self,
+        _: Offset,
+        _: Offset,
+    ) -> Result<Vec<rafka_core::AbortedTxn>, StorageError> {
+        Err(self.refuse())
+    }
+
+    fn write_producer_snapshot(&self, _: rafka_core::ProducerSnapshot) -> Result<(), StorageError> {
+        Err(self.refuse())
+    }
+
+    fn producer_snapshot(&self) -> Result<Option<rafka_core::ProducerSnapshot>, StorageError> {
+        Err(self.refuse())
+    }
 }
 
 /// Runs storage work that may take seconds (creating a thousand partitions: files and
@@ -1203,6 +1337,143 @@ mod tests {
         let partial = all.slice(..all.len() - 1);
         let got = RecordBatch::split_all(batches_below(partial, Offset(100))).expect("whole");
         assert_eq!(got.len(), 2);
+    }
+
+    /// Opens partition `t-0` of a log engine in `dir` (an earlier engine on it dropped).
+    fn log_partition(dir: &std::path::Path) -> (Arc<dyn StorageEngine>, PartitionState) {
+        let engine: Arc<dyn StorageEngine> = Arc::new(
+            rafka_storage::LogEngine::open(
+                dir.to_path_buf(),
+                LogConfig {
+                    segment_bytes: 4096,
+                    ..LogConfig::default()
+                },
+            )
+            .expect("log engine"),
+        );
+        let tp = TopicPartition::new(TopicName::new("t").expect("name"), 0);
+        let p = PartitionState::open_or_offline(engine.as_ref(), tp, &LogConfig::default());
+        assert!(!p.is_offline());
+        (engine, p)
+    }
+
+    fn producer_batch(pid: i64, seq: i32, transactional: bool) -> ValidatedBatch {
+        let mut b = BatchBuilder::new(Offset(0)).producer(pid, 0, seq);
+        if transactional {
+            b = b.transactional();
+        }
+        let b = b.kv(b"k", &[1u8; 100], Timestamp(1_000)).build();
+        ValidatedBatch::new(b).expect("valid")
+    }
+
+    /// What a restarted partition answers: producers, offsets, the read_committed view and
+    /// its aborted list, and the answer to a resent batch.
+    fn answers(p: &PartitionState, resend: ValidatedBatch) -> impl PartialEq + std::fmt::Debug {
+        let r = p
+            .read(Offset(0), 1 << 20, IsolationLevel::ReadCommitted)
+            .expect("read");
+        let dup = match p.append(resend).expect("resend") {
+            Appended::Duplicate(o) => Some(o),
+            Appended::New(_) => None,
+        };
+        (
+            p.describe_producers(),
+            p.offsets(),
+            r.records.len(),
+            r.aborted,
+            dup,
+        )
+    }
+
+    /// A partition that opens with a producer snapshot replays only the batches after its
+    /// offset, and answers exactly as one that replays the whole log (the snapshot damaged).
+    #[test]
+    fn a_producer_snapshot_bounds_the_replay_and_changes_no_answer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (n_before, n_after, snapshot_at) = {
+            let (_engine, p) = log_partition(dir.path());
+            // Idempotent producer 5; transactions of 1 (aborted) and 2 (committed); then 3
+            // opens a transaction left open across the snapshot.
+            let mut n = 0u64;
+            for seq in 0..10 {
+                p.append(producer_batch(5, seq, false)).expect("append");
+                n += 1;
+            }
+            for seq in 0..3 {
+                p.append(producer_batch(1, seq, true)).expect("append");
+                p.append(producer_batch(2, seq, true)).expect("append");
+                n += 2;
+            }
+            p.write_marker(1, 0, 0, false).expect("abort");
+            p.write_marker(2, 0, 0, true).expect("commit");
+            p.append(producer_batch(3, 0, true)).expect("append");
+            n += 3;
+            assert!(p.snapshot_producers().expect("snapshot"));
+            assert!(
+                !p.snapshot_producers().expect("nothing new"),
+                "written twice"
+            );
+            let at = p.log_end_offset();
+            // After the snapshot: 3's transaction aborted, 4 opens one and leaves it open,
+            // 5 goes on.
+            let mut m = 0u64;
+            for seq in 1..4 {
+                p.append(producer_batch(3, seq, true)).expect("append");
+                p.append(producer_batch(4, seq - 1, true)).expect("append");
+                p.append(producer_batch(5, 9 + seq, false)).expect("append");
+                m += 3;
+            }
+            p.write_marker(3, 0, 0, false).expect("abort");
+            m += 1;
+            // Dropped without shutdown: a crash.
+            (n, m, at)
+        };
+        let resend = || producer_batch(5, 12, false);
+        let with_snapshot = {
+            let (_engine, p) = log_partition(dir.path());
+            assert_eq!(
+                p.open_scan(),
+                OpenScan {
+                    from: snapshot_at,
+                    n_batches: n_after,
+                    from_snapshot: true
+                }
+            );
+            let a = answers(&p, resend());
+            // 4's transaction is open from its first batch: the LSO stops there.
+            assert_eq!(p.last_stable_offset(), snapshot_at.plus(1));
+            a
+        };
+        // Damage the snapshot: its CRC fails, the whole log is replayed.
+        let pdir = dir.path().join("t-0");
+        let snap = std::fs::read_dir(&pdir)
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .find(|p| p.extension().is_some_and(|e| e == "snapshot"))
+            .expect("a snapshot file");
+        let mut bytes = std::fs::read(&snap).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&snap, bytes).expect("write");
+        let (_engine, p) = log_partition(dir.path());
+        assert_eq!(
+            p.open_scan(),
+            OpenScan {
+                from: Offset(0),
+                n_batches: n_before + n_after,
+                from_snapshot: false
+            }
+        );
+        assert_eq!(answers(&p, resend()), with_snapshot);
+        let aborted = p
+            .read(Offset(0), 1 << 20, IsolationLevel::ReadCommitted)
+            .expect("read")
+            .aborted;
+        let ids: Vec<_> = aborted
+            .iter()
+            .map(|a| (a.producer_id, a.first_offset))
+            .collect();
+        assert_eq!(ids, [(1, Offset(10)), (3, Offset(18))]);
     }
 
     #[test]

@@ -11,13 +11,15 @@ pub mod compact;
 pub mod histogram;
 pub mod limits;
 pub mod storage;
+pub mod txn;
 pub mod types;
 pub mod validated;
 
 pub use batch::{BatchError, CompressionType, ControlType, RecordBatch, TimestampType};
 pub use compact::{CompactionPlan, CompactionStats};
 pub use storage::{
-    AppendInfo, LogConfig, PartitionLog, ReadResult, StorageEngine, StorageError, StorageResult,
+    AbortedTxn, AppendInfo, LogConfig, PartitionLog, ProducerSnapshot, ReadResult, StorageEngine,
+    StorageError, StorageResult,
 };
 pub use types::{Offset, Partition, Timestamp, TopicName, TopicNameError, TopicPartition};
 pub use validated::ValidatedBatch;

@@ -138,6 +138,34 @@ pub struct ReadResult {
     pub log_end_offset: Offset,
 }
 
+/// An aborted transaction on a partition: one entry of Kafka's aborted-transaction index.
+/// Recorded by the broker when it writes the abort marker; a read_committed Fetch returns
+/// the entries overlapping what it read, so the client drops the aborted records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    /// Producer id of the transaction.
+    pub producer_id: i64,
+    /// Offset of its first record on this partition.
+    pub first_offset: Offset,
+    /// Offset of its abort marker (the entry's key: one marker, one entry).
+    pub last_offset: Offset,
+    /// The last stable offset once the abort completed: the first offset of the earliest
+    /// transaction still open, or the marker's offset plus one if none (Kafka's field).
+    pub last_stable_offset: Offset,
+}
+
+/// The broker's producer state of a partition as of `offset` (everything below it
+/// applied, nothing at or after it), as bytes only the broker interprets. An engine stores
+/// the latest one durably, so a partition opens by reading it and scanning only the batch
+/// headers from `offset` on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerSnapshot {
+    /// The log end offset the snapshot was taken at.
+    pub offset: Offset,
+    /// The encoded state (the broker's format, with its own checksum).
+    pub bytes: Bytes,
+}
+
 /// One partition's log. Implementations are thread-safe: appends are serialised inside,
 /// reads may run concurrently with appends and see a prefix of them.
 pub trait PartitionLog: Send + Sync {
@@ -188,6 +216,26 @@ pub trait PartitionLog: Send + Sync {
 
     /// Replaces the partition's configuration (AlterConfigs).
     fn set_config(&self, cfg: LogConfig);
+
+    /// Records an aborted transaction whose abort marker (at `txn.last_offset`) is already
+    /// appended. Entries come in marker order; one whose `last_offset` is already recorded is
+    /// ignored (recovery records again what it finds after the producer snapshot). Durable
+    /// with the next [`flush`](PartitionLog::flush), like an append. Entries live as long as
+    /// their marker: `delete_before` and retention drop those whose marker is below the new
+    /// log start, `truncate_after` those whose marker it removes.
+    fn record_aborted_txn(&self, txn: AbortedTxn) -> StorageResult<()>;
+
+    /// Aborted transactions overlapping `[from, to)`: those whose marker is at or after
+    /// `from` and whose first record is before `to`, in marker order.
+    fn aborted_txns(&self, from: Offset, to: Offset) -> StorageResult<Vec<AbortedTxn>>;
+
+    /// Stores `snapshot` durably (on return) in place of any earlier one. Its offset must
+    /// not be past the log end. The caller flushes the log up to the offset first.
+    fn write_producer_snapshot(&self, snapshot: ProducerSnapshot) -> StorageResult<()>;
+
+    /// The stored producer snapshot, if any. Never one past the log end: `truncate_after`
+    /// (and recovery cutting a torn tail) drops a snapshot taken after the cut.
+    fn producer_snapshot(&self) -> StorageResult<Option<ProducerSnapshot>>;
 
     /// Compacts the log as `plan` allows (see [`crate::compact`] for the semantics every
     /// engine keeps: offsets never change, the latest record per key survives). Readers keep

@@ -20,8 +20,9 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use rafka_core::batch::{BatchBuilder, SimpleRecord};
 use rafka_core::{
-    BatchError, CompactionPlan, LogConfig, Offset, PartitionLog, RecordBatch, StorageEngine,
-    StorageError, Timestamp, TimestampType, TopicName, TopicPartition, ValidatedBatch,
+    AbortedTxn, BatchError, CompactionPlan, ControlType, LogConfig, Offset, PartitionLog,
+    ProducerSnapshot, RecordBatch, StorageEngine, StorageError, Timestamp, TimestampType,
+    TopicName, TopicPartition, ValidatedBatch,
 };
 
 /// Opens an engine rooted at a directory.
@@ -49,6 +50,9 @@ macro_rules! conformance_tests {
             retention_keeps_offsets_consistent,
             concurrent_flushes_all_succeed,
             compaction_keeps_the_latest_value_per_key,
+            aborted_transactions_survive_restart_and_crash,
+            aborted_transactions_are_trimmed_with_the_log,
+            producer_snapshots_survive_restart_and_truncation,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -80,6 +84,9 @@ pub fn run_all<F: Fn(&Path) -> Arc<dyn StorageEngine>>(make: F) {
         retention_keeps_offsets_consistent,
         concurrent_flushes_all_succeed,
         compaction_keeps_the_latest_value_per_key,
+        aborted_transactions_survive_restart_and_crash,
+        aborted_transactions_are_trimmed_with_the_log,
+        producer_snapshots_survive_restart_and_truncation,
     ];
     for case in cases {
         case(&make);
@@ -879,4 +886,202 @@ pub fn compaction_keeps_the_latest_value_per_key(make: Factory) {
     let end = log.log_end_offset();
     let info = log.append(batch(1, now, 10)).expect("append");
     assert_eq!(info.base_offset, end);
+}
+
+/// Appends `n_txns` transactions of producers 1..=3 (two data batches each, of
+/// `value_bytes` values, so small segments roll), each ended by a marker: every other one
+/// aborted, and records the aborts as the broker does. Returns the aborted entries.
+pub fn append_transactions(
+    log: &dyn PartitionLog,
+    n_txns: usize,
+    value_bytes: usize,
+) -> Vec<AbortedTxn> {
+    let mut aborted = Vec::new();
+    for t in 0..n_txns {
+        let pid = 1 + (t % 3) as i64;
+        let mut first = None;
+        for k in 0..2 {
+            let b = BatchBuilder::new(Offset(0))
+                .producer(pid, 0, (t * 2 + k) as i32)
+                .transactional()
+                .kv(b"k", &vec![7u8; value_bytes], Timestamp(1_000 + t as i64))
+                .build();
+            let info = log
+                .append(ValidatedBatch::new(b).expect("valid"))
+                .expect("append data");
+            first.get_or_insert(info.base_offset);
+        }
+        let kind = if t % 2 == 0 {
+            ControlType::Abort
+        } else {
+            ControlType::Commit
+        };
+        let marker = rafka_core::batch::control_batch(pid, 0, 0, kind, Timestamp(1_000 + t as i64));
+        let info = log
+            .append(ValidatedBatch::new(marker).expect("valid"))
+            .expect("append marker");
+        if kind == ControlType::Abort {
+            let e = AbortedTxn {
+                producer_id: pid,
+                first_offset: first.expect("two batches"),
+                last_offset: info.base_offset,
+                last_stable_offset: info.base_offset.plus(1),
+            };
+            log.record_aborted_txn(e).expect("record");
+            aborted.push(e);
+        }
+    }
+    aborted
+}
+
+fn all_aborted(log: &dyn PartitionLog) -> Vec<AbortedTxn> {
+    log.aborted_txns(Offset(0), Offset(i64::MAX))
+        .expect("aborted_txns")
+}
+
+/// Aborted transactions are kept in marker order, queried by overlap, recorded at most
+/// once, and survive a clean restart and a crash (after a flush).
+pub fn aborted_transactions_survive_restart_and_crash(make: Factory) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = LogConfig {
+        segment_bytes: 2048,
+        retention_ms: -1,
+        ..LogConfig::default()
+    };
+    let expected = {
+        let engine = make(dir.path());
+        let log = open(&engine, &cfg);
+        let expected = append_transactions(log.as_ref(), 20, 300);
+        assert_eq!(expected.len(), 10);
+        assert_eq!(all_aborted(log.as_ref()), expected);
+        // Recording one again changes nothing.
+        log.record_aborted_txn(expected[3]).expect("again");
+        assert_eq!(all_aborted(log.as_ref()), expected);
+        // Overlap: the marker at or after `from`, the first record before `to`.
+        let e = expected[4];
+        let got = log
+            .aborted_txns(e.first_offset, e.first_offset.plus(1))
+            .expect("query");
+        assert_eq!(got, vec![e]);
+        let got = log
+            .aborted_txns(e.last_offset.plus(1), Offset(i64::MAX))
+            .expect("query");
+        assert_eq!(got, expected[5..]);
+        engine.close().expect("close");
+        expected
+    };
+    let engine = make(dir.path());
+    let log = open(&engine, &cfg);
+    assert_eq!(all_aborted(log.as_ref()), expected, "after a clean restart");
+    let more = append_transactions(log.as_ref(), 4, 300);
+    log.flush().expect("flush");
+    drop(log);
+    drop(engine); // no close: a crash after the flush
+    let engine = make(dir.path());
+    let log = open(&engine, &cfg);
+    let mut all = expected.clone();
+    all.extend(more);
+    assert_eq!(all_aborted(log.as_ref()), all, "after a crash");
+}
+
+/// `delete_before`, retention and `truncate_after` drop the entries whose markers they
+/// remove, and the trimmed list is what a restart sees.
+pub fn aborted_transactions_are_trimmed_with_the_log(make: Factory) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = LogConfig {
+        segment_bytes: 2048,
+        retention_ms: -1,
+        retention_bytes: -1,
+        ..LogConfig::default()
+    };
+    let expected = {
+        let engine = make(dir.path());
+        let log = open(&engine, &cfg);
+        let all = append_transactions(log.as_ref(), 24, 300);
+        // DeleteRecords just past the third aborted marker.
+        log.delete_before(all[2].last_offset.plus(1))
+            .expect("delete");
+        assert_eq!(all_aborted(log.as_ref()), all[3..]);
+        // Retention by size removes more from the front.
+        cfg.retention_bytes = 6000;
+        log.set_config(cfg.clone());
+        log.apply_retention(Timestamp(10_000)).expect("retention");
+        let start = log.log_start_offset();
+        assert!(
+            start > all[3].last_offset,
+            "retention removed an aborted marker"
+        );
+        let kept: Vec<AbortedTxn> = all
+            .iter()
+            .filter(|a| a.last_offset >= start)
+            .copied()
+            .collect();
+        assert_eq!(all_aborted(log.as_ref()), kept);
+        // Truncation through the last two aborted markers.
+        let cut = kept[kept.len() - 2].last_offset;
+        log.truncate_after(cut).expect("truncate");
+        let kept = kept[..kept.len() - 2].to_vec();
+        assert_eq!(all_aborted(log.as_ref()), kept);
+        engine.close().expect("close");
+        kept
+    };
+    let engine = make(dir.path());
+    let log = open(&engine, &cfg);
+    assert_eq!(all_aborted(log.as_ref()), expected, "after a restart");
+    // New aborts go on from the truncated end.
+    let more = append_transactions(log.as_ref(), 2, 10);
+    assert_eq!(more.len(), 1);
+    assert!(more[0].first_offset >= expected.last().expect("some").last_offset);
+    let mut all = expected;
+    all.extend(more);
+    assert_eq!(all_aborted(log.as_ref()), all);
+}
+
+/// A producer snapshot is stored durably, replaced by the next, refused past the log end,
+/// and dropped by a truncation below its offset.
+pub fn producer_snapshots_survive_restart_and_truncation(make: Factory) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = LogConfig {
+        segment_bytes: 2048,
+        ..LogConfig::default()
+    };
+    let snap = |offset: i64, tag: &str| ProducerSnapshot {
+        offset: Offset(offset),
+        bytes: Bytes::from(format!("state at {offset}: {tag}")),
+    };
+    {
+        let engine = make(dir.path());
+        let log = open(&engine, &cfg);
+        assert_eq!(log.producer_snapshot().expect("read"), None);
+        for i in 0..20 {
+            log.append(batch(2, i, 200)).expect("append");
+        }
+        assert!(matches!(
+            log.write_producer_snapshot(snap(41, "past the end")),
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        log.write_producer_snapshot(snap(10, "a")).expect("write");
+        log.write_producer_snapshot(snap(30, "b")).expect("write");
+        assert_eq!(log.producer_snapshot().expect("read"), Some(snap(30, "b")));
+        for i in 0..5 {
+            log.append(batch(1, i, 10)).expect("append");
+        }
+        drop(log);
+        drop(engine); // a crash: the snapshot was durable when written
+    }
+    let engine = make(dir.path());
+    let log = open(&engine, &cfg);
+    assert_eq!(log.producer_snapshot().expect("read"), Some(snap(30, "b")));
+    log.write_producer_snapshot(snap(40, "c")).expect("write");
+    // A truncation below the snapshot's offset drops it: it describes records now gone.
+    log.truncate_after(Offset(36)).expect("truncate");
+    assert_eq!(log.log_end_offset(), Offset(36));
+    assert_eq!(log.producer_snapshot().expect("read"), None);
+    log.write_producer_snapshot(snap(36, "d")).expect("write");
+    // At the log end exactly: kept through a truncation that does not reach it.
+    log.truncate_after(Offset(40)).expect("no-op truncate");
+    engine.close().expect("close");
+    let engine = make(dir.path());
+    let log = open(&engine, &cfg);
+    assert_eq!(log.producer_snapshot().expect("read"), Some(snap(36, "d")));
 }

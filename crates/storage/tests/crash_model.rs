@@ -5,7 +5,11 @@
 //!
 //! After any crash the log must hold exactly a prefix of what was appended, that prefix
 //! must include everything flushed, and no read may ever return a batch that fails
-//! validation. "Roll" is each engine's durability boundary: a new segment (`log`), a
+//! validation. Aborted transactions (a transactional batch, an abort marker, the entry
+//! recorded) are checked too: the engine lists exactly the model's entries whose markers
+//! are stored; after a crash, a subset of them holding every entry whose marker was
+//! flushed (one whose marker survived unflushed may be lost: the broker records it again
+//! when it replays the log after its producer snapshot). "Roll" is each engine's durability boundary: a new segment (`log`), a
 //! snapshot (`memory`), a memtable flush (`rocksdb`). The damaged file is the one that
 //! holds the unflushed tail: the active segment, the newest WAL.
 
@@ -18,8 +22,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use rafka_core::batch::BatchBuilder;
 use rafka_core::{
-    LogConfig, Offset, PartitionLog, RecordBatch, StorageEngine, Timestamp, TopicName,
-    TopicPartition, ValidatedBatch,
+    AbortedTxn, ControlType, LogConfig, Offset, PartitionLog, RecordBatch, StorageEngine,
+    Timestamp, TopicName, TopicPartition, ValidatedBatch,
 };
 use rafka_storage::{LogEngine, MemoryEngine, MemoryOptions};
 
@@ -95,6 +99,10 @@ enum Op {
         at: u16,
     },
     Reopen,
+    /// A transaction of one batch of `value_bytes`, aborted.
+    Abort {
+        value_bytes: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -109,6 +117,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (prop_oneof![Just(Damage::None), Just(Damage::Cut), Just(Damage::Flip)], any::<u16>())
             .prop_map(|(damage, at)| Op::Crash { damage, at }),
         1 => Just(Op::Reopen),
+        2 => (0usize..400).prop_map(|value_bytes| Op::Abort { value_bytes }),
     ]
 }
 
@@ -122,6 +131,9 @@ struct Model {
     /// `batches[..flushed]` are durable.
     flushed: usize,
     n_appends: i64,
+    /// Aborted transactions recorded, in marker order (some markers may lie below the log
+    /// start; none at or past the log end).
+    aborted: Vec<AbortedTxn>,
 }
 
 impl Model {
@@ -135,6 +147,37 @@ impl Model {
     fn pick(&self, at: u16) -> i64 {
         self.log_start + at as i64 % (self.log_end - self.log_start + 1)
     }
+
+    /// The entries whose markers are stored.
+    fn live_aborted(&self) -> Vec<AbortedTxn> {
+        self.aborted
+            .iter()
+            .filter(|a| a.last_offset.0 >= self.log_start && a.last_offset.0 < self.log_end)
+            .copied()
+            .collect()
+    }
+}
+
+fn all_aborted(log: &dyn PartitionLog) -> Vec<AbortedTxn> {
+    log.aborted_txns(Offset(0), Offset(i64::MAX))
+        .expect("aborted_txns")
+}
+
+/// After a crash: the engine's entries are live model entries and include every one whose
+/// marker was flushed; the model takes the engine's list.
+fn recover_aborted(log: &dyn PartitionLog, model: &mut Model) {
+    let got = all_aborted(log);
+    let live = model.live_aborted();
+    for g in &got {
+        assert!(live.contains(g), "entry {g:?} is not a live model entry");
+    }
+    let flushed_end = model.boundary(model.flushed);
+    for l in &live {
+        if l.last_offset.0 < flushed_end {
+            assert!(got.contains(l), "flushed entry {l:?} lost");
+        }
+    }
+    model.aborted = got;
 }
 
 fn cfg() -> LogConfig {
@@ -224,6 +267,11 @@ fn check_read(log: &dyn PartitionLog, model: &Model, from: i64, max_bytes: usize
 fn check_all(log: &dyn PartitionLog, model: &Model) {
     assert_eq!(log.log_start_offset(), Offset(model.log_start));
     assert_eq!(log.log_end_offset(), Offset(model.log_end));
+    assert_eq!(
+        all_aborted(log),
+        model.live_aborted(),
+        "aborted transactions"
+    );
     let mut from = model.log_start;
     while from < model.log_end {
         check_read(log, model, from, 1 << 16);
@@ -292,6 +340,8 @@ fn run(kind: Kind, ops: Vec<Op>) {
                         .expect("offset below the log end");
                     model.log_end = model.batches[k].base_offset().0;
                     model.batches.truncate(k);
+                    let end = model.log_end;
+                    model.aborted.retain(|a| a.last_offset.0 < end);
                     model.flushed = model.flushed.min(k);
                     model.log_start = model.log_start.min(model.log_end);
                 }
@@ -332,6 +382,7 @@ fn run(kind: Kind, ops: Vec<Op>) {
                 }
                 opened = open(kind, root.path());
                 recover_model(opened.log.as_ref(), &mut model);
+                recover_aborted(opened.log.as_ref(), &mut model);
                 check_all(opened.log.as_ref(), &model);
             }
             Op::Reopen => {
@@ -342,6 +393,7 @@ fn run(kind: Kind, ops: Vec<Op>) {
                 model.flushed = model.batches.len();
                 check_all(opened.log.as_ref(), &model);
             }
+            Op::Abort { value_bytes } => abort(log.as_ref(), &mut model, value_bytes),
         }
         let log = opened.log.as_ref();
         assert_eq!(log.log_end_offset(), Offset(model.log_end));
@@ -357,7 +409,42 @@ fn append(log: &dyn PartitionLog, model: &mut Model, n_records: usize, value_byt
         let value = vec![(model.n_appends as u8).wrapping_add(i as u8); value_bytes];
         b = b.kv(b"k", &value, Timestamp(model.n_appends * 10 + i as i64));
     }
-    let batch = b.build();
+    store(log, model, b.build());
+}
+
+/// A transactional batch of producer 7, its abort marker, and the entry recorded.
+fn abort(log: &dyn PartitionLog, model: &mut Model, value_bytes: usize) {
+    model.n_appends += 1;
+    let data = BatchBuilder::new(Offset(0))
+        .producer(7, 0, model.n_appends as i32)
+        .transactional()
+        .kv(
+            b"t",
+            &vec![model.n_appends as u8; value_bytes],
+            Timestamp(model.n_appends * 10),
+        )
+        .build();
+    let first = store(log, model, data);
+    let marker = rafka_core::batch::control_batch(
+        7,
+        0,
+        0,
+        ControlType::Abort,
+        Timestamp(model.n_appends * 10),
+    );
+    let last = store(log, model, marker);
+    let e = AbortedTxn {
+        producer_id: 7,
+        first_offset: first,
+        last_offset: last,
+        last_stable_offset: last.plus(1),
+    };
+    log.record_aborted_txn(e).expect("record");
+    model.aborted.push(e);
+}
+
+/// Appends `batch` and the model's copy; returns its base offset.
+fn store(log: &dyn PartitionLog, model: &mut Model, batch: RecordBatch) -> Offset {
     let info = log
         .append(ValidatedBatch::new(batch.clone()).expect("built batches are valid"))
         .expect("append");
@@ -366,6 +453,7 @@ fn append(log: &dyn PartitionLog, model: &mut Model, n_records: usize, value_byt
     stored.set_base_offset(info.base_offset);
     model.log_end = stored.next_offset().0;
     model.batches.push(stored);
+    info.base_offset
 }
 
 /// Checks that what survived a crash is an allowed prefix, and updates the model to it.

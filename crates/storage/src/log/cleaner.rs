@@ -31,7 +31,8 @@ use bytes::Bytes;
 use rafka_core::batch::HEADER_BYTES;
 use rafka_core::compact::{clean_batch, Cleaned, OffsetMap};
 use rafka_core::{
-    CompactionPlan, CompactionStats, Offset, RecordBatch, StorageError, StorageResult, Timestamp,
+    AbortedTxn, CompactionPlan, CompactionStats, Offset, RecordBatch, StorageError, StorageResult,
+    Timestamp,
 };
 
 use super::header::BatchHeader;
@@ -39,6 +40,7 @@ use super::partition::LogPartition;
 use super::segment::{
     read_at_most, read_header, segment_path, Segment, INDEX_EXT, LOG_EXT, TIMEINDEX_EXT,
 };
+use super::txn_index::{self, TXNINDEX_EXT};
 use crate::durable::sync_dir;
 
 /// Suffix of a cleaned file not yet swapped in.
@@ -49,7 +51,7 @@ pub(super) const SWAP_SUFFIX: &str = ".swap";
 const GROUP_EXT: &str = "group";
 
 /// The data files of a segment, in the order the swap renames them.
-const DATA_EXTS: [&str; 3] = [INDEX_EXT, TIMEINDEX_EXT, LOG_EXT];
+const DATA_EXTS: [&str; 4] = [INDEX_EXT, TIMEINDEX_EXT, TXNINDEX_EXT, LOG_EXT];
 
 /// Where a test stops a swap, leaving the files as a crash right after that step would.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -140,7 +142,7 @@ impl LogPartition {
         crash_after: Option<SwapStep>,
     ) -> StorageResult<CompactionStats> {
         let _one_at_a_time = self.cleaning.lock();
-        let (views, log_start, segment_bytes, interval) = {
+        let (views, log_start, segment_bytes, interval, aborted) = {
             let st = self.state.lock();
             self.check_open(&st)?;
             let closed = &st.segments[..st.segments.len() - 1];
@@ -154,11 +156,16 @@ impl LogPartition {
                     max_timestamp: s.max_timestamp.map(|(ts, _)| ts),
                 })
                 .collect();
+            // The aborted transactions whose markers are in closed segments: a cleaned
+            // segment keeps those whose marker it keeps.
+            let active_base = st.active().base_offset;
+            let aborted = st.txn.between(Offset(0), active_base).to_vec();
             (
                 views,
                 st.log_start,
                 st.cfg.segment_bytes,
                 st.cfg.index_interval_bytes,
+                aborted,
             )
         };
         let first_dirty = plan.first_dirty.max(log_start);
@@ -231,12 +238,13 @@ impl LogPartition {
 
         let mut crash_after = crash_after;
         for group in groups {
-            let cleaned = self.clean_group(group, &map, &last_of_producer, plan, interval)?;
+            let cleaned =
+                self.clean_group(group, &map, &last_of_producer, plan, interval, &aborted)?;
             stats.bytes_read += group.iter().map(|s| s.size).sum::<u64>();
             stats.bytes_written += cleaned.seg.size;
             stats.records_removed += cleaned.records_removed;
             stats.batches_removed += cleaned.batches_removed;
-            self.swap_in(group, cleaned.seg, crash_after.take())?;
+            self.swap_in(group, cleaned.seg, &cleaned.aborted, crash_after.take())?;
         }
         stats.cleaned_to = to_clean.last().map_or(first_dirty, |s| s.next);
         let st = self.state.lock();
@@ -258,6 +266,7 @@ impl LogPartition {
         last_of_producer: &HashMap<i64, Offset>,
         plan: &CompactionPlan,
         interval: u32,
+        aborted: &[AbortedTxn],
     ) -> StorageResult<CleanedGroup> {
         let base = group[0].base;
         let path = suffixed(&self.dir, base, LOG_EXT, CLEANED_SUFFIX);
@@ -272,7 +281,11 @@ impl LogPartition {
             seg: Segment::empty(base, Arc::clone(&seg.file)),
             records_removed: 0,
             batches_removed: 0,
+            aborted: Vec::new(),
         };
+        // Offsets of the control batches kept: an aborted transaction stays indexed while
+        // its marker is stored.
+        let mut kept_markers = Vec::new();
         for old in group {
             scan(old, |batch| {
                 let keep_if_empty = batch.producer_id() >= 0
@@ -296,6 +309,9 @@ impl LogPartition {
                         return Ok(true);
                     }
                 };
+                if kept.is_control() {
+                    kept_markers.push(kept.base_offset());
+                }
                 let pos = seg.size;
                 seg.file.write_all_at(kept.as_bytes(), pos)?;
                 let header = BatchHeader::parse(kept.as_bytes()).expect("a batch has a header");
@@ -306,6 +322,17 @@ impl LogPartition {
         }
         seg.file.sync_all()?;
         seg.write_index_files_suffixed(&self.dir, CLEANED_SUFFIX)?;
+        let group_end = group.last().expect("a group is never empty").next;
+        out.aborted = aborted
+            .iter()
+            .filter(|a| {
+                a.last_offset >= base
+                    && a.last_offset < group_end
+                    && kept_markers.binary_search(&a.last_offset).is_ok()
+            })
+            .copied()
+            .collect();
+        txn_index::write_file_suffixed(&self.dir, base, &out.aborted, CLEANED_SUFFIX)?;
         let last_old = group.last().expect("a group is never empty").base;
         let group_path = suffixed(&self.dir, base, GROUP_EXT, CLEANED_SUFFIX);
         let mut f = File::create(&group_path)?;
@@ -323,6 +350,7 @@ impl LogPartition {
         &self,
         group: &[SegView],
         new_seg: Segment,
+        aborted: &[AbortedTxn],
         crash_after: Option<SwapStep>,
     ) -> StorageResult<()> {
         let dir = &self.dir;
@@ -368,10 +396,12 @@ impl LogPartition {
         crash(SwapStep::Committed)?;
         // Readers outside the lock retry from here on.
         self.generation.fetch_add(1, Ordering::SeqCst);
+        let group_end = st.segments[k + group.len()].base_offset;
         let old: Vec<Segment> = st
             .segments
             .splice(k..k + group.len(), std::iter::once(new_seg))
             .collect();
+        st.txn.replace_range(b1, group_end, aborted);
         for seg in &old[1..] {
             seg.delete_files(dir)?;
         }
@@ -393,6 +423,8 @@ struct CleanedGroup {
     seg: Segment,
     records_removed: u64,
     batches_removed: u64,
+    /// The group's aborted transactions whose markers the cleaned segment keeps.
+    aborted: Vec<AbortedTxn>,
 }
 
 /// Start-up: completes every committed swap in `dir` and removes every uncommitted

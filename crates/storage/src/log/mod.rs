@@ -1,7 +1,9 @@
 //! The `log` engine: Kafka's segmented log on local disk.
 //!
 //! Layout: `<root>/<topic>-<partition>/<base offset, 20 digits>.log`, each with a sparse
-//! `.index` and `.timeindex`, plus a `log-start-offset` checkpoint per partition, and a
+//! `.index` and `.timeindex` and its aborted transactions in a `.txnindex`, plus a
+//! `log-start-offset` checkpoint and the newest `<offset>.snapshot` (the broker's producer
+//! state) per partition, and a
 //! `clean-shutdown` marker in the root written by [`StorageEngine::close`] and removed on
 //! open. Durability: appends reach the page cache with one positional write; `flush`
 //! fdatasyncs the active segment (group commit); a roll syncs the closed segment, its
@@ -12,15 +14,19 @@
 //! retention, `flush`); `recovery.rs` start-up (the clean-shutdown check, and per
 //! partition the segment scan that cuts the active segment at its first bad batch);
 //! `cleaner.rs` compaction (dedupe map, cleaned segments, the crash-safe swap and its
-//! completion at start-up); `segment.rs` one segment and its indexes; `header.rs` the batch header fields the log
-//! reads; `read_buf.rs` pooled read buffers.
+//! completion at start-up); `segment.rs` one segment and its indexes; `txn_index.rs` the
+//! per-segment aborted-transaction index (`.txnindex`); `producer_snapshot.rs` the
+//! broker's producer-state snapshots (`<offset>.snapshot`); `header.rs` the batch header
+//! fields the log reads; `read_buf.rs` pooled read buffers.
 
 mod cleaner;
 mod header;
 mod partition;
+mod producer_snapshot;
 mod read_buf;
 mod recovery;
 mod segment;
+mod txn_index;
 
 use std::collections::HashMap;
 use std::fs;
@@ -507,6 +513,109 @@ mod tests {
             }
         });
         assert!(log.n_flush_syncs() <= 1 + 160);
+    }
+
+    /// Every segment gets a `.txnindex`; a closed one that goes missing or is damaged is
+    /// rebuilt from the log at open with the same entries; a crash that cuts the tail
+    /// drops the entries of the markers it cut.
+    #[test]
+    fn txn_indexes_are_rebuilt_when_missing_and_cut_with_the_tail() {
+        use crate::conformance::append_transactions;
+        use rafka_core::PartitionLog;
+        let dir = tempfile::tempdir().unwrap();
+        let pdir = dir.path().join("t-0");
+        let all = {
+            let (engine, log) = check_open(dir.path(), &small());
+            let all = append_transactions(log.as_ref(), 30, 200);
+            assert!(log.n_segments() > 4);
+            engine.close().unwrap();
+            all
+        };
+        assert_eq!(files(&pdir, "txnindex").len(), files(&pdir, "log").len());
+        let aborted = |log: &LogPartition| log.aborted_txns(Offset(0), Offset(i64::MAX)).unwrap();
+        // One closed index lost, another damaged.
+        let idx = files(&pdir, "txnindex");
+        fs::remove_file(pdir.join(&idx[1])).unwrap();
+        let with_entries = idx
+            .iter()
+            .find(|n| fs::metadata(pdir.join(n)).unwrap().len() > 0 && *n != &idx[1])
+            .unwrap();
+        let mut bytes = fs::read(pdir.join(with_entries)).unwrap();
+        bytes[5] ^= 0x10;
+        fs::write(pdir.join(with_entries), bytes).unwrap();
+        {
+            let (_engine, log) = check_open(dir.path(), &small());
+            assert_eq!(aborted(&log), all);
+        }
+        assert_eq!(files(&pdir, "txnindex").len(), files(&pdir, "log").len());
+        // Reopened with the rebuilt files: no rebuild needed, same entries.
+        let (engine, log) = check_open(dir.path(), &small());
+        assert_eq!(aborted(&log), all);
+        // A crash that tears the last batch (the last transaction's marker, an abort).
+        let more = append_transactions(log.as_ref(), 1, 10);
+        assert_eq!(more.len(), 1);
+        log.flush().unwrap();
+        let end = log.log_end_offset();
+        drop(log);
+        drop(engine);
+        let seg = active_segment(&pdir);
+        let len = fs::metadata(&seg).unwrap().len();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
+        let (_engine, log) = check_open(dir.path(), &small());
+        assert_eq!(log.log_end_offset(), end.plus(-1));
+        assert_eq!(aborted(&log), all, "the cut marker's entry is gone");
+    }
+
+    /// Compaction keeps the aborted transactions whose markers it keeps, in the cleaned
+    /// segment's `.txnindex`, through the swap and a restart.
+    #[test]
+    fn compaction_keeps_the_aborted_transactions() {
+        use crate::conformance::append_transactions;
+        use rafka_core::{CompactionPlan, PartitionLog};
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            retention_ms: -1,
+            ..small()
+        };
+        let (engine, log) = check_open(dir.path(), &cfg);
+        // Transactions between plain records of one key, which compaction removes (all but
+        // the last): every closed segment is rewritten and swapped in.
+        let mut all = Vec::new();
+        for i in 0..20 {
+            log.append(batch(1, i, 500)).unwrap();
+            all.extend(append_transactions(log.as_ref(), 2, 20));
+        }
+        for i in 0..6 {
+            log.append(batch(1, i, 500)).unwrap();
+        }
+        let before = log.n_segments();
+        let plan = CompactionPlan {
+            first_dirty: Offset(0),
+            end: log.log_end_offset(),
+            now: Timestamp(10_000),
+            min_compaction_lag_ms: 0,
+            delete_retention_ms: 0,
+            dedupe_buffer_bytes: 1 << 20,
+        };
+        let stats = log.compact(&plan).unwrap();
+        assert!(stats.batches_removed >= 19, "{stats:?}");
+        assert_eq!(
+            log.n_segments(),
+            before,
+            "each segment was rewritten in place"
+        );
+        assert_eq!(log.aborted_txns(Offset(0), Offset(i64::MAX)).unwrap(), all);
+        let pdir = dir.path().join("t-0");
+        assert_eq!(files(&pdir, "txnindex").len(), files(&pdir, "log").len());
+        engine.close().unwrap();
+        drop(log);
+        let (_engine, log) = check_open(dir.path(), &cfg);
+        assert_eq!(log.aborted_txns(Offset(0), Offset(i64::MAX)).unwrap(), all);
     }
 
     #[test]

@@ -19,14 +19,17 @@ use parking_lot::Mutex;
 use rafka_core::batch::{batch_len_at, HEADER_BYTES};
 use rafka_core::limits::{BATCH_BYTES_MAX, FETCH_RESPONSE_BYTES_MAX};
 use rafka_core::{
-    AppendInfo, CompactionPlan, CompactionStats, LogConfig, Offset, PartitionLog, ReadResult,
-    StorageError, StorageResult, Timestamp, TopicPartition, ValidatedBatch,
+    AbortedTxn, AppendInfo, CompactionPlan, CompactionStats, LogConfig, Offset, PartitionLog,
+    ProducerSnapshot, ReadResult, StorageError, StorageResult, Timestamp, TopicPartition,
+    ValidatedBatch,
 };
 
 use super::header::BatchHeader;
+use super::producer_snapshot;
 use super::read_buf::ReadBuf;
 use super::recovery;
 use super::segment::{read_header, OffsetRule, Segment};
+use super::txn_index::{self, TxnIndex};
 use crate::durable::{sync_dir, write_file_atomically};
 use crate::group_commit::GroupCommit;
 
@@ -47,10 +50,14 @@ pub(super) struct PartState {
     pub(super) log_start: Offset,
     /// Set by close or remove; every later call fails with `StorageError::Closed`.
     pub(super) closed: bool,
+    /// The aborted transactions of every segment (`.txnindex` files).
+    pub(super) txn: TxnIndex,
+    /// Offset of the stored producer-state snapshot, if any (never past the log end).
+    pub(super) producer_snapshot: Option<Offset>,
 }
 
 impl PartState {
-    fn active(&self) -> &Segment {
+    pub(super) fn active(&self) -> &Segment {
         self.segments
             .last()
             .expect("a log always has an active segment")
@@ -102,6 +109,8 @@ pub struct LogPartition {
     pub(super) generation: AtomicU64,
     /// Held for the whole of a compaction: one at a time per partition.
     pub(super) cleaning: Mutex<()>,
+    /// Serialises producer-snapshot writes and reads (their file I/O runs outside `state`).
+    snapshot_lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for LogPartition {
@@ -138,10 +147,15 @@ impl LogPartition {
             commit: GroupCommit::default(),
             generation: AtomicU64::new(0),
             cleaning: Mutex::new(()),
+            snapshot_lock: Mutex::new(()),
         };
-        {
+        let rebuild = {
             let mut st = part.state.lock();
             part.delete_segments_below_start(&mut st)?;
+            st.txn.needs_rebuild
+        };
+        if rebuild {
+            part.rebuild_txn_index()?;
         }
         sync_dir(&part.dir)?;
         Ok(part)
@@ -197,6 +211,13 @@ impl LogPartition {
         let active = st.active();
         active.write_index_files(&self.dir)?;
         active.file.sync_data()?;
+        let active_base = active.base_offset;
+        if st.txn.take_unsynced() {
+            if let Err(e) = txn_index::sync_file(&self.dir, active_base) {
+                st.txn.mark_unsynced();
+                return Err(e);
+            }
+        }
         let next = Segment::create(&self.dir, st.log_end())?;
         sync_dir(&self.dir)?;
         st.segments.push(next);
@@ -487,6 +508,7 @@ impl PartitionLog for LogPartition {
         self.write_log_start(offset)?;
         st.log_start = offset;
         self.delete_segments_below_start(&mut st)?;
+        st.txn.prune_below(offset);
         Ok(())
     }
 
@@ -520,6 +542,11 @@ impl PartitionLog for LogPartition {
         seg.file.set_len(cut)?;
         seg.rebuild(false, OffsetRule::Contiguous, interval)?;
         seg.file.sync_all()?;
+        let (base, log_end) = (seg.base_offset, seg.next_offset);
+        st.txn.truncate(&self.dir, base, log_end)?;
+        if st.producer_snapshot.is_some_and(|o| o > log_end) {
+            st.producer_snapshot = producer_snapshot::latest(&self.dir, log_end)?;
+        }
         sync_dir(&self.dir)?;
         if st.log_start > st.log_end() {
             let log_end = st.log_end();
@@ -533,13 +560,24 @@ impl PartitionLog for LogPartition {
 
     fn flush(&self) -> StorageResult<()> {
         self.commit.flush(|| {
-            let (covered, file) = {
-                let st = self.state.lock();
+            let (covered, file, txn_base) = {
+                let mut st = self.state.lock();
                 self.check_open(&st)?;
                 // Appends before this point went to this file or to a rolled segment,
-                // which was synced when it rolled.
-                (self.commit.written(), Arc::clone(&st.active().file))
+                // which was synced when it rolled; so did aborted-transaction entries.
+                let txn_base = st.txn.take_unsynced().then(|| st.active().base_offset);
+                (
+                    self.commit.written(),
+                    Arc::clone(&st.active().file),
+                    txn_base,
+                )
             };
+            if let Some(base) = txn_base {
+                if let Err(e) = txn_index::sync_file(&self.dir, base) {
+                    self.state.lock().txn.mark_unsynced();
+                    return Err(e.into());
+                }
+            }
             crate::stats::timed_fsync(&file)?;
             Ok(Some(covered))
         })
@@ -581,6 +619,8 @@ impl PartitionLog for LogPartition {
             st.log_start = new_start;
         }
         self.delete_segments_below_start(&mut st)?;
+        let log_start = st.log_start;
+        st.txn.prune_below(log_start);
         tracing::debug!(partition = %self.tp, segments = n, records = removed, "applied retention");
         Ok(removed)
     }
@@ -595,5 +635,65 @@ impl PartitionLog for LogPartition {
 
     fn compact(&self, plan: &CompactionPlan) -> StorageResult<CompactionStats> {
         self.compact_until(plan, None)
+    }
+
+    fn record_aborted_txn(&self, txn: AbortedTxn) -> StorageResult<()> {
+        let mut st = self.state.lock();
+        self.check_open(&st)?;
+        if txn.last_offset >= st.log_end() || txn.last_offset < st.log_start {
+            // Not a stored marker (a caller bug or a race with truncation): nothing to keep.
+            tracing::warn!(partition = %self.tp, marker = %txn.last_offset, "ignoring an aborted transaction whose marker is not stored");
+            return Ok(());
+        }
+        let i = st.segment_index(txn.last_offset);
+        let base = st.segments[i].base_offset;
+        let next = st
+            .segments
+            .get(i + 1)
+            .map_or(Offset(i64::MAX), |s| s.base_offset);
+        let active = i + 1 == st.segments.len();
+        st.txn.record(&self.dir, txn, base, next, active)?;
+        Ok(())
+    }
+
+    fn aborted_txns(&self, from: Offset, to: Offset) -> StorageResult<Vec<AbortedTxn>> {
+        let st = self.state.lock();
+        self.check_open(&st)?;
+        Ok(st.txn.overlapping(from, to))
+    }
+
+    fn write_producer_snapshot(&self, snapshot: ProducerSnapshot) -> StorageResult<()> {
+        // One writer at a time; the file write runs outside the state lock.
+        let _one = self.snapshot_lock.lock();
+        {
+            let st = self.state.lock();
+            self.check_open(&st)?;
+            if snapshot.offset > st.log_end() {
+                return Err(st.out_of_range(snapshot.offset));
+            }
+        }
+        producer_snapshot::write(&self.dir, snapshot.offset, &snapshot.bytes)?;
+        let mut st = self.state.lock();
+        if snapshot.offset > st.log_end() {
+            // Truncated meanwhile: the snapshot describes records that are gone.
+            st.producer_snapshot = producer_snapshot::latest(&self.dir, st.log_end())?;
+        } else {
+            st.producer_snapshot = Some(snapshot.offset);
+        }
+        Ok(())
+    }
+
+    fn producer_snapshot(&self) -> StorageResult<Option<ProducerSnapshot>> {
+        let _one = self.snapshot_lock.lock();
+        let offset = {
+            let st = self.state.lock();
+            self.check_open(&st)?;
+            st.producer_snapshot
+        };
+        let Some(offset) = offset else {
+            return Ok(None);
+        };
+        Ok(producer_snapshot::read(&self.dir, offset)?
+            .map(|bytes| ProducerSnapshot { offset, bytes }))
     }
 }

@@ -77,6 +77,8 @@ pub(super) fn recover(
             // A checkpoint write that did not reach its rename.
             let _ = fs::remove_file(entry.path());
         } else if !(name == LOG_START_CHECKPOINT
+            || super::producer_snapshot::is_snapshot_file(&name)
+            || name.ends_with(&format!(".{}", super::txn_index::TXNINDEX_EXT))
             || name.ends_with(&format!(".{INDEX_EXT}"))
             || name.ends_with(&format!(".{TIMEINDEX_EXT}")))
         {
@@ -139,6 +141,8 @@ pub(super) fn recover(
         segments,
         log_start: checkpoint.map_or(first_base, |c| c.max(first_base)),
         closed: false,
+        txn: Default::default(),
+        producer_snapshot: None,
     };
     if state.log_start > state.log_end() {
         // Records were deleted up to the checkpoint, and the tail beyond the log end
@@ -149,6 +153,14 @@ pub(super) fn recover(
         }
         state.segments.push(Segment::create(dir, state.log_start)?);
     }
+    let bounds: Vec<(Offset, Offset)> = state
+        .segments
+        .iter()
+        .map(|s| (s.base_offset, s.next_offset))
+        .collect();
+    state.txn = super::txn_index::TxnIndex::load(dir, &bounds)?;
+    state.txn.prune_below(state.log_start);
+    state.producer_snapshot = super::producer_snapshot::latest(dir, state.log_end())?;
     Ok(state)
 }
 

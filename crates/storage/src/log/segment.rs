@@ -144,6 +144,7 @@ impl Segment {
             .open(segment_path(dir, base_offset, LOG_EXT))?;
         let seg = Segment::empty(base_offset, Arc::new(file));
         seg.write_index_files(dir)?;
+        super::txn_index::create_empty(dir, base_offset)?;
         Ok(seg)
     }
 
@@ -426,7 +427,12 @@ impl Segment {
     /// Deletes the segment's files (missing ones are fine). Readers holding `file` keep
     /// reading the unlinked file.
     pub fn delete_files(&self, dir: &Path) -> io::Result<()> {
-        for ext in [LOG_EXT, INDEX_EXT, TIMEINDEX_EXT] {
+        for ext in [
+            LOG_EXT,
+            INDEX_EXT,
+            TIMEINDEX_EXT,
+            super::txn_index::TXNINDEX_EXT,
+        ] {
             match std::fs::remove_file(segment_path(dir, self.base_offset, ext)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -10,10 +10,12 @@
 //! `partition.rs` one partition (its batches, and the appends, reads, deletes and
 //! truncations that go through the engine lock); `recovery.rs` start-up (newest snapshot
 //! plus WAL replay, cutting a torn tail); `wal.rs` the WAL file and the record format it
-//! shares with snapshots; `snapshot.rs` writing snapshots and the thread that does so.
+//! shares with snapshots; `snapshot.rs` writing snapshots and the thread that does so;
+//! `txn.rs` each partition's aborted transactions and producer-state snapshot (WAL records
+//! too, repeated in every snapshot).
 //!
 //! - Every change (append, `delete_before`, `truncate_after`, retention, partition creation
-//!   and removal) is written to the WAL with one positional write under the engine lock
+//!   and removal, an aborted transaction recorded, a producer snapshot) is written to the WAL with one positional write under the engine lock
 //!   before it is applied in memory. `flush` fdatasyncs the WAL (group commit: one sync
 //!   covers every record written before it); `delete_before`, `truncate_after`, retention
 //!   and `remove` flush before they return, as the `log` engine's checkpoints do.
@@ -34,6 +36,7 @@
 mod partition;
 mod recovery;
 mod snapshot;
+mod txn;
 mod wal;
 
 use std::collections::{BTreeMap, HashMap};

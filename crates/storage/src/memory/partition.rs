@@ -9,8 +9,8 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use rafka_core::limits::{BATCH_BYTES_MAX, FETCH_RESPONSE_BYTES_MAX};
 use rafka_core::{
-    AppendInfo, LogConfig, Offset, PartitionLog, ReadResult, RecordBatch, StorageError,
-    StorageResult, Timestamp, TopicPartition, ValidatedBatch,
+    AbortedTxn, AppendInfo, LogConfig, Offset, PartitionLog, ProducerSnapshot, ReadResult,
+    RecordBatch, StorageError, StorageResult, Timestamp, TopicPartition, ValidatedBatch,
 };
 
 use super::wal::Op;
@@ -52,6 +52,10 @@ pub(crate) struct PartState {
     pub log_end: Offset,
     /// Sum of the stored batches' sizes.
     pub size_bytes: u64,
+    /// Aborted transactions in marker order, each marker in [log start, log end).
+    pub aborted: Vec<AbortedTxn>,
+    /// The broker's latest producer-state snapshot (never past the log end).
+    pub producer_snapshot: Option<ProducerSnapshot>,
 }
 
 impl PartState {
@@ -63,6 +67,8 @@ impl PartState {
             log_start,
             log_end,
             size_bytes: 0,
+            aborted: Vec::new(),
+            producer_snapshot: None,
         }
     }
 
@@ -103,6 +109,7 @@ impl PartState {
             freed += b.bytes.len() as u64;
         }
         self.size_bytes -= freed;
+        self.trim_txn_state();
         freed
     }
 
@@ -122,6 +129,7 @@ impl PartState {
         }
         self.log_start = self.log_start.min(self.log_end);
         self.size_bytes -= freed;
+        self.trim_txn_state();
         freed
     }
 
@@ -434,6 +442,23 @@ impl PartitionLog for MemoryPartition {
 
     fn set_config(&self, cfg: LogConfig) {
         self.inner.set_config(&self.tp, self.id, cfg);
+    }
+
+    fn record_aborted_txn(&self, txn: AbortedTxn) -> StorageResult<()> {
+        self.inner.record_aborted_txn(&self.tp, self.id, txn)
+    }
+
+    fn aborted_txns(&self, from: Offset, to: Offset) -> StorageResult<Vec<AbortedTxn>> {
+        self.with(|p| Ok(p.aborted_overlapping(from, to)))
+    }
+
+    fn write_producer_snapshot(&self, snapshot: ProducerSnapshot) -> StorageResult<()> {
+        self.inner
+            .write_producer_snapshot(&self.tp, self.id, snapshot)
+    }
+
+    fn producer_snapshot(&self) -> StorageResult<Option<ProducerSnapshot>> {
+        self.with(|p| Ok(p.producer_snapshot.clone()))
     }
 }
 

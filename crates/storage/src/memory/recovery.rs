@@ -54,6 +54,26 @@ impl EngineState {
                 self.total_bytes -= freed;
             }
             Op::Remove(tp) => self.remove_part(&tp),
+            Op::Aborted(tp, a) => {
+                let p = self.part_or_create(tp, cfg, Offset(0), Offset(0));
+                if a.last_offset < p.log_start || a.last_offset >= p.log_end {
+                    return Err(format!(
+                        "aborted transaction with its marker at {} outside [{}, {})",
+                        a.last_offset, p.log_start, p.log_end
+                    ));
+                }
+                p.add_aborted(a);
+            }
+            Op::ProducerSnapshot(tp, offset, bytes) => {
+                let p = self.part_or_create(tp, cfg, Offset(0), Offset(0));
+                if offset > p.log_end {
+                    return Err(format!(
+                        "producer snapshot at {offset} past the log end {}",
+                        p.log_end
+                    ));
+                }
+                p.producer_snapshot = Some(rafka_core::ProducerSnapshot { offset, bytes });
+            }
             Op::End(_) => return Err("end record inside a log".to_string()),
         }
         Ok(())

@@ -11,7 +11,9 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Weak;
 use std::time::Duration;
 
-use rafka_core::{Offset, RecordBatch, StorageResult, TopicPartition};
+use rafka_core::{
+    AbortedTxn, Offset, ProducerSnapshot, RecordBatch, StorageResult, TopicPartition,
+};
 
 use super::wal::{self, parse_generation, Op, Wal, SNAPSHOT_MAGIC, WAL_EXT, WAL_PREFIX};
 use super::Inner;
@@ -29,8 +31,19 @@ pub(super) fn snapshot_name(generation: u64) -> String {
     format!("{SNAPSHOT_PREFIX}{generation:020}{SNAPSHOT_EXT}")
 }
 
+/// One partition in a snapshot: log start, first batch's base, batches, aborted
+/// transactions, producer snapshot.
+type PartCapture = (
+    TopicPartition,
+    Offset,
+    Offset,
+    Vec<bytes::Bytes>,
+    Vec<AbortedTxn>,
+    Option<ProducerSnapshot>,
+);
+
 /// A snapshot's content, captured under the lock and written outside it.
-type Capture = Vec<(TopicPartition, Offset, Offset, Vec<bytes::Bytes>)>;
+type Capture = Vec<PartCapture>;
 
 impl Inner {
     /// Writes a snapshot of the whole state and deletes the WALs and snapshots it
@@ -57,7 +70,14 @@ impl Inner {
                 .map(|(tp, p)| {
                     let next = p.batches.front().map_or(p.log_end, |b| b.base);
                     let batches = p.batches.iter().map(|b| b.bytes.clone()).collect();
-                    (tp.clone(), p.log_start, next, batches)
+                    (
+                        tp.clone(),
+                        p.log_start,
+                        next,
+                        batches,
+                        p.aborted.clone(),
+                        p.producer_snapshot.clone(),
+                    )
                 })
                 .collect();
             (generation, capture)
@@ -97,7 +117,7 @@ fn write_snapshot(dir: &Path, generation: u64, capture: Capture) -> io::Result<u
         w.write_all(&buf)?;
         Ok(buf.len() as u64)
     };
-    for (tp, log_start, next_offset, batches) in capture {
+    for (tp, log_start, next_offset, batches, aborted, producers) in capture {
         let reset = Op::Reset {
             tp: tp.clone(),
             log_start,
@@ -108,6 +128,14 @@ fn write_snapshot(dir: &Path, generation: u64, capture: Capture) -> io::Result<u
         for bytes in batches {
             let batch = RecordBatch::parse(bytes).map_err(io::Error::other)?;
             n_bytes += put(&mut w, &Op::Append(tp.clone(), batch))?;
+            n_records += 1;
+        }
+        for a in aborted {
+            n_bytes += put(&mut w, &Op::Aborted(tp.clone(), a))?;
+            n_records += 1;
+        }
+        if let Some(s) = producers {
+            n_bytes += put(&mut w, &Op::ProducerSnapshot(tp.clone(), s.offset, s.bytes))?;
             n_records += 1;
         }
     }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes};
 use rafka_core::limits::{BATCH_BYTES_MAX, TOPIC_NAME_LEN_MAX};
-use rafka_core::{Offset, RecordBatch, TopicName, TopicPartition};
+use rafka_core::{AbortedTxn, Offset, RecordBatch, TopicName, TopicPartition};
 
 use crate::durable::sync_dir;
 
@@ -37,6 +37,11 @@ const TAG_TRUNCATE_AFTER: u8 = 4;
 const TAG_REMOVE: u8 = 5;
 const TAG_RESET: u8 = 6;
 const TAG_END: u8 = 7;
+const TAG_ABORTED: u8 = 8;
+const TAG_PRODUCER_SNAPSHOT: u8 = 9;
+
+/// Largest producer-state snapshot the engine stores (it is one WAL record).
+pub(crate) const PRODUCER_SNAPSHOT_BYTES_MAX: usize = BATCH_BYTES_MAX;
 
 /// One logged change to the engine's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +68,10 @@ pub(crate) enum Op {
     },
     /// Snapshots only: the last record, with the number of records before it.
     End(u64),
+    /// An aborted transaction recorded (its marker already appended).
+    Aborted(TopicPartition, AbortedTxn),
+    /// The broker's producer-state snapshot at an offset, replacing the previous one.
+    ProducerSnapshot(TopicPartition, Offset, Bytes),
 }
 
 /// File name prefix of a WAL.
@@ -180,6 +189,20 @@ pub(crate) fn encode(op: &Op, buf: &mut Vec<u8>) {
             buf.put_u8(TAG_END);
             buf.put_u64(*n);
         }
+        Op::Aborted(tp, a) => {
+            buf.put_u8(TAG_ABORTED);
+            put_tp(buf, tp);
+            buf.put_i64(a.producer_id);
+            buf.put_i64(a.first_offset.0);
+            buf.put_i64(a.last_offset.0);
+            buf.put_i64(a.last_stable_offset.0);
+        }
+        Op::ProducerSnapshot(tp, offset, bytes) => {
+            buf.put_u8(TAG_PRODUCER_SNAPSHOT);
+            put_tp(buf, tp);
+            buf.put_i64(offset.0);
+            buf.put_slice(bytes);
+        }
     }
     let body = start + RECORD_HEADER_BYTES;
     let len = (buf.len() - body) as u32;
@@ -239,6 +262,20 @@ fn decode(body: Bytes) -> Option<Op> {
             next_offset: Offset(b.i64()?),
         },
         TAG_END => Op::End(u64::from_be_bytes(b.take(8)?.try_into().ok()?)),
+        TAG_ABORTED => Op::Aborted(
+            b.tp()?,
+            AbortedTxn {
+                producer_id: b.i64()?,
+                first_offset: Offset(b.i64()?),
+                last_offset: Offset(b.i64()?),
+                last_stable_offset: Offset(b.i64()?),
+            },
+        ),
+        TAG_PRODUCER_SNAPSHOT => {
+            let tp = b.tp()?;
+            let offset = Offset(b.i64()?);
+            return Some(Op::ProducerSnapshot(tp, offset, body.slice(b.at..)));
+        }
         _ => return None,
     };
     b.done().then_some(op)

@@ -9,7 +9,8 @@
 //!   offsets, sizes, retention and timestamp lookups need, loaded at open without reading
 //!   batch bytes. A batch and its index entry are written in one `WriteBatch`.
 //! - `meta`: key `p/<topic>-<partition>`, value = partition id (u64 BE) ++ log start
-//!   offset (i64 BE).
+//!   offset (i64 BE); and under the `a/` and `s/` prefixes each partition's aborted
+//!   transactions and producer-state snapshot (`txn.rs`).
 //!
 //! Durability: appends are written with RocksDB's WAL unsynced (in the OS page cache on
 //! return, so they survive a process crash); `flush` syncs the WAL (`flush_wal(true)`) with
@@ -29,6 +30,7 @@
 mod keys;
 mod partition;
 mod recovery;
+mod txn;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -233,6 +235,7 @@ impl RocksEngine {
                 log_end: Offset(0),
                 size_bytes: 0,
                 closed: false,
+                txn: Default::default(),
             }),
         });
         parts.insert(tp.clone(), Arc::clone(&p));
@@ -263,6 +266,7 @@ impl StorageEngine for RocksEngine {
         wb.delete_range_cf(cf(db, CF_BATCHES), key(p.id, Offset(0)), key_end(p.id));
         wb.delete_range_cf(cf(db, CF_INDEX), key(p.id, Offset(0)), key_end(p.id));
         wb.delete_cf(cf(db, CF_META), meta_key(tp));
+        txn::TxnState::delete_all(db, &mut wb, p.id);
         self.inner.write(db, wb, true)
     }
 

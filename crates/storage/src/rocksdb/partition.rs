@@ -8,12 +8,13 @@ use bytes::BytesMut;
 use parking_lot::Mutex;
 use rafka_core::limits::{BATCH_BYTES_MAX, FETCH_RESPONSE_BYTES_MAX};
 use rafka_core::{
-    AppendInfo, LogConfig, Offset, PartitionLog, ReadResult, StorageError, StorageResult,
-    Timestamp, TopicPartition, ValidatedBatch,
+    AbortedTxn, AppendInfo, LogConfig, Offset, PartitionLog, ProducerSnapshot, ReadResult,
+    StorageError, StorageResult, Timestamp, TopicPartition, ValidatedBatch,
 };
 use rocksdb::{WriteBatch, DB};
 
 use super::keys::{key, key_end, meta_key, meta_value, IndexEntry, CF_BATCHES, CF_INDEX, CF_META};
+use super::txn::TxnState;
 use super::{cf, corrupt, db_error, Inner};
 
 /// One partition's in-memory view.
@@ -26,6 +27,8 @@ pub(super) struct PartState {
     pub(super) log_end: Offset,
     pub(super) size_bytes: u64,
     pub(super) closed: bool,
+    /// Aborted transactions and the producer snapshot (`txn.rs`).
+    pub(super) txn: TxnState,
 }
 
 impl PartState {
@@ -89,11 +92,13 @@ impl RocksPartition {
             meta_key(&self.tp),
             meta_value(self.id, offset),
         );
+        TxnState::delete_below(db, &mut wb, self.id, offset);
         self.inner.write(db, wb, true)?;
         for e in st.index.drain(..n) {
             st.size_bytes -= e.size as u64;
         }
         st.log_start = offset;
+        st.txn.pruned_below(offset);
         Ok(())
     }
 }
@@ -260,12 +265,14 @@ impl PartitionLog for RocksPartition {
                 meta_key(&self.tp),
                 meta_value(self.id, log_start),
             );
+            st.txn.delete_from(db, &mut wb, self.id, log_end);
             self.inner.write(db, wb, true)?;
             for e in st.index.drain(keep..) {
                 st.size_bytes -= e.size as u64;
             }
             st.log_end = log_end;
             st.log_start = log_start;
+            st.txn.truncated(log_end);
             Ok(())
         })
     }
@@ -320,5 +327,42 @@ impl PartitionLog for RocksPartition {
 
     fn set_config(&self, cfg: LogConfig) {
         self.state.lock().cfg = cfg;
+    }
+
+    fn record_aborted_txn(&self, txn: AbortedTxn) -> StorageResult<()> {
+        self.with(|db, st| {
+            if st.txn.contains(txn.last_offset)
+                || txn.last_offset < st.log_start
+                || txn.last_offset >= st.log_end
+            {
+                return Ok(());
+            }
+            let mut wb = WriteBatch::default();
+            TxnState::put(db, &mut wb, self.id, &txn);
+            self.inner.write(db, wb, false)?;
+            st.txn.added(txn);
+            Ok(())
+        })
+    }
+
+    fn aborted_txns(&self, from: Offset, to: Offset) -> StorageResult<Vec<AbortedTxn>> {
+        self.with(|_, st| Ok(st.txn.overlapping(from, to)))
+    }
+
+    fn write_producer_snapshot(&self, snapshot: ProducerSnapshot) -> StorageResult<()> {
+        self.with(|db, st| {
+            if snapshot.offset > st.log_end {
+                return Err(st.out_of_range(snapshot.offset));
+            }
+            let mut wb = WriteBatch::default();
+            TxnState::put_snapshot(db, &mut wb, self.id, &snapshot);
+            self.inner.write(db, wb, true)?;
+            st.txn.snapshot_written(snapshot);
+            Ok(())
+        })
+    }
+
+    fn producer_snapshot(&self) -> StorageResult<Option<ProducerSnapshot>> {
+        self.with(|_, st| Ok(st.txn.snapshot()))
     }
 }

@@ -96,6 +96,7 @@ fn load_partition(
         db.write_opt(wb, &wo).map_err(db_error)?;
     }
     let log_end = index.back().map_or(log_start, |e| e.next).max(log_start);
+    let txn = super::txn::TxnState::load(db, id, log_start, log_end)?;
     Ok(PartState {
         cfg: LogConfig::default(),
         index,
@@ -103,5 +104,6 @@ fn load_partition(
         log_end,
         size_bytes,
         closed: false,
+        txn,
     })
 }
