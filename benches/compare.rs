@@ -16,10 +16,10 @@
 //!   name) is on PATH or named by `RAFKA_PEER_BIN`, started with in-memory storage
 //!   (`RAFKA_PEER_ARGS` replaces its arguments; `{port}` is substituted).
 //!
-//! - transactions on rafka (librdkafka): produce of 1 KiB records, transactional with a
-//!   commit every 100 ms against idempotent, and read_committed consume against
-//!   read_uncommitted of the transactional topic; five alternated runs of each, medians
-//!   and their ratios. `RAFKA_BENCH_ONLY=transactions` runs only this part.
+//! `RAFKA_BENCH_ONLY=transactions` runs only a closer look at transactions: transactional
+//! (a commit 100 ms after each begin) against idempotent produce and read_committed
+//! against read_uncommitted consume, five alternated runs of each, the time each commit
+//! blocks, medians and three readings of the ratios.
 //!
 //! Sizes: `RAFKA_BENCH_RECORDS` (1 KiB records, default 200,000), `RAFKA_BENCH_STARTUP_MIB`
 //! (data for the start-up test, default 1024), `RAFKA_BENCH_STARTUP_PARTITIONS` (1000).
@@ -690,8 +690,6 @@ fn main() {
     eprintln!("rafka ...");
     let rafka = Server::rafka(&dir.path().join("rafka"));
     let ours = workloads(&rafka, records);
-    eprintln!("transactions ...");
-    let txn_rows = transactions(&rafka, records);
     let rafka_pid = rafka.pid().to_string();
     let rafka_cpu = cpu_seconds(&rafka_pid);
     rafka.stop("-TERM");
@@ -777,8 +775,6 @@ fn main() {
             "\n(no peer: neither `tansu` nor `nisshi` on PATH and no RAFKA_PEER_BIN; peer columns empty)"
         );
     }
-    println!();
-    print_transactions(records, &txn_rows);
 }
 
 /// A transactions row: name, median figure (MB/s), the runs, broker CPU-s per GB.
