@@ -16,6 +16,11 @@
 //!   name) is on PATH or named by `RAFKA_PEER_BIN`, started with in-memory storage
 //!   (`RAFKA_PEER_ARGS` replaces its arguments; `{port}` is substituted).
 //!
+//! `RAFKA_BENCH_ONLY=transactions` runs only a closer look at transactions: transactional
+//! (a commit 100 ms after each begin) against idempotent produce and read_committed
+//! against read_uncommitted consume, five alternated runs of each, the time each commit
+//! blocks, medians and three readings of the ratios.
+//!
 //! Sizes: `RAFKA_BENCH_RECORDS` (1 KiB records, default 200,000), `RAFKA_BENCH_STARTUP_MIB`
 //! (data for the start-up test, default 1024), `RAFKA_BENCH_STARTUP_PARTITIONS` (1000).
 //! Prints a Markdown table; not a pass/fail test.
@@ -669,6 +674,15 @@ fn main() {
     let records = env_num("RAFKA_BENCH_RECORDS", 200_000);
     let dir = tempfile::tempdir_in(std::env::var("RAFKA_BENCH_DIR").unwrap_or_else(|_| ".".into()))
         .unwrap();
+    let only_txn = std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "transactions");
+    if only_txn {
+        eprintln!("transactions ...");
+        let rafka = Server::rafka(&dir.path().join("rafka-txn"));
+        let rows = transactions(&rafka, records);
+        rafka.stop("-TERM");
+        print_transactions(records, &rows);
+        return;
+    }
     let total = records * 1024;
     eprintln!("baselines ...");
     let loopback = loopback_mb_s(total);
@@ -761,4 +775,227 @@ fn main() {
             "\n(no peer: neither `tansu` nor `nisshi` on PATH and no RAFKA_PEER_BIN; peer columns empty)"
         );
     }
+}
+
+/// A transactions row: name, median figure (MB/s), the runs, broker CPU-s per GB.
+type TxnRow = (String, f64, Vec<f64>, f64);
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Produces `records` 1 KiB records to partition 0 of `topic` with acks=all and
+/// idempotence; with `commit_every`, transactionally, committing when that much time has
+/// passed since the transaction began (and at the end). The client's queue is 16 MiB for
+/// both, so a commit (which flushes) waits for a bounded backlog and a transaction lasts
+/// about `commit_every` plus that flush. Returns the time taken.
+fn produce_eos(
+    addr: &str,
+    topic: &str,
+    records: usize,
+    commit_every: Option<Duration>,
+) -> Duration {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use rdkafka::producer::{BaseProducer, BaseRecord};
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", addr)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "16384");
+    if commit_every.is_some() {
+        cfg.set("transactional.id", format!("bench-{topic}"));
+    }
+    let p: BaseProducer = cfg.create().unwrap();
+    let t = Duration::from_secs(60);
+    if commit_every.is_some() {
+        p.init_transactions(t).unwrap();
+    }
+    let payload = vec![b'x'; 1024];
+    let start = Instant::now();
+    let mut began = Instant::now();
+    let mut commits = 0;
+    // Time blocked in commit_transaction (its flush and EndTxn) and begin_transaction.
+    let mut in_commit = Duration::ZERO;
+    if commit_every.is_some() {
+        p.begin_transaction().unwrap();
+    }
+    for i in 0..records {
+        loop {
+            match p.send(
+                BaseRecord::<(), _>::to(topic)
+                    .payload(&payload[..])
+                    .partition(0),
+            ) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    p.poll(Duration::from_millis(1));
+                }
+                Err((e, _)) => panic!("produce {i}: {e}"),
+            }
+        }
+        if i % 1024 == 0 {
+            p.poll(Duration::ZERO);
+        }
+        if let Some(every) = commit_every {
+            if began.elapsed() >= every {
+                let c = Instant::now();
+                p.commit_transaction(t).unwrap();
+                commits += 1;
+                p.begin_transaction().unwrap();
+                in_commit += c.elapsed();
+                began = Instant::now();
+            }
+        }
+    }
+    if commit_every.is_some() {
+        let c = Instant::now();
+        p.commit_transaction(t).unwrap();
+        in_commit += c.elapsed();
+        commits += 1;
+    } else {
+        p.flush(t).unwrap();
+    }
+    let took = start.elapsed();
+    // Every record (and, transactional, one commit marker per transaction) is in the log.
+    let (_, high) = p
+        .client()
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .unwrap();
+    let markers = if commit_every.is_some() { commits } else { 0 };
+    assert_eq!(
+        high as usize,
+        records + markers,
+        "{topic}: records and markers"
+    );
+    eprintln!(
+        "    {topic}: {records} records in {:.2} s, {markers} commits (one per {:.0} ms, {:.0} ms each in commit)",
+        took.as_secs_f64(),
+        took.as_secs_f64() * 1000.0 / markers.max(1) as f64,
+        in_commit.as_secs_f64() * 1000.0 / markers.max(1) as f64
+    );
+    took
+}
+
+/// Reads `records` records from the start of partition 0 of `topic` at `isolation`;
+/// the time from the first record to the last.
+fn consume_isolated(addr: &str, topic: &str, records: usize, isolation: &str) -> Duration {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", "compare-txn")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let start = Instant::now();
+    let mut first: Option<Instant> = None;
+    let mut n = 0;
+    while n < records {
+        if let Some(m) = c.poll(Duration::from_secs(10)) {
+            m.unwrap();
+            first.get_or_insert_with(Instant::now);
+            n += 1;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "consume stalled at {n}"
+        );
+    }
+    first.unwrap_or(start).elapsed()
+}
+
+/// Transactional against idempotent produce, read_committed against read_uncommitted
+/// consume, on rafka; five runs of each, alternated so that drift hits both sides.
+fn transactions(server: &Server, records: usize) -> Vec<TxnRow> {
+    let addr = server.address.clone();
+    let pid = server.pid().to_string();
+    let total = records * 1024;
+    let mb_s = |d: Duration| total as f64 / d.as_secs_f64() / 1e6;
+    let rounds = 5;
+    let mut idem = (Vec::new(), 0.0);
+    let mut txn = (Vec::new(), 0.0);
+    for r in 0..rounds {
+        for transactional in [false, true] {
+            let topic = if transactional {
+                format!("txn-{r}")
+            } else {
+                format!("idem-{r}")
+            };
+            create_topic(&addr, &topic, 1);
+            let cpu0 = cpu_seconds(&pid);
+            let every = transactional.then_some(Duration::from_millis(100));
+            let d = produce_eos(&addr, &topic, records, every);
+            let cpu = cpu_seconds(&pid) - cpu0;
+            let side = if transactional { &mut txn } else { &mut idem };
+            side.0.push(mb_s(d));
+            side.1 += cpu;
+        }
+    }
+    let mut ru = (Vec::new(), 0.0);
+    let mut rc = (Vec::new(), 0.0);
+    for _ in 0..rounds {
+        for isolation in ["read_uncommitted", "read_committed"] {
+            let cpu0 = cpu_seconds(&pid);
+            let d = consume_isolated(&addr, "txn-0", records, isolation);
+            let cpu = cpu_seconds(&pid) - cpu0;
+            eprintln!(
+                "    {isolation}: {records} records in {:.2} s",
+                d.as_secs_f64()
+            );
+            let side = if isolation == "read_committed" {
+                &mut rc
+            } else {
+                &mut ru
+            };
+            side.0.push(mb_s(d));
+            side.1 += cpu;
+        }
+    }
+    let gb = (total * rounds) as f64 / 1e9;
+    let row = |name: &str, (runs, cpu): (Vec<f64>, f64)| {
+        (name.to_string(), median(&runs), runs, cpu / gb)
+    };
+    vec![
+        row("produce 1 KiB idempotent acks=all", idem),
+        row("produce 1 KiB transactional, commit every 100 ms", txn),
+        row("consume 1 KiB read_uncommitted (transactional topic)", ru),
+        row("consume 1 KiB read_committed (transactional topic)", rc),
+    ]
+}
+
+fn print_transactions(records: usize, rows: &[TxnRow]) {
+    println!("transactions: {records} x 1 KiB records per run, 5 alternated runs each, rafka (librdkafka clients)");
+    println!();
+    println!("| workload | median | unit | runs | broker CPU-s/GB |");
+    println!("|---|---:|---|---|---:|");
+    for (name, m, runs, per_gb) in rows {
+        let runs: Vec<String> = runs.iter().map(|r| format!("{r:.0}")).collect();
+        println!(
+            "| {name} | {m:.1} | MB/s | {} | {per_gb:.2} |",
+            runs.join(", ")
+        );
+    }
+    // Three readings of each ratio: of the medians, of the best runs, and the median of
+    // the ratios of runs made back to back (the machine's load drifts between runs).
+    let ratios = |a: &TxnRow, b: &TxnRow| {
+        let best = |r: &TxnRow| r.2.iter().copied().fold(0.0, f64::max);
+        let paired: Vec<f64> = a.2.iter().zip(&b.2).map(|(x, y)| x / y).collect();
+        (a.1 / b.1, best(a) / best(b), median(&paired))
+    };
+    let (m, best, paired) = ratios(&rows[1], &rows[0]);
+    println!(
+        "| transactional / idempotent produce | {m:.2} | × (medians) | best runs {best:.2}, paired runs {paired:.2}; target ≥ 0.9 | |"
+    );
+    let (m, best, paired) = ratios(&rows[3], &rows[2]);
+    println!(
+        "| read_committed / read_uncommitted consume | {m:.2} | × (medians) | best runs {best:.2}, paired runs {paired:.2}; target ≥ 0.95 | |"
+    );
 }

@@ -1,4 +1,5 @@
-//! The `rafka` client commands: `topic`, `produce`, `consume` and `group`, built on
+//! The `rafka` client commands: `topic`, `produce`, `consume`, `group` and
+//! `transactions`, built on
 //! rafka-client, rafka-producer and rafka-consumer. Every command takes `--bootstrap`
 //! (default 127.0.0.1:9092) and fails with a one-line reason.
 
@@ -8,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use rafka_client::admin::{EARLIEST, LATEST};
+use rafka_client::txn::ProducerDescription;
 use rafka_client::{Client, ClientConfig};
-use rafka_consumer::{Consumer, OffsetReset};
+use rafka_consumer::{Consumer, IsolationLevel, OffsetReset};
 use rafka_producer::{Producer, Record};
 
 /// Help for the client commands.
@@ -17,7 +19,9 @@ pub const USAGE: &str = "\
 CLIENT COMMANDS (all take --bootstrap HOST:PORT, default 127.0.0.1:9092):
     rafka topic create NAME [--partitions N] [--config KEY=VALUE]...
     rafka topic list
-    rafka topic describe NAME        partitions with start/end offsets and sizes, configs
+    rafka topic describe NAME [--format text|json]
+                                     partitions with start/end offsets and sizes, the
+                                     active producers of each partition, configs
     rafka topic alter NAME [--partitions N] [--config KEY=VALUE]...
     rafka topic delete NAME
     rafka produce TOPIC [--file F] [--key-separator S] [--header K=V]... [--partition P]
@@ -27,10 +31,18 @@ CLIENT COMMANDS (all take --bootstrap HOST:PORT, default 127.0.0.1:9092):
                         reading a file shows a progress bar on a terminal
     rafka consume TOPIC [--group G] [--from-beginning] [--partition P] [--offset O]
                         [--count N] [--format text|json] [--timeout-ms MS]
+                        [--isolation-level read_committed|read_uncommitted]
+                        (read_committed by default: aborted transactions are skipped)
     rafka group list
     rafka group describe GROUP       members and per-partition committed offset and lag
     rafka group reset-offsets GROUP --topic T (--to-earliest | --to-latest | --to-offset O)
     rafka group delete GROUP
+    rafka transactions list [--state STATE]... [--format text|json]
+                                     transactional ids, producer ids and states
+                                     (STATE: Empty, Ongoing, PrepareCommit, PrepareAbort,
+                                     CompleteCommit, CompleteAbort, Dead, PrepareEpochFence)
+    rafka transactions describe ID [--format text|json]
+                                     state, producer id/epoch, timeout, partitions
 
 EXAMPLES:
     rafka topic create orders --partitions 3 --config retention.ms=86400000
@@ -60,6 +72,8 @@ struct Opts {
     timeout: Duration,
     topic: Option<String>,
     to: Option<i64>,
+    states: Vec<String>,
+    isolation: Option<IsolationLevel>,
 }
 
 fn pair(s: &str, what: &str) -> Result<(String, String)> {
@@ -104,6 +118,16 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--to-earliest" => o.to = Some(EARLIEST),
             "--to-latest" => o.to = Some(LATEST),
             "--to-offset" => o.to = Some(num(value()?)?.max(0)),
+            "--state" => o.states.push(value()?.clone()),
+            "--isolation-level" => {
+                o.isolation = Some(match value()?.as_str() {
+                    "read_committed" => IsolationLevel::ReadCommitted,
+                    "read_uncommitted" => IsolationLevel::ReadUncommitted,
+                    l => bail!(
+                        "--isolation-level must be read_committed or read_uncommitted, got {l:?}"
+                    ),
+                })
+            }
             s if s.starts_with('-') => bail!("unknown option {s:?} (see rafka --help)"),
             s => o.positional.push(s.to_string()),
         }
@@ -153,6 +177,7 @@ pub async fn run(args: &[String]) -> Result<bool> {
         "produce" => produce(&parse(&args[1..])?).await?,
         "consume" => consume(&parse(&args[1..])?).await?,
         "group" => group(&args[1..]).await?,
+        "transactions" => transactions(&args[1..]).await?,
         "bench" => crate::bench::run(&args[1..]).await?,
         _ => return Ok(false),
     }
@@ -197,6 +222,18 @@ async fn topic(args: &[String]) -> Result<()> {
             let parts: Vec<i32> = t.partitions.iter().map(|p| p.partition).collect();
             let start = client.list_offsets(name, &parts, EARLIEST).await?;
             let end = client.list_offsets(name, &parts, LATEST).await?;
+            let producers = client
+                .describe_producers(name, &parts)
+                .await
+                .with_context(|| format!("cannot describe the producers of {name}"))?;
+            let configs = client.describe_topic_configs(name).await?;
+            if o.json {
+                println!(
+                    "{}",
+                    topic_json(name, &t.partitions, &start, &end, &producers, &configs)
+                );
+                return Ok(());
+            }
             println!("topic {name}: {} partitions", parts.len());
             println!("partition\tleader\tstart\tend\trecords");
             for p in &t.partitions {
@@ -206,8 +243,21 @@ async fn topic(args: &[String]) -> Result<()> {
                 );
                 println!("{}\t{}\t{s}\t{e}\t{}", p.partition, p.leader, e - s);
             }
+            println!("producers (partition, producer id, epoch, last sequence, txn start offset):");
+            for (partition, ps) in &producers {
+                for d in ps {
+                    let txn = match d.current_txn_start_offset {
+                        o if o >= 0 => o.to_string(),
+                        _ => "-".into(),
+                    };
+                    println!(
+                        "producer\t{partition}\t{}\t{}\t{}\t{txn}",
+                        d.producer_id, d.producer_epoch, d.last_sequence
+                    );
+                }
+            }
             println!("configs:");
-            for (k, (v, is_default)) in client.describe_topic_configs(name).await? {
+            for (k, (v, is_default)) in configs {
                 let mark = if is_default { "" } else { "  (set on topic)" };
                 println!("  {k}={}{mark}", v.unwrap_or_default());
             }
@@ -414,7 +464,8 @@ async fn consume(o: &Opts) -> Result<()> {
     };
     let mut b = Consumer::builder()
         .bootstrap(&o.bootstrap)
-        .auto_offset_reset(reset);
+        .auto_offset_reset(reset)
+        .isolation_level(o.isolation.unwrap_or_default());
     let partitions: Vec<i32> = match o.partition {
         Some(p) => vec![p],
         None => client
@@ -568,6 +619,123 @@ async fn group(args: &[String]) -> Result<()> {
             println!("deleted group {name}");
         }
         other => bail!("unknown group command {other:?}: list, describe, reset-offsets or delete"),
+    }
+    Ok(())
+}
+
+/// `topic describe --format json`: one object.
+fn topic_json(
+    name: &str,
+    partitions: &[rafka_client::PartitionMetadata],
+    start: &BTreeMap<i32, i64>,
+    end: &BTreeMap<i32, i64>,
+    producers: &BTreeMap<i32, Vec<ProducerDescription>>,
+    configs: &BTreeMap<String, (Option<String>, bool)>,
+) -> serde_json::Value {
+    let parts: Vec<serde_json::Value> = partitions
+        .iter()
+        .map(|p| {
+            let s = start.get(&p.partition).copied().unwrap_or(-1);
+            let e = end.get(&p.partition).copied().unwrap_or(-1);
+            let ps: Vec<serde_json::Value> = producers
+                .get(&p.partition)
+                .map(|v| v.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "producer_id": d.producer_id,
+                        "producer_epoch": d.producer_epoch,
+                        "last_sequence": d.last_sequence,
+                        "last_timestamp": d.last_timestamp,
+                        "current_txn_start_offset": d.current_txn_start_offset,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "partition": p.partition,
+                "leader": p.leader,
+                "start": s,
+                "end": e,
+                "records": e - s,
+                "producers": ps,
+            })
+        })
+        .collect();
+    let configs: serde_json::Map<String, serde_json::Value> = configs
+        .iter()
+        .map(|(k, (v, _))| (k.clone(), serde_json::json!(v)))
+        .collect();
+    serde_json::json!({ "topic": name, "partitions": parts, "configs": configs })
+}
+
+async fn transactions(args: &[String]) -> Result<()> {
+    let sub = args.first().map(String::as_str).unwrap_or_default();
+    if !["list", "describe"].contains(&sub) {
+        bail!("unknown transactions command {sub:?}: list or describe");
+    }
+    let o = parse(args.get(1..).unwrap_or_default())?;
+    let client = connect(&o).await?;
+    match sub {
+        "list" => {
+            let ts = client
+                .list_transactions(&o.states)
+                .await
+                .context("cannot list transactions")?;
+            if o.json {
+                let v: Vec<serde_json::Value> = ts
+                    .iter()
+                    .map(|t| {
+                        serde_json::json!({
+                            "transactional_id": t.transactional_id,
+                            "producer_id": t.producer_id,
+                            "state": t.state,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                println!("transactional id\tproducer id\tstate");
+                for t in ts {
+                    println!("{}\t{}\t{}", t.transactional_id, t.producer_id, t.state);
+                }
+            }
+        }
+        _ => {
+            let id = one(&o, "transactional id")?;
+            let d = client
+                .describe_transaction(id)
+                .await
+                .with_context(|| format!("cannot describe transactional id {id}"))?;
+            if o.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "transactional_id": d.transactional_id,
+                        "state": d.state,
+                        "producer_id": d.producer_id,
+                        "producer_epoch": d.producer_epoch,
+                        "timeout_ms": d.timeout_ms,
+                        "start_time_ms": d.start_time_ms,
+                        "partitions": d.partitions,
+                    })
+                );
+            } else {
+                println!(
+                    "transactional id {}: state {}, producer id {} epoch {}, timeout {} ms",
+                    d.transactional_id, d.state, d.producer_id, d.producer_epoch, d.timeout_ms
+                );
+                if d.start_time_ms >= 0 {
+                    println!("started at {} ms", d.start_time_ms);
+                }
+                println!("partitions:");
+                for (t, ps) in &d.partitions {
+                    for p in ps {
+                        println!("  {t}-{p}");
+                    }
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -374,3 +374,182 @@ async fn cooperative_sticky_with_a_librdkafka_member_and_a_growing_topic() {
     ours.close().await;
     broker.shutdown().await.unwrap();
 }
+
+/// (partition, offset, key) of everything `c` hands out until nothing new comes for
+/// `quiet`, sorted.
+async fn drain(c: &Consumer, quiet: Duration) -> Vec<(i32, i64, String)> {
+    let mut out = Vec::new();
+    while let Ok(r) = tokio::time::timeout(quiet, c.recv()).await {
+        let r = r.expect("recv");
+        out.push((
+            r.partition,
+            r.offset,
+            String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned(),
+        ));
+    }
+    out.sort();
+    out
+}
+
+/// Transactions 0..6 over 3 partitions with rafka-producer (3 records per partition each,
+/// even ones committed, odd ones aborted): rafka-consumer at read_committed (the default)
+/// sees exactly the committed records at their offsets, at read_uncommitted all of them,
+/// and never a marker; librdkafka reading the same topic agrees at both levels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_committed_skips_aborted_transactions_and_markers() {
+    use crate::transactions::{blocking, broker, expected, read_all};
+    use rafka_consumer::IsolationLevel;
+    use rafka_producer::{Producer, Record};
+
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path()).await;
+    let addr = b.bootstrap_address().to_string();
+    create_topic(&addr, "rc-tx", 3, &[]).await;
+    let p = Producer::builder()
+        .bootstrap(&addr)
+        .transactional_id("rc-tx-id")
+        .build()
+        .await
+        .unwrap();
+    p.init_transactions().await.unwrap();
+    for t in 0..6 {
+        p.begin_transaction().unwrap();
+        for part in 0..3 {
+            for i in 0..3 {
+                let r = Record::to("rc-tx")
+                    .partition(part)
+                    .key(format!("t{t}-p{part}-{i}"))
+                    .value("v");
+                p.enqueue(r).await.unwrap();
+            }
+        }
+        if t % 2 == 0 {
+            p.commit_transaction().await.unwrap();
+        } else {
+            p.abort_transaction().await.unwrap();
+        }
+    }
+    let parts: Vec<(&str, i32)> = (0..3).map(|p| ("rc-tx", p)).collect();
+    let committed = Consumer::builder()
+        .bootstrap(&addr)
+        .assign(parts.clone())
+        .auto_offset_reset(OffsetReset::Earliest)
+        .fetch_max_wait(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(
+        drain(&committed, Duration::from_secs(2)).await,
+        expected(true)
+    );
+    // Past the last commit marker (offset 23 on every partition).
+    for part in 0..3 {
+        assert_eq!(committed.position("rc-tx", part), Some(24));
+    }
+    let all = Consumer::builder()
+        .bootstrap(&addr)
+        .assign(parts)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .isolation_level(IsolationLevel::ReadUncommitted)
+        .fetch_max_wait(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(drain(&all, Duration::from_secs(2)).await, expected(false));
+    let a = addr.clone();
+    let rd_committed =
+        blocking(move || read_all(&a, "rc-tx", 3, "read_committed", Duration::from_secs(2))).await;
+    assert_eq!(rd_committed, expected(true));
+    let a = addr.clone();
+    let rd_all =
+        blocking(move || read_all(&a, "rc-tx", 3, "read_uncommitted", Duration::from_secs(2)))
+            .await;
+    assert_eq!(rd_all, expected(false));
+    b.shutdown().await.unwrap();
+}
+
+/// An open transaction holds a read_committed rafka-consumer at its first offset (the LSO),
+/// while a read_uncommitted one reads on; the commit releases it. ListOffsets LATEST under
+/// read_committed answers the LSO.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_transaction_holds_a_read_committed_consumer() {
+    use crate::transactions::broker;
+    use rafka_consumer::IsolationLevel;
+    use rafka_producer::{Producer, Record};
+
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path()).await;
+    let addr = b.bootstrap_address().to_string();
+    create_topic(&addr, "rc-open", 1, &[]).await;
+    let plain = Producer::builder().bootstrap(&addr).build().await.unwrap();
+    plain
+        .send(Record::to("rc-open").partition(0).key("before"))
+        .await
+        .unwrap();
+    let p = Producer::builder()
+        .bootstrap(&addr)
+        .transactional_id("rc-open-id")
+        .build()
+        .await
+        .unwrap();
+    p.init_transactions().await.unwrap();
+    p.begin_transaction().unwrap();
+    let md = p
+        .send(Record::to("rc-open").partition(0).key("in-txn"))
+        .await
+        .unwrap();
+    assert_eq!(md.offset, 1);
+    plain
+        .send(Record::to("rc-open").partition(0).key("after"))
+        .await
+        .unwrap();
+    let client = plain.client();
+    let lso = client
+        .list_offsets_isolated("rc-open", &[0], -1, 1)
+        .await
+        .unwrap();
+    let hw = client.list_offsets("rc-open", &[0], -1).await.unwrap();
+    assert_eq!((lso[&0], hw[&0]), (1, 3));
+    let rc = Consumer::builder()
+        .bootstrap(&addr)
+        .assign([("rc-open", 0)])
+        .auto_offset_reset(OffsetReset::Earliest)
+        .fetch_max_wait(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    let ru = Consumer::builder()
+        .bootstrap(&addr)
+        .assign([("rc-open", 0)])
+        .auto_offset_reset(OffsetReset::Earliest)
+        .isolation_level(IsolationLevel::ReadUncommitted)
+        .fetch_max_wait(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    let key = |r: rafka_consumer::ConsumerRecord| {
+        (
+            r.offset,
+            String::from_utf8_lossy(&r.key.unwrap()).into_owned(),
+        )
+    };
+    assert_eq!(key(recv(&rc).await), (0, "before".to_string()));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(800), rc.recv())
+            .await
+            .is_err(),
+        "read_committed must stop at the open transaction"
+    );
+    assert_eq!(
+        drain(&ru, Duration::from_secs(1)).await,
+        vec![
+            (0, 0, "before".to_string()),
+            (0, 1, "in-txn".to_string()),
+            (0, 2, "after".to_string())
+        ]
+    );
+    p.commit_transaction().await.unwrap();
+    assert_eq!(key(recv(&rc).await), (1, "in-txn".to_string()));
+    assert_eq!(key(recv(&rc).await), (2, "after".to_string()));
+    b.shutdown().await.unwrap();
+}

@@ -335,3 +335,237 @@ async fn retries_stop_at_the_delivery_timeout() {
     p.close().await.unwrap();
     broker.shutdown().await.unwrap();
 }
+
+/// Two rafka-producers with one `transactional_id`: the second's `init_transactions` fences
+/// the first (same producer id, higher epoch) and aborts its open transaction; the
+/// first's later send, commit and abort fail as fatal, and nothing it wrote is visible to a
+/// read_committed reader, while the second's transaction commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombie_rafka_producer_is_fenced() {
+    use crate::transactions::{blocking, broker, read_all};
+    use kafka_protocol::ResponseError;
+
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path()).await;
+    let addr = b.bootstrap_address().to_string();
+    create_topic(&addr, "zombie", 2, &[]).await;
+    let txn = |id: &str| {
+        Producer::builder()
+            .bootstrap(&addr)
+            .transactional_id(id)
+            .max_block(Duration::from_secs(10))
+            .build()
+    };
+    let old = txn("zombie-id").await.unwrap();
+    assert!(matches!(
+        old.send(Record::to("zombie").partition(0).key("early"))
+            .await,
+        Err(ProducerError::TxnState {
+            operation: "send",
+            ..
+        })
+    ));
+    old.init_transactions().await.unwrap();
+    old.begin_transaction().unwrap();
+    old.send(Record::to("zombie").partition(0).key("old-1"))
+        .await
+        .unwrap();
+    let new = txn("zombie-id").await.unwrap();
+    new.init_transactions().await.unwrap();
+    assert_eq!(new.producer_id(), old.producer_id());
+    assert!(new.producer_epoch() > old.producer_epoch());
+    let fenced = |e: &ProducerError| {
+        e.is_fatal()
+            && matches!(
+                e.kafka_error(),
+                Some(ResponseError::ProducerFenced | ResponseError::InvalidProducerEpoch)
+            )
+    };
+    // A partition already in the old transaction (Produce) and a new one
+    // (AddPartitionsToTxn): both refused for the stale epoch.
+    let e = old
+        .send(Record::to("zombie").partition(0).key("old-2"))
+        .await
+        .unwrap_err();
+    assert!(fenced(&e), "{e}");
+    let e = old
+        .send(Record::to("zombie").partition(1).key("old-3"))
+        .await
+        .unwrap_err();
+    assert!(e.is_fatal(), "{e}");
+    assert!(old.commit_transaction().await.unwrap_err().is_fatal());
+    assert!(old.abort_transaction().await.unwrap_err().is_fatal());
+    new.begin_transaction().unwrap();
+    for part in 0..2 {
+        new.send(
+            Record::to("zombie")
+                .partition(part)
+                .key(format!("new-{part}")),
+        )
+        .await
+        .unwrap();
+    }
+    new.commit_transaction().await.unwrap();
+    let a = addr.clone();
+    let got =
+        blocking(move || read_all(&a, "zombie", 2, "read_committed", Duration::from_secs(2))).await;
+    let keys: Vec<&str> = got.iter().map(|g| g.2.as_str()).collect();
+    assert_eq!(keys, vec!["new-0", "new-1"]);
+    b.shutdown().await.unwrap();
+}
+
+/// Consume-transform-produce with rafka-consumer and rafka-producer:
+/// `send_offsets_to_transaction` makes the group's offset 5 visible only when the
+/// transaction commits; an aborted transaction's offsets (2) and records never show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_sent_to_a_rafka_transaction_commit_only_with_it() {
+    use crate::transactions::broker;
+    use rafka_consumer::{Consumer, OffsetReset};
+    use std::collections::BTreeMap;
+
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path()).await;
+    let addr = b.bootstrap_address().to_string();
+    create_topic(&addr, "eos-in", 1, &[]).await;
+    create_topic(&addr, "eos-out", 1, &[]).await;
+    let plain = rafka_producer(&addr).await;
+    for i in 0..5 {
+        plain
+            .send(Record::to("eos-in").partition(0).key(format!("in-{i}")))
+            .await
+            .unwrap();
+    }
+    let consumer = Consumer::builder()
+        .bootstrap(&addr)
+        .group("eos-g")
+        .subscribe(["eos-in"])
+        .auto_commit(false)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .fetch_max_wait(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    let mut keys = Vec::new();
+    for _ in 0..5 {
+        let r = tokio::time::timeout(Duration::from_secs(20), consumer.recv())
+            .await
+            .expect("a record")
+            .unwrap();
+        keys.push(String::from_utf8_lossy(&r.key.unwrap()).into_owned());
+    }
+    let group = consumer.group_metadata().unwrap();
+    assert!(group.generation_id > 0 && !group.member_id.is_empty());
+    let p = Producer::builder()
+        .bootstrap(&addr)
+        .transactional_id("eos-id")
+        .build()
+        .await
+        .unwrap();
+    p.init_transactions().await.unwrap();
+    let offsets = |o: i64| BTreeMap::from([(("eos-in".to_string(), 0), o)]);
+    let committed = || async {
+        p.client()
+            .committed_offsets("eos-g", None)
+            .await
+            .unwrap()
+            .get(&("eos-in".to_string(), 0))
+            .copied()
+    };
+    p.begin_transaction().unwrap();
+    for k in &keys {
+        p.enqueue(Record::to("eos-out").partition(0).key(format!("{k}-out")))
+            .await
+            .unwrap();
+    }
+    p.send_offsets_to_transaction(&offsets(5), &group)
+        .await
+        .unwrap();
+    assert_eq!(committed().await, None, "pending until the commit");
+    p.commit_transaction().await.unwrap();
+    assert_eq!(committed().await, Some(5));
+    p.begin_transaction().unwrap();
+    p.send(Record::to("eos-out").partition(0).key("aborted-out"))
+        .await
+        .unwrap();
+    p.send_offsets_to_transaction(&offsets(2), &group)
+        .await
+        .unwrap();
+    p.abort_transaction().await.unwrap();
+    assert_eq!(committed().await, Some(5));
+    let reader = Consumer::builder()
+        .bootstrap(&addr)
+        .assign([("eos-out", 0)])
+        .auto_offset_reset(OffsetReset::Earliest)
+        .fetch_max_wait(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while let Ok(r) = tokio::time::timeout(Duration::from_secs(2), reader.recv()).await {
+        out.push(String::from_utf8_lossy(&r.unwrap().key.unwrap()).into_owned());
+    }
+    assert_eq!(
+        out,
+        (0..5).map(|i| format!("in-{i}-out")).collect::<Vec<_>>()
+    );
+    b.shutdown().await.unwrap();
+}
+
+/// A batch the broker refuses (MESSAGE_TOO_LARGE) makes the transaction abortable: the
+/// send and then the commit fail with `TxnAbortable`, the abort succeeds and takes a new
+/// epoch (the failed batch used up a sequence number), and the next transaction to the same
+/// partition commits; read_committed sees only it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_makes_the_transaction_abortable() {
+    use crate::transactions::{blocking, broker, read_all};
+    use kafka_protocol::ResponseError;
+
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path()).await;
+    let addr = b.bootstrap_address().to_string();
+    create_topic(&addr, "abortable", 1, &[("max.message.bytes", "2000")]).await;
+    let p = Producer::builder()
+        .bootstrap(&addr)
+        .transactional_id("abortable-id")
+        .build()
+        .await
+        .unwrap();
+    p.init_transactions().await.unwrap();
+    let epoch = p.producer_epoch();
+    p.begin_transaction().unwrap();
+    p.send(Record::to("abortable").partition(0).key("ok-1"))
+        .await
+        .unwrap();
+    let e = p
+        .send(
+            Record::to("abortable")
+                .partition(0)
+                .key("big")
+                .value(vec![b'x'; 10_000]),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.is_abortable(), "{e}");
+    assert_eq!(e.kafka_error(), Some(ResponseError::MessageTooLarge));
+    // No more sends, and no commit: only an abort.
+    assert!(p
+        .send(Record::to("abortable").partition(0).key("after"))
+        .await
+        .unwrap_err()
+        .is_abortable());
+    assert!(p.commit_transaction().await.unwrap_err().is_abortable());
+    p.abort_transaction().await.unwrap();
+    assert_eq!(p.producer_epoch(), epoch + 1, "the abort bumped the epoch");
+    p.begin_transaction().unwrap();
+    p.send(Record::to("abortable").partition(0).key("ok-2"))
+        .await
+        .unwrap();
+    p.commit_transaction().await.unwrap();
+    let a = addr.clone();
+    let got =
+        blocking(move || read_all(&a, "abortable", 1, "read_committed", Duration::from_secs(2)))
+            .await;
+    let keys: Vec<&str> = got.iter().map(|g| g.2.as_str()).collect();
+    assert_eq!(keys, vec!["ok-2"]);
+    b.shutdown().await.unwrap();
+}

@@ -37,7 +37,7 @@ fn fast(c: &mut Config) {
     c.broker.transaction_state_log_num_partitions = 5;
 }
 
-async fn broker(dir: &Path) -> Broker {
+pub(crate) async fn broker(dir: &Path) -> Broker {
     start_broker_with(dir, fast).await
 }
 
@@ -74,7 +74,7 @@ fn send(p: &BaseProducer, topic: &str, partition: i32, key: &str, value: &str) {
 
 /// (partition, offset, key) of what a consumer at `isolation` reads from `topic`, until
 /// nothing new arrives for `quiet`.
-fn read_all(
+pub(crate) fn read_all(
     bootstrap: &str,
     topic: &str,
     partitions: i32,
@@ -112,7 +112,7 @@ fn read_all(
     out
 }
 
-async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+pub(crate) async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
     tokio::task::spawn_blocking(f).await.expect("blocking task")
 }
 
@@ -136,7 +136,7 @@ fn interleave(addr: &str, topic: &str, id: &str) {
     }
 }
 
-fn expected(only_committed: bool) -> Vec<(i32, i64, String)> {
+pub(crate) fn expected(only_committed: bool) -> Vec<(i32, i64, String)> {
     let mut want = Vec::new();
     for t in 0..6i64 {
         if only_committed && t % 2 == 1 {
@@ -982,4 +982,30 @@ async fn offsets_in_transactions_survive_compaction() {
         );
         b.shutdown().await.unwrap();
     }
+}
+
+/// AddPartitionsToTxn right after EndTxn, while the coordinator still writes the previous
+/// transaction's markers and completing record, waits for them instead of answering
+/// CONCURRENT_TRANSACTIONS: every round's add is accepted at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_transaction_starts_without_concurrent_transactions() {
+    let b = common::start_broker(fast).await;
+    let mut conn = KafkaConn::connect(&b.addr()).await;
+    assert_eq!(common::create_topic(&mut conn, "tx-f", 2, &[]).await, 0);
+    let ids = init_pid(&mut conn, "tx-next").await;
+    for round in 0..5 {
+        let added = add_partitions(&mut conn, "tx-next", ids, &[("tx-f", 0), ("tx-f", 1)]).await;
+        assert_eq!(
+            added,
+            vec![("tx-f".to_string(), 0, 0), ("tx-f".to_string(), 1, 0)],
+            "round {round}"
+        );
+        assert_eq!(describe(&mut conn, "tx-next").await, ("Ongoing".into(), 1));
+        assert_eq!(
+            end_txn(&mut conn, "tx-next", ids, 3).await,
+            0,
+            "round {round}"
+        );
+    }
+    b.shutdown().await;
 }

@@ -428,3 +428,166 @@ fn the_quickstart_example_round_trips() {
     }
     assert!(stdout.trim_end().ends_with("round trip ok"), "{stdout}");
 }
+
+/// `rafka transactions list|describe` and the producers in `rafka topic describe`, text
+/// and JSON, against one open and one committed librdkafka transaction.
+#[test]
+fn transactions_and_producers_are_listed_and_described() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = support::BrokerProcess::start(&dir.path().join("data"));
+    let b = broker.address.as_str();
+    let (ok, _, err) = rafka(&[
+        "topic",
+        "create",
+        "txcli",
+        "--partitions",
+        "2",
+        "--bootstrap",
+        b,
+    ]);
+    assert!(ok, "{err}");
+    let t = Duration::from_secs(20);
+    let txn = |id: &str| {
+        let p: BaseProducer = support::client_config(b)
+            .set("transactional.id", id)
+            .set("linger.ms", "5")
+            .create()
+            .unwrap();
+        p.init_transactions(t).unwrap();
+        p.begin_transaction().unwrap();
+        p
+    };
+    let send = |p: &BaseProducer, partition: i32, key: &str| {
+        p.send(
+            BaseRecord::to("txcli")
+                .partition(partition)
+                .key(key)
+                .payload("v"),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    };
+    // Left open: 3 records on partition 0 (offsets 0-2), 1 on partition 1 (offset 0).
+    let open = txn("cli-open");
+    for k in ["a", "b", "c"] {
+        send(&open, 0, k);
+    }
+    send(&open, 1, "d");
+    open.flush(t).unwrap();
+    // Committed: 2 records on partition 1 (offsets 1-2).
+    let done = txn("cli-done");
+    send(&done, 1, "e");
+    send(&done, 1, "f");
+    done.commit_transaction(t).unwrap();
+
+    let (ok, out, err) = rafka(&["transactions", "list", "--format", "json", "--bootstrap", b]);
+    assert!(ok, "{err}");
+    let list: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{out}");
+    let pid = |id: &str| {
+        list.iter()
+            .find(|t| t["transactional_id"] == id)
+            .unwrap_or_else(|| panic!("{id} in {out}"))["producer_id"]
+            .as_i64()
+            .unwrap()
+    };
+    let (open_pid, done_pid) = (pid("cli-open"), pid("cli-done"));
+    assert_ne!(open_pid, done_pid);
+    assert_eq!(list[0]["transactional_id"], "cli-done");
+    assert_eq!(list[0]["state"], "CompleteCommit");
+    assert_eq!(list[1]["state"], "Ongoing");
+
+    let (ok, out, _) = rafka(&["transactions", "list", "--bootstrap", b]);
+    assert!(ok);
+    assert!(
+        out.contains(&format!("cli-open\t{open_pid}\tOngoing")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("cli-done\t{done_pid}\tCompleteCommit")),
+        "{out}"
+    );
+    let (ok, out, _) = rafka(&[
+        "transactions",
+        "list",
+        "--state",
+        "Ongoing",
+        "--bootstrap",
+        b,
+    ]);
+    assert!(ok);
+    assert!(out.contains("cli-open\t"), "{out}");
+    assert!(!out.contains("cli-done"), "{out}");
+
+    let (ok, out, err) = rafka(&["transactions", "describe", "cli-open", "--bootstrap", b]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!(
+            "transactional id cli-open: state Ongoing, producer id {open_pid} epoch 0"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("  txcli-0\n  txcli-1\n"), "{out}");
+    let (ok, out, _) = rafka(&[
+        "transactions",
+        "describe",
+        "cli-done",
+        "--format",
+        "json",
+        "--bootstrap",
+        b,
+    ]);
+    assert!(ok);
+    let d: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+    assert_eq!(d["state"], "CompleteCommit");
+    assert_eq!(d["producer_id"], done_pid);
+    assert_eq!(d["partitions"], serde_json::json!({}));
+    let (ok, _, err) = rafka(&["transactions", "describe", "nobody", "--bootstrap", b]);
+    assert!(!ok);
+    assert!(
+        err.contains("cannot describe transactional id nobody"),
+        "{err}"
+    );
+
+    let (ok, out, err) = rafka(&["topic", "describe", "txcli", "--bootstrap", b]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("producer\t0\t{open_pid}\t0\t2\t0\n")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("producer\t1\t{open_pid}\t0\t0\t0\n")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("producer\t1\t{done_pid}\t0\t1\t-\n")),
+        "{out}"
+    );
+    let (ok, out, _) = rafka(&[
+        "topic",
+        "describe",
+        "txcli",
+        "--format",
+        "json",
+        "--bootstrap",
+        b,
+    ]);
+    assert!(ok);
+    let d: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+    let producers = |p: usize| d["partitions"][p]["producers"].as_array().unwrap().clone();
+    let p0 = producers(0);
+    assert_eq!(p0.len(), 1, "{out}");
+    assert_eq!(p0[0]["producer_id"], open_pid);
+    assert_eq!(p0[0]["last_sequence"], 2);
+    assert_eq!(p0[0]["current_txn_start_offset"], 0);
+    let p1 = producers(1);
+    let find = |pid: i64| p1.iter().find(|p| p["producer_id"] == pid).unwrap().clone();
+    assert_eq!(find(open_pid)["current_txn_start_offset"], 0);
+    assert_eq!(find(done_pid)["current_txn_start_offset"], -1);
+    assert_eq!(find(done_pid)["last_sequence"], 1);
+    // The committed transaction's records and marker: end 4 on partition 1.
+    assert_eq!(d["partitions"][1]["end"], 4, "{out}");
+    drop(open);
+}

@@ -19,13 +19,27 @@ use rafka_core::Offset;
 
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
+const INVALID_REQUEST: i16 = 42;
+const PRODUCER_FENCED: i16 = 90;
 
 async fn init_producer_id(
     conn: &mut KafkaConn,
     req: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
+    init_producer_id_v(conn, req, 4).await
+}
+
+async fn init_producer_id_v(
+    conn: &mut KafkaConn,
+    req: InitProducerIdRequest,
+    version: i16,
+) -> InitProducerIdResponse {
     let ResponseKind::InitProducerId(r) = conn
-        .send(ApiKey::InitProducerId, 4, RequestKind::InitProducerId(req))
+        .send(
+            ApiKey::InitProducerId,
+            version,
+            RequestKind::InitProducerId(req),
+        )
         .await
     else {
         panic!("not an InitProducerId response")
@@ -154,5 +168,115 @@ async fn a_transactional_id_gets_a_producer_id_from_the_transaction_coordinator(
     let plain = init_producer_id(&mut conn, new_producer()).await;
     assert_eq!(plain.error_code, 0);
     assert!(plain.producer_id.0 >= 0 && plain.producer_id.0 != r.producer_id.0);
+    broker.shutdown().await;
+}
+
+/// KIP-360 for idempotent producers: a producer that hit a sequence gap re-initialises
+/// with its id and current epoch and gets the next epoch (a retry of that request gets the
+/// same answer), and its sequence restarted at 0 under the new epoch is accepted; a stale
+/// or unknown-future epoch is fenced (PRODUCER_FENCED from v4, INVALID_PRODUCER_EPOCH
+/// before); an id without an epoch is INVALID_REQUEST; at the last epoch a new producer id
+/// at epoch 0 is handed out. Nothing refused changes the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_producer_reinitialises_with_an_epoch_bump() {
+    let broker = start_broker(|_| {}).await;
+    let mut conn = KafkaConn::connect(&broker.addr()).await;
+    assert_eq!(create_topic(&mut conn, "kip360", 1, &[]).await, 0);
+    let init = init_producer_id(&mut conn, new_producer()).await;
+    assert_eq!((init.error_code, init.producer_epoch), (0, 0));
+    let pid = init.producer_id.0;
+    let r = produce(&mut conn, "kip360", 0, idempotent(pid, 0, 0, "a", 3)).await;
+    assert_eq!((r.error_code, r.base_offset), (0, 0));
+    // A gap (a batch lost after a delivery timeout): refused.
+    let r = produce(&mut conn, "kip360", 0, idempotent(pid, 0, 4, "gap", 1)).await;
+    assert_eq!(r.error_code, OUT_OF_ORDER_SEQUENCE_NUMBER);
+    let with = |id: i64, epoch: i16| {
+        new_producer()
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(epoch)
+    };
+    let bumped = init_producer_id(&mut conn, with(pid, 0)).await;
+    assert_eq!(
+        (
+            bumped.error_code,
+            bumped.producer_id.0,
+            bumped.producer_epoch
+        ),
+        (0, pid, 1)
+    );
+    // The same request again (its answer lost): the same answer, no second bump.
+    let again = init_producer_id_v(&mut conn, with(pid, 0), 3).await;
+    assert_eq!(
+        (again.error_code, again.producer_id.0, again.producer_epoch),
+        (0, pid, 1)
+    );
+    // The sequence restarts at 0 under epoch 1.
+    let r = produce(&mut conn, "kip360", 0, idempotent(pid, 1, 0, "b", 2)).await;
+    assert_eq!((r.error_code, r.base_offset), (0, 3));
+    let r = produce(&mut conn, "kip360", 0, idempotent(pid, 1, 2, "c", 1)).await;
+    assert_eq!((r.error_code, r.base_offset), (0, 5));
+    // Bump again from the current epoch 1: epoch 2.
+    let bumped = init_producer_id(&mut conn, with(pid, 1)).await;
+    assert_eq!((bumped.error_code, bumped.producer_epoch), (0, 2));
+    // Stale (0) and ahead (7) epochs: fenced, by version.
+    for (epoch, version, code) in [
+        (0, 4, PRODUCER_FENCED),
+        (0, 3, INVALID_PRODUCER_EPOCH),
+        (7, 5, PRODUCER_FENCED),
+    ] {
+        let r = init_producer_id_v(&mut conn, with(pid, epoch), version).await;
+        assert_eq!(
+            (r.error_code, r.producer_id.0, r.producer_epoch),
+            (code, -1, -1),
+            "epoch {epoch} v{version}"
+        );
+    }
+    // An id without an epoch.
+    let r = init_producer_id_v(&mut conn, with(pid, -1), 3).await;
+    assert_eq!((r.error_code, r.producer_id.0), (INVALID_REQUEST, -1));
+    // Once epoch 2 has written, epoch 1 cannot write any more.
+    let r = produce(&mut conn, "kip360", 0, idempotent(pid, 2, 0, "e", 1)).await;
+    assert_eq!((r.error_code, r.base_offset), (0, 6));
+    let r = produce(&mut conn, "kip360", 0, idempotent(pid, 1, 3, "zombie", 1)).await;
+    assert_eq!(r.error_code, INVALID_PRODUCER_EPOCH);
+    assert_eq!(log_end_offset(&mut conn, "kip360", 0).await, 7);
+
+    // The last epoch: a new producer id at epoch 0 (an id this broker does not know, as
+    // after a restart, is taken at the epoch it presents).
+    let old = pid + 1_000_000;
+    let fresh = init_producer_id(&mut conn, with(old, i16::MAX)).await;
+    assert_eq!(fresh.error_code, 0);
+    assert_eq!(fresh.producer_epoch, 0);
+    assert!(fresh.producer_id.0 >= 0 && fresh.producer_id.0 != old && fresh.producer_id.0 != pid);
+    let retry = init_producer_id(&mut conn, with(old, i16::MAX)).await;
+    assert_eq!(
+        (retry.producer_id.0, retry.producer_epoch),
+        (fresh.producer_id.0, 0)
+    );
+    let r = produce(
+        &mut conn,
+        "kip360",
+        0,
+        idempotent(fresh.producer_id.0, 0, 0, "d", 1),
+    )
+    .await;
+    assert_eq!((r.error_code, r.base_offset), (0, 7));
+
+    let data = fetch(&mut conn, "kip360", 0, FetchArgs::at(0)).await;
+    let (_, records) = decode_records(data.records);
+    let got: Vec<(i64, &str)> = records.iter().map(|r| (r.offset, r.key.as_str())).collect();
+    assert_eq!(
+        got,
+        vec![
+            (0, "a-0"),
+            (1, "a-1"),
+            (2, "a-2"),
+            (3, "b-0"),
+            (4, "b-1"),
+            (5, "c-0"),
+            (6, "e-0"),
+            (7, "d-0")
+        ]
+    );
     broker.shutdown().await;
 }

@@ -35,6 +35,13 @@ pub struct Shared {
     /// The partitions of `__transaction_state`, once it exists (created on the first
     /// transactional request, as Kafka does).
     txn_log: parking_lot::RwLock<Option<Arc<[Arc<PartitionState>]>>>,
+    /// Current epochs of idempotent producers (no transactional id), for KIP-360 epoch
+    /// bumps in InitProducerId. Bounded; held only for a lookup.
+    pub(crate) idempotent_epochs:
+        parking_lot::Mutex<crate::api::init_producer_id::IdempotentEpochs>,
+    /// Woken whenever the transaction coordinator finished a write (a state record, or a
+    /// transaction's markers): requests answered CONCURRENT_TRANSACTIONS wait on it.
+    pub(crate) txn_settled: tokio::sync::Notify,
     /// The hooks, in order: `hooks:` from the config, then those added with
     /// [`BrokerBuilder::hook`](crate::BrokerBuilder::hook).
     pub hooks: HookChain,
@@ -143,6 +150,8 @@ impl Shared {
             groups: recovered.groups,
             txn: parking_lot::Mutex::new(recovered.txn),
             txn_log: parking_lot::RwLock::new(recovered.txn_log),
+            idempotent_epochs: parking_lot::Mutex::new(Default::default()),
+            txn_settled: tokio::sync::Notify::new(),
             hooks,
             metrics: Metrics::default(),
             slow_request,

@@ -58,6 +58,14 @@ pub mod versions {
 pub const EARLIEST: i64 = -2;
 /// `ListOffsets` timestamp asking for the log end offset (high watermark).
 pub const LATEST: i64 = -1;
+/// `isolation_level` 0: every record up to the high watermark.
+pub const READ_UNCOMMITTED: i8 = 0;
+/// `isolation_level` 1: records up to the last stable offset, aborted ones filtered out.
+pub const READ_COMMITTED: i8 = 1;
+/// FindCoordinator key type of a consumer group.
+pub const COORDINATOR_GROUP: i8 = 0;
+/// FindCoordinator key type of a transactional id.
+pub const COORDINATOR_TRANSACTION: i8 = 1;
 const TIMEOUT_MS: i32 = 30_000;
 
 fn topic_name(s: &str) -> TopicName {
@@ -311,6 +319,19 @@ impl Client {
         partitions: &[i32],
         timestamp: i64,
     ) -> Result<BTreeMap<i32, i64>, ClientError> {
+        self.list_offsets_isolated(topic, partitions, timestamp, READ_UNCOMMITTED)
+            .await
+    }
+
+    /// [`Client::list_offsets`] under an isolation level ([`READ_UNCOMMITTED`] or
+    /// [`READ_COMMITTED`]: [`LATEST`] then answers the last stable offset).
+    pub async fn list_offsets_isolated(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+        timestamp: i64,
+        isolation_level: i8,
+    ) -> Result<BTreeMap<i32, i64>, ClientError> {
         let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
         for &p in partitions {
             by_leader
@@ -322,6 +343,7 @@ impl Client {
         for (leader, parts) in by_leader {
             let req = ListOffsetsRequest::default()
                 .with_replica_id(BrokerId(-1))
+                .with_isolation_level(isolation_level)
                 .with_topics(vec![ListOffsetsTopic::default()
                     .with_name(topic_name(topic))
                     .with_partitions(
@@ -351,13 +373,24 @@ impl Client {
 
     /// The broker coordinating `group`.
     pub async fn find_coordinator(&self, group: &str) -> Result<i32, ClientError> {
+        self.find_coordinator_of(group, COORDINATOR_GROUP).await
+    }
+
+    /// The broker coordinating `key` of `key_type` ([`COORDINATOR_GROUP`] or
+    /// [`COORDINATOR_TRANSACTION`]).
+    pub async fn find_coordinator_of(&self, key: &str, key_type: i8) -> Result<i32, ClientError> {
         let req = FindCoordinatorRequest::default()
-            .with_key(StrBytes::from_string(group.to_string()))
-            .with_key_type(0);
+            .with_key(StrBytes::from_string(key.to_string()))
+            .with_key_type(key_type);
+        let what = if key_type == COORDINATOR_TRANSACTION {
+            "transactional id"
+        } else {
+            "group"
+        };
         self.retry(|| async {
             let resp = self.call_any(&req, versions::FIND_COORDINATOR).await?;
             check_with_message(resp.error_code, resp.error_message, || {
-                format!("find coordinator of group {group:?}")
+                format!("find coordinator of {what} {key:?}")
             })?;
             Ok(resp.node_id.0)
         })

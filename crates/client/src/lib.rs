@@ -12,12 +12,14 @@ mod client;
 mod connection;
 mod error;
 mod metadata;
+pub mod txn;
 
 pub use client::{Client, ClientConfig};
 pub use connection::{BrokerConnection, PendingResponse};
 pub use error::ClientError;
 pub use kafka_protocol;
 pub use metadata::{Metadata, PartitionMetadata, TopicMetadata};
+pub use txn::GroupMetadata;
 
 /// Result with [`ClientError`].
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;

@@ -5,7 +5,7 @@
 //! `std::sync::Mutex` never held across an `.await`; group membership runs in its own task
 //! ([`crate::group`]).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,8 +16,8 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
-use rafka_client::admin::{EARLIEST, LATEST};
-use rafka_client::{Client, ClientConfig, ClientError};
+use rafka_client::admin::{EARLIEST, LATEST, READ_COMMITTED, READ_UNCOMMITTED};
+use rafka_client::{Client, ClientConfig, ClientError, GroupMetadata};
 
 use crate::assignor::Assignor;
 use crate::error::ConsumerError;
@@ -40,6 +40,26 @@ pub enum OffsetReset {
     Latest,
     /// Fail `recv` with [`ConsumerError::NoOffset`].
     Error,
+}
+
+/// Which records a fetch returns (`isolation.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IsolationLevel {
+    /// Every record up to the high watermark, aborted transactions' records included.
+    ReadUncommitted,
+    /// Records up to the last stable offset, without aborted transactions' records. The
+    /// default here (the Java client's default is `read_uncommitted`).
+    #[default]
+    ReadCommitted,
+}
+
+impl IsolationLevel {
+    fn wire(self) -> i8 {
+        match self {
+            IsolationLevel::ReadUncommitted => READ_UNCOMMITTED,
+            IsolationLevel::ReadCommitted => READ_COMMITTED,
+        }
+    }
 }
 
 /// A consumed record.
@@ -90,6 +110,8 @@ pub struct ConsumerConfig {
     pub fetch_max_wait: Duration,
     /// `max.partition.fetch.bytes`.
     pub partition_max_bytes: i32,
+    /// `isolation.level`; [`IsolationLevel::ReadCommitted`] by default.
+    pub isolation_level: IsolationLevel,
     /// Called after a rebalance with the new assignment.
     pub on_assigned: Option<RebalanceCallback>,
     /// Called before a rebalance with the partitions given up.
@@ -112,6 +134,7 @@ impl Default for ConsumerConfig {
             assignors: vec![Assignor::Range, Assignor::RoundRobin],
             fetch_max_wait: Duration::from_millis(500),
             partition_max_bytes: 1024 * 1024,
+            isolation_level: IsolationLevel::ReadCommitted,
             on_assigned: None,
             on_revoked: None,
         }
@@ -198,6 +221,11 @@ impl ConsumerBuilder {
         self.cfg.fetch_max_wait = d;
         self
     }
+    /// `isolation.level`.
+    pub fn isolation_level(mut self, level: IsolationLevel) -> Self {
+        self.cfg.isolation_level = level;
+        self
+    }
     /// Called after each rebalance with the partitions assigned.
     pub fn on_assigned(mut self, f: impl Fn(&[(String, i32)]) + Send + Sync + 'static) -> Self {
         self.cfg.on_assigned = Some(Arc::new(f));
@@ -255,10 +283,21 @@ pub(crate) struct PartState {
     pub paused: bool,
 }
 
+/// A fetched step of a partition: a record to hand out, or offsets to pass over (control
+/// batches, aborted transactions' records, compaction gaps at the end of a fetch). It
+/// applies only while the partition's position is still `from`; it moves it to `next`.
+#[derive(Debug)]
+pub(crate) struct Buffered {
+    pub tp: Tp,
+    pub from: i64,
+    pub next: i64,
+    pub record: Option<ConsumerRecord>,
+}
+
 #[derive(Default)]
 pub(crate) struct State {
     pub assigned: BTreeMap<Tp, PartState>,
-    pub buffer: VecDeque<ConsumerRecord>,
+    pub buffer: VecDeque<Buffered>,
     /// Positions of records the application has finished with: what a commit sends.
     pub processed: BTreeMap<Tp, i64>,
     pub committed: BTreeMap<Tp, i64>,
@@ -348,6 +387,25 @@ impl Consumer {
         &self.shared.client
     }
 
+    /// The group membership to hand to a transactional producer's
+    /// `send_offsets_to_transaction` (`None` without a group). Outside group membership
+    /// (`assign`) the generation is -1 and the member id empty.
+    pub fn group_metadata(&self) -> Option<GroupMetadata> {
+        let group = self.shared.cfg.group.clone()?;
+        let st = self.shared.lock();
+        let (generation_id, member_id) = if self.shared.cfg.topics.is_empty() {
+            (-1, String::new())
+        } else {
+            (st.generation, st.member_id.clone())
+        };
+        Some(GroupMetadata {
+            group_id: group,
+            generation_id,
+            member_id,
+            group_instance_id: None,
+        })
+    }
+
     /// The partitions currently assigned.
     pub fn assignment(&self) -> Vec<(String, i32)> {
         self.shared.lock().assigned.keys().cloned().collect()
@@ -401,18 +459,19 @@ impl Consumer {
         if let Some((tp, next)) = st.delivered.take() {
             st.processed.insert(tp, next);
         }
-        while let Some(r) = st.buffer.pop_front() {
-            let tp = (r.topic.clone(), r.partition);
-            let Some(ps) = st.assigned.get_mut(&tp) else {
+        while let Some(b) = st.buffer.pop_front() {
+            let Some(ps) = st.assigned.get_mut(&b.tp) else {
                 continue;
             };
             // A seek or a rebalance since the fetch makes buffered records stale.
-            if ps.paused || ps.position != Some(r.offset) {
+            if ps.paused || ps.position != Some(b.from) {
                 continue;
             }
-            ps.position = Some(r.offset + 1);
-            st.delivered = Some((tp, r.offset + 1));
-            return Ok(Some(r));
+            ps.position = Some(b.next);
+            if let Some(r) = b.record {
+                st.delivered = Some((b.tp, b.next));
+                return Ok(Some(r));
+            }
         }
         Ok(None)
     }
@@ -470,7 +529,11 @@ impl Consumer {
                 })
             }
         };
-        let got = self.shared.client.list_offsets(&tp.0, &[tp.1], ts).await?;
+        let got = self
+            .shared
+            .client
+            .list_offsets_isolated(&tp.0, &[tp.1], ts, self.shared.cfg.isolation_level.wire())
+            .await?;
         got.get(&tp.1).copied().ok_or_else(|| {
             ConsumerError::Client(ClientError::Protocol(format!(
                 "no offset for {}-{} in ListOffsets answer",
@@ -520,6 +583,7 @@ impl Consumer {
                 .with_max_wait_ms(self.shared.cfg.fetch_max_wait.as_millis() as i32)
                 .with_min_bytes(1)
                 .with_max_bytes(50 * 1024 * 1024)
+                .with_isolation_level(self.shared.cfg.isolation_level.wire())
                 .with_topics(topics);
             let resp = match client.call_broker(leader, &req, FETCH_VERSIONS).await {
                 Ok(r) => r,
@@ -577,7 +641,22 @@ impl Consumer {
             None => None,
         };
         let Some(from) = from else { return Ok(()) };
+        let read_committed = self.shared.cfg.isolation_level == IsolationLevel::ReadCommitted;
+        // Aborted transactions overlapping the answer, by first offset (read_committed).
+        let mut aborted: Vec<(i64, i64)> = p
+            .aborted_transactions
+            .unwrap_or_default()
+            .iter()
+            .map(|a| (a.first_offset, a.producer_id.0))
+            .collect();
+        aborted.sort_unstable();
+        let mut aborted = aborted.into_iter().peekable();
+        // Producers whose aborted transaction the batches are inside.
+        let mut aborting: HashSet<i64> = HashSet::new();
         let mut out = Vec::new();
+        // Where the next step starts, and how far whole batches reach.
+        let mut cursor = from;
+        let mut end = from;
         // Whole batches only: the answer may end in a partial one (max bytes).
         while data.remaining() >= 12 {
             let len = i32::from_be_bytes([data[8], data[9], data[10], data[11]]);
@@ -586,30 +665,78 @@ impl Consumer {
                 break;
             }
             let mut batch = data.split_to(total);
+            let header = BatchHeader::parse(&batch);
+            if let Some(h) = &header {
+                end = end.max(h.last_offset + 1);
+                if read_committed {
+                    while let Some(&(first, pid)) = aborted.peek() {
+                        if first > h.last_offset {
+                            break;
+                        }
+                        aborting.insert(pid);
+                        aborted.next();
+                    }
+                    if h.transactional && !h.control && aborting.contains(&h.producer_id) {
+                        continue;
+                    }
+                }
+            }
             let set =
                 RecordBatchDecoder::decode(&mut batch).map_err(|e| ConsumerError::Decode {
                     topic: topic.to_string(),
                     partition: p.partition_index,
                     reason: e.to_string(),
                 })?;
+            if header.as_ref().is_some_and(|h| h.control) {
+                // A commit or abort marker: never delivered; an abort marker ends the
+                // producer's aborted transaction.
+                let abort = set
+                    .records
+                    .first()
+                    .and_then(|r| r.key.as_ref())
+                    .is_some_and(|k| k.len() >= 4 && k[2] == 0 && k[3] == 0);
+                if abort {
+                    if let Some(h) = &header {
+                        aborting.remove(&h.producer_id);
+                    }
+                }
+                continue;
+            }
             for r in set.records {
+                end = end.max(r.offset + 1);
                 if r.control || r.offset < from {
                     continue;
                 }
-                out.push(ConsumerRecord {
-                    topic: topic.to_string(),
-                    partition: p.partition_index,
-                    offset: r.offset,
-                    timestamp: r.timestamp,
-                    key: r.key,
-                    value: r.value,
-                    headers: r
-                        .headers
-                        .into_iter()
-                        .map(|(k, v)| (k.to_string(), v))
-                        .collect(),
+                let step_from = cursor;
+                cursor = r.offset + 1;
+                out.push(Buffered {
+                    tp: tp.clone(),
+                    from: step_from,
+                    next: cursor,
+                    record: Some(ConsumerRecord {
+                        topic: topic.to_string(),
+                        partition: p.partition_index,
+                        offset: r.offset,
+                        timestamp: r.timestamp,
+                        key: r.key,
+                        value: r.value,
+                        headers: r
+                            .headers
+                            .into_iter()
+                            .map(|(k, v)| (k.to_string(), v))
+                            .collect(),
+                    }),
                 });
             }
+        }
+        if end > cursor {
+            // Markers, aborted records or gaps after the last record handed out.
+            out.push(Buffered {
+                tp: tp.clone(),
+                from: cursor,
+                next: end,
+                record: None,
+            });
         }
         let mut st = self.shared.lock();
         if st.assigned.get(&tp).and_then(|ps| ps.position) == Some(from) {
@@ -704,5 +831,32 @@ impl Consumer {
             group::leave(&self.shared).await;
         }
         commit
+    }
+}
+
+/// What the consumer reads of a record batch header (magic 2).
+struct BatchHeader {
+    last_offset: i64,
+    producer_id: i64,
+    transactional: bool,
+    control: bool,
+}
+
+impl BatchHeader {
+    /// Base offset (0), length (8), leader epoch (12), magic (16), CRC (17), attributes
+    /// (21), last offset delta (23), timestamps (27, 35), producer id (43).
+    fn parse(b: &[u8]) -> Option<BatchHeader> {
+        if b.len() < 61 || b[16] != 2 {
+            return None;
+        }
+        let base = i64::from_be_bytes(b[0..8].try_into().ok()?);
+        let attributes = i16::from_be_bytes(b[21..23].try_into().ok()?);
+        let delta = i32::from_be_bytes(b[23..27].try_into().ok()?);
+        Some(BatchHeader {
+            last_offset: base.saturating_add(i64::from(delta.max(0))),
+            producer_id: i64::from_be_bytes(b[43..51].try_into().ok()?),
+            transactional: attributes & 0x10 != 0,
+            control: attributes & 0x20 != 0,
+        })
     }
 }

@@ -148,7 +148,7 @@ async fn revoke(shared: &Shared, partitions: &[Tp]) {
         let State {
             assigned, buffer, ..
         } = &mut *st;
-        buffer.retain(|r| assigned.contains_key(&(r.topic.clone(), r.partition)));
+        buffer.retain(|b| assigned.contains_key(&b.tp));
         st.assignment_epoch += 1;
     }
     if let Some(cb) = &shared.cfg.on_revoked {

@@ -60,6 +60,12 @@ pub struct ProducerConfig {
     /// Idempotence (InitProducerId + sequence numbers). Needs `acks=all`; switched off
     /// with a lower `acks`.
     pub idempotence: bool,
+    /// `transactional.id`: makes the producer transactional (needs idempotence and
+    /// `acks=all`); call [`Producer::init_transactions`] before the first transaction.
+    pub transactional_id: Option<String>,
+    /// `transaction.timeout.ms` (60 s as in the Java client): the coordinator aborts a
+    /// transaction left open longer.
+    pub transaction_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -78,6 +84,8 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_secs(120),
             max_in_flight: 5,
             idempotence: true,
+            transactional_id: None,
+            transaction_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -149,6 +157,16 @@ impl ProducerBuilder {
         self.cfg.idempotence = on;
         self
     }
+    /// `transactional.id`.
+    pub fn transactional_id(mut self, id: impl Into<String>) -> Self {
+        self.cfg.transactional_id = Some(id.into());
+        self
+    }
+    /// `transaction.timeout.ms`.
+    pub fn transaction_timeout(mut self, d: Duration) -> Self {
+        self.cfg.transaction_timeout = d;
+        self
+    }
     /// `request.timeout.ms`.
     pub fn request_timeout(mut self, d: Duration) -> Self {
         self.cfg.client.request_timeout = d;
@@ -177,6 +195,25 @@ impl ProducerBuilder {
             return Err(ProducerError::Config(
                 "batch_size must be > 0 and <= buffer_memory".into(),
             ));
+        }
+        if let Some(id) = &cfg.transactional_id {
+            if id.is_empty() {
+                return Err(ProducerError::Config(
+                    "transactional_id must not be empty".into(),
+                ));
+            }
+            if !cfg.idempotence || cfg.acks != Acks::All {
+                return Err(ProducerError::Config(
+                    "transactional_id needs idempotence and acks=all".into(),
+                ));
+            }
+            if cfg.transaction_timeout.is_zero()
+                || cfg.transaction_timeout.as_millis() > i32::MAX as u128
+            {
+                return Err(ProducerError::Config(
+                    "transaction_timeout must be 1 ms ..= i32::MAX ms".into(),
+                ));
+            }
         }
         if cfg.acks != Acks::All {
             cfg.idempotence = false;

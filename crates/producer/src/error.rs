@@ -62,4 +62,54 @@ pub enum ProducerError {
     /// An invalid setting.
     #[error("invalid producer config: {0}")]
     Config(String),
+    /// A transaction coordinator (or, for offsets, the group coordinator) refused a
+    /// transactional request.
+    #[error("{operation} failed: {error}")]
+    Coordinator {
+        /// The request (`InitProducerId`, `AddPartitionsToTxn`, `EndTxn`, ...).
+        operation: String,
+        /// The wire error.
+        error: ResponseError,
+    },
+    /// The producer can do no more transactions: it was fenced by a newer instance with the
+    /// same `transactional_id` (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH) or hit another
+    /// unrecoverable error. Close it; a new producer continues.
+    #[error("fatal transactional error: {0}")]
+    TxnFatal(Box<ProducerError>),
+    /// The current transaction cannot commit: call `abort_transaction` and start again.
+    #[error("transaction must be aborted: {0}")]
+    TxnAbortable(Box<ProducerError>),
+    /// A transactional call in the wrong state (e.g. `send` before `begin_transaction`).
+    #[error("{operation} is not allowed: {state}")]
+    TxnState {
+        /// The call.
+        operation: &'static str,
+        /// Why (the producer's transaction state).
+        state: String,
+    },
+}
+
+impl ProducerError {
+    /// Whether the producer can do no more transactions (fenced): close it.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, ProducerError::TxnFatal(_))
+    }
+
+    /// Whether the transaction must be aborted (and the producer may then continue).
+    pub fn is_abortable(&self) -> bool {
+        matches!(self, ProducerError::TxnAbortable(_))
+    }
+
+    /// The wire error behind this failure, if the broker sent one.
+    pub fn kafka_error(&self) -> Option<ResponseError> {
+        match self {
+            ProducerError::Client(c) => c.kafka_error(),
+            ProducerError::Kafka { error, .. } | ProducerError::Coordinator { error, .. } => {
+                Some(*error)
+            }
+            ProducerError::DeliveryTimeout { last, .. } => last.kafka_error(),
+            ProducerError::TxnFatal(e) | ProducerError::TxnAbortable(e) => e.kafka_error(),
+            _ => None,
+        }
+    }
 }

@@ -16,16 +16,25 @@
 //! retried on retriable errors, and — by default, as in the Java client — idempotent:
 //! the producer gets an id with InitProducerId and numbers every batch, so a retry after a
 //! lost response is recognised by the broker and never written twice.
+//!
+//! With `transactional_id`, the producer is transactional, as in Kafka's clients:
+//! `init_transactions` once, then `begin_transaction`, sends (and
+//! `send_offsets_to_transaction` for a consume-transform-produce loop), and
+//! `commit_transaction` or `abort_transaction`. Errors say whether the transaction must be
+//! aborted ([`ProducerError::is_abortable`]) or the producer was fenced
+//! ([`ProducerError::is_fatal`]).
 
 mod config;
 mod error;
 mod partitioner;
 mod producer;
 mod record;
+mod txn;
 
 pub use config::{Acks, ProducerBuilder, ProducerConfig};
 pub use error::ProducerError;
 pub use kafka_protocol::records::Compression;
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{DeliveryFuture, Producer};
+pub use rafka_client::GroupMetadata;
 pub use record::{Record, RecordMetadata};

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, ProducerId, TopicName};
+use kafka_protocol::messages::{
+    InitProducerIdRequest, ProduceRequest, ProducerId, TopicName, TransactionalId,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Record as WireRecord, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
@@ -34,6 +36,7 @@ use crate::config::{Acks, ProducerBuilder, ProducerConfig};
 use crate::error::ProducerError;
 use crate::partitioner::{partition_for_key, Rng};
 use crate::record::{Record, RecordMetadata};
+use crate::txn::TxnState;
 
 /// Produce versions this producer speaks (v3 is the first with record batches v2; v9 is
 /// the last that names topics rather than ids).
@@ -106,7 +109,7 @@ struct PartitionQueue {
 }
 
 #[derive(Default)]
-struct State {
+pub(crate) struct State {
     partitions: HashMap<(Arc<str>, i32), PartitionQueue>,
     sticky: HashMap<String, i32>,
     /// Records accepted and not yet completed.
@@ -114,14 +117,19 @@ struct State {
     /// While > 0, linger is ignored (flush or close in progress).
     flushing: usize,
     closed: bool,
+    /// Transactions (a transactional producer only).
+    pub(crate) txn: TxnState,
 }
 
-struct Shared {
-    cfg: ProducerConfig,
-    client: Client,
-    producer_id: i64,
-    producer_epoch: i16,
-    state: Mutex<State>,
+pub(crate) struct Shared {
+    pub(crate) cfg: ProducerConfig,
+    pub(crate) client: Client,
+    /// Producer id and epoch (-1, -1 without idempotence); a transactional producer gets
+    /// them in `init_transactions` and a new epoch after a failed transaction's abort.
+    pub(crate) ids: Mutex<(i64, i16)>,
+    pub(crate) state: Mutex<State>,
+    /// The transaction coordinator, once found.
+    pub(crate) coordinator: Mutex<Option<i32>>,
     memory: Semaphore,
     /// Wakes the sender task (new batch, full batch, flush, a completed request).
     wake: Notify,
@@ -132,14 +140,14 @@ struct Shared {
 
 /// An async Kafka producer. See the crate docs.
 pub struct Producer {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     sender: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Producer")
-            .field("producer_id", &self.shared.producer_id)
+            .field("producer_id", &self.producer_id())
             .finish_non_exhaustive()
     }
 }
@@ -160,7 +168,7 @@ impl Producer {
 
     pub(crate) async fn start(cfg: ProducerConfig) -> Result<Producer, ProducerError> {
         let client = Client::connect(cfg.client.clone()).await?;
-        let (producer_id, producer_epoch) = if cfg.idempotence {
+        let (producer_id, producer_epoch) = if cfg.idempotence && cfg.transactional_id.is_none() {
             let req = InitProducerIdRequest::default()
                 .with_transactional_id(None)
                 .with_transaction_timeout_ms(-1)
@@ -181,9 +189,9 @@ impl Producer {
             memory: Semaphore::new(cfg.buffer_memory),
             cfg,
             client,
-            producer_id,
-            producer_epoch,
+            ids: Mutex::new((producer_id, producer_epoch)),
             state: Mutex::new(State::default()),
+            coordinator: Mutex::new(None),
             wake: Notify::new(),
             progress: Notify::new(),
             rng: Mutex::new(Rng::new()),
@@ -192,9 +200,15 @@ impl Producer {
         Ok(Producer { shared, sender })
     }
 
-    /// The producer id from InitProducerId (-1 without idempotence).
+    /// The producer id from InitProducerId (-1 without idempotence, and for a
+    /// transactional producer before `init_transactions`).
     pub fn producer_id(&self) -> i64 {
-        self.shared.producer_id
+        self.shared.ids.lock().expect("ids lock").0
+    }
+
+    /// The producer epoch from InitProducerId (-1 as for [`Producer::producer_id`]).
+    pub fn producer_epoch(&self) -> i16 {
+        self.shared.ids.lock().expect("ids lock").1
     }
 
     /// The underlying client (metadata, admin calls).
@@ -223,8 +237,14 @@ impl Producer {
         if size > max {
             return Err(ProducerError::RecordTooLarge { size, max });
         }
-        if shared.state.lock().expect("producer lock").closed {
-            return Err(ProducerError::Closed);
+        {
+            let st = shared.state.lock().expect("producer lock");
+            if st.closed {
+                return Err(ProducerError::Closed);
+            }
+            if shared.cfg.transactional_id.is_some() {
+                st.txn.may_send()?;
+            }
         }
         let max_block = shared.cfg.max_block;
         let started = Instant::now();
@@ -261,13 +281,8 @@ impl Producer {
             timestamp: record.timestamp.unwrap_or_else(now_ms),
             reply: tx,
         };
-        let wake = {
+        let (partition, add) = {
             let mut st = shared.state.lock().expect("producer lock");
-            if st.closed {
-                drop(st);
-                shared.memory.add_permits(size);
-                return Err(ProducerError::Closed);
-            }
             let partition = match (record.partition, &record.key) {
                 (Some(p), _) => p,
                 (None, Some(k)) => partition_for_key(k, partitions),
@@ -284,6 +299,31 @@ impl Producer {
                     }
                 },
             };
+            let add = shared.cfg.transactional_id.is_some()
+                && !st.txn.has_partition(&record.topic, partition);
+            (partition, add)
+        };
+        if add {
+            // AddPartitionsToTxn before the transaction's first batch to this partition.
+            if let Err(e) = crate::txn::add_partition(shared, &record.topic, partition).await {
+                shared.memory.add_permits(size);
+                return Err(e);
+            }
+        }
+        let wake = {
+            let mut st = shared.state.lock().expect("producer lock");
+            if st.closed {
+                drop(st);
+                shared.memory.add_permits(size);
+                return Err(ProducerError::Closed);
+            }
+            if shared.cfg.transactional_id.is_some() {
+                if let Err(e) = st.txn.may_send() {
+                    drop(st);
+                    shared.memory.add_permits(size);
+                    return Err(e);
+                }
+            }
             st.unfinished += 1;
             let batch_size = shared.cfg.batch_size.min(BATCH_BYTES_MAX);
             let key: Arc<str> = Arc::from(record.topic.as_str());
@@ -487,17 +527,19 @@ fn encode(shared: &Shared, o: &mut Outgoing) -> Result<Bytes, ProducerError> {
         return Ok(b.clone());
     }
     let base_seq = o.batch.base_sequence;
+    let (producer_id, producer_epoch) = *shared.ids.lock().expect("ids lock");
+    let transactional = shared.cfg.transactional_id.is_some();
     let records: Vec<WireRecord> = o
         .batch
         .records
         .iter()
         .enumerate()
         .map(|(i, r)| WireRecord {
-            transactional: false,
+            transactional,
             control: false,
             partition_leader_epoch: -1,
-            producer_id: shared.producer_id,
-            producer_epoch: shared.producer_epoch,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             // With no idempotence base_seq is -1 and these stay consistent deltas.
@@ -568,6 +610,13 @@ async fn send_request(shared: &Arc<Shared>, leader: i32, batches: Vec<(Outgoing,
         }
     }
     let req = ProduceRequest::default()
+        .with_transactional_id(
+            shared
+                .cfg
+                .transactional_id
+                .as_ref()
+                .map(|id| TransactionalId(StrBytes::from_string(id.clone()))),
+        )
         .with_acks(shared.cfg.acks.wire())
         .with_timeout_ms(shared.cfg.client.request_timeout.as_millis() as i32)
         .with_topic_data(topics);
@@ -702,6 +751,10 @@ fn finish(shared: &Shared, mut o: Outgoing, result: Result<i64, ProducerError>) 
             return;
         }
     }
+    if shared.cfg.transactional_id.is_some() {
+        // Inside a transaction a failed record fails the transaction: say how.
+        result = result.map_err(crate::txn::classify);
+    }
     let n = o.batch.records.len();
     let bytes = o.batch.bytes;
     for (i, r) in std::mem::take(&mut o.batch.records).into_iter().enumerate() {
@@ -727,6 +780,10 @@ fn finish(shared: &Shared, mut o: Outgoing, result: Result<i64, ProducerError>) 
             }
         }
         st.unfinished -= n;
+        if let (Err(e), true) = (&result, shared.cfg.transactional_id.is_some()) {
+            // A failed batch fails the transaction: abortable, or fatal when fenced.
+            st.txn.batch_failed(e);
+        }
     }
     shared.memory.add_permits(bytes);
     shared.progress.notify_waiters();
@@ -743,5 +800,13 @@ fn e_invalidates(e: &ProducerError) -> bool {
                 | ResponseError::LeaderNotAvailable
         ),
         _ => false,
+    }
+}
+
+/// A new producer id or epoch: every partition's sequence starts again at 0. Called only
+/// when nothing is buffered or in flight (after a flush).
+pub(crate) fn reset_sequences(st: &mut State) {
+    for q in st.partitions.values_mut() {
+        q.next_sequence = 0;
     }
 }

@@ -24,7 +24,7 @@ mod configs;
 mod fetch;
 mod group_errors;
 pub(crate) mod groups;
-mod init_producer_id;
+pub(crate) mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;

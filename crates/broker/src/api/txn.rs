@@ -122,6 +122,7 @@ pub(crate) async fn complete<T: TxnReply>(
     )
     .await;
     let appended = shared.txn.lock().appended(pending, outcome, now_ms());
+    shared.txn_settled.notify_waiters();
     if !appended.effects.is_empty() {
         tokio::spawn(drive(shared.clone(), appended.effects));
     }
@@ -137,6 +138,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, effects: Vec<Effect>) {
                 let outcome = append_record(&shared, &p.key, p.value.as_ref(), p.partition).await;
                 let id = p.record.transactional_id.clone();
                 let a = shared.txn.lock().appended(p, outcome, now_ms());
+                shared.txn_settled.notify_waiters();
                 if let Err(e) = a.answer {
                     tracing::warn!(transactional_id = %id, error = %e, "transaction state not written; retried by the coordinator's timer");
                 }
@@ -145,6 +147,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, effects: Vec<Effect>) {
             Effect::WriteMarkers(m) => {
                 write_markers(&shared, &m).await;
                 let next = shared.txn.lock().markers_written(&m, now_ms());
+                shared.txn_settled.notify_waiters();
                 if let Some(p) = next {
                     queue.push_back(Effect::Append(p));
                 }
@@ -251,6 +254,49 @@ where
     }
 }
 
+/// Longest a request answered CONCURRENT_TRANSACTIONS waits for the coordinator to settle
+/// before that answer goes out.
+const SETTLE_WAIT: Duration = Duration::from_millis(500);
+
+/// Like [`step_reply`] for a step `attempt` makes; when it answers CONCURRENT_TRANSACTIONS
+/// (the id's previous transaction is still being completed or aborted: markers, the
+/// completing record), waits for the coordinator's next write and tries again, for at most
+/// [`SETTLE_WAIT`]. The client gets the answer its own retry would get, without sleeping
+/// its retry backoff (100 ms in librdkafka and the Java client) after every commit.
+fn settled_reply<T, A, F>(shared: &Arc<Shared>, mut attempt: A, respond: F) -> Reply
+where
+    T: TxnReply + Send + 'static,
+    A: FnMut(&Shared) -> Step<T> + Send + 'static,
+    F: FnOnce(Result<T, TxnError>) -> ResponseKind + Send + 'static,
+{
+    let concurrent = |s: &Step<T>| matches!(s, Step::Done(Err(TxnError::ConcurrentTransactions)));
+    let first = attempt(shared);
+    if !concurrent(&first) {
+        return step_reply(shared, first, respond);
+    }
+    let shared = shared.clone();
+    Reply::Later(Box::pin(async move {
+        let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
+        let mut step = first;
+        while concurrent(&step) && tokio::time::Instant::now() < deadline {
+            let settled = shared.txn_settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            // A write may have finished since the last attempt.
+            step = attempt(&shared);
+            if !concurrent(&step) {
+                break;
+            }
+            let _ = tokio::time::timeout_at(deadline, settled).await;
+            step = attempt(&shared);
+        }
+        match step {
+            Step::Done(r) => respond(r),
+            Step::Append(p) => respond(complete(shared, p).await),
+        }
+    }))
+}
+
 fn allocator(shared: &Shared) -> impl FnMut() -> Result<i64, TxnError> + '_ {
     || {
         shared.cluster.next_producer_id().map_err(|e| {
@@ -283,18 +329,27 @@ pub(crate) fn init_producer_id(
     if let Err(e) = shared.txn_log() {
         return Reply::Now(respond(Err(e)));
     }
-    let mut alloc = allocator(shared);
-    let step = shared.txn.lock().init_producer_id(
-        crate::txn::coordinator::InitProducerId {
-            transactional_id,
-            transaction_timeout_ms: req.transaction_timeout_ms,
-            producer_id: req.producer_id.0,
-            producer_epoch: req.producer_epoch,
-        },
-        now_ms(),
-        &mut alloc,
+    let transactional_id = transactional_id.to_string();
+    let (timeout_ms, pid, epoch) = (
+        req.transaction_timeout_ms,
+        req.producer_id.0,
+        req.producer_epoch,
     );
-    step_reply(shared, step, respond)
+    // An open transaction of the id is being aborted first (fencing): wait for it.
+    let attempt = move |shared: &Shared| {
+        let mut alloc = allocator(shared);
+        shared.txn.lock().init_producer_id(
+            crate::txn::coordinator::InitProducerId {
+                transactional_id: &transactional_id,
+                transaction_timeout_ms: timeout_ms,
+                producer_id: pid,
+                producer_epoch: epoch,
+            },
+            now_ms(),
+            &mut alloc,
+        )
+    };
+    settled_reply(shared, attempt, respond)
 }
 
 /// AddPartitionsToTxn: v0–3 add the client's partitions; v4+ is the brokers' batched
@@ -378,15 +433,23 @@ pub(crate) fn add_partitions(
             .collect();
         return Reply::Now(v3(codes));
     }
-    let step = shared.txn.lock().add_partitions(
-        &req.v3_and_below_transactional_id,
+    let id = req.v3_and_below_transactional_id.clone();
+    let (pid, epoch) = (
         req.v3_and_below_producer_id.0,
         req.v3_and_below_producer_epoch,
-        &parts,
-        TransactionVersion::TV_0,
-        now_ms(),
     );
-    step_reply(shared, step, move |r: Result<(), TxnError>| {
+    let asked = parts.clone();
+    let attempt = move |shared: &Shared| {
+        shared.txn.lock().add_partitions(
+            &id,
+            pid,
+            epoch,
+            &asked,
+            TransactionVersion::TV_0,
+            now_ms(),
+        )
+    };
+    settled_reply(shared, attempt, move |r: Result<(), TxnError>| {
         let code = r
             .err()
             .map_or(0, |e| e.code_for(TxnApi::AddPartitionsToTxn, version));
@@ -423,15 +486,17 @@ pub(crate) fn add_offsets(
     version: i16,
 ) -> Reply {
     let partition = shared.groups.partition_index_for(&req.group_id);
-    let step = shared.txn.lock().add_offsets(
-        &req.transactional_id,
-        req.producer_id.0,
-        req.producer_epoch,
-        partition,
-        TransactionVersion::TV_0,
-        now_ms(),
-    );
-    step_reply(shared, step, move |r: Result<(), TxnError>| {
+    let attempt = move |shared: &Shared| {
+        shared.txn.lock().add_offsets(
+            &req.transactional_id,
+            req.producer_id.0,
+            req.producer_epoch,
+            partition,
+            TransactionVersion::TV_0,
+            now_ms(),
+        )
+    };
+    settled_reply(shared, attempt, move |r: Result<(), TxnError>| {
         ResponseKind::AddOffsetsToTxn(
             AddOffsetsToTxnResponse::default().with_error_code(
                 r.err()
