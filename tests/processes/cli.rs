@@ -481,9 +481,23 @@ fn transactions_and_producers_are_listed_and_described() {
     send(&done, 1, "f");
     done.commit_transaction(t).unwrap();
 
-    let (ok, out, err) = rafka(&["transactions", "list", "--format", "json", "--bootstrap", b]);
-    assert!(ok, "{err}");
-    let list: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+    // EndTxn is answered once PrepareCommit is logged; the coordinator reaches
+    // CompleteCommit after the markers, a moment later on a loaded machine.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (out, list) = loop {
+        let (ok, out, err) = rafka(&["transactions", "list", "--format", "json", "--bootstrap", b]);
+        assert!(ok, "{err}");
+        let list: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+        let settled = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["state"] != "PrepareCommit");
+        if settled || std::time::Instant::now() > deadline {
+            break (out, list);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 2, "{out}");
     let pid = |id: &str| {
