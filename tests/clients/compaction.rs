@@ -1,7 +1,8 @@
 //! Log compaction through real clients, on every engine: librdkafka produces 100,000
 //! updates over 1,000 keys to a `cleanup.policy=compact` topic, the broker's cleaner compacts
 //! it, and a fresh consumer reads each key's last value and little else; a keyless record is
-//! refused with its index.
+//! refused with its index. Producers compressing with lz4, zstd and gzip: their batches are
+//! cleaned too (decompressed, filtered, recompressed with their codec).
 
 use crate::{common, support};
 
@@ -191,4 +192,174 @@ async fn compacted_topic_keeps_each_keys_last_value(engine: &'static str) {
 
 fn conn_end(read: &[support::Received]) -> i64 {
     read.last().map_or(-1, |m| m.offset)
+}
+
+const COMPRESSED_KEYS: usize = 200;
+const COMPRESSED_UPDATES: usize = 20_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lz4_batches_of_a_compacted_topic_are_cleaned() {
+    compressed_batches_are_cleaned("log", "lz4").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zstd_batches_of_a_compacted_topic_are_cleaned() {
+    compressed_batches_are_cleaned("log", "zstd").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_batches_of_a_compacted_topic_are_cleaned_on_the_memory_engine() {
+    compressed_batches_are_cleaned("memory", "gzip").await;
+}
+
+#[cfg(feature = "rocksdb")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lz4_batches_of_a_compacted_topic_are_cleaned_on_the_rocksdb_engine() {
+    compressed_batches_are_cleaned("rocksdb", "lz4").await;
+}
+
+/// librdkafka with `compression.type=<codec>` writes many updates over few keys to a
+/// compacted topic and, the same records, to a topic with `cleanup.policy=delete`: once
+/// cleaned, the compacted one holds under 1/20 of the other's bytes, its cleaned batches keep
+/// the codec, and a fresh consumer reads about one record per key, each key's last value at
+/// its original offset.
+async fn compressed_batches_are_cleaned(engine: &'static str, codec: &'static str) {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = support::start_broker_with(dir.path(), |c| {
+        c.broker.log_cleaner_backoff_ms = 200;
+        c.storage.storage_type = engine.to_string();
+    })
+    .await;
+    let addr = broker.bootstrap_address().to_string();
+    let segment = if engine == "log" {
+        ("segment.ms", "100")
+    } else {
+        ("segment.bytes", "14")
+    };
+    for (topic, policy) in [("compacted", "compact"), ("plain", "delete")] {
+        support::create_topic(
+            &addr,
+            topic,
+            1,
+            &[
+                ("cleanup.policy", policy),
+                segment,
+                ("min.cleanable.dirty.ratio", "0.1"),
+            ],
+        )
+        .await;
+    }
+    let producer = support::producer(&addr, &[("linger.ms", "20"), ("compression.type", codec)]);
+    let value = |i: usize| format!("value-{i}-{}", "payload ".repeat(8));
+    let mut futures = Vec::with_capacity(2 * COMPRESSED_UPDATES);
+    for i in 0..COMPRESSED_UPDATES {
+        let key = format!("key-{}", i % COMPRESSED_KEYS);
+        for topic in ["compacted", "plain"] {
+            futures.push(
+                producer
+                    .send_result(FutureRecord::to(topic).key(&key).payload(&value(i)))
+                    .expect("queued"),
+            );
+        }
+    }
+    for f in futures {
+        f.await.expect("delivered").expect("acknowledged");
+    }
+    let mut last: HashMap<String, String> = HashMap::new();
+    for i in 0..COMPRESSED_UPDATES {
+        last.insert(format!("key-{}", i % COMPRESSED_KEYS), value(i));
+    }
+    // A later record rolls the log engine's segment, so every update is cleanable.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sentinel = value(COMPRESSED_UPDATES);
+    producer
+        .send(
+            FutureRecord::to("compacted")
+                .key("key-0")
+                .payload(&sentinel),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("sentinel delivered");
+    last.insert("key-0".into(), sentinel);
+
+    let partition = |topic: &str| {
+        broker
+            .shared()
+            .cluster
+            .topic(topic)
+            .expect("topic")
+            .partitions[0]
+            .clone()
+    };
+    let (part, plain) = (partition("compacted"), partition("plain"));
+    let plain_bytes = plain.size_bytes();
+    let before = part.size_bytes();
+    support::wait_for("the cleaner to compact", Duration::from_secs(60), || {
+        part.size_bytes() < plain_bytes / 20
+    })
+    .await;
+    let after = part.size_bytes();
+
+    // The cleaned batches are still compressed with the producer's codec.
+    let want = match codec {
+        "lz4" => rafka_core::CompressionType::Lz4,
+        "zstd" => rafka_core::CompressionType::Zstd,
+        _ => rafka_core::CompressionType::Gzip,
+    };
+    let mut batches = Vec::new();
+    let mut at = part.log_start_offset();
+    while at < part.log_end_offset() {
+        let r = part
+            .read(at, 1 << 20, rafka_broker::IsolationLevel::ReadUncommitted)
+            .unwrap();
+        let got = rafka_core::RecordBatch::split_all(r.records).unwrap();
+        let Some(b) = got.last() else { break };
+        at = b.next_offset();
+        batches.extend(got);
+    }
+    let cleaned_with_codec = batches
+        .iter()
+        .filter(|b| {
+            b.compression() == want
+                && (b.record_count() as i64) < b.last_offset().0 - b.base_offset().0 + 1
+        })
+        .count();
+    assert!(
+        cleaned_with_codec > 0,
+        "no cleaned {codec} batch among {} batches",
+        batches.len()
+    );
+
+    let read = tokio::task::spawn_blocking({
+        let addr = addr.clone();
+        move || support::consume(&addr, "compacted", 1, usize::MAX, Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut prev = -1;
+    for m in &read {
+        assert!(m.offset > prev, "offsets increase");
+        prev = m.offset;
+        let key = String::from_utf8(m.key.clone().expect("keyed")).unwrap();
+        let value = String::from_utf8(m.value.clone().expect("no tombstones")).unwrap();
+        let i: i64 = value.split('-').nth(1).unwrap().parse().unwrap();
+        assert_eq!(m.offset, i, "each record keeps its original offset");
+        seen.insert(key, value);
+    }
+    for (k, v) in &last {
+        assert_eq!(seen.get(k), Some(v), "last value of {k}");
+    }
+    assert!(
+        read.len() <= COMPRESSED_KEYS + 10,
+        "read {} records for {COMPRESSED_KEYS} keys",
+        read.len()
+    );
+    println!(
+        "compaction of {codec} batches ({engine}): {COMPRESSED_UPDATES} updates over {COMPRESSED_KEYS} keys; uncompacted topic {plain_bytes} bytes, compacted topic {before} bytes when produced, {after} after cleaning ({} batches, {cleaned_with_codec} cleaned still {codec}); a fresh consumer read {} records",
+        batches.len(),
+        read.len()
+    );
+    broker.shutdown().await.expect("clean shutdown");
 }

@@ -440,6 +440,9 @@ fn clean_dirtiest(shared: &Shared, cleaned: &CleanerState) -> bool {
         min_compaction_lag_ms: settings.min_compaction_lag_ms,
         delete_retention_ms: settings.delete_retention_ms,
         dedupe_buffer_bytes: shared.config.broker.log_cleaner_dedupe_buffer_size,
+        codec: rafka_core::CompactionCodec::new(Arc::new(
+            crate::cleaner_codec::CleanerCodec::for_partition(p.tp.clone()),
+        )),
     };
     match p.compact(&plan) {
         Ok(stats) => {

@@ -20,11 +20,19 @@
 //! like others, and markers go after `delete.retention.ms` once nothing of their
 //! transaction is left; an open transaction (or one whose marker is past the range) is left
 //! whole and out of the map, so an aborted record can never hide an older committed one.
-//! Compressed batches are left whole too (no codec lives in rafka-core; their keys do not
-//! enter the map, so they only make compaction less thorough, never wrong).
+//!
+//! Compressed batches: rafka-core has no codecs; the broker hands one in the plan
+//! ([`CompactionCodec`], a [`BatchCodec`]). With it, a compressed batch is decompressed
+//! (at most [`crate::limits::COMPACTION_DECOMPRESSED_BYTES_MAX`] bytes, so a zip bomb
+//! cannot exhaust memory) into its uncompressed twin, mapped and cleaned like any other,
+//! and a rewrite is compressed again with the batch's own codec (an emptied one is written
+//! uncompressed, as Kafka's empty batches are). Without a codec, or when a batch does not
+//! decompress (reported through [`BatchCodec::left_whole`]) or recompress, it is left whole
+//! and its keys stay out of the map: compaction is then less thorough, never wrong.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -40,6 +48,76 @@ pub const DELETE_HORIZON_FLAG: i16 = 0x40;
 /// Bytes one [`OffsetMap`] entry is counted as (a 16-byte key hash, an 8-byte offset, and
 /// the hash table's own overhead), for the `log.cleaner.dedupe.buffer.size` bound.
 pub const OFFSET_MAP_ENTRY_BYTES: usize = 32;
+
+/// A codec failure: the batch it was asked about stays whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CodecError(pub String);
+
+/// Decompression and compression of a batch's records section, for compaction. rafka-core
+/// has no codecs: the broker implements this with its own. Called from the cleaner's
+/// threads, so it must be `Send + Sync`.
+pub trait BatchCodec: Send + Sync {
+    /// `data` (a records section compressed with `codec`) decompressed; an error if it
+    /// does not decompress or would be larger than `max_bytes` (checked while
+    /// decompressing, so nothing much larger is ever allocated).
+    fn decompress(
+        &self,
+        codec: CompressionType,
+        data: &[u8],
+        max_bytes: usize,
+    ) -> Result<Vec<u8>, CodecError>;
+
+    /// `data` (an uncompressed records section) compressed with `codec`.
+    fn compress(&self, codec: CompressionType, data: &[u8]) -> Result<Vec<u8>, CodecError>;
+
+    /// Told once per cleaning of a batch that is left whole because it did not decompress
+    /// or recompress (the implementation logs it; rafka-core has no logger).
+    fn left_whole(&self, _base_offset: Offset, _error: &CodecError) {}
+}
+
+/// The codec a compaction may use for compressed batches; none (the default) leaves them
+/// whole. Plans compare equal when they hold the same codec object.
+#[derive(Clone, Default)]
+pub struct CompactionCodec(Option<Arc<dyn BatchCodec>>);
+
+impl CompactionCodec {
+    /// A compaction that cleans compressed batches with `codec`.
+    pub fn new(codec: Arc<dyn BatchCodec>) -> CompactionCodec {
+        CompactionCodec(Some(codec))
+    }
+
+    /// No codec: compressed batches stay whole.
+    pub fn none() -> CompactionCodec {
+        CompactionCodec(None)
+    }
+
+    fn get(&self) -> Option<&dyn BatchCodec> {
+        self.0.as_deref()
+    }
+}
+
+impl std::fmt::Debug for CompactionCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "CompactionCodec(Some)"
+        } else {
+            "CompactionCodec(None)"
+        })
+    }
+}
+
+impl PartialEq for CompactionCodec {
+    fn eq(&self, other: &CompactionCodec) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b)),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for CompactionCodec {}
 
 /// What one compaction of one partition may do, decided by the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +138,8 @@ pub struct CompactionPlan {
     /// `log.cleaner.dedupe.buffer.size`: memory for the dedupe map; when it fills, cleaning
     /// covers only what the map reached.
     pub dedupe_buffer_bytes: usize,
+    /// The codec for compressed batches (none: they stay whole).
+    pub codec: CompactionCodec,
 }
 
 /// What one compaction did.
@@ -141,13 +221,20 @@ impl OffsetMap {
     }
 
     /// [`OffsetMap::add_batch`] that also maps the records of committed transactions
-    /// (known from `txns`).
+    /// (known from `txns`) and, with a codec, of compressed batches.
     pub fn add_batch_txn(
         &mut self,
         batch: &RecordBatch,
         txns: &TxnIndex,
+        codec: &CompactionCodec,
     ) -> Result<bool, MalformedRecords> {
-        self.add_batch_inner(batch, txns.cleanable(batch))
+        if !txns.records_cleanable(batch) {
+            return self.add_batch_inner(batch, false);
+        }
+        match decompress_for_compaction(batch, codec) {
+            Ok(plain) => self.add_batch_inner(&plain, true),
+            Err(_) => self.add_batch_inner(batch, false),
+        }
     }
 
     fn add_batch_inner(
@@ -178,6 +265,126 @@ impl OffsetMap {
 /// Whether the cleaner may touch a batch's records in this round.
 fn batch_is_cleanable(batch: &RecordBatch) -> bool {
     !batch.is_control() && !batch.is_transactional() && batch.compression() == CompressionType::None
+}
+
+/// Attribute bits 0–2: the compression codec.
+const COMPRESSION_BITS: i16 = 0x07;
+
+/// The codec id of a batch's attributes.
+fn compression_bits(c: CompressionType) -> i16 {
+    match c {
+        CompressionType::None => 0,
+        CompressionType::Gzip => 1,
+        CompressionType::Snappy => 2,
+        CompressionType::Lz4 => 3,
+        CompressionType::Zstd => 4,
+        CompressionType::Unknown(n) => n as i16 & COMPRESSION_BITS,
+    }
+}
+
+/// `header` (a batch's first [`HEADER_BYTES`]) followed by `records`, with its length,
+/// `attributes` and CRC set.
+fn frame(header: &[u8], records: &[u8], attributes: i16) -> Result<RecordBatch, MalformedRecords> {
+    let mut out = BytesMut::with_capacity(HEADER_BYTES + records.len());
+    out.extend_from_slice(&header[..HEADER_BYTES]);
+    out.extend_from_slice(records);
+    let len =
+        i32::try_from(out.len() - LOG_OVERHEAD).map_err(|_| MalformedRecords("batch too large"))?;
+    out[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&len.to_be_bytes());
+    out[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c::crc32c(&out[ATTRIBUTES..]);
+    out[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    RecordBatch::parse(Bytes::from(out)).map_err(|_| MalformedRecords("batch does not frame"))
+}
+
+/// The batch whose records the cleaner reads: `batch` itself when uncompressed; for a
+/// compressed one, its uncompressed twin (same header, compression bits cleared), at most
+/// [`crate::limits::COMPACTION_DECOMPRESSED_BYTES_MAX`] bytes of records, which must parse.
+/// `Err(None)`: compressed and no codec; `Err(Some(_))`: it does not decompress.
+pub fn decompress_for_compaction<'a>(
+    batch: &'a RecordBatch,
+    codec: &CompactionCodec,
+) -> Result<std::borrow::Cow<'a, RecordBatch>, Option<CodecError>> {
+    let compression = batch.compression();
+    if compression == CompressionType::None {
+        return Ok(std::borrow::Cow::Borrowed(batch));
+    }
+    let codec = codec.get().ok_or(None)?;
+    let max = crate::limits::COMPACTION_DECOMPRESSED_BYTES_MAX;
+    let records = codec.decompress(compression, &batch.as_bytes()[HEADER_BYTES..], max)?;
+    if records.len() > max {
+        return Err(Some(CodecError(format!(
+            "decompressed records exceed {max} bytes"
+        ))));
+    }
+    let twin = frame(
+        batch.as_bytes(),
+        &records,
+        batch.attributes() & !COMPRESSION_BITS,
+    )
+    .map_err(|e| Some(CodecError(e.to_string())))?;
+    for_each_record(&twin, |_| {})
+        .map_err(|e| Some(CodecError(format!("decompressed records: {e}"))))?;
+    Ok(std::borrow::Cow::Owned(twin))
+}
+
+/// `plain` (an uncompressed batch, or a cleaned twin) with its records compressed with
+/// `compression` (the compression bits of its attributes set, length and CRC updated).
+pub fn recompress_for_compaction(
+    plain: &RecordBatch,
+    compression: CompressionType,
+    codec: &CompactionCodec,
+) -> Result<RecordBatch, CodecError> {
+    let codec = codec.get().ok_or_else(|| CodecError("no codec".into()))?;
+    let records = codec.compress(compression, &plain.as_bytes()[HEADER_BYTES..])?;
+    frame(
+        plain.as_bytes(),
+        &records,
+        (plain.attributes() & !COMPRESSION_BITS) | compression_bits(compression),
+    )
+    .map_err(|e| CodecError(e.to_string()))
+}
+
+/// [`clean_batch_inner`] of a batch that may be compressed: cleaned through its
+/// uncompressed twin, a rewrite compressed again with its codec (an emptied one stays
+/// uncompressed). Left whole without a codec, or when the codec fails.
+fn clean_records(
+    batch: &RecordBatch,
+    map: &OffsetMap,
+    keep_if_empty: bool,
+    now: Timestamp,
+    delete_retention_ms: i64,
+    codec: &CompactionCodec,
+) -> Result<(Cleaned, u64), MalformedRecords> {
+    let report = |e: &CodecError| {
+        if let Some(c) = codec.get() {
+            c.left_whole(batch.base_offset(), e);
+        }
+    };
+    let plain = match decompress_for_compaction(batch, codec) {
+        Ok(plain) => plain,
+        Err(e) => {
+            if let Some(e) = e {
+                report(&e);
+            }
+            return Ok((Cleaned::Keep, 0));
+        }
+    };
+    let (decision, removed) =
+        clean_batch_inner(&plain, map, keep_if_empty, now, delete_retention_ms, true)?;
+    let compression = batch.compression();
+    match decision {
+        Cleaned::Rewrite(b) if compression != CompressionType::None && b.record_count() > 0 => {
+            match recompress_for_compaction(&b, compression, codec) {
+                Ok(b) => Ok((Cleaned::Rewrite(b), removed)),
+                Err(e) => {
+                    report(&e);
+                    Ok((Cleaned::Keep, 0))
+                }
+            }
+        }
+        decision => Ok((decision, removed)),
+    }
 }
 
 /// One record of an uncompressed batch, borrowed.
@@ -493,14 +700,11 @@ impl TxnIndex {
         }
     }
 
-    /// Whether the cleaner may touch the records of `batch`: a plain uncompressed batch,
-    /// or one of a committed transaction.
-    fn cleanable(&self, batch: &RecordBatch) -> bool {
-        batch_is_cleanable(batch)
-            || batch.is_transactional()
-                && !batch.is_control()
-                && batch.compression() == CompressionType::None
-                && self.committed.contains_key(&batch.base_offset().0)
+    /// Whether the cleaner may touch the records of `batch` (once decompressed): a data
+    /// batch outside transactions, or one of a committed transaction.
+    fn records_cleanable(&self, batch: &RecordBatch) -> bool {
+        !batch.is_control()
+            && (!batch.is_transactional() || self.committed.contains_key(&batch.base_offset().0))
     }
 
     /// Transactional data batches known to be aborted.
@@ -518,6 +722,7 @@ pub fn clean_batch_txn(
     now: Timestamp,
     delete_retention_ms: i64,
     txns: &mut TxnIndex,
+    codec: &CompactionCodec,
 ) -> Result<(Cleaned, u64), MalformedRecords> {
     let n_records = batch.record_count().max(0) as u64;
     if batch.is_control() {
@@ -551,27 +756,30 @@ pub fn clean_batch_txn(
             return Ok((Cleaned::Remove, n_records));
         }
         txns.data_kept.insert(marker);
-        if batch.compression() != CompressionType::None || n_records == 0 {
+        if n_records == 0 {
             return Ok((Cleaned::Keep, 0));
         }
-        let emptied = rebuild(batch, &[], batch.base_timestamp().0, batch.attributes())?;
+        // Emptied, it needs no codec: written uncompressed, as Kafka's empty batches are.
+        let emptied = rebuild(
+            batch,
+            &[],
+            batch.base_timestamp().0,
+            batch.attributes() & !COMPRESSION_BITS,
+        )?;
         return Ok((Cleaned::Rewrite(emptied), n_records));
     }
     if let Some(&marker) = txns.committed.get(&batch.base_offset().0) {
-        let cleaned = clean_batch_inner(
-            batch,
-            map,
-            keep_if_empty,
-            now,
-            delete_retention_ms,
-            txns.cleanable(batch),
-        )?;
+        let cleaned = clean_records(batch, map, keep_if_empty, now, delete_retention_ms, codec)?;
         if cleaned.0 != Cleaned::Remove {
             txns.data_kept.insert(marker);
         }
         return Ok(cleaned);
     }
-    clean_batch(batch, map, keep_if_empty, now, delete_retention_ms)
+    if batch.is_transactional() {
+        // Its transaction is open or ends past the range: left whole.
+        return Ok((Cleaned::Keep, 0));
+    }
+    clean_records(batch, map, keep_if_empty, now, delete_retention_ms, codec)
 }
 
 /// What [`clean_range`] decided for a run of stored batches.
@@ -655,7 +863,7 @@ where
         }
         out.bytes_read += batch.size_bytes() as u64;
         if !map
-            .add_batch_txn(&batch, &txns)
+            .add_batch_txn(&batch, &txns, &plan.codec)
             .map_err(|e| (batch.base_offset(), e))?
         {
             break;
@@ -685,6 +893,7 @@ where
             plan.now,
             plan.delete_retention_ms,
             &mut txns,
+            &plan.codec,
         )
         .map_err(|e| (batch.base_offset(), e))?;
         match decision {
@@ -901,6 +1110,7 @@ mod tests {
             min_compaction_lag_ms: 0,
             delete_retention_ms: 100,
             dedupe_buffer_bytes: 1 << 20,
+            codec: CompactionCodec::none(),
         };
         let apply = |log: &[RecordBatch], r: &RangeCleaning| -> Vec<RecordBatch> {
             log.iter()
@@ -981,6 +1191,7 @@ mod tests {
             min_compaction_lag_ms: 0,
             delete_retention_ms: 0,
             dedupe_buffer_bytes: 1 << 20,
+            codec: CompactionCodec::none(),
         };
         let r = clean_range(&log, Offset(0), Offset(3), &plan).unwrap();
         assert_eq!(r.cleaned_to, Offset(3));
@@ -999,5 +1210,176 @@ mod tests {
             (0, 5, 1)
         );
         assert_eq!((r.records_removed, r.batches_removed), (2, 1));
+    }
+
+    /// A test "codec": a magic byte, then every byte xor 0x5a; it refuses to decompress
+    /// past `max_bytes` and counts the batches reported left whole.
+    #[derive(Default)]
+    struct XorCodec {
+        left_whole: std::sync::Mutex<Vec<i64>>,
+    }
+
+    impl BatchCodec for XorCodec {
+        fn decompress(
+            &self,
+            _c: CompressionType,
+            data: &[u8],
+            max_bytes: usize,
+        ) -> Result<Vec<u8>, CodecError> {
+            let Some((&0xc0, rest)) = data.split_first() else {
+                return Err(CodecError("bad magic".into()));
+            };
+            if rest.len() > max_bytes {
+                return Err(CodecError("too large".into()));
+            }
+            Ok(rest.iter().map(|b| b ^ 0x5a).collect())
+        }
+
+        fn compress(&self, _c: CompressionType, data: &[u8]) -> Result<Vec<u8>, CodecError> {
+            Ok(std::iter::once(0xc0)
+                .chain(data.iter().map(|b| b ^ 0x5a))
+                .collect())
+        }
+
+        fn left_whole(&self, base_offset: Offset, _error: &CodecError) {
+            self.left_whole.lock().unwrap().push(base_offset.0);
+        }
+    }
+
+    /// Compressed batches with a codec: their keys enter the map, a rewrite keeps base
+    /// offset, last offset delta, producer fields and the codec; an emptied one is written
+    /// uncompressed; one that does not decompress is left whole and reported; without a
+    /// codec they all stay whole.
+    #[test]
+    fn compressed_batches_are_cleaned_through_the_codec() {
+        let xor = Arc::new(XorCodec::default());
+        let codec = CompactionCodec::new(xor.clone());
+        let compressed = |b: RecordBatch, c: CompressionType| {
+            let out = recompress_for_compaction(&b, c, &codec).unwrap();
+            out.validate_stored().unwrap();
+            assert_eq!(out.compression(), c);
+            out
+        };
+        let idem = |o: i64, seq: i32, kvs: &[(&str, &str)]| {
+            let mut b = BatchBuilder::new(Offset(o)).producer(5, 2, seq);
+            for (k, v) in kvs {
+                b = b.kv(k.as_bytes(), v.as_bytes(), Timestamp(10));
+            }
+            b.build()
+        };
+        let mut garbage = batch(9, vec![rec(Some("g"), Some("1"), 10)]);
+        garbage = frame(
+            garbage.as_bytes(),
+            b"not compressed",
+            garbage.attributes() | 3,
+        )
+        .unwrap();
+        let log = vec![
+            compressed(
+                idem(0, 0, &[("a", "0"), ("b", "1"), ("a", "2"), ("c", "3")]),
+                CompressionType::Lz4,
+            ),
+            compressed(idem(4, 4, &[("c", "4")]), CompressionType::Zstd),
+            compressed(idem(5, 5, &[("b", "5"), ("b", "6")]), CompressionType::Gzip),
+            compressed(
+                idem(7, 7, &[("b", "7"), ("c", "8")]),
+                CompressionType::Snappy,
+            ),
+            garbage,
+            batch(10, vec![rec(Some("z"), Some("active"), 10)]),
+        ];
+        let plan = |codec: CompactionCodec| CompactionPlan {
+            first_dirty: Offset(0),
+            end: Offset(11),
+            now: Timestamp(100),
+            min_compaction_lag_ms: 0,
+            delete_retention_ms: 0,
+            dedupe_buffer_bytes: 1 << 20,
+            codec,
+        };
+        let r = clean_range(&log, Offset(0), Offset(10), &plan(CompactionCodec::none())).unwrap();
+        assert!(r.changes.is_empty(), "no codec: {:?}", r.changes);
+
+        let r = clean_range(&log, Offset(0), Offset(10), &plan(codec.clone())).unwrap();
+        assert_eq!(r.cleaned_to, Offset(10));
+        let changed: Vec<i64> = r.changes.iter().map(|(o, _)| o.0).collect();
+        assert_eq!(changed, vec![0, 4, 5], "the garbage batch at 9 stays");
+        assert_eq!(*xor.left_whole.lock().unwrap(), vec![9]);
+        assert_eq!((r.records_removed, r.batches_removed), (6, 2));
+        // 0: "a"=2 survives (b and c are newer later), still lz4, offsets and producer kept.
+        let Some(b0) = &r.changes[0].1 else {
+            panic!("{:?}", r.changes)
+        };
+        b0.validate_stored().unwrap();
+        assert_eq!(b0.compression(), CompressionType::Lz4);
+        assert_eq!(
+            (b0.base_offset(), b0.last_offset(), b0.record_count()),
+            (Offset(0), Offset(3), 1)
+        );
+        assert_eq!(
+            (b0.producer_id(), b0.producer_epoch(), b0.base_sequence()),
+            (5, 2, 0)
+        );
+        let plain = decompress_for_compaction(b0, &codec).unwrap();
+        let recs = plain.decode_uncompressed_with_offsets().unwrap();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].0, Offset(2));
+        assert_eq!(recs[0].1.value.as_deref(), Some(&b"2"[..]));
+        // 4 and 5 lose everything and are not their producer's last: removed.
+        assert_eq!(r.changes[1], (Offset(4), None));
+        assert_eq!(r.changes[2], (Offset(5), None));
+
+        // Producer 5's last batch, emptied, is kept empty and uncompressed.
+        let emptied_log = vec![
+            log[3].clone(),
+            batch(
+                9,
+                vec![rec(Some("b"), Some("x"), 10), rec(Some("c"), Some("y"), 10)],
+            ),
+            batch(11, vec![rec(Some("z"), Some("active"), 10)]),
+        ];
+        let r = clean_range(&emptied_log, Offset(7), Offset(11), &plan(codec.clone())).unwrap();
+        let Some(empty) = &r.changes[0].1 else {
+            panic!("{:?}", r.changes)
+        };
+        empty.validate_stored().unwrap();
+        assert_eq!(
+            (
+                empty.compression(),
+                empty.record_count(),
+                empty.last_offset()
+            ),
+            (CompressionType::None, 0, Offset(8))
+        );
+        assert_eq!(empty.base_sequence(), 7);
+    }
+
+    /// A batch that decompresses past the bound is left whole, its keys out of the map.
+    #[test]
+    fn a_decompression_bomb_is_left_whole() {
+        let xor = Arc::new(XorCodec::default());
+        let codec = CompactionCodec::new(xor.clone());
+        let big = "v".repeat(crate::limits::COMPACTION_DECOMPRESSED_BYTES_MAX);
+        let plain = batch(0, vec![rec(Some("a"), Some(&big), 1)]);
+        let bomb = recompress_for_compaction(&plain, CompressionType::Gzip, &codec).unwrap();
+        let mut map = OffsetMap::with_memory(1 << 20);
+        assert!(map
+            .add_batch_txn(&bomb, &TxnIndex::default(), &codec)
+            .unwrap());
+        assert_eq!(map.get(b"a"), None);
+        let newer = batch(1, vec![rec(Some("a"), Some("new"), 1)]);
+        map.add_batch(&newer).unwrap();
+        let (c, _) = clean_batch_txn(
+            &bomb,
+            &map,
+            false,
+            Timestamp(0),
+            0,
+            &mut TxnIndex::default(),
+            &codec,
+        )
+        .unwrap();
+        assert_eq!(c, Cleaned::Keep);
+        assert_eq!(*xor.left_whole.lock().unwrap(), vec![0]);
     }
 }

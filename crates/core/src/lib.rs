@@ -16,7 +16,7 @@ pub mod types;
 pub mod validated;
 
 pub use batch::{BatchError, CompressionType, ControlType, RecordBatch, TimestampType};
-pub use compact::{CompactionPlan, CompactionStats};
+pub use compact::{BatchCodec, CodecError, CompactionCodec, CompactionPlan, CompactionStats};
 pub use storage::{
     AbortedTxn, AppendInfo, LogConfig, PartitionLog, ProducerSnapshot, ReadResult, StorageEngine,
     StorageError, StorageResult,

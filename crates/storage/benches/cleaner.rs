@@ -124,6 +124,7 @@ fn compact(label: &str, log: &dyn PartitionLog, dedupe: usize) -> Pass {
             min_compaction_lag_ms: 0,
             delete_retention_ms: 86_400_000,
             dedupe_buffer_bytes: dedupe,
+            codec: rafka_core::CompactionCodec::none(),
         })
         .expect("compact");
     let elapsed = start.elapsed();

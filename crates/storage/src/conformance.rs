@@ -50,6 +50,7 @@ macro_rules! conformance_tests {
             retention_keeps_offsets_consistent,
             concurrent_flushes_all_succeed,
             compaction_keeps_the_latest_value_per_key,
+            compaction_cleans_compressed_batches,
             aborted_transactions_survive_restart_and_crash,
             aborted_transactions_are_trimmed_with_the_log,
             producer_snapshots_survive_restart_and_truncation,
@@ -84,6 +85,7 @@ pub fn run_all<F: Fn(&Path) -> Arc<dyn StorageEngine>>(make: F) {
         retention_keeps_offsets_consistent,
         concurrent_flushes_all_succeed,
         compaction_keeps_the_latest_value_per_key,
+        compaction_cleans_compressed_batches,
         aborted_transactions_survive_restart_and_crash,
         aborted_transactions_are_trimmed_with_the_log,
         producer_snapshots_survive_restart_and_truncation,
@@ -704,6 +706,40 @@ pub struct ModelRecord {
 pub struct CompactionModel {
     /// Produced records by offset (offsets of one partition are dense from 0).
     pub produced: std::collections::BTreeMap<i64, ModelRecord>,
+    /// With a codec, every other batch is produced compressed with it (the codec ids
+    /// taking turns) and [`CompactionModel::check`] reads them through it.
+    pub codec: rafka_core::CompactionCodec,
+}
+
+/// A test "codec" for compressed batches: a magic byte, then every byte xor 0x5a. It
+/// refuses to decompress past `max_bytes`.
+#[derive(Debug, Default)]
+pub struct XorCodec;
+
+impl rafka_core::BatchCodec for XorCodec {
+    fn decompress(
+        &self,
+        _c: rafka_core::CompressionType,
+        data: &[u8],
+        max_bytes: usize,
+    ) -> Result<Vec<u8>, rafka_core::CodecError> {
+        match data.split_first() {
+            Some((&0xc0, rest)) if rest.len() <= max_bytes => {
+                Ok(rest.iter().map(|b| b ^ 0x5a).collect())
+            }
+            _ => Err(rafka_core::CodecError("not xor data".into())),
+        }
+    }
+
+    fn compress(
+        &self,
+        _c: rafka_core::CompressionType,
+        data: &[u8],
+    ) -> Result<Vec<u8>, rafka_core::CodecError> {
+        Ok(std::iter::once(0xc0)
+            .chain(data.iter().map(|b| b ^ 0x5a))
+            .collect())
+    }
 }
 
 impl CompactionModel {
@@ -723,8 +759,16 @@ impl CompactionModel {
                 timestamp: Timestamp(ts),
             });
         }
+        let mut b = b.build();
+        let end = self.produced.keys().next_back().map_or(0, |o| o + 1);
+        if self.codec != rafka_core::CompactionCodec::none() && end % 2 == 0 {
+            use rafka_core::CompressionType::{Gzip, Lz4, Snappy, Zstd};
+            let c = [Gzip, Snappy, Lz4, Zstd][(end / 2 % 4) as usize];
+            b = rafka_core::compact::recompress_for_compaction(&b, c, &self.codec)
+                .expect("test codec compresses");
+        }
         let info = log
-            .append(ValidatedBatch::new(b.build()).expect("valid"))
+            .append(ValidatedBatch::new(b).expect("valid"))
             .expect("append");
         for (i, (k, v)) in records.iter().enumerate() {
             self.produced.insert(
@@ -746,7 +790,9 @@ impl CompactionModel {
     pub fn check(&self, log: &dyn PartitionLog, cleaned_to: Offset) -> usize {
         let mut seen: Vec<(i64, SimpleRecord)> = Vec::new();
         for b in read_all(log, log.log_start_offset()) {
-            let recs = b
+            let plain = rafka_core::compact::decompress_for_compaction(&b, &self.codec)
+                .expect("batches decompress with the model's codec");
+            let recs = plain
                 .decode_uncompressed_with_offsets()
                 .expect("uncompressed batches decode");
             assert!(
@@ -805,16 +851,23 @@ impl CompactionModel {
 /// `delete.retention.ms` has passed, and then nothing older of its key remains. An engine
 /// without compaction must say `Unsupported`.
 pub fn compaction_keeps_the_latest_value_per_key(make: Factory) {
-    compaction_rounds(make, true);
+    compaction_rounds(make, true, false);
+}
+
+/// [`compaction_keeps_the_latest_value_per_key`] with every other batch compressed (gzip,
+/// snappy, lz4 and zstd ids in turn, through a test codec handed in the plan): compressed
+/// batches are cleaned too, and a cleaned one keeps its codec.
+pub fn compaction_cleans_compressed_batches(make: Factory) {
+    compaction_rounds(make, true, true);
 }
 
 /// [`compaction_keeps_the_latest_value_per_key`] without reopening, for an engine that
 /// keeps nothing across a reopen (the memory engine without a directory).
 pub fn compaction_in_memory_only(make: Factory) {
-    compaction_rounds(make, false);
+    compaction_rounds(make, false, false);
 }
 
-fn compaction_rounds(make: Factory, reopen: bool) {
+fn compaction_rounds(make: Factory, reopen: bool, compressed: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = LogConfig {
         segment_bytes: 1500,
@@ -825,6 +878,9 @@ fn compaction_rounds(make: Factory, reopen: bool) {
     let mut engine = make(dir.path());
     let mut log = open(&engine, &cfg);
     let mut model = CompactionModel::default();
+    if compressed {
+        model.codec = rafka_core::CompactionCodec::new(Arc::new(XorCodec));
+    }
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut rand = move |n: u64| {
         seed ^= seed << 13;
@@ -856,6 +912,7 @@ fn compaction_rounds(make: Factory, reopen: bool) {
             delete_retention_ms,
             // Every third round a map of 8 keys: cleaning stops where it filled.
             dedupe_buffer_bytes: if round % 3 == 2 { 8 * 32 } else { 1 << 20 },
+            codec: model.codec.clone(),
         };
         let stats = match log.compact(&plan) {
             Err(StorageError::Unsupported { .. }) => return,
@@ -892,6 +949,17 @@ fn compaction_rounds(make: Factory, reopen: bool) {
         now += 3_000;
     }
     assert!(total_removed > 0, "compaction removed nothing");
+    if compressed {
+        // Some compressed batch lost records and kept its codec.
+        let cleaned_compressed = read_all(log.as_ref(), log.log_start_offset())
+            .iter()
+            .filter(|b| {
+                b.compression() != rafka_core::CompressionType::None
+                    && (b.record_count() as i64) < b.last_offset().0 - b.base_offset().0 + 1
+            })
+            .count();
+        assert!(cleaned_compressed > 0, "no compressed batch was cleaned");
+    }
     // Appends continue at the log end after all that.
     let end = log.log_end_offset();
     let info = log.append(batch(1, now, 10)).expect("append");

@@ -247,7 +247,7 @@ impl LogPartition {
                     last_of_producer.insert(batch.producer_id(), batch.base_offset());
                 }
                 fits = map
-                    .add_batch_txn(&batch, &txns)
+                    .add_batch_txn(&batch, &txns, &plan.codec)
                     .map_err(|e| malformed(batch.base_offset(), e))?;
                 Ok(fits)
             })?;
@@ -351,6 +351,7 @@ impl LogPartition {
                     plan.now,
                     plan.delete_retention_ms,
                     txns,
+                    &plan.codec,
                 )
                 .map_err(|e| malformed(batch.base_offset(), e))?;
                 out.records_removed += removed;

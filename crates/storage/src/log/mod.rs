@@ -222,6 +222,7 @@ mod tests {
                     min_compaction_lag_ms: 0,
                     delete_retention_ms: 0,
                     dedupe_buffer_bytes: 1 << 20,
+                    codec: rafka_core::CompactionCodec::none(),
                 };
                 let err = log.compact_until(&plan, Some(step)).unwrap_err();
                 assert!(err.to_string().contains("injected"), "{err}");
@@ -601,6 +602,7 @@ mod tests {
             min_compaction_lag_ms: 0,
             delete_retention_ms: 0,
             dedupe_buffer_bytes: 1 << 20,
+            codec: rafka_core::CompactionCodec::none(),
         };
         let stats = log.compact(&plan).unwrap();
         assert!(stats.batches_removed >= 19, "{stats:?}");

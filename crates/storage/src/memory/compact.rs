@@ -230,6 +230,7 @@ mod tests {
             min_compaction_lag_ms: 0,
             delete_retention_ms: 0,
             dedupe_buffer_bytes: 1 << 20,
+            codec: rafka_core::CompactionCodec::none(),
         }
     }
 
