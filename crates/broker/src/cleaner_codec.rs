@@ -93,6 +93,33 @@ fn snappy_decompress(data: &[u8], max_bytes: usize) -> Result<Vec<u8>, CodecErro
     Ok(out)
 }
 
+/// `data` decompressed with `c`, or an error once the result would pass `max_bytes`: what
+/// the cleaner and the produce path's checks (`normalize.rs`) decompress with.
+pub(crate) fn decompress_bounded(
+    c: CompressionType,
+    data: &[u8],
+    max_bytes: usize,
+) -> Result<Vec<u8>, CodecError> {
+    match c {
+        CompressionType::None => read_bounded(data, max_bytes, "none"),
+        CompressionType::Gzip => {
+            read_bounded(flate2::read::MultiGzDecoder::new(data), max_bytes, "gzip")
+        }
+        CompressionType::Snappy => snappy_decompress(data, max_bytes),
+        CompressionType::Lz4 => {
+            let d = lz4::Decoder::new(data).map_err(|e| codec_error("lz4", e))?;
+            read_bounded(d, max_bytes, "lz4")
+        }
+        CompressionType::Zstd => {
+            // The decoder's window is bounded by zstd's default limit (2^27 bytes).
+            let d = zstd::stream::read::Decoder::with_buffer(data)
+                .map_err(|e| codec_error("zstd", e))?;
+            read_bounded(d, max_bytes, "zstd")
+        }
+        CompressionType::Unknown(n) => Err(CodecError(format!("unknown codec {n}"))),
+    }
+}
+
 impl BatchCodec for CleanerCodec {
     fn decompress(
         &self,
@@ -100,24 +127,7 @@ impl BatchCodec for CleanerCodec {
         data: &[u8],
         max_bytes: usize,
     ) -> Result<Vec<u8>, CodecError> {
-        match c {
-            CompressionType::None => read_bounded(data, max_bytes, "none"),
-            CompressionType::Gzip => {
-                read_bounded(flate2::read::MultiGzDecoder::new(data), max_bytes, "gzip")
-            }
-            CompressionType::Snappy => snappy_decompress(data, max_bytes),
-            CompressionType::Lz4 => {
-                let d = lz4::Decoder::new(data).map_err(|e| codec_error("lz4", e))?;
-                read_bounded(d, max_bytes, "lz4")
-            }
-            CompressionType::Zstd => {
-                // The decoder's window is bounded by zstd's default limit (2^27 bytes).
-                let d = zstd::stream::read::Decoder::with_buffer(data)
-                    .map_err(|e| codec_error("zstd", e))?;
-                read_bounded(d, max_bytes, "zstd")
-            }
-            CompressionType::Unknown(n) => Err(CodecError(format!("unknown codec {n}"))),
-        }
+        decompress_bounded(c, data, max_bytes)
     }
 
     fn compress(&self, c: CompressionType, data: &[u8]) -> Result<Vec<u8>, CodecError> {

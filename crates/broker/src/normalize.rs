@@ -24,12 +24,12 @@
 //! record timestamps are not checked, as in Kafka.
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::compression::{self as codec, Decompressor};
 use kafka_protocol::records::{
     Compression, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
 };
 
 use rafka_core::batch::for_each_record_timestamp;
+use rafka_core::limits::RECORDS_DECOMPRESSED_BYTES_MAX;
 use rafka_core::{CompressionType, LogConfig, RecordBatch, Timestamp, TimestampType};
 
 /// What a topic asks of the batches appended to it (from its configs).
@@ -196,33 +196,18 @@ fn wire_compression(c: CompressionType) -> Compression {
     }
 }
 
-/// The records section of `batch`, decompressed when it is compressed.
-// FIXME(#15): decompression is bounded only by what the codec's frame says, as in Kafka
-// and in the hooks' decode; a bound on the decompressed size belongs in limits.rs.
+/// The records section of `batch`, decompressed when it is compressed, at most
+/// `limits::RECORDS_DECOMPRESSED_BYTES_MAX` (a zip bomb is refused as corrupt, after at most
+/// about twice that much memory).
 fn uncompressed_records(batch: &RecordBatch) -> Result<Bytes, NormalizeError> {
-    let mut body = batch.records_bytes();
-    // The codecs hand the decompressed bytes to a closure; keep them whole.
-    let got = match batch.compression() {
-        CompressionType::None => return Ok(body),
-        CompressionType::Gzip => {
-            codec::Gzip::decompress(&mut body, |b: &mut Bytes| Ok(std::mem::take(b)))
-        }
-        CompressionType::Snappy => {
-            codec::Snappy::decompress(&mut body, |b: &mut Bytes| Ok(std::mem::take(b)))
-        }
-        CompressionType::Lz4 => {
-            codec::Lz4::decompress(&mut body, |b: &mut Bytes| Ok(std::mem::take(b)))
-        }
-        CompressionType::Zstd => {
-            codec::Zstd::decompress(&mut body, |b: &mut Bytes| Ok(std::mem::take(b)))
-        }
-        CompressionType::Unknown(n) => {
-            return Err(NormalizeError::Corrupt(format!(
-                "unknown compression codec {n}"
-            )))
-        }
-    };
-    got.map_err(|e| NormalizeError::Corrupt(format!("cannot decompress records: {e}")))
+    let body = batch.records_bytes();
+    let c = batch.compression();
+    if c == CompressionType::None {
+        return Ok(body);
+    }
+    crate::cleaner_codec::decompress_bounded(c, &body, RECORDS_DECOMPRESSED_BYTES_MAX)
+        .map(Bytes::from)
+        .map_err(|e| NormalizeError::Corrupt(format!("cannot decompress records: {}", e.0)))
 }
 
 /// Decodes every record and encodes them again with `target`, keeping offsets, producer id,
@@ -234,6 +219,8 @@ fn recompress(
     target: CompressionType,
     now_ms: i64,
 ) -> Result<RecordBatch, NormalizeError> {
+    // The codec's own decoder below has no bound on what it produces: check it first.
+    uncompressed_records(&batch)?;
     let mut buf = batch.as_bytes().clone();
     let set = RecordBatchDecoder::decode(&mut buf)
         .map_err(|e| NormalizeError::Corrupt(format!("records: {e}")))?;
@@ -298,6 +285,15 @@ mod tests {
             .collect()
     }
 
+    /// `n` records with values of `value_bytes` zeros.
+    fn records_with_value(n: usize, value_bytes: usize) -> Vec<Record> {
+        let mut rs = records(&vec![NOW; n]);
+        for r in &mut rs {
+            r.value = Some(Bytes::from(vec![0u8; value_bytes]));
+        }
+        rs
+    }
+
     /// A batch as a client encodes it, then with `max_timestamp` forced into the header.
     fn batch(timestamps: &[i64], codec: Compression, header_max: Option<i64>) -> RecordBatch {
         let mut buf = BytesMut::new();
@@ -342,6 +338,53 @@ mod tests {
                 b.records_bytes(),
                 "{codec:?}: body as sent"
             );
+        }
+    }
+
+    /// A compressed batch whose records decompress past the bound (two records of
+    /// 33 MiB of zeros, a few KiB compressed) is refused as corrupt on every path that
+    /// decompresses, and the same batch one record smaller is accepted.
+    #[test]
+    fn a_decompression_bomb_is_refused_on_every_path_that_decompresses() {
+        let bomb = |records: usize| {
+            let mut rs = records_with_value(records, 33 << 20);
+            rs.iter_mut().for_each(|r| r.timestamp = NOW);
+            let mut buf = BytesMut::new();
+            let opts = RecordEncodeOptions {
+                version: 2,
+                compression: Compression::Zstd,
+            };
+            RecordBatchEncoder::encode(&mut buf, rs.iter(), &opts).unwrap();
+            let b = RecordBatch::parse(buf.freeze()).unwrap();
+            b.validate().unwrap();
+            assert!(b.size_bytes() < 1 << 20, "compressed: {}", b.size_bytes());
+            b
+        };
+        let keys = AppendPolicy {
+            require_keys: true,
+            ..AppendPolicy::default()
+        };
+        let recompress = AppendPolicy {
+            compression: Some(CompressionType::Lz4),
+            ..AppendPolicy::default()
+        };
+        let bounds = AppendPolicy {
+            before_max_ms: 60_000,
+            ..AppendPolicy::default()
+        };
+        for (name, policy) in [
+            ("keys", &keys),
+            ("recompress", &recompress),
+            ("bounds", &bounds),
+        ] {
+            match normalize_batch(policy, bomb(2), NOW) {
+                Err(NormalizeError::Corrupt(m)) => {
+                    assert!(m.contains("more than"), "{name}: {m}")
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+            normalize_batch(policy, bomb(1), NOW)
+                .unwrap_or_else(|e| panic!("{name}: one record of 33 MiB is fine: {e}"));
         }
     }
 

@@ -17,6 +17,11 @@ pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 /// A segment file position is a u32, so a batch must fit far below 4 GiB.
 pub const BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// Largest records section the broker decompresses from one produced batch, to check its
+/// keys or timestamps or to recompress it to the topic's `compression.type`. Past it the
+/// batch is refused as corrupt.
+pub const RECORDS_DECOMPRESSED_BYTES_MAX: usize = BATCH_BYTES_MAX;
+
 /// Largest records section the cleaner decompresses from one compressed batch (a
 /// compressed batch itself is at most [`BATCH_BYTES_MAX`]). The codec stops past it, so a
 /// zip bomb costs at most this much memory per cleaner thread; such a batch is left whole.
