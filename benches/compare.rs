@@ -881,37 +881,6 @@ fn produce_eos(
     took
 }
 
-/// Reads `records` records from the start of partition 0 of `topic` at `isolation`;
-/// the time from the first record to the last.
-fn consume_isolated(addr: &str, topic: &str, records: usize, isolation: &str) -> Duration {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .set("group.id", "compare-txn")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", isolation)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .unwrap();
-    c.assign(&tpl).unwrap();
-    let start = Instant::now();
-    let mut first: Option<Instant> = None;
-    let mut n = 0;
-    while n < records {
-        if let Some(m) = c.poll(Duration::from_secs(10)) {
-            m.unwrap();
-            first.get_or_insert_with(Instant::now);
-            n += 1;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "consume stalled at {n}"
-        );
-    }
-    first.unwrap_or(start).elapsed()
-}
-
 /// Transactional against idempotent produce, read_committed against read_uncommitted
 /// consume, on rafka; five runs of each, alternated so that drift hits both sides.
 fn transactions(server: &Server, records: usize) -> Vec<TxnRow> {
@@ -944,7 +913,7 @@ fn transactions(server: &Server, records: usize) -> Vec<TxnRow> {
     for _ in 0..rounds {
         for isolation in ["read_uncommitted", "read_committed"] {
             let cpu0 = cpu_seconds(&pid);
-            let d = consume_isolated(&addr, "txn-0", records, isolation);
+            let d = consume_at(&addr, "txn-0", records, isolation).1;
             let cpu = cpu_seconds(&pid) - cpu0;
             eprintln!(
                 "    {isolation}: {records} records in {:.2} s",
