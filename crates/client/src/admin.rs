@@ -177,6 +177,22 @@ pub fn decode_assignment(mut b: Bytes) -> Result<BTreeMap<String, Vec<i32>>, Cli
 }
 
 impl Client {
+    /// `partitions` of `topic` grouped by the broker that leads them.
+    pub(crate) async fn partitions_by_leader(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<BTreeMap<i32, Vec<i32>>, ClientError> {
+        let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+        for &p in partitions {
+            by_leader
+                .entry(self.leader(topic, p).await?)
+                .or_default()
+                .push(p);
+        }
+        Ok(by_leader)
+    }
+
     /// Creates a topic with `partitions` partitions and topic configs.
     pub async fn create_topic(
         &self,
@@ -332,13 +348,7 @@ impl Client {
         timestamp: i64,
         isolation_level: i8,
     ) -> Result<BTreeMap<i32, i64>, ClientError> {
-        let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-        for &p in partitions {
-            by_leader
-                .entry(self.leader(topic, p).await?)
-                .or_default()
-                .push(p);
-        }
+        let by_leader = self.partitions_by_leader(topic, partitions).await?;
         let mut out = BTreeMap::new();
         for (leader, parts) in by_leader {
             let req = ListOffsetsRequest::default()

@@ -192,13 +192,7 @@ impl Client {
         topic: &str,
         partitions: &[i32],
     ) -> Result<BTreeMap<i32, Vec<ProducerDescription>>, ClientError> {
-        let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-        for &p in partitions {
-            by_leader
-                .entry(self.leader(topic, p).await?)
-                .or_default()
-                .push(p);
-        }
+        let by_leader = self.partitions_by_leader(topic, partitions).await?;
         let mut out = BTreeMap::new();
         for (leader, parts) in by_leader {
             let req = DescribeProducersRequest::default()
