@@ -13,6 +13,7 @@ use rafka_core::{StorageError, Timestamp};
 
 use rafka_hooks::{Hook, HookChain};
 
+use crate::cleaner_state::CleanerState;
 use crate::config::{Config, FsyncPolicy};
 use crate::shared::Shared;
 use crate::state::TopicError;
@@ -322,11 +323,9 @@ async fn retention_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
 /// (`cleaner_checkpoint`) and read back at start.
 async fn cleaner_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let backoff = Duration::from_millis(shared.config.broker.log_cleaner_backoff_ms);
-    let cleaned: Arc<CleanerState> = Arc::default();
     if let Some(dir) = shared.config.storage.metadata_dir() {
         let s = shared.clone();
-        let c = cleaned.clone();
-        let _ = tokio::task::spawn_blocking(move || load_checkpoint(&s, &c, &dir)).await;
+        let _ = tokio::task::spawn_blocking(move || load_checkpoint(&s, &s.cleaner, &dir)).await;
     }
     let mut pause = backoff;
     loop {
@@ -335,8 +334,7 @@ async fn cleaner_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) 
             _ = shutdown.changed() => return,
         }
         let s = shared.clone();
-        let cleaned = cleaned.clone();
-        let worked = tokio::task::spawn_blocking(move || clean_dirtiest(&s, &cleaned))
+        let worked = tokio::task::spawn_blocking(move || clean_dirtiest(&s, &s.cleaner))
             .await
             .unwrap_or(false);
         pause = if worked {
@@ -346,12 +344,6 @@ async fn cleaner_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) 
         };
     }
 }
-
-/// Per compacted partition: the clean offset, the clean bytes, when it was last cleaned,
-/// and its size when a round last found nothing to clean (skipped until the size changes).
-type CleanerState = parking_lot::Mutex<
-    std::collections::HashMap<rafka_core::TopicPartition, (rafka_core::Offset, u64, i64, u64)>,
->;
 
 /// Seeds the cleaner state from the checkpoint in `dir`: the partitions that still exist,
 /// their clean offset clamped to their log.
@@ -429,6 +421,7 @@ fn clean_dirtiest(shared: &Shared, cleaned: &CleanerState) -> bool {
     let Some((ratio, p, settings)) = best else {
         return false;
     };
+    cleaned.chose(ratio);
     let (first_dirty, clean_bytes_before) = cleaned
         .lock()
         .get(&p.tp)
@@ -441,8 +434,10 @@ fn clean_dirtiest(shared: &Shared, cleaned: &CleanerState) -> bool {
         delete_retention_ms: settings.delete_retention_ms,
         dedupe_buffer_bytes: shared.config.broker.log_cleaner_dedupe_buffer_size,
     };
+    let started = Instant::now();
     match p.compact(&plan) {
         Ok(stats) => {
+            cleaned.ran(&p.tp, &stats, started.elapsed(), Timestamp::now().0);
             let progressed = stats.cleaned_to > first_dirty;
             // A round that cleaned nothing (the rest is in the active segment or within the
             // lag) skips the partition until its size changes, so the cleaner does not spin.
@@ -464,6 +459,7 @@ fn clean_dirtiest(shared: &Shared, cleaned: &CleanerState) -> bool {
         }
         Err(e) => {
             tracing::warn!(partition = %p.tp, error = %e, "compaction failed");
+            cleaned.failed(started.elapsed(), Timestamp::now().0);
             cleaned.lock().insert(
                 p.tp.clone(),
                 (first_dirty, clean_bytes_before, now.0, p.size_bytes()),

@@ -16,6 +16,7 @@ mod api;
 mod authz;
 mod broker;
 mod cleaner_checkpoint;
+mod cleaner_state;
 mod config;
 mod group;
 mod hooks;
