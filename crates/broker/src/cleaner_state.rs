@@ -6,9 +6,9 @@
 //! The partition map sits behind one short `parking_lot` lock, taken only for a lookup or
 //! an insert (never across a compaction or an `.await`); the totals are relaxed atomics.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rafka_core::{CompactionStats, Offset, TopicPartition};
 
@@ -32,6 +32,25 @@ pub(crate) struct CleanerState {
     last_error_ms: AtomicI64,
     /// The dirty ratio of the partition the last round chose, in millionths.
     max_dirty_millionths: AtomicU64,
+    /// Partitions a worker is compacting now (`log.cleaner.threads` > 1: never two on one).
+    busy: parking_lot::Mutex<HashSet<TopicPartition>>,
+    /// Serializes checkpoint writes between workers.
+    pub(crate) checkpoint: parking_lot::Mutex<()>,
+    /// The I/O throttle (`log.cleaner.io.max.bytes.per.second`, shared by every worker):
+    /// when the bytes moved so far at the allowed rate would be done.
+    io_until: parking_lot::Mutex<Option<Instant>>,
+}
+
+/// A partition claimed by one cleaner worker; released when dropped.
+pub(crate) struct Claim<'a> {
+    state: &'a CleanerState,
+    tp: TopicPartition,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.state.busy.lock().remove(&self.tp);
+    }
 }
 
 /// The cleaner totals a scrape shows.
@@ -85,20 +104,57 @@ impl CleanerState {
         self.cleaned.lock()
     }
 
+    /// Whether another worker is compacting `tp`.
+    pub(crate) fn is_busy(&self, tp: &TopicPartition) -> bool {
+        self.busy.lock().contains(tp)
+    }
+
+    /// Claims `tp` for this worker, unless another one holds it.
+    pub(crate) fn claim(&self, tp: &TopicPartition) -> Option<Claim<'_>> {
+        self.busy.lock().insert(tp.clone()).then(|| Claim {
+            state: self,
+            tp: tp.clone(),
+        })
+    }
+
+    /// How long a worker waits before its next compaction to keep the cleaners' I/O at
+    /// the allowed rate (zero when under it).
+    pub(crate) fn throttle_wait(&self) -> Duration {
+        self.io_until.lock().map_or(Duration::ZERO, |t| {
+            t.saturating_duration_since(Instant::now())
+        })
+    }
+
+    /// Charges `bytes` moved by a compaction that began at `started` to the throttle
+    /// (`rate` bytes per second; `f64::MAX` is unlimited).
+    fn charge(&self, started: Instant, bytes: u64, rate: f64) {
+        if rate >= f64::MAX || bytes == 0 {
+            return;
+        }
+        let cost = Duration::try_from_secs_f64(bytes as f64 / rate).unwrap_or(Duration::MAX);
+        let mut until = self.io_until.lock();
+        let from = until.map_or(started, |u| u.max(started));
+        *until = from.checked_add(cost).or(*until);
+    }
+
     /// A round chose a partition whose dirty ratio is `ratio`.
     pub(crate) fn chose(&self, ratio: f64) {
         self.max_dirty_millionths
             .store((ratio.clamp(0.0, 1.0) * 1e6) as u64, Ordering::Relaxed);
     }
 
-    /// A compaction of `tp` finished at `now_ms` after `took`.
+    /// A compaction of `tp` that began at `started` finished; its I/O is charged to the
+    /// throttle at `rate` bytes per second.
     pub(crate) fn ran(
         &self,
         tp: &TopicPartition,
         stats: &CompactionStats,
-        took: Duration,
-        now_ms: i64,
+        started: Instant,
+        rate: f64,
     ) {
+        let took = started.elapsed();
+        let now_ms = rafka_core::Timestamp::now().0;
+        self.charge(started, stats.bytes_read + stats.bytes_written, rate);
         self.runs.fetch_add(1, Ordering::Relaxed);
         self.bytes_read
             .fetch_add(stats.bytes_read, Ordering::Relaxed);
@@ -111,8 +167,10 @@ impl CleanerState {
         self.last_cleaned.lock().insert(tp.clone(), now_ms);
     }
 
-    /// A compaction failed at `now_ms` after `took`.
-    pub(crate) fn failed(&self, took: Duration, now_ms: i64) {
+    /// A compaction that began at `started` failed.
+    pub(crate) fn failed(&self, started: Instant) {
+        let took = started.elapsed();
+        let now_ms = rafka_core::Timestamp::now().0;
         self.runs.fetch_add(1, Ordering::Relaxed);
         self.errors.fetch_add(1, Ordering::Relaxed);
         self.micros
@@ -142,5 +200,57 @@ impl CleanerState {
             dirty_bytes: size - clean,
             last_cleaned_ms: self.last_cleaned.lock().get(tp).copied(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tp(p: i32) -> TopicPartition {
+        TopicPartition::new(rafka_core::TopicName::new("t").unwrap(), p)
+    }
+
+    #[test]
+    fn a_partition_is_claimed_by_one_worker_at_a_time() {
+        let s = CleanerState::default();
+        let a = s.claim(&tp(0)).expect("free");
+        assert!(s.is_busy(&tp(0)));
+        assert!(s.claim(&tp(0)).is_none(), "never two on one partition");
+        let b = s.claim(&tp(1)).expect("another partition is free");
+        drop(a);
+        assert!(!s.is_busy(&tp(0)));
+        assert!(s.claim(&tp(0)).is_some());
+        drop(b);
+    }
+
+    #[test]
+    fn the_throttle_keeps_the_rate_across_compactions() {
+        let s = CleanerState::default();
+        let stats = CompactionStats {
+            cleaned_to: Offset(1),
+            clean_bytes: 0,
+            bytes_read: 600_000,
+            bytes_written: 400_000,
+            records_removed: 3,
+            batches_removed: 0,
+        };
+        // Unlimited: no wait.
+        s.ran(&tp(0), &stats, Instant::now(), f64::MAX);
+        assert_eq!(s.throttle_wait(), Duration::ZERO);
+        // 1 MB at 10 MB/s: 100 ms; two compactions in a row: 200 ms.
+        let now = Instant::now();
+        s.ran(&tp(0), &stats, now, 10e6);
+        s.ran(&tp(1), &stats, now, 10e6);
+        let w = s.throttle_wait();
+        assert!(
+            w > Duration::from_millis(150) && w <= Duration::from_millis(200),
+            "{w:?}"
+        );
+        let t = s.totals();
+        assert_eq!(
+            (t.runs, t.bytes_read, t.bytes_written, t.records_removed),
+            (3, 1_800_000, 1_200_000, 9)
+        );
     }
 }

@@ -78,7 +78,12 @@ impl Shared {
             .storage
             .metadata_dir()
             .map(|dir| dir.join("rafka-topics.yaml"));
-        let cluster = Cluster::open(engine, config.storage.log_config(), meta_path)?;
+        let cluster = Cluster::open(
+            engine,
+            config.storage.log_config(),
+            config.broker.log_cleanup_policy.clone(),
+            meta_path,
+        )?;
         let partitions = cluster.partition_count();
         let groups = GroupCoordinator::open(
             &cluster,
@@ -177,7 +182,11 @@ impl Shared {
             .topics()
             .iter()
             .map(|t| {
-                let compacted = crate::topic_config::CompactionSettings::of(&t.configs).is_some();
+                let compacted = crate::topic_config::CompactionSettings::of(
+                    &t.configs,
+                    self.cluster.default_cleanup_policy(),
+                )
+                .is_some();
                 TopicFigures {
                     name: t.name.to_string(),
                     partitions: t
