@@ -19,9 +19,12 @@ pub const USAGE: &str = "\
 CLIENT COMMANDS (all take --bootstrap HOST:PORT, default 127.0.0.1:9092):
     rafka topic create NAME [--partitions N] [--config KEY=VALUE]...
     rafka topic list
-    rafka topic describe NAME [--format text|json]
+    rafka topic describe NAME [--format text|json] [--admin HOST:PORT]
                                      partitions with start/end offsets and sizes, the
-                                     active producers of each partition, configs
+                                     active producers of each partition, configs; with
+                                     --admin (the broker's admin endpoint), a compacted
+                                     topic's dirty ratio, clean/dirty bytes and last
+                                     cleaning per partition
     rafka topic alter NAME [--partitions N] [--config KEY=VALUE]...
     rafka topic delete NAME
     rafka produce TOPIC [--file F] [--key-separator S] [--header K=V]... [--partition P]
@@ -74,6 +77,7 @@ struct Opts {
     to: Option<i64>,
     states: Vec<String>,
     isolation: Option<IsolationLevel>,
+    admin: Option<String>,
 }
 
 fn pair(s: &str, what: &str) -> Result<(String, String)> {
@@ -119,6 +123,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--to-latest" => o.to = Some(LATEST),
             "--to-offset" => o.to = Some(num(value()?)?.max(0)),
             "--state" => o.states.push(value()?.clone()),
+            "--admin" => o.admin = Some(value()?.clone()),
             "--isolation-level" => {
                 o.isolation = Some(match value()?.as_str() {
                     "read_committed" => IsolationLevel::ReadCommitted,
@@ -227,11 +232,30 @@ async fn topic(args: &[String]) -> Result<()> {
                 .await
                 .with_context(|| format!("cannot describe the producers of {name}"))?;
             let configs = client.describe_topic_configs(name).await?;
+            let cleaner = match &o.admin {
+                Some(admin) => Some(
+                    cleaner_figures(admin, name, o.timeout)
+                        .await
+                        .with_context(|| format!("cannot read the metrics at {admin}"))?,
+                ),
+                None => None,
+            };
             if o.json {
-                println!(
-                    "{}",
-                    topic_json(name, &t.partitions, &start, &end, &producers, &configs)
-                );
+                let mut v = topic_json(name, &t.partitions, &start, &end, &producers, &configs);
+                if let (Some(c), Some(parts)) = (&cleaner, v["partitions"].as_array_mut()) {
+                    for p in parts {
+                        let f = p["partition"].as_i64().and_then(|i| c.get(&(i as i32)));
+                        if let Some(f) = f {
+                            p["cleaner"] = serde_json::json!({
+                                "dirty_ratio": f.dirty_ratio,
+                                "clean_bytes": f.clean_bytes,
+                                "dirty_bytes": f.dirty_bytes,
+                                "last_cleaned_ms": f.last_cleaned_ms,
+                            });
+                        }
+                    }
+                }
+                println!("{v}");
                 return Ok(());
             }
             println!("topic {name}: {} partitions", parts.len());
@@ -253,6 +277,20 @@ async fn topic(args: &[String]) -> Result<()> {
                     println!(
                         "producer\t{partition}\t{}\t{}\t{}\t{txn}",
                         d.producer_id, d.producer_epoch, d.last_sequence
+                    );
+                }
+            }
+            if let Some(c) = cleaner.filter(|c| !c.is_empty()) {
+                println!(
+                    "cleaner (partition, dirty ratio, clean bytes, dirty bytes, last cleaned ms):"
+                );
+                for (partition, f) in c {
+                    let at = f
+                        .last_cleaned_ms
+                        .map_or_else(|| "-".to_string(), |ms| ms.to_string());
+                    println!(
+                        "cleaner\t{partition}\t{:.4}\t{}\t{}\t{at}",
+                        f.dirty_ratio, f.clean_bytes, f.dirty_bytes
                     );
                 }
             }
@@ -623,6 +661,88 @@ async fn group(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// One compacted partition as the broker's cleaner sees it (from its admin endpoint).
+#[derive(Debug, Default, Clone, Copy)]
+struct CleanerFigures {
+    dirty_ratio: f64,
+    clean_bytes: u64,
+    dirty_bytes: u64,
+    last_cleaned_ms: Option<i64>,
+}
+
+/// Reads `/metrics` from the admin endpoint at `admin` and keeps the cleaner series of
+/// `topic`'s partitions (empty when the topic is not compacted).
+async fn cleaner_figures(
+    admin: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<BTreeMap<i32, CleanerFigures>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = tokio::time::timeout(timeout, async {
+        let mut s = tokio::net::TcpStream::connect(admin).await?;
+        let req = format!("GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await?;
+        let mut raw = Vec::new();
+        // The metrics text of a large broker stays well under this.
+        (&mut s).take(64 << 20).read_to_end(&mut raw).await?;
+        Ok::<_, std::io::Error>(raw)
+    })
+    .await
+    .context("timed out")??;
+    let text = String::from_utf8_lossy(&body);
+    let (head, body) = text.split_once("\r\n\r\n").context("not an HTTP answer")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("answered {:?}", head.lines().next().unwrap_or_default());
+    }
+    Ok(parse_cleaner_figures(body, topic))
+}
+
+/// The cleaner series of `topic` in a Prometheus text exposition.
+fn parse_cleaner_figures(text: &str, topic: &str) -> BTreeMap<i32, CleanerFigures> {
+    let mut out: BTreeMap<i32, CleanerFigures> = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("rafka_partition_")) {
+        let Some((name, rest)) = line.split_once('{') else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let mut t = None;
+        let mut partition = None;
+        for l in labels.split(',') {
+            match l.split_once('=') {
+                Some(("topic", v)) => t = Some(v.trim_matches('"')),
+                Some(("partition", v)) => partition = v.trim_matches('"').parse::<i32>().ok(),
+                _ => {}
+            }
+        }
+        let (Some(t), Some(partition)) = (t, partition) else {
+            continue;
+        };
+        let Ok(v) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        if t != topic {
+            continue;
+        }
+        let f = match name {
+            "rafka_partition_dirty_ratio" => |f: &mut CleanerFigures, v: f64| f.dirty_ratio = v,
+            "rafka_partition_clean_bytes" => {
+                |f: &mut CleanerFigures, v: f64| f.clean_bytes = v as u64
+            }
+            "rafka_partition_dirty_bytes" => {
+                |f: &mut CleanerFigures, v: f64| f.dirty_bytes = v as u64
+            }
+            "rafka_partition_last_cleaned_timestamp_seconds" => {
+                |f: &mut CleanerFigures, v: f64| f.last_cleaned_ms = Some((v * 1e3).round() as i64)
+            }
+            _ => continue,
+        };
+        f(out.entry(partition).or_default(), v);
+    }
+    out
+}
+
 /// `topic describe --format json`: one object.
 fn topic_json(
     name: &str,
@@ -764,6 +884,35 @@ mod tests {
         assert!(progress_line(0, 0, 0, Duration::ZERO).contains("100%"));
         assert!(progress_line(150, 100, 1, Duration::from_secs(1))
             .starts_with(&format!("[{}]", "#".repeat(30))));
+    }
+
+    #[test]
+    fn cleaner_series_of_one_topic_are_read() {
+        let text = "\
+# TYPE rafka_partition_dirty_ratio gauge
+rafka_partition_dirty_ratio{topic=\"c\",partition=\"0\"} 0.25
+rafka_partition_dirty_ratio{topic=\"c\",partition=\"1\"} 1
+rafka_partition_dirty_ratio{topic=\"other\",partition=\"0\"} 0.5
+rafka_partition_clean_bytes{topic=\"c\",partition=\"0\"} 300
+rafka_partition_dirty_bytes{topic=\"c\",partition=\"0\"} 100
+rafka_partition_size_bytes{topic=\"c\",partition=\"0\"} 400
+rafka_partition_last_cleaned_timestamp_seconds{topic=\"c\",partition=\"0\"} 1700000000.5
+rafka_log_cleaner_runs_total 3
+";
+        let c = parse_cleaner_figures(text, "c");
+        assert_eq!(c.len(), 2);
+        let p0 = c[&0];
+        assert_eq!(
+            (
+                p0.dirty_ratio,
+                p0.clean_bytes,
+                p0.dirty_bytes,
+                p0.last_cleaned_ms
+            ),
+            (0.25, 300, 100, Some(1_700_000_000_500))
+        );
+        assert_eq!((c[&1].dirty_ratio, c[&1].last_cleaned_ms), (1.0, None));
+        assert!(parse_cleaner_figures(text, "none").is_empty());
     }
 
     #[test]

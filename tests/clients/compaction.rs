@@ -363,3 +363,148 @@ async fn compressed_batches_are_cleaned(engine: &'static str, codec: &'static st
     );
     broker.shutdown().await.expect("clean shutdown");
 }
+
+/// The broker default `log_cleanup_policy: compact` applies to a topic created without
+/// configs (DescribeConfigs shows it as the default), and three cleaner workers compact its
+/// three partitions: a fresh consumer reads each key's last value per partition and little
+/// else. With `log_cleaner_enable: false` nothing is compacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_cleanup_policy_compacts_topics_without_configs() {
+    use rdkafka::admin::{AdminOptions, ResourceSpecifier};
+
+    const PARTITIONS: i32 = 3;
+    const PER_PARTITION: usize = 300;
+    const KEYS_PER_PARTITION: usize = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = support::start_broker_with(dir.path(), |c| {
+        c.broker.log_cleaner_backoff_ms = 100;
+        c.broker.log_cleaner_threads = 3;
+        c.broker.log_cleanup_policy = "compact".into();
+        c.storage.log.segment_ms = 100;
+    })
+    .await;
+    let addr = broker.bootstrap_address().to_string();
+    support::create_topic(&addr, "by-default", PARTITIONS, &[]).await;
+    let described = support::admin(&addr)
+        .describe_configs(
+            &[ResourceSpecifier::Topic("by-default")],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    let res = described[0].as_ref().unwrap();
+    let policy = res.get("cleanup.policy").unwrap();
+    assert_eq!(policy.value.as_deref(), Some("compact"));
+    assert!(
+        policy.is_default,
+        "the broker default, not a topic override"
+    );
+
+    let producer = support::producer(&addr, &[("linger.ms", "5")]);
+    let mut last: HashMap<(i32, String), String> = HashMap::new();
+    let mut send = Vec::new();
+    for i in 0..PER_PARTITION {
+        for p in 0..PARTITIONS {
+            let key = format!("k{p}-{}", i % KEYS_PER_PARTITION);
+            let value = format!("v{i}");
+            last.insert((p, key.clone()), value.clone());
+            send.push(
+                producer
+                    .send_result(
+                        FutureRecord::to("by-default")
+                            .partition(p)
+                            .key(&key)
+                            .payload(&value),
+                    )
+                    .expect("queued"),
+            );
+        }
+    }
+    for f in send {
+        f.await.expect("delivered").expect("acknowledged");
+    }
+    // A later record rolls each partition's segment (`log.roll.ms` 100).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for p in 0..PARTITIONS {
+        let key = format!("k{p}-0");
+        producer
+            .send(
+                FutureRecord::to("by-default")
+                    .partition(p)
+                    .key(&key)
+                    .payload("sentinel"),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("sentinel delivered");
+        last.insert((p, key), "sentinel".into());
+    }
+    let topic = broker.shared().cluster.topic("by-default").expect("topic");
+    let sizes = || -> Vec<u64> { topic.partitions.iter().map(|p| p.size_bytes()).collect() };
+    // 300 updates take ~4.8 KB per partition; 5 latest values and a sentinel ~220 bytes.
+    support::wait_for("every partition compacted", Duration::from_secs(30), || {
+        sizes().iter().all(|s| *s < 1_000)
+    })
+    .await;
+    let read = tokio::task::spawn_blocking({
+        let addr = addr.clone();
+        move || {
+            support::consume(
+                &addr,
+                "by-default",
+                PARTITIONS,
+                usize::MAX,
+                Duration::from_secs(30),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let mut seen: HashMap<(i32, String), String> = HashMap::new();
+    for m in &read {
+        let key = String::from_utf8(m.key.clone().expect("keyed")).unwrap();
+        let value = String::from_utf8(m.value.clone().expect("a value")).unwrap();
+        seen.insert((m.partition, key), value);
+    }
+    assert_eq!(seen, last, "each key's last value on every partition");
+    for p in 0..PARTITIONS {
+        let n = read.iter().filter(|m| m.partition == p).count();
+        assert!(n <= KEYS_PER_PARTITION + 2, "partition {p}: {n} records");
+    }
+    broker.shutdown().await.expect("clean shutdown");
+
+    // The cleaner off: the same load stays whole.
+    let dir = tempfile::tempdir().unwrap();
+    let broker = support::start_broker_with(dir.path(), |c| {
+        c.broker.log_cleaner_backoff_ms = 100;
+        c.broker.log_cleaner_enable = false;
+        c.broker.log_cleanup_policy = "compact".into();
+        c.storage.log.segment_ms = 100;
+    })
+    .await;
+    let addr = broker.bootstrap_address().to_string();
+    support::create_topic(&addr, "uncleaned", 1, &[]).await;
+    let producer = support::producer(&addr, &[("linger.ms", "5")]);
+    for i in 0..=PER_PARTITION {
+        if i == PER_PARTITION {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        producer
+            .send(
+                FutureRecord::to("uncleaned")
+                    .key("k")
+                    .payload(&format!("v{i}")),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("delivered");
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let read = tokio::task::spawn_blocking(move || {
+        support::consume(&addr, "uncleaned", 1, usize::MAX, Duration::from_secs(30))
+    })
+    .await
+    .unwrap();
+    assert_eq!(read.len(), PER_PARTITION + 1, "nothing compacted");
+    broker.shutdown().await.expect("clean shutdown");
+}

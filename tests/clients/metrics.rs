@@ -492,3 +492,228 @@ async fn transaction_metrics_follow_commits_aborts_and_the_lso() {
     drop((old, new));
     broker.shutdown().await.unwrap();
 }
+
+/// The cleaner figures after a compaction: runs, bytes read and written and records removed
+/// move, the compacted partition's dirty ratio drops from 1 (nothing clean yet) once the
+/// cleaner has run, its clean and dirty bytes add up to its size, and an uncompacted topic
+/// has no cleaner series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleaner_metrics_move_after_a_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker_with(dir.path(), |c| {
+        c.admin.listen = "127.0.0.1:0".into();
+        c.broker.log_cleaner_backoff_ms = 200;
+    })
+    .await;
+    let addr = broker.bootstrap_address();
+    let admin = broker.admin_address().expect("admin endpoint is on");
+    create_topic(
+        &addr,
+        "cleaned-metered",
+        1,
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.ms", "100"),
+            ("min.cleanable.dirty.ratio", "0.1"),
+        ],
+    )
+    .await;
+    create_topic(&addr, "plain-metered", 1, &[]).await;
+    let part = [("topic", "cleaned-metered"), ("partition", "0")];
+    let scrape = || async {
+        let (status, _, text) = http(admin, "GET", "/metrics").await;
+        assert_eq!(status, 200);
+        parse_exposition(&text)
+    };
+    let m = scrape().await;
+    assert_eq!(get(&m, "rafka_log_cleaner_runs_total", &[]), 0.0);
+    assert_eq!(get(&m, "rafka_log_cleaner_bytes_read_total", &[]), 0.0);
+    assert_eq!(get(&m, "rafka_partition_dirty_ratio", &part), 0.0, "empty");
+    assert!(!m.contains_key(&(
+        "rafka_partition_dirty_ratio".to_string(),
+        [("topic", "plain-metered"), ("partition", "0")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    )));
+
+    let p = producer(&addr, &[("linger.ms", "5")]);
+    let send = |i: usize| {
+        let key = format!("k{}", i % 10);
+        let value = format!("v{i}");
+        let p = p.clone();
+        async move {
+            p.send(
+                FutureRecord::to("cleaned-metered")
+                    .key(&key)
+                    .payload(&value),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("delivered");
+        }
+    };
+    for i in 0..500 {
+        send(i).await;
+    }
+    let m = scrape().await;
+    let size = get(&m, "rafka_partition_size_bytes", &part);
+    assert!(size > 0.0);
+    if get(&m, "rafka_log_cleaner_runs_total", &[]) == 0.0 {
+        assert_eq!(get(&m, "rafka_partition_dirty_ratio", &part), 1.0);
+        assert_eq!(get(&m, "rafka_partition_dirty_bytes", &part), size);
+    }
+    // `segment.ms` is 100: a later record rolls the segment, so all of it is cleanable.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send(500).await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut m = scrape().await;
+    let settled = |m: &BTreeMap<Key, f64>| {
+        get(m, "rafka_partition_dirty_ratio", &part) < 0.5
+            && get(m, "rafka_log_cleaner_records_removed_total", &[]) >= 480.0
+    };
+    while !settled(&m) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        m = scrape().await;
+    }
+    let ratio = get(&m, "rafka_partition_dirty_ratio", &part);
+    assert!(ratio < 0.5, "dirty ratio {ratio} after compaction");
+    assert!(get(&m, "rafka_log_cleaner_runs_total", &[]) >= 1.0);
+    assert!(get(&m, "rafka_log_cleaner_bytes_read_total", &[]) > 0.0);
+    assert!(get(&m, "rafka_log_cleaner_bytes_written_total", &[]) > 0.0);
+    // 500 updates over 10 keys: at least 480 are older values.
+    assert!(get(&m, "rafka_log_cleaner_records_removed_total", &[]) >= 480.0);
+    assert!(get(&m, "rafka_log_cleaner_seconds_total", &[]) > 0.0);
+    assert_eq!(get(&m, "rafka_log_cleaner_errors_total", &[]), 0.0);
+    assert_eq!(
+        get(&m, "rafka_log_cleaner_last_error_timestamp_seconds", &[]),
+        0.0
+    );
+    // The cleaner chose the partition while all of it was dirty.
+    assert!(get(&m, "rafka_log_cleaner_max_dirty_percent", &[]) >= 10.0);
+    let clean = get(&m, "rafka_partition_clean_bytes", &part);
+    let dirty = get(&m, "rafka_partition_dirty_bytes", &part);
+    assert!(clean > 0.0);
+    assert_eq!(clean + dirty, get(&m, "rafka_partition_size_bytes", &part));
+    let cleaned_at = get(&m, "rafka_partition_last_cleaned_timestamp_seconds", &part);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(cleaned_at > now - 60.0 && cleaned_at <= now + 1.0);
+    drop(p);
+    broker.shutdown().await.unwrap();
+}
+
+/// `log_cleaner_io_max_bytes_per_second` holds the cleaner back: three partitions of ~5 KB
+/// each to compact at 4 KB/s take the workers seconds, the throttle waiting between
+/// compactions for the bytes already moved; the figures say how many.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cleaner_io_limit_spreads_compactions_out() {
+    const RATE: f64 = 4096.0;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker_with(dir.path(), |c| {
+        c.admin.listen = "127.0.0.1:0".into();
+        c.broker.log_cleaner_backoff_ms = 50;
+        c.broker.log_cleaner_io_max_bytes_per_second = RATE;
+    })
+    .await;
+    let addr = broker.bootstrap_address();
+    let admin = broker.admin_address().expect("admin endpoint is on");
+    create_topic(
+        &addr,
+        "throttled",
+        3,
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.ms", "100"),
+            ("min.cleanable.dirty.ratio", "0.1"),
+        ],
+    )
+    .await;
+    let p = producer(&addr, &[("linger.ms", "5")]);
+    let mut sent = Vec::new();
+    for i in 0..300 {
+        for partition in 0..3 {
+            sent.push(
+                p.send_result(
+                    FutureRecord::to("throttled")
+                        .partition(partition)
+                        .key(&format!("k{}", i % 5))
+                        .payload(&format!("v{i}")),
+                )
+                .expect("queued"),
+            );
+        }
+    }
+    for f in sent {
+        f.await.expect("delivered").expect("acknowledged");
+    }
+    // `segment.ms` is 100: a later record rolls each segment, so all of it is cleanable.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let scrape = || async {
+        let (status, _, text) = http(admin, "GET", "/metrics").await;
+        assert_eq!(status, 200);
+        parse_exposition(&text)
+    };
+    let moved = |m: &BTreeMap<Key, f64>| {
+        get(m, "rafka_log_cleaner_bytes_read_total", &[])
+            + get(m, "rafka_log_cleaner_bytes_written_total", &[])
+    };
+    let m0 = scrape().await;
+    let largest = ["0", "1", "2"]
+        .iter()
+        .map(|p| {
+            get(
+                &m0,
+                "rafka_partition_size_bytes",
+                &[("topic", "throttled"), ("partition", p)],
+            )
+        })
+        .fold(0.0, f64::max);
+    let started = Instant::now();
+    for partition in 0..3 {
+        p.send(
+            FutureRecord::to("throttled")
+                .partition(partition)
+                .key("k0")
+                .payload("last"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("delivered");
+    }
+    let ratio = |m: &BTreeMap<Key, f64>, partition: &str| {
+        get(
+            m,
+            "rafka_partition_dirty_ratio",
+            &[("topic", "throttled"), ("partition", partition)],
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut m = scrape().await;
+    while ["0", "1", "2"].iter().any(|p| ratio(&m, p) >= 0.5) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        m = scrape().await;
+    }
+    let took = started.elapsed();
+    for partition in ["0", "1", "2"] {
+        assert!(
+            ratio(&m, partition) < 0.5,
+            "partition {partition} compacted"
+        );
+    }
+    let after = moved(&m) - moved(&m0);
+    let runs = get(&m, "rafka_log_cleaner_runs_total", &[]);
+    // The last compaction moves at most its partition's bytes three times (read for the
+    // map, read and written by the copy); everything moved before it was waited for.
+    let at_least = Duration::from_secs_f64(((after - 3.0 * largest) / RATE).max(0.0) * 0.9);
+    println!(
+        "cleaner io limit {RATE} B/s: {runs} compactions; {after} bytes moved after the last records in {took:?} (the throttle asks at least {at_least:?})"
+    );
+    assert!(after > 0.0);
+    assert!(took >= at_least, "{took:?} < {at_least:?}");
+    drop(p);
+    broker.shutdown().await.unwrap();
+}

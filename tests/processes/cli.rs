@@ -605,3 +605,173 @@ fn transactions_and_producers_are_listed_and_described() {
     assert_eq!(d["partitions"][1]["end"], 4, "{out}");
     drop(open);
 }
+
+/// `topic describe --admin`: a compacted topic's dirty ratio, clean and dirty bytes and last
+/// cleaning per partition, read from the broker's admin endpoint, in text and JSON; a topic
+/// that is not compacted shows none.
+#[test]
+fn topic_describe_shows_the_cleaner_figures_of_a_compacted_topic() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "broker:\n  listen: 127.0.0.1:0\n  log_cleaner_backoff_ms: 100\nadmin:\n  listen: 127.0.0.1:0\nstorage:\n  path: {}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rafka"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn rafka");
+    let (line, address) = support::startup_line(&mut child);
+    let b = address.as_str();
+    let admin = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .and_then(|w| w.strip_suffix("/metrics)"))
+        .unwrap_or_else(|| panic!("no admin address in {line:?}"))
+        .to_string();
+    for (name, configs) in [
+        (
+            "cleaned-cli",
+            &[
+                "cleanup.policy=compact",
+                "segment.ms=100",
+                "min.cleanable.dirty.ratio=0.1",
+            ][..],
+        ),
+        ("plain-cli", &[][..]),
+    ] {
+        let mut args = vec![
+            "topic",
+            "create",
+            name,
+            "--partitions",
+            "1",
+            "--bootstrap",
+            b,
+        ];
+        for c in configs {
+            args.extend(["--config", c]);
+        }
+        let (ok, _, err) = rafka(&args);
+        assert!(ok, "{err}");
+    }
+    let p: BaseProducer = support::client_config(b)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let send = |i: usize| {
+        p.send(
+            BaseRecord::to("cleaned-cli")
+                .key(&format!("k{}", i % 5))
+                .payload(&format!("v{i}")),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    };
+    for i in 0..200 {
+        send(i);
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+    // `segment.ms` is 100: a later record rolls the segment, so all of it is cleanable.
+    std::thread::sleep(Duration::from_millis(300));
+    send(200);
+    p.flush(Duration::from_secs(10)).unwrap();
+
+    let describe = |name: &str, json: bool| {
+        let mut args = vec![
+            "topic",
+            "describe",
+            name,
+            "--bootstrap",
+            b,
+            "--admin",
+            &admin,
+        ];
+        if json {
+            args.extend(["--format", "json"]);
+        }
+        let (ok, out, err) = rafka(&args);
+        assert!(ok, "{err}");
+        out
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut d: serde_json::Value = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        let out = describe("cleaned-cli", true);
+        d = serde_json::from_str(out.trim()).expect(&out);
+        if d["partitions"][0]["cleaner"]["last_cleaned_ms"].is_i64()
+            && d["partitions"][0]["cleaner"]["dirty_ratio"].as_f64() < Some(0.5)
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let c = &d["partitions"][0]["cleaner"];
+    let ratio = c["dirty_ratio"].as_f64().expect("a dirty ratio");
+    assert!(ratio < 0.5, "{d}");
+    let (clean, dirty) = (
+        c["clean_bytes"].as_u64().unwrap(),
+        c["dirty_bytes"].as_u64().unwrap(),
+    );
+    assert!(clean > 0, "{d}");
+    assert!(
+        (ratio - dirty as f64 / (clean + dirty) as f64).abs() < 1e-9,
+        "{d}"
+    );
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let at = c["last_cleaned_ms"].as_i64().unwrap();
+    assert!(at > now_ms - 60_000 && at <= now_ms + 1_000, "{d}");
+    // 201 records, one per offset: compaction keeps the offsets.
+    assert_eq!(d["partitions"][0]["end"], 201, "{d}");
+
+    let out = describe("cleaned-cli", false);
+    assert!(
+        out.contains(
+            "cleaner (partition, dirty ratio, clean bytes, dirty bytes, last cleaned ms):"
+        ),
+        "{out}"
+    );
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("cleaner\t0\t"))
+        .unwrap_or_else(|| panic!("no cleaner row in {out}"));
+    let f: Vec<&str> = row.split('\t').collect();
+    assert_eq!(f.len(), 6, "{row}");
+    assert!(f[2].parse::<f64>().unwrap() < 0.5, "{row}");
+    assert!(f[3].parse::<u64>().unwrap() > 0, "{row}");
+    assert!(f[5].parse::<i64>().unwrap() > now_ms - 60_000, "{row}");
+
+    let out = describe("plain-cli", false);
+    assert!(!out.contains("cleaner"), "{out}");
+    let out = describe("plain-cli", true);
+    let d: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+    assert!(d["partitions"][0].get("cleaner").is_none(), "{d}");
+    // A wrong admin address fails with a reason.
+    let (ok, _, err) = rafka(&[
+        "topic",
+        "describe",
+        "plain-cli",
+        "--bootstrap",
+        b,
+        "--admin",
+        "127.0.0.1:1",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("cannot read the metrics at 127.0.0.1:1"),
+        "{err}"
+    );
+    drop(p);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -13,6 +13,7 @@ use rafka_core::{StorageError, Timestamp};
 
 use rafka_hooks::{Hook, HookChain};
 
+use crate::cleaner_state::CleanerState;
 use crate::config::{Config, FsyncPolicy};
 use crate::shared::Shared;
 use crate::state::TopicError;
@@ -179,9 +180,14 @@ impl Broker {
         let mut background = vec![
             tokio::spawn(retention_loop(shared.clone(), shutdown_rx.clone())),
             tokio::spawn(group_loop(shared.clone(), shutdown_rx.clone())),
-            tokio::spawn(cleaner_loop(shared.clone(), shutdown_rx.clone())),
             tokio::spawn(txn_loop(shared.clone(), shutdown_rx.clone())),
         ];
+        if shared.config.broker.log_cleaner_enable {
+            background.push(tokio::spawn(cleaner_loop(
+                shared.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
         // Transactions whose commit or abort was decided before the stop are finished.
         crate::api::txn::resume(&shared);
         if shared.config.durability.fsync == FsyncPolicy::Interval {
@@ -314,29 +320,40 @@ async fn retention_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
     }
 }
 
-/// The log cleaner (one thread: Kafka's `log.cleaner.threads` default): each round, on a
-/// blocking thread, compacts the compacted partition with the highest dirty ratio over its
-/// `min.cleanable.dirty.ratio` (or whose dirty part is older than `max.compaction.lag.ms`),
-/// then looks again at once; with nothing to do it pauses `log.cleaner.backoff.ms`. The
+/// The log cleaner (`log.cleaner.threads` workers, one blocking thread each, one thread by
+/// default): each round a worker compacts the compacted partition with the highest dirty
+/// ratio over its `min.cleanable.dirty.ratio` (or whose dirty part is older than
+/// `max.compaction.lag.ms`) that no other worker holds, then looks again at once; with
+/// nothing to do it pauses `log.cleaner.backoff.ms`. Before a compaction a worker waits as
+/// long as `log.cleaner.io.max.bytes.per.second` asks for the bytes all workers moved. The
 /// clean offset and bytes of each partition are checkpointed in the metadata directory
-/// (`cleaner_checkpoint`) and read back at start.
-async fn cleaner_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let backoff = Duration::from_millis(shared.config.broker.log_cleaner_backoff_ms);
-    let cleaned: Arc<CleanerState> = Arc::default();
+/// (`cleaner_checkpoint`) and read back at start. Not started when `log.cleaner.enable` is
+/// false.
+async fn cleaner_loop(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
     if let Some(dir) = shared.config.storage.metadata_dir() {
         let s = shared.clone();
-        let c = cleaned.clone();
-        let _ = tokio::task::spawn_blocking(move || load_checkpoint(&s, &c, &dir)).await;
+        let _ = tokio::task::spawn_blocking(move || load_checkpoint(&s, &s.cleaner, &dir)).await;
     }
+    let workers: Vec<_> = (0..shared.config.broker.log_cleaner_threads)
+        .map(|_| tokio::spawn(cleaner_worker(shared.clone(), shutdown.clone())))
+        .collect();
+    for w in workers {
+        let _ = w.await;
+    }
+}
+
+/// One cleaner worker.
+async fn cleaner_worker(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let backoff = Duration::from_millis(shared.config.broker.log_cleaner_backoff_ms);
     let mut pause = backoff;
     loop {
+        let wait = pause.max(shared.cleaner.throttle_wait());
         tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => return,
         }
         let s = shared.clone();
-        let cleaned = cleaned.clone();
-        let worked = tokio::task::spawn_blocking(move || clean_dirtiest(&s, &cleaned))
+        let worked = tokio::task::spawn_blocking(move || clean_dirtiest(&s, &s.cleaner))
             .await
             .unwrap_or(false);
         pause = if worked {
@@ -346,12 +363,6 @@ async fn cleaner_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) 
         };
     }
 }
-
-/// Per compacted partition: the clean offset, the clean bytes, when it was last cleaned,
-/// and its size when a round last found nothing to clean (skipped until the size changes).
-type CleanerState = parking_lot::Mutex<
-    std::collections::HashMap<rafka_core::TopicPartition, (rafka_core::Offset, u64, i64, u64)>,
->;
 
 /// Seeds the cleaner state from the checkpoint in `dir`: the partitions that still exist,
 /// their clean offset clamped to their log.
@@ -379,6 +390,7 @@ fn save_checkpoint(shared: &Shared, cleaned: &CleanerState) {
     let Some(dir) = shared.config.storage.metadata_dir() else {
         return;
     };
+    let _one_writer = cleaned.checkpoint.lock();
     let entries: Vec<_> = cleaned
         .lock()
         .iter()
@@ -399,7 +411,10 @@ fn clean_dirtiest(shared: &Shared, cleaned: &CleanerState) -> bool {
         crate::topic_config::CompactionSettings,
     )> = None;
     for topic in shared.cluster.topics() {
-        let Some(settings) = crate::topic_config::CompactionSettings::of(&topic.configs) else {
+        let Some(settings) = crate::topic_config::CompactionSettings::of(
+            &topic.configs,
+            shared.cluster.default_cleanup_policy(),
+        ) else {
             continue;
         };
         for p in &topic.partitions {
@@ -412,7 +427,7 @@ fn clean_dirtiest(shared: &Shared, cleaned: &CleanerState) -> bool {
                 .get(&p.tp)
                 .copied()
                 .unwrap_or((rafka_core::Offset(0), 0, now.0, u64::MAX));
-            if idle_size == size {
+            if idle_size == size || cleaned.is_busy(&p.tp) {
                 continue;
             }
             let dirty = size.saturating_sub(clean_bytes);
@@ -429,6 +444,10 @@ fn clean_dirtiest(shared: &Shared, cleaned: &CleanerState) -> bool {
     let Some((ratio, p, settings)) = best else {
         return false;
     };
+    let Some(_claim) = cleaned.claim(&p.tp) else {
+        return true; // another worker took it meanwhile: look again
+    };
+    cleaned.chose(ratio);
     let (first_dirty, clean_bytes_before) = cleaned
         .lock()
         .get(&p.tp)
@@ -444,8 +463,11 @@ fn clean_dirtiest(shared: &Shared, cleaned: &CleanerState) -> bool {
             crate::cleaner_codec::CleanerCodec::for_partition(p.tp.clone()),
         )),
     };
+    let started = Instant::now();
     match p.compact(&plan) {
         Ok(stats) => {
+            let rate = shared.config.broker.log_cleaner_io_max_bytes_per_second;
+            cleaned.ran(&p.tp, &stats, started, rate);
             let progressed = stats.cleaned_to > first_dirty;
             // A round that cleaned nothing (the rest is in the active segment or within the
             // lag) skips the partition until its size changes, so the cleaner does not spin.
@@ -467,6 +489,7 @@ fn clean_dirtiest(shared: &Shared, cleaned: &CleanerState) -> bool {
         }
         Err(e) => {
             tracing::warn!(partition = %p.tp, error = %e, "compaction failed");
+            cleaned.failed(started);
             cleaned.lock().insert(
                 p.tp.clone(),
                 (first_dirty, clean_bytes_before, now.0, p.size_bytes()),

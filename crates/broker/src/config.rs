@@ -8,6 +8,9 @@ use serde::Deserialize;
 use rafka_core::limits;
 use rafka_storage::StorageConfig;
 
+/// Most cleaner workers (`log_cleaner_threads`): each is a blocking thread.
+pub const LOG_CLEANER_THREADS_MAX: usize = 64;
+
 /// Why a configuration was refused. Names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -139,6 +142,17 @@ pub struct BrokerConfig {
     pub log_cleaner_backoff_ms: u64,
     /// `log.cleaner.dedupe.buffer.size`: memory for one compaction's dedupe map.
     pub log_cleaner_dedupe_buffer_size: usize,
+    /// `log.cleaner.enable`: run the log cleaner (compacted topics are not compacted
+    /// without it).
+    pub log_cleaner_enable: bool,
+    /// `log.cleaner.threads`: cleaner workers; each compacts a different partition.
+    pub log_cleaner_threads: usize,
+    /// `log.cleaner.io.max.bytes.per.second`: bytes read plus written by the cleaners,
+    /// all workers together (Kafka's default, `f64::MAX`: unlimited).
+    pub log_cleaner_io_max_bytes_per_second: f64,
+    /// `log.cleanup.policy`: `cleanup.policy` of topics that do not set it (`delete`,
+    /// `compact` or both, comma-separated).
+    pub log_cleanup_policy: String,
     /// `group.min.session.timeout.ms`.
     pub group_min_session_timeout_ms: i32,
     /// `group.max.session.timeout.ms`.
@@ -201,6 +215,10 @@ impl Default for BrokerConfig {
             log_retention_check_interval_ms: 300_000,
             log_cleaner_backoff_ms: 15_000,
             log_cleaner_dedupe_buffer_size: 128 * 1024 * 1024,
+            log_cleaner_enable: true,
+            log_cleaner_threads: 1,
+            log_cleaner_io_max_bytes_per_second: f64::MAX,
+            log_cleanup_policy: "delete".into(),
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 3_000,
@@ -461,6 +479,28 @@ impl Config {
                 "must be at least 1024".into(),
             );
         }
+        if !(1..=LOG_CLEANER_THREADS_MAX).contains(&b.log_cleaner_threads) {
+            return invalid(
+                "broker.log_cleaner_threads",
+                format!(
+                    "must be between 1 and {LOG_CLEANER_THREADS_MAX}, got {}",
+                    b.log_cleaner_threads
+                ),
+            );
+        }
+        let rate = b.log_cleaner_io_max_bytes_per_second;
+        if rate.is_nan() || rate < 1.0 {
+            return invalid(
+                "broker.log_cleaner_io_max_bytes_per_second",
+                format!(
+                    "must be at least 1 (bytes per second), got {}",
+                    b.log_cleaner_io_max_bytes_per_second
+                ),
+            );
+        }
+        if let Err(e) = crate::topic_config::validate("cleanup.policy", &b.log_cleanup_policy) {
+            return invalid("broker.log_cleanup_policy", e.0);
+        }
         if b.log_retention_check_interval_ms == 0 {
             return invalid(
                 "broker.log_retention_check_interval_ms",
@@ -537,6 +577,62 @@ mod tests {
         assert!(e.to_string().contains("storage.log.segment_bytes"), "{e}");
         let e = Config::from_yaml("storage:\n  log:\n    segment_byte: 1\n").unwrap_err();
         assert!(e.to_string().contains("segment_byte"), "{e}");
+    }
+
+    #[test]
+    fn cleaner_settings_parse_and_are_checked() {
+        let c = Config::from_yaml("").unwrap();
+        assert!(c.broker.log_cleaner_enable);
+        assert_eq!(c.broker.log_cleaner_threads, 1);
+        assert_eq!(c.broker.log_cleaner_io_max_bytes_per_second, f64::MAX);
+        assert_eq!(c.broker.log_cleanup_policy, "delete");
+        let c = Config::from_yaml(
+            "broker:\n  log_cleaner_enable: false\n  log_cleaner_threads: 4\n  log_cleaner_io_max_bytes_per_second: 1048576\n  log_cleanup_policy: compact,delete\n",
+        )
+        .unwrap();
+        assert!(!c.broker.log_cleaner_enable);
+        assert_eq!(c.broker.log_cleaner_threads, 4);
+        assert_eq!(c.broker.log_cleaner_io_max_bytes_per_second, 1_048_576.0);
+        assert_eq!(c.broker.log_cleanup_policy, "compact,delete");
+        for (yaml, key) in [
+            ("log_cleaner_threads: 0", "broker.log_cleaner_threads"),
+            ("log_cleaner_threads: 65", "broker.log_cleaner_threads"),
+            (
+                "log_cleaner_io_max_bytes_per_second: 0",
+                "broker.log_cleaner_io_max_bytes_per_second",
+            ),
+            (
+                "log_cleaner_io_max_bytes_per_second: .nan",
+                "broker.log_cleaner_io_max_bytes_per_second",
+            ),
+            ("log_cleanup_policy: shred", "broker.log_cleanup_policy"),
+            ("log_cleanup_policy: \"\"", "broker.log_cleanup_policy"),
+        ] {
+            let e = Config::from_yaml(&format!("broker:\n  {yaml}\n")).unwrap_err();
+            assert!(e.to_string().contains(key), "{yaml}: {e}");
+        }
+        let e = Config::from_yaml("broker:\n  log_cleaner_enable: sometimes\n").unwrap_err();
+        assert!(e.to_string().contains("log_cleaner_enable"), "{e}");
+    }
+
+    proptest::proptest! {
+        /// Every value in the documented ranges is accepted as written.
+        #[test]
+        fn every_valid_cleaner_setting_is_accepted(
+            threads in 1usize..=LOG_CLEANER_THREADS_MAX,
+            rate in 1.0f64..1e15,
+            enable: bool,
+            policy in proptest::sample::select(vec!["delete", "compact", "compact,delete", "delete,compact", "delete, compact"]),
+        ) {
+            let c = Config::from_yaml(&format!(
+                "broker:\n  log_cleaner_threads: {threads}\n  log_cleaner_io_max_bytes_per_second: {rate:?}\n  log_cleaner_enable: {enable}\n  log_cleanup_policy: \"{policy}\"\n"
+            ))
+            .unwrap();
+            proptest::prop_assert_eq!(c.broker.log_cleaner_threads, threads);
+            proptest::prop_assert_eq!(c.broker.log_cleaner_io_max_bytes_per_second, rate);
+            proptest::prop_assert_eq!(c.broker.log_cleaner_enable, enable);
+            proptest::prop_assert_eq!(c.broker.log_cleanup_policy.as_str(), policy);
+        }
     }
 
     #[test]

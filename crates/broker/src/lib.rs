@@ -17,6 +17,7 @@ mod authz;
 mod broker;
 mod cleaner_checkpoint;
 mod cleaner_codec;
+mod cleaner_state;
 mod config;
 mod group;
 mod hooks;

@@ -17,6 +17,7 @@ use kafka_protocol::messages::ApiKey;
 use kafka_protocol::ResponseError;
 use parking_lot::Mutex;
 
+use crate::cleaner_state::{CleanerPartition, CleanerTotals};
 use rafka_core::histogram::{Histogram, HistogramSnapshot, BUCKET_BOUNDS_SECONDS};
 
 /// API keys below this get counters; Kafka's keys are all below 100.
@@ -168,6 +169,8 @@ pub struct Figures {
     pub transactions_ongoing: usize,
     /// Transactions completed since start-up.
     pub transactions: crate::txn::coordinator::TxnCounts,
+    /// The log cleaner's totals since start-up.
+    pub cleaner: CleanerTotals,
 }
 
 /// One topic's figures.
@@ -192,6 +195,8 @@ pub struct PartitionFigures {
     pub last_stable_offset: i64,
     /// Bytes of record batches it holds.
     pub size_bytes: u64,
+    /// Clean and dirty bytes, for a compacted topic's partition.
+    pub cleaner: Option<CleanerPartition>,
 }
 
 /// One committed offset of a group.
@@ -361,6 +366,7 @@ pub fn render(m: &Metrics, figures: &Figures) -> String {
     render_groups(&figures.committed, &mut out);
     render_transactions(figures, &mut out);
     render_storage(figures, &mut out);
+    render_cleaner(figures, &mut out);
     render_process(&mut out);
     out
 }
@@ -555,6 +561,101 @@ fn render_storage(figures: &Figures, out: &mut String) {
     );
 }
 
+/// The log cleaner: per compacted partition its dirty ratio, dirty and clean bytes and
+/// when it was last cleaned; the cleaner's totals (Kafka's `LogCleaner` figures).
+fn render_cleaner(figures: &Figures, out: &mut String) {
+    let gauges: [(&str, &str); 4] = [
+        (
+            "rafka_partition_dirty_ratio",
+            "Dirty bytes (above the clean offset) over all bytes, compacted partitions.",
+        ),
+        (
+            "rafka_partition_dirty_bytes",
+            "Bytes above the clean offset, compacted partitions.",
+        ),
+        (
+            "rafka_partition_clean_bytes",
+            "Bytes below the clean offset, compacted partitions.",
+        ),
+        (
+            "rafka_partition_last_cleaned_timestamp_seconds",
+            "When the cleaner last compacted the partition (Unix seconds; only once it has).",
+        ),
+    ];
+    let mut rows: [String; 4] = Default::default();
+    for t in &figures.topics {
+        for (i, p) in t.partitions.iter().enumerate() {
+            let Some(c) = &p.cleaner else { continue };
+            let l = format!("topic=\"{}\",partition=\"{i}\"", label(&t.name));
+            let _ = writeln!(rows[0], "{}{{{l}}} {}", gauges[0].0, c.dirty_ratio());
+            let _ = writeln!(rows[1], "{}{{{l}}} {}", gauges[1].0, c.dirty_bytes);
+            let _ = writeln!(rows[2], "{}{{{l}}} {}", gauges[2].0, c.clean_bytes);
+            if let Some(ms) = c.last_cleaned_ms {
+                let _ = writeln!(rows[3], "{}{{{l}}} {}", gauges[3].0, ms as f64 / 1e3);
+            }
+        }
+    }
+    for ((name, help), row) in gauges.iter().zip(&rows) {
+        header(out, name, "gauge", help);
+        out.push_str(row);
+    }
+    let c = &figures.cleaner;
+    let series: [(&str, &str, &str, f64); 8] = [
+        (
+            "rafka_log_cleaner_runs_total",
+            "counter",
+            "Compactions the log cleaner ran (failed ones included).",
+            c.runs as f64,
+        ),
+        (
+            "rafka_log_cleaner_bytes_read_total",
+            "counter",
+            "Bytes the log cleaner read.",
+            c.bytes_read as f64,
+        ),
+        (
+            "rafka_log_cleaner_bytes_written_total",
+            "counter",
+            "Bytes the log cleaner wrote.",
+            c.bytes_written as f64,
+        ),
+        (
+            "rafka_log_cleaner_records_removed_total",
+            "counter",
+            "Records the log cleaner removed.",
+            c.records_removed as f64,
+        ),
+        (
+            "rafka_log_cleaner_seconds_total",
+            "counter",
+            "Time the log cleaner spent compacting.",
+            c.seconds,
+        ),
+        (
+            "rafka_log_cleaner_errors_total",
+            "counter",
+            "Compactions that failed.",
+            c.errors as f64,
+        ),
+        (
+            "rafka_log_cleaner_last_error_timestamp_seconds",
+            "gauge",
+            "When a compaction last failed (Unix seconds; 0 if none has).",
+            c.last_error_ms as f64 / 1e3,
+        ),
+        (
+            "rafka_log_cleaner_max_dirty_percent",
+            "gauge",
+            "Dirty ratio, in percent, of the partition the cleaner last chose (Kafka's max-dirty-percent).",
+            c.max_dirty_percent,
+        ),
+    ];
+    for (name, kind, help, v) in series {
+        header(out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+}
+
 /// Resident set size and open descriptors from `/proc/self` (Linux); left out elsewhere.
 fn render_process(out: &mut String) {
     let rss_kib = std::fs::read_to_string("/proc/self/status")
@@ -633,11 +734,18 @@ mod tests {
             log_end_offset: end,
             last_stable_offset: end - 1,
             size_bytes: 100,
+            cleaner: None,
         };
+        let mut compacted = partition(2, 4, 7);
+        compacted.cleaner = Some(CleanerPartition {
+            clean_bytes: 75,
+            dirty_bytes: 25,
+            last_cleaned_ms: Some(1_500),
+        });
         let figures = Figures {
             topics: vec![TopicFigures {
                 name: "t\"x".into(),
-                partitions: vec![partition(0, 10, 5), partition(2, 4, 7)],
+                partitions: vec![partition(0, 10, 5), compacted],
             }],
             committed: vec![
                 CommittedFigures {
@@ -664,6 +772,14 @@ mod tests {
                 aborts: 4,
                 coordinator_aborts: 1,
             },
+            cleaner: CleanerTotals {
+                runs: 3,
+                bytes_read: 1000,
+                errors: 1,
+                last_error_ms: 2_000,
+                max_dirty_percent: 62.5,
+                ..CleanerTotals::default()
+            },
         };
         let out = render(&Metrics::default(), &figures);
         for line in [
@@ -681,11 +797,22 @@ mod tests {
             "rafka_transaction_aborts_total 4\n",
             "rafka_transaction_coordinator_aborts_total 1\n",
             "rafka_storage_bytes 200\n",
+            "rafka_partition_dirty_ratio{topic=\"t\\\"x\",partition=\"1\"} 0.25\n",
+            "rafka_partition_dirty_bytes{topic=\"t\\\"x\",partition=\"1\"} 25\n",
+            "rafka_partition_clean_bytes{topic=\"t\\\"x\",partition=\"1\"} 75\n",
+            "rafka_partition_last_cleaned_timestamp_seconds{topic=\"t\\\"x\",partition=\"1\"} 1.5\n",
+            "rafka_log_cleaner_runs_total 3\n",
+            "rafka_log_cleaner_bytes_read_total 1000\n",
+            "rafka_log_cleaner_errors_total 1\n",
+            "rafka_log_cleaner_last_error_timestamp_seconds 2\n",
+            "rafka_log_cleaner_max_dirty_percent 62.5\n",
         ] {
             assert!(out.contains(line), "{line} missing from\n{out}");
         }
         // No lag for a partition that no longer exists.
         assert!(!out.contains("rafka_group_lag{group=\"g\",topic=\"gone\""));
+        // Cleaner figures only for compacted partitions.
+        assert!(!out.contains("rafka_partition_dirty_ratio{topic=\"t\\\"x\",partition=\"0\"}"));
     }
 
     #[test]

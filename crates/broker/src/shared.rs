@@ -47,6 +47,9 @@ pub struct Shared {
     pub hooks: HookChain,
     /// Request, connection and traffic counters (rendered by the admin endpoint).
     pub(crate) metrics: Metrics,
+    /// The log cleaner's per-partition state and totals (the cleaner loop writes it, a
+    /// scrape reads it).
+    pub(crate) cleaner: crate::cleaner_state::CleanerState,
     /// `log.slow_request_ms` (`None` when 0).
     pub(crate) slow_request: Option<Duration>,
     advertised_host: String,
@@ -75,7 +78,12 @@ impl Shared {
             .storage
             .metadata_dir()
             .map(|dir| dir.join("rafka-topics.yaml"));
-        let cluster = Cluster::open(engine, config.storage.log_config(), meta_path)?;
+        let cluster = Cluster::open(
+            engine,
+            config.storage.log_config(),
+            config.broker.log_cleanup_policy.clone(),
+            meta_path,
+        )?;
         let partitions = cluster.partition_count();
         let groups = GroupCoordinator::open(
             &cluster,
@@ -154,6 +162,7 @@ impl Shared {
             txn_settled: tokio::sync::Notify::new(),
             hooks,
             metrics: Metrics::default(),
+            cleaner: Default::default(),
             slow_request,
             advertised_host,
             advertised_port,
@@ -172,19 +181,31 @@ impl Shared {
             .cluster
             .topics()
             .iter()
-            .map(|t| TopicFigures {
-                name: t.name.to_string(),
-                partitions: t
-                    .partitions
-                    .iter()
-                    .map(|p| PartitionFigures {
-                        traffic: p.traffic.counts(),
-                        log_start_offset: p.log_start_offset().0,
-                        log_end_offset: p.log_end_offset().0,
-                        last_stable_offset: p.last_stable_offset().0,
-                        size_bytes: p.size_bytes(),
-                    })
-                    .collect(),
+            .map(|t| {
+                let compacted = crate::topic_config::CompactionSettings::of(
+                    &t.configs,
+                    self.cluster.default_cleanup_policy(),
+                )
+                .is_some();
+                TopicFigures {
+                    name: t.name.to_string(),
+                    partitions: t
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            let size_bytes = p.size_bytes();
+                            PartitionFigures {
+                                traffic: p.traffic.counts(),
+                                log_start_offset: p.log_start_offset().0,
+                                log_end_offset: p.log_end_offset().0,
+                                last_stable_offset: p.last_stable_offset().0,
+                                size_bytes,
+                                cleaner: compacted
+                                    .then(|| self.cleaner.partition(&p.tp, size_bytes)),
+                            }
+                        })
+                        .collect(),
+                }
             })
             .collect();
         // Copy the committed offsets out under the group lock, look up log ends after it.
@@ -213,6 +234,7 @@ impl Shared {
             storage_bytes: parts.iter().map(|p| p.size_bytes()).sum(),
             transactions_ongoing,
             transactions,
+            cleaner: self.cleaner.totals(),
         }
     }
 }

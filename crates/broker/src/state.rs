@@ -735,6 +735,8 @@ struct ProducerIds {
 pub struct Cluster {
     engine: Arc<dyn StorageEngine>,
     defaults: LogConfig,
+    /// `log.cleanup.policy`: the `cleanup.policy` of topics that set none.
+    default_cleanup_policy: String,
     topics: RwLock<BTreeMap<TopicName, Arc<Topic>>>,
     /// Serialises topic creation/deletion/alteration and the metadata file.
     admin: Mutex<()>,
@@ -748,6 +750,7 @@ impl Cluster {
     pub fn open(
         engine: Arc<dyn StorageEngine>,
         defaults: LogConfig,
+        default_cleanup_policy: String,
         meta_path: Option<PathBuf>,
     ) -> Result<Cluster, TopicError> {
         let mut meta = match &meta_path {
@@ -789,7 +792,10 @@ impl Cluster {
                 tracing::warn!(topic = %t.name, "skipping persisted topic with an invalid name");
                 continue;
             };
-            let cfg = topic_config::log_config(&defaults, &t.configs);
+            let cfg = topic_config::log_config(
+                &defaults,
+                &topic_config::with_default_policy(&t.configs, &default_cleanup_policy),
+            );
             let mut partitions = Vec::new();
             for p in 0..t.partitions {
                 let tp = TopicPartition::new(name.clone(), p);
@@ -823,6 +829,7 @@ impl Cluster {
         let cluster = Cluster {
             engine,
             defaults,
+            default_cleanup_policy,
             topics: RwLock::new(topics),
             admin: Mutex::new(()),
             producer_ids: Mutex::new(ProducerIds {
@@ -847,6 +854,27 @@ impl Cluster {
     /// Broker-wide log defaults.
     pub fn defaults(&self) -> &LogConfig {
         &self.defaults
+    }
+
+    /// `log.cleanup.policy`: the `cleanup.policy` of topics that set none.
+    pub fn default_cleanup_policy(&self) -> &str {
+        &self.default_cleanup_policy
+    }
+
+    /// The value topic config `name` has where a topic does not set it.
+    pub fn default_topic_value(&self, name: &str) -> String {
+        match name {
+            "cleanup.policy" => self.default_cleanup_policy.clone(),
+            _ => topic_config::default_value(name, &self.defaults),
+        }
+    }
+
+    /// The log settings of a topic with these overrides.
+    fn log_config(&self, overrides: &BTreeMap<String, String>) -> LogConfig {
+        topic_config::log_config(
+            &self.defaults,
+            &topic_config::with_default_policy(overrides, &self.default_cleanup_policy),
+        )
     }
 
     /// The cluster id.
@@ -943,7 +971,7 @@ impl Cluster {
         if self.topics.read().contains_key(name) {
             return Err(TopicError::AlreadyExists(name.to_string()));
         }
-        let cfg = topic_config::log_config(&self.defaults, &configs);
+        let cfg = self.log_config(&configs);
         if validate_only {
             return Ok(Arc::new(Topic {
                 name: name.clone(),
@@ -1018,7 +1046,7 @@ impl Cluster {
         if validate_only {
             return Ok(());
         }
-        let cfg = topic_config::log_config(&self.defaults, &topic.configs);
+        let cfg = self.log_config(&topic.configs);
         let mut parts = topic.partitions.clone();
         off_the_runtime(|| {
             for p in current..count {
@@ -1055,7 +1083,7 @@ impl Cluster {
             .get(name)
             .cloned()
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
-        let cfg = topic_config::log_config(&self.defaults, &configs);
+        let cfg = self.log_config(&configs);
         for p in &topic.partitions {
             p.set_config(cfg.clone());
         }

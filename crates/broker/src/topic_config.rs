@@ -367,6 +367,21 @@ pub fn default_value(name: &str, d: &LogConfig) -> String {
     }
 }
 
+/// A topic's overrides with the broker's `log.cleanup.policy` filled in when the topic does
+/// not set `cleanup.policy` and the broker default is not plain `delete` (what
+/// [`log_config`] takes; DescribeConfigs still shows the broker default as a default).
+pub fn with_default_policy<'a>(
+    overrides: &'a BTreeMap<String, String>,
+    default_policy: &str,
+) -> std::borrow::Cow<'a, BTreeMap<String, String>> {
+    if overrides.contains_key("cleanup.policy") || default_policy.trim() == "delete" {
+        return std::borrow::Cow::Borrowed(overrides);
+    }
+    let mut o = overrides.clone();
+    o.insert("cleanup.policy".into(), default_policy.to_string());
+    std::borrow::Cow::Owned(o)
+}
+
 /// Applies validated overrides to the broker defaults.
 pub fn log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) -> LogConfig {
     let mut c = defaults.clone();
@@ -456,6 +471,33 @@ mod tests {
     }
 
     #[test]
+    fn the_broker_cleanup_policy_applies_where_a_topic_sets_none() {
+        let d = LogConfig::default();
+        let none = BTreeMap::new();
+        let delete = BTreeMap::from([("cleanup.policy".to_string(), "delete".to_string())]);
+        // Broker default compact: a topic without the key is compacted, retention off.
+        let c = log_config(&d, &with_default_policy(&none, "compact"));
+        assert!(c.compact);
+        assert_eq!((c.retention_ms, c.retention_bytes), (-1, -1));
+        assert!(CompactionSettings::of(&none, "compact").is_some());
+        // Its own `delete` wins, with the broker's retention.
+        let c = log_config(&d, &with_default_policy(&delete, "compact"));
+        assert!(!c.compact);
+        assert_eq!(c.retention_ms, d.retention_ms);
+        assert!(CompactionSettings::of(&delete, "compact").is_none());
+        // compact,delete: compacted and retention kept.
+        let c = log_config(&d, &with_default_policy(&none, "compact,delete"));
+        assert!(c.compact);
+        assert_eq!(c.retention_ms, d.retention_ms);
+        // The default default changes nothing.
+        assert!(matches!(
+            with_default_policy(&none, "delete"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert!(CompactionSettings::of(&none, "delete").is_none());
+    }
+
+    #[test]
     fn every_kafka_topic_config_is_accepted_with_its_default() {
         let d = LogConfig::default();
         for k in TOPIC_CONFIG_KEYS {
@@ -533,11 +575,16 @@ pub struct CompactionSettings {
 }
 
 impl CompactionSettings {
-    /// The settings of a topic with these overrides, if it is compacted.
-    pub fn of(overrides: &BTreeMap<String, String>) -> Option<CompactionSettings> {
+    /// The settings of a topic with these overrides, if it is compacted (by its own
+    /// `cleanup.policy`, or else by the broker's `log.cleanup.policy`, `default_policy`).
+    pub fn of(
+        overrides: &BTreeMap<String, String>,
+        default_policy: &str,
+    ) -> Option<CompactionSettings> {
         if !overrides
             .get("cleanup.policy")
-            .is_some_and(|v| v.contains("compact"))
+            .map_or(default_policy, String::as_str)
+            .contains("compact")
         {
             return None;
         }

@@ -135,18 +135,15 @@ pub fn create_topics(
                     .with_num_partitions(partitions)
                     .with_replication_factor(1);
                 if version >= 5 {
-                    let defaults =
-                        topic_config::log_config(shared.cluster.defaults(), &BTreeMap::new());
                     r.configs = Some(
                         topic_config::TOPIC_CONFIG_KEYS
                             .iter()
                             .map(|k| {
                                 let (value, source) = match configs.get(k.name) {
                                     Some(v) => (v.clone(), SOURCE_TOPIC),
-                                    None => (
-                                        topic_config::default_value(k.name, &defaults),
-                                        SOURCE_DEFAULT,
-                                    ),
+                                    None => {
+                                        (shared.cluster.default_topic_value(k.name), SOURCE_DEFAULT)
+                                    }
                                 };
                                 CreatableTopicConfigs::default()
                                     .with_name(sb(k.name))

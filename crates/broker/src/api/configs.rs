@@ -76,6 +76,33 @@ fn broker_entries(shared: &Shared) -> Vec<(String, String, i8)> {
             d.max_message_bytes.to_string(),
             3,
         ),
+        ("log.cleanup.policy".into(), b.log_cleanup_policy.clone(), 7),
+        (
+            "log.cleaner.enable".into(),
+            b.log_cleaner_enable.to_string(),
+            1,
+        ),
+        (
+            "log.cleaner.threads".into(),
+            b.log_cleaner_threads.to_string(),
+            3,
+        ),
+        (
+            "log.cleaner.io.max.bytes.per.second".into(),
+            // Java's spelling of the default: 1.7976931348623157E308.
+            format!("{:?}", b.log_cleaner_io_max_bytes_per_second).to_uppercase(),
+            6,
+        ),
+        (
+            "log.cleaner.backoff.ms".into(),
+            b.log_cleaner_backoff_ms.to_string(),
+            5,
+        ),
+        (
+            "log.cleaner.dedupe.buffer.size".into(),
+            b.log_cleaner_dedupe_buffer_size.to_string(),
+            5,
+        ),
         ("default.replication.factor".into(), "1".into(), 3),
         ("min.insync.replicas".into(), "1".into(), 3),
     ]
@@ -126,7 +153,6 @@ pub fn describe(shared: &Arc<Shared>, req: DescribeConfigsRequest, version: i16)
                                 &*res.resource_name
                             ))));
                     };
-                    let defaults = shared.cluster.defaults();
                     let configs = TOPIC_CONFIG_KEYS
                         .iter()
                         .filter(|k| wanted(k.name))
@@ -136,7 +162,7 @@ pub fn describe(shared: &Arc<Shared>, req: DescribeConfigsRequest, version: i16)
                             }
                             None => entry(
                                 k.name,
-                                topic_config::default_value(k.name, defaults),
+                                shared.cluster.default_topic_value(k.name),
                                 SOURCE_DEFAULT,
                                 false,
                                 k.config_type,
