@@ -641,6 +641,16 @@ async fn describe(conn: &mut KafkaConn, id: &str) -> (String, usize) {
 
 /// Produce v9 of `records` to tx-f-0 with the request's transactional id; the error code.
 async fn produce_txn(conn: &mut KafkaConn, id: &str, records: bytes::Bytes) -> i16 {
+    produce_txn_at(conn, id, records, 9).await
+}
+
+/// `produce_txn` at Produce `version`.
+async fn produce_txn_at(
+    conn: &mut KafkaConn,
+    id: &str,
+    records: bytes::Bytes,
+    version: i16,
+) -> i16 {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     let req = kafka_protocol::messages::ProduceRequest::default()
         .with_transactional_id(Some(tid(id)))
@@ -652,7 +662,7 @@ async fn produce_txn(conn: &mut KafkaConn, id: &str, records: bytes::Bytes) -> i
                 .with_index(0)
                 .with_records(Some(records))])]);
     let ResponseKind::Produce(r) = conn
-        .send(ApiKey::Produce, 9, RequestKind::Produce(req))
+        .send(ApiKey::Produce, version, RequestKind::Produce(req))
         .await
     else {
         panic!("not Produce")
@@ -1007,5 +1017,93 @@ async fn the_next_transaction_starts_without_concurrent_transactions() {
             "round {round}"
         );
     }
+    b.shutdown().await;
+}
+
+/// (error code, LSO, offsets of the records and markers) of a read_committed Fetch of
+/// tx-f-0 from 0.
+async fn read_committed(conn: &mut KafkaConn) -> (i16, i64, Vec<i64>) {
+    let req = common::fetch_request("tx-f", Default::default(), 0, common::FetchArgs::at(0))
+        .with_isolation_level(1);
+    let ResponseKind::Fetch(r) = conn.send(ApiKey::Fetch, 12, RequestKind::Fetch(req)).await else {
+        panic!("not a Fetch response")
+    };
+    let part = &r.responses[0].partitions[0];
+    let (offsets, _) = common::decode_records(part.records.clone());
+    (part.error_code, part.last_stable_offset, offsets)
+}
+
+/// Transaction version 2 on the wire, as Kafka 4 clients drive it (no client here does):
+/// a transactional Produce v12 adds its partition implicitly, without AddPartitionsToTxn;
+/// read_committed does not see the record until EndTxn v5 commits; EndTxn v5 answers with
+/// the producer's next epoch, which the next transaction produces with (its sequence
+/// starting again at 0), while the old epoch is refused and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_version_2_adds_partitions_implicitly_and_bumps_the_epoch_at_each_end() {
+    let b = common::start_broker(fast).await;
+    let mut conn = KafkaConn::connect(&b.addr()).await;
+    assert_eq!(common::create_topic(&mut conn, "tx-f", 1, &[]).await, 0);
+    let (pid, mut epoch) = init_pid(&mut conn, "tv2").await;
+    for round in 0..3i64 {
+        // Each round: one record, then the commit marker.
+        let at = 2 * round;
+        let code = produce_txn_at(&mut conn, "tv2", txn_batch(pid, epoch), 12).await;
+        assert_eq!(code, 0, "round {round}: implicit add");
+        assert_eq!(describe(&mut conn, "tv2").await, ("Ongoing".into(), 1));
+        let (code, lso, seen) = read_committed(&mut conn).await;
+        assert_eq!(
+            (code, lso),
+            (0, at),
+            "round {round}: the open transaction holds the LSO"
+        );
+        // Everything below the LSO: the earlier records and their commit markers.
+        assert_eq!(seen, (0..at).collect::<Vec<_>>(), "round {round}");
+
+        let ResponseKind::EndTxn(r) = conn
+            .send(
+                ApiKey::EndTxn,
+                5,
+                RequestKind::EndTxn(
+                    EndTxnRequest::default()
+                        .with_transactional_id(tid("tv2"))
+                        .with_producer_id(ProducerId(pid))
+                        .with_producer_epoch(epoch)
+                        .with_committed(true),
+                ),
+            )
+            .await
+        else {
+            panic!("not EndTxn")
+        };
+        assert_eq!(r.error_code, 0, "round {round}");
+        assert_eq!(
+            (r.producer_id.0, r.producer_epoch),
+            (pid, epoch + 1),
+            "round {round}: EndTxn v5 bumps the epoch"
+        );
+        epoch = r.producer_epoch;
+        // The markers land a moment after the answer.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, lso, seen) = read_committed(&mut conn).await;
+            if lso == at + 2 {
+                assert_eq!(seen, (0..at + 2).collect::<Vec<_>>(), "round {round}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: LSO stuck at {lso}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // The epoch before the last bump is stale: refused, nothing written.
+    let end = common::log_end_offset(&mut conn, "tx-f", 0).await;
+    let code = produce_txn_at(&mut conn, "tv2", txn_batch(pid, epoch - 1), 12).await;
+    assert_eq!(
+        code, 47,
+        "a stale epoch: INVALID_PRODUCER_EPOCH, as Kafka's producer state answers"
+    );
+    assert_eq!(common::log_end_offset(&mut conn, "tx-f", 0).await, end);
     b.shutdown().await;
 }

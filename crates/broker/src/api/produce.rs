@@ -287,7 +287,10 @@ fn partition_error_at(
 
 /// Produce. From v12 (transaction version 2) a transactional batch adds its partition to
 /// the producer's transaction itself: the partitions not in it yet are added first (one
-/// `__transaction_state` append), then the request is served as before.
+/// `__transaction_state` append), then the request is served as before. While the id's
+/// previous transaction is still being completed (right after an EndTxn), the add waits
+/// for the coordinator to settle, as AddPartitionsToTxn does, instead of the client
+/// getting a retriable error and sleeping its backoff after every commit.
 pub fn handle(
     shared: &Arc<Shared>,
     req: ProduceRequest,
@@ -295,13 +298,32 @@ pub fn handle(
     ctx: &Arc<RequestContext>,
 ) -> Reply {
     if version >= 12 && req.acks != 0 {
-        if let Some(pending) = implicit_add(shared, &req) {
+        let add = implicit_add(shared, &req);
+        if !matches!(add, ImplicitAdd::Nothing) {
             let shared = shared.clone();
             let ctx = ctx.clone();
             return Reply::Later(Box::pin(async move {
-                if let Err(e) = super::txn::complete(shared.clone(), pending).await {
-                    // The produce check below answers each partition with its error.
-                    tracing::debug!(error = %e, "implicit AddPartitionsToTxn failed");
+                let deadline = tokio::time::Instant::now() + super::txn::SETTLE_WAIT;
+                let mut add = add;
+                while matches!(add, ImplicitAdd::Concurrent)
+                    && tokio::time::Instant::now() < deadline
+                {
+                    let settled = shared.txn_settled.notified();
+                    tokio::pin!(settled);
+                    settled.as_mut().enable();
+                    // A write may have finished since the last attempt.
+                    add = implicit_add(&shared, &req);
+                    if !matches!(add, ImplicitAdd::Concurrent) {
+                        break;
+                    }
+                    let _ = tokio::time::timeout_at(deadline, settled).await;
+                    add = implicit_add(&shared, &req);
+                }
+                if let ImplicitAdd::Append(pending) = add {
+                    if let Err(e) = super::txn::complete(shared.clone(), pending).await {
+                        // The produce check below answers each partition with its error.
+                        tracing::debug!(error = %e, "implicit AddPartitionsToTxn failed");
+                    }
                 }
                 match serve(&shared, req, version, &ctx) {
                     Reply::Now(r) => r,
@@ -317,13 +339,23 @@ pub fn handle(
     serve(shared, req, version, ctx)
 }
 
+/// What the implicit add of a Produce v12+ request needs.
+enum ImplicitAdd {
+    /// Nothing to add (no transactional batch, or all in the transaction already, or a
+    /// refusal the produce check answers).
+    Nothing,
+    /// The coordinator's append adding the partitions.
+    Append(crate::txn::coordinator::Pending<()>),
+    /// The id's previous transaction is still being completed: try again once it settles.
+    Concurrent,
+}
+
 /// Produce v12+: the append that adds the request's transactional partitions not yet in
 /// the producer's transaction, if there are any and the coordinator takes them.
-fn implicit_add(
-    shared: &Shared,
-    req: &ProduceRequest,
-) -> Option<crate::txn::coordinator::Pending<()>> {
-    let id = req.transactional_id.as_deref().filter(|t| !t.is_empty())?;
+fn implicit_add(shared: &Shared, req: &ProduceRequest) -> ImplicitAdd {
+    let Some(id) = req.transactional_id.as_deref().filter(|t| !t.is_empty()) else {
+        return ImplicitAdd::Nothing;
+    };
     let mut ids = None;
     let mut parts = Vec::new();
     for t in &req.topic_data {
@@ -350,7 +382,9 @@ fn implicit_add(
             }
         }
     }
-    let (pid, epoch) = ids?;
+    let Some((pid, epoch)) = ids else {
+        return ImplicitAdd::Nothing;
+    };
     let step = shared.txn.lock().add_partitions(
         id,
         pid,
@@ -360,8 +394,11 @@ fn implicit_add(
         super::txn::now_ms(),
     );
     match step {
-        crate::txn::coordinator::Step::Append(p) => Some(p),
-        crate::txn::coordinator::Step::Done(_) => None,
+        crate::txn::coordinator::Step::Append(p) => ImplicitAdd::Append(p),
+        crate::txn::coordinator::Step::Done(Err(crate::txn::TxnError::ConcurrentTransactions)) => {
+            ImplicitAdd::Concurrent
+        }
+        crate::txn::coordinator::Step::Done(_) => ImplicitAdd::Nothing,
     }
 }
 

@@ -256,7 +256,7 @@ where
 
 /// Longest a request answered CONCURRENT_TRANSACTIONS waits for the coordinator to settle
 /// before that answer goes out.
-const SETTLE_WAIT: Duration = Duration::from_millis(500);
+pub(crate) const SETTLE_WAIT: Duration = Duration::from_millis(500);
 
 /// Like [`step_reply`] for a step `attempt` makes; when it answers CONCURRENT_TRANSACTIONS
 /// (the id's previous transaction is still being completed or aborted: markers, the
