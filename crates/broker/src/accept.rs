@@ -1,6 +1,7 @@
-//! The accept loop the Kafka listener and the admin endpoint share: one task per
-//! connection, at most `max` at once (a semaphore permit lives as long as its task; more
-//! clients wait in the listen backlog), until `shutdown` changes.
+//! The accept loop the Kafka listeners and the admin endpoint share: one task per
+//! connection, at most as many at once as `slots` has permits (a permit lives as long as
+//! its task, TLS handshake included; more clients wait in the listen backlog; the Kafka
+//! listeners share one semaphore), until `shutdown` changes.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use tokio::task::JoinSet;
 /// to drop it at once. Returns the tasks still running, for the caller to drain or abort.
 pub(crate) async fn accept_bounded<F, Fut>(
     listener: &TcpListener,
-    max: usize,
+    slots: Arc<Semaphore>,
     shutdown: &mut watch::Receiver<bool>,
     what: &'static str,
     mut serve: F,
@@ -24,7 +25,6 @@ where
     F: FnMut(TcpStream, SocketAddr) -> Option<Fut>,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(max));
     let mut tasks = JoinSet::new();
     loop {
         let permit = tokio::select! {

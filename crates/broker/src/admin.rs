@@ -95,7 +95,7 @@ pub(crate) async fn serve(
     let stopping = shutdown.clone();
     let mut tasks = accept_bounded(
         &listener,
-        CONNECTIONS_MAX,
+        Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX)),
         &mut shutdown,
         "admin",
         |stream, peer| {

@@ -6,15 +6,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use rafka_core::{StorageError, Timestamp};
 
-use rafka_hooks::{Hook, HookChain};
+use rafka_hooks::{Hook, HookChain, SecurityProtocol};
 
 use crate::cleaner_state::CleanerState;
-use crate::config::{Config, FsyncPolicy};
+use crate::config::{Config, ConfigError, FsyncPolicy, ListenerProtocol};
+use crate::server::ListenerSpec;
 use crate::shared::Shared;
 use crate::state::TopicError;
 
@@ -52,7 +54,8 @@ pub struct Broker {
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     shutdown_tx: watch::Sender<bool>,
-    accept_task: Option<JoinHandle<()>>,
+    listener_addrs: Vec<(String, SocketAddr)>,
+    accept_tasks: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
     recovered_partitions: usize,
     startup: Duration,
@@ -111,6 +114,14 @@ impl Broker {
         // a broker on the default ports must learn about a missing engine or a bad value,
         // not about a port in use.
         config.validate()?;
+        // The listeners' TLS material (files readable, PEM parses, the key matches the
+        // certificate): a config error like the others, before any port is bound.
+        let listeners = config
+            .broker
+            .effective_listeners()
+            .into_iter()
+            .map(|l| crate::tls::server_config(&l).map(|tls| (l, tls)))
+            .collect::<Result<Vec<_>, ConfigError>>()?;
         // Hooks next: a bad `hooks:` entry (pattern, schema file) fails before any port is
         // bound or file opened.
         let mut hooks = rafka_hooks::build_hooks(&config.hooks)?;
@@ -149,34 +160,64 @@ impl Broker {
         .await
         .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))??;
         let recovered_partitions = recovered.partitions;
-        let listener = TcpListener::bind(&config.broker.listen)
-            .await
-            .map_err(|source| BrokerError::Bind {
-                addr: config.broker.listen.clone(),
+        let mut bound = Vec::new();
+        let mut advertised = Vec::new();
+        for (l, tls) in listeners {
+            let listener =
+                TcpListener::bind(&l.listen)
+                    .await
+                    .map_err(|source| BrokerError::Bind {
+                        addr: l.listen.clone(),
+                        source,
+                    })?;
+            let local = listener.local_addr().map_err(|source| BrokerError::Bind {
+                addr: l.listen.clone(),
                 source,
             })?;
-        let local_addr = listener.local_addr().map_err(|source| BrokerError::Bind {
-            addr: config.broker.listen.clone(),
-            source,
-        })?;
-        let (advertised_host, advertised_port) = match &config.broker.advertised_listener {
-            Some(a) => {
-                let (h, p) = a.rsplit_once(':').unwrap_or((a.as_str(), "9092"));
-                (h.to_string(), p.parse().unwrap_or(9092))
-            }
-            None => (local_addr.ip().to_string(), local_addr.port() as i32),
-        };
-        let shared = Arc::new(Shared::new(
-            config,
-            recovered,
-            hooks,
-            (advertised_host, advertised_port),
-        ));
-        let accept_task = tokio::spawn(crate::server::accept_loop(
-            shared.clone(),
-            listener,
-            shutdown_rx.clone(),
-        ));
+            let (host, port) = match &l.advertised {
+                Some(a) => {
+                    let (h, p) = a.rsplit_once(':').unwrap_or((a.as_str(), "9092"));
+                    (h.to_string(), p.parse().unwrap_or(9092))
+                }
+                None => (local.ip().to_string(), local.port() as i32),
+            };
+            advertised.push((l.name.clone(), host, port));
+            let protocol = match l.security_protocol {
+                ListenerProtocol::Plaintext => SecurityProtocol::Plaintext,
+                ListenerProtocol::Ssl => SecurityProtocol::Ssl,
+                ListenerProtocol::SaslPlaintext => SecurityProtocol::SaslPlaintext,
+                ListenerProtocol::SaslSsl => SecurityProtocol::SaslSsl,
+            };
+            bound.push((
+                listener,
+                local,
+                ListenerSpec {
+                    name: l.name.clone(),
+                    protocol,
+                    tls: tls.map(TlsAcceptor::from),
+                },
+            ));
+        }
+        let local_addr = bound[0].1;
+        let listener_addrs: Vec<(String, SocketAddr)> = bound
+            .iter()
+            .map(|(_, a, spec)| (spec.name.clone(), *a))
+            .collect();
+        let shared = Arc::new(Shared::new(config, recovered, hooks, advertised));
+        // One connection limit for all listeners, as Kafka's `max.connections`.
+        let slots = Arc::new(Semaphore::new(shared.config.broker.max_connections));
+        let accept_tasks: Vec<JoinHandle<()>> = bound
+            .into_iter()
+            .map(|(listener, _, spec)| {
+                tokio::spawn(crate::server::accept_loop(
+                    shared.clone(),
+                    listener,
+                    spec,
+                    slots.clone(),
+                    shutdown_rx.clone(),
+                ))
+            })
+            .collect();
         let mut background = vec![
             tokio::spawn(retention_loop(shared.clone(), shutdown_rx.clone())),
             tokio::spawn(group_loop(shared.clone(), shutdown_rx.clone())),
@@ -205,16 +246,30 @@ impl Broker {
             local_addr,
             admin_addr,
             shutdown_tx,
-            accept_task: Some(accept_task),
+            listener_addrs,
+            accept_tasks,
             background,
             recovered_partitions,
             startup: started.elapsed(),
         })
     }
 
-    /// The address the listener is bound to.
+    /// The address the (first) listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Every listener's name and bound address, in config order.
+    pub fn listener_addresses(&self) -> &[(String, SocketAddr)] {
+        &self.listener_addrs
+    }
+
+    /// The bound address of the listener named `name`.
+    pub fn listener_address(&self, name: &str) -> Option<SocketAddr> {
+        self.listener_addrs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
     }
 
     /// The address the admin HTTP endpoint is bound to; `None` when `admin.listen` is empty.
@@ -246,7 +301,7 @@ impl Broker {
     /// flushes every partition and records a clean shutdown.
     pub async fn shutdown(mut self) -> Result<(), StorageError> {
         let _ = self.shutdown_tx.send(true);
-        if let Some(t) = self.accept_task.take() {
+        for t in self.accept_tasks.drain(..) {
             let _ = t.await;
         }
         for t in self.background.drain(..) {
@@ -272,7 +327,7 @@ impl Drop for Broker {
     fn drop(&mut self) {
         // Dropped without shutdown(): stop serving; no clean-shutdown marker is written.
         let _ = self.shutdown_tx.send(true);
-        if let Some(t) = self.accept_task.take() {
+        for t in self.accept_tasks.drain(..) {
             t.abort();
         }
         for t in &self.background {

@@ -115,6 +115,184 @@ impl Default for LoggingConfig {
     }
 }
 
+/// Kafka's security protocols, as a listener's `security_protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum ListenerProtocol {
+    /// No TLS, no authentication.
+    #[default]
+    #[serde(rename = "PLAINTEXT")]
+    Plaintext,
+    /// TLS, with client certificates when `ssl.client_ca` is set.
+    #[serde(rename = "SSL")]
+    Ssl,
+    /// SASL without TLS (not yet supported).
+    #[serde(rename = "SASL_PLAINTEXT")]
+    SaslPlaintext,
+    /// SASL over TLS (not yet supported).
+    #[serde(rename = "SASL_SSL")]
+    SaslSsl,
+}
+
+/// Kafka's `ssl.client.auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// A client certificate signed by `client_ca` is required (mutual TLS).
+    Required,
+    /// A client certificate is checked when the client sends one; clients without one are
+    /// `User:ANONYMOUS`.
+    Requested,
+    /// No client certificate is asked for.
+    None,
+}
+
+/// A listener's `ssl:` settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSslConfig {
+    /// PEM certificate chain, the broker's certificate first.
+    pub certificate: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA certificates client certificates are checked against.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// `required` (the default when `client_ca` is set), `requested` or `none`.
+    #[serde(default)]
+    pub client_auth: Option<ClientAuth>,
+}
+
+impl ListenerSslConfig {
+    /// The client authentication in effect: `client_auth`, else `required` when a client
+    /// CA is given, else `none`.
+    pub fn effective_client_auth(&self) -> ClientAuth {
+        match (self.client_auth, &self.client_ca) {
+            (Some(a), _) => a,
+            (None, Some(_)) => ClientAuth::Required,
+            (None, None) => ClientAuth::None,
+        }
+    }
+}
+
+/// One entry of `broker.listeners`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// The listener's name (Kafka's listener name, e.g. `INTERNAL`).
+    pub name: String,
+    /// Bind address, numeric `IP:PORT`; port 0 picks a free port.
+    pub listen: String,
+    /// `HOST:PORT` given in Metadata to clients of this listener; defaults to the bound
+    /// address.
+    #[serde(default)]
+    pub advertised: Option<String>,
+    /// `PLAINTEXT` (the default) or `SSL`.
+    #[serde(default)]
+    pub security_protocol: ListenerProtocol,
+    /// TLS settings; required for `SSL`.
+    #[serde(default)]
+    pub ssl: Option<ListenerSslConfig>,
+}
+
+impl BrokerConfig {
+    /// The listeners to bind: `listeners`, or the `listen` shorthand as one `PLAINTEXT`
+    /// listener named `PLAINTEXT`.
+    pub fn effective_listeners(&self) -> Vec<ListenerConfig> {
+        if !self.listeners.is_empty() {
+            return self.listeners.clone();
+        }
+        vec![ListenerConfig {
+            name: "PLAINTEXT".into(),
+            listen: self.listen.clone(),
+            advertised: self.advertised_listener.clone(),
+            security_protocol: ListenerProtocol::Plaintext,
+            ssl: None,
+        }]
+    }
+}
+
+/// Most entries in `broker.listeners`.
+pub const LISTENERS_MAX: usize = 16;
+
+/// Checks `broker.listeners` (names, addresses, protocols); reads no file.
+fn validate_listeners(listeners: &[ListenerConfig]) -> Result<(), ConfigError> {
+    let invalid = |problem: String| {
+        Err(ConfigError::Invalid {
+            key: "broker.listeners",
+            problem,
+        })
+    };
+    if listeners.len() > LISTENERS_MAX {
+        return invalid(format!(
+            "{} listeners; at most {LISTENERS_MAX}",
+            listeners.len()
+        ));
+    }
+    let mut names = std::collections::HashSet::new();
+    let mut bound = std::collections::HashSet::new();
+    for l in listeners {
+        let n = &l.name;
+        if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return invalid(format!(
+                "listener name {n:?} must be letters, digits and `_`"
+            ));
+        }
+        if !names.insert(n.to_ascii_uppercase()) {
+            return invalid(format!("listener name {n:?} is used twice"));
+        }
+        let Ok(addr) = l.listen.parse::<std::net::SocketAddr>() else {
+            return invalid(format!(
+                "listener {n}: listen {:?} is not IP:PORT with a numeric IP",
+                l.listen
+            ));
+        };
+        if addr.port() != 0 && !bound.insert(addr) {
+            return invalid(format!("listener {n}: {addr} is bound by another listener"));
+        }
+        if let Some(a) = &l.advertised {
+            let ok = a
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !ok {
+                return invalid(format!("listener {n}: advertised {a:?} is not HOST:PORT"));
+            }
+        }
+        match (l.security_protocol, &l.ssl) {
+            (ListenerProtocol::SaslPlaintext | ListenerProtocol::SaslSsl, _) => {
+                return invalid(format!(
+                    "listener {n}: security_protocol SASL_PLAINTEXT and SASL_SSL are not yet \
+                     supported (use PLAINTEXT or SSL)"
+                ));
+            }
+            (ListenerProtocol::Ssl, None) => {
+                return invalid(format!(
+                    "listener {n}: security_protocol SSL needs `ssl:` with certificate and key"
+                ));
+            }
+            (ListenerProtocol::Plaintext, Some(_)) => {
+                return invalid(format!(
+                    "listener {n}: `ssl:` is set but security_protocol is PLAINTEXT"
+                ));
+            }
+            (ListenerProtocol::Ssl, Some(ssl)) => {
+                if ssl.client_ca.is_none()
+                    && matches!(
+                        ssl.client_auth,
+                        Some(ClientAuth::Required | ClientAuth::Requested)
+                    )
+                {
+                    return invalid(format!(
+                        "listener {n}: ssl.client_auth needs ssl.client_ca to check client \
+                         certificates against"
+                    ));
+                }
+            }
+            (ListenerProtocol::Plaintext, None) => {}
+        }
+    }
+    Ok(())
+}
+
 /// `broker:` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -125,6 +303,9 @@ pub struct BrokerConfig {
     pub listen: String,
     /// Address given to clients in Metadata; defaults to the bound listen address.
     pub advertised_listener: Option<String>,
+    /// Named listeners (Kafka's `listeners` with their security protocols). When set, they
+    /// replace `listen` and `advertised_listener`, which are the one-listener shorthand.
+    pub listeners: Vec<ListenerConfig>,
     /// `auto.create.topics.enable`.
     pub auto_create_topics_enable: bool,
     /// `num.partitions`: partitions of an auto-created topic or a CreateTopics with -1.
@@ -207,6 +388,7 @@ impl Default for BrokerConfig {
             node_id: 0,
             listen: "127.0.0.1:9092".into(),
             advertised_listener: None,
+            listeners: Vec::new(),
             auto_create_topics_enable: true,
             num_partitions: 1,
             socket_request_max_bytes: limits::REQUEST_BYTES_MAX,
@@ -326,6 +508,7 @@ impl Config {
                 );
             }
         }
+        validate_listeners(&b.listeners)?;
         if !(1..=limits::PARTITIONS_PER_TOPIC_MAX).contains(&b.num_partitions) {
             return invalid(
                 "broker.num_partitions",
@@ -643,5 +826,103 @@ mod tests {
         assert!(e.to_string().contains("lisen"), "{e}");
         let e = Config::from_yaml("durability:\n  fsync: sometimes\n").unwrap_err();
         assert!(e.to_string().contains("sometimes"), "{e}");
+    }
+
+    #[test]
+    fn listeners_shorthand_and_list() {
+        let c = Config::from_yaml("broker:\n  listen: 127.0.0.1:0\n").unwrap();
+        let l = c.broker.effective_listeners();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].name, "PLAINTEXT");
+        assert_eq!(l[0].listen, "127.0.0.1:0");
+        assert_eq!(l[0].security_protocol, ListenerProtocol::Plaintext);
+        let c = Config::from_yaml(
+            "broker:\n  listeners:\n    - name: LOCAL\n      listen: 127.0.0.1:9092\n    \
+             - name: EXTERNAL\n      listen: 0.0.0.0:9093\n      advertised: kafka.example:9093\n      \
+             security_protocol: SSL\n      ssl:\n        certificate: /c.pem\n        key: /k.pem\n        \
+             client_ca: /ca.pem\n",
+        )
+        .unwrap();
+        let l = c.broker.effective_listeners();
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[1].advertised.as_deref(), Some("kafka.example:9093"));
+        assert_eq!(l[1].security_protocol, ListenerProtocol::Ssl);
+        let ssl = l[1].ssl.as_ref().unwrap();
+        assert_eq!(ssl.effective_client_auth(), ClientAuth::Required);
+    }
+
+    #[test]
+    fn listeners_refused() {
+        let cases = [
+            ("    - name: A\n      listen: 127.0.0.1:1\n      security_protocol: SASL_SSL\n", "not yet supported"),
+            ("    - name: A\n      listen: 127.0.0.1:1\n      security_protocol: SASL_PLAINTEXT\n", "not yet supported"),
+            ("    - name: A\n      listen: 127.0.0.1:1\n      security_protocol: SSL\n", "needs `ssl:`"),
+            ("    - name: A\n      listen: 127.0.0.1:1\n    - name: a\n      listen: 127.0.0.1:2\n", "used twice"),
+            ("    - name: A\n      listen: 127.0.0.1:1\n    - name: B\n      listen: 127.0.0.1:1\n", "bound by another"),
+            ("    - name: A-B\n      listen: 127.0.0.1:1\n", "letters"),
+            ("    - name: A\n      listen: localhost:1\n", "numeric IP"),
+            ("    - name: A\n      listen: 127.0.0.1:1\n      advertised: nohost\n", "HOST:PORT"),
+            ("    - name: A\n      listen: 127.0.0.1:1\n      security_protocol: SSL\n      ssl:\n        certificate: c\n        key: k\n        client_auth: required\n", "client_ca"),
+            ("    - name: A\n      listen: 127.0.0.1:1\n      ssl:\n        certificate: c\n        key: k\n", "PLAINTEXT"),
+        ];
+        for (yaml, want) in cases {
+            let e = Config::from_yaml(&format!("broker:\n  listeners:\n{yaml}")).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.contains("broker.listeners") && msg.contains(want),
+                "{yaml}: {msg}"
+            );
+        }
+        let e = Config::from_yaml("broker:\n  listeners:\n    - name: A\n      listen: 127.0.0.1:1\n      security_protocol: TLS\n").unwrap_err();
+        assert!(e.to_string().contains("TLS"), "{e}");
+    }
+
+    proptest::proptest! {
+        /// Every well-formed listener list is accepted, and is what the broker binds.
+        #[test]
+        fn valid_listeners_are_accepted(
+            specs in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![
+                        proptest::strategy::Just("127.0.0.1"),
+                        proptest::strategy::Just("0.0.0.0"),
+                        proptest::strategy::Just("[::1]"),
+                    ],
+                    proptest::option::of("[a-z][a-z0-9.-]{0,20}"),
+                    0u16..=65535,
+                    proptest::bool::ANY,
+                    proptest::option::of(proptest::prop_oneof![
+                        proptest::strategy::Just("required"),
+                        proptest::strategy::Just("requested"),
+                        proptest::strategy::Just("none"),
+                    ]),
+                ),
+                1..=LISTENERS_MAX,
+            )
+        ) {
+            let mut yaml = String::from("broker:\n  listeners:\n");
+            for (i, (ip, adv, _, ssl, auth)) in specs.iter().enumerate() {
+                // Distinct ports (or 0) keep the binds apart.
+                let port = if i % 3 == 0 { 0 } else { 20_000 + i as u16 };
+                yaml.push_str(&format!("    - name: L_{i}\n      listen: \"{ip}:{port}\"\n"));
+                if let Some(h) = adv {
+                    yaml.push_str(&format!("      advertised: \"{h}:{}\"\n", specs[i].2));
+                }
+                if *ssl {
+                    yaml.push_str("      security_protocol: SSL\n      ssl:\n        certificate: /c.pem\n        key: /k.pem\n");
+                    if let Some(a) = auth {
+                        yaml.push_str(&format!("        client_ca: /ca.pem\n        client_auth: {a}\n"));
+                    }
+                }
+            }
+            let c = Config::from_yaml(&yaml).map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{yaml}: {e}")))?;
+            let l = c.broker.effective_listeners();
+            proptest::prop_assert_eq!(l.len(), specs.len());
+            for (i, (_, adv, port, ssl, _)) in specs.iter().enumerate() {
+                proptest::prop_assert_eq!(&l[i].name, &format!("L_{i}"));
+                proptest::prop_assert_eq!(l[i].advertised.clone(), adv.as_ref().map(|h| format!("{h}:{port}")));
+                proptest::prop_assert_eq!(l[i].security_protocol == ListenerProtocol::Ssl, *ssl);
+            }
+        }
     }
 }

@@ -28,14 +28,15 @@ mod producer_state;
 mod server;
 mod shared;
 mod state;
+pub mod tls;
 mod topic_config;
 mod txn;
 
 // The broker and its configuration: what the `rafka` binary and embedding applications use.
 pub use broker::{Broker, BrokerBuilder, BrokerError};
 pub use config::{
-    AdminConfig, BrokerConfig, Config, ConfigError, DurabilityConfig, FsyncPolicy, LogFormat,
-    LoggingConfig,
+    AdminConfig, BrokerConfig, ClientAuth, Config, ConfigError, DurabilityConfig, FsyncPolicy,
+    ListenerConfig, ListenerProtocol, ListenerSslConfig, LogFormat, LoggingConfig,
 };
 /// Hooks written in Rust ([`BrokerBuilder::hook`]) implement [`rafka_hooks::Hook`].
 pub use rafka_hooks;

@@ -1,15 +1,17 @@
-//! The listener and one task per connection: the socket's bytes go into the connection's
+//! The listeners' accept loops (one per listener; TLS handshakes for `SSL` listeners,
+//! bounded in time) and one task per connection: the socket's bytes go into the connection's
 //! buffer, each whole request through [`crate::pipeline`] as it arrives (pipelined, up to a
 //! bound), and the answers leave in request order.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use rafka_core::limits::{
@@ -18,29 +20,52 @@ use rafka_core::limits::{
 use rafka_protocol::connection::ProtocolError;
 use rafka_protocol::{Connection, EncodedResponse};
 
-use rafka_hooks::{Session, Stages, Verdict};
+use rafka_hooks::{Principal, SecurityProtocol, Session, Stages, Verdict};
 
 use crate::accept::accept_bounded;
 use crate::pipeline::{self, Answer, Close};
 use crate::shared::Shared;
+use crate::tls::{self, HANDSHAKE_TIMEOUT};
 
 /// How long shutdown waits for connections to finish their in-flight requests.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 /// Room made in a connection's read buffer before each read from its socket.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
+/// What an accept loop needs to know of its listener.
+pub(crate) struct ListenerSpec {
+    /// Kafka's listener name (the Session's `listener`; Metadata answers with its address).
+    pub name: String,
+    /// The listener's security protocol.
+    pub protocol: SecurityProtocol,
+    /// The TLS acceptor of an `SSL` listener.
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// One listener's accept loop. `slots` is the broker-wide connection limit, shared by all
+/// listeners; a TLS connection holds its slot from accept, through the handshake.
 pub(crate) async fn accept_loop(
     shared: Arc<Shared>,
     listener: TcpListener,
+    spec: ListenerSpec,
+    slots: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let max = shared.config.broker.max_connections;
     let stopping = shutdown.clone();
-    let mut connections = accept_bounded(&listener, max, &mut shutdown, "kafka", |stream, peer| {
-        let session = Arc::new(Session::plaintext(
+    let what = if spec.tls.is_some() {
+        "kafka-tls"
+    } else {
+        "kafka"
+    };
+    let mut connections = accept_bounded(&listener, slots, &mut shutdown, what, |stream, peer| {
+        let session = Session {
             peer,
-            stream.local_addr().unwrap_or(peer),
-        ));
+            local: stream.local_addr().unwrap_or(peer),
+            listener: spec.name.clone(),
+            security_protocol: spec.protocol,
+            principal: Principal::anonymous(),
+            sasl_mechanism: None,
+        };
         if shared.hooks.wants(Stages::CONNECT) {
             if let Verdict::Reject(r) = shared.hooks.on_connect(&session.peer_info()) {
                 tracing::info!(%peer, reason = %r.message, "connection refused by a hook");
@@ -48,13 +73,48 @@ pub(crate) async fn accept_loop(
             }
         }
         let _ = stream.set_nodelay(true);
-        let span = tracing::debug_span!("connection", %peer);
+        let span = tracing::debug_span!("connection", %peer, listener = %spec.name);
         let shared = shared.clone();
         let shutdown = stopping.clone();
+        let tls = spec.tls.clone();
         shared.metrics.connection_opened();
         Some(
             async move {
-                serve(shared.clone(), stream, session, shutdown).await;
+                match tls {
+                    None => {
+                        let (rd, wr) = stream.into_split();
+                        serve(shared.clone(), rd, wr, Arc::new(session), shutdown).await;
+                    }
+                    Some(acceptor) => {
+                        let started = Instant::now();
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                        {
+                            Ok(Ok(tls)) => {
+                                let principal = tls::principal(tls.get_ref().1.peer_certificates());
+                                tracing::debug!(
+                                    %principal,
+                                    handshake_us = started.elapsed().as_micros() as u64,
+                                    "TLS handshake done"
+                                );
+                                let session = Arc::new(Session {
+                                    principal,
+                                    ..session
+                                });
+                                let (rd, wr) = tokio::io::split(tls);
+                                serve(shared.clone(), rd, wr, session, shutdown).await;
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, "TLS handshake failed; closing");
+                            }
+                            Err(_) => {
+                                tracing::debug!(
+                                    timeout_ms = HANDSHAKE_TIMEOUT.as_millis() as u64,
+                                    "TLS handshake not finished in time; closing"
+                                );
+                            }
+                        }
+                    }
+                }
                 shared.metrics.connection_closed();
             }
             .instrument(span),
@@ -90,14 +150,17 @@ async fn front_task(queue: &mut VecDeque<Pending>) -> Result<EncodedResponse, Pr
     }
 }
 
-async fn serve(
+async fn serve<R, W>(
     shared: Arc<Shared>,
-    stream: TcpStream,
+    mut rd: R,
+    mut wr: W,
     session: Arc<Session>,
     mut shutdown: watch::Receiver<bool>,
-) {
+) where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
     let peer = session.peer;
-    let (mut rd, mut wr) = stream.into_split();
     let mut conn = Connection::new(shared.config.broker.socket_request_max_bytes);
     let mut queue: VecDeque<Pending> = VecDeque::new();
     let idle = Duration::from_millis(shared.config.broker.connections_max_idle_ms.max(1));

@@ -52,8 +52,8 @@ pub struct Shared {
     pub(crate) cleaner: crate::cleaner_state::CleanerState,
     /// `log.slow_request_ms` (`None` when 0).
     pub(crate) slow_request: Option<Duration>,
-    advertised_host: String,
-    advertised_port: i32,
+    /// Per listener: its name, and the host and port its clients are told to connect to.
+    advertised: Vec<(String, String, i32)>,
 }
 
 /// What recovery found: the topics on the engine and the groups replayed from
@@ -138,19 +138,18 @@ impl Shared {
         Ok(parts)
     }
 
-    /// The shared state over what recovery found. `advertised` is the host and port clients
-    /// are told to connect to.
+    /// The shared state over what recovery found. `advertised` is, per listener, its name
+    /// and the host and port its clients are told to connect to (the first is the default).
     pub(crate) fn new(
         config: Config,
         recovered: Recovered,
         hooks: HookChain,
-        advertised: (String, i32),
+        advertised: Vec<(String, String, i32)>,
     ) -> Shared {
         let slow_request = match config.log.slow_request_ms {
             0 => None,
             ms => Some(Duration::from_millis(ms)),
         };
-        let (advertised_host, advertised_port) = advertised;
         Shared {
             node_id: config.broker.node_id,
             config,
@@ -164,14 +163,25 @@ impl Shared {
             metrics: Metrics::default(),
             cleaner: Default::default(),
             slow_request,
-            advertised_host,
-            advertised_port,
+            advertised,
         }
     }
 
-    /// Host and port clients are told to connect to.
+    /// Host and port clients are told to connect to (of the first listener).
     pub fn advertised(&self) -> (String, i32) {
-        (self.advertised_host.clone(), self.advertised_port)
+        self.advertised
+            .first()
+            .map(|(_, h, p)| (h.clone(), *p))
+            .unwrap_or_else(|| ("127.0.0.1".into(), 9092))
+    }
+
+    /// Host and port of the listener named `listener` (a client is told the address of
+    /// the listener it connected through); the first listener's for an unknown name.
+    pub fn advertised_for(&self, listener: &str) -> (String, i32) {
+        match self.advertised.iter().find(|(n, _, _)| n == listener) {
+            Some((_, h, p)) => (h.clone(), *p),
+            None => self.advertised(),
+        }
     }
 
     /// What a metrics scrape shows of the state. Reads every partition's offsets and size
@@ -336,6 +346,11 @@ impl Shared {
         let engine = rafka_storage::open_engine(&config.storage).expect("the memory engine");
         let recovered = Shared::recover(&config, engine).expect("recovery");
         let hooks = HookChain::new(hooks).expect("a hook chain");
-        Shared::new(config, recovered, hooks, ("127.0.0.1".into(), 9092))
+        Shared::new(
+            config,
+            recovered,
+            hooks,
+            vec![("PLAINTEXT".into(), "127.0.0.1".into(), 9092)],
+        )
     }
 }

@@ -58,8 +58,9 @@ pub fn find_coordinator(
     shared: &Arc<Shared>,
     req: FindCoordinatorRequest,
     version: i16,
+    listener: &str,
 ) -> ResponseKind {
-    let (host, port) = shared.advertised();
+    let (host, port) = shared.advertised_for(listener);
     let node = BrokerId(shared.node_id);
     // Key type 0: a group; 1: a transactional id (this broker coordinates both; the
     // first transactional lookup creates `__transaction_state`, as in Kafka).

@@ -178,7 +178,7 @@ pub fn handle(
             })
             .collect(),
     };
-    let (host, port) = shared.advertised();
+    let (host, port) = shared.advertised_for(&ctx.session.listener);
     ResponseKind::Metadata(
         MetadataResponse::default()
             .with_brokers(vec![MetadataResponseBroker::default()
@@ -285,8 +285,12 @@ pub fn describe_topic_partitions(
 }
 
 /// DescribeCluster v0–1.
-pub fn describe_cluster(shared: &Arc<Shared>, req: DescribeClusterRequest) -> ResponseKind {
-    let (host, port) = shared.advertised();
+pub fn describe_cluster(
+    shared: &Arc<Shared>,
+    req: DescribeClusterRequest,
+    listener: &str,
+) -> ResponseKind {
+    let (host, port) = shared.advertised_for(listener);
     ResponseKind::DescribeCluster(
         DescribeClusterResponse::default()
             .with_endpoint_type(req.endpoint_type)

@@ -188,7 +188,9 @@ pub fn dispatch(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestCont
             Reply::Now(metadata::describe_topic_partitions(shared, r))
         }
         RequestKind::DeleteRecords(r) => Reply::Now(admin::delete_records(shared, r)),
-        RequestKind::DescribeCluster(r) => Reply::Now(metadata::describe_cluster(shared, r)),
+        RequestKind::DescribeCluster(r) => {
+            Reply::Now(metadata::describe_cluster(shared, r, &ctx.session.listener))
+        }
         RequestKind::DescribeLogDirs(r) => Reply::Now(admin::describe_log_dirs(shared, r)),
         RequestKind::DescribeConfigs(r) => Reply::Now(configs::describe(shared, r, version)),
         RequestKind::AlterConfigs(r) => Reply::Now(configs::alter(shared, r, ctx)),
@@ -206,7 +208,12 @@ pub fn dispatch(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestCont
         RequestKind::DescribeTransactions(r) => Reply::Now(txn::describe_transactions(shared, &r)),
         RequestKind::ListTransactions(r) => Reply::Now(txn::list_transactions(shared, &r, version)),
         RequestKind::DescribeProducers(r) => Reply::Now(txn::describe_producers(shared, &r)),
-        RequestKind::FindCoordinator(r) => Reply::Now(groups::find_coordinator(shared, r, version)),
+        RequestKind::FindCoordinator(r) => Reply::Now(groups::find_coordinator(
+            shared,
+            r,
+            version,
+            &ctx.session.listener,
+        )),
         RequestKind::JoinGroup(r) => groups::join_group(shared, r, version, &client_id, peer),
         RequestKind::SyncGroup(r) => groups::sync_group(shared, r, version),
         RequestKind::Heartbeat(r) => Reply::Now(groups::heartbeat(shared, r)),

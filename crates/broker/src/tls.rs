@@ -1,0 +1,265 @@
+//! Server-side TLS for `SSL` listeners: the rustls configuration built from a listener's
+//! PEM files (checked before any port is bound), and the principal of a client certificate
+//! (Kafka's default principal builder: `User:` and the subject's RFC 2253 DN).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+
+use rafka_hooks::Principal;
+
+use crate::config::{ClientAuth, ConfigError, ListenerConfig};
+
+/// How long a client has to finish the TLS handshake; then the connection is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn invalid(listener: &str, problem: String) -> ConfigError {
+    ConfigError::Invalid {
+        key: "broker.listeners",
+        problem: format!("listener {listener}: {problem}"),
+    }
+}
+
+fn read_certs(
+    listener: &str,
+    what: &str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| invalid(listener, format!("{what} {}: {e}", path.display())))?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(listener, format!("{what} {}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(invalid(
+            listener,
+            format!("{what} {}: no PEM CERTIFICATE in it", path.display()),
+        ));
+    }
+    Ok(certs)
+}
+
+/// The rustls server configuration of an `SSL` listener (TLS 1.2 and 1.3, the ring
+/// provider): reads and parses the certificate chain, the key (and checks it matches the
+/// certificate) and the client CA. `None` for a listener without `ssl:`.
+pub fn server_config(l: &ListenerConfig) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
+    let Some(ssl) = &l.ssl else { return Ok(None) };
+    let name = l.name.as_str();
+    let certs = read_certs(name, "ssl.certificate", &ssl.certificate)?;
+    let key_bytes = std::fs::read(&ssl.key)
+        .map_err(|e| invalid(name, format!("ssl.key {}: {e}", ssl.key.display())))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_bytes)
+        .map_err(|e| invalid(name, format!("ssl.key {}: {e}", ssl.key.display())))?;
+    // The ring provider (lean to build; rustls deprecates it only for lacking post-quantum
+    // key exchange, which needs aws-lc-rs): TLS 1.2 and 1.3 with X25519 and the P curves.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = match (ssl.effective_client_auth(), &ssl.client_ca) {
+        (ClientAuth::None, _) | (_, None) => WebPkiClientVerifier::no_client_auth(),
+        (auth, Some(ca)) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in read_certs(name, "ssl.client_ca", ca)? {
+                roots
+                    .add(c)
+                    .map_err(|e| invalid(name, format!("ssl.client_ca {}: {e}", ca.display())))?;
+            }
+            let b = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+            let b = if auth == ClientAuth::Requested {
+                b.allow_unauthenticated()
+            } else {
+                b
+            };
+            b.build()
+                .map_err(|e| invalid(name, format!("ssl.client_ca {}: {e}", ca.display())))?
+        }
+    };
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| invalid(name, e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            invalid(
+                name,
+                format!(
+                    "ssl.certificate {} and ssl.key {}: {e}",
+                    ssl.certificate.display(),
+                    ssl.key.display()
+                ),
+            )
+        })?;
+    Ok(Some(Arc::new(cfg)))
+}
+
+/// `User:<subject DN>` of a verified client certificate, or `User:ANONYMOUS` when the client
+/// sent none (or its subject cannot be read).
+pub fn principal(peer_certs: Option<&[CertificateDer<'_>]>) -> Principal {
+    match peer_certs
+        .and_then(|c| c.first())
+        .and_then(|c| subject_dn(c))
+    {
+        Some(dn) => Principal::user(dn),
+        None => Principal::anonymous(),
+    }
+}
+
+/// A DER element: tag, contents, and what follows it.
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (first as usize, rest)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |a, &b| (a << 8) | b as usize);
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
+}
+
+fn oid_string(bytes: &[u8]) -> Option<String> {
+    let (&first, rest) = bytes.split_first()?;
+    let mut parts = vec![(first / 40).to_string(), (first % 40).to_string()];
+    let mut v: u64 = 0;
+    for &b in rest {
+        v = v.checked_mul(128)? | u64::from(b & 0x7f);
+        if b & 0x80 == 0 {
+            parts.push(v.to_string());
+            v = 0;
+        }
+    }
+    Some(parts.join("."))
+}
+
+/// RFC 2253 escaping of an attribute value.
+fn escape(value: &str, out: &mut String) {
+    let n = value.chars().count();
+    for (i, c) in value.chars().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || (i == 0 && (c == '#' || c == ' '))
+            || (i + 1 == n && c == ' ');
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
+/// The subject of a DER certificate as an RFC 2253 string (`CN=alice,OU=eng,O=Example`):
+/// the most specific RDN first, as Java's `X500Principal.getName()` writes it.
+pub fn subject_dn(cert: &[u8]) -> Option<String> {
+    let (_, cert, _) = der(cert)?; // Certificate
+    let (_, tbs, _) = der(cert)?; // TBSCertificate
+    let (tag, _, mut rest) = der(tbs)?;
+    if tag == 0xa0 {
+        // [0] version; the serial number follows.
+        rest = der(rest)?.2;
+    }
+    let rest = der(rest)?.2; // signature algorithm
+    let rest = der(rest)?.2; // issuer
+    let rest = der(rest)?.2; // validity
+    let (tag, mut name, _) = der(rest)?; // subject
+    if tag != 0x30 {
+        return None;
+    }
+    let mut rdns = Vec::new();
+    while !name.is_empty() {
+        let (_, mut set, next) = der(name)?;
+        name = next;
+        let mut rdn = Vec::new();
+        while !set.is_empty() {
+            let (_, atv, next) = der(set)?;
+            set = next;
+            let (_, oid, value) = der(atv)?;
+            let (vtag, value, _) = der(value)?;
+            let oid = oid_string(oid)?;
+            let key = match oid.as_str() {
+                "2.5.4.3" => "CN".to_string(),
+                "2.5.4.6" => "C".to_string(),
+                "2.5.4.7" => "L".to_string(),
+                "2.5.4.8" => "ST".to_string(),
+                "2.5.4.9" => "STREET".to_string(),
+                "2.5.4.10" => "O".to_string(),
+                "2.5.4.11" => "OU".to_string(),
+                "0.9.2342.19200300.100.1.1" => "UID".to_string(),
+                "0.9.2342.19200300.100.1.25" => "DC".to_string(),
+                other => other.to_string(),
+            };
+            let text = match vtag {
+                // UTF8String, PrintableString, IA5String, TeletexString (as Latin-1).
+                0x0c | 0x13 | 0x16 => String::from_utf8_lossy(value).into_owned(),
+                0x14 => value.iter().map(|&b| b as char).collect(),
+                // BMPString: UTF-16BE.
+                0x1e => {
+                    let units: Vec<u16> = value
+                        .chunks(2)
+                        .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))
+                        .collect();
+                    String::from_utf16_lossy(&units)
+                }
+                _ => value.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            };
+            let mut s = format!("{key}=");
+            escape(&text, &mut s);
+            rdn.push(s);
+        }
+        rdns.push(rdn.join("+"));
+    }
+    rdns.reverse();
+    Some(rdns.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert_with(dn: &[(rcgen::DnType, &str)]) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let mut name = rcgen::DistinguishedName::new();
+        for (t, v) in dn {
+            name.push(t.clone(), *v);
+        }
+        params.distinguished_name = name;
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn subject_dn_is_rfc2253_most_specific_first() {
+        let der = cert_with(&[
+            (rcgen::DnType::CountryName, "DE"),
+            (rcgen::DnType::OrganizationName, "Example, Inc"),
+            (rcgen::DnType::OrganizationalUnitName, "eng"),
+            (rcgen::DnType::CommonName, "alice"),
+        ]);
+        assert_eq!(
+            subject_dn(&der).as_deref(),
+            Some("CN=alice,OU=eng,O=Example\\, Inc,C=DE")
+        );
+        let p = principal(Some(&[CertificateDer::from(der)]));
+        assert_eq!(p.to_string(), "User:CN=alice,OU=eng,O=Example\\, Inc,C=DE");
+        assert_eq!(principal(None).to_string(), "User:ANONYMOUS");
+    }
+
+    #[test]
+    fn garbage_is_no_subject() {
+        assert_eq!(subject_dn(&[]), None);
+        assert_eq!(subject_dn(&[0x30, 0x82, 0xff]), None);
+        let der = cert_with(&[(rcgen::DnType::CommonName, "bob")]);
+        for cut in 0..der.len() {
+            // Never panics on a truncated certificate.
+            let _ = subject_dn(&der[..cut]);
+        }
+    }
+}
