@@ -25,4 +25,5 @@ mod rdkafka_roundtrip;
 mod second_client;
 mod slow_requests;
 mod storage_engines;
+mod tls;
 mod transactions;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
@@ -86,33 +86,7 @@ pub(crate) async fn accept_loop(
                         serve(shared.clone(), rd, wr, Arc::new(session), shutdown).await;
                     }
                     Some(acceptor) => {
-                        let started = Instant::now();
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                        {
-                            Ok(Ok(tls)) => {
-                                let principal = tls::principal(tls.get_ref().1.peer_certificates());
-                                tracing::debug!(
-                                    %principal,
-                                    handshake_us = started.elapsed().as_micros() as u64,
-                                    "TLS handshake done"
-                                );
-                                let session = Arc::new(Session {
-                                    principal,
-                                    ..session
-                                });
-                                let (rd, wr) = tokio::io::split(tls);
-                                serve(shared.clone(), rd, wr, session, shutdown).await;
-                            }
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, "TLS handshake failed; closing");
-                            }
-                            Err(_) => {
-                                tracing::debug!(
-                                    timeout_ms = HANDSHAKE_TIMEOUT.as_millis() as u64,
-                                    "TLS handshake not finished in time; closing"
-                                );
-                            }
-                        }
+                        serve_tls(shared.clone(), acceptor, stream, session, shutdown).await;
                     }
                 }
                 shared.metrics.connection_closed();
@@ -127,6 +101,45 @@ pub(crate) async fn accept_loop(
     })
     .await;
     connections.abort_all();
+}
+
+/// The TLS handshake (bounded by [`HANDSHAKE_TIMEOUT`], abandoned at shutdown), then the
+/// connection as any other, with the principal of the client certificate. A failed
+/// handshake closes only this connection.
+async fn serve_tls(
+    shared: Arc<Shared>,
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    session: Session,
+    shutdown: watch::Receiver<bool>,
+) {
+    let started = Instant::now();
+    let mut stopping = shutdown.clone();
+    let handshake = tokio::select! {
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
+        _ = stopping.changed() => return,
+    };
+    match handshake {
+        Ok(Ok(tls)) => {
+            let principal = tls::principal(tls.get_ref().1.peer_certificates());
+            tracing::debug!(
+                %principal,
+                handshake_us = started.elapsed().as_micros() as u64,
+                "TLS handshake done"
+            );
+            let session = Arc::new(Session {
+                principal,
+                ..session
+            });
+            let (rd, wr) = tokio::io::split(tls);
+            serve(shared, rd, wr, session, shutdown).await;
+        }
+        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed; closing"),
+        Err(_) => tracing::debug!(
+            timeout_ms = HANDSHAKE_TIMEOUT.as_millis() as u64,
+            "TLS handshake not finished in time; closing"
+        ),
+    }
 }
 
 enum Pending {
