@@ -181,6 +181,8 @@ impl Broker {
                 }
                 None => (local.ip().to_string(), local.port() as i32),
             };
+            tracing::info!(listener = %l.name, %local, advertised = %format!("{host}:{port}"),
+                protocol = ?l.security_protocol, "listener bound");
             advertised.push((l.name.clone(), host, port));
             let protocol = match l.security_protocol {
                 ListenerProtocol::Plaintext => SecurityProtocol::Plaintext,
