@@ -92,6 +92,13 @@ fn load_config(args: &Args) -> Result<Config> {
             }
         }
     };
+    if !cfg.broker.listeners.is_empty() && (args.listen.is_some() || args.advertised.is_some()) {
+        bail!(
+            "--listen and --advertised-listener set broker.listen and \
+             broker.advertised_listener, which broker.listeners replaces: edit the listeners in \
+             the config file instead"
+        );
+    }
     if let Some(l) = &args.listen {
         cfg.broker.listen = l.clone();
     }

@@ -44,6 +44,37 @@ fn bad_flags_and_config_values_are_named() {
     let (ok, err) = run(&["--config", "/nonexistent/rafka.yaml"]);
     assert!(!ok);
     assert!(err.contains("/nonexistent/rafka.yaml"), "{err}");
+    // Listeners: SASL is refused for now; --listen cannot override a listeners list; an SSL
+    // listener's unreadable certificate is named before any port is bound.
+    let listeners = "broker:\n  listeners:\n    - name: EXT\n      listen: 127.0.0.1:0\n";
+    std::fs::write(
+        &cfg,
+        format!("{listeners}      security_protocol: SASL_SSL\n"),
+    )
+    .unwrap();
+    let (ok, err) = run(&["--config", cfg.to_str().unwrap(), "--data-dir", data]);
+    assert!(!ok);
+    assert!(
+        err.contains("broker.listeners") && err.contains("not yet supported"),
+        "{err}"
+    );
+    std::fs::write(&cfg, listeners).unwrap();
+    let (ok, err) = run(&["--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    assert!(!ok);
+    assert!(err.contains("broker.listeners replaces"), "{err}");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{listeners}      security_protocol: SSL\n      ssl:\n        certificate: /nonexistent/c.pem\n        key: /nonexistent/k.pem\n"
+        ),
+    )
+    .unwrap();
+    let (ok, err) = run(&["--config", cfg.to_str().unwrap(), "--data-dir", data]);
+    assert!(!ok);
+    assert!(
+        err.contains("EXT") && err.contains("/nonexistent/c.pem"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1,9 +1,11 @@
 //! Who is on the other end of a connection: the [`Session`] the broker creates when it
 //! accepts one and carries in every [`crate::RequestContext`] of that connection.
 //!
-//! Today every client is `User:ANONYMOUS` on a `PLAINTEXT` listener; TLS and SASL fill in
-//! the principal and the protocol when they authenticate a connection, and the authorizer
-//! and quotas read them from here.
+//! The broker fills in the listener and its protocol at accept; the principal is
+//! `User:ANONYMOUS` unless the client authenticated: on an `SSL` listener with mutual TLS it
+//! is `User:` + the client certificate's subject DN (SASL is still to come). `on_connect`
+//! hooks run at accept, before any TLS handshake. The authorizer and quotas will read the
+//! principal from here.
 
 use std::fmt;
 use std::net::SocketAddr;
