@@ -498,7 +498,8 @@ async fn mutual_tls_principal_and_refusals() {
 
     // A client that connects to the TLS port and says nothing holds only its own slot:
     // everyone else is served meanwhile.
-    let _silent = TcpStream::connect(mtls).await.unwrap();
+    let silent_since = Instant::now();
+    let mut silent = TcpStream::connect(mtls).await.unwrap();
     plaintext_alive(plain).await;
     assert!(api_versions(&mut tls).await.unwrap() > 0);
     let mut tls2 = good
@@ -506,6 +507,17 @@ async fn mutual_tls_principal_and_refusals() {
         .await
         .unwrap();
     assert!(api_versions(&mut tls2).await.unwrap() > 0);
+    // The silent client is dropped when the handshake bound (10 s) runs out.
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(20), silent.read(&mut buf))
+        .await
+        .expect("closed within the handshake bound");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    let waited = silent_since.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(20),
+        "{waited:?}"
+    );
     broker.shutdown().await.unwrap();
 }
 
