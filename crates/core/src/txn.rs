@@ -9,6 +9,30 @@ use crate::storage::AbortedTxn;
 use crate::types::Offset;
 use crate::{ControlType, RecordBatch};
 
+/// The entries of `aborted` (sorted by marker offset, as every engine keeps them) that
+/// overlap `[from, to)`: marker at or after `from`, first record before `to`. What a
+/// read_committed Fetch of that range reports.
+pub fn aborted_overlapping(aborted: &[AbortedTxn], from: Offset, to: Offset) -> Vec<AbortedTxn> {
+    let a = aborted.partition_point(|e| e.last_offset < from);
+    aborted[a..]
+        .iter()
+        .filter(|e| e.first_offset < to)
+        .copied()
+        .collect()
+}
+
+/// Inserts `e` into `aborted` (sorted by marker offset) unless an entry with its marker is
+/// there already; whether it was inserted.
+pub fn insert_aborted(aborted: &mut Vec<AbortedTxn>, e: AbortedTxn) -> bool {
+    match aborted.binary_search_by_key(&e.last_offset, |a| a.last_offset) {
+        Ok(_) => false,
+        Err(at) => {
+            aborted.insert(at, e);
+            true
+        }
+    }
+}
+
 /// Open transactions of one partition. Not thread-safe on its own.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct OpenTxns {
@@ -99,6 +123,41 @@ impl OpenTxns {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(first: i64, marker: i64) -> AbortedTxn {
+        AbortedTxn {
+            producer_id: first,
+            first_offset: Offset(first),
+            last_offset: Offset(marker),
+            last_stable_offset: Offset(marker + 1),
+        }
+    }
+
+    #[test]
+    fn the_aborted_list_stays_sorted_and_answers_overlaps() {
+        let mut list = Vec::new();
+        for (first, marker) in [(10, 14), (0, 3), (5, 20), (0, 3)] {
+            insert_aborted(&mut list, entry(first, marker));
+        }
+        let markers: Vec<i64> = list.iter().map(|e| e.last_offset.0).collect();
+        assert_eq!(markers, [3, 14, 20], "sorted, the repeated marker once");
+        let overlap = |from, to| -> Vec<i64> {
+            aborted_overlapping(&list, Offset(from), Offset(to))
+                .iter()
+                .map(|e| e.last_offset.0)
+                .collect()
+        };
+        assert_eq!(overlap(0, 100), [3, 14, 20]);
+        assert_eq!(
+            overlap(4, 10),
+            [20],
+            "marker past from, first record before to"
+        );
+        assert_eq!(overlap(4, 11), [14, 20]);
+        assert_eq!(overlap(3, 4), [3], "a marker at from overlaps");
+        assert_eq!(overlap(21, 30), Vec::<i64>::new());
+        assert_eq!(overlap(0, 0), Vec::<i64>::new(), "an empty range");
+    }
     use crate::batch::{control_batch, BatchBuilder};
     use crate::Timestamp;
 

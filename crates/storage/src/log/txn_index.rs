@@ -237,12 +237,7 @@ impl TxnIndex {
     /// Entries overlapping `[from, to)` (marker at or after `from`, first record before
     /// `to`).
     pub(crate) fn overlapping(&self, from: Offset, to: Offset) -> Vec<AbortedTxn> {
-        let a = self.entries.partition_point(|e| e.last_offset < from);
-        self.entries[a..]
-            .iter()
-            .filter(|e| e.first_offset < to)
-            .copied()
-            .collect()
+        rafka_core::txn::aborted_overlapping(&self.entries, from, to)
     }
 
     /// Forgets entries whose marker is below `log_start` (their segment's file goes with

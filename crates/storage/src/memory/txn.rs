@@ -17,16 +17,7 @@ impl PartState {
     /// Adds `e` in marker order unless an entry with its marker is known; returns whether
     /// it was added.
     pub(crate) fn add_aborted(&mut self, e: AbortedTxn) -> bool {
-        match self
-            .aborted
-            .binary_search_by_key(&e.last_offset, |a| a.last_offset)
-        {
-            Ok(_) => false,
-            Err(at) => {
-                self.aborted.insert(at, e);
-                true
-            }
-        }
+        rafka_core::txn::insert_aborted(&mut self.aborted, e)
     }
 
     /// Forgets what the log no longer holds: entries whose marker is below the log start
@@ -46,12 +37,7 @@ impl PartState {
 
     /// Entries overlapping `[from, to)`.
     pub(crate) fn aborted_overlapping(&self, from: Offset, to: Offset) -> Vec<AbortedTxn> {
-        let a = self.aborted.partition_point(|e| e.last_offset < from);
-        self.aborted[a..]
-            .iter()
-            .filter(|e| e.first_offset < to)
-            .copied()
-            .collect()
+        rafka_core::txn::aborted_overlapping(&self.aborted, from, to)
     }
 }
 

@@ -115,20 +115,12 @@ impl TxnState {
 
     /// `e` was written.
     pub(super) fn added(&mut self, e: AbortedTxn) {
-        let at = self
-            .aborted
-            .partition_point(|a| a.last_offset < e.last_offset);
-        self.aborted.insert(at, e);
+        rafka_core::txn::insert_aborted(&mut self.aborted, e);
     }
 
     /// Entries overlapping `[from, to)`.
     pub(super) fn overlapping(&self, from: Offset, to: Offset) -> Vec<AbortedTxn> {
-        let a = self.aborted.partition_point(|e| e.last_offset < from);
-        self.aborted[a..]
-            .iter()
-            .filter(|e| e.first_offset < to)
-            .copied()
-            .collect()
+        rafka_core::txn::aborted_overlapping(&self.aborted, from, to)
     }
 
     /// Adds to `wb` the deletion of partition `id`'s entries with markers below `offset`.
