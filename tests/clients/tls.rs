@@ -375,6 +375,25 @@ fn client_tls(pki: &Pki, cert: Option<(&Path, &Path)>) -> tokio_rustls::TlsConne
 
 /// Sends ApiVersions over `stream` and reads one answer's size: `Ok(size)` if the broker
 /// answered, `Err` if it closed or failed the connection.
+/// Whether a TLS client `connector` is refused by the listener at `addr` within
+/// [`REFUSAL_BOUND`]: the handshake fails, or (TLS 1.3 reports a refused client
+/// certificate at the first read) the first request gets no answer. Panics past the bound.
+async fn tls_refused(
+    connector: &tokio_rustls::TlsConnector,
+    addr: std::net::SocketAddr,
+    server_name: &rustls::pki_types::ServerName<'static>,
+) -> bool {
+    tokio::time::timeout(REFUSAL_BOUND, async {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        match connector.connect(server_name.clone(), tcp).await {
+            Err(_) => true,
+            Ok(mut s) => api_versions(&mut s).await.is_err(),
+        }
+    })
+    .await
+    .expect("refused within the bound")
+}
+
 async fn api_versions<S>(stream: &mut S) -> std::io::Result<i32>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -453,29 +472,11 @@ async fn mutual_tls_principal_and_refusals() {
     // A client certificate from another CA: refused within the bound (TLS 1.3 reports it
     // at the first read), nothing served.
     let other = client_tls(&pki, Some((&pki.other_client_cert, &pki.other_client_key)));
-    let refused = tokio::time::timeout(REFUSAL_BOUND, async {
-        let tcp = TcpStream::connect(mtls).await.unwrap();
-        match other.connect(server_name.clone(), tcp).await {
-            Err(_) => true,
-            Ok(mut s) => api_versions(&mut s).await.is_err(),
-        }
-    })
-    .await
-    .expect("refused within the bound");
-    assert!(refused);
+    assert!(tls_refused(&other, mtls, &server_name).await);
 
     // No client certificate on the required-mTLS listener: refused too.
     let none = client_tls(&pki, None);
-    let refused = tokio::time::timeout(REFUSAL_BOUND, async {
-        let tcp = TcpStream::connect(mtls).await.unwrap();
-        match none.connect(server_name.clone(), tcp).await {
-            Err(_) => true,
-            Ok(mut s) => api_versions(&mut s).await.is_err(),
-        }
-    })
-    .await
-    .expect("refused within the bound");
-    assert!(refused);
+    assert!(tls_refused(&none, mtls, &server_name).await);
 
     // A plaintext Kafka client on the TLS port: closed, nothing answered.
     let refused = tokio::time::timeout(REFUSAL_BOUND, async {
