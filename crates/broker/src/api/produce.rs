@@ -303,22 +303,13 @@ pub fn handle(
             let shared = shared.clone();
             let ctx = ctx.clone();
             return Reply::Later(Box::pin(async move {
-                let deadline = tokio::time::Instant::now() + super::txn::SETTLE_WAIT;
-                let mut add = add;
-                while matches!(add, ImplicitAdd::Concurrent)
-                    && tokio::time::Instant::now() < deadline
-                {
-                    let settled = shared.txn_settled.notified();
-                    tokio::pin!(settled);
-                    settled.as_mut().enable();
-                    // A write may have finished since the last attempt.
-                    add = implicit_add(&shared, &req);
-                    if !matches!(add, ImplicitAdd::Concurrent) {
-                        break;
-                    }
-                    let _ = tokio::time::timeout_at(deadline, settled).await;
-                    add = implicit_add(&shared, &req);
-                }
+                let add = super::txn::until_settled(
+                    &shared,
+                    add,
+                    |s| implicit_add(s, &req),
+                    |a| matches!(a, ImplicitAdd::Concurrent),
+                )
+                .await;
                 if let ImplicitAdd::Append(pending) = add {
                     if let Err(e) = super::txn::complete(shared.clone(), pending).await {
                         // The produce check below answers each partition with its error.

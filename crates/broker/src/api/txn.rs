@@ -256,7 +256,7 @@ where
 
 /// Longest a request answered CONCURRENT_TRANSACTIONS waits for the coordinator to settle
 /// before that answer goes out.
-pub(crate) const SETTLE_WAIT: Duration = Duration::from_millis(500);
+const SETTLE_WAIT: Duration = Duration::from_millis(500);
 
 /// Like [`step_reply`] for a step `attempt` makes; when it answers CONCURRENT_TRANSACTIONS
 /// (the id's previous transaction is still being completed or aborted: markers, the
@@ -276,25 +276,38 @@ where
     }
     let shared = shared.clone();
     Reply::Later(Box::pin(async move {
-        let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
-        let mut step = first;
-        while concurrent(&step) && tokio::time::Instant::now() < deadline {
-            let settled = shared.txn_settled.notified();
-            tokio::pin!(settled);
-            settled.as_mut().enable();
-            // A write may have finished since the last attempt.
-            step = attempt(&shared);
-            if !concurrent(&step) {
-                break;
-            }
-            let _ = tokio::time::timeout_at(deadline, settled).await;
-            step = attempt(&shared);
-        }
+        let step = until_settled(&shared, first, attempt, concurrent).await;
         match step {
             Step::Done(r) => respond(r),
             Step::Append(p) => respond(complete(shared, p).await),
         }
     }))
+}
+
+/// Tries `attempt` again after each coordinator write (markers, a completing record) while
+/// `concurrent` says its answer is CONCURRENT_TRANSACTIONS, for at most [`SETTLE_WAIT`];
+/// `first` is the answer already in hand. Returns the last answer.
+pub(crate) async fn until_settled<T>(
+    shared: &Shared,
+    first: T,
+    mut attempt: impl FnMut(&Shared) -> T,
+    concurrent: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
+    let mut step = first;
+    while concurrent(&step) && tokio::time::Instant::now() < deadline {
+        let settled = shared.txn_settled.notified();
+        tokio::pin!(settled);
+        settled.as_mut().enable();
+        // A write may have finished since the last attempt.
+        step = attempt(shared);
+        if !concurrent(&step) {
+            break;
+        }
+        let _ = tokio::time::timeout_at(deadline, settled).await;
+        step = attempt(shared);
+    }
+    step
 }
 
 fn allocator(shared: &Shared) -> impl FnMut() -> Result<i64, TxnError> + '_ {
