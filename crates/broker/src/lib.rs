@@ -11,6 +11,7 @@
 //! running broker's API handlers in process. Every module is private to the crate.
 
 mod accept;
+mod acl;
 mod admin;
 mod api;
 mod authz;
