@@ -137,6 +137,7 @@ impl Pki {
                 client_ca: client_auth.map(|_| self.ca.clone()),
                 client_auth,
             }),
+            sasl_enabled_mechanisms: None,
         }
     }
 }
@@ -148,6 +149,7 @@ fn plaintext_listener(name: &str) -> ListenerConfig {
         advertised: None,
         security_protocol: ListenerProtocol::Plaintext,
         ssl: None,
+        sasl_enabled_mechanisms: None,
     }
 }
 
@@ -577,6 +579,7 @@ async fn bad_tls_material_is_a_config_error_before_binding() {
             advertised: None,
             security_protocol: ListenerProtocol::Ssl,
             ssl: Some(ssl),
+            sasl_enabled_mechanisms: None,
         }];
         let e = Broker::start(cfg).await.err().expect("refused").to_string();
         assert!(

@@ -27,6 +27,7 @@ mod metrics;
 mod normalize;
 mod pipeline;
 mod producer_state;
+mod sasl;
 mod server;
 mod shared;
 mod state;
@@ -38,7 +39,8 @@ mod txn;
 pub use broker::{Broker, BrokerBuilder, BrokerError};
 pub use config::{
     AdminConfig, BrokerConfig, ClientAuth, Config, ConfigError, DurabilityConfig, FsyncPolicy,
-    ListenerConfig, ListenerProtocol, ListenerSslConfig, LogFormat, LoggingConfig,
+    ListenerConfig, ListenerProtocol, ListenerSslConfig, LogFormat, LoggingConfig, SaslMechanism,
+    ScramUserConfig,
 };
 /// Hooks written in Rust ([`BrokerBuilder::hook`]) implement [`rafka_hooks::Hook`].
 pub use rafka_hooks;
