@@ -12,6 +12,7 @@
 
 mod accept;
 mod acl;
+mod acl_store;
 mod admin;
 mod api;
 mod authz;

@@ -171,6 +171,9 @@ pub fn probe(api_key: ApiKey, body: &Bytes, version: i16) -> Result<(), String> 
         DescribeProducers => DescribeProducersRequest,
         DescribeTransactions => DescribeTransactionsRequest,
         ListTransactions => ListTransactionsRequest,
+        CreateAcls => CreateAclsRequest,
+        DescribeAcls => DescribeAclsRequest,
+        DeleteAcls => DeleteAclsRequest,
     }
     .map_err(|e| e.to_string())
 }
