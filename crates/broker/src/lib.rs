@@ -28,6 +28,7 @@ mod metrics;
 mod normalize;
 mod pipeline;
 mod producer_state;
+mod quota;
 mod server;
 mod shared;
 mod state;
