@@ -168,6 +168,8 @@ pub(crate) struct Authenticator {
     identity: Option<Identity>,
     /// When the authentication in progress must be done.
     deadline: Option<Instant>,
+    /// Whether the connection was closed because its session had expired.
+    expired: bool,
 }
 
 impl Authenticator {
@@ -178,6 +180,7 @@ impl Authenticator {
             phase: Phase::Handshake,
             identity: None,
             deadline: Some(accepted + AUTHENTICATION_TIMEOUT),
+            expired: false,
         }
     }
 
@@ -198,6 +201,11 @@ impl Authenticator {
             Phase::Authenticated | Phase::Done => None,
             _ => self.deadline,
         }
+    }
+
+    /// Whether the connection was closed because its session had expired.
+    pub fn closed_expired(&self) -> bool {
+        self.expired
     }
 
     /// Whether the connection is authenticated (and its session had not expired at `now`).
@@ -230,6 +238,7 @@ impl Authenticator {
                     }
                     _ if !self.is_authenticated(now) => {
                         self.phase = Phase::Done;
+                        self.expired = true;
                         Step::Close(format!(
                             "{:?} request after the SASL session expired",
                             meta.api_key
