@@ -9,6 +9,7 @@ mod common;
 mod support;
 
 mod acls_raw;
+mod authz_raw;
 mod bad_input;
 mod fetch_raw;
 mod groups_raw;

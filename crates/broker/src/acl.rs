@@ -15,10 +15,6 @@
 //! every resource of the type), PREFIXED a prefix of the name; a principal when equal or
 //! `User:*`; a host when equal or `*`.
 
-// The ACL APIs and the per-API checks (issue 20) build on this model; until they land
-// nothing outside the tests calls it.
-#![allow(dead_code)]
-
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
@@ -109,7 +105,7 @@ impl Operation {
         Operation::DescribeTokens,
     ];
 
-    fn from_code(code: i8) -> Option<Operation> {
+    pub(crate) fn from_code(code: i8) -> Option<Operation> {
         Operation::ALL.into_iter().find(|o| *o as i8 == code)
     }
 
@@ -529,6 +525,49 @@ pub(crate) fn authorize(
         }
     }
     allowed || (!any && settings.allow_everyone_if_no_acl_found)
+}
+
+/// Whether `principal` from `host` may do `op` to at least one resource of type `rt`
+/// (Kafka's `authorizeByResourceType`, which KIP-679 uses for IDEMPOTENT_WRITE: WRITE on
+/// any topic). An ALLOW binding counts unless a DENY binding covers its whole pattern.
+pub(crate) fn authorize_any(
+    acls: &Acls,
+    settings: &AuthorizerSettings,
+    principal: &str,
+    host: IpAddr,
+    op: Operation,
+    rt: ResourceType,
+) -> bool {
+    if settings.super_users.contains(principal) {
+        return true;
+    }
+    let host = host.to_string();
+    let who = |b: &AclBinding| {
+        (b.principal == principal || b.principal == "User:*") && (b.host == "*" || b.host == host)
+    };
+    let of_type = || acls.bindings().filter(|b| b.resource_type == rt);
+    let denies: Vec<&AclBinding> = of_type()
+        .filter(|b| {
+            b.permission == Permission::Deny
+                && (b.operation == op || b.operation == Operation::All)
+                && who(b)
+        })
+        .collect();
+    // Does DENY `d` cover every resource that ALLOW `a` names?
+    let covers = |d: &AclBinding, a: &AclBinding| match d.pattern_type {
+        PatternType::Literal => {
+            d.resource_name == "*"
+                || (a.pattern_type == PatternType::Literal && a.resource_name == d.resource_name)
+        }
+        PatternType::Prefixed => a.resource_name.starts_with(&d.resource_name),
+    };
+    let allowed = of_type().any(|a| {
+        a.permission == Permission::Allow
+            && a.operation.allows(op)
+            && who(a)
+            && !denies.iter().any(|d| covers(d, a))
+    });
+    allowed || (of_type().next().is_none() && settings.allow_everyone_if_no_acl_found)
 }
 
 #[cfg(test)]

@@ -73,6 +73,8 @@ pub struct Metrics {
     connections_accepted: AtomicU64,
     /// SASL outcomes, by [`SaslOutcome`].
     sasl: [AtomicU64; SaslOutcome::ALL.len()],
+    /// Authorization denials by (API, resource type); a short lock, only on a denial.
+    authorization_failures: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 /// How a SASL exchange (or a session) ended, as Kafka's `successful-authentication-total`,
@@ -117,6 +119,7 @@ impl Default for Metrics {
             connections_open: AtomicI64::new(0),
             connections_accepted: AtomicU64::new(0),
             sasl: std::array::from_fn(|_| AtomicU64::new(0)),
+            authorization_failures: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -131,6 +134,15 @@ impl Metrics {
     /// A connection ended.
     pub fn connection_closed(&self) {
         self.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// One authorization denial of `api` on a resource of `resource_type`.
+    pub(crate) fn authorization_failure(&self, api: &'static str, resource_type: &'static str) {
+        *self
+            .authorization_failures
+            .lock()
+            .entry((api, resource_type))
+            .or_insert(0) += 1;
     }
 
     /// One SASL outcome.
@@ -415,6 +427,25 @@ pub fn render(m: &Metrics, figures: &Figures) -> String {
             "rafka_sasl_total{{outcome=\"{}\"}} {}",
             o.label(),
             m.sasl[o as usize].load(Ordering::Relaxed)
+        );
+    }
+
+    header(
+        &mut out,
+        "rafka_authorization_failures_total",
+        "counter",
+        "Requests (or parts of them) the authorizer refused, by API and resource type.",
+    );
+    let denials: Vec<_> = m
+        .authorization_failures
+        .lock()
+        .iter()
+        .map(|(k, v)| (*k, *v))
+        .collect();
+    for ((api, rt), n) in denials {
+        let _ = writeln!(
+            out,
+            "rafka_authorization_failures_total{{api=\"{api}\",resource_type=\"{rt}\"}} {n}"
         );
     }
 

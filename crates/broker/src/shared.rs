@@ -355,10 +355,19 @@ impl Shared {
     /// touches the disk), one `__consumer_offsets` partition, `hooks`, advertising
     /// `127.0.0.1:9092`. No socket is opened.
     pub(crate) fn for_tests(hooks: Vec<Arc<dyn rafka_hooks::Hook>>) -> Shared {
+        Shared::for_tests_with(hooks, |_| {})
+    }
+
+    /// [`Shared::for_tests`] with `configure` applied to the config first.
+    pub(crate) fn for_tests_with(
+        hooks: Vec<Arc<dyn rafka_hooks::Hook>>,
+        configure: impl FnOnce(&mut Config),
+    ) -> Shared {
         let mut config = Config::default();
         config.storage.storage_type = "memory".into();
         config.storage.path = std::path::PathBuf::new();
         config.broker.offsets_topic_num_partitions = 1;
+        configure(&mut config);
         config.validate().expect("a valid config");
         let engine = rafka_storage::open_engine(&config.storage).expect("the memory engine");
         let recovered = Shared::recover(&config, engine).expect("recovery");

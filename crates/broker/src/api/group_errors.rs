@@ -238,7 +238,7 @@ impl ErrorCodes for OffsetFetchResponse {
 impl RefusableRequest for DescribeGroupsRequest {
     type Response = DescribeGroupsResponse;
 
-    fn error_response(&self, _version: i16, refusal: &Rejection) -> Self::Response {
+    fn error_response(&self, version: i16, refusal: &Rejection) -> Self::Response {
         DescribeGroupsResponse::default().with_groups(
             self.groups
                 .iter()
@@ -246,7 +246,8 @@ impl RefusableRequest for DescribeGroupsRequest {
                     DescribedGroup::default()
                         .with_group_id(g.clone())
                         .with_error_code(refusal.code.0)
-                        .with_error_message(Some(sb(refusal.message.clone())))
+                        // The message is a v6 field.
+                        .with_error_message((version >= 6).then(|| sb(refusal.message.clone())))
                         .with_authorized_operations(OPERATIONS_OMITTED)
                 })
                 .collect(),
