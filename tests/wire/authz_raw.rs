@@ -392,18 +392,34 @@ fn cases() -> Vec<Case> {
         Case {
             api: ApiKey::Produce,
             version: 9,
-            request: || match produce_request() {
-                RequestKind::Produce(p) => {
-                    RequestKind::Produce(p.with_transactional_id(Some(txn_id("tx"))))
-                }
-                _ => unreachable!(),
+            request: || {
+                let batch = crate::common::batch_builder(
+                    rafka_core::batch::BatchBuilder::new(rafka_core::Offset(0))
+                        .transactional()
+                        .producer(999, 0, 0),
+                    "x",
+                    1,
+                    2_000,
+                );
+                RequestKind::Produce(
+                    ProduceRequest::default()
+                        .with_acks(-1)
+                        .with_timeout_ms(5_000)
+                        .with_transactional_id(Some(txn_id("tx")))
+                        .with_topic_data(vec![TopicProduceData::default()
+                            .with_name(topic_name("t"))
+                            .with_partition_data(vec![PartitionProduceData::default()
+                                .with_index(0)
+                                .with_records(Some(batch.into_bytes()))])]),
+                )
             },
             look: look!(Produce, |r| r.responses[0].partition_responses[0]
                 .error_code),
             given: &[(TOPIC, "t", WRITE)],
             denied: TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
             grants: &[(TXN, "tx", WRITE)],
-            allowed: 0,
+            // Past the authorizer, the transaction checks: 999 is not tx's producer id.
+            allowed: 49,
         },
         Case {
             api: ApiKey::Fetch,

@@ -6,7 +6,7 @@
 //! a handler: no topic is created, no offset committed, no record written.
 //!
 //! Rules, by API (T = topic, G = group, C = cluster, X = transactional id):
-//! - Produce: WRITE X for a transactional request (TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+//! - Produce: WRITE X for transactional records (TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
 //!   WRITE T per topic (TOPIC_AUTHORIZATION_FAILED).
 //! - Fetch: READ T per topic (CLUSTER_ACTION C for a replica). ListOffsets,
 //!   OffsetForLeaderEpoch: DESCRIBE T per topic. Metadata, DescribeTopicPartitions:
@@ -126,6 +126,10 @@ impl<'a> Authz<'a> {
             authz::ResourceType::Group => Rt::Group,
             authz::ResourceType::Cluster => Rt::Cluster,
         };
+        // Kafka reports nothing of a resource the principal may not DESCRIBE.
+        if !self.may(Operation::Describe, acl_rt, name) {
+            return 0;
+        }
         authz::supported_operations(rt)
             .iter()
             .filter(|op| {
@@ -323,7 +327,21 @@ pub(crate) fn check(a: &Authz<'_>, req: RequestKind, version: i16) -> Checked {
         | K::DeleteAcls(_) => run(req),
         K::DescribeCluster(_) => with_filter(run(req), Filter::Operations),
         K::Produce(r) => {
-            let e = r.transactional_id.as_ref().and_then(|id| a.txn(Write, id));
+            // Kafka's rule: transactional records need WRITE on the request's
+            // transactional id (and one to be named at all).
+            let transactional = r.topic_data.iter().any(|t| {
+                t.partition_data.iter().any(|p| {
+                    p.records.clone().is_some_and(|b| {
+                        rafka_core::RecordBatch::split_all(b)
+                            .is_ok_and(|bs| bs.iter().any(|b| b.is_transactional()))
+                    })
+                })
+            });
+            let e = match &r.transactional_id {
+                _ if !transactional => None,
+                Some(id) => a.txn(Write, id),
+                None => Some(ResponseError::TransactionalIdAuthorizationFailed),
+            };
             if e.is_some() {
                 return gate(K::Produce(r), e);
             }
