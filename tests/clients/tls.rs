@@ -40,17 +40,17 @@ use tokio_rustls::rustls;
 const REFUSAL_BOUND: Duration = Duration::from_secs(5);
 
 /// A throwaway PKI written to a directory.
-struct Pki {
-    ca: PathBuf,
+pub(crate) struct Pki {
+    pub(crate) ca: PathBuf,
     server_cert: PathBuf,
     server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
+    pub(crate) client_cert: PathBuf,
+    pub(crate) client_key: PathBuf,
     other_client_cert: PathBuf,
     other_client_key: PathBuf,
 }
 
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+pub(crate) fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.distinguished_name.push(DnType::CommonName, name);
@@ -63,7 +63,7 @@ fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
 }
 
 /// A leaf certificate and its key (PEM) signed by `issuer`.
-fn leaf(
+pub(crate) fn leaf(
     issuer: &CertifiedIssuer<'static, KeyPair>,
     sans: &[&str],
     dn: &[(DnType, &str)],
@@ -84,7 +84,7 @@ fn leaf(
 }
 
 impl Pki {
-    fn write(dir: &Path) -> Pki {
+    pub(crate) fn write(dir: &Path) -> Pki {
         let ca1 = ca("rafka test CA");
         let ca2 = ca("unrelated CA");
         let (server_cert, server_key) = leaf(
@@ -125,7 +125,11 @@ impl Pki {
         }
     }
 
-    fn ssl_listener(&self, name: &str, client_auth: Option<ClientAuth>) -> ListenerConfig {
+    pub(crate) fn ssl_listener(
+        &self,
+        name: &str,
+        client_auth: Option<ClientAuth>,
+    ) -> ListenerConfig {
         ListenerConfig {
             name: name.into(),
             listen: "127.0.0.1:0".into(),
@@ -141,7 +145,7 @@ impl Pki {
     }
 }
 
-fn plaintext_listener(name: &str) -> ListenerConfig {
+pub(crate) fn plaintext_listener(name: &str) -> ListenerConfig {
     ListenerConfig {
         name: name.into(),
         listen: "127.0.0.1:0".into(),
@@ -152,7 +156,7 @@ fn plaintext_listener(name: &str) -> ListenerConfig {
 }
 
 /// Records `listener principal` of every request.
-struct Principals(Mutex<Vec<String>>);
+pub(crate) struct Principals(pub(crate) Mutex<Vec<String>>);
 
 impl Hook for Principals {
     fn name(&self) -> &str {
@@ -177,7 +181,11 @@ impl Hook for Principals {
     }
 }
 
-async fn start(dir: &Path, listeners: Vec<ListenerConfig>, hook: Arc<Principals>) -> Broker {
+pub(crate) async fn start(
+    dir: &Path,
+    listeners: Vec<ListenerConfig>,
+    hook: Arc<Principals>,
+) -> Broker {
     support::log_to_test_output();
     let mut cfg = Config::default();
     cfg.storage.path = dir.join("data");

@@ -15,10 +15,11 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use kafka_protocol::ResponseError;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
+use tokio_rustls::{rustls, TlsConnector};
 
 use crate::error::ClientError;
 
@@ -34,6 +35,8 @@ pub(crate) struct ConnectionSettings {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub max_in_flight: usize,
+    /// The TLS client configuration when `security.protocol` uses TLS.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 struct InFlight {
@@ -86,61 +89,36 @@ impl BrokerConnection {
             .map_err(|_| connect_err(format!("timed out after {:?}", settings.connect_timeout)))?
             .map_err(|e| connect_err(e.to_string()))?;
         let _ = stream.set_nodelay(true);
-        let (mut read_half, mut write_half) = stream.into_split();
         let in_flight = Arc::new(Mutex::new(InFlight {
             waiting: HashMap::new(),
             closed: None,
         }));
-        let (writer, mut frames) = mpsc::channel::<Bytes>(WRITE_QUEUE);
-
-        let writer_state = in_flight.clone();
-        let write_task = tokio::spawn(async move {
-            let mut buf = BytesMut::new();
-            while let Some(frame) = frames.recv().await {
-                // Coalesce what is already queued into one write.
-                buf.clear();
-                buf.extend_from_slice(&frame);
-                while buf.len() < 1 << 20 {
-                    match frames.try_recv() {
-                        Ok(f) => buf.extend_from_slice(&f),
-                        Err(_) => break,
-                    }
-                }
-                if let Err(e) = write_half.write_all(&buf).await {
-                    close(&writer_state, format!("write failed: {e}"));
-                    return;
-                }
+        let (writer, frames) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        // Plain TCP keeps its owned halves (no lock between reader and writer); TLS splits
+        // the one rustls stream. The tasks are generic, so each path is compiled for its
+        // own stream type and the plaintext one costs what it did before TLS existed.
+        let tasks = match &settings.tls {
+            None => {
+                let (read_half, write_half) = stream.into_split();
+                spawn_io(read_half, write_half, frames, &in_flight)
             }
-        });
-
-        let reader_state = in_flight.clone();
-        let read_task = tokio::spawn(async move {
-            let reason = loop {
-                let size = match read_half.read_i32().await {
-                    Ok(s) => s,
-                    Err(e) => break format!("read failed: {e}"),
+            Some(tls) => {
+                let tls_err = |reason: String| ClientError::Tls {
+                    addr: addr.to_string(),
+                    reason,
                 };
-                if size < 4 || size as usize > RESPONSE_BYTES_MAX {
-                    break format!("bad response size {size}");
-                }
-                let mut body = vec![0u8; size as usize];
-                if let Err(e) = read_half.read_exact(&mut body).await {
-                    break format!("read failed: {e}");
-                }
-                let body = Bytes::from(body);
-                let correlation_id = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-                let waiter = reader_state
-                    .lock()
-                    .expect("in-flight lock")
-                    .waiting
-                    .remove(&correlation_id);
-                if let Some(w) = waiter {
-                    // The caller may have timed out and gone; that is fine.
-                    let _ = w.send(body);
-                }
-            };
-            close(&reader_state, reason);
-        });
+                let name = crate::security::server_name(addr)?;
+                let handshake = TlsConnector::from(tls.clone()).connect(name, stream);
+                let stream = tokio::time::timeout(settings.connect_timeout, handshake)
+                    .await
+                    .map_err(|_| {
+                        tls_err(format!("timed out after {:?}", settings.connect_timeout))
+                    })?
+                    .map_err(|e| tls_err(e.to_string()))?;
+                let (read_half, write_half) = tokio::io::split(stream);
+                spawn_io(read_half, write_half, frames, &in_flight)
+            }
+        };
 
         let mut conn = BrokerConnection {
             addr: addr.to_string(),
@@ -151,7 +129,7 @@ impl BrokerConnection {
             in_flight,
             next_correlation_id: AtomicI32::new(1),
             versions: HashMap::new(),
-            tasks: [write_task.abort_handle(), read_task.abort_handle()],
+            tasks,
         };
         conn.versions = conn.negotiate().await?;
         Ok(conn)
@@ -396,6 +374,73 @@ fn decode_response<R: Request>(mut body: Bytes, version: i16) -> Result<R::Respo
         );
     }
     Ok(resp)
+}
+
+/// Starts the writer and reader tasks of a connection over `read_half`/`write_half`.
+fn spawn_io<R, W>(
+    mut read_half: R,
+    mut write_half: W,
+    mut frames: mpsc::Receiver<Bytes>,
+    in_flight: &Arc<Mutex<InFlight>>,
+) -> [AbortHandle; 2]
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let writer_state = in_flight.clone();
+    let write_task = tokio::spawn(async move {
+        let mut buf = BytesMut::new();
+        while let Some(frame) = frames.recv().await {
+            // Coalesce what is already queued into one write.
+            buf.clear();
+            buf.extend_from_slice(&frame);
+            while buf.len() < 1 << 20 {
+                match frames.try_recv() {
+                    Ok(f) => buf.extend_from_slice(&f),
+                    Err(_) => break,
+                }
+            }
+            // `flush` is free on TCP; TLS may hold encrypted records until it.
+            let written = match write_half.write_all(&buf).await {
+                Ok(()) => write_half.flush().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
+                close(&writer_state, format!("write failed: {e}"));
+                return;
+            }
+        }
+    });
+
+    let reader_state = in_flight.clone();
+    let read_task = tokio::spawn(async move {
+        let reason = loop {
+            let size = match read_half.read_i32().await {
+                Ok(s) => s,
+                Err(e) => break format!("read failed: {e}"),
+            };
+            if size < 4 || size as usize > RESPONSE_BYTES_MAX {
+                break format!("bad response size {size}");
+            }
+            let mut body = vec![0u8; size as usize];
+            if let Err(e) = read_half.read_exact(&mut body).await {
+                break format!("read failed: {e}");
+            }
+            let body = Bytes::from(body);
+            let correlation_id = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+            let waiter = reader_state
+                .lock()
+                .expect("in-flight lock")
+                .waiting
+                .remove(&correlation_id);
+            if let Some(w) = waiter {
+                // The caller may have timed out and gone; that is fine.
+                let _ = w.send(body);
+            }
+        };
+        close(&reader_state, reason);
+    });
+    [write_task.abort_handle(), read_task.abort_handle()]
 }
 
 fn close(state: &Mutex<InFlight>, reason: String) {

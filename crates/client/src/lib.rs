@@ -12,6 +12,8 @@ mod client;
 mod connection;
 mod error;
 mod metadata;
+pub mod properties;
+pub mod security;
 pub mod txn;
 
 pub use client::{Client, ClientConfig};
@@ -19,6 +21,7 @@ pub use connection::{BrokerConnection, PendingResponse};
 pub use error::ClientError;
 pub use kafka_protocol;
 pub use metadata::{Metadata, PartitionMetadata, TopicMetadata};
+pub use security::{SaslConfig, SaslMechanism, SecurityConfig, SecurityProtocol, TlsConfig};
 pub use txn::GroupMetadata;
 
 /// Result with [`ClientError`].
