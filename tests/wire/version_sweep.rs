@@ -183,6 +183,13 @@ fn minimal_request(key: ApiKey, version: i16) -> RequestKind {
         ApiKey::ListTransactions => RequestKind::ListTransactions(
             kafka_protocol::messages::ListTransactionsRequest::default().with_duration_filter(-1),
         ),
+        // Describing every user; altering nothing.
+        ApiKey::DescribeUserScramCredentials => {
+            RequestKind::DescribeUserScramCredentials(Default::default())
+        }
+        ApiKey::AlterUserScramCredentials => {
+            RequestKind::AlterUserScramCredentials(Default::default())
+        }
         other => panic!("the version sweep has no minimal request for {other:?}: add one"),
     }
 }

@@ -39,6 +39,7 @@ pub use config::{
     AdminConfig, BrokerConfig, ClientAuth, Config, ConfigError, DurabilityConfig, FsyncPolicy,
     ListenerConfig, ListenerProtocol, ListenerSslConfig, LogFormat, LoggingConfig,
 };
+pub use credentials::CredentialsError;
 /// Hooks written in Rust ([`BrokerBuilder::hook`]) implement [`rafka_hooks::Hook`].
 pub use rafka_hooks;
 pub use state::TopicError;

@@ -79,6 +79,11 @@ impl ClientConfig {
             request_timeout: self.request_timeout,
             max_in_flight: self.max_in_flight_per_connection,
             tls,
+            sasl: self
+                .security
+                .sasl
+                .clone()
+                .filter(|_| self.security.protocol.uses_sasl()),
         }
     }
 

@@ -37,6 +37,8 @@ pub(crate) struct ConnectionSettings {
     pub max_in_flight: usize,
     /// The TLS client configuration when `security.protocol` uses TLS.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The SASL credentials when `security.protocol` uses SASL.
+    pub sasl: Option<crate::security::SaslConfig>,
 }
 
 struct InFlight {
@@ -132,6 +134,9 @@ impl BrokerConnection {
             tasks,
         };
         conn.versions = conn.negotiate().await?;
+        if let Some(sasl) = &conn.settings.sasl {
+            crate::sasl::authenticate(&conn, sasl).await?;
+        }
         Ok(conn)
     }
 

@@ -210,6 +210,15 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Fills `buf` from the operating system's secure random source (through the TLS
+/// provider's, so no second RNG crate): SCRAM nonces and salts.
+pub(crate) fn random_bytes(buf: &mut [u8]) -> Result<(), ClientError> {
+    provider()
+        .secure_random
+        .fill(buf)
+        .map_err(|_| ClientError::Protocol("the system random source failed".into()))
+}
+
 fn tls_client_config(tls: &TlsConfig) -> Result<Arc<rustls::ClientConfig>, ClientError> {
     let mut roots = rustls::RootCertStore::empty();
     let (key, ca) = match &tls.ca_location {

@@ -74,6 +74,8 @@ pub const SERVED: &[ServedApi] = &[
     api(ApiKey::DescribeProducers, 0, 0),
     api(ApiKey::DescribeTransactions, 0, 0),
     api(ApiKey::ListTransactions, 0, 2),
+    api(ApiKey::DescribeUserScramCredentials, 0, 0),
+    api(ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// The `transaction.version` feature: supported levels 0 to [`TRANSACTION_VERSION_MAX`],

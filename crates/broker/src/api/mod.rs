@@ -28,6 +28,7 @@ pub(crate) mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod scram_credentials;
 pub(crate) mod txn;
 
 /// A handler's answer.
@@ -157,7 +158,7 @@ served_apis! {
     IncrementalAlterConfigs, OffsetDelete, DescribeCluster, DescribeTopicPartitions,
     ConsumerGroupHeartbeat, ConsumerGroupDescribe, AddPartitionsToTxn, AddOffsetsToTxn,
     EndTxn, WriteTxnMarkers, TxnOffsetCommit, DescribeProducers, DescribeTransactions,
-    ListTransactions,
+    ListTransactions, DescribeUserScramCredentials, AlterUserScramCredentials,
 }
 
 /// Routes a request to its handler. Only APIs in `rafka_protocol::versions::SERVED` reach here.
@@ -208,6 +209,12 @@ pub fn dispatch(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestCont
         RequestKind::DescribeTransactions(r) => Reply::Now(txn::describe_transactions(shared, &r)),
         RequestKind::ListTransactions(r) => Reply::Now(txn::list_transactions(shared, &r, version)),
         RequestKind::DescribeProducers(r) => Reply::Now(txn::describe_producers(shared, &r)),
+        RequestKind::DescribeUserScramCredentials(r) => {
+            Reply::Now(scram_credentials::describe(shared, &r))
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            Reply::Now(scram_credentials::alter(shared, &r))
+        }
         RequestKind::FindCoordinator(r) => Reply::Now(groups::find_coordinator(
             shared,
             r,
