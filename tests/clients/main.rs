@@ -23,6 +23,7 @@ mod rafka_tls;
 mod rdkafka_admin;
 mod rdkafka_groups;
 mod rdkafka_roundtrip;
+mod sasl;
 mod second_client;
 mod slow_requests;
 mod storage_engines;

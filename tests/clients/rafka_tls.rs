@@ -157,6 +157,7 @@ fn misnamed_listener(dir: &Path) -> ListenerConfig {
             client_ca: None,
             client_auth: None,
         }),
+        sasl_enabled_mechanisms: None,
     }
 }
 

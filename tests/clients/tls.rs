@@ -42,8 +42,8 @@ const REFUSAL_BOUND: Duration = Duration::from_secs(5);
 /// A throwaway PKI written to a directory.
 pub(crate) struct Pki {
     pub(crate) ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
+    pub(crate) server_cert: PathBuf,
+    pub(crate) server_key: PathBuf,
     pub(crate) client_cert: PathBuf,
     pub(crate) client_key: PathBuf,
     other_client_cert: PathBuf,
@@ -141,6 +141,7 @@ impl Pki {
                 client_ca: client_auth.map(|_| self.ca.clone()),
                 client_auth,
             }),
+            sasl_enabled_mechanisms: None,
         }
     }
 }
@@ -152,6 +153,7 @@ pub(crate) fn plaintext_listener(name: &str) -> ListenerConfig {
         advertised: None,
         security_protocol: ListenerProtocol::Plaintext,
         ssl: None,
+        sasl_enabled_mechanisms: None,
     }
 }
 
@@ -213,7 +215,7 @@ fn ssl_client(bootstrap: &str, pki: &Pki, with_cert: bool) -> ClientConfig {
 }
 
 /// Produces `n` keyed records to partition 0 over `client`; returns the acked offsets.
-async fn produce(client: &ClientConfig, topic: &str, n: usize) -> Vec<i64> {
+pub(crate) async fn produce(client: &ClientConfig, topic: &str, n: usize) -> Vec<i64> {
     let p: FutureProducer = client
         .clone()
         .set("linger.ms", "5")
@@ -236,7 +238,7 @@ async fn produce(client: &ClientConfig, topic: &str, n: usize) -> Vec<i64> {
 }
 
 /// Reads `n` records of partition 0 from the start; blocking.
-fn consume(client: &ClientConfig, topic: &str, n: usize) -> Vec<(i64, String, String)> {
+pub(crate) fn consume(client: &ClientConfig, topic: &str, n: usize) -> Vec<(i64, String, String)> {
     let c: BaseConsumer = client
         .clone()
         .set("group.id", "tls-reader")
@@ -272,7 +274,7 @@ fn metadata_port(client: &ClientConfig) -> i32 {
     md.brokers()[0].port()
 }
 
-fn expected(n: usize) -> Vec<(i64, String, String)> {
+pub(crate) fn expected(n: usize) -> Vec<(i64, String, String)> {
     (0..n)
         .map(|i| {
             (
@@ -285,7 +287,7 @@ fn expected(n: usize) -> Vec<(i64, String, String)> {
 }
 
 /// An ApiVersions round trip over a plaintext connection: the broker still serves.
-async fn plaintext_alive(addr: SocketAddr) {
+pub(crate) async fn plaintext_alive(addr: SocketAddr) {
     let mut conn = common::KafkaConn::connect(&addr.to_string()).await;
     conn.check_alive().await;
 }
@@ -585,6 +587,7 @@ async fn bad_tls_material_is_a_config_error_before_binding() {
             advertised: None,
             security_protocol: ListenerProtocol::Ssl,
             ssl: Some(ssl),
+            sasl_enabled_mechanisms: None,
         }];
         let e = Broker::start(cfg).await.err().expect("refused").to_string();
         assert!(

@@ -13,5 +13,6 @@ mod fetch_raw;
 mod groups_raw;
 mod idempotence_raw;
 mod long_poll_raw;
+mod sasl_raw;
 mod scram_credentials_raw;
 mod version_sweep;

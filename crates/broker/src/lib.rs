@@ -11,6 +11,7 @@
 //! running broker's API handlers in process. Every module is private to the crate.
 
 mod accept;
+mod acl;
 mod admin;
 mod api;
 mod authz;
@@ -26,6 +27,7 @@ mod metrics;
 mod normalize;
 mod pipeline;
 mod producer_state;
+mod sasl;
 mod server;
 mod shared;
 mod state;
@@ -37,7 +39,8 @@ mod txn;
 pub use broker::{Broker, BrokerBuilder, BrokerError};
 pub use config::{
     AdminConfig, BrokerConfig, ClientAuth, Config, ConfigError, DurabilityConfig, FsyncPolicy,
-    ListenerConfig, ListenerProtocol, ListenerSslConfig, LogFormat, LoggingConfig,
+    ListenerConfig, ListenerProtocol, ListenerSslConfig, LogFormat, LoggingConfig, SaslMechanism,
+    ScramUserConfig,
 };
 pub use credentials::CredentialsError;
 /// Hooks written in Rust ([`BrokerBuilder::hook`]) implement [`rafka_hooks::Hook`].

@@ -42,6 +42,10 @@ pub(crate) enum Close {
     /// The broker cannot answer the request (a broker bug, already logged).
     #[error("{0}")]
     Unanswerable(String),
+    /// The SASL rules refuse what the client sent (before or during authentication, or
+    /// after its session expired).
+    #[error("SASL: {0}")]
+    Authentication(String),
 }
 
 /// Decodes and handles the next request buffered in `conn`; `Ok(None)` when no whole
@@ -61,7 +65,7 @@ pub(crate) fn next(
 }
 
 /// Handles one decoded request: hooks, handler, encoding, metrics.
-fn handle(
+pub(crate) fn handle(
     shared: &Arc<Shared>,
     req: DecodedRequest,
     session: &Arc<Session>,
