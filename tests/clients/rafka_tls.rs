@@ -35,7 +35,7 @@ fn ssl(pki: &Pki, with_cert: bool) -> SecurityConfig {
 
 /// Produces `n` records to partition 0 of `topic` with rafka-producer, then reads them
 /// back with rafka-consumer, both over `security`; asserts offsets, keys and values.
-async fn round_trip(bootstrap: &str, security: &SecurityConfig, topic: &str, n: usize) {
+pub(crate) async fn round_trip(bootstrap: &str, security: &SecurityConfig, topic: &str, n: usize) {
     let p = Producer::builder()
         .bootstrap(bootstrap)
         .security(security.clone())
