@@ -237,3 +237,123 @@ fn client_commands_over_ssl_with_a_command_config() {
     assert!(!ok);
     assert!(err.contains("ResourceNotFound"), "{err}");
 }
+
+/// Whether librdkafka authenticating as `user` (SCRAM-SHA-512 over SASL_SSL) gets
+/// Metadata from `addr` within 5 s.
+fn librdkafka_served(addr: &str, ca: &Path, user: &str, password: &str) -> bool {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = support::client_config(addr)
+        .set("security.protocol", "sasl_ssl")
+        .set("ssl.ca.location", ca.to_str().unwrap())
+        .set("sasl.mechanism", "SCRAM-SHA-512")
+        .set("sasl.username", user)
+        .set("sasl.password", password)
+        .create()
+        .unwrap();
+    consumer
+        .fetch_metadata(None, Duration::from_secs(5))
+        .is_ok()
+}
+
+#[test]
+fn users_created_and_deleted_with_the_cli_over_sasl_ssl() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_pki(d);
+    let config = d.join("broker.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "broker:\n  sasl_enabled_mechanisms: [SCRAM-SHA-512, PLAIN]\n  scram_users:\n    \
+             - name: admin\n      password: admin-secret\n  listeners:\n    - name: SECURE\n      \
+             listen: 127.0.0.1:0\n      security_protocol: SASL_SSL\n      ssl:\n        \
+             certificate: {}\n        key: {}\n",
+            d.join("server.pem").display(),
+            d.join("server.key").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rafka"))
+        .args(["serve", "--admin-listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(d.join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn rafka");
+    let (_, address) = support::startup_line(&mut child);
+    let broker = support::BrokerProcess { child, address };
+    let addr = broker.address.clone();
+    let ca = d.join("ca.pem");
+
+    // The admin's properties as a Java client writes them (sasl.jaas.config).
+    let props = d.join("admin.properties");
+    std::fs::write(
+        &props,
+        format!(
+            "bootstrap.servers={addr}\nsecurity.protocol=SASL_SSL\nssl.ca.location={}\n\
+             sasl.mechanism=SCRAM-SHA-512\n\
+             sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \\\n  \
+             username=\"admin\" password=\"admin-secret\";\n",
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let cc = props.to_str().unwrap();
+
+    assert!(!librdkafka_served(&addr, &ca, "carol", "carol-pw"));
+    let (ok, _, err) = rafka(
+        &[
+            "user",
+            "create",
+            "carol",
+            "--mechanism",
+            "scram-sha-512",
+            "--command-config",
+            cc,
+        ],
+        "carol-pw\n",
+    );
+    assert!(ok, "{err}");
+    assert!(librdkafka_served(&addr, &ca, "carol", "carol-pw"));
+    assert!(!librdkafka_served(&addr, &ca, "carol", "wrong"));
+
+    // The CLI itself as carol, with PLAIN, through sasl.username/sasl.password.
+    let carol = d.join("carol.properties");
+    std::fs::write(
+        &carol,
+        format!(
+            "bootstrap.servers={addr}\nsecurity.protocol=SASL_SSL\nssl.ca.location={}\n\
+             sasl.mechanism=PLAIN\nsasl.username=carol\nsasl.password=carol-pw\n",
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = rafka(
+        &["user", "list", "--command-config", carol.to_str().unwrap()],
+        "",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "admin\tSCRAM-SHA-256 (4096 iterations), SCRAM-SHA-512 (4096 iterations)\n\
+         carol\tSCRAM-SHA-512 (4096 iterations)\n"
+    );
+
+    let (ok, _, err) = rafka(&["user", "delete", "carol", "--command-config", cc], "");
+    assert!(ok, "{err}");
+    assert!(!librdkafka_served(&addr, &ca, "carol", "carol-pw"));
+    // A refused login is one line with the broker's reason, at once.
+    let started = Instant::now();
+    let (ok, _, err) = rafka(
+        &["topic", "list", "--command-config", carol.to_str().unwrap()],
+        "",
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("authentication to") && err.contains("SaslAuthenticationFailed"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
