@@ -394,7 +394,10 @@ impl ScramServer {
                 "channel binding differs from the GS2 header".into(),
             ));
         }
-        if attr(parts.next(), 'r')? != nonce {
+        // Kafka's server accepts a nonce that ends with the combined one (its
+        // `endsWith` check): librdkafka before 2.1 (Debian 12's kcat) sends its own nonce
+        // again in front of it. The proof covers the message as sent either way.
+        if !attr(parts.next(), 'r')?.ends_with(nonce.as_str()) {
             return Err(SaslError::Malformed("nonce mismatch".into()));
         }
         let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
@@ -623,6 +626,48 @@ mod tests {
             exchange(ScramMechanism::Sha512, "pw", "pw", "a,b=c").unwrap(),
             "a,b=c"
         );
+    }
+
+    /// A client-final message for `sf` with `nonce`, proved with `password` (the client
+    /// half written out, so the nonce can be anything).
+    fn client_final_with_nonce(
+        mech: ScramMechanism,
+        sf: &str,
+        nonce: &str,
+        password: &str,
+    ) -> String {
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth = format!("n=alice,r=cnonce,{sf},{without_proof}");
+        let salted = salted_password(mech, password, b"salty", 4096);
+        let client_key = mech.mac(&salted, b"Client Key");
+        let signature = mech.mac(&mech.hash(&client_key), auth.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(k, s)| k ^ s)
+            .collect();
+        format!("{without_proof},p={}", b64(&proof))
+    }
+
+    #[test]
+    fn a_final_nonce_ending_in_the_combined_one_is_accepted_as_kafka_does() {
+        let mech = ScramMechanism::Sha256;
+        let cred = ScramCredential::from_password(mech, "pw", b"salty", 4096);
+        for (nonce, ok) in [
+            ("cnoncesnonce", true),
+            // librdkafka 2.0: its nonce, then the combined one.
+            ("cnoncecnoncesnonce", true),
+            ("cnoncesnonceX", false),
+            ("cnoncesnonc", false),
+        ] {
+            let mut s = ScramServer::new(mech, "snonce".into());
+            let sf = s
+                .client_first(b"n,,n=alice,r=cnonce", |_| Some(cred.clone()))
+                .unwrap();
+            let sf = String::from_utf8(sf).unwrap();
+            let cf = client_final_with_nonce(mech, &sf, nonce, "pw");
+            assert_eq!(s.client_final(cf.as_bytes()).is_ok(), ok, "{nonce}");
+        }
     }
 
     #[test]
