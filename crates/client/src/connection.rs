@@ -45,6 +45,9 @@ struct InFlight {
     waiting: HashMap<i32, oneshot::Sender<Bytes>>,
     /// Set once the connection is dead; no new request is accepted after that.
     closed: Option<String>,
+    /// Set when the broker ended the connection with a TLS alert (it refused the
+    /// handshake, e.g. our certificate, which TLS 1.3 reports only at the first read).
+    tls_refused: bool,
 }
 
 /// A pipelined connection to one broker, with the API versions it negotiated.
@@ -94,6 +97,7 @@ impl BrokerConnection {
         let in_flight = Arc::new(Mutex::new(InFlight {
             waiting: HashMap::new(),
             closed: None,
+            tls_refused: false,
         }));
         let (writer, frames) = mpsc::channel::<Bytes>(WRITE_QUEUE);
         // Plain TCP keeps its owned halves (no lock between reader and writer); TLS splits
@@ -133,7 +137,18 @@ impl BrokerConnection {
             versions: HashMap::new(),
             tasks,
         };
-        conn.versions = conn.negotiate().await?;
+        conn.versions = match conn.negotiate().await {
+            Ok(v) => v,
+            Err(ClientError::ConnectionClosed { reason, .. })
+                if conn.in_flight.lock().expect("in-flight lock").tls_refused =>
+            {
+                return Err(ClientError::Tls {
+                    addr: addr.to_string(),
+                    reason,
+                })
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(sasl) = &conn.settings.sasl {
             crate::sasl::authenticate(&conn, sasl).await?;
         }
@@ -422,7 +437,15 @@ where
         let reason = loop {
             let size = match read_half.read_i32().await {
                 Ok(s) => s,
-                Err(e) => break format!("read failed: {e}"),
+                Err(e) => {
+                    let tls = e
+                        .get_ref()
+                        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+                    if tls {
+                        reader_state.lock().expect("in-flight lock").tls_refused = true;
+                    }
+                    break format!("read failed: {e}");
+                }
             };
             if size < 4 || size as usize > RESPONSE_BYTES_MAX {
                 break format!("bad response size {size}");
