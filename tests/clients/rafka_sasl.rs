@@ -2,8 +2,9 @@
 //! SCRAM-SHA-512 and PLAIN and over `SASL_PLAINTEXT` with SCRAM-SHA-256, records exact and
 //! the broker seeing `User:alice`; a wrong password, an unknown user and a mechanism the
 //! listener does not offer each fail at once with [`ClientError::Authentication`] carrying
-//! the broker's message (no retry loop); and a credential created with the admin calls
-//! `rafka user` runs lets librdkafka in, until it is deleted.
+//! the broker's message (no retry loop); a credential created with the admin calls
+//! `rafka user` runs lets librdkafka in, until it is deleted; and with 2 s sessions
+//! (KIP-368) the producer and consumer re-authenticate on their connections, records exact.
 
 use crate::rafka_tls::round_trip;
 use crate::support;
@@ -41,10 +42,12 @@ fn listener(name: &str, protocol: ListenerProtocol, pki: &Pki) -> ListenerConfig
 
 /// A broker with `LOCAL` (plaintext), `SSL_SASL` (SASL_SSL, every mechanism), `PLAIN_SASL`
 /// (SASL_PLAINTEXT) and the user alice.
-async fn start(dir: &Path, pki: &Pki, hook: Arc<Principals>) -> Broker {
+async fn start(dir: &Path, pki: &Pki, hook: Arc<Principals>, reauth_ms: u64) -> Broker {
     support::log_to_test_output();
     let mut cfg = Config::default();
     cfg.storage.path = dir.join("data");
+    cfg.admin.listen = "127.0.0.1:0".into();
+    cfg.broker.connections_max_reauth_ms = reauth_ms;
     cfg.broker.scram_users = vec![ScramUserConfig {
         name: "alice".into(),
         password: "alice-secret".into(),
@@ -91,7 +94,7 @@ async fn rafka_clients_over_sasl_ssl_and_sasl_plaintext() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::write(dir.path());
     let hook = Arc::new(Principals(Mutex::new(Vec::new())));
-    let broker = start(dir.path(), &pki, hook.clone()).await;
+    let broker = start(dir.path(), &pki, hook.clone(), 0).await;
     let local = broker.listener_address("LOCAL").unwrap().to_string();
     let ssl = broker.listener_address("SSL_SASL").unwrap().to_string();
     let plain = broker.listener_address("PLAIN_SASL").unwrap().to_string();
@@ -180,7 +183,7 @@ async fn refusals_are_typed_and_immediate_and_created_users_get_in() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::write(dir.path());
     let hook = Arc::new(Principals(Mutex::new(Vec::new())));
-    let broker = start(dir.path(), &pki, hook).await;
+    let broker = start(dir.path(), &pki, hook, 0).await;
     let ssl = broker.listener_address("SSL_SASL").unwrap().to_string();
     let scram_only = broker.listener_address("SCRAM_ONLY").unwrap().to_string();
 
@@ -252,5 +255,106 @@ async fn refusals_are_typed_and_immediate_and_created_users_get_in() {
         .await
         .unwrap();
     assert!(!librdkafka_served(&ssl, &pki, "carol", "carol-pw").await);
+    broker.shutdown().await.unwrap();
+}
+
+/// `rafka_requests_total{api="<api>"}` and `rafka_connections_accepted_total`.
+async fn counts(broker: &Broker, api: &str) -> (u64, u64) {
+    let (status, _, text) =
+        crate::metrics::http(broker.admin_address().unwrap(), "GET", "/metrics").await;
+    assert_eq!(status, 200);
+    let value = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0) as u64
+    };
+    (
+        value(&format!("rafka_requests_total{{api=\"{api}\"}} ")),
+        value("rafka_connections_accepted_total "),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rafka_clients_reauthenticate_on_their_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::write(dir.path());
+    let hook = Arc::new(Principals(Mutex::new(Vec::new())));
+    let broker = start(dir.path(), &pki, hook.clone(), 2000).await;
+    let local = broker.listener_address("LOCAL").unwrap().to_string();
+    let ssl = broker.listener_address("SSL_SASL").unwrap().to_string();
+    let topic = "rafka-reauth";
+    support::create_topic(&local, topic, 1, &[]).await;
+    let security = sasl(
+        &pki,
+        true,
+        SaslMechanism::ScramSha512,
+        "alice",
+        "alice-secret",
+    );
+    let producer = rafka_producer::Producer::builder()
+        .bootstrap(&ssl)
+        .security(security.clone())
+        .build()
+        .await
+        .unwrap();
+    let consumer = rafka_consumer::Consumer::builder()
+        .bootstrap(&ssl)
+        .security(security)
+        .assign([(topic, 0)])
+        .auto_offset_reset(rafka_consumer::OffsetReset::Earliest)
+        .build()
+        .await
+        .unwrap();
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await {
+            got.push((r.offset, r.value.unwrap()));
+        }
+        got
+    });
+    // About 6 s of traffic, three sessions' worth: five records every 300 ms.
+    let started = Instant::now();
+    let (mut n, mut baseline) = (0i64, None);
+    while started.elapsed() < Duration::from_secs(6) {
+        for _ in 0..5 {
+            let r = rafka_producer::Record::to(topic)
+                .value(format!("r-{n}"))
+                .partition(0);
+            let m = producer
+                .send(r)
+                .await
+                .expect("delivered across re-authentications");
+            assert_eq!(m.offset, n);
+            n += 1;
+        }
+        if baseline.is_none() && started.elapsed() > Duration::from_millis(1000) {
+            baseline = Some(counts(&broker, "SaslHandshake").await);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (handshakes_before, accepted_before) = baseline.unwrap();
+    let got = reader.await.unwrap();
+    let want: Vec<(i64, bytes::Bytes)> = (0..n)
+        .map(|i| (i, bytes::Bytes::from(format!("r-{i}"))))
+        .collect();
+    assert_eq!(got, want);
+    let (handshakes, accepted) = counts(&broker, "SaslHandshake").await;
+    println!(
+        "rafka re-authentication: {handshakes} SaslHandshakes after {:?} ({handshakes_before} at \
+         1 s); {accepted} connections accepted ({accepted_before} at 1 s)",
+        started.elapsed()
+    );
+    // Each of the producer's and the consumer's connections re-authenticated every
+    // 1.7-1.9 s: at least two more handshakes each.
+    assert!(
+        handshakes >= handshakes_before + 4,
+        "{handshakes} SaslHandshakes (before {handshakes_before})"
+    );
+    // And kept its connection: none was closed for an expired session and opened again.
+    assert!(
+        accepted <= accepted_before + 1,
+        "connections re-opened: {accepted_before} at 1 s, {accepted} at the end"
+    );
     broker.shutdown().await.unwrap();
 }

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader};
@@ -61,6 +61,30 @@ pub struct BrokerConnection {
     next_correlation_id: AtomicI32,
     versions: HashMap<i16, (i16, i16)>,
     tasks: [AbortHandle; 2],
+    /// SASL connections only: re-authentication (KIP-368) before the session expires.
+    reauth: Option<Reauth>,
+}
+
+/// KIP-368 on the client side. The next request after the due time first runs the SASL
+/// exchange again on this connection while holding `due` for writing, so no other request
+/// is written between its SaslHandshake and its last SaslAuthenticate (answers to earlier
+/// requests still arrive meanwhile). Requests hold it for reading only while they are
+/// queued. Plaintext and TLS-only connections have none of this.
+struct Reauth {
+    sasl: crate::security::SaslConfig,
+    /// When to re-authenticate; `None` when the broker set no session lifetime.
+    due: tokio::sync::RwLock<Option<Instant>>,
+}
+
+/// When to re-authenticate within a session of `lifetime`: at 85 % to 95 % of it (random,
+/// so a client's connections do not all re-authenticate at once), as Java's client does.
+fn reauth_after(lifetime: Duration) -> Duration {
+    let mut b = [0u8; 1];
+    let jitter = match crate::security::random_bytes(&mut b) {
+        Ok(()) => u32::from(b[0]) % 11,
+        Err(_) => 5,
+    };
+    lifetime * (85 + jitter) / 100
 }
 
 impl std::fmt::Debug for BrokerConnection {
@@ -136,6 +160,7 @@ impl BrokerConnection {
             next_correlation_id: AtomicI32::new(1),
             versions: HashMap::new(),
             tasks,
+            reauth: None,
         };
         conn.versions = match conn.negotiate().await {
             Ok(v) => v,
@@ -149,8 +174,12 @@ impl BrokerConnection {
             }
             Err(e) => return Err(e),
         };
-        if let Some(sasl) = &conn.settings.sasl {
-            crate::sasl::authenticate(&conn, sasl).await?;
+        if let Some(sasl) = conn.settings.sasl.clone() {
+            let lifetime = crate::sasl::authenticate(&conn, &sasl).await?;
+            conn.reauth = Some(Reauth {
+                sasl,
+                due: tokio::sync::RwLock::new(lifetime.map(|l| Instant::now() + reauth_after(l))),
+            });
         }
         Ok(conn)
     }
@@ -245,6 +274,50 @@ impl BrokerConnection {
         self.submit(req, version).await?.response().await
     }
 
+    /// [`BrokerConnection::call_version`] without waiting for a re-authentication: the SASL
+    /// exchange's own requests.
+    pub(crate) async fn call_ungated<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+    ) -> Result<R::Response, ClientError> {
+        self.submit_ungated(req, version).await?.response().await
+    }
+
+    /// Waits until no re-authentication is due (running it when it is) and returns what
+    /// keeps one from starting until the request is queued.
+    ///
+    /// # Cancel safety
+    /// Cancelled during a re-authentication, the exchange is left half done; the broker then
+    /// refuses the connection's next SASL request and closes it, and a new one is opened.
+    async fn enter(
+        &self,
+    ) -> Result<Option<tokio::sync::RwLockReadGuard<'_, Option<Instant>>>, ClientError> {
+        let Some(r) = &self.reauth else {
+            return Ok(None);
+        };
+        loop {
+            let g = r.due.read().await;
+            if !g.is_some_and(|d| Instant::now() >= d) {
+                return Ok(Some(g));
+            }
+            drop(g);
+            let mut w = r.due.write().await;
+            if w.is_some_and(|d| Instant::now() >= d) {
+                match crate::sasl::authenticate(self, &r.sasl).await {
+                    Ok(lifetime) => {
+                        tracing::debug!(addr = %self.addr, "re-authenticated");
+                        *w = lifetime.map(|l| Instant::now() + reauth_after(l));
+                    }
+                    Err(e) => {
+                        close(&self.in_flight, format!("re-authentication failed: {e}"));
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
     /// Queues `req` at `version` for writing and returns a handle to await its response.
     /// Requests submitted one after the other from one task are written in that order,
     /// which is what keeps a producer's batches in sequence order.
@@ -252,6 +325,15 @@ impl BrokerConnection {
     /// # Cancel safety
     /// Cancelling before it returns may or may not have queued the request.
     pub async fn submit<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+    ) -> Result<PendingResponse<R>, ClientError> {
+        let _queueing = self.enter().await?;
+        self.submit_ungated(req, version).await
+    }
+
+    async fn submit_ungated<R: Request>(
         &self,
         req: &R,
         version: i16,
@@ -308,6 +390,7 @@ impl BrokerConnection {
     /// Sends `req` at `version` without waiting for (or expecting) a response: Produce
     /// with `acks=0`.
     pub async fn send_only<R: Request>(&self, req: &R, version: i16) -> Result<(), ClientError> {
+        let _queueing = self.enter().await?;
         if let Some(reason) = self
             .in_flight
             .lock()

@@ -5,7 +5,10 @@
 //! itself is `rafka_protocol::sasl`; this file only moves its messages.
 //!
 //! A refusal is [`ClientError::Authentication`] with the broker's message (KIP-152), which
-//! is not retried.
+//! is not retried. The same exchange re-authenticates a connection before its session
+//! lifetime ends (KIP-368; the gate is `BrokerConnection`'s `Reauth`).
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
@@ -25,15 +28,13 @@ const AUTHENTICATE_VERSIONS: (i16, i16) = (0, 2);
 /// Random bytes in a SCRAM client nonce (sent hex-encoded).
 const NONCE_BYTES: usize = 24;
 
-/// Authenticates `conn` with `sasl`.
-///
-/// A session lifetime the broker grants (KIP-368) is logged, not acted on: this client does
-/// not re-authenticate, so the broker closes the connection when it ends and the next
-/// request opens (and authenticates) a new one.
+/// Authenticates `conn` with `sasl` (first, or again for KIP-368). Returns the session
+/// lifetime the broker granted, if it set one; the connection re-authenticates before it
+/// ends.
 pub(crate) async fn authenticate(
     conn: &BrokerConnection,
     sasl: &SaslConfig,
-) -> Result<(), ClientError> {
+) -> Result<Option<Duration>, ClientError> {
     let refused = |message: String| ClientError::Authentication {
         addr: conn.addr().to_string(),
         message,
@@ -43,7 +44,7 @@ pub(crate) async fn authenticate(
         .map_err(|_| refused("the broker does not serve SaslHandshake v1".into()))?;
     let req = SaslHandshakeRequest::default()
         .with_mechanism(StrBytes::from_static_str(sasl.mechanism.name()));
-    let resp = conn.call_version(&req, v).await?;
+    let resp = conn.call_ungated(&req, v).await?;
     if resp.error_code != 0 {
         let enabled: Vec<&str> = resp.mechanisms.iter().map(|m| m.as_str()).collect();
         return Err(refused(format!(
@@ -60,7 +61,7 @@ pub(crate) async fn authenticate(
     let version = conn.version_for::<SaslAuthenticateRequest>(AUTHENTICATE_VERSIONS)?;
     let step = |bytes: Vec<u8>| async move {
         let req = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(bytes));
-        let resp = conn.call_version(&req, version).await?;
+        let resp = conn.call_ungated(&req, version).await?;
         if resp.error_code != 0 {
             let message = match resp.error_message.as_ref().map(|m| m.as_str()) {
                 Some(m) if !m.is_empty() => format!("{}: {m}", error_name(resp.error_code)),
@@ -96,7 +97,7 @@ pub(crate) async fn authenticate(
         lifetime_ms,
         "authenticated"
     );
-    Ok(())
+    Ok((lifetime_ms > 0).then(|| Duration::from_millis(lifetime_ms as u64)))
 }
 
 fn error_name(code: i16) -> String {
