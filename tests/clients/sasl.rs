@@ -51,6 +51,11 @@ async fn start(dir: &Path, pki: &Pki, setup: &Setup, hook: Arc<Principals>) -> B
     cfg.admin.listen = "127.0.0.1:0".into();
     cfg.broker.scram_users = users();
     cfg.broker.connections_max_reauth_ms = setup.reauth_ms;
+    let audit = format!(
+        "hooks:\n- type: audit_log\n  path: {}\n",
+        dir.join("audit.log").display()
+    );
+    cfg.hooks = Config::from_yaml(&audit).unwrap().hooks;
     let ssl = (setup.protocol == ListenerProtocol::SaslSsl).then(|| ListenerSslConfig {
         certificate: pki.server_cert.clone(),
         key: pki.server_key.clone(),
@@ -196,6 +201,18 @@ async fn round_trip(protocol: ListenerProtocol, mechanism: SaslMechanism) {
     );
     assert!(secure.iter().all(|l| **l == want), "{secure:?}");
     broker.shutdown().await.unwrap();
+    // The audit log names the principal of each produce.
+    let audit = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    let produced: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &serde_json::Value| l["api"] == "Produce")
+        .collect();
+    assert!(!produced.is_empty(), "{audit}");
+    for l in produced {
+        assert_eq!(l["principal"], "User:alice", "{l}");
+        assert_eq!(l["listener"], "SECURE", "{l}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

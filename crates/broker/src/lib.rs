@@ -12,6 +12,7 @@
 
 mod accept;
 mod acl;
+mod acl_store;
 mod admin;
 mod api;
 mod authz;
@@ -27,6 +28,7 @@ mod metrics;
 mod normalize;
 mod pipeline;
 mod producer_state;
+mod quota;
 mod sasl;
 mod server;
 mod shared;

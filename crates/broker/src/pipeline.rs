@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,7 +69,6 @@ pub(crate) fn handle(
     req: DecodedRequest,
     session: &Arc<Session>,
 ) -> Result<Answer, Close> {
-    let peer = session.peer;
     let meta = req.meta();
     let started = Instant::now();
     let allowance = wait_allowance(&req.body);
@@ -87,26 +85,27 @@ pub(crate) fn handle(
     };
     match routed {
         Reply::Now(resp) => {
-            finished(shared, meta, peer, started, allowance, Some(&resp));
+            finished(shared, meta, session, started, allowance, Some(&resp));
             Ok(Answer::Ready(encode_response_chunks(meta, &resp)?))
         }
         Reply::Later(fut) => {
             let shared = shared.clone();
+            let session = session.clone();
             Ok(Answer::Later(Box::pin(
                 async move {
                     let resp = fut.await;
-                    finished(&shared, meta, peer, started, allowance, Some(&resp));
+                    finished(&shared, meta, &session, started, allowance, Some(&resp));
                     encode_response_chunks(meta, &resp)
                 }
                 .instrument(span),
             )))
         }
         Reply::Nothing => {
-            finished(shared, meta, peer, started, allowance, None);
+            finished(shared, meta, session, started, allowance, None);
             Ok(Answer::Nothing)
         }
         Reply::Close(reason) => {
-            finished(shared, meta, peer, started, allowance, None);
+            finished(shared, meta, session, started, allowance, None);
             Err(Close::Unanswerable(reason))
         }
     }
@@ -279,7 +278,7 @@ fn wait_allowance(body: &RequestKind) -> Duration {
 fn finished(
     shared: &Shared,
     meta: ResponseMeta,
-    peer: SocketAddr,
+    session: &Session,
     started: Instant,
     allowance: Duration,
     resp: Option<&ResponseKind>,
@@ -293,7 +292,8 @@ fn finished(
     if let Some(limit) = shared.slow_request {
         if took.saturating_sub(allowance) > limit {
             tracing::warn!(
-                %peer,
+                peer = %session.peer,
+                principal = %session.principal,
                 api = ?meta.api_key,
                 version = meta.api_version,
                 correlation_id = meta.correlation_id,
@@ -311,9 +311,9 @@ mod tests {
     use bytes::Bytes;
     use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
     use kafka_protocol::messages::{
-        ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeAclsRequest, FetchRequest,
-        JoinGroupRequest, MetadataRequest, MetadataResponse, ProduceRequest, RequestHeader,
-        ResponseHeader,
+        ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeDelegationTokenRequest,
+        FetchRequest, JoinGroupRequest, MetadataRequest, MetadataResponse, ProduceRequest,
+        RequestHeader, ResponseHeader,
     };
     use kafka_protocol::protocol::{Decodable, StrBytes};
     use rafka_hooks::{Hook, HookResult, Interest, TopicFilter};
@@ -521,19 +521,19 @@ mod tests {
         assert!(!versions.api_keys.is_empty());
         // An API the broker does not serve closes the connection, with nothing written.
         let bytes = request(
-            ApiKey::DescribeAcls,
+            ApiKey::DescribeDelegationToken,
             1,
             12,
-            RequestKind::DescribeAcls(DescribeAclsRequest::default()),
+            RequestKind::DescribeDelegationToken(DescribeDelegationTokenRequest::default()),
         );
         match answers(&shared, &bytes) {
             Err(Close::Protocol(ProtocolError::UnsupportedApi { key, version })) => {
-                assert_eq!((key, version), (ApiKey::DescribeAcls as i16, 1));
+                assert_eq!((key, version), (ApiKey::DescribeDelegationToken as i16, 1));
             }
             Err(other) => panic!("closed for another reason: {other}"),
             Ok(out) => panic!("answered {} responses", out.len()),
         }
-        assert_eq!(shared.metrics.requests(ApiKey::DescribeAcls), 0);
+        assert_eq!(shared.metrics.requests(ApiKey::DescribeDelegationToken), 0);
     }
 
     #[test]

@@ -222,6 +222,8 @@ impl Authenticator {
             Phase::Authenticated => {
                 let reauth = self.settings.session_lifetime.is_some();
                 match &req.body {
+                    // As Kafka's SocketServer: a SaslHandshake begins a re-authentication
+                    // even after the session expired; any other request then closes.
                     RequestKind::SaslHandshake(h) if reauth => {
                         self.deadline = Some(now + AUTHENTICATION_TIMEOUT);
                         self.handshake(meta, h.mechanism.as_str(), now, backend)

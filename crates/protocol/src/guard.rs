@@ -175,6 +175,9 @@ pub fn probe(api_key: ApiKey, body: &Bytes, version: i16) -> Result<(), String> 
         SaslAuthenticate => SaslAuthenticateRequest,
         DescribeUserScramCredentials => DescribeUserScramCredentialsRequest,
         AlterUserScramCredentials => AlterUserScramCredentialsRequest,
+        CreateAcls => CreateAclsRequest,
+        DescribeAcls => DescribeAclsRequest,
+        DeleteAcls => DeleteAclsRequest,
     }
     .map_err(|e| e.to_string())
 }

@@ -18,6 +18,7 @@ use rafka_protocol::connection::DecodedRequest;
 
 use crate::shared::Shared;
 
+mod acls;
 mod admin;
 mod api_versions;
 mod configs;
@@ -159,8 +160,8 @@ served_apis! {
     IncrementalAlterConfigs, OffsetDelete, DescribeCluster, DescribeTopicPartitions,
     ConsumerGroupHeartbeat, ConsumerGroupDescribe, AddPartitionsToTxn, AddOffsetsToTxn,
     EndTxn, WriteTxnMarkers, TxnOffsetCommit, DescribeProducers, DescribeTransactions,
-    ListTransactions, SaslHandshake, SaslAuthenticate, DescribeUserScramCredentials,
-    AlterUserScramCredentials,
+    ListTransactions, SaslHandshake, SaslAuthenticate, CreateAcls, DescribeAcls, DeleteAcls,
+    DescribeUserScramCredentials, AlterUserScramCredentials,
 }
 
 /// Routes a request to its handler. Only APIs in `rafka_protocol::versions::SERVED` reach here.
@@ -219,6 +220,9 @@ pub fn dispatch(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestCont
         RequestKind::AlterUserScramCredentials(r) => {
             Reply::Now(scram_credentials::alter(shared, &r))
         }
+        RequestKind::CreateAcls(r) => Reply::Now(acls::create(shared, r, ctx)),
+        RequestKind::DescribeAcls(r) => Reply::Now(acls::describe(shared, r, ctx)),
+        RequestKind::DeleteAcls(r) => Reply::Now(acls::delete(shared, r, ctx)),
         RequestKind::FindCoordinator(r) => Reply::Now(groups::find_coordinator(
             shared,
             r,
