@@ -480,4 +480,43 @@ mod tests {
         assert!(!store.delete("alice", ScramMechanism::Sha512));
         assert!(store.describe(Some("alice")).is_empty());
     }
+
+    #[test]
+    fn changes_are_stored_reloaded_and_undone_when_the_write_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CREDENTIALS_FILE);
+        let store = CredentialStore::open(Some(path.clone()), &[]).unwrap();
+        let cred = ScramCredential::from_password(ScramMechanism::Sha256, "pw", b"salt", 4096);
+        let outcomes = store
+            .alter(vec![
+                CredentialChange::Upsert("alice".into(), cred.clone()),
+                CredentialChange::Delete("bob".into(), ScramMechanism::Sha256),
+            ])
+            .unwrap();
+        assert_eq!(outcomes, vec![ChangeOutcome::Done, ChangeOutcome::NotFound]);
+        let reopened = CredentialStore::open(Some(path.clone()), &[]).unwrap();
+        assert_eq!(reopened.lookup("alice", ScramMechanism::Sha256), Some(cred));
+
+        // A store whose file cannot be written (its directory became a file) refuses the
+        // change and keeps what it had.
+        let blocked = dir.path().join("sub");
+        std::fs::create_dir(&blocked).unwrap();
+        let store = CredentialStore::open(Some(blocked.join(CREDENTIALS_FILE)), &[]).unwrap();
+        std::fs::remove_dir(&blocked).unwrap();
+        std::fs::write(&blocked, b"x").unwrap();
+        let other = ScramCredential::from_password(ScramMechanism::Sha512, "pw", b"salt", 4096);
+        assert!(store
+            .alter(vec![CredentialChange::Upsert("carol".into(), other)])
+            .is_err());
+        assert!(store.describe(None).is_empty());
+    }
+
+    #[test]
+    fn hex_round_trips_and_refuses_bad_text() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(unhex(&hex(&bytes)), Some(bytes));
+        for bad in ["0", "zz", "0g", "\u{e9}0"] {
+            assert_eq!(unhex(bad), None, "{bad}");
+        }
+    }
 }
