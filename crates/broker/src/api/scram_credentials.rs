@@ -341,3 +341,72 @@ impl ErrorCodes for AlterUserScramCredentialsResponse {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion;
+    use proptest::prelude::*;
+
+    fn check(shared: &Shared, upsertions: Vec<ScramCredentialUpsertion>) -> Vec<(String, i16)> {
+        let req = AlterUserScramCredentialsRequest::default().with_upsertions(upsertions);
+        let ResponseKind::AlterUserScramCredentials(resp) = alter(shared, &req) else {
+            panic!("not an AlterUserScramCredentials answer")
+        };
+        resp.results
+            .iter()
+            .map(|r| (r.user.to_string(), r.error_code))
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        // The mirror of the refusals: every well-formed upsertion (any non-empty name, a
+        // known mechanism, 4096..=16384 iterations, a salt and a salted password) is
+        // accepted, and Describe gives back each user's mechanism and iterations.
+        #[test]
+        fn every_valid_upsertion_is_accepted_and_described(
+            users in proptest::collection::btree_map(
+                "[^\u{0}]{1,40}",
+                (1i8..=2, 4096i32..=16384, proptest::collection::vec(any::<u8>(), 1..48),
+                 proptest::collection::vec(any::<u8>(), 1..80)),
+                1..8,
+            )
+        ) {
+            let shared = Shared::for_tests(vec![]);
+            let upsertions = users
+                .iter()
+                .map(|(name, (mech, iterations, salt, salted))| {
+                    ScramCredentialUpsertion::default()
+                        .with_name(sb(name.as_str()))
+                        .with_mechanism(*mech)
+                        .with_iterations(*iterations)
+                        .with_salt(bytes::Bytes::from(salt.clone()))
+                        .with_salted_password(bytes::Bytes::from(salted.clone()))
+                })
+                .collect();
+            let results = check(&shared, upsertions);
+            prop_assert_eq!(results.len(), users.len());
+            prop_assert!(results.iter().all(|(_, code)| *code == 0), "{:?}", results);
+            let ResponseKind::DescribeUserScramCredentials(d) =
+                describe(&shared, &DescribeUserScramCredentialsRequest::default())
+            else {
+                panic!("not a DescribeUserScramCredentials answer")
+            };
+            let described: Vec<(String, i8, i32)> = d
+                .results
+                .iter()
+                .map(|r| {
+                    let c = &r.credential_infos[0];
+                    (r.user.to_string(), c.mechanism, c.iterations)
+                })
+                .collect();
+            let want: Vec<(String, i8, i32)> = users
+                .iter()
+                .map(|(name, (mech, iterations, _, _))| (name.clone(), *mech, *iterations))
+                .collect();
+            prop_assert_eq!(described, want);
+        }
+    }
+}
