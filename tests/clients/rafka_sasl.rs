@@ -29,19 +29,24 @@ fn listener(name: &str, protocol: ListenerProtocol, pki: &Pki) -> ListenerConfig
         listen: "127.0.0.1:0".into(),
         advertised: None,
         security_protocol: protocol,
-        ssl: (protocol == ListenerProtocol::SaslSsl).then(|| ListenerSslConfig {
-            certificate: pki.server_cert.clone(),
-            key: pki.server_key.clone(),
-            client_ca: None,
-            client_auth: None,
+        ssl: matches!(protocol, ListenerProtocol::SaslSsl | ListenerProtocol::Ssl).then(|| {
+            ListenerSslConfig {
+                certificate: pki.server_cert.clone(),
+                key: pki.server_key.clone(),
+                client_ca: None,
+                client_auth: None,
+            }
         }),
-        sasl_enabled_mechanisms: (protocol != ListenerProtocol::Plaintext)
-            .then(|| rafka_broker::SaslMechanism::ALL.to_vec()),
+        sasl_enabled_mechanisms: matches!(
+            protocol,
+            ListenerProtocol::SaslSsl | ListenerProtocol::SaslPlaintext
+        )
+        .then(|| rafka_broker::SaslMechanism::ALL.to_vec()),
     }
 }
 
 /// A broker with `LOCAL` (plaintext), `SSL_SASL` (SASL_SSL, every mechanism), `PLAIN_SASL`
-/// (SASL_PLAINTEXT) and the user alice.
+/// (SASL_PLAINTEXT), `SCRAM_ONLY` (SASL_SSL, SCRAM-SHA-512), `TLS` (SSL) and the user alice.
 async fn start(dir: &Path, pki: &Pki, hook: Arc<Principals>, reauth_ms: u64) -> Broker {
     support::log_to_test_output();
     let mut cfg = Config::default();
@@ -61,6 +66,7 @@ async fn start(dir: &Path, pki: &Pki, hook: Arc<Principals>, reauth_ms: u64) -> 
         listener("SSL_SASL", ListenerProtocol::SaslSsl, pki),
         listener("PLAIN_SASL", ListenerProtocol::SaslPlaintext, pki),
         scram_only,
+        listener("TLS", ListenerProtocol::Ssl, pki),
     ];
     Broker::builder()
         .config(cfg)
@@ -356,5 +362,56 @@ async fn rafka_clients_reauthenticate_on_their_connections() {
         accepted <= accepted_before + 1,
         "connections re-opened: {accepted_before} at 1 s, {accepted} at the end"
     );
+    broker.shutdown().await.unwrap();
+}
+
+/// Connection set-up cost of rafka-client per security protocol (TCP, TLS handshake,
+/// ApiVersions, SASL, Metadata), 30 sequential connections each; printed as a figure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_setup_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::write(dir.path());
+    let hook = Arc::new(Principals(Mutex::new(Vec::new())));
+    let broker = start(dir.path(), &pki, hook, 0).await;
+    let local = broker.listener_address("LOCAL").unwrap().to_string();
+    let ssl = broker.listener_address("SSL_SASL").unwrap().to_string();
+    let tls = broker.listener_address("TLS").unwrap().to_string();
+    let mut tls_only = sasl(&pki, true, SaslMechanism::Plain, "alice", "alice-secret");
+    tls_only.protocol = SecurityProtocol::Ssl;
+    let cases = [
+        ("PLAINTEXT", &local, SecurityConfig::default()),
+        ("SSL", &tls, tls_only),
+        (
+            "SASL_SSL PLAIN",
+            &ssl,
+            sasl(&pki, true, SaslMechanism::Plain, "alice", "alice-secret"),
+        ),
+        (
+            "SASL_SSL SCRAM-SHA-512",
+            &ssl,
+            sasl(
+                &pki,
+                true,
+                SaslMechanism::ScramSha512,
+                "alice",
+                "alice-secret",
+            ),
+        ),
+    ];
+    for (name, addr, security) in cases {
+        let n = 30;
+        let started = Instant::now();
+        for _ in 0..n {
+            let mut cfg = ClientConfig::new(addr);
+            cfg.security = security.clone();
+            let c = Client::connect(cfg).await.unwrap();
+            assert_eq!(c.metadata().brokers.len(), 1);
+        }
+        let each = started.elapsed() / n;
+        println!(
+            "{name}: {each:?} per connection set-up ({:.0}/s, debug build)",
+            1.0 / each.as_secs_f64()
+        );
+    }
     broker.shutdown().await.unwrap();
 }
