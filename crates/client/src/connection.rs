@@ -1,7 +1,10 @@
 //! One TCP connection to one broker. Requests are pipelined: each gets a correlation id and
 //! a slot in a bounded in-flight map, a writer task puts frames on the socket in order and a
 //! reader task hands each response frame to the slot with its correlation id. The version
-//! of every API is negotiated once, with ApiVersions, when the connection opens.
+//! of every API is negotiated once, with ApiVersions, when the connection opens. With
+//! `security.protocol` SSL or SASL_SSL the socket is wrapped in TLS first (the tasks are
+//! generic over the stream); with SASL_* the connection authenticates after ApiVersions and
+//! re-authenticates before a session lifetime the broker set runs out (KIP-368).
 //!
 //! Thread-safety: a [`BrokerConnection`] is shared (`Arc`) by any number of tasks; the
 //! in-flight map sits behind a `std::sync::Mutex` that is never held across an `.await`.
