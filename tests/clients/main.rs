@@ -19,6 +19,8 @@ mod kip848;
 mod metrics;
 mod rafka_consumer;
 mod rafka_producer;
+mod rafka_sasl;
+mod rafka_tls;
 mod rdkafka_admin;
 mod rdkafka_groups;
 mod rdkafka_roundtrip;

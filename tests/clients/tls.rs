@@ -44,13 +44,13 @@ pub(crate) struct Pki {
     pub(crate) ca: PathBuf,
     pub(crate) server_cert: PathBuf,
     pub(crate) server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
+    pub(crate) client_cert: PathBuf,
+    pub(crate) client_key: PathBuf,
     other_client_cert: PathBuf,
     other_client_key: PathBuf,
 }
 
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+pub(crate) fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.distinguished_name.push(DnType::CommonName, name);
@@ -63,7 +63,7 @@ fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
 }
 
 /// A leaf certificate and its key (PEM) signed by `issuer`.
-fn leaf(
+pub(crate) fn leaf(
     issuer: &CertifiedIssuer<'static, KeyPair>,
     sans: &[&str],
     dn: &[(DnType, &str)],
@@ -125,7 +125,11 @@ impl Pki {
         }
     }
 
-    fn ssl_listener(&self, name: &str, client_auth: Option<ClientAuth>) -> ListenerConfig {
+    pub(crate) fn ssl_listener(
+        &self,
+        name: &str,
+        client_auth: Option<ClientAuth>,
+    ) -> ListenerConfig {
         ListenerConfig {
             name: name.into(),
             listen: "127.0.0.1:0".into(),
@@ -142,7 +146,7 @@ impl Pki {
     }
 }
 
-fn plaintext_listener(name: &str) -> ListenerConfig {
+pub(crate) fn plaintext_listener(name: &str) -> ListenerConfig {
     ListenerConfig {
         name: name.into(),
         listen: "127.0.0.1:0".into(),
@@ -179,7 +183,11 @@ impl Hook for Principals {
     }
 }
 
-async fn start(dir: &Path, listeners: Vec<ListenerConfig>, hook: Arc<Principals>) -> Broker {
+pub(crate) async fn start(
+    dir: &Path,
+    listeners: Vec<ListenerConfig>,
+    hook: Arc<Principals>,
+) -> Broker {
     support::log_to_test_output();
     let mut cfg = Config::default();
     cfg.storage.path = dir.join("data");

@@ -31,6 +31,7 @@ mod list_offsets;
 mod metadata;
 mod produce;
 mod sasl;
+mod scram_credentials;
 pub(crate) mod txn;
 
 /// A handler's answer.
@@ -171,6 +172,7 @@ served_apis! {
     ConsumerGroupHeartbeat, ConsumerGroupDescribe, AddPartitionsToTxn, AddOffsetsToTxn,
     EndTxn, WriteTxnMarkers, TxnOffsetCommit, DescribeProducers, DescribeTransactions,
     ListTransactions, SaslHandshake, SaslAuthenticate, CreateAcls, DescribeAcls, DeleteAcls,
+    DescribeUserScramCredentials, AlterUserScramCredentials,
 }
 
 /// Routes a request to its handler after the authorizer's check ([`authorize::check`]):
@@ -316,6 +318,12 @@ fn handle(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestContext>) 
         RequestKind::DescribeTransactions(r) => Reply::Now(txn::describe_transactions(shared, &r)),
         RequestKind::ListTransactions(r) => Reply::Now(txn::list_transactions(shared, &r, version)),
         RequestKind::DescribeProducers(r) => Reply::Now(txn::describe_producers(shared, &r)),
+        RequestKind::DescribeUserScramCredentials(r) => {
+            Reply::Now(scram_credentials::describe(shared, &r))
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            Reply::Now(scram_credentials::alter(shared, &r))
+        }
         RequestKind::CreateAcls(r) => Reply::Now(acls::create(shared, r, ctx)),
         RequestKind::DescribeAcls(r) => Reply::Now(acls::describe(shared, r, ctx)),
         RequestKind::DeleteAcls(r) => Reply::Now(acls::delete(shared, r, ctx)),
