@@ -13,6 +13,7 @@ mod proxy;
 #[path = "../support/mod.rs"]
 mod support;
 
+mod acl;
 mod compaction;
 mod hooks;
 mod kip848;

@@ -1183,6 +1183,38 @@ fn cases() -> Vec<Case> {
             allowed: (1 << 7) | (1 << 8), // ALTER and the DESCRIBE it implies
         },
         Case {
+            api: ApiKey::DescribeUserScramCredentials,
+            version: 0,
+            request: || {
+                RequestKind::DescribeUserScramCredentials(
+                    DescribeUserScramCredentialsRequest::default().with_users(None),
+                )
+            },
+            look: look!(DescribeUserScramCredentials, |r| r.error_code),
+            given: &[],
+            denied: CLUSTER_AUTHORIZATION_FAILED,
+            grants: &[(CLUSTER, "kafka-cluster", DESCRIBE)],
+            allowed: 0,
+        },
+        Case {
+            api: ApiKey::AlterUserScramCredentials,
+            version: 0,
+            request: || {
+                RequestKind::AlterUserScramCredentials(
+                    AlterUserScramCredentialsRequest::default().with_deletions(vec![
+                        alter_user_scram_credentials_request::ScramCredentialDeletion::default()
+                            .with_name(str_bytes("bob"))
+                            .with_mechanism(1),
+                    ]),
+                )
+            },
+            look: look!(AlterUserScramCredentials, |r| r.results[0].error_code),
+            given: &[],
+            denied: CLUSTER_AUTHORIZATION_FAILED,
+            grants: &[(CLUSTER, "kafka-cluster", ALTER)],
+            allowed: 0,
+        },
+        Case {
             api: ApiKey::CreateAcls,
             version: 3,
             request: || {

@@ -20,6 +20,7 @@
 //! - CreateTopics: CREATE C or T. DeleteTopics, DeleteRecords: DELETE T. CreatePartitions:
 //!   ALTER T. Describe/Alter/IncrementalAlterConfigs: DESCRIBE_CONFIGS/ALTER_CONFIGS on T,
 //!   C (a broker or broker logger) or G. DescribeLogDirs: DESCRIBE C.
+//!   Describe/AlterUserScramCredentials: DESCRIBE/ALTER C.
 //! - InitProducerId: WRITE X, or without one IDEMPOTENT_WRITE C or WRITE on any topic
 //!   (KIP-679; CLUSTER_AUTHORIZATION_FAILED). AddPartitionsToTxn: WRITE X and WRITE T (a
 //!   refused topic fails the whole request, the others OPERATION_NOT_ATTEMPTED); v4+
@@ -622,6 +623,14 @@ pub(crate) fn check(a: &Authz<'_>, req: RequestKind, version: i16) -> Checked {
             |res| config_refusal(a, AlterConfigs, res.resource_type, &res.resource_name),
             K::IncrementalAlterConfigs,
         ),
+        K::DescribeUserScramCredentials(_) => {
+            let e = a.cluster_err(Describe);
+            gate(req, e)
+        }
+        K::AlterUserScramCredentials(_) => {
+            let e = a.cluster_err(Alter);
+            gate(req, e)
+        }
         K::DescribeLogDirs(_) => {
             let e = a.cluster_err(Describe);
             gate(req, e)

@@ -1,0 +1,173 @@
+//! librdkafka against the ACL authorizer: alice (SASL PLAIN) may read and describe topic
+//! `t` but neither write it nor READ her group. Her producer's records fail with
+//! TOPIC_AUTHORIZATION_FAILED and none is written; her group consumer sees
+//! GROUP_AUTHORIZATION_FAILED and receives nothing. The operator (a super user on the
+//! plaintext listener) then grants WRITE, and alice's next record is written.
+//! Denials show in `rafka_authorization_failures_total`.
+
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::create_acls_request::AclCreation;
+use kafka_protocol::messages::{ApiKey, CreateAclsRequest, RequestKind, ResponseKind};
+use rafka_broker::ScramUserConfig;
+use rafka_broker::{Broker, Config, ListenerConfig, ListenerProtocol, SaslMechanism};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::common::{create_topic, log_end_offset, str_bytes, KafkaConn};
+use crate::support;
+
+const STANDARD_AUTHORIZER: &str = "org.apache.kafka.metadata.authorizer.StandardAuthorizer";
+
+fn listener(name: &str, protocol: ListenerProtocol) -> ListenerConfig {
+    ListenerConfig {
+        name: name.into(),
+        listen: "127.0.0.1:0".into(),
+        advertised: None,
+        security_protocol: protocol,
+        ssl: None,
+        sasl_enabled_mechanisms: (protocol == ListenerProtocol::SaslPlaintext)
+            .then(|| vec![SaslMechanism::Plain]),
+    }
+}
+
+async fn start(dir: &std::path::Path) -> Broker {
+    support::log_to_test_output();
+    let mut cfg = Config::default();
+    cfg.storage.path = dir.to_path_buf();
+    cfg.admin.listen = "127.0.0.1:0".into();
+    cfg.broker.listeners = vec![
+        listener("LOCAL", ListenerProtocol::Plaintext),
+        listener("SECURE", ListenerProtocol::SaslPlaintext),
+    ];
+    cfg.broker.authorizer_class_name = STANDARD_AUTHORIZER.into();
+    cfg.broker.super_users = vec!["User:ANONYMOUS".into()];
+    cfg.broker.scram_users = vec![ScramUserConfig {
+        name: "alice".into(),
+        password: "alice-secret".into(),
+        mechanisms: vec!["SCRAM-SHA-256".into()],
+        iterations: 4096,
+    }];
+    Broker::start(cfg).await.expect("broker starts")
+}
+
+/// The operator allows alice `op` (Kafka's code) on the topic or group `name`.
+async fn allow(admin: &mut KafkaConn, resource_type: i8, name: &str, op: i8) {
+    let creation = AclCreation::default()
+        .with_resource_type(resource_type)
+        .with_resource_name(str_bytes(name))
+        .with_resource_pattern_type(3)
+        .with_principal(str_bytes("User:alice"))
+        .with_host(str_bytes("*"))
+        .with_operation(op)
+        .with_permission_type(3);
+    let req = CreateAclsRequest::default().with_creations(vec![creation]);
+    match admin
+        .send(ApiKey::CreateAcls, 3, RequestKind::CreateAcls(req))
+        .await
+    {
+        ResponseKind::CreateAcls(r) => assert_eq!(r.results[0].error_code, 0),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn alice(broker: &Broker) -> ClientConfig {
+    let addr = broker.listener_address("SECURE").unwrap().to_string();
+    let mut c = support::client_config(&addr);
+    c.set("security.protocol", "sasl_plaintext")
+        .set("sasl.mechanism", "PLAIN")
+        .set("sasl.username", "alice")
+        .set("sasl.password", "alice-secret");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn librdkafka_sees_topic_and_group_authorization_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path()).await;
+    let local = broker.listener_address("LOCAL").unwrap().to_string();
+    let mut admin = KafkaConn::connect(&local).await;
+    assert_eq!(create_topic(&mut admin, "t", 1, &[]).await, 0);
+    // READ implies DESCRIBE: alice sees the topic, may fetch it, may not write it.
+    allow(&mut admin, 2, "t", 3).await;
+
+    let producer: FutureProducer = alice(&broker)
+        .set("message.timeout.ms", "10000")
+        .create()
+        .unwrap();
+    let sent = producer
+        .send(
+            FutureRecord::to("t").key("k").payload("refused"),
+            Duration::from_secs(10),
+        )
+        .await;
+    match sent {
+        Err((KafkaError::MessageProduction(code), _)) => {
+            assert_eq!(code, RDKafkaErrorCode::TopicAuthorizationFailed)
+        }
+        other => panic!("want TOPIC_AUTHORIZATION_FAILED, got {other:?}"),
+    }
+    assert_eq!(
+        log_end_offset(&mut admin, "t", 0).await,
+        0,
+        "nothing written"
+    );
+
+    // A group consumer without READ on its group.
+    let consumer: BaseConsumer = alice(&broker)
+        .set("group.id", "g")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["t"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no GROUP_AUTHORIZATION_FAILED; saw {seen:?}"
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Err(e)) => {
+                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::GroupAuthorizationFailed) {
+                    break;
+                }
+                seen.push(e.to_string());
+            }
+            Some(Ok(m)) => panic!("a record reached a consumer without group READ: {m:?}"),
+            None => {}
+        }
+    }
+    drop(consumer);
+
+    // With WRITE, a producer's record is written (a new one: librdkafka keeps a topic's
+    // authorization error until its next metadata refresh).
+    allow(&mut admin, 2, "t", 4).await;
+    drop(producer);
+    let producer: FutureProducer = alice(&broker)
+        .set("message.timeout.ms", "10000")
+        .create()
+        .unwrap();
+    let delivery = producer
+        .send(
+            FutureRecord::to("t").key("k").payload("allowed"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("written once WRITE is granted");
+    assert_eq!((delivery.partition, delivery.offset), (0, 0));
+    assert_eq!(log_end_offset(&mut admin, "t", 0).await, 1);
+
+    let admin_addr = broker.admin_address().unwrap();
+    let (status, _, metrics) = crate::metrics::http(admin_addr, "GET", "/metrics").await;
+    assert_eq!(status, 200);
+    for (api, rt) in [("Produce", "Topic"), ("FindCoordinator", "Group")] {
+        let line =
+            format!("rafka_authorization_failures_total{{api=\"{api}\",resource_type=\"{rt}\"}}");
+        assert!(metrics.contains(&line), "{line} missing from\n{metrics}");
+    }
+    broker.shutdown().await.unwrap();
+}
