@@ -1,4 +1,4 @@
-//! The `rafka` client commands: `topic`, `produce`, `consume`, `group` and
+//! The `rafka` client commands: `topic`, `produce`, `consume`, `group`, `user`, `acl` and
 //! `transactions`, built on
 //! rafka-client, rafka-producer and rafka-consumer. Every command takes `--bootstrap`
 //! (default 127.0.0.1:9092) and fails with a one-line reason.
@@ -56,6 +56,17 @@ sasl.mechanism, sasl.username, sasl.password or sasl.jaas.config, bootstrap.serv
                                      only a salted form of it is sent
     rafka user list [NAME]... [--format text|json]
     rafka user delete NAME [--mechanism M]...   (all of the user's mechanisms by default)
+    rafka acl add --principal P --operation OP... RESOURCE [--deny] [--host H]
+                  [--resource-pattern-type literal|prefixed]
+                                     ACL bindings (an authorizer must be configured);
+                                     RESOURCE: --topic T, --group G, --cluster or
+                                     --transactional-id X; OP: READ, WRITE, CREATE, DELETE,
+                                     ALTER, DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS,
+                                     ALTER_CONFIGS, IDEMPOTENT_WRITE, ALL; ALLOW unless --deny
+    rafka acl list [RESOURCE] [--principal P] [--resource-pattern-type any|match|literal|prefixed]
+                   [--format text|json]
+    rafka acl remove RESOURCE [--principal P] [--operation OP]... [--deny] [--host H]
+                     [--resource-pattern-type ...]   (what matches is removed and printed)
 
 EXAMPLES:
     rafka topic create orders --partitions 3 --config retention.ms=86400000
@@ -66,6 +77,7 @@ EXAMPLES:
     rafka group describe billing
     rafka topic list --command-config client.properties
     echo 's3cret' | rafka user create alice --mechanism SCRAM-SHA-512
+    rafka acl add --principal User:alice --operation READ --topic orders- --resource-pattern-type prefixed
 ";
 
 /// Parsed options shared by the commands.
@@ -96,6 +108,13 @@ struct Opts {
     states: Vec<String>,
     isolation: Option<IsolationLevel>,
     admin: Option<String>,
+    principal: Option<String>,
+    operations: Vec<String>,
+    deny: bool,
+    host: Option<String>,
+    cluster: bool,
+    transactional_id: Option<String>,
+    pattern_type: Option<String>,
 }
 
 fn pair(s: &str, what: &str) -> Result<(String, String)> {
@@ -155,6 +174,13 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--to-offset" => o.to = Some(num(value()?)?.max(0)),
             "--state" => o.states.push(value()?.clone()),
             "--admin" => o.admin = Some(value()?.clone()),
+            "--principal" => o.principal = Some(value()?.clone()),
+            "--operation" => o.operations.push(value()?.clone()),
+            "--deny" => o.deny = true,
+            "--host" => o.host = Some(value()?.clone()),
+            "--cluster" => o.cluster = true,
+            "--transactional-id" => o.transactional_id = Some(value()?.clone()),
+            "--resource-pattern-type" => o.pattern_type = Some(value()?.clone()),
             "--isolation-level" => {
                 o.isolation = Some(match value()?.as_str() {
                     "read_committed" => IsolationLevel::ReadCommitted,
@@ -248,6 +274,7 @@ pub async fn run(args: &[String]) -> Result<bool> {
         "group" => group(&args[1..]).await?,
         "transactions" => transactions(&args[1..]).await?,
         "user" => user(&args[1..]).await?,
+        "acl" => acl(&args[1..]).await?,
         "bench" => crate::bench::run(&args[1..]).await?,
         _ => return Ok(false),
     }
@@ -1020,6 +1047,168 @@ async fn user(args: &[String]) -> Result<()> {
             for m in mechs {
                 client.delete_scram_credential(name, m).await?;
                 println!("deleted {m} credential of user {name}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The resource an `acl` command names: (type code, name), at most one.
+fn acl_resource(o: &Opts) -> Result<Option<(i8, String)>> {
+    let mut named = Vec::new();
+    if let Some(t) = &o.topic {
+        named.push((2, t.clone()));
+    }
+    if let Some(g) = &o.group {
+        named.push((3, g.clone()));
+    }
+    if o.cluster {
+        named.push((4, "kafka-cluster".to_string()));
+    }
+    if let Some(x) = &o.transactional_id {
+        named.push((5, x.clone()));
+    }
+    if named.len() > 1 {
+        bail!("name one resource: --topic, --group, --cluster or --transactional-id");
+    }
+    Ok(named.pop())
+}
+
+fn acl_json(b: &rafka_client::AclBinding) -> serde_json::Value {
+    use rafka_client::acls::names::*;
+    serde_json::json!({
+        "resource_type": name(&RESOURCE_TYPES, b.resource_type),
+        "resource_name": b.resource_name,
+        "pattern_type": name(&PATTERN_TYPES, b.pattern_type),
+        "principal": b.principal,
+        "host": b.host,
+        "operation": name(&OPERATIONS, b.operation),
+        "permission": name(&PERMISSIONS, b.permission),
+    })
+}
+
+fn acl_text(b: &rafka_client::AclBinding) -> String {
+    use rafka_client::acls::names::*;
+    format!(
+        "{}:{}:{}\t{}\t{}\t{}\t{}",
+        name(&RESOURCE_TYPES, b.resource_type),
+        name(&PATTERN_TYPES, b.pattern_type),
+        b.resource_name,
+        b.principal,
+        b.host,
+        name(&OPERATIONS, b.operation),
+        name(&PERMISSIONS, b.permission)
+    )
+}
+
+async fn acl(args: &[String]) -> Result<()> {
+    use rafka_client::acls::names::*;
+    use rafka_client::{AclBinding, AclBindingFilter};
+    let sub = args.first().map(String::as_str).unwrap_or_default();
+    if !["add", "list", "remove"].contains(&sub) {
+        bail!("unknown acl command {sub:?}: add, list or remove");
+    }
+    let o = parse(args.get(1..).unwrap_or_default())?;
+    let resource = acl_resource(&o)?;
+    let pattern = match &o.pattern_type {
+        Some(p) => code(&PATTERN_TYPES, p)
+            .with_context(|| format!("unknown --resource-pattern-type {p:?}"))?,
+        None if sub == "list" => 1,
+        None => 3,
+    };
+    let mut operations = Vec::new();
+    for op in &o.operations {
+        let c = code(&OPERATIONS, op).with_context(|| format!("unknown --operation {op:?}"))?;
+        operations.push(c);
+    }
+    if let Some(p) = &o.principal {
+        if !p.contains(':') {
+            bail!("--principal must be Type:name, e.g. User:alice, got {p:?}");
+        }
+    }
+    let permission = if o.deny { 2 } else { 3 };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match sub {
+        "add" => {
+            let (rt, name) = resource
+                .context("name a resource: --topic, --group, --cluster or --transactional-id")?;
+            let principal = o.principal.clone().context("--principal is required")?;
+            if operations.is_empty() {
+                bail!("give at least one --operation");
+            }
+            if !(pattern == 3 || pattern == 4) {
+                bail!("a binding's pattern type is literal or prefixed");
+            }
+            let bindings: Vec<AclBinding> = operations
+                .iter()
+                .map(|op| AclBinding {
+                    resource_type: rt,
+                    resource_name: name.clone(),
+                    pattern_type: pattern,
+                    principal: principal.clone(),
+                    host: o.host.clone().unwrap_or_else(|| "*".into()),
+                    operation: *op,
+                    permission,
+                })
+                .collect();
+            let client = connect(&o).await?;
+            client
+                .create_acls(&bindings)
+                .await
+                .context("cannot add the ACLs")?;
+            for b in &bindings {
+                writeln!(out, "added {}", acl_text(b))?;
+            }
+        }
+        "list" => {
+            let filter = AclBindingFilter {
+                resource_type: resource.as_ref().map_or(1, |r| r.0),
+                resource_name: resource.map(|r| r.1),
+                pattern_type: pattern,
+                principal: o.principal.clone(),
+                host: o.host.clone(),
+                ..AclBindingFilter::default()
+            };
+            let client = connect(&o).await?;
+            for b in client
+                .describe_acls(&filter)
+                .await
+                .context("cannot list the ACLs")?
+            {
+                if o.json {
+                    writeln!(out, "{}", acl_json(&b))?;
+                } else {
+                    writeln!(out, "{}", acl_text(&b))?;
+                }
+            }
+        }
+        _ => {
+            let (rt, name) = resource
+                .context("name a resource: --topic, --group, --cluster or --transactional-id")?;
+            let client = connect(&o).await?;
+            let ops = if operations.is_empty() {
+                vec![1]
+            } else {
+                operations
+            };
+            for op in ops {
+                let filter = AclBindingFilter {
+                    resource_type: rt,
+                    resource_name: Some(name.clone()),
+                    pattern_type: pattern,
+                    principal: o.principal.clone(),
+                    host: o.host.clone(),
+                    operation: op,
+                    permission: if o.deny { 2 } else { 1 },
+                };
+                for b in client
+                    .delete_acls(&filter)
+                    .await
+                    .context("cannot remove the ACLs")?
+                {
+                    writeln!(out, "removed {}", acl_text(&b))?;
+                }
             }
         }
     }

@@ -7,6 +7,7 @@
 //! It speaks the Kafka wire protocol through the `kafka-protocol` crate and works against
 //! any Kafka-compatible broker.
 
+pub mod acls;
 pub mod admin;
 mod client;
 mod connection;
@@ -18,6 +19,7 @@ pub mod security;
 pub mod txn;
 mod users;
 
+pub use acls::{AclBinding, AclBindingFilter};
 pub use client::{Client, ClientConfig};
 pub use connection::{BrokerConnection, PendingResponse};
 pub use error::ClientError;
