@@ -3,7 +3,7 @@
 //! TOPIC_AUTHORIZATION_FAILED and none is written; her group consumer sees
 //! GROUP_AUTHORIZATION_FAILED and receives nothing. The operator (a super user on the
 //! plaintext listener) then grants WRITE, and alice's next record is written.
-//! Denials show in `rafka_authorization_failures_total`.
+//! Denials show in `rafka_authorization_failures_total` and in the `audit_log` hook's file.
 
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,12 @@ fn listener(name: &str, protocol: ListenerProtocol) -> ListenerConfig {
 async fn start(dir: &std::path::Path) -> Broker {
     support::log_to_test_output();
     let mut cfg = Config::default();
-    cfg.storage.path = dir.to_path_buf();
+    cfg.storage.path = dir.join("data");
+    let audit = format!(
+        "hooks:\n- type: audit_log\n  path: {}\n",
+        dir.join("audit.log").display()
+    );
+    cfg.hooks = Config::from_yaml(&audit).unwrap().hooks;
     cfg.admin.listen = "127.0.0.1:0".into();
     cfg.broker.listeners = vec![
         listener("LOCAL", ListenerProtocol::Plaintext),
@@ -170,4 +175,15 @@ async fn librdkafka_sees_topic_and_group_authorization_failures() {
         assert!(metrics.contains(&line), "{line} missing from\n{metrics}");
     }
     broker.shutdown().await.unwrap();
+    // The audit log records the denial: alice's produce answered TOPIC_AUTHORIZATION_FAILED.
+    let audit = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    let denied = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["api"] == "Produce" && l["error_code"] == 29)
+        .collect::<Vec<_>>();
+    assert!(!denied.is_empty(), "{audit}");
+    assert!(denied
+        .iter()
+        .all(|l| l["principal"] == "User:alice" && l["topic"] == "t"));
 }

@@ -1,9 +1,9 @@
 //! Authorized operations as Kafka reports them (KIP-430): a 32-bit field with bit `n` set
 //! for each allowed `AclOperation` code `n`.
 //!
-//! Rafka has no authorizer yet, and Kafka without an authorizer reports every operation a
-//! resource type supports as allowed (its `AuthHelper.authorizedOperations`). The ACL work
-//! narrows these per principal; the handlers already ask here, once per resource.
+//! Without an authorizer Kafka reports every operation a resource type supports as allowed
+//! (its `AuthHelper.authorizedOperations`), which is what the handlers fill in from here;
+//! with one, `api/authorize.rs` narrows each field to what the principal may do.
 
 /// Kafka's marker for "authorized operations were not requested".
 pub(crate) const OPERATIONS_OMITTED: i32 = i32::MIN;
