@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 
 use rafka_core::{StorageError, Timestamp};
 
@@ -116,12 +115,20 @@ impl Broker {
         config.validate()?;
         // The listeners' TLS material (files readable, PEM parses, the key matches the
         // certificate): a config error like the others, before any port is bound.
+        let mapper = crate::ssl_principal_mapper::SslPrincipalMapper::from_rules(
+            &config.broker.ssl_principal_mapping_rules,
+        )
+        .map_err(|e| ConfigError::Invalid {
+            key: "broker.ssl_principal_mapping_rules",
+            problem: e.0,
+        })?;
         let listeners = config
             .broker
             .effective_listeners()
             .into_iter()
-            .map(|l| crate::tls::server_config(&l).map(|tls| (l, tls)))
+            .map(|l| crate::tls::TlsListener::load(&l, mapper.clone()).map(|tls| (l, tls)))
             .collect::<Result<Vec<_>, ConfigError>>()?;
+        let tls_listeners: Vec<_> = listeners.iter().filter_map(|(_, t)| t.clone()).collect();
         // Hooks next: a bad `hooks:` entry (pattern, schema file) fails before any port is
         // bound or file opened.
         let mut hooks = rafka_hooks::build_hooks(&config.hooks)?;
@@ -196,7 +203,7 @@ impl Broker {
                 ListenerSpec {
                     name: l.name.clone(),
                     protocol,
-                    tls: tls.map(TlsAcceptor::from),
+                    tls,
                 },
             ));
         }
@@ -221,6 +228,12 @@ impl Broker {
             })
             .collect();
         let mut background = vec![
+            // New certificates for new handshakes when a listener's PEM files change.
+            tokio::spawn(crate::tls::reload_loop(
+                tls_listeners,
+                Duration::from_millis(shared.config.broker.ssl_certificate_reload_interval_ms),
+                shutdown_rx.clone(),
+            )),
             tokio::spawn(retention_loop(shared.clone(), shutdown_rx.clone())),
             tokio::spawn(group_loop(shared.clone(), shutdown_rx.clone())),
             tokio::spawn(txn_loop(shared.clone(), shutdown_rx.clone())),

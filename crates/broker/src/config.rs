@@ -306,6 +306,13 @@ pub struct BrokerConfig {
     /// Named listeners (Kafka's `listeners` with their security protocols). When set, they
     /// replace `listen` and `advertised_listener`, which are the one-listener shorthand.
     pub listeners: Vec<ListenerConfig>,
+    /// `ssl.principal.mapping.rules`: how a client certificate's subject DN becomes the
+    /// principal name on `SSL` listeners (Kafka's `RULE:pattern/replacement/[LU]` list and
+    /// `DEFAULT`, the DN as it is).
+    pub ssl_principal_mapping_rules: String,
+    /// How often the `SSL` listeners' certificate, key and client CA files are checked for
+    /// changes; changed files are used for new handshakes without a restart. 0 = never.
+    pub ssl_certificate_reload_interval_ms: u64,
     /// `auto.create.topics.enable`.
     pub auto_create_topics_enable: bool,
     /// `num.partitions`: partitions of an auto-created topic or a CreateTopics with -1.
@@ -389,6 +396,8 @@ impl Default for BrokerConfig {
             listen: "127.0.0.1:9092".into(),
             advertised_listener: None,
             listeners: Vec::new(),
+            ssl_principal_mapping_rules: crate::ssl_principal_mapper::DEFAULT_RULES.into(),
+            ssl_certificate_reload_interval_ms: 5_000,
             auto_create_topics_enable: true,
             num_partitions: 1,
             socket_request_max_bytes: limits::REQUEST_BYTES_MAX,
@@ -509,6 +518,11 @@ impl Config {
             }
         }
         validate_listeners(&b.listeners)?;
+        if let Err(e) = crate::ssl_principal_mapper::SslPrincipalMapper::from_rules(
+            &b.ssl_principal_mapping_rules,
+        ) {
+            return invalid("broker.ssl_principal_mapping_rules", e.0);
+        }
         if !(1..=limits::PARTITIONS_PER_TOPIC_MAX).contains(&b.num_partitions) {
             return invalid(
                 "broker.num_partitions",
@@ -733,6 +747,25 @@ mod tests {
         assert_eq!(c.broker.listen, "127.0.0.1:9092");
         assert_eq!(c.admin.listen, "127.0.0.1:9644");
         assert_eq!(c.log.level, "info");
+        assert_eq!(c.broker.ssl_principal_mapping_rules, "DEFAULT");
+        assert_eq!(c.broker.ssl_certificate_reload_interval_ms, 5000);
+    }
+
+    #[test]
+    fn ssl_principal_mapping_rules_are_checked() {
+        let c = Config::from_yaml(
+            "broker:\n  ssl_principal_mapping_rules: \"RULE:^CN=(.*?),OU=.*$/$1/L, DEFAULT\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let e = Config::from_yaml("broker:\n  ssl_principal_mapping_rules: \"RULE:a/b/Lx\"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "config key `broker.ssl_principal_mapping_rules`: Invalid rule: `RULE:a/b/Lx`, \
+             unmatched substring: `x`"
+        );
     }
 
     #[test]

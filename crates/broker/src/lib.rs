@@ -27,6 +27,7 @@ mod pipeline;
 mod producer_state;
 mod server;
 mod shared;
+mod ssl_principal_mapper;
 mod state;
 pub mod tls;
 mod topic_config;

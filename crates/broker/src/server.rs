@@ -11,7 +11,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use rafka_core::limits::{
@@ -25,7 +24,7 @@ use rafka_hooks::{Principal, SecurityProtocol, Session, Stages, Verdict};
 use crate::accept::accept_bounded;
 use crate::pipeline::{self, Answer, Close};
 use crate::shared::Shared;
-use crate::tls::{self, HANDSHAKE_TIMEOUT};
+use crate::tls::{TlsListener, HANDSHAKE_TIMEOUT};
 
 /// How long shutdown waits for connections to finish their in-flight requests.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
@@ -38,8 +37,9 @@ pub(crate) struct ListenerSpec {
     pub name: String,
     /// The listener's security protocol.
     pub protocol: SecurityProtocol,
-    /// The TLS acceptor of an `SSL` listener.
-    pub tls: Option<TlsAcceptor>,
+    /// The TLS state of an `SSL` listener (its material, reloaded when the files change,
+    /// and its principal mapping rules).
+    pub tls: Option<Arc<TlsListener>>,
 }
 
 /// One listener's accept loop. `slots` is the broker-wide connection limit, shared by all
@@ -85,8 +85,8 @@ pub(crate) async fn accept_loop(
                         let (rd, wr) = stream.into_split();
                         serve(shared.clone(), rd, wr, Arc::new(session), shutdown).await;
                     }
-                    Some(acceptor) => {
-                        serve_tls(shared.clone(), acceptor, stream, session, shutdown).await;
+                    Some(tls) => {
+                        serve_tls(shared.clone(), &tls, stream, session, shutdown).await;
                     }
                 }
                 shared.metrics.connection_closed();
@@ -105,23 +105,32 @@ pub(crate) async fn accept_loop(
 
 /// The TLS handshake (bounded by [`HANDSHAKE_TIMEOUT`], abandoned at shutdown), then the
 /// connection as any other, with the principal of the client certificate. A failed
-/// handshake closes only this connection.
+/// handshake closes only this connection, and so does a client certificate no
+/// `ssl.principal.mapping.rules` rule applies to (Kafka's `NoMatchingRule`). The handshake
+/// uses the listener's material at accept time; a reload affects later connections only.
 async fn serve_tls(
     shared: Arc<Shared>,
-    acceptor: TlsAcceptor,
+    listener: &TlsListener,
     stream: TcpStream,
     session: Session,
     shutdown: watch::Receiver<bool>,
 ) {
     let started = Instant::now();
     let mut stopping = shutdown.clone();
+    let acceptor = listener.acceptor();
     let handshake = tokio::select! {
         r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
         _ = stopping.changed() => return,
     };
     match handshake {
         Ok(Ok(tls)) => {
-            let principal = tls::principal(tls.get_ref().1.peer_certificates());
+            let principal = match listener.principal(tls.get_ref().1.peer_certificates()) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::info!(error = %e, "client certificate refused; closing");
+                    return;
+                }
+            };
             tracing::debug!(
                 %principal,
                 handshake_us = started.elapsed().as_micros() as u64,

@@ -1,6 +1,8 @@
 //! Server-side TLS for `SSL` listeners: the rustls configuration built from a listener's
-//! PEM files (checked before any port is bound), and the principal of a client certificate
-//! (Kafka's default principal builder: `User:` and the subject's RFC 2253 DN).
+//! PEM files (checked before any port is bound), reloaded when those files change
+//! ([`TlsListener::reload_if_changed`], polled by [`reload_loop`]), and the principal of a
+//! client certificate (Kafka's default principal builder: `User:` and the subject's RFC 2253
+//! DN, mapped by `ssl.principal.mapping.rules`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,7 +15,8 @@ use tokio_rustls::rustls::server::WebPkiClientVerifier;
 
 use rafka_hooks::Principal;
 
-use crate::config::{ClientAuth, ConfigError, ListenerConfig};
+use crate::config::{ClientAuth, ConfigError, ListenerConfig, ListenerSslConfig};
+use crate::ssl_principal_mapper::{NoMatchingRule, SslPrincipalMapper};
 
 /// How long a client has to finish the TLS handshake; then the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,6 +97,161 @@ pub fn server_config(l: &ListenerConfig) -> Result<Option<Arc<rustls::ServerConf
             )
         })?;
     Ok(Some(Arc::new(cfg)))
+}
+
+/// An `SSL` listener's TLS state: the configuration new handshakes use, swapped when the
+/// listener's PEM files change, and its principal mapping rules.
+pub struct TlsListener {
+    name: String,
+    ssl: ListenerSslConfig,
+    current: parking_lot::RwLock<Arc<rustls::ServerConfig>>,
+    /// The bytes of the certificate, key and client CA files last read: a reload happens
+    /// when they differ (also after a failed attempt, which is not retried until the files
+    /// change again).
+    files_seen: parking_lot::Mutex<Vec<u8>>,
+    mapper: SslPrincipalMapper,
+}
+
+/// What [`TlsListener::reload_if_changed`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reload {
+    /// The files are as last read.
+    Unchanged,
+    /// New handshakes use the new material.
+    Reloaded,
+    /// The new files are bad; the previous material stays in use.
+    Failed(String),
+}
+
+/// The three files' contents, each prefixed by its length (a missing file reads as
+/// empty; the reload then reports it).
+fn files_fingerprint(ssl: &ListenerSslConfig) -> Vec<u8> {
+    let mut out = Vec::new();
+    for path in [
+        Some(&ssl.certificate),
+        Some(&ssl.key),
+        ssl.client_ca.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let bytes = std::fs::read(path).unwrap_or_default();
+        out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+impl TlsListener {
+    /// Reads the listener's PEM files (a config error when they are bad). `None` for a
+    /// listener without `ssl:`.
+    pub fn load(
+        l: &ListenerConfig,
+        mapper: SslPrincipalMapper,
+    ) -> Result<Option<Arc<TlsListener>>, ConfigError> {
+        let Some(ssl) = &l.ssl else { return Ok(None) };
+        let seen = files_fingerprint(ssl);
+        let Some(cfg) = server_config(l)? else {
+            return Ok(None);
+        };
+        Ok(Some(Arc::new(TlsListener {
+            name: l.name.clone(),
+            ssl: ssl.clone(),
+            current: parking_lot::RwLock::new(cfg),
+            files_seen: parking_lot::Mutex::new(seen),
+            mapper,
+        })))
+    }
+
+    /// The listener's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The acceptor for a new connection: the material in effect now.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.current.read().clone())
+    }
+
+    /// Rereads the PEM files; when they changed, builds a new configuration for new
+    /// handshakes (connections already open keep theirs). Bad new files keep the old
+    /// material. Blocking file reads (small files).
+    pub fn reload_if_changed(&self) -> Reload {
+        let now = files_fingerprint(&self.ssl);
+        {
+            let mut seen = self.files_seen.lock();
+            if *seen == now {
+                return Reload::Unchanged;
+            }
+            *seen = now;
+        }
+        let l = ListenerConfig {
+            name: self.name.clone(),
+            listen: String::new(),
+            advertised: None,
+            security_protocol: crate::config::ListenerProtocol::Ssl,
+            ssl: Some(self.ssl.clone()),
+        };
+        match server_config(&l) {
+            Ok(Some(cfg)) => {
+                *self.current.write() = cfg;
+                Reload::Reloaded
+            }
+            Ok(None) => Reload::Unchanged,
+            Err(e) => Reload::Failed(e.to_string()),
+        }
+    }
+
+    /// The principal of a handshake's client certificate, mapped by the listener's
+    /// `ssl.principal.mapping.rules`; `User:ANONYMOUS` without a certificate.
+    pub fn principal(
+        &self,
+        peer_certs: Option<&[CertificateDer<'_>]>,
+    ) -> Result<Principal, NoMatchingRule> {
+        match peer_certs
+            .and_then(|c| c.first())
+            .and_then(|c| subject_dn(c))
+        {
+            Some(dn) => Ok(Principal::user(self.mapper.name(&dn)?)),
+            None => Ok(Principal::anonymous()),
+        }
+    }
+}
+
+/// Polls the listeners' PEM files every `interval` until shutdown and swaps in new
+/// material when they change; a bad file is logged once (at error) and the old material
+/// keeps serving.
+pub async fn reload_loop(
+    listeners: Vec<Arc<TlsListener>>,
+    interval: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    if listeners.is_empty() || interval.is_zero() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        for l in &listeners {
+            let l2 = l.clone();
+            let outcome = tokio::task::spawn_blocking(move || l2.reload_if_changed())
+                .await
+                .unwrap_or_else(|e| Reload::Failed(e.to_string()));
+            match outcome {
+                Reload::Unchanged => {}
+                Reload::Reloaded => {
+                    tracing::info!(listener = %l.name, "TLS certificate reloaded")
+                }
+                Reload::Failed(error) => tracing::error!(
+                    listener = %l.name,
+                    %error,
+                    "TLS certificate files changed but cannot be used; keeping the previous ones"
+                ),
+            }
+        }
+    }
 }
 
 /// `User:<subject DN>` of a verified client certificate, or `User:ANONYMOUS` when the client
