@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use rafka_core::limits;
+use rafka_protocol::sasl::scram::{self, ScramMechanism};
 use rafka_storage::StorageConfig;
 
 /// Most cleaner workers (`log_cleaner_threads`): each is a blocking thread.
@@ -174,6 +175,101 @@ impl ListenerSslConfig {
     }
 }
 
+/// One entry of `broker.scram_users`: a user's password, salted and stored for each
+/// mechanism; the password itself is not kept.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScramUserConfig {
+    /// The user name (the principal is `User:<name>`).
+    pub name: String,
+    /// The password.
+    pub password: String,
+    /// Mechanisms to store a credential for; both SCRAM mechanisms by default.
+    #[serde(default = "ScramUserConfig::all_mechanisms")]
+    pub mechanisms: Vec<String>,
+    /// The salting's iteration count (4096 to 16384, Kafka's bounds).
+    #[serde(default = "ScramUserConfig::default_iterations")]
+    pub iterations: u32,
+}
+
+impl ScramUserConfig {
+    fn all_mechanisms() -> Vec<String> {
+        ScramMechanism::ALL
+            .iter()
+            .map(|m| m.name().to_string())
+            .collect()
+    }
+
+    fn default_iterations() -> u32 {
+        scram::MIN_ITERATIONS
+    }
+}
+
+impl std::fmt::Debug for ScramUserConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramUserConfig")
+            .field("name", &self.name)
+            .field("password", &"<redacted>")
+            .field("mechanisms", &self.mechanisms)
+            .field("iterations", &self.iterations)
+            .finish()
+    }
+}
+
+/// Most entries in `broker.scram_users`.
+pub const SCRAM_USERS_MAX: usize = 1024;
+
+/// Checks `broker.scram_users`: names, mechanisms, iteration counts.
+fn validate_scram_users(users: &[ScramUserConfig]) -> Result<(), ConfigError> {
+    let invalid = |problem: String| {
+        Err(ConfigError::Invalid {
+            key: "broker.scram_users",
+            problem,
+        })
+    };
+    if users.len() > SCRAM_USERS_MAX {
+        return invalid(format!(
+            "{} users, more than {SCRAM_USERS_MAX}",
+            users.len()
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for u in users {
+        if u.name.is_empty() || u.name.len() > 1024 {
+            return invalid("a user name is empty or longer than 1024 bytes".into());
+        }
+        if !seen.insert(u.name.as_str()) {
+            return invalid(format!("user {:?} is listed twice", u.name));
+        }
+        if u.password.is_empty() {
+            return invalid(format!("user {:?} has an empty password", u.name));
+        }
+        if u.mechanisms.is_empty() {
+            return invalid(format!("user {:?} has no mechanism", u.name));
+        }
+        if let Some(m) = u
+            .mechanisms
+            .iter()
+            .find(|m| ScramMechanism::from_name(m).is_none())
+        {
+            return invalid(format!(
+                "user {:?}: {m:?} is not SCRAM-SHA-256 or SCRAM-SHA-512",
+                u.name
+            ));
+        }
+        if !(scram::MIN_ITERATIONS..=scram::MAX_ITERATIONS).contains(&u.iterations) {
+            return invalid(format!(
+                "user {:?}: iterations {} is outside {}..={}",
+                u.name,
+                u.iterations,
+                scram::MIN_ITERATIONS,
+                scram::MAX_ITERATIONS
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// One entry of `broker.listeners`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -313,6 +409,9 @@ pub struct BrokerConfig {
     /// How often the `SSL` listeners' certificate, key and client CA files are checked for
     /// changes; changed files are used for new handshakes without a restart. 0 = never.
     pub ssl_certificate_reload_interval_ms: u64,
+    /// SCRAM users created at start when the credential store has none of their
+    /// mechanism (what `kafka-storage format --add-scram` does for a new Kafka cluster).
+    pub scram_users: Vec<ScramUserConfig>,
     /// `auto.create.topics.enable`.
     pub auto_create_topics_enable: bool,
     /// `num.partitions`: partitions of an auto-created topic or a CreateTopics with -1.
@@ -398,6 +497,7 @@ impl Default for BrokerConfig {
             listeners: Vec::new(),
             ssl_principal_mapping_rules: crate::ssl_principal_mapper::DEFAULT_RULES.into(),
             ssl_certificate_reload_interval_ms: 5_000,
+            scram_users: Vec::new(),
             auto_create_topics_enable: true,
             num_partitions: 1,
             socket_request_max_bytes: limits::REQUEST_BYTES_MAX,
@@ -523,6 +623,7 @@ impl Config {
         ) {
             return invalid("broker.ssl_principal_mapping_rules", e.0);
         }
+        validate_scram_users(&b.scram_users)?;
         if !(1..=limits::PARTITIONS_PER_TOPIC_MAX).contains(&b.num_partitions) {
             return invalid(
                 "broker.num_partitions",
@@ -956,6 +1057,60 @@ mod tests {
                 proptest::prop_assert_eq!(l[i].advertised.clone(), adv.as_ref().map(|h| format!("{h}:{port}")));
                 proptest::prop_assert_eq!(l[i].security_protocol == ListenerProtocol::Ssl, *ssl);
             }
+        }
+    }
+
+    #[test]
+    fn scram_users_default_to_both_mechanisms_and_bad_entries_are_refused() {
+        let c =
+            Config::from_yaml("broker:\n  scram_users:\n    - name: alice\n      password: pw\n")
+                .unwrap();
+        let u = &c.broker.scram_users[0];
+        assert_eq!(u.mechanisms, ["SCRAM-SHA-256", "SCRAM-SHA-512"]);
+        assert_eq!(u.iterations, 4096);
+        assert!(!format!("{u:?}").contains("pw"));
+        for (yaml, says) in [
+            ("- {name: '', password: pw}", "empty"),
+            ("- {name: a, password: ''}", "empty password"),
+            ("- {name: a, password: pw, mechanisms: [PLAIN]}", "PLAIN"),
+            ("- {name: a, password: pw, mechanisms: []}", "no mechanism"),
+            ("- {name: a, password: pw, iterations: 4095}", "4095"),
+            ("- {name: a, password: pw, iterations: 16385}", "16385"),
+            (
+                "- {name: a, password: pw}\n    - {name: a, password: x}",
+                "twice",
+            ),
+        ] {
+            let e = Config::from_yaml(&format!("broker:\n  scram_users:\n    {yaml}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("broker.scram_users") && e.contains(says),
+                "{yaml}: {e}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_well_formed_scram_user_list_is_accepted(
+            users in proptest::collection::btree_map(
+                "[a-zA-Z0-9_.@-]{1,16}",
+                ("[ -~]{1,16}", proptest::sample::subsequence(vec!["SCRAM-SHA-256", "SCRAM-SHA-512"], 1..=2), 4096u32..=16384),
+                0..8,
+            ),
+        ) {
+            let mut config = Config::default();
+            config.broker.scram_users = users
+                .iter()
+                .map(|(name, (password, mechs, iterations))| ScramUserConfig {
+                    name: name.clone(),
+                    password: password.clone(),
+                    mechanisms: mechs.iter().map(|m| m.to_string()).collect(),
+                    iterations: *iterations,
+                })
+                .collect();
+            proptest::prop_assert!(config.validate().is_ok());
         }
     }
 }

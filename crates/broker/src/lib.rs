@@ -19,6 +19,7 @@ mod cleaner_checkpoint;
 mod cleaner_codec;
 mod cleaner_state;
 mod config;
+mod credentials;
 mod group;
 mod hooks;
 mod metrics;

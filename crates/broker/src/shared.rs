@@ -42,6 +42,10 @@ pub struct Shared {
     /// Woken whenever the transaction coordinator finished a write (a state record, or a
     /// transaction's markers): requests answered CONCURRENT_TRANSACTIONS wait on it.
     pub(crate) txn_settled: tokio::sync::Notify,
+    /// SCRAM credentials (SASL/SCRAM and PLAIN authenticate against them).
+    // Read by the SASL authenticator, which lands next (issue 19).
+    #[allow(dead_code)]
+    pub(crate) credentials: crate::credentials::CredentialStore,
     /// The hooks, in order: `hooks:` from the config, then those added with
     /// [`BrokerBuilder::hook`](crate::BrokerBuilder::hook).
     pub hooks: HookChain,
@@ -150,6 +154,8 @@ impl Shared {
             0 => None,
             ms => Some(Duration::from_millis(ms)),
         };
+        let credentials =
+            crate::credentials::CredentialStore::from_config(&config.broker.scram_users);
         Shared {
             node_id: config.broker.node_id,
             config,
@@ -159,6 +165,7 @@ impl Shared {
             txn_log: parking_lot::RwLock::new(recovered.txn_log),
             idempotent_epochs: parking_lot::Mutex::new(Default::default()),
             txn_settled: tokio::sync::Notify::new(),
+            credentials,
             hooks,
             metrics: Metrics::default(),
             cleaner: Default::default(),

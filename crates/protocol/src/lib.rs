@@ -10,6 +10,7 @@ pub mod frame;
 pub mod guard;
 pub mod legacy;
 pub mod response;
+pub mod sasl;
 pub mod versions;
 
 pub use connection::{Connection, DecodedRequest, ProtocolError};
