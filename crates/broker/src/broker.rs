@@ -122,6 +122,8 @@ impl Broker {
             key: "broker.ssl_principal_mapping_rules",
             problem: e.0,
         })?;
+        // OAUTHBEARER's verification keys (PEM files, a JWKS file): readable and usable.
+        crate::oauthbearer::Validator::from_config(&config.broker)?;
         let listeners = config
             .broker
             .effective_listeners()

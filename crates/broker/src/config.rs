@@ -409,6 +409,23 @@ pub struct BrokerConfig {
     /// How often the `SSL` listeners' certificate, key and client CA files are checked for
     /// changes; changed files are used for new handshakes without a restart. 0 = never.
     pub ssl_certificate_reload_interval_ms: u64,
+    /// `sasl.oauthbearer.jwks.endpoint.url`: a `file:` URL of a JWKS document (RFC 7517)
+    /// whose RSA and EC keys verify OAUTHBEARER tokens (read at start; no HTTP fetch).
+    pub sasl_oauthbearer_jwks_endpoint_url: Option<String>,
+    /// PEM public keys (`-----BEGIN PUBLIC KEY-----`, RSA or EC P-256/P-384) that verify
+    /// OAUTHBEARER tokens, besides the JWKS's.
+    pub sasl_oauthbearer_public_key_files: Vec<PathBuf>,
+    /// `sasl.oauthbearer.expected.audience`: a token's `aud` must name one of these (no
+    /// check when empty).
+    pub sasl_oauthbearer_expected_audience: Vec<String>,
+    /// `sasl.oauthbearer.expected.issuer`: a token's `iss` must be this (no check when unset).
+    pub sasl_oauthbearer_expected_issuer: Option<String>,
+    /// `sasl.oauthbearer.sub.claim.name`: the claim that names the principal.
+    pub sasl_oauthbearer_sub_claim_name: String,
+    /// `sasl.oauthbearer.clock.skew.seconds`: tolerance of the `exp` and `nbf` checks.
+    pub sasl_oauthbearer_clock_skew_seconds: u64,
+    /// Accept unsigned tokens (`alg: none`, Kafka's unsecured validator): development only.
+    pub sasl_oauthbearer_unsecured_validator_enable: bool,
     /// SCRAM users created at start when the credential store has none of their
     /// mechanism (what `kafka-storage format --add-scram` does for a new Kafka cluster).
     pub scram_users: Vec<ScramUserConfig>,
@@ -497,6 +514,13 @@ impl Default for BrokerConfig {
             listeners: Vec::new(),
             ssl_principal_mapping_rules: crate::ssl_principal_mapper::DEFAULT_RULES.into(),
             ssl_certificate_reload_interval_ms: 5_000,
+            sasl_oauthbearer_jwks_endpoint_url: None,
+            sasl_oauthbearer_public_key_files: Vec::new(),
+            sasl_oauthbearer_expected_audience: Vec::new(),
+            sasl_oauthbearer_expected_issuer: None,
+            sasl_oauthbearer_sub_claim_name: "sub".into(),
+            sasl_oauthbearer_clock_skew_seconds: 30,
+            sasl_oauthbearer_unsecured_validator_enable: false,
             scram_users: Vec::new(),
             auto_create_topics_enable: true,
             num_partitions: 1,

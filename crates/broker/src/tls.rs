@@ -267,7 +267,7 @@ pub fn principal(peer_certs: Option<&[CertificateDer<'_>]>) -> Principal {
 }
 
 /// A DER element: tag, contents, and what follows it.
-fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+pub(crate) fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = input.split_first()?;
     let (&first, rest) = rest.split_first()?;
     let (len, rest) = if first < 0x80 {
