@@ -22,6 +22,7 @@ mod rafka_producer;
 mod rdkafka_admin;
 mod rdkafka_groups;
 mod rdkafka_roundtrip;
+mod sasl;
 mod second_client;
 mod slow_requests;
 mod storage_engines;

@@ -32,7 +32,7 @@ const VALUE_BYTES: usize = 200;
 const COMMITTED: i64 = 210;
 
 /// Status line, headers and body of one HTTP/1.1 GET (the server closes after answering).
-async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+pub(crate) async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).await.expect("connect to admin");
     let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
     s.write_all(req.as_bytes()).await.expect("send request");

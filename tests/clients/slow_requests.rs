@@ -96,6 +96,7 @@ fn slow_requests_are_logged_and_deliberate_waits_are_not() {
     );
     let line = &lines[0];
     assert!(line.contains("api=Produce"), "{line}");
+    assert!(line.contains("principal=User:ANONYMOUS"), "{line}");
     let took: u64 = line
         .split_whitespace()
         .find_map(|w| w.strip_prefix("took_ms="))

@@ -41,10 +41,10 @@ use tokio_rustls::rustls;
 const REFUSAL_BOUND: Duration = Duration::from_secs(5);
 
 /// A throwaway PKI written to a directory.
-struct Pki {
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
+pub(crate) struct Pki {
+    pub(crate) ca: PathBuf,
+    pub(crate) server_cert: PathBuf,
+    pub(crate) server_key: PathBuf,
     client_cert: PathBuf,
     client_key: PathBuf,
     other_client_cert: PathBuf,
@@ -85,7 +85,7 @@ fn leaf(
 }
 
 impl Pki {
-    fn write(dir: &Path) -> Pki {
+    pub(crate) fn write(dir: &Path) -> Pki {
         let ca1 = ca("rafka test CA");
         let ca2 = ca("unrelated CA");
         let (server_cert, server_key) = leaf(
@@ -138,6 +138,7 @@ impl Pki {
                 client_ca: client_auth.map(|_| self.ca.clone()),
                 client_auth,
             }),
+            sasl_enabled_mechanisms: None,
         }
     }
 }
@@ -149,11 +150,12 @@ fn plaintext_listener(name: &str) -> ListenerConfig {
         advertised: None,
         security_protocol: ListenerProtocol::Plaintext,
         ssl: None,
+        sasl_enabled_mechanisms: None,
     }
 }
 
 /// Records `listener principal` of every request.
-struct Principals(Mutex<Vec<String>>);
+pub(crate) struct Principals(pub(crate) Mutex<Vec<String>>);
 
 impl Hook for Principals {
     fn name(&self) -> &str {
@@ -216,7 +218,7 @@ fn ssl_client(bootstrap: &str, pki: &Pki, with_cert: bool) -> ClientConfig {
 }
 
 /// Produces `n` keyed records to partition 0 over `client`; returns the acked offsets.
-async fn produce(client: &ClientConfig, topic: &str, n: usize) -> Vec<i64> {
+pub(crate) async fn produce(client: &ClientConfig, topic: &str, n: usize) -> Vec<i64> {
     let p: FutureProducer = client
         .clone()
         .set("linger.ms", "5")
@@ -239,7 +241,7 @@ async fn produce(client: &ClientConfig, topic: &str, n: usize) -> Vec<i64> {
 }
 
 /// Reads `n` records of partition 0 from the start; blocking.
-fn consume(client: &ClientConfig, topic: &str, n: usize) -> Vec<(i64, String, String)> {
+pub(crate) fn consume(client: &ClientConfig, topic: &str, n: usize) -> Vec<(i64, String, String)> {
     let c: BaseConsumer = client
         .clone()
         .set("group.id", "tls-reader")
@@ -275,7 +277,7 @@ fn metadata_port(client: &ClientConfig) -> i32 {
     md.brokers()[0].port()
 }
 
-fn expected(n: usize) -> Vec<(i64, String, String)> {
+pub(crate) fn expected(n: usize) -> Vec<(i64, String, String)> {
     (0..n)
         .map(|i| {
             (
@@ -288,7 +290,7 @@ fn expected(n: usize) -> Vec<(i64, String, String)> {
 }
 
 /// An ApiVersions round trip over a plaintext connection: the broker still serves.
-async fn plaintext_alive(addr: SocketAddr) {
+pub(crate) async fn plaintext_alive(addr: SocketAddr) {
     let mut conn = common::KafkaConn::connect(&addr.to_string()).await;
     conn.check_alive().await;
 }
@@ -588,6 +590,7 @@ async fn bad_tls_material_is_a_config_error_before_binding() {
             advertised: None,
             security_protocol: ListenerProtocol::Ssl,
             ssl: Some(ssl),
+            sasl_enabled_mechanisms: None,
         }];
         let e = Broker::start(cfg).await.err().expect("refused").to_string();
         assert!(

@@ -189,6 +189,29 @@ impl KafkaConn {
         Some(Bytes::from(frame))
     }
 
+    /// Reads one raw SASL token (SaslHandshake v0 framing: a size prefix, then the token,
+    /// no header; it may be empty); `None` on a clean EOF.
+    pub async fn read_raw_token(&mut self) -> Option<Bytes> {
+        let mut size = [0u8; 4];
+        match tokio::time::timeout(READ_TIMEOUT, self.stream.read_exact(&mut size)).await {
+            Err(_) => panic!("no token within {READ_TIMEOUT:?}"),
+            Ok(Err(e)) if is_closed(&e) => return None,
+            Ok(Err(e)) => panic!("read failed: {e}"),
+            Ok(Ok(_)) => {}
+        }
+        let len = i32::from_be_bytes(size);
+        assert!(
+            (0..=64 * 1024).contains(&len),
+            "implausible token size {len}"
+        );
+        let mut token = vec![0u8; len as usize];
+        tokio::time::timeout(READ_TIMEOUT, self.stream.read_exact(&mut token))
+            .await
+            .expect("token timed out")
+            .expect("token truncated");
+        Some(Bytes::from(token))
+    }
+
     /// Asserts that the broker closes the connection without sending anything more.
     pub async fn expect_closed(&mut self) {
         let mut buf = [0u8; 256];

@@ -44,7 +44,8 @@ fn bad_flags_and_config_values_are_named() {
     let (ok, err) = run(&["--config", "/nonexistent/rafka.yaml"]);
     assert!(!ok);
     assert!(err.contains("/nonexistent/rafka.yaml"), "{err}");
-    // Listeners: SASL is refused for now; --listen cannot override a listeners list; an SSL
+    // Listeners: SASL_SSL without `ssl:` and an unknown SASL mechanism are refused; --listen
+    // cannot override a listeners list; an SSL
     // listener's unreadable certificate is named before any port is bound.
     let listeners = "broker:\n  listeners:\n    - name: EXT\n      listen: 127.0.0.1:0\n";
     std::fs::write(
@@ -55,9 +56,17 @@ fn bad_flags_and_config_values_are_named() {
     let (ok, err) = run(&["--config", cfg.to_str().unwrap(), "--data-dir", data]);
     assert!(!ok);
     assert!(
-        err.contains("broker.listeners") && err.contains("not yet supported"),
+        err.contains("broker.listeners") && err.contains("SASL_SSL needs `ssl:`"),
         "{err}"
     );
+    std::fs::write(
+        &cfg,
+        format!("{listeners}      security_protocol: SASL_PLAINTEXT\n      sasl_enabled_mechanisms: [GSSAPI]\n"),
+    )
+    .unwrap();
+    let (ok, err) = run(&["--config", cfg.to_str().unwrap(), "--data-dir", data]);
+    assert!(!ok);
+    assert!(err.contains("GSSAPI"), "{err}");
     std::fs::write(&cfg, listeners).unwrap();
     let (ok, err) = run(&["--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
     assert!(!ok);

@@ -13,4 +13,5 @@ mod fetch_raw;
 mod groups_raw;
 mod idempotence_raw;
 mod long_poll_raw;
+mod sasl_raw;
 mod version_sweep;

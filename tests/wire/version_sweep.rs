@@ -183,6 +183,12 @@ fn minimal_request(key: ApiKey, version: i16) -> RequestKind {
         ApiKey::ListTransactions => RequestKind::ListTransactions(
             kafka_protocol::messages::ListTransactionsRequest::default().with_duration_filter(-1),
         ),
+        // On this PLAINTEXT listener both answer ILLEGAL_SASL_STATE (tests/wire/sasl_raw.rs).
+        ApiKey::SaslHandshake => RequestKind::SaslHandshake(
+            kafka_protocol::messages::SaslHandshakeRequest::default()
+                .with_mechanism(StrBytes::from_static_str("PLAIN")),
+        ),
+        ApiKey::SaslAuthenticate => RequestKind::SaslAuthenticate(Default::default()),
         other => panic!("the version sweep has no minimal request for {other:?}: add one"),
     }
 }

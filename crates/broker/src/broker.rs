@@ -206,6 +206,12 @@ impl Broker {
                     name: l.name.clone(),
                     protocol,
                     tls,
+                    sasl: l.security_protocol.is_sasl().then(|| {
+                        Arc::new(crate::sasl::SaslSettings::new(
+                            config.broker.sasl_mechanisms_of(&l),
+                            config.broker.connections_max_reauth_ms,
+                        ))
+                    }),
                 },
             ));
         }

@@ -126,12 +126,75 @@ pub enum ListenerProtocol {
     /// TLS, with client certificates when `ssl.client_ca` is set.
     #[serde(rename = "SSL")]
     Ssl,
-    /// SASL without TLS (not yet supported).
+    /// SASL authentication without TLS.
     #[serde(rename = "SASL_PLAINTEXT")]
     SaslPlaintext,
-    /// SASL over TLS (not yet supported).
+    /// SASL authentication over TLS (`ssl:` as for `SSL`).
     #[serde(rename = "SASL_SSL")]
     SaslSsl,
+}
+
+impl ListenerProtocol {
+    /// Whether clients of the listener authenticate with SASL before anything else.
+    pub fn is_sasl(self) -> bool {
+        matches!(
+            self,
+            ListenerProtocol::SaslPlaintext | ListenerProtocol::SaslSsl
+        )
+    }
+
+    /// Whether the listener speaks TLS.
+    pub fn is_tls(self) -> bool {
+        matches!(self, ListenerProtocol::Ssl | ListenerProtocol::SaslSsl)
+    }
+}
+
+/// A SASL mechanism a listener may offer (Kafka's `sasl.enabled.mechanisms` values). A name
+/// not listed here is refused when the configuration is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+pub enum SaslMechanism {
+    /// RFC 4616: the password in clear (use it over TLS only), checked against the stored
+    /// SCRAM credentials.
+    #[serde(rename = "PLAIN")]
+    Plain,
+    /// RFC 5802/7677 with SHA-256.
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    /// RFC 5802 with SHA-512.
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// Every mechanism the broker implements.
+    pub const ALL: &'static [SaslMechanism] = &[
+        SaslMechanism::Plain,
+        SaslMechanism::ScramSha256,
+        SaslMechanism::ScramSha512,
+    ];
+
+    /// Kafka's name, as in SaslHandshake.
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+
+    /// The mechanism named `name` (exact, as Kafka compares them).
+    pub fn from_name(name: &str) -> Option<SaslMechanism> {
+        SaslMechanism::ALL
+            .iter()
+            .copied()
+            .find(|m| m.name() == name)
+    }
+}
+
+/// Kafka's default `sasl.enabled.mechanisms` for Rafka: both SCRAM variants (PLAIN only when
+/// listed, as it sends the password itself).
+fn default_sasl_mechanisms() -> Vec<SaslMechanism> {
+    vec![SaslMechanism::ScramSha256, SaslMechanism::ScramSha512]
 }
 
 /// Kafka's `ssl.client.auth`.
@@ -282,12 +345,17 @@ pub struct ListenerConfig {
     /// address.
     #[serde(default)]
     pub advertised: Option<String>,
-    /// `PLAINTEXT` (the default) or `SSL`.
+    /// `PLAINTEXT` (the default), `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`.
     #[serde(default)]
     pub security_protocol: ListenerProtocol,
-    /// TLS settings; required for `SSL`.
+    /// TLS settings; required for `SSL` and `SASL_SSL`.
     #[serde(default)]
     pub ssl: Option<ListenerSslConfig>,
+    /// The SASL mechanisms of this listener (Kafka's
+    /// `listener.name.<name>.sasl.enabled.mechanisms`); `broker.sasl_enabled_mechanisms`
+    /// when unset. Only on `SASL_*` listeners.
+    #[serde(default)]
+    pub sasl_enabled_mechanisms: Option<Vec<SaslMechanism>>,
 }
 
 impl BrokerConfig {
@@ -303,15 +371,31 @@ impl BrokerConfig {
             advertised: self.advertised_listener.clone(),
             security_protocol: ListenerProtocol::Plaintext,
             ssl: None,
+            sasl_enabled_mechanisms: None,
         }]
+    }
+
+    /// The SASL mechanisms `listener` offers: its own list, else
+    /// `broker.sasl_enabled_mechanisms`; empty for a listener without SASL.
+    pub fn sasl_mechanisms_of(&self, listener: &ListenerConfig) -> Vec<SaslMechanism> {
+        if !listener.security_protocol.is_sasl() {
+            return Vec::new();
+        }
+        listener
+            .sasl_enabled_mechanisms
+            .clone()
+            .unwrap_or_else(|| self.sasl_enabled_mechanisms.clone())
     }
 }
 
 /// Most entries in `broker.listeners`.
 pub const LISTENERS_MAX: usize = 16;
 
-/// Checks `broker.listeners` (names, addresses, protocols); reads no file.
-fn validate_listeners(listeners: &[ListenerConfig]) -> Result<(), ConfigError> {
+/// Checks `broker.listeners` (names, addresses, protocols, SASL mechanisms); reads no file.
+fn validate_listeners(
+    listeners: &[ListenerConfig],
+    broker_mechanisms: &[SaslMechanism],
+) -> Result<(), ConfigError> {
     let invalid = |problem: String| {
         Err(ConfigError::Invalid {
             key: "broker.listeners",
@@ -353,24 +437,46 @@ fn validate_listeners(listeners: &[ListenerConfig]) -> Result<(), ConfigError> {
                 return invalid(format!("listener {n}: advertised {a:?} is not HOST:PORT"));
             }
         }
-        match (l.security_protocol, &l.ssl) {
-            (ListenerProtocol::SaslPlaintext | ListenerProtocol::SaslSsl, _) => {
+        let p = l.security_protocol;
+        match (&l.sasl_enabled_mechanisms, p.is_sasl()) {
+            (Some(_), false) => {
                 return invalid(format!(
-                    "listener {n}: security_protocol SASL_PLAINTEXT and SASL_SSL are not yet \
-                     supported (use PLAINTEXT or SSL)"
+                    "listener {n}: sasl_enabled_mechanisms is set but security_protocol is \
+                     not SASL_PLAINTEXT or SASL_SSL"
                 ));
             }
-            (ListenerProtocol::Ssl, None) => {
+            (Some(m), true) if m.is_empty() => {
                 return invalid(format!(
-                    "listener {n}: security_protocol SSL needs `ssl:` with certificate and key"
+                    "listener {n}: sasl_enabled_mechanisms is empty; no client could \
+                     authenticate"
                 ));
             }
-            (ListenerProtocol::Plaintext, Some(_)) => {
+            (None, true) if broker_mechanisms.is_empty() => {
                 return invalid(format!(
-                    "listener {n}: `ssl:` is set but security_protocol is PLAINTEXT"
+                    "listener {n}: broker.sasl_enabled_mechanisms is empty; no client \
+                     could authenticate"
                 ));
             }
-            (ListenerProtocol::Ssl, Some(ssl)) => {
+            _ => {}
+        }
+        match (p, &l.ssl) {
+            (ListenerProtocol::Ssl | ListenerProtocol::SaslSsl, None) => {
+                return invalid(format!(
+                    "listener {n}: security_protocol {} needs `ssl:` with certificate and key",
+                    if p.is_sasl() { "SASL_SSL" } else { "SSL" }
+                ));
+            }
+            (ListenerProtocol::Plaintext | ListenerProtocol::SaslPlaintext, Some(_)) => {
+                return invalid(format!(
+                    "listener {n}: `ssl:` is set but security_protocol is {}",
+                    if p.is_sasl() {
+                        "SASL_PLAINTEXT"
+                    } else {
+                        "PLAINTEXT"
+                    }
+                ));
+            }
+            (ListenerProtocol::Ssl | ListenerProtocol::SaslSsl, Some(ssl)) => {
                 if ssl.client_ca.is_none()
                     && matches!(
                         ssl.client_auth,
@@ -383,7 +489,7 @@ fn validate_listeners(listeners: &[ListenerConfig]) -> Result<(), ConfigError> {
                     ));
                 }
             }
-            (ListenerProtocol::Plaintext, None) => {}
+            (ListenerProtocol::Plaintext | ListenerProtocol::SaslPlaintext, None) => {}
         }
     }
     Ok(())
@@ -429,6 +535,16 @@ pub struct BrokerConfig {
     /// SCRAM users created at start when the credential store has none of their
     /// mechanism (what `kafka-storage format --add-scram` does for a new Kafka cluster).
     pub scram_users: Vec<ScramUserConfig>,
+    /// `sasl.enabled.mechanisms`: what `SASL_*` listeners offer unless they set their own.
+    pub sasl_enabled_mechanisms: Vec<SaslMechanism>,
+    /// `connections.max.reauth.ms` (KIP-368): an authenticated SASL session lasts this long,
+    /// and the client re-authenticates on its connection before it runs out; a connection
+    /// whose session has expired is closed at its next request. 0 = sessions never expire.
+    pub connections_max_reauth_ms: u64,
+    /// `connection.failed.authentication.delay.ms`: how long the answer to a failed
+    /// authentication (and the close after it) is held back, against password guessing.
+    /// Below `connections_max_idle_ms`.
+    pub connection_failed_authentication_delay_ms: u64,
     /// `auto.create.topics.enable`.
     pub auto_create_topics_enable: bool,
     /// `num.partitions`: partitions of an auto-created topic or a CreateTopics with -1.
@@ -522,6 +638,9 @@ impl Default for BrokerConfig {
             sasl_oauthbearer_clock_skew_seconds: 30,
             sasl_oauthbearer_unsecured_validator_enable: false,
             scram_users: Vec::new(),
+            sasl_enabled_mechanisms: default_sasl_mechanisms(),
+            connections_max_reauth_ms: 0,
+            connection_failed_authentication_delay_ms: 100,
             auto_create_topics_enable: true,
             num_partitions: 1,
             socket_request_max_bytes: limits::REQUEST_BYTES_MAX,
@@ -641,13 +760,28 @@ impl Config {
                 );
             }
         }
-        validate_listeners(&b.listeners)?;
+        validate_listeners(&b.listeners, &b.sasl_enabled_mechanisms)?;
         if let Err(e) = crate::ssl_principal_mapper::SslPrincipalMapper::from_rules(
             &b.ssl_principal_mapping_rules,
         ) {
             return invalid("broker.ssl_principal_mapping_rules", e.0);
         }
         validate_scram_users(&b.scram_users)?;
+        if b.connection_failed_authentication_delay_ms >= b.connections_max_idle_ms.max(1) {
+            return invalid(
+                "broker.connection_failed_authentication_delay_ms",
+                format!(
+                    "{} must be below connections_max_idle_ms ({})",
+                    b.connection_failed_authentication_delay_ms, b.connections_max_idle_ms
+                ),
+            );
+        }
+        if b.connections_max_reauth_ms > i64::MAX as u64 {
+            return invalid(
+                "broker.connections_max_reauth_ms",
+                format!("{} is above {}", b.connections_max_reauth_ms, i64::MAX),
+            );
+        }
         if !(1..=limits::PARTITIONS_PER_TOPIC_MAX).contains(&b.num_partitions) {
             return invalid(
                 "broker.num_partitions",
@@ -1012,8 +1146,10 @@ mod tests {
     #[test]
     fn listeners_refused() {
         let cases = [
-            ("    - name: A\n      listen: 127.0.0.1:1\n      security_protocol: SASL_SSL\n", "not yet supported"),
-            ("    - name: A\n      listen: 127.0.0.1:1\n      security_protocol: SASL_PLAINTEXT\n", "not yet supported"),
+            ("    - name: A\n      listen: 127.0.0.1:1\n      security_protocol: SASL_SSL\n", "SASL_SSL needs `ssl:`"),
+            ("    - name: A\n      listen: 127.0.0.1:1\n      security_protocol: SASL_PLAINTEXT\n      ssl:\n        certificate: c\n        key: k\n", "is SASL_PLAINTEXT"),
+            ("    - name: A\n      listen: 127.0.0.1:1\n      sasl_enabled_mechanisms: [PLAIN]\n", "not SASL_PLAINTEXT or SASL_SSL"),
+            ("    - name: A\n      listen: 127.0.0.1:1\n      security_protocol: SASL_PLAINTEXT\n      sasl_enabled_mechanisms: []\n", "is empty"),
             ("    - name: A\n      listen: 127.0.0.1:1\n      security_protocol: SSL\n", "needs `ssl:`"),
             ("    - name: A\n      listen: 127.0.0.1:1\n    - name: a\n      listen: 127.0.0.1:2\n", "used twice"),
             ("    - name: A\n      listen: 127.0.0.1:1\n    - name: B\n      listen: 127.0.0.1:1\n", "bound by another"),
@@ -1033,6 +1169,49 @@ mod tests {
         }
         let e = Config::from_yaml("broker:\n  listeners:\n    - name: A\n      listen: 127.0.0.1:1\n      security_protocol: TLS\n").unwrap_err();
         assert!(e.to_string().contains("TLS"), "{e}");
+        for (yaml, want) in [
+            ("  sasl_enabled_mechanisms: [GSSAPI]\n", "GSSAPI"),
+            ("  sasl_enabled_mechanisms: [scram-sha-256]\n", "scram-sha-256"),
+            ("  listeners:\n    - name: A\n      listen: 127.0.0.1:1\n      security_protocol: SASL_SSL\n      sasl_enabled_mechanisms: [PLAIN, OAUTH]\n", "OAUTH"),
+            ("  sasl_enabled_mechanisms: []\n  listeners:\n    - name: A\n      listen: 127.0.0.1:1\n      security_protocol: SASL_PLAINTEXT\n", "broker.sasl_enabled_mechanisms is empty"),
+            ("  connection_failed_authentication_delay_ms: 600000\n", "broker.connection_failed_authentication_delay_ms"),
+        ] {
+            let e = Config::from_yaml(&format!("broker:\n{yaml}")).unwrap_err();
+            assert!(e.to_string().contains(want), "{yaml}: {e}");
+        }
+    }
+
+    #[test]
+    fn sasl_settings_and_kafka_defaults() {
+        let c = Config::from_yaml("").unwrap();
+        assert_eq!(
+            c.broker.sasl_enabled_mechanisms,
+            [SaslMechanism::ScramSha256, SaslMechanism::ScramSha512]
+        );
+        assert_eq!(c.broker.connections_max_reauth_ms, 0);
+        assert_eq!(c.broker.connection_failed_authentication_delay_ms, 100);
+        let c = Config::from_yaml(
+            "broker:\n  connections_max_reauth_ms: 2000\n  connection_failed_authentication_delay_ms: 0\n  \
+             listeners:\n    - name: A\n      listen: 127.0.0.1:0\n      security_protocol: SASL_PLAINTEXT\n    \
+             - name: B\n      listen: 127.0.0.1:0\n      security_protocol: SASL_SSL\n      \
+             sasl_enabled_mechanisms: [PLAIN, SCRAM-SHA-512]\n      ssl:\n        certificate: c\n        key: k\n    \
+             - name: C\n      listen: 127.0.0.1:0\n",
+        )
+        .unwrap();
+        let b = &c.broker;
+        assert_eq!(b.connections_max_reauth_ms, 2000);
+        assert_eq!(b.connection_failed_authentication_delay_ms, 0);
+        let l = b.effective_listeners();
+        assert_eq!(b.sasl_mechanisms_of(&l[0]), b.sasl_enabled_mechanisms);
+        assert_eq!(
+            b.sasl_mechanisms_of(&l[1]),
+            [SaslMechanism::Plain, SaslMechanism::ScramSha512]
+        );
+        assert!(b.sasl_mechanisms_of(&l[2]).is_empty());
+        for m in SaslMechanism::ALL {
+            assert_eq!(SaslMechanism::from_name(m.name()), Some(*m));
+        }
+        assert_eq!(SaslMechanism::from_name("plain"), None);
     }
 
     proptest::proptest! {
@@ -1054,20 +1233,40 @@ mod tests {
                         proptest::strategy::Just("requested"),
                         proptest::strategy::Just("none"),
                     ]),
+                    proptest::bool::ANY,
+                    proptest::option::of(proptest::sample::subsequence(SaslMechanism::ALL.to_vec(), 1..=SaslMechanism::ALL.len())),
                 ),
                 1..=LISTENERS_MAX,
-            )
+            ),
+            broker_mechanisms in proptest::sample::subsequence(SaslMechanism::ALL.to_vec(), 1..=SaslMechanism::ALL.len()),
+            reauth_ms in proptest::prop_oneof![proptest::strategy::Just(0u64), 1u64..=86_400_000],
+            delay_ms in 0u64..600_000,
         ) {
-            let mut yaml = String::from("broker:\n  listeners:\n");
-            for (i, (ip, adv, _, ssl, auth)) in specs.iter().enumerate() {
+            let names = |ms: &[SaslMechanism]| ms.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ");
+            let mut yaml = format!(
+                "broker:\n  sasl_enabled_mechanisms: [{}]\n  connections_max_reauth_ms: {reauth_ms}\n  \
+                 connection_failed_authentication_delay_ms: {delay_ms}\n  listeners:\n",
+                names(&broker_mechanisms)
+            );
+            for (i, (ip, adv, _, ssl, auth, sasl, own)) in specs.iter().enumerate() {
                 // Distinct ports (or 0) keep the binds apart.
                 let port = if i % 3 == 0 { 0 } else { 20_000 + i as u16 };
                 yaml.push_str(&format!("    - name: L_{i}\n      listen: \"{ip}:{port}\"\n"));
                 if let Some(h) = adv {
                     yaml.push_str(&format!("      advertised: \"{h}:{}\"\n", specs[i].2));
                 }
+                let protocol = match (*ssl, *sasl) {
+                    (false, false) => "PLAINTEXT",
+                    (true, false) => "SSL",
+                    (false, true) => "SASL_PLAINTEXT",
+                    (true, true) => "SASL_SSL",
+                };
+                yaml.push_str(&format!("      security_protocol: {protocol}\n"));
+                if let (true, Some(own)) = (*sasl, own) {
+                    yaml.push_str(&format!("      sasl_enabled_mechanisms: [{}]\n", names(own)));
+                }
                 if *ssl {
-                    yaml.push_str("      security_protocol: SSL\n      ssl:\n        certificate: /c.pem\n        key: /k.pem\n");
+                    yaml.push_str("      ssl:\n        certificate: /c.pem\n        key: /k.pem\n");
                     if let Some(a) = auth {
                         yaml.push_str(&format!("        client_ca: /ca.pem\n        client_auth: {a}\n"));
                     }
@@ -1076,10 +1275,20 @@ mod tests {
             let c = Config::from_yaml(&yaml).map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{yaml}: {e}")))?;
             let l = c.broker.effective_listeners();
             proptest::prop_assert_eq!(l.len(), specs.len());
-            for (i, (_, adv, port, ssl, _)) in specs.iter().enumerate() {
+            let b = &c.broker;
+            proptest::prop_assert_eq!(b.connections_max_reauth_ms, reauth_ms);
+            proptest::prop_assert_eq!(b.connection_failed_authentication_delay_ms, delay_ms);
+            for (i, (_, adv, port, ssl, _, sasl, own)) in specs.iter().enumerate() {
                 proptest::prop_assert_eq!(&l[i].name, &format!("L_{i}"));
                 proptest::prop_assert_eq!(l[i].advertised.clone(), adv.as_ref().map(|h| format!("{h}:{port}")));
-                proptest::prop_assert_eq!(l[i].security_protocol == ListenerProtocol::Ssl, *ssl);
+                proptest::prop_assert_eq!(l[i].security_protocol.is_tls(), *ssl);
+                proptest::prop_assert_eq!(l[i].security_protocol.is_sasl(), *sasl);
+                let want = match (sasl, own) {
+                    (false, _) => Vec::new(),
+                    (true, Some(own)) => own.clone(),
+                    (true, None) => broker_mechanisms.clone(),
+                };
+                proptest::prop_assert_eq!(b.sasl_mechanisms_of(&l[i]), want);
             }
         }
     }

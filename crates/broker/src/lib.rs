@@ -11,6 +11,7 @@
 //! running broker's API handlers in process. Every module is private to the crate.
 
 mod accept;
+mod acl;
 mod admin;
 mod api;
 mod authz;
@@ -29,6 +30,7 @@ mod normalize;
 mod oauthbearer;
 mod pipeline;
 mod producer_state;
+mod sasl;
 mod server;
 mod shared;
 mod ssl_principal_mapper;
@@ -41,7 +43,8 @@ mod txn;
 pub use broker::{Broker, BrokerBuilder, BrokerError};
 pub use config::{
     AdminConfig, BrokerConfig, ClientAuth, Config, ConfigError, DurabilityConfig, FsyncPolicy,
-    ListenerConfig, ListenerProtocol, ListenerSslConfig, LogFormat, LoggingConfig,
+    ListenerConfig, ListenerProtocol, ListenerSslConfig, LogFormat, LoggingConfig, SaslMechanism,
+    ScramUserConfig,
 };
 /// Hooks written in Rust ([`BrokerBuilder::hook`]) implement [`rafka_hooks::Hook`].
 pub use rafka_hooks;

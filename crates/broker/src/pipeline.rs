@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +41,10 @@ pub(crate) enum Close {
     /// The broker cannot answer the request (a broker bug, already logged).
     #[error("{0}")]
     Unanswerable(String),
+    /// The SASL rules refuse what the client sent (before or during authentication, or
+    /// after its session expired).
+    #[error("SASL: {0}")]
+    Authentication(String),
 }
 
 /// Decodes and handles the next request buffered in `conn`; `Ok(None)` when no whole
@@ -61,12 +64,11 @@ pub(crate) fn next(
 }
 
 /// Handles one decoded request: hooks, handler, encoding, metrics.
-fn handle(
+pub(crate) fn handle(
     shared: &Arc<Shared>,
     req: DecodedRequest,
     session: &Arc<Session>,
 ) -> Result<Answer, Close> {
-    let peer = session.peer;
     let meta = req.meta();
     let started = Instant::now();
     let allowance = wait_allowance(&req.body);
@@ -83,26 +85,27 @@ fn handle(
     };
     match routed {
         Reply::Now(resp) => {
-            finished(shared, meta, peer, started, allowance, Some(&resp));
+            finished(shared, meta, session, started, allowance, Some(&resp));
             Ok(Answer::Ready(encode_response_chunks(meta, &resp)?))
         }
         Reply::Later(fut) => {
             let shared = shared.clone();
+            let session = session.clone();
             Ok(Answer::Later(Box::pin(
                 async move {
                     let resp = fut.await;
-                    finished(&shared, meta, peer, started, allowance, Some(&resp));
+                    finished(&shared, meta, &session, started, allowance, Some(&resp));
                     encode_response_chunks(meta, &resp)
                 }
                 .instrument(span),
             )))
         }
         Reply::Nothing => {
-            finished(shared, meta, peer, started, allowance, None);
+            finished(shared, meta, session, started, allowance, None);
             Ok(Answer::Nothing)
         }
         Reply::Close(reason) => {
-            finished(shared, meta, peer, started, allowance, None);
+            finished(shared, meta, session, started, allowance, None);
             Err(Close::Unanswerable(reason))
         }
     }
@@ -275,7 +278,7 @@ fn wait_allowance(body: &RequestKind) -> Duration {
 fn finished(
     shared: &Shared,
     meta: ResponseMeta,
-    peer: SocketAddr,
+    session: &Session,
     started: Instant,
     allowance: Duration,
     resp: Option<&ResponseKind>,
@@ -289,7 +292,8 @@ fn finished(
     if let Some(limit) = shared.slow_request {
         if took.saturating_sub(allowance) > limit {
             tracing::warn!(
-                %peer,
+                peer = %session.peer,
+                principal = %session.principal,
                 api = ?meta.api_key,
                 version = meta.api_version,
                 correlation_id = meta.correlation_id,

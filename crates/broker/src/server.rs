@@ -1,7 +1,9 @@
-//! The listeners' accept loops (one per listener; TLS handshakes for `SSL` listeners,
-//! bounded in time) and one task per connection: the socket's bytes go into the connection's
-//! buffer, each whole request through [`crate::pipeline`] as it arrives (pipelined, up to a
-//! bound), and the answers leave in request order.
+//! The listeners' accept loops (one per listener; TLS handshakes for `SSL` and `SASL_SSL`
+//! listeners, bounded in time) and one task per connection: the socket's bytes go into the
+//! connection's buffer, each whole request through [`crate::pipeline`] as it arrives
+//! (pipelined, up to a bound), and the answers leave in request order. On a `SASL_*`
+//! listener every request first meets the connection's [`Authenticator`], which answers the
+//! SASL exchange itself and lets nothing else through before it succeeded.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,13 +18,14 @@ use tracing::Instrument;
 use rafka_core::limits::{
     IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX, PENDING_RESPONSE_BYTES_PER_CONNECTION_MAX,
 };
-use rafka_protocol::connection::ProtocolError;
-use rafka_protocol::{Connection, EncodedResponse};
+use rafka_protocol::connection::{Inbound, ProtocolError};
+use rafka_protocol::{encode_response_chunks, Connection, EncodedResponse};
 
 use rafka_hooks::{Principal, SecurityProtocol, Session, Stages, Verdict};
 
 use crate::accept::accept_bounded;
 use crate::pipeline::{self, Answer, Close};
+use crate::sasl::{Authenticator, Out, SaslSettings, Step, SASL_TOKEN_BYTES_MAX};
 use crate::shared::Shared;
 use crate::tls::{TlsListener, HANDSHAKE_TIMEOUT};
 
@@ -37,9 +40,11 @@ pub(crate) struct ListenerSpec {
     pub name: String,
     /// The listener's security protocol.
     pub protocol: SecurityProtocol,
-    /// The TLS state of an `SSL` listener (its material, reloaded when the files change,
-    /// and its principal mapping rules).
+    /// The TLS state of an `SSL` or `SASL_SSL` listener (its material, reloaded when the
+    /// files change, and its principal mapping rules).
     pub tls: Option<Arc<TlsListener>>,
+    /// The SASL settings of a `SASL_*` listener.
+    pub sasl: Option<Arc<SaslSettings>>,
 }
 
 /// One listener's accept loop. `slots` is the broker-wide connection limit, shared by all
@@ -77,16 +82,18 @@ pub(crate) async fn accept_loop(
         let shared = shared.clone();
         let shutdown = stopping.clone();
         let tls = spec.tls.clone();
+        let sasl = spec.sasl.clone();
         shared.metrics.connection_opened();
         Some(
             async move {
                 match tls {
                     None => {
                         let (rd, wr) = stream.into_split();
-                        serve(shared.clone(), rd, wr, Arc::new(session), shutdown).await;
+                        let session = Arc::new(session);
+                        serve(shared.clone(), rd, wr, session, sasl, shutdown).await;
                     }
                     Some(tls) => {
-                        serve_tls(shared.clone(), &tls, stream, session, shutdown).await;
+                        serve_tls(shared.clone(), &tls, stream, session, sasl, shutdown).await;
                     }
                 }
                 shared.metrics.connection_closed();
@@ -113,6 +120,7 @@ async fn serve_tls(
     listener: &TlsListener,
     stream: TcpStream,
     session: Session,
+    sasl: Option<Arc<SaslSettings>>,
     shutdown: watch::Receiver<bool>,
 ) {
     let started = Instant::now();
@@ -141,7 +149,7 @@ async fn serve_tls(
                 ..session
             });
             let (rd, wr) = tokio::io::split(tls);
-            serve(shared, rd, wr, session, shutdown).await;
+            serve(shared, rd, wr, session, sasl, shutdown).await;
         }
         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed; closing"),
         Err(_) => tracing::debug!(
@@ -172,11 +180,16 @@ async fn front_task(queue: &mut VecDeque<Pending>) -> Result<EncodedResponse, Pr
     }
 }
 
+/// Serves one connection until the client closes it, a bad frame, shutdown or the idle
+/// timeout. With `sasl`, the client must authenticate first (within
+/// [`crate::sasl::AUTHENTICATION_TIMEOUT`] of this call); the session is replaced, between
+/// two requests, when it does (and at each KIP-368 re-authentication).
 async fn serve<R, W>(
     shared: Arc<Shared>,
     mut rd: R,
     mut wr: W,
-    session: Arc<Session>,
+    mut session: Arc<Session>,
+    sasl: Option<Arc<SaslSettings>>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     R: AsyncRead + Unpin + Send,
@@ -185,9 +198,10 @@ async fn serve<R, W>(
     let peer = session.peer;
     let mut conn = Connection::new(shared.config.broker.socket_request_max_bytes);
     let mut queue: VecDeque<Pending> = VecDeque::new();
+    let mut auth = sasl.map(|s| Authenticator::new(s, Instant::now()));
     let idle = Duration::from_millis(shared.config.broker.connections_max_idle_ms.max(1));
     let mut reading = true;
-    // False after a bad frame: nothing behind it can be trusted.
+    // False after a bad frame or a failed authentication: nothing behind it is read.
     let mut decoding = true;
     loop {
         while let Some(Pending::Ready(_)) = queue.front() {
@@ -203,11 +217,10 @@ async fn serve<R, W>(
         // Requests left undecoded while the queue was full go first, before reading more
         // (also after the client half-closed: it gets answers to all it sent).
         if decoding && has_room(&queue) {
-            if let Err(e) = drain_requests(&shared, &mut conn, &mut queue, &session) {
-                tracing::warn!(%peer, error = %e, "closing connection");
+            let drained = drain_requests(&shared, &mut conn, &mut queue, &mut session, &mut auth);
+            if !drained_on(drained, peer, &mut queue) {
                 decoding = false;
                 reading = false;
-                queue.clear();
             }
             if matches!(queue.front(), Some(Pending::Ready(_))) {
                 continue;
@@ -218,17 +231,17 @@ async fn serve<R, W>(
         }
         let front_is_task = matches!(queue.front(), Some(Pending::Task(_)));
         let can_read = reading && has_room(&queue);
+        // An authentication in progress has a deadline (a KIP-368 one included).
+        let auth_deadline = auth.as_ref().and_then(|a| a.deadline()).filter(|_| reading);
         tokio::select! {
             r = rd.read_buf(conn.read_buffer(READ_CHUNK_BYTES)), if can_read => match r {
                 Ok(0) => reading = false,
                 Ok(_) => {
-                    if let Err(e) = drain_requests(&shared, &mut conn, &mut queue, &session) {
-                        tracing::warn!(%peer, error = %e, "closing connection");
+                    let drained =
+                        drain_requests(&shared, &mut conn, &mut queue, &mut session, &mut auth);
+                    if !drained_on(drained, peer, &mut queue) {
                         decoding = false;
                         reading = false;
-                        // Kafka closes at once: nothing after a bad frame can be trusted,
-                        // and the client resends what was in flight.
-                        queue.clear();
                     }
                 }
                 Err(e) => {
@@ -246,6 +259,11 @@ async fn serve<R, W>(
                 }
             },
             _ = shutdown.changed(), if reading => reading = false,
+            _ = tokio::time::sleep_until(auth_deadline.unwrap_or_else(Instant::now).into()),
+                if auth_deadline.is_some() => {
+                tracing::info!(%peer, "SASL authentication not finished in time; closing");
+                return;
+            },
             _ = tokio::time::sleep(idle), if queue.is_empty() => {
                 tracing::debug!(%peer, "closing idle connection");
                 return;
@@ -253,6 +271,30 @@ async fn serve<R, W>(
         }
     }
     let _ = wr.shutdown().await;
+}
+
+/// Whether reading goes on after [`drain_requests`]. A bad frame closes at once: Kafka does
+/// not answer what was in flight, since nothing after a bad frame can be trusted, and the
+/// client resends it. A failed authentication has queued its answer; nothing more is read.
+fn drained_on(
+    drained: Result<Drained, Close>,
+    peer: std::net::SocketAddr,
+    queue: &mut VecDeque<Pending>,
+) -> bool {
+    match drained {
+        Ok(Drained::More) => true,
+        Ok(Drained::Stop) => false,
+        Err(e @ Close::Authentication(_)) => {
+            tracing::info!(%peer, error = %e, "closing connection");
+            queue.clear();
+            false
+        }
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "closing connection");
+            queue.clear();
+            false
+        }
+    }
 }
 
 /// Whether the connection may take another request: under the pipelining depth and under
@@ -269,21 +311,133 @@ fn has_room(queue: &VecDeque<Pending>) -> bool {
         && waiting < PENDING_RESPONSE_BYTES_PER_CONNECTION_MAX
 }
 
+/// Whether the connection reads on after draining.
+enum Drained {
+    /// Read on.
+    More,
+    /// Authentication failed: the answers queued go out, then the connection closes.
+    Stop,
+}
+
 /// Decodes the whole requests buffered and hands them to the pipeline, in order, while the
-/// queue has room; the rest stay buffered for later.
+/// queue has room; the rest stay buffered for later. On a SASL listener each goes through
+/// the authenticator first.
 fn drain_requests(
     shared: &Arc<Shared>,
     conn: &mut Connection,
     queue: &mut VecDeque<Pending>,
-    session: &Arc<Session>,
-) -> Result<(), Close> {
+    session: &mut Arc<Session>,
+    auth: &mut Option<Authenticator>,
+) -> Result<Drained, Close> {
     while has_room(queue) {
-        match pipeline::next(shared, conn, session)? {
-            None => break,
-            Some(Answer::Ready(bytes)) => queue.push_back(Pending::Ready(bytes)),
-            Some(Answer::Later(fut)) => queue.push_back(Pending::Task(tokio::spawn(fut))),
-            Some(Answer::Nothing) => {}
+        let Some(auth) = auth.as_mut() else {
+            match pipeline::next(shared, conn, session)? {
+                None => break,
+                Some(answer) => push_answer(queue, answer),
+            }
+            continue;
+        };
+        let now = Instant::now();
+        let step = if auth.wants_raw_token() {
+            let Some(token) = conn.next_sasl_token(SASL_TOKEN_BYTES_MAX)? else {
+                break;
+            };
+            auth.on_token(&token, now, shared.as_ref())
+        } else {
+            let req = match conn.next_request()? {
+                None => break,
+                Some(Inbound::Answered(bytes)) => {
+                    queue.push_back(Pending::Ready(bytes.into()));
+                    continue;
+                }
+                Some(Inbound::Request(req)) => req,
+            };
+            match auth.on_request(&req, now, shared.as_ref()) {
+                Step::Pass => {
+                    push_answer(queue, pipeline::handle(shared, *req, session)?);
+                    continue;
+                }
+                step => step,
+            }
+        };
+        match step {
+            Step::Pass => return Err(Close::Authentication("a raw SASL token cannot pass".into())),
+            Step::Answer(out) => queue.push_back(Pending::Ready(encode(shared, out, now)?)),
+            Step::Authenticated {
+                out,
+                user,
+                mechanism,
+            } => {
+                queue.push_back(Pending::Ready(encode(shared, out, now)?));
+                let principal = Principal::user(user);
+                tracing::debug!(
+                    %principal,
+                    mechanism = mechanism.name(),
+                    took_us = now.elapsed().as_micros() as u64,
+                    "SASL authentication done"
+                );
+                *session = Arc::new(Session {
+                    principal,
+                    sasl_mechanism: Some(mechanism.name().to_string()),
+                    ..Session::clone(session)
+                });
+            }
+            Step::Failed { out, reason } => {
+                tracing::info!(
+                    peer = %session.peer,
+                    listener = %session.listener,
+                    %reason,
+                    "failed authentication"
+                );
+                let bytes = match out {
+                    Some(out) => encode(shared, out, now)?,
+                    None => EncodedResponse::from(bytes::Bytes::new()),
+                };
+                // KIP-306's delay: the answer, and so the close after it, waits. A task
+                // per connection: nothing else waits for it, and the delay is bounded
+                // (below connections.max.idle.ms).
+                let delay = Duration::from_millis(
+                    shared
+                        .config
+                        .broker
+                        .connection_failed_authentication_delay_ms,
+                );
+                queue.push_back(Pending::Task(tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    Ok(bytes)
+                })));
+                return Ok(Drained::Stop);
+            }
+            Step::Close(reason) => return Err(Close::Authentication(reason)),
         }
     }
-    Ok(())
+    Ok(Drained::More)
+}
+
+fn push_answer(queue: &mut VecDeque<Pending>, answer: Answer) {
+    match answer {
+        Answer::Ready(bytes) => queue.push_back(Pending::Ready(bytes)),
+        Answer::Later(fut) => queue.push_back(Pending::Task(tokio::spawn(fut))),
+        Answer::Nothing => {}
+    }
+}
+
+/// An authenticator's answer as bytes to write; a Kafka one is counted in the metrics.
+fn encode(shared: &Shared, out: Out, started: Instant) -> Result<EncodedResponse, Close> {
+    match out {
+        Out::Kafka(meta, resp) => {
+            shared
+                .metrics
+                .request_done(meta.api_key, started.elapsed(), |code| {
+                    crate::api::error_codes(&resp, &mut |e| code(e.code))
+                });
+            Ok(encode_response_chunks(meta, &resp)?)
+        }
+        Out::Raw(token) => {
+            let mut framed = bytes::BytesMut::with_capacity(4 + token.len());
+            framed.extend_from_slice(&(token.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&token);
+            Ok(EncodedResponse::from(framed.freeze()))
+        }
+    }
 }

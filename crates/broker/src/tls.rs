@@ -51,8 +51,17 @@ fn read_certs(
 /// provider): reads and parses the certificate chain, the key (and checks it matches the
 /// certificate) and the client CA. `None` for a listener without `ssl:`.
 pub fn server_config(l: &ListenerConfig) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
-    let Some(ssl) = &l.ssl else { return Ok(None) };
-    let name = l.name.as_str();
+    match &l.ssl {
+        None => Ok(None),
+        Some(ssl) => ssl_server_config(&l.name, ssl).map(Some),
+    }
+}
+
+/// The rustls server configuration of listener `name`'s `ssl:` settings.
+fn ssl_server_config(
+    name: &str,
+    ssl: &ListenerSslConfig,
+) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
     let certs = read_certs(name, "ssl.certificate", &ssl.certificate)?;
     let key_bytes = std::fs::read(&ssl.key)
         .map_err(|e| invalid(name, format!("ssl.key {}: {e}", ssl.key.display())))?;
@@ -96,7 +105,7 @@ pub fn server_config(l: &ListenerConfig) -> Result<Option<Arc<rustls::ServerConf
                 ),
             )
         })?;
-    Ok(Some(Arc::new(cfg)))
+    Ok(Arc::new(cfg))
 }
 
 /// An `SSL` listener's TLS state: the configuration new handshakes use, swapped when the
@@ -185,19 +194,11 @@ impl TlsListener {
             }
             *seen = now;
         }
-        let l = ListenerConfig {
-            name: self.name.clone(),
-            listen: String::new(),
-            advertised: None,
-            security_protocol: crate::config::ListenerProtocol::Ssl,
-            ssl: Some(self.ssl.clone()),
-        };
-        match server_config(&l) {
-            Ok(Some(cfg)) => {
+        match ssl_server_config(&self.name, &self.ssl) {
+            Ok(cfg) => {
                 *self.current.write() = cfg;
                 Reload::Reloaded
             }
-            Ok(None) => Reload::Unchanged,
             Err(e) => Reload::Failed(e.to_string()),
         }
     }

@@ -3,9 +3,11 @@
 //!
 //! The broker fills in the listener and its protocol at accept; the principal is
 //! `User:ANONYMOUS` unless the client authenticated: on an `SSL` listener with mutual TLS it
-//! is `User:` + the client certificate's subject DN (SASL is still to come). `on_connect`
-//! hooks run at accept, before any TLS handshake. The authorizer and quotas will read the
-//! principal from here.
+//! is `User:` + the client certificate's subject DN; on a `SASL_*` listener `User:` + the
+//! SASL user name, with `sasl_mechanism` set (no request but ApiVersions reaches hooks
+//! before that). A KIP-368 re-authentication replaces the session between two requests.
+//! `on_connect` hooks run at accept, before any TLS handshake or SASL exchange. The
+//! authorizer and quotas will read the principal from here.
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -129,6 +129,12 @@ impl Connection {
         self.frames.wanted()
     }
 
+    /// The next frame as a raw SASL token of at most `max_bytes` (after SaslHandshake v0 the
+    /// client sends tokens without a request header). An error means: close the connection.
+    pub fn next_sasl_token(&mut self, max_bytes: usize) -> Result<Option<Bytes>, ProtocolError> {
+        Ok(self.frames.next_raw_frame(max_bytes)?)
+    }
+
     /// The next request, if a whole frame is buffered. An error means: close the connection.
     pub fn next_request(&mut self) -> Result<Option<Inbound>, ProtocolError> {
         let Some(frame) = self.frames.next_frame()? else {

@@ -88,6 +88,32 @@ impl FrameDecoder {
         self.buf.advance(4);
         Ok(Some(self.buf.split_to(size).freeze()))
     }
+
+    /// The next whole frame of any size from 0 to `max_bytes` (and the decoder's limit): a
+    /// raw SASL token, which has no request header (SaslHandshake v0 framing).
+    pub fn next_raw_frame(&mut self, max_bytes: usize) -> Result<Option<Bytes>, FrameError> {
+        if self.buf.len() < 4 {
+            return Ok(None);
+        }
+        let size = i32::from_be_bytes(self.buf[..4].try_into().expect("4 bytes"));
+        if size < 0 {
+            return Err(FrameError::BadSize(size));
+        }
+        let max = max_bytes.min(self.max_frame_bytes);
+        if size as usize > max {
+            return Err(FrameError::TooLarge {
+                size: size as i64,
+                max,
+            });
+        }
+        let size = size as usize;
+        if self.buf.len() < 4 + size {
+            self.buf.reserve(4 + size - self.buf.len());
+            return Ok(None);
+        }
+        self.buf.advance(4);
+        Ok(Some(self.buf.split_to(size).freeze()))
+    }
 }
 
 #[cfg(test)]
@@ -110,6 +136,21 @@ mod tests {
         assert_eq!(d.next_frame().unwrap().unwrap().len(), 12);
         assert_eq!(d.next_frame().unwrap().unwrap()[..], [2; 20]);
         assert_eq!(d.next_frame(), Ok(None));
+    }
+
+    #[test]
+    fn raw_frames_may_be_short_and_are_bounded() {
+        let mut d = FrameDecoder::new(1024);
+        d.receive(&[framed(&[]), framed(&[7; 3]), framed(&[1; 12])].concat());
+        assert_eq!(d.next_raw_frame(16).unwrap().unwrap().len(), 0);
+        assert_eq!(d.next_raw_frame(16).unwrap().unwrap()[..], [7; 3]);
+        assert!(matches!(
+            d.next_raw_frame(8),
+            Err(FrameError::TooLarge { size: 12, max: 8 })
+        ));
+        let mut d = FrameDecoder::new(1024);
+        d.receive(&(-1i32).to_be_bytes());
+        assert_eq!(d.next_raw_frame(16), Err(FrameError::BadSize(-1)));
     }
 
     #[test]

@@ -59,6 +59,25 @@ fn broker_entries(shared: &Shared) -> Vec<(String, String, i8)> {
             5,
         ),
         (
+            "sasl.enabled.mechanisms".into(),
+            b.sasl_enabled_mechanisms
+                .iter()
+                .map(|m| m.name())
+                .collect::<Vec<_>>()
+                .join(","),
+            7,
+        ),
+        (
+            "connections.max.reauth.ms".into(),
+            b.connections_max_reauth_ms.to_string(),
+            5,
+        ),
+        (
+            "connection.failed.authentication.delay.ms".into(),
+            b.connection_failed_authentication_delay_ms.to_string(),
+            3,
+        ),
+        (
             "log.dirs".into(),
             shared.config.storage.path.display().to_string(),
             2,

@@ -28,6 +28,7 @@ pub(crate) mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod sasl;
 pub(crate) mod txn;
 
 /// A handler's answer.
@@ -157,7 +158,7 @@ served_apis! {
     IncrementalAlterConfigs, OffsetDelete, DescribeCluster, DescribeTopicPartitions,
     ConsumerGroupHeartbeat, ConsumerGroupDescribe, AddPartitionsToTxn, AddOffsetsToTxn,
     EndTxn, WriteTxnMarkers, TxnOffsetCommit, DescribeProducers, DescribeTransactions,
-    ListTransactions,
+    ListTransactions, SaslHandshake, SaslAuthenticate,
 }
 
 /// Routes a request to its handler. Only APIs in `rafka_protocol::versions::SERVED` reach here.
@@ -174,6 +175,8 @@ pub fn dispatch(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestCont
         .to_string();
     match req.body {
         RequestKind::ApiVersions(_) => Reply::Now(api_versions::handle()),
+        RequestKind::SaslHandshake(_) => Reply::Now(sasl::handshake()),
+        RequestKind::SaslAuthenticate(_) => Reply::Now(sasl::authenticate()),
         RequestKind::Metadata(r) => Reply::Now(metadata::handle(shared, r, version, ctx)),
         RequestKind::Produce(r) => produce::handle(shared, r, version, ctx),
         RequestKind::Fetch(r) => fetch::handle(shared, r, version, ctx),

@@ -1,5 +1,6 @@
 //! `audit_log`: one JSON line per produce partition and per topic admin operation (time,
-//! client id, peer, api, topic, partition, records, bytes, error code, outcome, latency),
+//! principal, client id, peer, listener, api, topic, partition, records, bytes, error code,
+//! outcome, latency),
 //! appended to a file and rotated by size.
 //!
 //! Off the request path: `on_response` formats the line and hands it to a writer thread
@@ -144,8 +145,10 @@ impl Hook for AuditLog {
             }
             let line = serde_json::json!({
                 "time": now,
+                "principal": ctx.session.principal.to_string(),
                 "client_id": ctx.client_id,
                 "peer": ctx.peer.to_string(),
+                "listener": ctx.session.listener,
                 "api": ctx.api.name(),
                 "topic": item.topic,
                 "partition": item.partition,
@@ -320,6 +323,8 @@ mod tests {
         assert_eq!(files[0].len(), 2);
         let l = &files[0][1];
         assert_eq!(l["api"], "Produce");
+        assert_eq!(l["principal"], "User:ANONYMOUS");
+        assert_eq!(l["listener"], "PLAINTEXT");
         assert_eq!(l["topic"], "t");
         assert_eq!(l["records"], 3);
         assert_eq!(l["outcome"], "error");

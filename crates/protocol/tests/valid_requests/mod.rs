@@ -591,5 +591,7 @@ pub fn generate_request(
         DescribeProducers => DescribeProducersRequest,
         DescribeTransactions => DescribeTransactionsRequest,
         ListTransactions => ListTransactionsRequest,
+        SaslHandshake => SaslHandshakeRequest,
+        SaslAuthenticate => SaslAuthenticateRequest,
     }
 }
