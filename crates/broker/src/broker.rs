@@ -14,7 +14,7 @@ use rafka_core::{StorageError, Timestamp};
 use rafka_hooks::{Hook, HookChain, SecurityProtocol};
 
 use crate::cleaner_state::CleanerState;
-use crate::config::{Config, ConfigError, FsyncPolicy, ListenerProtocol};
+use crate::config::{Config, ConfigError, FsyncPolicy, ListenerProtocol, SaslMechanism};
 use crate::server::ListenerSpec;
 use crate::shared::Shared;
 use crate::state::TopicError;
@@ -123,7 +123,7 @@ impl Broker {
             problem: e.0,
         })?;
         // OAUTHBEARER's verification keys (PEM files, a JWKS file): readable and usable.
-        crate::oauthbearer::Validator::from_config(&config.broker)?;
+        let oauthbearer = Arc::new(crate::oauthbearer::Validator::from_config(&config.broker)?);
         let listeners = config
             .broker
             .effective_listeners()
@@ -207,10 +207,23 @@ impl Broker {
                     protocol,
                     tls,
                     sasl: l.security_protocol.is_sasl().then(|| {
-                        Arc::new(crate::sasl::SaslSettings::new(
-                            config.broker.sasl_mechanisms_of(&l),
-                            config.broker.connections_max_reauth_ms,
-                        ))
+                        let mechanisms = config.broker.sasl_mechanisms_of(&l);
+                        if mechanisms.contains(&SaslMechanism::OAuthBearer)
+                            && !oauthbearer.can_validate()
+                        {
+                            tracing::warn!(
+                                listener = %l.name,
+                                "OAUTHBEARER is offered but no sasl_oauthbearer key (nor the \
+                                 unsecured validator) is configured: every token is refused"
+                            );
+                        }
+                        Arc::new(
+                            crate::sasl::SaslSettings::new(
+                                mechanisms,
+                                config.broker.connections_max_reauth_ms,
+                            )
+                            .with_oauthbearer(oauthbearer.clone()),
+                        )
                     }),
                 },
             ));

@@ -163,6 +163,10 @@ pub enum SaslMechanism {
     /// RFC 5802 with SHA-512.
     #[serde(rename = "SCRAM-SHA-512")]
     ScramSha512,
+    /// RFC 7628 (KIP-255): a JWT bearer token, checked against the `sasl_oauthbearer_*`
+    /// settings.
+    #[serde(rename = "OAUTHBEARER")]
+    OAuthBearer,
 }
 
 impl SaslMechanism {
@@ -171,6 +175,7 @@ impl SaslMechanism {
         SaslMechanism::Plain,
         SaslMechanism::ScramSha256,
         SaslMechanism::ScramSha512,
+        SaslMechanism::OAuthBearer,
     ];
 
     /// Kafka's name, as in SaslHandshake.
@@ -179,6 +184,7 @@ impl SaslMechanism {
             SaslMechanism::Plain => "PLAIN",
             SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
             SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            SaslMechanism::OAuthBearer => "OAUTHBEARER",
         }
     }
 

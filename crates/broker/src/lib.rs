@@ -25,8 +25,6 @@ mod group;
 mod hooks;
 mod metrics;
 mod normalize;
-// Sans-IO; the SASL authenticator calls it once OAUTHBEARER is offered.
-#[cfg_attr(not(test), allow(dead_code))]
 mod oauthbearer;
 mod pipeline;
 mod producer_state;

@@ -187,7 +187,7 @@ pub struct ValidToken {
 }
 
 /// The checks of `sasl.oauthbearer.*`, with the keys read.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Validator {
     keys: Vec<VerifyKey>,
     expected_audience: Vec<String>,
@@ -674,8 +674,8 @@ pub enum Outcome {
 /// One OAUTHBEARER exchange on the server.
 #[derive(Debug, Default)]
 pub struct OAuthBearerServer {
-    /// The challenge sent, while waiting for the client's `0x01`.
-    error: Option<String>,
+    /// The challenge sent and why, while waiting for the client's `0x01`.
+    error: Option<(String, TokenError)>,
 }
 
 impl OAuthBearerServer {
@@ -683,9 +683,9 @@ impl OAuthBearerServer {
     /// challenge.
     pub fn evaluate(&mut self, msg: &[u8], validator: &Validator, now_ms: i64) -> Outcome {
         if msg == [0x01] {
-            if let Some(error) = self.error.take() {
+            if let Some((error, why)) = self.error.take() {
                 return Outcome::Failed {
-                    reason: format!("client acknowledged the error {error}"),
+                    reason: format!("invalid token: {why}"),
                     message: error,
                 };
             }
@@ -704,7 +704,7 @@ impl OAuthBearerServer {
         };
         match validator.validate(&first.token, now_ms) {
             Err(reason) => {
-                self.error = Some(INVALID_TOKEN.to_string());
+                self.error = Some((INVALID_TOKEN.to_string(), reason.clone()));
                 Outcome::Challenge {
                     challenge: INVALID_TOKEN.as_bytes().to_vec(),
                     reason,

@@ -32,6 +32,7 @@ use rafka_protocol::sasl::scram::{ScramCredential, ScramMechanism, ScramServer};
 
 use crate::api::sb;
 use crate::config::SaslMechanism;
+use crate::oauthbearer::{OAuthBearerServer, Outcome, Validator};
 
 /// Largest SASL token read (in a SaslAuthenticate request or raw); Kafka's
 /// `sasl.server.max.receive.size` default, 512 KiB, is for GSSAPI, which Rafka does not
@@ -51,6 +52,12 @@ pub(crate) trait AuthBackend {
     fn verify_plain(&self, user: &str, password: &str) -> bool;
     /// A fresh server nonce (printable, no `,`), from a cryptographic RNG.
     fn server_nonce(&self) -> String;
+    /// The wall clock in milliseconds since the epoch (OAUTHBEARER's `exp` and `nbf`).
+    fn unix_time_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
 }
 
 /// A listener's SASL settings.
@@ -60,6 +67,8 @@ pub(crate) struct SaslSettings {
     pub mechanisms: Vec<SaslMechanism>,
     /// `connections.max.reauth.ms`; `None` when 0 (sessions never expire).
     pub session_lifetime: Option<Duration>,
+    /// OAUTHBEARER's token checks (`None`: every token is refused).
+    pub oauthbearer: Option<std::sync::Arc<Validator>>,
 }
 
 impl SaslSettings {
@@ -69,6 +78,15 @@ impl SaslSettings {
             mechanisms,
             session_lifetime: (connections_max_reauth_ms > 0)
                 .then(|| Duration::from_millis(connections_max_reauth_ms)),
+            oauthbearer: None,
+        }
+    }
+
+    /// With OAUTHBEARER's token checks.
+    pub fn with_oauthbearer(self, validator: std::sync::Arc<Validator>) -> SaslSettings {
+        SaslSettings {
+            oauthbearer: Some(validator),
+            ..self
         }
     }
 }
@@ -131,6 +149,8 @@ enum Exchange {
         server: Box<ScramServer>,
         first_done: bool,
     },
+    /// OAUTHBEARER: the client-first message (and, after a refused token, its `0x01`).
+    OAuthBearer(OAuthBearerServer),
     /// A re-authentication asked for another mechanism: Kafka answers the handshake, then
     /// fails the exchange with this message.
     Refused(String),
@@ -220,7 +240,9 @@ impl Authenticator {
         match &mut self.phase {
             Phase::Done => Step::Close("request after the authentication ended".into()),
             Phase::Authenticated => {
-                let reauth = self.settings.session_lifetime.is_some();
+                // Re-authentication when the session has a lifetime: the configured one,
+                // or an OAUTHBEARER token's.
+                let reauth = self.identity.as_ref().is_some_and(|i| i.expires.is_some());
                 match &req.body {
                     RequestKind::SaslHandshake(h) if reauth => {
                         self.deadline = Some(now + AUTHENTICATION_TIMEOUT);
@@ -340,6 +362,9 @@ impl Authenticator {
                 mechanism.name(),
                 before.mechanism.name()
             )),
+            _ if mechanism == SaslMechanism::OAuthBearer => {
+                Exchange::OAuthBearer(OAuthBearerServer::default())
+            }
             _ => match scram_of(mechanism) {
                 None => Exchange::Plain,
                 Some(m) => Exchange::Scram {
@@ -392,6 +417,8 @@ impl Authenticator {
                 mechanism.name()
             )
         };
+        // When the credential itself expires (an OAUTHBEARER token's `exp`), ms since epoch.
+        let mut credential_expires_ms = None;
         let result: Result<(Vec<u8>, Option<String>), (String, String)> = if token.len()
             > SASL_TOKEN_BYTES_MAX
         {
@@ -402,6 +429,26 @@ impl Authenticator {
         } else {
             match exchange {
                 Exchange::Refused(message) => Err((message.clone(), message.clone())),
+                Exchange::OAuthBearer(server) => match &self.settings.oauthbearer {
+                    None => Err((
+                        invalid(),
+                        "OAUTHBEARER: no token validator configured".into(),
+                    )),
+                    Some(v) => match server.evaluate(token, v, backend.unix_time_ms()) {
+                        Outcome::Authenticated { token, .. } => {
+                            credential_expires_ms = Some(token.expires_at_ms);
+                            Ok((Vec::new(), Some(token.principal)))
+                        }
+                        // Kafka's error challenge; the client's `0x01` ends the exchange.
+                        Outcome::Challenge { challenge, reason } => {
+                            tracing::debug!(%reason, "OAUTHBEARER token refused");
+                            Ok((challenge, None))
+                        }
+                        Outcome::Failed { message, reason } => {
+                            Err((message, format!("OAUTHBEARER: {reason}")))
+                        }
+                    },
+                },
                 Exchange::Plain => match plain::parse(token) {
                     // Malformed (an authorization id other than the user included): the
                     // message says what, never whether the user exists.
@@ -476,7 +523,16 @@ impl Authenticator {
                         return fail(self, message.clone(), message);
                     }
                 }
-                let lifetime = self.settings.session_lifetime;
+                // KIP-368: the configured lifetime, cut short by the credential's expiry.
+                let lifetime = match credential_expires_ms {
+                    None => self.settings.session_lifetime,
+                    Some(expires) => {
+                        let left = u64::try_from(expires.saturating_sub(backend.unix_time_ms()))
+                            .unwrap_or(0);
+                        let left = Duration::from_millis(left);
+                        Some(self.settings.session_lifetime.map_or(left, |l| l.min(left)))
+                    }
+                };
                 self.identity = Some(Identity {
                     user: user.clone(),
                     mechanism,
@@ -496,10 +552,10 @@ impl Authenticator {
     }
 }
 
-/// The SCRAM variant of a mechanism (`None` for PLAIN).
+/// The SCRAM variant of a mechanism (`None` for PLAIN and OAUTHBEARER).
 fn scram_of(m: SaslMechanism) -> Option<ScramMechanism> {
     match m {
-        SaslMechanism::Plain => None,
+        SaslMechanism::Plain | SaslMechanism::OAuthBearer => None,
         SaslMechanism::ScramSha256 => Some(ScramMechanism::Sha256),
         SaslMechanism::ScramSha512 => Some(ScramMechanism::Sha512),
     }
@@ -1088,5 +1144,137 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A backend with a fixed wall clock.
+    struct At(i64);
+
+    impl AuthBackend for At {
+        fn scram_credential(&self, _: &str, _: ScramMechanism) -> Option<ScramCredential> {
+            None
+        }
+        fn verify_plain(&self, _: &str, _: &str) -> bool {
+            false
+        }
+        fn server_nonce(&self) -> String {
+            "n".into()
+        }
+        fn unix_time_ms(&self) -> i64 {
+            self.0
+        }
+    }
+
+    fn unsecured_token(sub: &str, exp_s: i64) -> Vec<u8> {
+        use base64::Engine as _;
+        let b64 = |s: String| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let jwt = format!(
+            "{}.{}.",
+            b64(r#"{"alg":"none"}"#.into()),
+            b64(format!(r#"{{"sub":"{sub}","exp":{exp_s}}}"#))
+        );
+        format!("n,,\x01auth=Bearer {jwt}\x01\x01").into_bytes()
+    }
+
+    #[test]
+    fn oauthbearer_session_lasts_until_the_token_expires() {
+        let validator = crate::oauthbearer::Validator::from_config(&crate::config::BrokerConfig {
+            sasl_oauthbearer_unsecured_validator_enable: true,
+            ..Default::default()
+        })
+        .unwrap();
+        let now_ms = 1_800_000_000_000;
+        let clock = At(now_ms);
+        let start = Instant::now();
+        for (reauth_ms, want_lifetime_ms) in [(0, 60_000), (10_000, 10_000), (600_000, 60_000)] {
+            let s = Arc::new(
+                SaslSettings::new(vec![SaslMechanism::OAuthBearer], reauth_ms)
+                    .with_oauthbearer(Arc::new(validator.clone())),
+            );
+            let mut a = Authenticator::new(s, start);
+            let Step::Answer(_) = a.on_request(&handshake(1, "OAUTHBEARER"), start, &clock) else {
+                panic!("handshake refused")
+            };
+            let token = unsecured_token("alice", now_ms / 1000 + 60);
+            let Step::Authenticated {
+                out,
+                user,
+                mechanism,
+            } = a.on_request(&authenticate(2, token), start, &clock)
+            else {
+                panic!("not authenticated")
+            };
+            assert_eq!(
+                (user.as_str(), mechanism),
+                ("alice", SaslMechanism::OAuthBearer)
+            );
+            let answer = auth_answer(&out);
+            assert_eq!(answer.error_code, 0);
+            assert!(answer.auth_bytes.is_empty());
+            assert_eq!(answer.session_lifetime_ms, want_lifetime_ms);
+            assert!(a.is_authenticated(start));
+            let later = start + Duration::from_millis(want_lifetime_ms as u64);
+            assert!(!a.is_authenticated(later));
+            // The client re-authenticates before then (KIP-368), even without
+            // connections_max_reauth_ms: the token's lifetime is the session's.
+            let Step::Answer(_) = a.on_request(&handshake(1, "OAUTHBEARER"), start, &clock) else {
+                panic!("re-authentication handshake refused")
+            };
+        }
+    }
+
+    #[test]
+    fn oauthbearer_refused_tokens_get_the_json_challenge_then_fail() {
+        let validator = crate::oauthbearer::Validator::from_config(&crate::config::BrokerConfig {
+            sasl_oauthbearer_unsecured_validator_enable: true,
+            ..Default::default()
+        })
+        .unwrap();
+        let now_ms = 1_800_000_000_000;
+        let clock = At(now_ms);
+        let start = Instant::now();
+        let s = Arc::new(
+            SaslSettings::new(vec![SaslMechanism::OAuthBearer], 0)
+                .with_oauthbearer(Arc::new(validator)),
+        );
+        let mut a = Authenticator::new(s.clone(), start);
+        let Step::Answer(_) = a.on_request(&handshake(1, "OAUTHBEARER"), start, &clock) else {
+            panic!("handshake refused")
+        };
+        let expired = unsecured_token("alice", now_ms / 1000 - 3600);
+        let Step::Answer(out) = a.on_request(&authenticate(2, expired), start, &clock) else {
+            panic!("a challenge expected")
+        };
+        let answer = auth_answer(&out);
+        assert_eq!(answer.error_code, 0);
+        assert_eq!(&answer.auth_bytes[..], br#"{"status":"invalid_token"}"#);
+        // Nothing passes meanwhile.
+        assert!(!a.is_authenticated(start));
+        let Step::Failed {
+            out: Some(out),
+            reason,
+        } = a.on_request(&authenticate(2, vec![1]), start, &clock)
+        else {
+            panic!("failure expected")
+        };
+        assert!(reason.contains("expired"), "{reason}");
+        let answer = auth_answer(&out);
+        assert_eq!(answer.error_code, SASL_AUTHENTICATION_FAILED);
+        assert_eq!(
+            answer.error_message.as_deref(),
+            Some(r#"{"status":"invalid_token"}"#)
+        );
+        // A listener without a validator refuses at once.
+        let s = Arc::new(SaslSettings::new(vec![SaslMechanism::OAuthBearer], 0));
+        let mut a = Authenticator::new(s, start);
+        let Step::Answer(_) = a.on_request(&handshake(1, "OAUTHBEARER"), start, &clock) else {
+            panic!("handshake refused")
+        };
+        let token = unsecured_token("alice", now_ms / 1000 + 60);
+        let Step::Failed { out: Some(out), .. } =
+            a.on_request(&authenticate(2, token), start, &clock)
+        else {
+            panic!("failure expected")
+        };
+        assert_eq!(auth_answer(&out).error_code, SASL_AUTHENTICATION_FAILED);
     }
 }
