@@ -17,6 +17,7 @@ mod compaction;
 mod hooks;
 mod kip848;
 mod metrics;
+mod oauthbearer;
 mod rafka_consumer;
 mod rafka_producer;
 mod rdkafka_admin;
