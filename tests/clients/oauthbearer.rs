@@ -365,6 +365,7 @@ async fn signed_tokens_over_sasl_ssl_and_the_refusals() {
                 Some(format!("file://{}", jwks_path.display()));
             c.broker.sasl_oauthbearer_expected_audience = vec!["rafka".into()];
             c.broker.sasl_oauthbearer_expected_issuer = Some("https://idp.test".into());
+            c.broker.sasl_oauthbearer_jwks_endpoint_refresh_ms = 100;
         },
     )
     .await;
@@ -474,5 +475,42 @@ async fn signed_tokens_over_sasl_ssl_and_the_refusals() {
         let offsets = produce_with(&client, Bearer::new(good.clone()), topic, 1).await;
         assert_eq!(offsets, vec![(n + i) as i64], "{what}: the good client");
     }
+    // Key rotation: the identity provider's JWKS now has only a new key; within a few
+    // refreshes tokens it signs are accepted and the old key's are not.
+    let rotated = es256_key();
+    let mut set = jwks(&rotated);
+    set["keys"][0]["kid"] = "k2".into();
+    std::fs::write(&jwks_path, set.to_string()).unwrap();
+    let mut claims_k2 = claims("carol", now_s() + 600);
+    claims_k2["aud"] = serde_json::json!(["other", "rafka"]);
+    let new_token = {
+        let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": "k2"});
+        let input = format!(
+            "{}.{}",
+            B64URL.encode(header.to_string()),
+            B64URL.encode(claims_k2.to_string())
+        );
+        let sig = rotated
+            .sign(&SystemRandom::new(), input.as_bytes())
+            .unwrap();
+        format!("{input}.{}", B64URL.encode(sig.as_ref()))
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answers = raw_exchange(&broker, &new_token).await;
+        if answers.len() == 1 && answers[0].0 == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rotated key is not used after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        raw_exchange(&broker, &good).await.len(),
+        2,
+        "the old key still verifies"
+    );
     broker.shutdown().await.unwrap();
 }

@@ -123,7 +123,7 @@ impl Broker {
             problem: e.0,
         })?;
         // OAUTHBEARER's verification keys (PEM files, a JWKS file): readable and usable.
-        let oauthbearer = Arc::new(crate::oauthbearer::Validator::from_config(&config.broker)?);
+        let oauthbearer = Arc::new(crate::oauthbearer::ValidatorCell::new(&config.broker)?);
         let listeners = config
             .broker
             .effective_listeners()
@@ -209,7 +209,7 @@ impl Broker {
                     sasl: l.security_protocol.is_sasl().then(|| {
                         let mechanisms = config.broker.sasl_mechanisms_of(&l);
                         if mechanisms.contains(&SaslMechanism::OAuthBearer)
-                            && !oauthbearer.can_validate()
+                            && !oauthbearer.get().can_validate()
                         {
                             tracing::warn!(
                                 listener = %l.name,
@@ -249,6 +249,17 @@ impl Broker {
             })
             .collect();
         let mut background = vec![
+            // New OAUTHBEARER keys (a rotated JWKS) when the key files change.
+            tokio::spawn(crate::oauthbearer::refresh_loop(
+                oauthbearer,
+                Duration::from_millis(
+                    shared
+                        .config
+                        .broker
+                        .sasl_oauthbearer_jwks_endpoint_refresh_ms,
+                ),
+                shutdown_rx.clone(),
+            )),
             // New certificates for new handshakes when a listener's PEM files change.
             tokio::spawn(crate::tls::reload_loop(
                 tls_listeners,

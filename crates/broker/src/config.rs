@@ -524,6 +524,9 @@ pub struct BrokerConfig {
     /// `sasl.oauthbearer.jwks.endpoint.url`: a `file:` URL of a JWKS document (RFC 7517)
     /// whose RSA and EC keys verify OAUTHBEARER tokens (read at start; no HTTP fetch).
     pub sasl_oauthbearer_jwks_endpoint_url: Option<String>,
+    /// `sasl.oauthbearer.jwks.endpoint.refresh.ms`: how often the JWKS file and the PEM
+    /// public key files are reread (new keys without a restart). 0 = never.
+    pub sasl_oauthbearer_jwks_endpoint_refresh_ms: u64,
     /// PEM public keys (`-----BEGIN PUBLIC KEY-----`, RSA or EC P-256/P-384) that verify
     /// OAUTHBEARER tokens, besides the JWKS's.
     pub sasl_oauthbearer_public_key_files: Vec<PathBuf>,
@@ -637,6 +640,7 @@ impl Default for BrokerConfig {
             ssl_principal_mapping_rules: crate::ssl_principal_mapper::DEFAULT_RULES.into(),
             ssl_certificate_reload_interval_ms: 5_000,
             sasl_oauthbearer_jwks_endpoint_url: None,
+            sasl_oauthbearer_jwks_endpoint_refresh_ms: 3_600_000,
             sasl_oauthbearer_public_key_files: Vec::new(),
             sasl_oauthbearer_expected_audience: Vec::new(),
             sasl_oauthbearer_expected_issuer: None,

@@ -543,6 +543,124 @@ impl Validator {
     }
 }
 
+/// The validator in effect, swapped when its key files change (the JWKS file and the PEM
+/// public keys, checked every `sasl_oauthbearer_jwks_endpoint_refresh_ms` by
+/// [`refresh_loop`]): an identity provider's key rotation needs no restart. New files that
+/// do not load keep the previous keys.
+#[derive(Debug)]
+pub struct ValidatorCell {
+    config: BrokerConfig,
+    current: parking_lot::RwLock<std::sync::Arc<Validator>>,
+    /// SHA-256 of the key files last read.
+    seen: parking_lot::Mutex<Vec<u8>>,
+}
+
+impl PartialEq for ValidatorCell {
+    fn eq(&self, other: &ValidatorCell) -> bool {
+        *self.get() == *other.get()
+    }
+}
+
+impl Eq for ValidatorCell {}
+
+impl ValidatorCell {
+    /// Reads the key files of `b` (a config error when they are bad).
+    pub fn new(b: &BrokerConfig) -> Result<ValidatorCell, ConfigError> {
+        let seen = crate::tls::files_digest(&key_files(b));
+        let validator = Validator::from_config(b)?;
+        Ok(ValidatorCell {
+            config: b.clone(),
+            current: parking_lot::RwLock::new(std::sync::Arc::new(validator)),
+            seen: parking_lot::Mutex::new(seen),
+        })
+    }
+
+    /// A cell that never reloads (tests).
+    #[cfg(test)]
+    pub fn fixed(v: Validator) -> ValidatorCell {
+        ValidatorCell {
+            config: BrokerConfig::default(),
+            current: parking_lot::RwLock::new(std::sync::Arc::new(v)),
+            seen: parking_lot::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The validator in effect now.
+    pub fn get(&self) -> std::sync::Arc<Validator> {
+        self.current.read().clone()
+    }
+
+    /// Rereads the key files; when they changed, builds a new validator (bad files keep
+    /// the old one). Blocking file reads (small files).
+    pub fn reload_if_changed(&self) -> crate::tls::Reload {
+        use crate::tls::Reload;
+        let files = key_files(&self.config);
+        if files.is_empty() {
+            return Reload::Unchanged;
+        }
+        let now = crate::tls::files_digest(&files);
+        {
+            let mut seen = self.seen.lock();
+            if *seen == now {
+                return Reload::Unchanged;
+            }
+            *seen = now;
+        }
+        match Validator::from_config(&self.config) {
+            Ok(v) => {
+                *self.current.write() = std::sync::Arc::new(v);
+                Reload::Reloaded
+            }
+            Err(e) => Reload::Failed(e.to_string()),
+        }
+    }
+}
+
+/// The files the keys come from.
+fn key_files(b: &BrokerConfig) -> Vec<std::path::PathBuf> {
+    let mut files = b.sasl_oauthbearer_public_key_files.clone();
+    if let Some(p) = b
+        .sasl_oauthbearer_jwks_endpoint_url
+        .as_deref()
+        .and_then(file_url_path)
+    {
+        files.push(p.to_path_buf());
+    }
+    files
+}
+
+/// Rereads OAUTHBEARER's key files every `interval` until shutdown; new keys verify the
+/// next tokens, a bad file is logged (at error) and the previous keys stay.
+pub async fn refresh_loop(
+    cell: std::sync::Arc<ValidatorCell>,
+    interval: std::time::Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    if key_files(&cell.config).is_empty() || interval.is_zero() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        let c = cell.clone();
+        let outcome = tokio::task::spawn_blocking(move || c.reload_if_changed())
+            .await
+            .unwrap_or_else(|e| crate::tls::Reload::Failed(e.to_string()));
+        match outcome {
+            crate::tls::Reload::Unchanged => {}
+            crate::tls::Reload::Reloaded => {
+                tracing::info!("OAUTHBEARER verification keys reloaded")
+            }
+            crate::tls::Reload::Failed(error) => tracing::error!(
+                %error,
+                "OAUTHBEARER key files changed but cannot be used; keeping the previous keys"
+            ),
+        }
+    }
+}
+
 /// A parsed client-first message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientFirst {
@@ -1016,6 +1134,47 @@ mod tests {
         };
         let e = Validator::from_config(&cfg).unwrap_err().to_string();
         assert!(e.contains("only file: URLs"), "{e}");
+    }
+
+    #[test]
+    fn key_rotation_through_the_cell() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (es256_key(), es256_key());
+        let cfg = config_with(
+            dir.path(),
+            &serde_json::json!({"keys": [jwk_of(&old, "k1")]}),
+        );
+        let cell = ValidatorCell::new(&cfg).unwrap();
+        let header = serde_json::json!({"alg": "ES256", "kid": "k2"});
+        let token = es256(&new, &header, &claims());
+        assert_eq!(
+            cell.get().validate(&token, NOW_MS),
+            Err(TokenError::UnknownKeyId("k2".into()))
+        );
+        assert_eq!(cell.reload_if_changed(), crate::tls::Reload::Unchanged);
+        let jwks = dir.path().join("jwks.json");
+        // A broken file: the old keys stay.
+        std::fs::write(&jwks, "{").unwrap();
+        assert!(matches!(
+            cell.reload_if_changed(),
+            crate::tls::Reload::Failed(e) if e.contains("jwks.json")
+        ));
+        assert_eq!(cell.reload_if_changed(), crate::tls::Reload::Unchanged);
+        let t_old = es256(
+            &old,
+            &serde_json::json!({"alg": "ES256", "kid": "k1"}),
+            &claims(),
+        );
+        assert!(cell.get().validate(&t_old, NOW_MS).is_ok());
+        // The rotated set: the new key verifies, the old one is gone.
+        let rotated = serde_json::json!({"keys": [jwk_of(&new, "k2")]});
+        std::fs::write(&jwks, rotated.to_string()).unwrap();
+        assert_eq!(cell.reload_if_changed(), crate::tls::Reload::Reloaded);
+        assert!(cell.get().validate(&token, NOW_MS).is_ok());
+        assert_eq!(
+            cell.get().validate(&t_old, NOW_MS),
+            Err(TokenError::UnknownKeyId("k1".into()))
+        );
     }
 
     fn unsecured(claims: &Value) -> String {

@@ -32,7 +32,7 @@ use rafka_protocol::sasl::scram::{ScramCredential, ScramMechanism, ScramServer};
 
 use crate::api::sb;
 use crate::config::SaslMechanism;
-use crate::oauthbearer::{OAuthBearerServer, Outcome, Validator};
+use crate::oauthbearer::{OAuthBearerServer, Outcome, ValidatorCell};
 
 /// Largest SASL token read (in a SaslAuthenticate request or raw); Kafka's
 /// `sasl.server.max.receive.size` default, 512 KiB, is for GSSAPI, which Rafka does not
@@ -68,7 +68,7 @@ pub(crate) struct SaslSettings {
     /// `connections.max.reauth.ms`; `None` when 0 (sessions never expire).
     pub session_lifetime: Option<Duration>,
     /// OAUTHBEARER's token checks (`None`: every token is refused).
-    pub oauthbearer: Option<std::sync::Arc<Validator>>,
+    pub oauthbearer: Option<std::sync::Arc<ValidatorCell>>,
 }
 
 impl SaslSettings {
@@ -83,7 +83,7 @@ impl SaslSettings {
     }
 
     /// With OAUTHBEARER's token checks.
-    pub fn with_oauthbearer(self, validator: std::sync::Arc<Validator>) -> SaslSettings {
+    pub fn with_oauthbearer(self, validator: std::sync::Arc<ValidatorCell>) -> SaslSettings {
         SaslSettings {
             oauthbearer: Some(validator),
             ..self
@@ -434,7 +434,7 @@ impl Authenticator {
                         invalid(),
                         "OAUTHBEARER: no token validator configured".into(),
                     )),
-                    Some(v) => match server.evaluate(token, v, backend.unix_time_ms()) {
+                    Some(v) => match server.evaluate(token, &v.get(), backend.unix_time_ms()) {
                         Outcome::Authenticated { token, .. } => {
                             credential_expires_ms = Some(token.expires_at_ms);
                             Ok((Vec::new(), Some(token.principal)))
@@ -1187,8 +1187,9 @@ mod tests {
         let start = Instant::now();
         for (reauth_ms, want_lifetime_ms) in [(0, 60_000), (10_000, 10_000), (600_000, 60_000)] {
             let s = Arc::new(
-                SaslSettings::new(vec![SaslMechanism::OAuthBearer], reauth_ms)
-                    .with_oauthbearer(Arc::new(validator.clone())),
+                SaslSettings::new(vec![SaslMechanism::OAuthBearer], reauth_ms).with_oauthbearer(
+                    Arc::new(crate::oauthbearer::ValidatorCell::fixed(validator.clone())),
+                ),
             );
             let mut a = Authenticator::new(s, start);
             let Step::Answer(_) = a.on_request(&handshake(1, "OAUTHBEARER"), start, &clock) else {
@@ -1233,8 +1234,9 @@ mod tests {
         let clock = At(now_ms);
         let start = Instant::now();
         let s = Arc::new(
-            SaslSettings::new(vec![SaslMechanism::OAuthBearer], 0)
-                .with_oauthbearer(Arc::new(validator)),
+            SaslSettings::new(vec![SaslMechanism::OAuthBearer], 0).with_oauthbearer(Arc::new(
+                crate::oauthbearer::ValidatorCell::fixed(validator),
+            )),
         );
         let mut a = Authenticator::new(s.clone(), start);
         let Step::Answer(_) = a.on_request(&handshake(1, "OAUTHBEARER"), start, &clock) else {

@@ -114,8 +114,8 @@ pub struct TlsListener {
     name: String,
     ssl: ListenerSslConfig,
     current: parking_lot::RwLock<Arc<rustls::ServerConfig>>,
-    /// The bytes of the certificate, key and client CA files last read: a reload happens
-    /// when they differ (also after a failed attempt, which is not retried until the files
+    /// The SHA-256 of the certificate, key and client CA files last read: a reload happens
+    /// when it differs (also after a failed attempt, which is not retried until the files
     /// change again).
     files_seen: parking_lot::Mutex<Vec<u8>>,
     mapper: SslPrincipalMapper,
@@ -132,23 +132,27 @@ pub enum Reload {
     Failed(String),
 }
 
-/// The three files' contents, each prefixed by its length (a missing file reads as
-/// empty; the reload then reports it).
+/// The SHA-256 of the three files' contents (a missing file reads as empty; the reload
+/// then reports it). No copy of the key is kept.
 fn files_fingerprint(ssl: &ListenerSslConfig) -> Vec<u8> {
-    let mut out = Vec::new();
-    for path in [
+    let paths = [
         Some(&ssl.certificate),
         Some(&ssl.key),
         ssl.client_ca.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    ];
+    files_digest(paths.into_iter().flatten())
+}
+
+/// The SHA-256 of files' contents, each prefixed by its length (unreadable files as
+/// empty): what the reload loops compare.
+pub(crate) fn files_digest<'a>(paths: impl IntoIterator<Item = &'a std::path::PathBuf>) -> Vec<u8> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for path in paths {
         let bytes = std::fs::read(path).unwrap_or_default();
-        out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-        out.extend_from_slice(&bytes);
+        ctx.update(&(bytes.len() as u64).to_le_bytes());
+        ctx.update(&bytes);
     }
-    out
+    ctx.finish().as_ref().to_vec()
 }
 
 impl TlsListener {
