@@ -304,6 +304,10 @@ async fn bad_credentials_and_mechanisms_are_refused_while_others_are_served() {
         let (failed, errors, _) = refused(ok).await;
         assert!(!failed, "bob refused: {errors:?}");
     }
+    // Each refused client failed at least once (librdkafka tries again within the bound);
+    // bob authenticated each time.
+    assert!(sasl_total(&broker, "failed").await >= 3);
+    assert!(sasl_total(&broker, "authenticated").await >= 3);
     // Nothing was served to a refused client: every request on the SASL listener was bob's.
     let seen = hook.0.lock().unwrap().clone();
     assert!(
@@ -315,22 +319,24 @@ async fn bad_credentials_and_mechanisms_are_refused_while_others_are_served() {
     broker.shutdown().await.unwrap();
 }
 
-/// `rafka_requests_total{api="<api>"}` and `rafka_connections_accepted_total` of the
-/// admin endpoint.
-async fn counts(broker: &Broker, api: &str) -> (u64, u64) {
+/// The value of the sample `name` (with its labels, as rendered) on the admin endpoint.
+async fn metric(broker: &Broker, name: &str) -> u64 {
     let (status, _, text) =
         crate::metrics::http(broker.admin_address().unwrap(), "GET", "/metrics").await;
     assert_eq!(status, 200);
-    let value = |prefix: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(prefix))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0) as u64
-    };
-    (
-        value(&format!("rafka_requests_total{{api=\"{api}\"}} ")),
-        value("rafka_connections_accepted_total "),
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+/// `rafka_sasl_total` of `outcome`.
+async fn sasl_total(broker: &Broker, outcome: &str) -> u64 {
+    metric(
+        broker,
+        &format!("rafka_sasl_total{{outcome=\"{outcome}\"}}"),
     )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,11 +385,14 @@ async fn librdkafka_reauthenticates_on_its_connections() {
         }
         if baseline.is_none() && started.elapsed() > Duration::from_millis(1000) {
             // The producer's and the consumer's connections are up by now.
-            baseline = Some(counts(&broker, "SaslHandshake").await);
+            baseline = Some((
+                sasl_total(&broker, "reauthenticated").await,
+                metric(&broker, "rafka_connections_accepted_total").await,
+            ));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let (handshakes_before, accepted_before) = baseline.expect("a baseline after 1 s");
+    let (reauth_before, accepted_before) = baseline.expect("a baseline after 1 s");
     support::wait_for(
         "the group to read every record",
         Duration::from_secs(30),
@@ -393,18 +402,21 @@ async fn librdkafka_reauthenticates_on_its_connections() {
     let seen = member.stop();
     let want: Vec<(i32, i64, String)> = (0..n).map(|i| (0, i as i64, format!("r-{i}"))).collect();
     assert_eq!(seen, want);
-    let (handshakes, accepted) = counts(&broker, "SaslHandshake").await;
+    let reauth = sasl_total(&broker, "reauthenticated").await;
+    let accepted = metric(&broker, "rafka_connections_accepted_total").await;
     println!(
-        "re-authentication: {handshakes} SaslHandshakes after {:?} ({handshakes_before} at 1 s); \
+        "re-authentication: {reauth} re-authentications after {:?} ({reauth_before} at 1 s); \
          {accepted} connections accepted ({accepted_before} at 1 s)",
         started.elapsed()
     );
     // Each live connection re-authenticated about every 1.6-2 s (librdkafka starts at 90 %
-    // of the lifetime): at least two more handshakes per connection than at the start.
+    // of the lifetime): several times in 5 s.
     assert!(
-        handshakes >= handshakes_before + 4,
-        "{handshakes} SaslHandshakes (before {handshakes_before}): librdkafka did not re-authenticate"
+        reauth >= reauth_before + 4,
+        "{reauth} re-authentications ({reauth_before} at 1 s): librdkafka did not re-authenticate"
     );
+    assert_eq!(sasl_total(&broker, "expired").await, 0, "a session expired");
+    assert_eq!(sasl_total(&broker, "failed").await, 0);
     // Re-authentication kept the connections: none was closed for an expired session and
     // opened again (that would be one more connection per connection and session).
     assert!(

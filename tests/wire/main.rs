@@ -8,6 +8,7 @@ mod common;
 #[path = "../support/mod.rs"]
 mod support;
 
+mod acls_raw;
 mod bad_input;
 mod fetch_raw;
 mod groups_raw;

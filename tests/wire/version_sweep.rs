@@ -189,6 +189,18 @@ fn minimal_request(key: ApiKey, version: i16) -> RequestKind {
                 .with_mechanism(StrBytes::from_static_str("PLAIN")),
         ),
         ApiKey::SaslAuthenticate => RequestKind::SaslAuthenticate(Default::default()),
+        // Without an authorizer each is answered SECURITY_DISABLED.
+        ApiKey::CreateAcls => RequestKind::CreateAcls(
+            kafka_protocol::messages::CreateAclsRequest::default().with_creations(vec![
+                kafka_protocol::messages::create_acls_request::AclCreation::default(),
+            ]),
+        ),
+        ApiKey::DescribeAcls => RequestKind::DescribeAcls(Default::default()),
+        ApiKey::DeleteAcls => RequestKind::DeleteAcls(
+            kafka_protocol::messages::DeleteAclsRequest::default().with_filters(vec![
+                kafka_protocol::messages::delete_acls_request::DeleteAclsFilter::default(),
+            ]),
+        ),
         other => panic!("the version sweep has no minimal request for {other:?}: add one"),
     }
 }

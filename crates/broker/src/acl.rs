@@ -46,6 +46,25 @@ impl ResourceType {
     fn from_code(code: i8) -> Option<ResourceType> {
         ResourceType::ALL.into_iter().find(|t| *t as i8 == code)
     }
+
+    /// Kafka's name (`Topic`, `Group`, `Cluster`, `TransactionalId`, ...).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            ResourceType::Topic => "Topic",
+            ResourceType::Group => "Group",
+            ResourceType::Cluster => "Cluster",
+            ResourceType::TransactionalId => "TransactionalId",
+            ResourceType::DelegationToken => "DelegationToken",
+            ResourceType::User => "User",
+        }
+    }
+
+    /// The type named `name` (Kafka's name, any case).
+    pub(crate) fn from_name(name: &str) -> Option<ResourceType> {
+        ResourceType::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(name))
+    }
 }
 
 /// How a binding's resource name matches.
@@ -94,6 +113,33 @@ impl Operation {
         Operation::ALL.into_iter().find(|o| *o as i8 == code)
     }
 
+    /// Kafka's name (`READ`, `DESCRIBE_CONFIGS`, ...).
+    pub(crate) fn name(self) -> &'static str {
+        use Operation::*;
+        match self {
+            All => "ALL",
+            Read => "READ",
+            Write => "WRITE",
+            Create => "CREATE",
+            Delete => "DELETE",
+            Alter => "ALTER",
+            Describe => "DESCRIBE",
+            ClusterAction => "CLUSTER_ACTION",
+            DescribeConfigs => "DESCRIBE_CONFIGS",
+            AlterConfigs => "ALTER_CONFIGS",
+            IdempotentWrite => "IDEMPOTENT_WRITE",
+            CreateTokens => "CREATE_TOKENS",
+            DescribeTokens => "DESCRIBE_TOKENS",
+        }
+    }
+
+    /// The operation named `name` (Kafka's name, any case).
+    pub(crate) fn from_name(name: &str) -> Option<Operation> {
+        Operation::ALL
+            .into_iter()
+            .find(|o| o.name().eq_ignore_ascii_case(name))
+    }
+
     /// Whether an ALLOW binding for `self` allows `asked`.
     fn allows(self, asked: Operation) -> bool {
         use Operation::*;
@@ -112,10 +158,40 @@ pub(crate) enum Permission {
 }
 
 impl Permission {
+    /// `ALLOW` or `DENY`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Permission::Deny => "DENY",
+            Permission::Allow => "ALLOW",
+        }
+    }
+
+    pub(crate) fn from_name(name: &str) -> Option<Permission> {
+        [Permission::Deny, Permission::Allow]
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(name))
+    }
+
     fn from_code(code: i8) -> Option<Permission> {
         [Permission::Deny, Permission::Allow]
             .into_iter()
             .find(|p| *p as i8 == code)
+    }
+}
+
+impl PatternType {
+    /// `LITERAL` or `PREFIXED`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            PatternType::Literal => "LITERAL",
+            PatternType::Prefixed => "PREFIXED",
+        }
+    }
+
+    pub(crate) fn from_name(name: &str) -> Option<PatternType> {
+        [PatternType::Literal, PatternType::Prefixed]
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(name))
     }
 }
 

@@ -554,6 +554,14 @@ pub struct BrokerConfig {
     /// authentication (and the close after it) is held back, against password guessing.
     /// Below `connections_max_idle_ms`.
     pub connection_failed_authentication_delay_ms: u64,
+    /// `authorizer.class.name`: empty (no authorizer: every request is allowed and the ACL
+    /// APIs answer SECURITY_DISABLED) or one of Kafka's ACL authorizers' class names, which
+    /// switch Rafka's ACLs on.
+    pub authorizer_class_name: String,
+    /// `super.users`: principals (`User:admin`) allowed everything.
+    pub super_users: Vec<String>,
+    /// `allow.everyone.if.no.acl.found`: whether a resource without any ACL is open to all.
+    pub allow_everyone_if_no_acl_found: bool,
     /// `auto.create.topics.enable`.
     pub auto_create_topics_enable: bool,
     /// `num.partitions`: partitions of an auto-created topic or a CreateTopics with -1.
@@ -651,6 +659,9 @@ impl Default for BrokerConfig {
             sasl_enabled_mechanisms: default_sasl_mechanisms(),
             connections_max_reauth_ms: 0,
             connection_failed_authentication_delay_ms: 100,
+            authorizer_class_name: String::new(),
+            super_users: Vec::new(),
+            allow_everyone_if_no_acl_found: false,
             auto_create_topics_enable: true,
             num_partitions: 1,
             socket_request_max_bytes: limits::REQUEST_BYTES_MAX,
@@ -790,6 +801,27 @@ impl Config {
             return invalid(
                 "broker.connections_max_reauth_ms",
                 format!("{} is above {}", b.connections_max_reauth_ms, i64::MAX),
+            );
+        }
+        if !b.authorizer_class_name.is_empty()
+            && !crate::acl_store::AUTHORIZER_CLASS_NAMES.contains(&b.authorizer_class_name.as_str())
+        {
+            return invalid(
+                "broker.authorizer_class_name",
+                format!(
+                    "{:?} is not empty or one of {:?}",
+                    b.authorizer_class_name,
+                    crate::acl_store::AUTHORIZER_CLASS_NAMES
+                ),
+            );
+        }
+        if let Some(u) = b.super_users.iter().find(|u| {
+            u.split_once(':')
+                .is_none_or(|(t, n)| t.is_empty() || n.is_empty())
+        }) {
+            return invalid(
+                "broker.super_users",
+                format!("{u:?} is not a principal of the form User:name"),
             );
         }
         if !(1..=limits::PARTITIONS_PER_TOPIC_MAX).contains(&b.num_partitions) {

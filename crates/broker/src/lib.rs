@@ -12,6 +12,7 @@
 
 mod accept;
 mod acl;
+mod acl_store;
 mod admin;
 mod api;
 mod authz;
@@ -28,6 +29,7 @@ mod normalize;
 mod oauthbearer;
 mod pipeline;
 mod producer_state;
+mod quota;
 mod sasl;
 mod server;
 mod shared;

@@ -71,6 +71,41 @@ pub struct Metrics {
     errors: Mutex<BTreeMap<(i16, i16), u64>>,
     connections_open: AtomicI64,
     connections_accepted: AtomicU64,
+    /// SASL outcomes, by [`SaslOutcome`].
+    sasl: [AtomicU64; SaslOutcome::ALL.len()],
+}
+
+/// How a SASL exchange (or a session) ended, as Kafka's `successful-authentication-total`,
+/// `failed-authentication-total`, `successful-reauthentication-total` and
+/// `expired-connections-killed-count` count them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslOutcome {
+    /// A connection authenticated.
+    Authenticated,
+    /// An authentication (or re-authentication) failed.
+    Failed,
+    /// An authenticated connection re-authenticated (KIP-368).
+    Reauthenticated,
+    /// A connection was closed because its session had expired.
+    Expired,
+}
+
+impl SaslOutcome {
+    const ALL: [SaslOutcome; 4] = [
+        SaslOutcome::Authenticated,
+        SaslOutcome::Failed,
+        SaslOutcome::Reauthenticated,
+        SaslOutcome::Expired,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            SaslOutcome::Authenticated => "authenticated",
+            SaslOutcome::Failed => "failed",
+            SaslOutcome::Reauthenticated => "reauthenticated",
+            SaslOutcome::Expired => "expired",
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -81,6 +116,7 @@ impl Default for Metrics {
             errors: Mutex::new(BTreeMap::new()),
             connections_open: AtomicI64::new(0),
             connections_accepted: AtomicU64::new(0),
+            sasl: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }
@@ -95,6 +131,11 @@ impl Metrics {
     /// A connection ended.
     pub fn connection_closed(&self) {
         self.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// One SASL outcome.
+    pub fn sasl(&self, outcome: SaslOutcome) {
+        self.sasl[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// One request answered (or, for acks=0, handled) after `took`. `error_codes` calls its
@@ -361,6 +402,21 @@ pub fn render(m: &Metrics, figures: &Figures) -> String {
         "rafka_connections_accepted_total {}",
         m.connections_accepted.load(Ordering::Relaxed)
     );
+    header(
+        &mut out,
+        "rafka_sasl_total",
+        "counter",
+        "SASL outcomes on SASL listeners: authenticated, failed, reauthenticated (KIP-368), \
+         expired (a connection closed because its session had expired).",
+    );
+    for o in SaslOutcome::ALL {
+        let _ = writeln!(
+            out,
+            "rafka_sasl_total{{outcome=\"{}\"}} {}",
+            o.label(),
+            m.sasl[o as usize].load(Ordering::Relaxed)
+        );
+    }
 
     render_topics(&figures.topics, &mut out);
     render_groups(&figures.committed, &mut out);

@@ -311,9 +311,9 @@ mod tests {
     use bytes::Bytes;
     use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
     use kafka_protocol::messages::{
-        ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeAclsRequest, FetchRequest,
-        JoinGroupRequest, MetadataRequest, MetadataResponse, ProduceRequest, RequestHeader,
-        ResponseHeader,
+        ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeDelegationTokenRequest,
+        FetchRequest, JoinGroupRequest, MetadataRequest, MetadataResponse, ProduceRequest,
+        RequestHeader, ResponseHeader,
     };
     use kafka_protocol::protocol::{Decodable, StrBytes};
     use rafka_hooks::{Hook, HookResult, Interest, TopicFilter};
@@ -521,19 +521,19 @@ mod tests {
         assert!(!versions.api_keys.is_empty());
         // An API the broker does not serve closes the connection, with nothing written.
         let bytes = request(
-            ApiKey::DescribeAcls,
+            ApiKey::DescribeDelegationToken,
             1,
             12,
-            RequestKind::DescribeAcls(DescribeAclsRequest::default()),
+            RequestKind::DescribeDelegationToken(DescribeDelegationTokenRequest::default()),
         );
         match answers(&shared, &bytes) {
             Err(Close::Protocol(ProtocolError::UnsupportedApi { key, version })) => {
-                assert_eq!((key, version), (ApiKey::DescribeAcls as i16, 1));
+                assert_eq!((key, version), (ApiKey::DescribeDelegationToken as i16, 1));
             }
             Err(other) => panic!("closed for another reason: {other}"),
             Ok(out) => panic!("answered {} responses", out.len()),
         }
-        assert_eq!(shared.metrics.requests(ApiKey::DescribeAcls), 0);
+        assert_eq!(shared.metrics.requests(ApiKey::DescribeDelegationToken), 0);
     }
 
     #[test]

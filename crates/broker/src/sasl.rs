@@ -188,6 +188,8 @@ pub(crate) struct Authenticator {
     identity: Option<Identity>,
     /// When the authentication in progress must be done.
     deadline: Option<Instant>,
+    /// Whether the connection was closed because its session had expired.
+    expired: bool,
 }
 
 impl Authenticator {
@@ -198,6 +200,7 @@ impl Authenticator {
             phase: Phase::Handshake,
             identity: None,
             deadline: Some(accepted + AUTHENTICATION_TIMEOUT),
+            expired: false,
         }
     }
 
@@ -218,6 +221,11 @@ impl Authenticator {
             Phase::Authenticated | Phase::Done => None,
             _ => self.deadline,
         }
+    }
+
+    /// Whether the connection was closed because its session had expired.
+    pub fn closed_expired(&self) -> bool {
+        self.expired
     }
 
     /// Whether the connection is authenticated (and its session had not expired at `now`).
@@ -244,12 +252,15 @@ impl Authenticator {
                 // or an OAUTHBEARER token's.
                 let reauth = self.identity.as_ref().is_some_and(|i| i.expires.is_some());
                 match &req.body {
+                    // As Kafka's SocketServer: a SaslHandshake begins a re-authentication
+                    // even after the session expired; any other request then closes.
                     RequestKind::SaslHandshake(h) if reauth => {
                         self.deadline = Some(now + AUTHENTICATION_TIMEOUT);
                         self.handshake(meta, h.mechanism.as_str(), now, backend)
                     }
                     _ if !self.is_authenticated(now) => {
                         self.phase = Phase::Done;
+                        self.expired = true;
                         Step::Close(format!(
                             "{:?} request after the SASL session expired",
                             meta.api_key

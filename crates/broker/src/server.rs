@@ -24,6 +24,7 @@ use rafka_protocol::{encode_response_chunks, Connection, EncodedResponse};
 use rafka_hooks::{Principal, SecurityProtocol, Session, Stages, Verdict};
 
 use crate::accept::accept_bounded;
+use crate::metrics::SaslOutcome;
 use crate::pipeline::{self, Answer, Close};
 use crate::sasl::{Authenticator, Out, SaslSettings, Step, SASL_TOKEN_BYTES_MAX};
 use crate::shared::Shared;
@@ -369,6 +370,11 @@ fn drain_requests(
                 mechanism,
             } => {
                 queue.push_back(Pending::Ready(encode(shared, out, now)?));
+                shared.metrics.sasl(if session.sasl_mechanism.is_some() {
+                    SaslOutcome::Reauthenticated
+                } else {
+                    SaslOutcome::Authenticated
+                });
                 let principal = Principal::user(user);
                 tracing::debug!(
                     %principal,
@@ -383,6 +389,7 @@ fn drain_requests(
                 });
             }
             Step::Failed { out, reason } => {
+                shared.metrics.sasl(SaslOutcome::Failed);
                 tracing::info!(
                     peer = %session.peer,
                     listener = %session.listener,
@@ -408,7 +415,12 @@ fn drain_requests(
                 })));
                 return Ok(Drained::Stop);
             }
-            Step::Close(reason) => return Err(Close::Authentication(reason)),
+            Step::Close(reason) => {
+                if auth.closed_expired() {
+                    shared.metrics.sasl(SaslOutcome::Expired);
+                }
+                return Err(Close::Authentication(reason));
+            }
         }
     }
     Ok(Drained::More)

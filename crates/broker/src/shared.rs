@@ -42,6 +42,8 @@ pub struct Shared {
     /// Woken whenever the transaction coordinator finished a write (a state record, or a
     /// transaction's markers): requests answered CONCURRENT_TRANSACTIONS wait on it.
     pub(crate) txn_settled: tokio::sync::Notify,
+    /// The ACLs and the authorizer's settings.
+    pub(crate) acls: crate::acl_store::AclStore,
     /// SCRAM credentials (SASL/SCRAM and PLAIN authenticate against them).
     // Read by the SASL authenticator, which lands next (issue 19).
     #[allow(dead_code)]
@@ -67,6 +69,7 @@ pub(crate) struct Recovered {
     groups: GroupCoordinator,
     txn: TransactionCoordinator,
     txn_log: Option<Arc<[Arc<PartitionState>]>>,
+    acls: crate::acl_store::AclStore,
     /// Partitions the engine held before the group coordinator created any.
     pub(crate) partitions: usize,
 }
@@ -108,11 +111,17 @@ impl Shared {
             }
             None => None,
         };
+        let acls = crate::acl_store::AclStore::open(config).map_err(|e| {
+            TopicError::Storage(rafka_core::StorageError::Io(std::io::Error::other(
+                e.to_string(),
+            )))
+        })?;
         Ok(Recovered {
             cluster,
             groups,
             txn,
             txn_log,
+            acls,
             partitions,
         })
     }
@@ -165,6 +174,7 @@ impl Shared {
             txn_log: parking_lot::RwLock::new(recovered.txn_log),
             idempotent_epochs: parking_lot::Mutex::new(Default::default()),
             txn_settled: tokio::sync::Notify::new(),
+            acls: recovered.acls,
             credentials,
             hooks,
             metrics: Metrics::default(),

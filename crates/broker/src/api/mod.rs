@@ -18,6 +18,7 @@ use rafka_protocol::connection::DecodedRequest;
 
 use crate::shared::Shared;
 
+mod acls;
 mod admin;
 mod api_versions;
 mod configs;
@@ -158,7 +159,7 @@ served_apis! {
     IncrementalAlterConfigs, OffsetDelete, DescribeCluster, DescribeTopicPartitions,
     ConsumerGroupHeartbeat, ConsumerGroupDescribe, AddPartitionsToTxn, AddOffsetsToTxn,
     EndTxn, WriteTxnMarkers, TxnOffsetCommit, DescribeProducers, DescribeTransactions,
-    ListTransactions, SaslHandshake, SaslAuthenticate,
+    ListTransactions, SaslHandshake, SaslAuthenticate, CreateAcls, DescribeAcls, DeleteAcls,
 }
 
 /// Routes a request to its handler. Only APIs in `rafka_protocol::versions::SERVED` reach here.
@@ -211,6 +212,9 @@ pub fn dispatch(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestCont
         RequestKind::DescribeTransactions(r) => Reply::Now(txn::describe_transactions(shared, &r)),
         RequestKind::ListTransactions(r) => Reply::Now(txn::list_transactions(shared, &r, version)),
         RequestKind::DescribeProducers(r) => Reply::Now(txn::describe_producers(shared, &r)),
+        RequestKind::CreateAcls(r) => Reply::Now(acls::create(shared, r, ctx)),
+        RequestKind::DescribeAcls(r) => Reply::Now(acls::describe(shared, r, ctx)),
+        RequestKind::DeleteAcls(r) => Reply::Now(acls::delete(shared, r, ctx)),
         RequestKind::FindCoordinator(r) => Reply::Now(groups::find_coordinator(
             shared,
             r,

@@ -394,7 +394,10 @@ impl ScramServer {
                 "channel binding differs from the GS2 header".into(),
             ));
         }
-        if attr(parts.next(), 'r')? != nonce {
+        // Kafka's rule (ScramSaslServer): the client's nonce must *end with* the one the
+        // server sent. librdkafka before 1.x (Debian's kcat) sends its own nonce again in
+        // front of it; the proof covers the message as sent, so nothing is weakened.
+        if !attr(parts.next(), 'r')?.ends_with(nonce.as_str()) {
             return Err(SaslError::Malformed("nonce mismatch".into()));
         }
         let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
@@ -622,6 +625,40 @@ mod tests {
         assert_eq!(
             exchange(ScramMechanism::Sha512, "pw", "pw", "a,b=c").unwrap(),
             "a,b=c"
+        );
+    }
+
+    #[test]
+    fn a_client_final_nonce_ending_with_the_servers_is_accepted_as_kafka_does() {
+        // Old librdkafka: `r=` + its own nonce + the whole server nonce.
+        let mech = ScramMechanism::Sha256;
+        let cred = ScramCredential::from_password(mech, "pw", b"salty", 4096);
+        let mut s = ScramServer::new(mech, "snonce".into());
+        let bare = "n=alice,r=cnonce";
+        let sf = s
+            .client_first(format!("n,,{bare}").as_bytes(), |_| Some(cred.clone()))
+            .unwrap();
+        let sf = String::from_utf8(sf).unwrap();
+        let without_proof = "c=biws,r=cnoncecnoncesnonce";
+        let salted = salted_password(mech, "pw", b"salty", 4096);
+        let client_key = mech.mac(&salted, b"Client Key");
+        let sig = mech.mac(
+            &mech.hash(&client_key),
+            format!("{bare},{sf},{without_proof}").as_bytes(),
+        );
+        let proof: Vec<u8> = client_key.iter().zip(&sig).map(|(k, s)| k ^ s).collect();
+        let fin = s
+            .client_final(format!("{without_proof},p={}", b64(&proof)).as_bytes())
+            .unwrap();
+        assert!(fin.starts_with(b"v="));
+        assert_eq!(s.username(), Some("alice"));
+        // A nonce that does not end with the server's is still refused.
+        let mut s = ScramServer::new(mech, "snonce".into());
+        s.client_first(format!("n,,{bare}").as_bytes(), |_| Some(cred.clone()))
+            .unwrap();
+        assert_eq!(
+            s.client_final(format!("c=biws,r=cnoncesnonceX,p={}", b64(&proof)).as_bytes()),
+            Err(SaslError::Malformed("nonce mismatch".into()))
         );
     }
 
