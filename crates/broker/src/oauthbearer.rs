@@ -553,6 +553,9 @@ pub struct ValidatorCell {
     current: parking_lot::RwLock<std::sync::Arc<Validator>>,
     /// SHA-256 of the key files last read.
     seen: parking_lot::Mutex<Vec<u8>>,
+    /// Wakes [`refresh_loop`] early: a token named a key id no key has (the provider may
+    /// have rotated its keys).
+    expedite: tokio::sync::Notify,
 }
 
 impl PartialEq for ValidatorCell {
@@ -572,6 +575,7 @@ impl ValidatorCell {
             config: b.clone(),
             current: parking_lot::RwLock::new(std::sync::Arc::new(validator)),
             seen: parking_lot::Mutex::new(seen),
+            expedite: tokio::sync::Notify::new(),
         })
     }
 
@@ -582,12 +586,19 @@ impl ValidatorCell {
             config: BrokerConfig::default(),
             current: parking_lot::RwLock::new(std::sync::Arc::new(v)),
             seen: parking_lot::Mutex::new(Vec::new()),
+            expedite: tokio::sync::Notify::new(),
         }
     }
 
     /// The validator in effect now.
     pub fn get(&self) -> std::sync::Arc<Validator> {
         self.current.read().clone()
+    }
+
+    /// Asks for the key files to be reread soon (a token named an unknown key id, as
+    /// Kafka's refreshing JWKS does); the token at hand is refused all the same.
+    pub fn expedite_refresh(&self) {
+        self.expedite.notify_one();
     }
 
     /// Rereads the key files; when they changed, builds a new validator (bad files keep
@@ -629,19 +640,26 @@ fn key_files(b: &BrokerConfig) -> Vec<std::path::PathBuf> {
     files
 }
 
-/// Rereads OAUTHBEARER's key files every `interval` until shutdown; new keys verify the
-/// next tokens, a bad file is logged (at error) and the previous keys stay.
+/// Least time between two rereads asked for by unknown key ids.
+pub const EXPEDITED_REFRESH_GAP: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Rereads OAUTHBEARER's key files every `interval` (0: only when asked) and when a token
+/// names an unknown key id (at most once per [`EXPEDITED_REFRESH_GAP`]), until shutdown;
+/// new keys verify the next tokens, a bad file is logged (at error) and the previous keys
+/// stay.
 pub async fn refresh_loop(
     cell: std::sync::Arc<ValidatorCell>,
     interval: std::time::Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    if key_files(&cell.config).is_empty() || interval.is_zero() {
+    if key_files(&cell.config).is_empty() {
         return;
     }
+    let periodic = !interval.is_zero();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(interval), if periodic => {}
+            _ = cell.expedite.notified() => {}
             _ = shutdown.changed() => return,
         }
         let c = cell.clone();
@@ -657,6 +675,11 @@ pub async fn refresh_loop(
                 %error,
                 "OAUTHBEARER key files changed but cannot be used; keeping the previous keys"
             ),
+        }
+        // Bounds the rereads a stream of bad key ids can cause.
+        tokio::select! {
+            _ = tokio::time::sleep(EXPEDITED_REFRESH_GAP) => {}
+            _ = shutdown.changed() => return,
         }
     }
 }

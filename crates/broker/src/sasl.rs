@@ -453,6 +453,9 @@ impl Authenticator {
                         // Kafka's error challenge; the client's `0x01` ends the exchange.
                         Outcome::Challenge { challenge, reason } => {
                             tracing::debug!(%reason, "OAUTHBEARER token refused");
+                            if matches!(reason, crate::oauthbearer::TokenError::UnknownKeyId(_)) {
+                                v.expedite_refresh();
+                            }
                             Ok((challenge, None))
                         }
                         Outcome::Failed { message, reason } => {
