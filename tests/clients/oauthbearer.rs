@@ -1,7 +1,9 @@
 //! SASL/OAUTHBEARER with librdkafka: its unsecured development JWT (`alg: none`, accepted
 //! only with `sasl_oauthbearer_unsecured_validator_enable`) over `SASL_PLAINTEXT`, and ES256
 //! tokens signed in the test and handed to librdkafka through the rdkafka crate's token
-//! callback over `SASL_SSL`, verified against a JWKS file with audience and issuer checks.
+//! callback over `SASL_SSL` (with a client certificate no `ssl_principal_mapping_rules` rule
+//! matches: SASL names the principal there), verified against a JWKS file with audience and
+//! issuer checks, and a rotated JWKS picked up without a restart.
 //! Records exact, hooks see `User:<sub>`. An expired token and a badly signed one are refused
 //! (raw: the `{"status":"invalid_token"}` challenge, then SASL_AUTHENTICATION_FAILED and a
 //! close; librdkafka: an authentication error, nothing delivered) while a good client is
@@ -24,7 +26,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use rafka_broker::{
-    Broker, Config, ListenerConfig, ListenerProtocol, ListenerSslConfig, SaslMechanism,
+    Broker, ClientAuth, Config, ListenerConfig, ListenerProtocol, ListenerSslConfig, SaslMechanism,
 };
 use rdkafka::client::{ClientContext, OAuthToken};
 use rdkafka::config::ClientConfig;
@@ -98,11 +100,12 @@ async fn start(
         listen: "127.0.0.1:0".into(),
         advertised: None,
         security_protocol: protocol,
+        // Client certificates are asked for: on SASL_SSL the principal is still SASL's.
         ssl: (protocol == ListenerProtocol::SaslSsl).then(|| ListenerSslConfig {
             certificate: pki.server_cert.clone(),
             key: pki.server_key.clone(),
-            client_ca: None,
-            client_auth: None,
+            client_ca: Some(pki.ca.clone()),
+            client_auth: Some(ClientAuth::Requested),
         }),
         sasl_enabled_mechanisms: (protocol != ListenerProtocol::Plaintext)
             .then(|| vec![SaslMechanism::OAuthBearer]),
@@ -164,6 +167,11 @@ fn sasl_ssl_client(broker: &Broker, pki: &Pki) -> ClientConfig {
     let mut c = support::client_config(&addr);
     c.set("security.protocol", "sasl_ssl")
         .set("ssl.ca.location", pki.ca.to_str().unwrap())
+        .set(
+            "ssl.certificate.location",
+            pki.client_cert.to_str().unwrap(),
+        )
+        .set("ssl.key.location", pki.client_key.to_str().unwrap())
         .set("sasl.mechanism", "OAUTHBEARER");
     c
 }
@@ -365,6 +373,8 @@ async fn signed_tokens_over_sasl_ssl_and_the_refusals() {
                 Some(format!("file://{}", jwks_path.display()));
             c.broker.sasl_oauthbearer_expected_audience = vec!["rafka".into()];
             c.broker.sasl_oauthbearer_expected_issuer = Some("https://idp.test".into());
+            // Rules no client certificate matches: they apply on SSL listeners only.
+            c.broker.ssl_principal_mapping_rules = "RULE:^CN=nobody,.*$/nobody/".into();
         },
     )
     .await;

@@ -114,7 +114,8 @@ pub(crate) async fn accept_loop(
 /// The TLS handshake (bounded by [`HANDSHAKE_TIMEOUT`], abandoned at shutdown), then the
 /// connection as any other, with the principal of the client certificate. A failed
 /// handshake closes only this connection, and so does a client certificate no
-/// `ssl.principal.mapping.rules` rule applies to (Kafka's `NoMatchingRule`). The handshake
+/// `ssl.principal.mapping.rules` rule applies to (Kafka's `NoMatchingRule`) on an `SSL`
+/// listener (on `SASL_SSL` the principal comes from SASL). The handshake
 /// uses the listener's material at accept time; a reload affects later connections only.
 async fn serve_tls(
     shared: Arc<Shared>,
@@ -133,11 +134,17 @@ async fn serve_tls(
     };
     match handshake {
         Ok(Ok(tls)) => {
-            let principal = match listener.principal(tls.get_ref().1.peer_certificates()) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::info!(error = %e, "client certificate refused; closing");
-                    return;
+            let principal = if sasl.is_some() {
+                // SASL_SSL: the principal is the one SASL authenticates (Kafka's principal
+                // builder does not look at a client certificate there).
+                Principal::anonymous()
+            } else {
+                match listener.principal(tls.get_ref().1.peer_certificates()) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::info!(error = %e, "client certificate refused; closing");
+                        return;
+                    }
                 }
             };
             tracing::debug!(
