@@ -1293,4 +1293,102 @@ mod tests {
         };
         assert_eq!(auth_answer(&out).error_code, SASL_AUTHENTICATION_FAILED);
     }
+
+    fn oauth_token() -> impl Strategy<Value = Vec<u8>> {
+        let now_s = OAUTH_NOW_MS / 1000;
+        prop_oneof![
+            Just(unsecured_token("alice", now_s + 60)),
+            Just(unsecured_token("alice", now_s - 3600)),
+            Just(vec![1u8]),
+            proptest::collection::vec(any::<u8>(), 0..64),
+            "[ -~]{0,40}".prop_map(|t| format!("n,,\x01auth=Bearer {t}\x01\x01").into_bytes()),
+        ]
+    }
+
+    const OAUTH_NOW_MS: i64 = 1_800_000_000_000;
+
+    fn oauth_input() -> impl Strategy<Value = Input> {
+        prop_oneof![
+            Just(Input::ApiVersions),
+            Just(Input::Metadata),
+            (
+                0i16..=1,
+                prop_oneof![Just("OAUTHBEARER".to_string()), Just("PLAIN".to_string())]
+            )
+                .prop_map(|(v, m)| Input::Handshake(v, m)),
+            (0i16..=2, oauth_token()).prop_map(|(v, t)| Input::Authenticate(v, t)),
+            oauth_token().prop_map(Input::Raw),
+            (0u64..70_000).prop_map(Input::Wait),
+        ]
+    }
+
+    proptest! {
+        /// OAUTHBEARER exchanges in any order (good, expired and malformed tokens, stray
+        /// `0x01`s, v0 raw tokens, other requests, time passing): no panic; nothing but
+        /// ApiVersions passes unless a good token authenticated and its session (until the
+        /// token's `exp`, or `connections_max_reauth_ms` if sooner) is live; only the
+        /// token's subject is ever authenticated.
+        #[test]
+        fn oauthbearer_nothing_passes_before_a_good_token(
+            inputs in proptest::collection::vec(oauth_input(), 0..24),
+            reauth_ms in prop_oneof![Just(0u64), 1u64..120_000],
+        ) {
+            let validator = crate::oauthbearer::Validator::from_config(&crate::config::BrokerConfig {
+                sasl_oauthbearer_unsecured_validator_enable: true,
+                ..Default::default()
+            })
+            .unwrap();
+            let settings = Arc::new(
+                SaslSettings::new(vec![SaslMechanism::OAuthBearer, SaslMechanism::Plain], reauth_ms)
+                    .with_oauthbearer(Arc::new(crate::oauthbearer::ValidatorCell::fixed(validator))),
+            );
+            let clock = At(OAUTH_NOW_MS);
+            let mut now = Instant::now();
+            let mut a = Authenticator::new(settings, now);
+            let mut live_until: Option<Instant> = None;
+            let mut closed = false;
+            for i in inputs {
+                let (key, step) = match i {
+                    Input::Wait(ms) => { now += Duration::from_millis(ms); continue; }
+                    Input::Raw(t) => {
+                        if !a.wants_raw_token() { continue; }
+                        (None, a.on_token(&t, now, &clock))
+                    }
+                    _ if a.wants_raw_token() => (None, a.on_token(b"", now, &clock)),
+                    Input::ApiVersions => (Some(ApiKey::ApiVersions), a.on_request(&api_versions(), now, &clock)),
+                    Input::Metadata => (Some(ApiKey::Metadata), a.on_request(&metadata(), now, &clock)),
+                    Input::Handshake(v, m) => (Some(ApiKey::SaslHandshake), a.on_request(&handshake(v, &m), now, &clock)),
+                    Input::Authenticate(v, t) => (Some(ApiKey::SaslAuthenticate), a.on_request(&authenticate(v, t), now, &clock)),
+                    Input::Produce => continue,
+                };
+                prop_assert!(!closed || !matches!(step, Step::Pass | Step::Answer(_) | Step::Authenticated { .. }),
+                    "{step:?} after the connection closed");
+                match step {
+                    Step::Pass => {
+                        let live = live_until.is_some_and(|u| now < u);
+                        prop_assert!(
+                            live || key == Some(ApiKey::ApiVersions) && live_until.is_none(),
+                            "{key:?} passed unauthenticated (session until {live_until:?})"
+                        );
+                    }
+                    Step::Authenticated { user, mechanism, .. } => {
+                        prop_assert_eq!(user.as_str(), "alice");
+                        prop_assert_eq!(mechanism, SaslMechanism::OAuthBearer);
+                        let token_left = Duration::from_secs(60);
+                        let lifetime = if reauth_ms == 0 {
+                            token_left
+                        } else {
+                            token_left.min(Duration::from_millis(reauth_ms))
+                        };
+                        live_until = Some(now + lifetime);
+                    }
+                    Step::Answer(_) => {}
+                    Step::Failed { .. } | Step::Close(_) => {
+                        closed = true;
+                        live_until = None;
+                    }
+                }
+            }
+        }
+    }
 }
