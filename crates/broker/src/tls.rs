@@ -415,6 +415,76 @@ mod tests {
         assert_eq!(principal(None).to_string(), "User:ANONYMOUS");
     }
 
+    /// A self-signed certificate and its key, PEM.
+    fn self_signed(cn: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn reload_follows_the_files_and_keeps_the_old_material_on_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key, ca) = (
+            dir.path().join("c.pem"),
+            dir.path().join("k.pem"),
+            dir.path().join("ca.pem"),
+        );
+        let (c1, k1) = self_signed("one");
+        let (ca1, _) = self_signed("ca-one");
+        std::fs::write(&cert, &c1).unwrap();
+        std::fs::write(&key, &k1).unwrap();
+        std::fs::write(&ca, &ca1).unwrap();
+        let l = ListenerConfig {
+            name: "SECURE".into(),
+            listen: "127.0.0.1:0".into(),
+            advertised: None,
+            security_protocol: crate::config::ListenerProtocol::Ssl,
+            ssl: Some(ListenerSslConfig {
+                certificate: cert.clone(),
+                key: key.clone(),
+                client_ca: Some(ca.clone()),
+                client_auth: None,
+            }),
+            sasl_enabled_mechanisms: None,
+        };
+        let t = TlsListener::load(&l, SslPrincipalMapper::default())
+            .unwrap()
+            .unwrap();
+        let first = Arc::as_ptr(&t.current.read().clone());
+        assert_eq!(t.reload_if_changed(), Reload::Unchanged);
+        // A broken client CA: refused, named, the old configuration stays.
+        std::fs::write(&ca, "garbage").unwrap();
+        let Reload::Failed(e) = t.reload_if_changed() else {
+            panic!("a broken CA file must fail")
+        };
+        assert!(e.contains("ssl.client_ca") && e.contains("SECURE"), "{e}");
+        assert_eq!(Arc::as_ptr(&t.current.read().clone()), first);
+        // Not retried until the files change again.
+        assert_eq!(t.reload_if_changed(), Reload::Unchanged);
+        // A new CA: a new configuration.
+        let (ca2, _) = self_signed("ca-two");
+        std::fs::write(&ca, &ca2).unwrap();
+        assert_eq!(t.reload_if_changed(), Reload::Reloaded);
+        let second = Arc::as_ptr(&t.current.read().clone());
+        assert_ne!(second, first);
+        // A missing key file: the previous material stays.
+        std::fs::remove_file(&key).unwrap();
+        assert!(matches!(t.reload_if_changed(), Reload::Failed(e) if e.contains("ssl.key")));
+        assert_eq!(Arc::as_ptr(&t.current.read().clone()), second);
+        // A new pair, written one file at a time: the half-way state fails, the whole
+        // pair loads.
+        let (c3, k3) = self_signed("three");
+        std::fs::write(&key, &k3).unwrap();
+        assert!(matches!(t.reload_if_changed(), Reload::Failed(_)));
+        std::fs::write(&cert, &c3).unwrap();
+        assert_eq!(t.reload_if_changed(), Reload::Reloaded);
+    }
+
     #[test]
     fn garbage_is_no_subject() {
         assert_eq!(subject_dn(&[]), None);
