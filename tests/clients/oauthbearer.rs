@@ -405,6 +405,29 @@ async fn signed_tokens_over_sasl_ssl_and_the_refusals() {
         "{secure:?}"
     );
 
+    // DescribeConfigs of the broker shows the settings under Kafka's names.
+    let described = support::admin(&local)
+        .describe_configs(
+            &[rdkafka::admin::ResourceSpecifier::Broker(0)],
+            &rdkafka::admin::AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    let res = described[0].as_ref().unwrap();
+    for (name, want) in [
+        ("sasl.oauthbearer.expected.audience", "rafka"),
+        ("sasl.oauthbearer.expected.issuer", "https://idp.test"),
+        ("sasl.oauthbearer.sub.claim.name", "sub"),
+        ("sasl.oauthbearer.clock.skew.seconds", "30"),
+        ("ssl.principal.mapping.rules", "RULE:^CN=nobody,.*$/nobody/"),
+    ] {
+        assert_eq!(
+            res.get(name).and_then(|e| e.value.as_deref()),
+            Some(want),
+            "{name}"
+        );
+    }
+
     // On the wire: a good token is accepted at once (empty answer, the token's lifetime)...
     let answers = raw_exchange(&broker, &good).await;
     assert_eq!(answers.len(), 1);
