@@ -23,7 +23,7 @@ BENCHMARKS (Rafka's own clients; any Kafka broker):
     rafka bench produce|consume|e2e --topic T [--records N] [--record-size S]
                 [--partitions P] [--acks 0|1|all] [--batch-size B] [--linger-ms L]
                 [--compression none|gzip|snappy|lz4|zstd] [--rate R] [--json]
-                [--bootstrap HOST:PORT]
+                [--bootstrap HOST:PORT] [--command-config FILE]
         produce   send N records of S bytes; throughput and send->ack latency
         consume   read N records from the start of T (default: all it holds)
         e2e       produce and consume at once; send->receive latency (use --rate)
@@ -50,6 +50,8 @@ struct Opts {
     compression: Compression,
     rate: Option<u64>,
     json: bool,
+    /// Connection settings: `--command-config` over the defaults, `--bootstrap` winning.
+    client: ClientConfig,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -74,7 +76,9 @@ fn parse(args: &[String]) -> Result<Opts> {
         compression: Compression::None,
         rate: None,
         json: false,
+        client: ClientConfig::new("127.0.0.1:9092"),
     };
+    let (mut bootstrap_given, mut command_config) = (false, None);
     while let Some(a) = it.next() {
         let mut value = || it.next().with_context(|| format!("{a} needs a value"));
         let num = |v: &String| -> Result<u64> {
@@ -82,7 +86,11 @@ fn parse(args: &[String]) -> Result<Opts> {
                 .with_context(|| format!("{a} needs a non-negative number, got {v:?}"))
         };
         match a.as_str() {
-            "--bootstrap" | "-b" => o.bootstrap = value()?.clone(),
+            "--bootstrap" | "-b" => {
+                o.bootstrap = value()?.clone();
+                bootstrap_given = true;
+            }
+            "--command-config" => command_config = Some(value()?.clone()),
             "--topic" => o.topic = value()?.clone(),
             "--records" => o.records = Some(num(value()?)?),
             "--record-size" => o.record_size = num(value()?)? as usize,
@@ -118,6 +126,9 @@ fn parse(args: &[String]) -> Result<Opts> {
     if o.mode == "e2e" && o.record_size < 8 {
         bail!("e2e needs --record-size of at least 8 (the send time travels in the value)");
     }
+    o.client =
+        crate::cli::command_config(command_config.as_deref(), &o.bootstrap, bootstrap_given)?;
+    o.bootstrap = o.client.bootstrap.join(",");
     Ok(o)
 }
 
@@ -194,12 +205,13 @@ impl Summary {
 /// Runs `rafka bench ...` (`args` after `bench`).
 pub async fn run(args: &[String]) -> Result<()> {
     let o = parse(args)?;
-    let mut cfg = ClientConfig::new(&o.bootstrap);
+    let mut cfg = o.client.clone();
     cfg.connect_timeout = Duration::from_secs(10);
+    let addresses = cfg.bootstrap.join(",");
     let client = tokio::time::timeout(Duration::from_secs(10), Client::connect(cfg))
         .await
-        .map_err(|_| anyhow::anyhow!("cannot reach {}: no answer within 10 s", o.bootstrap))?
-        .with_context(|| format!("cannot reach {}", o.bootstrap))?;
+        .map_err(|_| anyhow::anyhow!("cannot reach {addresses}: no answer within 10 s"))?
+        .with_context(|| format!("cannot reach {addresses}"))?;
     let mut summary = match o.mode.as_str() {
         "produce" => {
             ensure_topic(&client, &o).await?;
@@ -248,8 +260,10 @@ fn tick(bar: &mut Option<(u64, Instant)>, done: u64, size: usize, started: Insta
 /// send time (µs since `stamp`) for an end-to-end reader.
 async fn produce(o: &Opts, stamp: Option<Instant>) -> Result<Summary> {
     let n = o.records.unwrap_or(1_000_000);
+    let mut client = o.client.clone();
+    client.allow_auto_topic_creation = true;
     let producer = Producer::builder()
-        .bootstrap(&o.bootstrap)
+        .client_config(client)
         .acks(o.acks)
         .batch_size(o.batch_size)
         .linger(o.linger)
@@ -339,7 +353,7 @@ async fn partitions(client: &Client, topic: &str) -> Result<Vec<i32>> {
 /// A consumer assigned every partition of the topic at the given positions.
 async fn reader(o: &Opts, at: &std::collections::BTreeMap<i32, i64>) -> Result<Consumer> {
     let c = Consumer::builder()
-        .bootstrap(&o.bootstrap)
+        .client_config(o.client.clone())
         .assign(at.keys().map(|p| (o.topic.clone(), *p)))
         .build()
         .await

@@ -10,13 +10,16 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use rafka_client::admin::{EARLIEST, LATEST};
 use rafka_client::txn::ProducerDescription;
-use rafka_client::{Client, ClientConfig};
+use rafka_client::{Client, ClientConfig, ScramMechanism};
 use rafka_consumer::{Consumer, IsolationLevel, OffsetReset};
 use rafka_producer::{Producer, Record};
 
 /// Help for the client commands.
 pub const USAGE: &str = "\
-CLIENT COMMANDS (all take --bootstrap HOST:PORT, default 127.0.0.1:9092):
+CLIENT COMMANDS (all take --bootstrap HOST:PORT, default 127.0.0.1:9092, and
+--command-config FILE: Kafka client properties such as security.protocol, ssl.ca.location,
+ssl.certificate.location, ssl.key.location, ssl.endpoint.identification.algorithm,
+sasl.mechanism, sasl.username, sasl.password or sasl.jaas.config, bootstrap.servers):
     rafka topic create NAME [--partitions N] [--config KEY=VALUE]...
     rafka topic list
     rafka topic describe NAME [--format text|json] [--admin HOST:PORT]
@@ -46,6 +49,13 @@ CLIENT COMMANDS (all take --bootstrap HOST:PORT, default 127.0.0.1:9092):
                                      CompleteCommit, CompleteAbort, Dead, PrepareEpochFence)
     rafka transactions describe ID [--format text|json]
                                      state, producer id/epoch, timeout, partitions
+    rafka user create NAME [--password P] [--mechanism M]... [--iterations N]
+                                     SCRAM credentials (M: SCRAM-SHA-256, SCRAM-SHA-512;
+                                     both by default; N: 4096..16384, default 4096); the
+                                     password is read from stdin without --password, and
+                                     only a salted form of it is sent
+    rafka user list [NAME]... [--format text|json]
+    rafka user delete NAME [--mechanism M]...   (all of the user's mechanisms by default)
 
 EXAMPLES:
     rafka topic create orders --partitions 3 --config retention.ms=86400000
@@ -54,12 +64,20 @@ EXAMPLES:
     echo '{\"key\":\"k1\",\"value\":\"v1\",\"headers\":{\"source\":\"cli\"}}' | rafka produce orders --format json
     rafka consume orders --from-beginning --count 10 --format json
     rafka group describe billing
+    rafka topic list --command-config client.properties
+    echo 's3cret' | rafka user create alice --mechanism SCRAM-SHA-512
 ";
 
 /// Parsed options shared by the commands.
 #[derive(Debug, Default)]
 struct Opts {
     bootstrap: String,
+    /// Whether `--bootstrap` was given (it wins over `bootstrap.servers` in the file).
+    bootstrap_given: bool,
+    command_config: Option<String>,
+    password: Option<String>,
+    mechanisms: Vec<String>,
+    iterations: Option<u32>,
     positional: Vec<String>,
     partitions: Option<i32>,
     configs: Vec<(String, String)>,
@@ -101,7 +119,20 @@ fn parse(args: &[String]) -> Result<Opts> {
                 .with_context(|| format!("{a} needs a number, got {v:?}"))
         };
         match a.as_str() {
-            "--bootstrap" | "-b" => o.bootstrap = value()?.clone(),
+            "--bootstrap" | "-b" => {
+                o.bootstrap = value()?.clone();
+                o.bootstrap_given = true;
+            }
+            "--command-config" => o.command_config = Some(value()?.clone()),
+            "--password" => o.password = Some(value()?.clone()),
+            "--mechanism" => o.mechanisms.push(value()?.clone()),
+            "--iterations" => {
+                let n = num(value()?)?;
+                o.iterations =
+                    Some(u32::try_from(n).with_context(|| {
+                        format!("--iterations needs a positive number, got {n}")
+                    })?)
+            }
             "--partitions" => o.partitions = Some(num(value()?)? as i32),
             "--config" => o.configs.push(pair(value()?, "--config")?),
             "--header" => o.headers.push(pair(value()?, "--header")?),
@@ -140,20 +171,53 @@ fn parse(args: &[String]) -> Result<Opts> {
     Ok(o)
 }
 
+/// The client config of a command: `--command-config` properties (Kafka's client
+/// properties file), with `--bootstrap` over the file's `bootstrap.servers`.
+fn client_config(o: &Opts) -> Result<ClientConfig> {
+    command_config(o.command_config.as_deref(), &o.bootstrap, o.bootstrap_given)
+}
+
+/// Reads a Kafka client properties file over the defaults for `bootstrap`; an explicit
+/// `bootstrap` wins over the file's `bootstrap.servers`. Keys the client does not use are
+/// reported on stderr (as Kafka's "supplied but isn't a known config") and ignored.
+pub(crate) fn command_config(
+    file: Option<&str>,
+    bootstrap: &str,
+    bootstrap_given: bool,
+) -> Result<ClientConfig> {
+    let mut cfg = ClientConfig::new(bootstrap);
+    let Some(path) = file else { return Ok(cfg) };
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(f, rafka_client::properties::PROPERTIES_BYTES_MAX as u64 + 1),
+        &mut text,
+    )
+    .with_context(|| format!("cannot read {path}"))?;
+    let props = rafka_client::properties::parse(&text).with_context(|| format!("in {path}"))?;
+    for key in cfg
+        .apply_properties(&props)
+        .with_context(|| format!("in {path}"))?
+    {
+        tracing::warn!(
+            "the configuration '{key}' in {path} was supplied but isn't a known config (ignored)"
+        );
+    }
+    if bootstrap_given {
+        cfg.bootstrap = ClientConfig::new(bootstrap).bootstrap;
+    }
+    Ok(cfg)
+}
+
 async fn connect(o: &Opts) -> Result<Client> {
-    let mut cfg = ClientConfig::new(&o.bootstrap);
+    let mut cfg = client_config(o)?;
     cfg.connect_timeout = o.timeout.min(Duration::from_secs(10));
     cfg.request_timeout = o.timeout.max(Duration::from_secs(5));
+    let addresses = cfg.bootstrap.join(",");
     tokio::time::timeout(o.timeout, Client::connect(cfg))
         .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "cannot reach {}: no answer within {:?}",
-                o.bootstrap,
-                o.timeout
-            )
-        })?
-        .with_context(|| format!("cannot reach {}", o.bootstrap))
+        .map_err(|_| anyhow::anyhow!("cannot reach {addresses}: no answer within {:?}", o.timeout))?
+        .with_context(|| format!("cannot reach {addresses}"))
 }
 
 fn one<'a>(o: &'a Opts, what: &str) -> Result<&'a str> {
@@ -183,6 +247,7 @@ pub async fn run(args: &[String]) -> Result<bool> {
         "consume" => consume(&parse(&args[1..])?).await?,
         "group" => group(&args[1..]).await?,
         "transactions" => transactions(&args[1..]).await?,
+        "user" => user(&args[1..]).await?,
         "bench" => crate::bench::run(&args[1..]).await?,
         _ => return Ok(false),
     }
@@ -337,8 +402,10 @@ async fn topic(args: &[String]) -> Result<()> {
 async fn produce(o: &Opts) -> Result<()> {
     let topic = one(o, "topic")?.to_string();
     connect(o).await?; // fail fast, with the bootstrap address in the message
+    let mut cfg = client_config(o)?;
+    cfg.allow_auto_topic_creation = true;
     let producer = Producer::builder()
-        .bootstrap(&o.bootstrap)
+        .client_config(cfg)
         .build()
         .await
         .context("cannot start the producer")?;
@@ -501,7 +568,7 @@ async fn consume(o: &Opts) -> Result<()> {
         OffsetReset::Latest
     };
     let mut b = Consumer::builder()
-        .bootstrap(&o.bootstrap)
+        .client_config(client_config(o)?)
         .auto_offset_reset(reset)
         .isolation_level(o.isolation.unwrap_or_default());
     let partitions: Vec<i32> = match o.partition {
@@ -854,6 +921,105 @@ async fn transactions(args: &[String]) -> Result<()> {
                         println!("  {t}-{p}");
                     }
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn mechanisms(o: &Opts) -> Result<Vec<ScramMechanism>> {
+    o.mechanisms
+        .iter()
+        .map(|m| {
+            ScramMechanism::from_name(&m.to_ascii_uppercase()).with_context(|| {
+                format!("--mechanism must be SCRAM-SHA-256 or SCRAM-SHA-512, got {m:?}")
+            })
+        })
+        .collect()
+}
+
+async fn user(args: &[String]) -> Result<()> {
+    let sub = args.first().map(String::as_str).unwrap_or_default();
+    if !["create", "list", "delete"].contains(&sub) {
+        bail!("unknown user command {sub:?}: create, list or delete");
+    }
+    let o = parse(args.get(1..).unwrap_or_default())?;
+    let chosen = mechanisms(&o)?;
+    match sub {
+        "create" => {
+            let name = one(&o, "user name")?;
+            let iterations = o.iterations.unwrap_or(rafka_client::DEFAULT_ITERATIONS);
+            let password = match &o.password {
+                Some(p) => p.clone(),
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("cannot read the password from stdin")?;
+                    line.trim_end_matches(['\n', '\r']).to_string()
+                }
+            };
+            if password.is_empty() {
+                bail!("empty password (give --password or one line on stdin)");
+            }
+            let client = connect(&o).await?;
+            let mechs = if chosen.is_empty() {
+                ScramMechanism::ALL.to_vec()
+            } else {
+                chosen
+            };
+            for m in mechs {
+                client
+                    .upsert_scram_credential(name, m, &password, iterations)
+                    .await?;
+                println!("set {m} credential of user {name} ({iterations} iterations)");
+            }
+        }
+        "list" => {
+            let client = connect(&o).await?;
+            let users = client
+                .describe_user_scram_credentials(&o.positional)
+                .await?;
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            for u in users {
+                if o.json {
+                    let creds: Vec<serde_json::Value> = u
+                        .credentials
+                        .iter()
+                        .map(|(m, i)| serde_json::json!({"mechanism": m.name(), "iterations": i}))
+                        .collect();
+                    writeln!(
+                        out,
+                        "{}",
+                        serde_json::json!({"user": u.user, "credentials": creds})
+                    )?;
+                } else {
+                    let creds: Vec<String> = u
+                        .credentials
+                        .iter()
+                        .map(|(m, i)| format!("{m} ({i} iterations)"))
+                        .collect();
+                    writeln!(out, "{}\t{}", u.user, creds.join(", "))?;
+                }
+            }
+        }
+        _ => {
+            let name = one(&o, "user name")?;
+            let client = connect(&o).await?;
+            let mechs = if chosen.is_empty() {
+                client
+                    .describe_user_scram_credentials(&[name.to_string()])
+                    .await?
+                    .into_iter()
+                    .flat_map(|u| u.credentials.into_iter().map(|(m, _)| m))
+                    .collect()
+            } else {
+                chosen
+            };
+            for m in mechs {
+                client.delete_scram_credential(name, m).await?;
+                println!("deleted {m} credential of user {name}");
             }
         }
     }

@@ -20,6 +20,8 @@ mod metrics;
 mod oauthbearer;
 mod rafka_consumer;
 mod rafka_producer;
+mod rafka_sasl;
+mod rafka_tls;
 mod rdkafka_admin;
 mod rdkafka_groups;
 mod rdkafka_roundtrip;

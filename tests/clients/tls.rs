@@ -51,7 +51,7 @@ pub(crate) struct Pki {
     other_client_key: PathBuf,
 }
 
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+pub(crate) fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.distinguished_name.push(DnType::CommonName, name);
@@ -64,7 +64,7 @@ fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
 }
 
 /// A leaf certificate and its key (PEM) signed by `issuer`.
-fn leaf(
+pub(crate) fn leaf(
     issuer: &CertifiedIssuer<'static, KeyPair>,
     sans: &[&str],
     dn: &[(DnType, &str)],
@@ -126,7 +126,11 @@ impl Pki {
         }
     }
 
-    fn ssl_listener(&self, name: &str, client_auth: Option<ClientAuth>) -> ListenerConfig {
+    pub(crate) fn ssl_listener(
+        &self,
+        name: &str,
+        client_auth: Option<ClientAuth>,
+    ) -> ListenerConfig {
         ListenerConfig {
             name: name.into(),
             listen: "127.0.0.1:0".into(),
@@ -143,7 +147,7 @@ impl Pki {
     }
 }
 
-fn plaintext_listener(name: &str) -> ListenerConfig {
+pub(crate) fn plaintext_listener(name: &str) -> ListenerConfig {
     ListenerConfig {
         name: name.into(),
         listen: "127.0.0.1:0".into(),
@@ -180,7 +184,11 @@ impl Hook for Principals {
     }
 }
 
-async fn start(dir: &Path, listeners: Vec<ListenerConfig>, hook: Arc<Principals>) -> Broker {
+pub(crate) async fn start(
+    dir: &Path,
+    listeners: Vec<ListenerConfig>,
+    hook: Arc<Principals>,
+) -> Broker {
     start_with(dir, listeners, hook, |_| {}).await
 }
 

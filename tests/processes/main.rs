@@ -10,6 +10,7 @@ mod support;
 
 mod binary;
 mod cli;
+mod cli_security;
 mod crash_torture;
 mod eos_pipeline;
 mod load_limits;

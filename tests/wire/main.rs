@@ -15,4 +15,5 @@ mod groups_raw;
 mod idempotence_raw;
 mod long_poll_raw;
 mod sasl_raw;
+mod scram_credentials_raw;
 mod version_sweep;

@@ -189,6 +189,13 @@ fn minimal_request(key: ApiKey, version: i16) -> RequestKind {
                 .with_mechanism(StrBytes::from_static_str("PLAIN")),
         ),
         ApiKey::SaslAuthenticate => RequestKind::SaslAuthenticate(Default::default()),
+        // Describing every user; altering nothing.
+        ApiKey::DescribeUserScramCredentials => {
+            RequestKind::DescribeUserScramCredentials(Default::default())
+        }
+        ApiKey::AlterUserScramCredentials => {
+            RequestKind::AlterUserScramCredentials(Default::default())
+        }
         // Without an authorizer each is answered SECURITY_DISABLED.
         ApiKey::CreateAcls => RequestKind::CreateAcls(
             kafka_protocol::messages::CreateAclsRequest::default().with_creations(vec![

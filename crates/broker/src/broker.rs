@@ -31,6 +31,9 @@ pub enum BrokerError {
     /// Topic metadata could not be loaded.
     #[error("topic metadata: {0}")]
     Topics(#[from] TopicError),
+    /// The SCRAM credentials file could not be read or written.
+    #[error("SCRAM credentials: {0}")]
+    Credentials(#[from] crate::credentials::CredentialsError),
     /// A `hooks:` entry is invalid (pattern, schema file, audit file).
     #[error("{0}")]
     Hooks(#[from] rafka_hooks::HookConfigError),
@@ -164,7 +167,16 @@ impl Broker {
             .await
             .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))??;
         let (config, recovered) = tokio::task::spawn_blocking(move || {
-            Shared::recover(&config, engine).map(|r| (config, r))
+            let mut recovered = Shared::recover(&config, engine)?;
+            let path = config
+                .storage
+                .metadata_dir()
+                .map(|d| d.join(crate::credentials::CREDENTIALS_FILE));
+            recovered.credentials = Some(crate::credentials::CredentialStore::open(
+                path,
+                &config.broker.scram_users,
+            )?);
+            Ok::<_, BrokerError>((config, recovered))
         })
         .await
         .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))??;

@@ -46,6 +46,7 @@ pub use config::{
     ListenerConfig, ListenerProtocol, ListenerSslConfig, LogFormat, LoggingConfig, SaslMechanism,
     ScramUserConfig,
 };
+pub use credentials::CredentialsError;
 /// Hooks written in Rust ([`BrokerBuilder::hook`]) implement [`rafka_hooks::Hook`].
 pub use rafka_hooks;
 pub use state::TopicError;

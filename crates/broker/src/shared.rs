@@ -72,6 +72,9 @@ pub(crate) struct Recovered {
     acls: crate::acl_store::AclStore,
     /// Partitions the engine held before the group coordinator created any.
     pub(crate) partitions: usize,
+    /// The durable credential store (opened by `Broker::start`); without one, the
+    /// configured users are kept in memory.
+    pub(crate) credentials: Option<crate::credentials::CredentialStore>,
 }
 
 impl Shared {
@@ -123,6 +126,7 @@ impl Shared {
             txn_log,
             acls,
             partitions,
+            credentials: None,
         })
     }
 
@@ -163,8 +167,9 @@ impl Shared {
             0 => None,
             ms => Some(Duration::from_millis(ms)),
         };
-        let credentials =
-            crate::credentials::CredentialStore::from_config(&config.broker.scram_users);
+        let credentials = recovered.credentials.unwrap_or_else(|| {
+            crate::credentials::CredentialStore::from_config(&config.broker.scram_users)
+        });
         Shared {
             node_id: config.broker.node_id,
             config,

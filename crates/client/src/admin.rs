@@ -566,7 +566,9 @@ impl Client {
         Ok(())
     }
 
-    async fn controller(&self) -> Result<std::sync::Arc<crate::BrokerConnection>, ClientError> {
+    pub(crate) async fn controller(
+        &self,
+    ) -> Result<std::sync::Arc<crate::BrokerConnection>, ClientError> {
         let id = self.metadata().controller_id;
         if id >= 0 {
             if let Ok(c) = self.broker(id).await {
@@ -577,7 +579,7 @@ impl Client {
     }
 }
 
-fn check_with_message(
+pub(crate) fn check_with_message(
     code: i16,
     message: Option<StrBytes>,
     context: impl FnOnce() -> String,

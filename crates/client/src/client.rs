@@ -13,10 +13,12 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{MetadataRequest, TopicName};
 use kafka_protocol::protocol::{Request, StrBytes};
 use tokio::task::AbortHandle;
+use tokio_rustls::rustls;
 
 use crate::connection::{BrokerConnection, ConnectionSettings};
 use crate::error::ClientError;
 use crate::metadata::{Metadata, TopicMetadata};
+use crate::security::SecurityConfig;
 
 /// Versions of Metadata this client speaks (v4 adds `allow_auto_topic_creation`).
 const METADATA_VERSIONS: (i16, i16) = (4, 12);
@@ -44,6 +46,8 @@ pub struct ClientConfig {
     pub max_in_flight_per_connection: usize,
     /// Whether Metadata requests may create missing topics (producers set it).
     pub allow_auto_topic_creation: bool,
+    /// `security.protocol`, the `ssl.*` and the `sasl.*` settings.
+    pub security: SecurityConfig,
 }
 
 impl ClientConfig {
@@ -64,15 +68,22 @@ impl ClientConfig {
             metadata_max_age: Duration::from_secs(300),
             max_in_flight_per_connection: 64,
             allow_auto_topic_creation: false,
+            security: SecurityConfig::default(),
         }
     }
 
-    fn settings(&self) -> ConnectionSettings {
+    fn settings(&self, tls: Option<Arc<rustls::ClientConfig>>) -> ConnectionSettings {
         ConnectionSettings {
             client_id: self.client_id.clone(),
             connect_timeout: self.connect_timeout,
             request_timeout: self.request_timeout,
             max_in_flight: self.max_in_flight_per_connection,
+            tls,
+            sasl: self
+                .security
+                .sasl
+                .clone()
+                .filter(|_| self.security.protocol.uses_sasl()),
         }
     }
 
@@ -85,6 +96,8 @@ impl ClientConfig {
 
 struct Inner {
     cfg: ClientConfig,
+    /// What each new connection is opened with (the TLS configuration built once).
+    settings: ConnectionSettings,
     /// Connections by broker address.
     conns: Mutex<HashMap<String, Arc<BrokerConnection>>>,
     metadata: Mutex<Metadata>,
@@ -123,8 +136,10 @@ impl Client {
         if cfg.bootstrap.is_empty() {
             return Err(ClientError::Invalid("empty bootstrap list".into()));
         }
+        let tls = cfg.security.prepare()?;
         let client = Client {
             inner: Arc::new(Inner {
+                settings: cfg.settings(tls),
                 cfg,
                 conns: Mutex::new(HashMap::new()),
                 metadata: Mutex::new(Metadata::default()),
@@ -157,7 +172,7 @@ impl Client {
                 return Ok(c.clone());
             }
         }
-        let conn = Arc::new(BrokerConnection::connect(addr, self.inner.cfg.settings()).await?);
+        let conn = Arc::new(BrokerConnection::connect(addr, self.inner.settings.clone()).await?);
         let mut conns = self.inner.conns.lock().expect("conns lock");
         // Another task may have connected meanwhile; keep the live one.
         match conns.get(addr) {
@@ -231,6 +246,9 @@ impl Client {
                 match self.connection_to(addr).await {
                     Ok(c) => return Ok(c),
                     Err(ClientError::Connect { reason, .. }) => last = reason,
+                    // A refused certificate or credential fails the same way on every
+                    // broker and every retry: report it rather than trying on.
+                    Err(e) if !e.is_retriable() => return Err(e),
                     Err(e) => last = e.to_string(),
                 }
             }

@@ -24,6 +24,24 @@ pub enum ClientError {
         /// The I/O error, as text.
         reason: String,
     },
+    /// The TLS handshake failed (the broker's certificate was not trusted, or it refused
+    /// ours). Not retried: it fails the same way again, as Java's SslAuthenticationException.
+    #[error("TLS handshake with {addr} failed: {reason}")]
+    Tls {
+        /// The broker address.
+        addr: String,
+        /// What rustls or the socket reported.
+        reason: String,
+    },
+    /// SASL authentication failed: the broker's own message (KIP-152), e.g. a wrong
+    /// password or an unknown user. Not retried.
+    #[error("authentication to {addr} failed: {message}")]
+    Authentication {
+        /// The broker address.
+        addr: String,
+        /// The broker's error message, or what the client found wrong in its answer.
+        message: String,
+    },
     /// A wait ran out.
     #[error("{what} timed out after {after:?}")]
     Timeout {

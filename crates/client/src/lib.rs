@@ -12,14 +12,21 @@ mod client;
 mod connection;
 mod error;
 mod metadata;
+pub mod properties;
+mod sasl;
+pub mod security;
 pub mod txn;
+mod users;
 
 pub use client::{Client, ClientConfig};
 pub use connection::{BrokerConnection, PendingResponse};
 pub use error::ClientError;
 pub use kafka_protocol;
 pub use metadata::{Metadata, PartitionMetadata, TopicMetadata};
+pub use rafka_protocol::sasl::scram::ScramMechanism;
+pub use security::{SaslConfig, SaslMechanism, SecurityConfig, SecurityProtocol, TlsConfig};
 pub use txn::GroupMetadata;
+pub use users::{UserScramCredentials, DEFAULT_ITERATIONS};
 
 /// Result with [`ClientError`].
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;

@@ -236,6 +236,11 @@ impl ConsumerBuilder {
         self.cfg.on_revoked = Some(Arc::new(f));
         self
     }
+    /// `security.protocol` with its `ssl.*` and `sasl.*` settings.
+    pub fn security(mut self, s: rafka_client::SecurityConfig) -> Self {
+        self.cfg.client.security = s;
+        self
+    }
     /// Replaces the client config.
     pub fn client_config(mut self, c: ClientConfig) -> Self {
         self.cfg.client = c;

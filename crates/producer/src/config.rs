@@ -172,6 +172,11 @@ impl ProducerBuilder {
         self.cfg.client.request_timeout = d;
         self
     }
+    /// `security.protocol` with its `ssl.*` and `sasl.*` settings.
+    pub fn security(mut self, s: rafka_client::SecurityConfig) -> Self {
+        self.cfg.client.security = s;
+        self
+    }
     /// Replaces the whole client config (bootstrap, timeouts, backoff).
     pub fn client_config(mut self, c: ClientConfig) -> Self {
         self.cfg.client = c;

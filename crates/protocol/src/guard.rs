@@ -173,6 +173,8 @@ pub fn probe(api_key: ApiKey, body: &Bytes, version: i16) -> Result<(), String> 
         ListTransactions => ListTransactionsRequest,
         SaslHandshake => SaslHandshakeRequest,
         SaslAuthenticate => SaslAuthenticateRequest,
+        DescribeUserScramCredentials => DescribeUserScramCredentialsRequest,
+        AlterUserScramCredentials => AlterUserScramCredentialsRequest,
         CreateAcls => CreateAclsRequest,
         DescribeAcls => DescribeAclsRequest,
         DeleteAcls => DeleteAclsRequest,

@@ -76,6 +76,8 @@ pub const SERVED: &[ServedApi] = &[
     api(ApiKey::DescribeProducers, 0, 0),
     api(ApiKey::DescribeTransactions, 0, 0),
     api(ApiKey::ListTransactions, 0, 2),
+    api(ApiKey::DescribeUserScramCredentials, 0, 0),
+    api(ApiKey::AlterUserScramCredentials, 0, 0),
     api(ApiKey::CreateAcls, 1, 3),
     api(ApiKey::DescribeAcls, 1, 3),
     api(ApiKey::DeleteAcls, 1, 3),

@@ -30,6 +30,7 @@ mod list_offsets;
 mod metadata;
 mod produce;
 mod sasl;
+mod scram_credentials;
 pub(crate) mod txn;
 
 /// A handler's answer.
@@ -160,6 +161,7 @@ served_apis! {
     ConsumerGroupHeartbeat, ConsumerGroupDescribe, AddPartitionsToTxn, AddOffsetsToTxn,
     EndTxn, WriteTxnMarkers, TxnOffsetCommit, DescribeProducers, DescribeTransactions,
     ListTransactions, SaslHandshake, SaslAuthenticate, CreateAcls, DescribeAcls, DeleteAcls,
+    DescribeUserScramCredentials, AlterUserScramCredentials,
 }
 
 /// Routes a request to its handler. Only APIs in `rafka_protocol::versions::SERVED` reach here.
@@ -212,6 +214,12 @@ pub fn dispatch(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestCont
         RequestKind::DescribeTransactions(r) => Reply::Now(txn::describe_transactions(shared, &r)),
         RequestKind::ListTransactions(r) => Reply::Now(txn::list_transactions(shared, &r, version)),
         RequestKind::DescribeProducers(r) => Reply::Now(txn::describe_producers(shared, &r)),
+        RequestKind::DescribeUserScramCredentials(r) => {
+            Reply::Now(scram_credentials::describe(shared, &r))
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            Reply::Now(scram_credentials::alter(shared, &r))
+        }
         RequestKind::CreateAcls(r) => Reply::Now(acls::create(shared, r, ctx)),
         RequestKind::DescribeAcls(r) => Reply::Now(acls::describe(shared, r, ctx)),
         RequestKind::DeleteAcls(r) => Reply::Now(acls::delete(shared, r, ctx)),
