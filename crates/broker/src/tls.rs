@@ -1,4 +1,4 @@
-//! Server-side TLS for `SSL` listeners: the rustls configuration built from a listener's
+//! Server-side TLS for `SSL` and `SASL_SSL` listeners: the rustls configuration built from a listener's
 //! PEM files (checked before any port is bound), reloaded when those files change
 //! ([`TlsListener::reload_if_changed`], polled by [`reload_loop`]), and the principal of a
 //! client certificate (Kafka's default principal builder: `User:` and the subject's RFC 2253
@@ -110,7 +110,7 @@ fn ssl_server_config(
 
 /// An `SSL` listener's TLS state: the configuration new handshakes use, swapped when the
 /// listener's PEM files change, and its principal mapping rules.
-pub struct TlsListener {
+pub(crate) struct TlsListener {
     name: String,
     ssl: ListenerSslConfig,
     current: parking_lot::RwLock<Arc<rustls::ServerConfig>>,
@@ -123,7 +123,7 @@ pub struct TlsListener {
 
 /// What [`TlsListener::reload_if_changed`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reload {
+pub(crate) enum Reload {
     /// The files are as last read.
     Unchanged,
     /// New handshakes use the new material.
@@ -176,11 +176,6 @@ impl TlsListener {
         })))
     }
 
-    /// The listener's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// The acceptor for a new connection: the material in effect now.
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         tokio_rustls::TlsAcceptor::from(self.current.read().clone())
@@ -226,7 +221,7 @@ impl TlsListener {
 /// Polls the listeners' PEM files every `interval` until shutdown and swaps in new
 /// material when they change; a bad file is logged once (at error) and the old material
 /// keeps serving.
-pub async fn reload_loop(
+pub(crate) async fn reload_loop(
     listeners: Vec<Arc<TlsListener>>,
     interval: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
