@@ -107,6 +107,7 @@ async fn start(
             key: pki.server_key.clone(),
             client_ca: Some(pki.ca.clone()),
             client_auth: Some(ClientAuth::Requested),
+            principal_mapping_rules: None,
         }),
         sasl_enabled_mechanisms: (protocol != ListenerProtocol::Plaintext)
             .then(|| vec![SaslMechanism::OAuthBearer]),

@@ -141,6 +141,7 @@ impl Pki {
                 key: self.server_key.clone(),
                 client_ca: client_auth.map(|_| self.ca.clone()),
                 client_auth,
+                principal_mapping_rules: None,
             }),
             sasl_enabled_mechanisms: None,
         }
@@ -557,6 +558,7 @@ async fn bad_tls_material_is_a_config_error_before_binding() {
                 key: pki.server_key.clone(),
                 client_ca: None,
                 client_auth: None,
+                principal_mapping_rules: None,
             },
             "missing.pem",
         ),
@@ -566,6 +568,7 @@ async fn bad_tls_material_is_a_config_error_before_binding() {
                 key: pki.server_key.clone(),
                 client_ca: None,
                 client_auth: None,
+                principal_mapping_rules: None,
             },
             "no PEM CERTIFICATE",
         ),
@@ -576,6 +579,7 @@ async fn bad_tls_material_is_a_config_error_before_binding() {
                 key: pki.client_key.clone(),
                 client_ca: None,
                 client_auth: None,
+                principal_mapping_rules: None,
             },
             "ssl.key",
         ),
@@ -585,6 +589,7 @@ async fn bad_tls_material_is_a_config_error_before_binding() {
                 key: pki.server_key.clone(),
                 client_ca: Some(pki.server_key.clone()),
                 client_auth: None,
+                principal_mapping_rules: None,
             },
             "ssl.client_ca",
         ),
@@ -736,12 +741,16 @@ async fn ssl_principal_mapping_rules_name_the_client() {
     broker.shutdown().await.unwrap();
 
     // Rules that apply to no one: the client is refused after its handshake (Kafka's
-    // NoMatchingRule), within the bound.
+    // NoMatchingRule), within the bound. A listener with its own rules
+    // (`listener.name.<name>.ssl.principal.mapping.rules`) uses those instead.
     let dir2 = tempfile::tempdir().unwrap();
+    let hook = Arc::new(Principals(Mutex::new(Vec::new())));
+    let mut own = pki.ssl_listener("OWN", Some(ClientAuth::Required));
+    own.ssl.as_mut().unwrap().principal_mapping_rules = Some("RULE:^CN=([a-z]+),.*$/$1/U".into());
     let broker = start_with(
         dir2.path(),
-        vec![pki.ssl_listener("MTLS", Some(ClientAuth::Required))],
-        hook,
+        vec![pki.ssl_listener("MTLS", Some(ClientAuth::Required)), own],
+        hook.clone(),
         |c| c.broker.ssl_principal_mapping_rules = "RULE:^CN=bob,.*$/bob/".into(),
     )
     .await;
@@ -749,5 +758,14 @@ async fn ssl_principal_mapping_rules_name_the_client() {
     let good = client_tls(&pki, Some((&pki.client_cert, &pki.client_key)));
     let server_name = ServerName::try_from("127.0.0.1").unwrap().to_owned();
     assert!(tls_refused(&good, addr, &server_name).await);
+    let own_addr = broker.listener_address("OWN").unwrap();
+    let client = ssl_client(&own_addr.to_string(), &pki, true);
+    let port = tokio::task::spawn_blocking(move || metadata_port(&client))
+        .await
+        .unwrap();
+    assert_eq!(port, own_addr.port() as i32);
+    let seen = hook.0.lock().unwrap().clone();
+    assert!(seen.iter().any(|s| s == "OWN SSL User:ALICE"), "{seen:?}");
+    assert!(!seen.iter().any(|s| s.starts_with("MTLS ")), "{seen:?}");
     broker.shutdown().await.unwrap();
 }

@@ -118,20 +118,38 @@ impl Broker {
         config.validate()?;
         // The listeners' TLS material (files readable, PEM parses, the key matches the
         // certificate): a config error like the others, before any port is bound.
-        let mapper = crate::ssl_principal_mapper::SslPrincipalMapper::from_rules(
-            &config.broker.ssl_principal_mapping_rules,
-        )
-        .map_err(|e| ConfigError::Invalid {
-            key: "broker.ssl_principal_mapping_rules",
-            problem: e.0,
-        })?;
+        use crate::ssl_principal_mapper::SslPrincipalMapper;
+        let mapper = SslPrincipalMapper::from_rules(&config.broker.ssl_principal_mapping_rules)
+            .map_err(|e| ConfigError::Invalid {
+                key: "broker.ssl_principal_mapping_rules",
+                problem: e.0,
+            })?;
         // OAUTHBEARER's verification keys (PEM files, a JWKS file): readable and usable.
         let oauthbearer = Arc::new(crate::oauthbearer::ValidatorCell::new(&config.broker)?);
         let listeners = config
             .broker
             .effective_listeners()
             .into_iter()
-            .map(|l| crate::tls::TlsListener::load(&l, mapper.clone()).map(|tls| (l, tls)))
+            .map(|l| {
+                // A listener's own `ssl.principal_mapping_rules`, else the broker's.
+                let own = l
+                    .ssl
+                    .as_ref()
+                    .and_then(|s| s.principal_mapping_rules.as_deref());
+                let mapper = match own {
+                    None => mapper.clone(),
+                    Some(rules) => {
+                        SslPrincipalMapper::from_rules(rules).map_err(|e| ConfigError::Invalid {
+                            key: "broker.listeners",
+                            problem: format!(
+                                "listener {}: ssl.principal_mapping_rules: {}",
+                                l.name, e.0
+                            ),
+                        })?
+                    }
+                };
+                crate::tls::TlsListener::load(&l, mapper).map(|tls| (l, tls))
+            })
             .collect::<Result<Vec<_>, ConfigError>>()?;
         let tls_listeners: Vec<_> = listeners.iter().filter_map(|(_, t)| t.clone()).collect();
         // Hooks next: a bad `hooks:` entry (pattern, schema file) fails before any port is

@@ -230,6 +230,10 @@ pub struct ListenerSslConfig {
     /// `required` (the default when `client_ca` is set), `requested` or `none`.
     #[serde(default)]
     pub client_auth: Option<ClientAuth>,
+    /// Kafka's `listener.name.<name>.ssl.principal.mapping.rules`: this listener's rules,
+    /// instead of `broker.ssl_principal_mapping_rules`.
+    #[serde(default)]
+    pub principal_mapping_rules: Option<String>,
 }
 
 impl ListenerSslConfig {
@@ -493,6 +497,16 @@ fn validate_listeners(
                         "listener {n}: ssl.client_auth needs ssl.client_ca to check client \
                          certificates against"
                     ));
+                }
+                if let Some(rules) = &ssl.principal_mapping_rules {
+                    if let Err(e) =
+                        crate::ssl_principal_mapper::SslPrincipalMapper::from_rules(rules)
+                    {
+                        return invalid(format!(
+                            "listener {n}: ssl.principal_mapping_rules: {}",
+                            e.0
+                        ));
+                    }
                 }
             }
             (ListenerProtocol::Plaintext | ListenerProtocol::SaslPlaintext, None) => {}
@@ -1066,6 +1080,32 @@ mod tests {
             e,
             "config key `broker.ssl_principal_mapping_rules`: Invalid rule: `RULE:a/b/Lx`, \
              unmatched substring: `x`"
+        );
+        // A listener's own rules, checked the same way and named.
+        let listener = |rules: &str| {
+            format!(
+                "broker:\n  listeners:\n    - name: MTLS\n      listen: 127.0.0.1:0\n      \
+                 security_protocol: SSL\n      ssl:\n        certificate: /c.pem\n        \
+                 key: /k.pem\n        principal_mapping_rules: \"{rules}\"\n"
+            )
+        };
+        let c = Config::from_yaml(&listener("RULE:^CN=(.*?),.*$/$1/U,DEFAULT")).unwrap();
+        assert_eq!(
+            c.broker.listeners[0]
+                .ssl
+                .as_ref()
+                .unwrap()
+                .principal_mapping_rules
+                .as_deref(),
+            Some("RULE:^CN=(.*?),.*$/$1/U,DEFAULT")
+        );
+        let e = Config::from_yaml(&listener("DEFAULTS"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "config key `broker.listeners`: listener MTLS: ssl.principal_mapping_rules: \
+             Invalid rule: `DEFAULTS`, unmatched substring: `S`"
         );
     }
 

@@ -444,6 +444,7 @@ mod tests {
                 key: key.clone(),
                 client_ca: Some(ca.clone()),
                 client_auth: None,
+                principal_mapping_rules: None,
             }),
             sasl_enabled_mechanisms: None,
         };
