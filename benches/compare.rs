@@ -21,6 +21,11 @@
 //! against read_uncommitted consume, five alternated runs of each, the time each commit
 //! blocks, medians and three readings of the ratios.
 //!
+//! `RAFKA_BENCH_ONLY=tls` runs only TLS against plaintext: one broker with a `PLAINTEXT`
+//! and an `SSL` listener (a throwaway rcgen CA), librdkafka producing 1 KiB acks=1 and
+//! consuming from the start over each, alternated five times; medians, their ratio (and
+//! that of the best runs), and the broker's CPU-seconds per GB on each.
+//!
 //! Sizes: `RAFKA_BENCH_RECORDS` (1 KiB records, default 200,000), `RAFKA_BENCH_STARTUP_MIB`
 //! (data for the start-up test, default 1024), `RAFKA_BENCH_STARTUP_PARTITIONS` (1000).
 //! Prints a Markdown table; not a pass/fail test.
@@ -75,16 +80,20 @@ impl Server {
 
     /// `rafka` with further arguments (`--config file`).
     fn rafka_with(data: &Path, extra: &[&std::ffi::OsStr]) -> Server {
+        let listen = [
+            std::ffi::OsStr::new("--listen"),
+            std::ffi::OsStr::new("127.0.0.1:0"),
+        ];
+        Server::rafka_args(data, &[extra, &listen[..]].concat())
+    }
+
+    /// `rafka` with exactly these arguments before `--admin-listen` and `--data-dir` (a
+    /// config with `broker.listeners` must not be given `--listen`).
+    fn rafka_args(data: &Path, extra: &[&std::ffi::OsStr]) -> Server {
         let started = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_rafka"))
             .args(extra)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
+            .args(["--admin-listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -263,13 +272,24 @@ fn consume(addr: &str, topic: &str, records: usize) -> (Duration, Duration) {
 
 /// `consume` at an isolation level (librdkafka's default is read_committed).
 fn consume_at(addr: &str, topic: &str, records: usize, isolation: &str) -> (Duration, Duration) {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", addr)
+    consume_with(addr, topic, records, &[("isolation.level", isolation)])
+}
+
+/// `consume` with further librdkafka settings (`security.protocol`, ...).
+fn consume_with(
+    addr: &str,
+    topic: &str,
+    records: usize,
+    config: &[(&str, &str)],
+) -> (Duration, Duration) {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", addr)
         .set("group.id", "compare")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", isolation)
-        .create()
-        .unwrap();
+        .set("enable.auto.commit", "false");
+    for (k, v) in config {
+        cfg.set(*k, *v);
+    }
+    let c: BaseConsumer = cfg.create().unwrap();
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Beginning)
         .unwrap();
@@ -674,6 +694,10 @@ fn main() {
     let records = env_num("RAFKA_BENCH_RECORDS", 200_000);
     let dir = tempfile::tempdir_in(std::env::var("RAFKA_BENCH_DIR").unwrap_or_else(|_| ".".into()))
         .unwrap();
+    if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "tls") {
+        tls_against_plaintext(dir.path(), records);
+        return;
+    }
     let only_txn = std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "transactions");
     if only_txn {
         eprintln!("transactions ...");
@@ -967,4 +991,119 @@ fn print_transactions(records: usize, rows: &[TxnRow]) {
     println!(
         "| read_committed / read_uncommitted consume | {m:.2} | × (medians) | best runs {best:.2}, paired runs {paired:.2}; target ≥ 0.95 | |"
     );
+}
+
+/// A free loopback port (bound, then released for the broker to take).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `RAFKA_BENCH_ONLY=tls`: produce 1 KiB acks=1 and consume from the start over a
+/// `PLAINTEXT` and an `SSL` listener of the same broker, alternated, three runs each.
+fn tls_against_plaintext(dir: &Path, records: usize) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "bench CA");
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let put = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let ca_pem = put("bench-ca.pem", &ca.pem());
+    let cert = put("bench-server.pem", &leaf.pem());
+    let key = put("bench-server.key", &key.serialize_pem());
+    let (plain_port, tls_port) = (free_port(), free_port());
+    let config = put(
+        "bench-tls.yaml",
+        &format!(
+            "broker:\n  listeners:\n    - name: PLAIN\n      listen: 127.0.0.1:{plain_port}\n    \
+             - name: TLS\n      listen: 127.0.0.1:{tls_port}\n      security_protocol: SSL\n      \
+             ssl:\n        certificate: {}\n        key: {}\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let server = Server::rafka_args(
+        &dir.join("rafka-tls"),
+        &[std::ffi::OsStr::new("--config"), config.as_os_str()],
+    );
+    let pid = server.pid().to_string();
+    let plain = format!("127.0.0.1:{plain_port}");
+    let tls = format!("127.0.0.1:{tls_port}");
+    let ca_location = ca_pem.to_str().unwrap().to_string();
+    let ssl: [(&str, &str); 2] = [
+        ("security.protocol", "ssl"),
+        ("ssl.ca.location", ca_location.as_str()),
+    ];
+    let total = records * 1024;
+    // (produce MB/s, consume MB/s, broker CPU-s/GB produce, consume) per run and listener.
+    let mut runs: [Vec<[f64; 4]>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..5 {
+        for (i, (addr, extra)) in [(&plain, &[][..]), (&tls, &ssl[..])]
+            .into_iter()
+            .enumerate()
+        {
+            let topic = format!("tls-{round}-{i}");
+            create_topic(&plain, &topic, 1);
+            let cpu0 = cpu_seconds(&pid);
+            let d = common::produce(
+                addr,
+                &common::Workload {
+                    topic: &topic,
+                    records,
+                    size: 1024,
+                    acks: "1",
+                    config: extra,
+                    ..common::Workload::default()
+                },
+            );
+            let cpu1 = cpu_seconds(&pid);
+            let (_, steady) = consume_with(addr, &topic, records, extra);
+            let cpu2 = cpu_seconds(&pid);
+            let gb = total as f64 / 1e9;
+            let row = [
+                total as f64 / d.as_secs_f64() / 1e6,
+                total as f64 / steady.as_secs_f64() / 1e6,
+                (cpu1 - cpu0) / gb,
+                (cpu2 - cpu1) / gb,
+            ];
+            eprintln!(
+                "  {} run {round}: produce {:.0} MB/s, consume {:.0} MB/s",
+                if i == 0 { "PLAINTEXT" } else { "SSL" },
+                row[0],
+                row[1]
+            );
+            runs[i].push(row);
+        }
+    }
+    server.stop("-TERM");
+    let med = |i: usize, k: usize| median(&runs[i].iter().map(|r| r[k]).collect::<Vec<_>>());
+    let best = |i: usize, k: usize| runs[i].iter().map(|r| r[k]).fold(0.0, f64::max);
+    println!("records: {records} x 1 KiB per run; one rafka (release, log engine) with a PLAINTEXT and an SSL listener (TLS 1.3, rustls/ring, ECDSA P-256 certificate); librdkafka (OpenSSL) on both; medians of 5 alternated runs");
+    println!();
+    println!("| workload | PLAINTEXT MB/s | SSL MB/s | SSL / PLAINTEXT | best runs | broker CPU-s/GB PLAINTEXT | broker CPU-s/GB SSL |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, k) in [("produce 1 KiB acks=1", 0), ("consume 1 KiB from start", 1)] {
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            med(0, k),
+            med(1, k),
+            med(1, k) / med(0, k),
+            best(1, k) / best(0, k),
+            med(0, k + 2),
+            med(1, k + 2)
+        );
+    }
 }
