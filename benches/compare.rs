@@ -26,6 +26,12 @@
 //! consuming from the start over each, alternated five times; medians, their ratio (and
 //! that of the best runs), and the broker's CPU-seconds per GB on each.
 //!
+//! `RAFKA_BENCH_ONLY=acl` runs only the authorizer against none: two brokers, one with
+//! the standard authorizer and 100 bindings (96 prefixed ones for other principals, the
+//! client's own on a prefix of its 1,000 topics), one without; librdkafka producing 1 KiB
+//! acks=1 and consuming from the start on each, alternated five times; medians and their
+//! ratios.
+//!
 //! Sizes: `RAFKA_BENCH_RECORDS` (1 KiB records, default 200,000), `RAFKA_BENCH_STARTUP_MIB`
 //! (data for the start-up test, default 1024), `RAFKA_BENCH_STARTUP_PARTITIONS` (1000).
 //! Prints a Markdown table; not a pass/fail test.
@@ -698,6 +704,10 @@ fn main() {
         tls_against_plaintext(dir.path(), records);
         return;
     }
+    if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "acl") {
+        authorizer_against_none(dir.path(), records);
+        return;
+    }
     let only_txn = std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "transactions");
     if only_txn {
         eprintln!("transactions ...");
@@ -1104,6 +1114,134 @@ fn tls_against_plaintext(dir: &Path, records: usize) {
             best(1, k) / best(0, k),
             med(0, k + 2),
             med(1, k + 2)
+        );
+    }
+}
+
+/// Topics of the authorizer benchmark, all under the prefix the client's bindings name.
+const ACL_BENCH_TOPICS: usize = 1_000;
+
+/// `RAFKA_BENCH_ONLY=acl`: produce 1 KiB acks=1 and consume from the start against a broker
+/// with the standard authorizer and 100 bindings and one without, alternated, five runs
+/// each; each broker holds 1,000 topics `bench-NNNN`.
+fn authorizer_against_none(dir: &Path, records: usize) {
+    let put = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let config = put(
+        "bench-acl.yaml",
+        "broker:\n  authorizer_class_name: org.apache.kafka.metadata.authorizer.StandardAuthorizer\n",
+    );
+    // 100 bindings: the client's own (User:ANONYMOUS, plaintext) on its topics' prefix, the
+    // groups and the cluster, and 96 prefixed ones of other principals, all scanned by
+    // every topic check.
+    let mut acls = String::from("acls:\n");
+    let mut binding = |rt: &str, name: &str, pattern: &str, principal: &str, op: &str| {
+        acls.push_str(&format!(
+            "  - {{resource_type: {rt}, resource_name: '{name}', pattern_type: {pattern}, \
+             principal: '{principal}', host: '*', operation: {op}, permission: ALLOW}}\n"
+        ));
+    };
+    binding("Topic", "bench-", "PREFIXED", "User:ANONYMOUS", "ALL");
+    binding("Group", "*", "LITERAL", "User:ANONYMOUS", "ALL");
+    binding(
+        "Cluster",
+        "kafka-cluster",
+        "LITERAL",
+        "User:ANONYMOUS",
+        "ALL",
+    );
+    binding("TransactionalId", "*", "LITERAL", "User:ANONYMOUS", "ALL");
+    for i in 0..96 {
+        binding(
+            "Topic",
+            &format!("team-{i}-"),
+            "PREFIXED",
+            &format!("User:team-{i}"),
+            "WRITE",
+        );
+    }
+    let on_data = dir.join("rafka-acl-on");
+    std::fs::create_dir_all(&on_data).unwrap();
+    std::fs::write(on_data.join("rafka-acls.yaml"), acls).unwrap();
+    let on = Server::rafka_with(
+        &on_data,
+        &[std::ffi::OsStr::new("--config"), config.as_os_str()],
+    );
+    let off = Server::rafka(&dir.join("rafka-acl-off"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for server in [&on, &off] {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &server.address)
+            .create()
+            .unwrap();
+        let names: Vec<String> = (0..ACL_BENCH_TOPICS)
+            .map(|i| format!("bench-{i:04}"))
+            .collect();
+        for chunk in names.chunks(100) {
+            let topics: Vec<NewTopic> = chunk
+                .iter()
+                .map(|n| NewTopic::new(n, 1, TopicReplication::Fixed(1)))
+                .collect();
+            let r = rt
+                .block_on(admin.create_topics(
+                    &topics,
+                    &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+                ))
+                .unwrap();
+            for x in r {
+                x.unwrap_or_else(|(t, e)| panic!("create {t}: {e}"));
+            }
+        }
+    }
+    let total = records * 1024;
+    // (produce MB/s, consume MB/s) per run; [0] with the authorizer, [1] without.
+    let mut runs: [Vec<[f64; 2]>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..5 {
+        for (i, server) in [&on, &off].into_iter().enumerate() {
+            let topic = format!("bench-{round:04}");
+            let d = common::produce(
+                &server.address,
+                &common::Workload {
+                    topic: &topic,
+                    records,
+                    size: 1024,
+                    acks: "1",
+                    ..common::Workload::default()
+                },
+            );
+            let (_, steady) = consume(&server.address, &topic, records);
+            let row = [
+                total as f64 / d.as_secs_f64() / 1e6,
+                total as f64 / steady.as_secs_f64() / 1e6,
+            ];
+            eprintln!(
+                "  {} run {round}: produce {:.0} MB/s, consume {:.0} MB/s",
+                if i == 0 { "authorizer" } else { "none" },
+                row[0],
+                row[1]
+            );
+            runs[i].push(row);
+        }
+    }
+    on.stop("-TERM");
+    off.stop("-TERM");
+    let med = |i: usize, k: usize| median(&runs[i].iter().map(|r| r[k]).collect::<Vec<_>>());
+    println!("records: {records} x 1 KiB per run; two rafka (release, log engine), one with the standard authorizer (100 bindings, 1,000 topics under the client's prefix), one without; librdkafka; medians of 5 alternated runs");
+    println!();
+    println!("| workload | no authorizer MB/s | authorizer MB/s | authorizer / none |");
+    println!("|---|---:|---:|---:|");
+    for (name, k) in [("produce 1 KiB acks=1", 0), ("consume 1 KiB from start", 1)] {
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.2} |",
+            med(1, k),
+            med(0, k),
+            med(0, k) / med(1, k)
         );
     }
 }
