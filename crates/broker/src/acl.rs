@@ -605,6 +605,72 @@ mod tests {
     const HOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
 
     #[test]
+    fn write_on_any_topic_follows_kip_679() {
+        use PatternType::*;
+        use Permission::*;
+        let settings = AuthorizerSettings::default();
+        let any = |bindings: &[AclBinding], who: &str| {
+            let mut acls = Acls::default();
+            for b in bindings {
+                acls.add(b.clone());
+            }
+            authorize_any(
+                &acls,
+                &settings,
+                who,
+                HOST,
+                Operation::Write,
+                ResourceType::Topic,
+            )
+        };
+        let b = |name: &str, pattern, principal: &str, op, perm| {
+            binding(ResourceType::Topic, name, pattern, principal, "*", op, perm)
+        };
+        let allow = b("orders", Literal, "User:a", Operation::Write, Allow);
+        assert!(any(std::slice::from_ref(&allow), "User:a"));
+        assert!(!any(std::slice::from_ref(&allow), "User:b"));
+        // READ does not imply WRITE; ALL does.
+        assert!(!any(
+            &[b("t", Literal, "User:a", Operation::Read, Allow)],
+            "User:a"
+        ));
+        assert!(any(
+            &[b("t", Prefixed, "User:*", Operation::All, Allow)],
+            "User:a"
+        ));
+        // A DENY covering the ALLOW's whole pattern leaves nothing; a narrower one does not.
+        let deny_all = b("*", Literal, "User:a", Operation::Write, Deny);
+        assert!(!any(&[allow.clone(), deny_all], "User:a"));
+        let deny_prefix = b("ord", Prefixed, "User:a", Operation::All, Deny);
+        assert!(!any(&[allow.clone(), deny_prefix], "User:a"));
+        let allow_prefix = b("pay-", Prefixed, "User:a", Operation::Write, Allow);
+        let deny_one = b("pay-eu", Literal, "User:a", Operation::Write, Deny);
+        assert!(any(&[allow_prefix, deny_one], "User:a"));
+        // No binding of the type at all: allow.everyone.if.no.acl.found decides.
+        let open = AuthorizerSettings {
+            allow_everyone_if_no_acl_found: true,
+            ..AuthorizerSettings::default()
+        };
+        let acls = Acls::default();
+        assert!(authorize_any(
+            &acls,
+            &open,
+            "User:x",
+            HOST,
+            Operation::Write,
+            ResourceType::Topic
+        ));
+        assert!(!authorize_any(
+            &acls,
+            &settings,
+            "User:x",
+            HOST,
+            Operation::Write,
+            ResourceType::Topic
+        ));
+    }
+
+    #[test]
     fn decisions_follow_kafkas_rules() {
         use Operation::*;
         use PatternType::*;
