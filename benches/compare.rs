@@ -26,6 +26,10 @@
 //! consuming from the start over each, alternated five times; medians, their ratio (and
 //! that of the best runs), and the broker's CPU-seconds per GB on each.
 //!
+//! `RAFKA_BENCH_ONLY=scram` runs only SCRAM-SHA-512 connection set-up: logins per second
+//! on fresh connections to a `SASL_PLAINTEXT` listener, with the client salting its
+//! password on every login and with the salting cached (the broker's own cost).
+//!
 //! Sizes: `RAFKA_BENCH_RECORDS` (1 KiB records, default 200,000), `RAFKA_BENCH_STARTUP_MIB`
 //! (data for the start-up test, default 1024), `RAFKA_BENCH_STARTUP_PARTITIONS` (1000).
 //! Prints a Markdown table; not a pass/fail test.
@@ -698,6 +702,10 @@ fn main() {
         tls_against_plaintext(dir.path(), records);
         return;
     }
+    if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "scram") {
+        scram_connections(dir.path());
+        return;
+    }
     let only_txn = std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "transactions");
     if only_txn {
         eprintln!("transactions ...");
@@ -1106,4 +1114,154 @@ fn tls_against_plaintext(dir: &Path, records: usize) {
             med(1, k + 2)
         );
     }
+}
+
+/// One request over a blocking stream: the frame of `body` at `version`, then the answer's
+/// body decoded.
+fn raw_request<Resp: kafka_protocol::protocol::Decodable>(
+    stream: &mut TcpStream,
+    key: kafka_protocol::messages::ApiKey,
+    version: i16,
+    body: &impl kafka_protocol::protocol::Encodable,
+) -> Resp {
+    use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable};
+    let header = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(1);
+    let header_version = key.request_header_version(version);
+    let mut buf = bytes::BytesMut::new();
+    header.encode(&mut buf, header_version).unwrap();
+    body.encode(&mut buf, version).unwrap();
+    stream.write_all(&(buf.len() as u32).to_be_bytes()).unwrap();
+    stream.write_all(&buf).unwrap();
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).unwrap();
+    let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut frame).unwrap();
+    let mut frame = bytes::Bytes::from(frame);
+    ResponseHeader::decode(&mut frame, key.response_header_version(version)).unwrap();
+    Resp::decode(&mut frame, version).unwrap()
+}
+
+/// One SCRAM-SHA-512 login on a fresh connection (SaslHandshake v1, SaslAuthenticate v2
+/// twice, the server's signature checked); `salted` salts the password.
+fn scram_login(addr: &str, nonce: u64, salted: &dyn Fn(&[u8], u32) -> Vec<u8>) {
+    use kafka_protocol::messages::{
+        ApiKey, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+        SaslHandshakeResponse,
+    };
+    use rafka_protocol::sasl::scram::{ScramClient, ScramMechanism};
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let hs: SaslHandshakeResponse = raw_request(
+        &mut s,
+        ApiKey::SaslHandshake,
+        1,
+        &SaslHandshakeRequest::default().with_mechanism("SCRAM-SHA-512".into()),
+    );
+    assert_eq!(hs.error_code, 0);
+    let mut client = ScramClient::new(
+        ScramMechanism::Sha512,
+        "bench",
+        "bench-secret",
+        format!("benchnonce{nonce}"),
+    );
+    let auth = |s: &mut TcpStream, token: Vec<u8>| -> Vec<u8> {
+        let r: SaslAuthenticateResponse = raw_request(
+            s,
+            ApiKey::SaslAuthenticate,
+            2,
+            &SaslAuthenticateRequest::default().with_auth_bytes(token.into()),
+        );
+        assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+        r.auth_bytes.to_vec()
+    };
+    let server_first = auth(&mut s, client.client_first());
+    let last = client.client_final_salted(&server_first, salted).unwrap();
+    let server_final = auth(&mut s, last);
+    client.verify_server_final(&server_final).unwrap();
+}
+
+/// `RAFKA_BENCH_ONLY=scram`: SCRAM-SHA-512 connections set up per second against one
+/// SASL_PLAINTEXT listener, by four client threads for 5 s: once salting the password on
+/// every login (as librdkafka and Kafka's Java client do), once with the salting cached
+/// (what is left is the broker's side: accept, three round trips, HMACs).
+fn scram_connections(dir: &Path) {
+    use rafka_protocol::sasl::scram::{salted_password, ScramMechanism};
+    let port = free_port();
+    let config = dir.join("bench-scram.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "broker:\n  listeners:\n    - name: SASL\n      listen: 127.0.0.1:{port}\n      \
+             security_protocol: SASL_PLAINTEXT\n      sasl_enabled_mechanisms: [SCRAM-SHA-512]\n  \
+             scram_users:\n    - name: bench\n      password: bench-secret\n      \
+             mechanisms: [SCRAM-SHA-512]\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::rafka_args(
+        &dir.join("rafka-scram"),
+        &[std::ffi::OsStr::new("--config"), config.as_os_str()],
+    );
+    let pid = server.pid().to_string();
+    let addr = format!("127.0.0.1:{port}");
+    const THREADS: u64 = 4;
+    let window = Duration::from_secs(5);
+    println!("SCRAM-SHA-512 logins on fresh connections, {THREADS} client threads, {} s each; one rafka (release), SASL_PLAINTEXT, 4096 iterations", window.as_secs());
+    println!();
+    println!("| client | connections/s | broker CPU-ms per connection |");
+    println!("|---|---:|---:|");
+    for cached in [false, true] {
+        let cpu0 = cpu_seconds(&pid);
+        let started = Instant::now();
+        let counts: Vec<u64> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..THREADS)
+                .map(|t| {
+                    let addr = addr.clone();
+                    scope.spawn(move || {
+                        // (salt, iterations, salted password) of the last login.
+                        type Salting = Option<(Vec<u8>, u32, Vec<u8>)>;
+                        let cache: std::cell::RefCell<Salting> = Default::default();
+                        let salted = |salt: &[u8], i: u32| -> Vec<u8> {
+                            if cached {
+                                if let Some((s, n, v)) = cache.borrow().as_ref() {
+                                    if s == salt && *n == i {
+                                        return v.clone();
+                                    }
+                                }
+                            }
+                            let v =
+                                salted_password(ScramMechanism::Sha512, "bench-secret", salt, i);
+                            *cache.borrow_mut() = Some((salt.to_vec(), i, v.clone()));
+                            v
+                        };
+                        let mut n = 0u64;
+                        while started.elapsed() < window {
+                            scram_login(&addr, t * 1_000_000_000 + n, &salted);
+                            n += 1;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let secs = started.elapsed().as_secs_f64();
+        let total: u64 = counts.iter().sum();
+        let cpu = cpu_seconds(&pid) - cpu0;
+        println!(
+            "| {} | {:.0} | {:.3} |",
+            if cached {
+                "salting cached"
+            } else {
+                "salting every login"
+            },
+            total as f64 / secs,
+            cpu * 1000.0 / total.max(1) as f64
+        );
+    }
+    server.stop("-TERM");
 }
