@@ -26,11 +26,12 @@
 //! consuming from the start over each, alternated five times; medians, their ratio (and
 //! that of the best runs), and the broker's CPU-seconds per GB on each.
 //!
-//! `RAFKA_BENCH_ONLY=acl` runs only the authorizer against none: two brokers, one with
-//! the standard authorizer and 100 bindings (96 prefixed ones for other principals, the
-//! client's own on a prefix of its 1,000 topics), one without; librdkafka producing 1 KiB
-//! acks=1 and consuming from the start on each, alternated five times; medians and their
-//! ratios.
+//! `RAFKA_BENCH_ONLY=scram` runs only SCRAM-SHA-512 connection set-up: logins per second
+//! on fresh connections to a `SASL_PLAINTEXT` listener, with the client salting its
+//! password on every login and with the salting cached (the broker's own cost).
+//!
+//! `RAFKA_BENCH_ONLY=authorizer` runs only produce and consume on a broker without an
+//! authorizer against one with Kafka's StandardAuthorizer, 101 bindings and 1,000 topics.
 //!
 //! Sizes: `RAFKA_BENCH_RECORDS` (1 KiB records, default 200,000), `RAFKA_BENCH_STARTUP_MIB`
 //! (data for the start-up test, default 1024), `RAFKA_BENCH_STARTUP_PARTITIONS` (1000).
@@ -704,8 +705,12 @@ fn main() {
         tls_against_plaintext(dir.path(), records);
         return;
     }
-    if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "acl") {
-        authorizer_against_none(dir.path(), records);
+    if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "scram") {
+        scram_connections(dir.path());
+        return;
+    }
+    if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "authorizer") {
+        authorizer_on_and_off(dir.path(), records);
         return;
     }
     let only_txn = std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "transactions");
@@ -1118,130 +1123,262 @@ fn tls_against_plaintext(dir: &Path, records: usize) {
     }
 }
 
-/// Topics of the authorizer benchmark, all under the prefix the client's bindings name.
-const ACL_BENCH_TOPICS: usize = 1_000;
+/// One request over a blocking stream: the frame of `body` at `version`, then the answer's
+/// body decoded.
+fn raw_request<Resp: kafka_protocol::protocol::Decodable>(
+    stream: &mut TcpStream,
+    key: kafka_protocol::messages::ApiKey,
+    version: i16,
+    body: &impl kafka_protocol::protocol::Encodable,
+) -> Resp {
+    use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable};
+    let header = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(1);
+    let header_version = key.request_header_version(version);
+    let mut buf = bytes::BytesMut::new();
+    header.encode(&mut buf, header_version).unwrap();
+    body.encode(&mut buf, version).unwrap();
+    stream.write_all(&(buf.len() as u32).to_be_bytes()).unwrap();
+    stream.write_all(&buf).unwrap();
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).unwrap();
+    let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut frame).unwrap();
+    let mut frame = bytes::Bytes::from(frame);
+    ResponseHeader::decode(&mut frame, key.response_header_version(version)).unwrap();
+    Resp::decode(&mut frame, version).unwrap()
+}
 
-/// `RAFKA_BENCH_ONLY=acl`: produce 1 KiB acks=1 and consume from the start against a broker
-/// with the standard authorizer and 100 bindings and one without, alternated, five runs
-/// each; each broker holds 1,000 topics `bench-NNNN`.
-fn authorizer_against_none(dir: &Path, records: usize) {
-    let put = |name: &str, text: &str| {
-        let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
+/// One SCRAM-SHA-512 login on a fresh connection (SaslHandshake v1, SaslAuthenticate v2
+/// twice, the server's signature checked); `salted` salts the password.
+fn scram_login(addr: &str, nonce: u64, salted: &dyn Fn(&[u8], u32) -> Vec<u8>) {
+    use kafka_protocol::messages::{
+        ApiKey, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+        SaslHandshakeResponse,
     };
-    let config = put(
-        "bench-acl.yaml",
-        "broker:\n  authorizer_class_name: org.apache.kafka.metadata.authorizer.StandardAuthorizer\n",
+    use rafka_protocol::sasl::scram::{ScramClient, ScramMechanism};
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let hs: SaslHandshakeResponse = raw_request(
+        &mut s,
+        ApiKey::SaslHandshake,
+        1,
+        &SaslHandshakeRequest::default().with_mechanism("SCRAM-SHA-512".into()),
     );
-    // 100 bindings: the client's own (User:ANONYMOUS, plaintext) on its topics' prefix, the
-    // groups and the cluster, and 96 prefixed ones of other principals, all scanned by
-    // every topic check.
-    let mut acls = String::from("acls:\n");
-    let mut binding = |rt: &str, name: &str, pattern: &str, principal: &str, op: &str| {
-        acls.push_str(&format!(
-            "  - {{resource_type: {rt}, resource_name: '{name}', pattern_type: {pattern}, \
-             principal: '{principal}', host: '*', operation: {op}, permission: ALLOW}}\n"
-        ));
-    };
-    binding("Topic", "bench-", "PREFIXED", "User:ANONYMOUS", "ALL");
-    binding("Group", "*", "LITERAL", "User:ANONYMOUS", "ALL");
-    binding(
-        "Cluster",
-        "kafka-cluster",
-        "LITERAL",
-        "User:ANONYMOUS",
-        "ALL",
+    assert_eq!(hs.error_code, 0);
+    let mut client = ScramClient::new(
+        ScramMechanism::Sha512,
+        "bench",
+        "bench-secret",
+        format!("benchnonce{nonce}"),
     );
-    binding("TransactionalId", "*", "LITERAL", "User:ANONYMOUS", "ALL");
-    for i in 0..96 {
-        binding(
-            "Topic",
-            &format!("team-{i}-"),
-            "PREFIXED",
-            &format!("User:team-{i}"),
-            "WRITE",
+    let auth = |s: &mut TcpStream, token: Vec<u8>| -> Vec<u8> {
+        let r: SaslAuthenticateResponse = raw_request(
+            s,
+            ApiKey::SaslAuthenticate,
+            2,
+            &SaslAuthenticateRequest::default().with_auth_bytes(token.into()),
         );
-    }
-    let on_data = dir.join("rafka-acl-on");
-    std::fs::create_dir_all(&on_data).unwrap();
-    std::fs::write(on_data.join("rafka-acls.yaml"), acls).unwrap();
-    let on = Server::rafka_with(
-        &on_data,
+        assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+        r.auth_bytes.to_vec()
+    };
+    let server_first = auth(&mut s, client.client_first());
+    let last = client.client_final_salted(&server_first, salted).unwrap();
+    let server_final = auth(&mut s, last);
+    client.verify_server_final(&server_final).unwrap();
+}
+
+/// `RAFKA_BENCH_ONLY=scram`: SCRAM-SHA-512 connections set up per second against one
+/// SASL_PLAINTEXT listener, by four client threads for 5 s: once salting the password on
+/// every login (as librdkafka and Kafka's Java client do), once with the salting cached
+/// (what is left is the broker's side: accept, three round trips, HMACs).
+fn scram_connections(dir: &Path) {
+    use rafka_protocol::sasl::scram::{salted_password, ScramMechanism};
+    let port = free_port();
+    let config = dir.join("bench-scram.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "broker:\n  listeners:\n    - name: SASL\n      listen: 127.0.0.1:{port}\n      \
+             security_protocol: SASL_PLAINTEXT\n      sasl_enabled_mechanisms: [SCRAM-SHA-512]\n  \
+             scram_users:\n    - name: bench\n      password: bench-secret\n      \
+             mechanisms: [SCRAM-SHA-512]\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::rafka_args(
+        &dir.join("rafka-scram"),
         &[std::ffi::OsStr::new("--config"), config.as_os_str()],
     );
-    let off = Server::rafka(&dir.join("rafka-acl-off"));
+    let pid = server.pid().to_string();
+    let addr = format!("127.0.0.1:{port}");
+    const THREADS: u64 = 4;
+    let window = Duration::from_secs(5);
+    println!("SCRAM-SHA-512 logins on fresh connections, {THREADS} client threads, {} s each; one rafka (release), SASL_PLAINTEXT, 4096 iterations", window.as_secs());
+    println!();
+    println!("| client | connections/s | broker CPU-ms per connection |");
+    println!("|---|---:|---:|");
+    for cached in [false, true] {
+        let cpu0 = cpu_seconds(&pid);
+        let started = Instant::now();
+        let counts: Vec<u64> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..THREADS)
+                .map(|t| {
+                    let addr = addr.clone();
+                    scope.spawn(move || {
+                        // (salt, iterations, salted password) of the last login.
+                        type Salting = Option<(Vec<u8>, u32, Vec<u8>)>;
+                        let cache: std::cell::RefCell<Salting> = Default::default();
+                        let salted = |salt: &[u8], i: u32| -> Vec<u8> {
+                            if cached {
+                                if let Some((s, n, v)) = cache.borrow().as_ref() {
+                                    if s == salt && *n == i {
+                                        return v.clone();
+                                    }
+                                }
+                            }
+                            let v =
+                                salted_password(ScramMechanism::Sha512, "bench-secret", salt, i);
+                            *cache.borrow_mut() = Some((salt.to_vec(), i, v.clone()));
+                            v
+                        };
+                        let mut n = 0u64;
+                        while started.elapsed() < window {
+                            scram_login(&addr, t * 1_000_000_000 + n, &salted);
+                            n += 1;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let secs = started.elapsed().as_secs_f64();
+        let total: u64 = counts.iter().sum();
+        let cpu = cpu_seconds(&pid) - cpu0;
+        println!(
+            "| {} | {:.0} | {:.3} |",
+            if cached {
+                "salting cached"
+            } else {
+                "salting every login"
+            },
+            total as f64 / secs,
+            cpu * 1000.0 / total.max(1) as f64
+        );
+    }
+    server.stop("-TERM");
+}
+
+/// Creates `names` in one CreateTopics request (one partition each).
+fn create_topics(addr: &str, names: &[String]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .create()
+        .unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    for server in [&on, &off] {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &server.address)
-            .create()
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|n| NewTopic::new(n, 1, TopicReplication::Fixed(1)))
+        .collect();
+    for chunk in topics.chunks(200) {
+        let r = rt
+            .block_on(admin.create_topics(
+                chunk,
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(60))),
+            ))
             .unwrap();
-        let names: Vec<String> = (0..ACL_BENCH_TOPICS)
-            .map(|i| format!("bench-{i:04}"))
-            .collect();
-        for chunk in names.chunks(100) {
-            let topics: Vec<NewTopic> = chunk
-                .iter()
-                .map(|n| NewTopic::new(n, 1, TopicReplication::Fixed(1)))
-                .collect();
-            let r = rt
-                .block_on(admin.create_topics(
-                    &topics,
-                    &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-                ))
-                .unwrap();
-            for x in r {
-                x.unwrap_or_else(|(t, e)| panic!("create {t}: {e}"));
-            }
+        for x in r {
+            x.unwrap_or_else(|(t, e)| panic!("create {t}: {e}"));
         }
     }
+}
+
+/// `RAFKA_BENCH_ONLY=authorizer`: produce 1 KiB acks=1 and consume from the start on a
+/// broker without an authorizer and on one with Kafka's StandardAuthorizer holding 100
+/// bindings (99 prefixed ones for other principals and prefixes, one prefixed ALLOW ALL
+/// for the benchmark's principal) over 1,000 topics, alternated, three runs each.
+fn authorizer_on_and_off(dir: &Path, records: usize) {
+    let acl_dir = dir.join("rafka-acl");
+    std::fs::create_dir_all(&acl_dir).unwrap();
+    let mut acls = String::from("acls:\n");
+    for i in 0..99 {
+        acls.push_str(&format!(
+            "  - {{resource_type: Topic, resource_name: other-{i:02}-, pattern_type: PREFIXED, principal: 'User:team{i}', host: '*', operation: {}, permission: ALLOW}}\n",
+            if i % 2 == 0 { "READ" } else { "WRITE" }
+        ));
+    }
+    acls.push_str("  - {resource_type: Topic, resource_name: bench-, pattern_type: PREFIXED, principal: 'User:ANONYMOUS', host: '*', operation: ALL, permission: ALLOW}\n");
+    acls.push_str("  - {resource_type: Cluster, resource_name: kafka-cluster, pattern_type: LITERAL, principal: 'User:ANONYMOUS', host: '*', operation: ALL, permission: ALLOW}\n");
+    std::fs::write(acl_dir.join("rafka-acls.yaml"), acls).unwrap();
+    let config = dir.join("bench-acl.yaml");
+    std::fs::write(
+        &config,
+        "broker:\n  authorizer_class_name: org.apache.kafka.metadata.authorizer.StandardAuthorizer\n",
+    )
+    .unwrap();
+    let servers = [
+        ("off", Server::rafka(&dir.join("rafka-noacl"))),
+        (
+            "on",
+            Server::rafka_args(
+                &acl_dir,
+                &[std::ffi::OsStr::new("--config"), config.as_os_str()],
+            ),
+        ),
+    ];
+    let names: Vec<String> = (0..1000).map(|i| format!("bench-{i:04}")).collect();
+    for (_, s) in &servers {
+        create_topics(&s.address, &names);
+    }
     let total = records * 1024;
-    // (produce MB/s, consume MB/s) per run; [0] with the authorizer, [1] without.
+    // (produce MB/s, consume MB/s) per run and broker.
     let mut runs: [Vec<[f64; 2]>; 2] = [Vec::new(), Vec::new()];
-    for round in 0..5 {
-        for (i, server) in [&on, &off].into_iter().enumerate() {
-            let topic = format!("bench-{round:04}");
+    for round in 0..3 {
+        for (i, (label, s)) in servers.iter().enumerate() {
+            let topic = &names[round * 7 + i];
             let d = common::produce(
-                &server.address,
+                &s.address,
                 &common::Workload {
-                    topic: &topic,
+                    topic,
                     records,
                     size: 1024,
                     acks: "1",
                     ..common::Workload::default()
                 },
             );
-            let (_, steady) = consume(&server.address, &topic, records);
+            let (_, steady) = consume_with(&s.address, topic, records, &[]);
             let row = [
                 total as f64 / d.as_secs_f64() / 1e6,
                 total as f64 / steady.as_secs_f64() / 1e6,
             ];
             eprintln!(
-                "  {} run {round}: produce {:.0} MB/s, consume {:.0} MB/s",
-                if i == 0 { "authorizer" } else { "none" },
-                row[0],
-                row[1]
+                "  authorizer {label} run {round}: produce {:.0} MB/s, consume {:.0} MB/s",
+                row[0], row[1]
             );
             runs[i].push(row);
         }
     }
-    on.stop("-TERM");
-    off.stop("-TERM");
+    for (_, s) in servers {
+        s.stop("-TERM");
+    }
     let med = |i: usize, k: usize| median(&runs[i].iter().map(|r| r[k]).collect::<Vec<_>>());
-    println!("records: {records} x 1 KiB per run; two rafka (release, log engine), one with the standard authorizer (100 bindings, 1,000 topics under the client's prefix), one without; librdkafka; medians of 5 alternated runs");
+    println!("records: {records} x 1 KiB per run; two rafka (release, log engine), one without an authorizer, one with StandardAuthorizer, 101 bindings and 1,000 topics; librdkafka; medians of 3 alternated runs");
     println!();
-    println!("| workload | no authorizer MB/s | authorizer MB/s | authorizer / none |");
+    println!("| workload | authorizer off MB/s | authorizer on MB/s | on / off |");
     println!("|---|---:|---:|---:|");
     for (name, k) in [("produce 1 KiB acks=1", 0), ("consume 1 KiB from start", 1)] {
         println!(
             "| {name} | {:.0} | {:.0} | {:.2} |",
-            med(1, k),
             med(0, k),
-            med(0, k) / med(1, k)
+            med(1, k),
+            med(1, k) / med(0, k)
         );
     }
 }
