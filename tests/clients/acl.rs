@@ -2,7 +2,8 @@
 //! `t` but neither write it nor READ her group. Her producer's records fail with
 //! TOPIC_AUTHORIZATION_FAILED and none is written; her group consumer sees
 //! GROUP_AUTHORIZATION_FAILED and receives nothing. The operator (a super user on the
-//! plaintext listener) then grants WRITE, and alice's next record is written.
+//! plaintext listener) then grants WRITE, and alice's next record is written; with group
+//! READ granted too, her group consumer reads it and commits.
 //! Denials show in `rafka_authorization_failures_total` and in the `audit_log` hook's file.
 
 use std::time::{Duration, Instant};
@@ -165,6 +166,30 @@ async fn librdkafka_sees_topic_and_group_authorization_failures() {
         .expect("written once WRITE is granted");
     assert_eq!((delivery.partition, delivery.offset), (0, 0));
     assert_eq!(log_end_offset(&mut admin, "t", 0).await, 1);
+
+    // With READ on the group too, a group consumer joins, reads the record and commits.
+    allow(&mut admin, 3, "g", 3).await;
+    let consumer: BaseConsumer = alice(&broker)
+        .set("group.id", "g")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["t"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let value = loop {
+        assert!(Instant::now() < deadline, "no record with group READ");
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => break rdkafka::Message::payload(&m).map(|p| p.to_vec()),
+            Some(Err(e)) => panic!("{e}"),
+            None => {}
+        }
+    };
+    assert_eq!(value.as_deref(), Some(&b"allowed"[..]));
+    consumer
+        .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+        .expect("commit with group READ and topic READ");
+    drop(consumer);
 
     let admin_addr = broker.admin_address().unwrap();
     let (status, _, metrics) = crate::metrics::http(admin_addr, "GET", "/metrics").await;
