@@ -390,7 +390,8 @@ pub(crate) fn check(a: &Authz<'_>, req: RequestKind, version: i16) -> Checked {
             )
         }
         K::Metadata(mut r) => {
-            let allow_create = version < 4 || r.allow_auto_topic_creation;
+            let allow_create = (version < 4 || r.allow_auto_topic_creation)
+                && a.shared.config.broker.auto_create_topics_enable;
             let listing = match &r.topics {
                 None => true,
                 Some(l) => l.is_empty() && version == 0,
