@@ -29,6 +29,7 @@ mod normalize;
 mod pipeline;
 mod producer_state;
 mod quota;
+mod quota_manager;
 mod sasl;
 mod server;
 mod shared;

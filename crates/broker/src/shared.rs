@@ -44,6 +44,8 @@ pub struct Shared {
     pub(crate) txn_settled: tokio::sync::Notify,
     /// The ACLs and the authorizer's settings.
     pub(crate) acls: crate::acl_store::AclStore,
+    /// The client quotas and their sensors.
+    pub(crate) quotas: crate::quota_manager::QuotaManager,
     /// SCRAM credentials (SASL/SCRAM and PLAIN authenticate against them).
     // Read by the SASL authenticator, which lands next (issue 19).
     #[allow(dead_code)]
@@ -70,6 +72,7 @@ pub(crate) struct Recovered {
     txn: TransactionCoordinator,
     txn_log: Option<Arc<[Arc<PartitionState>]>>,
     acls: crate::acl_store::AclStore,
+    quotas: crate::quota_manager::QuotaManager,
     /// Partitions the engine held before the group coordinator created any.
     pub(crate) partitions: usize,
     /// The durable credential store (opened by `Broker::start`); without one, the
@@ -119,7 +122,13 @@ impl Shared {
                 e.to_string(),
             )))
         })?;
+        let quotas = crate::quota_manager::QuotaManager::open(config).map_err(|e| {
+            TopicError::Storage(rafka_core::StorageError::Io(std::io::Error::other(
+                e.to_string(),
+            )))
+        })?;
         Ok(Recovered {
+            quotas,
             cluster,
             groups,
             txn,
@@ -180,6 +189,7 @@ impl Shared {
             idempotent_epochs: parking_lot::Mutex::new(Default::default()),
             txn_settled: tokio::sync::Notify::new(),
             acls: recovered.acls,
+            quotas: recovered.quotas,
             credentials,
             hooks,
             metrics: Metrics::default(),

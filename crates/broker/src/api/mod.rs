@@ -21,6 +21,7 @@ use crate::shared::Shared;
 mod acls;
 mod admin;
 mod api_versions;
+mod client_quotas;
 mod configs;
 mod fetch;
 mod group_errors;
@@ -161,7 +162,8 @@ served_apis! {
     ConsumerGroupHeartbeat, ConsumerGroupDescribe, AddPartitionsToTxn, AddOffsetsToTxn,
     EndTxn, WriteTxnMarkers, TxnOffsetCommit, DescribeProducers, DescribeTransactions,
     ListTransactions, SaslHandshake, SaslAuthenticate, CreateAcls, DescribeAcls, DeleteAcls,
-    DescribeUserScramCredentials, AlterUserScramCredentials,
+    DescribeUserScramCredentials, AlterUserScramCredentials, DescribeClientQuotas,
+    AlterClientQuotas,
 }
 
 /// Routes a request to its handler. Only APIs in `rafka_protocol::versions::SERVED` reach here.
@@ -219,6 +221,12 @@ pub fn dispatch(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestCont
         }
         RequestKind::AlterUserScramCredentials(r) => {
             Reply::Now(scram_credentials::alter(shared, &r))
+        }
+        RequestKind::DescribeClientQuotas(r) => {
+            Reply::Now(client_quotas::describe(shared, &r, &ctx.session))
+        }
+        RequestKind::AlterClientQuotas(r) => {
+            Reply::Now(client_quotas::alter(shared, &r, &ctx.session))
         }
         RequestKind::CreateAcls(r) => Reply::Now(acls::create(shared, r, ctx)),
         RequestKind::DescribeAcls(r) => Reply::Now(acls::describe(shared, r, ctx)),
