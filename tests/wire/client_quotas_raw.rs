@@ -321,3 +321,101 @@ async fn describe_and_alter_with_kafkas_error_codes_and_a_durable_store() {
     drop(conn);
     broker.shutdown().await.unwrap();
 }
+
+/// A Produce over its client's `producer_byte_rate` is answered at once with
+/// `throttle_time_ms`, and the connection then reads nothing for that long (KIP-219): a
+/// request sent right behind it is answered only after the throttle time.
+#[tokio::test]
+async fn a_producer_over_its_quota_is_told_and_muted() {
+    let broker = crate::common::start_broker(|_| {}).await;
+    let mut conn = KafkaConn::connect(&broker.addr()).await;
+    assert_eq!(crate::common::create_topic(&mut conn, "q", 1, &[]).await, 0);
+    let batch = crate::common::simple_batch("k", 2000, 1_000).into_bytes();
+    // The batch over the 10 windows a new sensor counts is 1.2 times the quota: about
+    // 2 s of throttle (the frame is a little larger than the batch).
+    let quota = (batch.len() as f64 / 12.0).floor();
+    assert_eq!(
+        alter(
+            &mut conn,
+            vec![entry(
+                &[("client-id", Some("rafka-it"))],
+                &[("producer_byte_rate", Some(quota))],
+            )],
+            false
+        )
+        .await,
+        vec![0]
+    );
+    let req = kafka_protocol::messages::ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![
+            kafka_protocol::messages::produce_request::TopicProduceData::default()
+                .with_name(crate::common::topic_name("q"))
+                .with_partition_data(vec![
+                    kafka_protocol::messages::produce_request::PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch)),
+                ]),
+        ]);
+    let started = std::time::Instant::now();
+    let ResponseKind::Produce(r) = conn
+        .send(ApiKey::Produce, 9, RequestKind::Produce(req))
+        .await
+    else {
+        panic!("not a Produce response")
+    };
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    let throttle = r.throttle_time_ms;
+    assert!((1_500..=3_000).contains(&throttle), "{throttle}");
+    assert!(started.elapsed().as_millis() < 1_000, "answered at once");
+    // Muted: the next request waits out the throttle time.
+    let next = std::time::Instant::now();
+    conn.check_alive().await;
+    let waited = next.elapsed().as_millis() as i32;
+    assert!(
+        waited >= throttle - 100 && waited <= throttle + 1_500,
+        "waited {waited} ms for a throttle of {throttle} ms"
+    );
+    drop(conn);
+    broker.shutdown().await;
+}
+
+/// `max_connections_per_ip` and its overrides: a connection over its address's limit is
+/// closed at accept; one closed makes room.
+#[tokio::test]
+async fn connections_over_the_per_ip_limit_are_closed() {
+    let broker = crate::common::start_broker(|c| {
+        c.broker.max_connections_per_ip = 1;
+        c.broker.max_connections_per_ip_overrides = "127.0.0.1:2, ::1:5".into();
+    })
+    .await;
+    let mut a = KafkaConn::connect(&broker.addr()).await;
+    let mut b = KafkaConn::connect(&broker.addr()).await;
+    let mut c = KafkaConn::connect(&broker.addr()).await;
+    a.check_alive().await;
+    b.check_alive().await;
+    c.expect_closed().await;
+    drop(a);
+    // The slot comes back when the broker sees the close.
+    let mut served = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let mut d = KafkaConn::connect(&broker.addr()).await;
+        let frame = crate::common::encode(
+            ApiKey::ApiVersions,
+            0,
+            1,
+            &RequestKind::ApiVersions(Default::default()),
+        );
+        if d.try_write_raw(&frame).await.is_err() || d.read_frame().await.is_none() {
+            continue;
+        }
+        served = true;
+        break;
+    }
+    assert!(served);
+    b.check_alive().await;
+    drop(b);
+    broker.shutdown().await;
+}

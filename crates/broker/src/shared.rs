@@ -46,6 +46,8 @@ pub struct Shared {
     pub(crate) acls: crate::acl_store::AclStore,
     /// The client quotas and their sensors.
     pub(crate) quotas: crate::quota_manager::QuotaManager,
+    /// `max_connections_per_ip` and its overrides, with the counts per address.
+    pub(crate) connections_per_ip: Arc<crate::connection_quotas::ConnectionsPerIp>,
     /// SCRAM credentials (SASL/SCRAM and PLAIN authenticate against them).
     // Read by the SASL authenticator, which lands next (issue 19).
     #[allow(dead_code)]
@@ -179,6 +181,14 @@ impl Shared {
         let credentials = recovered.credentials.unwrap_or_else(|| {
             crate::credentials::CredentialStore::from_config(&config.broker.scram_users)
         });
+        let connections_per_ip = Arc::new(crate::connection_quotas::ConnectionsPerIp::new(
+            config.broker.max_connections_per_ip,
+            // Checked by `Config::validate`.
+            config
+                .broker
+                .connections_per_ip_overrides()
+                .unwrap_or_default(),
+        ));
         Shared {
             node_id: config.broker.node_id,
             config,
@@ -190,6 +200,7 @@ impl Shared {
             txn_settled: tokio::sync::Notify::new(),
             acls: recovered.acls,
             quotas: recovered.quotas,
+            connections_per_ip,
             credentials,
             hooks,
             metrics: Metrics::default(),

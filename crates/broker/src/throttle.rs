@@ -1,0 +1,196 @@
+//! Client-quota throttling of one request, as Kafka does it (KIP-219): the request's usage
+//! is recorded against its client's quotas — a Produce's record bytes against
+//! `producer_byte_rate`, a Fetch's answered record bytes against `consumer_byte_rate`, the
+//! handler's own time of every request against `request_percentage` — and, over a quota,
+//! the response carries `throttle_time_ms` and the connection is muted that long after
+//! the response is sent (`server.rs`). A throttled Fetch is answered without records and
+//! its bytes are taken back, as Kafka answers it empty; a Fetch asks for at most what the
+//! quota allows in its window (Kafka's `getMaxValueInQuotaWindow`).
+//!
+//! The pipeline calls [`Usage::of`] before the handler and [`Usage::throttle`] once the
+//! response is complete. Without any quota configured, `of` returns `None` and nothing
+//! else runs.
+
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use rafka_hooks::Session;
+use rafka_protocol::connection::DecodedRequest;
+
+use crate::quota::QuotaKind;
+use crate::shared::Shared;
+
+/// What a request uses of its client's quotas.
+pub(crate) struct Usage {
+    api: ApiKey,
+    user: String,
+    client_id: String,
+    /// A Produce's size (Kafka counts the whole request).
+    produce_bytes: usize,
+}
+
+impl Usage {
+    /// The usage of `req`, or `None` when no quota is configured. Bounds a Fetch's
+    /// `max_bytes` by what its consumer quota allows in one window.
+    pub(crate) fn of(
+        shared: &Shared,
+        req: &mut DecodedRequest,
+        session: &Session,
+    ) -> Option<Usage> {
+        if !shared.quotas.enabled() {
+            return None;
+        }
+        let api = req.api_key;
+        // A client must be able to learn versions and authenticate whatever its quota.
+        if matches!(
+            api,
+            ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+        ) {
+            return None;
+        }
+        let user = session.principal.name.clone();
+        let client_id = req
+            .header
+            .client_id
+            .as_deref()
+            .unwrap_or_default()
+            .to_string();
+        let produce_bytes = req.frame_bytes;
+        if let RequestKind::Fetch(f) = &mut req.body {
+            let quota = &shared.quotas;
+            if let Some(max) =
+                quota.max_value_in_window(QuotaKind::ConsumerByteRate, &user, &client_id)
+            {
+                let max = max.clamp(1.0, i32::MAX as f64) as i32;
+                if f.max_bytes <= 0 || f.max_bytes > max {
+                    f.max_bytes = max;
+                }
+            }
+        }
+        Some(Usage {
+            api,
+            user,
+            client_id,
+            produce_bytes,
+        })
+    }
+
+    /// Records the request's usage (`handler_time`: the broker's own time on it) and
+    /// returns how long the connection is muted; sets `throttle_time_ms` in `resp` (none
+    /// for a Produce with acks=0, which only its byte quota throttles).
+    pub(crate) fn throttle(
+        &self,
+        shared: &Shared,
+        handler_time: Duration,
+        resp: Option<&mut ResponseKind>,
+    ) -> Duration {
+        let q = &shared.quotas;
+        let now = Instant::now();
+        let (user, client) = (self.user.as_str(), self.client_id.as_str());
+        let request = match resp.is_some() {
+            true => q.record(
+                QuotaKind::RequestPercentage,
+                user,
+                client,
+                handler_time.as_secs_f64() * 100.0,
+                now,
+            ),
+            false => Duration::ZERO,
+        };
+        let (kind, time) = match (self.api, resp) {
+            (ApiKey::Produce, resp) => {
+                let bytes = q.record(
+                    QuotaKind::ProducerByteRate,
+                    user,
+                    client,
+                    self.produce_bytes as f64,
+                    now,
+                );
+                let worst = worst(bytes, request, QuotaKind::ProducerByteRate);
+                if let Some(r) = resp {
+                    set_throttle_time(r, worst.1);
+                }
+                worst
+            }
+            (ApiKey::Fetch, Some(ResponseKind::Fetch(f))) => {
+                let size: usize = f
+                    .responses
+                    .iter()
+                    .flat_map(|t| &t.partitions)
+                    .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+                    .sum();
+                let bytes = q.record(QuotaKind::ConsumerByteRate, user, client, size as f64, now);
+                let worst = worst(bytes, request, QuotaKind::ConsumerByteRate);
+                if worst.1 > Duration::ZERO {
+                    // Answered without records: they do not count.
+                    q.unrecord(QuotaKind::ConsumerByteRate, user, client, size as f64, now);
+                    for p in f.responses.iter_mut().flat_map(|t| &mut t.partitions) {
+                        if p.records.as_ref().is_some_and(|r| !r.is_empty()) {
+                            p.records = Some(bytes::Bytes::new());
+                        }
+                    }
+                    f.throttle_time_ms = millis(worst.1);
+                }
+                worst
+            }
+            (_, Some(r)) => {
+                set_throttle_time(r, request);
+                (QuotaKind::RequestPercentage, request)
+            }
+            (_, None) => (QuotaKind::RequestPercentage, Duration::ZERO),
+        };
+        if time > Duration::ZERO {
+            shared.metrics.throttled(kind, time);
+            tracing::debug!(
+                quota = kind.name(),
+                user,
+                client_id = client,
+                throttle_ms = time.as_millis() as u64,
+                "quota exceeded; throttled"
+            );
+        }
+        time
+    }
+}
+
+/// The longer of a byte quota's throttle and the request quota's, and its kind.
+fn worst(bytes: Duration, request: Duration, kind: QuotaKind) -> (QuotaKind, Duration) {
+    if bytes >= request {
+        (kind, bytes)
+    } else {
+        (QuotaKind::RequestPercentage, request)
+    }
+}
+
+fn millis(d: Duration) -> i32 {
+    d.as_millis().min(i32::MAX as u128) as i32
+}
+
+/// Sets `throttle_time_ms` in every served response that has one (a version without
+/// the field does not encode it).
+macro_rules! set_throttle_time_in {
+    ($($api:ident),* $(,)?) => {
+        fn set_throttle_time(resp: &mut ResponseKind, time: Duration) {
+            if time.is_zero() {
+                return;
+            }
+            let ms = millis(time);
+            match resp {
+                $(ResponseKind::$api(r) => r.throttle_time_ms = ms,)*
+                _ => {}
+            }
+        }
+    };
+}
+
+set_throttle_time_in! {
+    Produce, Fetch, ListOffsets, Metadata, OffsetCommit, OffsetFetch, FindCoordinator,
+    JoinGroup, Heartbeat, LeaveGroup, SyncGroup, DescribeGroups, ListGroups, ApiVersions,
+    CreateTopics, DeleteTopics, DeleteRecords, InitProducerId, OffsetForLeaderEpoch,
+    DescribeConfigs, AlterConfigs, DescribeLogDirs, CreatePartitions, DeleteGroups,
+    IncrementalAlterConfigs, OffsetDelete, DescribeCluster, DescribeTopicPartitions,
+    ConsumerGroupHeartbeat, ConsumerGroupDescribe, AddPartitionsToTxn, AddOffsetsToTxn,
+    EndTxn, TxnOffsetCommit, DescribeProducers, DescribeTransactions, ListTransactions,
+    CreateAcls, DescribeAcls, DeleteAcls, DescribeUserScramCredentials,
+    AlterUserScramCredentials, DescribeClientQuotas, AlterClientQuotas,
+}
