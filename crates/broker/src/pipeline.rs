@@ -28,8 +28,12 @@ pub(crate) enum Answer {
     Ready(EncodedResponse, Duration),
     /// The response once the handler's wait is over (an fsync, a long poll), encoded, and
     /// the mute after it; the request's span is attached. Responses still leave in request
-    /// order.
-    Later(Pin<Box<dyn Future<Output = Result<Muted, ProtocolError>> + Send>>),
+    /// order. Beside it, the mute already known when the handler returned (a Produce over
+    /// its quota): nothing more is read until this answer is sent.
+    Later(
+        Pin<Box<dyn Future<Output = Result<Muted, ProtocolError>> + Send>>,
+        Duration,
+    ),
     /// Nothing (Produce with acks=0), and the mute from now.
     Nothing(Duration),
 }
@@ -92,7 +96,8 @@ pub(crate) fn handle(
     match routed {
         Reply::Now(mut resp) => {
             let mute = usage.map_or(Duration::ZERO, |u| {
-                u.throttle(shared, started.elapsed(), Some(&mut resp))
+                let early = u.record(shared, started.elapsed(), true);
+                u.finish(shared, early, Some(&mut resp))
             });
             finished(shared, meta, session, started, allowance, Some(&resp));
             Ok(Answer::Ready(encode_response_chunks(meta, &resp)?, mute))
@@ -101,22 +106,30 @@ pub(crate) fn handle(
             let shared = shared.clone();
             let session = session.clone();
             // The broker's own time; the wait that follows is not the client's usage.
-            let handler_time = started.elapsed();
-            Ok(Answer::Later(Box::pin(
-                async move {
-                    let mut resp = fut.await;
-                    let mute = usage.map_or(Duration::ZERO, |u| {
-                        u.throttle(&shared, handler_time, Some(&mut resp))
-                    });
-                    finished(&shared, meta, &session, started, allowance, Some(&resp));
-                    Ok((encode_response_chunks(meta, &resp)?, mute))
-                }
-                .instrument(span),
-            )))
+            let early = usage
+                .as_ref()
+                .map(|u| u.record(&shared, started.elapsed(), true));
+            let known = early.map_or(Duration::ZERO, |e| e.1);
+            Ok(Answer::Later(
+                Box::pin(
+                    async move {
+                        let mut resp = fut.await;
+                        let mute = match (usage, early) {
+                            (Some(u), Some(e)) => u.finish(&shared, e, Some(&mut resp)),
+                            _ => Duration::ZERO,
+                        };
+                        finished(&shared, meta, &session, started, allowance, Some(&resp));
+                        Ok((encode_response_chunks(meta, &resp)?, mute))
+                    }
+                    .instrument(span),
+                ),
+                known,
+            ))
         }
         Reply::Nothing => {
             let mute = usage.map_or(Duration::ZERO, |u| {
-                u.throttle(shared, started.elapsed(), None)
+                let early = u.record(shared, started.elapsed(), false);
+                u.finish(shared, early, None)
             });
             finished(shared, meta, session, started, allowance, None);
             Ok(Answer::Nothing(mute))
@@ -372,7 +385,7 @@ mod tests {
         while let Some(answer) = next(shared, &mut conn, &session)? {
             match answer {
                 Answer::Ready(r, _) => out.push(r.into_bytes()),
-                Answer::Later(_) => panic!("these requests are answered at once"),
+                Answer::Later(..) => panic!("these requests are answered at once"),
                 Answer::Nothing(_) => {}
             }
         }

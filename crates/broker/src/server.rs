@@ -161,7 +161,20 @@ async fn serve_tls(
 /// once it is sent (KIP-219), or still being worked out.
 enum Pending {
     Ready(EncodedResponse, Duration),
-    Task(JoinHandle<Result<(EncodedResponse, Duration), ProtocolError>>),
+    /// The task, and the mute already known (the task's own may be longer).
+    Task(
+        JoinHandle<Result<(EncodedResponse, Duration), ProtocolError>>,
+        Duration,
+    ),
+}
+
+impl Pending {
+    /// The mute known to follow this answer.
+    fn mute(&self) -> Duration {
+        match self {
+            Pending::Ready(_, m) | Pending::Task(_, m) => *m,
+        }
+    }
 }
 
 /// Awaits the task at the front of the queue. Cancel safety: awaiting `&mut JoinHandle`
@@ -170,7 +183,7 @@ async fn front_task(
     queue: &mut VecDeque<Pending>,
 ) -> Result<(EncodedResponse, Duration), ProtocolError> {
     match queue.front_mut() {
-        Some(Pending::Task(h)) => match h.await {
+        Some(Pending::Task(h, _)) => match h.await {
             Ok(r) => r,
             Err(e) => Err(ProtocolError::Encode {
                 key: kafka_protocol::messages::ApiKey::ApiVersions,
@@ -219,10 +232,14 @@ async fn serve<R, W>(
             }
             mute_for(&mut muted_until, mute);
         }
-        let muted = muted_until.is_some_and(|t| t > Instant::now());
+        let mut muted = muted_until.is_some_and(|t| t > Instant::now());
         if !muted {
             muted_until = None;
         }
+        // A throttled answer not yet sent holds the reading back as a mute does (Kafka
+        // reads a connection's next request only after the answer to the last one).
+        let held = queue.iter().any(|p| !p.mute().is_zero());
+        muted |= held;
         // Requests left undecoded while the queue was full go first, before reading more
         // (also after the client half-closed: it gets answers to all it sent). Nothing is
         // decoded while the connection is muted.
@@ -239,14 +256,17 @@ async fn serve<R, W>(
                 decoding = false;
                 reading = false;
             }
-            if matches!(queue.front(), Some(Pending::Ready(..))) || muted_until.is_some() {
+            if matches!(queue.front(), Some(Pending::Ready(..)))
+                || muted_until.is_some()
+                || queue.iter().any(|p| !p.mute().is_zero())
+            {
                 continue;
             }
         }
         if !reading && queue.is_empty() {
             break;
         }
-        let front_is_task = matches!(queue.front(), Some(Pending::Task(_)));
+        let front_is_task = matches!(queue.front(), Some(Pending::Task(..)));
         let can_read = reading && !muted && has_room(&queue);
         // An authentication in progress has a deadline (a KIP-368 one included).
         let auth_deadline = auth.as_ref().and_then(|a| a.deadline()).filter(|_| reading);
@@ -274,7 +294,10 @@ async fn serve<R, W>(
             },
             r = front_task(&mut queue), if front_is_task => {
                 match r {
-                    Ok((bytes, mute)) => { queue[0] = Pending::Ready(bytes, mute); }
+                    Ok((bytes, mute)) => {
+                        let known = queue[0].mute();
+                        queue[0] = Pending::Ready(bytes, mute.max(known));
+                    }
                     Err(e) => {
                         tracing::error!(%peer, error = %e, "response failed; closing connection");
                         return;
@@ -289,7 +312,7 @@ async fn serve<R, W>(
             },
             // A muted connection reads again when its throttle time is over.
             _ = tokio::time::sleep_until(muted_until.unwrap_or_else(Instant::now).into()),
-                if muted => {},
+                if muted_until.is_some() => {},
             _ = tokio::time::sleep(idle), if queue.is_empty() && !muted => {
                 tracing::debug!(%peer, "closing idle connection");
                 return;
@@ -330,7 +353,7 @@ fn has_room(queue: &VecDeque<Pending>) -> bool {
         .iter()
         .map(|p| match p {
             Pending::Ready(b, _) => b.len(),
-            Pending::Task(_) => 0,
+            Pending::Task(..) => 0,
         })
         .sum();
     queue.len() < IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX
@@ -357,8 +380,9 @@ fn drain_requests(
     muted_until: &mut Option<Instant>,
 ) -> Result<Drained, Close> {
     while has_room(queue) {
-        // An acks=0 Produce over its quota mutes the connection at once.
-        if muted_until.is_some() {
+        // An acks=0 Produce over its quota mutes the connection at once; an answer over
+        // a quota holds it until it is sent.
+        if muted_until.is_some() || queue.back().is_some_and(|p| !p.mute().is_zero()) {
             break;
         }
         let Some(auth) = auth.as_mut() else {
@@ -441,10 +465,13 @@ fn drain_requests(
                         .broker
                         .connection_failed_authentication_delay_ms,
                 );
-                queue.push_back(Pending::Task(tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    Ok((bytes, Duration::ZERO))
-                })));
+                queue.push_back(Pending::Task(
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        Ok((bytes, Duration::ZERO))
+                    }),
+                    Duration::ZERO,
+                ));
                 return Ok(Drained::Stop);
             }
             Step::Close(reason) => {
@@ -461,7 +488,7 @@ fn drain_requests(
 fn push_answer(queue: &mut VecDeque<Pending>, answer: Answer, muted_until: &mut Option<Instant>) {
     match answer {
         Answer::Ready(bytes, mute) => queue.push_back(Pending::Ready(bytes, mute)),
-        Answer::Later(fut) => queue.push_back(Pending::Task(tokio::spawn(fut))),
+        Answer::Later(fut, known) => queue.push_back(Pending::Task(tokio::spawn(fut), known)),
         Answer::Nothing(mute) => mute_for(muted_until, mute),
     }
 }

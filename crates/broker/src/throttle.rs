@@ -7,8 +7,8 @@
 //! its bytes are taken back, as Kafka answers it empty; a Fetch asks for at most what the
 //! quota allows in its window (Kafka's `getMaxValueInQuotaWindow`).
 //!
-//! The pipeline calls [`Usage::of`] before the handler and [`Usage::throttle`] once the
-//! response is complete. Without any quota configured, `of` returns `None` and nothing
+//! The pipeline calls [`Usage::of`] before the handler, [`Usage::record`] when it returns
+//! and [`Usage::finish`] once the response is complete. Without any quota configured, `of` returns `None` and nothing
 //! else runs.
 
 use std::time::{Duration, Instant};
@@ -75,44 +75,58 @@ impl Usage {
         })
     }
 
-    /// Records the request's usage (`handler_time`: the broker's own time on it) and
-    /// returns how long the connection is muted; sets `throttle_time_ms` in `resp` (none
-    /// for a Produce with acks=0, which only its byte quota throttles).
-    pub(crate) fn throttle(
+    /// Records what is known when the handler returns — its own time (`handler_time`)
+    /// against the request quota, unless nothing is answered (a Produce with acks=0), and
+    /// a Produce's bytes — and returns the throttle it earns so far: the connection reads
+    /// no further request until this answer is sent and the throttle is over.
+    pub(crate) fn record(
         &self,
         shared: &Shared,
         handler_time: Duration,
-        resp: Option<&mut ResponseKind>,
-    ) -> Duration {
+        answered: bool,
+    ) -> (QuotaKind, Duration) {
         let q = &shared.quotas;
         let now = Instant::now();
         let (user, client) = (self.user.as_str(), self.client_id.as_str());
-        let request = match resp.is_some() {
-            true => q.record(
+        let request = if answered {
+            q.record(
                 QuotaKind::RequestPercentage,
                 user,
                 client,
                 handler_time.as_secs_f64() * 100.0,
                 now,
-            ),
-            false => Duration::ZERO,
+            )
+        } else {
+            Duration::ZERO
         };
-        let (kind, time) = match (self.api, resp) {
-            (ApiKey::Produce, resp) => {
-                let bytes = q.record(
-                    QuotaKind::ProducerByteRate,
-                    user,
-                    client,
-                    self.produce_bytes as f64,
-                    now,
-                );
-                let worst = worst(bytes, request, QuotaKind::ProducerByteRate);
-                if let Some(r) = resp {
-                    set_throttle_time(r, worst.1);
-                }
-                worst
-            }
-            (ApiKey::Fetch, Some(ResponseKind::Fetch(f))) => {
+        if self.api == ApiKey::Produce {
+            let bytes = q.record(
+                QuotaKind::ProducerByteRate,
+                user,
+                client,
+                self.produce_bytes as f64,
+                now,
+            );
+            return worst((QuotaKind::ProducerByteRate, bytes), request);
+        }
+        (QuotaKind::RequestPercentage, request)
+    }
+
+    /// Completes the throttle once the response is ready: a Fetch's answered bytes are
+    /// recorded (and, if it is throttled, taken back and its records dropped);
+    /// `throttle_time_ms` is set. Returns how long the connection is muted after the
+    /// response is sent.
+    pub(crate) fn finish(
+        &self,
+        shared: &Shared,
+        early: (QuotaKind, Duration),
+        resp: Option<&mut ResponseKind>,
+    ) -> Duration {
+        let q = &shared.quotas;
+        let (user, client) = (self.user.as_str(), self.client_id.as_str());
+        let (kind, time) = match resp {
+            Some(ResponseKind::Fetch(f)) => {
+                let now = Instant::now();
                 let size: usize = f
                     .responses
                     .iter()
@@ -120,8 +134,8 @@ impl Usage {
                     .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
                     .sum();
                 let bytes = q.record(QuotaKind::ConsumerByteRate, user, client, size as f64, now);
-                let worst = worst(bytes, request, QuotaKind::ConsumerByteRate);
-                if worst.1 > Duration::ZERO {
+                let w = worst((QuotaKind::ConsumerByteRate, bytes), early.1);
+                if w.1 > Duration::ZERO {
                     // Answered without records: they do not count.
                     q.unrecord(QuotaKind::ConsumerByteRate, user, client, size as f64, now);
                     for p in f.responses.iter_mut().flat_map(|t| &mut t.partitions) {
@@ -129,15 +143,15 @@ impl Usage {
                             p.records = Some(bytes::Bytes::new());
                         }
                     }
-                    f.throttle_time_ms = millis(worst.1);
+                    f.throttle_time_ms = millis(w.1);
                 }
-                worst
+                w
             }
-            (_, Some(r)) => {
-                set_throttle_time(r, request);
-                (QuotaKind::RequestPercentage, request)
+            Some(r) => {
+                set_throttle_time(r, early.1);
+                early
             }
-            (_, None) => (QuotaKind::RequestPercentage, Duration::ZERO),
+            None => early,
         };
         if time > Duration::ZERO {
             shared.metrics.throttled(kind, time);
@@ -154,9 +168,9 @@ impl Usage {
 }
 
 /// The longer of a byte quota's throttle and the request quota's, and its kind.
-fn worst(bytes: Duration, request: Duration, kind: QuotaKind) -> (QuotaKind, Duration) {
-    if bytes >= request {
-        (kind, bytes)
+fn worst(bytes: (QuotaKind, Duration), request: Duration) -> (QuotaKind, Duration) {
+    if bytes.1 >= request {
+        bytes
     } else {
         (QuotaKind::RequestPercentage, request)
     }
