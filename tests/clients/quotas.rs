@@ -84,7 +84,7 @@ fn produce_flat_out(
     let producer: BaseProducer<Delivered> = client_config(bootstrap)
         .set("client.id", client_id)
         .set("linger.ms", "5")
-        .set("batch.size", "1000000")
+        .set("batch.size", "100000")
         .set("queue.buffering.max.kbytes", "8192")
         .set("message.timeout.ms", "60000")
         .create_with_context(Delivered(delivered.clone()))
