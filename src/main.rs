@@ -184,7 +184,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let client_command = matches!(
         args.first().map(String::as_str),
-        Some("topic" | "produce" | "consume" | "group" | "transactions" | "user" | "bench")
+        Some(
+            "topic" | "produce" | "consume" | "group" | "transactions" | "user" | "quota" | "bench"
+        )
     );
     let result = (|| -> Result<()> {
         if client_command {
