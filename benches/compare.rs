@@ -21,6 +21,15 @@
 //! against read_uncommitted consume, five alternated runs of each, the time each commit
 //! blocks, medians and three readings of the ratios.
 //!
+//! `RAFKA_BENCH_ONLY=tls` runs only TLS against plaintext: one broker with a `PLAINTEXT`
+//! and an `SSL` listener (a throwaway rcgen CA), librdkafka producing 1 KiB acks=1 and
+//! consuming from the start over each, alternated five times; medians, their ratio (and
+//! that of the best runs), and the broker's CPU-seconds per GB on each.
+//!
+//! `RAFKA_BENCH_ONLY=scram` runs only SCRAM-SHA-512 connection set-up: logins per second
+//! on fresh connections to a `SASL_PLAINTEXT` listener, with the client salting its
+//! password on every login and with the salting cached (the broker's own cost).
+//!
 //! Sizes: `RAFKA_BENCH_RECORDS` (1 KiB records, default 200,000), `RAFKA_BENCH_STARTUP_MIB`
 //! (data for the start-up test, default 1024), `RAFKA_BENCH_STARTUP_PARTITIONS` (1000).
 //! Prints a Markdown table; not a pass/fail test.
@@ -75,16 +84,20 @@ impl Server {
 
     /// `rafka` with further arguments (`--config file`).
     fn rafka_with(data: &Path, extra: &[&std::ffi::OsStr]) -> Server {
+        let listen = [
+            std::ffi::OsStr::new("--listen"),
+            std::ffi::OsStr::new("127.0.0.1:0"),
+        ];
+        Server::rafka_args(data, &[extra, &listen[..]].concat())
+    }
+
+    /// `rafka` with exactly these arguments before `--admin-listen` and `--data-dir` (a
+    /// config with `broker.listeners` must not be given `--listen`).
+    fn rafka_args(data: &Path, extra: &[&std::ffi::OsStr]) -> Server {
         let started = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_rafka"))
             .args(extra)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
+            .args(["--admin-listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -263,13 +276,24 @@ fn consume(addr: &str, topic: &str, records: usize) -> (Duration, Duration) {
 
 /// `consume` at an isolation level (librdkafka's default is read_committed).
 fn consume_at(addr: &str, topic: &str, records: usize, isolation: &str) -> (Duration, Duration) {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", addr)
+    consume_with(addr, topic, records, &[("isolation.level", isolation)])
+}
+
+/// `consume` with further librdkafka settings (`security.protocol`, ...).
+fn consume_with(
+    addr: &str,
+    topic: &str,
+    records: usize,
+    config: &[(&str, &str)],
+) -> (Duration, Duration) {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", addr)
         .set("group.id", "compare")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", isolation)
-        .create()
-        .unwrap();
+        .set("enable.auto.commit", "false");
+    for (k, v) in config {
+        cfg.set(*k, *v);
+    }
+    let c: BaseConsumer = cfg.create().unwrap();
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Beginning)
         .unwrap();
@@ -674,6 +698,14 @@ fn main() {
     let records = env_num("RAFKA_BENCH_RECORDS", 200_000);
     let dir = tempfile::tempdir_in(std::env::var("RAFKA_BENCH_DIR").unwrap_or_else(|_| ".".into()))
         .unwrap();
+    if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "tls") {
+        tls_against_plaintext(dir.path(), records);
+        return;
+    }
+    if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "scram") {
+        scram_connections(dir.path());
+        return;
+    }
     let only_txn = std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "transactions");
     if only_txn {
         eprintln!("transactions ...");
@@ -967,4 +999,269 @@ fn print_transactions(records: usize, rows: &[TxnRow]) {
     println!(
         "| read_committed / read_uncommitted consume | {m:.2} | × (medians) | best runs {best:.2}, paired runs {paired:.2}; target ≥ 0.95 | |"
     );
+}
+
+/// A free loopback port (bound, then released for the broker to take).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `RAFKA_BENCH_ONLY=tls`: produce 1 KiB acks=1 and consume from the start over a
+/// `PLAINTEXT` and an `SSL` listener of the same broker, alternated, three runs each.
+fn tls_against_plaintext(dir: &Path, records: usize) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "bench CA");
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let put = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let ca_pem = put("bench-ca.pem", &ca.pem());
+    let cert = put("bench-server.pem", &leaf.pem());
+    let key = put("bench-server.key", &key.serialize_pem());
+    let (plain_port, tls_port) = (free_port(), free_port());
+    let config = put(
+        "bench-tls.yaml",
+        &format!(
+            "broker:\n  listeners:\n    - name: PLAIN\n      listen: 127.0.0.1:{plain_port}\n    \
+             - name: TLS\n      listen: 127.0.0.1:{tls_port}\n      security_protocol: SSL\n      \
+             ssl:\n        certificate: {}\n        key: {}\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let server = Server::rafka_args(
+        &dir.join("rafka-tls"),
+        &[std::ffi::OsStr::new("--config"), config.as_os_str()],
+    );
+    let pid = server.pid().to_string();
+    let plain = format!("127.0.0.1:{plain_port}");
+    let tls = format!("127.0.0.1:{tls_port}");
+    let ca_location = ca_pem.to_str().unwrap().to_string();
+    let ssl: [(&str, &str); 2] = [
+        ("security.protocol", "ssl"),
+        ("ssl.ca.location", ca_location.as_str()),
+    ];
+    let total = records * 1024;
+    // (produce MB/s, consume MB/s, broker CPU-s/GB produce, consume) per run and listener.
+    let mut runs: [Vec<[f64; 4]>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..5 {
+        for (i, (addr, extra)) in [(&plain, &[][..]), (&tls, &ssl[..])]
+            .into_iter()
+            .enumerate()
+        {
+            let topic = format!("tls-{round}-{i}");
+            create_topic(&plain, &topic, 1);
+            let cpu0 = cpu_seconds(&pid);
+            let d = common::produce(
+                addr,
+                &common::Workload {
+                    topic: &topic,
+                    records,
+                    size: 1024,
+                    acks: "1",
+                    config: extra,
+                    ..common::Workload::default()
+                },
+            );
+            let cpu1 = cpu_seconds(&pid);
+            let (_, steady) = consume_with(addr, &topic, records, extra);
+            let cpu2 = cpu_seconds(&pid);
+            let gb = total as f64 / 1e9;
+            let row = [
+                total as f64 / d.as_secs_f64() / 1e6,
+                total as f64 / steady.as_secs_f64() / 1e6,
+                (cpu1 - cpu0) / gb,
+                (cpu2 - cpu1) / gb,
+            ];
+            eprintln!(
+                "  {} run {round}: produce {:.0} MB/s, consume {:.0} MB/s",
+                if i == 0 { "PLAINTEXT" } else { "SSL" },
+                row[0],
+                row[1]
+            );
+            runs[i].push(row);
+        }
+    }
+    server.stop("-TERM");
+    let med = |i: usize, k: usize| median(&runs[i].iter().map(|r| r[k]).collect::<Vec<_>>());
+    let best = |i: usize, k: usize| runs[i].iter().map(|r| r[k]).fold(0.0, f64::max);
+    println!("records: {records} x 1 KiB per run; one rafka (release, log engine) with a PLAINTEXT and an SSL listener (TLS 1.3, rustls/ring, ECDSA P-256 certificate); librdkafka (OpenSSL) on both; medians of 5 alternated runs");
+    println!();
+    println!("| workload | PLAINTEXT MB/s | SSL MB/s | SSL / PLAINTEXT | best runs | broker CPU-s/GB PLAINTEXT | broker CPU-s/GB SSL |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, k) in [("produce 1 KiB acks=1", 0), ("consume 1 KiB from start", 1)] {
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            med(0, k),
+            med(1, k),
+            med(1, k) / med(0, k),
+            best(1, k) / best(0, k),
+            med(0, k + 2),
+            med(1, k + 2)
+        );
+    }
+}
+
+/// One request over a blocking stream: the frame of `body` at `version`, then the answer's
+/// body decoded.
+fn raw_request<Resp: kafka_protocol::protocol::Decodable>(
+    stream: &mut TcpStream,
+    key: kafka_protocol::messages::ApiKey,
+    version: i16,
+    body: &impl kafka_protocol::protocol::Encodable,
+) -> Resp {
+    use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, Encodable};
+    let header = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(1);
+    let header_version = key.request_header_version(version);
+    let mut buf = bytes::BytesMut::new();
+    header.encode(&mut buf, header_version).unwrap();
+    body.encode(&mut buf, version).unwrap();
+    stream.write_all(&(buf.len() as u32).to_be_bytes()).unwrap();
+    stream.write_all(&buf).unwrap();
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).unwrap();
+    let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut frame).unwrap();
+    let mut frame = bytes::Bytes::from(frame);
+    ResponseHeader::decode(&mut frame, key.response_header_version(version)).unwrap();
+    Resp::decode(&mut frame, version).unwrap()
+}
+
+/// One SCRAM-SHA-512 login on a fresh connection (SaslHandshake v1, SaslAuthenticate v2
+/// twice, the server's signature checked); `salted` salts the password.
+fn scram_login(addr: &str, nonce: u64, salted: &dyn Fn(&[u8], u32) -> Vec<u8>) {
+    use kafka_protocol::messages::{
+        ApiKey, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+        SaslHandshakeResponse,
+    };
+    use rafka_protocol::sasl::scram::{ScramClient, ScramMechanism};
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    let hs: SaslHandshakeResponse = raw_request(
+        &mut s,
+        ApiKey::SaslHandshake,
+        1,
+        &SaslHandshakeRequest::default().with_mechanism("SCRAM-SHA-512".into()),
+    );
+    assert_eq!(hs.error_code, 0);
+    let mut client = ScramClient::new(
+        ScramMechanism::Sha512,
+        "bench",
+        "bench-secret",
+        format!("benchnonce{nonce}"),
+    );
+    let auth = |s: &mut TcpStream, token: Vec<u8>| -> Vec<u8> {
+        let r: SaslAuthenticateResponse = raw_request(
+            s,
+            ApiKey::SaslAuthenticate,
+            2,
+            &SaslAuthenticateRequest::default().with_auth_bytes(token.into()),
+        );
+        assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+        r.auth_bytes.to_vec()
+    };
+    let server_first = auth(&mut s, client.client_first());
+    let last = client.client_final_salted(&server_first, salted).unwrap();
+    let server_final = auth(&mut s, last);
+    client.verify_server_final(&server_final).unwrap();
+}
+
+/// `RAFKA_BENCH_ONLY=scram`: SCRAM-SHA-512 connections set up per second against one
+/// SASL_PLAINTEXT listener, by four client threads for 5 s: once salting the password on
+/// every login (as librdkafka and Kafka's Java client do), once with the salting cached
+/// (what is left is the broker's side: accept, three round trips, HMACs).
+fn scram_connections(dir: &Path) {
+    use rafka_protocol::sasl::scram::{salted_password, ScramMechanism};
+    let port = free_port();
+    let config = dir.join("bench-scram.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "broker:\n  listeners:\n    - name: SASL\n      listen: 127.0.0.1:{port}\n      \
+             security_protocol: SASL_PLAINTEXT\n      sasl_enabled_mechanisms: [SCRAM-SHA-512]\n  \
+             scram_users:\n    - name: bench\n      password: bench-secret\n      \
+             mechanisms: [SCRAM-SHA-512]\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::rafka_args(
+        &dir.join("rafka-scram"),
+        &[std::ffi::OsStr::new("--config"), config.as_os_str()],
+    );
+    let pid = server.pid().to_string();
+    let addr = format!("127.0.0.1:{port}");
+    const THREADS: u64 = 4;
+    let window = Duration::from_secs(5);
+    println!("SCRAM-SHA-512 logins on fresh connections, {THREADS} client threads, {} s each; one rafka (release), SASL_PLAINTEXT, 4096 iterations", window.as_secs());
+    println!();
+    println!("| client | connections/s | broker CPU-ms per connection |");
+    println!("|---|---:|---:|");
+    for cached in [false, true] {
+        let cpu0 = cpu_seconds(&pid);
+        let started = Instant::now();
+        let counts: Vec<u64> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..THREADS)
+                .map(|t| {
+                    let addr = addr.clone();
+                    scope.spawn(move || {
+                        // (salt, iterations, salted password) of the last login.
+                        type Salting = Option<(Vec<u8>, u32, Vec<u8>)>;
+                        let cache: std::cell::RefCell<Salting> = Default::default();
+                        let salted = |salt: &[u8], i: u32| -> Vec<u8> {
+                            if cached {
+                                if let Some((s, n, v)) = cache.borrow().as_ref() {
+                                    if s == salt && *n == i {
+                                        return v.clone();
+                                    }
+                                }
+                            }
+                            let v =
+                                salted_password(ScramMechanism::Sha512, "bench-secret", salt, i);
+                            *cache.borrow_mut() = Some((salt.to_vec(), i, v.clone()));
+                            v
+                        };
+                        let mut n = 0u64;
+                        while started.elapsed() < window {
+                            scram_login(&addr, t * 1_000_000_000 + n, &salted);
+                            n += 1;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let secs = started.elapsed().as_secs_f64();
+        let total: u64 = counts.iter().sum();
+        let cpu = cpu_seconds(&pid) - cpu0;
+        println!(
+            "| {} | {:.0} | {:.3} |",
+            if cached {
+                "salting cached"
+            } else {
+                "salting every login"
+            },
+            total as f64 / secs,
+            cpu * 1000.0 / total.max(1) as f64
+        );
+    }
+    server.stop("-TERM");
 }

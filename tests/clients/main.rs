@@ -18,6 +18,7 @@ mod compaction;
 mod hooks;
 mod kip848;
 mod metrics;
+mod oauthbearer;
 mod rafka_consumer;
 mod rafka_producer;
 mod rafka_sasl;

@@ -35,6 +35,7 @@ fn listener(name: &str, protocol: ListenerProtocol, pki: &Pki) -> ListenerConfig
                 key: pki.server_key.clone(),
                 client_ca: None,
                 client_auth: None,
+                principal_mapping_rules: None,
             }
         }),
         sasl_enabled_mechanisms: matches!(

@@ -155,6 +155,7 @@ fn misnamed_listener(dir: &Path) -> ListenerConfig {
             key: dir.join("other.key"),
             client_ca: None,
             client_auth: None,
+            principal_mapping_rules: None,
         }),
         sasl_enabled_mechanisms: None,
     }

@@ -61,6 +61,7 @@ async fn start(dir: &Path, pki: &Pki, setup: &Setup, hook: Arc<Principals>) -> B
         key: pki.server_key.clone(),
         client_ca: None,
         client_auth: None,
+        principal_mapping_rules: None,
     });
     cfg.broker.listeners = vec![
         ListenerConfig {

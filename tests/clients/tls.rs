@@ -4,7 +4,8 @@
 //! the TLS port, a TLS client on the plaintext port, a client certificate from another CA),
 //! each within a bound while the broker keeps serving. Certificates are made per test with
 //! rcgen: a CA, a server certificate for 127.0.0.1/localhost, a client certificate, and an
-//! unrelated second CA with its own client.
+//! unrelated second CA with its own client. Also: certificates reloaded without a restart
+//! when their files change, and `ssl_principal_mapping_rules` applied to the client's DN.
 
 use crate::common;
 use crate::support;
@@ -140,6 +141,7 @@ impl Pki {
                 key: self.server_key.clone(),
                 client_ca: client_auth.map(|_| self.ca.clone()),
                 client_auth,
+                principal_mapping_rules: None,
             }),
             sasl_enabled_mechanisms: None,
         }
@@ -188,10 +190,20 @@ pub(crate) async fn start(
     listeners: Vec<ListenerConfig>,
     hook: Arc<Principals>,
 ) -> Broker {
+    start_with(dir, listeners, hook, |_| {}).await
+}
+
+async fn start_with(
+    dir: &Path,
+    listeners: Vec<ListenerConfig>,
+    hook: Arc<Principals>,
+    tweak: impl FnOnce(&mut Config),
+) -> Broker {
     support::log_to_test_output();
     let mut cfg = Config::default();
     cfg.storage.path = dir.join("data");
     cfg.broker.listeners = listeners;
+    tweak(&mut cfg);
     Broker::builder()
         .config(cfg)
         .hook_arc(hook)
@@ -546,6 +558,7 @@ async fn bad_tls_material_is_a_config_error_before_binding() {
                 key: pki.server_key.clone(),
                 client_ca: None,
                 client_auth: None,
+                principal_mapping_rules: None,
             },
             "missing.pem",
         ),
@@ -555,6 +568,7 @@ async fn bad_tls_material_is_a_config_error_before_binding() {
                 key: pki.server_key.clone(),
                 client_ca: None,
                 client_auth: None,
+                principal_mapping_rules: None,
             },
             "no PEM CERTIFICATE",
         ),
@@ -565,6 +579,7 @@ async fn bad_tls_material_is_a_config_error_before_binding() {
                 key: pki.client_key.clone(),
                 client_ca: None,
                 client_auth: None,
+                principal_mapping_rules: None,
             },
             "ssl.key",
         ),
@@ -574,6 +589,7 @@ async fn bad_tls_material_is_a_config_error_before_binding() {
                 key: pki.server_key.clone(),
                 client_ca: Some(pki.server_key.clone()),
                 client_auth: None,
+                principal_mapping_rules: None,
             },
             "ssl.client_ca",
         ),
@@ -595,4 +611,161 @@ async fn bad_tls_material_is_a_config_error_before_binding() {
             "{want}: {e}"
         );
     }
+}
+
+/// The DER of the certificate the listener at `addr` presents to a new connection.
+async fn presented_certificate(
+    connector: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+) -> Vec<u8> {
+    let server_name = ServerName::try_from("127.0.0.1").unwrap().to_owned();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = connector
+        .connect(server_name, tcp)
+        .await
+        .expect("handshake");
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn pem_certificate(path: &Path) -> Vec<u8> {
+    CertificateDer::pem_file_iter(path)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_reload_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki_a = Pki::write(dir.path());
+    let dir_b = tempfile::tempdir().unwrap();
+    let pki_b = Pki::write(dir_b.path());
+    let (cert_a, cert_b) = (
+        pem_certificate(&pki_a.server_cert),
+        pem_certificate(&pki_b.server_cert),
+    );
+    assert_ne!(cert_a, cert_b);
+    let hook = Arc::new(Principals(Mutex::new(Vec::new())));
+    let broker = start_with(
+        dir.path(),
+        vec![pki_a.ssl_listener("SECURE", None)],
+        hook,
+        |c| c.broker.ssl_certificate_reload_interval_ms = 100,
+    )
+    .await;
+    let addr = broker.listener_address("SECURE").unwrap();
+    // A client that trusts both CAs, to see which certificate is presented.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in [&pki_a.ca, &pki_b.ca] {
+        roots
+            .add(
+                CertificateDer::pem_file_iter(ca)
+                    .unwrap()
+                    .next()
+                    .unwrap()
+                    .unwrap(),
+            )
+            .unwrap();
+    }
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ));
+    assert_eq!(presented_certificate(&connector, addr).await, cert_a);
+    // A connection opened with certificate A, kept across the reloads.
+    let server_name = ServerName::try_from("127.0.0.1").unwrap().to_owned();
+    let mut old = connector
+        .connect(server_name, TcpStream::connect(addr).await.unwrap())
+        .await
+        .unwrap();
+    assert!(api_versions(&mut old).await.unwrap() > 0);
+
+    // A broken certificate file: logged, A stays in use.
+    std::fs::write(&pki_a.server_cert, "not a certificate\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(presented_certificate(&connector, addr).await, cert_a);
+    // Certificate B with key A (half-way through an update): they don't match, A stays.
+    std::fs::copy(&pki_b.server_cert, &pki_a.server_cert).unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(presented_certificate(&connector, addr).await, cert_a);
+    // Key B too: new handshakes get B, within a few polls.
+    std::fs::copy(&pki_b.server_key, &pki_a.server_key).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while presented_certificate(&connector, addr).await != cert_b {
+        assert!(Instant::now() < deadline, "certificate B not served in 5 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The connection opened before still works.
+    assert!(api_versions(&mut old).await.unwrap() > 0);
+    // librdkafka trusting only B's CA connects (and would refuse A).
+    let client_b = ssl_client(&addr.to_string(), &pki_b, false);
+    let port = tokio::task::spawn_blocking(move || metadata_port(&client_b))
+        .await
+        .unwrap();
+    assert_eq!(port, addr.port() as i32);
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssl_principal_mapping_rules_name_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::write(dir.path());
+    let hook = Arc::new(Principals(Mutex::new(Vec::new())));
+    let broker = start_with(
+        dir.path(),
+        vec![pki.ssl_listener("MTLS", Some(ClientAuth::Required))],
+        hook.clone(),
+        |c| {
+            c.broker.ssl_principal_mapping_rules =
+                "RULE:^CN=(.*?),OU=ServiceUsers.*$/svc-$1/, RULE:^CN=(.*?),OU=(.*?),O=.*$/$1/L, DEFAULT"
+                    .into()
+        },
+    )
+    .await;
+    let addr = broker.listener_address("MTLS").unwrap();
+    let client = ssl_client(&addr.to_string(), &pki, true);
+    let port = tokio::task::spawn_blocking(move || metadata_port(&client))
+        .await
+        .unwrap();
+    assert_eq!(port, addr.port() as i32);
+    let seen = hook.0.lock().unwrap().clone();
+    assert!(seen.iter().any(|s| s == "MTLS SSL User:alice"), "{seen:?}");
+    assert!(!seen.iter().any(|s| s.contains("CN=")), "{seen:?}");
+    broker.shutdown().await.unwrap();
+
+    // Rules that apply to no one: the client is refused after its handshake (Kafka's
+    // NoMatchingRule), within the bound. A listener with its own rules
+    // (`listener.name.<name>.ssl.principal.mapping.rules`) uses those instead.
+    let dir2 = tempfile::tempdir().unwrap();
+    let hook = Arc::new(Principals(Mutex::new(Vec::new())));
+    let mut own = pki.ssl_listener("OWN", Some(ClientAuth::Required));
+    own.ssl.as_mut().unwrap().principal_mapping_rules = Some("RULE:^CN=([a-z]+),.*$/$1/U".into());
+    let broker = start_with(
+        dir2.path(),
+        vec![pki.ssl_listener("MTLS", Some(ClientAuth::Required)), own],
+        hook.clone(),
+        |c| c.broker.ssl_principal_mapping_rules = "RULE:^CN=bob,.*$/bob/".into(),
+    )
+    .await;
+    let addr = broker.listener_address("MTLS").unwrap();
+    let good = client_tls(&pki, Some((&pki.client_cert, &pki.client_key)));
+    let server_name = ServerName::try_from("127.0.0.1").unwrap().to_owned();
+    assert!(tls_refused(&good, addr, &server_name).await);
+    let own_addr = broker.listener_address("OWN").unwrap();
+    let client = ssl_client(&own_addr.to_string(), &pki, true);
+    let port = tokio::task::spawn_blocking(move || metadata_port(&client))
+        .await
+        .unwrap();
+    assert_eq!(port, own_addr.port() as i32);
+    let seen = hook.0.lock().unwrap().clone();
+    assert!(seen.iter().any(|s| s == "OWN SSL User:ALICE"), "{seen:?}");
+    assert!(!seen.iter().any(|s| s.starts_with("MTLS ")), "{seen:?}");
+    broker.shutdown().await.unwrap();
 }

@@ -258,7 +258,10 @@ async fn failed_authentication_is_answered_after_the_delay_then_closed() {
     assert!(started.elapsed() >= DELAY);
     assert_eq!(r.error_code, UNSUPPORTED_SASL_MECHANISM);
     let offered: Vec<&str> = r.mechanisms.iter().map(|m| m.as_str()).collect();
-    assert_eq!(offered, ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]);
+    assert_eq!(
+        offered,
+        ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+    );
     c.expect_closed().await;
     // Another request in the middle of the exchange: ILLEGAL_SASL_STATE, closed.
     let mut c = connect(&b, "SASL").await;

@@ -8,14 +8,13 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 
 use rafka_core::{StorageError, Timestamp};
 
 use rafka_hooks::{Hook, HookChain, SecurityProtocol};
 
 use crate::cleaner_state::CleanerState;
-use crate::config::{Config, ConfigError, FsyncPolicy, ListenerProtocol};
+use crate::config::{Config, ConfigError, FsyncPolicy, ListenerProtocol, SaslMechanism};
 use crate::server::ListenerSpec;
 use crate::shared::Shared;
 use crate::state::TopicError;
@@ -119,12 +118,40 @@ impl Broker {
         config.validate()?;
         // The listeners' TLS material (files readable, PEM parses, the key matches the
         // certificate): a config error like the others, before any port is bound.
+        use crate::ssl_principal_mapper::SslPrincipalMapper;
+        let mapper = SslPrincipalMapper::from_rules(&config.broker.ssl_principal_mapping_rules)
+            .map_err(|e| ConfigError::Invalid {
+                key: "broker.ssl_principal_mapping_rules",
+                problem: e.0,
+            })?;
+        // OAUTHBEARER's verification keys (PEM files, a JWKS file): readable and usable.
+        let oauthbearer = Arc::new(crate::oauthbearer::ValidatorCell::new(&config.broker)?);
         let listeners = config
             .broker
             .effective_listeners()
             .into_iter()
-            .map(|l| crate::tls::server_config(&l).map(|tls| (l, tls)))
+            .map(|l| {
+                // A listener's own `ssl.principal_mapping_rules`, else the broker's.
+                let own = l
+                    .ssl
+                    .as_ref()
+                    .and_then(|s| s.principal_mapping_rules.as_deref());
+                let mapper = match own {
+                    None => mapper.clone(),
+                    Some(rules) => {
+                        SslPrincipalMapper::from_rules(rules).map_err(|e| ConfigError::Invalid {
+                            key: "broker.listeners",
+                            problem: format!(
+                                "listener {}: ssl.principal_mapping_rules: {}",
+                                l.name, e.0
+                            ),
+                        })?
+                    }
+                };
+                crate::tls::TlsListener::load(&l, mapper).map(|tls| (l, tls))
+            })
             .collect::<Result<Vec<_>, ConfigError>>()?;
+        let tls_listeners: Vec<_> = listeners.iter().filter_map(|(_, t)| t.clone()).collect();
         // Hooks next: a bad `hooks:` entry (pattern, schema file) fails before any port is
         // bound or file opened.
         let mut hooks = rafka_hooks::build_hooks(&config.hooks)?;
@@ -208,12 +235,25 @@ impl Broker {
                 ListenerSpec {
                     name: l.name.clone(),
                     protocol,
-                    tls: tls.map(TlsAcceptor::from),
+                    tls,
                     sasl: l.security_protocol.is_sasl().then(|| {
-                        Arc::new(crate::sasl::SaslSettings::new(
-                            config.broker.sasl_mechanisms_of(&l),
-                            config.broker.connections_max_reauth_ms,
-                        ))
+                        let mechanisms = config.broker.sasl_mechanisms_of(&l);
+                        if mechanisms.contains(&SaslMechanism::OAuthBearer)
+                            && !oauthbearer.get().can_validate()
+                        {
+                            tracing::warn!(
+                                listener = %l.name,
+                                "OAUTHBEARER is offered but no sasl_oauthbearer key (nor the \
+                                 unsecured validator) is configured: every token is refused"
+                            );
+                        }
+                        Arc::new(
+                            crate::sasl::SaslSettings::new(
+                                mechanisms,
+                                config.broker.connections_max_reauth_ms,
+                            )
+                            .with_oauthbearer(oauthbearer.clone()),
+                        )
                     }),
                 },
             ));
@@ -239,6 +279,23 @@ impl Broker {
             })
             .collect();
         let mut background = vec![
+            // New OAUTHBEARER keys (a rotated JWKS) when the key files change.
+            tokio::spawn(crate::oauthbearer::refresh_loop(
+                oauthbearer,
+                Duration::from_millis(
+                    shared
+                        .config
+                        .broker
+                        .sasl_oauthbearer_jwks_endpoint_refresh_ms,
+                ),
+                shutdown_rx.clone(),
+            )),
+            // New certificates for new handshakes when a listener's PEM files change.
+            tokio::spawn(crate::tls::reload_loop(
+                tls_listeners,
+                Duration::from_millis(shared.config.broker.ssl_certificate_reload_interval_ms),
+                shutdown_rx.clone(),
+            )),
             tokio::spawn(retention_loop(shared.clone(), shutdown_rx.clone())),
             tokio::spawn(group_loop(shared.clone(), shutdown_rx.clone())),
             tokio::spawn(txn_loop(shared.clone(), shutdown_rx.clone())),

@@ -163,6 +163,10 @@ pub enum SaslMechanism {
     /// RFC 5802 with SHA-512.
     #[serde(rename = "SCRAM-SHA-512")]
     ScramSha512,
+    /// RFC 7628 (KIP-255): a JWT bearer token, checked against the `sasl_oauthbearer_*`
+    /// settings.
+    #[serde(rename = "OAUTHBEARER")]
+    OAuthBearer,
 }
 
 impl SaslMechanism {
@@ -171,6 +175,7 @@ impl SaslMechanism {
         SaslMechanism::Plain,
         SaslMechanism::ScramSha256,
         SaslMechanism::ScramSha512,
+        SaslMechanism::OAuthBearer,
     ];
 
     /// Kafka's name, as in SaslHandshake.
@@ -179,6 +184,7 @@ impl SaslMechanism {
             SaslMechanism::Plain => "PLAIN",
             SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
             SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            SaslMechanism::OAuthBearer => "OAUTHBEARER",
         }
     }
 
@@ -224,6 +230,10 @@ pub struct ListenerSslConfig {
     /// `required` (the default when `client_ca` is set), `requested` or `none`.
     #[serde(default)]
     pub client_auth: Option<ClientAuth>,
+    /// Kafka's `listener.name.<name>.ssl.principal.mapping.rules`: this listener's rules,
+    /// instead of `broker.ssl_principal_mapping_rules`.
+    #[serde(default)]
+    pub principal_mapping_rules: Option<String>,
 }
 
 impl ListenerSslConfig {
@@ -488,6 +498,16 @@ fn validate_listeners(
                          certificates against"
                     ));
                 }
+                if let Some(rules) = &ssl.principal_mapping_rules {
+                    if let Err(e) =
+                        crate::ssl_principal_mapper::SslPrincipalMapper::from_rules(rules)
+                    {
+                        return invalid(format!(
+                            "listener {n}: ssl.principal_mapping_rules: {}",
+                            e.0
+                        ));
+                    }
+                }
             }
             (ListenerProtocol::Plaintext | ListenerProtocol::SaslPlaintext, None) => {}
         }
@@ -508,6 +528,33 @@ pub struct BrokerConfig {
     /// Named listeners (Kafka's `listeners` with their security protocols). When set, they
     /// replace `listen` and `advertised_listener`, which are the one-listener shorthand.
     pub listeners: Vec<ListenerConfig>,
+    /// `ssl.principal.mapping.rules`: how a client certificate's subject DN becomes the
+    /// principal name on `SSL` listeners (Kafka's `RULE:pattern/replacement/[LU]` list and
+    /// `DEFAULT`, the DN as it is).
+    pub ssl_principal_mapping_rules: String,
+    /// How often the `SSL` listeners' certificate, key and client CA files are checked for
+    /// changes; changed files are used for new handshakes without a restart. 0 = never.
+    pub ssl_certificate_reload_interval_ms: u64,
+    /// `sasl.oauthbearer.jwks.endpoint.url`: a `file:` URL of a JWKS document (RFC 7517)
+    /// whose RSA and EC keys verify OAUTHBEARER tokens (read at start; no HTTP fetch).
+    pub sasl_oauthbearer_jwks_endpoint_url: Option<String>,
+    /// `sasl.oauthbearer.jwks.endpoint.refresh.ms`: how often the JWKS file and the PEM
+    /// public key files are reread (new keys without a restart). 0 = never.
+    pub sasl_oauthbearer_jwks_endpoint_refresh_ms: u64,
+    /// PEM public keys (`-----BEGIN PUBLIC KEY-----`, RSA or EC P-256/P-384) that verify
+    /// OAUTHBEARER tokens, besides the JWKS's.
+    pub sasl_oauthbearer_public_key_files: Vec<PathBuf>,
+    /// `sasl.oauthbearer.expected.audience`: a token's `aud` must name one of these (no
+    /// check when empty).
+    pub sasl_oauthbearer_expected_audience: Vec<String>,
+    /// `sasl.oauthbearer.expected.issuer`: a token's `iss` must be this (no check when unset).
+    pub sasl_oauthbearer_expected_issuer: Option<String>,
+    /// `sasl.oauthbearer.sub.claim.name`: the claim that names the principal.
+    pub sasl_oauthbearer_sub_claim_name: String,
+    /// `sasl.oauthbearer.clock.skew.seconds`: tolerance of the `exp` and `nbf` checks.
+    pub sasl_oauthbearer_clock_skew_seconds: u64,
+    /// Accept unsigned tokens (`alg: none`, Kafka's unsecured validator): development only.
+    pub sasl_oauthbearer_unsecured_validator_enable: bool,
     /// SCRAM users created at start when the credential store has none of their
     /// mechanism (what `kafka-storage format --add-scram` does for a new Kafka cluster).
     pub scram_users: Vec<ScramUserConfig>,
@@ -654,6 +701,16 @@ impl Default for BrokerConfig {
             listen: "127.0.0.1:9092".into(),
             advertised_listener: None,
             listeners: Vec::new(),
+            ssl_principal_mapping_rules: crate::ssl_principal_mapper::DEFAULT_RULES.into(),
+            ssl_certificate_reload_interval_ms: 5_000,
+            sasl_oauthbearer_jwks_endpoint_url: None,
+            sasl_oauthbearer_jwks_endpoint_refresh_ms: 3_600_000,
+            sasl_oauthbearer_public_key_files: Vec::new(),
+            sasl_oauthbearer_expected_audience: Vec::new(),
+            sasl_oauthbearer_expected_issuer: None,
+            sasl_oauthbearer_sub_claim_name: "sub".into(),
+            sasl_oauthbearer_clock_skew_seconds: 30,
+            sasl_oauthbearer_unsecured_validator_enable: false,
             scram_users: Vec::new(),
             sasl_enabled_mechanisms: default_sasl_mechanisms(),
             connections_max_reauth_ms: 0,
@@ -785,6 +842,11 @@ impl Config {
             }
         }
         validate_listeners(&b.listeners, &b.sasl_enabled_mechanisms)?;
+        if let Err(e) = crate::ssl_principal_mapper::SslPrincipalMapper::from_rules(
+            &b.ssl_principal_mapping_rules,
+        ) {
+            return invalid("broker.ssl_principal_mapping_rules", e.0);
+        }
         validate_scram_users(&b.scram_users)?;
         if b.connection_failed_authentication_delay_ms >= b.connections_max_idle_ms.max(1) {
             return invalid(
@@ -1064,6 +1126,51 @@ mod tests {
         assert_eq!(c.broker.listen, "127.0.0.1:9092");
         assert_eq!(c.admin.listen, "127.0.0.1:9644");
         assert_eq!(c.log.level, "info");
+        assert_eq!(c.broker.ssl_principal_mapping_rules, "DEFAULT");
+        assert_eq!(c.broker.ssl_certificate_reload_interval_ms, 5000);
+    }
+
+    #[test]
+    fn ssl_principal_mapping_rules_are_checked() {
+        let c = Config::from_yaml(
+            "broker:\n  ssl_principal_mapping_rules: \"RULE:^CN=(.*?),OU=.*$/$1/L, DEFAULT\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let e = Config::from_yaml("broker:\n  ssl_principal_mapping_rules: \"RULE:a/b/Lx\"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "config key `broker.ssl_principal_mapping_rules`: Invalid rule: `RULE:a/b/Lx`, \
+             unmatched substring: `x`"
+        );
+        // A listener's own rules, checked the same way and named.
+        let listener = |rules: &str| {
+            format!(
+                "broker:\n  listeners:\n    - name: MTLS\n      listen: 127.0.0.1:0\n      \
+                 security_protocol: SSL\n      ssl:\n        certificate: /c.pem\n        \
+                 key: /k.pem\n        principal_mapping_rules: \"{rules}\"\n"
+            )
+        };
+        let c = Config::from_yaml(&listener("RULE:^CN=(.*?),.*$/$1/U,DEFAULT")).unwrap();
+        assert_eq!(
+            c.broker.listeners[0]
+                .ssl
+                .as_ref()
+                .unwrap()
+                .principal_mapping_rules
+                .as_deref(),
+            Some("RULE:^CN=(.*?),.*$/$1/U,DEFAULT")
+        );
+        let e = Config::from_yaml(&listener("DEFAULTS"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "config key `broker.listeners`: listener MTLS: ssl.principal_mapping_rules: \
+             Invalid rule: `DEFAULTS`, unmatched substring: `S`"
+        );
     }
 
     #[test]

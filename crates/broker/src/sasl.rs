@@ -32,6 +32,7 @@ use rafka_protocol::sasl::scram::{ScramCredential, ScramMechanism, ScramServer};
 
 use crate::api::sb;
 use crate::config::SaslMechanism;
+use crate::oauthbearer::{OAuthBearerServer, Outcome, ValidatorCell};
 
 /// Largest SASL token read (in a SaslAuthenticate request or raw); Kafka's
 /// `sasl.server.max.receive.size` default, 512 KiB, is for GSSAPI, which Rafka does not
@@ -51,6 +52,12 @@ pub(crate) trait AuthBackend {
     fn verify_plain(&self, user: &str, password: &str) -> bool;
     /// A fresh server nonce (printable, no `,`), from a cryptographic RNG.
     fn server_nonce(&self) -> String;
+    /// The wall clock in milliseconds since the epoch (OAUTHBEARER's `exp` and `nbf`).
+    fn unix_time_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
 }
 
 /// A listener's SASL settings.
@@ -60,6 +67,8 @@ pub(crate) struct SaslSettings {
     pub mechanisms: Vec<SaslMechanism>,
     /// `connections.max.reauth.ms`; `None` when 0 (sessions never expire).
     pub session_lifetime: Option<Duration>,
+    /// OAUTHBEARER's token checks (`None`: every token is refused).
+    pub oauthbearer: Option<std::sync::Arc<ValidatorCell>>,
 }
 
 impl SaslSettings {
@@ -69,6 +78,15 @@ impl SaslSettings {
             mechanisms,
             session_lifetime: (connections_max_reauth_ms > 0)
                 .then(|| Duration::from_millis(connections_max_reauth_ms)),
+            oauthbearer: None,
+        }
+    }
+
+    /// With OAUTHBEARER's token checks.
+    pub fn with_oauthbearer(self, validator: std::sync::Arc<ValidatorCell>) -> SaslSettings {
+        SaslSettings {
+            oauthbearer: Some(validator),
+            ..self
         }
     }
 }
@@ -131,6 +149,8 @@ enum Exchange {
         server: Box<ScramServer>,
         first_done: bool,
     },
+    /// OAUTHBEARER: the client-first message (and, after a refused token, its `0x01`).
+    OAuthBearer(OAuthBearerServer),
     /// A re-authentication asked for another mechanism: Kafka answers the handshake, then
     /// fails the exchange with this message.
     Refused(String),
@@ -228,7 +248,9 @@ impl Authenticator {
         match &mut self.phase {
             Phase::Done => Step::Close("request after the authentication ended".into()),
             Phase::Authenticated => {
-                let reauth = self.settings.session_lifetime.is_some();
+                // Re-authentication when the session has a lifetime: the configured one,
+                // or an OAUTHBEARER token's.
+                let reauth = self.identity.as_ref().is_some_and(|i| i.expires.is_some());
                 match &req.body {
                     // As Kafka's SocketServer: a SaslHandshake begins a re-authentication
                     // even after the session expired; any other request then closes.
@@ -351,6 +373,9 @@ impl Authenticator {
                 mechanism.name(),
                 before.mechanism.name()
             )),
+            _ if mechanism == SaslMechanism::OAuthBearer => {
+                Exchange::OAuthBearer(OAuthBearerServer::default())
+            }
             _ => match scram_of(mechanism) {
                 None => Exchange::Plain,
                 Some(m) => Exchange::Scram {
@@ -403,6 +428,8 @@ impl Authenticator {
                 mechanism.name()
             )
         };
+        // When the credential itself expires (an OAUTHBEARER token's `exp`), ms since epoch.
+        let mut credential_expires_ms = None;
         let result: Result<(Vec<u8>, Option<String>), (String, String)> = if token.len()
             > SASL_TOKEN_BYTES_MAX
         {
@@ -413,6 +440,29 @@ impl Authenticator {
         } else {
             match exchange {
                 Exchange::Refused(message) => Err((message.clone(), message.clone())),
+                Exchange::OAuthBearer(server) => match &self.settings.oauthbearer {
+                    None => Err((
+                        invalid(),
+                        "OAUTHBEARER: no token validator configured".into(),
+                    )),
+                    Some(v) => match server.evaluate(token, &v.get(), backend.unix_time_ms()) {
+                        Outcome::Authenticated { token, .. } => {
+                            credential_expires_ms = Some(token.expires_at_ms);
+                            Ok((Vec::new(), Some(token.principal)))
+                        }
+                        // Kafka's error challenge; the client's `0x01` ends the exchange.
+                        Outcome::Challenge { challenge, reason } => {
+                            tracing::debug!(%reason, "OAUTHBEARER token refused");
+                            if matches!(reason, crate::oauthbearer::TokenError::UnknownKeyId(_)) {
+                                v.expedite_refresh();
+                            }
+                            Ok((challenge, None))
+                        }
+                        Outcome::Failed { message, reason } => {
+                            Err((message, format!("OAUTHBEARER: {reason}")))
+                        }
+                    },
+                },
                 Exchange::Plain => match plain::parse(token) {
                     // Malformed (an authorization id other than the user included): the
                     // message says what, never whether the user exists.
@@ -487,7 +537,16 @@ impl Authenticator {
                         return fail(self, message.clone(), message);
                     }
                 }
-                let lifetime = self.settings.session_lifetime;
+                // KIP-368: the configured lifetime, cut short by the credential's expiry.
+                let lifetime = match credential_expires_ms {
+                    None => self.settings.session_lifetime,
+                    Some(expires) => {
+                        let left = u64::try_from(expires.saturating_sub(backend.unix_time_ms()))
+                            .unwrap_or(0);
+                        let left = Duration::from_millis(left);
+                        Some(self.settings.session_lifetime.map_or(left, |l| l.min(left)))
+                    }
+                };
                 self.identity = Some(Identity {
                     user: user.clone(),
                     mechanism,
@@ -507,10 +566,10 @@ impl Authenticator {
     }
 }
 
-/// The SCRAM variant of a mechanism (`None` for PLAIN).
+/// The SCRAM variant of a mechanism (`None` for PLAIN and OAUTHBEARER).
 fn scram_of(m: SaslMechanism) -> Option<ScramMechanism> {
     match m {
-        SaslMechanism::Plain => None,
+        SaslMechanism::Plain | SaslMechanism::OAuthBearer => None,
         SaslMechanism::ScramSha256 => Some(ScramMechanism::Sha256),
         SaslMechanism::ScramSha512 => Some(ScramMechanism::Sha512),
     }
@@ -1090,6 +1149,238 @@ mod tests {
                         prop_assert!(offered.contains(&mechanism));
                         prop_assert!(users.0.contains_key(user.as_str()));
                         live_until = Some((reauth_ms > 0).then(|| now + Duration::from_millis(reauth_ms)));
+                    }
+                    Step::Answer(_) => {}
+                    Step::Failed { .. } | Step::Close(_) => {
+                        closed = true;
+                        live_until = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A backend with a fixed wall clock.
+    struct At(i64);
+
+    impl AuthBackend for At {
+        fn scram_credential(&self, _: &str, _: ScramMechanism) -> Option<ScramCredential> {
+            None
+        }
+        fn verify_plain(&self, _: &str, _: &str) -> bool {
+            false
+        }
+        fn server_nonce(&self) -> String {
+            "n".into()
+        }
+        fn unix_time_ms(&self) -> i64 {
+            self.0
+        }
+    }
+
+    fn unsecured_token(sub: &str, exp_s: i64) -> Vec<u8> {
+        use base64::Engine as _;
+        let b64 = |s: String| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let jwt = format!(
+            "{}.{}.",
+            b64(r#"{"alg":"none"}"#.into()),
+            b64(format!(r#"{{"sub":"{sub}","exp":{exp_s}}}"#))
+        );
+        format!("n,,\x01auth=Bearer {jwt}\x01\x01").into_bytes()
+    }
+
+    #[test]
+    fn oauthbearer_session_lasts_until_the_token_expires() {
+        let validator = crate::oauthbearer::Validator::from_config(&crate::config::BrokerConfig {
+            sasl_oauthbearer_unsecured_validator_enable: true,
+            ..Default::default()
+        })
+        .unwrap();
+        let now_ms = 1_800_000_000_000;
+        let clock = At(now_ms);
+        let start = Instant::now();
+        for (reauth_ms, want_lifetime_ms) in [(0, 60_000), (10_000, 10_000), (600_000, 60_000)] {
+            let s = Arc::new(
+                SaslSettings::new(vec![SaslMechanism::OAuthBearer], reauth_ms).with_oauthbearer(
+                    Arc::new(crate::oauthbearer::ValidatorCell::fixed(validator.clone())),
+                ),
+            );
+            let mut a = Authenticator::new(s, start);
+            let Step::Answer(_) = a.on_request(&handshake(1, "OAUTHBEARER"), start, &clock) else {
+                panic!("handshake refused")
+            };
+            let token = unsecured_token("alice", now_ms / 1000 + 60);
+            let Step::Authenticated {
+                out,
+                user,
+                mechanism,
+            } = a.on_request(&authenticate(2, token), start, &clock)
+            else {
+                panic!("not authenticated")
+            };
+            assert_eq!(
+                (user.as_str(), mechanism),
+                ("alice", SaslMechanism::OAuthBearer)
+            );
+            let answer = auth_answer(&out);
+            assert_eq!(answer.error_code, 0);
+            assert!(answer.auth_bytes.is_empty());
+            assert_eq!(answer.session_lifetime_ms, want_lifetime_ms);
+            assert!(a.is_authenticated(start));
+            let later = start + Duration::from_millis(want_lifetime_ms as u64);
+            assert!(!a.is_authenticated(later));
+            // The client re-authenticates before then (KIP-368), even without
+            // connections_max_reauth_ms: the token's lifetime is the session's.
+            let Step::Answer(_) = a.on_request(&handshake(1, "OAUTHBEARER"), start, &clock) else {
+                panic!("re-authentication handshake refused")
+            };
+        }
+    }
+
+    #[test]
+    fn oauthbearer_refused_tokens_get_the_json_challenge_then_fail() {
+        let validator = crate::oauthbearer::Validator::from_config(&crate::config::BrokerConfig {
+            sasl_oauthbearer_unsecured_validator_enable: true,
+            ..Default::default()
+        })
+        .unwrap();
+        let now_ms = 1_800_000_000_000;
+        let clock = At(now_ms);
+        let start = Instant::now();
+        let s = Arc::new(
+            SaslSettings::new(vec![SaslMechanism::OAuthBearer], 0).with_oauthbearer(Arc::new(
+                crate::oauthbearer::ValidatorCell::fixed(validator),
+            )),
+        );
+        let mut a = Authenticator::new(s.clone(), start);
+        let Step::Answer(_) = a.on_request(&handshake(1, "OAUTHBEARER"), start, &clock) else {
+            panic!("handshake refused")
+        };
+        let expired = unsecured_token("alice", now_ms / 1000 - 3600);
+        let Step::Answer(out) = a.on_request(&authenticate(2, expired), start, &clock) else {
+            panic!("a challenge expected")
+        };
+        let answer = auth_answer(&out);
+        assert_eq!(answer.error_code, 0);
+        assert_eq!(&answer.auth_bytes[..], br#"{"status":"invalid_token"}"#);
+        // Nothing passes meanwhile.
+        assert!(!a.is_authenticated(start));
+        let Step::Failed {
+            out: Some(out),
+            reason,
+        } = a.on_request(&authenticate(2, vec![1]), start, &clock)
+        else {
+            panic!("failure expected")
+        };
+        assert!(reason.contains("expired"), "{reason}");
+        let answer = auth_answer(&out);
+        assert_eq!(answer.error_code, SASL_AUTHENTICATION_FAILED);
+        assert_eq!(
+            answer.error_message.as_deref(),
+            Some(r#"{"status":"invalid_token"}"#)
+        );
+        // A listener without a validator refuses at once.
+        let s = Arc::new(SaslSettings::new(vec![SaslMechanism::OAuthBearer], 0));
+        let mut a = Authenticator::new(s, start);
+        let Step::Answer(_) = a.on_request(&handshake(1, "OAUTHBEARER"), start, &clock) else {
+            panic!("handshake refused")
+        };
+        let token = unsecured_token("alice", now_ms / 1000 + 60);
+        let Step::Failed { out: Some(out), .. } =
+            a.on_request(&authenticate(2, token), start, &clock)
+        else {
+            panic!("failure expected")
+        };
+        assert_eq!(auth_answer(&out).error_code, SASL_AUTHENTICATION_FAILED);
+    }
+
+    fn oauth_token() -> impl Strategy<Value = Vec<u8>> {
+        let now_s = OAUTH_NOW_MS / 1000;
+        prop_oneof![
+            Just(unsecured_token("alice", now_s + 60)),
+            Just(unsecured_token("alice", now_s - 3600)),
+            Just(vec![1u8]),
+            proptest::collection::vec(any::<u8>(), 0..64),
+            "[ -~]{0,40}".prop_map(|t| format!("n,,\x01auth=Bearer {t}\x01\x01").into_bytes()),
+        ]
+    }
+
+    const OAUTH_NOW_MS: i64 = 1_800_000_000_000;
+
+    fn oauth_input() -> impl Strategy<Value = Input> {
+        prop_oneof![
+            Just(Input::ApiVersions),
+            Just(Input::Metadata),
+            (
+                0i16..=1,
+                prop_oneof![Just("OAUTHBEARER".to_string()), Just("PLAIN".to_string())]
+            )
+                .prop_map(|(v, m)| Input::Handshake(v, m)),
+            (0i16..=2, oauth_token()).prop_map(|(v, t)| Input::Authenticate(v, t)),
+            oauth_token().prop_map(Input::Raw),
+            (0u64..70_000).prop_map(Input::Wait),
+        ]
+    }
+
+    proptest! {
+        /// OAUTHBEARER exchanges in any order (good, expired and malformed tokens, stray
+        /// `0x01`s, v0 raw tokens, other requests, time passing): no panic; nothing but
+        /// ApiVersions passes unless a good token authenticated and its session (until the
+        /// token's `exp`, or `connections_max_reauth_ms` if sooner) is live; only the
+        /// token's subject is ever authenticated.
+        #[test]
+        fn oauthbearer_nothing_passes_before_a_good_token(
+            inputs in proptest::collection::vec(oauth_input(), 0..24),
+            reauth_ms in prop_oneof![Just(0u64), 1u64..120_000],
+        ) {
+            let validator = crate::oauthbearer::Validator::from_config(&crate::config::BrokerConfig {
+                sasl_oauthbearer_unsecured_validator_enable: true,
+                ..Default::default()
+            })
+            .unwrap();
+            let settings = Arc::new(
+                SaslSettings::new(vec![SaslMechanism::OAuthBearer, SaslMechanism::Plain], reauth_ms)
+                    .with_oauthbearer(Arc::new(crate::oauthbearer::ValidatorCell::fixed(validator))),
+            );
+            let clock = At(OAUTH_NOW_MS);
+            let mut now = Instant::now();
+            let mut a = Authenticator::new(settings, now);
+            let mut live_until: Option<Instant> = None;
+            let mut closed = false;
+            for i in inputs {
+                let (key, step) = match i {
+                    Input::Wait(ms) => { now += Duration::from_millis(ms); continue; }
+                    Input::Raw(t) => {
+                        if !a.wants_raw_token() { continue; }
+                        (None, a.on_token(&t, now, &clock))
+                    }
+                    _ if a.wants_raw_token() => (None, a.on_token(b"", now, &clock)),
+                    Input::ApiVersions => (Some(ApiKey::ApiVersions), a.on_request(&api_versions(), now, &clock)),
+                    Input::Metadata => (Some(ApiKey::Metadata), a.on_request(&metadata(), now, &clock)),
+                    Input::Handshake(v, m) => (Some(ApiKey::SaslHandshake), a.on_request(&handshake(v, &m), now, &clock)),
+                    Input::Authenticate(v, t) => (Some(ApiKey::SaslAuthenticate), a.on_request(&authenticate(v, t), now, &clock)),
+                    Input::Produce => continue,
+                };
+                prop_assert!(!closed || !matches!(step, Step::Pass | Step::Answer(_) | Step::Authenticated { .. }),
+                    "{step:?} after the connection closed");
+                match step {
+                    Step::Pass => {
+                        let live = live_until.is_some_and(|u| now < u);
+                        prop_assert!(
+                            live || key == Some(ApiKey::ApiVersions) && live_until.is_none(),
+                            "{key:?} passed unauthenticated (session until {live_until:?})"
+                        );
+                    }
+                    Step::Authenticated { user, mechanism, .. } => {
+                        prop_assert_eq!(user.as_str(), "alice");
+                        prop_assert_eq!(mechanism, SaslMechanism::OAuthBearer);
+                        let token_left = Duration::from_secs(60);
+                        let lifetime = if reauth_ms == 0 {
+                            token_left
+                        } else {
+                            token_left.min(Duration::from_millis(reauth_ms))
+                        };
+                        live_until = Some(now + lifetime);
                     }
                     Step::Answer(_) => {}
                     Step::Failed { .. } | Step::Close(_) => {

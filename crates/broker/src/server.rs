@@ -13,7 +13,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use rafka_core::limits::{
@@ -29,7 +28,7 @@ use crate::metrics::SaslOutcome;
 use crate::pipeline::{self, Answer, Close};
 use crate::sasl::{Authenticator, Out, SaslSettings, Step, SASL_TOKEN_BYTES_MAX};
 use crate::shared::Shared;
-use crate::tls::{self, HANDSHAKE_TIMEOUT};
+use crate::tls::{TlsListener, HANDSHAKE_TIMEOUT};
 
 /// How long shutdown waits for connections to finish their in-flight requests.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
@@ -42,8 +41,9 @@ pub(crate) struct ListenerSpec {
     pub name: String,
     /// The listener's security protocol.
     pub protocol: SecurityProtocol,
-    /// The TLS acceptor of an `SSL` or `SASL_SSL` listener.
-    pub tls: Option<TlsAcceptor>,
+    /// The TLS state of an `SSL` or `SASL_SSL` listener (its material, reloaded when the
+    /// files change, and its principal mapping rules).
+    pub tls: Option<Arc<TlsListener>>,
     /// The SASL settings of a `SASL_*` listener.
     pub sasl: Option<Arc<SaslSettings>>,
 }
@@ -98,8 +98,8 @@ pub(crate) async fn accept_loop(
                         let session = Arc::new(session);
                         serve(shared.clone(), rd, wr, session, sasl, shutdown).await;
                     }
-                    Some(acceptor) => {
-                        serve_tls(shared.clone(), acceptor, stream, session, sasl, shutdown).await;
+                    Some(tls) => {
+                        serve_tls(shared.clone(), &tls, stream, session, sasl, shutdown).await;
                     }
                 }
                 shared.metrics.connection_closed();
@@ -119,10 +119,13 @@ pub(crate) async fn accept_loop(
 
 /// The TLS handshake (bounded by [`HANDSHAKE_TIMEOUT`], abandoned at shutdown), then the
 /// connection as any other, with the principal of the client certificate. A failed
-/// handshake closes only this connection.
+/// handshake closes only this connection, and so does a client certificate no
+/// `ssl.principal.mapping.rules` rule applies to (Kafka's `NoMatchingRule`) on an `SSL`
+/// listener (on `SASL_SSL` the principal comes from SASL). The handshake
+/// uses the listener's material at accept time; a reload affects later connections only.
 async fn serve_tls(
     shared: Arc<Shared>,
-    acceptor: TlsAcceptor,
+    listener: &TlsListener,
     stream: TcpStream,
     session: Session,
     sasl: Option<Arc<SaslSettings>>,
@@ -130,13 +133,26 @@ async fn serve_tls(
 ) {
     let started = Instant::now();
     let mut stopping = shutdown.clone();
+    let acceptor = listener.acceptor();
     let handshake = tokio::select! {
         r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
         _ = stopping.changed() => return,
     };
     match handshake {
         Ok(Ok(tls)) => {
-            let principal = tls::principal(tls.get_ref().1.peer_certificates());
+            let principal = if sasl.is_some() {
+                // SASL_SSL: the principal is the one SASL authenticates (Kafka's principal
+                // builder does not look at a client certificate there).
+                Principal::anonymous()
+            } else {
+                match listener.principal(tls.get_ref().1.peer_certificates()) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::info!(error = %e, "client certificate refused; closing");
+                        return;
+                    }
+                }
+            };
             tracing::debug!(
                 %principal,
                 handshake_us = started.elapsed().as_micros() as u64,

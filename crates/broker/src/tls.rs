@@ -1,6 +1,8 @@
-//! Server-side TLS for `SSL` listeners: the rustls configuration built from a listener's
-//! PEM files (checked before any port is bound), and the principal of a client certificate
-//! (Kafka's default principal builder: `User:` and the subject's RFC 2253 DN).
+//! Server-side TLS for `SSL` and `SASL_SSL` listeners: the rustls configuration built from a listener's
+//! PEM files (checked before any port is bound), reloaded when those files change
+//! ([`TlsListener::reload_if_changed`], polled by [`reload_loop`]), and the principal of a
+//! client certificate (Kafka's default principal builder: `User:` and the subject's RFC 2253
+//! DN, mapped by `ssl.principal.mapping.rules`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,7 +15,8 @@ use tokio_rustls::rustls::server::WebPkiClientVerifier;
 
 use rafka_hooks::Principal;
 
-use crate::config::{ClientAuth, ConfigError, ListenerConfig};
+use crate::config::{ClientAuth, ConfigError, ListenerConfig, ListenerSslConfig};
+use crate::ssl_principal_mapper::{NoMatchingRule, SslPrincipalMapper};
 
 /// How long a client has to finish the TLS handshake; then the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,8 +51,17 @@ fn read_certs(
 /// provider): reads and parses the certificate chain, the key (and checks it matches the
 /// certificate) and the client CA. `None` for a listener without `ssl:`.
 pub fn server_config(l: &ListenerConfig) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
-    let Some(ssl) = &l.ssl else { return Ok(None) };
-    let name = l.name.as_str();
+    match &l.ssl {
+        None => Ok(None),
+        Some(ssl) => ssl_server_config(&l.name, ssl).map(Some),
+    }
+}
+
+/// The rustls server configuration of listener `name`'s `ssl:` settings.
+fn ssl_server_config(
+    name: &str,
+    ssl: &ListenerSslConfig,
+) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
     let certs = read_certs(name, "ssl.certificate", &ssl.certificate)?;
     let key_bytes = std::fs::read(&ssl.key)
         .map_err(|e| invalid(name, format!("ssl.key {}: {e}", ssl.key.display())))?;
@@ -93,7 +105,153 @@ pub fn server_config(l: &ListenerConfig) -> Result<Option<Arc<rustls::ServerConf
                 ),
             )
         })?;
-    Ok(Some(Arc::new(cfg)))
+    Ok(Arc::new(cfg))
+}
+
+/// An `SSL` listener's TLS state: the configuration new handshakes use, swapped when the
+/// listener's PEM files change, and its principal mapping rules.
+pub(crate) struct TlsListener {
+    name: String,
+    ssl: ListenerSslConfig,
+    current: parking_lot::RwLock<Arc<rustls::ServerConfig>>,
+    /// The SHA-256 of the certificate, key and client CA files last read: a reload happens
+    /// when it differs (also after a failed attempt, which is not retried until the files
+    /// change again).
+    files_seen: parking_lot::Mutex<Vec<u8>>,
+    mapper: SslPrincipalMapper,
+}
+
+/// What [`TlsListener::reload_if_changed`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reload {
+    /// The files are as last read.
+    Unchanged,
+    /// New handshakes use the new material.
+    Reloaded,
+    /// The new files are bad; the previous material stays in use.
+    Failed(String),
+}
+
+/// The SHA-256 of the three files' contents (a missing file reads as empty; the reload
+/// then reports it). No copy of the key is kept.
+fn files_fingerprint(ssl: &ListenerSslConfig) -> Vec<u8> {
+    let paths = [
+        Some(&ssl.certificate),
+        Some(&ssl.key),
+        ssl.client_ca.as_ref(),
+    ];
+    files_digest(paths.into_iter().flatten())
+}
+
+/// The SHA-256 of files' contents, each prefixed by its length (unreadable files as
+/// empty): what the reload loops compare.
+pub(crate) fn files_digest<'a>(paths: impl IntoIterator<Item = &'a std::path::PathBuf>) -> Vec<u8> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for path in paths {
+        let bytes = std::fs::read(path).unwrap_or_default();
+        ctx.update(&(bytes.len() as u64).to_le_bytes());
+        ctx.update(&bytes);
+    }
+    ctx.finish().as_ref().to_vec()
+}
+
+impl TlsListener {
+    /// Reads the listener's PEM files (a config error when they are bad). `None` for a
+    /// listener without `ssl:`.
+    pub fn load(
+        l: &ListenerConfig,
+        mapper: SslPrincipalMapper,
+    ) -> Result<Option<Arc<TlsListener>>, ConfigError> {
+        let Some(ssl) = &l.ssl else { return Ok(None) };
+        let seen = files_fingerprint(ssl);
+        let Some(cfg) = server_config(l)? else {
+            return Ok(None);
+        };
+        Ok(Some(Arc::new(TlsListener {
+            name: l.name.clone(),
+            ssl: ssl.clone(),
+            current: parking_lot::RwLock::new(cfg),
+            files_seen: parking_lot::Mutex::new(seen),
+            mapper,
+        })))
+    }
+
+    /// The acceptor for a new connection: the material in effect now.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.current.read().clone())
+    }
+
+    /// Rereads the PEM files; when they changed, builds a new configuration for new
+    /// handshakes (connections already open keep theirs). Bad new files keep the old
+    /// material. Blocking file reads (small files).
+    pub fn reload_if_changed(&self) -> Reload {
+        let now = files_fingerprint(&self.ssl);
+        {
+            let mut seen = self.files_seen.lock();
+            if *seen == now {
+                return Reload::Unchanged;
+            }
+            *seen = now;
+        }
+        match ssl_server_config(&self.name, &self.ssl) {
+            Ok(cfg) => {
+                *self.current.write() = cfg;
+                Reload::Reloaded
+            }
+            Err(e) => Reload::Failed(e.to_string()),
+        }
+    }
+
+    /// The principal of a handshake's client certificate, mapped by the listener's
+    /// `ssl.principal.mapping.rules`; `User:ANONYMOUS` without a certificate.
+    pub fn principal(
+        &self,
+        peer_certs: Option<&[CertificateDer<'_>]>,
+    ) -> Result<Principal, NoMatchingRule> {
+        match peer_certs
+            .and_then(|c| c.first())
+            .and_then(|c| subject_dn(c))
+        {
+            Some(dn) => Ok(Principal::user(self.mapper.name(&dn)?)),
+            None => Ok(Principal::anonymous()),
+        }
+    }
+}
+
+/// Polls the listeners' PEM files every `interval` until shutdown and swaps in new
+/// material when they change; a bad file is logged once (at error) and the old material
+/// keeps serving.
+pub(crate) async fn reload_loop(
+    listeners: Vec<Arc<TlsListener>>,
+    interval: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    if listeners.is_empty() || interval.is_zero() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        for l in &listeners {
+            let l2 = l.clone();
+            let outcome = tokio::task::spawn_blocking(move || l2.reload_if_changed())
+                .await
+                .unwrap_or_else(|e| Reload::Failed(e.to_string()));
+            match outcome {
+                Reload::Unchanged => {}
+                Reload::Reloaded => {
+                    tracing::info!(listener = %l.name, "TLS certificate reloaded")
+                }
+                Reload::Failed(error) => tracing::error!(
+                    listener = %l.name,
+                    %error,
+                    "TLS certificate files changed but cannot be used; keeping the previous ones"
+                ),
+            }
+        }
+    }
 }
 
 /// `User:<subject DN>` of a verified client certificate, or `User:ANONYMOUS` when the client
@@ -109,7 +267,7 @@ pub fn principal(peer_certs: Option<&[CertificateDer<'_>]>) -> Principal {
 }
 
 /// A DER element: tag, contents, and what follows it.
-fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+pub(crate) fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = input.split_first()?;
     let (&first, rest) = rest.split_first()?;
     let (len, rest) = if first < 0x80 {
@@ -250,6 +408,77 @@ mod tests {
         let p = principal(Some(&[CertificateDer::from(der)]));
         assert_eq!(p.to_string(), "User:CN=alice,OU=eng,O=Example\\, Inc,C=DE");
         assert_eq!(principal(None).to_string(), "User:ANONYMOUS");
+    }
+
+    /// A self-signed certificate and its key, PEM.
+    fn self_signed(cn: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn reload_follows_the_files_and_keeps_the_old_material_on_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key, ca) = (
+            dir.path().join("c.pem"),
+            dir.path().join("k.pem"),
+            dir.path().join("ca.pem"),
+        );
+        let (c1, k1) = self_signed("one");
+        let (ca1, _) = self_signed("ca-one");
+        std::fs::write(&cert, &c1).unwrap();
+        std::fs::write(&key, &k1).unwrap();
+        std::fs::write(&ca, &ca1).unwrap();
+        let l = ListenerConfig {
+            name: "SECURE".into(),
+            listen: "127.0.0.1:0".into(),
+            advertised: None,
+            security_protocol: crate::config::ListenerProtocol::Ssl,
+            ssl: Some(ListenerSslConfig {
+                certificate: cert.clone(),
+                key: key.clone(),
+                client_ca: Some(ca.clone()),
+                client_auth: None,
+                principal_mapping_rules: None,
+            }),
+            sasl_enabled_mechanisms: None,
+        };
+        let t = TlsListener::load(&l, SslPrincipalMapper::default())
+            .unwrap()
+            .unwrap();
+        let first = Arc::as_ptr(&t.current.read().clone());
+        assert_eq!(t.reload_if_changed(), Reload::Unchanged);
+        // A broken client CA: refused, named, the old configuration stays.
+        std::fs::write(&ca, "garbage").unwrap();
+        let Reload::Failed(e) = t.reload_if_changed() else {
+            panic!("a broken CA file must fail")
+        };
+        assert!(e.contains("ssl.client_ca") && e.contains("SECURE"), "{e}");
+        assert_eq!(Arc::as_ptr(&t.current.read().clone()), first);
+        // Not retried until the files change again.
+        assert_eq!(t.reload_if_changed(), Reload::Unchanged);
+        // A new CA: a new configuration.
+        let (ca2, _) = self_signed("ca-two");
+        std::fs::write(&ca, &ca2).unwrap();
+        assert_eq!(t.reload_if_changed(), Reload::Reloaded);
+        let second = Arc::as_ptr(&t.current.read().clone());
+        assert_ne!(second, first);
+        // A missing key file: the previous material stays.
+        std::fs::remove_file(&key).unwrap();
+        assert!(matches!(t.reload_if_changed(), Reload::Failed(e) if e.contains("ssl.key")));
+        assert_eq!(Arc::as_ptr(&t.current.read().clone()), second);
+        // A new pair, written one file at a time: the half-way state fails, the whole
+        // pair loads.
+        let (c3, k3) = self_signed("three");
+        std::fs::write(&key, &k3).unwrap();
+        assert!(matches!(t.reload_if_changed(), Reload::Failed(_)));
+        std::fs::write(&cert, &c3).unwrap();
+        assert_eq!(t.reload_if_changed(), Reload::Reloaded);
     }
 
     #[test]

@@ -78,6 +78,45 @@ fn broker_entries(shared: &Shared) -> Vec<(String, String, i8)> {
             3,
         ),
         (
+            "ssl.principal.mapping.rules".into(),
+            b.ssl_principal_mapping_rules.clone(),
+            2,
+        ),
+        (
+            "sasl.oauthbearer.jwks.endpoint.url".into(),
+            b.sasl_oauthbearer_jwks_endpoint_url
+                .clone()
+                .unwrap_or_default(),
+            2,
+        ),
+        (
+            "sasl.oauthbearer.jwks.endpoint.refresh.ms".into(),
+            b.sasl_oauthbearer_jwks_endpoint_refresh_ms.to_string(),
+            5,
+        ),
+        (
+            "sasl.oauthbearer.expected.audience".into(),
+            b.sasl_oauthbearer_expected_audience.join(","),
+            7,
+        ),
+        (
+            "sasl.oauthbearer.expected.issuer".into(),
+            b.sasl_oauthbearer_expected_issuer
+                .clone()
+                .unwrap_or_default(),
+            2,
+        ),
+        (
+            "sasl.oauthbearer.sub.claim.name".into(),
+            b.sasl_oauthbearer_sub_claim_name.clone(),
+            2,
+        ),
+        (
+            "sasl.oauthbearer.clock.skew.seconds".into(),
+            b.sasl_oauthbearer_clock_skew_seconds.to_string(),
+            3,
+        ),
+        (
             "log.dirs".into(),
             shared.config.storage.path.display().to_string(),
             2,

@@ -483,6 +483,20 @@ impl ScramClient {
 
     /// Takes the server-first message; returns the client-final message with the proof.
     pub fn client_final(&mut self, server_first: &[u8]) -> Result<Vec<u8>, SaslError> {
+        let (mech, password) = (self.mechanism, self.password.clone());
+        self.client_final_salted(server_first, |salt, iterations| {
+            salted_password(mech, &password, salt, iterations)
+        })
+    }
+
+    /// [`ScramClient::client_final`] with the salting handed to `salted(salt, iterations)`,
+    /// so a client opening many connections can salt its password once per salt and
+    /// iteration count (the salting is the exchange's whole cost on the client side).
+    pub fn client_final_salted(
+        &mut self,
+        server_first: &[u8],
+        salted: impl FnOnce(&[u8], u32) -> Vec<u8>,
+    ) -> Result<Vec<u8>, SaslError> {
         let sf = text(server_first)?;
         let mut parts = sf.split(',');
         let first = parts.next();
@@ -508,7 +522,7 @@ impl ScramClient {
             return Err(SaslError::IterationsOutOfRange(iterations));
         }
         let mech = self.mechanism;
-        let salted = salted_password(mech, &self.password, &salt, iterations);
+        let salted = salted(&salt, iterations);
         let client_key = mech.mac(&salted, b"Client Key");
         let stored_key = mech.hash(&client_key);
         let without_proof = format!("c={},r={nonce}", b64(b"n,,"));
@@ -580,6 +594,29 @@ mod tests {
             c.verify_server_final(b"e=invalid-proof"),
             Err(SaslError::ServerNotVerified("invalid-proof".into()))
         );
+    }
+
+    #[test]
+    fn a_cached_salting_gives_the_same_proof() {
+        let mut c = ScramClient::new(
+            ScramMechanism::Sha256,
+            "user",
+            "pencil",
+            RFC_CLIENT_NONCE.into(),
+        );
+        let salted = salted_password(
+            ScramMechanism::Sha256,
+            "pencil",
+            &B64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap(),
+            4096,
+        );
+        let fin = c
+            .client_final_salted(RFC_SERVER_FIRST.as_bytes(), |_, i| {
+                assert_eq!(i, 4096);
+                salted.clone()
+            })
+            .unwrap();
+        assert_eq!(std::str::from_utf8(&fin).unwrap(), RFC_CLIENT_FINAL);
     }
 
     #[test]
