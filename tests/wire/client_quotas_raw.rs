@@ -419,3 +419,60 @@ async fn connections_over_the_per_ip_limit_are_closed() {
     drop(b);
     broker.shutdown().await;
 }
+
+/// `request_percentage`: a client whose requests take more of the broker's time than its
+/// share is throttled on any API, by at most one window (Kafka's
+/// ClientRequestQuotaManager); ApiVersions is exempt, and the user's quota applies to
+/// every client id of the user (here the unauthenticated `ANONYMOUS`).
+#[tokio::test]
+async fn a_client_over_its_request_percentage_is_throttled_at_most_a_window() {
+    let broker = crate::common::start_broker(|_| {}).await;
+    let mut conn = KafkaConn::connect(&broker.addr()).await;
+    assert_eq!(
+        alter(
+            &mut conn,
+            vec![entry(
+                &[("user", Some("ANONYMOUS"))],
+                &[("request_percentage", Some(0.000001))],
+            )],
+            false
+        )
+        .await,
+        vec![0]
+    );
+    let mut throttles = Vec::new();
+    for _ in 0..3 {
+        let ResponseKind::Metadata(m) = conn
+            .send(
+                ApiKey::Metadata,
+                12,
+                RequestKind::Metadata(Default::default()),
+            )
+            .await
+        else {
+            panic!("not a Metadata response")
+        };
+        throttles.push(m.throttle_time_ms);
+    }
+    assert!(
+        throttles.iter().all(|t| (1..=1_000).contains(t)),
+        "{throttles:?}"
+    );
+    let ResponseKind::ApiVersions(v) = conn
+        .send(
+            ApiKey::ApiVersions,
+            3,
+            RequestKind::ApiVersions(
+                kafka_protocol::messages::ApiVersionsRequest::default()
+                    .with_client_software_name(str_bytes("t"))
+                    .with_client_software_version(str_bytes("1")),
+            ),
+        )
+        .await
+    else {
+        panic!("not an ApiVersions response")
+    };
+    assert_eq!(v.throttle_time_ms, 0);
+    drop(conn);
+    broker.shutdown().await;
+}
