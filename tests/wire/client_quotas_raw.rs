@@ -377,6 +377,43 @@ async fn a_producer_over_its_quota_is_told_and_muted() {
         waited >= throttle - 100 && waited <= throttle + 1_500,
         "waited {waited} ms for a throttle of {throttle} ms"
     );
+    // acks=0 has no answer to carry the throttle: the connection is muted at once.
+    // A tenth of the first: about 3 s of throttle on top of the 2 s not yet aged out.
+    let batch = crate::common::simple_batch("k", 200, 2_000).into_bytes();
+    let req = kafka_protocol::messages::ProduceRequest::default()
+        .with_acks(0)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![
+            kafka_protocol::messages::produce_request::TopicProduceData::default()
+                .with_name(crate::common::topic_name("q"))
+                .with_partition_data(vec![
+                    kafka_protocol::messages::produce_request::PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch)),
+                ]),
+        ]);
+    let id = conn.next_correlation_id();
+    conn.write_raw(&crate::common::encode(
+        ApiKey::Produce,
+        9,
+        id,
+        &RequestKind::Produce(req),
+    ))
+    .await;
+    let next = std::time::Instant::now();
+    let frame = crate::common::encode(
+        ApiKey::ApiVersions,
+        0,
+        id + 1,
+        &RequestKind::ApiVersions(Default::default()),
+    );
+    conn.write_raw(&frame).await;
+    assert!(conn.read_frame().await.is_some());
+    let waited = next.elapsed().as_millis();
+    assert!(
+        (1_000..=4_900).contains(&waited),
+        "answered after {waited} ms"
+    );
     drop(conn);
     broker.shutdown().await;
 }

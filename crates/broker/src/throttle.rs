@@ -7,6 +7,11 @@
 //! its bytes are taken back, as Kafka answers it empty; a Fetch asks for at most what the
 //! quota allows in its window (Kafka's `getMaxValueInQuotaWindow`).
 //!
+//! FIXME(issue 20): `controller_mutation_rate` (KIP-599: CreateTopics, CreatePartitions and
+//! DeleteTopics answered THROTTLING_QUOTA_EXCEEDED over it) is stored and described but not
+//! enforced yet. Pre-KIP-219 versions (Produce < v6, Fetch < v8) are answered at once and
+//! muted as newer ones are, where Kafka delays their answer instead.
+//!
 //! The pipeline calls [`Usage::of`] before the handler, [`Usage::record`] when it returns
 //! and [`Usage::finish`] once the response is complete. Without any quota configured, `of` returns `None` and nothing
 //! else runs.
