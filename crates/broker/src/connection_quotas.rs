@@ -86,4 +86,31 @@ mod tests {
         assert!(limits.acquire(a).is_some());
         assert_eq!(limits.counts.lock().len(), 2);
     }
+
+    #[test]
+    fn overrides_are_kafkas_host_count_pairs_and_bad_ones_are_config_errors() {
+        let mut c = crate::config::Config::default();
+        c.broker.max_connections_per_ip_overrides = " 10.0.0.1:5, ::1:7,[fe80::1]:0 ".into();
+        let o = c.broker.connections_per_ip_overrides().unwrap();
+        assert_eq!(o[&"10.0.0.1".parse::<IpAddr>().unwrap()], 5);
+        assert_eq!(o[&"::1".parse::<IpAddr>().unwrap()], 7);
+        assert_eq!(o[&"fe80::1".parse::<IpAddr>().unwrap()], 0);
+        assert!(c.validate().is_ok());
+        for bad in [
+            "10.0.0.1",
+            "host.example:3",
+            "10.0.0.1:x",
+            "10.0.0.1:1,10.0.0.1:2",
+        ] {
+            c.broker.max_connections_per_ip_overrides = bad.into();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("max_connections_per_ip_overrides"), "{bad}: {e}");
+        }
+        c.broker.max_connections_per_ip_overrides.clear();
+        c.broker.max_connections_per_ip = 0;
+        assert!(c.validate().is_err());
+        c.broker.max_connections_per_ip = 10;
+        c.broker.quota_window_num = 1;
+        assert!(c.validate().is_err());
+    }
 }
