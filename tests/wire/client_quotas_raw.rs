@@ -513,3 +513,58 @@ async fn a_client_over_its_request_percentage_is_throttled_at_most_a_window() {
     drop(conn);
     broker.shutdown().await;
 }
+
+/// A Produce from before KIP-219 (v5) gets its answer after the throttle time instead,
+/// and nothing more: the next request is answered at once.
+#[tokio::test]
+async fn an_old_producer_over_its_quota_gets_a_late_answer() {
+    let broker = crate::common::start_broker(|_| {}).await;
+    let mut conn = KafkaConn::connect(&broker.addr()).await;
+    assert_eq!(crate::common::create_topic(&mut conn, "q", 1, &[]).await, 0);
+    let batch = crate::common::simple_batch("k", 2000, 1_000).into_bytes();
+    let quota = (batch.len() as f64 / 12.0).floor();
+    assert_eq!(
+        alter(
+            &mut conn,
+            vec![entry(
+                &[("client-id", Some("rafka-it"))],
+                &[("producer_byte_rate", Some(quota))],
+            )],
+            false
+        )
+        .await,
+        vec![0]
+    );
+    let req = kafka_protocol::messages::ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![
+            kafka_protocol::messages::produce_request::TopicProduceData::default()
+                .with_name(crate::common::topic_name("q"))
+                .with_partition_data(vec![
+                    kafka_protocol::messages::produce_request::PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch)),
+                ]),
+        ]);
+    let started = std::time::Instant::now();
+    let ResponseKind::Produce(r) = conn
+        .send(ApiKey::Produce, 5, RequestKind::Produce(req))
+        .await
+    else {
+        panic!("not a Produce response")
+    };
+    let took = started.elapsed().as_millis() as i32;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    let throttle = r.throttle_time_ms;
+    assert!((1_500..=3_000).contains(&throttle), "{throttle}");
+    assert!(
+        took >= throttle - 100 && took <= throttle + 1_500,
+        "answered after {took} ms for a throttle of {throttle} ms"
+    );
+    let next = std::time::Instant::now();
+    conn.check_alive().await;
+    assert!(next.elapsed().as_millis() < 500, "{:?}", next.elapsed());
+    drop(conn);
+    broker.shutdown().await;
+}

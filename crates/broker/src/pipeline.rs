@@ -100,7 +100,19 @@ pub(crate) fn handle(
                 u.finish(shared, early, Some(&mut resp))
             });
             finished(shared, meta, session, started, allowance, Some(&resp));
-            Ok(Answer::Ready(encode_response_chunks(meta, &resp)?, mute))
+            let bytes = encode_response_chunks(meta, &resp)?;
+            if !mute.is_zero() && !crate::throttle::client_throttles(meta.api_key, meta.api_version)
+            {
+                // A client from before KIP-219 gets its answer after the throttle time.
+                return Ok(Answer::Later(
+                    Box::pin(async move {
+                        tokio::time::sleep(mute).await;
+                        Ok((bytes, Duration::ZERO))
+                    }),
+                    mute,
+                ));
+            }
+            Ok(Answer::Ready(bytes, mute))
         }
         Reply::Later(fut) => {
             let shared = shared.clone();
@@ -119,7 +131,14 @@ pub(crate) fn handle(
                             _ => Duration::ZERO,
                         };
                         finished(&shared, meta, &session, started, allowance, Some(&resp));
-                        Ok((encode_response_chunks(meta, &resp)?, mute))
+                        let bytes = encode_response_chunks(meta, &resp)?;
+                        if !mute.is_zero()
+                            && !crate::throttle::client_throttles(meta.api_key, meta.api_version)
+                        {
+                            tokio::time::sleep(mute).await;
+                            return Ok((bytes, Duration::ZERO));
+                        }
+                        Ok((bytes, mute))
                     }
                     .instrument(span),
                 ),

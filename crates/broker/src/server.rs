@@ -177,7 +177,8 @@ async fn serve_tls(
 /// once it is sent (KIP-219), or still being worked out.
 enum Pending {
     Ready(EncodedResponse, Duration),
-    /// The task, and the mute already known (the task's own may be longer).
+    /// The task, and the mute already known when it was queued: reading is held until
+    /// the answer is sent; the mute after it is the task's own.
     Task(
         JoinHandle<Result<(EncodedResponse, Duration), ProtocolError>>,
         Duration,
@@ -310,10 +311,7 @@ async fn serve<R, W>(
             },
             r = front_task(&mut queue), if front_is_task => {
                 match r {
-                    Ok((bytes, mute)) => {
-                        let known = queue[0].mute();
-                        queue[0] = Pending::Ready(bytes, mute.max(known));
-                    }
+                    Ok((bytes, mute)) => { queue[0] = Pending::Ready(bytes, mute); }
                     Err(e) => {
                         tracing::error!(%peer, error = %e, "response failed; closing connection");
                         return;

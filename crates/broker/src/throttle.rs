@@ -9,8 +9,9 @@
 //!
 //! FIXME(issue 20): `controller_mutation_rate` (KIP-599: CreateTopics, CreatePartitions and
 //! DeleteTopics answered THROTTLING_QUOTA_EXCEEDED over it) is stored and described but not
-//! enforced yet. Pre-KIP-219 versions (Produce < v6, Fetch < v8) are answered at once and
-//! muted as newer ones are, where Kafka delays their answer instead.
+//! enforced yet. Produce before v6 and Fetch before v8 predate KIP-219: their answer is
+//! delayed by the throttle time instead (the connection held meanwhile), as Kafka does;
+//! other APIs' old versions are answered at once and muted.
 //!
 //! The pipeline calls [`Usage::of`] before the handler, [`Usage::record`] when it returns
 //! and [`Usage::finish`] once the response is complete. Without any quota configured, `of` returns `None` and nothing
@@ -169,6 +170,17 @@ impl Usage {
             );
         }
         time
+    }
+}
+
+/// Whether a client of `version` throttles itself on `throttle_time_ms` (KIP-219), so the
+/// broker answers at once and mutes the connection after; an older Produce or Fetch gets
+/// its answer late instead.
+pub(crate) fn client_throttles(api: ApiKey, version: i16) -> bool {
+    match api {
+        ApiKey::Produce => version >= 6,
+        ApiKey::Fetch => version >= 8,
+        _ => true,
     }
 }
 
