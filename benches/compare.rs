@@ -30,6 +30,9 @@
 //! on fresh connections to a `SASL_PLAINTEXT` listener, with the client salting its
 //! password on every login and with the salting cached (the broker's own cost).
 //!
+//! `RAFKA_BENCH_ONLY=authorizer` runs only produce and consume on a broker without an
+//! authorizer against one with Kafka's StandardAuthorizer, 101 bindings and 1,000 topics.
+//!
 //! Sizes: `RAFKA_BENCH_RECORDS` (1 KiB records, default 200,000), `RAFKA_BENCH_STARTUP_MIB`
 //! (data for the start-up test, default 1024), `RAFKA_BENCH_STARTUP_PARTITIONS` (1000).
 //! Prints a Markdown table; not a pass/fail test.
@@ -706,6 +709,10 @@ fn main() {
         scram_connections(dir.path());
         return;
     }
+    if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "authorizer") {
+        authorizer_on_and_off(dir.path(), records);
+        return;
+    }
     let only_txn = std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "transactions");
     if only_txn {
         eprintln!("transactions ...");
@@ -1264,4 +1271,114 @@ fn scram_connections(dir: &Path) {
         );
     }
     server.stop("-TERM");
+}
+
+/// Creates `names` in one CreateTopics request (one partition each).
+fn create_topics(addr: &str, names: &[String]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .create()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|n| NewTopic::new(n, 1, TopicReplication::Fixed(1)))
+        .collect();
+    for chunk in topics.chunks(200) {
+        let r = rt
+            .block_on(admin.create_topics(
+                chunk,
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(60))),
+            ))
+            .unwrap();
+        for x in r {
+            x.unwrap_or_else(|(t, e)| panic!("create {t}: {e}"));
+        }
+    }
+}
+
+/// `RAFKA_BENCH_ONLY=authorizer`: produce 1 KiB acks=1 and consume from the start on a
+/// broker without an authorizer and on one with Kafka's StandardAuthorizer holding 100
+/// bindings (99 prefixed ones for other principals and prefixes, one prefixed ALLOW ALL
+/// for the benchmark's principal) over 1,000 topics, alternated, three runs each.
+fn authorizer_on_and_off(dir: &Path, records: usize) {
+    let acl_dir = dir.join("rafka-acl");
+    std::fs::create_dir_all(&acl_dir).unwrap();
+    let mut acls = String::from("acls:\n");
+    for i in 0..99 {
+        acls.push_str(&format!(
+            "  - {{resource_type: Topic, resource_name: other-{i:02}-, pattern_type: PREFIXED, principal: 'User:team{i}', host: '*', operation: {}, permission: ALLOW}}\n",
+            if i % 2 == 0 { "READ" } else { "WRITE" }
+        ));
+    }
+    acls.push_str("  - {resource_type: Topic, resource_name: bench-, pattern_type: PREFIXED, principal: 'User:ANONYMOUS', host: '*', operation: ALL, permission: ALLOW}\n");
+    acls.push_str("  - {resource_type: Cluster, resource_name: kafka-cluster, pattern_type: LITERAL, principal: 'User:ANONYMOUS', host: '*', operation: ALL, permission: ALLOW}\n");
+    std::fs::write(acl_dir.join("rafka-acls.yaml"), acls).unwrap();
+    let config = dir.join("bench-acl.yaml");
+    std::fs::write(
+        &config,
+        "broker:\n  authorizer_class_name: org.apache.kafka.metadata.authorizer.StandardAuthorizer\n",
+    )
+    .unwrap();
+    let servers = [
+        ("off", Server::rafka(&dir.join("rafka-noacl"))),
+        (
+            "on",
+            Server::rafka_args(
+                &acl_dir,
+                &[std::ffi::OsStr::new("--config"), config.as_os_str()],
+            ),
+        ),
+    ];
+    let names: Vec<String> = (0..1000).map(|i| format!("bench-{i:04}")).collect();
+    for (_, s) in &servers {
+        create_topics(&s.address, &names);
+    }
+    let total = records * 1024;
+    // (produce MB/s, consume MB/s) per run and broker.
+    let mut runs: [Vec<[f64; 2]>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..3 {
+        for (i, (label, s)) in servers.iter().enumerate() {
+            let topic = &names[round * 7 + i];
+            let d = common::produce(
+                &s.address,
+                &common::Workload {
+                    topic,
+                    records,
+                    size: 1024,
+                    acks: "1",
+                    ..common::Workload::default()
+                },
+            );
+            let (_, steady) = consume_with(&s.address, topic, records, &[]);
+            let row = [
+                total as f64 / d.as_secs_f64() / 1e6,
+                total as f64 / steady.as_secs_f64() / 1e6,
+            ];
+            eprintln!(
+                "  authorizer {label} run {round}: produce {:.0} MB/s, consume {:.0} MB/s",
+                row[0], row[1]
+            );
+            runs[i].push(row);
+        }
+    }
+    for (_, s) in servers {
+        s.stop("-TERM");
+    }
+    let med = |i: usize, k: usize| median(&runs[i].iter().map(|r| r[k]).collect::<Vec<_>>());
+    println!("records: {records} x 1 KiB per run; two rafka (release, log engine), one without an authorizer, one with StandardAuthorizer, 101 bindings and 1,000 topics; librdkafka; medians of 3 alternated runs");
+    println!();
+    println!("| workload | authorizer off MB/s | authorizer on MB/s | on / off |");
+    println!("|---|---:|---:|---:|");
+    for (name, k) in [("produce 1 KiB acks=1", 0), ("consume 1 KiB from start", 1)] {
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.2} |",
+            med(0, k),
+            med(1, k),
+            med(1, k) / med(0, k)
+        );
+    }
 }
