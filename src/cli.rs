@@ -67,6 +67,14 @@ sasl.mechanism, sasl.username, sasl.password or sasl.jaas.config, bootstrap.serv
                    [--format text|json]
     rafka acl remove RESOURCE [--principal P] [--operation OP]... [--deny] [--host H]
                      [--resource-pattern-type ...]   (what matches is removed and printed)
+    rafka quota set (--user U | --user-default) (--client-id C | --client-id-default)
+                    [--config KEY=VALUE]... [--delete KEY]...
+                                     client quotas (KEY: producer_byte_rate,
+                                     consumer_byte_rate, request_percentage,
+                                     controller_mutation_rate) of a user, a client id or
+                                     both; at least one of them
+    rafka quota describe [--user U | --user-default] [--client-id C | --client-id-default]
+                    [--format text|json]   every quota, or those of matching entities
 
 EXAMPLES:
     rafka topic create orders --partitions 3 --config retention.ms=86400000
@@ -78,6 +86,7 @@ EXAMPLES:
     rafka topic list --command-config client.properties
     echo 's3cret' | rafka user create alice --mechanism SCRAM-SHA-512
     rafka acl add --principal User:alice --operation READ --topic orders- --resource-pattern-type prefixed
+    rafka quota set --client-id batch-loader --config producer_byte_rate=1048576
 ";
 
 /// Parsed options shared by the commands.
@@ -115,6 +124,10 @@ struct Opts {
     cluster: bool,
     transactional_id: Option<String>,
     pattern_type: Option<String>,
+    /// `--user`, `--client-id` and their `-default` forms: a quota entity.
+    entity: Vec<(String, Option<String>)>,
+    /// `--delete KEY`: quotas to remove.
+    deletes: Vec<String>,
 }
 
 fn pair(s: &str, what: &str) -> Result<(String, String)> {
@@ -181,6 +194,11 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--cluster" => o.cluster = true,
             "--transactional-id" => o.transactional_id = Some(value()?.clone()),
             "--resource-pattern-type" => o.pattern_type = Some(value()?.clone()),
+            "--user" => o.entity.push(("user".into(), Some(value()?.clone()))),
+            "--client-id" => o.entity.push(("client-id".into(), Some(value()?.clone()))),
+            "--user-default" => o.entity.push(("user".into(), None)),
+            "--client-id-default" => o.entity.push(("client-id".into(), None)),
+            "--delete" => o.deletes.push(value()?.clone()),
             "--isolation-level" => {
                 o.isolation = Some(match value()?.as_str() {
                     "read_committed" => IsolationLevel::ReadCommitted,
@@ -275,6 +293,7 @@ pub async fn run(args: &[String]) -> Result<bool> {
         "transactions" => transactions(&args[1..]).await?,
         "user" => user(&args[1..]).await?,
         "acl" => acl(&args[1..]).await?,
+        "quota" => quota(&args[1..]).await?,
         "bench" => crate::bench::run(&args[1..]).await?,
         _ => return Ok(false),
     }
@@ -1213,6 +1232,84 @@ async fn acl(args: &[String]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+async fn quota(args: &[String]) -> Result<()> {
+    let sub = args.first().map(String::as_str).unwrap_or_default();
+    if !["set", "describe"].contains(&sub) {
+        bail!("unknown quota command {sub:?}: set or describe");
+    }
+    let o = parse(args.get(1..).unwrap_or_default())?;
+    if !o.positional.is_empty() {
+        bail!("unexpected argument {:?}", o.positional[0]);
+    }
+    let client = connect(&o).await?;
+    if sub == "set" {
+        if o.entity.is_empty() {
+            bail!("give --user, --client-id or both (or their -default forms)");
+        }
+        let mut ops: Vec<(String, Option<f64>)> = Vec::new();
+        for (k, v) in &o.configs {
+            let v: f64 = v
+                .parse()
+                .with_context(|| format!("{k} needs a number, got {v:?}"))?;
+            ops.push((k.clone(), Some(v)));
+        }
+        ops.extend(o.deletes.iter().map(|k| (k.clone(), None)));
+        if ops.is_empty() {
+            bail!("nothing to change: give --config KEY=VALUE or --delete KEY");
+        }
+        client.alter_client_quotas(&o.entity, &ops, false).await?;
+        println!("quotas of {} changed", entity_text(&o.entity));
+        return Ok(());
+    }
+    let filter: Vec<(String, rafka_client::QuotaMatch)> = o
+        .entity
+        .iter()
+        .map(|(t, n)| {
+            let m = match n {
+                Some(n) => rafka_client::QuotaMatch::Exact(n.clone()),
+                None => rafka_client::QuotaMatch::Default,
+            };
+            (t.clone(), m)
+        })
+        .collect();
+    let mut quotas = client.describe_client_quotas(&filter, false).await?;
+    quotas.sort_by(|a, b| a.entity.cmp(&b.entity));
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for q in quotas {
+        if o.json {
+            let entity: serde_json::Map<String, serde_json::Value> = q
+                .entity
+                .iter()
+                .map(|(t, n)| (t.clone(), serde_json::json!(n)))
+                .collect();
+            let values: serde_json::Map<String, serde_json::Value> = q
+                .values
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+                .collect();
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({"entity": entity, "quotas": values})
+            )?;
+        } else {
+            let values: Vec<String> = q.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            writeln!(out, "{}\t{}", entity_text(&q.entity), values.join(","))?;
+        }
+    }
+    Ok(())
+}
+
+/// `user=alice,client-id=<default>`.
+fn entity_text(entity: &[(String, Option<String>)]) -> String {
+    entity
+        .iter()
+        .map(|(t, n)| format!("{t}={}", n.as_deref().unwrap_or("<default>")))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]

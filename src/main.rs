@@ -184,7 +184,17 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let client_command = matches!(
         args.first().map(String::as_str),
-        Some("topic" | "produce" | "consume" | "group" | "transactions" | "user" | "acl" | "bench")
+        Some(
+            "topic"
+                | "produce"
+                | "consume"
+                | "group"
+                | "transactions"
+                | "user"
+                | "quota"
+                | "acl"
+                | "bench"
+        )
     );
     let result = (|| -> Result<()> {
         if client_command {

@@ -10,6 +10,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod proxy;
+mod quotas;
 #[path = "../support/mod.rs"]
 mod support;
 

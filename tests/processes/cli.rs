@@ -775,3 +775,88 @@ fn topic_describe_shows_the_cleaner_figures_of_a_compacted_topic() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn quotas_are_set_described_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = support::BrokerProcess::start(&dir.path().join("data"));
+    let b = broker.address.as_str();
+    let (ok, out, err) = rafka(&[
+        "quota",
+        "set",
+        "--user",
+        "alice",
+        "--client-id-default",
+        "--config",
+        "producer_byte_rate=1048576",
+        "--config",
+        "request_percentage=50",
+        "--bootstrap",
+        b,
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "quotas of user=alice,client-id=<default> changed\n");
+    let (ok, _, err) = rafka(&[
+        "quota",
+        "set",
+        "--client-id",
+        "app",
+        "--config",
+        "consumer_byte_rate=2000",
+        "--bootstrap",
+        b,
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = rafka(&["quota", "describe", "--bootstrap", b]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "client-id=app\tconsumer_byte_rate=2000\n\
+         user=alice,client-id=<default>\tproducer_byte_rate=1048576,request_percentage=50\n"
+    );
+    let (ok, out, err) = rafka(&[
+        "quota",
+        "describe",
+        "--user",
+        "alice",
+        "--format",
+        "json",
+        "--bootstrap",
+        b,
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["entity"]["user"], "alice");
+    assert_eq!(v["entity"]["client-id"], serde_json::Value::Null);
+    assert_eq!(v["quotas"]["producer_byte_rate"], 1048576.0);
+    // Removing the last value removes the entity; a bad key is Kafka's INVALID_REQUEST.
+    let (ok, _, err) = rafka(&[
+        "quota",
+        "set",
+        "--client-id",
+        "app",
+        "--delete",
+        "consumer_byte_rate",
+        "--bootstrap",
+        b,
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = rafka(&[
+        "quota",
+        "set",
+        "--client-id",
+        "app",
+        "--config",
+        "producer.byte.rate=1",
+        "--bootstrap",
+        b,
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("Invalid configuration key producer.byte.rate"),
+        "{err}"
+    );
+    let (ok, out, err) = rafka(&["quota", "describe", "--client-id", "app", "--bootstrap", b]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "");
+}

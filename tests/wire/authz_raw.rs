@@ -215,7 +215,8 @@ async fn grant(admin: &mut KafkaConn, grants: &[Grant]) {
 }
 
 /// What the operator sees of the broker's state: topics and partition counts, log start
-/// and end offsets, group `g`'s committed offsets, the groups, `t`'s retention.ms.
+/// and end offsets, group `g`'s committed offsets, the groups, client quotas, `t`'s
+/// retention.ms.
 async fn snapshot(admin: &mut KafkaConn) -> Vec<String> {
     let mut out = Vec::new();
     let md = crate::common::metadata(admin, None).await;
@@ -266,6 +267,18 @@ async fn snapshot(admin: &mut KafkaConn) -> Vec<String> {
     {
         let groups: BTreeSet<String> = r.groups.iter().map(|g| g.group_id.to_string()).collect();
         out.push(format!("groups {groups:?}"));
+    }
+    if let ResponseKind::DescribeClientQuotas(r) = admin
+        .send(
+            ApiKey::DescribeClientQuotas,
+            1,
+            RequestKind::DescribeClientQuotas(DescribeClientQuotasRequest::default()),
+        )
+        .await
+    {
+        for e in r.entries.iter().flatten() {
+            out.push(format!("quota {:?} {:?}", e.entity, e.values));
+        }
     }
     let req =
         DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
@@ -1212,6 +1225,37 @@ fn cases() -> Vec<Case> {
             given: &[],
             denied: CLUSTER_AUTHORIZATION_FAILED,
             grants: &[(CLUSTER, "kafka-cluster", ALTER)],
+            allowed: 0,
+        },
+        Case {
+            api: ApiKey::DescribeClientQuotas,
+            version: 1,
+            request: || RequestKind::DescribeClientQuotas(DescribeClientQuotasRequest::default()),
+            look: look!(DescribeClientQuotas, |r| r.error_code),
+            given: &[],
+            denied: CLUSTER_AUTHORIZATION_FAILED,
+            grants: &[(CLUSTER, "kafka-cluster", DESCRIBE_CONFIGS)],
+            allowed: 0,
+        },
+        Case {
+            api: ApiKey::AlterClientQuotas,
+            version: 1,
+            request: || {
+                use alter_client_quotas_request::{EntityData, EntryData, OpData};
+                RequestKind::AlterClientQuotas(AlterClientQuotasRequest::default().with_entries(
+                    vec![EntryData::default()
+                        .with_entity(vec![EntityData::default()
+                            .with_entity_type(str_bytes("client-id"))
+                            .with_entity_name(Some(str_bytes("loader")))])
+                        .with_ops(vec![OpData::default()
+                            .with_key(str_bytes("producer_byte_rate"))
+                            .with_value(1_048_576.0)])],
+                ))
+            },
+            look: look!(AlterClientQuotas, |r| r.entries[0].error_code),
+            given: &[],
+            denied: CLUSTER_AUTHORIZATION_FAILED,
+            grants: &[(CLUSTER, "kafka-cluster", ALTER_CONFIGS)],
             allowed: 0,
         },
         Case {

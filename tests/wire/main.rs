@@ -11,6 +11,7 @@ mod support;
 mod acls_raw;
 mod authz_raw;
 mod bad_input;
+mod client_quotas_raw;
 mod fetch_raw;
 mod groups_raw;
 mod idempotence_raw;

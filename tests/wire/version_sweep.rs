@@ -208,6 +208,9 @@ fn minimal_request(key: ApiKey, version: i16) -> RequestKind {
                 kafka_protocol::messages::delete_acls_request::DeleteAclsFilter::default(),
             ]),
         ),
+        // Describing every quota; altering nothing.
+        ApiKey::DescribeClientQuotas => RequestKind::DescribeClientQuotas(Default::default()),
+        ApiKey::AlterClientQuotas => RequestKind::AlterClientQuotas(Default::default()),
         other => panic!("the version sweep has no minimal request for {other:?}: add one"),
     }
 }

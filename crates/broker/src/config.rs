@@ -586,6 +586,15 @@ pub struct BrokerConfig {
     pub connections_max_idle_ms: u64,
     /// `max.connections`.
     pub max_connections: usize,
+    /// `max.connections.per.ip`: connections from one address at once; more are closed at
+    /// accept. Kafka's default, unlimited.
+    pub max_connections_per_ip: usize,
+    /// `max.connections.per.ip.overrides`: `host:count,...`, per address.
+    pub max_connections_per_ip_overrides: String,
+    /// `quota.window.num`: samples a client quota's rate is measured over.
+    pub quota_window_num: u32,
+    /// `quota.window.size.seconds`: each sample's time.
+    pub quota_window_size_seconds: u64,
     /// `log.retention.check.interval.ms`.
     pub log_retention_check_interval_ms: u64,
     /// `log.cleaner.backoff.ms`: the cleaner's pause when no compacted partition is over
@@ -652,6 +661,39 @@ pub struct BrokerConfig {
     pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
 }
 
+impl BrokerConfig {
+    /// `max_connections_per_ip_overrides` parsed: per address, its limit (Kafka's
+    /// `host:count` pairs, comma-separated; an IPv6 address is the part before the last
+    /// colon).
+    pub(crate) fn connections_per_ip_overrides(
+        &self,
+    ) -> Result<std::collections::HashMap<std::net::IpAddr, usize>, String> {
+        let mut out = std::collections::HashMap::new();
+        for pair in self
+            .max_connections_per_ip_overrides
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let (host, count) = pair
+                .rsplit_once(':')
+                .ok_or_else(|| format!("{pair:?} is not host:count"))?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let ip: std::net::IpAddr = host
+                .parse()
+                .map_err(|_| format!("{host:?} is not an IP address"))?;
+            let count: usize = count
+                .trim()
+                .parse()
+                .map_err(|_| format!("{count:?} is not a connection count"))?;
+            if out.insert(ip, count).is_some() {
+                return Err(format!("{ip} is given twice"));
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
@@ -681,6 +723,10 @@ impl Default for BrokerConfig {
             socket_request_max_bytes: limits::REQUEST_BYTES_MAX,
             connections_max_idle_ms: 600_000,
             max_connections: limits::CONNECTIONS_MAX,
+            max_connections_per_ip: usize::MAX,
+            max_connections_per_ip_overrides: String::new(),
+            quota_window_num: 11,
+            quota_window_size_seconds: 1,
             log_retention_check_interval_ms: 300_000,
             log_cleaner_backoff_ms: 15_000,
             log_cleaner_dedupe_buffer_size: 128 * 1024 * 1024,
@@ -868,6 +914,24 @@ impl Config {
                     b.max_connections,
                     limits::CONNECTIONS_MAX
                 ),
+            );
+        }
+        if b.max_connections_per_ip == 0 {
+            return invalid("broker.max_connections_per_ip", "must be at least 1".into());
+        }
+        if let Err(e) = b.connections_per_ip_overrides() {
+            return invalid("broker.max_connections_per_ip_overrides", e);
+        }
+        if !(2..=100).contains(&b.quota_window_num) {
+            return invalid(
+                "broker.quota_window_num",
+                format!("{} is outside 2..=100", b.quota_window_num),
+            );
+        }
+        if !(1..=3600).contains(&b.quota_window_size_seconds) {
+            return invalid(
+                "broker.quota_window_size_seconds",
+                format!("{} is outside 1..=3600", b.quota_window_size_seconds),
             );
         }
         if self.durability.fsync == FsyncPolicy::Interval && self.durability.interval_ms == 0 {

@@ -18,6 +18,7 @@ use kafka_protocol::ResponseError;
 use parking_lot::Mutex;
 
 use crate::cleaner_state::{CleanerPartition, CleanerTotals};
+use crate::quota::QuotaKind;
 use rafka_core::histogram::{Histogram, HistogramSnapshot, BUCKET_BOUNDS_SECONDS};
 
 /// API keys below this get counters; Kafka's keys are all below 100.
@@ -75,6 +76,12 @@ pub struct Metrics {
     sasl: [AtomicU64; SaslOutcome::ALL.len()],
     /// Authorization denials by (API, resource type); a short lock, only on a denial.
     authorization_failures: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Throttled responses and their throttle time, by quota kind (`QuotaKind::ALL`'s
+    /// order; no user or client id labels: those are the clients' to choose).
+    throttled: [AtomicU64; QuotaKind::ALL.len()],
+    throttle_ms: [AtomicU64; QuotaKind::ALL.len()],
+    /// Connections closed at accept by `max_connections_per_ip`.
+    connections_refused_per_ip: AtomicU64,
 }
 
 /// How a SASL exchange (or a session) ended, as Kafka's `successful-authentication-total`,
@@ -120,6 +127,9 @@ impl Default for Metrics {
             connections_accepted: AtomicU64::new(0),
             sasl: std::array::from_fn(|_| AtomicU64::new(0)),
             authorization_failures: Mutex::new(BTreeMap::new()),
+            throttled: std::array::from_fn(|_| AtomicU64::new(0)),
+            throttle_ms: std::array::from_fn(|_| AtomicU64::new(0)),
+            connections_refused_per_ip: AtomicU64::new(0),
         }
     }
 }
@@ -143,6 +153,19 @@ impl Metrics {
             .lock()
             .entry((api, resource_type))
             .or_insert(0) += 1;
+    }
+
+    /// A response throttled for `time` by its client's quota of `kind`.
+    pub(crate) fn throttled(&self, kind: QuotaKind, time: Duration) {
+        let i = QuotaKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        self.throttled[i].fetch_add(1, Ordering::Relaxed);
+        self.throttle_ms[i].fetch_add(time.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// A connection closed at accept: its address had `max_connections_per_ip` already.
+    pub(crate) fn connection_refused_per_ip(&self) {
+        self.connections_refused_per_ip
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// One SASL outcome.
@@ -427,6 +450,46 @@ pub fn render(m: &Metrics, figures: &Figures) -> String {
             "rafka_sasl_total{{outcome=\"{}\"}} {}",
             o.label(),
             m.sasl[o as usize].load(Ordering::Relaxed)
+        );
+    }
+    header(
+        &mut out,
+        "rafka_connections_refused_per_ip_total",
+        "counter",
+        "Connections closed at accept because their address had max_connections_per_ip.",
+    );
+    let _ = writeln!(
+        out,
+        "rafka_connections_refused_per_ip_total {}",
+        m.connections_refused_per_ip.load(Ordering::Relaxed)
+    );
+    header(
+        &mut out,
+        "rafka_quota_throttled_total",
+        "counter",
+        "Responses throttled by a client quota (KIP-219: throttle_time_ms set and the \
+         connection muted), by the quota that was exceeded.",
+    );
+    for (i, k) in QuotaKind::ALL.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "rafka_quota_throttled_total{{quota=\"{}\"}} {}",
+            k.name(),
+            m.throttled[i].load(Ordering::Relaxed)
+        );
+    }
+    header(
+        &mut out,
+        "rafka_quota_throttle_time_ms_total",
+        "counter",
+        "Throttle time given to clients over a quota, in milliseconds, by quota.",
+    );
+    for (i, k) in QuotaKind::ALL.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "rafka_quota_throttle_time_ms_total{{quota=\"{}\"}} {}",
+            k.name(),
+            m.throttle_ms[i].load(Ordering::Relaxed)
         );
     }
 

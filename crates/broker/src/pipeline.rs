@@ -23,14 +23,23 @@ use crate::shared::Shared;
 
 /// What the connection writes for one request.
 pub(crate) enum Answer {
-    /// The response, encoded.
-    Ready(EncodedResponse),
-    /// The response once the handler's wait is over (an fsync, a long poll), encoded; the
-    /// request's span is attached. Responses still leave in request order.
-    Later(Pin<Box<dyn Future<Output = Result<EncodedResponse, ProtocolError>> + Send>>),
-    /// Nothing (Produce with acks=0).
-    Nothing,
+    /// The response, encoded, and how long the connection is muted once it is sent (a
+    /// client over its quota, KIP-219).
+    Ready(EncodedResponse, Duration),
+    /// The response once the handler's wait is over (an fsync, a long poll), encoded, and
+    /// the mute after it; the request's span is attached. Responses still leave in request
+    /// order. Beside it, the mute already known when the handler returned (a Produce over
+    /// its quota): nothing more is read until this answer is sent.
+    Later(
+        Pin<Box<dyn Future<Output = Result<Muted, ProtocolError>> + Send>>,
+        Duration,
+    ),
+    /// Nothing (Produce with acks=0), and the mute from now.
+    Nothing(Duration),
 }
+
+/// A response and how long the connection is muted once it is sent.
+pub(crate) type Muted = (EncodedResponse, Duration);
 
 /// Why a connection stops reading.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +67,7 @@ pub(crate) fn next(
         return Ok(None);
     };
     match inbound {
-        Inbound::Answered(bytes) => Ok(Some(Answer::Ready(bytes.into()))),
+        Inbound::Answered(bytes) => Ok(Some(Answer::Ready(bytes.into(), Duration::ZERO))),
         Inbound::Request(req) => handle(shared, *req, session).map(Some),
     }
 }
@@ -66,11 +75,12 @@ pub(crate) fn next(
 /// Handles one decoded request: hooks, handler, encoding, metrics.
 pub(crate) fn handle(
     shared: &Arc<Shared>,
-    req: DecodedRequest,
+    mut req: DecodedRequest,
     session: &Arc<Session>,
 ) -> Result<Answer, Close> {
     let meta = req.meta();
     let started = Instant::now();
+    let usage = crate::throttle::Usage::of(shared, &mut req, session);
     let allowance = wait_allowance(&req.body);
     let span = tracing::debug_span!(
         "request",
@@ -84,25 +94,64 @@ pub(crate) fn handle(
         route(shared, req, session)
     };
     match routed {
-        Reply::Now(resp) => {
+        Reply::Now(mut resp) => {
+            let mute = usage.map_or(Duration::ZERO, |u| {
+                let early = u.record(shared, started.elapsed(), true);
+                u.finish(shared, early, Some(&mut resp))
+            });
             finished(shared, meta, session, started, allowance, Some(&resp));
-            Ok(Answer::Ready(encode_response_chunks(meta, &resp)?))
+            let bytes = encode_response_chunks(meta, &resp)?;
+            if !mute.is_zero() && !crate::throttle::client_throttles(meta.api_key, meta.api_version)
+            {
+                // A client from before KIP-219 gets its answer after the throttle time.
+                return Ok(Answer::Later(
+                    Box::pin(async move {
+                        tokio::time::sleep(mute).await;
+                        Ok((bytes, Duration::ZERO))
+                    }),
+                    mute,
+                ));
+            }
+            Ok(Answer::Ready(bytes, mute))
         }
         Reply::Later(fut) => {
             let shared = shared.clone();
             let session = session.clone();
-            Ok(Answer::Later(Box::pin(
-                async move {
-                    let resp = fut.await;
-                    finished(&shared, meta, &session, started, allowance, Some(&resp));
-                    encode_response_chunks(meta, &resp)
-                }
-                .instrument(span),
-            )))
+            // The broker's own time; the wait that follows is not the client's usage.
+            let early = usage
+                .as_ref()
+                .map(|u| u.record(&shared, started.elapsed(), true));
+            let known = early.map_or(Duration::ZERO, |e| e.1);
+            Ok(Answer::Later(
+                Box::pin(
+                    async move {
+                        let mut resp = fut.await;
+                        let mute = match (usage, early) {
+                            (Some(u), Some(e)) => u.finish(&shared, e, Some(&mut resp)),
+                            _ => Duration::ZERO,
+                        };
+                        finished(&shared, meta, &session, started, allowance, Some(&resp));
+                        let bytes = encode_response_chunks(meta, &resp)?;
+                        if !mute.is_zero()
+                            && !crate::throttle::client_throttles(meta.api_key, meta.api_version)
+                        {
+                            tokio::time::sleep(mute).await;
+                            return Ok((bytes, Duration::ZERO));
+                        }
+                        Ok((bytes, mute))
+                    }
+                    .instrument(span),
+                ),
+                known,
+            ))
         }
         Reply::Nothing => {
+            let mute = usage.map_or(Duration::ZERO, |u| {
+                let early = u.record(shared, started.elapsed(), false);
+                u.finish(shared, early, None)
+            });
             finished(shared, meta, session, started, allowance, None);
-            Ok(Answer::Nothing)
+            Ok(Answer::Nothing(mute))
         }
         Reply::Close(reason) => {
             finished(shared, meta, session, started, allowance, None);
@@ -354,9 +403,9 @@ mod tests {
         let mut out = Vec::new();
         while let Some(answer) = next(shared, &mut conn, &session)? {
             match answer {
-                Answer::Ready(r) => out.push(r.into_bytes()),
-                Answer::Later(_) => panic!("these requests are answered at once"),
-                Answer::Nothing => {}
+                Answer::Ready(r, _) => out.push(r.into_bytes()),
+                Answer::Later(..) => panic!("these requests are answered at once"),
+                Answer::Nothing(_) => {}
             }
         }
         Ok(out)

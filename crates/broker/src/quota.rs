@@ -223,15 +223,33 @@ impl Rate {
     }
 
     /// The time the rate is measured over (Kafka's `Rate.windowSize`): from the oldest
-    /// sample's start, and at least `samples - 1` full windows.
+    /// sample's start, plus the full windows missing to `samples - 1` (a new or long idle
+    /// sensor counts them as windows with nothing in them).
     pub(crate) fn window_size(&self, now: Instant) -> Duration {
         let elapsed = self
             .samples
             .front()
             .map(|(start, _)| now.saturating_duration_since(*start))
             .unwrap_or_default();
-        let min = self.config.window * (self.config.samples - 1);
-        elapsed.max(min)
+        let full = (elapsed.as_nanos() / self.config.window.as_nanos()) as u32;
+        let min = self.config.samples - 1;
+        if full < min {
+            elapsed + self.config.window * (min - full)
+        } else {
+            elapsed
+        }
+    }
+
+    /// Removes `value` recorded at `now` (Kafka's "unrecord" of a fetch answered empty
+    /// because it was throttled).
+    pub(crate) fn unrecord(&mut self, value: f64, now: Instant) {
+        self.record(-value, now);
+    }
+
+    /// When the newest sample started (`None` before the first record or after all aged
+    /// out).
+    pub(crate) fn last_sample(&self) -> Option<Instant> {
+        self.samples.back().map(|(start, _)| *start)
     }
 
     /// Units per second at `now`.
@@ -310,12 +328,13 @@ mod tests {
     fn the_rate_covers_at_least_ten_windows_and_throttles_back_to_the_quota() {
         let t0 = Instant::now();
         let mut r = Rate::new(RateConfig::default());
-        // 10 MB in the first second: over 10 windows that is 1 MB/s.
-        r.record(10e6, t0);
+        // 10.5 MB in the first half second: over the half second and the 10 empty windows
+        // Kafka assumes before it, that is 1 MB/s.
+        r.record(10.5e6, t0);
         assert!((r.rate(t0 + Duration::from_millis(500)) - 1e6).abs() < 1.0);
-        // Quota 0.5 MB/s: (1 - 0.5) / 0.5 * 10 s = 10 s of throttle.
+        // Quota 0.5 MB/s: (1 - 0.5) / 0.5 * 10.5 s = 10.5 s of throttle.
         let th = r.throttle_time(0.5e6, t0 + Duration::from_millis(500));
-        assert_eq!(th.as_secs(), 10);
+        assert_eq!(th.as_millis(), 10_500);
         // Within the quota: none.
         assert_eq!(r.throttle_time(2e6, t0), Duration::ZERO);
         // Old samples age out after 11 windows.

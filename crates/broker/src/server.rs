@@ -64,6 +64,11 @@ pub(crate) async fn accept_loop(
         "kafka"
     };
     let mut connections = accept_bounded(&listener, slots, &mut shutdown, what, |stream, peer| {
+        let Some(ip_slot) = shared.connections_per_ip.acquire(peer.ip()) else {
+            shared.metrics.connection_refused_per_ip();
+            tracing::info!(%peer, "connection refused: max_connections_per_ip reached");
+            return None;
+        };
         let session = Session {
             peer,
             local: stream.local_addr().unwrap_or(peer),
@@ -98,6 +103,7 @@ pub(crate) async fn accept_loop(
                     }
                 }
                 shared.metrics.connection_closed();
+                drop(ip_slot);
             }
             .instrument(span),
         )
@@ -167,16 +173,34 @@ async fn serve_tls(
     }
 }
 
+/// An answer in the connection's queue: ready, with how long the connection is muted
+/// once it is sent (KIP-219), or still being worked out.
 enum Pending {
-    Ready(EncodedResponse),
-    Task(JoinHandle<Result<EncodedResponse, ProtocolError>>),
+    Ready(EncodedResponse, Duration),
+    /// The task, and the mute already known when it was queued: reading is held until
+    /// the answer is sent; the mute after it is the task's own.
+    Task(
+        JoinHandle<Result<(EncodedResponse, Duration), ProtocolError>>,
+        Duration,
+    ),
+}
+
+impl Pending {
+    /// The mute known to follow this answer.
+    fn mute(&self) -> Duration {
+        match self {
+            Pending::Ready(_, m) | Pending::Task(_, m) => *m,
+        }
+    }
 }
 
 /// Awaits the task at the front of the queue. Cancel safety: awaiting `&mut JoinHandle`
 /// is cancel-safe; the task keeps running and is polled again next time.
-async fn front_task(queue: &mut VecDeque<Pending>) -> Result<EncodedResponse, ProtocolError> {
+async fn front_task(
+    queue: &mut VecDeque<Pending>,
+) -> Result<(EncodedResponse, Duration), ProtocolError> {
     match queue.front_mut() {
-        Some(Pending::Task(h)) => match h.await {
+        Some(Pending::Task(h, _)) => match h.await {
             Ok(r) => r,
             Err(e) => Err(ProtocolError::Encode {
                 key: kafka_protocol::messages::ApiKey::ApiVersions,
@@ -209,11 +233,13 @@ async fn serve<R, W>(
     let mut auth = sasl.map(|s| Authenticator::new(s, Instant::now()));
     let idle = Duration::from_millis(shared.config.broker.connections_max_idle_ms.max(1));
     let mut reading = true;
+    // Until when no request is read or decoded: a client over its quota (KIP-219).
+    let mut muted_until: Option<Instant> = None;
     // False after a bad frame or a failed authentication: nothing behind it is read.
     let mut decoding = true;
     loop {
-        while let Some(Pending::Ready(_)) = queue.front() {
-            let Some(Pending::Ready(mut resp)) = queue.pop_front() else {
+        while let Some(Pending::Ready(..)) = queue.front() {
+            let Some(Pending::Ready(mut resp, mute)) = queue.pop_front() else {
                 unreachable!("front was checked")
             };
             // Vectored: a fetch response's records go out from storage's buffers.
@@ -221,32 +247,58 @@ async fn serve<R, W>(
                 tracing::debug!(error = %e, "write failed; closing");
                 return;
             }
+            mute_for(&mut muted_until, mute);
         }
+        let mut muted = muted_until.is_some_and(|t| t > Instant::now());
+        if !muted {
+            muted_until = None;
+        }
+        // A throttled answer not yet sent holds the reading back as a mute does (Kafka
+        // reads a connection's next request only after the answer to the last one).
+        let held = queue.iter().any(|p| !p.mute().is_zero());
+        muted |= held;
         // Requests left undecoded while the queue was full go first, before reading more
-        // (also after the client half-closed: it gets answers to all it sent).
-        if decoding && has_room(&queue) {
-            let drained = drain_requests(&shared, &mut conn, &mut queue, &mut session, &mut auth);
+        // (also after the client half-closed: it gets answers to all it sent). Nothing is
+        // decoded while the connection is muted.
+        if decoding && !muted && has_room(&queue) {
+            let drained = drain_requests(
+                &shared,
+                &mut conn,
+                &mut queue,
+                &mut session,
+                &mut auth,
+                &mut muted_until,
+            );
             if !drained_on(drained, peer, &mut queue) {
                 decoding = false;
                 reading = false;
             }
-            if matches!(queue.front(), Some(Pending::Ready(_))) {
+            if matches!(queue.front(), Some(Pending::Ready(..)))
+                || muted_until.is_some()
+                || queue.iter().any(|p| !p.mute().is_zero())
+            {
                 continue;
             }
         }
         if !reading && queue.is_empty() {
             break;
         }
-        let front_is_task = matches!(queue.front(), Some(Pending::Task(_)));
-        let can_read = reading && has_room(&queue);
+        let front_is_task = matches!(queue.front(), Some(Pending::Task(..)));
+        let can_read = reading && !muted && has_room(&queue);
         // An authentication in progress has a deadline (a KIP-368 one included).
         let auth_deadline = auth.as_ref().and_then(|a| a.deadline()).filter(|_| reading);
         tokio::select! {
             r = rd.read_buf(conn.read_buffer(READ_CHUNK_BYTES)), if can_read => match r {
                 Ok(0) => reading = false,
                 Ok(_) => {
-                    let drained =
-                        drain_requests(&shared, &mut conn, &mut queue, &mut session, &mut auth);
+                    let drained = drain_requests(
+                        &shared,
+                        &mut conn,
+                        &mut queue,
+                        &mut session,
+                        &mut auth,
+                        &mut muted_until,
+                    );
                     if !drained_on(drained, peer, &mut queue) {
                         decoding = false;
                         reading = false;
@@ -259,7 +311,7 @@ async fn serve<R, W>(
             },
             r = front_task(&mut queue), if front_is_task => {
                 match r {
-                    Ok(bytes) => { queue[0] = Pending::Ready(bytes); }
+                    Ok((bytes, mute)) => { queue[0] = Pending::Ready(bytes, mute); }
                     Err(e) => {
                         tracing::error!(%peer, error = %e, "response failed; closing connection");
                         return;
@@ -272,7 +324,10 @@ async fn serve<R, W>(
                 tracing::info!(%peer, "SASL authentication not finished in time; closing");
                 return;
             },
-            _ = tokio::time::sleep(idle), if queue.is_empty() => {
+            // A muted connection reads again when its throttle time is over.
+            _ = tokio::time::sleep_until(muted_until.unwrap_or_else(Instant::now).into()),
+                if muted_until.is_some() => {},
+            _ = tokio::time::sleep(idle), if queue.is_empty() && !muted => {
                 tracing::debug!(%peer, "closing idle connection");
                 return;
             },
@@ -311,8 +366,8 @@ fn has_room(queue: &VecDeque<Pending>) -> bool {
     let waiting: usize = queue
         .iter()
         .map(|p| match p {
-            Pending::Ready(b) => b.len(),
-            Pending::Task(_) => 0,
+            Pending::Ready(b, _) => b.len(),
+            Pending::Task(..) => 0,
         })
         .sum();
     queue.len() < IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX
@@ -336,12 +391,18 @@ fn drain_requests(
     queue: &mut VecDeque<Pending>,
     session: &mut Arc<Session>,
     auth: &mut Option<Authenticator>,
+    muted_until: &mut Option<Instant>,
 ) -> Result<Drained, Close> {
     while has_room(queue) {
+        // An acks=0 Produce over its quota mutes the connection at once; an answer over
+        // a quota holds it until it is sent.
+        if muted_until.is_some() || queue.back().is_some_and(|p| !p.mute().is_zero()) {
+            break;
+        }
         let Some(auth) = auth.as_mut() else {
             match pipeline::next(shared, conn, session)? {
                 None => break,
-                Some(answer) => push_answer(queue, answer),
+                Some(answer) => push_answer(queue, answer, muted_until),
             }
             continue;
         };
@@ -355,14 +416,14 @@ fn drain_requests(
             let req = match conn.next_request()? {
                 None => break,
                 Some(Inbound::Answered(bytes)) => {
-                    queue.push_back(Pending::Ready(bytes.into()));
+                    queue.push_back(Pending::Ready(bytes.into(), Duration::ZERO));
                     continue;
                 }
                 Some(Inbound::Request(req)) => req,
             };
             match auth.on_request(&req, now, shared.as_ref()) {
                 Step::Pass => {
-                    push_answer(queue, pipeline::handle(shared, *req, session)?);
+                    push_answer(queue, pipeline::handle(shared, *req, session)?, muted_until);
                     continue;
                 }
                 step => step,
@@ -370,13 +431,15 @@ fn drain_requests(
         };
         match step {
             Step::Pass => return Err(Close::Authentication("a raw SASL token cannot pass".into())),
-            Step::Answer(out) => queue.push_back(Pending::Ready(encode(shared, out, now)?)),
+            Step::Answer(out) => {
+                queue.push_back(Pending::Ready(encode(shared, out, now)?, Duration::ZERO))
+            }
             Step::Authenticated {
                 out,
                 user,
                 mechanism,
             } => {
-                queue.push_back(Pending::Ready(encode(shared, out, now)?));
+                queue.push_back(Pending::Ready(encode(shared, out, now)?, Duration::ZERO));
                 shared.metrics.sasl(if session.sasl_mechanism.is_some() {
                     SaslOutcome::Reauthenticated
                 } else {
@@ -416,10 +479,13 @@ fn drain_requests(
                         .broker
                         .connection_failed_authentication_delay_ms,
                 );
-                queue.push_back(Pending::Task(tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    Ok(bytes)
-                })));
+                queue.push_back(Pending::Task(
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        Ok((bytes, Duration::ZERO))
+                    }),
+                    Duration::ZERO,
+                ));
                 return Ok(Drained::Stop);
             }
             Step::Close(reason) => {
@@ -433,11 +499,24 @@ fn drain_requests(
     Ok(Drained::More)
 }
 
-fn push_answer(queue: &mut VecDeque<Pending>, answer: Answer) {
+fn push_answer(queue: &mut VecDeque<Pending>, answer: Answer, muted_until: &mut Option<Instant>) {
     match answer {
-        Answer::Ready(bytes) => queue.push_back(Pending::Ready(bytes)),
-        Answer::Later(fut) => queue.push_back(Pending::Task(tokio::spawn(fut))),
-        Answer::Nothing => {}
+        Answer::Ready(bytes, mute) => queue.push_back(Pending::Ready(bytes, mute)),
+        Answer::Later(fut, known) => queue.push_back(Pending::Task(tokio::spawn(fut), known)),
+        Answer::Nothing(mute) => mute_for(muted_until, mute),
+    }
+}
+
+/// Mutes the connection for `mute` from now (no request is read or decoded until then),
+/// unless it already is for longer. At most the quota's sample span (`quota.rs` bounds
+/// every throttle time).
+fn mute_for(muted_until: &mut Option<Instant>, mute: Duration) {
+    if mute.is_zero() {
+        return;
+    }
+    let until = Instant::now() + mute;
+    if muted_until.is_none_or(|t| t < until) {
+        *muted_until = Some(until);
     }
 }
 

@@ -44,6 +44,10 @@ pub struct Shared {
     pub(crate) txn_settled: tokio::sync::Notify,
     /// The ACLs and the authorizer's settings.
     pub(crate) acls: crate::acl_store::AclStore,
+    /// The client quotas and their sensors.
+    pub(crate) quotas: crate::quota_manager::QuotaManager,
+    /// `max_connections_per_ip` and its overrides, with the counts per address.
+    pub(crate) connections_per_ip: Arc<crate::connection_quotas::ConnectionsPerIp>,
     /// SCRAM credentials (SASL/SCRAM and PLAIN authenticate against them).
     // Read by the SASL authenticator, which lands next (issue 19).
     #[allow(dead_code)]
@@ -70,6 +74,7 @@ pub(crate) struct Recovered {
     txn: TransactionCoordinator,
     txn_log: Option<Arc<[Arc<PartitionState>]>>,
     acls: crate::acl_store::AclStore,
+    quotas: crate::quota_manager::QuotaManager,
     /// Partitions the engine held before the group coordinator created any.
     pub(crate) partitions: usize,
     /// The durable credential store (opened by `Broker::start`); without one, the
@@ -119,7 +124,13 @@ impl Shared {
                 e.to_string(),
             )))
         })?;
+        let quotas = crate::quota_manager::QuotaManager::open(config).map_err(|e| {
+            TopicError::Storage(rafka_core::StorageError::Io(std::io::Error::other(
+                e.to_string(),
+            )))
+        })?;
         Ok(Recovered {
+            quotas,
             cluster,
             groups,
             txn,
@@ -170,6 +181,14 @@ impl Shared {
         let credentials = recovered.credentials.unwrap_or_else(|| {
             crate::credentials::CredentialStore::from_config(&config.broker.scram_users)
         });
+        let connections_per_ip = Arc::new(crate::connection_quotas::ConnectionsPerIp::new(
+            config.broker.max_connections_per_ip,
+            // Checked by `Config::validate`.
+            config
+                .broker
+                .connections_per_ip_overrides()
+                .unwrap_or_default(),
+        ));
         Shared {
             node_id: config.broker.node_id,
             config,
@@ -180,6 +199,8 @@ impl Shared {
             idempotent_epochs: parking_lot::Mutex::new(Default::default()),
             txn_settled: tokio::sync::Notify::new(),
             acls: recovered.acls,
+            quotas: recovered.quotas,
+            connections_per_ip,
             credentials,
             hooks,
             metrics: Metrics::default(),

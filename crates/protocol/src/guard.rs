@@ -178,6 +178,8 @@ pub fn probe(api_key: ApiKey, body: &Bytes, version: i16) -> Result<(), String> 
         CreateAcls => CreateAclsRequest,
         DescribeAcls => DescribeAclsRequest,
         DeleteAcls => DeleteAclsRequest,
+        DescribeClientQuotas => DescribeClientQuotasRequest,
+        AlterClientQuotas => AlterClientQuotasRequest,
     }
     .map_err(|e| e.to_string())
 }

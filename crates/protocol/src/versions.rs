@@ -81,6 +81,8 @@ pub const SERVED: &[ServedApi] = &[
     api(ApiKey::CreateAcls, 1, 3),
     api(ApiKey::DescribeAcls, 1, 3),
     api(ApiKey::DeleteAcls, 1, 3),
+    api(ApiKey::DescribeClientQuotas, 0, 1),
+    api(ApiKey::AlterClientQuotas, 0, 1),
 ];
 
 /// The `transaction.version` feature: supported levels 0 to [`TRANSACTION_VERSION_MAX`],

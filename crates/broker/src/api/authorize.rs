@@ -20,7 +20,8 @@
 //! - CreateTopics: CREATE C or T. DeleteTopics, DeleteRecords: DELETE T. CreatePartitions:
 //!   ALTER T. Describe/Alter/IncrementalAlterConfigs: DESCRIBE_CONFIGS/ALTER_CONFIGS on T,
 //!   C (a broker or broker logger) or G. DescribeLogDirs: DESCRIBE C.
-//!   Describe/AlterUserScramCredentials: DESCRIBE/ALTER C.
+//!   Describe/AlterUserScramCredentials: DESCRIBE/ALTER C. Describe/AlterClientQuotas:
+//!   DESCRIBE_CONFIGS/ALTER_CONFIGS C.
 //! - InitProducerId: WRITE X, or without one IDEMPOTENT_WRITE C or WRITE on any topic
 //!   (KIP-679; CLUSTER_AUTHORIZATION_FAILED). AddPartitionsToTxn: WRITE X and WRITE T (a
 //!   refused topic fails the whole request, the others OPERATION_NOT_ATTEMPTED); v4+
@@ -630,6 +631,14 @@ pub(crate) fn check(a: &Authz<'_>, req: RequestKind, version: i16) -> Checked {
         }
         K::AlterUserScramCredentials(_) => {
             let e = a.cluster_err(Alter);
+            gate(req, e)
+        }
+        K::DescribeClientQuotas(_) => {
+            let e = a.cluster_err(DescribeConfigs);
+            gate(req, e)
+        }
+        K::AlterClientQuotas(_) => {
+            let e = a.cluster_err(AlterConfigs);
             gate(req, e)
         }
         K::DescribeLogDirs(_) => {

@@ -22,6 +22,7 @@ mod acls;
 mod admin;
 mod api_versions;
 mod authorize;
+mod client_quotas;
 mod configs;
 mod fetch;
 mod group_errors;
@@ -172,7 +173,8 @@ served_apis! {
     ConsumerGroupHeartbeat, ConsumerGroupDescribe, AddPartitionsToTxn, AddOffsetsToTxn,
     EndTxn, WriteTxnMarkers, TxnOffsetCommit, DescribeProducers, DescribeTransactions,
     ListTransactions, SaslHandshake, SaslAuthenticate, CreateAcls, DescribeAcls, DeleteAcls,
-    DescribeUserScramCredentials, AlterUserScramCredentials,
+    DescribeUserScramCredentials, AlterUserScramCredentials, DescribeClientQuotas,
+    AlterClientQuotas,
 }
 
 /// Routes a request to its handler after the authorizer's check ([`authorize::check`]):
@@ -323,6 +325,12 @@ fn handle(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestContext>) 
         }
         RequestKind::AlterUserScramCredentials(r) => {
             Reply::Now(scram_credentials::alter(shared, &r))
+        }
+        RequestKind::DescribeClientQuotas(r) => {
+            Reply::Now(client_quotas::describe(shared, &r, &ctx.session))
+        }
+        RequestKind::AlterClientQuotas(r) => {
+            Reply::Now(client_quotas::alter(shared, &r, &ctx.session))
         }
         RequestKind::CreateAcls(r) => Reply::Now(acls::create(shared, r, ctx)),
         RequestKind::DescribeAcls(r) => Reply::Now(acls::describe(shared, r, ctx)),

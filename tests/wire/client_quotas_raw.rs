@@ -1,0 +1,570 @@
+//! DescribeClientQuotas and AlterClientQuotas v0–1 on the wire: Kafka's error codes for
+//! each refusal (empty, repeated or unknown entity types, empty names, unknown or repeated
+//! keys, a byte rate that is not whole, bad filters), `validate_only`, the match types and
+//! `strict`, removals, and the quotas kept across a restart in `rafka-quotas.yaml`.
+
+use crate::common::{str_bytes, KafkaConn};
+
+use std::path::Path;
+
+use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
+use kafka_protocol::messages::describe_client_quotas_request::ComponentData;
+use kafka_protocol::messages::{
+    AlterClientQuotasRequest, ApiKey, DescribeClientQuotasRequest, RequestKind, ResponseKind,
+};
+use kafka_protocol::ResponseError;
+use rafka_broker::{Broker, Config};
+
+async fn start(dir: &Path) -> Broker {
+    let mut cfg = Config::default();
+    cfg.broker.listen = "127.0.0.1:0".into();
+    cfg.storage.path = dir.to_path_buf();
+    Broker::start(cfg).await.expect("broker starts")
+}
+
+type Entity = Vec<(String, Option<String>)>;
+
+fn entity(parts: &[(&str, Option<&str>)]) -> Entity {
+    parts
+        .iter()
+        .map(|(t, n)| (t.to_string(), n.map(str::to_string)))
+        .collect()
+}
+
+fn entry(e: &[(&str, Option<&str>)], ops: &[(&str, Option<f64>)]) -> EntryData {
+    EntryData::default()
+        .with_entity(
+            e.iter()
+                .map(|(t, n)| {
+                    EntityData::default()
+                        .with_entity_type(str_bytes(t))
+                        .with_entity_name(n.map(str_bytes))
+                })
+                .collect(),
+        )
+        .with_ops(
+            ops.iter()
+                .map(|(k, v)| {
+                    OpData::default()
+                        .with_key(str_bytes(k))
+                        .with_value(v.unwrap_or(0.0))
+                        .with_remove(v.is_none())
+                })
+                .collect(),
+        )
+}
+
+async fn alter(conn: &mut KafkaConn, entries: Vec<EntryData>, validate_only: bool) -> Vec<i16> {
+    let req = AlterClientQuotasRequest::default()
+        .with_entries(entries)
+        .with_validate_only(validate_only);
+    match conn
+        .send(
+            ApiKey::AlterClientQuotas,
+            1,
+            RequestKind::AlterClientQuotas(req),
+        )
+        .await
+    {
+        ResponseKind::AlterClientQuotas(r) => r.entries.iter().map(|e| e.error_code).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+type Described = Result<Vec<(Entity, Vec<(String, f64)>)>, i16>;
+
+async fn describe(
+    conn: &mut KafkaConn,
+    components: &[(&str, i8, Option<&str>)],
+    strict: bool,
+) -> Described {
+    let req = DescribeClientQuotasRequest::default()
+        .with_components(
+            components
+                .iter()
+                .map(|(t, m, n)| {
+                    ComponentData::default()
+                        .with_entity_type(str_bytes(t))
+                        .with_match_type(*m)
+                        .with_match(n.map(str_bytes))
+                })
+                .collect(),
+        )
+        .with_strict(strict);
+    let r = match conn
+        .send(
+            ApiKey::DescribeClientQuotas,
+            1,
+            RequestKind::DescribeClientQuotas(req),
+        )
+        .await
+    {
+        ResponseKind::DescribeClientQuotas(r) => r,
+        other => panic!("{other:?}"),
+    };
+    if r.error_code != 0 {
+        assert!(r.error_message.is_some());
+        return Err(r.error_code);
+    }
+    let mut out: Vec<_> = r
+        .entries
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| {
+            (
+                e.entity
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.entity_type.to_string(),
+                            c.entity_name.as_ref().map(|n| n.to_string()),
+                        )
+                    })
+                    .collect::<Entity>(),
+                e.values
+                    .iter()
+                    .map(|v| (v.key.to_string(), v.value))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+fn v(pairs: &[(&str, f64)]) -> Vec<(String, f64)> {
+    pairs.iter().map(|(k, x)| (k.to_string(), *x)).collect()
+}
+
+const EXACT: i8 = 0;
+const DEFAULT: i8 = 1;
+const SPECIFIED: i8 = 2;
+
+#[tokio::test]
+async fn describe_and_alter_with_kafkas_error_codes_and_a_durable_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path()).await;
+    let mut conn = KafkaConn::connect(&broker.bootstrap_address()).await;
+    let invalid = ResponseError::InvalidRequest.code();
+
+    assert_eq!(describe(&mut conn, &[], false).await, Ok(vec![]));
+    let got = alter(
+        &mut conn,
+        vec![
+            entry(
+                &[("user", Some("alice")), ("client-id", None)],
+                &[("producer_byte_rate", Some(1000.0))],
+            ),
+            entry(
+                &[("client-id", Some("app"))],
+                &[
+                    ("producer_byte_rate", Some(2000.0)),
+                    ("request_percentage", Some(50.5)),
+                ],
+            ),
+            entry(&[("user", None)], &[("consumer_byte_rate", Some(3000.0))]),
+            entry(&[], &[("consumer_byte_rate", Some(1.0))]),
+            entry(
+                &[("group", Some("g"))],
+                &[("consumer_byte_rate", Some(1.0))],
+            ),
+            entry(
+                &[("user", Some("a")), ("user", Some("b"))],
+                &[("consumer_byte_rate", Some(1.0))],
+            ),
+            entry(&[("user", Some(""))], &[("consumer_byte_rate", Some(1.0))]),
+            entry(&[("user", Some("x"))], &[("producer.byte.rate", Some(1.0))]),
+            entry(&[("user", Some("x"))], &[("producer_byte_rate", Some(1.5))]),
+            entry(
+                &[("user", Some("x"))],
+                &[("producer_byte_rate", Some(-1.0))],
+            ),
+            entry(
+                &[("user", Some("x"))],
+                &[
+                    ("producer_byte_rate", Some(1.0)),
+                    ("producer_byte_rate", None),
+                ],
+            ),
+            entry(
+                &[("ip", Some("127.0.0.1"))],
+                &[("connection_creation_rate", Some(1.0))],
+            ),
+        ],
+        false,
+    )
+    .await;
+    assert_eq!(
+        got,
+        vec![
+            0, 0, 0, invalid, invalid, invalid, invalid, invalid, invalid, invalid, invalid,
+            invalid
+        ]
+    );
+    // validate_only: checked, answered, not applied.
+    assert_eq!(
+        alter(
+            &mut conn,
+            vec![
+                entry(
+                    &[("user", Some("bob"))],
+                    &[("producer_byte_rate", Some(5.0))]
+                ),
+                entry(&[("user", Some("bob"))], &[("nope", Some(5.0))]),
+            ],
+            true
+        )
+        .await,
+        vec![0, invalid]
+    );
+
+    let alice = (
+        entity(&[("user", Some("alice")), ("client-id", None)]),
+        v(&[("producer_byte_rate", 1000.0)]),
+    );
+    let app = (
+        entity(&[("client-id", Some("app"))]),
+        v(&[("producer_byte_rate", 2000.0), ("request_percentage", 50.5)]),
+    );
+    let default_user = (
+        entity(&[("user", None)]),
+        v(&[("consumer_byte_rate", 3000.0)]),
+    );
+    let mut all = vec![alice.clone(), app.clone(), default_user.clone()];
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(describe(&mut conn, &[], false).await, Ok(all.clone()));
+    assert_eq!(describe(&mut conn, &[], true).await, Ok(vec![]));
+    assert_eq!(
+        describe(&mut conn, &[("user", EXACT, Some("alice"))], false).await,
+        Ok(vec![alice.clone()])
+    );
+    assert_eq!(
+        describe(&mut conn, &[("user", EXACT, Some("alice"))], true).await,
+        Ok(vec![])
+    );
+    assert_eq!(
+        describe(
+            &mut conn,
+            &[("user", EXACT, Some("alice")), ("client-id", DEFAULT, None)],
+            true
+        )
+        .await,
+        Ok(vec![alice.clone()])
+    );
+    assert_eq!(
+        describe(&mut conn, &[("user", DEFAULT, None)], true).await,
+        Ok(vec![default_user.clone()])
+    );
+    let mut with_client = vec![alice.clone(), app.clone()];
+    with_client.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        describe(&mut conn, &[("client-id", SPECIFIED, None)], false).await,
+        Ok(with_client)
+    );
+    assert_eq!(
+        describe(&mut conn, &[("ip", SPECIFIED, None)], false).await,
+        Ok(vec![])
+    );
+    // Refused filters.
+    let unsupported = ResponseError::UnsupportedVersion.code();
+    for (components, code) in [
+        (vec![("user", EXACT, None)], invalid),
+        (vec![("user", DEFAULT, Some("a"))], invalid),
+        (vec![("user", SPECIFIED, Some("a"))], invalid),
+        (vec![("user", 3, None)], invalid),
+        (vec![("", SPECIFIED, None)], invalid),
+        (
+            vec![("user", SPECIFIED, None), ("user", DEFAULT, None)],
+            invalid,
+        ),
+        (
+            vec![("ip", SPECIFIED, None), ("user", DEFAULT, None)],
+            invalid,
+        ),
+        (vec![("group", SPECIFIED, None)], unsupported),
+    ] {
+        assert_eq!(
+            describe(&mut conn, &components, false).await,
+            Err(code),
+            "{components:?}"
+        );
+    }
+
+    // A removal keeps the entity's other values; removing what is not set is no error.
+    assert_eq!(
+        alter(
+            &mut conn,
+            vec![entry(
+                &[("client-id", Some("app"))],
+                &[("producer_byte_rate", None), ("consumer_byte_rate", None)],
+            )],
+            false
+        )
+        .await,
+        vec![0]
+    );
+    let app = (
+        entity(&[("client-id", Some("app"))]),
+        v(&[("request_percentage", 50.5)]),
+    );
+    let mut all = vec![alice, app, default_user];
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(describe(&mut conn, &[], false).await, Ok(all.clone()));
+
+    // After a restart: the same quotas.
+    drop(conn);
+    broker.shutdown().await.unwrap();
+    assert!(dir.path().join("rafka-quotas.yaml").exists());
+    let broker = start(dir.path()).await;
+    let mut conn = KafkaConn::connect(&broker.bootstrap_address()).await;
+    assert_eq!(describe(&mut conn, &[], false).await, Ok(all));
+    drop(conn);
+    broker.shutdown().await.unwrap();
+}
+
+/// A Produce over its client's `producer_byte_rate` is answered at once with
+/// `throttle_time_ms`, and the connection then reads nothing for that long (KIP-219): a
+/// request sent right behind it is answered only after the throttle time.
+#[tokio::test]
+async fn a_producer_over_its_quota_is_told_and_muted() {
+    let broker = crate::common::start_broker(|_| {}).await;
+    let mut conn = KafkaConn::connect(&broker.addr()).await;
+    assert_eq!(crate::common::create_topic(&mut conn, "q", 1, &[]).await, 0);
+    let batch = crate::common::simple_batch("k", 2000, 1_000).into_bytes();
+    // The batch over the 10 windows a new sensor counts is 1.2 times the quota: about
+    // 2 s of throttle (the frame is a little larger than the batch).
+    let quota = (batch.len() as f64 / 12.0).floor();
+    assert_eq!(
+        alter(
+            &mut conn,
+            vec![entry(
+                &[("client-id", Some("rafka-it"))],
+                &[("producer_byte_rate", Some(quota))],
+            )],
+            false
+        )
+        .await,
+        vec![0]
+    );
+    let req = kafka_protocol::messages::ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![
+            kafka_protocol::messages::produce_request::TopicProduceData::default()
+                .with_name(crate::common::topic_name("q"))
+                .with_partition_data(vec![
+                    kafka_protocol::messages::produce_request::PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch)),
+                ]),
+        ]);
+    let started = std::time::Instant::now();
+    let ResponseKind::Produce(r) = conn
+        .send(ApiKey::Produce, 9, RequestKind::Produce(req))
+        .await
+    else {
+        panic!("not a Produce response")
+    };
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    let throttle = r.throttle_time_ms;
+    assert!((1_500..=3_000).contains(&throttle), "{throttle}");
+    assert!(started.elapsed().as_millis() < 1_000, "answered at once");
+    // Muted: the next request waits out the throttle time.
+    let next = std::time::Instant::now();
+    conn.check_alive().await;
+    let waited = next.elapsed().as_millis() as i32;
+    assert!(
+        waited >= throttle - 100 && waited <= throttle + 1_500,
+        "waited {waited} ms for a throttle of {throttle} ms"
+    );
+    // acks=0 has no answer to carry the throttle: the connection is muted at once.
+    // A tenth of the first: about 3 s of throttle on top of the 2 s not yet aged out.
+    let batch = crate::common::simple_batch("k", 200, 2_000).into_bytes();
+    let req = kafka_protocol::messages::ProduceRequest::default()
+        .with_acks(0)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![
+            kafka_protocol::messages::produce_request::TopicProduceData::default()
+                .with_name(crate::common::topic_name("q"))
+                .with_partition_data(vec![
+                    kafka_protocol::messages::produce_request::PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch)),
+                ]),
+        ]);
+    let id = conn.next_correlation_id();
+    conn.write_raw(&crate::common::encode(
+        ApiKey::Produce,
+        9,
+        id,
+        &RequestKind::Produce(req),
+    ))
+    .await;
+    let next = std::time::Instant::now();
+    let frame = crate::common::encode(
+        ApiKey::ApiVersions,
+        0,
+        id + 1,
+        &RequestKind::ApiVersions(Default::default()),
+    );
+    conn.write_raw(&frame).await;
+    assert!(conn.read_frame().await.is_some());
+    let waited = next.elapsed().as_millis();
+    assert!(
+        (1_000..=4_900).contains(&waited),
+        "answered after {waited} ms"
+    );
+    drop(conn);
+    broker.shutdown().await;
+}
+
+/// `max_connections_per_ip` and its overrides: a connection over its address's limit is
+/// closed at accept; one closed makes room.
+#[tokio::test]
+async fn connections_over_the_per_ip_limit_are_closed() {
+    let broker = crate::common::start_broker(|c| {
+        c.broker.max_connections_per_ip = 1;
+        c.broker.max_connections_per_ip_overrides = "127.0.0.1:2, ::1:5".into();
+    })
+    .await;
+    let mut a = KafkaConn::connect(&broker.addr()).await;
+    let mut b = KafkaConn::connect(&broker.addr()).await;
+    let mut c = KafkaConn::connect(&broker.addr()).await;
+    a.check_alive().await;
+    b.check_alive().await;
+    c.expect_closed().await;
+    drop(a);
+    // The slot comes back when the broker sees the close.
+    let mut served = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let mut d = KafkaConn::connect(&broker.addr()).await;
+        let frame = crate::common::encode(
+            ApiKey::ApiVersions,
+            0,
+            1,
+            &RequestKind::ApiVersions(Default::default()),
+        );
+        if d.try_write_raw(&frame).await.is_err() || d.read_frame().await.is_none() {
+            continue;
+        }
+        served = true;
+        break;
+    }
+    assert!(served);
+    b.check_alive().await;
+    drop(b);
+    broker.shutdown().await;
+}
+
+/// `request_percentage`: a client whose requests take more of the broker's time than its
+/// share is throttled on any API, by at most one window (Kafka's
+/// ClientRequestQuotaManager); ApiVersions is exempt, and the user's quota applies to
+/// every client id of the user (here the unauthenticated `ANONYMOUS`).
+#[tokio::test]
+async fn a_client_over_its_request_percentage_is_throttled_at_most_a_window() {
+    let broker = crate::common::start_broker(|_| {}).await;
+    let mut conn = KafkaConn::connect(&broker.addr()).await;
+    assert_eq!(
+        alter(
+            &mut conn,
+            vec![entry(
+                &[("user", Some("ANONYMOUS"))],
+                &[("request_percentage", Some(0.000001))],
+            )],
+            false
+        )
+        .await,
+        vec![0]
+    );
+    let mut throttles = Vec::new();
+    for _ in 0..3 {
+        let ResponseKind::Metadata(m) = conn
+            .send(
+                ApiKey::Metadata,
+                12,
+                RequestKind::Metadata(Default::default()),
+            )
+            .await
+        else {
+            panic!("not a Metadata response")
+        };
+        throttles.push(m.throttle_time_ms);
+    }
+    assert!(
+        throttles.iter().all(|t| (1..=1_000).contains(t)),
+        "{throttles:?}"
+    );
+    let ResponseKind::ApiVersions(v) = conn
+        .send(
+            ApiKey::ApiVersions,
+            3,
+            RequestKind::ApiVersions(
+                kafka_protocol::messages::ApiVersionsRequest::default()
+                    .with_client_software_name(str_bytes("t"))
+                    .with_client_software_version(str_bytes("1")),
+            ),
+        )
+        .await
+    else {
+        panic!("not an ApiVersions response")
+    };
+    assert_eq!(v.throttle_time_ms, 0);
+    drop(conn);
+    broker.shutdown().await;
+}
+
+/// A Produce from before KIP-219 (v5) gets its answer after the throttle time instead,
+/// and nothing more: the next request is answered at once.
+#[tokio::test]
+async fn an_old_producer_over_its_quota_gets_a_late_answer() {
+    let broker = crate::common::start_broker(|_| {}).await;
+    let mut conn = KafkaConn::connect(&broker.addr()).await;
+    assert_eq!(crate::common::create_topic(&mut conn, "q", 1, &[]).await, 0);
+    let batch = crate::common::simple_batch("k", 2000, 1_000).into_bytes();
+    let quota = (batch.len() as f64 / 12.0).floor();
+    assert_eq!(
+        alter(
+            &mut conn,
+            vec![entry(
+                &[("client-id", Some("rafka-it"))],
+                &[("producer_byte_rate", Some(quota))],
+            )],
+            false
+        )
+        .await,
+        vec![0]
+    );
+    let req = kafka_protocol::messages::ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![
+            kafka_protocol::messages::produce_request::TopicProduceData::default()
+                .with_name(crate::common::topic_name("q"))
+                .with_partition_data(vec![
+                    kafka_protocol::messages::produce_request::PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch)),
+                ]),
+        ]);
+    let started = std::time::Instant::now();
+    let ResponseKind::Produce(r) = conn
+        .send(ApiKey::Produce, 5, RequestKind::Produce(req))
+        .await
+    else {
+        panic!("not a Produce response")
+    };
+    let took = started.elapsed().as_millis() as i32;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    let throttle = r.throttle_time_ms;
+    assert!((1_500..=3_000).contains(&throttle), "{throttle}");
+    assert!(
+        took >= throttle - 100 && took <= throttle + 1_500,
+        "answered after {took} ms for a throttle of {throttle} ms"
+    );
+    let next = std::time::Instant::now();
+    conn.check_alive().await;
+    assert!(next.elapsed().as_millis() < 500, "{:?}", next.elapsed());
+    drop(conn);
+    broker.shutdown().await;
+}
