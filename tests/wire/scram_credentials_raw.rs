@@ -32,6 +32,9 @@ async fn start(dir: &Path) -> Broker {
     )
     .unwrap();
     cfg.broker.listen = "127.0.0.1:0".into();
+    // A YAML config turns the admin endpoint on at 127.0.0.1:9644, which a broker run
+    // beside the tests (the README's first command) holds.
+    cfg.admin.listen = String::new();
     cfg.storage.path = dir.to_path_buf();
     Broker::start(cfg).await.expect("broker starts")
 }
