@@ -31,7 +31,7 @@
 //! password on every login and with the salting cached (the broker's own cost).
 //!
 //! `RAFKA_BENCH_ONLY=authorizer` runs only produce and consume on a broker without an
-//! authorizer against one with Kafka's StandardAuthorizer, 101 bindings and 1,000 topics.
+//! authorizer against one with Kafka's StandardAuthorizer, 102 bindings and 1,000 topics.
 //!
 //! Sizes: `RAFKA_BENCH_RECORDS` (1 KiB records, default 200,000), `RAFKA_BENCH_STARTUP_MIB`
 //! (data for the start-up test, default 1024), `RAFKA_BENCH_STARTUP_PARTITIONS` (1000).
@@ -1301,9 +1301,9 @@ fn create_topics(addr: &str, names: &[String]) {
 }
 
 /// `RAFKA_BENCH_ONLY=authorizer`: produce 1 KiB acks=1 and consume from the start on a
-/// broker without an authorizer and on one with Kafka's StandardAuthorizer holding 100
-/// bindings (99 prefixed ones for other principals and prefixes, one prefixed ALLOW ALL
-/// for the benchmark's principal) over 1,000 topics, alternated, three runs each.
+/// broker without an authorizer and on one with Kafka's StandardAuthorizer holding 102
+/// bindings (99 prefixed ones for other principals and prefixes; for the benchmark's
+/// principal ALLOW ALL on the topics' prefix, the cluster and every group) over 1,000 topics, alternated, three runs each.
 fn authorizer_on_and_off(dir: &Path, records: usize) {
     let acl_dir = dir.join("rafka-acl");
     std::fs::create_dir_all(&acl_dir).unwrap();
@@ -1316,6 +1316,8 @@ fn authorizer_on_and_off(dir: &Path, records: usize) {
     }
     acls.push_str("  - {resource_type: Topic, resource_name: bench-, pattern_type: PREFIXED, principal: 'User:ANONYMOUS', host: '*', operation: ALL, permission: ALLOW}\n");
     acls.push_str("  - {resource_type: Cluster, resource_name: kafka-cluster, pattern_type: LITERAL, principal: 'User:ANONYMOUS', host: '*', operation: ALL, permission: ALLOW}\n");
+    // librdkafka's consumer has a group id (it looks up the group's coordinator).
+    acls.push_str("  - {resource_type: Group, resource_name: '*', pattern_type: LITERAL, principal: 'User:ANONYMOUS', host: '*', operation: ALL, permission: ALLOW}\n");
     std::fs::write(acl_dir.join("rafka-acls.yaml"), acls).unwrap();
     let config = dir.join("bench-acl.yaml");
     std::fs::write(
@@ -1369,7 +1371,7 @@ fn authorizer_on_and_off(dir: &Path, records: usize) {
         s.stop("-TERM");
     }
     let med = |i: usize, k: usize| median(&runs[i].iter().map(|r| r[k]).collect::<Vec<_>>());
-    println!("records: {records} x 1 KiB per run; two rafka (release, log engine), one without an authorizer, one with StandardAuthorizer, 101 bindings and 1,000 topics; librdkafka; medians of 3 alternated runs");
+    println!("records: {records} x 1 KiB per run; two rafka (release, log engine), one without an authorizer, one with StandardAuthorizer, 102 bindings and 1,000 topics; librdkafka; medians of 3 alternated runs");
     println!();
     println!("| workload | authorizer off MB/s | authorizer on MB/s | on / off |");
     println!("|---|---:|---:|---:|");
