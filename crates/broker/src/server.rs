@@ -225,7 +225,7 @@ async fn serve<R, W>(
     mut shutdown: watch::Receiver<bool>,
 ) where
     R: AsyncRead + Unpin + Send,
-    W: AsyncWrite + Unpin + Send,
+    W: ResponseWriter,
 {
     let peer = session.peer;
     let mut conn = Connection::new(shared.config.broker.socket_request_max_bytes);
@@ -242,8 +242,9 @@ async fn serve<R, W>(
             let Some(Pending::Ready(mut resp, mute)) = queue.pop_front() else {
                 unreachable!("front was checked")
             };
-            // Vectored: a fetch response's records go out from storage's buffers.
-            if let Err(e) = wr.write_all_buf(&mut resp).await {
+            // Vectored: a fetch response's records go out from storage's buffers, or from
+            // their segment files (sendfile) between the bytes around them.
+            if let Err(e) = write_response(&shared, &mut wr, &mut resp).await {
                 tracing::debug!(error = %e, "write failed; closing");
                 return;
             }
@@ -372,6 +373,77 @@ fn has_room(queue: &VecDeque<Pending>) -> bool {
         .sum();
     queue.len() < IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX
         && waiting < PENDING_RESPONSE_BYTES_PER_CONNECTION_MAX
+}
+
+/// The writing half of a connection, and whether `sendfile` can reach its socket.
+pub(crate) trait ResponseWriter: AsyncWrite + Unpin + Send {
+    /// The socket itself, where bytes reach it unchanged (plaintext); `None` where they
+    /// pass through this writer (TLS encrypts them).
+    fn socket(&self) -> Option<&TcpStream>;
+}
+
+impl ResponseWriter for tokio::net::tcp::OwnedWriteHalf {
+    fn socket(&self) -> Option<&TcpStream> {
+        Some(self.as_ref())
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Send> ResponseWriter for tokio::io::WriteHalf<T> {
+    fn socket(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+/// Writes one response: its bytes with vectored writes, each file region with `sendfile`
+/// from the segment file to the socket (read into memory and written where the writer is
+/// not the socket; Fetch gives TLS connections no regions). A region whose file turns out
+/// shorter than the region is an error: the connection closes rather than send anything
+/// but the committed batches its length prefix announced.
+async fn write_response<W: ResponseWriter>(
+    shared: &Shared,
+    wr: &mut W,
+    resp: &mut EncodedResponse,
+) -> std::io::Result<()> {
+    loop {
+        wr.write_all_buf(resp).await?;
+        let Some(region) = resp.take_file() else {
+            return Ok(());
+        };
+        match wr.socket() {
+            Some(socket) => {
+                send_file(socket, &region).await?;
+                shared.metrics.fetch_sent_from_file(region.len as u64);
+            }
+            None => {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; region.len];
+                region.file.read_exact_at(&mut buf, region.position)?;
+                wr.write_all(&buf).await?;
+            }
+        }
+    }
+}
+
+/// `sendfile` of a whole region to a non-blocking socket, waiting for room as needed.
+async fn send_file(socket: &TcpStream, region: &rafka_core::FileRegion) -> std::io::Result<()> {
+    let mut position = region.position;
+    let end = region.position + region.len as u64;
+    while position < end {
+        let want = (end - position) as usize;
+        let sent = socket
+            .async_io(tokio::io::Interest::WRITABLE, || {
+                rustix::fs::sendfile(socket, &*region.file, Some(&mut position), want)
+                    .map_err(std::io::Error::from)
+            })
+            .await?;
+        if sent == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "segment file shorter than the fetched region",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether the connection reads on after draining.
