@@ -568,3 +568,148 @@ async fn an_old_producer_over_its_quota_gets_a_late_answer() {
     drop(conn);
     broker.shutdown().await;
 }
+
+/// `GET path` on the admin endpoint; the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("admin connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: rafka\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("admin write");
+    let mut out = Vec::new();
+    tokio::time::timeout(crate::common::READ_TIMEOUT, s.read_to_end(&mut out))
+        .await
+        .expect("admin answer timed out")
+        .expect("admin read");
+    let text = String::from_utf8(out).expect("utf-8");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text
+}
+
+/// The value of the series `line_start` (name and labels) in `metrics`.
+fn series(metrics: &str, line_start: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .map(|v| v.trim().parse().expect("a counter"))
+}
+
+/// A Produce v9 of `batch` to partition 0 of `topic`, sent with `client_id`; its
+/// `throttle_time_ms`.
+async fn produce_as(
+    conn: &mut KafkaConn,
+    client_id: &str,
+    topic: &str,
+    batch: bytes::Bytes,
+) -> i32 {
+    let req = kafka_protocol::messages::ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![
+            kafka_protocol::messages::produce_request::TopicProduceData::default()
+                .with_name(crate::common::topic_name(topic))
+                .with_partition_data(vec![
+                    kafka_protocol::messages::produce_request::PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch)),
+                ]),
+        ]);
+    let id = conn.next_correlation_id() + 1000;
+    let header = kafka_protocol::messages::RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(9)
+        .with_correlation_id(id)
+        .with_client_id(Some(str_bytes(client_id)));
+    let frame =
+        rafka_protocol::connection::encode_request(&header, &RequestKind::Produce(req)).unwrap();
+    conn.write_raw(&frame).await;
+    let frame = conn.read_frame().await.expect("a Produce answer");
+    let ResponseKind::Produce(r) = crate::common::decode_response(ApiKey::Produce, 9, id, frame)
+    else {
+        panic!("not a Produce response")
+    };
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    r.throttle_time_ms
+}
+
+/// Throttle time in the metrics by the configured entity whose quota applied: a client
+/// with its own entity shows under its id, a client caught by the `<default>` client-id
+/// entity under `<default>` — its own id, which no operator configured, makes no label.
+#[tokio::test]
+async fn throttle_time_is_in_the_metrics_by_configured_entity_only() {
+    let broker = crate::common::start_broker(|c| c.admin.listen = "127.0.0.1:0".into()).await;
+    let admin = broker
+        .broker
+        .as_ref()
+        .unwrap()
+        .admin_address()
+        .expect("admin endpoint on");
+    let mut conn = KafkaConn::connect(&broker.addr()).await;
+    assert_eq!(crate::common::create_topic(&mut conn, "m", 1, &[]).await, 0);
+    let batch = crate::common::simple_batch("k", 500, 1_000).into_bytes();
+    let quota = (batch.len() as f64 / 12.0).floor();
+    assert_eq!(
+        alter(
+            &mut conn,
+            vec![
+                entry(
+                    &[("client-id", Some("rafka-it"))],
+                    &[("producer_byte_rate", Some(quota))],
+                ),
+                entry(
+                    &[("client-id", None)],
+                    &[("producer_byte_rate", Some(quota))],
+                ),
+            ],
+            false
+        )
+        .await,
+        vec![0, 0]
+    );
+    let mine = produce_as(&mut conn, "rafka-it", "m", batch.clone()).await;
+    assert!(mine > 0, "{mine}");
+    let mut other = KafkaConn::connect(&broker.addr()).await;
+    let theirs = produce_as(&mut other, "stranger-5f3a", "m", batch.clone()).await;
+    assert!(theirs > 0, "{theirs}");
+
+    let text = http_get(admin, "/metrics").await;
+    let own = "quota=\"producer_byte_rate\",user=\"\",client_id=\"rafka-it\"}";
+    let default = "quota=\"producer_byte_rate\",user=\"\",client_id=\"<default>\"}";
+    for (entity, throttle) in [(own, mine), (default, theirs)] {
+        assert_eq!(
+            series(
+                &text,
+                &format!("rafka_quota_entity_throttled_total{{{entity}")
+            ),
+            Some(1),
+            "{text}"
+        );
+        let ms = series(
+            &text,
+            &format!("rafka_quota_entity_throttle_time_ms_total{{{entity}"),
+        )
+        .expect("throttle time series");
+        assert!(
+            ms > 0 && ms.abs_diff(throttle as u64) <= 1,
+            "{ms} vs {throttle}"
+        );
+        let bytes = series(
+            &text,
+            &format!("rafka_quota_entity_recorded_total{{{entity}"),
+        )
+        .expect("recorded series");
+        assert!(bytes >= batch.len() as u64, "{bytes}");
+    }
+    assert!(!text.contains("stranger-5f3a"), "{text}");
+    // The aggregate by quota kind counts both.
+    assert_eq!(
+        series(
+            &text,
+            "rafka_quota_throttled_total{quota=\"producer_byte_rate\"}"
+        ),
+        Some(2)
+    );
+    drop((conn, other));
+    broker.shutdown().await;
+}

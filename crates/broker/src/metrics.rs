@@ -247,6 +247,27 @@ pub struct Figures {
     pub transactions: crate::txn::coordinator::TxnCounts,
     /// The log cleaner's totals since start-up.
     pub cleaner: CleanerTotals,
+    /// Client-quota counters per configured entity and quota.
+    pub quota_entities: Vec<QuotaEntityFigures>,
+}
+
+/// What the clients of one configured quota entity did against one of its quotas. The
+/// labels are the entity as the operator configured it (`<default>` for a default part,
+/// empty for a part the entity does not have), never a client's own id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaEntityFigures {
+    /// The quota's config key.
+    pub quota: &'static str,
+    /// The entity's user part.
+    pub user: String,
+    /// The entity's client-id part.
+    pub client_id: String,
+    /// Units recorded against the quota (bytes, partitions, percent-seconds).
+    pub recorded: u64,
+    /// Responses throttled by it.
+    pub throttled: u64,
+    /// Their throttle time, in milliseconds.
+    pub throttle_ms: u64,
 }
 
 /// One topic's figures.
@@ -309,6 +330,48 @@ fn screaming_snake(camel: &str) -> String {
         out.push(c.to_ascii_uppercase());
     }
     out
+}
+
+/// The client-quota counters per configured entity.
+fn render_quota_entities(entities: &[QuotaEntityFigures], out: &mut String) {
+    let labels = |e: &QuotaEntityFigures| {
+        format!(
+            "quota=\"{}\",user=\"{}\",client_id=\"{}\"",
+            e.quota,
+            label(&e.user),
+            label(&e.client_id)
+        )
+    };
+    type Family = (&'static str, &'static str, fn(&QuotaEntityFigures) -> u64);
+    let families: [Family; 3] = [
+        (
+            "rafka_quota_entity_throttled_total",
+            "Responses throttled by a client quota, by the quota and the configured entity \
+             whose quota applied (user, client_id: `<default>` for a default part, empty for \
+             a part the entity does not have).",
+            |e| e.throttled,
+        ),
+        (
+            "rafka_quota_entity_throttle_time_ms_total",
+            "Throttle time given by a client quota, in milliseconds, by the quota and the \
+             configured entity whose quota applied.",
+            |e| e.throttle_ms,
+        ),
+        (
+            "rafka_quota_entity_recorded_total",
+            "Usage recorded against a client quota, by the quota and the configured entity \
+             whose quota applied: bytes for producer_byte_rate and consumer_byte_rate, \
+             partitions for controller_mutation_rate, percent-seconds of handler time for \
+             request_percentage.",
+            |e| e.recorded,
+        ),
+    ];
+    for (name, help, value) in families {
+        header(out, name, "counter", help);
+        for e in entities {
+            let _ = writeln!(out, "{name}{{{}}} {}", labels(e), value(e));
+        }
+    }
 }
 
 /// A label value with `\`, `"` and newlines escaped as the text format requires.
@@ -492,6 +555,7 @@ pub fn render(m: &Metrics, figures: &Figures) -> String {
             m.throttle_ms[i].load(Ordering::Relaxed)
         );
     }
+    render_quota_entities(&figures.quota_entities, &mut out);
 
     header(
         &mut out,
@@ -930,6 +994,14 @@ mod tests {
                 max_dirty_percent: 62.5,
                 ..CleanerTotals::default()
             },
+            quota_entities: vec![QuotaEntityFigures {
+                quota: "producer_byte_rate",
+                user: "<default>".into(),
+                client_id: "a\"b".into(),
+                recorded: 10,
+                throttled: 2,
+                throttle_ms: 1_500,
+            }],
         };
         let out = render(&Metrics::default(), &figures);
         for line in [
@@ -956,6 +1028,12 @@ mod tests {
             "rafka_log_cleaner_errors_total 1\n",
             "rafka_log_cleaner_last_error_timestamp_seconds 2\n",
             "rafka_log_cleaner_max_dirty_percent 62.5\n",
+            "rafka_quota_entity_throttled_total{quota=\"producer_byte_rate\",user=\"<default>\",\
+             client_id=\"a\\\"b\"} 2\n",
+            "rafka_quota_entity_throttle_time_ms_total{quota=\"producer_byte_rate\",\
+             user=\"<default>\",client_id=\"a\\\"b\"} 1500\n",
+            "rafka_quota_entity_recorded_total{quota=\"producer_byte_rate\",user=\"<default>\",\
+             client_id=\"a\\\"b\"} 10\n",
         ] {
             assert!(out.contains(line), "{line} missing from\n{out}");
         }

@@ -20,6 +20,8 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A quota kind (Kafka's config names).
@@ -56,6 +58,11 @@ impl QuotaKind {
     pub(crate) fn from_name(name: &str) -> Option<QuotaKind> {
         QuotaKind::ALL.into_iter().find(|k| k.name() == name)
     }
+
+    /// Its place in `ALL`.
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// One component of a quota entity: a name, or the `<default>` for every name.
@@ -79,10 +86,89 @@ pub(crate) struct SensorKey {
     pub client_id: Option<String>,
 }
 
+impl EntityName {
+    /// The name as Kafka's metrics and config paths spell it (`<default>` for the default).
+    pub(crate) fn sanitized(&self) -> &str {
+        match self {
+            EntityName::Default => "<default>",
+            EntityName::Named(n) => n,
+        }
+    }
+}
+
+/// What the clients of one configured entity did against its quotas, per kind
+/// (`QuotaKind::ALL`'s order): the units recorded (bytes for the byte rates, partitions
+/// for `controller_mutation_rate`, percent-seconds for `request_percentage`), and the
+/// responses throttled and their throttle time. Kept beside the entity's values, so the
+/// metrics have a series only for an entity the operator configured, never for a client
+/// id or user a client chose.
+#[derive(Debug, Default)]
+pub(crate) struct EntityStats {
+    recorded: [AtomicU64; QuotaKind::ALL.len()],
+    throttled: [AtomicU64; QuotaKind::ALL.len()],
+    throttle_ms: [AtomicU64; QuotaKind::ALL.len()],
+}
+
+/// One kind's counters of an [`EntityStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct KindStats {
+    pub recorded: u64,
+    pub throttled: u64,
+    pub throttle_ms: u64,
+}
+
+impl EntityStats {
+    /// `value` recorded against `kind` (negative: taken back).
+    pub(crate) fn record(&self, kind: QuotaKind, value: f64) {
+        let slot = &self.recorded[kind.index()];
+        if value >= 0.0 {
+            slot.fetch_add(value.round() as u64, Ordering::Relaxed);
+        } else {
+            let v = (-value).round() as u64;
+            let _ = slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(v))
+            });
+        }
+    }
+
+    /// A response throttled for `time` by `kind`.
+    pub(crate) fn throttled(&self, kind: QuotaKind, time: Duration) {
+        self.throttled[kind.index()].fetch_add(1, Ordering::Relaxed);
+        self.throttle_ms[kind.index()].fetch_add(time.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The counters of `kind` now.
+    pub(crate) fn of(&self, kind: QuotaKind) -> KindStats {
+        let i = kind.index();
+        KindStats {
+            recorded: self.recorded[i].load(Ordering::Relaxed),
+            throttled: self.throttled[i].load(Ordering::Relaxed),
+            throttle_ms: self.throttle_ms[i].load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One entity's quota values and its clients' counters.
+#[derive(Debug, Clone, Default)]
+struct EntityQuotas {
+    values: BTreeMap<QuotaKind, f64>,
+    /// Shared by every copy of the configs, so a change of other entities keeps the counts.
+    stats: Arc<EntityStats>,
+}
+
+/// The quota that applies to a request: who shares it, its value, and its entity's
+/// counters.
+#[derive(Debug)]
+pub(crate) struct Resolved<'a> {
+    pub key: SensorKey,
+    pub quota: f64,
+    pub stats: &'a EntityStats,
+}
+
 /// Quota values per entity.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct QuotaConfigs {
-    entities: BTreeMap<QuotaEntity, BTreeMap<QuotaKind, f64>>,
+    entities: BTreeMap<QuotaEntity, EntityQuotas>,
 }
 
 /// Most entities with quotas (each a few hundred bytes).
@@ -97,12 +183,13 @@ impl QuotaConfigs {
                 self.entities
                     .entry(entity.clone())
                     .or_default()
+                    .values
                     .insert(kind, v);
             }
             None => {
                 if let Some(m) = self.entities.get_mut(entity) {
-                    m.remove(&kind);
-                    if m.is_empty() {
+                    m.values.remove(&kind);
+                    if m.values.is_empty() {
                         self.entities.remove(entity);
                     }
                 }
@@ -114,21 +201,30 @@ impl QuotaConfigs {
     pub(crate) fn entities(
         &self,
     ) -> impl Iterator<Item = (&QuotaEntity, &BTreeMap<QuotaKind, f64>)> {
-        self.entities.iter()
+        self.entities.iter().map(|(e, q)| (e, &q.values))
+    }
+
+    /// Entities, their values and their clients' counters.
+    pub(crate) fn entity_stats(
+        &self,
+    ) -> impl Iterator<Item = (&QuotaEntity, &BTreeMap<QuotaKind, f64>, &EntityStats)> {
+        self.entities
+            .iter()
+            .map(|(e, q)| (e, &q.values, q.stats.as_ref()))
     }
 
     pub(crate) fn len(&self) -> usize {
         self.entities.len()
     }
 
-    /// The quota of `kind` for a request of `user` with `client_id`, and who shares it;
-    /// `None` when no entity sets one.
+    /// The quota of `kind` for a request of `user` with `client_id`, who shares it and
+    /// its entity's counters; `None` when no entity sets one.
     pub(crate) fn resolve(
         &self,
         user: &str,
         client_id: &str,
         kind: QuotaKind,
-    ) -> Option<(SensorKey, f64)> {
+    ) -> Option<Resolved<'_>> {
         use EntityName::{Default as D, Named};
         let u = || Some(Named(user.to_string()));
         let c = || Some(Named(client_id.to_string()));
@@ -151,10 +247,13 @@ impl QuotaConfigs {
                 user: eu,
                 client_id: ec,
             };
-            self.entities
-                .get(&entity)
-                .and_then(|m| m.get(&kind))
-                .map(|v| (key, *v))
+            self.entities.get(&entity).and_then(|q| {
+                q.values.get(&kind).map(|v| Resolved {
+                    key,
+                    quota: *v,
+                    stats: &q.stats,
+                })
+            })
         })
     }
 }
@@ -306,21 +405,24 @@ mod tests {
             (entity(named("alice"), Some(D)), 2.0, (true, true)),
             (entity(named("alice"), named("app")), 1.0, (true, true)),
         ];
-        assert_eq!(q.resolve("alice", "app", k), None);
+        assert!(q.resolve("alice", "app", k).is_none());
         for (e, v, (keyed_user, keyed_client)) in &steps {
             q.set(e, k, Some(*v));
-            let (key, got) = q.resolve("alice", "app", k).unwrap();
+            let r = q.resolve("alice", "app", k).unwrap();
+            let (key, got) = (r.key, r.quota);
             assert_eq!(got, *v, "{e:?}");
             assert_eq!(key.user.is_some(), *keyed_user, "{e:?}");
             assert_eq!(key.client_id.is_some(), *keyed_client, "{e:?}");
         }
         // Another user falls to the default-user entities; another kind has none.
-        assert_eq!(q.resolve("bob", "app", k).unwrap().1, 4.0);
-        assert_eq!(q.resolve("bob", "other", k).unwrap().1, 5.0);
-        assert_eq!(q.resolve("alice", "app", QuotaKind::ConsumerByteRate), None);
+        assert_eq!(q.resolve("bob", "app", k).unwrap().quota, 4.0);
+        assert_eq!(q.resolve("bob", "other", k).unwrap().quota, 5.0);
+        assert!(q
+            .resolve("alice", "app", QuotaKind::ConsumerByteRate)
+            .is_none());
         // Removing the most specific uncovers the next.
         q.set(&steps[7].0, k, None);
-        assert_eq!(q.resolve("alice", "app", k).unwrap().1, 2.0);
+        assert_eq!(q.resolve("alice", "app", k).unwrap().quota, 2.0);
         assert_eq!(q.len(), 7);
     }
 

@@ -245,9 +245,11 @@ impl QuotaManager {
         if configs.len() == 0 {
             return Duration::ZERO;
         }
-        let Some((key, quota)) = configs.resolve(user, client_id, kind) else {
+        let Some(resolved) = configs.resolve(user, client_id, kind) else {
             return Duration::ZERO;
         };
+        resolved.stats.record(kind, value);
+        let (key, quota) = (resolved.key, resolved.quota);
         let mut sensors = self.sensors.lock();
         let Some(sensor) = self.sensor(&mut sensors, kind, key, now) else {
             return Duration::ZERO;
@@ -272,10 +274,11 @@ impl QuotaManager {
         now: Instant,
     ) {
         let configs = self.current();
-        let Some((key, _)) = configs.resolve(user, client_id, kind) else {
+        let Some(resolved) = configs.resolve(user, client_id, kind) else {
             return;
         };
-        if let Some(s) = self.sensors.lock().map.get_mut(&(kind, key)) {
+        resolved.stats.record(kind, -value);
+        if let Some(s) = self.sensors.lock().map.get_mut(&(kind, resolved.key)) {
             s.rate.unrecord(value, now);
         }
     }
@@ -289,8 +292,45 @@ impl QuotaManager {
         client_id: &str,
     ) -> Option<f64> {
         let configs = self.current();
-        let (_, quota) = configs.resolve(user, client_id, kind)?;
+        let quota = configs.resolve(user, client_id, kind)?.quota;
         Some(quota * (self.rate.samples.max(2) - 1) as f64 * self.rate.window.as_secs_f64())
+    }
+
+    /// Counts a response throttled for `time` by `kind` against the configured entity whose
+    /// quota applied to `user` and `client_id` (nothing when none applies).
+    pub(crate) fn throttled(&self, kind: QuotaKind, user: &str, client_id: &str, time: Duration) {
+        if let Some(r) = self.current().resolve(user, client_id, kind) {
+            r.stats.throttled(kind, time);
+        }
+    }
+
+    /// The counters of every configured entity and kind with something recorded or
+    /// throttled, labelled by the entity as configured (`<default>` for a default part, an
+    /// empty value for a part the entity does not have).
+    pub(crate) fn figures(&self) -> Vec<crate::metrics::QuotaEntityFigures> {
+        let configs = self.current();
+        let mut out = Vec::new();
+        for (entity, values, stats) in configs.entity_stats() {
+            for kind in values.keys() {
+                let k = stats.of(*kind);
+                if k == crate::quota::KindStats::default() {
+                    continue;
+                }
+                let part = |n: &Option<EntityName>| {
+                    n.as_ref()
+                        .map_or(String::new(), |n| n.sanitized().to_string())
+                };
+                out.push(crate::metrics::QuotaEntityFigures {
+                    quota: kind.name(),
+                    user: part(&entity.user),
+                    client_id: part(&entity.client_id),
+                    recorded: k.recorded,
+                    throttled: k.throttled,
+                    throttle_ms: k.throttle_ms,
+                });
+            }
+        }
+        out
     }
 
     /// Sensors held now.
@@ -395,11 +435,11 @@ mod tests {
         let reopened = QuotaManager::open(&config(dir.path())).unwrap();
         let cur = reopened.current();
         assert_eq!(cur.len(), 2);
-        assert_eq!(cur.resolve("u", "app", kind).unwrap().1, 1e6);
+        assert_eq!(cur.resolve("u", "app", kind).unwrap().quota, 1e6);
         assert_eq!(
             cur.resolve("u", "c", QuotaKind::ConsumerByteRate)
                 .unwrap()
-                .1,
+                .quota,
             2e6
         );
         // Removing the last value removes the entity.
@@ -457,5 +497,77 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("producer.byte.rate"), "{e}");
+    }
+
+    #[test]
+    fn entity_counters_are_labelled_by_the_configured_entity_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = QuotaManager::open(&config(dir.path())).unwrap();
+        let kind = QuotaKind::ProducerByteRate;
+        let alice = QuotaEntity {
+            user: named("alice"),
+            client_id: None,
+        };
+        let default_client = QuotaEntity {
+            user: None,
+            client_id: Some(EntityName::Default),
+        };
+        m.alter(&[
+            QuotaAlteration {
+                entity: alice.clone(),
+                ops: vec![(kind, Some(1e6))],
+            },
+            QuotaAlteration {
+                entity: default_client,
+                ops: vec![
+                    (kind, Some(100.0)),
+                    (QuotaKind::ConsumerByteRate, Some(1.0)),
+                ],
+            },
+        ])
+        .unwrap();
+        let t0 = Instant::now();
+        assert_eq!(m.record(kind, "alice", "x", 500.0, t0), Duration::ZERO);
+        let th = m.record(kind, "bob", "stranger-7", 5000.0, t0);
+        assert!(th > Duration::ZERO);
+        m.throttled(kind, "bob", "stranger-7", th);
+        // A client without any quota of the kind leaves nothing.
+        m.record(QuotaKind::RequestPercentage, "bob", "stranger-7", 5.0, t0);
+        let mut f = m.figures();
+        f.sort_by(|a, b| a.user.cmp(&b.user));
+        assert_eq!(
+            f,
+            vec![
+                crate::metrics::QuotaEntityFigures {
+                    quota: "producer_byte_rate",
+                    user: String::new(),
+                    client_id: "<default>".into(),
+                    recorded: 5000,
+                    throttled: 1,
+                    throttle_ms: th.as_millis() as u64,
+                },
+                crate::metrics::QuotaEntityFigures {
+                    quota: "producer_byte_rate",
+                    user: "alice".into(),
+                    client_id: String::new(),
+                    recorded: 500,
+                    throttled: 0,
+                    throttle_ms: 0,
+                },
+            ]
+        );
+        // Another entity's change keeps the counts; removing the entity drops them.
+        m.alter(&[QuotaAlteration {
+            entity: alice.clone(),
+            ops: vec![(QuotaKind::ConsumerByteRate, Some(5.0))],
+        }])
+        .unwrap();
+        assert_eq!(m.figures().len(), 2);
+        m.alter(&[QuotaAlteration {
+            entity: alice,
+            ops: vec![(kind, None), (QuotaKind::ConsumerByteRate, None)],
+        }])
+        .unwrap();
+        assert_eq!(m.figures().len(), 1);
     }
 }

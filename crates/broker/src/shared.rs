@@ -288,6 +288,7 @@ impl Shared {
             transactions_ongoing,
             transactions,
             cleaner: self.cleaner.totals(),
+            quota_entities: self.quotas.figures(),
         }
     }
 }

@@ -161,6 +161,7 @@ impl Usage {
         };
         if time > Duration::ZERO {
             shared.metrics.throttled(kind, time);
+            q.throttled(kind, user, client, time);
             tracing::debug!(
                 quota = kind.name(),
                 user,
