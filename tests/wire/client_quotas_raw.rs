@@ -713,3 +713,156 @@ async fn throttle_time_is_in_the_metrics_by_configured_entity_only() {
     drop((conn, other));
     broker.shutdown().await;
 }
+
+/// CreateTopics of `topics` (name, partitions) at `version`: the codes and
+/// `throttle_time_ms`.
+async fn create_topics_v(
+    conn: &mut KafkaConn,
+    version: i16,
+    topics: &[(&str, i32)],
+) -> (Vec<i16>, i32) {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    let req = kafka_protocol::messages::CreateTopicsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topics(
+            topics
+                .iter()
+                .map(|(n, p)| {
+                    CreatableTopic::default()
+                        .with_name(crate::common::topic_name(n))
+                        .with_num_partitions(*p)
+                        .with_replication_factor(1)
+                })
+                .collect(),
+        );
+    let ResponseKind::CreateTopics(r) = conn
+        .send(
+            ApiKey::CreateTopics,
+            version,
+            RequestKind::CreateTopics(req),
+        )
+        .await
+    else {
+        panic!("not a CreateTopics response")
+    };
+    (
+        r.topics.iter().map(|t| t.error_code).collect(),
+        r.throttle_time_ms,
+    )
+}
+
+/// DeleteTopics v5 (by name): the codes and `throttle_time_ms`.
+async fn delete_topics_v5(conn: &mut KafkaConn, names: &[&str]) -> (Vec<i16>, i32) {
+    let req = kafka_protocol::messages::DeleteTopicsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topic_names(names.iter().map(|n| crate::common::topic_name(n)).collect());
+    let ResponseKind::DeleteTopics(r) = conn
+        .send(ApiKey::DeleteTopics, 5, RequestKind::DeleteTopics(req))
+        .await
+    else {
+        panic!("not a DeleteTopics response")
+    };
+    (
+        r.responses.iter().map(|t| t.error_code).collect(),
+        r.throttle_time_ms,
+    )
+}
+
+/// CreatePartitions v3 growing `name` to `count`: the code and `throttle_time_ms`.
+async fn create_partitions_v3(conn: &mut KafkaConn, name: &str, count: i32) -> (i16, i32) {
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    let req = kafka_protocol::messages::CreatePartitionsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topics(vec![CreatePartitionsTopic::default()
+            .with_name(crate::common::topic_name(name))
+            .with_count(count)]);
+    let ResponseKind::CreatePartitions(r) = conn
+        .send(
+            ApiKey::CreatePartitions,
+            3,
+            RequestKind::CreatePartitions(req),
+        )
+        .await
+    else {
+        panic!("not a CreatePartitions response")
+    };
+    (r.results[0].error_code, r.throttle_time_ms)
+}
+
+async fn sleep_ms(ms: i32) {
+    tokio::time::sleep(std::time::Duration::from_millis(ms.max(0) as u64 + 100)).await;
+}
+
+/// `controller_mutation_rate` (KIP-599) at 0.5 partitions/s with a burst of one partition
+/// (`controller_quota_window_num: 2`): in one CreateTopics v7 the first topic empties the
+/// bucket, the second is still taken (a mutation is never refused for its own size) and
+/// takes it below zero, the third is refused THROTTLING_QUOTA_EXCEEDED with the time the
+/// bucket needs, and an invalid one keeps its own error. After that time the refused topic
+/// is created. DeleteTopics v5 and CreatePartitions v3 are held the same way; CreateTopics
+/// v5, older than strict enforcement, is accepted while the quota is exhausted and
+/// throttled afterwards.
+#[tokio::test]
+async fn topic_mutations_over_the_controller_mutation_rate_are_refused_then_accepted() {
+    let broker = crate::common::start_broker(|c| c.broker.controller_quota_window_num = 2).await;
+    let mut conn = KafkaConn::connect(&broker.addr()).await;
+    assert_eq!(
+        alter(
+            &mut conn,
+            vec![entry(
+                &[("client-id", Some("rafka-it"))],
+                &[("controller_mutation_rate", Some(0.5))],
+            )],
+            false
+        )
+        .await,
+        vec![0]
+    );
+    let throttled = ResponseError::ThrottlingQuotaExceeded.code();
+    let invalid_partitions = ResponseError::InvalidPartitions.code();
+    let (codes, t) = create_topics_v(&mut conn, 7, &[("a", 1), ("b", 1), ("c", 1), ("d", 0)]).await;
+    assert_eq!(codes, vec![0, 0, throttled, invalid_partitions]);
+    assert!((1..=2_000).contains(&t), "{t}");
+    sleep_ms(t).await;
+    assert_eq!(
+        create_topics_v(&mut conn, 7, &[("c", 1)]).await,
+        (vec![0], 0)
+    );
+
+    let (codes, t) = delete_topics_v5(&mut conn, &["a"]).await;
+    assert_eq!(codes, vec![throttled]);
+    assert!((1..=2_000).contains(&t), "{t}");
+    sleep_ms(t).await;
+    assert_eq!(delete_topics_v5(&mut conn, &["a"]).await, (vec![0], 0));
+
+    let (code, t) = create_partitions_v3(&mut conn, "b", 2).await;
+    assert_eq!(code, throttled);
+    assert!((1..=2_000).contains(&t), "{t}");
+    sleep_ms(t).await;
+    assert_eq!(create_partitions_v3(&mut conn, "b", 2).await, (0, 0));
+
+    // Exhausted again (-1): v5 is permissive, so "e" is created and the client throttled
+    // for the two partitions' worth the bucket now lacks.
+    let (codes, t) = create_topics_v(&mut conn, 5, &[("e", 1)]).await;
+    assert_eq!(codes, vec![0]);
+    assert!((2_001..=4_000).contains(&t), "{t}");
+    // Another connection: this one is muted for that time.
+    let mut other = KafkaConn::connect(&broker.addr()).await;
+    let md = crate::common::metadata(&mut other, None).await;
+    let mut names: Vec<String> = md
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
+        .filter(|n| !n.starts_with("__"))
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["b", "c", "e"]);
+    assert_eq!(
+        md.topics
+            .iter()
+            .find(|t| t.name.as_deref().map(|n| n.as_str()) == Some("b"))
+            .map(|t| t.partitions.len()),
+        Some(2)
+    );
+    drop((conn, other));
+    broker.shutdown().await;
+}

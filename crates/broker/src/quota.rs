@@ -162,7 +162,7 @@ struct EntityQuotas {
 pub(crate) struct Resolved<'a> {
     pub key: SensorKey,
     pub quota: f64,
-    pub stats: &'a EntityStats,
+    pub stats: &'a Arc<EntityStats>,
 }
 
 /// Quota values per entity.
@@ -374,6 +374,54 @@ impl Rate {
     }
 }
 
+/// Kafka's `TokenBucket` (KIP-599), which `controller_mutation_rate` is measured with:
+/// credits refill at the quota's rate up to a burst of `samples × window × quota`; a
+/// mutation takes its partitions out, and may take the credits below zero. The quota is
+/// exhausted while they are below zero, for `-credits / quota` seconds. A new bucket is
+/// full.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TokenBucket {
+    tokens: f64,
+    updated: Option<Instant>,
+}
+
+impl TokenBucket {
+    fn refill(&mut self, quota: f64, burst: f64, now: Instant) {
+        self.tokens = match self.updated {
+            None => burst,
+            Some(t) => {
+                (self.tokens + quota * now.saturating_duration_since(t).as_secs_f64()).min(burst)
+            }
+        };
+        self.updated = Some(now.max(self.updated.unwrap_or(now)));
+    }
+
+    /// The credits at `now`.
+    pub(crate) fn tokens(&mut self, quota: f64, burst: f64, now: Instant) -> f64 {
+        self.refill(quota, burst, now);
+        self.tokens
+    }
+
+    /// Takes `value` out at `now`; the credits left.
+    pub(crate) fn record(&mut self, value: f64, quota: f64, burst: f64, now: Instant) -> f64 {
+        self.refill(quota, burst, now);
+        self.tokens = (self.tokens - value).min(burst);
+        self.tokens
+    }
+
+    /// How long until `tokens` credits are back to zero at `quota` per second; at most
+    /// `max` (a zero quota never refills).
+    pub(crate) fn throttle_time(tokens: f64, quota: f64, max: Duration) -> Duration {
+        if tokens >= 0.0 {
+            Duration::ZERO
+        } else if quota <= 0.0 {
+            max
+        } else {
+            Duration::from_secs_f64(-tokens / quota).min(max)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -462,7 +510,31 @@ mod tests {
     }
 
     #[test]
+    fn the_token_bucket_starts_full_goes_below_zero_and_refills_at_the_quota() {
+        let t0 = Instant::now();
+        let max = Duration::from_secs(60);
+        let mut b = TokenBucket::default();
+        // Quota 2/s, burst 4.
+        assert_eq!(b.tokens(2.0, 4.0, t0), 4.0);
+        assert_eq!(b.record(3.0, 2.0, 4.0, t0), 1.0);
+        assert_eq!(b.record(3.0, 2.0, 4.0, t0), -2.0);
+        assert_eq!(
+            TokenBucket::throttle_time(-2.0, 2.0, max),
+            Duration::from_secs(1)
+        );
+        let t1 = t0 + Duration::from_millis(500);
+        assert!((b.tokens(2.0, 4.0, t1) + 1.0).abs() < 1e-9);
+        // Never above the burst, however long idle.
+        assert_eq!(b.tokens(2.0, 4.0, t1 + Duration::from_secs(100)), 4.0);
+        assert_eq!(TokenBucket::throttle_time(0.5, 2.0, max), Duration::ZERO);
+        assert_eq!(TokenBucket::throttle_time(-1.0, 0.0, max), max);
+    }
+
+    #[test]
     fn quota_kinds_have_kafkas_names() {
+        for (i, k) in QuotaKind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i);
+        }
         for k in QuotaKind::ALL {
             assert_eq!(QuotaKind::from_name(k.name()), Some(k));
         }

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::quota::{
-    EntityName, QuotaConfigs, QuotaEntity, QuotaKind, Rate, RateConfig, SensorKey,
-    QUOTA_ENTITIES_MAX,
+    EntityName, EntityStats, QuotaConfigs, QuotaEntity, QuotaKind, Rate, RateConfig, SensorKey,
+    TokenBucket, QUOTA_ENTITIES_MAX,
 };
 
 /// Kafka's entity type names.
@@ -34,6 +34,9 @@ pub(crate) const ENTITY_IP: &str = "ip";
 pub(crate) const QUOTA_SENSORS_MAX: usize = 100_000;
 /// Kafka's `InactiveSensorExpirationTimeSeconds`: a sensor unused this long is dropped.
 const SENSOR_IDLE_EXPIRY: Duration = Duration::from_secs(3600);
+/// The longest `controller_mutation_rate` throttle (Kafka has none; a zero quota or a huge
+/// mutation at a tiny quota would otherwise mute a connection for ever).
+const MUTATION_THROTTLE_MAX: Duration = Duration::from_secs(3600);
 /// How often the sensors are swept for idle ones.
 const SENSOR_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -92,10 +95,12 @@ pub(crate) struct QuotaAlteration {
     pub ops: Vec<(QuotaKind, Option<f64>)>,
 }
 
-/// A sensor: the rate and when it was last used.
+/// A sensor: the rate (the token bucket for `controller_mutation_rate`) and when it was
+/// last used.
 #[derive(Debug)]
 struct Sensor {
     rate: Rate,
+    bucket: TokenBucket,
     used: Instant,
 }
 
@@ -114,6 +119,8 @@ pub(crate) struct QuotaManager {
     writer: Mutex<()>,
     path: Option<PathBuf>,
     rate: RateConfig,
+    /// `controller.quota.window.num` and `.size.seconds`: the mutation buckets' burst.
+    controller_rate: RateConfig,
     sensors: Mutex<Sensors>,
 }
 
@@ -170,6 +177,10 @@ impl QuotaManager {
             rate: RateConfig {
                 samples: b.quota_window_num,
                 window: Duration::from_secs(b.quota_window_size_seconds),
+            },
+            controller_rate: RateConfig {
+                samples: b.controller_quota_window_num.max(1),
+                window: Duration::from_secs(b.controller_quota_window_size_seconds.max(1)),
             },
             sensors: Mutex::new(Sensors {
                 map: HashMap::new(),
@@ -296,6 +307,31 @@ impl QuotaManager {
         Some(quota * (self.rate.samples.max(2) - 1) as f64 * self.rate.window.as_secs_f64())
     }
 
+    /// The `controller_mutation_rate` quota of a CreateTopics, CreatePartitions or
+    /// DeleteTopics of `user` with `client_id`, for the length of the request; `None`
+    /// when none applies. `strict` for the versions that refuse a mutation over the quota
+    /// (KIP-599) rather than accept it and throttle the client afterwards.
+    pub(crate) fn mutation_quota(
+        &self,
+        user: &str,
+        client_id: &str,
+        strict: bool,
+    ) -> Option<MutationQuota<'_>> {
+        if !self.enabled() {
+            return None;
+        }
+        let configs = self.current();
+        let r = configs.resolve(user, client_id, QuotaKind::ControllerMutationRate)?;
+        Some(MutationQuota {
+            manager: self,
+            key: r.key,
+            quota: r.quota,
+            stats: r.stats.clone(),
+            strict,
+            throttle: None,
+        })
+    }
+
     /// Counts a response throttled for `time` by `kind` against the configured entity whose
     /// quota applied to `user` and `client_id` (nothing when none applies).
     pub(crate) fn throttled(&self, kind: QuotaKind, user: &str, client_id: &str, time: Duration) {
@@ -371,10 +407,81 @@ impl QuotaManager {
         let rate = self.rate;
         let s = sensors.map.entry(k).or_insert_with(|| Sensor {
             rate: Rate::new(rate),
+            bucket: TokenBucket::default(),
             used: now,
         });
         s.used = now;
         Some(s)
+    }
+}
+
+/// One request's `controller_mutation_rate` quota (Kafka's Strict- and
+/// PermissiveControllerMutationQuota): [`check`](Self::check) before a topic's mutation,
+/// [`record`](Self::record) its partitions once done, and the response's throttle time
+/// from [`throttle_time`](Self::throttle_time).
+pub(crate) struct MutationQuota<'a> {
+    manager: &'a QuotaManager,
+    key: SensorKey,
+    quota: f64,
+    stats: Arc<EntityStats>,
+    strict: bool,
+    /// The latest throttle and when it was computed.
+    throttle: Option<(Duration, Instant)>,
+}
+
+impl MutationQuota<'_> {
+    fn with_bucket<T>(&self, now: Instant, f: impl FnOnce(&mut TokenBucket, f64) -> T) -> T {
+        let c = self.manager.controller_rate;
+        let burst = self.quota * c.samples as f64 * c.window.as_secs_f64();
+        let mut sensors = self.manager.sensors.lock();
+        let kind = QuotaKind::ControllerMutationRate;
+        match self
+            .manager
+            .sensor(&mut sensors, kind, self.key.clone(), now)
+        {
+            Some(s) => f(&mut s.bucket, burst),
+            // The sensors are full: this client is not measured.
+            None => f(&mut TokenBucket::default(), burst),
+        }
+    }
+
+    /// Strict: `Err(throttle time)` when the quota is exhausted already (the bucket below
+    /// zero), and the mutation must be refused THROTTLING_QUOTA_EXCEEDED. A mutation is
+    /// never refused for its own size. Permissive: always `Ok`.
+    pub(crate) fn check(&mut self) -> Result<(), Duration> {
+        if !self.strict {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let quota = self.quota;
+        let tokens = self.with_bucket(now, |b, burst| b.tokens(quota, burst, now));
+        let time = TokenBucket::throttle_time(tokens, quota, MUTATION_THROTTLE_MAX);
+        if time.is_zero() {
+            return Ok(());
+        }
+        self.throttle = Some((time, now));
+        Err(time)
+    }
+
+    /// Records `partitions` created, added or deleted. Permissive: when that exhausts the
+    /// quota, the response is throttled until the bucket is back to zero.
+    pub(crate) fn record(&mut self, partitions: usize) {
+        let now = Instant::now();
+        let (quota, value) = (self.quota, partitions as f64);
+        let tokens = self.with_bucket(now, |b, burst| b.record(value, quota, burst, now));
+        self.stats.record(QuotaKind::ControllerMutationRate, value);
+        if !self.strict {
+            let time = TokenBucket::throttle_time(tokens, quota, MUTATION_THROTTLE_MAX);
+            if !time.is_zero() {
+                self.throttle = Some((time, now));
+            }
+        }
+    }
+
+    /// The throttle time for the response: the latest one computed, less the time since.
+    pub(crate) fn throttle_time(&self) -> Duration {
+        self.throttle
+            .map_or(Duration::ZERO, |(t, at)| t.saturating_sub(at.elapsed()))
     }
 }
 

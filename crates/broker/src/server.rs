@@ -509,7 +509,7 @@ fn push_answer(queue: &mut VecDeque<Pending>, answer: Answer, muted_until: &mut 
 
 /// Mutes the connection for `mute` from now (no request is read or decoded until then),
 /// unless it already is for longer. At most the quota's sample span (`quota.rs` bounds
-/// every throttle time).
+/// every throttle time), or an hour for `controller_mutation_rate` (`quota_manager.rs`).
 fn mute_for(muted_until: &mut Option<Instant>, mute: Duration) {
     if mute.is_zero() {
         return;
