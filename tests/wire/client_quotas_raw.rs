@@ -188,7 +188,7 @@ async fn describe_and_alter_with_kafkas_error_codes_and_a_durable_store() {
             ),
             entry(
                 &[("ip", Some("127.0.0.1"))],
-                &[("connection_creation_rate", Some(1.0))],
+                &[("producer_byte_rate", Some(1.0))],
             ),
         ],
         false,
@@ -864,5 +864,149 @@ async fn topic_mutations_over_the_controller_mutation_rate_are_refused_then_acce
         Some(2)
     );
     drop((conn, other));
+    broker.shutdown().await;
+}
+
+/// `connection_creation_rate` of `ip` entities (KIP-612), set and described over the wire
+/// (an address, the default; Kafka's refusals), then enforced at accept: at 2 connections
+/// a second for 127.0.0.1 (`quota_window_num: 2`, so at least one 1 s window), ten
+/// connections opened at once see the first two served and the others held unread and
+/// closed after their throttle time (as Kafka's acceptor does), while a client from
+/// 127.0.0.2, under the generous default, is served all along. Throttled connections
+/// show in the metrics by the configured address.
+#[tokio::test]
+async fn connections_over_the_ip_connection_creation_rate_are_closed_after_a_throttle() {
+    let broker = crate::common::start_broker(|c| {
+        c.broker.quota_window_num = 2;
+        c.admin.listen = "127.0.0.1:0".into();
+    })
+    .await;
+    let admin = broker.broker.as_ref().unwrap().admin_address().unwrap();
+    let mut conn = KafkaConn::connect(&broker.addr()).await;
+    let invalid = ResponseError::InvalidRequest.code();
+    assert_eq!(
+        alter(
+            &mut conn,
+            vec![
+                entry(
+                    &[("ip", Some("127.0.0.1"))],
+                    &[("connection_creation_rate", Some(2.0))]
+                ),
+                entry(
+                    &[("ip", None)],
+                    &[("connection_creation_rate", Some(1000.0))]
+                ),
+                entry(
+                    &[("ip", Some("localhost.invalid"))],
+                    &[("connection_creation_rate", Some(1.0))]
+                ),
+                entry(
+                    &[("ip", Some("::1")), ("user", None)],
+                    &[("connection_creation_rate", Some(1.0))]
+                ),
+                entry(
+                    &[("user", None)],
+                    &[("connection_creation_rate", Some(1.0))]
+                ),
+                entry(&[("ip", None)], &[("connection_creation_rate", Some(0.5))]),
+            ],
+            false
+        )
+        .await,
+        vec![0, 0, invalid, invalid, invalid, invalid]
+    );
+    let ip_entity = |n: Option<&str>| {
+        (
+            entity(&[("ip", n)]),
+            v(&[(
+                "connection_creation_rate",
+                if n.is_some() { 2.0 } else { 1000.0 },
+            )]),
+        )
+    };
+    let mut both = vec![ip_entity(Some("127.0.0.1")), ip_entity(None)];
+    both.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        describe(&mut conn, &[("ip", SPECIFIED, None)], false).await,
+        Ok(both)
+    );
+    assert_eq!(
+        describe(&mut conn, &[("ip", EXACT, Some("127.0.0.1"))], true).await,
+        Ok(vec![ip_entity(Some("127.0.0.1"))])
+    );
+    assert_eq!(
+        describe(&mut conn, &[("ip", DEFAULT, None)], false).await,
+        Ok(vec![ip_entity(None)])
+    );
+    assert_eq!(
+        describe(&mut conn, &[("user", SPECIFIED, None)], false).await,
+        Ok(vec![])
+    );
+    drop(conn);
+    // The connection above counted: let its window pass.
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+
+    let api_versions = crate::common::encode(
+        ApiKey::ApiVersions,
+        0,
+        1,
+        &RequestKind::ApiVersions(Default::default()),
+    );
+    let opened = std::time::Instant::now();
+    let mut conns = Vec::new();
+    for _ in 0..10 {
+        let mut c = KafkaConn::connect(&broker.addr()).await;
+        // A throttled connection is not read: the write lands in its buffer.
+        let _ = c.try_write_raw(&api_versions).await;
+        conns.push(c);
+    }
+    let opening = opened.elapsed();
+    // Another host, under the default: served while 127.0.0.1 is held back.
+    let other: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let mut o = KafkaConn::connect_from(&broker.addr(), other).await;
+    o.check_alive().await;
+
+    let mut served = 0;
+    let mut closed = 0;
+    for (i, c) in conns.iter_mut().enumerate() {
+        if c.read_frame().await.is_some() {
+            served += 1;
+        } else {
+            closed += 1;
+            // Held for its throttle time (at least a quarter second here), then closed.
+            assert!(
+                opened.elapsed() >= std::time::Duration::from_millis(250),
+                "connection {i} closed after {:?}",
+                opened.elapsed()
+            );
+        }
+    }
+    // Two a second, over at least one window: two at once, two more per second taken.
+    let allowed = 2 + 2 * opening.as_secs() as usize;
+    assert!(
+        served >= 2 && served <= allowed,
+        "{served} served in {opening:?}"
+    );
+    assert_eq!(served + closed, 10);
+    o.check_alive().await;
+
+    let text = http_get(admin, "/metrics").await;
+    assert_eq!(
+        series(
+            &text,
+            "rafka_quota_throttled_total{quota=\"connection_creation_rate\"}"
+        ),
+        Some(closed as u64),
+        "{text}"
+    );
+    assert_eq!(
+        series(
+            &text,
+            "rafka_quota_entity_throttled_total{quota=\"connection_creation_rate\",ip=\"127.0.0.1\"}"
+        ),
+        Some(closed as u64)
+    );
+    assert!(!text.contains("127.0.0.2"), "{text}");
+    drop((conns, o));
     broker.shutdown().await;
 }

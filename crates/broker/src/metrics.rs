@@ -262,6 +262,8 @@ pub struct QuotaEntityFigures {
     pub user: String,
     /// The entity's client-id part.
     pub client_id: String,
+    /// The entity's ip part (an `ip` entity has no other).
+    pub ip: String,
     /// Units recorded against the quota (bytes, partitions, percent-seconds).
     pub recorded: u64,
     /// Responses throttled by it.
@@ -335,20 +337,25 @@ fn screaming_snake(camel: &str) -> String {
 /// The client-quota counters per configured entity.
 fn render_quota_entities(entities: &[QuotaEntityFigures], out: &mut String) {
     let labels = |e: &QuotaEntityFigures| {
-        format!(
-            "quota=\"{}\",user=\"{}\",client_id=\"{}\"",
-            e.quota,
-            label(&e.user),
-            label(&e.client_id)
-        )
+        if e.ip.is_empty() {
+            format!(
+                "quota=\"{}\",user=\"{}\",client_id=\"{}\"",
+                e.quota,
+                label(&e.user),
+                label(&e.client_id)
+            )
+        } else {
+            format!("quota=\"{}\",ip=\"{}\"", e.quota, label(&e.ip))
+        }
     };
     type Family = (&'static str, &'static str, fn(&QuotaEntityFigures) -> u64);
     let families: [Family; 3] = [
         (
             "rafka_quota_entity_throttled_total",
-            "Responses throttled by a client quota, by the quota and the configured entity \
-             whose quota applied (user, client_id: `<default>` for a default part, empty for \
-             a part the entity does not have).",
+            "Responses (connections, for connection_creation_rate) throttled by a client \
+             quota, by the quota and the configured entity whose quota applied (user, \
+             client_id, or ip: `<default>` for a default part, empty for a part the entity \
+             does not have).",
             |e| e.throttled,
         ),
         (
@@ -362,7 +369,7 @@ fn render_quota_entities(entities: &[QuotaEntityFigures], out: &mut String) {
             "Usage recorded against a client quota, by the quota and the configured entity \
              whose quota applied: bytes for producer_byte_rate and consumer_byte_rate, \
              partitions for controller_mutation_rate, percent-seconds of handler time for \
-             request_percentage.",
+             request_percentage, connections accepted for connection_creation_rate.",
             |e| e.recorded,
         ),
     ];
@@ -531,7 +538,8 @@ pub fn render(m: &Metrics, figures: &Figures) -> String {
         "rafka_quota_throttled_total",
         "counter",
         "Responses throttled by a client quota (KIP-219: throttle_time_ms set and the \
-         connection muted), by the quota that was exceeded.",
+         connection muted), by the quota that was exceeded; for connection_creation_rate, \
+         connections closed after their throttle time instead of served (KIP-612).",
     );
     for (i, k) in QuotaKind::ALL.iter().enumerate() {
         let _ = writeln!(
@@ -998,6 +1006,7 @@ mod tests {
                 quota: "producer_byte_rate",
                 user: "<default>".into(),
                 client_id: "a\"b".into(),
+                ip: String::new(),
                 recorded: 10,
                 throttled: 2,
                 throttle_ms: 1_500,

@@ -35,14 +35,18 @@ pub(crate) enum QuotaKind {
     RequestPercentage,
     /// `controller_mutation_rate`: partitions created or deleted per second.
     ControllerMutationRate,
+    /// `connection_creation_rate`: connections accepted per second from one address (the
+    /// one kind of an `ip` entity, KIP-612).
+    ConnectionCreationRate,
 }
 
 impl QuotaKind {
-    pub(crate) const ALL: [QuotaKind; 4] = [
+    pub(crate) const ALL: [QuotaKind; 5] = [
         QuotaKind::ProducerByteRate,
         QuotaKind::ConsumerByteRate,
         QuotaKind::RequestPercentage,
         QuotaKind::ControllerMutationRate,
+        QuotaKind::ConnectionCreationRate,
     ];
 
     /// Kafka's config key.
@@ -52,6 +56,7 @@ impl QuotaKind {
             QuotaKind::ConsumerByteRate => "consumer_byte_rate",
             QuotaKind::RequestPercentage => "request_percentage",
             QuotaKind::ControllerMutationRate => "controller_mutation_rate",
+            QuotaKind::ConnectionCreationRate => "connection_creation_rate",
         }
     }
 
@@ -72,11 +77,36 @@ pub(crate) enum EntityName {
     Named(String),
 }
 
-/// A quota entity: a user, a client id, or both (each named or default).
+/// A quota entity: a user, a client id, or both (each named or default); or an IP
+/// address (named, in its canonical text form, or default) alone.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct QuotaEntity {
     pub user: Option<EntityName>,
     pub client_id: Option<EntityName>,
+    pub ip: Option<EntityName>,
+}
+
+impl QuotaEntity {
+    /// The entity of a user and/or client id.
+    pub(crate) fn client(user: Option<EntityName>, client_id: Option<EntityName>) -> QuotaEntity {
+        QuotaEntity {
+            user,
+            client_id,
+            ip: None,
+        }
+    }
+
+    /// The entity of an address (`None`: the default address).
+    pub(crate) fn ip(ip: Option<std::net::IpAddr>) -> QuotaEntity {
+        QuotaEntity {
+            user: None,
+            client_id: None,
+            ip: Some(match ip {
+                Some(a) => EntityName::Named(a.to_canonical().to_string()),
+                None => EntityName::Default,
+            }),
+        }
+    }
 }
 
 /// Who shares a quota's usage: the user and client id the applying entity keys on.
@@ -243,10 +273,7 @@ impl QuotaConfigs {
                 user: eu.as_ref().map(|_| user.to_string()),
                 client_id: ec.as_ref().map(|_| client_id.to_string()),
             };
-            let entity = QuotaEntity {
-                user: eu,
-                client_id: ec,
-            };
+            let entity = QuotaEntity::client(eu, ec);
             self.entities.get(&entity).and_then(|q| {
                 q.values.get(&kind).map(|v| Resolved {
                     key,
@@ -254,6 +281,19 @@ impl QuotaConfigs {
                     stats: &q.stats,
                 })
             })
+        })
+    }
+}
+
+impl QuotaConfigs {
+    /// The `connection_creation_rate` of connections from `ip`: its own entity's, else the
+    /// default address's; `None` when neither sets one.
+    pub(crate) fn ip_quota(&self, ip: std::net::IpAddr) -> Option<(f64, &Arc<EntityStats>)> {
+        [Some(ip), None].into_iter().find_map(|a| {
+            let q = self.entities.get(&QuotaEntity::ip(a))?;
+            q.values
+                .get(&QuotaKind::ConnectionCreationRate)
+                .map(|v| (*v, &q.stats))
         })
     }
 }
@@ -428,10 +468,7 @@ mod tests {
     use EntityName::{Default as D, Named};
 
     fn entity(user: Option<EntityName>, client: Option<EntityName>) -> QuotaEntity {
-        QuotaEntity {
-            user,
-            client_id: client,
-        }
+        QuotaEntity::client(user, client)
     }
 
     fn named(s: &str) -> Option<EntityName> {
@@ -528,6 +565,25 @@ mod tests {
         assert_eq!(b.tokens(2.0, 4.0, t1 + Duration::from_secs(100)), 4.0);
         assert_eq!(TokenBucket::throttle_time(0.5, 2.0, max), Duration::ZERO);
         assert_eq!(TokenBucket::throttle_time(-1.0, 0.0, max), max);
+    }
+
+    #[test]
+    fn an_address_has_its_own_rate_or_the_default_one() {
+        let k = QuotaKind::ConnectionCreationRate;
+        let mut q = QuotaConfigs::default();
+        let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let mapped: std::net::IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        let b: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        assert!(q.ip_quota(a).is_none());
+        q.set(&QuotaEntity::ip(None), k, Some(100.0));
+        q.set(&QuotaEntity::ip(Some(a)), k, Some(2.0));
+        assert_eq!(q.ip_quota(a).unwrap().0, 2.0);
+        assert_eq!(q.ip_quota(mapped).unwrap().0, 2.0);
+        assert_eq!(q.ip_quota(b).unwrap().0, 100.0);
+        // An address entity is no client entity, and the other way round.
+        assert!(q.resolve("", "", k).is_none());
+        q.set(&entity(None, Some(D)), k, Some(1.0));
+        assert_eq!(q.ip_quota(b).unwrap().0, 100.0);
     }
 
     #[test]

@@ -52,6 +52,10 @@ struct StoredEntity {
     client_id: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     client_id_default: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ip: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    ip_default: bool,
     values: BTreeMap<String, f64>,
 }
 
@@ -77,6 +81,14 @@ fn entity_name(name: Option<String>, default: bool) -> Result<Option<EntityName>
         (None, true) => Ok(Some(EntityName::Default)),
         (None, false) => Ok(None),
     }
+}
+
+fn has_client_entity(configs: &QuotaConfigs) -> bool {
+    configs.entities().any(|(e, _)| e.ip.is_none())
+}
+
+fn has_ip_entity(configs: &QuotaConfigs) -> bool {
+    configs.entities().any(|(e, _)| e.ip.is_some())
 }
 
 /// Why the quota file could not be read or written.
@@ -113,8 +125,11 @@ struct Sensors {
 /// The quotas in force and their sensors.
 #[derive(Debug)]
 pub(crate) struct QuotaManager {
-    /// Whether any quota is set: without one, requests skip the quota code.
+    /// Whether any user or client-id quota is set: without one, requests skip the quota
+    /// code.
     any: AtomicBool,
+    /// Whether any `ip` quota is set: without one, accepted connections skip the rate.
+    any_ip: AtomicBool,
     current: RwLock<Arc<QuotaConfigs>>,
     writer: Mutex<()>,
     path: Option<PathBuf>,
@@ -150,15 +165,31 @@ impl QuotaManager {
                             user: entity_name(s.user, s.user_default).map_err(err)?,
                             client_id: entity_name(s.client_id, s.client_id_default)
                                 .map_err(err)?,
+                            ip: entity_name(s.ip, s.ip_default).map_err(err)?,
                         };
-                        if entity.user.is_none() && entity.client_id.is_none() {
-                            return Err(err("an entity without user or client id".into()));
+                        let client = entity.user.is_some() || entity.client_id.is_some();
+                        match (&entity.ip, client) {
+                            (None, false) => {
+                                return Err(err("an entity without user, client id or ip".into()))
+                            }
+                            (Some(_), true) => {
+                                return Err(err("an ip entity with a user or client id".into()))
+                            }
+                            (Some(EntityName::Named(a)), false)
+                                if a.parse::<std::net::IpAddr>().is_err() =>
+                            {
+                                return Err(err(format!("{a:?} is not an IP address")))
+                            }
+                            _ => {}
                         }
                         for (k, v) in s.values {
                             let kind = QuotaKind::from_name(&k)
                                 .ok_or_else(|| err(format!("unknown quota {k:?}")))?;
                             if !(v >= 0.0 && v.is_finite()) {
                                 return Err(err(format!("{k} = {v} is not a quota")));
+                            }
+                            if (kind == QuotaKind::ConnectionCreationRate) == client {
+                                return Err(err(format!("{k} is not a quota of this entity")));
                             }
                             configs.set(&entity, kind, Some(v));
                         }
@@ -170,7 +201,8 @@ impl QuotaManager {
         }
         let b = &config.broker;
         Ok(QuotaManager {
-            any: AtomicBool::new(configs.len() > 0),
+            any: AtomicBool::new(has_client_entity(&configs)),
+            any_ip: AtomicBool::new(has_ip_entity(&configs)),
             current: RwLock::new(Arc::new(configs)),
             writer: Mutex::new(()),
             path,
@@ -189,9 +221,14 @@ impl QuotaManager {
         })
     }
 
-    /// Whether any quota is set.
+    /// Whether any user or client-id quota is set.
     pub(crate) fn enabled(&self) -> bool {
         self.any.load(Ordering::Relaxed)
+    }
+
+    /// Whether any `ip` quota is set.
+    pub(crate) fn ip_enabled(&self) -> bool {
+        self.any_ip.load(Ordering::Relaxed)
     }
 
     /// The quotas in force.
@@ -219,11 +256,14 @@ impl QuotaManager {
                     .map(|(e, values)| {
                         let (user, user_default) = stored_name(&e.user);
                         let (client_id, client_id_default) = stored_name(&e.client_id);
+                        let (ip, ip_default) = stored_name(&e.ip);
                         StoredEntity {
                             user,
                             user_default,
                             client_id,
                             client_id_default,
+                            ip,
+                            ip_default,
                             values: values.iter().map(|(k, v)| (k.name().into(), *v)).collect(),
                         }
                     })
@@ -236,7 +276,8 @@ impl QuotaManager {
             let text = serde_yaml::to_string(&stored).map_err(|e| err(e.to_string()))?;
             crate::state::write_atomically(p, text.as_bytes()).map_err(|e| err(e.to_string()))?;
         }
-        self.any.store(next.len() > 0, Ordering::Relaxed);
+        self.any.store(has_client_entity(&next), Ordering::Relaxed);
+        self.any_ip.store(has_ip_entity(&next), Ordering::Relaxed);
         *self.current.write() = Arc::new(next);
         Ok(())
     }
@@ -360,6 +401,7 @@ impl QuotaManager {
                     quota: kind.name(),
                     user: part(&entity.user),
                     client_id: part(&entity.client_id),
+                    ip: part(&entity.ip),
                     recorded: k.recorded,
                     throttled: k.throttled,
                     throttle_ms: k.throttle_ms,
@@ -508,20 +550,14 @@ mod tests {
         assert_eq!(m.record(kind, "alice", "app", 1e9, t0), Duration::ZERO);
         m.alter(&[
             QuotaAlteration {
-                entity: QuotaEntity {
-                    user: None,
-                    client_id: named("app"),
-                },
+                entity: QuotaEntity::client(None, named("app")),
                 ops: vec![
                     (kind, Some(1e6)),
                     (QuotaKind::RequestPercentage, Some(50.0)),
                 ],
             },
             QuotaAlteration {
-                entity: QuotaEntity {
-                    user: Some(EntityName::Default),
-                    client_id: Some(EntityName::Default),
-                },
+                entity: QuotaEntity::client(Some(EntityName::Default), Some(EntityName::Default)),
                 ops: vec![(QuotaKind::ConsumerByteRate, Some(2e6))],
             },
         ])
@@ -552,10 +588,7 @@ mod tests {
         // Removing the last value removes the entity.
         reopened
             .alter(&[QuotaAlteration {
-                entity: QuotaEntity {
-                    user: Some(EntityName::Default),
-                    client_id: Some(EntityName::Default),
-                },
+                entity: QuotaEntity::client(Some(EntityName::Default), Some(EntityName::Default)),
                 ops: vec![(QuotaKind::ConsumerByteRate, None)],
             }])
             .unwrap();
@@ -574,10 +607,7 @@ mod tests {
         let m = QuotaManager::open(&config(dir.path())).unwrap();
         let kind = QuotaKind::ConsumerByteRate;
         m.alter(&[QuotaAlteration {
-            entity: QuotaEntity {
-                user: named("alice"),
-                client_id: None,
-            },
+            entity: QuotaEntity::client(named("alice"), None),
             ops: vec![(kind, Some(1e6))],
         }])
         .unwrap();
@@ -611,14 +641,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = QuotaManager::open(&config(dir.path())).unwrap();
         let kind = QuotaKind::ProducerByteRate;
-        let alice = QuotaEntity {
-            user: named("alice"),
-            client_id: None,
-        };
-        let default_client = QuotaEntity {
-            user: None,
-            client_id: Some(EntityName::Default),
-        };
+        let alice = QuotaEntity::client(named("alice"), None);
+        let default_client = QuotaEntity::client(None, Some(EntityName::Default));
         m.alter(&[
             QuotaAlteration {
                 entity: alice.clone(),
@@ -649,6 +673,7 @@ mod tests {
                     quota: "producer_byte_rate",
                     user: String::new(),
                     client_id: "<default>".into(),
+                    ip: String::new(),
                     recorded: 5000,
                     throttled: 1,
                     throttle_ms: th.as_millis() as u64,
@@ -657,6 +682,7 @@ mod tests {
                     quota: "producer_byte_rate",
                     user: "alice".into(),
                     client_id: String::new(),
+                    ip: String::new(),
                     recorded: 500,
                     throttled: 0,
                     throttle_ms: 0,
@@ -676,5 +702,37 @@ mod tests {
         }])
         .unwrap();
         assert_eq!(m.figures().len(), 1);
+    }
+
+    #[test]
+    fn ip_quotas_are_stored_and_a_mixed_or_bad_ip_entity_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = QuotaManager::open(&config(dir.path())).unwrap();
+        let kind = QuotaKind::ConnectionCreationRate;
+        let a: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+        m.alter(&[
+            QuotaAlteration {
+                entity: QuotaEntity::ip(Some(a)),
+                ops: vec![(kind, Some(5.0))],
+            },
+            QuotaAlteration {
+                entity: QuotaEntity::ip(None),
+                ops: vec![(kind, Some(50.0))],
+            },
+        ])
+        .unwrap();
+        let cur = QuotaManager::open(&config(dir.path())).unwrap().current();
+        assert_eq!(cur.len(), 2);
+        assert_eq!(cur.ip_quota(a).unwrap().0, 5.0);
+        assert_eq!(cur.ip_quota("10.1.2.4".parse().unwrap()).unwrap().0, 50.0);
+        for bad in [
+            "quotas:\n  - {ip: 10.0.0.1, user: a, values: {connection_creation_rate: 1}}\n",
+            "quotas:\n  - {ip: nope, values: {connection_creation_rate: 1}}\n",
+            "quotas:\n  - {ip_default: true, values: {producer_byte_rate: 1}}\n",
+            "quotas:\n  - {user: a, values: {connection_creation_rate: 1}}\n",
+        ] {
+            std::fs::write(dir.path().join("rafka-quotas.yaml"), bad).unwrap();
+            assert!(QuotaManager::open(&config(dir.path())).is_err(), "{bad}");
+        }
     }
 }
