@@ -264,7 +264,8 @@ pub struct QuotaEntityFigures {
     pub client_id: String,
     /// The entity's ip part (an `ip` entity has no other).
     pub ip: String,
-    /// Units recorded against the quota (bytes, partitions, percent-seconds).
+    /// Units recorded against the quota (bytes, partitions, microseconds of handler time,
+    /// connections).
     pub recorded: u64,
     /// Responses throttled by it.
     pub throttled: u64,
@@ -368,7 +369,7 @@ fn render_quota_entities(entities: &[QuotaEntityFigures], out: &mut String) {
             "rafka_quota_entity_recorded_total",
             "Usage recorded against a client quota, by the quota and the configured entity \
              whose quota applied: bytes for producer_byte_rate and consumer_byte_rate, \
-             partitions for controller_mutation_rate, percent-seconds of handler time for \
+             partitions for controller_mutation_rate, microseconds of handler time for \
              request_percentage, connections accepted for connection_creation_rate.",
             |e| e.recorded,
         ),

@@ -128,7 +128,8 @@ impl EntityName {
 
 /// What the clients of one configured entity did against its quotas, per kind
 /// (`QuotaKind::ALL`'s order): the units recorded (bytes for the byte rates, partitions
-/// for `controller_mutation_rate`, percent-seconds for `request_percentage`), and the
+/// for `controller_mutation_rate`, microseconds of handler time for `request_percentage`,
+/// connections for `connection_creation_rate`), and the
 /// responses throttled and their throttle time. Kept beside the entity's values, so the
 /// metrics have a series only for an entity the operator configured, never for a client
 /// id or user a client chose.
@@ -148,8 +149,13 @@ pub(crate) struct KindStats {
 }
 
 impl EntityStats {
-    /// `value` recorded against `kind` (negative: taken back).
+    /// `value` recorded against `kind` (negative: taken back), in the quota's own unit
+    /// (percent-seconds for `request_percentage`, counted here in microseconds).
     pub(crate) fn record(&self, kind: QuotaKind, value: f64) {
+        let value = match kind {
+            QuotaKind::RequestPercentage => value * 1e4,
+            _ => value,
+        };
         let slot = &self.recorded[kind.index()];
         if value >= 0.0 {
             slot.fetch_add(value.round() as u64, Ordering::Relaxed);
@@ -584,6 +590,27 @@ mod tests {
         assert!(q.resolve("", "", k).is_none());
         q.set(&entity(None, Some(D)), k, Some(1.0));
         assert_eq!(q.ip_quota(b).unwrap().0, 100.0);
+    }
+
+    #[test]
+    fn entity_stats_count_in_each_quotas_unit() {
+        let s = EntityStats::default();
+        // A 1 ms handler is 0.1 percent-seconds: 1,000 microseconds.
+        s.record(QuotaKind::RequestPercentage, 0.1);
+        s.record(QuotaKind::ProducerByteRate, 700.0);
+        s.record(QuotaKind::ProducerByteRate, -200.0);
+        s.record(QuotaKind::ConsumerByteRate, -5.0);
+        s.throttled(QuotaKind::ProducerByteRate, Duration::from_millis(1_250));
+        assert_eq!(s.of(QuotaKind::RequestPercentage).recorded, 1_000);
+        assert_eq!(
+            s.of(QuotaKind::ProducerByteRate),
+            KindStats {
+                recorded: 500,
+                throttled: 1,
+                throttle_ms: 1_250
+            }
+        );
+        assert_eq!(s.of(QuotaKind::ConsumerByteRate), KindStats::default());
     }
 
     #[test]
