@@ -10,6 +10,7 @@
 //! The modules, each with one job:
 //! - `config.rs` — the `cluster:` section.
 //! - `objects.rs` — the object store (`s3://` or `file://`) and object keys.
+//! - `catalog.rs` — topics as PostgreSQL holds them, and this broker's cached view.
 //! - `pg.rs` — PostgreSQL connections and `schema.sql`, the tables every broker shares:
 //!   brokers and their leases, topics, partitions (high watermark, log start), objects,
 //!   the batch index, idempotent producers, groups and committed offsets.
@@ -22,9 +23,16 @@
 //! Fetches resolve offsets through the batch index and read byte ranges of objects
 //! through a bounded cache, writing base offsets into the batch headers on the way out.
 
+pub mod catalog;
 pub mod config;
 pub mod objects;
 pub mod pg;
+
+/// The tests' PostgreSQL server (one per test process, a database per test), shared with
+/// the integration tests.
+#[cfg(test)]
+#[path = "../../../../tests/support/postgres.rs"]
+pub(crate) mod test_postgres;
 
 use std::sync::Arc;
 
@@ -64,6 +72,8 @@ pub struct Diskless {
     pub store: Arc<dyn ObjectStore>,
     /// Key prefix of this cluster's objects.
     pub prefix: ObjectPath,
+    /// The topics.
+    pub catalog: catalog::Catalog,
 }
 
 impl Diskless {
@@ -97,6 +107,61 @@ impl Diskless {
             pg: pg::SharedClient::new(&conn),
             store,
             prefix,
+            catalog: catalog::Catalog::default(),
         })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A `Diskless` over a fresh database and a scratch file object store.
+    pub(crate) async fn diskless(label: &str, node_id: i32) -> (Diskless, tempfile::TempDir) {
+        let db = test_postgres::Postgres::shared().fresh_database(label);
+        let dir = tempfile::tempdir().unwrap();
+        let config = ClusterConfig {
+            mode: ClusterMode::Diskless,
+            coordinator: Some(db),
+            object_store: Some(format!("file://{}", dir.path().display())),
+            ..ClusterConfig::default()
+        };
+        (Diskless::start(&config, node_id).await.unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn catalog_creates_topics_once_and_reads_through() {
+        let (d, _dir) = diskless("catalog", 0).await;
+        let configs = [("cleanup.policy".to_string(), "delete".to_string())].into();
+        let t = d
+            .catalog
+            .create(&d.pg, "orders", 3, &configs)
+            .await
+            .unwrap();
+        assert_eq!((t.name.as_str(), t.partitions), ("orders", 3));
+        assert!(matches!(
+            d.catalog
+                .create(&d.pg, "orders", 1, &Default::default())
+                .await,
+            Err(catalog::CreateTopicError::Exists(_))
+        ));
+        // Another broker's catalog finds it through PostgreSQL.
+        let other = catalog::Catalog::default();
+        assert!(other.cached("orders").is_none());
+        let found = other.topic(&d.pg, "orders").await.unwrap().unwrap();
+        assert_eq!(found.id, t.id);
+        assert_eq!(found.configs, configs);
+        let client = d.pg.get().await.unwrap();
+        let n: i64 = client
+            .query_one(
+                "SELECT count(*) FROM rafka_partitions WHERE topic_id = $1",
+                &[&t.id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 3);
+        other.refresh(&d.pg).await.unwrap();
+        assert_eq!(other.all().len(), 1);
     }
 }
