@@ -60,6 +60,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `log:` — logging level, format and the slow-request threshold.
     pub log: LoggingConfig,
+    /// `cluster:` — single-node (default) or a diskless cluster.
+    pub cluster: crate::diskless::ClusterConfig,
 }
 
 /// `admin:` section.
@@ -855,6 +857,7 @@ impl Config {
             return invalid("broker.ssl_principal_mapping_rules", e.0);
         }
         validate_scram_users(&b.scram_users)?;
+        self.cluster.validate()?;
         if b.connection_failed_authentication_delay_ms >= b.connections_max_idle_ms.max(1) {
             return invalid(
                 "broker.connection_failed_authentication_delay_ms",

@@ -66,6 +66,10 @@ pub struct Shared {
     pub(crate) slow_request: Option<Duration>,
     /// Per listener: its name, and the host and port its clients are told to connect to.
     advertised: Vec<(String, String, i32)>,
+    /// The diskless cluster this broker belongs to (`cluster.mode: diskless`), if any.
+    // Read by the diskless produce, fetch and metadata paths (issue 21), which land next.
+    #[allow(dead_code)]
+    pub(crate) diskless: Option<Arc<crate::diskless::Diskless>>,
 }
 
 /// What recovery found: the topics on the engine and the groups replayed from
@@ -82,6 +86,8 @@ pub(crate) struct Recovered {
     /// The durable credential store (opened by `Broker::start`); without one, the
     /// configured users are kept in memory.
     pub(crate) credentials: Option<crate::credentials::CredentialStore>,
+    /// The diskless cluster (connected by `Broker::start`), in diskless mode.
+    pub(crate) diskless: Option<Arc<crate::diskless::Diskless>>,
 }
 
 impl Shared {
@@ -140,6 +146,7 @@ impl Shared {
             acls,
             partitions,
             credentials: None,
+            diskless: None,
         })
     }
 
@@ -215,6 +222,7 @@ impl Shared {
             cleaner: Default::default(),
             slow_request,
             advertised,
+            diskless: recovered.diskless,
         }
     }
 
