@@ -12,6 +12,7 @@ mod binary;
 mod cli;
 mod cli_security;
 mod crash_torture;
+mod diskless;
 mod eos_pipeline;
 mod load_limits;
 mod rdkafka_crash;

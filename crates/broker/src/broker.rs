@@ -40,6 +40,9 @@ pub enum BrokerError {
     /// The hook chain could not be built.
     #[error("hooks: {0}")]
     Chain(#[from] rafka_hooks::ChainError),
+    /// Diskless mode could not reach or set up its coordinator or object store.
+    #[error("diskless cluster: {0}")]
+    Diskless(#[from] crate::diskless::DisklessError),
     /// The listener (Kafka or admin) could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -199,6 +202,12 @@ impl Broker {
         .await
         .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))??;
         let recovered_partitions = recovered.partitions;
+        let mut recovered = recovered;
+        if config.cluster.is_diskless() {
+            recovered.diskless = Some(Arc::new(
+                crate::diskless::Diskless::start(&config.cluster, config.broker.node_id).await?,
+            ));
+        }
         let mut bound = Vec::new();
         let mut advertised = Vec::new();
         for (l, tls) in listeners {

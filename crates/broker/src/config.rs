@@ -60,6 +60,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `log:` — logging level, format and the slow-request threshold.
     pub log: LoggingConfig,
+    /// `cluster:` — single-node (default) or a diskless cluster.
+    pub cluster: crate::diskless::ClusterConfig,
 }
 
 /// `admin:` section.
@@ -595,9 +597,14 @@ pub struct BrokerConfig {
     pub quota_window_num: u32,
     /// `quota.window.size.seconds`: each sample's time.
     pub quota_window_size_seconds: u64,
+    /// `controller.quota.window.num`: with `controller_quota_window_size_seconds`, the
+    /// burst a `controller_mutation_rate` allows (samples × window × rate partitions).
+    pub controller_quota_window_num: u32,
+    /// `controller.quota.window.size.seconds`.
+    pub controller_quota_window_size_seconds: u64,
     /// Whether Fetch answers send stored batches straight from their segment files to the
-    /// socket (`sendfile`) on plaintext connections, instead of reading them into memory
-    /// first. Rafka's own switch (Kafka has none: it always does so); off only to compare.
+    /// socket (`splice`, `sendfile`) on plaintext connections, instead of reading them into
+    /// memory first. Rafka's own switch (Kafka has none: it always does so).
     pub zero_copy_fetch: bool,
     /// `log.retention.check.interval.ms`.
     pub log_retention_check_interval_ms: u64,
@@ -731,6 +738,8 @@ impl Default for BrokerConfig {
             max_connections_per_ip_overrides: String::new(),
             quota_window_num: 11,
             quota_window_size_seconds: 1,
+            controller_quota_window_num: 11,
+            controller_quota_window_size_seconds: 1,
             zero_copy_fetch: true,
             log_retention_check_interval_ms: 300_000,
             log_cleaner_backoff_ms: 15_000,
@@ -853,6 +862,7 @@ impl Config {
             return invalid("broker.ssl_principal_mapping_rules", e.0);
         }
         validate_scram_users(&b.scram_users)?;
+        self.cluster.validate()?;
         if b.connection_failed_authentication_delay_ms >= b.connections_max_idle_ms.max(1) {
             return invalid(
                 "broker.connection_failed_authentication_delay_ms",
@@ -937,6 +947,21 @@ impl Config {
             return invalid(
                 "broker.quota_window_size_seconds",
                 format!("{} is outside 1..=3600", b.quota_window_size_seconds),
+            );
+        }
+        if !(1..=100).contains(&b.controller_quota_window_num) {
+            return invalid(
+                "broker.controller_quota_window_num",
+                format!("{} is outside 1..=100", b.controller_quota_window_num),
+            );
+        }
+        if !(1..=3600).contains(&b.controller_quota_window_size_seconds) {
+            return invalid(
+                "broker.controller_quota_window_size_seconds",
+                format!(
+                    "{} is outside 1..=3600",
+                    b.controller_quota_window_size_seconds
+                ),
             );
         }
         if self.durability.fsync == FsyncPolicy::Interval && self.durability.interval_ms == 0 {

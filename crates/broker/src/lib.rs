@@ -23,6 +23,7 @@ mod cleaner_state;
 mod config;
 mod connection_quotas;
 mod credentials;
+pub mod diskless;
 mod group;
 mod hooks;
 mod metrics;

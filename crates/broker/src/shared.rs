@@ -48,6 +48,8 @@ pub struct Shared {
     pub(crate) quotas: crate::quota_manager::QuotaManager,
     /// `max_connections_per_ip` and its overrides, with the counts per address.
     pub(crate) connections_per_ip: Arc<crate::connection_quotas::ConnectionsPerIp>,
+    /// The connection rates per address (`connection_creation_rate` of `ip` quotas).
+    pub(crate) connection_rates: crate::connection_quotas::ConnectionRates,
     /// SCRAM credentials (SASL/SCRAM and PLAIN authenticate against them).
     // Read by the SASL authenticator, which lands next (issue 19).
     #[allow(dead_code)]
@@ -64,6 +66,10 @@ pub struct Shared {
     pub(crate) slow_request: Option<Duration>,
     /// Per listener: its name, and the host and port its clients are told to connect to.
     advertised: Vec<(String, String, i32)>,
+    /// The diskless cluster this broker belongs to (`cluster.mode: diskless`), if any.
+    // Read by the diskless produce, fetch and metadata paths (issue 21), which land next.
+    #[allow(dead_code)]
+    pub(crate) diskless: Option<Arc<crate::diskless::Diskless>>,
 }
 
 /// What recovery found: the topics on the engine and the groups replayed from
@@ -80,6 +86,8 @@ pub(crate) struct Recovered {
     /// The durable credential store (opened by `Broker::start`); without one, the
     /// configured users are kept in memory.
     pub(crate) credentials: Option<crate::credentials::CredentialStore>,
+    /// The diskless cluster (connected by `Broker::start`), in diskless mode.
+    pub(crate) diskless: Option<Arc<crate::diskless::Diskless>>,
 }
 
 impl Shared {
@@ -138,6 +146,7 @@ impl Shared {
             acls,
             partitions,
             credentials: None,
+            diskless: None,
         })
     }
 
@@ -189,6 +198,11 @@ impl Shared {
                 .connections_per_ip_overrides()
                 .unwrap_or_default(),
         ));
+        let connection_rates =
+            crate::connection_quotas::ConnectionRates::new(crate::quota::RateConfig {
+                samples: config.broker.quota_window_num,
+                window: std::time::Duration::from_secs(config.broker.quota_window_size_seconds),
+            });
         Shared {
             node_id: config.broker.node_id,
             config,
@@ -201,12 +215,14 @@ impl Shared {
             acls: recovered.acls,
             quotas: recovered.quotas,
             connections_per_ip,
+            connection_rates,
             credentials,
             hooks,
             metrics: Metrics::default(),
             cleaner: Default::default(),
             slow_request,
             advertised,
+            diskless: recovered.diskless,
         }
     }
 
@@ -288,6 +304,7 @@ impl Shared {
             transactions_ongoing,
             transactions,
             cleaner: self.cleaner.totals(),
+            quota_entities: self.quotas.figures(),
         }
     }
 }

@@ -295,7 +295,9 @@ fn handle(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestContext>) 
         }
         RequestKind::CreateTopics(r) => Reply::Now(admin::create_topics(shared, r, version, ctx)),
         RequestKind::DeleteTopics(r) => Reply::Now(admin::delete_topics(shared, r, version, ctx)),
-        RequestKind::CreatePartitions(r) => Reply::Now(admin::create_partitions(shared, r, ctx)),
+        RequestKind::CreatePartitions(r) => {
+            Reply::Now(admin::create_partitions(shared, r, version, ctx))
+        }
         RequestKind::DescribeTopicPartitions(r) => {
             Reply::Now(metadata::describe_topic_partitions(shared, r))
         }

@@ -1,0 +1,167 @@
+//! Diskless mode (`cluster.mode: diskless`): stateless brokers over object storage and
+//! PostgreSQL, the design of KIP-1150.
+//!
+//! A produced batch is acknowledged only once it is both in an object (written once,
+//! under a key no other write uses) and committed in PostgreSQL, which is the one place
+//! offsets are decided. Any broker accepts produce and fetch for any partition. The
+//! single-node storage engines (`storage:`) are untouched by this mode; the broker keeps
+//! one for its internal topics.
+//!
+//! The modules, each with one job:
+//! - `config.rs` — the `cluster:` section.
+//! - `objects.rs` — the object store (`s3://` or `file://`) and object keys.
+//! - `catalog.rs` — topics as PostgreSQL holds them, and this broker's cached view.
+//! - `pg.rs` — PostgreSQL connections and `schema.sql`, the tables every broker shares:
+//!   brokers and their leases, topics, partitions (high watermark, log start), objects,
+//!   the batch index, idempotent producers, groups and committed offsets.
+//!
+//! The path of a produce: the API handler validates batches as in single-node mode, then
+//! hands them to this broker's committer, which gathers one `commit_interval_ms` (or
+//! `commit_max_bytes`) of requests across all partitions into one object, uploads it,
+//! then in one PostgreSQL transaction assigns offsets, checks idempotent sequences,
+//! records the batch index rows and moves the high watermarks — and only then answers.
+//! Fetches resolve offsets through the batch index and read byte ranges of objects
+//! through a bounded cache, writing base offsets into the batch headers on the way out.
+
+pub mod catalog;
+pub mod config;
+pub mod objects;
+pub mod pg;
+
+/// The tests' PostgreSQL server (one per test process, a database per test), shared with
+/// the integration tests.
+#[cfg(test)]
+#[path = "../../../../tests/support/postgres.rs"]
+pub(crate) mod test_postgres;
+
+use std::sync::Arc;
+
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStore;
+
+pub use config::{ClusterConfig, ClusterMode};
+
+/// What can go wrong in diskless mode; mapped to Kafka error codes in `api/`.
+#[derive(Debug, thiserror::Error)]
+pub enum DisklessError {
+    /// The `cluster:` section cannot be used (bad URL, schema mismatch).
+    #[error("cluster config: {0}")]
+    Config(String),
+    /// PostgreSQL refused or could not be reached.
+    #[error("coordinator: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The object store refused or could not be reached.
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    /// The broker is stopping.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+/// This broker's handle on the diskless cluster (`Shared::diskless`).
+pub struct Diskless {
+    /// The `cluster:` section.
+    pub config: ClusterConfig,
+    /// This broker's node id (`broker.node_id`), unique in the cluster.
+    pub node_id: i32,
+    /// The cluster id, named by the first broker that applied the schema.
+    pub cluster_id: String,
+    /// Queries that need no transaction of their own.
+    pub pg: pg::SharedClient,
+    /// Where objects go.
+    pub store: Arc<dyn ObjectStore>,
+    /// Key prefix of this cluster's objects.
+    pub prefix: ObjectPath,
+    /// The topics.
+    pub catalog: catalog::Catalog,
+}
+
+impl Diskless {
+    /// Connects to the coordinator, applies the schema, opens the object store.
+    pub async fn start(config: &ClusterConfig, node_id: i32) -> Result<Diskless, DisklessError> {
+        let conn = config
+            .coordinator
+            .clone()
+            .ok_or_else(|| DisklessError::Config("no coordinator".into()))?;
+        let url = config
+            .object_store
+            .as_deref()
+            .ok_or_else(|| DisklessError::Config("no object store".into()))?;
+        let (store, prefix) = objects::ObjectStoreUrl::parse(url)
+            .and_then(|u| u.open())
+            .map_err(DisklessError::Config)?;
+        let mut client = pg::connect(&conn).await?;
+        let cluster_id = pg::migrate(&mut client).await?;
+        drop(client);
+        tracing::info!(
+            node_id,
+            cluster_id,
+            coordinator = %config::redact(&conn),
+            object_store = url,
+            "diskless mode"
+        );
+        Ok(Diskless {
+            config: config.clone(),
+            node_id,
+            cluster_id,
+            pg: pg::SharedClient::new(&conn),
+            store,
+            prefix,
+            catalog: catalog::Catalog::default(),
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A `Diskless` over a fresh database and a scratch file object store.
+    pub(crate) async fn diskless(label: &str, node_id: i32) -> (Diskless, tempfile::TempDir) {
+        let db = test_postgres::Postgres::shared().fresh_database(label);
+        let dir = tempfile::tempdir().unwrap();
+        let config = ClusterConfig {
+            mode: ClusterMode::Diskless,
+            coordinator: Some(db),
+            object_store: Some(format!("file://{}", dir.path().display())),
+            ..ClusterConfig::default()
+        };
+        (Diskless::start(&config, node_id).await.unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn catalog_creates_topics_once_and_reads_through() {
+        let (d, _dir) = diskless("catalog", 0).await;
+        let configs = [("cleanup.policy".to_string(), "delete".to_string())].into();
+        let t = d
+            .catalog
+            .create(&d.pg, "orders", 3, &configs)
+            .await
+            .unwrap();
+        assert_eq!((t.name.as_str(), t.partitions), ("orders", 3));
+        assert!(matches!(
+            d.catalog
+                .create(&d.pg, "orders", 1, &Default::default())
+                .await,
+            Err(catalog::CreateTopicError::Exists(_))
+        ));
+        // Another broker's catalog finds it through PostgreSQL.
+        let other = catalog::Catalog::default();
+        assert!(other.cached("orders").is_none());
+        let found = other.topic(&d.pg, "orders").await.unwrap().unwrap();
+        assert_eq!(found.id, t.id);
+        assert_eq!(found.configs, configs);
+        let client = d.pg.get().await.unwrap();
+        let n: i64 = client
+            .query_one(
+                "SELECT count(*) FROM rafka_partitions WHERE topic_id = $1",
+                &[&t.id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 3);
+        other.refresh(&d.pg).await.unwrap();
+        assert_eq!(other.all().len(), 1);
+    }
+}
