@@ -40,6 +40,10 @@
 //! ranges. With `RAFKA_BENCH_PERF=<dir>`, `perf record` samples each broker during each
 //! workload into `<dir>/<broker>-<workload>-<round>.data`.
 //!
+//! `RAFKA_BENCH_ONLY=preallocate` runs only produce 1 KiB (acks=1, then acks=all) to a
+//! topic without and one with `preallocate=true` on one broker, alternated
+//! `RAFKA_BENCH_ROUNDS` times: MB/s and broker CPU-seconds per GB.
+//!
 //! Sizes: `RAFKA_BENCH_RECORDS` (1 KiB records, default 200,000), `RAFKA_BENCH_STARTUP_MIB`
 //! (data for the start-up test, default 1024), `RAFKA_BENCH_STARTUP_PARTITIONS` (1000).
 //! Prints a Markdown table; not a pass/fail test.
@@ -718,6 +722,10 @@ fn main() {
     }
     if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "authorizer") {
         authorizer_on_and_off(dir.path(), records);
+        return;
+    }
+    if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "preallocate") {
+        preallocate_on_and_off(dir.path(), records);
         return;
     }
     if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "zerocopy") {
@@ -1511,6 +1519,70 @@ fn zero_copy_on_and_off(dir: &Path, records: usize) {
             range(&col(1, k), 0),
             range(&col(0, k + 1), 3),
             range(&col(1, k + 1), 3),
+        );
+    }
+}
+
+/// `RAFKA_BENCH_ONLY=preallocate`: produce 1 KiB with acks=1 and acks=all to a topic
+/// without and to one with `preallocate=true` (segments reserved up front), alternated on
+/// one broker; throughput and broker CPU-seconds per GB.
+fn preallocate_on_and_off(dir: &Path, records: usize) {
+    let rounds = env_num("RAFKA_BENCH_ROUNDS", 3);
+    let server = Server::rafka(&dir.join("rafka-preallocate"));
+    let pid = server.pid().to_string();
+    let total = records * 1024;
+    let gb = total as f64 / 1e9;
+    // Per (acks, preallocate) and run: [MB/s, CPU-s/GB].
+    type Runs<'a> = Vec<((&'a str, bool), Vec<[f64; 2]>)>;
+    let mut runs: Runs = Vec::new();
+    for acks in ["1", "all"] {
+        for on in [false, true] {
+            runs.push(((acks, on), Vec::new()));
+        }
+    }
+    for round in 0..rounds {
+        for (i, ((acks, on), _)) in runs.clone().iter().enumerate() {
+            let topic = format!("pa-{acks}-{on}-{round}");
+            create_topic_with(
+                &server.address,
+                &topic,
+                &[("preallocate", if *on { "true" } else { "false" })],
+            );
+            let cpu0 = cpu_seconds(&pid);
+            let d = common::librdkafka_produce(&server.address, &topic, records, 1024, acks);
+            let cpu = cpu_seconds(&pid) - cpu0;
+            let row = [total as f64 / d.as_secs_f64() / 1e6, cpu / gb];
+            eprintln!(
+                "  acks={acks} preallocate={on} run {round}: {:.0} MB/s, {:.3} CPU-s/GB",
+                row[0], row[1]
+            );
+            runs[i].1.push(row);
+        }
+    }
+    server.stop("-TERM");
+    let range = |v: &[f64], digits: usize| {
+        let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        format!(
+            "{:.*} ({:.*}–{:.*})",
+            digits,
+            median(v),
+            digits,
+            lo,
+            digits,
+            hi
+        )
+    };
+    println!("records: {records} x 1 KiB per run; one rafka (release, log engine, fsync on_ack_all), topics with and without preallocate=true; librdkafka; medians (ranges) of {rounds} alternated runs");
+    println!();
+    println!("| workload | preallocate | MB/s | broker CPU-s/GB |");
+    println!("|---|---|---:|---:|");
+    for ((acks, on), rows) in &runs {
+        let col = |k: usize| rows.iter().map(|r| r[k]).collect::<Vec<_>>();
+        println!(
+            "| produce 1 KiB acks={acks} | {on} | {} | {} |",
+            range(&col(0), 0),
+            range(&col(1), 3)
         );
     }
 }

@@ -91,6 +91,10 @@ pub struct LogConfig {
     /// `cleanup.policy` includes `compact`: every record needs a key (checked by the broker
     /// on produce) and the broker's cleaner compacts the log.
     pub compact: bool,
+    /// `preallocate`: the log engine reserves `segment.bytes` of disk blocks for the active
+    /// segment when it first appends to it (past the file's end, so its length stays the
+    /// bytes written), and gives back what is unused when the segment rolls or closes.
+    pub preallocate: bool,
 }
 
 impl Default for LogConfig {
@@ -110,6 +114,7 @@ impl Default for LogConfig {
             message_timestamp_after_max_ms: i64::MAX,
             compression: None,
             compact: false,
+            preallocate: false,
         }
     }
 }

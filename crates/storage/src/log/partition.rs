@@ -188,6 +188,7 @@ impl LogPartition {
         if st.closed {
             return Ok(());
         }
+        st.active_mut().release_preallocated()?;
         st.active().write_index_files(&self.dir)?;
         st.closed = true;
         Ok(())
@@ -208,6 +209,7 @@ impl LogPartition {
     /// Makes the active segment durable with its indexes and starts a new one at the log
     /// end. Syncing here is what lets recovery check only the active segment.
     fn roll(&self, st: &mut PartState) -> io::Result<()> {
+        st.active_mut().release_preallocated()?;
         let active = st.active();
         active.write_index_files(&self.dir)?;
         active.file.sync_data()?;
@@ -458,7 +460,11 @@ impl PartitionLog for LogPartition {
         }
 
         let interval = st.cfg.index_interval_bytes;
+        let preallocate = st.cfg.preallocate.then_some(segment_bytes);
         let seg = st.active_mut();
+        if let Some(bytes) = preallocate {
+            seg.preallocate(bytes);
+        }
         let position = seg.size;
         // Positional writes: a process crash after they return loses nothing (the bytes
         // are in the page cache); a failed write is cut off so no partial batch remains.
