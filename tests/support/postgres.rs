@@ -163,13 +163,15 @@ impl Postgres {
             .spawn()
             .expect("spawn postgres");
         // Statics are never dropped: a watchdog stops the server (immediate shutdown) once
-        // this test process is gone, however it ended.
+        // this test process is gone, however it ended, and removes its scratch directory.
         let _ = Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "while kill -0 {me} 2>/dev/null; do sleep 1; done; kill -QUIT {pg} 2>/dev/null",
+                "while kill -0 {me} 2>/dev/null; do sleep 1; done; kill -QUIT {pg} 2>/dev/null; \
+                 while kill -0 {pg} 2>/dev/null; do sleep 0.2; done; rm -rf '{dir}'",
                 me = std::process::id(),
-                pg = child.id()
+                pg = child.id(),
+                dir = self.dir.display()
             ))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
