@@ -309,6 +309,9 @@ impl Broker {
             tokio::spawn(group_loop(shared.clone(), shutdown_rx.clone())),
             tokio::spawn(txn_loop(shared.clone(), shutdown_rx.clone())),
         ];
+        if let Some(d) = &shared.diskless {
+            background.push(crate::diskless::sweeper::spawn(d));
+        }
         if shared.config.broker.log_cleaner_enable {
             background.push(tokio::spawn(cleaner_loop(
                 shared.clone(),

@@ -289,7 +289,7 @@ fn handle(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestContext>) 
         RequestKind::Metadata(r) => Reply::Now(metadata::handle(shared, r, version, ctx)),
         RequestKind::Produce(r) => produce::handle(shared, r, version, ctx),
         RequestKind::Fetch(r) => fetch::handle(shared, r, version, ctx),
-        RequestKind::ListOffsets(r) => Reply::Now(list_offsets::handle(shared, r, version)),
+        RequestKind::ListOffsets(r) => list_offsets::handle_any(shared, r, version),
         RequestKind::OffsetForLeaderEpoch(r) => {
             Reply::Now(list_offsets::offset_for_leader_epoch(shared, r))
         }

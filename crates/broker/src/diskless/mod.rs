@@ -23,10 +23,15 @@
 //! Fetches resolve offsets through the batch index and read byte ranges of objects
 //! through a bounded cache, writing base offsets into the batch headers on the way out.
 
+pub mod cache;
 pub mod catalog;
+pub mod commit;
 pub mod config;
+pub mod fetch;
 pub mod objects;
 pub mod pg;
+pub mod producers;
+pub mod sweeper;
 
 /// The tests' PostgreSQL server (one per test process, a database per test), shared with
 /// the integration tests.
@@ -74,6 +79,18 @@ pub struct Diskless {
     pub prefix: ObjectPath,
     /// The topics.
     pub catalog: catalog::Catalog,
+    /// This broker's committer (the produce path).
+    pub committer: commit::Committer,
+    /// Log start offsets and high watermarks, kept current by the `rafka_hw` listener.
+    pub marks: Arc<fetch::Watermarks>,
+    /// The batch index rows read for fetches.
+    pub index: fetch::BatchIndex,
+    /// Object byte ranges read for fetches (`fetch_cache_bytes`).
+    pub ranges: cache::RangeCache,
+    /// Idempotent producer ids.
+    pub producer_ids: producers::ProducerIds,
+    /// The listener task, stopped with this handle.
+    _listener: fetch::AbortOnDrop,
 }
 
 impl Diskless {
@@ -100,6 +117,17 @@ impl Diskless {
             object_store = url,
             "diskless mode"
         );
+        let marks = Arc::new(fetch::Watermarks::default());
+        let listener = fetch::AbortOnDrop(tokio::spawn(fetch::listen(conn.clone(), marks.clone())));
+        let committer = commit::Committer::start(commit::CommitterParts {
+            conn: conn.clone(),
+            store: store.clone(),
+            prefix: prefix.clone(),
+            node_id,
+            interval: std::time::Duration::from_millis(config.commit_interval_ms),
+            max_bytes: usize::try_from(config.commit_max_bytes).unwrap_or(usize::MAX),
+            marks: marks.clone(),
+        });
         Ok(Diskless {
             config: config.clone(),
             node_id,
@@ -108,9 +136,18 @@ impl Diskless {
             store,
             prefix,
             catalog: catalog::Catalog::default(),
+            committer,
+            marks,
+            index: fetch::BatchIndex::default(),
+            ranges: cache::RangeCache::new(config.fetch_cache_bytes),
+            producer_ids: producers::ProducerIds::default(),
+            _listener: listener,
         })
     }
 }
+
+#[cfg(test)]
+mod data_tests;
 
 #[cfg(test)]
 pub(crate) mod tests {
