@@ -122,6 +122,11 @@ impl Diskless {
         })
     }
 
+    /// The coordinator's connection string (for a transaction's own connection).
+    pub fn coordinator(&self) -> &str {
+        self.config.coordinator.as_deref().unwrap_or_default()
+    }
+
     /// Whether this broker may serve diskless requests (registered, lease held, not
     /// fenced); when not, handlers answer retriable errors.
     pub fn is_live(&self) -> bool {
