@@ -1,7 +1,19 @@
 //! Diskless mode: `rafka` processes sharing one PostgreSQL coordinator and one object store
 //! (a shared directory here), each with its own scratch data directory.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rafka_client::kafka_protocol::messages::{
+    describe_configs_request::DescribeConfigsResource, BrokerId, CreatePartitionsRequest,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, FindCoordinatorRequest,
+    MetadataRequest, TopicName,
+};
+use rafka_client::kafka_protocol::protocol::StrBytes;
+use rafka_client::{Client, ClientConfig};
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::support::postgres::Postgres;
 use crate::support::BrokerProcess;
@@ -110,4 +122,370 @@ fn unreachable_coordinator_stops_the_start() {
         !err.contains("secret"),
         "the password is never printed: {err}"
     );
+}
+
+/// Heartbeats every 200 ms, leases of 1.5 s: a dead broker leaves the cluster quickly.
+const FAST_LEASES: &str =
+    "  broker_heartbeat_interval_ms: 200\n  broker_session_timeout_ms: 1500\n";
+
+/// Starts brokers `ids` of one diskless cluster (database `db`, objects under `scratch`).
+fn start_cluster(scratch: &Path, db: &str, ids: &[i32]) -> Vec<BrokerProcess> {
+    let objects = scratch.join("objects");
+    ids.iter()
+        .map(|&i| {
+            let dir = scratch.join(format!("b{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let cfg = diskless_config(
+                &dir,
+                db,
+                &objects,
+                &format!("{FAST_LEASES}broker:\n  node_id: {i}\n"),
+            );
+            BrokerProcess::start_with_config(&dir, &cfg)
+        })
+        .collect()
+}
+
+/// A raw client of broker `addr` (requests go to that broker, not wherever metadata says).
+async fn client(addr: &str) -> (Client, std::sync::Arc<rafka_client::BrokerConnection>) {
+    let c = Client::connect(ClientConfig::new(addr))
+        .await
+        .expect("connect");
+    let conn = c.connection_to(addr).await.expect("connection");
+    (c, conn)
+}
+
+/// One partition as Metadata lists it: leader, replicas, isr, leader epoch, error code.
+type PartitionView = (i32, Vec<i32>, Vec<i32>, i32, i16);
+
+/// What one broker says of the cluster: brokers (id, port), the controller, and per topic
+/// its id and per partition (leader, replicas, isr, leader epoch, error).
+#[derive(Debug, PartialEq, Eq)]
+struct View {
+    brokers: Vec<(i32, i32)>,
+    controller: i32,
+    topics: BTreeMap<String, (uuid::Uuid, Vec<PartitionView>)>,
+}
+
+async fn view(addr: &str) -> View {
+    let (c, conn) = client(addr).await;
+    let resp = c
+        .call_on(
+            &conn,
+            &MetadataRequest::default().with_topics(None),
+            (1, 12),
+        )
+        .await
+        .expect("metadata");
+    let mut brokers: Vec<(i32, i32)> = resp.brokers.iter().map(|b| (b.node_id.0, b.port)).collect();
+    brokers.sort();
+    let topics = resp
+        .topics
+        .iter()
+        .map(|t| {
+            assert_eq!(t.error_code, 0, "{t:?}");
+            let mut parts: Vec<_> = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    (
+                        p.leader_id.0,
+                        p.replica_nodes.iter().map(|b| b.0).collect(),
+                        p.isr_nodes.iter().map(|b| b.0).collect(),
+                        p.leader_epoch,
+                        p.error_code,
+                    )
+                })
+                .collect();
+            // Sorted by partition index.
+            let mut idx: Vec<i32> = t.partitions.iter().map(|p| p.partition_index).collect();
+            idx.sort();
+            assert_eq!(idx, (0..t.partitions.len() as i32).collect::<Vec<_>>());
+            let mut sorted: Vec<_> = t
+                .partitions
+                .iter()
+                .map(|p| p.partition_index)
+                .zip(parts.drain(..))
+                .collect();
+            sorted.sort_by_key(|(i, _)| *i);
+            (
+                t.name.as_ref().unwrap().to_string(),
+                (t.topic_id, sorted.into_iter().map(|(_, p)| p).collect()),
+            )
+        })
+        .collect();
+    View {
+        brokers,
+        controller: resp.controller_id.0,
+        topics,
+    }
+}
+
+/// Waits until `cond` holds of every broker's view (checked every 100 ms, 10 s at most).
+async fn wait_views(addrs: &[&str], what: &str, cond: impl Fn(&View) -> bool) -> Vec<View> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut views = Vec::new();
+        for a in addrs {
+            views.push(view(a).await);
+        }
+        if views.iter().all(&cond) {
+            return views;
+        }
+        assert!(Instant::now() < deadline, "{what}: {views:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn port(addr: &str) -> i32 {
+    addr.rsplit_once(':').unwrap().1.parse().unwrap()
+}
+
+/// Three brokers over one PostgreSQL: every broker lists the same live brokers and the same
+/// leaders (spread over all three), topics created, grown, reconfigured and deleted on one
+/// broker are seen by the others, groups map to the same coordinator everywhere, and a
+/// broker killed leaves the cluster when its lease ends, moving only its partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_brokers_share_metadata_topics_and_coordinators() {
+    let pg = Postgres::shared();
+    let db = pg.fresh_database("cluster_meta");
+    let scratch = tempfile::tempdir().unwrap();
+    let brokers = start_cluster(scratch.path(), &db, &[1, 2, 3]);
+    let addrs: Vec<String> = brokers.iter().map(|b| b.address.clone()).collect();
+    let all: Vec<&str> = addrs.iter().map(|s| s.as_str()).collect();
+    let expected_brokers: Vec<(i32, i32)> = (1..=3).zip(all.iter().map(|a| port(a))).collect();
+
+    // librdkafka's admin client against broker 1 creates the topic ...
+    crate::support::create_topic(all[0], "orders", 30, &[("retention.ms", "600000")]).await;
+    // ... and against broker 2 is told it exists, and that compaction is not available.
+    let admin = crate::support::admin(all[1]);
+    let res = admin
+        .create_topics(
+            &[
+                NewTopic::new("orders", 3, TopicReplication::Fixed(1)),
+                NewTopic::new("compacted", 3, TopicReplication::Fixed(1))
+                    .set("cleanup.policy", "compact"),
+            ],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        res[0],
+        Err(("orders".to_string(), RDKafkaErrorCode::TopicAlreadyExists))
+    );
+    assert_eq!(
+        res[1],
+        Err(("compacted".to_string(), RDKafkaErrorCode::InvalidConfig))
+    );
+
+    // Every broker: the same three brokers, controller 1, the same leaders.
+    let views = wait_views(&all, "three live brokers", |v| {
+        v.brokers == expected_brokers && v.topics.contains_key("orders")
+    })
+    .await;
+    assert_eq!(views[0], views[1]);
+    assert_eq!(views[0], views[2]);
+    assert_eq!(views[0].controller, 1);
+    assert_eq!(views[0].topics.len(), 1, "internal topics are not listed");
+    let (orders_id, parts) = &views[0].topics["orders"];
+    assert_eq!(parts.len(), 30);
+    let mut led = BTreeMap::new();
+    for (leader, replicas, isr, epoch, error) in parts {
+        assert_eq!(
+            (replicas, isr, *epoch, *error),
+            (&vec![*leader], &vec![*leader], 0, 0)
+        );
+        *led.entry(*leader).or_insert(0) += 1;
+    }
+    assert_eq!(
+        led.keys().copied().collect::<Vec<_>>(),
+        vec![1, 2, 3],
+        "{led:?}"
+    );
+
+    // DescribeCluster and FindCoordinator agree everywhere.
+    let mut coordinators = Vec::new();
+    for a in &all {
+        let (c, conn) = client(a).await;
+        let dc = c
+            .call_on(&conn, &DescribeClusterRequest::default(), (0, 1))
+            .await
+            .unwrap();
+        let mut ids: Vec<i32> = dc.brokers.iter().map(|b| b.broker_id.0).collect();
+        ids.sort();
+        assert_eq!((ids, dc.controller_id), (vec![1, 2, 3], BrokerId(1)));
+        let mut mine = Vec::new();
+        for g in 0..12 {
+            let r = c
+                .call_on(
+                    &conn,
+                    &FindCoordinatorRequest::default()
+                        .with_key(StrBytes::from_string(format!("group-{g}")))
+                        .with_key_type(0),
+                    (0, 3),
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.error_code, 0);
+            assert_eq!(r.port, port(all[(r.node_id.0 - 1) as usize]));
+            mine.push(r.node_id.0);
+        }
+        coordinators.push(mine);
+    }
+    assert_eq!(coordinators[0], coordinators[1]);
+    assert_eq!(coordinators[0], coordinators[2]);
+    assert!(
+        coordinators[0].iter().any(|n| *n != coordinators[0][0]),
+        "groups spread"
+    );
+
+    // CreatePartitions on broker 2: brokers 1 and 3 see 40 partitions.
+    let (c2, conn2) = client(all[1]).await;
+    let r = c2
+        .call_on(
+            &conn2,
+            &CreatePartitionsRequest::default()
+                .with_topics(vec![
+                    rafka_client::kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic::default()
+                        .with_name(TopicName(StrBytes::from_static_str("orders")))
+                        .with_count(40),
+                ])
+                .with_timeout_ms(5000),
+            (0, 3),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.results[0].error_code, 0, "{r:?}");
+    let views = wait_views(&all, "40 partitions", |v| {
+        v.topics.get("orders").is_some_and(|t| t.1.len() == 40)
+    })
+    .await;
+    assert_eq!(views[0], views[2]);
+    assert_eq!(
+        &views[0].topics["orders"].1[..30],
+        &parts[..],
+        "old leaders stay"
+    );
+
+    // Configs set through broker 3 are described by broker 1; compaction is refused.
+    let (c3, conn3) = client(all[2]).await;
+    let alter = |k: &str, v: &str| {
+        use rafka_client::kafka_protocol::messages::incremental_alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        rafka_client::kafka_protocol::messages::IncrementalAlterConfigsRequest::default()
+            .with_resources(vec![AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("orders"))
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(StrBytes::from_string(k.into()))
+                    .with_config_operation(0)
+                    .with_value(Some(StrBytes::from_string(v.into())))])])
+    };
+    let r = c3
+        .call_on(&conn3, &alter("cleanup.policy", "compact"), (0, 1))
+        .await
+        .unwrap();
+    assert_eq!(r.responses[0].error_code, 40, "INVALID_CONFIG: {r:?}");
+    assert!(r.responses[0]
+        .error_message
+        .as_deref()
+        .is_some_and(|m| m.contains("not available on diskless topics")));
+    let r = c3
+        .call_on(&conn3, &alter("retention.ms", "12345"), (0, 1))
+        .await
+        .unwrap();
+    assert_eq!(r.responses[0].error_code, 0, "{r:?}");
+    let (c1, conn1) = client(all[0]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = c1
+            .call_on(
+                &conn1,
+                &DescribeConfigsRequest::default().with_resources(vec![
+                    DescribeConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(StrBytes::from_static_str("orders"))
+                        .with_configuration_keys(None),
+                ]),
+                (1, 4),
+            )
+            .await
+            .unwrap();
+        let retention = r.results[0]
+            .configs
+            .iter()
+            .find(|c| &*c.name == "retention.ms")
+            .and_then(|c| c.value.as_deref().map(str::to_string));
+        if retention.as_deref() == Some("12345") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "retention.ms {retention:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // SIGKILL broker 2: gone from every view once its lease ends; only its partitions move.
+    let before = view(all[0]).await.topics["orders"].1.clone();
+    let mut brokers = brokers;
+    brokers.remove(1).kill();
+    let killed_at = Instant::now();
+    let left = [all[0], all[2]];
+    let views = wait_views(&left, "broker 2 dropped", |v| {
+        v.brokers == vec![expected_brokers[0], expected_brokers[2]]
+    })
+    .await;
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        killed_at.elapsed()
+    );
+    assert_eq!(views[0], views[1]);
+    for (p, (old, new)) in before.iter().zip(&views[0].topics["orders"].1).enumerate() {
+        if old.0 == 2 {
+            assert!(new.0 == 1 || new.0 == 3, "partition {p}: {new:?}");
+        } else {
+            assert_eq!(old.0, new.0, "partition {p}");
+        }
+    }
+
+    // DeleteTopics on broker 3 (by id): broker 1 no longer lists it.
+    let r = c3
+        .call_on(
+            &conn3,
+            &DeleteTopicsRequest::default()
+                .with_topics(vec![
+                    rafka_client::kafka_protocol::messages::delete_topics_request::DeleteTopicState::default()
+                        .with_topic_id(*orders_id),
+                ])
+                .with_timeout_ms(5000),
+            (6, 6),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.responses[0].error_code, 0, "{r:?}");
+    assert_eq!(
+        r.responses[0].name.as_ref().map(|n| n.as_str()),
+        Some("orders")
+    );
+    let v = view(all[0]).await;
+    assert!(v.topics.is_empty(), "{v:?}");
+    let partitions = query_text(&db, "SELECT count(*)::text FROM rafka_partitions").await;
+    assert_eq!(partitions, "0");
+
+    // SIGTERM: broker 3 deregisters at once (no wait for its lease).
+    let pid = brokers[1].child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(brokers[1].wait_exit(Duration::from_secs(15)).is_some());
+    // Broker 2's row stays (its lease expired) until node 2 registers again.
+    let rows = query_text(
+        &db,
+        "SELECT string_agg(node_id::text, ',' ORDER BY node_id) FROM rafka_brokers",
+    )
+    .await;
+    assert_eq!(rows, "1,2");
 }

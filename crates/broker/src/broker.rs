@@ -273,6 +273,11 @@ impl Broker {
             .map(|(_, a, spec)| (spec.name.clone(), *a))
             .collect();
         let shared = Arc::new(Shared::new(config, recovered, hooks, advertised));
+        // Diskless: registered (with the advertised address, known now) before serving.
+        if let Some(d) = &shared.diskless {
+            let (host, port) = shared.advertised();
+            d.membership.register(&d.pg, &host, port, None).await?;
+        }
         // One connection limit for all listeners, as Kafka's `max.connections`.
         let slots = Arc::new(Semaphore::new(shared.config.broker.max_connections));
         let accept_tasks: Vec<JoinHandle<()>> = bound
@@ -311,6 +316,7 @@ impl Broker {
         ];
         if let Some(d) = &shared.diskless {
             background.push(crate::diskless::sweeper::spawn(d));
+            background.push(tokio::spawn(d.clone().heartbeat_loop(shutdown_rx.clone())));
         }
         if shared.config.broker.log_cleaner_enable {
             background.push(tokio::spawn(cleaner_loop(
@@ -395,6 +401,12 @@ impl Broker {
         }
         for t in self.background.drain(..) {
             t.abort();
+        }
+        if let Some(d) = &self.shared.diskless {
+            // The others drop this broker at once rather than when its lease ends.
+            if let Err(e) = d.membership.leave(&d.pg).await {
+                tracing::warn!(error = %e, "cannot deregister from the diskless cluster");
+            }
         }
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {

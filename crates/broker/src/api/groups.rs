@@ -61,44 +61,86 @@ pub fn find_coordinator(
     listener: &str,
 ) -> ResponseKind {
     let (host, port) = shared.advertised_for(listener);
-    let node = BrokerId(shared.node_id);
     // Key type 0: a group; 1: a transactional id (this broker coordinates both; the
-    // first transactional lookup creates `__transaction_state`, as in Kafka).
+    // first transactional lookup creates `__transaction_state`, as in Kafka). In diskless
+    // mode a group's coordinator is one of the live brokers, the same on every broker.
     let error = match req.key_type {
         0 => None,
         1 => shared.txn_log().err().map(|e| e.response_error()),
         _ => Some(ResponseError::InvalidRequest),
     };
-    let message = error.map(|e| sb(e.to_string()));
+    let locate = |key: &str| -> Result<(i32, String, i32), ResponseError> {
+        if let Some(e) = error {
+            return Err(e);
+        }
+        match (&shared.diskless, req.key_type) {
+            (Some(d), 0) => diskless_coordinator(d, key)
+                .ok_or(ResponseError::CoordinatorNotAvailable)
+                .map(|b| (b.node_id, b.host, b.port)),
+            _ => Ok((shared.node_id, host.clone(), port)),
+        }
+    };
     let mut r = FindCoordinatorResponse::default();
     if version >= 4 {
         r.coordinators = req
             .coordinator_keys
             .iter()
             .map(|k| {
-                let c = Coordinator::default()
-                    .with_key(k.clone())
-                    .with_error_code(code(error))
-                    .with_error_message(message.clone());
-                if error.is_some() {
-                    c.with_node_id(BrokerId(-1)).with_port(-1)
-                } else {
-                    c.with_node_id(node)
-                        .with_host(sb(host.clone()))
-                        .with_port(port)
+                let c = Coordinator::default().with_key(k.clone());
+                match locate(k) {
+                    Err(e) => c
+                        .with_error_code(e.code())
+                        .with_error_message(Some(sb(e.to_string())))
+                        .with_node_id(BrokerId(-1))
+                        .with_port(-1),
+                    Ok((node, host, port)) => c
+                        .with_node_id(BrokerId(node))
+                        .with_host(sb(host))
+                        .with_port(port),
                 }
             })
             .collect();
-    } else if error.is_some() {
-        r = r
-            .with_error_code(code(error))
-            .with_error_message(message)
-            .with_node_id(BrokerId(-1))
-            .with_port(-1);
     } else {
-        r = r.with_node_id(node).with_host(sb(host)).with_port(port);
+        r = match locate(&req.key) {
+            Err(e) => r
+                .with_error_code(e.code())
+                .with_error_message(Some(sb(e.to_string())))
+                .with_node_id(BrokerId(-1))
+                .with_port(-1),
+            Ok((node, host, port)) => r
+                .with_node_id(BrokerId(node))
+                .with_host(sb(host))
+                .with_port(port),
+        };
     }
     ResponseKind::FindCoordinator(r)
+}
+
+/// The live broker coordinating `group` in diskless mode; `None` while this broker is not
+/// live itself (its view of the cluster may be stale).
+fn diskless_coordinator(
+    d: &crate::diskless::Diskless,
+    group: &str,
+) -> Option<crate::diskless::membership::LiveBroker> {
+    if !d.is_live() {
+        return None;
+    }
+    let live = d.membership.live_brokers();
+    let ids: Vec<i32> = live.iter().map(|b| b.node_id).collect();
+    let node = crate::diskless::leadership::group_coordinator(&ids, group)?;
+    live.iter().find(|b| b.node_id == node).cloned()
+}
+
+/// In diskless mode, the error for a group request reaching a broker that does not
+/// coordinate `group` now (NOT_COORDINATOR: the client finds the coordinator again), or
+/// while this broker is not live (COORDINATOR_NOT_AVAILABLE).
+pub(crate) fn not_coordinator(shared: &Shared, group: &str) -> Option<ResponseError> {
+    let d = shared.diskless.as_ref()?;
+    match diskless_coordinator(d, group) {
+        None => Some(ResponseError::CoordinatorNotAvailable),
+        Some(b) if b.node_id != shared.node_id => Some(ResponseError::NotCoordinator),
+        Some(_) => None,
+    }
 }
 
 fn join_response(o: JoinOutcome, version: i16) -> ResponseKind {
@@ -319,17 +361,50 @@ fn flush_then(
 /// looked at, as Kafka's `KafkaApis` does; the rest goes to
 /// [`GroupCoordinator::commit_offsets`](crate::group::GroupCoordinator::commit_offsets),
 /// which documents the check order.
+/// In diskless mode the topics are the catalog's (read through on a miss, so a topic
+/// created on another broker is known).
 pub fn offset_commit(shared: &Arc<Shared>, req: OffsetCommitRequest, version: i16) -> Reply {
+    let Some(d) = shared.diskless.clone() else {
+        let exists = |t: &str, p: i32| {
+            shared
+                .cluster
+                .topic(t)
+                .is_some_and(|topic| topic.partition(p).is_some())
+        };
+        return offset_commit_with(shared, req, version, &exists);
+    };
+    let shared = shared.clone();
+    Reply::Later(Box::pin(async move {
+        let mut partitions = std::collections::HashMap::new();
+        for t in &req.topics {
+            if let Ok(Some(topic)) = d.catalog.topic(&d.pg, &t.name).await {
+                partitions.insert(t.name.to_string(), topic.partitions);
+            }
+        }
+        let exists = |t: &str, p: i32| partitions.get(t).is_some_and(|n| (0..*n).contains(&p));
+        match offset_commit_with(&shared, req, version, &exists) {
+            Reply::Now(r) => r,
+            Reply::Later(f) => f.await,
+            // OffsetCommit always answers.
+            Reply::Nothing | Reply::Close(_) => {
+                ResponseKind::OffsetCommit(OffsetCommitResponse::default())
+            }
+        }
+    }))
+}
+
+fn offset_commit_with(
+    shared: &Arc<Shared>,
+    req: OffsetCommitRequest,
+    version: i16,
+    exists: &dyn Fn(&str, i32) -> bool,
+) -> Reply {
     let mut known = Vec::new();
     let mut results: Vec<Vec<(i32, Option<ResponseError>)>> = Vec::new();
     for t in &req.topics {
-        let topic = shared.cluster.topic(&t.name);
         let mut parts = Vec::new();
         for p in &t.partitions {
-            if topic
-                .as_ref()
-                .is_none_or(|tp| tp.partition(p.partition_index).is_none())
-            {
+            if !exists(&t.name, p.partition_index) {
                 parts.push((
                     p.partition_index,
                     Some(ResponseError::UnknownTopicOrPartition),

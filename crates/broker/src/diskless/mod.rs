@@ -11,6 +11,9 @@
 //! - `config.rs` — the `cluster:` section.
 //! - `objects.rs` — the object store (`s3://` or `file://`) and object keys.
 //! - `catalog.rs` — topics as PostgreSQL holds them, and this broker's cached view.
+//! - `membership.rs` — this broker's lease in `rafka_brokers`, the live brokers.
+//! - `leadership.rs` — partition leaders and group coordinators over the live brokers
+//!   (rendezvous hashing: the same answer on every broker, no coordination).
 //! - `pg.rs` — PostgreSQL connections and `schema.sql`, the tables every broker shares:
 //!   brokers and their leases, topics, partitions (high watermark, log start), objects,
 //!   the batch index, idempotent producers, groups and committed offsets.
@@ -28,6 +31,8 @@ pub mod catalog;
 pub mod commit;
 pub mod config;
 pub mod fetch;
+pub mod leadership;
+pub mod membership;
 pub mod objects;
 pub mod pg;
 pub mod producers;
@@ -91,6 +96,8 @@ pub struct Diskless {
     pub producer_ids: producers::ProducerIds,
     /// The listener task, stopped with this handle.
     _listener: fetch::AbortOnDrop,
+    /// This broker's lease and the live brokers.
+    pub membership: membership::Membership,
 }
 
 impl Diskless {
@@ -142,7 +149,47 @@ impl Diskless {
             ranges: cache::RangeCache::new(config.fetch_cache_bytes),
             producer_ids: producers::ProducerIds::default(),
             _listener: listener,
+            membership: membership::Membership::new(
+                node_id,
+                std::time::Duration::from_millis(config.broker_session_timeout_ms),
+            ),
         })
+    }
+
+    /// The coordinator's connection string (for a transaction's own connection).
+    pub fn coordinator(&self) -> &str {
+        self.config.coordinator.as_deref().unwrap_or_default()
+    }
+
+    /// Whether this broker may serve diskless requests (registered, lease held, not
+    /// fenced); when not, handlers answer retriable errors.
+    pub fn is_live(&self) -> bool {
+        self.membership.is_live()
+    }
+
+    /// The heartbeat: renews the lease and reloads the live brokers and the catalog every
+    /// `broker_heartbeat_interval_ms` until `shutdown`. Failures are logged and retried at
+    /// the next beat; the lease lapses on its own if they last.
+    pub async fn heartbeat_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let period = std::time::Duration::from_millis(self.config.broker_heartbeat_interval_ms);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = shutdown.changed() => return,
+            }
+            match self.membership.heartbeat(&self.pg).await {
+                Ok(true) => {}
+                // Fenced for good: nothing more to renew.
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, live = self.is_live(), "diskless heartbeat failed");
+                    continue;
+                }
+            }
+            if let Err(e) = self.catalog.refresh(&self.pg).await {
+                tracing::warn!(error = %e, "diskless catalog refresh failed");
+            }
+        }
     }
 }
 
