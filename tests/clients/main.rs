@@ -16,6 +16,7 @@ mod support;
 
 mod acl;
 mod compaction;
+mod diskless;
 mod hooks;
 mod kip848;
 mod metrics;
