@@ -17,6 +17,11 @@
 //! - `pg.rs` — PostgreSQL connections and `schema.sql`, the tables every broker shares:
 //!   brokers and their leases, topics, partitions (high watermark, log start), objects,
 //!   the batch index, idempotent producers, groups and committed offsets.
+//! - `commit.rs` — this broker's committer: the produce path.
+//! - `fetch.rs` — high watermarks (the `rafka_hw` listener), the batch index, reads.
+//! - `cache.rs` — the bounded cache of object byte ranges fetches read through.
+//! - `producers.rs` — producer ids unique across the cluster.
+//! - `sweeper.rs` — deletes uncommitted and unreferenced objects after the grace period.
 //!
 //! The path of a produce: the API handler validates batches as in single-node mode, then
 //! hands them to this broker's committer, which gathers one `commit_interval_ms` (or
