@@ -648,7 +648,33 @@ async fn three_brokers_produce_and_consume_one_log() {
             );
         }
     }
-    drop(brokers);
+
+    // The group's coordinator dies: the broker that takes the group over reads the same
+    // committed offsets (from PostgreSQL).
+    let coordinator = admin.find_coordinator("readers").await.unwrap();
+    let mut brokers = brokers;
+    let index = (coordinator - 1) as usize;
+    brokers.remove(index).kill();
+    let survivors: Vec<&str> = addrs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != index)
+        .map(|(_, a)| a.as_str())
+        .collect();
+    wait_views(&survivors, "the coordinator dropped", |v| {
+        v.brokers.len() == 2
+    })
+    .await;
+    let admin = Client::connect(ClientConfig::new(survivors[0]))
+        .await
+        .unwrap();
+    let taken_over = admin.find_coordinator("readers").await.unwrap();
+    assert_ne!(taken_over, coordinator);
+    let after = admin.committed_offsets("readers", None).await.unwrap();
+    assert_eq!(
+        after, committed,
+        "committed offsets survive the coordinator"
+    );
 }
 
 /// SIGKILL of one of three brokers while an idempotent producer sends: the producer moves
