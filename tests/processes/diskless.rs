@@ -305,6 +305,43 @@ async fn three_brokers_share_metadata_topics_and_coordinators() {
         "{led:?}"
     );
 
+    // DescribeTopicPartitions (Java's describeTopics) gives the same leaders, in pages.
+    {
+        use rafka_client::kafka_protocol::messages::describe_topic_partitions_request::TopicRequest;
+        use rafka_client::kafka_protocol::messages::DescribeTopicPartitionsRequest;
+        let (c, conn) = client(all[2]).await;
+        let mut leaders = Vec::new();
+        let mut cursor = None;
+        loop {
+            let r = c
+                .call_on(
+                    &conn,
+                    &DescribeTopicPartitionsRequest::default()
+                        .with_topics(vec![TopicRequest::default()
+                            .with_name(TopicName(StrBytes::from_static_str("orders")))])
+                        .with_response_partition_limit(7)
+                        .with_cursor(cursor.take()),
+                    (0, 0),
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.topics[0].error_code, 0);
+            assert_eq!(r.topics[0].topic_id, *orders_id);
+            leaders.extend(r.topics[0].partitions.iter().map(|p| p.leader_id.0));
+            match r.next_cursor {
+                Some(c) => {
+                    cursor = Some(
+                        rafka_client::kafka_protocol::messages::describe_topic_partitions_request::Cursor::default()
+                            .with_topic_name(c.topic_name)
+                            .with_partition_index(c.partition_index),
+                    )
+                }
+                None => break,
+            }
+        }
+        assert_eq!(leaders, parts.iter().map(|p| p.0).collect::<Vec<_>>());
+    }
+
     // DescribeCluster and FindCoordinator agree everywhere.
     let mut coordinators = Vec::new();
     for a in &all {

@@ -354,9 +354,10 @@ fn handle(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestContext>) 
             Some(d) => admin::diskless::create_partitions(shared, d, r, ctx),
             None => Reply::Now(admin::create_partitions(shared, r, ctx)),
         },
-        RequestKind::DescribeTopicPartitions(r) => {
-            Reply::Now(metadata::describe_topic_partitions(shared, r))
-        }
+        RequestKind::DescribeTopicPartitions(r) => match &shared.diskless {
+            Some(d) => metadata::diskless::describe_topic_partitions(d, r),
+            None => Reply::Now(metadata::describe_topic_partitions(shared, r)),
+        },
         RequestKind::DeleteRecords(r) => Reply::Now(admin::delete_records(shared, r)),
         RequestKind::DescribeCluster(r) => Reply::Now(match &shared.diskless {
             Some(d) => metadata::diskless::describe_cluster(shared, d, r, &ctx.session.listener),
