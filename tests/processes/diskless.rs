@@ -776,9 +776,25 @@ async fn a_broker_killed_under_load_loses_nothing_acknowledged() {
     assert_eq!(acked.len(), total);
 
     // The checker: the whole log, read from a surviving broker.
-    let reader = addrs[0].clone();
+    check_log(&addrs[0], "load", 6, &acked).await;
+    // The survivors serve the same bytes.
+    for p in 0..6 {
+        assert!(raw_log(&addrs[0], "load", p).await == raw_log(&addrs[2], "load", p).await);
+    }
+}
+
+/// Checks the whole log of `topic` (read from `reader`) against what was acknowledged:
+/// every acknowledged record at its offset, one value per offset, no value twice, offsets
+/// contiguous from 0.
+async fn check_log(
+    reader: &str,
+    topic: &str,
+    partitions: i32,
+    acked: &BTreeMap<(i32, i64), String>,
+) {
+    let (reader, t) = (reader.to_string(), topic.to_string());
     let log = tokio::task::spawn_blocking(move || {
-        crate::support::consume(&reader, "load", 6, usize::MAX, Duration::from_secs(60))
+        crate::support::consume(&reader, &t, partitions, usize::MAX, Duration::from_secs(60))
     })
     .await
     .unwrap();
@@ -792,8 +808,11 @@ async fn a_broker_killed_under_load_loses_nothing_acknowledged() {
             "one value per offset"
         );
     }
-    assert_eq!(by_offset, acked, "the log is exactly what was acknowledged");
-    for p in 0..6 {
+    assert_eq!(
+        &by_offset, acked,
+        "the log is exactly what was acknowledged"
+    );
+    for p in 0..partitions {
         let offsets: Vec<i64> = by_offset.keys().filter(|k| k.0 == p).map(|k| k.1).collect();
         assert_eq!(
             offsets,
@@ -801,8 +820,78 @@ async fn a_broker_killed_under_load_loses_nothing_acknowledged() {
             "partition {p}"
         );
     }
-    // The survivors serve the same bytes.
-    for p in 0..6 {
-        assert!(raw_log(&addrs[0], "load", p).await == raw_log(&addrs[2], "load", p).await);
+}
+
+/// SIGSTOP of a broker for twice its lease while an idempotent producer sends: the others
+/// drop it and clients move on; after SIGCONT it renews its lease and is listed again;
+/// nothing acknowledged is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_paused_past_its_lease_is_dropped_then_rejoins() {
+    let pg = Postgres::shared();
+    let db = pg.fresh_database("cluster_pause");
+    let scratch = tempfile::tempdir().unwrap();
+    let brokers = start_cluster(scratch.path(), &db, &[1, 2, 3]);
+    let addrs: Vec<String> = brokers.iter().map(|b| b.address.clone()).collect();
+    let all: Vec<&str> = addrs.iter().map(|s| s.as_str()).collect();
+    let bootstrap = addrs.join(",");
+    crate::support::create_topic(all[0], "paused", 6, &[]).await;
+    let producer = crate::support::producer(
+        &bootstrap,
+        &[
+            ("enable.idempotence", "true"),
+            ("message.timeout.ms", "60000"),
+        ],
+    );
+    let signal = |sig: &str, b: &BrokerProcess| {
+        let pid = b.child.id().to_string();
+        assert!(std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    let total = 3000;
+    let mut pending = Vec::new();
+    for i in 0..total {
+        let v = format!("v{i}");
+        let f = producer
+            .send_result(
+                FutureRecord::to("paused")
+                    .key(&format!("k{}", i % 101))
+                    .payload(&v),
+            )
+            .expect("queue has room");
+        pending.push((v, f));
+        if i % 50 == 49 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if i == total / 3 {
+            signal("-STOP", &brokers[1]);
+        }
     }
+    // Broker 2 is dropped by the others once its lease (1.5 s) ends.
+    let survivors = [all[0], all[2]];
+    wait_views(&survivors, "the paused broker dropped", |v| {
+        v.brokers.iter().map(|b| b.0).collect::<Vec<_>>() == vec![1, 3]
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    signal("-CONT", &brokers[1]);
+    // It renews its lease (same incarnation) and every broker lists it again.
+    wait_views(&all, "the resumed broker back", |v| v.brokers.len() == 3).await;
+
+    let mut acked: BTreeMap<(i32, i64), String> = BTreeMap::new();
+    let mut failed = Vec::new();
+    for (v, f) in pending {
+        match f.await.expect("delivery future") {
+            Ok(d) => assert!(
+                acked.insert((d.partition, d.offset), v).is_none(),
+                "offset given twice"
+            ),
+            Err((e, _)) => failed.push((v, e.to_string())),
+        }
+    }
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(acked.len(), total);
+    check_log(all[1], "paused", 6, &acked).await;
 }
