@@ -436,3 +436,84 @@ async fn commit_figures() {
         micros / objects.max(1),
     );
 }
+
+#[tokio::test]
+async fn retention_moves_the_log_start_and_unreferenced_objects_are_swept() {
+    let (d, dir) = diskless_with("dl_retention", |c| c.object_grace_ms = 1).await;
+    let id = topic(&d, "aging", 1).await;
+    let tp: Tp = (id, 0);
+    let batches: Vec<ValidatedBatch> = (0..3).map(|i| batch(&format!("r{i}"), 2, None)).collect();
+    for b in &batches {
+        // One object each.
+        d.committer.submit(tp, vec![b.clone()]).await.unwrap();
+    }
+    let size = batches[0].as_batch().size_bytes() as i64;
+    let files = || walk(&dir.path().join("objects"));
+    assert_eq!(files(), 3);
+    let mut client = super::pg::connect(d.coordinator()).await.unwrap();
+    // Nothing is old enough and no size limit: nothing goes.
+    let now = 10_000;
+    assert_eq!(
+        super::sweeper::retain_partition(&d, &mut client, tp, 1_000_000, -1, now)
+            .await
+            .unwrap(),
+        0
+    );
+    // retention.bytes of one batch: the two oldest rows go.
+    assert_eq!(
+        super::sweeper::retain_partition(&d, &mut client, tp, -1, size, now)
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(d.marks.get(tp), Some((4, 6)));
+    assert!(matches!(
+        read(&d, tp, 0, 1 << 20).await,
+        Err(ReadError::OutOfRange { log_start: 4, .. })
+    ));
+    assert_eq!(
+        read(&d, tp, 4, 1 << 20).await.unwrap().records,
+        at(&batches[2], 4)
+    );
+    assert_eq!(
+        count(&d, "SELECT count(*) FROM rafka_objects WHERE state = 2").await,
+        2
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(super::sweeper::sweep_once(&d).await.unwrap(), 2);
+    assert_eq!(files(), 1);
+    // retention.ms: every record's timestamp (1000, 1001) is older than now - 1000.
+    assert_eq!(
+        super::sweeper::retain_partition(&d, &mut client, tp, 1_000, -1, 5_000)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(d.marks.get(tp), Some((6, 6)));
+    let r = read(&d, tp, 6, 1 << 20).await.unwrap();
+    assert_eq!((r.records.len(), r.log_start, r.high_watermark), (0, 6, 6));
+    // Offsets continue after the log start.
+    let c = d
+        .committer
+        .submit(tp, vec![batch("after", 1, None)])
+        .await
+        .unwrap();
+    assert_eq!((c.base_offset, c.log_start_offset), (6, 6));
+}
+
+/// Files under `dir`, recursively.
+fn walk(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        walk(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
