@@ -99,6 +99,43 @@ async fn idempotent_producer_at_one_broker_read_exactly_at_another() {
     }
     assert_eq!(by_partition.len(), 4);
 
+    // ListOffsets at the other broker: earliest, latest, by timestamp.
+    let addr = addr_b.clone();
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let c: BaseConsumer = support::client_config(&addr)
+            .set("group.id", "dl-offsets")
+            .create()
+            .unwrap();
+        let md = c
+            .fetch_metadata(Some("dl-orders"), Duration::from_secs(10))
+            .unwrap();
+        let t = &md.topics()[0];
+        assert_eq!(t.partitions().len(), 4, "{:?}", t.error());
+        for partition in 0..4 {
+            let w = c
+                .fetch_watermarks("dl-orders", partition, Duration::from_secs(10))
+                .unwrap();
+            assert_eq!(w, (0, 100), "partition {partition}");
+        }
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset("dl-orders", 0, rdkafka::Offset::Offset(0))
+            .unwrap();
+        let found = c.offsets_for_times(tpl, Duration::from_secs(10)).unwrap();
+        let e = found.elements();
+        assert_eq!(e[0].offset(), rdkafka::Offset::Offset(0));
+        // Transactions are refused on a diskless cluster, with a clear error.
+        let p: rdkafka::producer::BaseProducer = support::client_config(&addr)
+            .set("transactional.id", "dl-txn")
+            .create()
+            .unwrap();
+        use rdkafka::producer::Producer;
+        let e = p.init_transactions(Duration::from_secs(3)).unwrap_err();
+        assert!(e.to_string().contains("Invalid request"), "{e}");
+    })
+    .await
+    .unwrap();
+
     // Both brokers wrote objects only through PostgreSQL-assigned offsets: the batch index
     // covers every offset exactly once.
     let (client, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls)

@@ -116,9 +116,15 @@ pub struct Committer {
     tx: mpsc::Sender<Submission>,
     permits: Arc<Semaphore>,
     max_permits: u32,
+    /// acks=0 produce requests whose commit runs on unanswered (`DETACHED_MAX`).
+    detached: Arc<Semaphore>,
     /// The committer's counters.
     pub stats: Arc<CommitStats>,
 }
+
+/// acks=0 produce requests committing at once at most; past it one is dropped (acks=0
+/// promises nothing) rather than held in memory.
+pub const DETACHED_MAX: usize = 1024;
 
 /// What the committer task needs.
 pub(crate) struct CommitterParts {
@@ -154,8 +160,14 @@ impl Committer {
             tx,
             permits: Arc::new(Semaphore::new(max_permits as usize)),
             max_permits,
+            detached: Arc::new(Semaphore::new(DETACHED_MAX)),
             stats,
         }
+    }
+
+    /// Room for one more acks=0 request committing unanswered, if there is any.
+    pub fn detached_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.detached.clone().try_acquire_owned().ok()
     }
 
     /// Submits one partition's batches and waits for their commit. Waits first for room
