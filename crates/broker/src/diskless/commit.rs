@@ -140,6 +140,10 @@ pub(crate) struct CommitterParts {
 /// Submissions queued for the committer task (each also holds its bytes' permits).
 const QUEUE_MAX: usize = 4096;
 
+/// The longest an upload, or the registration and the transaction, may take before the
+/// commit is given up (answered with a retriable error; the object stays for the sweeper).
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Committer {
     /// Starts the committer task; it ends when the `Committer` is dropped.
     pub(crate) fn start(parts: CommitterParts) -> Committer {
@@ -295,19 +299,19 @@ impl Task {
         let key = objects::object_key(&self.parts.prefix, self.parts.node_id, Uuid::new_v4());
         let size = object.len() as i64;
         let outcome = async {
-            let object_id = self
-                .register(&key, size)
+            let object_id = tokio::time::timeout(STEP_TIMEOUT, self.register(&key, size))
                 .await
+                .map_err(|_| CommitError::Coordinator("registration timed out".into()))?
                 .map_err(|e| CommitError::Coordinator(e.to_string()))?;
-            self.parts
-                .store
-                .put(&key, object.into())
+            tokio::time::timeout(STEP_TIMEOUT, self.parts.store.put(&key, object.into()))
                 .await
+                .map_err(|_| CommitError::Upload("upload timed out".into()))?
                 .map_err(|e| CommitError::Upload(e.to_string()))?;
             self.stats.objects.fetch_add(1, Ordering::Relaxed);
             self.stats.bytes.fetch_add(size as u64, Ordering::Relaxed);
-            self.transact(object_id, &subs, &placed)
+            tokio::time::timeout(STEP_TIMEOUT, self.transact(object_id, &subs, &placed))
                 .await
+                .map_err(|_| CommitError::Coordinator("commit timed out".into()))?
                 .map_err(|e| CommitError::Coordinator(e.to_string()))
         }
         .await;
