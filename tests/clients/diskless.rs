@@ -16,6 +16,16 @@ use support::postgres::Postgres;
 use support::{consume, create_topic, producer, start_broker_with};
 
 async fn diskless_broker(dir: &Path, db: &str, objects: &Path, node_id: i32) -> Broker {
+    diskless_broker_at(dir, db, objects, node_id, 10).await
+}
+
+async fn diskless_broker_at(
+    dir: &Path,
+    db: &str,
+    objects: &Path,
+    node_id: i32,
+    commit_interval_ms: u64,
+) -> Broker {
     let (db, objects) = (db.to_string(), objects.to_path_buf());
     start_broker_with(dir, move |c| {
         c.broker.node_id = node_id;
@@ -23,7 +33,7 @@ async fn diskless_broker(dir: &Path, db: &str, objects: &Path, node_id: i32) -> 
             mode: ClusterMode::Diskless,
             coordinator: Some(db),
             object_store: Some(format!("file://{}", objects.display())),
-            commit_interval_ms: 10,
+            commit_interval_ms,
             ..ClusterConfig::default()
         };
     })
@@ -99,6 +109,43 @@ async fn idempotent_producer_at_one_broker_read_exactly_at_another() {
     }
     assert_eq!(by_partition.len(), 4);
 
+    // ListOffsets at the other broker: earliest, latest, by timestamp.
+    let addr = addr_b.clone();
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let c: BaseConsumer = support::client_config(&addr)
+            .set("group.id", "dl-offsets")
+            .create()
+            .unwrap();
+        let md = c
+            .fetch_metadata(Some("dl-orders"), Duration::from_secs(10))
+            .unwrap();
+        let t = &md.topics()[0];
+        assert_eq!(t.partitions().len(), 4, "{:?}", t.error());
+        for partition in 0..4 {
+            let w = c
+                .fetch_watermarks("dl-orders", partition, Duration::from_secs(10))
+                .unwrap();
+            assert_eq!(w, (0, 100), "partition {partition}");
+        }
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset("dl-orders", 0, rdkafka::Offset::Offset(0))
+            .unwrap();
+        let found = c.offsets_for_times(tpl, Duration::from_secs(10)).unwrap();
+        let e = found.elements();
+        assert_eq!(e[0].offset(), rdkafka::Offset::Offset(0));
+        // Transactions are refused on a diskless cluster, with a clear error.
+        let p: rdkafka::producer::BaseProducer = support::client_config(&addr)
+            .set("transactional.id", "dl-txn")
+            .create()
+            .unwrap();
+        use rdkafka::producer::Producer;
+        let e = p.init_transactions(Duration::from_secs(3)).unwrap_err();
+        assert!(e.to_string().contains("Invalid request"), "{e}");
+    })
+    .await
+    .unwrap();
+
     // Both brokers wrote objects only through PostgreSQL-assigned offsets: the batch index
     // covers every offset exactly once.
     let (client, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
@@ -125,4 +172,93 @@ async fn idempotent_producer_at_one_broker_read_exactly_at_another() {
     drop(p);
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+}
+
+/// Not a check: librdkafka's produce latency (one message in flight, acks=all,
+/// idempotent) and pipelined throughput (1 KiB messages) on one diskless broker at
+/// `commit_interval_ms` `FIG_INTERVAL_MS` (25 by default). Run with
+/// `cargo test --test clients diskless_produce_figures -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn diskless_produce_figures() {
+    let interval: u64 = std::env::var("FIG_INTERVAL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(25);
+    let db = Postgres::shared().fresh_database("clients_diskless_figures");
+    let (dir, objects) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let broker = diskless_broker_at(dir.path(), &db, objects.path(), 1, interval).await;
+    let addr = broker.bootstrap_address();
+    create_topic(&addr, "dl-figures", 1, &[]).await;
+    let p = producer(&addr, &[("enable.idempotence", "true"), ("linger.ms", "0")]);
+    let mut lat = Vec::new();
+    for i in 0..200 {
+        let v = format!("latency-{i}");
+        let started = std::time::Instant::now();
+        p.send(
+            FutureRecord::<(), _>::to("dl-figures")
+                .payload(&v)
+                .partition(0),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        lat.push(started.elapsed());
+    }
+    lat.sort();
+    let (client, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let objects_so_far = || async {
+        let row = client
+            .query_one(
+                "SELECT count(*), coalesce(sum(size_bytes), 0)::bigint FROM rafka_objects",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get::<_, i64>(0), row.get::<_, i64>(1))
+    };
+    let before = objects_so_far().await;
+    let value = vec![b'x'; 1024];
+    let started = std::time::Instant::now();
+    let mut pending = Vec::new();
+    for _ in 0..50_000 {
+        let mut record = FutureRecord::<(), _>::to("dl-figures")
+            .payload(&value)
+            .partition(0);
+        loop {
+            match p.send_result(record) {
+                Ok(f) => {
+                    pending.push(f);
+                    break;
+                }
+                Err((_, r)) => {
+                    record = r;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+    }
+    for f in pending {
+        f.await.unwrap().unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    // One object and one commit transaction per commit, in the throughput phase.
+    let after = objects_so_far().await;
+    let (objects, bytes) = (after.0 - before.0, after.1 - before.1);
+    let body = format!(
+        "{objects} objects of {bytes} bytes: {:.0} objects and commit transactions per GB",
+        objects as f64 / (bytes as f64 / 1e9)
+    );
+    println!(
+        "commit_interval_ms {interval}: latency p50 {:?} p99 {:?}; 50000 x 1 KiB in {secs:.2} s \
+         ({:.1} MB/s); {body}",
+        lat[lat.len() / 2],
+        lat[lat.len() * 99 / 100],
+        51.2 / secs,
+    );
+    drop(p);
+    broker.shutdown().await.unwrap();
 }

@@ -296,6 +296,17 @@ impl Shared {
             transactions_ongoing,
             transactions,
             cleaner: self.cleaner.totals(),
+            diskless: self.diskless.as_ref().map(|d| {
+                use std::sync::atomic::Ordering::Relaxed;
+                let s = &d.committer.stats;
+                crate::metrics::DisklessFigures {
+                    objects: s.objects.load(Relaxed),
+                    bytes: s.bytes.load(Relaxed),
+                    transactions: s.transactions.load(Relaxed),
+                    commit_seconds: s.commit_micros.load(Relaxed) as f64 / 1e6,
+                    cache_bytes: d.ranges.bytes(),
+                }
+            }),
         }
     }
 }

@@ -239,6 +239,74 @@ fn record_in_batch(
         .map(|(o, ts)| (rafka_core::Offset(o), Timestamp(ts)))
 }
 
+/// OffsetForLeaderEpoch from the diskless cluster or the local engine.
+pub fn offset_for_leader_epoch_any(
+    shared: &Arc<Shared>,
+    req: OffsetForLeaderEpochRequest,
+) -> Reply {
+    match shared.diskless.clone() {
+        Some(d) if !req.topics.iter().any(|t| is_internal(&t.topic)) => {
+            Reply::Later(Box::pin(async move { diskless_epochs(&d, req).await }))
+        }
+        _ => Reply::Now(offset_for_leader_epoch(shared, req)),
+    }
+}
+
+/// OffsetForLeaderEpoch of diskless topics: a partition has one leader epoch throughout
+/// (`rafka_partitions.leader_epoch`, which nothing moves yet), ending at the high
+/// watermark.
+async fn diskless_epochs(d: &Diskless, req: OffsetForLeaderEpochRequest) -> ResponseKind {
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let topic = d.catalog.topic(&d.pg, &t.topic).await;
+        let ids: Vec<uuid::Uuid> = match &topic {
+            Ok(Some(x)) => vec![x.id],
+            _ => Vec::new(),
+        };
+        let epochs = d.catalog.leader_epochs(&d.pg, &ids).await;
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for lp in &t.partitions {
+            let r = EpochEndOffset::default()
+                .with_partition(lp.partition)
+                .with_leader_epoch(-1)
+                .with_end_offset(-1);
+            let (x, epochs) = match (&topic, &epochs) {
+                (Ok(Some(x)), Ok(e)) if (0..x.partitions).contains(&lp.partition) => (x, e),
+                (Ok(_), Ok(_)) => {
+                    partitions
+                        .push(r.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                    continue;
+                }
+                _ => {
+                    partitions.push(r.with_error_code(ResponseError::KafkaStorageError.code()));
+                    continue;
+                }
+            };
+            let tp = (x.id, lp.partition);
+            let epoch = epochs.get(&tp).copied().unwrap_or(0);
+            if lp.current_leader_epoch > epoch {
+                partitions.push(r.with_error_code(ResponseError::UnknownLeaderEpoch.code()));
+                continue;
+            }
+            if lp.leader_epoch < 0 {
+                partitions.push(r);
+                continue;
+            }
+            partitions.push(match dl_fetch::watermarks(d, tp).await {
+                Ok(Some((_, hw))) => r.with_leader_epoch(epoch).with_end_offset(hw),
+                Ok(None) => r.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                Err(_) => r.with_error_code(ResponseError::KafkaStorageError.code()),
+            });
+        }
+        topics.push(
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic)
+                .with_partitions(partitions),
+        );
+    }
+    ResponseKind::OffsetForLeaderEpoch(OffsetForLeaderEpochResponse::default().with_topics(topics))
+}
+
 /// OffsetForLeaderEpoch: every batch carries the partition's one leader epoch, which ends
 /// at the log end offset.
 pub fn offset_for_leader_epoch(

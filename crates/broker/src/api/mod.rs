@@ -340,7 +340,7 @@ fn handle(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestContext>) 
         RequestKind::Fetch(r) => fetch::handle(shared, r, version, ctx),
         RequestKind::ListOffsets(r) => list_offsets::handle_any(shared, r, version),
         RequestKind::OffsetForLeaderEpoch(r) => {
-            Reply::Now(list_offsets::offset_for_leader_epoch(shared, r))
+            list_offsets::offset_for_leader_epoch_any(shared, r)
         }
         RequestKind::CreateTopics(r) => match &shared.diskless {
             Some(d) => admin::diskless::create_topics(shared, d, r, version, ctx),

@@ -574,9 +574,26 @@ fn serve_diskless(
     ctx: &Arc<RequestContext>,
 ) -> Reply {
     let acks = req.acks;
+    // acks=0: nothing waits for the answer, so the commit runs detached, a bounded number
+    // at a time.
+    let detached = if acks == 0 {
+        match d.committer.detached_permit() {
+            Some(p) => Some(p),
+            None => {
+                tracing::warn!(
+                    max = crate::diskless::commit::DETACHED_MAX,
+                    "acks=0 produce dropped: too many acks=0 requests committing"
+                );
+                return Reply::Nothing;
+            }
+        }
+    } else {
+        None
+    };
     let shared = shared.clone();
     let ctx = ctx.clone();
     let work = async move {
+        let _detached = detached;
         let mut responses = Vec::with_capacity(req.topic_data.len());
         let mut waiting = Vec::new();
         for (ti, topic) in req.topic_data.into_iter().enumerate() {

@@ -116,9 +116,15 @@ pub struct Committer {
     tx: mpsc::Sender<Submission>,
     permits: Arc<Semaphore>,
     max_permits: u32,
+    /// acks=0 produce requests whose commit runs on unanswered (`DETACHED_MAX`).
+    detached: Arc<Semaphore>,
     /// The committer's counters.
     pub stats: Arc<CommitStats>,
 }
+
+/// acks=0 produce requests committing at once at most; past it one is dropped (acks=0
+/// promises nothing) rather than held in memory.
+pub const DETACHED_MAX: usize = 1024;
 
 /// What the committer task needs.
 pub(crate) struct CommitterParts {
@@ -133,6 +139,10 @@ pub(crate) struct CommitterParts {
 
 /// Submissions queued for the committer task (each also holds its bytes' permits).
 const QUEUE_MAX: usize = 4096;
+
+/// The longest an upload, or the registration and the transaction, may take before the
+/// commit is given up (answered with a retriable error; the object stays for the sweeper).
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Committer {
     /// Starts the committer task; it ends when the `Committer` is dropped.
@@ -154,8 +164,14 @@ impl Committer {
             tx,
             permits: Arc::new(Semaphore::new(max_permits as usize)),
             max_permits,
+            detached: Arc::new(Semaphore::new(DETACHED_MAX)),
             stats,
         }
+    }
+
+    /// Room for one more acks=0 request committing unanswered, if there is any.
+    pub fn detached_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.detached.clone().try_acquire_owned().ok()
     }
 
     /// Submits one partition's batches and waits for their commit. Waits first for room
@@ -283,19 +299,19 @@ impl Task {
         let key = objects::object_key(&self.parts.prefix, self.parts.node_id, Uuid::new_v4());
         let size = object.len() as i64;
         let outcome = async {
-            let object_id = self
-                .register(&key, size)
+            let object_id = tokio::time::timeout(STEP_TIMEOUT, self.register(&key, size))
                 .await
+                .map_err(|_| CommitError::Coordinator("registration timed out".into()))?
                 .map_err(|e| CommitError::Coordinator(e.to_string()))?;
-            self.parts
-                .store
-                .put(&key, object.into())
+            tokio::time::timeout(STEP_TIMEOUT, self.parts.store.put(&key, object.into()))
                 .await
+                .map_err(|_| CommitError::Upload("upload timed out".into()))?
                 .map_err(|e| CommitError::Upload(e.to_string()))?;
             self.stats.objects.fetch_add(1, Ordering::Relaxed);
             self.stats.bytes.fetch_add(size as u64, Ordering::Relaxed);
-            self.transact(object_id, &subs, &placed)
+            tokio::time::timeout(STEP_TIMEOUT, self.transact(object_id, &subs, &placed))
                 .await
+                .map_err(|_| CommitError::Coordinator("commit timed out".into()))?
                 .map_err(|e| CommitError::Coordinator(e.to_string()))
         }
         .await;
