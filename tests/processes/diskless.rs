@@ -775,7 +775,12 @@ async fn a_broker_killed_under_load_loses_nothing_acknowledged() {
     );
     assert_eq!(acked.len(), total);
 
-    // The checker: the whole log, read from a surviving broker.
+    // The checker: the whole log, read from a surviving broker once the killed one is
+    // out of the metadata (else the reader's first fetches would try it).
+    wait_views(&[&addrs[0], &addrs[2]], "the killed broker dropped", |v| {
+        v.brokers.len() == 2
+    })
+    .await;
     check_log(&addrs[0], "load", 6, &acked).await;
     // The survivors serve the same bytes.
     for p in 0..6 {
