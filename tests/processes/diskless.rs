@@ -577,8 +577,58 @@ async fn raw_log(addr: &str, topic: &str, partition: i32) -> (Vec<u8>, i64) {
     }
 }
 
-/// Three brokers: two idempotent librdkafka producers and a consumer group of two, all
-/// bootstrapped at the three brokers. Every record is read back exactly once at
+/// What two members of consumer group `group` (`group.protocol` `protocol`) read of
+/// "events" until they have `count` records, by (partition, offset).
+async fn group_reads(
+    bootstrap: &str,
+    group: &str,
+    protocol: &str,
+    count: usize,
+) -> BTreeMap<(i32, i64), String> {
+    let mut cfg = crate::support::client_config(bootstrap);
+    cfg.set("group.id", group)
+        .set("group.protocol", protocol)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "100");
+    if protocol == "classic" {
+        cfg.set("session.timeout.ms", "6000");
+    }
+    let members: Vec<_> = (0..2)
+        .map(|_| {
+            crate::support::GroupMember::start(
+                &cfg,
+                "events",
+                rdkafka::consumer::DefaultConsumerContext,
+            )
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let total =
+        |ms: &[crate::support::GroupMember]| ms.iter().map(|m| m.seen().len()).sum::<usize>();
+    while total(&members) < count {
+        assert!(
+            Instant::now() < deadline,
+            "{group} consumed {}",
+            total(&members)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut seen: BTreeMap<(i32, i64), String> = BTreeMap::new();
+    for m in members {
+        for (p, o, v) in m.stop() {
+            // A rebalance may hand a partition over before its last commit: a record read
+            // twice must be the same record.
+            if let Some(old) = seen.insert((p, o), v.clone()) {
+                assert_eq!(old, v, "{p}:{o}");
+            }
+        }
+    }
+    seen
+}
+
+/// Three brokers: two idempotent librdkafka producers and consumer groups of two (the
+/// classic protocol, then KIP-848's), all bootstrapped at the three brokers. Every record is read back exactly once at
 /// contiguous offsets, committed offsets reach the log end, and every broker returns the
 /// same bytes for every partition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -626,42 +676,14 @@ async fn three_brokers_produce_and_consume_one_log() {
         );
     }
 
-    // A consumer group across the brokers.
-    let mut cfg = crate::support::client_config(&bootstrap);
-    cfg.set("group.id", "readers")
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .set("fetch.wait.max.ms", "100");
-    let members: Vec<_> = (0..2)
-        .map(|_| {
-            crate::support::GroupMember::start(
-                &cfg,
-                "events",
-                rdkafka::consumer::DefaultConsumerContext,
-            )
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while members.iter().map(|m| m.seen().len()).sum::<usize>() < acked.len() {
-        assert!(
-            Instant::now() < deadline,
-            "consumed {}",
-            members.iter().map(|m| m.seen().len()).sum::<usize>()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut seen: BTreeMap<(i32, i64), String> = BTreeMap::new();
-    for m in members {
-        for (p, o, v) in m.stop() {
-            // A rebalance may hand a partition over before its last commit: a record read
-            // twice must be the same record.
-            if let Some(old) = seen.insert((p, o), v.clone()) {
-                assert_eq!(old, v, "{p}:{o}");
-            }
-        }
-    }
+    // A consumer group across the brokers (the classic protocol), then one of KIP-848.
+    let seen = group_reads(&bootstrap, "readers", "classic", acked.len()).await;
     assert_eq!(seen, acked, "the group read exactly what was acknowledged");
+    let seen = group_reads(&bootstrap, "readers-848", "consumer", acked.len()).await;
+    assert_eq!(
+        seen, acked,
+        "the KIP-848 group read exactly what was acknowledged"
+    );
 
     // Committed offsets reach the log end (read through any broker's coordinator).
     let admin = Client::connect(ClientConfig::new(&addrs[0])).await.unwrap();

@@ -672,7 +672,7 @@ async fn group_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             _ = tokio::time::sleep(period) => {}
             _ = shutdown.changed() => return,
         }
-        shared.groups.tick(&shared.cluster);
+        shared.groups.tick(crate::api::groups::topic_view(&shared));
     }
 }
 

@@ -879,7 +879,10 @@ pub fn offset_delete(shared: &Arc<Shared>, req: OffsetDeleteRequest) -> Response
             )
         })
         .collect();
-    let exists = |t: &str| shared.cluster.topic(t).is_some();
+    let exists = |t: &str| match &shared.diskless {
+        Some(d) => d.catalog.cached(t).is_some(),
+        None => shared.cluster.topic(t).is_some(),
+    };
     let r = match shared
         .groups
         .delete_offsets(&gid(&req.group_id), &topics, &exists)
@@ -908,6 +911,35 @@ pub fn offset_delete(shared: &Arc<Shared>, req: OffsetDeleteRequest) -> Response
     ResponseKind::OffsetDelete(r)
 }
 
+/// The topics groups see: the catalog's in diskless mode, else the local cluster's.
+pub(crate) fn topic_view(shared: &Shared) -> &dyn crate::group::consumer::TopicView {
+    match &shared.diskless {
+        Some(d) => &d.catalog,
+        None => &shared.cluster,
+    }
+}
+
+/// The id of topic `name` as groups see it.
+fn topic_id(shared: &Shared, name: &str) -> Option<uuid::Uuid> {
+    match &shared.diskless {
+        Some(d) => d.catalog.cached(name).map(|t| t.id),
+        None => shared.cluster.topic(name).map(|t| t.id),
+    }
+}
+
+/// The name of the topic whose id is `id`, as groups see it.
+fn topic_name(shared: &Shared, id: uuid::Uuid) -> Option<String> {
+    match &shared.diskless {
+        Some(d) => d
+            .catalog
+            .all()
+            .iter()
+            .find(|t| t.id == id)
+            .map(|t| t.name.clone()),
+        None => shared.cluster.topic_by_id(id).map(|t| t.name.to_string()),
+    }
+}
+
 fn wire_assignment(
     shared: &Shared,
     parts: &std::collections::BTreeSet<(String, i32)>,
@@ -918,7 +950,7 @@ fn wire_assignment(
     }
     by_topic
         .into_iter()
-        .filter_map(|(t, ps)| shared.cluster.topic(&t).map(|topic| (topic.id, t, ps)))
+        .filter_map(|(t, ps)| topic_id(shared, &t).map(|id| (id, t, ps)))
         .collect()
 }
 
@@ -956,12 +988,7 @@ pub fn consumer_group_heartbeat(
     }
     let owned = req.topic_partitions.as_ref().map(|tps| {
         tps.iter()
-            .filter_map(|tp| {
-                shared
-                    .cluster
-                    .topic_by_id(tp.topic_id)
-                    .map(|t| (t.name.to_string(), tp.partitions.clone()))
-            })
+            .filter_map(|tp| topic_name(shared, tp.topic_id).map(|t| (t, tp.partitions.clone())))
             .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
             .collect()
     });
@@ -983,7 +1010,7 @@ pub fn consumer_group_heartbeat(
     };
     let result = shared
         .groups
-        .consumer_heartbeat(&group, hb, &shared.cluster);
+        .consumer_heartbeat(&group, hb, topic_view(shared));
     match result {
         Err((e, msg)) => fail(e, msg),
         Ok(a) => {

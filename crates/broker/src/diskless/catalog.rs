@@ -350,3 +350,14 @@ impl Catalog {
         row.map(|r| topic_of(&r).map(Arc::new)).transpose()
     }
 }
+
+/// The diskless topics as the KIP-848 assignors see them (this broker's cached view,
+/// refreshed every heartbeat).
+impl crate::group::consumer::TopicView for Catalog {
+    fn partitions(&self, topic: &str) -> Option<i32> {
+        self.cached(topic).map(|t| t.partitions)
+    }
+    fn names(&self) -> Vec<String> {
+        self.all().iter().map(|t| t.name.clone()).collect()
+    }
+}
