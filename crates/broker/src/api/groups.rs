@@ -3,7 +3,7 @@
 //! The state and every decision live in `crate::group` (`GroupCoordinator`'s domain
 //! methods); this file only translates the wire to them and back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,11 +136,14 @@ fn diskless_coordinator(
 /// while this broker is not live (COORDINATOR_NOT_AVAILABLE).
 pub(crate) fn not_coordinator(shared: &Shared, group: &str) -> Option<ResponseError> {
     let d = shared.diskless.as_ref()?;
-    match diskless_coordinator(d, group) {
-        None => Some(ResponseError::CoordinatorNotAvailable),
-        Some(b) if b.node_id != shared.node_id => Some(ResponseError::NotCoordinator),
-        Some(_) => None,
-    }
+    let error = match diskless_coordinator(d, group) {
+        None => ResponseError::CoordinatorNotAvailable,
+        Some(b) if b.node_id != shared.node_id => ResponseError::NotCoordinator,
+        Some(_) => return None,
+    };
+    // Coordinating it again later means claiming it again (a new epoch).
+    d.group_offsets.forget(group);
+    Some(error)
 }
 
 fn join_response(o: JoinOutcome, version: i16) -> ResponseKind {
@@ -382,14 +385,83 @@ pub fn offset_commit(shared: &Arc<Shared>, req: OffsetCommitRequest, version: i1
             }
         }
         let exists = |t: &str, p: i32| partitions.get(t).is_some_and(|n| (0..*n).contains(&p));
-        match offset_commit_with(&shared, req, version, &exists) {
+        let group = gid(&req.group_id);
+        // What the local coordinator accepts is written through to PostgreSQL.
+        let offered: Vec<_> = req
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(move |p| {
+                    (
+                        t.name.to_string(),
+                        p.partition_index,
+                        p.committed_offset,
+                        p.committed_leader_epoch,
+                        p.committed_metadata
+                            .as_ref()
+                            .map(|m| m.to_string())
+                            .unwrap_or_default(),
+                    )
+                })
+            })
+            .collect();
+        let mut resp = match offset_commit_with(&shared, req, version, &exists) {
             Reply::Now(r) => r,
             Reply::Later(f) => f.await,
             // OffsetCommit always answers.
             Reply::Nothing | Reply::Close(_) => {
-                ResponseKind::OffsetCommit(OffsetCommitResponse::default())
+                return ResponseKind::OffsetCommit(OffsetCommitResponse::default())
+            }
+        };
+        let ResponseKind::OffsetCommit(r) = &mut resp else {
+            return resp;
+        };
+        let accepted: std::collections::HashSet<(String, i32)> = r
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|p| p.error_code == 0)
+                    .map(move |p| (t.name.to_string(), p.partition_index))
+            })
+            .collect();
+        let now = rafka_core::Timestamp::now().0;
+        let offsets: Vec<crate::diskless::groups::Committed> = offered
+            .into_iter()
+            .filter(|(t, p, ..)| accepted.contains(&(t.clone(), *p)))
+            .map(|(topic, partition, offset, leader_epoch, metadata)| {
+                crate::diskless::groups::Committed {
+                    topic,
+                    partition,
+                    offset,
+                    leader_epoch,
+                    metadata,
+                    commit_timestamp: now,
+                }
+            })
+            .collect();
+        let failed = match d
+            .group_offsets
+            .commit(&d.pg, d.node_id, &group, &offsets)
+            .await
+        {
+            Ok(true) => None,
+            Ok(false) => Some(ResponseError::NotCoordinator),
+            Err(e) => {
+                tracing::warn!(group, error = %e, "committed offsets not written");
+                d.group_offsets.forget(&group);
+                Some(ResponseError::CoordinatorNotAvailable)
+            }
+        };
+        if let Some(e) = failed {
+            for p in r.topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+                if p.error_code == 0 {
+                    p.error_code = e.code();
+                }
             }
         }
+        resp
     }))
 }
 
@@ -486,10 +558,102 @@ fn unstable_v7(p: i32) -> OffsetFetchResponsePartition {
 /// OffsetFetch v1–9 (several groups per request from v8); with `require_stable` (v7+)
 /// an offset pending in an open transaction answers UNSTABLE_OFFSET_COMMIT.
 pub fn offset_fetch(shared: &Arc<Shared>, req: OffsetFetchRequest, version: i16) -> ResponseKind {
-    type Wanted = Option<Vec<(String, Vec<i32>)>>;
-    type Found = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
-    let lookup =
-        |group: &str, wanted: Wanted| -> Found { shared.groups.fetch_offsets(group, wanted) };
+    offset_fetch_with(shared, req, version, &|group, wanted| {
+        shared.groups.fetch_offsets(group, wanted)
+    })
+}
+
+type Wanted = Option<Vec<(String, Vec<i32>)>>;
+type Found = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
+/// A group's committed offsets as PostgreSQL holds them, by topic and partition.
+type StoredOffsets = BTreeMap<(String, i32), OffsetValue>;
+
+/// OffsetFetch in diskless mode: the committed offsets are PostgreSQL's (this broker
+/// claims each group first, so its former coordinator can no longer move them).
+pub fn offset_fetch_any(shared: &Arc<Shared>, req: OffsetFetchRequest, version: i16) -> Reply {
+    let Some(d) = shared.diskless.clone() else {
+        return Reply::Now(offset_fetch(shared, req, version));
+    };
+    let shared = shared.clone();
+    Reply::Later(Box::pin(async move {
+        let names: Vec<String> = if version < 8 {
+            vec![gid(&req.group_id)]
+        } else {
+            req.groups.iter().map(|g| gid(&g.group_id)).collect()
+        };
+        let mut stored: HashMap<String, Option<StoredOffsets>> = HashMap::new();
+        for g in names {
+            let found = match d.group_offsets.fetch(&d.pg, d.node_id, &g).await {
+                Ok(rows) => Some(
+                    rows.into_iter()
+                        .map(|c| {
+                            (
+                                (c.topic, c.partition),
+                                OffsetValue {
+                                    offset: c.offset,
+                                    leader_epoch: c.leader_epoch,
+                                    metadata: c.metadata,
+                                    commit_timestamp: c.commit_timestamp,
+                                },
+                            )
+                        })
+                        .collect(),
+                ),
+                Err(e) => {
+                    tracing::warn!(group = g, error = %e, "committed offsets not read");
+                    None
+                }
+            };
+            stored.insert(g, found);
+        }
+        if stored.values().any(Option::is_none) {
+            let refusal = rafka_hooks::Rejection {
+                code: rafka_hooks::ErrorCode(ResponseError::CoordinatorNotAvailable.code()),
+                message: "the coordinator's database cannot be reached".into(),
+                record_errors: Vec::new(),
+            };
+            return ResponseKind::OffsetFetch(super::RefusableRequest::error_response(
+                &req, version, &refusal,
+            ));
+        }
+        let lookup = |group: &str, wanted: Wanted| -> Found {
+            let Some(Some(offsets)) = stored.get(group) else {
+                return Vec::new();
+            };
+            match wanted {
+                None => {
+                    let mut by_topic: BTreeMap<String, Vec<(i32, Option<OffsetValue>)>> =
+                        BTreeMap::new();
+                    for ((t, p), v) in offsets {
+                        by_topic
+                            .entry(t.clone())
+                            .or_default()
+                            .push((*p, Some(v.clone())));
+                    }
+                    by_topic.into_iter().collect()
+                }
+                Some(list) => list
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        let values = ps
+                            .into_iter()
+                            .map(|p| (p, offsets.get(&(t.clone(), p)).cloned()))
+                            .collect();
+                        (t, values)
+                    })
+                    .collect(),
+            }
+        };
+        offset_fetch_with(&shared, req, version, &lookup)
+    }))
+}
+
+fn offset_fetch_with(
+    shared: &Arc<Shared>,
+    req: OffsetFetchRequest,
+    version: i16,
+    lookup: &dyn Fn(&str, Wanted) -> Found,
+) -> ResponseKind {
     if version < 8 {
         let wanted = req.topics.map(|ts| {
             ts.into_iter()
@@ -680,6 +844,27 @@ pub fn delete_groups(shared: &Arc<Shared>, req: DeleteGroupsRequest) -> Response
         })
         .collect();
     ResponseKind::DeleteGroups(DeleteGroupsResponse::default().with_results(results))
+}
+
+/// DeleteGroups; in diskless mode the committed offsets of each group deleted go from
+/// PostgreSQL too.
+pub fn delete_groups_any(shared: &Arc<Shared>, req: DeleteGroupsRequest) -> Reply {
+    let resp = delete_groups(shared, req);
+    let Some(d) = shared.diskless.clone() else {
+        return Reply::Now(resp);
+    };
+    Reply::Later(Box::pin(async move {
+        let mut resp = resp;
+        if let ResponseKind::DeleteGroups(r) = &mut resp {
+            for g in r.results.iter_mut().filter(|g| g.error_code == 0) {
+                if let Err(e) = d.group_offsets.delete(&d.pg, &gid(&g.group_id)).await {
+                    tracing::warn!(group = %g.group_id.as_str(), error = %e, "group offsets not deleted");
+                    g.error_code = ResponseError::CoordinatorNotAvailable.code();
+                }
+            }
+        }
+        resp
+    }))
 }
 
 /// OffsetDelete v0: refuses topics an active member subscribes to.

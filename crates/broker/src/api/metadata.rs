@@ -597,6 +597,125 @@ pub mod diskless {
         }
     }
 
+    /// DescribeTopicPartitions v0 in diskless mode (Java's admin client describes topics
+    /// with it): the catalog's topics, leaders as Metadata gives them, with its cursor.
+    pub fn describe_topic_partitions(
+        d: &Arc<Diskless>,
+        req: DescribeTopicPartitionsRequest,
+    ) -> super::super::Reply {
+        let d = d.clone();
+        super::super::Reply::Later(Box::pin(async move {
+            let mut names: Vec<String> = if req.topics.is_empty() {
+                if let Err(e) = d.catalog.refresh(&d.pg).await {
+                    tracing::warn!(error = %e, "diskless catalog refresh failed");
+                }
+                d.catalog.all().iter().map(|t| t.name.clone()).collect()
+            } else {
+                req.topics.iter().map(|t| t.name.to_string()).collect()
+            };
+            names.sort();
+            names.dedup();
+            let (start_topic, start_partition) = match &req.cursor {
+                Some(c) => (Some(c.topic_name.to_string()), c.partition_index),
+                None => (None, 0),
+            };
+            let mut found = Vec::new();
+            for name in names {
+                if start_topic.as_ref().is_some_and(|s| &name < s) {
+                    continue;
+                }
+                let t = d.catalog.topic(&d.pg, &name).await;
+                found.push((name, t));
+            }
+            let ids: Vec<Uuid> = found
+                .iter()
+                .filter_map(|(_, t)| t.as_ref().ok().and_then(|t| t.as_ref().map(|t| t.id)))
+                .collect();
+            let epochs = d.catalog.leader_epochs(&d.pg, &ids).await;
+            let live = d.is_live() && epochs.is_ok();
+            let epochs = epochs.unwrap_or_default();
+            let live_ids = if live {
+                d.membership.live_ids()
+            } else {
+                Vec::new()
+            };
+            let mut budget = req.response_partition_limit.clamp(1, 2000);
+            let mut topics = Vec::new();
+            let mut next_cursor = None;
+            for (name, t) in found {
+                let t = match t {
+                    Ok(Some(t)) => t,
+                    Ok(None) | Err(_) => {
+                        let e = if t.is_ok() {
+                            ResponseError::UnknownTopicOrPartition
+                        } else {
+                            ResponseError::LeaderNotAvailable
+                        };
+                        topics.push(
+                            DescribeTopicPartitionsResponseTopic::default()
+                                .with_name(Some(wire_topic(&name)))
+                                .with_error_code(code(Some(e)))
+                                .with_topic_authorized_operations(authorized_operations(
+                                    ResourceType::Topic,
+                                    true,
+                                )),
+                        );
+                        continue;
+                    }
+                };
+                let first = if start_topic.as_deref() == Some(name.as_str()) {
+                    start_partition.max(0)
+                } else {
+                    0
+                };
+                let mut partitions = Vec::new();
+                for p in first..t.partitions {
+                    if budget == 0 {
+                        next_cursor = Some(
+                            kafka_protocol::messages::describe_topic_partitions_response::Cursor::default()
+                                .with_topic_name(wire_topic(&name))
+                                .with_partition_index(p),
+                        );
+                        break;
+                    }
+                    budget -= 1;
+                    let e = DescribeTopicPartitionsResponsePartition::default()
+                        .with_partition_index(p)
+                        .with_leader_epoch(epochs.get(&(t.id, p)).copied().unwrap_or(0))
+                        .with_eligible_leader_replicas(Some(vec![]))
+                        .with_last_known_elr(Some(vec![]));
+                    partitions.push(match leadership::partition_leader(&live_ids, t.id, p) {
+                        Some(l) => e
+                            .with_leader_id(BrokerId(l))
+                            .with_replica_nodes(vec![BrokerId(l)])
+                            .with_isr_nodes(vec![BrokerId(l)]),
+                        None => e
+                            .with_error_code(ResponseError::LeaderNotAvailable.code())
+                            .with_leader_id(BrokerId(-1)),
+                    });
+                }
+                topics.push(
+                    DescribeTopicPartitionsResponseTopic::default()
+                        .with_name(Some(wire_topic(&name)))
+                        .with_topic_id(t.id)
+                        .with_partitions(partitions)
+                        .with_topic_authorized_operations(authorized_operations(
+                            ResourceType::Topic,
+                            true,
+                        )),
+                );
+                if next_cursor.is_some() {
+                    break;
+                }
+            }
+            ResponseKind::DescribeTopicPartitions(
+                DescribeTopicPartitionsResponse::default()
+                    .with_topics(topics)
+                    .with_next_cursor(next_cursor),
+            )
+        }))
+    }
+
     /// DescribeCluster v0–1 in diskless mode: the live brokers; the controller is the
     /// lowest live node id.
     pub fn describe_cluster(

@@ -354,9 +354,10 @@ fn handle(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestContext>) 
             Some(d) => admin::diskless::create_partitions(shared, d, r, ctx),
             None => Reply::Now(admin::create_partitions(shared, r, version, ctx)),
         },
-        RequestKind::DescribeTopicPartitions(r) => {
-            Reply::Now(metadata::describe_topic_partitions(shared, r))
-        }
+        RequestKind::DescribeTopicPartitions(r) => match &shared.diskless {
+            Some(d) => metadata::diskless::describe_topic_partitions(d, r),
+            None => Reply::Now(metadata::describe_topic_partitions(shared, r)),
+        },
         RequestKind::DeleteRecords(r) => Reply::Now(admin::delete_records(shared, r)),
         RequestKind::DescribeCluster(r) => Reply::Now(match &shared.diskless {
             Some(d) => metadata::diskless::describe_cluster(shared, d, r, &ctx.session.listener),
@@ -412,10 +413,10 @@ fn handle(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestContext>) 
         RequestKind::Heartbeat(r) => Reply::Now(groups::heartbeat(shared, r)),
         RequestKind::LeaveGroup(r) => Reply::Now(groups::leave_group(shared, r, version)),
         RequestKind::OffsetCommit(r) => groups::offset_commit(shared, r, version),
-        RequestKind::OffsetFetch(r) => Reply::Now(groups::offset_fetch(shared, r, version)),
+        RequestKind::OffsetFetch(r) => groups::offset_fetch_any(shared, r, version),
         RequestKind::DescribeGroups(r) => Reply::Now(groups::describe_groups(shared, r, version)),
         RequestKind::ListGroups(r) => Reply::Now(groups::list_groups(shared, r, version)),
-        RequestKind::DeleteGroups(r) => Reply::Now(groups::delete_groups(shared, r)),
+        RequestKind::DeleteGroups(r) => groups::delete_groups_any(shared, r),
         RequestKind::OffsetDelete(r) => Reply::Now(groups::offset_delete(shared, r)),
         RequestKind::ConsumerGroupHeartbeat(r) => Reply::Now(groups::consumer_group_heartbeat(
             shared, r, version, &client_id, peer,

@@ -36,6 +36,7 @@ pub mod catalog;
 pub mod commit;
 pub mod config;
 pub mod fetch;
+pub mod groups;
 pub mod leadership;
 pub mod membership;
 pub mod objects;
@@ -103,6 +104,8 @@ pub struct Diskless {
     _listener: fetch::AbortOnDrop,
     /// This broker's lease and the live brokers.
     pub membership: membership::Membership,
+    /// Groups' committed offsets, and this broker's claims on groups.
+    pub group_offsets: groups::GroupOffsets,
 }
 
 impl Diskless {
@@ -154,6 +157,7 @@ impl Diskless {
             ranges: cache::RangeCache::new(config.fetch_cache_bytes),
             producer_ids: producers::ProducerIds::default(),
             _listener: listener,
+            group_offsets: groups::GroupOffsets::default(),
             membership: membership::Membership::new(
                 node_id,
                 std::time::Duration::from_millis(config.broker_session_timeout_ms),
