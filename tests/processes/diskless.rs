@@ -775,7 +775,12 @@ async fn a_broker_killed_under_load_loses_nothing_acknowledged() {
     );
     assert_eq!(acked.len(), total);
 
-    // The checker: the whole log, read from a surviving broker.
+    // The checker: the whole log, read from a surviving broker once the killed one is
+    // out of the metadata (else the reader's first fetches would try it).
+    wait_views(&[&addrs[0], &addrs[2]], "the killed broker dropped", |v| {
+        v.brokers.len() == 2
+    })
+    .await;
     check_log(&addrs[0], "load", 6, &acked).await;
     // The survivors serve the same bytes.
     for p in 0..6 {
@@ -894,4 +899,78 @@ async fn a_broker_paused_past_its_lease_is_dropped_then_rejoins() {
     assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(acked.len(), total);
     check_log(all[1], "paused", 6, &acked).await;
+}
+
+/// A broker restarted with the same node id while the old process still runs (paused, so
+/// it cannot notice): the new incarnation takes the row over; the old process, resumed,
+/// finds itself fenced and sends clients away (NOT_LEADER_OR_FOLLOWER) for good, and the
+/// cluster lists node 2 at the new process's address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_incarnation_fences_the_old_process() {
+    use rafka_client::kafka_protocol::messages::list_offsets_request::{
+        ListOffsetsPartition, ListOffsetsTopic,
+    };
+    use rafka_client::kafka_protocol::messages::ListOffsetsRequest;
+    let pg = Postgres::shared();
+    let db = pg.fresh_database("cluster_fence");
+    let scratch = tempfile::tempdir().unwrap();
+    let brokers = start_cluster(scratch.path(), &db, &[1, 2]);
+    crate::support::create_topic(&brokers[0].address, "fenced", 2, &[]).await;
+    let list_offsets = |addr: String| async move {
+        let (c, conn) = client(&addr).await;
+        let r = c
+            .call_on(
+                &conn,
+                &ListOffsetsRequest::default()
+                    .with_replica_id(BrokerId(-1))
+                    .with_topics(vec![ListOffsetsTopic::default()
+                        .with_name(TopicName(StrBytes::from_static_str("fenced")))
+                        .with_partitions(vec![ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(-1)])]),
+                (1, 7),
+            )
+            .await
+            .unwrap();
+        r.topics[0].partitions[0].error_code
+    };
+    assert_eq!(list_offsets(brokers[1].address.clone()).await, 0);
+    let old = &brokers[1];
+    let pid = old.child.id().to_string();
+    let kill = |sig: &str| {
+        assert!(std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success())
+    };
+    kill("-STOP");
+    let dir = scratch.path().join("b2-again");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = diskless_config(
+        &dir,
+        &db,
+        &scratch.path().join("objects"),
+        &format!("{FAST_LEASES}broker:\n  node_id: 2\n"),
+    );
+    let new = BrokerProcess::start_with_config(&dir, &cfg);
+    kill("-CONT");
+    let (a1, a_old, a_new) = (
+        brokers[0].address.clone(),
+        old.address.clone(),
+        new.address.clone(),
+    );
+    wait_views(&[&a1, &a_new], "node 2 at its new address", |v| {
+        v.brokers == vec![(1, port(&a1)), (2, port(&a_new))]
+    })
+    .await;
+    // The old process's next heartbeat finds the row taken: fenced, for good.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while list_offsets(a_old.clone()).await != 6 {
+        assert!(Instant::now() < deadline, "the old process still serves");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(list_offsets(a_old).await, 6, "NOT_LEADER_OR_FOLLOWER");
+    assert_eq!(list_offsets(a_new).await, 0);
 }

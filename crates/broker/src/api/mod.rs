@@ -304,11 +304,24 @@ fn handle(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestContext>) 
     let version = req.header.request_api_version;
     // Diskless: a group is served only by the live broker that coordinates it now, so two
     // brokers never both act for it (clients batch group requests by coordinator).
-    if shared.diskless.is_some() {
-        let refusal = groups_of(&req.body).and_then(|gs| {
-            gs.into_iter()
-                .find_map(|g| groups::not_coordinator(shared, g))
-        });
+    if let Some(d) = &shared.diskless {
+        // A broker whose lease may have lapsed (or that a newer incarnation fenced) sends
+        // clients elsewhere rather than serve from a stale view of the cluster.
+        let data = matches!(
+            req.body,
+            RequestKind::Produce(_)
+                | RequestKind::Fetch(_)
+                | RequestKind::ListOffsets(_)
+                | RequestKind::OffsetForLeaderEpoch(_)
+        );
+        let refusal = if data && !d.is_live() {
+            Some(ResponseError::NotLeaderOrFollower)
+        } else {
+            groups_of(&req.body).and_then(|gs| {
+                gs.into_iter()
+                    .find_map(|g| groups::not_coordinator(shared, g))
+            })
+        };
         if let Some(e) = refusal {
             let refusal = Rejection {
                 code: ErrorCode(e.code()),
