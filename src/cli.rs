@@ -73,7 +73,11 @@ sasl.mechanism, sasl.username, sasl.password or sasl.jaas.config, bootstrap.serv
                                      consumer_byte_rate, request_percentage,
                                      controller_mutation_rate) of a user, a client id or
                                      both; at least one of them
+    rafka quota set (--ip ADDRESS | --ip-default) [--config connection_creation_rate=N]
+                    [--delete connection_creation_rate]
+                                     connections accepted per second from an address
     rafka quota describe [--user U | --user-default] [--client-id C | --client-id-default]
+                    [--ip ADDRESS | --ip-default]
                     [--format text|json]   every quota, or those of matching entities
 
 EXAMPLES:
@@ -124,7 +128,7 @@ struct Opts {
     cluster: bool,
     transactional_id: Option<String>,
     pattern_type: Option<String>,
-    /// `--user`, `--client-id` and their `-default` forms: a quota entity.
+    /// `--user`, `--client-id`, `--ip` and their `-default` forms: a quota entity.
     entity: Vec<(String, Option<String>)>,
     /// `--delete KEY`: quotas to remove.
     deletes: Vec<String>,
@@ -198,6 +202,8 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--client-id" => o.entity.push(("client-id".into(), Some(value()?.clone()))),
             "--user-default" => o.entity.push(("user".into(), None)),
             "--client-id-default" => o.entity.push(("client-id".into(), None)),
+            "--ip" => o.entity.push(("ip".into(), Some(value()?.clone()))),
+            "--ip-default" => o.entity.push(("ip".into(), None)),
             "--delete" => o.deletes.push(value()?.clone()),
             "--isolation-level" => {
                 o.isolation = Some(match value()?.as_str() {
@@ -1246,7 +1252,7 @@ async fn quota(args: &[String]) -> Result<()> {
     let client = connect(&o).await?;
     if sub == "set" {
         if o.entity.is_empty() {
-            bail!("give --user, --client-id or both (or their -default forms)");
+            bail!("give --user, --client-id or both, or --ip (or their -default forms)");
         }
         let mut ops: Vec<(String, Option<f64>)> = Vec::new();
         for (k, v) in &o.configs {

@@ -128,6 +128,29 @@ impl KafkaConn {
         }
     }
 
+    /// Connects to `addr` from the local address `from` (a loopback address other than
+    /// 127.0.0.1 stands for another client host).
+    pub async fn connect_from(addr: &str, from: std::net::IpAddr) -> KafkaConn {
+        let addr: std::net::SocketAddr = addr.parse().expect("a socket address");
+        let socket = match from {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .expect("socket");
+        socket
+            .bind(std::net::SocketAddr::new(from, 0))
+            .unwrap_or_else(|e| panic!("bind {from}: {e}"));
+        let stream = tokio::time::timeout(READ_TIMEOUT, socket.connect(addr))
+            .await
+            .unwrap_or_else(|_| panic!("connect to {addr} timed out"))
+            .unwrap_or_else(|e| panic!("connect to {addr} from {from}: {e}"));
+        stream.set_nodelay(true).expect("nodelay");
+        KafkaConn {
+            stream,
+            next_correlation_id: 1,
+        }
+    }
+
     /// The correlation id the next [`KafkaConn::send`] will use.
     pub fn next_correlation_id(&self) -> i32 {
         self.next_correlation_id

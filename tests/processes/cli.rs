@@ -859,4 +859,35 @@ fn quotas_are_set_described_and_removed() {
     let (ok, out, err) = rafka(&["quota", "describe", "--client-id", "app", "--bootstrap", b]);
     assert!(ok, "{err}");
     assert_eq!(out, "");
+    // An address's connection_creation_rate (KIP-612); an ip entity takes nothing else.
+    for (ip, rate) in [("--ip", "10.0.0.7"), ("--ip-default", "")] {
+        let mut args = vec!["quota", "set", ip];
+        if !rate.is_empty() {
+            args.push(rate);
+        }
+        args.extend(["--config", "connection_creation_rate=30", "--bootstrap", b]);
+        let (ok, _, err) = rafka(&args);
+        assert!(ok, "{err}");
+    }
+    let (ok, _, err) = rafka(&[
+        "quota",
+        "set",
+        "--ip",
+        "10.0.0.7",
+        "--config",
+        "producer_byte_rate=1",
+        "--bootstrap",
+        b,
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("Invalid configuration key producer_byte_rate"),
+        "{err}"
+    );
+    let (ok, out, err) = rafka(&["quota", "describe", "--ip", "10.0.0.7", "--bootstrap", b]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "ip=10.0.0.7\tconnection_creation_rate=30\n");
+    let (ok, out, err) = rafka(&["quota", "describe", "--ip-default", "--bootstrap", b]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "ip=<default>\tconnection_creation_rate=30\n");
 }

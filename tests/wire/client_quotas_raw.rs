@@ -188,7 +188,7 @@ async fn describe_and_alter_with_kafkas_error_codes_and_a_durable_store() {
             ),
             entry(
                 &[("ip", Some("127.0.0.1"))],
-                &[("connection_creation_rate", Some(1.0))],
+                &[("producer_byte_rate", Some(1.0))],
             ),
         ],
         false,
@@ -566,5 +566,447 @@ async fn an_old_producer_over_its_quota_gets_a_late_answer() {
     conn.check_alive().await;
     assert!(next.elapsed().as_millis() < 500, "{:?}", next.elapsed());
     drop(conn);
+    broker.shutdown().await;
+}
+
+/// `GET path` on the admin endpoint; the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("admin connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: rafka\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("admin write");
+    let mut out = Vec::new();
+    tokio::time::timeout(crate::common::READ_TIMEOUT, s.read_to_end(&mut out))
+        .await
+        .expect("admin answer timed out")
+        .expect("admin read");
+    let text = String::from_utf8(out).expect("utf-8");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text
+}
+
+/// The value of the series `line_start` (name and labels) in `metrics`.
+fn series(metrics: &str, line_start: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .map(|v| v.trim().parse().expect("a counter"))
+}
+
+/// A Produce v9 of `batch` to partition 0 of `topic`, sent with `client_id`; its
+/// `throttle_time_ms`.
+async fn produce_as(
+    conn: &mut KafkaConn,
+    client_id: &str,
+    topic: &str,
+    batch: bytes::Bytes,
+) -> i32 {
+    let req = kafka_protocol::messages::ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![
+            kafka_protocol::messages::produce_request::TopicProduceData::default()
+                .with_name(crate::common::topic_name(topic))
+                .with_partition_data(vec![
+                    kafka_protocol::messages::produce_request::PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch)),
+                ]),
+        ]);
+    let id = conn.next_correlation_id() + 1000;
+    let header = kafka_protocol::messages::RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(9)
+        .with_correlation_id(id)
+        .with_client_id(Some(str_bytes(client_id)));
+    let frame =
+        rafka_protocol::connection::encode_request(&header, &RequestKind::Produce(req)).unwrap();
+    conn.write_raw(&frame).await;
+    let frame = conn.read_frame().await.expect("a Produce answer");
+    let ResponseKind::Produce(r) = crate::common::decode_response(ApiKey::Produce, 9, id, frame)
+    else {
+        panic!("not a Produce response")
+    };
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    r.throttle_time_ms
+}
+
+/// Throttle time in the metrics by the configured entity whose quota applied: a client
+/// with its own entity shows under its id, a client caught by the `<default>` client-id
+/// entity under `<default>` — its own id, which no operator configured, makes no label.
+#[tokio::test]
+async fn throttle_time_is_in_the_metrics_by_configured_entity_only() {
+    let broker = crate::common::start_broker(|c| c.admin.listen = "127.0.0.1:0".into()).await;
+    let admin = broker
+        .broker
+        .as_ref()
+        .unwrap()
+        .admin_address()
+        .expect("admin endpoint on");
+    let mut conn = KafkaConn::connect(&broker.addr()).await;
+    assert_eq!(crate::common::create_topic(&mut conn, "m", 1, &[]).await, 0);
+    let batch = crate::common::simple_batch("k", 500, 1_000).into_bytes();
+    let quota = (batch.len() as f64 / 12.0).floor();
+    assert_eq!(
+        alter(
+            &mut conn,
+            vec![
+                entry(
+                    &[("client-id", Some("rafka-it"))],
+                    &[("producer_byte_rate", Some(quota))],
+                ),
+                entry(
+                    &[("client-id", None)],
+                    &[("producer_byte_rate", Some(quota))],
+                ),
+            ],
+            false
+        )
+        .await,
+        vec![0, 0]
+    );
+    let mine = produce_as(&mut conn, "rafka-it", "m", batch.clone()).await;
+    assert!(mine > 0, "{mine}");
+    let mut other = KafkaConn::connect(&broker.addr()).await;
+    let theirs = produce_as(&mut other, "stranger-5f3a", "m", batch.clone()).await;
+    assert!(theirs > 0, "{theirs}");
+
+    let text = http_get(admin, "/metrics").await;
+    let own = "quota=\"producer_byte_rate\",user=\"\",client_id=\"rafka-it\"}";
+    let default = "quota=\"producer_byte_rate\",user=\"\",client_id=\"<default>\"}";
+    for (entity, throttle) in [(own, mine), (default, theirs)] {
+        assert_eq!(
+            series(
+                &text,
+                &format!("rafka_quota_entity_throttled_total{{{entity}")
+            ),
+            Some(1),
+            "{text}"
+        );
+        let ms = series(
+            &text,
+            &format!("rafka_quota_entity_throttle_time_ms_total{{{entity}"),
+        )
+        .expect("throttle time series");
+        assert!(
+            ms > 0 && ms.abs_diff(throttle as u64) <= 1,
+            "{ms} vs {throttle}"
+        );
+        let bytes = series(
+            &text,
+            &format!("rafka_quota_entity_recorded_total{{{entity}"),
+        )
+        .expect("recorded series");
+        assert!(bytes >= batch.len() as u64, "{bytes}");
+    }
+    assert!(!text.contains("stranger-5f3a"), "{text}");
+    // The aggregate by quota kind counts both.
+    assert_eq!(
+        series(
+            &text,
+            "rafka_quota_throttled_total{quota=\"producer_byte_rate\"}"
+        ),
+        Some(2)
+    );
+    drop((conn, other));
+    broker.shutdown().await;
+}
+
+/// CreateTopics of `topics` (name, partitions) at `version`: the codes and
+/// `throttle_time_ms`.
+async fn create_topics_v(
+    conn: &mut KafkaConn,
+    version: i16,
+    topics: &[(&str, i32)],
+) -> (Vec<i16>, i32) {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    let req = kafka_protocol::messages::CreateTopicsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topics(
+            topics
+                .iter()
+                .map(|(n, p)| {
+                    CreatableTopic::default()
+                        .with_name(crate::common::topic_name(n))
+                        .with_num_partitions(*p)
+                        .with_replication_factor(1)
+                })
+                .collect(),
+        );
+    let ResponseKind::CreateTopics(r) = conn
+        .send(
+            ApiKey::CreateTopics,
+            version,
+            RequestKind::CreateTopics(req),
+        )
+        .await
+    else {
+        panic!("not a CreateTopics response")
+    };
+    (
+        r.topics.iter().map(|t| t.error_code).collect(),
+        r.throttle_time_ms,
+    )
+}
+
+/// DeleteTopics v5 (by name): the codes and `throttle_time_ms`.
+async fn delete_topics_v5(conn: &mut KafkaConn, names: &[&str]) -> (Vec<i16>, i32) {
+    let req = kafka_protocol::messages::DeleteTopicsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topic_names(names.iter().map(|n| crate::common::topic_name(n)).collect());
+    let ResponseKind::DeleteTopics(r) = conn
+        .send(ApiKey::DeleteTopics, 5, RequestKind::DeleteTopics(req))
+        .await
+    else {
+        panic!("not a DeleteTopics response")
+    };
+    (
+        r.responses.iter().map(|t| t.error_code).collect(),
+        r.throttle_time_ms,
+    )
+}
+
+/// CreatePartitions v3 growing `name` to `count`: the code and `throttle_time_ms`.
+async fn create_partitions_v3(conn: &mut KafkaConn, name: &str, count: i32) -> (i16, i32) {
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    let req = kafka_protocol::messages::CreatePartitionsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topics(vec![CreatePartitionsTopic::default()
+            .with_name(crate::common::topic_name(name))
+            .with_count(count)]);
+    let ResponseKind::CreatePartitions(r) = conn
+        .send(
+            ApiKey::CreatePartitions,
+            3,
+            RequestKind::CreatePartitions(req),
+        )
+        .await
+    else {
+        panic!("not a CreatePartitions response")
+    };
+    (r.results[0].error_code, r.throttle_time_ms)
+}
+
+async fn sleep_ms(ms: i32) {
+    tokio::time::sleep(std::time::Duration::from_millis(ms.max(0) as u64 + 100)).await;
+}
+
+/// `controller_mutation_rate` (KIP-599) at 0.5 partitions/s with a burst of one partition
+/// (`controller_quota_window_num: 2`): in one CreateTopics v7 the first topic empties the
+/// bucket, the second is still taken (a mutation is never refused for its own size) and
+/// takes it below zero, the third is refused THROTTLING_QUOTA_EXCEEDED with the time the
+/// bucket needs, and an invalid one keeps its own error. After that time the refused topic
+/// is created. DeleteTopics v5 and CreatePartitions v3 are held the same way; CreateTopics
+/// v5, older than strict enforcement, is accepted while the quota is exhausted and
+/// throttled afterwards.
+#[tokio::test]
+async fn topic_mutations_over_the_controller_mutation_rate_are_refused_then_accepted() {
+    let broker = crate::common::start_broker(|c| c.broker.controller_quota_window_num = 2).await;
+    let mut conn = KafkaConn::connect(&broker.addr()).await;
+    assert_eq!(
+        alter(
+            &mut conn,
+            vec![entry(
+                &[("client-id", Some("rafka-it"))],
+                &[("controller_mutation_rate", Some(0.5))],
+            )],
+            false
+        )
+        .await,
+        vec![0]
+    );
+    let throttled = ResponseError::ThrottlingQuotaExceeded.code();
+    let invalid_partitions = ResponseError::InvalidPartitions.code();
+    let (codes, t) = create_topics_v(&mut conn, 7, &[("a", 1), ("b", 1), ("c", 1), ("d", 0)]).await;
+    assert_eq!(codes, vec![0, 0, throttled, invalid_partitions]);
+    assert!((1..=2_000).contains(&t), "{t}");
+    sleep_ms(t).await;
+    assert_eq!(
+        create_topics_v(&mut conn, 7, &[("c", 1)]).await,
+        (vec![0], 0)
+    );
+
+    let (codes, t) = delete_topics_v5(&mut conn, &["a"]).await;
+    assert_eq!(codes, vec![throttled]);
+    assert!((1..=2_000).contains(&t), "{t}");
+    sleep_ms(t).await;
+    assert_eq!(delete_topics_v5(&mut conn, &["a"]).await, (vec![0], 0));
+
+    let (code, t) = create_partitions_v3(&mut conn, "b", 2).await;
+    assert_eq!(code, throttled);
+    assert!((1..=2_000).contains(&t), "{t}");
+    sleep_ms(t).await;
+    assert_eq!(create_partitions_v3(&mut conn, "b", 2).await, (0, 0));
+
+    // Exhausted again (-1): v5 is permissive, so "e" is created and the client throttled
+    // for the two partitions' worth the bucket now lacks.
+    let (codes, t) = create_topics_v(&mut conn, 5, &[("e", 1)]).await;
+    assert_eq!(codes, vec![0]);
+    assert!((2_001..=4_000).contains(&t), "{t}");
+    // Another connection: this one is muted for that time.
+    let mut other = KafkaConn::connect(&broker.addr()).await;
+    let md = crate::common::metadata(&mut other, None).await;
+    let mut names: Vec<String> = md
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
+        .filter(|n| !n.starts_with("__"))
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["b", "c", "e"]);
+    assert_eq!(
+        md.topics
+            .iter()
+            .find(|t| t.name.as_deref().map(|n| n.as_str()) == Some("b"))
+            .map(|t| t.partitions.len()),
+        Some(2)
+    );
+    drop((conn, other));
+    broker.shutdown().await;
+}
+
+/// `connection_creation_rate` of `ip` entities (KIP-612), set and described over the wire
+/// (an address, the default; Kafka's refusals), then enforced at accept: at 2 connections
+/// a second for 127.0.0.1 (`quota_window_num: 2`, so at least one 1 s window), ten
+/// connections opened at once see the first two served and the others held unread and
+/// closed after their throttle time (as Kafka's acceptor does), while a client from
+/// 127.0.0.2, under the generous default, is served all along. Throttled connections
+/// show in the metrics by the configured address.
+#[tokio::test]
+async fn connections_over_the_ip_connection_creation_rate_are_closed_after_a_throttle() {
+    let broker = crate::common::start_broker(|c| {
+        c.broker.quota_window_num = 2;
+        c.admin.listen = "127.0.0.1:0".into();
+    })
+    .await;
+    let admin = broker.broker.as_ref().unwrap().admin_address().unwrap();
+    let mut conn = KafkaConn::connect(&broker.addr()).await;
+    let invalid = ResponseError::InvalidRequest.code();
+    assert_eq!(
+        alter(
+            &mut conn,
+            vec![
+                entry(
+                    &[("ip", Some("127.0.0.1"))],
+                    &[("connection_creation_rate", Some(2.0))]
+                ),
+                entry(
+                    &[("ip", None)],
+                    &[("connection_creation_rate", Some(1000.0))]
+                ),
+                entry(
+                    &[("ip", Some("localhost.invalid"))],
+                    &[("connection_creation_rate", Some(1.0))]
+                ),
+                entry(
+                    &[("ip", Some("::1")), ("user", None)],
+                    &[("connection_creation_rate", Some(1.0))]
+                ),
+                entry(
+                    &[("user", None)],
+                    &[("connection_creation_rate", Some(1.0))]
+                ),
+                entry(&[("ip", None)], &[("connection_creation_rate", Some(0.5))]),
+            ],
+            false
+        )
+        .await,
+        vec![0, 0, invalid, invalid, invalid, invalid]
+    );
+    let ip_entity = |n: Option<&str>| {
+        (
+            entity(&[("ip", n)]),
+            v(&[(
+                "connection_creation_rate",
+                if n.is_some() { 2.0 } else { 1000.0 },
+            )]),
+        )
+    };
+    let mut both = vec![ip_entity(Some("127.0.0.1")), ip_entity(None)];
+    both.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        describe(&mut conn, &[("ip", SPECIFIED, None)], false).await,
+        Ok(both)
+    );
+    assert_eq!(
+        describe(&mut conn, &[("ip", EXACT, Some("127.0.0.1"))], true).await,
+        Ok(vec![ip_entity(Some("127.0.0.1"))])
+    );
+    assert_eq!(
+        describe(&mut conn, &[("ip", DEFAULT, None)], false).await,
+        Ok(vec![ip_entity(None)])
+    );
+    assert_eq!(
+        describe(&mut conn, &[("user", SPECIFIED, None)], false).await,
+        Ok(vec![])
+    );
+    drop(conn);
+    // The connection above counted: let its window pass.
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+
+    let api_versions = crate::common::encode(
+        ApiKey::ApiVersions,
+        0,
+        1,
+        &RequestKind::ApiVersions(Default::default()),
+    );
+    let opened = std::time::Instant::now();
+    let mut conns = Vec::new();
+    for _ in 0..10 {
+        let mut c = KafkaConn::connect(&broker.addr()).await;
+        // A throttled connection is not read: the write lands in its buffer.
+        let _ = c.try_write_raw(&api_versions).await;
+        conns.push(c);
+    }
+    let opening = opened.elapsed();
+    // Another host, under the default: served while 127.0.0.1 is held back.
+    let other: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let mut o = KafkaConn::connect_from(&broker.addr(), other).await;
+    o.check_alive().await;
+
+    let mut served = 0;
+    let mut closed = 0;
+    for (i, c) in conns.iter_mut().enumerate() {
+        if c.read_frame().await.is_some() {
+            served += 1;
+        } else {
+            closed += 1;
+            // Held for its throttle time (at least a quarter second here), then closed.
+            assert!(
+                opened.elapsed() >= std::time::Duration::from_millis(250),
+                "connection {i} closed after {:?}",
+                opened.elapsed()
+            );
+        }
+    }
+    // Two a second, over at least one window: two at once, two more per second taken.
+    let allowed = 2 + 2 * opening.as_secs() as usize;
+    assert!(
+        served >= 2 && served <= allowed,
+        "{served} served in {opening:?}"
+    );
+    assert_eq!(served + closed, 10);
+    o.check_alive().await;
+
+    let text = http_get(admin, "/metrics").await;
+    assert_eq!(
+        series(
+            &text,
+            "rafka_quota_throttled_total{quota=\"connection_creation_rate\"}"
+        ),
+        Some(closed as u64),
+        "{text}"
+    );
+    assert_eq!(
+        series(
+            &text,
+            "rafka_quota_entity_throttled_total{quota=\"connection_creation_rate\",ip=\"127.0.0.1\"}"
+        ),
+        Some(closed as u64)
+    );
+    assert!(!text.contains("127.0.0.2"), "{text}");
+    drop((conns, o));
     broker.shutdown().await;
 }

@@ -597,6 +597,11 @@ pub struct BrokerConfig {
     pub quota_window_num: u32,
     /// `quota.window.size.seconds`: each sample's time.
     pub quota_window_size_seconds: u64,
+    /// `controller.quota.window.num`: with `controller_quota_window_size_seconds`, the
+    /// burst a `controller_mutation_rate` allows (samples × window × rate partitions).
+    pub controller_quota_window_num: u32,
+    /// `controller.quota.window.size.seconds`.
+    pub controller_quota_window_size_seconds: u64,
     /// `log.retention.check.interval.ms`.
     pub log_retention_check_interval_ms: u64,
     /// `log.cleaner.backoff.ms`: the cleaner's pause when no compacted partition is over
@@ -729,6 +734,8 @@ impl Default for BrokerConfig {
             max_connections_per_ip_overrides: String::new(),
             quota_window_num: 11,
             quota_window_size_seconds: 1,
+            controller_quota_window_num: 11,
+            controller_quota_window_size_seconds: 1,
             log_retention_check_interval_ms: 300_000,
             log_cleaner_backoff_ms: 15_000,
             log_cleaner_dedupe_buffer_size: 128 * 1024 * 1024,
@@ -935,6 +942,21 @@ impl Config {
             return invalid(
                 "broker.quota_window_size_seconds",
                 format!("{} is outside 1..=3600", b.quota_window_size_seconds),
+            );
+        }
+        if !(1..=100).contains(&b.controller_quota_window_num) {
+            return invalid(
+                "broker.controller_quota_window_num",
+                format!("{} is outside 1..=100", b.controller_quota_window_num),
+            );
+        }
+        if !(1..=3600).contains(&b.controller_quota_window_size_seconds) {
+            return invalid(
+                "broker.controller_quota_window_size_seconds",
+                format!(
+                    "{} is outside 1..=3600",
+                    b.controller_quota_window_size_seconds
+                ),
             );
         }
         if self.durability.fsync == FsyncPolicy::Interval && self.durability.interval_ms == 0 {

@@ -249,6 +249,8 @@ pub struct Figures {
     pub cleaner: CleanerTotals,
     /// The diskless committer's and fetch cache's figures, in diskless mode.
     pub diskless: Option<DisklessFigures>,
+    /// Client-quota counters per configured entity and quota.
+    pub quota_entities: Vec<QuotaEntityFigures>,
 }
 
 /// The diskless data path's figures since start-up (`crate::diskless`).
@@ -264,6 +266,28 @@ pub struct DisklessFigures {
     pub commit_seconds: f64,
     /// Bytes held by the fetch range cache now.
     pub cache_bytes: u64,
+}
+
+/// What the clients of one configured quota entity did against one of its quotas. The
+/// labels are the entity as the operator configured it (`<default>` for a default part,
+/// empty for a part the entity does not have), never a client's own id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaEntityFigures {
+    /// The quota's config key.
+    pub quota: &'static str,
+    /// The entity's user part.
+    pub user: String,
+    /// The entity's client-id part.
+    pub client_id: String,
+    /// The entity's ip part (an `ip` entity has no other).
+    pub ip: String,
+    /// Units recorded against the quota (bytes, partitions, microseconds of handler time,
+    /// connections).
+    pub recorded: u64,
+    /// Responses throttled by it.
+    pub throttled: u64,
+    /// Their throttle time, in milliseconds.
+    pub throttle_ms: u64,
 }
 
 /// One topic's figures.
@@ -326,6 +350,53 @@ fn screaming_snake(camel: &str) -> String {
         out.push(c.to_ascii_uppercase());
     }
     out
+}
+
+/// The client-quota counters per configured entity.
+fn render_quota_entities(entities: &[QuotaEntityFigures], out: &mut String) {
+    let labels = |e: &QuotaEntityFigures| {
+        if e.ip.is_empty() {
+            format!(
+                "quota=\"{}\",user=\"{}\",client_id=\"{}\"",
+                e.quota,
+                label(&e.user),
+                label(&e.client_id)
+            )
+        } else {
+            format!("quota=\"{}\",ip=\"{}\"", e.quota, label(&e.ip))
+        }
+    };
+    type Family = (&'static str, &'static str, fn(&QuotaEntityFigures) -> u64);
+    let families: [Family; 3] = [
+        (
+            "rafka_quota_entity_throttled_total",
+            "Responses (connections, for connection_creation_rate) throttled by a client \
+             quota, by the quota and the configured entity whose quota applied (user, \
+             client_id, or ip: `<default>` for a default part, empty for a part the entity \
+             does not have).",
+            |e| e.throttled,
+        ),
+        (
+            "rafka_quota_entity_throttle_time_ms_total",
+            "Throttle time given by a client quota, in milliseconds, by the quota and the \
+             configured entity whose quota applied.",
+            |e| e.throttle_ms,
+        ),
+        (
+            "rafka_quota_entity_recorded_total",
+            "Usage recorded against a client quota, by the quota and the configured entity \
+             whose quota applied: bytes for producer_byte_rate and consumer_byte_rate, \
+             partitions for controller_mutation_rate, microseconds of handler time for \
+             request_percentage, connections accepted for connection_creation_rate.",
+            |e| e.recorded,
+        ),
+    ];
+    for (name, help, value) in families {
+        header(out, name, "counter", help);
+        for e in entities {
+            let _ = writeln!(out, "{name}{{{}}} {}", labels(e), value(e));
+        }
+    }
 }
 
 /// A label value with `\`, `"` and newlines escaped as the text format requires.
@@ -485,7 +556,8 @@ pub fn render(m: &Metrics, figures: &Figures) -> String {
         "rafka_quota_throttled_total",
         "counter",
         "Responses throttled by a client quota (KIP-219: throttle_time_ms set and the \
-         connection muted), by the quota that was exceeded.",
+         connection muted), by the quota that was exceeded; for connection_creation_rate, \
+         connections closed after their throttle time instead of served (KIP-612).",
     );
     for (i, k) in QuotaKind::ALL.iter().enumerate() {
         let _ = writeln!(
@@ -509,6 +581,7 @@ pub fn render(m: &Metrics, figures: &Figures) -> String {
             m.throttle_ms[i].load(Ordering::Relaxed)
         );
     }
+    render_quota_entities(&figures.quota_entities, &mut out);
 
     header(
         &mut out,
@@ -995,6 +1068,15 @@ mod tests {
                 bytes: 3000,
                 ..DisklessFigures::default()
             }),
+            quota_entities: vec![QuotaEntityFigures {
+                quota: "producer_byte_rate",
+                user: "<default>".into(),
+                client_id: "a\"b".into(),
+                ip: String::new(),
+                recorded: 10,
+                throttled: 2,
+                throttle_ms: 1_500,
+            }],
         };
         let out = render(&Metrics::default(), &figures);
         for line in [
@@ -1023,6 +1105,12 @@ mod tests {
             "rafka_log_cleaner_errors_total 1\n",
             "rafka_log_cleaner_last_error_timestamp_seconds 2\n",
             "rafka_log_cleaner_max_dirty_percent 62.5\n",
+            "rafka_quota_entity_throttled_total{quota=\"producer_byte_rate\",user=\"<default>\",\
+             client_id=\"a\\\"b\"} 2\n",
+            "rafka_quota_entity_throttle_time_ms_total{quota=\"producer_byte_rate\",\
+             user=\"<default>\",client_id=\"a\\\"b\"} 1500\n",
+            "rafka_quota_entity_recorded_total{quota=\"producer_byte_rate\",user=\"<default>\",\
+             client_id=\"a\\\"b\"} 10\n",
         ] {
             assert!(out.contains(line), "{line} missing from\n{out}");
         }

@@ -20,6 +20,8 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A quota kind (Kafka's config names).
@@ -33,14 +35,18 @@ pub(crate) enum QuotaKind {
     RequestPercentage,
     /// `controller_mutation_rate`: partitions created or deleted per second.
     ControllerMutationRate,
+    /// `connection_creation_rate`: connections accepted per second from one address (the
+    /// one kind of an `ip` entity, KIP-612).
+    ConnectionCreationRate,
 }
 
 impl QuotaKind {
-    pub(crate) const ALL: [QuotaKind; 4] = [
+    pub(crate) const ALL: [QuotaKind; 5] = [
         QuotaKind::ProducerByteRate,
         QuotaKind::ConsumerByteRate,
         QuotaKind::RequestPercentage,
         QuotaKind::ControllerMutationRate,
+        QuotaKind::ConnectionCreationRate,
     ];
 
     /// Kafka's config key.
@@ -50,11 +56,17 @@ impl QuotaKind {
             QuotaKind::ConsumerByteRate => "consumer_byte_rate",
             QuotaKind::RequestPercentage => "request_percentage",
             QuotaKind::ControllerMutationRate => "controller_mutation_rate",
+            QuotaKind::ConnectionCreationRate => "connection_creation_rate",
         }
     }
 
     pub(crate) fn from_name(name: &str) -> Option<QuotaKind> {
         QuotaKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Its place in `ALL`.
+    pub(crate) fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -65,11 +77,36 @@ pub(crate) enum EntityName {
     Named(String),
 }
 
-/// A quota entity: a user, a client id, or both (each named or default).
+/// A quota entity: a user, a client id, or both (each named or default); or an IP
+/// address (named, in its canonical text form, or default) alone.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct QuotaEntity {
     pub user: Option<EntityName>,
     pub client_id: Option<EntityName>,
+    pub ip: Option<EntityName>,
+}
+
+impl QuotaEntity {
+    /// The entity of a user and/or client id.
+    pub(crate) fn client(user: Option<EntityName>, client_id: Option<EntityName>) -> QuotaEntity {
+        QuotaEntity {
+            user,
+            client_id,
+            ip: None,
+        }
+    }
+
+    /// The entity of an address (`None`: the default address).
+    pub(crate) fn ip(ip: Option<std::net::IpAddr>) -> QuotaEntity {
+        QuotaEntity {
+            user: None,
+            client_id: None,
+            ip: Some(match ip {
+                Some(a) => EntityName::Named(a.to_canonical().to_string()),
+                None => EntityName::Default,
+            }),
+        }
+    }
 }
 
 /// Who shares a quota's usage: the user and client id the applying entity keys on.
@@ -79,10 +116,95 @@ pub(crate) struct SensorKey {
     pub client_id: Option<String>,
 }
 
+impl EntityName {
+    /// The name as Kafka's metrics and config paths spell it (`<default>` for the default).
+    pub(crate) fn sanitized(&self) -> &str {
+        match self {
+            EntityName::Default => "<default>",
+            EntityName::Named(n) => n,
+        }
+    }
+}
+
+/// What the clients of one configured entity did against its quotas, per kind
+/// (`QuotaKind::ALL`'s order): the units recorded (bytes for the byte rates, partitions
+/// for `controller_mutation_rate`, microseconds of handler time for `request_percentage`,
+/// connections for `connection_creation_rate`), and the
+/// responses throttled and their throttle time. Kept beside the entity's values, so the
+/// metrics have a series only for an entity the operator configured, never for a client
+/// id or user a client chose.
+#[derive(Debug, Default)]
+pub(crate) struct EntityStats {
+    recorded: [AtomicU64; QuotaKind::ALL.len()],
+    throttled: [AtomicU64; QuotaKind::ALL.len()],
+    throttle_ms: [AtomicU64; QuotaKind::ALL.len()],
+}
+
+/// One kind's counters of an [`EntityStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct KindStats {
+    pub recorded: u64,
+    pub throttled: u64,
+    pub throttle_ms: u64,
+}
+
+impl EntityStats {
+    /// `value` recorded against `kind` (negative: taken back), in the quota's own unit
+    /// (percent-seconds for `request_percentage`, counted here in microseconds).
+    pub(crate) fn record(&self, kind: QuotaKind, value: f64) {
+        let value = match kind {
+            QuotaKind::RequestPercentage => value * 1e4,
+            _ => value,
+        };
+        let slot = &self.recorded[kind.index()];
+        if value >= 0.0 {
+            slot.fetch_add(value.round() as u64, Ordering::Relaxed);
+        } else {
+            let v = (-value).round() as u64;
+            let _ = slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(v))
+            });
+        }
+    }
+
+    /// A response throttled for `time` by `kind`.
+    pub(crate) fn throttled(&self, kind: QuotaKind, time: Duration) {
+        self.throttled[kind.index()].fetch_add(1, Ordering::Relaxed);
+        self.throttle_ms[kind.index()].fetch_add(time.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The counters of `kind` now.
+    pub(crate) fn of(&self, kind: QuotaKind) -> KindStats {
+        let i = kind.index();
+        KindStats {
+            recorded: self.recorded[i].load(Ordering::Relaxed),
+            throttled: self.throttled[i].load(Ordering::Relaxed),
+            throttle_ms: self.throttle_ms[i].load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One entity's quota values and its clients' counters.
+#[derive(Debug, Clone, Default)]
+struct EntityQuotas {
+    values: BTreeMap<QuotaKind, f64>,
+    /// Shared by every copy of the configs, so a change of other entities keeps the counts.
+    stats: Arc<EntityStats>,
+}
+
+/// The quota that applies to a request: who shares it, its value, and its entity's
+/// counters.
+#[derive(Debug)]
+pub(crate) struct Resolved<'a> {
+    pub key: SensorKey,
+    pub quota: f64,
+    pub stats: &'a Arc<EntityStats>,
+}
+
 /// Quota values per entity.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct QuotaConfigs {
-    entities: BTreeMap<QuotaEntity, BTreeMap<QuotaKind, f64>>,
+    entities: BTreeMap<QuotaEntity, EntityQuotas>,
 }
 
 /// Most entities with quotas (each a few hundred bytes).
@@ -97,12 +219,13 @@ impl QuotaConfigs {
                 self.entities
                     .entry(entity.clone())
                     .or_default()
+                    .values
                     .insert(kind, v);
             }
             None => {
                 if let Some(m) = self.entities.get_mut(entity) {
-                    m.remove(&kind);
-                    if m.is_empty() {
+                    m.values.remove(&kind);
+                    if m.values.is_empty() {
                         self.entities.remove(entity);
                     }
                 }
@@ -114,21 +237,30 @@ impl QuotaConfigs {
     pub(crate) fn entities(
         &self,
     ) -> impl Iterator<Item = (&QuotaEntity, &BTreeMap<QuotaKind, f64>)> {
-        self.entities.iter()
+        self.entities.iter().map(|(e, q)| (e, &q.values))
+    }
+
+    /// Entities, their values and their clients' counters.
+    pub(crate) fn entity_stats(
+        &self,
+    ) -> impl Iterator<Item = (&QuotaEntity, &BTreeMap<QuotaKind, f64>, &EntityStats)> {
+        self.entities
+            .iter()
+            .map(|(e, q)| (e, &q.values, q.stats.as_ref()))
     }
 
     pub(crate) fn len(&self) -> usize {
         self.entities.len()
     }
 
-    /// The quota of `kind` for a request of `user` with `client_id`, and who shares it;
-    /// `None` when no entity sets one.
+    /// The quota of `kind` for a request of `user` with `client_id`, who shares it and
+    /// its entity's counters; `None` when no entity sets one.
     pub(crate) fn resolve(
         &self,
         user: &str,
         client_id: &str,
         kind: QuotaKind,
-    ) -> Option<(SensorKey, f64)> {
+    ) -> Option<Resolved<'_>> {
         use EntityName::{Default as D, Named};
         let u = || Some(Named(user.to_string()));
         let c = || Some(Named(client_id.to_string()));
@@ -147,14 +279,27 @@ impl QuotaConfigs {
                 user: eu.as_ref().map(|_| user.to_string()),
                 client_id: ec.as_ref().map(|_| client_id.to_string()),
             };
-            let entity = QuotaEntity {
-                user: eu,
-                client_id: ec,
-            };
-            self.entities
-                .get(&entity)
-                .and_then(|m| m.get(&kind))
-                .map(|v| (key, *v))
+            let entity = QuotaEntity::client(eu, ec);
+            self.entities.get(&entity).and_then(|q| {
+                q.values.get(&kind).map(|v| Resolved {
+                    key,
+                    quota: *v,
+                    stats: &q.stats,
+                })
+            })
+        })
+    }
+}
+
+impl QuotaConfigs {
+    /// The `connection_creation_rate` of connections from `ip`: its own entity's, else the
+    /// default address's; `None` when neither sets one.
+    pub(crate) fn ip_quota(&self, ip: std::net::IpAddr) -> Option<(f64, &Arc<EntityStats>)> {
+        [Some(ip), None].into_iter().find_map(|a| {
+            let q = self.entities.get(&QuotaEntity::ip(a))?;
+            q.values
+                .get(&QuotaKind::ConnectionCreationRate)
+                .map(|v| (*v, &q.stats))
         })
     }
 }
@@ -275,16 +420,61 @@ impl Rate {
     }
 }
 
+/// Kafka's `TokenBucket` (KIP-599), which `controller_mutation_rate` is measured with:
+/// credits refill at the quota's rate up to a burst of `samples × window × quota`; a
+/// mutation takes its partitions out, and may take the credits below zero. The quota is
+/// exhausted while they are below zero, for `-credits / quota` seconds. A new bucket is
+/// full.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TokenBucket {
+    tokens: f64,
+    updated: Option<Instant>,
+}
+
+impl TokenBucket {
+    fn refill(&mut self, quota: f64, burst: f64, now: Instant) {
+        self.tokens = match self.updated {
+            None => burst,
+            Some(t) => {
+                (self.tokens + quota * now.saturating_duration_since(t).as_secs_f64()).min(burst)
+            }
+        };
+        self.updated = Some(now.max(self.updated.unwrap_or(now)));
+    }
+
+    /// The credits at `now`.
+    pub(crate) fn tokens(&mut self, quota: f64, burst: f64, now: Instant) -> f64 {
+        self.refill(quota, burst, now);
+        self.tokens
+    }
+
+    /// Takes `value` out at `now`; the credits left.
+    pub(crate) fn record(&mut self, value: f64, quota: f64, burst: f64, now: Instant) -> f64 {
+        self.refill(quota, burst, now);
+        self.tokens = (self.tokens - value).min(burst);
+        self.tokens
+    }
+
+    /// How long until `tokens` credits are back to zero at `quota` per second; at most
+    /// `max` (a zero quota never refills).
+    pub(crate) fn throttle_time(tokens: f64, quota: f64, max: Duration) -> Duration {
+        if tokens >= 0.0 {
+            Duration::ZERO
+        } else if quota <= 0.0 {
+            max
+        } else {
+            Duration::from_secs_f64(-tokens / quota).min(max)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use EntityName::{Default as D, Named};
 
     fn entity(user: Option<EntityName>, client: Option<EntityName>) -> QuotaEntity {
-        QuotaEntity {
-            user,
-            client_id: client,
-        }
+        QuotaEntity::client(user, client)
     }
 
     fn named(s: &str) -> Option<EntityName> {
@@ -306,21 +496,24 @@ mod tests {
             (entity(named("alice"), Some(D)), 2.0, (true, true)),
             (entity(named("alice"), named("app")), 1.0, (true, true)),
         ];
-        assert_eq!(q.resolve("alice", "app", k), None);
+        assert!(q.resolve("alice", "app", k).is_none());
         for (e, v, (keyed_user, keyed_client)) in &steps {
             q.set(e, k, Some(*v));
-            let (key, got) = q.resolve("alice", "app", k).unwrap();
+            let r = q.resolve("alice", "app", k).unwrap();
+            let (key, got) = (r.key, r.quota);
             assert_eq!(got, *v, "{e:?}");
             assert_eq!(key.user.is_some(), *keyed_user, "{e:?}");
             assert_eq!(key.client_id.is_some(), *keyed_client, "{e:?}");
         }
         // Another user falls to the default-user entities; another kind has none.
-        assert_eq!(q.resolve("bob", "app", k).unwrap().1, 4.0);
-        assert_eq!(q.resolve("bob", "other", k).unwrap().1, 5.0);
-        assert_eq!(q.resolve("alice", "app", QuotaKind::ConsumerByteRate), None);
+        assert_eq!(q.resolve("bob", "app", k).unwrap().quota, 4.0);
+        assert_eq!(q.resolve("bob", "other", k).unwrap().quota, 5.0);
+        assert!(q
+            .resolve("alice", "app", QuotaKind::ConsumerByteRate)
+            .is_none());
         // Removing the most specific uncovers the next.
         q.set(&steps[7].0, k, None);
-        assert_eq!(q.resolve("alice", "app", k).unwrap().1, 2.0);
+        assert_eq!(q.resolve("alice", "app", k).unwrap().quota, 2.0);
         assert_eq!(q.len(), 7);
     }
 
@@ -360,7 +553,71 @@ mod tests {
     }
 
     #[test]
+    fn the_token_bucket_starts_full_goes_below_zero_and_refills_at_the_quota() {
+        let t0 = Instant::now();
+        let max = Duration::from_secs(60);
+        let mut b = TokenBucket::default();
+        // Quota 2/s, burst 4.
+        assert_eq!(b.tokens(2.0, 4.0, t0), 4.0);
+        assert_eq!(b.record(3.0, 2.0, 4.0, t0), 1.0);
+        assert_eq!(b.record(3.0, 2.0, 4.0, t0), -2.0);
+        assert_eq!(
+            TokenBucket::throttle_time(-2.0, 2.0, max),
+            Duration::from_secs(1)
+        );
+        let t1 = t0 + Duration::from_millis(500);
+        assert!((b.tokens(2.0, 4.0, t1) + 1.0).abs() < 1e-9);
+        // Never above the burst, however long idle.
+        assert_eq!(b.tokens(2.0, 4.0, t1 + Duration::from_secs(100)), 4.0);
+        assert_eq!(TokenBucket::throttle_time(0.5, 2.0, max), Duration::ZERO);
+        assert_eq!(TokenBucket::throttle_time(-1.0, 0.0, max), max);
+    }
+
+    #[test]
+    fn an_address_has_its_own_rate_or_the_default_one() {
+        let k = QuotaKind::ConnectionCreationRate;
+        let mut q = QuotaConfigs::default();
+        let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let mapped: std::net::IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        let b: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        assert!(q.ip_quota(a).is_none());
+        q.set(&QuotaEntity::ip(None), k, Some(100.0));
+        q.set(&QuotaEntity::ip(Some(a)), k, Some(2.0));
+        assert_eq!(q.ip_quota(a).unwrap().0, 2.0);
+        assert_eq!(q.ip_quota(mapped).unwrap().0, 2.0);
+        assert_eq!(q.ip_quota(b).unwrap().0, 100.0);
+        // An address entity is no client entity, and the other way round.
+        assert!(q.resolve("", "", k).is_none());
+        q.set(&entity(None, Some(D)), k, Some(1.0));
+        assert_eq!(q.ip_quota(b).unwrap().0, 100.0);
+    }
+
+    #[test]
+    fn entity_stats_count_in_each_quotas_unit() {
+        let s = EntityStats::default();
+        // A 1 ms handler is 0.1 percent-seconds: 1,000 microseconds.
+        s.record(QuotaKind::RequestPercentage, 0.1);
+        s.record(QuotaKind::ProducerByteRate, 700.0);
+        s.record(QuotaKind::ProducerByteRate, -200.0);
+        s.record(QuotaKind::ConsumerByteRate, -5.0);
+        s.throttled(QuotaKind::ProducerByteRate, Duration::from_millis(1_250));
+        assert_eq!(s.of(QuotaKind::RequestPercentage).recorded, 1_000);
+        assert_eq!(
+            s.of(QuotaKind::ProducerByteRate),
+            KindStats {
+                recorded: 500,
+                throttled: 1,
+                throttle_ms: 1_250
+            }
+        );
+        assert_eq!(s.of(QuotaKind::ConsumerByteRate), KindStats::default());
+    }
+
+    #[test]
     fn quota_kinds_have_kafkas_names() {
+        for (i, k) in QuotaKind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i);
+        }
         for k in QuotaKind::ALL {
             assert_eq!(QuotaKind::from_name(k.name()), Some(k));
         }

@@ -64,6 +64,24 @@ pub(crate) async fn accept_loop(
         "kafka"
     };
     let mut connections = accept_bounded(&listener, slots, &mut shutdown, what, |stream, peer| {
+        if shared.quotas.ip_enabled() {
+            let now = std::time::Instant::now();
+            let quotas = shared.quotas.current();
+            if let Err(time) = shared.connection_rates.admit(peer.ip(), &quotas, now) {
+                shared
+                    .metrics
+                    .throttled(crate::quota::QuotaKind::ConnectionCreationRate, time);
+                tracing::info!(
+                    %peer,
+                    throttle_ms = time.as_millis() as u64,
+                    "connection throttled: connection_creation_rate reached; closed after the throttle time"
+                );
+                shared
+                    .connection_rates
+                    .close_later(stream, time, stopping.clone());
+                return None;
+            }
+        }
         let Some(ip_slot) = shared.connections_per_ip.acquire(peer.ip()) else {
             shared.metrics.connection_refused_per_ip();
             tracing::info!(%peer, "connection refused: max_connections_per_ip reached");
@@ -509,7 +527,7 @@ fn push_answer(queue: &mut VecDeque<Pending>, answer: Answer, muted_until: &mut 
 
 /// Mutes the connection for `mute` from now (no request is read or decoded until then),
 /// unless it already is for longer. At most the quota's sample span (`quota.rs` bounds
-/// every throttle time).
+/// every throttle time), or an hour for `controller_mutation_rate` (`quota_manager.rs`).
 fn mute_for(muted_until: &mut Option<Instant>, mute: Duration) {
     if mute.is_zero() {
         return;

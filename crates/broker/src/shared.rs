@@ -48,6 +48,8 @@ pub struct Shared {
     pub(crate) quotas: crate::quota_manager::QuotaManager,
     /// `max_connections_per_ip` and its overrides, with the counts per address.
     pub(crate) connections_per_ip: Arc<crate::connection_quotas::ConnectionsPerIp>,
+    /// The connection rates per address (`connection_creation_rate` of `ip` quotas).
+    pub(crate) connection_rates: crate::connection_quotas::ConnectionRates,
     /// SCRAM credentials (SASL/SCRAM and PLAIN authenticate against them).
     // Read by the SASL authenticator, which lands next (issue 19).
     #[allow(dead_code)]
@@ -196,6 +198,11 @@ impl Shared {
                 .connections_per_ip_overrides()
                 .unwrap_or_default(),
         ));
+        let connection_rates =
+            crate::connection_quotas::ConnectionRates::new(crate::quota::RateConfig {
+                samples: config.broker.quota_window_num,
+                window: std::time::Duration::from_secs(config.broker.quota_window_size_seconds),
+            });
         Shared {
             node_id: config.broker.node_id,
             config,
@@ -208,6 +215,7 @@ impl Shared {
             acls: recovered.acls,
             quotas: recovered.quotas,
             connections_per_ip,
+            connection_rates,
             credentials,
             hooks,
             metrics: Metrics::default(),
@@ -307,6 +315,7 @@ impl Shared {
                     cache_bytes: d.ranges.bytes(),
                 }
             }),
+            quota_entities: self.quotas.figures(),
         }
     }
 }

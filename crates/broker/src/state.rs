@@ -1017,13 +1017,13 @@ impl Cluster {
         Ok(topic)
     }
 
-    /// Grows a topic to `count` partitions.
+    /// Grows a topic to `count` partitions; how many it adds (or would, `validate_only`).
     pub fn create_partitions(
         &self,
         name: &TopicName,
         count: i32,
         validate_only: bool,
-    ) -> Result<(), TopicError> {
+    ) -> Result<usize, TopicError> {
         let _g = self.admin.lock();
         let topic = self
             .topics
@@ -1043,8 +1043,9 @@ impl Cluster {
                 rafka_core::limits::PARTITIONS_PER_TOPIC_MAX
             )));
         }
+        let added = (count - current) as usize;
         if validate_only {
-            return Ok(());
+            return Ok(added);
         }
         let cfg = self.log_config(&topic.configs);
         let mut parts = topic.partitions.clone();
@@ -1064,7 +1065,7 @@ impl Cluster {
         });
         self.topics.write().insert(name.clone(), new);
         self.persist()?;
-        Ok(())
+        Ok(added)
     }
 
     /// Replaces a topic's config overrides (already validated by the caller).

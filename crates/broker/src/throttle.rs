@@ -7,11 +7,14 @@
 //! its bytes are taken back, as Kafka answers it empty; a Fetch asks for at most what the
 //! quota allows in its window (Kafka's `getMaxValueInQuotaWindow`).
 //!
-//! FIXME(issue 20): `controller_mutation_rate` (KIP-599: CreateTopics, CreatePartitions and
-//! DeleteTopics answered THROTTLING_QUOTA_EXCEEDED over it) is stored and described but not
-//! enforced yet. Produce before v6 and Fetch before v8 predate KIP-219: their answer is
-//! delayed by the throttle time instead (the connection held meanwhile), as Kafka does;
-//! other APIs' old versions are answered at once and muted.
+//! `controller_mutation_rate` (KIP-599) is counted by the CreateTopics, CreatePartitions
+//! and DeleteTopics handlers themselves (`api/admin.rs`: a topic over it is refused
+//! THROTTLING_QUOTA_EXCEEDED), which put its throttle time in their response;
+//! [`Usage::finish`] takes the longer of that and the request quota's, as Kafka's
+//! `sendResponseMaybeThrottleWithControllerQuota` does, and mutes the connection for it.
+//! Produce before v6 and Fetch before v8 predate KIP-219: their answer is delayed by the
+//! throttle time instead (the connection held meanwhile), as Kafka does; other APIs' old
+//! versions are answered at once and muted.
 //!
 //! The pipeline calls [`Usage::of`] before the handler, [`Usage::record`] when it returns
 //! and [`Usage::finish`] once the response is complete. Without any quota configured, `of` returns `None` and nothing
@@ -154,13 +157,20 @@ impl Usage {
                 w
             }
             Some(r) => {
-                set_throttle_time(r, early.1);
-                early
+                let mutation = mutation_throttle(r);
+                let w = if mutation > early.1 {
+                    (QuotaKind::ControllerMutationRate, mutation)
+                } else {
+                    early
+                };
+                set_throttle_time(r, w.1);
+                w
             }
             None => early,
         };
         if time > Duration::ZERO {
             shared.metrics.throttled(kind, time);
+            q.throttled(kind, user, client, time);
             tracing::debug!(
                 quota = kind.name(),
                 user,
@@ -191,6 +201,18 @@ fn worst(bytes: (QuotaKind, Duration), request: Duration) -> (QuotaKind, Duratio
     } else {
         (QuotaKind::RequestPercentage, request)
     }
+}
+
+/// The `controller_mutation_rate` throttle a CreateTopics, CreatePartitions or
+/// DeleteTopics handler put in its response.
+fn mutation_throttle(resp: &ResponseKind) -> Duration {
+    let ms = match resp {
+        ResponseKind::CreateTopics(r) => r.throttle_time_ms,
+        ResponseKind::CreatePartitions(r) => r.throttle_time_ms,
+        ResponseKind::DeleteTopics(r) => r.throttle_time_ms,
+        _ => 0,
+    };
+    Duration::from_millis(ms.max(0) as u64)
 }
 
 fn millis(d: Duration) -> i32 {

@@ -60,8 +60,10 @@ impl Client {
                         let c = ComponentData::default().with_entity_type(sb(t));
                         match m {
                             QuotaMatch::Exact(n) => c.with_match_type(0).with_match(Some(sb(n))),
-                            QuotaMatch::Default => c.with_match_type(1),
-                            QuotaMatch::Any => c.with_match_type(2),
+                            // No match string (the field's default is an empty one, which
+                            // the broker refuses beside these match types, as Kafka does).
+                            QuotaMatch::Default => c.with_match_type(1).with_match(None),
+                            QuotaMatch::Any => c.with_match_type(2).with_match(None),
                         }
                     })
                     .collect(),

@@ -1,5 +1,15 @@
 //! Topic administration: CreateTopics, DeleteTopics, CreatePartitions, DeleteRecords,
 //! DescribeLogDirs.
+//!
+//! The first three count the partitions they create, add or delete against the client's
+//! `controller_mutation_rate` (KIP-599, [`MutationQuota`]). From CreateTopics v6,
+//! CreatePartitions v3 and DeleteTopics v5 the quota is strict: once it is exhausted, each
+//! further topic of the request that would be mutated (and is otherwise valid) is answered
+//! THROTTLING_QUOTA_EXCEEDED, while a topic taking it from within to beyond the quota is
+//! still mutated (Kafka's rule: never refused for its own size). Older versions mutate
+//! everything and are throttled afterwards. Either way `throttle_time_ms` says how long
+//! until the quota is back, and the connection is muted that long (`throttle.rs`). As in
+//! KRaft, a `validate_only` request counts too.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,6 +36,7 @@ use rafka_core::{Offset, TopicName};
 use rafka_hooks::{AdminOp, RequestContext, Verdict};
 
 use super::{sb, storage_error_code, wire_topic};
+use crate::quota_manager::MutationQuota;
 use crate::shared::Shared;
 use crate::state::{is_internal, TopicError};
 use crate::topic_config;
@@ -34,6 +45,38 @@ use crate::topic_config;
 pub(crate) const SOURCE_TOPIC: i8 = 1;
 /// Kafka's config source code for a default.
 pub(crate) const SOURCE_DEFAULT: i8 = 5;
+
+/// The request's `controller_mutation_rate`, strict from `strict_since`.
+fn mutation_quota<'a>(
+    shared: &'a Shared,
+    ctx: &RequestContext,
+    version: i16,
+    strict_since: i16,
+) -> Option<MutationQuota<'a>> {
+    shared.quotas.mutation_quota(
+        &ctx.session.principal.name,
+        &ctx.client_id,
+        version >= strict_since,
+    )
+}
+
+/// `Err` (the throttle time) when `quota` is strict and exhausted.
+fn exhausted(quota: &mut Option<MutationQuota<'_>>) -> Option<std::time::Duration> {
+    quota.as_mut().and_then(|q| q.check().err())
+}
+
+fn throttled_message(time: std::time::Duration) -> String {
+    format!(
+        "The throttling quota has been exceeded: controller_mutation_rate, retry after {} ms.",
+        time.as_millis()
+    )
+}
+
+fn throttle_ms(quota: &Option<MutationQuota<'_>>) -> i32 {
+    quota.as_ref().map_or(0, |q| {
+        q.throttle_time().as_millis().min(i32::MAX as u128) as i32
+    })
+}
 
 fn topic_error(e: &TopicError) -> ResponseError {
     match e {
@@ -52,6 +95,7 @@ pub fn create_topics(
     version: i16,
     ctx: &RequestContext,
 ) -> ResponseKind {
+    let mut quota = mutation_quota(shared, ctx, version, 6);
     let mut results = Vec::new();
     for t in req.topics {
         let result = CreatableTopicResult::default()
@@ -125,11 +169,31 @@ pub fn create_topics(
             );
             continue;
         }
+        if let Some(time) = exhausted(&mut quota) {
+            // Refused for the quota only when nothing else refuses it (KRaft checks the
+            // quota last).
+            results.push(
+                match shared
+                    .cluster
+                    .create_topic(&name, partitions, configs.clone(), true)
+                {
+                    Ok(_) => fail(
+                        ResponseError::ThrottlingQuotaExceeded,
+                        throttled_message(time),
+                    ),
+                    Err(e) => fail(topic_error(&e), e.to_string()),
+                },
+            );
+            continue;
+        }
         match shared
             .cluster
             .create_topic(&name, partitions, configs.clone(), req.validate_only)
         {
             Ok(topic) => {
+                if let Some(q) = &mut quota {
+                    q.record(partitions.max(0) as usize);
+                }
                 let mut r = result
                     .with_topic_id(topic.id)
                     .with_num_partitions(partitions)
@@ -158,7 +222,11 @@ pub fn create_topics(
             Err(e) => results.push(fail(topic_error(&e), e.to_string())),
         }
     }
-    ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(results))
+    ResponseKind::CreateTopics(
+        CreateTopicsResponse::default()
+            .with_topics(results)
+            .with_throttle_time_ms(throttle_ms(&quota)),
+    )
 }
 
 /// DeleteTopics v1–6 (by name, or by topic id from v6).
@@ -168,6 +236,7 @@ pub fn delete_topics(
     version: i16,
     ctx: &RequestContext,
 ) -> ResponseKind {
+    let mut quota = mutation_quota(shared, ctx, version, 5);
     let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
         req.topics
             .iter()
@@ -213,23 +282,39 @@ pub fn delete_topics(
                     .with_error_code(rej.code.0)
                     .with_error_message(Some(sb(rej.message)));
             }
+            if let Some(time) = exhausted(&mut quota) {
+                return r
+                    .with_error_code(ResponseError::ThrottlingQuotaExceeded.code())
+                    .with_error_message(Some(sb(throttled_message(time))));
+            }
             match shared.cluster.delete_topic(&topic.name) {
-                Ok(_) => r,
+                Ok(deleted) => {
+                    if let Some(q) = &mut quota {
+                        q.record(deleted.partitions.len());
+                    }
+                    r
+                }
                 Err(e) => r
                     .with_error_code(topic_error(&e).code())
                     .with_error_message(Some(sb(e.to_string()))),
             }
         })
         .collect();
-    ResponseKind::DeleteTopics(DeleteTopicsResponse::default().with_responses(responses))
+    ResponseKind::DeleteTopics(
+        DeleteTopicsResponse::default()
+            .with_responses(responses)
+            .with_throttle_time_ms(throttle_ms(&quota)),
+    )
 }
 
 /// CreatePartitions v0–3.
 pub fn create_partitions(
     shared: &Arc<Shared>,
     req: CreatePartitionsRequest,
+    version: i16,
     ctx: &RequestContext,
 ) -> ResponseKind {
+    let mut quota = mutation_quota(shared, ctx, version, 3);
     let results = req
         .topics
         .into_iter()
@@ -245,21 +330,42 @@ pub fn create_partitions(
                     .with_error_code(rej.code.0)
                     .with_error_message(Some(sb(rej.message)));
             }
-            let outcome = match TopicName::new(&t.name) {
-                Err(_) => Err(TopicError::Unknown(t.name.to_string())),
-                Ok(name) => shared
+            let name = TopicName::new(&t.name).map_err(|_| TopicError::Unknown(t.name.to_string()));
+            if let Some(time) = exhausted(&mut quota) {
+                let checked =
+                    name.and_then(|name| shared.cluster.create_partitions(&name, t.count, true));
+                return match checked {
+                    Ok(_) => r
+                        .with_error_code(ResponseError::ThrottlingQuotaExceeded.code())
+                        .with_error_message(Some(sb(throttled_message(time)))),
+                    Err(e) => r
+                        .with_error_code(topic_error(&e).code())
+                        .with_error_message(Some(sb(e.to_string()))),
+                };
+            }
+            let outcome = name.and_then(|name| {
+                shared
                     .cluster
-                    .create_partitions(&name, t.count, req.validate_only),
-            };
+                    .create_partitions(&name, t.count, req.validate_only)
+            });
             match outcome {
-                Ok(()) => r,
+                Ok(added) => {
+                    if let Some(q) = &mut quota {
+                        q.record(added);
+                    }
+                    r
+                }
                 Err(e) => r
                     .with_error_code(topic_error(&e).code())
                     .with_error_message(Some(sb(e.to_string()))),
             }
         })
         .collect();
-    ResponseKind::CreatePartitions(CreatePartitionsResponse::default().with_results(results))
+    ResponseKind::CreatePartitions(
+        CreatePartitionsResponse::default()
+            .with_results(results)
+            .with_throttle_time_ms(throttle_ms(&quota)),
+    )
 }
 
 /// DeleteRecords v0–2: moves the log start offset (-1 means the high watermark).

@@ -10,9 +10,14 @@
 //! - Alter: per entry, an empty entity, a repeated or unknown entity type, an empty name,
 //!   an unknown or repeated key, a byte rate that is not a whole number or a negative
 //!   value is INVALID_REQUEST, and nothing of that entry changes; the valid entries are
-//!   stored together (unless `validate_only`). Rafka keeps no `ip` quotas
-//!   (`connection_creation_rate`): such an entry is INVALID_REQUEST, and an `ip` filter
-//!   matches nothing.
+//!   stored together (unless `validate_only`). An `ip` entity (KIP-612) stands alone
+//!   (beside `user` or `client-id` it is INVALID_REQUEST), names an IP address or is the
+//!   default, and takes `connection_creation_rate` only, a whole number up to 2^31 - 1;
+//!   `connection_creation_rate` is no key of a user or client id (INVALID_REQUEST either
+//!   way). Kafka also accepts a host name it can resolve; Rafka takes IP literals only
+//!   (no DNS lookup on the request path, no address that changes under the quota) and
+//!   keeps an address in its canonical text form (`::1` for `0:0:0:0:0:0:0:1`), which is
+//!   also how it is described and matched.
 //! - Reading quotas needs DESCRIBE_CONFIGS on the cluster, changing them ALTER_CONFIGS
 //!   (CLUSTER_AUTHORIZATION_FAILED otherwise) once an authorizer is configured.
 
@@ -73,6 +78,7 @@ fn component<'a>(entity: &'a QuotaEntity, entity_type: &str) -> Option<Option<&'
     let part = match entity_type {
         ENTITY_USER => entity.user.as_ref(),
         ENTITY_CLIENT_ID => entity.client_id.as_ref(),
+        ENTITY_IP => entity.ip.as_ref(),
         _ => None,
     }?;
     Some(match part {
@@ -83,7 +89,7 @@ fn component<'a>(entity: &'a QuotaEntity, entity_type: &str) -> Option<Option<&'
 
 /// An entity as the wire names it: (type, name or `None` for the default), user first.
 fn wire_entity(entity: &QuotaEntity) -> Vec<(&'static str, Option<&str>)> {
-    [ENTITY_USER, ENTITY_CLIENT_ID]
+    [ENTITY_USER, ENTITY_CLIENT_ID, ENTITY_IP]
         .into_iter()
         .filter_map(|t| component(entity, t).map(|n| (t, n)))
         .collect()
@@ -126,7 +132,14 @@ fn filter(req: &DescribeClientQuotasRequest) -> Result<Filter, Refusal> {
                         "Request specified MATCH_TYPE_EXACT, but set match string to null.",
                     ))
                 }
-                Some(m) => f.exact.push((t.into(), Some(m))),
+                Some(m) => {
+                    // An address matches in its canonical form.
+                    let m = match (t, m.parse::<std::net::IpAddr>()) {
+                        (ENTITY_IP, Ok(a)) => a.to_canonical().to_string(),
+                        _ => m,
+                    };
+                    f.exact.push((t.into(), Some(m)))
+                }
             },
             MATCH_DEFAULT | MATCH_SPECIFIED if m.is_some() => {
                 return Err(invalid(format!(
@@ -219,10 +232,7 @@ fn alteration(
     if entry.entity.is_empty() {
         return Err(invalid("Invalid empty client quota entity"));
     }
-    let mut entity = QuotaEntity {
-        user: None,
-        client_id: None,
-    };
+    let mut entity = QuotaEntity::client(None, None);
     let mut seen: Vec<&str> = Vec::new();
     for e in &entry.entity {
         let t = e.entity_type.as_str();
@@ -241,17 +251,33 @@ fn alteration(
             ENTITY_USER => entity.user = Some(name),
             ENTITY_CLIENT_ID => entity.client_id = Some(name),
             ENTITY_IP => {
-                return Err(invalid(
-                    "ip quotas (connection_creation_rate) are not supported by this broker",
-                ))
+                entity.ip = Some(match name {
+                    EntityName::Default => EntityName::Default,
+                    EntityName::Named(n) => match n.parse::<std::net::IpAddr>() {
+                        Ok(a) => EntityName::Named(a.to_canonical().to_string()),
+                        Err(_) => {
+                            return Err(invalid(format!(
+                                "{n} is not a valid IP or resolvable host."
+                            )))
+                        }
+                    },
+                })
             }
             _ => return Err(invalid(format!("Unhandled client quota entity type: {t}"))),
         }
+    }
+    let is_ip = entity.ip.is_some();
+    if is_ip && (entity.user.is_some() || entity.client_id.is_some()) {
+        return Err(invalid(
+            "Invalid quota entity combination, IP entity should not be combined with User or \
+             ClientId",
+        ));
     }
     let mut ops: Vec<(QuotaKind, Option<f64>)> = Vec::new();
     for op in &entry.ops {
         let key = op.key.as_str();
         let kind = QuotaKind::from_name(key)
+            .filter(|k| (*k == QuotaKind::ConnectionCreationRate) == is_ip)
             .ok_or_else(|| invalid(format!("Invalid configuration key {key}")))?;
         if ops.iter().any(|(k, _)| *k == kind) {
             return Err(invalid(format!(
@@ -274,6 +300,9 @@ fn alteration(
         );
         if whole && ((v + 1e-6).trunc() - v).abs() > 1e-6 {
             return Err(invalid(format!("Configuration {key} must be a Long value")));
+        }
+        if kind == QuotaKind::ConnectionCreationRate && (v.trunc() != v || v > i32::MAX as f64) {
+            return Err(invalid(format!("Configuration {key} must be a Int value")));
         }
         ops.push((kind, Some(v)));
     }
@@ -387,6 +416,98 @@ impl ErrorCodes for AlterClientQuotasResponse {
     fn error_codes<'a>(&'a self, f: &mut dyn FnMut(ErrorItem<'a>)) {
         for e in &self.entries {
             f(ErrorItem::top(e.error_code));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
+    use proptest::prelude::*;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    fn entry(entity: &[(&str, Option<&str>)], ops: &[(&str, f64)]) -> EntryData {
+        EntryData::default()
+            .with_entity(
+                entity
+                    .iter()
+                    .map(|(t, n)| {
+                        EntityData::default()
+                            .with_entity_type(sb(*t))
+                            .with_entity_name(n.map(sb))
+                    })
+                    .collect(),
+            )
+            .with_ops(
+                ops.iter()
+                    .map(|(k, v)| OpData::default().with_key(sb(*k)).with_value(*v))
+                    .collect(),
+            )
+    }
+
+    fn rate(v: f64) -> [(&'static str, f64); 1] {
+        [("connection_creation_rate", v)]
+    }
+
+    #[test]
+    fn ip_entities_take_connection_creation_rate_only_and_stand_alone() {
+        let ok = alteration(&entry(&[("ip", Some("127.0.0.1"))], &rate(2.0))).unwrap();
+        assert_eq!(
+            ok.entity,
+            QuotaEntity::ip(Some("127.0.0.1".parse().unwrap()))
+        );
+        assert_eq!(ok.ops, vec![(QuotaKind::ConnectionCreationRate, Some(2.0))]);
+        let default = alteration(&entry(&[("ip", None)], &rate(0.0))).unwrap();
+        assert_eq!(default.entity, QuotaEntity::ip(None));
+        // Kept canonical.
+        let long = alteration(&entry(&[("ip", Some("0:0:0:0:0:0:0:1"))], &rate(1.0))).unwrap();
+        assert_eq!(long.entity.ip, Some(EntityName::Named("::1".into())));
+        for bad in [
+            entry(
+                &[("ip", Some("127.0.0.1")), ("user", Some("a"))],
+                &rate(1.0),
+            ),
+            entry(&[("client-id", None), ("ip", None)], &rate(1.0)),
+            entry(&[("ip", Some("127.0.0.1"))], &[("producer_byte_rate", 1.0)]),
+            entry(&[("user", Some("a"))], &rate(1.0)),
+            entry(&[("client-id", None)], &rate(1.0)),
+            entry(&[("ip", Some("not-an-ip"))], &rate(1.0)),
+            entry(&[("ip", Some("256.0.0.1"))], &rate(1.0)),
+            entry(&[("ip", Some("example.com"))], &rate(1.0)),
+            entry(&[("ip", Some(""))], &rate(1.0)),
+            entry(&[("ip", None)], &rate(1.5)),
+            entry(&[("ip", None)], &rate(-1.0)),
+            entry(&[("ip", None)], &rate(3e9)),
+        ] {
+            let e = alteration(&bad).unwrap_err();
+            assert_eq!(e.0, ResponseError::InvalidRequest, "{bad:?}: {}", e.1);
+        }
+    }
+
+    fn any_ip() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            any::<u32>().prop_map(|a| IpAddr::V4(Ipv4Addr::from(a))),
+            any::<u128>().prop_map(|a| IpAddr::V6(Ipv6Addr::from(a))),
+        ]
+    }
+
+    proptest! {
+        /// Every address (IPv4, IPv6 in any of its spellings Rust prints) and the default,
+        /// with any whole rate in Kafka's range, is accepted, as the entity of that address.
+        #[test]
+        fn every_valid_ip_entity_is_accepted(
+            ip in proptest::option::of(any_ip()),
+            value in 0u32..=i32::MAX as u32,
+        ) {
+            let name = ip.map(|a| a.to_string());
+            let got = alteration(&entry(&[("ip", name.as_deref())], &rate(value as f64)));
+            let got = got.map_err(|e| e.1).unwrap();
+            prop_assert_eq!(got.entity, QuotaEntity::ip(ip));
+            prop_assert_eq!(
+                got.ops,
+                vec![(QuotaKind::ConnectionCreationRate, Some(value as f64))]
+            );
         }
     }
 }

@@ -365,7 +365,7 @@ fn handle(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestContext>) 
         },
         RequestKind::CreatePartitions(r) => match &shared.diskless {
             Some(d) => admin::diskless::create_partitions(shared, d, r, ctx),
-            None => Reply::Now(admin::create_partitions(shared, r, ctx)),
+            None => Reply::Now(admin::create_partitions(shared, r, version, ctx)),
         },
         RequestKind::DescribeTopicPartitions(r) => match &shared.diskless {
             Some(d) => metadata::diskless::describe_topic_partitions(d, r),

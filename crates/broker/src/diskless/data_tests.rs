@@ -517,3 +517,142 @@ fn walk(dir: &std::path::Path) -> usize {
         })
         .unwrap_or(0)
 }
+
+/// An object store that fails uploads on demand: before writing, or after writing ("timed
+/// out but succeeded": the object is there, the uploader was told it is not).
+#[derive(Debug)]
+struct FlakyStore {
+    inner: Arc<dyn object_store::ObjectStore>,
+    /// 0: uploads work; 1: fail before writing; 2: write, then fail.
+    mode: std::sync::atomic::AtomicU8,
+}
+
+impl std::fmt::Display for FlakyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FlakyStore({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for FlakyStore {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        let failed = || object_store::Error::Generic {
+            store: "flaky",
+            source: "injected failure".into(),
+        };
+        match self.mode.load(std::sync::atomic::Ordering::SeqCst) {
+            1 => Err(failed()),
+            2 => {
+                self.inner.put_opts(location, payload, opts).await?;
+                Err(failed())
+            }
+            _ => self.inner.put_opts(location, payload, opts).await,
+        }
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn delete(&self, location: &object_store::path::Path) -> object_store::Result<()> {
+        self.inner.delete(location).await
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+    ) -> object_store::Result<()> {
+        self.inner.copy(from, to).await
+    }
+
+    async fn copy_if_not_exists(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+    ) -> object_store::Result<()> {
+        self.inner.copy_if_not_exists(from, to).await
+    }
+}
+
+#[tokio::test]
+async fn an_upload_that_failed_after_writing_is_never_visible_and_is_swept() {
+    use object_store::ObjectStore;
+    use std::sync::atomic::Ordering::SeqCst;
+    let db = super::test_postgres::Postgres::shared().fresh_database("dl_flaky");
+    let dir = tempfile::tempdir().unwrap();
+    let config = ClusterConfig {
+        mode: ClusterMode::Diskless,
+        coordinator: Some(db),
+        object_store: Some(format!("file://{}", dir.path().display())),
+        object_grace_ms: 1,
+        ..ClusterConfig::default()
+    };
+    let (inner, prefix) =
+        super::objects::ObjectStoreUrl::parse(config.object_store.as_deref().unwrap())
+            .unwrap()
+            .open()
+            .unwrap();
+    let flaky = Arc::new(FlakyStore {
+        inner: inner.clone(),
+        mode: std::sync::atomic::AtomicU8::new(2),
+    });
+    let d = Diskless::start_with_store(&config, 0, flaky.clone(), prefix)
+        .await
+        .unwrap();
+    let id = topic(&d, "flaky", 1).await;
+    let tp: Tp = (id, 0);
+    // Written, but reported failed: answered with an error, nothing committed.
+    let first = batch("once", 2, Some((3, 0, 0)));
+    let r = d.committer.submit(tp, vec![first.clone()]).await;
+    assert!(matches!(r, Err(CommitError::Upload(_))), "{r:?}");
+    assert_eq!(walk(&dir.path().join("objects")), 1);
+    // Failed before writing.
+    flaky.mode.store(1, SeqCst);
+    let r = d.committer.submit(tp, vec![first.clone()]).await;
+    assert!(matches!(r, Err(CommitError::Upload(_))), "{r:?}");
+    // The producer's retry, once uploads work: written once, at offset 0.
+    flaky.mode.store(0, SeqCst);
+    let c = d.committer.submit(tp, vec![first.clone()]).await.unwrap();
+    assert_eq!(c.base_offset, 0);
+    assert_eq!(d.marks.get(tp), Some((0, 2)));
+    // The orphans (one written, one not) go; the committed object stays and reads back.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(super::sweeper::sweep_once(&d).await.unwrap(), 2);
+    assert_eq!(walk(&dir.path().join("objects")), 1);
+    let r = read(&d, tp, 0, 1 << 20).await.unwrap();
+    assert_eq!(r.records, at(&first, 0));
+    use futures::StreamExt;
+    assert_eq!(inner.list(None).count().await, 1);
+}

@@ -111,10 +111,9 @@ pub struct Diskless {
 impl Diskless {
     /// Connects to the coordinator, applies the schema, opens the object store.
     pub async fn start(config: &ClusterConfig, node_id: i32) -> Result<Diskless, DisklessError> {
-        let conn = config
-            .coordinator
-            .clone()
-            .ok_or_else(|| DisklessError::Config("no coordinator".into()))?;
+        if config.coordinator.is_none() {
+            return Err(DisklessError::Config("no coordinator".into()));
+        }
         let url = config
             .object_store
             .as_deref()
@@ -122,6 +121,22 @@ impl Diskless {
         let (store, prefix) = objects::ObjectStoreUrl::parse(url)
             .and_then(|u| u.open())
             .map_err(DisklessError::Config)?;
+        Diskless::start_with_store(config, node_id, store, prefix).await
+    }
+
+    /// `start` over an object store given, not opened from `cluster.object_store` (tests
+    /// pass one that injects faults).
+    pub async fn start_with_store(
+        config: &ClusterConfig,
+        node_id: i32,
+        store: Arc<dyn ObjectStore>,
+        prefix: ObjectPath,
+    ) -> Result<Diskless, DisklessError> {
+        let conn = config
+            .coordinator
+            .clone()
+            .ok_or_else(|| DisklessError::Config("no coordinator".into()))?;
+        let url = config.object_store.as_deref().unwrap_or_default();
         let mut client = pg::connect(&conn).await?;
         let cluster_id = pg::migrate(&mut client).await?;
         drop(client);
