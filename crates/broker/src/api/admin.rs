@@ -612,11 +612,18 @@ pub mod diskless {
     ) -> super::super::Reply {
         let (shared, d, ctx) = (shared.clone(), d.clone(), ctx.clone());
         super::super::Reply::Later(Box::pin(async move {
+            let mut quota = mutation_quota(&shared, &ctx, version, 6);
             let mut results = Vec::with_capacity(req.topics.len());
             for t in &req.topics {
-                results.push(create_one(&shared, &d, t, req.validate_only, version, &ctx).await);
+                results.push(
+                    create_one(&shared, &d, t, req.validate_only, version, &ctx, &mut quota).await,
+                );
             }
-            ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(results))
+            ResponseKind::CreateTopics(
+                CreateTopicsResponse::default()
+                    .with_topics(results)
+                    .with_throttle_time_ms(throttle_ms(&quota)),
+            )
         }))
     }
 
@@ -627,6 +634,7 @@ pub mod diskless {
         validate_only: bool,
         version: i16,
         ctx: &RequestContext,
+        quota: &mut Option<MutationQuota<'_>>,
     ) -> CreatableTopicResult {
         let result = CreatableTopicResult::default()
             .with_name(t.name.clone())
@@ -704,6 +712,19 @@ pub mod diskless {
                 .with_error_code(r.code.0)
                 .with_error_message(Some(sb(r.message)));
         }
+        // The quota last, as KRaft checks it (an existing topic is reported as such).
+        if let Some(time) = exhausted(quota) {
+            return match d.catalog.topic(&d.pg, name.as_str()).await {
+                Ok(Some(_)) => fail(
+                    ResponseError::TopicAlreadyExists,
+                    format!("Topic '{name}' already exists."),
+                ),
+                _ => fail(
+                    ResponseError::ThrottlingQuotaExceeded,
+                    throttled_message(time),
+                ),
+            };
+        }
         let created = if validate_only {
             match d.catalog.topic(&d.pg, name.as_str()).await {
                 Ok(Some(_)) => Err(CreateTopicError::Exists(name.to_string())),
@@ -731,6 +752,9 @@ pub mod diskless {
         };
         if !validate_only {
             tracing::info!(topic = %name, partitions, "created diskless topic");
+            if let Some(q) = quota {
+                q.record(partitions.max(0) as usize);
+            }
         }
         let mut r = result
             .with_topic_id(id)
@@ -778,6 +802,7 @@ pub mod diskless {
                     .map(|n| (Some(n.to_string()), uuid::Uuid::nil()))
                     .collect()
             };
+            let mut quota = mutation_quota(&shared, &ctx, version, 5);
             let mut responses = Vec::with_capacity(targets.len());
             for (name, id) in targets {
                 let found = match &name {
@@ -817,15 +842,31 @@ pub mod diskless {
                     );
                     continue;
                 }
+                if let Some(time) = exhausted(&mut quota) {
+                    responses.push(
+                        r.with_error_code(ResponseError::ThrottlingQuotaExceeded.code())
+                            .with_error_message(Some(sb(throttled_message(time)))),
+                    );
+                    continue;
+                }
                 responses.push(match d.catalog.delete(d.coordinator(), &topic.name).await {
-                    Ok(Some(_)) => r,
+                    Ok(Some(_)) => {
+                        if let Some(q) = &mut quota {
+                            q.record(topic.partitions.max(0) as usize);
+                        }
+                        r
+                    }
                     Ok(None) => r.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
                     Err(e) => r
                         .with_error_code(ResponseError::RequestTimedOut.code())
                         .with_error_message(Some(sb(e.to_string()))),
                 });
             }
-            ResponseKind::DeleteTopics(DeleteTopicsResponse::default().with_responses(responses))
+            ResponseKind::DeleteTopics(
+                DeleteTopicsResponse::default()
+                    .with_responses(responses)
+                    .with_throttle_time_ms(throttle_ms(&quota)),
+            )
         }))
     }
 
@@ -834,10 +875,12 @@ pub mod diskless {
         shared: &Arc<Shared>,
         d: &Arc<Diskless>,
         req: CreatePartitionsRequest,
+        version: i16,
         ctx: &Arc<RequestContext>,
     ) -> super::super::Reply {
         let (shared, d, ctx) = (shared.clone(), d.clone(), ctx.clone());
         super::super::Reply::Later(Box::pin(async move {
+            let mut quota = mutation_quota(&shared, &ctx, version, 3);
             let mut results = Vec::with_capacity(req.topics.len());
             for t in &req.topics {
                 let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
@@ -853,12 +896,26 @@ pub mod diskless {
                     );
                     continue;
                 }
+                let before = match d.catalog.topic(&d.pg, &t.name).await {
+                    Ok(Some(topic)) => topic.partitions,
+                    _ => 0,
+                };
+                if let Some(time) = exhausted(&mut quota) {
+                    results.push(
+                        r.with_error_code(ResponseError::ThrottlingQuotaExceeded.code())
+                            .with_error_message(Some(sb(throttled_message(time)))),
+                    );
+                    continue;
+                }
                 let outcome = d
                     .catalog
                     .add_partitions(d.coordinator(), &t.name, t.count, req.validate_only)
                     .await;
                 let e = match &outcome {
                     Ok(()) => {
+                        if let (Some(q), false) = (&mut quota, req.validate_only) {
+                            q.record((t.count - before).max(0) as usize);
+                        }
                         results.push(r);
                         continue;
                     }
@@ -870,7 +927,9 @@ pub mod diskless {
                 results.push(r.with_error_code(e.code()).with_error_message(msg));
             }
             ResponseKind::CreatePartitions(
-                CreatePartitionsResponse::default().with_results(results),
+                CreatePartitionsResponse::default()
+                    .with_results(results)
+                    .with_throttle_time_ms(throttle_ms(&quota)),
             )
         }))
     }

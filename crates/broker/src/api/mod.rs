@@ -364,7 +364,7 @@ fn handle(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestContext>) 
             None => Reply::Now(admin::delete_topics(shared, r, version, ctx)),
         },
         RequestKind::CreatePartitions(r) => match &shared.diskless {
-            Some(d) => admin::diskless::create_partitions(shared, d, r, ctx),
+            Some(d) => admin::diskless::create_partitions(shared, d, r, version, ctx),
             None => Reply::Now(admin::create_partitions(shared, r, version, ctx)),
         },
         RequestKind::DescribeTopicPartitions(r) => match &shared.diskless {
