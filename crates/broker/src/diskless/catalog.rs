@@ -361,3 +361,134 @@ impl crate::group::consumer::TopicView for Catalog {
         self.all().iter().map(|t| t.name.clone()).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn grow_reconfigure_and_delete_a_topic() {
+        let (d, _dir) = crate::diskless::tests::diskless("catalog_admin", 1).await;
+        let t = d
+            .catalog
+            .create(&d.pg, "t", 2, &BTreeMap::new())
+            .await
+            .unwrap();
+        // Partitions: more only, and the rows come with the count.
+        assert!(matches!(
+            d.catalog
+                .add_partitions(d.coordinator(), "t", 2, false)
+                .await,
+            Err(AddPartitionsError::Invalid(_))
+        ));
+        assert!(matches!(
+            d.catalog
+                .add_partitions(d.coordinator(), "nope", 3, false)
+                .await,
+            Err(AddPartitionsError::Unknown(_))
+        ));
+        d.catalog
+            .add_partitions(d.coordinator(), "t", 4, true)
+            .await
+            .unwrap();
+        assert_eq!(
+            d.catalog
+                .topic(&d.pg, "t")
+                .await
+                .unwrap()
+                .unwrap()
+                .partitions,
+            2
+        );
+        d.catalog
+            .add_partitions(d.coordinator(), "t", 4, false)
+            .await
+            .unwrap();
+        assert_eq!(
+            d.catalog
+                .topic(&d.pg, "t")
+                .await
+                .unwrap()
+                .unwrap()
+                .partitions,
+            4
+        );
+        let epochs = d.catalog.leader_epochs(&d.pg, &[t.id]).await.unwrap();
+        assert_eq!(epochs.len(), 4);
+        // Configs: a refused change writes nothing.
+        let r = d
+            .catalog
+            .alter_configs(d.coordinator(), "t", |c| {
+                c.insert("retention.ms".into(), "1000".into());
+                Err::<(), _>("no")
+            })
+            .await
+            .unwrap();
+        assert_eq!(r, Some(Err("no")));
+        assert!(d
+            .catalog
+            .topic(&d.pg, "t")
+            .await
+            .unwrap()
+            .unwrap()
+            .configs
+            .is_empty());
+        d.catalog
+            .alter_configs(d.coordinator(), "t", |c| {
+                c.insert("retention.ms".into(), "1000".into());
+                Ok::<(), ()>(())
+            })
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let found = d.catalog.topic(&d.pg, "t").await.unwrap().unwrap();
+        assert_eq!(found.configs["retention.ms"], "1000");
+        // An object holding batches of this topic only, and one shared with another topic.
+        let other = d
+            .catalog
+            .create(&d.pg, "other", 1, &BTreeMap::new())
+            .await
+            .unwrap();
+        let client = d.pg.get().await.unwrap();
+        client
+            .batch_execute(&format!(
+                "INSERT INTO rafka_objects (object_id, object_key, node_id, size_bytes, state) \
+                 VALUES (1, 'a', 1, 10, 1), (2, 'b', 1, 10, 1); \
+                 INSERT INTO rafka_batches VALUES \
+                 ('{t}', 0, 0, 0, 1, 0, 10, 1, 0), ('{t}', 1, 0, 0, 2, 0, 5, 1, 0), \
+                 ('{o}', 0, 0, 0, 2, 5, 5, 1, 0);",
+                t = t.id,
+                o = other.id
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            d.catalog.delete(d.coordinator(), "t").await.unwrap(),
+            Some(t.id)
+        );
+        assert_eq!(d.catalog.delete(d.coordinator(), "t").await.unwrap(), None);
+        assert!(d.catalog.topic(&d.pg, "t").await.unwrap().is_none());
+        let states: Vec<(i64, i16)> = client
+            .query(
+                "SELECT object_id, state FROM rafka_objects ORDER BY object_id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(
+            states,
+            vec![(1, 2), (2, 1)],
+            "only the object left empty is unreferenced"
+        );
+        let left: i64 = client
+            .query_one("SELECT count(*) FROM rafka_batches", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 1);
+    }
+}
