@@ -275,8 +275,9 @@ impl Broker {
         let shared = Arc::new(Shared::new(config, recovered, hooks, advertised));
         // Diskless: registered (with the advertised address, known now) before serving.
         if let Some(d) = &shared.diskless {
-            let (host, port) = shared.advertised();
-            d.membership.register(&d.pg, &host, port, None).await?;
+            d.membership
+                .register(&d.pg, shared.advertised_listeners(), None)
+                .await?;
         }
         // One connection limit for all listeners, as Kafka's `max.connections`.
         let slots = Arc::new(Semaphore::new(shared.config.broker.max_connections));

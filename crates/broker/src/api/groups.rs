@@ -76,7 +76,10 @@ pub fn find_coordinator(
         match (&shared.diskless, req.key_type) {
             (Some(d), 0) => diskless_coordinator(d, key)
                 .ok_or(ResponseError::CoordinatorNotAvailable)
-                .map(|b| (b.node_id, b.host, b.port)),
+                .map(|b| {
+                    let (host, port) = b.address_for(listener);
+                    (b.node_id, host, port)
+                }),
             _ => Ok((shared.node_id, host.clone(), port)),
         }
     };

@@ -425,7 +425,10 @@ pub mod diskless {
         let live = d.membership.live_brokers();
         if d.is_live() && !live.is_empty() {
             live.iter()
-                .map(|b| (b.node_id, b.host.clone(), b.port))
+                .map(|b| {
+                    let (host, port) = b.address_for(listener);
+                    (b.node_id, host, port)
+                })
                 .collect()
         } else {
             let (host, port) = shared.advertised_for(listener);

@@ -15,6 +15,7 @@
 //! clock from before that renewal was sent) it treats itself as not live, and the API
 //! handlers answer retriable errors rather than serve from stale metadata.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +36,19 @@ pub struct LiveBroker {
     pub port: i32,
     /// `broker.rack`, if set.
     pub rack: Option<String>,
+    /// Every listener's advertised host and port, by listener name.
+    pub listeners: BTreeMap<String, (String, i32)>,
+}
+
+impl LiveBroker {
+    /// The address a client of listener `name` is given (Kafka's rule: the listener of
+    /// the same name on every broker), else the first listener's.
+    pub fn address_for(&self, name: &str) -> (String, i32) {
+        self.listeners
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| (self.host.clone(), self.port))
+    }
 }
 
 /// This broker's registration and its view of the cluster.
@@ -72,25 +86,36 @@ impl Membership {
         self.session_timeout.as_millis().min(i64::MAX as u128) as i64
     }
 
-    /// Registers this broker (taking the row over from an older incarnation), then loads
-    /// the live brokers.
+    /// Registers this broker with its listeners' advertised addresses (name, host, port;
+    /// the first one is its main address), taking the row over from an older
+    /// incarnation, then loads the live brokers.
     pub async fn register(
         &self,
         pg: &SharedClient,
-        host: &str,
-        port: i32,
+        listeners: &[(String, String, i32)],
         rack: Option<&str>,
     ) -> Result<(), DisklessError> {
+        let (host, port) = listeners
+            .first()
+            .map(|(_, h, p)| (h.as_str(), *p))
+            .ok_or_else(|| DisklessError::Config("no listener".into()))?;
+        let by_name: BTreeMap<&str, (&str, i32)> = listeners
+            .iter()
+            .map(|(n, h, p)| (n.as_str(), (h.as_str(), *p)))
+            .collect();
+        let listeners_json = serde_json::to_string(&by_name)
+            .map_err(|e| DisklessError::Config(format!("listeners: {e}")))?;
         let sent = Instant::now();
         let client = pg.get().await?;
         client
             .execute(
                 "INSERT INTO rafka_brokers (node_id, incarnation, host, port, rack, \
-                 lease_expires_at) VALUES ($1, $2, $3, $4, $5, \
-                 now() + $6::bigint * interval '1 millisecond') \
+                 lease_expires_at, listeners) VALUES ($1, $2, $3, $4, $5, \
+                 now() + $6::bigint * interval '1 millisecond', $7::text::jsonb) \
                  ON CONFLICT (node_id) DO UPDATE SET incarnation = EXCLUDED.incarnation, \
                  host = EXCLUDED.host, port = EXCLUDED.port, rack = EXCLUDED.rack, \
-                 registered_at = now(), lease_expires_at = EXCLUDED.lease_expires_at",
+                 registered_at = now(), lease_expires_at = EXCLUDED.lease_expires_at, \
+                 listeners = EXCLUDED.listeners",
                 &[
                     &self.node_id,
                     &self.incarnation,
@@ -98,6 +123,7 @@ impl Membership {
                     &port,
                     &rack,
                     &self.lease_ms(),
+                    &listeners_json,
                 ],
             )
             .await?;
@@ -144,7 +170,7 @@ impl Membership {
         let client = pg.get().await?;
         let rows = client
             .query(
-                "SELECT node_id, host, port, rack FROM rafka_brokers \
+                "SELECT node_id, host, port, rack, listeners::text FROM rafka_brokers \
                  WHERE lease_expires_at > now() ORDER BY node_id",
                 &[],
             )
@@ -156,6 +182,8 @@ impl Membership {
                 host: r.get(1),
                 port: r.get(2),
                 rack: r.get(3),
+                // A row written without listeners (or unreadable) gives the main address.
+                listeners: serde_json::from_str(r.get::<_, &str>(4)).unwrap_or_default(),
             })
             .collect();
         *self.live.write() = Arc::new(live);
@@ -200,14 +228,24 @@ impl Membership {
 mod tests {
     use super::*;
 
+    /// Two listeners: PLAINTEXT at `host:port`, EXTERNAL at ext.example:(port + 10000).
+    fn l(host: &str, port: i32) -> Vec<(String, String, i32)> {
+        vec![
+            ("PLAINTEXT".into(), host.into(), port),
+            ("EXTERNAL".into(), "ext.example".into(), port + 10000),
+        ]
+    }
+
     #[tokio::test]
     async fn register_heartbeat_fence_and_leave() {
         let (d, _dir) = crate::diskless::tests::diskless("membership", 1).await;
         let a = Membership::new(1, Duration::from_secs(5));
         let b = Membership::new(2, Duration::from_secs(5));
         assert!(!a.is_live(), "not live before registering");
-        a.register(&d.pg, "127.0.0.1", 9001, None).await.unwrap();
-        b.register(&d.pg, "127.0.0.1", 9002, Some("r1"))
+        a.register(&d.pg, &l("127.0.0.1", 9001), None)
+            .await
+            .unwrap();
+        b.register(&d.pg, &l("127.0.0.1", 9002), Some("r1"))
             .await
             .unwrap();
         assert!(a.heartbeat(&d.pg).await.unwrap());
@@ -219,16 +257,29 @@ mod tests {
                 node_id: 2,
                 host: "127.0.0.1".into(),
                 port: 9002,
-                rack: Some("r1".into())
+                rack: Some("r1".into()),
+                listeners: [
+                    ("PLAINTEXT".to_string(), ("127.0.0.1".to_string(), 9002)),
+                    ("EXTERNAL".to_string(), ("ext.example".to_string(), 19002)),
+                ]
+                .into(),
             }
         );
         // A restart of node 1 (a new incarnation) fences the old process.
         let a2 = Membership::new(1, Duration::from_secs(5));
-        a2.register(&d.pg, "127.0.0.1", 9003, None).await.unwrap();
+        a2.register(&d.pg, &l("127.0.0.1", 9003), None)
+            .await
+            .unwrap();
         assert!(!a.heartbeat(&d.pg).await.unwrap());
         assert!(a.is_fenced() && !a.is_live());
         assert!(a2.heartbeat(&d.pg).await.unwrap());
         assert_eq!(a2.live_brokers()[0].port, 9003);
+        let b_seen = &a2.live_brokers()[1];
+        assert_eq!(
+            b_seen.address_for("EXTERNAL"),
+            ("ext.example".into(), 19002)
+        );
+        assert_eq!(b_seen.address_for("UNKNOWN"), ("127.0.0.1".into(), 9002));
         // The fenced process's leave does not remove its successor's row.
         a.leave(&d.pg).await.unwrap();
         b.leave(&d.pg).await.unwrap();
@@ -241,8 +292,8 @@ mod tests {
         let (d, _dir) = crate::diskless::tests::diskless("lease", 1).await;
         let short = Membership::new(1, Duration::from_millis(300));
         let other = Membership::new(2, Duration::from_secs(5));
-        short.register(&d.pg, "h", 1, None).await.unwrap();
-        other.register(&d.pg, "h", 2, None).await.unwrap();
+        short.register(&d.pg, &l("h", 1), None).await.unwrap();
+        other.register(&d.pg, &l("h", 2), None).await.unwrap();
         assert_eq!(other.live_ids(), vec![1, 2]);
         tokio::time::sleep(Duration::from_millis(500)).await;
         // Not renewed: it knows itself not live, and the others drop it.

@@ -20,6 +20,8 @@ CREATE TABLE IF NOT EXISTS rafka_brokers (
     registered_at    timestamptz NOT NULL DEFAULT now(),
     lease_expires_at timestamptz NOT NULL
 );
+-- Every listener's advertised address, by listener name: {"NAME": ["host", port]}.
+ALTER TABLE rafka_brokers ADD COLUMN IF NOT EXISTS listeners jsonb NOT NULL DEFAULT '{}'::jsonb;
 
 CREATE TABLE IF NOT EXISTS rafka_topics (
     topic_id   uuid PRIMARY KEY,
