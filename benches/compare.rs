@@ -33,6 +33,17 @@
 //! `RAFKA_BENCH_ONLY=authorizer` runs only produce and consume on a broker without an
 //! authorizer against one with Kafka's StandardAuthorizer, 102 bindings and 1,000 topics.
 //!
+//! `RAFKA_BENCH_ONLY=zerocopy` runs only produce 1 KiB acks=1 and consume from the start
+//! on a broker copying fetched records through memory (`broker.zero_copy_fetch: false`)
+//! and on one sending them with `sendfile` (the default), alternated
+//! `RAFKA_BENCH_ROUNDS` times (default 3): MB/s and broker CPU-seconds per GB, medians and
+//! ranges. With `RAFKA_BENCH_PERF=<dir>`, `perf record` samples each broker during each
+//! workload into `<dir>/<broker>-<workload>-<round>.data`.
+//!
+//! `RAFKA_BENCH_ONLY=preallocate` runs only produce 1 KiB (acks=1, then acks=all) to a
+//! topic without and one with `preallocate=true` on one broker, alternated
+//! `RAFKA_BENCH_ROUNDS` times: MB/s and broker CPU-seconds per GB.
+//!
 //! Sizes: `RAFKA_BENCH_RECORDS` (1 KiB records, default 200,000), `RAFKA_BENCH_STARTUP_MIB`
 //! (data for the start-up test, default 1024), `RAFKA_BENCH_STARTUP_PARTITIONS` (1000).
 //! Prints a Markdown table; not a pass/fail test.
@@ -713,6 +724,14 @@ fn main() {
         authorizer_on_and_off(dir.path(), records);
         return;
     }
+    if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "preallocate") {
+        preallocate_on_and_off(dir.path(), records);
+        return;
+    }
+    if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "zerocopy") {
+        zero_copy_on_and_off(dir.path(), records);
+        return;
+    }
     let only_txn = std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "transactions");
     if only_txn {
         eprintln!("transactions ...");
@@ -1381,6 +1400,189 @@ fn authorizer_on_and_off(dir: &Path, records: usize) {
             med(0, k),
             med(1, k),
             med(1, k) / med(0, k)
+        );
+    }
+}
+
+/// `perf record -g` of one process until the returned child is interrupted.
+fn perf_record(pid: u32, out: &Path) -> Option<Child> {
+    Command::new("perf")
+        .args([
+            "record",
+            "-q",
+            "-F",
+            "4999",
+            "-g",
+            "-p",
+            &pid.to_string(),
+            "-o",
+        ])
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()
+}
+
+fn perf_stop(child: Option<Child>) {
+    if let Some(mut c) = child {
+        let _ = Command::new("kill")
+            .args(["-INT", &c.id().to_string()])
+            .status();
+        let _ = c.wait();
+    }
+}
+
+/// `RAFKA_BENCH_ONLY=zerocopy`: produce 1 KiB acks=1 and consume from the start on a
+/// broker with `broker.zero_copy_fetch: false` and on one with the default (`sendfile` on
+/// plaintext connections), alternated; throughput and broker CPU-seconds per GB.
+fn zero_copy_on_and_off(dir: &Path, records: usize) {
+    let rounds = env_num("RAFKA_BENCH_ROUNDS", 3);
+    let perf_dir = std::env::var_os("RAFKA_BENCH_PERF").map(std::path::PathBuf::from);
+    if let Some(d) = &perf_dir {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let config = dir.join("bench-copy.yaml");
+    std::fs::write(&config, "broker:\n  zero_copy_fetch: false\n").unwrap();
+    let servers = [
+        (
+            "copy",
+            Server::rafka_with(
+                &dir.join("rafka-copy"),
+                &[std::ffi::OsStr::new("--config"), config.as_os_str()],
+            ),
+        ),
+        ("sendfile", Server::rafka(&dir.join("rafka-sendfile"))),
+    ];
+    let total = records * 1024;
+    // Per broker and run: [produce MB/s, produce CPU-s/GB, consume MB/s, consume CPU-s/GB].
+    let mut runs: [Vec<[f64; 4]>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        for (i, (label, s)) in servers.iter().enumerate() {
+            let topic = format!("zc-{round}");
+            create_topic(&s.address, &topic, 1);
+            let pid = s.pid().to_string();
+            let record = |what: &str| {
+                perf_dir.as_ref().and_then(|d| {
+                    perf_record(s.pid(), &d.join(format!("{label}-{what}-{round}.data")))
+                })
+            };
+            let perf = record("produce");
+            let cpu0 = cpu_seconds(&pid);
+            let d = common::librdkafka_produce(&s.address, &topic, records, 1024, "1");
+            let produce_cpu = cpu_seconds(&pid) - cpu0;
+            perf_stop(perf);
+            let perf = record("consume");
+            let cpu0 = cpu_seconds(&pid);
+            let (_, steady) = consume_with(&s.address, &topic, records, &[]);
+            let consume_cpu = cpu_seconds(&pid) - cpu0;
+            perf_stop(perf);
+            let gb = total as f64 / 1e9;
+            let row = [
+                total as f64 / d.as_secs_f64() / 1e6,
+                produce_cpu / gb,
+                total as f64 / steady.as_secs_f64() / 1e6,
+                consume_cpu / gb,
+            ];
+            eprintln!(
+                "  {label} run {round}: produce {:.0} MB/s ({:.3} CPU-s/GB), consume {:.0} MB/s ({:.3} CPU-s/GB)",
+                row[0], row[1], row[2], row[3]
+            );
+            runs[i].push(row);
+        }
+    }
+    for (_, s) in servers {
+        s.stop("-TERM");
+    }
+    let col = |i: usize, k: usize| runs[i].iter().map(|r| r[k]).collect::<Vec<_>>();
+    let range = |v: &[f64], digits: usize| {
+        let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        format!(
+            "{:.*} ({:.*}–{:.*})",
+            digits,
+            median(v),
+            digits,
+            lo,
+            digits,
+            hi
+        )
+    };
+    println!("records: {records} x 1 KiB per run; two rafka (release, log engine, fsync on_ack_all), one with broker.zero_copy_fetch: false, one with sendfile (the default); librdkafka; medians (ranges) of {rounds} alternated runs");
+    println!();
+    println!("| workload | copy MB/s | sendfile MB/s | copy broker CPU-s/GB | sendfile broker CPU-s/GB |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, k) in [("produce 1 KiB acks=1", 0), ("consume 1 KiB from start", 2)] {
+        println!(
+            "| {name} | {} | {} | {} | {} |",
+            range(&col(0, k), 0),
+            range(&col(1, k), 0),
+            range(&col(0, k + 1), 3),
+            range(&col(1, k + 1), 3),
+        );
+    }
+}
+
+/// `RAFKA_BENCH_ONLY=preallocate`: produce 1 KiB with acks=1 and acks=all to a topic
+/// without and to one with `preallocate=true` (segments reserved up front), alternated on
+/// one broker; throughput and broker CPU-seconds per GB.
+fn preallocate_on_and_off(dir: &Path, records: usize) {
+    let rounds = env_num("RAFKA_BENCH_ROUNDS", 3);
+    let server = Server::rafka(&dir.join("rafka-preallocate"));
+    let pid = server.pid().to_string();
+    let total = records * 1024;
+    let gb = total as f64 / 1e9;
+    // Per (acks, preallocate) and run: [MB/s, CPU-s/GB].
+    type Runs<'a> = Vec<((&'a str, bool), Vec<[f64; 2]>)>;
+    let mut runs: Runs = Vec::new();
+    for acks in ["1", "all"] {
+        for on in [false, true] {
+            runs.push(((acks, on), Vec::new()));
+        }
+    }
+    for round in 0..rounds {
+        for (i, ((acks, on), _)) in runs.clone().iter().enumerate() {
+            let topic = format!("pa-{acks}-{on}-{round}");
+            create_topic_with(
+                &server.address,
+                &topic,
+                &[("preallocate", if *on { "true" } else { "false" })],
+            );
+            let cpu0 = cpu_seconds(&pid);
+            let d = common::librdkafka_produce(&server.address, &topic, records, 1024, acks);
+            let cpu = cpu_seconds(&pid) - cpu0;
+            let row = [total as f64 / d.as_secs_f64() / 1e6, cpu / gb];
+            eprintln!(
+                "  acks={acks} preallocate={on} run {round}: {:.0} MB/s, {:.3} CPU-s/GB",
+                row[0], row[1]
+            );
+            runs[i].1.push(row);
+        }
+    }
+    server.stop("-TERM");
+    let range = |v: &[f64], digits: usize| {
+        let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        format!(
+            "{:.*} ({:.*}–{:.*})",
+            digits,
+            median(v),
+            digits,
+            lo,
+            digits,
+            hi
+        )
+    };
+    println!("records: {records} x 1 KiB per run; one rafka (release, log engine, fsync on_ack_all), topics with and without preallocate=true; librdkafka; medians (ranges) of {rounds} alternated runs");
+    println!();
+    println!("| workload | preallocate | MB/s | broker CPU-s/GB |");
+    println!("|---|---|---:|---:|");
+    for ((acks, on), rows) in &runs {
+        let col = |k: usize| rows.iter().map(|r| r[k]).collect::<Vec<_>>();
+        println!(
+            "| produce 1 KiB acks={acks} | {on} | {} | {} |",
+            range(&col(0), 0),
+            range(&col(1), 3)
         );
     }
 }

@@ -17,6 +17,7 @@ mod support;
 mod acl;
 mod compaction;
 mod diskless;
+mod fetch_sendfile;
 mod hooks;
 mod kip848;
 mod metrics;

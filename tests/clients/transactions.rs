@@ -118,7 +118,7 @@ pub(crate) async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + '
 
 /// Transactions 0..6 over 3 partitions, 3 records each per partition; even ones commit,
 /// odd ones abort. Each transaction takes 4 offsets per partition (3 records + marker).
-fn interleave(addr: &str, topic: &str, id: &str) {
+pub(crate) fn interleave(addr: &str, topic: &str, id: &str) {
     let p = txn_producer(addr, id, &[]);
     for t in 0..6 {
         p.begin_transaction().expect("begin");

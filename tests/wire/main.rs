@@ -13,6 +13,7 @@ mod authz_raw;
 mod bad_input;
 mod client_quotas_raw;
 mod fetch_raw;
+mod fetch_sendfile_raw;
 mod groups_raw;
 mod idempotence_raw;
 mod long_poll_raw;

@@ -602,6 +602,10 @@ pub struct BrokerConfig {
     pub controller_quota_window_num: u32,
     /// `controller.quota.window.size.seconds`.
     pub controller_quota_window_size_seconds: u64,
+    /// Whether Fetch answers send stored batches straight from their segment files to the
+    /// socket (`splice`, `sendfile`) on plaintext connections, instead of reading them into
+    /// memory first. Rafka's own switch (Kafka has none: it always does so).
+    pub zero_copy_fetch: bool,
     /// `log.retention.check.interval.ms`.
     pub log_retention_check_interval_ms: u64,
     /// `log.cleaner.backoff.ms`: the cleaner's pause when no compacted partition is over
@@ -736,6 +740,7 @@ impl Default for BrokerConfig {
             quota_window_size_seconds: 1,
             controller_quota_window_num: 11,
             controller_quota_window_size_seconds: 1,
+            zero_copy_fetch: true,
             log_retention_check_interval_ms: 300_000,
             log_cleaner_backoff_ms: 15_000,
             log_cleaner_dedupe_buffer_size: 128 * 1024 * 1024,

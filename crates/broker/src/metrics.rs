@@ -54,6 +54,15 @@ impl Traffic {
         }
     }
 
+    /// Counts fetched whole batches of `bytes` holding `records` (a file region, from the
+    /// batches' headers).
+    pub fn fetched_batches(&self, bytes: u64, records: u64) {
+        if bytes > 0 {
+            self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+            self.records_out.fetch_add(records, Ordering::Relaxed);
+        }
+    }
+
     /// The four counters now.
     pub fn counts(&self) -> TrafficCounts {
         TrafficCounts {
@@ -72,6 +81,8 @@ pub struct Metrics {
     errors: Mutex<BTreeMap<(i16, i16), u64>>,
     connections_open: AtomicI64,
     connections_accepted: AtomicU64,
+    /// Record bytes sent from segment files with `sendfile` (zero-copy Fetch answers).
+    fetch_sendfile_bytes: AtomicU64,
     /// SASL outcomes, by [`SaslOutcome`].
     sasl: [AtomicU64; SaslOutcome::ALL.len()],
     /// Authorization denials by (API, resource type); a short lock, only on a denial.
@@ -125,6 +136,7 @@ impl Default for Metrics {
             errors: Mutex::new(BTreeMap::new()),
             connections_open: AtomicI64::new(0),
             connections_accepted: AtomicU64::new(0),
+            fetch_sendfile_bytes: AtomicU64::new(0),
             sasl: std::array::from_fn(|_| AtomicU64::new(0)),
             authorization_failures: Mutex::new(BTreeMap::new()),
             throttled: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -139,6 +151,12 @@ impl Metrics {
     pub fn connection_opened(&self) {
         self.connections_accepted.fetch_add(1, Ordering::Relaxed);
         self.connections_open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Record bytes a Fetch answer sent from a segment file with `sendfile`.
+    pub fn fetch_sent_from_file(&self, bytes: u64) {
+        self.fetch_sendfile_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// A connection ended.
@@ -524,6 +542,17 @@ pub fn render(m: &Metrics, figures: &Figures) -> String {
         out,
         "rafka_connections_accepted_total {}",
         m.connections_accepted.load(Ordering::Relaxed)
+    );
+    header(
+        &mut out,
+        "rafka_fetch_sendfile_bytes_total",
+        "counter",
+        "Record bytes Fetch answers sent from segment files with sendfile (zero copy).",
+    );
+    let _ = writeln!(
+        out,
+        "rafka_fetch_sendfile_bytes_total {}",
+        m.fetch_sendfile_bytes.load(Ordering::Relaxed)
     );
     header(
         &mut out,

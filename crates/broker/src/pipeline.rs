@@ -16,7 +16,7 @@ use rafka_core::limits::FETCH_MAX_WAIT_MS_MAX;
 use rafka_core::{RecordBatch, Timestamp};
 use rafka_hooks::{Api, ErrorCode, Outcome, OutcomeItem, RequestContext, Session, Stages, Verdict};
 use rafka_protocol::connection::{DecodedRequest, Inbound, ProtocolError, ResponseMeta};
-use rafka_protocol::{encode_response_chunks, Connection, EncodedResponse};
+use rafka_protocol::{encode_response_chunks_with, Connection, EncodedResponse};
 
 use crate::api::{self, Reply};
 use crate::shared::Shared;
@@ -88,6 +88,9 @@ pub(crate) fn handle(
         version = meta.api_version,
         correlation_id = meta.correlation_id
     );
+    // Regions left by a Fetch answered outside the pipeline (none in the broker) are not
+    // this request's.
+    drop(api::fetch::take_regions());
     let routed = {
         let _in = span.enter();
         tracing::trace!("request");
@@ -95,12 +98,14 @@ pub(crate) fn handle(
     };
     match routed {
         Reply::Now(mut resp) => {
+            // A Fetch's file regions, left by its handler just now on this thread.
+            let regions = api::fetch::take_regions();
             let mute = usage.map_or(Duration::ZERO, |u| {
                 let early = u.record(shared, started.elapsed(), true);
                 u.finish(shared, early, Some(&mut resp))
             });
             finished(shared, meta, session, started, allowance, Some(&resp));
-            let bytes = encode_response_chunks(meta, &resp)?;
+            let bytes = encode_response_chunks_with(meta, &resp, &regions)?;
             if !mute.is_zero() && !crate::throttle::client_throttles(meta.api_key, meta.api_version)
             {
                 // A client from before KIP-219 gets its answer after the throttle time.
@@ -126,12 +131,14 @@ pub(crate) fn handle(
                 Box::pin(
                     async move {
                         let mut resp = fut.await;
+                        // Left by the Fetch handler as the future completed, in this poll.
+                        let regions = api::fetch::take_regions();
                         let mute = match (usage, early) {
                             (Some(u), Some(e)) => u.finish(&shared, e, Some(&mut resp)),
                             _ => Duration::ZERO,
                         };
                         finished(&shared, meta, &session, started, allowance, Some(&resp));
-                        let bytes = encode_response_chunks(meta, &resp)?;
+                        let bytes = encode_response_chunks_with(meta, &resp, &regions)?;
                         if !mute.is_zero()
                             && !crate::throttle::client_throttles(meta.api_key, meta.api_version)
                         {

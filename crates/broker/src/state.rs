@@ -23,8 +23,8 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use rafka_core::{
-    AppendInfo, LogConfig, Offset, PartitionLog, ProducerSnapshot, RecordBatch, StorageEngine,
-    StorageError, Timestamp, TopicName, TopicPartition, ValidatedBatch,
+    AppendInfo, LogConfig, Offset, PartitionLog, ProducerSnapshot, RecordBatch, RegionRead,
+    StorageEngine, StorageError, Timestamp, TopicName, TopicPartition, ValidatedBatch,
 };
 
 use crate::normalize::AppendPolicy;
@@ -134,6 +134,17 @@ pub struct PartitionRead {
     pub offsets: PartitionOffsets,
     /// For a read_committed read: the aborted transactions overlapping the records
     /// returned (empty otherwise).
+    pub aborted: Vec<AbortedTxn>,
+}
+
+/// A [`PartitionRead`] whose batches are a region of a segment file.
+#[derive(Debug, Clone)]
+pub struct PartitionRegionRead {
+    /// The batches (none reaches past the read limit) and where they lie.
+    pub read: RegionRead,
+    /// The partition's offsets at the time of the read.
+    pub offsets: PartitionOffsets,
+    /// For a read_committed read: the aborted transactions overlapping the batches.
     pub aborted: Vec<AbortedTxn>,
 }
 
@@ -419,6 +430,43 @@ impl PartitionState {
             offsets,
             aborted,
         })
+    }
+
+    /// What [`read`](Self::read) would return, as a region of a segment file to send
+    /// without copying (`sendfile`): the same batches, cut at the same read limit, with the
+    /// same aborted transactions. `None` where the engine offers no region (then `read`).
+    pub fn read_region(
+        &self,
+        from: Offset,
+        max_bytes: usize,
+        isolation: IsolationLevel,
+    ) -> Result<Option<PartitionRegionRead>, StorageError> {
+        let Some(mut r) = self.log.read_region(from, max_bytes)? else {
+            return Ok(None);
+        };
+        // As in `read`: the open transactions after the read.
+        let first_unstable = self.producers.lock().first_unstable_offset();
+        let offsets =
+            PartitionOffsets::derive(r.log_start_offset, r.log_end_offset, first_unstable);
+        let limit = offsets.read_limit(isolation);
+        // The leading whole batches that end at or below the limit (`batches_below`).
+        let keep = r
+            .batches
+            .iter()
+            .take_while(|b| b.next_offset <= limit)
+            .count();
+        r.keep(keep);
+        let aborted = match (isolation, r.batches.last()) {
+            (IsolationLevel::ReadCommitted, Some(last)) => {
+                self.log.aborted_txns(from, last.next_offset)?
+            }
+            _ => Vec::new(),
+        };
+        Ok(Some(PartitionRegionRead {
+            read: r,
+            offsets,
+            aborted,
+        }))
     }
 
     /// Writes a transaction marker (Kafka's control batch) for `producer_id` at

@@ -140,7 +140,7 @@ pub const TOPIC_CONFIG_KEYS: &[ConfigKey] = &[
     key(
         "preallocate",
         BOOLEAN,
-        "Accepted; segments grow as written.",
+        "Reserve segment.bytes of disk for the active segment up front (log engine).",
     ),
     key(
         "remote.log.copy.disable",
@@ -393,6 +393,7 @@ pub fn log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) ->
             "retention.bytes" => c.retention_bytes = v.parse().unwrap_or(c.retention_bytes),
             "retention.ms" => c.retention_ms = v.parse().unwrap_or(c.retention_ms),
             "segment.bytes" => c.segment_bytes = v.parse().unwrap_or(c.segment_bytes),
+            "preallocate" => c.preallocate = v == "true",
             "segment.ms" => c.segment_ms = v.parse().unwrap_or(c.segment_ms),
             "index.interval.bytes" => {
                 c.index_interval_bytes = v.parse().unwrap_or(c.index_interval_bytes)
@@ -467,7 +468,10 @@ mod tests {
         let c = log_config(&LogConfig::default(), &o);
         assert_eq!(c.retention_ms, 5);
         assert!(c.log_append_time);
+        assert!(!c.preallocate);
         assert_eq!(default_value("cleanup.policy", &c), "delete");
+        o.insert("preallocate".to_string(), "true".to_string());
+        assert!(log_config(&LogConfig::default(), &o).preallocate);
     }
 
     #[test]

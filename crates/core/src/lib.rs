@@ -18,8 +18,8 @@ pub mod validated;
 pub use batch::{BatchError, CompressionType, ControlType, RecordBatch, TimestampType};
 pub use compact::{BatchCodec, CodecError, CompactionCodec, CompactionPlan, CompactionStats};
 pub use storage::{
-    AbortedTxn, AppendInfo, LogConfig, PartitionLog, ProducerSnapshot, ReadResult, StorageEngine,
-    StorageError, StorageResult,
+    AbortedTxn, AppendInfo, FileRegion, LogConfig, PartitionLog, ProducerSnapshot, ReadResult,
+    RegionBatch, RegionRead, StorageEngine, StorageError, StorageResult,
 };
 pub use types::{Offset, Partition, Timestamp, TopicName, TopicNameError, TopicPartition};
 pub use validated::ValidatedBatch;

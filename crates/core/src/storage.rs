@@ -91,6 +91,10 @@ pub struct LogConfig {
     /// `cleanup.policy` includes `compact`: every record needs a key (checked by the broker
     /// on produce) and the broker's cleaner compacts the log.
     pub compact: bool,
+    /// `preallocate`: the log engine reserves `segment.bytes` of disk blocks for the active
+    /// segment when it first appends to it (past the file's end, so its length stays the
+    /// bytes written), and gives back what is unused when the segment rolls or closes.
+    pub preallocate: bool,
 }
 
 impl Default for LogConfig {
@@ -110,6 +114,7 @@ impl Default for LogConfig {
             message_timestamp_after_max_ms: i64::MAX,
             compression: None,
             compact: false,
+            preallocate: false,
         }
     }
 }
@@ -136,6 +141,58 @@ pub struct ReadResult {
     pub log_start_offset: Offset,
     /// Log end offset at the time of the read.
     pub log_end_offset: Offset,
+}
+
+/// Whole stored batches as a byte range of an open file, for an engine whose batches lie
+/// in files as they go on the wire: the broker sends them from the file to a plaintext
+/// socket (`sendfile`) without copying them through its memory. Only the engine reads the
+/// file's bytes; the broker only hands the range to the kernel.
+///
+/// Holding the region holds the file open: a segment deleted by retention, or replaced by
+/// a compaction's swap (a new file under the old name), keeps its old bytes for as long
+/// as a region of it is in flight. `len` never reaches past what the engine had committed
+/// when it cut the region.
+#[derive(Debug, Clone)]
+pub struct FileRegion {
+    /// The file (kept open by this handle).
+    pub file: Arc<std::fs::File>,
+    /// Byte position of the first batch in the file.
+    pub position: u64,
+    /// Bytes of the whole batches, back to back.
+    pub len: usize,
+}
+
+/// One batch of a [`RegionRead`], from its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionBatch {
+    /// Offset after the batch's last record.
+    pub next_offset: Offset,
+    /// Bytes of the batch, its 12-byte prefix included.
+    pub size_bytes: u32,
+    /// Records the header counts.
+    pub record_count: u32,
+}
+
+/// What [`PartitionLog::read_region`] found: the batches [`PartitionLog::read`] would have
+/// returned, as a file region and their headers' figures.
+#[derive(Debug, Clone)]
+pub struct RegionRead {
+    /// The batches' bytes in their file.
+    pub region: FileRegion,
+    /// The batches in order; their sizes add up to `region.len`.
+    pub batches: Vec<RegionBatch>,
+    /// Log start offset at the time of the read.
+    pub log_start_offset: Offset,
+    /// Log end offset at the time of the read.
+    pub log_end_offset: Offset,
+}
+
+impl RegionRead {
+    /// Keeps the leading `n` batches.
+    pub fn keep(&mut self, n: usize) {
+        self.batches.truncate(n);
+        self.region.len = self.batches.iter().map(|b| b.size_bytes as usize).sum();
+    }
 }
 
 /// An aborted transaction on a partition: one entry of Kafka's aborted-transaction index.
@@ -181,6 +238,15 @@ pub trait PartitionLog: Send + Sync {
     /// but always at least one whole batch if any exists at `from`. `from` equal to the log
     /// end offset gives empty records; outside [log start, log end] is `OffsetOutOfRange`.
     fn read(&self, from: Offset, max_bytes: usize) -> StorageResult<ReadResult>;
+
+    /// The batches [`read`](PartitionLog::read) would return, byte for byte, as a region of
+    /// a file instead of bytes in memory; `None` where the engine cannot say so cheaply
+    /// (engines without segment files, an empty read, a read of many small batches), and
+    /// the caller reads the bytes instead.
+    fn read_region(&self, from: Offset, max_bytes: usize) -> StorageResult<Option<RegionRead>> {
+        let _ = (from, max_bytes);
+        Ok(None)
+    }
 
     /// First offset still stored (or that will be stored, for an empty log).
     fn log_start_offset(&self) -> Offset;

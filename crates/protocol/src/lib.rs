@@ -16,4 +16,7 @@ pub mod versions;
 pub use connection::{Connection, DecodedRequest, ProtocolError};
 pub use frame::{FrameDecoder, FrameError};
 pub use kafka_protocol;
-pub use response::{encode_response_chunks, EncodedResponse};
+pub use response::{
+    encode_response_chunks, encode_response_chunks_with, region_placeholder, EncodedResponse,
+    FetchRegions,
+};

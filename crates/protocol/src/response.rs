@@ -14,8 +14,10 @@ use std::io::IoSlice;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{ApiKey, FetchResponse, ResponseHeader, ResponseKind};
+use kafka_protocol::messages::{ApiKey, FetchResponse, ResponseHeader, ResponseKind, TopicName};
 use kafka_protocol::protocol::Encodable;
+use rafka_core::limits::{BATCH_BYTES_MAX, FETCH_RESPONSE_BYTES_MAX};
+use rafka_core::FileRegion;
 
 use crate::connection::{encode_response, ProtocolError, ResponseMeta};
 
@@ -23,43 +25,111 @@ use crate::connection::{encode_response, ProtocolError, ResponseMeta};
 /// (a copy of a few KiB costs less than another element in the write's iovec).
 const OWN_CHUNK_BYTES: usize = 16 * 1024;
 
-/// A response ready to write: its chunks back to back are the size prefix, the header and
-/// the body. Implements [`Buf`], so `write_all_buf` sends it with vectored writes.
+/// One piece of an encoded response: bytes in memory, or whole record batches still in a
+/// file (sent with `sendfile` by the writer that owns the socket).
+#[derive(Debug, Clone)]
+enum Part {
+    Bytes(Bytes),
+    File(FileRegion),
+}
+
+impl Part {
+    fn len(&self) -> usize {
+        match self {
+            Part::Bytes(b) => b.len(),
+            Part::File(f) => f.len,
+        }
+    }
+}
+
+/// A response ready to write: its parts back to back are the size prefix, the header and
+/// the body. Implements [`Buf`] over the bytes up to the first file region, so
+/// `write_all_buf` sends those with vectored writes; [`take_file`](Self::take_file) then
+/// hands out the region, and the bytes after it are the next [`Buf`]. A response without
+/// regions is one [`Buf`] of all its bytes.
 #[derive(Debug, Clone, Default)]
 pub struct EncodedResponse {
-    chunks: VecDeque<Bytes>,
-    remaining: usize,
+    parts: VecDeque<Part>,
+    /// Bytes not yet written, regions included.
+    total: usize,
+    /// Bytes not yet written before the first region (or the end): what [`Buf`] sees.
+    ahead: usize,
 }
 
 impl EncodedResponse {
     fn push(&mut self, chunk: Bytes) {
         if !chunk.is_empty() {
-            self.remaining += chunk.len();
-            self.chunks.push_back(chunk);
+            self.total += chunk.len();
+            if !self.parts.iter().any(|p| matches!(p, Part::File(_))) {
+                self.ahead += chunk.len();
+            }
+            self.parts.push_back(Part::Bytes(chunk));
         }
     }
 
-    /// Bytes not yet written.
+    fn push_file(&mut self, region: FileRegion) {
+        if region.len > 0 {
+            self.total += region.len;
+            self.parts.push_back(Part::File(region));
+        }
+    }
+
+    /// Bytes not yet written, file regions included.
     pub fn len(&self) -> usize {
-        self.remaining
+        self.total
     }
 
     /// Whether every byte has been written.
     pub fn is_empty(&self) -> bool {
-        self.remaining == 0
+        self.total == 0
     }
 
-    /// The chunks, in order.
+    /// The chunks in memory, in order (file regions left out).
     pub fn chunks(&self) -> impl Iterator<Item = &Bytes> {
-        self.chunks.iter()
+        self.parts.iter().filter_map(|p| match p {
+            Part::Bytes(b) => Some(b),
+            Part::File(_) => None,
+        })
     }
 
-    /// The bytes in one buffer (copies when there is more than one chunk).
+    /// Whether a part of the response is a file region.
+    pub fn has_file_regions(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::File(_)))
+    }
+
+    /// The file region that comes next, once the bytes before it are written (`None`
+    /// while bytes are ahead of it, or when no region is left). The writer sends it whole.
+    pub fn take_file(&mut self) -> Option<FileRegion> {
+        if self.ahead > 0 || !matches!(self.parts.front(), Some(Part::File(_))) {
+            return None;
+        }
+        let Some(Part::File(region)) = self.parts.pop_front() else {
+            unreachable!("front was checked")
+        };
+        self.total -= region.len;
+        self.ahead = self
+            .parts
+            .iter()
+            .take_while(|p| matches!(p, Part::Bytes(_)))
+            .map(Part::len)
+            .sum();
+        Some(region)
+    }
+
+    /// The bytes in one buffer (copies when there is more than one chunk). For a response
+    /// without file regions; a region's bytes are not in memory and are left out.
     pub fn into_bytes(mut self) -> Bytes {
-        match self.chunks.len() {
+        debug_assert!(!self.has_file_regions(), "a file region has no bytes here");
+        self.parts.retain(|p| matches!(p, Part::Bytes(_)));
+        self.ahead = self.parts.iter().map(Part::len).sum();
+        self.total = self.ahead;
+        match self.parts.len() {
             0 => Bytes::new(),
-            1 => self.chunks.pop_front().expect("one chunk"),
-            _ => self.copy_to_bytes(self.remaining),
+            1 => match self.parts.pop_front() {
+                Some(Part::Bytes(b)) => b,
+                _ => unreachable!("only bytes are left"),
+            },
+            _ => self.copy_to_bytes(self.total),
         }
     }
 }
@@ -74,30 +144,43 @@ impl From<Bytes> for EncodedResponse {
 
 impl Buf for EncodedResponse {
     fn remaining(&self) -> usize {
-        self.remaining
+        self.ahead
     }
 
     fn chunk(&self) -> &[u8] {
-        self.chunks.front().map(|c| &c[..]).unwrap_or(&[])
+        match self.parts.front() {
+            Some(Part::Bytes(b)) => &b[..],
+            _ => &[],
+        }
     }
 
     fn advance(&mut self, mut cnt: usize) {
-        assert!(cnt <= self.remaining, "advance past the end of a response");
-        self.remaining -= cnt;
+        assert!(
+            cnt <= self.ahead,
+            "advance past the bytes ahead of a response"
+        );
+        self.total -= cnt;
+        self.ahead -= cnt;
         while cnt > 0 {
-            let front = self.chunks.front_mut().expect("bytes remain");
+            let Some(Part::Bytes(front)) = self.parts.front_mut() else {
+                unreachable!("bytes remain ahead")
+            };
             if cnt < front.len() {
                 front.advance(cnt);
                 return;
             }
             cnt -= front.len();
-            self.chunks.pop_front();
+            self.parts.pop_front();
         }
     }
 
     fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
-        for (slot, chunk) in dst.iter_mut().zip(&self.chunks) {
+        let bytes = self.parts.iter().map_while(|p| match p {
+            Part::Bytes(b) => Some(b),
+            Part::File(_) => None,
+        });
+        for (slot, chunk) in dst.iter_mut().zip(bytes) {
             *slot = IoSlice::new(chunk);
             n += 1;
         }
@@ -105,14 +188,142 @@ impl Buf for EncodedResponse {
     }
 }
 
+/// The longest run of zeros a [`region_placeholder`] can stand for: the largest fetch
+/// response, which also bounds the largest batch.
+const PLACEHOLDER_BYTES_MAX: usize = FETCH_RESPONSE_BYTES_MAX;
+const _: () = assert!(BATCH_BYTES_MAX <= PLACEHOLDER_BYTES_MAX);
+
+/// Zero pages (never written, so never resident) the placeholders point into.
+static ZEROS: [u8; PLACEHOLDER_BYTES_MAX] = [0; PLACEHOLDER_BYTES_MAX];
+
+/// The `records` value a Fetch response carries for a partition whose batches go out as a
+/// file region: as long as the region, so sizes, quotas and the length prefix are right,
+/// but not its bytes (zeros, shared, never copied). [`encode_response_chunks_with`] puts
+/// the region in its place; anything that replaces the records (a hook, a throttle taking
+/// them back) replaces the placeholder, and the region is then not sent. `None` past
+/// [`PLACEHOLDER_BYTES_MAX`].
+pub fn region_placeholder(len: usize) -> Option<Bytes> {
+    ZEROS.get(..len).map(Bytes::from_static)
+}
+
+/// Whether `records` is still the placeholder of a region of `len` bytes.
+fn is_placeholder(records: &Bytes, len: usize) -> bool {
+    records.len() == len && std::ptr::eq(records.as_ptr(), ZEROS.as_ptr())
+}
+
+#[derive(Debug, Clone)]
+struct RegionEntry {
+    topic: TopicName,
+    topic_id: [u8; 16],
+    partition: i32,
+    region: FileRegion,
+    n_records: u64,
+}
+
+/// File regions standing in for the records of a Fetch response's partitions, each named
+/// by its topic (name and id, as the response carries them) and partition index.
+#[derive(Debug, Clone, Default)]
+pub struct FetchRegions {
+    entries: Vec<RegionEntry>,
+}
+
+impl FetchRegions {
+    /// Adds the region of one partition of `topic` (its name and id as the response
+    /// carries them), whose `records` is the region's [`region_placeholder`], with the
+    /// records its batches hold (for the broker's counters).
+    pub fn insert(
+        &mut self,
+        topic: &FetchableTopicResponse,
+        partition: i32,
+        region: FileRegion,
+        n_records: u64,
+    ) {
+        self.entries.push(RegionEntry {
+            topic: topic.topic.clone(),
+            topic_id: *topic.topic_id.as_bytes(),
+            partition,
+            region,
+            n_records,
+        });
+    }
+
+    /// Whether no region is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Regions held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn entry(&self, topic: &FetchableTopicResponse, p: &PartitionData) -> Option<&RegionEntry> {
+        let records = p.records.as_ref()?;
+        self.entries.iter().find(|e| {
+            e.partition == p.partition_index
+                && &e.topic_id == topic.topic_id.as_bytes()
+                && e.topic == topic.topic
+                && is_placeholder(records, e.region.len)
+        })
+    }
+
+    fn find(&self, topic: &FetchableTopicResponse, p: &PartitionData) -> Option<&FileRegion> {
+        self.entry(topic, p).map(|e| &e.region)
+    }
+
+    /// For a partition of `topic` whose records are still a placeholder: its region and
+    /// the records the region holds.
+    pub fn get(
+        &self,
+        topic: &FetchableTopicResponse,
+        p: &PartitionData,
+    ) -> Option<(&FileRegion, u64)> {
+        self.entry(topic, p).map(|e| (&e.region, e.n_records))
+    }
+
+    /// Whether some partition of `resp` still carries a placeholder with its region here.
+    pub fn any_in(&self, resp: &FetchResponse) -> bool {
+        !self.entries.is_empty()
+            && resp
+                .responses
+                .iter()
+                .any(|t| t.partitions.iter().any(|p| self.entry(t, p).is_some()))
+    }
+}
+
+/// Whether a Fetch response of this version is encoded by hand, the only encoder that
+/// puts file regions in place of placeholders.
+pub fn fetch_hand_encodable(resp: &FetchResponse, version: i16) -> bool {
+    hand_encodable(resp, version)
+}
+
 /// Encodes a response with its header and size prefix, as chunks (see the module docs).
 pub fn encode_response_chunks(
     meta: ResponseMeta,
     body: &ResponseKind,
 ) -> Result<EncodedResponse, ProtocolError> {
+    encode_response_chunks_with(meta, body, &FetchRegions::default())
+}
+
+/// As [`encode_response_chunks`], with the file regions of a Fetch response's
+/// placeholders (see [`region_placeholder`]) as parts of the response. A response that
+/// still carries a placeholder but is not encoded by hand is refused: its zeros must never
+/// reach a client.
+pub fn encode_response_chunks_with(
+    meta: ResponseMeta,
+    body: &ResponseKind,
+    regions: &FetchRegions,
+) -> Result<EncodedResponse, ProtocolError> {
     if let ResponseKind::Fetch(fetch) = body {
         if meta.api_key == ApiKey::Fetch && hand_encodable(fetch, meta.api_version) {
-            return Ok(encode_fetch(meta, fetch));
+            return Ok(encode_fetch(meta, fetch, regions));
+        }
+        if regions.any_in(fetch) {
+            return Err(ProtocolError::Encode {
+                key: meta.api_key,
+                version: meta.api_version,
+                reason: "a file region in a response the hand encoder does not write".into(),
+            });
         }
     }
     encode_response(meta, body).map(EncodedResponse::from)
@@ -172,7 +383,14 @@ impl Writer {
         }
     }
 
-    fn records(&mut self, records: &Option<Bytes>) {
+    fn records(&mut self, records: &Option<Bytes>, region: Option<&FileRegion>) {
+        if let Some(region) = region {
+            self.len(region.len);
+            let small = self.buf.split().freeze();
+            self.out.push(small);
+            self.out.push_file(region.clone());
+            return;
+        }
         let Some(records) = records else {
             if self.flexible {
                 self.buf.put_u8(0);
@@ -201,7 +419,11 @@ fn put_uvarint(buf: &mut BytesMut, mut v: u64) {
 }
 
 /// Fetch v4–16 by hand: the fields `hand_encodable` allows, in the order of the schema.
-fn encode_fetch(meta: ResponseMeta, resp: &FetchResponse) -> EncodedResponse {
+fn encode_fetch(
+    meta: ResponseMeta,
+    resp: &FetchResponse,
+    regions: &FetchRegions,
+) -> EncodedResponse {
     let version = meta.api_version;
     let mut w = Writer {
         out: EncodedResponse::default(),
@@ -245,7 +467,12 @@ fn encode_fetch(meta: ResponseMeta, resp: &FetchResponse) -> EncodedResponse {
             if version >= 11 {
                 w.buf.put_i32(p.preferred_read_replica.0);
             }
-            w.records(&p.records);
+            let region = if regions.is_empty() {
+                None
+            } else {
+                regions.find(topic, p)
+            };
+            w.records(&p.records, region);
             w.no_tagged_fields();
         }
         w.no_tagged_fields();
@@ -264,8 +491,11 @@ fn encode_fetch(meta: ResponseMeta, resp: &FetchResponse) -> EncodedResponse {
     let size = head.len() - 4 + w.out.len();
     head[..4].copy_from_slice(&(size as i32).to_be_bytes());
     let mut out = EncodedResponse::from(head.freeze());
-    for chunk in w.out.chunks {
-        out.push(chunk);
+    for part in w.out.parts {
+        match part {
+            Part::Bytes(b) => out.push(b),
+            Part::File(f) => out.push_file(f),
+        }
     }
     out
 }
@@ -398,6 +628,96 @@ mod tests {
         let out = encode_response_chunks(meta(12), &body).unwrap();
         assert_eq!(out.chunks().count(), 1);
         assert_eq!(out.into_bytes(), encode_response(meta(12), &body).unwrap());
+    }
+
+    /// Everything `out` would put on the wire, a region's bytes read as zeros (what its
+    /// placeholder holds).
+    fn written(mut out: EncodedResponse) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        loop {
+            while out.has_remaining() {
+                let n = out.chunk().len();
+                bytes.extend_from_slice(out.chunk());
+                out.advance(n);
+            }
+            match out.take_file() {
+                Some(r) => bytes.resize(bytes.len() + r.len, 0),
+                None => break,
+            }
+        }
+        assert!(out.is_empty());
+        bytes
+    }
+
+    #[test]
+    fn regions_take_the_place_of_their_placeholders() {
+        let file = std::sync::Arc::new(std::fs::File::open("/dev/null").unwrap());
+        let region = |len| FileRegion {
+            file: file.clone(),
+            position: 4096,
+            len,
+        };
+        for version in [10i16, 12, 13, 16] {
+            let parts = vec![
+                PartitionData::default()
+                    .with_partition_index(0)
+                    .with_records(region_placeholder(100_000)),
+                PartitionData::default()
+                    .with_partition_index(1)
+                    .with_records(Some(Bytes::from(vec![7u8; 20_000]))),
+                PartitionData::default()
+                    .with_partition_index(2)
+                    .with_records(region_placeholder(10)),
+            ];
+            let body = response(version, vec![("t".into(), parts)]);
+            let mut regions = FetchRegions::default();
+            regions.insert(&body.responses[0], 0, region(100_000), 5);
+            regions.insert(&body.responses[0], 2, region(10), 1);
+            // Not this response's: another partition, and a length its placeholder lacks.
+            regions.insert(&body.responses[0], 1, region(20_000), 1);
+            let body = ResponseKind::Fetch(body);
+            let out = encode_response_chunks_with(meta(version), &body, &regions).unwrap();
+            let generic = encode_response(meta(version), &body).unwrap();
+            assert_eq!(out.len(), generic.len());
+            assert!(out.has_file_regions());
+            // Only the bytes before the first region are a Buf.
+            assert!(out.remaining() < 200);
+            let regions_sent = {
+                let mut o = out.clone();
+                let mut n = Vec::new();
+                loop {
+                    o.advance(o.remaining());
+                    match o.take_file() {
+                        Some(r) => n.push(r.len),
+                        None => break,
+                    }
+                }
+                n
+            };
+            assert_eq!(regions_sent, vec![100_000, 10]);
+            assert_eq!(written(out), &generic[..]);
+
+            // Records replaced after the fact (a throttle took them back): no region.
+            let ResponseKind::Fetch(mut taken) = body.clone() else {
+                unreachable!()
+            };
+            taken.responses[0].partitions[0].records = Some(Bytes::new());
+            let taken = ResponseKind::Fetch(taken);
+            let out = encode_response_chunks_with(meta(version), &taken, &regions).unwrap();
+            assert_eq!(
+                out.len(),
+                encode_response(meta(version), &taken).unwrap().len()
+            );
+
+            // A placeholder the hand encoder cannot write is refused, never sent as zeros.
+            let ResponseKind::Fetch(mut tagged) = body else {
+                unreachable!()
+            };
+            tagged.responses[0].partitions[0].diverging_epoch =
+                EpochEndOffset::default().with_epoch(1).with_end_offset(1);
+            let tagged = ResponseKind::Fetch(tagged);
+            assert!(encode_response_chunks_with(meta(version), &tagged, &regions).is_err());
+        }
     }
 
     #[test]

@@ -54,6 +54,7 @@ macro_rules! conformance_tests {
             aborted_transactions_survive_restart_and_crash,
             aborted_transactions_are_trimmed_with_the_log,
             producer_snapshots_survive_restart_and_truncation,
+            regions_are_the_bytes_read_returns,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
@@ -89,6 +90,7 @@ pub fn run_all<F: Fn(&Path) -> Arc<dyn StorageEngine>>(make: F) {
         aborted_transactions_survive_restart_and_crash,
         aborted_transactions_are_trimmed_with_the_log,
         producer_snapshots_survive_restart_and_truncation,
+        regions_are_the_bytes_read_returns,
     ];
     for case in cases {
         case(&make);
@@ -1162,4 +1164,88 @@ pub fn producer_snapshots_survive_restart_and_truncation(make: Factory) {
     let engine = make(dir.path());
     let log = open(&engine, &cfg);
     assert_eq!(log.producer_snapshot().expect("read"), Some(snap(36, "d")));
+}
+
+/// The bytes of a region, read from its file.
+fn region_bytes(r: &rafka_core::RegionRead) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; r.region.len];
+    r.region
+        .file
+        .read_exact_at(&mut buf, r.region.position)
+        .expect("the region's bytes are in its file");
+    buf
+}
+
+/// Where an engine offers a file region for a read (`read_region`), its bytes are exactly
+/// what `read` returns, its batch list matches them, and it survives the segment being
+/// deleted: from every offset, at segment boundaries, with `max_bytes` cutting a batch,
+/// smaller than one batch, and past a compaction.
+pub fn regions_are_the_bytes_read_returns(make: Factory) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = make(dir.path());
+    let cfg = LogConfig {
+        segment_bytes: 4096,
+        retention_ms: -1,
+        ..LogConfig::default()
+    };
+    let log = open(&engine, &cfg);
+    for i in 0..30 {
+        log.append(batch(
+            1 + (i % 3) as usize,
+            1000 + i,
+            200 + 37 * (i as usize % 5),
+        ))
+        .expect("append");
+    }
+    let end = log.log_end_offset();
+    let mut offered = 0;
+    for from in 0..end.0 {
+        for max in [1, 100, 700, 1500, 4096, 10_000, 1 << 20] {
+            let read = log.read(Offset(from), max).expect("read");
+            let Some(region) = log.read_region(Offset(from), max).expect("read_region") else {
+                continue;
+            };
+            offered += 1;
+            assert_eq!(region.log_end_offset, read.log_end_offset);
+            assert_eq!(region.log_start_offset, read.log_start_offset);
+            let bytes = region_bytes(&region);
+            assert_eq!(
+                &bytes[..],
+                &read.records[..],
+                "from {from}, max_bytes {max}"
+            );
+            let got = batches(&read.records);
+            assert_eq!(region.batches.len(), got.len());
+            for (b, g) in region.batches.iter().zip(&got) {
+                assert_eq!(b.next_offset, g.last_offset().plus(1));
+                assert_eq!(b.size_bytes as usize, g.size_bytes());
+                assert_eq!(b.record_count as i32, g.record_count());
+            }
+        }
+    }
+    assert!(
+        log.read_region(end, 1 << 20)
+            .expect("read_region")
+            .is_none(),
+        "nothing to send at the log end"
+    );
+    if engine.name() == "log" {
+        assert!(offered > 300, "the log engine offers regions: {offered}");
+    }
+    if offered == 0 {
+        return; // the engine keeps no batches in files
+    }
+    // A region in flight keeps its bytes when retention deletes its segment.
+    let region = log
+        .read_region(Offset(0), 1 << 20)
+        .expect("read_region")
+        .expect("a region");
+    let before = region_bytes(&region);
+    log.delete_before(Offset(20)).expect("delete_before");
+    assert_eq!(region_bytes(&region), before);
+    assert!(matches!(
+        log.read_region(Offset(0), 100),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
 }

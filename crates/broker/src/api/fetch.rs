@@ -19,15 +19,18 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, Response
 use kafka_protocol::ResponseError;
 
 use rafka_core::limits::{FETCH_MAX_WAIT_MS_MAX, FETCH_RESPONSE_BYTES_MAX};
-use rafka_core::Offset;
-use rafka_hooks::RequestContext;
+use rafka_core::{FileRegion, Offset};
+use rafka_hooks::{RequestContext, SecurityProtocol, Stages};
 use rafka_protocol::legacy::message_set;
+use rafka_protocol::{region_placeholder, FetchRegions};
 
 use super::{storage_error_code, wire_topic, Reply};
 use crate::diskless::fetch as dl_fetch;
 use crate::diskless::Diskless;
 use crate::shared::Shared;
-use crate::state::{is_internal, AppendWaiter, IsolationLevel, Topic};
+use crate::state::{
+    is_internal, AppendWaiter, IsolationLevel, PartitionRead, PartitionRegionRead, Topic,
+};
 
 fn partition_error(index: i32, e: ResponseError) -> PartitionData {
     PartitionData::default()
@@ -39,8 +42,15 @@ fn partition_error(index: i32, e: ResponseError) -> PartitionData {
         .with_records(Some(bytes::Bytes::new()))
 }
 
-/// Reads every requested partition once. Returns the response and the bytes it carries.
-fn collect(shared: &Shared, req: &FetchRequest, version: i16) -> (FetchResponse, usize) {
+/// Reads every requested partition once. Returns the response, the bytes it carries and,
+/// with `zero_copy`, the file regions of the partitions whose records are placeholders.
+fn collect(
+    shared: &Shared,
+    req: &FetchRequest,
+    version: i16,
+    zero_copy: bool,
+) -> (FetchResponse, usize, FetchRegions) {
+    let mut regions = FetchRegions::default();
     let mut budget = (req.max_bytes.max(0) as usize).min(FETCH_RESPONSE_BYTES_MAX);
     if version < 3 || req.max_bytes <= 0 {
         budget = FETCH_RESPONSE_BYTES_MAX;
@@ -56,6 +66,13 @@ fn collect(shared: &Shared, req: &FetchRequest, version: i16) -> (FetchResponse,
             ResponseError::UnknownTopicOrPartition
         };
         let mut parts = Vec::with_capacity(ft.partitions.len());
+        // Batches sent from their segment file: none where an on_fetch hook may rewrite them.
+        let topic_zero_copy = zero_copy
+            && topic.as_ref().is_some_and(|t| {
+                !shared.hooks.wants(Stages::FETCH)
+                    || shared.hooks.plan(Stages::FETCH, t.name.as_str()).is_empty()
+            });
+        let mut placed = Vec::new();
         for fp in &ft.partitions {
             let Some(p) = topic.as_ref().and_then(|t| t.partition(fp.partition)) else {
                 let e = if topic.is_some() {
@@ -68,10 +85,20 @@ fn collect(shared: &Shared, req: &FetchRequest, version: i16) -> (FetchResponse,
             };
             let limit = (fp.partition_max_bytes.max(0) as usize).min(budget);
             let first_data = total == 0;
+            let from = Offset(fp.fetch_offset);
+            let mut region = None;
             let result = if limit == 0 && !first_data {
                 None
+            } else if topic_zero_copy {
+                match p.read_region(from, limit.max(1), isolation) {
+                    Ok(Some(r)) => region_read(r, &mut region)
+                        .map(Ok)
+                        .or_else(|| Some(p.read(from, limit.max(1), isolation))),
+                    Ok(None) => Some(p.read(from, limit.max(1), isolation)),
+                    Err(e) => Some(Err(e)),
+                }
             } else {
-                Some(p.read(Offset(fp.fetch_offset), limit.max(1), isolation))
+                Some(p.read(from, limit.max(1), isolation))
             };
             let data = match result {
                 None => {
@@ -88,6 +115,10 @@ fn collect(shared: &Shared, req: &FetchRequest, version: i16) -> (FetchResponse,
                     // Only the first partition with data may exceed the limit (one batch).
                     if !first_data && records.len() > limit {
                         records = bytes::Bytes::new();
+                        region = None;
+                    }
+                    if let Some(r) = region {
+                        placed.push((fp.partition, r));
                     }
                     total += records.len();
                     budget = budget.saturating_sub(records.len());
@@ -123,18 +154,81 @@ fn collect(shared: &Shared, req: &FetchRequest, version: i16) -> (FetchResponse,
             };
             parts.push(data);
         }
-        topics.push(
-            FetchableTopicResponse::default()
-                .with_topic(if version >= 13 {
-                    Default::default()
-                } else {
-                    wire_topic(&ft.topic)
-                })
-                .with_topic_id(ft.topic_id)
-                .with_partitions(parts),
-        );
+        let topic_response = FetchableTopicResponse::default()
+            .with_topic(if version >= 13 {
+                Default::default()
+            } else {
+                wire_topic(&ft.topic)
+            })
+            .with_topic_id(ft.topic_id)
+            .with_partitions(parts);
+        for (partition, (region, n_records)) in placed {
+            regions.insert(&topic_response, partition, region, n_records);
+        }
+        topics.push(topic_response);
     }
-    (FetchResponse::default().with_responses(topics), total)
+    (
+        FetchResponse::default().with_responses(topics),
+        total,
+        regions,
+    )
+}
+
+/// A region read as a [`PartitionRead`] whose records are the region's placeholder; the
+/// region and its records go to `region`. `None` if no placeholder is that long.
+fn region_read(
+    r: PartitionRegionRead,
+    region: &mut Option<(FileRegion, u64)>,
+) -> Option<PartitionRead> {
+    let len = r.read.region.len;
+    let records = if len == 0 {
+        bytes::Bytes::new()
+    } else {
+        let placeholder = region_placeholder(len)?;
+        let n_records = r.read.batches.iter().map(|b| b.record_count as u64).sum();
+        *region = Some((r.read.region, n_records));
+        placeholder
+    };
+    Some(PartitionRead {
+        records,
+        offsets: r.offsets,
+        aborted: r.aborted,
+    })
+}
+
+thread_local! {
+    /// The file regions of the Fetch response this thread finished last, until the pipeline
+    /// encodes it. `finish` puts them here and the pipeline takes them in the same
+    /// synchronous stretch (no `.await` between a handler returning its response, or its
+    /// future completing, and the encoding), so they never meet another response.
+    static REGIONS: std::cell::RefCell<FetchRegions> = std::cell::RefCell::new(FetchRegions::default());
+}
+
+/// The file regions of the Fetch response just finished on this thread (empty for any
+/// other response): what the pipeline encodes in place of its placeholders.
+pub(crate) fn take_regions() -> FetchRegions {
+    REGIONS.with(|r| std::mem::take(&mut *r.borrow_mut()))
+}
+
+/// Whether this Fetch may send records from segment files: the broker allows it
+/// (`broker.zero_copy_fetch`), the connection is plaintext (TLS encrypts in memory), and
+/// the client reads the stored format as it is (v10+: no zstd refusal, no down-conversion).
+fn zero_copy_allowed(shared: &Shared, ctx: &RequestContext, version: i16) -> bool {
+    shared.config.broker.zero_copy_fetch
+        && version >= ZSTD_FETCH_VERSION_MIN
+        && matches!(
+            ctx.session.security_protocol,
+            SecurityProtocol::Plaintext | SecurityProtocol::SaslPlaintext
+        )
+}
+
+/// The bytes of a region, read from its file: for a response the hand encoder will not
+/// write (it alone puts regions in place of placeholders).
+fn region_bytes(region: &FileRegion) -> std::io::Result<bytes::Bytes> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; region.len];
+    region.file.read_exact_at(&mut buf, region.position)?;
+    Ok(buf.into())
 }
 
 /// The topic a request entry names: by id from v13, by name before.
@@ -168,12 +262,24 @@ fn register(shared: &Shared, req: &FetchRequest, version: i16) -> AppendWaiter {
 
 /// Adds the whole batches of the response that is sent to each partition's bytes-out and
 /// records-out. Response topics and partitions are in request order (`collect`).
-fn count_out(shared: &Shared, req: &FetchRequest, version: i16, resp: &FetchResponse) {
+/// A partition sent as a file region counts its batches from their headers.
+fn count_out(
+    shared: &Shared,
+    req: &FetchRequest,
+    version: i16,
+    resp: &FetchResponse,
+    regions: &FetchRegions,
+) {
     for (ft, rt) in req.topics.iter().zip(&resp.responses) {
         let topic = requested_topic(shared, ft, version);
         let Some(topic) = topic else { continue };
         for pd in &rt.partitions {
-            if let (Some(p), Some(records)) = (topic.partition(pd.partition_index), &pd.records) {
+            let Some(p) = topic.partition(pd.partition_index) else {
+                continue;
+            };
+            if let Some((region, n_records)) = regions.get(rt, pd) {
+                p.traffic.fetched_batches(region.len as u64, n_records);
+            } else if let Some(records) = &pd.records {
                 p.traffic.fetched(records);
             }
         }
@@ -194,6 +300,7 @@ fn finish(
     req: &FetchRequest,
     version: i16,
     mut resp: FetchResponse,
+    mut regions: FetchRegions,
 ) -> FetchResponse {
     if version < ZSTD_FETCH_VERSION_MIN {
         for p in resp.responses.iter_mut().flat_map(|t| &mut t.partitions) {
@@ -212,7 +319,34 @@ fn finish(
         }
     }
     crate::hooks::on_fetch(&shared.hooks, &shared.cluster, ctx, &mut resp);
-    count_out(shared, req, version, &resp);
+    count_out(shared, req, version, &resp, &regions);
+    if !regions.is_empty() && !rafka_protocol::response::fetch_hand_encodable(&resp, version) {
+        // Never the case for what `collect` builds; the bytes then go through memory.
+        for t in &mut resp.responses {
+            let found: Vec<Option<FileRegion>> = t
+                .partitions
+                .iter()
+                .map(|p| regions.get(t, p).map(|(r, _)| r.clone()))
+                .collect();
+            for (p, region) in t.partitions.iter_mut().zip(found) {
+                let Some(region) = region else {
+                    continue;
+                };
+                match region_bytes(&region) {
+                    Ok(bytes) => p.records = Some(bytes),
+                    Err(e) => {
+                        tracing::error!(partition = p.partition_index, error = %e, "reading a fetched region failed");
+                        p.error_code = ResponseError::KafkaStorageError.code();
+                        p.records = Some(bytes::Bytes::new());
+                    }
+                }
+            }
+        }
+        regions = FetchRegions::default();
+    }
+    if !regions.is_empty() {
+        REGIONS.with(|r| *r.borrow_mut() = regions);
+    }
     if version < BATCH_FETCH_VERSION_MIN {
         let magic = if version <= 1 { 0 } else { 1 };
         for p in resp.responses.iter_mut().flat_map(|t| &mut t.partitions) {
@@ -253,17 +387,18 @@ pub fn handle(
             .any(|t| t.partitions.iter().any(|p| p.error_code != 0));
         bytes >= min_bytes.max(1) || req.max_wait_ms <= 0 || has_error || req.topics.is_empty()
     };
-    let (mut resp, mut bytes) = collect(shared, &req, version);
+    let zero_copy = zero_copy_allowed(shared, ctx, version);
+    let (mut resp, mut bytes, mut regions) = collect(shared, &req, version, zero_copy);
     // A fetch that would wait registers on its partitions and looks once more: an append
     // between the first look and the registration is then seen, not lost.
     let mut waiter = None;
     if !answer_now(&resp, bytes) {
         waiter = Some(register(shared, &req, version));
-        (resp, bytes) = collect(shared, &req, version);
+        (resp, bytes, regions) = collect(shared, &req, version, zero_copy);
     }
     let Some(mut waiter) = waiter.filter(|_| !answer_now(&resp, bytes)) else {
         return Reply::Now(ResponseKind::Fetch(finish(
-            shared, ctx, &req, version, resp,
+            shared, ctx, &req, version, resp, regions,
         )));
     };
     let shared = shared.clone();
@@ -278,9 +413,9 @@ pub fn handle(
                 .await
                 .is_ok();
             waiter = register(&shared, &req, version);
-            let (resp, bytes) = collect(&shared, &req, version);
+            let (resp, bytes, regions) = collect(&shared, &req, version, zero_copy);
             if bytes >= min_bytes.max(1) || !woke {
-                return ResponseKind::Fetch(finish(&shared, &ctx, &req, version, resp));
+                return ResponseKind::Fetch(finish(&shared, &ctx, &req, version, resp, regions));
             }
         }
     }))
@@ -448,7 +583,15 @@ fn fetch_diskless(
                 || has_error
                 || req.topics.is_empty()
             {
-                return ResponseKind::Fetch(finish(&shared, &ctx, &req, version, resp));
+                // Diskless batches come from the object cache, never from a file region.
+                return ResponseKind::Fetch(finish(
+                    &shared,
+                    &ctx,
+                    &req,
+                    version,
+                    resp,
+                    FetchRegions::default(),
+                ));
             }
             last = tokio::time::timeout_at(deadline, moved).await.is_err();
         }

@@ -24,7 +24,7 @@ mod api_versions;
 mod authorize;
 mod client_quotas;
 mod configs;
-mod fetch;
+pub(crate) mod fetch;
 mod group_errors;
 pub(crate) mod groups;
 pub(crate) mod init_producer_id;

@@ -356,6 +356,79 @@ mod tests {
         (engine, log, ends)
     }
 
+    /// `preallocate`: blocks are reserved past the end of the active segment (its length
+    /// stays the bytes written), given back when it rolls and at close, and a zero-filled
+    /// tail (preallocated blocks whose data never reached the disk before a crash) is cut
+    /// by recovery like any torn tail.
+    #[test]
+    fn preallocated_segments_keep_their_length_and_give_blocks_back() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            segment_bytes: 64 * 1024,
+            preallocate: true,
+            ..small()
+        };
+        let pdir = dir.path().join("t-0");
+        let allocated = |p: &Path| fs::metadata(p).unwrap().blocks() * 512;
+        {
+            let (engine, log) = check_open(dir.path(), &cfg);
+            log.append(batch(2, 0, 300)).unwrap();
+            let seg = active_segment(&pdir);
+            let len = fs::metadata(&seg).unwrap().len();
+            assert!(len < 1000, "the file holds only what was written: {len}");
+            assert!(
+                allocated(&seg) >= 64 * 1024,
+                "{} bytes allocated",
+                allocated(&seg)
+            );
+            for i in 1..200 {
+                log.append(batch(2, i, 300)).unwrap();
+            }
+            let logs = files(&pdir, "log");
+            assert!(logs.len() >= 3, "{logs:?}");
+            // Blocks for the bytes written, rounded up to pages, and no more.
+            let spare =
+                |p: &Path| allocated(p) > fs::metadata(p).unwrap().len().div_ceil(4096) * 4096;
+            for name in &logs[..logs.len() - 1] {
+                assert!(
+                    !spare(&pdir.join(name)),
+                    "{name}: a rolled segment gives its spare blocks back"
+                );
+            }
+            assert!(
+                spare(&active_segment(&pdir)),
+                "the active segment holds spare blocks"
+            );
+            assert_eq!(read_all(log.as_ref(), Offset(0)).len(), 200);
+            engine.close().unwrap();
+            assert!(
+                !spare(&active_segment(&pdir)),
+                "close gives the spare blocks back"
+            );
+        }
+        // A crash after preallocated blocks got a length but not their data: zeros.
+        let end = {
+            let (_engine, log) = check_open(dir.path(), &cfg);
+            log.append(batch(1, 0, 100)).unwrap();
+            log.log_end_offset()
+        };
+        let seg = active_segment(&pdir);
+        let f = fs::OpenOptions::new().write(true).open(&seg).unwrap();
+        let len = f.metadata().unwrap().len();
+        f.set_len(len + 8192).unwrap();
+        let (_engine, log) = check_open(dir.path(), &cfg);
+        assert_eq!(log.log_end_offset(), end);
+        assert_eq!(
+            fs::metadata(&seg).unwrap().len(),
+            len,
+            "the zero tail is cut"
+        );
+        let info = log.append(batch(1, 0, 1)).unwrap();
+        assert_eq!(info.base_offset, end);
+        assert_eq!(read_all(log.as_ref(), Offset(0)).len(), 202);
+    }
+
     #[test]
     fn corrupt_tail_is_cut_and_appends_continue() {
         let dir = tempfile::tempdir().unwrap();

@@ -19,9 +19,9 @@ use parking_lot::Mutex;
 use rafka_core::batch::{batch_len_at, HEADER_BYTES};
 use rafka_core::limits::{BATCH_BYTES_MAX, FETCH_RESPONSE_BYTES_MAX};
 use rafka_core::{
-    AbortedTxn, AppendInfo, CompactionPlan, CompactionStats, LogConfig, Offset, PartitionLog,
-    ProducerSnapshot, ReadResult, StorageError, StorageResult, Timestamp, TopicPartition,
-    ValidatedBatch,
+    AbortedTxn, AppendInfo, CompactionPlan, CompactionStats, FileRegion, LogConfig, Offset,
+    PartitionLog, ProducerSnapshot, ReadResult, RegionBatch, RegionRead, StorageError,
+    StorageResult, Timestamp, TopicPartition, ValidatedBatch,
 };
 
 use super::header::BatchHeader;
@@ -188,6 +188,7 @@ impl LogPartition {
         if st.closed {
             return Ok(());
         }
+        st.active_mut().release_preallocated()?;
         st.active().write_index_files(&self.dir)?;
         st.closed = true;
         Ok(())
@@ -208,6 +209,7 @@ impl LogPartition {
     /// Makes the active segment durable with its indexes and starts a new one at the log
     /// end. Syncing here is what lets recovery check only the active segment.
     fn roll(&self, st: &mut PartState) -> io::Result<()> {
+        st.active_mut().release_preallocated()?;
         let active = st.active();
         active.write_index_files(&self.dir)?;
         active.file.sync_data()?;
@@ -251,6 +253,30 @@ impl LogPartition {
         Ok(())
     }
 
+    /// The committed byte ranges a read from `from` scans: from the index floor of the
+    /// segment holding it, and later segments when compaction removed everything from
+    /// `from` to the end of this one (read on until a segment that starts after `from`
+    /// and holds a batch). Taken under the state lock; scanned without it.
+    fn ranges_from(st: &PartState, from: Offset) -> Vec<FileRange> {
+        let i = st.segment_index(from);
+        let mut ranges: Vec<FileRange> = Vec::with_capacity(2);
+        for (k, s) in st.segments[i..].iter().enumerate() {
+            ranges.push(FileRange {
+                file: Arc::clone(&s.file),
+                start: if k == 0 {
+                    s.index_floor_position(from)
+                } else {
+                    0
+                },
+                end: s.size,
+            });
+            if k > 0 && s.size > 0 {
+                break;
+            }
+        }
+        ranges
+    }
+
     /// Locates the batch that contains or follows `from` in `ranges` and reads whole
     /// batches from it, up to `max_bytes` but at least one. Runs without the state lock.
     fn read_ranges(ranges: &[FileRange], from: Offset, max_bytes: usize) -> io::Result<Bytes> {
@@ -288,6 +314,69 @@ impl LogPartition {
         Ok(Bytes::new())
     }
 
+    /// What [`read_ranges`](Self::read_ranges) would return, as a region of the file: the
+    /// same walk to the batch holding `from`, then the whole batches after it that fit,
+    /// found header by header (one small `pread` each) instead of in a buffer. `None` when
+    /// nothing is there or more than [`REGION_BATCHES_MAX`] batches would be walked.
+    fn region_of_ranges(
+        ranges: &[FileRange],
+        from: Offset,
+        max_bytes: usize,
+    ) -> io::Result<Option<(FileRegion, Vec<RegionBatch>)>> {
+        let checked = |file: &File, pos: u64, end: u64| -> io::Result<BatchHeader> {
+            read_header(file, pos)?
+                .filter(|h| h.size_bytes >= HEADER_BYTES as u64 && pos + h.size_bytes <= end)
+                .ok_or_else(|| invalid_data(format!("bad batch header at position {pos}")))
+        };
+        let batch = |h: &BatchHeader| RegionBatch {
+            next_offset: h.next_offset(),
+            size_bytes: h.size_bytes as u32,
+            record_count: h.record_count.max(0) as u32,
+        };
+        for r in ranges {
+            let mut pos = r.start;
+            while pos < r.end {
+                let h = checked(&r.file, pos, r.end)?;
+                if h.next_offset() <= from {
+                    pos += h.size_bytes;
+                    continue;
+                }
+                // The bytes `read_ranges` would read: the first batch whole, else up to
+                // `max_bytes` of the committed range; whole batches of those are kept.
+                let first = h.size_bytes;
+                let limit = if first >= max_bytes as u64 {
+                    pos + first
+                } else {
+                    pos + (max_bytes as u64).min(r.end - pos)
+                };
+                let mut batches = vec![batch(&h)];
+                let mut at = pos + first;
+                while at < limit {
+                    if batches.len() == REGION_BATCHES_MAX {
+                        return Ok(None);
+                    }
+                    match read_header(&r.file, at)? {
+                        Some(h)
+                            if h.size_bytes >= HEADER_BYTES as u64
+                                && at + h.size_bytes <= limit =>
+                        {
+                            batches.push(batch(&h));
+                            at += h.size_bytes;
+                        }
+                        _ => break,
+                    }
+                }
+                let region = FileRegion {
+                    file: Arc::clone(&r.file),
+                    position: pos,
+                    len: (at - pos) as usize,
+                };
+                return Ok(Some((region, batches)));
+            }
+        }
+        Ok(None)
+    }
+
     /// Finds the first batch at or after the ranges' starts whose max timestamp is >= `ts`
     /// and that holds offsets >= `log_start`. Runs without the state lock.
     fn find_timestamp(
@@ -310,6 +399,10 @@ impl LogPartition {
         Ok(None)
     }
 }
+
+/// Batches a region read walks one header at a time; a read of more (many small batches)
+/// is left to `read`, which walks them in its buffer at no extra cost.
+const REGION_BATCHES_MAX: usize = 32;
 
 /// Batches of at least this many bytes are written without stamping their base offset
 /// into a copy (see `append`): below it, a copy costs less than a second write.
@@ -367,7 +460,11 @@ impl PartitionLog for LogPartition {
         }
 
         let interval = st.cfg.index_interval_bytes;
+        let preallocate = st.cfg.preallocate.then_some(segment_bytes);
         let seg = st.active_mut();
+        if let Some(bytes) = preallocate {
+            seg.preallocate(bytes);
+        }
         let position = seg.size;
         // Positional writes: a process crash after they return loses nothing (the bytes
         // are in the page cache); a failed write is cut off so no partial batch remains.
@@ -414,26 +511,7 @@ impl PartitionLog for LogPartition {
                         log_end_offset: log_end,
                     });
                 }
-                let i = st.segment_index(from);
-                // Later segments matter when compaction removed everything from `from` to
-                // the end of this one: read on until a segment that starts after `from`
-                // and holds a batch.
-                let mut ranges: Vec<FileRange> = Vec::with_capacity(2);
-                for (k, s) in st.segments[i..].iter().enumerate() {
-                    ranges.push(FileRange {
-                        file: Arc::clone(&s.file),
-                        start: if k == 0 {
-                            s.index_floor_position(from)
-                        } else {
-                            0
-                        },
-                        end: s.size,
-                    });
-                    if k > 0 && s.size > 0 {
-                        break;
-                    }
-                }
-                (ranges, log_start, log_end)
+                (Self::ranges_from(&st, from), log_start, log_end)
             };
             let result = Self::read_ranges(&ranges, from, max_bytes);
             if self.generation.load(Ordering::SeqCst) == generation {
@@ -442,6 +520,36 @@ impl PartitionLog for LogPartition {
                     log_start_offset: log_start,
                     log_end_offset: log_end,
                 });
+            }
+        }
+    }
+
+    fn read_region(&self, from: Offset, max_bytes: usize) -> StorageResult<Option<RegionRead>> {
+        let max_bytes = max_bytes.min(FETCH_RESPONSE_BYTES_MAX);
+        loop {
+            let generation = self.generation.load(Ordering::SeqCst);
+            let (ranges, log_start, log_end) = {
+                let st = self.state.lock();
+                self.check_open(&st)?;
+                let (log_start, log_end) = (st.log_start, st.log_end());
+                if from < log_start || from > log_end {
+                    return Err(st.out_of_range(from));
+                }
+                if from == log_end {
+                    return Ok(None);
+                }
+                (Self::ranges_from(&st, from), log_start, log_end)
+            };
+            let result = Self::region_of_ranges(&ranges, from, max_bytes);
+            // A region cut while a truncation or a compaction's swap rewrote the file may
+            // name bytes that are gone: look again, as `read` does.
+            if self.generation.load(Ordering::SeqCst) == generation {
+                return Ok(result?.map(|(region, batches)| RegionRead {
+                    region,
+                    batches,
+                    log_start_offset: log_start,
+                    log_end_offset: log_end,
+                }));
             }
         }
     }

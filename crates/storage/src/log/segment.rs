@@ -127,6 +127,9 @@ pub(crate) struct Segment {
     pub max_timestamp: Option<(Timestamp, Offset)>,
     /// Wall-clock ms of the first append seen by this process, for `segment.ms`.
     pub first_append_ms: Option<i64>,
+    /// Whether disk blocks were reserved past the end of the file (`preallocate`); they
+    /// are given back by [`Segment::release_preallocated`].
+    pub preallocated: bool,
     offset_index: Vec<IndexEntry>,
     time_index: Vec<TimeEntry>,
     bytes_since_index: u64,
@@ -168,10 +171,40 @@ impl Segment {
             next_offset: base_offset,
             max_timestamp: None,
             first_append_ms: None,
+            preallocated: false,
             offset_index: Vec::new(),
             time_index: Vec::new(),
             bytes_since_index: 0,
         }
+    }
+
+    /// Reserves disk blocks up to `bytes` without changing the file's length
+    /// (`FALLOC_FL_KEEP_SIZE`): appends then write into allocated blocks instead of
+    /// reserving them a page at a time (ext4's delayed allocation). A file system that
+    /// cannot is left to grow as written.
+    pub fn preallocate(&mut self, bytes: u64) {
+        if self.preallocated || bytes <= self.size {
+            return;
+        }
+        self.preallocated = true;
+        if let Err(e) = rustix::fs::fallocate(
+            &*self.file,
+            rustix::fs::FallocateFlags::KEEP_SIZE,
+            self.size,
+            bytes - self.size,
+        ) {
+            tracing::debug!(error = %e, "segment preallocation refused; growing as written");
+        }
+    }
+
+    /// Gives back the blocks reserved past the committed bytes (a truncation to the
+    /// committed size, which also drops a torn tail's bytes).
+    pub fn release_preallocated(&mut self) -> io::Result<()> {
+        if self.preallocated {
+            self.file.set_len(self.size)?;
+            self.preallocated = false;
+        }
+        Ok(())
     }
 
     /// Whether `last_offset` can be expressed relative to this segment's base offset
