@@ -16,6 +16,7 @@ mod support;
 
 mod acl;
 mod compaction;
+mod diskless;
 mod fetch_sendfile;
 mod hooks;
 mod kip848;

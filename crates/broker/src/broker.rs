@@ -273,6 +273,12 @@ impl Broker {
             .map(|(_, a, spec)| (spec.name.clone(), *a))
             .collect();
         let shared = Arc::new(Shared::new(config, recovered, hooks, advertised));
+        // Diskless: registered (with the advertised address, known now) before serving.
+        if let Some(d) = &shared.diskless {
+            d.membership
+                .register(&d.pg, shared.advertised_listeners(), None)
+                .await?;
+        }
         // One connection limit for all listeners, as Kafka's `max.connections`.
         let slots = Arc::new(Semaphore::new(shared.config.broker.max_connections));
         let accept_tasks: Vec<JoinHandle<()>> = bound
@@ -309,6 +315,10 @@ impl Broker {
             tokio::spawn(group_loop(shared.clone(), shutdown_rx.clone())),
             tokio::spawn(txn_loop(shared.clone(), shutdown_rx.clone())),
         ];
+        if let Some(d) = &shared.diskless {
+            background.push(crate::diskless::sweeper::spawn(d));
+            background.push(tokio::spawn(d.clone().heartbeat_loop(shutdown_rx.clone())));
+        }
         if shared.config.broker.log_cleaner_enable {
             background.push(tokio::spawn(cleaner_loop(
                 shared.clone(),
@@ -393,6 +403,12 @@ impl Broker {
         for t in self.background.drain(..) {
             t.abort();
         }
+        if let Some(d) = &self.shared.diskless {
+            // The others drop this broker at once rather than when its lease ends.
+            if let Err(e) = d.membership.leave(&d.pg).await {
+                tracing::warn!(error = %e, "cannot deregister from the diskless cluster");
+            }
+        }
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
             for p in shared.cluster.all_partitions() {
@@ -458,6 +474,15 @@ async fn retention_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
             }
         })
         .await;
+        if let Some(d) = &shared.diskless {
+            let limits = |t: &crate::diskless::catalog::DisklessTopic| {
+                let c = shared.cluster.log_config(&t.configs);
+                (c.retention_ms, c.retention_bytes)
+            };
+            if let Err(e) = crate::diskless::sweeper::retention_pass(d, limits).await {
+                tracing::warn!(error = %e, "diskless retention pass failed");
+            }
+        }
     }
 }
 
@@ -648,7 +673,7 @@ async fn group_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             _ = tokio::time::sleep(period) => {}
             _ = shutdown.changed() => return,
         }
-        shared.groups.tick(&shared.cluster);
+        shared.groups.tick(crate::api::groups::topic_view(&shared));
     }
 }
 

@@ -211,6 +211,24 @@ impl ProducerStates {
         self.txns.on_marker(producer_id, commit, offset)
     }
 
+    /// Puts back a producer's state kept elsewhere (the diskless coordinator's
+    /// `rafka_producers` rows): its epoch and last batches, oldest first.
+    pub fn restore(&mut self, producer_id: i64, epoch: i16, batches: Vec<WrittenBatch>) {
+        let mut batches: VecDeque<WrittenBatch> = batches.into();
+        while batches.len() > PRODUCER_BATCHES_REMEMBERED {
+            batches.pop_front();
+        }
+        self.producers
+            .insert(producer_id, ProducerEntry { epoch, batches });
+    }
+
+    /// A producer's epoch and last batches (oldest first), to keep elsewhere.
+    pub fn entry(&self, producer_id: i64) -> Option<(i16, Vec<WrittenBatch>)> {
+        self.producers
+            .get(&producer_id)
+            .map(|e| (e.epoch, e.batches.iter().copied().collect()))
+    }
+
     /// The epoch this partition knows for `producer_id`, if any.
     pub fn epoch_of(&self, producer_id: i64) -> Option<i16> {
         self.producers.get(&producer_id).map(|e| e.epoch)

@@ -234,6 +234,11 @@ impl Shared {
             .unwrap_or_else(|| ("127.0.0.1".into(), 9092))
     }
 
+    /// Every listener's name and advertised host and port, in config order.
+    pub(crate) fn advertised_listeners(&self) -> &[(String, String, i32)] {
+        &self.advertised
+    }
+
     /// Host and port of the listener named `listener` (a client is told the address of
     /// the listener it connected through); the first listener's for an unknown name.
     pub fn advertised_for(&self, listener: &str) -> (String, i32) {
@@ -304,6 +309,17 @@ impl Shared {
             transactions_ongoing,
             transactions,
             cleaner: self.cleaner.totals(),
+            diskless: self.diskless.as_ref().map(|d| {
+                use std::sync::atomic::Ordering::Relaxed;
+                let s = &d.committer.stats;
+                crate::metrics::DisklessFigures {
+                    objects: s.objects.load(Relaxed),
+                    bytes: s.bytes.load(Relaxed),
+                    transactions: s.transactions.load(Relaxed),
+                    commit_seconds: s.commit_micros.load(Relaxed) as f64 / 1e6,
+                    cache_bytes: d.ranges.bytes(),
+                }
+            }),
             quota_entities: self.quotas.figures(),
         }
     }

@@ -918,7 +918,7 @@ impl Cluster {
     }
 
     /// The log settings of a topic with these overrides.
-    fn log_config(&self, overrides: &BTreeMap<String, String>) -> LogConfig {
+    pub(crate) fn log_config(&self, overrides: &BTreeMap<String, String>) -> LogConfig {
         topic_config::log_config(
             &self.defaults,
             &topic_config::with_default_policy(overrides, &self.default_cleanup_policy),

@@ -585,3 +585,352 @@ impl super::ErrorCodes for DescribeLogDirsResponse {
         }
     }
 }
+
+/// Diskless mode: topics live in PostgreSQL (`diskless::catalog`), so any broker creates,
+/// deletes and grows them; the others see the change at their next catalog refresh (or at
+/// once, on a lookup that misses).
+pub mod diskless {
+    use super::*;
+
+    use crate::diskless::catalog::{AddPartitionsError, CreateTopicError};
+    use crate::diskless::Diskless;
+
+    /// Why a config cannot be set on a diskless topic (beyond `topic_config::validate`).
+    pub(crate) fn refused_config(name: &str, value: &str) -> Option<String> {
+        (name == "cleanup.policy" && value.split(',').any(|p| p.trim() == "compact")).then(|| {
+            "cleanup.policy=compact: compaction is not available on diskless topics yet".to_string()
+        })
+    }
+
+    /// CreateTopics v2–7 in diskless mode.
+    pub fn create_topics(
+        shared: &Arc<Shared>,
+        d: &Arc<Diskless>,
+        req: CreateTopicsRequest,
+        version: i16,
+        ctx: &Arc<RequestContext>,
+    ) -> super::super::Reply {
+        let (shared, d, ctx) = (shared.clone(), d.clone(), ctx.clone());
+        super::super::Reply::Later(Box::pin(async move {
+            let mut quota = mutation_quota(&shared, &ctx, version, 6);
+            let mut results = Vec::with_capacity(req.topics.len());
+            for t in &req.topics {
+                results.push(
+                    create_one(&shared, &d, t, req.validate_only, version, &ctx, &mut quota).await,
+                );
+            }
+            ResponseKind::CreateTopics(
+                CreateTopicsResponse::default()
+                    .with_topics(results)
+                    .with_throttle_time_ms(throttle_ms(&quota)),
+            )
+        }))
+    }
+
+    async fn create_one(
+        shared: &Shared,
+        d: &Diskless,
+        t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+        validate_only: bool,
+        version: i16,
+        ctx: &RequestContext,
+        quota: &mut Option<MutationQuota<'_>>,
+    ) -> CreatableTopicResult {
+        let result = CreatableTopicResult::default()
+            .with_name(t.name.clone())
+            .with_num_partitions(-1)
+            .with_replication_factor(-1);
+        let fail = |e: ResponseError, msg: String| {
+            result
+                .clone()
+                .with_error_code(e.code())
+                .with_error_message(Some(sb(msg)))
+        };
+        let name = match TopicName::new(&t.name) {
+            Ok(n) => n,
+            Err(e) => return fail(ResponseError::InvalidTopicException, e.to_string()),
+        };
+        if is_internal(name.as_str()) {
+            return fail(
+                ResponseError::InvalidTopicException,
+                format!("{name} is an internal topic name"),
+            );
+        }
+        // Every broker serves every partition from object storage: a replication factor
+        // up to the live brokers is met by the store's own durability.
+        let live = d.membership.live_ids().len().max(1) as i16;
+        if t.replication_factor != -1 && !(1..=live).contains(&t.replication_factor) {
+            return fail(
+                ResponseError::InvalidReplicationFactor,
+                format!(
+                    "Replication factor {} is larger than the {live} live brokers",
+                    t.replication_factor
+                ),
+            );
+        }
+        if !t.assignments.is_empty() {
+            return fail(
+                ResponseError::InvalidReplicaAssignment,
+                "Replica assignments do not apply to diskless topics (any broker serves any \
+                 partition)"
+                    .into(),
+            );
+        }
+        let partitions = match t.num_partitions {
+            -1 => shared.config.broker.num_partitions,
+            n => n,
+        };
+        if !(1..=rafka_core::limits::PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
+            return fail(
+                ResponseError::InvalidPartitions,
+                format!(
+                    "Number of partitions must be in [1, {}], got {partitions}",
+                    rafka_core::limits::PARTITIONS_PER_TOPIC_MAX
+                ),
+            );
+        }
+        let mut configs = BTreeMap::new();
+        for c in &t.configs {
+            if let Some(v) = &c.value {
+                if let Err(e) = topic_config::validate(&c.name, v) {
+                    return fail(ResponseError::InvalidConfig, e.0);
+                }
+                if let Some(msg) = refused_config(&c.name, v) {
+                    return fail(ResponseError::InvalidConfig, msg);
+                }
+                configs.insert(c.name.to_string(), v.to_string());
+            }
+        }
+        let op = AdminOp::CreateTopic {
+            topic: name.as_str(),
+            partitions,
+            configs: &configs,
+            validate_only,
+        };
+        if let Verdict::Reject(r) = shared.hooks.on_admin(ctx, &op) {
+            return result
+                .with_error_code(r.code.0)
+                .with_error_message(Some(sb(r.message)));
+        }
+        // The quota last, as KRaft checks it (an existing topic is reported as such).
+        if let Some(time) = exhausted(quota) {
+            return match d.catalog.topic(&d.pg, name.as_str()).await {
+                Ok(Some(_)) => fail(
+                    ResponseError::TopicAlreadyExists,
+                    format!("Topic '{name}' already exists."),
+                ),
+                _ => fail(
+                    ResponseError::ThrottlingQuotaExceeded,
+                    throttled_message(time),
+                ),
+            };
+        }
+        let created = if validate_only {
+            match d.catalog.topic(&d.pg, name.as_str()).await {
+                Ok(Some(_)) => Err(CreateTopicError::Exists(name.to_string())),
+                Ok(None) => Ok(uuid::Uuid::nil()),
+                Err(e) => Err(CreateTopicError::Coordinator(e)),
+            }
+        } else {
+            d.catalog
+                .create(&d.pg, name.as_str(), partitions, &configs)
+                .await
+                .map(|t| t.id)
+        };
+        let id = match created {
+            Ok(id) => id,
+            Err(CreateTopicError::Exists(_)) => {
+                return fail(
+                    ResponseError::TopicAlreadyExists,
+                    format!("Topic '{name}' already exists."),
+                )
+            }
+            Err(CreateTopicError::Coordinator(e)) => {
+                tracing::warn!(topic = %name, error = %e, "diskless topic creation failed");
+                return fail(ResponseError::RequestTimedOut, e.to_string());
+            }
+        };
+        if !validate_only {
+            tracing::info!(topic = %name, partitions, "created diskless topic");
+            if let Some(q) = quota {
+                q.record(partitions.max(0) as usize);
+            }
+        }
+        let mut r = result
+            .with_topic_id(id)
+            .with_num_partitions(partitions)
+            .with_replication_factor(1);
+        if version >= 5 {
+            r.configs = Some(
+                topic_config::TOPIC_CONFIG_KEYS
+                    .iter()
+                    .map(|k| {
+                        let (value, source) = match configs.get(k.name) {
+                            Some(v) => (v.clone(), SOURCE_TOPIC),
+                            None => (shared.cluster.default_topic_value(k.name), SOURCE_DEFAULT),
+                        };
+                        CreatableTopicConfigs::default()
+                            .with_name(sb(k.name))
+                            .with_value(Some(sb(value)))
+                            .with_config_source(source)
+                    })
+                    .collect(),
+            );
+        }
+        r
+    }
+
+    /// DeleteTopics v1–6 in diskless mode: the topic row goes, its partitions, batch index
+    /// rows and producers with it; objects left without batches go to the sweeper.
+    pub fn delete_topics(
+        shared: &Arc<Shared>,
+        d: &Arc<Diskless>,
+        req: DeleteTopicsRequest,
+        version: i16,
+        ctx: &Arc<RequestContext>,
+    ) -> super::super::Reply {
+        let (shared, d, ctx) = (shared.clone(), d.clone(), ctx.clone());
+        super::super::Reply::Later(Box::pin(async move {
+            let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
+                req.topics
+                    .iter()
+                    .map(|t| (t.name.as_ref().map(|n| n.to_string()), t.topic_id))
+                    .collect()
+            } else {
+                req.topic_names
+                    .iter()
+                    .map(|n| (Some(n.to_string()), uuid::Uuid::nil()))
+                    .collect()
+            };
+            let mut quota = mutation_quota(&shared, &ctx, version, 5);
+            let mut responses = Vec::with_capacity(targets.len());
+            for (name, id) in targets {
+                let found = match &name {
+                    Some(n) => d.catalog.topic(&d.pg, n).await,
+                    None => d.catalog.topic_by_id(&d.pg, id).await,
+                };
+                let r = DeletableTopicResult::default()
+                    .with_name(name.as_deref().map(wire_topic))
+                    .with_topic_id(id);
+                let topic = match found {
+                    Ok(Some(t)) => t,
+                    Ok(None) => {
+                        let e = if name.is_some() {
+                            ResponseError::UnknownTopicOrPartition
+                        } else {
+                            ResponseError::UnknownTopicId
+                        };
+                        responses.push(r.with_error_code(e.code()));
+                        continue;
+                    }
+                    Err(e) => {
+                        responses.push(
+                            r.with_error_code(ResponseError::RequestTimedOut.code())
+                                .with_error_message(Some(sb(e.to_string()))),
+                        );
+                        continue;
+                    }
+                };
+                let r = r
+                    .with_name(Some(wire_topic(&topic.name)))
+                    .with_topic_id(topic.id);
+                let op = AdminOp::DeleteTopic { topic: &topic.name };
+                if let Verdict::Reject(rej) = shared.hooks.on_admin(&ctx, &op) {
+                    responses.push(
+                        r.with_error_code(rej.code.0)
+                            .with_error_message(Some(sb(rej.message))),
+                    );
+                    continue;
+                }
+                if let Some(time) = exhausted(&mut quota) {
+                    responses.push(
+                        r.with_error_code(ResponseError::ThrottlingQuotaExceeded.code())
+                            .with_error_message(Some(sb(throttled_message(time)))),
+                    );
+                    continue;
+                }
+                responses.push(match d.catalog.delete(d.coordinator(), &topic.name).await {
+                    Ok(Some(_)) => {
+                        if let Some(q) = &mut quota {
+                            q.record(topic.partitions.max(0) as usize);
+                        }
+                        r
+                    }
+                    Ok(None) => r.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                    Err(e) => r
+                        .with_error_code(ResponseError::RequestTimedOut.code())
+                        .with_error_message(Some(sb(e.to_string()))),
+                });
+            }
+            ResponseKind::DeleteTopics(
+                DeleteTopicsResponse::default()
+                    .with_responses(responses)
+                    .with_throttle_time_ms(throttle_ms(&quota)),
+            )
+        }))
+    }
+
+    /// CreatePartitions v0–3 in diskless mode.
+    pub fn create_partitions(
+        shared: &Arc<Shared>,
+        d: &Arc<Diskless>,
+        req: CreatePartitionsRequest,
+        version: i16,
+        ctx: &Arc<RequestContext>,
+    ) -> super::super::Reply {
+        let (shared, d, ctx) = (shared.clone(), d.clone(), ctx.clone());
+        super::super::Reply::Later(Box::pin(async move {
+            let mut quota = mutation_quota(&shared, &ctx, version, 3);
+            let mut results = Vec::with_capacity(req.topics.len());
+            for t in &req.topics {
+                let r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+                let op = AdminOp::CreatePartitions {
+                    topic: t.name.as_str(),
+                    total: t.count,
+                    validate_only: req.validate_only,
+                };
+                if let Verdict::Reject(rej) = shared.hooks.on_admin(&ctx, &op) {
+                    results.push(
+                        r.with_error_code(rej.code.0)
+                            .with_error_message(Some(sb(rej.message))),
+                    );
+                    continue;
+                }
+                let before = match d.catalog.topic(&d.pg, &t.name).await {
+                    Ok(Some(topic)) => topic.partitions,
+                    _ => 0,
+                };
+                if let Some(time) = exhausted(&mut quota) {
+                    results.push(
+                        r.with_error_code(ResponseError::ThrottlingQuotaExceeded.code())
+                            .with_error_message(Some(sb(throttled_message(time)))),
+                    );
+                    continue;
+                }
+                let outcome = d
+                    .catalog
+                    .add_partitions(d.coordinator(), &t.name, t.count, req.validate_only)
+                    .await;
+                let e = match &outcome {
+                    Ok(()) => {
+                        if let (Some(q), false) = (&mut quota, req.validate_only) {
+                            q.record((t.count - before).max(0) as usize);
+                        }
+                        results.push(r);
+                        continue;
+                    }
+                    Err(AddPartitionsError::Unknown(_)) => ResponseError::UnknownTopicOrPartition,
+                    Err(AddPartitionsError::Invalid(_)) => ResponseError::InvalidPartitions,
+                    Err(AddPartitionsError::Coordinator(_)) => ResponseError::RequestTimedOut,
+                };
+                let msg = outcome.err().map(|e| sb(e.to_string()));
+                results.push(r.with_error_code(e.code()).with_error_message(msg));
+            }
+            ResponseKind::CreatePartitions(
+                CreatePartitionsResponse::default()
+                    .with_results(results)
+                    .with_throttle_time_ms(throttle_ms(&quota)),
+            )
+        }))
+    }
+}

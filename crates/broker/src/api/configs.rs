@@ -168,6 +168,18 @@ fn broker_entries(shared: &Shared) -> Vec<(String, String, i8)> {
 
 /// DescribeConfigs.
 pub fn describe(shared: &Arc<Shared>, req: DescribeConfigsRequest, version: i16) -> ResponseKind {
+    describe_with(shared, req, version, &|name| {
+        shared.cluster.topic(name).map(|t| t.configs.clone())
+    })
+}
+
+/// DescribeConfigs, the topics' overrides read through `topic_configs`.
+fn describe_with(
+    shared: &Arc<Shared>,
+    req: DescribeConfigsRequest,
+    version: i16,
+    topic_configs: &dyn Fn(&str) -> Option<BTreeMap<String, String>>,
+) -> ResponseKind {
     let results = req
         .resources
         .into_iter()
@@ -203,7 +215,7 @@ pub fn describe(shared: &Arc<Shared>, req: DescribeConfigsRequest, version: i16)
                 };
             match res.resource_type {
                 RESOURCE_TOPIC => {
-                    let Some(topic) = shared.cluster.topic(&res.resource_name) else {
+                    let Some(topic_configs) = topic_configs(&res.resource_name) else {
                         return r
                             .with_error_code(ResponseError::UnknownTopicOrPartition.code())
                             .with_error_message(Some(sb(format!(
@@ -214,7 +226,7 @@ pub fn describe(shared: &Arc<Shared>, req: DescribeConfigsRequest, version: i16)
                     let configs = TOPIC_CONFIG_KEYS
                         .iter()
                         .filter(|k| wanted(k.name))
-                        .map(|k| match topic.configs.get(k.name) {
+                        .map(|k| match topic_configs.get(k.name) {
                             Some(v) => {
                                 entry(k.name, v.clone(), SOURCE_TOPIC, false, k.config_type, k.doc)
                             }
@@ -344,6 +356,52 @@ fn apply(
         .map(|e| (ResponseError::InvalidConfig, e.to_string()))
 }
 
+type Change<'a> = Box<dyn FnOnce(&mut BTreeMap<String, String>) -> Result<(), String> + Send + 'a>;
+
+/// AlterConfigs' change: every override replaced.
+fn full_change(
+    configs: &[kafka_protocol::messages::alter_configs_request::AlterableConfig],
+) -> Change<'_> {
+    Box::new(move |c| {
+        c.clear();
+        for e in configs {
+            if let Some(v) = &e.value {
+                c.insert(e.name.to_string(), v.to_string());
+            }
+        }
+        Ok(())
+    })
+}
+
+/// IncrementalAlterConfigs' change: SET (0), DELETE (1); APPEND and SUBTRACT apply to
+/// no topic config here.
+fn incremental_change(
+    configs: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
+) -> Change<'_> {
+    Box::new(move |c| {
+        for e in configs {
+            let name = e.name.to_string();
+            let value = e.value.as_ref().map(|v| v.to_string());
+            match (e.config_operation, value) {
+                (0, Some(v)) => {
+                    c.insert(name, v);
+                }
+                (1, _) => {
+                    c.remove(&name);
+                }
+                (2 | 3, _) => {
+                    return Err(format!(
+                        "Config {name} is not a list: APPEND and SUBTRACT do not apply"
+                    ))
+                }
+                (0, None) => return Err(format!("Null value for SET of {name}")),
+                (op, _) => return Err(format!("Unknown config operation {op}")),
+            }
+        }
+        Ok(())
+    })
+}
+
 /// AlterConfigs: replaces every override of the resource.
 pub fn alter(shared: &Arc<Shared>, req: AlterConfigsRequest, ctx: &RequestContext) -> ResponseKind {
     let responses = req
@@ -356,15 +414,7 @@ pub fn alter(shared: &Arc<Shared>, req: AlterConfigsRequest, ctx: &RequestContex
                 res.resource_type,
                 &res.resource_name,
                 req.validate_only,
-                |c| {
-                    c.clear();
-                    for e in &res.configs {
-                        if let Some(v) = &e.value {
-                            c.insert(e.name.to_string(), v.to_string());
-                        }
-                    }
-                    Ok(())
-                },
+                full_change(&res.configs),
             );
             let r = alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(res.resource_type)
@@ -394,28 +444,7 @@ pub fn incremental_alter(
                 res.resource_type,
                 &res.resource_name,
                 req.validate_only,
-                |c| {
-                    for e in &res.configs {
-                        let name = e.name.to_string();
-                        let value = e.value.as_ref().map(|v| v.to_string());
-                        match (e.config_operation, value) {
-                            (0, Some(v)) => {
-                                c.insert(name, v);
-                            }
-                            (1, _) => {
-                                c.remove(&name);
-                            }
-                            (2 | 3, _) => {
-                                return Err(format!(
-                                    "Config {name} is not a list: APPEND and SUBTRACT do not apply"
-                                ))
-                            }
-                            (0, None) => return Err(format!("Null value for SET of {name}")),
-                            (op, _) => return Err(format!("Unknown config operation {op}")),
-                        }
-                    }
-                    Ok(())
-                },
+                incremental_change(&res.configs),
             );
             let r = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_resource_type(res.resource_type)
@@ -509,5 +538,191 @@ impl super::ErrorCodes for IncrementalAlterConfigsResponse {
         for r in &self.responses {
             f(super::ErrorItem::named(&r.resource_name, r.error_code));
         }
+    }
+}
+
+/// Diskless mode: topic configs live in `rafka_topics.configs`; a change is read, checked
+/// and written in one PostgreSQL transaction (the row locked). Group and broker resources
+/// are answered as in single-node mode.
+pub mod diskless {
+    use super::*;
+
+    use crate::diskless::Diskless;
+
+    /// The overrides of the topics `names` (those that exist).
+    async fn topic_configs(
+        d: &Diskless,
+        names: impl Iterator<Item = &str>,
+    ) -> BTreeMap<String, BTreeMap<String, String>> {
+        let mut found = BTreeMap::new();
+        for name in names {
+            if let Ok(Some(t)) = d.catalog.topic(&d.pg, name).await {
+                found.insert(name.to_string(), t.configs.clone());
+            }
+        }
+        found
+    }
+
+    /// DescribeConfigs in diskless mode.
+    pub fn describe(
+        shared: &Arc<Shared>,
+        d: &Arc<Diskless>,
+        req: DescribeConfigsRequest,
+        version: i16,
+    ) -> super::super::Reply {
+        let (shared, d) = (shared.clone(), d.clone());
+        super::super::Reply::Later(Box::pin(async move {
+            let names = req
+                .resources
+                .iter()
+                .filter(|r| r.resource_type == RESOURCE_TOPIC)
+                .map(|r| r.resource_name.as_str());
+            let found = topic_configs(&d, names).await;
+            describe_with(&shared, req, version, &|name| found.get(name).cloned())
+        }))
+    }
+
+    /// One topic's change, in one transaction: validated (the diskless refusals too),
+    /// passed to the `on_admin` hooks, written unless `validate_only`.
+    async fn apply_topic(
+        shared: &Shared,
+        d: &Diskless,
+        ctx: &RequestContext,
+        name: &str,
+        validate_only: bool,
+        change: Change<'_>,
+    ) -> Option<(ResponseError, String)> {
+        let unknown = || {
+            Some((
+                ResponseError::UnknownTopicOrPartition,
+                format!("Topic {name} does not exist"),
+            ))
+        };
+        if TopicName::new(name).is_err() {
+            return unknown();
+        }
+        // `Err(None)`: valid, but only validated (the transaction is rolled back).
+        let outcome = d
+            .catalog
+            .alter_configs(d.coordinator(), name, |configs| {
+                change(configs).map_err(|m| Some((ResponseError::InvalidConfig, m)))?;
+                for (k, v) in configs.iter() {
+                    if let Err(e) = topic_config::validate(k, v) {
+                        return Err(Some((ResponseError::InvalidConfig, e.0)));
+                    }
+                    if let Some(m) = super::super::admin::diskless::refused_config(k, v) {
+                        return Err(Some((ResponseError::InvalidConfig, m)));
+                    }
+                }
+                let op = AdminOp::AlterTopicConfigs {
+                    topic: name,
+                    configs,
+                    validate_only,
+                };
+                if let Verdict::Reject(r) = shared.hooks.on_admin(ctx, &op) {
+                    return Err(Some((super::super::response_error(r.code), r.message)));
+                }
+                if validate_only {
+                    return Err(None);
+                }
+                Ok(())
+            })
+            .await;
+        match outcome {
+            Ok(None) => unknown(),
+            Ok(Some(Ok(()))) => None,
+            Ok(Some(Err(e))) => e,
+            Err(e) => Some((ResponseError::RequestTimedOut, e.to_string())),
+        }
+    }
+
+    /// AlterConfigs in diskless mode.
+    pub fn alter(
+        shared: &Arc<Shared>,
+        d: &Arc<Diskless>,
+        req: AlterConfigsRequest,
+        ctx: &Arc<RequestContext>,
+    ) -> super::super::Reply {
+        let (shared, d, ctx) = (shared.clone(), d.clone(), ctx.clone());
+        super::super::Reply::Later(Box::pin(async move {
+            let mut responses = Vec::with_capacity(req.resources.len());
+            for res in &req.resources {
+                let change = full_change(&res.configs);
+                let err = if res.resource_type == RESOURCE_TOPIC {
+                    apply_topic(
+                        &shared,
+                        &d,
+                        &ctx,
+                        &res.resource_name,
+                        req.validate_only,
+                        change,
+                    )
+                    .await
+                } else {
+                    apply(
+                        &shared,
+                        &ctx,
+                        res.resource_type,
+                        &res.resource_name,
+                        req.validate_only,
+                        change,
+                    )
+                };
+                let r = alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_resource_type(res.resource_type)
+                    .with_resource_name(res.resource_name.clone());
+                responses.push(match err {
+                    None => r,
+                    Some((e, m)) => r.with_error_code(e.code()).with_error_message(Some(sb(m))),
+                });
+            }
+            ResponseKind::AlterConfigs(AlterConfigsResponse::default().with_responses(responses))
+        }))
+    }
+
+    /// IncrementalAlterConfigs in diskless mode.
+    pub fn incremental_alter(
+        shared: &Arc<Shared>,
+        d: &Arc<Diskless>,
+        req: IncrementalAlterConfigsRequest,
+        ctx: &Arc<RequestContext>,
+    ) -> super::super::Reply {
+        let (shared, d, ctx) = (shared.clone(), d.clone(), ctx.clone());
+        super::super::Reply::Later(Box::pin(async move {
+            let mut responses = Vec::with_capacity(req.resources.len());
+            for res in &req.resources {
+                let change = incremental_change(&res.configs);
+                let err = if res.resource_type == RESOURCE_TOPIC {
+                    apply_topic(
+                        &shared,
+                        &d,
+                        &ctx,
+                        &res.resource_name,
+                        req.validate_only,
+                        change,
+                    )
+                    .await
+                } else {
+                    apply(
+                        &shared,
+                        &ctx,
+                        res.resource_type,
+                        &res.resource_name,
+                        req.validate_only,
+                        change,
+                    )
+                };
+                let r = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_resource_type(res.resource_type)
+                    .with_resource_name(res.resource_name.clone());
+                responses.push(match err {
+                    None => r,
+                    Some((e, m)) => r.with_error_code(e.code()).with_error_message(Some(sb(m))),
+                });
+            }
+            ResponseKind::IncrementalAlterConfigs(
+                IncrementalAlterConfigsResponse::default().with_responses(responses),
+            )
+        }))
     }
 }

@@ -25,8 +25,12 @@ use rafka_protocol::legacy::message_set;
 use rafka_protocol::{region_placeholder, FetchRegions};
 
 use super::{storage_error_code, wire_topic, Reply};
+use crate::diskless::fetch as dl_fetch;
+use crate::diskless::Diskless;
 use crate::shared::Shared;
-use crate::state::{AppendWaiter, IsolationLevel, PartitionRead, PartitionRegionRead, Topic};
+use crate::state::{
+    is_internal, AppendWaiter, IsolationLevel, PartitionRead, PartitionRegionRead, Topic,
+};
 
 fn partition_error(index: i32, e: ResponseError) -> PartitionData {
     PartitionData::default()
@@ -370,6 +374,11 @@ pub fn handle(
     version: i16,
     ctx: &Arc<RequestContext>,
 ) -> Reply {
+    if let Some(d) = shared.diskless.clone() {
+        if !names_local_topic(shared, &req, version) {
+            return fetch_diskless(shared, d, req, version, ctx);
+        }
+    }
     let min_bytes = req.min_bytes.max(0) as usize;
     let answer_now = |resp: &FetchResponse, bytes: usize| {
         let has_error = resp
@@ -408,6 +417,183 @@ pub fn handle(
             if bytes >= min_bytes.max(1) || !woke {
                 return ResponseKind::Fetch(finish(&shared, &ctx, &req, version, resp, regions));
             }
+        }
+    }))
+}
+
+/// Whether a request names a topic of this broker's local engine (in diskless mode, the
+/// internal topics): such a fetch is served from the local engine.
+fn names_local_topic(shared: &Shared, req: &FetchRequest, version: i16) -> bool {
+    req.topics.iter().any(|ft| {
+        if version >= 13 {
+            shared.cluster.topic_by_id(ft.topic_id).is_some()
+        } else {
+            is_internal(&ft.topic)
+        }
+    })
+}
+
+/// A diskless partition's answer with its marks.
+fn diskless_marks(index: i32, e: ResponseError, (log_start, hw): (i64, i64)) -> PartitionData {
+    let mut d = partition_error(index, e);
+    d.high_watermark = hw;
+    d.last_stable_offset = hw;
+    d.log_start_offset = log_start;
+    d
+}
+
+/// `collect` for diskless topics: every requested partition read once through
+/// `crate::diskless::fetch`.
+async fn collect_diskless(
+    d: &Diskless,
+    req: &FetchRequest,
+    version: i16,
+) -> (FetchResponse, usize) {
+    let mut budget = (req.max_bytes.max(0) as usize).min(FETCH_RESPONSE_BYTES_MAX);
+    if version < 3 || req.max_bytes <= 0 {
+        budget = FETCH_RESPONSE_BYTES_MAX;
+    }
+    let mut total = 0usize;
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for ft in &req.topics {
+        let topic = if version >= 13 {
+            dl_fetch::topic_by_id(d, ft.topic_id).await
+        } else {
+            d.catalog.topic(&d.pg, &ft.topic).await
+        };
+        let unknown = if version >= 13 {
+            ResponseError::UnknownTopicId
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        };
+        let mut parts = Vec::with_capacity(ft.partitions.len());
+        for fp in &ft.partitions {
+            let index = fp.partition;
+            let t = match &topic {
+                Err(e) => {
+                    tracing::warn!(error = %e, "diskless fetch: coordinator unreachable");
+                    parts.push(partition_error(index, ResponseError::KafkaStorageError));
+                    continue;
+                }
+                Ok(None) => {
+                    parts.push(partition_error(index, unknown));
+                    continue;
+                }
+                Ok(Some(t)) if !(0..t.partitions).contains(&index) => {
+                    parts.push(partition_error(
+                        index,
+                        ResponseError::UnknownTopicOrPartition,
+                    ));
+                    continue;
+                }
+                Ok(Some(t)) => t,
+            };
+            let tp = (t.id, index);
+            let limit = (fp.partition_max_bytes.max(0) as usize).min(budget);
+            let first_data = total == 0;
+            if limit == 0 && !first_data {
+                let data = match dl_fetch::watermarks(d, tp).await {
+                    Ok(Some(m)) => diskless_marks(index, ResponseError::UnknownServerError, m)
+                        .with_error_code(0),
+                    Ok(None) => partition_error(index, ResponseError::UnknownTopicOrPartition),
+                    Err(_) => partition_error(index, ResponseError::KafkaStorageError),
+                };
+                parts.push(data);
+                continue;
+            }
+            let data = match dl_fetch::read(d, tp, fp.fetch_offset, limit.max(1)).await {
+                Ok(r) => {
+                    let mut records = r.records;
+                    // Only the first partition with data may exceed the limit (one batch).
+                    if !first_data && records.len() > limit {
+                        records = bytes::Bytes::new();
+                    }
+                    total += records.len();
+                    budget = budget.saturating_sub(records.len());
+                    diskless_marks(
+                        index,
+                        ResponseError::UnknownServerError,
+                        (r.log_start, r.high_watermark),
+                    )
+                    .with_error_code(0)
+                    .with_records(Some(records))
+                }
+                Err(dl_fetch::ReadError::OutOfRange {
+                    log_start,
+                    high_watermark,
+                    ..
+                }) => diskless_marks(
+                    index,
+                    ResponseError::OffsetOutOfRange,
+                    (log_start, high_watermark),
+                ),
+                Err(dl_fetch::ReadError::Unknown) => {
+                    partition_error(index, ResponseError::UnknownTopicOrPartition)
+                }
+                Err(dl_fetch::ReadError::Diskless(e)) => {
+                    tracing::warn!(error = %e, "diskless fetch failed");
+                    partition_error(index, ResponseError::KafkaStorageError)
+                }
+            };
+            parts.push(data);
+        }
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(if version >= 13 {
+                    Default::default()
+                } else {
+                    wire_topic(&ft.topic)
+                })
+                .with_topic_id(ft.topic_id)
+                .with_partitions(parts),
+        );
+    }
+    (FetchResponse::default().with_responses(topics), total)
+}
+
+/// Fetch from a diskless cluster: the long poll wakes whenever a high watermark moves
+/// (a commit of this broker, or any broker's through `rafka_hw`) and looks again.
+fn fetch_diskless(
+    shared: &Arc<Shared>,
+    d: Arc<Diskless>,
+    req: FetchRequest,
+    version: i16,
+    ctx: &Arc<RequestContext>,
+) -> Reply {
+    let shared = shared.clone();
+    let ctx = ctx.clone();
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(FETCH_MAX_WAIT_MS_MAX));
+    Reply::Later(Box::pin(async move {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut last = false;
+        loop {
+            // Registered before the look: a move between the look and the wait wakes it.
+            let moved = d.marks.moved().notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            let (resp, bytes) = collect_diskless(&d, &req, version).await;
+            let has_error = resp
+                .responses
+                .iter()
+                .any(|t| t.partitions.iter().any(|p| p.error_code != 0));
+            if last
+                || bytes >= min_bytes.max(1)
+                || req.max_wait_ms <= 0
+                || has_error
+                || req.topics.is_empty()
+            {
+                // Diskless batches come from the object cache, never from a file region.
+                return ResponseKind::Fetch(finish(
+                    &shared,
+                    &ctx,
+                    &req,
+                    version,
+                    resp,
+                    FetchRegions::default(),
+                ));
+            }
+            last = tokio::time::timeout_at(deadline, moved).await.is_err();
         }
     }))
 }

@@ -3,7 +3,7 @@
 //! The state and every decision live in `crate::group` (`GroupCoordinator`'s domain
 //! methods); this file only translates the wire to them and back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,44 +61,92 @@ pub fn find_coordinator(
     listener: &str,
 ) -> ResponseKind {
     let (host, port) = shared.advertised_for(listener);
-    let node = BrokerId(shared.node_id);
     // Key type 0: a group; 1: a transactional id (this broker coordinates both; the
-    // first transactional lookup creates `__transaction_state`, as in Kafka).
+    // first transactional lookup creates `__transaction_state`, as in Kafka). In diskless
+    // mode a group's coordinator is one of the live brokers, the same on every broker.
     let error = match req.key_type {
         0 => None,
         1 => shared.txn_log().err().map(|e| e.response_error()),
         _ => Some(ResponseError::InvalidRequest),
     };
-    let message = error.map(|e| sb(e.to_string()));
+    let locate = |key: &str| -> Result<(i32, String, i32), ResponseError> {
+        if let Some(e) = error {
+            return Err(e);
+        }
+        match (&shared.diskless, req.key_type) {
+            (Some(d), 0) => diskless_coordinator(d, key)
+                .ok_or(ResponseError::CoordinatorNotAvailable)
+                .map(|b| {
+                    let (host, port) = b.address_for(listener);
+                    (b.node_id, host, port)
+                }),
+            _ => Ok((shared.node_id, host.clone(), port)),
+        }
+    };
     let mut r = FindCoordinatorResponse::default();
     if version >= 4 {
         r.coordinators = req
             .coordinator_keys
             .iter()
             .map(|k| {
-                let c = Coordinator::default()
-                    .with_key(k.clone())
-                    .with_error_code(code(error))
-                    .with_error_message(message.clone());
-                if error.is_some() {
-                    c.with_node_id(BrokerId(-1)).with_port(-1)
-                } else {
-                    c.with_node_id(node)
-                        .with_host(sb(host.clone()))
-                        .with_port(port)
+                let c = Coordinator::default().with_key(k.clone());
+                match locate(k) {
+                    Err(e) => c
+                        .with_error_code(e.code())
+                        .with_error_message(Some(sb(e.to_string())))
+                        .with_node_id(BrokerId(-1))
+                        .with_port(-1),
+                    Ok((node, host, port)) => c
+                        .with_node_id(BrokerId(node))
+                        .with_host(sb(host))
+                        .with_port(port),
                 }
             })
             .collect();
-    } else if error.is_some() {
-        r = r
-            .with_error_code(code(error))
-            .with_error_message(message)
-            .with_node_id(BrokerId(-1))
-            .with_port(-1);
     } else {
-        r = r.with_node_id(node).with_host(sb(host)).with_port(port);
+        r = match locate(&req.key) {
+            Err(e) => r
+                .with_error_code(e.code())
+                .with_error_message(Some(sb(e.to_string())))
+                .with_node_id(BrokerId(-1))
+                .with_port(-1),
+            Ok((node, host, port)) => r
+                .with_node_id(BrokerId(node))
+                .with_host(sb(host))
+                .with_port(port),
+        };
     }
     ResponseKind::FindCoordinator(r)
+}
+
+/// The live broker coordinating `group` in diskless mode; `None` while this broker is not
+/// live itself (its view of the cluster may be stale).
+fn diskless_coordinator(
+    d: &crate::diskless::Diskless,
+    group: &str,
+) -> Option<crate::diskless::membership::LiveBroker> {
+    if !d.is_live() {
+        return None;
+    }
+    let live = d.membership.live_brokers();
+    let ids: Vec<i32> = live.iter().map(|b| b.node_id).collect();
+    let node = crate::diskless::leadership::group_coordinator(&ids, group)?;
+    live.iter().find(|b| b.node_id == node).cloned()
+}
+
+/// In diskless mode, the error for a group request reaching a broker that does not
+/// coordinate `group` now (NOT_COORDINATOR: the client finds the coordinator again), or
+/// while this broker is not live (COORDINATOR_NOT_AVAILABLE).
+pub(crate) fn not_coordinator(shared: &Shared, group: &str) -> Option<ResponseError> {
+    let d = shared.diskless.as_ref()?;
+    let error = match diskless_coordinator(d, group) {
+        None => ResponseError::CoordinatorNotAvailable,
+        Some(b) if b.node_id != shared.node_id => ResponseError::NotCoordinator,
+        Some(_) => return None,
+    };
+    // Coordinating it again later means claiming it again (a new epoch).
+    d.group_offsets.forget(group);
+    Some(error)
 }
 
 fn join_response(o: JoinOutcome, version: i16) -> ResponseKind {
@@ -319,17 +367,119 @@ fn flush_then(
 /// looked at, as Kafka's `KafkaApis` does; the rest goes to
 /// [`GroupCoordinator::commit_offsets`](crate::group::GroupCoordinator::commit_offsets),
 /// which documents the check order.
+/// In diskless mode the topics are the catalog's (read through on a miss, so a topic
+/// created on another broker is known).
 pub fn offset_commit(shared: &Arc<Shared>, req: OffsetCommitRequest, version: i16) -> Reply {
+    let Some(d) = shared.diskless.clone() else {
+        let exists = |t: &str, p: i32| {
+            shared
+                .cluster
+                .topic(t)
+                .is_some_and(|topic| topic.partition(p).is_some())
+        };
+        return offset_commit_with(shared, req, version, &exists);
+    };
+    let shared = shared.clone();
+    Reply::Later(Box::pin(async move {
+        let mut partitions = std::collections::HashMap::new();
+        for t in &req.topics {
+            if let Ok(Some(topic)) = d.catalog.topic(&d.pg, &t.name).await {
+                partitions.insert(t.name.to_string(), topic.partitions);
+            }
+        }
+        let exists = |t: &str, p: i32| partitions.get(t).is_some_and(|n| (0..*n).contains(&p));
+        let group = gid(&req.group_id);
+        // What the local coordinator accepts is written through to PostgreSQL.
+        let offered: Vec<_> = req
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(move |p| {
+                    (
+                        t.name.to_string(),
+                        p.partition_index,
+                        p.committed_offset,
+                        p.committed_leader_epoch,
+                        p.committed_metadata
+                            .as_ref()
+                            .map(|m| m.to_string())
+                            .unwrap_or_default(),
+                    )
+                })
+            })
+            .collect();
+        let mut resp = match offset_commit_with(&shared, req, version, &exists) {
+            Reply::Now(r) => r,
+            Reply::Later(f) => f.await,
+            // OffsetCommit always answers.
+            Reply::Nothing | Reply::Close(_) => {
+                return ResponseKind::OffsetCommit(OffsetCommitResponse::default())
+            }
+        };
+        let ResponseKind::OffsetCommit(r) = &mut resp else {
+            return resp;
+        };
+        let accepted: std::collections::HashSet<(String, i32)> = r
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|p| p.error_code == 0)
+                    .map(move |p| (t.name.to_string(), p.partition_index))
+            })
+            .collect();
+        let now = rafka_core::Timestamp::now().0;
+        let offsets: Vec<crate::diskless::groups::Committed> = offered
+            .into_iter()
+            .filter(|(t, p, ..)| accepted.contains(&(t.clone(), *p)))
+            .map(|(topic, partition, offset, leader_epoch, metadata)| {
+                crate::diskless::groups::Committed {
+                    topic,
+                    partition,
+                    offset,
+                    leader_epoch,
+                    metadata,
+                    commit_timestamp: now,
+                }
+            })
+            .collect();
+        let failed = match d
+            .group_offsets
+            .commit(&d.pg, d.node_id, &group, &offsets)
+            .await
+        {
+            Ok(true) => None,
+            Ok(false) => Some(ResponseError::NotCoordinator),
+            Err(e) => {
+                tracing::warn!(group, error = %e, "committed offsets not written");
+                d.group_offsets.forget(&group);
+                Some(ResponseError::CoordinatorNotAvailable)
+            }
+        };
+        if let Some(e) = failed {
+            for p in r.topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+                if p.error_code == 0 {
+                    p.error_code = e.code();
+                }
+            }
+        }
+        resp
+    }))
+}
+
+fn offset_commit_with(
+    shared: &Arc<Shared>,
+    req: OffsetCommitRequest,
+    version: i16,
+    exists: &dyn Fn(&str, i32) -> bool,
+) -> Reply {
     let mut known = Vec::new();
     let mut results: Vec<Vec<(i32, Option<ResponseError>)>> = Vec::new();
     for t in &req.topics {
-        let topic = shared.cluster.topic(&t.name);
         let mut parts = Vec::new();
         for p in &t.partitions {
-            if topic
-                .as_ref()
-                .is_none_or(|tp| tp.partition(p.partition_index).is_none())
-            {
+            if !exists(&t.name, p.partition_index) {
                 parts.push((
                     p.partition_index,
                     Some(ResponseError::UnknownTopicOrPartition),
@@ -411,10 +561,102 @@ fn unstable_v7(p: i32) -> OffsetFetchResponsePartition {
 /// OffsetFetch v1–9 (several groups per request from v8); with `require_stable` (v7+)
 /// an offset pending in an open transaction answers UNSTABLE_OFFSET_COMMIT.
 pub fn offset_fetch(shared: &Arc<Shared>, req: OffsetFetchRequest, version: i16) -> ResponseKind {
-    type Wanted = Option<Vec<(String, Vec<i32>)>>;
-    type Found = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
-    let lookup =
-        |group: &str, wanted: Wanted| -> Found { shared.groups.fetch_offsets(group, wanted) };
+    offset_fetch_with(shared, req, version, &|group, wanted| {
+        shared.groups.fetch_offsets(group, wanted)
+    })
+}
+
+type Wanted = Option<Vec<(String, Vec<i32>)>>;
+type Found = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
+/// A group's committed offsets as PostgreSQL holds them, by topic and partition.
+type StoredOffsets = BTreeMap<(String, i32), OffsetValue>;
+
+/// OffsetFetch in diskless mode: the committed offsets are PostgreSQL's (this broker
+/// claims each group first, so its former coordinator can no longer move them).
+pub fn offset_fetch_any(shared: &Arc<Shared>, req: OffsetFetchRequest, version: i16) -> Reply {
+    let Some(d) = shared.diskless.clone() else {
+        return Reply::Now(offset_fetch(shared, req, version));
+    };
+    let shared = shared.clone();
+    Reply::Later(Box::pin(async move {
+        let names: Vec<String> = if version < 8 {
+            vec![gid(&req.group_id)]
+        } else {
+            req.groups.iter().map(|g| gid(&g.group_id)).collect()
+        };
+        let mut stored: HashMap<String, Option<StoredOffsets>> = HashMap::new();
+        for g in names {
+            let found = match d.group_offsets.fetch(&d.pg, d.node_id, &g).await {
+                Ok(rows) => Some(
+                    rows.into_iter()
+                        .map(|c| {
+                            (
+                                (c.topic, c.partition),
+                                OffsetValue {
+                                    offset: c.offset,
+                                    leader_epoch: c.leader_epoch,
+                                    metadata: c.metadata,
+                                    commit_timestamp: c.commit_timestamp,
+                                },
+                            )
+                        })
+                        .collect(),
+                ),
+                Err(e) => {
+                    tracing::warn!(group = g, error = %e, "committed offsets not read");
+                    None
+                }
+            };
+            stored.insert(g, found);
+        }
+        if stored.values().any(Option::is_none) {
+            let refusal = rafka_hooks::Rejection {
+                code: rafka_hooks::ErrorCode(ResponseError::CoordinatorNotAvailable.code()),
+                message: "the coordinator's database cannot be reached".into(),
+                record_errors: Vec::new(),
+            };
+            return ResponseKind::OffsetFetch(super::RefusableRequest::error_response(
+                &req, version, &refusal,
+            ));
+        }
+        let lookup = |group: &str, wanted: Wanted| -> Found {
+            let Some(Some(offsets)) = stored.get(group) else {
+                return Vec::new();
+            };
+            match wanted {
+                None => {
+                    let mut by_topic: BTreeMap<String, Vec<(i32, Option<OffsetValue>)>> =
+                        BTreeMap::new();
+                    for ((t, p), v) in offsets {
+                        by_topic
+                            .entry(t.clone())
+                            .or_default()
+                            .push((*p, Some(v.clone())));
+                    }
+                    by_topic.into_iter().collect()
+                }
+                Some(list) => list
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        let values = ps
+                            .into_iter()
+                            .map(|p| (p, offsets.get(&(t.clone(), p)).cloned()))
+                            .collect();
+                        (t, values)
+                    })
+                    .collect(),
+            }
+        };
+        offset_fetch_with(&shared, req, version, &lookup)
+    }))
+}
+
+fn offset_fetch_with(
+    shared: &Arc<Shared>,
+    req: OffsetFetchRequest,
+    version: i16,
+    lookup: &dyn Fn(&str, Wanted) -> Found,
+) -> ResponseKind {
     if version < 8 {
         let wanted = req.topics.map(|ts| {
             ts.into_iter()
@@ -607,6 +849,27 @@ pub fn delete_groups(shared: &Arc<Shared>, req: DeleteGroupsRequest) -> Response
     ResponseKind::DeleteGroups(DeleteGroupsResponse::default().with_results(results))
 }
 
+/// DeleteGroups; in diskless mode the committed offsets of each group deleted go from
+/// PostgreSQL too.
+pub fn delete_groups_any(shared: &Arc<Shared>, req: DeleteGroupsRequest) -> Reply {
+    let resp = delete_groups(shared, req);
+    let Some(d) = shared.diskless.clone() else {
+        return Reply::Now(resp);
+    };
+    Reply::Later(Box::pin(async move {
+        let mut resp = resp;
+        if let ResponseKind::DeleteGroups(r) = &mut resp {
+            for g in r.results.iter_mut().filter(|g| g.error_code == 0) {
+                if let Err(e) = d.group_offsets.delete(&d.pg, &gid(&g.group_id)).await {
+                    tracing::warn!(group = %g.group_id.as_str(), error = %e, "group offsets not deleted");
+                    g.error_code = ResponseError::CoordinatorNotAvailable.code();
+                }
+            }
+        }
+        resp
+    }))
+}
+
 /// OffsetDelete v0: refuses topics an active member subscribes to.
 pub fn offset_delete(shared: &Arc<Shared>, req: OffsetDeleteRequest) -> ResponseKind {
     let topics: Vec<(String, Vec<i32>)> = req
@@ -619,7 +882,10 @@ pub fn offset_delete(shared: &Arc<Shared>, req: OffsetDeleteRequest) -> Response
             )
         })
         .collect();
-    let exists = |t: &str| shared.cluster.topic(t).is_some();
+    let exists = |t: &str| match &shared.diskless {
+        Some(d) => d.catalog.cached(t).is_some(),
+        None => shared.cluster.topic(t).is_some(),
+    };
     let r = match shared
         .groups
         .delete_offsets(&gid(&req.group_id), &topics, &exists)
@@ -648,6 +914,35 @@ pub fn offset_delete(shared: &Arc<Shared>, req: OffsetDeleteRequest) -> Response
     ResponseKind::OffsetDelete(r)
 }
 
+/// The topics groups see: the catalog's in diskless mode, else the local cluster's.
+pub(crate) fn topic_view(shared: &Shared) -> &dyn crate::group::consumer::TopicView {
+    match &shared.diskless {
+        Some(d) => &d.catalog,
+        None => &shared.cluster,
+    }
+}
+
+/// The id of topic `name` as groups see it.
+fn topic_id(shared: &Shared, name: &str) -> Option<uuid::Uuid> {
+    match &shared.diskless {
+        Some(d) => d.catalog.cached(name).map(|t| t.id),
+        None => shared.cluster.topic(name).map(|t| t.id),
+    }
+}
+
+/// The name of the topic whose id is `id`, as groups see it.
+fn topic_name(shared: &Shared, id: uuid::Uuid) -> Option<String> {
+    match &shared.diskless {
+        Some(d) => d
+            .catalog
+            .all()
+            .iter()
+            .find(|t| t.id == id)
+            .map(|t| t.name.clone()),
+        None => shared.cluster.topic_by_id(id).map(|t| t.name.to_string()),
+    }
+}
+
 fn wire_assignment(
     shared: &Shared,
     parts: &std::collections::BTreeSet<(String, i32)>,
@@ -658,7 +953,7 @@ fn wire_assignment(
     }
     by_topic
         .into_iter()
-        .filter_map(|(t, ps)| shared.cluster.topic(&t).map(|topic| (topic.id, t, ps)))
+        .filter_map(|(t, ps)| topic_id(shared, &t).map(|id| (id, t, ps)))
         .collect()
 }
 
@@ -696,12 +991,7 @@ pub fn consumer_group_heartbeat(
     }
     let owned = req.topic_partitions.as_ref().map(|tps| {
         tps.iter()
-            .filter_map(|tp| {
-                shared
-                    .cluster
-                    .topic_by_id(tp.topic_id)
-                    .map(|t| (t.name.to_string(), tp.partitions.clone()))
-            })
+            .filter_map(|tp| topic_name(shared, tp.topic_id).map(|t| (t, tp.partitions.clone())))
             .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
             .collect()
     });
@@ -723,7 +1013,7 @@ pub fn consumer_group_heartbeat(
     };
     let result = shared
         .groups
-        .consumer_heartbeat(&group, hb, &shared.cluster);
+        .consumer_heartbeat(&group, hb, topic_view(shared));
     match result {
         Err((e, msg)) => fail(e, msg),
         Ok(a) => {

@@ -11,10 +11,14 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 
 use super::{storage_error_code, Reply};
+use crate::diskless::Diskless;
 use crate::shared::Shared;
 
 /// InitProducerId.
 pub fn handle(shared: &Arc<Shared>, req: InitProducerIdRequest, version: i16) -> Reply {
+    if let Some(d) = shared.diskless.clone() {
+        return diskless(shared, d, req, version);
+    }
     if let Some(txn) = req.transactional_id.as_ref().filter(|t| !t.is_empty()) {
         return super::txn::init_producer_id(shared, txn, &req, version);
     }
@@ -133,23 +137,43 @@ impl IdempotentEpochs {
 /// a sequence gap or a delivery timeout starts its sequences again at 0 under a new epoch.
 /// The epoch presented must be the id's current one; a stale one is fenced.
 fn idempotent(shared: &Shared, req: &InitProducerIdRequest, version: i16) -> ResponseKind {
+    if let Err(r) = bump_or_new(shared, req, version) {
+        return *r;
+    }
+    assign(
+        shared,
+        req,
+        shared
+            .cluster
+            .next_producer_id()
+            .map_err(|e| storage_error_code(&e)),
+    )
+}
+
+/// The answer when the request is a bump that this broker answers (or refuses) itself;
+/// `Ok` when a new producer id is needed.
+fn bump_or_new(
+    shared: &Shared,
+    req: &InitProducerIdRequest,
+    version: i16,
+) -> Result<(), Box<ResponseKind>> {
     let r = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
     let (pid, epoch) = (req.producer_id.0, req.producer_epoch);
     if (pid >= 0) != (epoch >= 0) {
         // Kafka: the id and the epoch are set together or not at all.
-        return ResponseKind::InitProducerId(
+        return Err(Box::new(ResponseKind::InitProducerId(
             r.with_error_code(ResponseError::InvalidRequest.code()),
-        );
+        )));
     }
     if pid >= 0 {
         let bump = shared.idempotent_epochs.lock().bump(pid, epoch);
         match bump {
             Ok(Bump::Answer(id, e)) => {
-                return ResponseKind::InitProducerId(
+                return Err(Box::new(ResponseKind::InitProducerId(
                     r.with_producer_id(ProducerId(id)).with_producer_epoch(e),
-                )
+                )))
             }
             Err(BumpRefused::Fenced) => {
                 let code = if version >= 4 {
@@ -157,12 +181,67 @@ fn idempotent(shared: &Shared, req: &InitProducerIdRequest, version: i16) -> Res
                 } else {
                     ResponseError::InvalidProducerEpoch
                 };
-                return ResponseKind::InitProducerId(r.with_error_code(code.code()));
+                return Err(Box::new(ResponseKind::InitProducerId(
+                    r.with_error_code(code.code()),
+                )));
             }
             Ok(Bump::NewId) => {}
         }
     }
-    match shared.cluster.next_producer_id() {
+    Ok(())
+}
+
+/// InitProducerId in a diskless cluster: idempotent producers get ids unique across the
+/// cluster (blocks taken from PostgreSQL); epoch bumps are checked as in single-node
+/// mode. A transactional id is refused: transactions on diskless topics are not
+/// supported yet (the response has no message field; the broker logs why).
+fn diskless(
+    shared: &Arc<Shared>,
+    d: Arc<Diskless>,
+    req: InitProducerIdRequest,
+    version: i16,
+) -> Reply {
+    let refused = |code: ResponseError| {
+        Reply::Now(ResponseKind::InitProducerId(
+            InitProducerIdResponse::default()
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+                .with_error_code(code.code()),
+        ))
+    };
+    if let Some(txn) = req.transactional_id.as_ref().filter(|t| !t.is_empty()) {
+        tracing::info!(
+            transactional_id = %txn.as_str(),
+            "InitProducerId refused: transactions are not supported in cluster.mode: diskless yet"
+        );
+        return refused(ResponseError::InvalidRequest);
+    }
+    match bump_or_new(shared, &req, version) {
+        Err(r) => Reply::Now(*r),
+        Ok(()) => {
+            let shared = shared.clone();
+            Reply::Later(Box::pin(async move {
+                let id = d.producer_ids.next(&d.pg).await.map_err(|e| {
+                    tracing::warn!(error = %e, "no producer id block from the coordinator");
+                    ResponseError::CoordinatorNotAvailable
+                });
+                assign(&shared, &req, id)
+            }))
+        }
+    }
+}
+
+/// The new id `id` (or its error) as InitProducerId's answer, recorded for later bumps.
+fn assign(
+    shared: &Shared,
+    req: &InitProducerIdRequest,
+    id: Result<i64, ResponseError>,
+) -> ResponseKind {
+    let r = InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let pid = req.producer_id.0;
+    match id {
         Ok(id) => {
             let mut epochs = shared.idempotent_epochs.lock();
             if pid >= 0 {
@@ -173,7 +252,7 @@ fn idempotent(shared: &Shared, req: &InitProducerIdRequest, version: i16) -> Res
             drop(epochs);
             ResponseKind::InitProducerId(r.with_producer_id(ProducerId(id)).with_producer_epoch(0))
         }
-        Err(e) => ResponseKind::InitProducerId(r.with_error_code(storage_error_code(&e).code())),
+        Err(e) => ResponseKind::InitProducerId(r.with_error_code(e.code())),
     }
 }
 

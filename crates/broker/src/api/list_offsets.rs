@@ -17,15 +17,133 @@ use kafka_protocol::ResponseError;
 
 use rafka_core::Timestamp;
 
-use super::storage_error_code;
+use super::{storage_error_code, Reply};
+use crate::diskless::fetch as dl_fetch;
+use crate::diskless::{Diskless, DisklessError};
 use crate::shared::Shared;
-use crate::state::{IsolationLevel, PartitionState};
+use crate::state::{is_internal, IsolationLevel, PartitionState};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
+
+/// ListOffsets: from the diskless cluster (`diskless`), or from the local engine.
+pub fn handle_any(shared: &Arc<Shared>, req: ListOffsetsRequest, version: i16) -> Reply {
+    match shared.diskless.clone() {
+        Some(d) if !req.topics.iter().any(|t| is_internal(&t.name)) => {
+            Reply::Later(Box::pin(async move { diskless(&d, req, version).await }))
+        }
+        _ => Reply::Now(handle(shared, req, version)),
+    }
+}
+
+/// ListOffsets of diskless topics: the marks from `crate::diskless::fetch`, timestamps
+/// from the batch index rows' max timestamps, refined to the record in the batch.
+async fn diskless(d: &Diskless, req: ListOffsetsRequest, version: i16) -> ResponseKind {
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let topic = d.catalog.topic(&d.pg, &t.name).await;
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for lp in &t.partitions {
+            let r = ListOffsetsPartitionResponse::default()
+                .with_partition_index(lp.partition_index)
+                .with_timestamp(-1)
+                .with_offset(-1)
+                .with_leader_epoch(-1);
+            let topic = match &topic {
+                Ok(Some(x)) if (0..x.partitions).contains(&lp.partition_index) => x,
+                Ok(_) => {
+                    partitions
+                        .push(r.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                    continue;
+                }
+                Err(_) => {
+                    partitions.push(r.with_error_code(ResponseError::KafkaStorageError.code()));
+                    continue;
+                }
+            };
+            let r = r.with_leader_epoch(if version >= 4 { 0 } else { -1 });
+            let tp = (topic.id, lp.partition_index);
+            let found = diskless_offset(d, tp, lp.timestamp).await;
+            partitions.push(match found {
+                Ok(Some(Some((o, ts)))) => r.with_offset(o).with_timestamp(ts),
+                Ok(Some(None)) => r,
+                Ok(None) => r.with_error_code(ResponseError::InvalidRequest.code()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "diskless ListOffsets failed");
+                    r.with_error_code(ResponseError::KafkaStorageError.code())
+                }
+            });
+        }
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
+    }
+    ResponseKind::ListOffsets(ListOffsetsResponse::default().with_topics(topics))
+}
+
+/// The (offset, timestamp) a ListOffsets entry asks for; `None` for a timestamp code
+/// that means nothing, `Some(None)` when no record qualifies.
+#[allow(clippy::type_complexity)]
+async fn diskless_offset(
+    d: &Diskless,
+    tp: (uuid::Uuid, i32),
+    timestamp: i64,
+) -> Result<Option<Option<(i64, i64)>>, DisklessError> {
+    let (log_start, hw) = dl_fetch::watermarks(d, tp)
+        .await?
+        .ok_or_else(|| DisklessError::Config("partition row missing".into()))?;
+    let query = match timestamp {
+        LATEST => return Ok(Some(Some((hw, -1)))),
+        EARLIEST | EARLIEST_LOCAL => return Ok(Some(Some((log_start, -1)))),
+        LATEST_TIERED => return Ok(Some(Some((log_start - 1, -1)))),
+        MAX_TIMESTAMP => {
+            "SELECT base_offset, byte_length FROM rafka_batches WHERE topic_id = $1              AND partition = $2 AND base_offset >= $3 AND $4::bigint IS NULL              ORDER BY max_timestamp DESC, base_offset LIMIT 1"
+        }
+        ts if ts >= 0 => {
+            "SELECT base_offset, byte_length FROM rafka_batches WHERE topic_id = $1              AND partition = $2 AND last_offset >= $3 AND max_timestamp >= $4              ORDER BY base_offset LIMIT 1"
+        }
+        _ => return Ok(None),
+    };
+    let arg: Option<i64> = (timestamp >= 0).then_some(timestamp);
+    let client = d.pg.get().await?;
+    let Some(row) = client
+        .query_opt(query, &[&tp.0, &tp.1, &log_start, &arg])
+        .await?
+    else {
+        return Ok(Some(None));
+    };
+    let (base, len): (i64, i64) = (row.get(0), row.get(1));
+    let read = match dl_fetch::read(d, tp, base.max(log_start), len.max(1) as usize).await {
+        Ok(r) => r.records,
+        Err(dl_fetch::ReadError::Diskless(e)) => return Err(e),
+        Err(_) => return Ok(Some(None)),
+    };
+    let batches = rafka_core::RecordBatch::split_all(read).unwrap_or_default();
+    let found = if timestamp == MAX_TIMESTAMP {
+        let Some(max) = batches.iter().map(|b| b.max_timestamp().0).max() else {
+            return Ok(Some(None));
+        };
+        let b = batches.into_iter().find(|b| b.max_timestamp().0 == max);
+        b.map(|b| {
+            let o = b.base_offset();
+            record_in_batch(b, log_start, |r| r == max).unwrap_or((o, Timestamp(max)))
+        })
+    } else {
+        let b = batches
+            .into_iter()
+            .find(|b| b.max_timestamp().0 >= timestamp);
+        b.map(|b| {
+            let (o, m) = (b.base_offset(), b.max_timestamp());
+            record_in_batch(b, log_start, |r| r >= timestamp).unwrap_or((o, m))
+        })
+    };
+    Ok(Some(found.map(|(o, ts)| (o.0, ts.0))))
+}
 
 /// ListOffsets.
 pub fn handle(shared: &Arc<Shared>, req: ListOffsetsRequest, version: i16) -> ResponseKind {
@@ -99,16 +217,94 @@ fn refine_in_batch(
         .ok()?
         .into_iter()
         .next()?;
+    record_in_batch(batch, read.offsets.log_start_offset.0, wanted)
+}
+
+/// The first record of `batch` (at or after `log_start`) whose timestamp satisfies
+/// `wanted`.
+fn record_in_batch(
+    batch: rafka_core::RecordBatch,
+    log_start: i64,
+    wanted: impl Fn(i64) -> bool,
+) -> Option<(rafka_core::Offset, Timestamp)> {
     let log_append_time = batch.timestamp_type() == rafka_core::TimestampType::LogAppendTime;
     let max = batch.max_timestamp().0;
     let mut bytes = batch.into_bytes();
     let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).ok()?;
     set.records
         .iter()
-        .filter(|r| r.offset >= read.offsets.log_start_offset.0)
+        .filter(|r| r.offset >= log_start)
         .map(|r| (r.offset, if log_append_time { max } else { r.timestamp }))
         .find(|(_, ts)| wanted(*ts))
         .map(|(o, ts)| (rafka_core::Offset(o), Timestamp(ts)))
+}
+
+/// OffsetForLeaderEpoch from the diskless cluster or the local engine.
+pub fn offset_for_leader_epoch_any(
+    shared: &Arc<Shared>,
+    req: OffsetForLeaderEpochRequest,
+) -> Reply {
+    match shared.diskless.clone() {
+        Some(d) if !req.topics.iter().any(|t| is_internal(&t.topic)) => {
+            Reply::Later(Box::pin(async move { diskless_epochs(&d, req).await }))
+        }
+        _ => Reply::Now(offset_for_leader_epoch(shared, req)),
+    }
+}
+
+/// OffsetForLeaderEpoch of diskless topics: a partition has one leader epoch throughout
+/// (`rafka_partitions.leader_epoch`, which nothing moves yet), ending at the high
+/// watermark.
+async fn diskless_epochs(d: &Diskless, req: OffsetForLeaderEpochRequest) -> ResponseKind {
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let topic = d.catalog.topic(&d.pg, &t.topic).await;
+        let ids: Vec<uuid::Uuid> = match &topic {
+            Ok(Some(x)) => vec![x.id],
+            _ => Vec::new(),
+        };
+        let epochs = d.catalog.leader_epochs(&d.pg, &ids).await;
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for lp in &t.partitions {
+            let r = EpochEndOffset::default()
+                .with_partition(lp.partition)
+                .with_leader_epoch(-1)
+                .with_end_offset(-1);
+            let (x, epochs) = match (&topic, &epochs) {
+                (Ok(Some(x)), Ok(e)) if (0..x.partitions).contains(&lp.partition) => (x, e),
+                (Ok(_), Ok(_)) => {
+                    partitions
+                        .push(r.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                    continue;
+                }
+                _ => {
+                    partitions.push(r.with_error_code(ResponseError::KafkaStorageError.code()));
+                    continue;
+                }
+            };
+            let tp = (x.id, lp.partition);
+            let epoch = epochs.get(&tp).copied().unwrap_or(0);
+            if lp.current_leader_epoch > epoch {
+                partitions.push(r.with_error_code(ResponseError::UnknownLeaderEpoch.code()));
+                continue;
+            }
+            if lp.leader_epoch < 0 {
+                partitions.push(r);
+                continue;
+            }
+            partitions.push(match dl_fetch::watermarks(d, tp).await {
+                Ok(Some((_, hw))) => r.with_leader_epoch(epoch).with_end_offset(hw),
+                Ok(None) => r.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                Err(_) => r.with_error_code(ResponseError::KafkaStorageError.code()),
+            });
+        }
+        topics.push(
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic)
+                .with_partitions(partitions),
+        );
+    }
+    ResponseKind::OffsetForLeaderEpoch(OffsetForLeaderEpochResponse::default().with_topics(topics))
 }
 
 /// OffsetForLeaderEpoch: every batch carries the partition's one leader epoch, which ends

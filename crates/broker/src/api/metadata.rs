@@ -395,3 +395,360 @@ impl super::ErrorCodes for DescribeClusterResponse {
         f(super::ErrorItem::top(self.error_code));
     }
 }
+
+/// Diskless mode: the live brokers, the catalog's topics, leaders spread over the live
+/// brokers (`diskless::leadership`), leader epochs from `rafka_partitions`.
+pub mod diskless {
+    use super::*;
+
+    use crate::diskless::catalog::{CreateTopicError, DisklessTopic};
+    use crate::diskless::{leadership, Diskless};
+    use crate::shared::Shared;
+
+    /// Metadata v0–12 in diskless mode (answered once PostgreSQL was read).
+    pub fn handle(
+        shared: &Arc<Shared>,
+        d: &Arc<Diskless>,
+        req: MetadataRequest,
+        version: i16,
+        ctx: &Arc<RequestContext>,
+    ) -> super::super::Reply {
+        let (shared, d, ctx) = (shared.clone(), d.clone(), ctx.clone());
+        super::super::Reply::Later(Box::pin(async move {
+            metadata(&shared, &d, req, version, &ctx).await
+        }))
+    }
+
+    /// The brokers clients are told of: the live ones, else (this broker's lease lapsed,
+    /// or it is not registered yet) only itself, with every partition leaderless.
+    fn brokers(shared: &Shared, d: &Diskless, listener: &str) -> Vec<(i32, String, i32)> {
+        let live = d.membership.live_brokers();
+        if d.is_live() && !live.is_empty() {
+            live.iter()
+                .map(|b| {
+                    let (host, port) = b.address_for(listener);
+                    (b.node_id, host, port)
+                })
+                .collect()
+        } else {
+            let (host, port) = shared.advertised_for(listener);
+            vec![(shared.node_id, host, port)]
+        }
+    }
+
+    async fn metadata(
+        shared: &Shared,
+        d: &Diskless,
+        req: MetadataRequest,
+        version: i16,
+        ctx: &RequestContext,
+    ) -> ResponseKind {
+        let allow_create = version < 4 || req.allow_auto_topic_creation;
+        let with_ops = req.include_topic_authorized_operations;
+        // Either a topic found, or its entry with an error.
+        let mut found: Vec<Result<Arc<DisklessTopic>, MetadataResponseTopic>> = Vec::new();
+        let all = match &req.topics {
+            None => true,
+            Some(list) => list.is_empty() && version == 0,
+        };
+        if all {
+            // A topic deleted elsewhere disappears; on a coordinator error, the cache.
+            if let Err(e) = d.catalog.refresh(&d.pg).await {
+                tracing::warn!(error = %e, "diskless catalog refresh failed");
+            }
+            found.extend(d.catalog.all().into_iter().map(Ok));
+        } else {
+            for t in req.topics.iter().flatten() {
+                let entry = match &t.name {
+                    Some(name) => {
+                        lookup_or_create(shared, d, ctx, name, allow_create, with_ops).await
+                    }
+                    None => match d.catalog.topic_by_id(&d.pg, t.topic_id).await {
+                        Ok(Some(topic)) => Ok(topic),
+                        Ok(None) => Err(error_entry(
+                            None,
+                            t.topic_id,
+                            ResponseError::UnknownTopicId,
+                            false,
+                        )),
+                        Err(_) => Err(error_entry(
+                            None,
+                            t.topic_id,
+                            ResponseError::LeaderNotAvailable,
+                            false,
+                        )),
+                    },
+                };
+                found.push(entry);
+            }
+        }
+        let ids: Vec<Uuid> = found
+            .iter()
+            .filter_map(|f| f.as_ref().ok().map(|t| t.id))
+            .collect();
+        let epochs = d.catalog.leader_epochs(&d.pg, &ids).await;
+        let live = d.is_live() && epochs.is_ok();
+        let epochs = epochs.unwrap_or_default();
+        let live_ids = if live {
+            d.membership.live_ids()
+        } else {
+            Vec::new()
+        };
+        let topics = found
+            .into_iter()
+            .map(|f| match f {
+                Err(entry) => entry,
+                Ok(t) => MetadataResponseTopic::default()
+                    .with_name(Some(wire_topic(&t.name)))
+                    .with_topic_id(t.id)
+                    .with_topic_authorized_operations(authorized_operations(
+                        ResourceType::Topic,
+                        with_ops,
+                    ))
+                    .with_partitions(
+                        (0..t.partitions)
+                            .map(|p| {
+                                let epoch = epochs.get(&(t.id, p)).copied().unwrap_or(0);
+                                let e = MetadataResponsePartition::default()
+                                    .with_partition_index(p)
+                                    .with_leader_epoch(epoch);
+                                match leadership::partition_leader(&live_ids, t.id, p) {
+                                    Some(l) => e
+                                        .with_leader_id(BrokerId(l))
+                                        .with_replica_nodes(vec![BrokerId(l)])
+                                        .with_isr_nodes(vec![BrokerId(l)]),
+                                    None => e
+                                        .with_error_code(ResponseError::LeaderNotAvailable.code())
+                                        .with_leader_id(BrokerId(-1)),
+                                }
+                            })
+                            .collect(),
+                    ),
+            })
+            .collect();
+        let brokers = brokers(shared, d, &ctx.session.listener);
+        let controller = brokers.iter().map(|b| b.0).min().unwrap_or(shared.node_id);
+        ResponseKind::Metadata(
+            MetadataResponse::default()
+                .with_brokers(
+                    brokers
+                        .into_iter()
+                        .map(|(id, host, port)| {
+                            MetadataResponseBroker::default()
+                                .with_node_id(BrokerId(id))
+                                .with_host(sb(host))
+                                .with_port(port)
+                        })
+                        .collect(),
+                )
+                .with_cluster_id(Some(sb(d.cluster_id.clone())))
+                .with_controller_id(BrokerId(controller))
+                .with_cluster_authorized_operations(authorized_operations(
+                    ResourceType::Cluster,
+                    req.include_cluster_authorized_operations,
+                ))
+                .with_topics(topics),
+        )
+    }
+
+    /// Finds or (if allowed) auto-creates a diskless topic, as the single-node lookup.
+    async fn lookup_or_create(
+        shared: &Shared,
+        d: &Diskless,
+        ctx: &RequestContext,
+        name: &str,
+        allow_create: bool,
+        with_ops: bool,
+    ) -> Result<Arc<DisklessTopic>, MetadataResponseTopic> {
+        let fail = |e: ResponseError| Err(error_entry(Some(name), Uuid::nil(), e, with_ops));
+        if TopicName::new(name).is_err() {
+            return fail(ResponseError::InvalidTopicException);
+        }
+        match d.catalog.topic(&d.pg, name).await {
+            Ok(Some(t)) => return Ok(t),
+            Ok(None) => {}
+            Err(_) => return fail(ResponseError::LeaderNotAvailable),
+        }
+        if !(allow_create && shared.config.broker.auto_create_topics_enable) || is_internal(name) {
+            return fail(ResponseError::UnknownTopicOrPartition);
+        }
+        let partitions = shared.config.broker.num_partitions;
+        let no_configs = BTreeMap::new();
+        let op = AdminOp::CreateTopic {
+            topic: name,
+            partitions,
+            configs: &no_configs,
+            validate_only: false,
+        };
+        if let Verdict::Reject(r) = shared.hooks.on_admin(ctx, &op) {
+            return fail(super::super::response_error(r.code));
+        }
+        match d.catalog.create(&d.pg, name, partitions, &no_configs).await {
+            Ok(t) => {
+                tracing::info!(topic = name, partitions, "auto-created diskless topic");
+                Ok(t)
+            }
+            // Another broker created it meanwhile.
+            Err(CreateTopicError::Exists(_)) => match d.catalog.topic(&d.pg, name).await {
+                Ok(Some(t)) => Ok(t),
+                _ => fail(ResponseError::LeaderNotAvailable),
+            },
+            Err(CreateTopicError::Coordinator(e)) => {
+                tracing::warn!(topic = name, error = %e, "auto-creation failed");
+                fail(ResponseError::LeaderNotAvailable)
+            }
+        }
+    }
+
+    /// DescribeTopicPartitions v0 in diskless mode (Java's admin client describes topics
+    /// with it): the catalog's topics, leaders as Metadata gives them, with its cursor.
+    pub fn describe_topic_partitions(
+        d: &Arc<Diskless>,
+        req: DescribeTopicPartitionsRequest,
+    ) -> super::super::Reply {
+        let d = d.clone();
+        super::super::Reply::Later(Box::pin(async move {
+            let mut names: Vec<String> = if req.topics.is_empty() {
+                if let Err(e) = d.catalog.refresh(&d.pg).await {
+                    tracing::warn!(error = %e, "diskless catalog refresh failed");
+                }
+                d.catalog.all().iter().map(|t| t.name.clone()).collect()
+            } else {
+                req.topics.iter().map(|t| t.name.to_string()).collect()
+            };
+            names.sort();
+            names.dedup();
+            let (start_topic, start_partition) = match &req.cursor {
+                Some(c) => (Some(c.topic_name.to_string()), c.partition_index),
+                None => (None, 0),
+            };
+            let mut found = Vec::new();
+            for name in names {
+                if start_topic.as_ref().is_some_and(|s| &name < s) {
+                    continue;
+                }
+                let t = d.catalog.topic(&d.pg, &name).await;
+                found.push((name, t));
+            }
+            let ids: Vec<Uuid> = found
+                .iter()
+                .filter_map(|(_, t)| t.as_ref().ok().and_then(|t| t.as_ref().map(|t| t.id)))
+                .collect();
+            let epochs = d.catalog.leader_epochs(&d.pg, &ids).await;
+            let live = d.is_live() && epochs.is_ok();
+            let epochs = epochs.unwrap_or_default();
+            let live_ids = if live {
+                d.membership.live_ids()
+            } else {
+                Vec::new()
+            };
+            let mut budget = req.response_partition_limit.clamp(1, 2000);
+            let mut topics = Vec::new();
+            let mut next_cursor = None;
+            for (name, t) in found {
+                let t = match t {
+                    Ok(Some(t)) => t,
+                    Ok(None) | Err(_) => {
+                        let e = if t.is_ok() {
+                            ResponseError::UnknownTopicOrPartition
+                        } else {
+                            ResponseError::LeaderNotAvailable
+                        };
+                        topics.push(
+                            DescribeTopicPartitionsResponseTopic::default()
+                                .with_name(Some(wire_topic(&name)))
+                                .with_error_code(code(Some(e)))
+                                .with_topic_authorized_operations(authorized_operations(
+                                    ResourceType::Topic,
+                                    true,
+                                )),
+                        );
+                        continue;
+                    }
+                };
+                let first = if start_topic.as_deref() == Some(name.as_str()) {
+                    start_partition.max(0)
+                } else {
+                    0
+                };
+                let mut partitions = Vec::new();
+                for p in first..t.partitions {
+                    if budget == 0 {
+                        next_cursor = Some(
+                            kafka_protocol::messages::describe_topic_partitions_response::Cursor::default()
+                                .with_topic_name(wire_topic(&name))
+                                .with_partition_index(p),
+                        );
+                        break;
+                    }
+                    budget -= 1;
+                    let e = DescribeTopicPartitionsResponsePartition::default()
+                        .with_partition_index(p)
+                        .with_leader_epoch(epochs.get(&(t.id, p)).copied().unwrap_or(0))
+                        .with_eligible_leader_replicas(Some(vec![]))
+                        .with_last_known_elr(Some(vec![]));
+                    partitions.push(match leadership::partition_leader(&live_ids, t.id, p) {
+                        Some(l) => e
+                            .with_leader_id(BrokerId(l))
+                            .with_replica_nodes(vec![BrokerId(l)])
+                            .with_isr_nodes(vec![BrokerId(l)]),
+                        None => e
+                            .with_error_code(ResponseError::LeaderNotAvailable.code())
+                            .with_leader_id(BrokerId(-1)),
+                    });
+                }
+                topics.push(
+                    DescribeTopicPartitionsResponseTopic::default()
+                        .with_name(Some(wire_topic(&name)))
+                        .with_topic_id(t.id)
+                        .with_partitions(partitions)
+                        .with_topic_authorized_operations(authorized_operations(
+                            ResourceType::Topic,
+                            true,
+                        )),
+                );
+                if next_cursor.is_some() {
+                    break;
+                }
+            }
+            ResponseKind::DescribeTopicPartitions(
+                DescribeTopicPartitionsResponse::default()
+                    .with_topics(topics)
+                    .with_next_cursor(next_cursor),
+            )
+        }))
+    }
+
+    /// DescribeCluster v0–1 in diskless mode: the live brokers; the controller is the
+    /// lowest live node id.
+    pub fn describe_cluster(
+        shared: &Shared,
+        d: &Diskless,
+        req: DescribeClusterRequest,
+        listener: &str,
+    ) -> ResponseKind {
+        let brokers = brokers(shared, d, listener);
+        let controller = brokers.iter().map(|b| b.0).min().unwrap_or(shared.node_id);
+        ResponseKind::DescribeCluster(
+            DescribeClusterResponse::default()
+                .with_endpoint_type(req.endpoint_type)
+                .with_cluster_id(sb(d.cluster_id.clone()))
+                .with_controller_id(BrokerId(controller))
+                .with_cluster_authorized_operations(authorized_operations(
+                    ResourceType::Cluster,
+                    req.include_cluster_authorized_operations,
+                ))
+                .with_brokers(
+                    brokers
+                        .into_iter()
+                        .map(|(id, host, port)| {
+                            DescribeClusterBroker::default()
+                                .with_broker_id(BrokerId(id))
+                                .with_host(sb(host))
+                                .with_port(port)
+                        })
+                        .collect(),
+                ),
+        )
+    }
+}

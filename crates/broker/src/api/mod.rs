@@ -252,16 +252,21 @@ pub fn dispatch(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestCont
                     Reply::Now(resp)
                 }
                 Reply::Later(fut) => {
-                    // The filtered APIs all answer at once.
-                    debug_assert_eq!(filter, authorize::Filter::None);
-                    if extra.is_empty() {
+                    if extra.is_empty() && filter == authorize::Filter::None {
                         return Reply::Later(fut);
                     }
+                    // Diskless Metadata and OffsetFetch answer later and are narrowed too.
+                    let (shared, ctx) = (shared.clone(), ctx.clone());
                     Reply::Later(Box::pin(async move {
                         let mut resp = fut.await;
                         for e in extra {
                             authorize::merge(&mut resp, e);
                         }
+                        authorize::narrow(
+                            &authorize::Authz::new(&shared, &ctx),
+                            &filter,
+                            &mut resp,
+                        );
                         resp
                     }))
                 }
@@ -272,10 +277,64 @@ pub fn dispatch(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestCont
     }
 }
 
+/// The groups a group request is about (JoinGroup, OffsetCommit, ...), for the diskless
+/// coordinator check; `None` for other APIs.
+fn groups_of(req: &RequestKind) -> Option<Vec<&str>> {
+    use RequestKind as K;
+    Some(match req {
+        K::JoinGroup(r) => vec![r.group_id.as_str()],
+        K::SyncGroup(r) => vec![r.group_id.as_str()],
+        K::Heartbeat(r) => vec![r.group_id.as_str()],
+        K::LeaveGroup(r) => vec![r.group_id.as_str()],
+        K::OffsetCommit(r) => vec![r.group_id.as_str()],
+        K::OffsetDelete(r) => vec![r.group_id.as_str()],
+        K::ConsumerGroupHeartbeat(r) => vec![r.group_id.as_str()],
+        K::OffsetFetch(r) if r.groups.is_empty() => vec![r.group_id.as_str()],
+        K::OffsetFetch(r) => r.groups.iter().map(|g| g.group_id.as_str()).collect(),
+        K::DescribeGroups(r) => r.groups.iter().map(|g| g.as_str()).collect(),
+        K::DeleteGroups(r) => r.groups_names.iter().map(|g| g.as_str()).collect(),
+        K::ConsumerGroupDescribe(r) => r.group_ids.iter().map(|g| g.as_str()).collect(),
+        _ => return None,
+    })
+}
+
 /// Runs the handler of `req`'s API.
 fn handle(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestContext>) -> Reply {
     let peer = ctx.session.peer;
     let version = req.header.request_api_version;
+    // Diskless: a group is served only by the live broker that coordinates it now, so two
+    // brokers never both act for it (clients batch group requests by coordinator).
+    if let Some(d) = &shared.diskless {
+        // A broker whose lease may have lapsed (or that a newer incarnation fenced) sends
+        // clients elsewhere rather than serve from a stale view of the cluster.
+        let data = matches!(
+            req.body,
+            RequestKind::Produce(_)
+                | RequestKind::Fetch(_)
+                | RequestKind::ListOffsets(_)
+                | RequestKind::OffsetForLeaderEpoch(_)
+        );
+        let refusal = if data && !d.is_live() {
+            Some(ResponseError::NotLeaderOrFollower)
+        } else {
+            groups_of(&req.body).and_then(|gs| {
+                gs.into_iter()
+                    .find_map(|g| groups::not_coordinator(shared, g))
+            })
+        };
+        if let Some(e) = refusal {
+            let refusal = Rejection {
+                code: ErrorCode(e.code()),
+                message: e.to_string(),
+                record_errors: Vec::new(),
+            };
+            return match error_response(&req.body, version, &refusal) {
+                Ok(Some(resp)) => Reply::Now(resp),
+                Ok(None) => Reply::Nothing,
+                Err(reason) => Reply::Close(reason),
+            };
+        }
+    }
     let client_id = req
         .header
         .client_id
@@ -286,31 +345,50 @@ fn handle(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestContext>) 
         RequestKind::ApiVersions(_) => Reply::Now(api_versions::handle()),
         RequestKind::SaslHandshake(_) => Reply::Now(sasl::handshake()),
         RequestKind::SaslAuthenticate(_) => Reply::Now(sasl::authenticate()),
-        RequestKind::Metadata(r) => Reply::Now(metadata::handle(shared, r, version, ctx)),
+        RequestKind::Metadata(r) => match &shared.diskless {
+            Some(d) => metadata::diskless::handle(shared, d, r, version, ctx),
+            None => Reply::Now(metadata::handle(shared, r, version, ctx)),
+        },
         RequestKind::Produce(r) => produce::handle(shared, r, version, ctx),
         RequestKind::Fetch(r) => fetch::handle(shared, r, version, ctx),
-        RequestKind::ListOffsets(r) => Reply::Now(list_offsets::handle(shared, r, version)),
+        RequestKind::ListOffsets(r) => list_offsets::handle_any(shared, r, version),
         RequestKind::OffsetForLeaderEpoch(r) => {
-            Reply::Now(list_offsets::offset_for_leader_epoch(shared, r))
+            list_offsets::offset_for_leader_epoch_any(shared, r)
         }
-        RequestKind::CreateTopics(r) => Reply::Now(admin::create_topics(shared, r, version, ctx)),
-        RequestKind::DeleteTopics(r) => Reply::Now(admin::delete_topics(shared, r, version, ctx)),
-        RequestKind::CreatePartitions(r) => {
-            Reply::Now(admin::create_partitions(shared, r, version, ctx))
-        }
-        RequestKind::DescribeTopicPartitions(r) => {
-            Reply::Now(metadata::describe_topic_partitions(shared, r))
-        }
+        RequestKind::CreateTopics(r) => match &shared.diskless {
+            Some(d) => admin::diskless::create_topics(shared, d, r, version, ctx),
+            None => Reply::Now(admin::create_topics(shared, r, version, ctx)),
+        },
+        RequestKind::DeleteTopics(r) => match &shared.diskless {
+            Some(d) => admin::diskless::delete_topics(shared, d, r, version, ctx),
+            None => Reply::Now(admin::delete_topics(shared, r, version, ctx)),
+        },
+        RequestKind::CreatePartitions(r) => match &shared.diskless {
+            Some(d) => admin::diskless::create_partitions(shared, d, r, version, ctx),
+            None => Reply::Now(admin::create_partitions(shared, r, version, ctx)),
+        },
+        RequestKind::DescribeTopicPartitions(r) => match &shared.diskless {
+            Some(d) => metadata::diskless::describe_topic_partitions(d, r),
+            None => Reply::Now(metadata::describe_topic_partitions(shared, r)),
+        },
         RequestKind::DeleteRecords(r) => Reply::Now(admin::delete_records(shared, r)),
-        RequestKind::DescribeCluster(r) => {
-            Reply::Now(metadata::describe_cluster(shared, r, &ctx.session.listener))
-        }
+        RequestKind::DescribeCluster(r) => Reply::Now(match &shared.diskless {
+            Some(d) => metadata::diskless::describe_cluster(shared, d, r, &ctx.session.listener),
+            None => metadata::describe_cluster(shared, r, &ctx.session.listener),
+        }),
         RequestKind::DescribeLogDirs(r) => Reply::Now(admin::describe_log_dirs(shared, r)),
-        RequestKind::DescribeConfigs(r) => Reply::Now(configs::describe(shared, r, version)),
-        RequestKind::AlterConfigs(r) => Reply::Now(configs::alter(shared, r, ctx)),
-        RequestKind::IncrementalAlterConfigs(r) => {
-            Reply::Now(configs::incremental_alter(shared, r, ctx))
-        }
+        RequestKind::DescribeConfigs(r) => match &shared.diskless {
+            Some(d) => configs::diskless::describe(shared, d, r, version),
+            None => Reply::Now(configs::describe(shared, r, version)),
+        },
+        RequestKind::AlterConfigs(r) => match &shared.diskless {
+            Some(d) => configs::diskless::alter(shared, d, r, ctx),
+            None => Reply::Now(configs::alter(shared, r, ctx)),
+        },
+        RequestKind::IncrementalAlterConfigs(r) => match &shared.diskless {
+            Some(d) => configs::diskless::incremental_alter(shared, d, r, ctx),
+            None => Reply::Now(configs::incremental_alter(shared, r, ctx)),
+        },
         RequestKind::InitProducerId(r) => init_producer_id::handle(shared, r, version),
         RequestKind::AddPartitionsToTxn(r) => txn::add_partitions(shared, r, version),
         RequestKind::AddOffsetsToTxn(r) => txn::add_offsets(shared, r, version),
@@ -348,10 +426,10 @@ fn handle(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestContext>) 
         RequestKind::Heartbeat(r) => Reply::Now(groups::heartbeat(shared, r)),
         RequestKind::LeaveGroup(r) => Reply::Now(groups::leave_group(shared, r, version)),
         RequestKind::OffsetCommit(r) => groups::offset_commit(shared, r, version),
-        RequestKind::OffsetFetch(r) => Reply::Now(groups::offset_fetch(shared, r, version)),
+        RequestKind::OffsetFetch(r) => groups::offset_fetch_any(shared, r, version),
         RequestKind::DescribeGroups(r) => Reply::Now(groups::describe_groups(shared, r, version)),
         RequestKind::ListGroups(r) => Reply::Now(groups::list_groups(shared, r, version)),
-        RequestKind::DeleteGroups(r) => Reply::Now(groups::delete_groups(shared, r)),
+        RequestKind::DeleteGroups(r) => groups::delete_groups_any(shared, r),
         RequestKind::OffsetDelete(r) => Reply::Now(groups::offset_delete(shared, r)),
         RequestKind::ConsumerGroupHeartbeat(r) => Reply::Now(groups::consumer_group_heartbeat(
             shared, r, version, &client_id, peer,

@@ -16,13 +16,19 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::ResponseError;
 
-use rafka_core::{CompressionType, RecordBatch, StorageError, ValidatedBatch};
+use rafka_core::{
+    CompressionType, RecordBatch, StorageError, Timestamp, TopicName, TopicPartition,
+    ValidatedBatch,
+};
 use rafka_hooks::{Plan, Rejection, RequestContext, Stages};
 use rafka_protocol::legacy::message_set::{self, MessageSetError};
 
 use super::{sb, storage_error_code, Reply};
 use crate::config::FsyncPolicy;
-use crate::normalize::{normalize_batch, NormalizeError};
+use crate::diskless::catalog::DisklessTopic;
+use crate::diskless::commit::CommitError;
+use crate::diskless::Diskless;
+use crate::normalize::{normalize_batch, AppendPolicy, NormalizeError};
 use crate::shared::Shared;
 use crate::state::{is_internal, AppendError, Appended, PartitionState};
 
@@ -64,21 +70,20 @@ fn produce_rejected(index: i32, r: &Rejection) -> PartitionProduceResponse {
         )
 }
 
-/// Appends one partition's record set; all batches are validated, then passed through the
-/// `on_produce` hooks in `plan`, before any is written.
-fn append_partition(
-    shared: &Shared,
-    (plan, ctx): (Plan, &RequestContext),
-    p: &PartitionState,
-    (index, version, transactional_id): (i32, i16, Option<&str>),
+/// Splits a partition's record set into batches (converting a v0–2 message set), refuses
+/// zstd before v7 and checks every batch (CRC-32C included): what every produce does
+/// before anything is written, in either mode.
+fn validate_records(
+    index: i32,
+    version: i16,
     records: Option<bytes::Bytes>,
-) -> PartitionProduceResponse {
+) -> Result<Vec<ValidatedBatch>, Box<PartitionProduceResponse>> {
     let Some(records) = records.filter(|r| !r.is_empty()) else {
-        return partition_error(
+        return Err(Box::new(partition_error(
             index,
             ResponseError::CorruptMessage,
             Some("empty record set".into()),
-        );
+        )));
     };
     // Kafka accepts any magic below v3 (clients sent mismatched ones); magic 2 passes as is.
     let batches = if version < 3 && message_set::is_message_set(&records) {
@@ -91,7 +96,7 @@ fn append_partition(
                     }
                     _ => ResponseError::CorruptMessage,
                 };
-                return partition_error(index, code, Some(e.to_string()));
+                return Err(Box::new(partition_error(index, code, Some(e.to_string()))));
             }
         }
     } else {
@@ -100,7 +105,11 @@ fn append_partition(
     let batches = match batches {
         Ok(b) => b,
         Err(e) => {
-            return partition_error(index, ResponseError::CorruptMessage, Some(e.to_string()));
+            return Err(Box::new(partition_error(
+                index,
+                ResponseError::CorruptMessage,
+                Some(e.to_string()),
+            )));
         }
     };
     if version < ZSTD_PRODUCE_VERSION_MIN
@@ -108,13 +117,13 @@ fn append_partition(
             .iter()
             .any(|b| b.compression() == CompressionType::Zstd)
     {
-        return partition_error(
+        return Err(Box::new(partition_error(
             index,
             ResponseError::UnsupportedCompressionType,
             Some(format!(
                 "zstd needs Produce v{ZSTD_PRODUCE_VERSION_MIN} or later (this request is v{version})"
             )),
-        );
+        )));
     }
     let mut validated = Vec::with_capacity(batches.len());
     for (i, b) in batches.into_iter().enumerate() {
@@ -126,10 +135,26 @@ fn append_partition(
                 r.record_errors = vec![BatchIndexAndErrorMessage::default()
                     .with_batch_index(i as i32)
                     .with_batch_index_error_message(Some(sb(e.to_string())))];
-                return r;
+                return Err(Box::new(r));
             }
         }
     }
+    Ok(validated)
+}
+
+/// Appends one partition's record set; all batches are validated, then passed through the
+/// `on_produce` hooks in `plan`, before any is written.
+fn append_partition(
+    shared: &Shared,
+    (plan, ctx): (Plan, &RequestContext),
+    p: &PartitionState,
+    (index, version, transactional_id): (i32, i16, Option<&str>),
+    records: Option<bytes::Bytes>,
+) -> PartitionProduceResponse {
+    let validated = match validate_records(index, version, records) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
     // A transactional batch: the request names its transactional id, and the partition is
     // in the producer's open transaction (KIP-890 part 1).
     if let Some(b) = validated.iter().find(|b| b.is_transactional()) {
@@ -146,7 +171,7 @@ fn append_partition(
             return partition_error(index, e, None);
         }
     }
-    let batches = match normalize_batches(p, validated) {
+    let batches = match normalize_batches(p.append_policy(), &p.tp, validated) {
         Ok(b) => b,
         Err(r) => return partition_error_at(index, r),
     };
@@ -208,10 +233,10 @@ type Refusal = (Vec<(i32, String)>, ResponseError, String);
 /// that ask for none of this (see `crate::normalize`). A refused batch refuses the
 /// partition's whole record set: nothing of it is written.
 fn normalize_batches(
-    p: &PartitionState,
+    policy: AppendPolicy,
+    tp: &TopicPartition,
     batches: Vec<ValidatedBatch>,
 ) -> Result<Vec<ValidatedBatch>, Refusal> {
-    let policy = p.append_policy();
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
@@ -249,7 +274,7 @@ fn normalize_batches(
                 // Kafka's LogValidator wording, one record error per keyless record.
                 let message = format!(
                     "Compacted topic cannot accept message without key in topic partition {}.",
-                    p.tp
+                    tp
                 );
                 let errors = record_indexes
                     .iter()
@@ -393,7 +418,15 @@ fn implicit_add(shared: &Shared, req: &ProduceRequest) -> ImplicitAdd {
     }
 }
 
-fn serve(shared: &Arc<Shared>, req: ProduceRequest, version: i16, ctx: &RequestContext) -> Reply {
+fn serve(
+    shared: &Arc<Shared>,
+    req: ProduceRequest,
+    version: i16,
+    ctx: &Arc<RequestContext>,
+) -> Reply {
+    if let Some(d) = shared.diskless.clone() {
+        return serve_diskless(shared, d, req, version, ctx);
+    }
     let acks = req.acks;
     let transactional_id = req.transactional_id.as_ref().map(|t| t.to_string());
     let mut responses = Vec::with_capacity(req.topic_data.len());
@@ -462,6 +495,183 @@ fn serve(shared: &Arc<Shared>, req: ProduceRequest, version: i16, ctx: &RequestC
         }
         ResponseKind::Produce(response)
     }))
+}
+
+/// A diskless topic's partition refused before the committer: the message says why.
+const DISKLESS_TRANSACTIONS_REFUSED: &str =
+    "transactions are not supported on diskless topics yet (cluster.mode: diskless)";
+
+/// The answer of a submission the committer did not commit.
+fn commit_error(index: i32, e: &CommitError) -> PartitionProduceResponse {
+    let code = match e {
+        CommitError::OutOfOrder { .. } => ResponseError::OutOfOrderSequenceNumber,
+        CommitError::Fenced => ResponseError::InvalidProducerEpoch,
+        CommitError::UnknownPartition => ResponseError::UnknownTopicOrPartition,
+        CommitError::Upload(_) | CommitError::ShuttingDown => ResponseError::KafkaStorageError,
+        // The outcome is unknown: the client retries (an idempotent producer's retry is
+        // answered as a duplicate if the commit went through after all).
+        CommitError::Coordinator(_) => ResponseError::RequestTimedOut,
+    };
+    partition_error(index, code, Some(e.to_string()))
+}
+
+/// Validates one partition's record set of a diskless topic as single-node mode does
+/// (batches, the topic's policy, hooks) and returns the batches to commit and their
+/// LogAppendTime (-1 for CreateTime topics). Transactional batches are refused.
+fn prepare_diskless(
+    shared: &Shared,
+    (plan, ctx): (Plan, &RequestContext),
+    topic: &DisklessTopic,
+    (index, version): (i32, i16),
+    records: Option<bytes::Bytes>,
+) -> Result<(Vec<ValidatedBatch>, i64), Box<PartitionProduceResponse>> {
+    let validated = validate_records(index, version, records)?;
+    if validated.iter().any(|b| b.is_transactional()) {
+        return Err(Box::new(partition_error(
+            index,
+            ResponseError::InvalidRequest,
+            Some(DISKLESS_TRANSACTIONS_REFUSED.into()),
+        )));
+    }
+    let name = TopicName::new(&topic.name).map_err(|_| {
+        Box::new(partition_error(
+            index,
+            ResponseError::InvalidTopicException,
+            None,
+        ))
+    })?;
+    let tp = TopicPartition::new(name, index);
+    let policy = AppendPolicy::of(&shared.cluster.log_config(&topic.configs));
+    let batches = normalize_batches(policy, &tp, validated)
+        .map_err(|r| Box::new(partition_error_at(index, r)))?;
+    let mut batches = if plan.is_empty() {
+        batches
+    } else {
+        crate::hooks::on_produce(&shared.hooks, plan, ctx, &tp, batches)
+            .map_err(|r| Box::new(produce_rejected(index, &r)))?
+    };
+    let mut append_time = -1;
+    if policy.log_append_time {
+        append_time = super::txn::now_ms();
+    }
+    for b in &mut batches {
+        b.set_partition_leader_epoch(0);
+        if append_time >= 0 {
+            b.set_log_append_time(Timestamp(append_time));
+        }
+    }
+    Ok((batches, append_time))
+}
+
+/// Produce to a diskless cluster: each partition's batches are validated here, then
+/// handed to this broker's committer; the answer waits for the commit (see
+/// `crate::diskless::commit`). acks=0 is answered by nothing, its commit runs on.
+fn serve_diskless(
+    shared: &Arc<Shared>,
+    d: Arc<Diskless>,
+    req: ProduceRequest,
+    version: i16,
+    ctx: &Arc<RequestContext>,
+) -> Reply {
+    let acks = req.acks;
+    // acks=0: nothing waits for the answer, so the commit runs detached, a bounded number
+    // at a time.
+    let detached = if acks == 0 {
+        match d.committer.detached_permit() {
+            Some(p) => Some(p),
+            None => {
+                tracing::warn!(
+                    max = crate::diskless::commit::DETACHED_MAX,
+                    "acks=0 produce dropped: too many acks=0 requests committing"
+                );
+                return Reply::Nothing;
+            }
+        }
+    } else {
+        None
+    };
+    let shared = shared.clone();
+    let ctx = ctx.clone();
+    let work = async move {
+        let _detached = detached;
+        let mut responses = Vec::with_capacity(req.topic_data.len());
+        let mut waiting = Vec::new();
+        for (ti, topic) in req.topic_data.into_iter().enumerate() {
+            let name = topic.name.to_string();
+            // Internal topics are written by the broker only, as in Kafka.
+            let invalid_name = rafka_core::TopicName::new(&name).is_err() || is_internal(&name);
+            let found = if invalid_name || !(-1..=1).contains(&acks) {
+                Ok(None)
+            } else {
+                d.catalog.topic(&d.pg, &name).await
+            };
+            let plan = shared.hooks.plan(Stages::PRODUCE, &name);
+            let mut parts = Vec::with_capacity(topic.partition_data.len());
+            for pd in topic.partition_data {
+                let index = pd.index;
+                let resp = if !(-1..=1).contains(&acks) {
+                    partition_error(index, ResponseError::InvalidRequiredAcks, None)
+                } else if invalid_name {
+                    partition_error(index, ResponseError::InvalidTopicException, None)
+                } else {
+                    match &found {
+                        Err(e) => partition_error(
+                            index,
+                            ResponseError::RequestTimedOut,
+                            Some(e.to_string()),
+                        ),
+                        Ok(Some(t)) if (0..t.partitions).contains(&index) => {
+                            match prepare_diskless(
+                                &shared,
+                                (plan, &ctx),
+                                t,
+                                (index, version),
+                                pd.records,
+                            ) {
+                                Err(r) => *r,
+                                Ok((batches, append_time)) => {
+                                    match d.committer.enqueue((t.id, index), batches).await {
+                                        Ok(rx) => {
+                                            waiting.push((ti, parts.len(), rx, append_time));
+                                            PartitionProduceResponse::default().with_index(index)
+                                        }
+                                        Err(e) => commit_error(index, &e),
+                                    }
+                                }
+                            }
+                        }
+                        Ok(_) => {
+                            partition_error(index, ResponseError::UnknownTopicOrPartition, None)
+                        }
+                    }
+                };
+                parts.push(resp);
+            }
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(topic.name)
+                    .with_partition_responses(parts),
+            );
+        }
+        for (ti, pi, rx, append_time) in waiting {
+            let r: &mut PartitionProduceResponse = &mut responses[ti].partition_responses[pi];
+            *r = match rx.await {
+                Ok(Ok(c)) => PartitionProduceResponse::default()
+                    .with_index(r.index)
+                    .with_base_offset(c.base_offset)
+                    .with_log_append_time_ms(append_time)
+                    .with_log_start_offset(c.log_start_offset),
+                Ok(Err(e)) => commit_error(r.index, &e),
+                Err(_) => commit_error(r.index, &CommitError::ShuttingDown),
+            };
+        }
+        ResponseKind::Produce(ProduceResponse::default().with_responses(responses))
+    };
+    if acks == 0 {
+        tokio::spawn(work);
+        return Reply::Nothing;
+    }
+    Reply::Later(Box::pin(work))
 }
 
 impl super::RefusableRequest for ProduceRequest {

@@ -11,9 +11,17 @@
 //! - `config.rs` — the `cluster:` section.
 //! - `objects.rs` — the object store (`s3://` or `file://`) and object keys.
 //! - `catalog.rs` — topics as PostgreSQL holds them, and this broker's cached view.
+//! - `membership.rs` — this broker's lease in `rafka_brokers`, the live brokers.
+//! - `leadership.rs` — partition leaders and group coordinators over the live brokers
+//!   (rendezvous hashing: the same answer on every broker, no coordination).
 //! - `pg.rs` — PostgreSQL connections and `schema.sql`, the tables every broker shares:
 //!   brokers and their leases, topics, partitions (high watermark, log start), objects,
 //!   the batch index, idempotent producers, groups and committed offsets.
+//! - `commit.rs` — this broker's committer: the produce path.
+//! - `fetch.rs` — high watermarks (the `rafka_hw` listener), the batch index, reads.
+//! - `cache.rs` — the bounded cache of object byte ranges fetches read through.
+//! - `producers.rs` — producer ids unique across the cluster.
+//! - `sweeper.rs` — deletes uncommitted and unreferenced objects after the grace period.
 //!
 //! The path of a produce: the API handler validates batches as in single-node mode, then
 //! hands them to this broker's committer, which gathers one `commit_interval_ms` (or
@@ -23,10 +31,18 @@
 //! Fetches resolve offsets through the batch index and read byte ranges of objects
 //! through a bounded cache, writing base offsets into the batch headers on the way out.
 
+pub mod cache;
 pub mod catalog;
+pub mod commit;
 pub mod config;
+pub mod fetch;
+pub mod groups;
+pub mod leadership;
+pub mod membership;
 pub mod objects;
 pub mod pg;
+pub mod producers;
+pub mod sweeper;
 
 /// The tests' PostgreSQL server (one per test process, a database per test), shared with
 /// the integration tests.
@@ -74,15 +90,30 @@ pub struct Diskless {
     pub prefix: ObjectPath,
     /// The topics.
     pub catalog: catalog::Catalog,
+    /// This broker's committer (the produce path).
+    pub committer: commit::Committer,
+    /// Log start offsets and high watermarks, kept current by the `rafka_hw` listener.
+    pub marks: Arc<fetch::Watermarks>,
+    /// The batch index rows read for fetches.
+    pub index: fetch::BatchIndex,
+    /// Object byte ranges read for fetches (`fetch_cache_bytes`).
+    pub ranges: cache::RangeCache,
+    /// Idempotent producer ids.
+    pub producer_ids: producers::ProducerIds,
+    /// The listener task, stopped with this handle.
+    _listener: fetch::AbortOnDrop,
+    /// This broker's lease and the live brokers.
+    pub membership: membership::Membership,
+    /// Groups' committed offsets, and this broker's claims on groups.
+    pub group_offsets: groups::GroupOffsets,
 }
 
 impl Diskless {
     /// Connects to the coordinator, applies the schema, opens the object store.
     pub async fn start(config: &ClusterConfig, node_id: i32) -> Result<Diskless, DisklessError> {
-        let conn = config
-            .coordinator
-            .clone()
-            .ok_or_else(|| DisklessError::Config("no coordinator".into()))?;
+        if config.coordinator.is_none() {
+            return Err(DisklessError::Config("no coordinator".into()));
+        }
         let url = config
             .object_store
             .as_deref()
@@ -90,6 +121,22 @@ impl Diskless {
         let (store, prefix) = objects::ObjectStoreUrl::parse(url)
             .and_then(|u| u.open())
             .map_err(DisklessError::Config)?;
+        Diskless::start_with_store(config, node_id, store, prefix).await
+    }
+
+    /// `start` over an object store given, not opened from `cluster.object_store` (tests
+    /// pass one that injects faults).
+    pub async fn start_with_store(
+        config: &ClusterConfig,
+        node_id: i32,
+        store: Arc<dyn ObjectStore>,
+        prefix: ObjectPath,
+    ) -> Result<Diskless, DisklessError> {
+        let conn = config
+            .coordinator
+            .clone()
+            .ok_or_else(|| DisklessError::Config("no coordinator".into()))?;
+        let url = config.object_store.as_deref().unwrap_or_default();
         let mut client = pg::connect(&conn).await?;
         let cluster_id = pg::migrate(&mut client).await?;
         drop(client);
@@ -100,6 +147,17 @@ impl Diskless {
             object_store = url,
             "diskless mode"
         );
+        let marks = Arc::new(fetch::Watermarks::default());
+        let listener = fetch::AbortOnDrop(tokio::spawn(fetch::listen(conn.clone(), marks.clone())));
+        let committer = commit::Committer::start(commit::CommitterParts {
+            conn: conn.clone(),
+            store: store.clone(),
+            prefix: prefix.clone(),
+            node_id,
+            interval: std::time::Duration::from_millis(config.commit_interval_ms),
+            max_bytes: usize::try_from(config.commit_max_bytes).unwrap_or(usize::MAX),
+            marks: marks.clone(),
+        });
         Ok(Diskless {
             config: config.clone(),
             node_id,
@@ -108,9 +166,59 @@ impl Diskless {
             store,
             prefix,
             catalog: catalog::Catalog::default(),
+            committer,
+            marks,
+            index: fetch::BatchIndex::default(),
+            ranges: cache::RangeCache::new(config.fetch_cache_bytes),
+            producer_ids: producers::ProducerIds::default(),
+            _listener: listener,
+            group_offsets: groups::GroupOffsets::default(),
+            membership: membership::Membership::new(
+                node_id,
+                std::time::Duration::from_millis(config.broker_session_timeout_ms),
+            ),
         })
     }
+
+    /// The coordinator's connection string (for a transaction's own connection).
+    pub fn coordinator(&self) -> &str {
+        self.config.coordinator.as_deref().unwrap_or_default()
+    }
+
+    /// Whether this broker may serve diskless requests (registered, lease held, not
+    /// fenced); when not, handlers answer retriable errors.
+    pub fn is_live(&self) -> bool {
+        self.membership.is_live()
+    }
+
+    /// The heartbeat: renews the lease and reloads the live brokers and the catalog every
+    /// `broker_heartbeat_interval_ms` until `shutdown`. Failures are logged and retried at
+    /// the next beat; the lease lapses on its own if they last.
+    pub async fn heartbeat_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let period = std::time::Duration::from_millis(self.config.broker_heartbeat_interval_ms);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = shutdown.changed() => return,
+            }
+            match self.membership.heartbeat(&self.pg).await {
+                Ok(true) => {}
+                // Fenced for good: nothing more to renew.
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, live = self.is_live(), "diskless heartbeat failed");
+                    continue;
+                }
+            }
+            if let Err(e) = self.catalog.refresh(&self.pg).await {
+                tracing::warn!(error = %e, "diskless catalog refresh failed");
+            }
+        }
+    }
 }
+
+#[cfg(test)]
+mod data_tests;
 
 #[cfg(test)]
 pub(crate) mod tests {

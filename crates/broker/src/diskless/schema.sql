@@ -20,6 +20,8 @@ CREATE TABLE IF NOT EXISTS rafka_brokers (
     registered_at    timestamptz NOT NULL DEFAULT now(),
     lease_expires_at timestamptz NOT NULL
 );
+-- Every listener's advertised address, by listener name: {"NAME": ["host", port]}.
+ALTER TABLE rafka_brokers ADD COLUMN IF NOT EXISTS listeners jsonb NOT NULL DEFAULT '{}'::jsonb;
 
 CREATE TABLE IF NOT EXISTS rafka_topics (
     topic_id   uuid PRIMARY KEY,
@@ -43,7 +45,8 @@ CREATE TABLE IF NOT EXISTS rafka_partitions (
 
 -- Objects: registered (state 0) before the upload, committed (1) with their batches,
 -- unreferenced (2) once retention or a topic deletion removed their last batch. The sweeper
--- deletes state 0 and state 2 objects older than `object_grace_ms`.
+-- deletes state 0 and state 2 objects older than `object_grace_ms`, claiming each first
+-- (state 3), so that a commit (which moves an object only `WHERE state = 0`) cannot race it.
 CREATE TABLE IF NOT EXISTS rafka_objects (
     object_id        bigserial PRIMARY KEY,
     object_key       text NOT NULL UNIQUE,
