@@ -225,6 +225,17 @@ impl Catalog {
             .collect();
         tx.execute("DELETE FROM rafka_topics WHERE topic_id = $1", &[&id])
             .await?;
+        // Locked first, in the order retention locks them, so that a retention run (or
+        // another deletion) freeing the same objects sees these deletions and this one
+        // sees its: whichever locks second reads after the first committed, and the
+        // object's last reference is never dropped by two transactions that each still
+        // see the other's rows.
+        tx.query(
+            "SELECT object_id FROM rafka_objects WHERE object_id = ANY($1) \
+             ORDER BY object_id FOR UPDATE",
+            &[&objects],
+        )
+        .await?;
         tx.execute(
             "UPDATE rafka_objects o SET state = 2, state_changed_at = now() \
              WHERE o.object_id = ANY($1) AND o.state = 1 AND NOT EXISTS \
