@@ -473,6 +473,15 @@ async fn retention_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
             }
         })
         .await;
+        if let Some(d) = &shared.diskless {
+            let limits = |t: &crate::diskless::catalog::DisklessTopic| {
+                let c = shared.cluster.log_config(&t.configs);
+                (c.retention_ms, c.retention_bytes)
+            };
+            if let Err(e) = crate::diskless::sweeper::retention_pass(d, limits).await {
+                tracing::warn!(error = %e, "diskless retention pass failed");
+            }
+        }
     }
 }
 

@@ -368,3 +368,152 @@ async fn producer_ids_unique_across_brokers() {
     }
     assert_eq!(seen.len(), 3000);
 }
+
+/// Not a check: the committer's figures at `commit_interval_ms` 25 on one broker (16
+/// producers, one 16 KiB batch in flight each, 5 s; `FIG_PRODUCERS` and `FIG_BATCH_KIB`
+/// change those). Run with
+/// `cargo test -p rafka-broker --lib commit_figures -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn commit_figures() {
+    use std::sync::atomic::Ordering;
+    let (d, _dir) = diskless_with("dl_figures", |c| c.commit_interval_ms = 25).await;
+    let d = Arc::new(d);
+    let id = topic(&d, "figures", 8).await;
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (producers, kib) = (env("FIG_PRODUCERS", 16), env("FIG_BATCH_KIB", 16));
+    let value = "x".repeat(kib * 1024 - 100);
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    let mut tasks = Vec::new();
+    for p in 0..producers {
+        let (d, value) = (d.clone(), value.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut seq = 0;
+            while std::time::Instant::now() < until {
+                let b = BatchBuilder::new(Offset(0))
+                    .producer(1000 + p as i64, 0, seq)
+                    .kv(b"k", value.as_bytes(), Timestamp(1))
+                    .build();
+                seq += 1;
+                let started = std::time::Instant::now();
+                d.committer
+                    .submit((id, p as i32 % 8), vec![ValidatedBatch::new(b).unwrap()])
+                    .await
+                    .unwrap();
+                lat.push(started.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap());
+    }
+    lat.sort();
+    let s = &d.committer.stats;
+    let (objects, bytes, txns, micros) = (
+        s.objects.load(Ordering::Relaxed),
+        s.bytes.load(Ordering::Relaxed),
+        s.transactions.load(Ordering::Relaxed),
+        s.commit_micros.load(Ordering::Relaxed),
+    );
+    let gb = bytes as f64 / 1e9;
+    println!(
+        "submits {} p50 {:?} p99 {:?}; objects {objects} ({:.0}/GB), transactions {txns} \
+         ({:.0}/GB), {:.1} MB/s, mean commit {} us",
+        lat.len(),
+        lat[lat.len() / 2],
+        lat[lat.len() * 99 / 100],
+        objects as f64 / gb,
+        txns as f64 / gb,
+        bytes as f64 / 5e6,
+        micros / objects.max(1),
+    );
+}
+
+#[tokio::test]
+async fn retention_moves_the_log_start_and_unreferenced_objects_are_swept() {
+    let (d, dir) = diskless_with("dl_retention", |c| c.object_grace_ms = 1).await;
+    let id = topic(&d, "aging", 1).await;
+    let tp: Tp = (id, 0);
+    let batches: Vec<ValidatedBatch> = (0..3).map(|i| batch(&format!("r{i}"), 2, None)).collect();
+    for b in &batches {
+        // One object each.
+        d.committer.submit(tp, vec![b.clone()]).await.unwrap();
+    }
+    let size = batches[0].as_batch().size_bytes() as i64;
+    let files = || walk(&dir.path().join("objects"));
+    assert_eq!(files(), 3);
+    let mut client = super::pg::connect(d.coordinator()).await.unwrap();
+    // Nothing is old enough and no size limit: nothing goes.
+    let now = 10_000;
+    assert_eq!(
+        super::sweeper::retain_partition(&d, &mut client, tp, 1_000_000, -1, now)
+            .await
+            .unwrap(),
+        0
+    );
+    // retention.bytes of one batch: the two oldest rows go.
+    assert_eq!(
+        super::sweeper::retain_partition(&d, &mut client, tp, -1, size, now)
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(d.marks.get(tp), Some((4, 6)));
+    assert!(matches!(
+        read(&d, tp, 0, 1 << 20).await,
+        Err(ReadError::OutOfRange { log_start: 4, .. })
+    ));
+    assert_eq!(
+        read(&d, tp, 4, 1 << 20).await.unwrap().records,
+        at(&batches[2], 4)
+    );
+    assert_eq!(
+        count(&d, "SELECT count(*) FROM rafka_objects WHERE state = 2").await,
+        2
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(super::sweeper::sweep_once(&d).await.unwrap(), 2);
+    assert_eq!(files(), 1);
+    // retention.ms: every record's timestamp (1000, 1001) is older than now - 1000.
+    assert_eq!(
+        super::sweeper::retain_partition(&d, &mut client, tp, 1_000, -1, 5_000)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(d.marks.get(tp), Some((6, 6)));
+    let r = read(&d, tp, 6, 1 << 20).await.unwrap();
+    assert_eq!((r.records.len(), r.log_start, r.high_watermark), (0, 6, 6));
+    // Offsets continue after the log start.
+    let c = d
+        .committer
+        .submit(tp, vec![batch("after", 1, None)])
+        .await
+        .unwrap();
+    assert_eq!((c.base_offset, c.log_start_offset), (6, 6));
+}
+
+/// Files under `dir`, recursively.
+fn walk(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        walk(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}

@@ -79,3 +79,123 @@ pub fn spawn(d: &Arc<Diskless>) -> tokio::task::JoinHandle<()> {
         }
     })
 }
+
+/// Retention of one partition, as Kafka deletes segments: the oldest batch index rows go
+/// while their newest record is older than `now_ms - retention_ms` or the rows after them
+/// still hold `retention_bytes` (-1: no such limit); the log start offset moves past them
+/// and an object left with no row becomes unreferenced (state 2, deleted by the sweeper
+/// after the grace period). Returns how many offsets were removed.
+pub async fn retain_partition(
+    d: &Diskless,
+    client: &mut tokio_postgres::Client,
+    tp: super::commit::Tp,
+    retention_ms: i64,
+    retention_bytes: i64,
+    now_ms: i64,
+) -> Result<i64, DisklessError> {
+    let time_cutoff = if retention_ms >= 0 {
+        now_ms.saturating_sub(retention_ms)
+    } else {
+        i64::MIN
+    };
+    let tx = client.transaction().await?;
+    let Some(before) = tx
+        .query_opt(
+            "SELECT log_start_offset FROM rafka_partitions \
+             WHERE topic_id = $1 AND partition = $2 FOR UPDATE",
+            &[&tp.0, &tp.1],
+        )
+        .await?
+    else {
+        return Ok(0);
+    };
+    let before: i64 = before.get(0);
+    let deleted = tx
+        .query(
+            "WITH r AS (SELECT base_offset, max_timestamp, \
+               sum(byte_length) OVER (ORDER BY base_offset DESC) - byte_length AS after_bytes \
+               FROM rafka_batches WHERE topic_id = $1 AND partition = $2), \
+             keep AS (SELECT coalesce(min(base_offset), 9223372036854775807) AS cut FROM r \
+               WHERE NOT (max_timestamp < $3::bigint \
+                 OR ($4::bigint >= 0 AND after_bytes >= $4::bigint))) \
+             DELETE FROM rafka_batches b USING keep \
+             WHERE b.topic_id = $1 AND b.partition = $2 AND b.base_offset < keep.cut \
+             RETURNING b.last_offset, b.object_id",
+            &[&tp.0, &tp.1, &time_cutoff, &retention_bytes],
+        )
+        .await?;
+    let Some(new_start) = deleted.iter().map(|r| r.get::<_, i64>(0) + 1).max() else {
+        return Ok(0);
+    };
+    let mut objects: Vec<i64> = deleted.iter().map(|r| r.get(1)).collect();
+    objects.sort_unstable();
+    objects.dedup();
+    let marks = tx
+        .query_one(
+            "UPDATE rafka_partitions SET log_start_offset = greatest(log_start_offset, $3) \
+             WHERE topic_id = $1 AND partition = $2 \
+             RETURNING log_start_offset, high_watermark",
+            &[&tp.0, &tp.1, &new_start],
+        )
+        .await?;
+    let (log_start, hw): (i64, i64) = (marks.get(0), marks.get(1));
+    // Locked first, so that two partitions' retention of one object see each other's
+    // deletions (the second to lock reads after the first committed).
+    tx.query(
+        "SELECT object_id FROM rafka_objects WHERE object_id = ANY($1) \
+         ORDER BY object_id FOR UPDATE",
+        &[&objects],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE rafka_objects o SET state = $2, state_changed_at = now() \
+         WHERE o.object_id = ANY($1) AND o.state = $3 \
+         AND NOT EXISTS (SELECT 1 FROM rafka_batches b WHERE b.object_id = o.object_id)",
+        &[&objects, &state::UNREFERENCED, &state::COMMITTED],
+    )
+    .await?;
+    for payload in super::commit::notify_payloads(&[(tp, (log_start, hw))]) {
+        tx.execute("SELECT pg_notify('rafka_hw', $1)", &[&payload])
+            .await?;
+    }
+    tx.commit().await?;
+    d.marks.advance(tp, log_start, hw);
+    Ok(log_start - before)
+}
+
+/// Retention of every diskless topic's partitions; `limits` gives a topic's
+/// (`retention.ms`, `retention.bytes`). Run on the broker's retention tick.
+pub async fn retention_pass(
+    d: &Diskless,
+    limits: impl Fn(&super::catalog::DisklessTopic) -> (i64, i64),
+) -> Result<i64, DisklessError> {
+    d.catalog.refresh(&d.pg).await?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_millis() as i64);
+    let mut removed = 0;
+    let mut client = None;
+    for t in d.catalog.all() {
+        let (ms, bytes) = limits(&t);
+        if ms < 0 && bytes < 0 {
+            continue;
+        }
+        for p in 0..t.partitions {
+            let c = match &mut client {
+                Some(c) => c,
+                None => client.insert(super::pg::connect(d.coordinator()).await?),
+            };
+            match retain_partition(d, c, (t.id, p), ms, bytes, now_ms).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(topic = %t.name, partition = p, offsets = n, "retention removed records");
+                    removed += n;
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %t.name, partition = p, error = %e, "diskless retention failed")
+                }
+            }
+        }
+    }
+    Ok(removed)
+}
