@@ -44,11 +44,17 @@
 //! topic without and one with `preallocate=true` on one broker, alternated
 //! `RAFKA_BENCH_ROUNDS` times: MB/s and broker CPU-seconds per GB.
 //!
+//! `RAFKA_BENCH_ONLY=diskless` runs only the diskless cluster (one and three brokers at
+//! commit intervals of 10, 50 and 250 ms, PostgreSQL and a `file://` store) beside the log
+//! engine: produce throughput, latency p50/p99, objects and PostgreSQL transactions per GB
+//! (benches/diskless/mod.rs).
+//!
 //! Sizes: `RAFKA_BENCH_RECORDS` (1 KiB records, default 200,000), `RAFKA_BENCH_STARTUP_MIB`
 //! (data for the start-up test, default 1024), `RAFKA_BENCH_STARTUP_PARTITIONS` (1000).
 //! Prints a Markdown table; not a pass/fail test.
 
 mod common;
+mod diskless;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -718,6 +724,10 @@ fn main() {
     }
     if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "scram") {
         scram_connections(dir.path());
+        return;
+    }
+    if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "diskless") {
+        diskless::diskless(dir.path(), records);
         return;
     }
     if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "authorizer") {
