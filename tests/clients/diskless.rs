@@ -283,3 +283,63 @@ async fn diskless_produce_figures() {
     drop(p);
     broker.shutdown().await.unwrap();
 }
+
+/// Pipelined produce requests of one connection reach the committer in request order: an
+/// idempotent producer with five requests in flight and a batch per request never sees
+/// OUT_OF_ORDER_SEQUENCE_NUMBER (fatal to librdkafka), and its records land in send order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_idempotent_requests_are_committed_in_request_order() {
+    let db = Postgres::shared().fresh_database("clients_diskless_order");
+    let (dir, objects) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let broker = diskless_broker_at(dir.path(), &db, objects.path(), 1, 5).await;
+    let addr = broker.bootstrap_address();
+    create_topic(&addr, "dl-pipelined", 2, &[]).await;
+    let p = producer(
+        &addr,
+        &[
+            ("enable.idempotence", "true"),
+            ("max.in.flight.requests.per.connection", "5"),
+            ("linger.ms", "0"),
+            ("batch.num.messages", "1"),
+        ],
+    );
+    let mut pending = Vec::new();
+    for i in 0..1500 {
+        let v = format!("v{i}");
+        let partition = i % 2;
+        let record = FutureRecord::<(), _>::to("dl-pipelined")
+            .payload(&v)
+            .partition(partition);
+        pending.push((i, partition, p.send_result(record).expect("queue has room")));
+    }
+    let mut next = [0i64; 2];
+    for (i, partition, f) in pending {
+        let d = f
+            .await
+            .expect("delivery future")
+            .unwrap_or_else(|(e, _)| panic!("record {i} not delivered: {e}"));
+        assert_eq!(
+            d.offset, next[partition as usize],
+            "record {i} at its place in partition {partition}"
+        );
+        next[partition as usize] += 1;
+    }
+    let reader = addr.clone();
+    let seen = tokio::task::spawn_blocking(move || {
+        consume(&reader, "dl-pipelined", 2, 1500, Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
+    let mut by_partition: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+    for r in &seen {
+        let value = String::from_utf8(r.value.clone().expect("a value")).unwrap();
+        by_partition.entry(r.partition).or_default().push(value);
+    }
+    for partition in 0..2 {
+        let want: Vec<String> = (0..1500)
+            .filter(|i| i % 2 == partition)
+            .map(|i| format!("v{i}"))
+            .collect();
+        assert_eq!(by_partition.get(&partition), Some(&want));
+    }
+}

@@ -590,10 +590,13 @@ fn serve_diskless(
     } else {
         None
     };
+    // Taken here, in request order: the connection's earlier produce enqueues first.
+    let mut turn = d.produce_order.turn(&ctx.session);
     let shared = shared.clone();
     let ctx = ctx.clone();
     let work = async move {
         let _detached = detached;
+        turn.wait().await;
         let mut responses = Vec::with_capacity(req.topic_data.len());
         let mut waiting = Vec::new();
         for (ti, topic) in req.topic_data.into_iter().enumerate() {
@@ -653,6 +656,8 @@ fn serve_diskless(
                     .with_partition_responses(parts),
             );
         }
+        // Everything of this request is queued: the connection's next request may go.
+        turn.done();
         for (ti, pi, rx, append_time) in waiting {
             let r: &mut PartitionProduceResponse = &mut responses[ti].partition_responses[pi];
             *r = match rx.await {

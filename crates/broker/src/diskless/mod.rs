@@ -18,6 +18,7 @@
 //!   brokers and their leases, topics, partitions (high watermark, log start), objects,
 //!   the batch index, idempotent producers, groups and committed offsets.
 //! - `commit.rs` — this broker's committer: the produce path.
+//! - `order.rs` — a connection's produce requests reach the committer in request order.
 //! - `fetch.rs` — high watermarks (the `rafka_hw` listener), the batch index, reads.
 //! - `cache.rs` — the bounded cache of object byte ranges fetches read through.
 //! - `producers.rs` — producer ids unique across the cluster.
@@ -40,6 +41,7 @@ pub mod groups;
 pub mod leadership;
 pub mod membership;
 pub mod objects;
+pub mod order;
 pub mod pg;
 pub mod producers;
 pub mod sweeper;
@@ -106,6 +108,8 @@ pub struct Diskless {
     pub membership: membership::Membership,
     /// Groups' committed offsets, and this broker's claims on groups.
     pub group_offsets: groups::GroupOffsets,
+    /// Each connection's produce requests reach the committer in request order.
+    pub produce_order: order::ProduceOrder,
 }
 
 impl Diskless {
@@ -173,6 +177,7 @@ impl Diskless {
             producer_ids: producers::ProducerIds::default(),
             _listener: listener,
             group_offsets: groups::GroupOffsets::default(),
+            produce_order: order::ProduceOrder::default(),
             membership: membership::Membership::new(
                 node_id,
                 std::time::Duration::from_millis(config.broker_session_timeout_ms),
