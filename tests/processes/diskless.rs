@@ -1117,3 +1117,133 @@ async fn postgres_restarted_under_load_loses_nothing_acknowledged() {
     }
     drop(brokers);
 }
+
+/// Object files a broker has finished uploading (the file store renames a finished upload
+/// into place; partial uploads have another name).
+fn uploaded(objects: &Path, node_id: i32) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(objects.join("objects").join(format!("b{node_id}")))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".batches"))
+        .collect()
+}
+
+/// A broker SIGKILLed between an object's upload and its commit: the object is in the store
+/// but not committed (state 0). The idempotent producer's retries go to the other broker,
+/// nothing of the orphan is ever visible, and the survivor's sweeper deletes it after
+/// `object_grace_ms`. The kill is aimed by watching for the victim's next object file; an
+/// attempt whose commit won the race is repeated with a new victim process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_killed_between_upload_and_commit_leaves_an_orphan_the_sweeper_removes() {
+    let pg = Postgres::shared();
+    let db = pg.fresh_database("cluster_orphan");
+    let scratch = tempfile::tempdir().unwrap();
+    let objects = scratch.path().join("objects");
+    let start = |id: i32, attempt: usize| {
+        let dir = scratch.path().join(format!("b{id}-{attempt}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = diskless_config(
+            &dir,
+            &db,
+            &objects,
+            &format!("{FAST_LEASES}  object_grace_ms: 2000\nbroker:\n  node_id: {id}\n"),
+        );
+        BrokerProcess::start_with_config(&dir, &cfg)
+    };
+    let survivor = start(2, 0);
+    crate::support::create_topic(&survivor.address, "orphans", 4, &[]).await;
+    let mut acked: BTreeMap<(i32, i64), String> = BTreeMap::new();
+    let mut orphans = String::new();
+    let mut sent = 0;
+    for attempt in 1..=8 {
+        let victim = start(1, attempt);
+        let victim_addr = victim.address.clone();
+        wait_views(&[&survivor.address], "the victim listed", |v| {
+            v.brokers.len() == 2
+        })
+        .await;
+        let producer = crate::support::producer(
+            &format!("{victim_addr},{}", survivor.address),
+            &[
+                ("enable.idempotence", "true"),
+                ("message.timeout.ms", "60000"),
+                ("linger.ms", "2"),
+            ],
+        );
+        // The watcher kills the victim as soon as a new object of its is in the store.
+        let before = uploaded(&objects, 1);
+        let watched = objects.clone();
+        let watcher = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if uploaded(&watched, 1).difference(&before).next().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            victim.kill();
+        });
+        let mut pending = Vec::new();
+        while !watcher.is_finished() && pending.len() < 20_000 {
+            let v = format!("v{sent}");
+            sent += 1;
+            let f = producer
+                .send_result(FutureRecord::to("orphans").key("k").payload(&v))
+                .expect("queue has room");
+            pending.push((v, f));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        watcher.join().unwrap();
+        for (v, f) in pending {
+            let d = f
+                .await
+                .expect("delivery future")
+                .unwrap_or_else(|(e, _)| panic!("{v} not delivered: {e}"));
+            assert!(
+                acked.insert((d.partition, d.offset), v).is_none(),
+                "offset given twice"
+            );
+        }
+        orphans = query_text(
+            &db,
+            "SELECT coalesce(string_agg(object_key, ','), '') FROM rafka_objects \
+             WHERE node_id = 1 AND state = 0",
+        )
+        .await;
+        if !orphans.is_empty() {
+            break;
+        }
+    }
+    assert!(
+        !orphans.is_empty(),
+        "in 8 attempts the kill never landed between an upload and its commit"
+    );
+    // Nothing of the orphan is visible: the log is exactly what was acknowledged.
+    check_log(&survivor.address, "orphans", 4, &acked).await;
+    // The survivor's sweeper deletes the orphan (row and file) after the grace period.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = query_text(
+            &db,
+            &format!(
+                "SELECT count(*)::text FROM rafka_objects WHERE object_key = ANY('{{{orphans}}}')"
+            ),
+        )
+        .await;
+        let files_left = orphans
+            .split(',')
+            .filter(|k| objects.join(k).exists())
+            .count();
+        if left == "0" && files_left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "orphans {orphans} still there: {left} rows, {files_left} files"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    check_log(&survivor.address, "orphans", 4, &acked).await;
+}
