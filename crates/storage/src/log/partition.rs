@@ -279,6 +279,36 @@ impl LogPartition {
 
     /// Locates the batch that contains or follows `from` in `ranges` and reads whole
     /// batches from it, up to `max_bytes` but at least one. Runs without the state lock.
+    /// Runs `f` over the segment ranges from `from`, taken under the lock, and again if a
+    /// truncation or a compaction's swap rewrote the files meanwhile (what `f` read may name
+    /// bytes that are gone). `None` when `from` is the log end; with the log start and end
+    /// seen with the ranges.
+    fn read_consistent<T>(
+        &self,
+        from: Offset,
+        f: impl Fn(&[FileRange]) -> StorageResult<T>,
+    ) -> StorageResult<(Option<T>, Offset, Offset)> {
+        loop {
+            let generation = self.generation.load(Ordering::SeqCst);
+            let (ranges, log_start, log_end) = {
+                let st = self.state.lock();
+                self.check_open(&st)?;
+                let (log_start, log_end) = (st.log_start, st.log_end());
+                if from < log_start || from > log_end {
+                    return Err(st.out_of_range(from));
+                }
+                if from == log_end {
+                    return Ok((None, log_start, log_end));
+                }
+                (Self::ranges_from(&st, from), log_start, log_end)
+            };
+            let result = f(&ranges);
+            if self.generation.load(Ordering::SeqCst) == generation {
+                return Ok((Some(result?), log_start, log_end));
+            }
+        }
+    }
+
     fn read_ranges(ranges: &[FileRange], from: Offset, max_bytes: usize) -> io::Result<Bytes> {
         for r in ranges {
             let mut pos = r.start;
@@ -495,63 +525,29 @@ impl PartitionLog for LogPartition {
 
     fn read(&self, from: Offset, max_bytes: usize) -> StorageResult<ReadResult> {
         let max_bytes = max_bytes.min(FETCH_RESPONSE_BYTES_MAX);
-        loop {
-            let generation = self.generation.load(Ordering::SeqCst);
-            let (ranges, log_start, log_end) = {
-                let st = self.state.lock();
-                self.check_open(&st)?;
-                let (log_start, log_end) = (st.log_start, st.log_end());
-                if from < log_start || from > log_end {
-                    return Err(st.out_of_range(from));
-                }
-                if from == log_end {
-                    return Ok(ReadResult {
-                        records: Bytes::new(),
-                        log_start_offset: log_start,
-                        log_end_offset: log_end,
-                    });
-                }
-                (Self::ranges_from(&st, from), log_start, log_end)
-            };
-            let result = Self::read_ranges(&ranges, from, max_bytes);
-            if self.generation.load(Ordering::SeqCst) == generation {
-                return Ok(ReadResult {
-                    records: result?,
-                    log_start_offset: log_start,
-                    log_end_offset: log_end,
-                });
-            }
-        }
+        let read = self.read_consistent(from, |ranges| {
+            Self::read_ranges(ranges, from, max_bytes).map_err(Into::into)
+        })?;
+        let (records, log_start_offset, log_end_offset) = read;
+        Ok(ReadResult {
+            records: records.unwrap_or_default(),
+            log_start_offset,
+            log_end_offset,
+        })
     }
 
     fn read_region(&self, from: Offset, max_bytes: usize) -> StorageResult<Option<RegionRead>> {
         let max_bytes = max_bytes.min(FETCH_RESPONSE_BYTES_MAX);
-        loop {
-            let generation = self.generation.load(Ordering::SeqCst);
-            let (ranges, log_start, log_end) = {
-                let st = self.state.lock();
-                self.check_open(&st)?;
-                let (log_start, log_end) = (st.log_start, st.log_end());
-                if from < log_start || from > log_end {
-                    return Err(st.out_of_range(from));
-                }
-                if from == log_end {
-                    return Ok(None);
-                }
-                (Self::ranges_from(&st, from), log_start, log_end)
-            };
-            let result = Self::region_of_ranges(&ranges, from, max_bytes);
-            // A region cut while a truncation or a compaction's swap rewrote the file may
-            // name bytes that are gone: look again, as `read` does.
-            if self.generation.load(Ordering::SeqCst) == generation {
-                return Ok(result?.map(|(region, batches)| RegionRead {
-                    region,
-                    batches,
-                    log_start_offset: log_start,
-                    log_end_offset: log_end,
-                }));
-            }
-        }
+        let read = self.read_consistent(from, |ranges| {
+            Self::region_of_ranges(ranges, from, max_bytes).map_err(Into::into)
+        })?;
+        let (region, log_start_offset, log_end_offset) = read;
+        Ok(region.flatten().map(|(region, batches)| RegionRead {
+            region,
+            batches,
+            log_start_offset,
+            log_end_offset,
+        }))
     }
 
     fn log_start_offset(&self) -> Offset {
