@@ -636,6 +636,23 @@ pub mod diskless {
         }
     }
 
+    /// One resource of Alter/IncrementalAlterConfigs in diskless mode: a topic's configs
+    /// through PostgreSQL, a broker's or group's as in single-node mode. The error, if any.
+    async fn alter_one(
+        shared: &Shared,
+        d: &Diskless,
+        ctx: &RequestContext,
+        (resource_type, name): (i8, &str),
+        validate_only: bool,
+        change: Change<'_>,
+    ) -> Option<(ResponseError, String)> {
+        if resource_type == RESOURCE_TOPIC {
+            apply_topic(shared, d, ctx, name, validate_only, change).await
+        } else {
+            apply(shared, ctx, resource_type, name, validate_only, change)
+        }
+    }
+
     /// AlterConfigs in diskless mode.
     pub fn alter(
         shared: &Arc<Shared>,
@@ -647,27 +664,15 @@ pub mod diskless {
         super::super::Reply::Later(Box::pin(async move {
             let mut responses = Vec::with_capacity(req.resources.len());
             for res in &req.resources {
-                let change = full_change(&res.configs);
-                let err = if res.resource_type == RESOURCE_TOPIC {
-                    apply_topic(
-                        &shared,
-                        &d,
-                        &ctx,
-                        &res.resource_name,
-                        req.validate_only,
-                        change,
-                    )
-                    .await
-                } else {
-                    apply(
-                        &shared,
-                        &ctx,
-                        res.resource_type,
-                        &res.resource_name,
-                        req.validate_only,
-                        change,
-                    )
-                };
+                let err = alter_one(
+                    &shared,
+                    &d,
+                    &ctx,
+                    (res.resource_type, &res.resource_name),
+                    req.validate_only,
+                    full_change(&res.configs),
+                )
+                .await;
                 let r = alter_configs_response::AlterConfigsResourceResponse::default()
                     .with_resource_type(res.resource_type)
                     .with_resource_name(res.resource_name.clone());
@@ -691,27 +696,15 @@ pub mod diskless {
         super::super::Reply::Later(Box::pin(async move {
             let mut responses = Vec::with_capacity(req.resources.len());
             for res in &req.resources {
-                let change = incremental_change(&res.configs);
-                let err = if res.resource_type == RESOURCE_TOPIC {
-                    apply_topic(
-                        &shared,
-                        &d,
-                        &ctx,
-                        &res.resource_name,
-                        req.validate_only,
-                        change,
-                    )
-                    .await
-                } else {
-                    apply(
-                        &shared,
-                        &ctx,
-                        res.resource_type,
-                        &res.resource_name,
-                        req.validate_only,
-                        change,
-                    )
-                };
+                let err = alter_one(
+                    &shared,
+                    &d,
+                    &ctx,
+                    (res.resource_type, &res.resource_name),
+                    req.validate_only,
+                    incremental_change(&res.configs),
+                )
+                .await;
                 let r = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                     .with_resource_type(res.resource_type)
                     .with_resource_name(res.resource_name.clone());
