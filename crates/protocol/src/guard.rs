@@ -16,6 +16,11 @@
 //!   for lack of bytes, after reserving at most that many extra elements. (Tag numbers
 //!   above that, with fewer bytes after them, are refused: telling them from array counts
 //!   needs the schema. Kafka's schemas number their tags from 0 upwards, well below it.)
+//!   Where a varint starts is not known either: a boolean is read the same way, and the
+//!   decoder takes any non-zero byte as `true`, so a boolean byte 0x80 followed by a varint
+//!   looks like one longer varint, and the decoder stops a varint after five bytes whatever
+//!   the fifth says. So every start within the last five consecutive bytes whose
+//!   predecessors all carry the continuation bit is checked, not just the first one.
 //! - `INT32` values (non-flexible versions) share one reader whether they are array
 //!   counts, `BYTES` / `RECORDS` lengths or plain integers such as timeouts, so the probe
 //!   cannot refuse large values. It caps them at one more than the bytes left: no count or
@@ -38,13 +43,18 @@ use kafka_protocol::protocol::buf::ByteBuf;
 /// one reservation of at most this many extra elements before the probe fails.
 pub const TAG_SLACK: u64 = 4096;
 
+/// The most bytes the decoder reads for one unsigned varint (a `u32` in 7-bit groups).
+const VARINT_MAX: usize = 5;
+
 /// A read-only buffer that refuses or caps impossible counts (see the module docs).
 #[derive(Debug)]
 pub struct Guarded {
     inner: Bytes,
-    /// Value accumulated so far by consecutive `try_get_u8` reads (an unsigned varint).
-    varint: u64,
-    varint_shift: u32,
+    /// The last consecutive `try_get_u8` bytes that carry the continuation bit (at most
+    /// four: a varint the decoder reads is at most five bytes long, so any of them may be
+    /// where one starts, and the next byte may end it).
+    run: [u8; VARINT_MAX - 1],
+    run_len: usize,
     /// `remaining()` right after the last `try_get_u8`, to know whether reads are consecutive.
     after_last_u8: Option<usize>,
 }
@@ -54,8 +64,8 @@ impl Guarded {
     pub fn new(inner: Bytes) -> Guarded {
         Guarded {
             inner,
-            varint: 0,
-            varint_shift: 0,
+            run: [0; VARINT_MAX - 1],
+            run_len: 0,
             after_last_u8: None,
         }
     }
@@ -77,24 +87,36 @@ impl Buf for Guarded {
     fn try_get_u8(&mut self) -> Result<u8, TryGetError> {
         let consecutive = self.after_last_u8 == Some(self.remaining());
         let b = self.inner.try_get_u8()?;
-        if !consecutive || self.varint_shift >= 35 {
-            self.varint = 0;
-            self.varint_shift = 0;
+        if !consecutive {
+            self.run_len = 0;
         }
-        self.varint |= u64::from(b & 0x7f) << self.varint_shift;
-        self.varint_shift += 7;
         let left = self.remaining() as u64;
-        if self.varint > left + 1 + TAG_SLACK {
-            // No count or length can exceed the bytes that follow it, nor can a tag number
-            // go this far beyond them (see `TAG_SLACK`).
-            return Err(TryGetError {
-                requested: self.varint as usize,
-                available: left as usize,
-            });
+        // Each start in the run gives the value a varint beginning there has so far; more
+        // bytes only add to it, so one over the limit now stays over it.
+        for start in 0..=self.run_len {
+            let value = self.run[start..self.run_len]
+                .iter()
+                .chain(std::iter::once(&b))
+                .enumerate()
+                .fold(0u64, |v, (i, byte)| v | u64::from(byte & 0x7f) << (7 * i));
+            if value > left + 1 + TAG_SLACK {
+                // No count or length can exceed the bytes that follow it, nor can a tag
+                // number go this far beyond them (see `TAG_SLACK`).
+                return Err(TryGetError {
+                    requested: value as usize,
+                    available: left as usize,
+                });
+            }
         }
         if b < 0x80 {
-            self.varint = 0;
-            self.varint_shift = 0;
+            self.run_len = 0;
+        } else {
+            if self.run_len == self.run.len() {
+                self.run.copy_within(1.., 0);
+                self.run_len -= 1;
+            }
+            self.run[self.run_len] = b;
+            self.run_len += 1;
         }
         self.after_last_u8 = Some(self.remaining());
         Ok(b)
@@ -253,6 +275,48 @@ mod tests {
         let body = [(count as u8 & 0x7f) | 0x80, (count >> 7) as u8, 0, 0];
         let e = check(ApiKey::DeleteGroups, 2, &body).unwrap_err();
         assert!(e.contains(&format!("requested {count}")), "{e}");
+    }
+
+    #[test]
+    fn a_count_after_a_boolean_byte_with_the_high_bit_is_refused() {
+        // AddPartitionsToTxn v4, as the fuzzer found it: one transaction whose
+        // `verify_only` byte is 0x80 (true to the decoder), then a topic count of
+        // 0x80 0x80 0x80 0x80 0x82 = 2^29 + 1 (2^29 topics). Seen from the boolean, the run
+        // read like one varint ending in 2; the count itself must be checked.
+        let mut b = bytes::BytesMut::new();
+        b.put_u8(2); // one transaction
+        b.put_slice(&[2, b't']); // transactional id "t"
+        b.put_i64(7); // producer id
+        b.put_i16(0); // producer epoch
+        b.put_u8(0x80); // verify_only
+        b.put_slice(&[0x80, 0x80, 0x80, 0x80, 0x82]);
+        b.put_slice(&[0; 16]);
+        let e = check(ApiKey::AddPartitionsToTxn, 4, &b).unwrap_err();
+        assert!(e.contains("requested"), "{e}");
+        // The same count after a boolean byte of 1 (a valid true) is refused as well, and
+        // the request with a valid count of one topic "x" with no partitions passes.
+        let mut ok = bytes::BytesMut::new();
+        ok.put_u8(2);
+        ok.put_slice(&[2, b't']);
+        ok.put_i64(7);
+        ok.put_i16(0);
+        ok.put_u8(1);
+        let mut bad = ok.clone();
+        bad.put_slice(&[0x80, 0x80, 0x80, 0x80, 0x82]);
+        bad.put_slice(&[0; 16]);
+        assert!(check(ApiKey::AddPartitionsToTxn, 4, &bad).is_err());
+        ok.put_slice(&[2, 2, b'x', 1, 0, 0, 0]);
+        assert_eq!(check(ApiKey::AddPartitionsToTxn, 4, &ok), Ok(()));
+    }
+
+    #[test]
+    fn a_varint_cut_at_five_bytes_is_checked_where_the_next_one_starts() {
+        // DeleteGroups v2: a group count of nine 0x80 bytes and 0x82. The decoder reads
+        // the first five as a count of 0 and the next five as 2^29 + ... groups.
+        let mut body = vec![0x80; 9];
+        body.push(0x82);
+        body.extend_from_slice(&[0; 8]);
+        assert!(check(ApiKey::DeleteGroups, 2, &body).is_err());
     }
 
     #[test]
