@@ -343,3 +343,144 @@ async fn pipelined_idempotent_requests_are_committed_in_request_order() {
         assert_eq!(by_partition.get(&partition), Some(&want));
     }
 }
+
+/// OffsetDelete on a diskless cluster deletes the committed offsets where OffsetFetch
+/// reads them (PostgreSQL) — also at a coordinator that holds no state of the group, after
+/// the broker that coordinated it restarted with a fresh local directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_delete_removes_the_offsets_postgres_holds() {
+    use crate::common::{str_bytes as s, topic_name, KafkaConn};
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, GroupId, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, RequestKind,
+        ResponseKind,
+    };
+
+    async fn fetched(conn: &mut KafkaConn, group: &str) -> Vec<(String, i32, i64)> {
+        let ResponseKind::OffsetFetch(f) = conn
+            .send(
+                ApiKey::OffsetFetch,
+                5,
+                RequestKind::OffsetFetch(
+                    OffsetFetchRequest::default()
+                        .with_group_id(GroupId(s(group)))
+                        .with_topics(None),
+                ),
+            )
+            .await
+        else {
+            panic!("not an OffsetFetch answer")
+        };
+        assert_eq!(f.error_code, 0);
+        let mut out: Vec<(String, i32, i64)> = f
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(move |p| (t.name.to_string(), p.partition_index, p.committed_offset))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+    async fn delete(conn: &mut KafkaConn, group: &str, topic: &str, p: i32) -> (i16, Vec<i16>) {
+        let ResponseKind::OffsetDelete(d) = conn
+            .send(
+                ApiKey::OffsetDelete,
+                0,
+                RequestKind::OffsetDelete(
+                    OffsetDeleteRequest::default()
+                        .with_group_id(GroupId(s(group)))
+                        .with_topics(vec![OffsetDeleteRequestTopic::default()
+                            .with_name(topic_name(topic))
+                            .with_partitions(vec![
+                                OffsetDeleteRequestPartition::default().with_partition_index(p)
+                            ])]),
+                ),
+            )
+            .await
+        else {
+            panic!("not an OffsetDelete answer")
+        };
+        let errors = d
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+            .collect();
+        (d.error_code, errors)
+    }
+
+    let db = Postgres::shared().fresh_database("clients_diskless_offset_delete");
+    let (dir, objects) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let b = diskless_broker(dir.path(), &db, objects.path(), 1).await;
+    let addr = b.bootstrap_address();
+    create_topic(&addr, "dl-od", 2, &[]).await;
+    let mut conn = KafkaConn::connect(&addr).await;
+    // A simple commit (no member, generation -1): offsets 5 and 7.
+    let ResponseKind::OffsetCommit(c) = conn
+        .send(
+            ApiKey::OffsetCommit,
+            2,
+            RequestKind::OffsetCommit(
+                OffsetCommitRequest::default()
+                    .with_group_id(GroupId(s("dl-od-g")))
+                    .with_generation_id_or_member_epoch(-1)
+                    .with_topics(vec![OffsetCommitRequestTopic::default()
+                        .with_name(topic_name("dl-od"))
+                        .with_partitions(vec![
+                            OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(5),
+                            OffsetCommitRequestPartition::default()
+                                .with_partition_index(1)
+                                .with_committed_offset(7),
+                        ])]),
+            ),
+        )
+        .await
+    else {
+        panic!("not an OffsetCommit answer")
+    };
+    assert!(c.topics[0].partitions.iter().all(|p| p.error_code == 0));
+    let both = vec![("dl-od".to_string(), 0, 5), ("dl-od".to_string(), 1, 7)];
+    assert_eq!(fetched(&mut conn, "dl-od-g").await, both);
+
+    // Deleted at the coordinator that has the group: gone from what OffsetFetch reads.
+    assert_eq!(delete(&mut conn, "dl-od-g", "dl-od", 0).await, (0, vec![0]));
+    assert_eq!(
+        fetched(&mut conn, "dl-od-g").await,
+        vec![("dl-od".to_string(), 1, 7)]
+    );
+    // A topic that does not exist: UNKNOWN_TOPIC_OR_PARTITION (3) for its partition.
+    assert_eq!(
+        delete(&mut conn, "dl-od-g", "dl-none", 0).await,
+        (0, vec![3])
+    );
+    drop(conn);
+    b.shutdown().await.unwrap();
+
+    // The same node, restarted with an empty local directory: no state of the group but
+    // what PostgreSQL holds.
+    let dir = tempfile::tempdir().unwrap();
+    let b = diskless_broker(dir.path(), &db, objects.path(), 1).await;
+    let mut conn = KafkaConn::connect(&b.bootstrap_address()).await;
+    assert_eq!(
+        fetched(&mut conn, "dl-od-g").await,
+        vec![("dl-od".to_string(), 1, 7)]
+    );
+    assert_eq!(delete(&mut conn, "dl-od-g", "dl-od", 1).await, (0, vec![0]));
+    assert!(fetched(&mut conn, "dl-od-g").await.is_empty());
+    // A group with neither state nor offsets: GROUP_ID_NOT_FOUND (69).
+    assert_eq!(
+        delete(&mut conn, "dl-od-nobody", "dl-od", 0).await,
+        (69, vec![])
+    );
+    drop(conn);
+    b.shutdown().await.unwrap();
+}

@@ -871,9 +871,86 @@ pub fn delete_groups_any(shared: &Arc<Shared>, req: DeleteGroupsRequest) -> Repl
 }
 
 /// OffsetDelete v0: refuses topics an active member subscribes to.
-pub fn offset_delete(shared: &Arc<Shared>, req: OffsetDeleteRequest) -> ResponseKind {
-    let topics: Vec<(String, Vec<i32>)> = req
-        .topics
+fn offset_delete(shared: &Arc<Shared>, req: OffsetDeleteRequest) -> ResponseKind {
+    let exists = |t: &str| shared.cluster.topic(t).is_some();
+    let results =
+        shared
+            .groups
+            .delete_offsets(&gid(&req.group_id), &offset_delete_targets(&req), &exists);
+    offset_delete_response(&req, results)
+}
+
+/// OffsetDelete; in diskless mode the offsets deleted go from PostgreSQL too, where
+/// OffsetFetch reads them — also those of a group this broker holds no state of, whose
+/// offsets were committed through its former coordinator.
+pub fn offset_delete_any(shared: &Arc<Shared>, req: OffsetDeleteRequest) -> Reply {
+    let Some(d) = shared.diskless.clone() else {
+        return Reply::Now(offset_delete(shared, req));
+    };
+    let shared = shared.clone();
+    Reply::Later(Box::pin(async move {
+        let group = gid(&req.group_id);
+        let targets = offset_delete_targets(&req);
+        let mut known = std::collections::HashSet::new();
+        for (t, _) in &targets {
+            if let Ok(Some(_)) = d.catalog.topic(&d.pg, t).await {
+                known.insert(t.clone());
+            }
+        }
+        let exists = |t: &str| known.contains(t);
+        let unavailable = |e: crate::diskless::DisklessError| {
+            tracing::warn!(group, error = %e, "committed offsets not deleted");
+            d.group_offsets.forget(&group);
+            ResponseError::CoordinatorNotAvailable
+        };
+        let results = match shared.groups.delete_offsets(&group, &targets, &exists) {
+            // No state here: the group exists if PostgreSQL holds offsets of it, and has no
+            // member subscribing to anything.
+            Err(ResponseError::GroupIdNotFound) => {
+                match d.group_offsets.fetch(&d.pg, d.node_id, &group).await {
+                    Ok(rows) if rows.is_empty() => Err(ResponseError::GroupIdNotFound),
+                    Ok(_) => Ok(targets
+                        .iter()
+                        .map(|(t, ps)| {
+                            let e = (!exists(t)).then_some(ResponseError::UnknownTopicOrPartition);
+                            ps.iter().map(|&p| (p, e)).collect()
+                        })
+                        .collect()),
+                    Err(e) => Err(unavailable(e)),
+                }
+            }
+            other => other,
+        };
+        let results = match results {
+            Ok(results) => {
+                let gone: Vec<(String, i32)> = targets
+                    .iter()
+                    .zip(&results)
+                    .flat_map(|((t, _), ps)| {
+                        ps.iter()
+                            .filter(|(_, e)| e.is_none())
+                            .map(move |(p, _)| (t.clone(), *p))
+                    })
+                    .collect();
+                match d
+                    .group_offsets
+                    .delete_offsets(&d.pg, d.node_id, &group, &gone)
+                    .await
+                {
+                    Ok(true) => Ok(results),
+                    Ok(false) => Err(ResponseError::NotCoordinator),
+                    Err(e) => Err(unavailable(e)),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        offset_delete_response(&req, results)
+    }))
+}
+
+/// The (topic, partitions) an OffsetDelete names.
+fn offset_delete_targets(req: &OffsetDeleteRequest) -> Vec<(String, Vec<i32>)> {
+    req.topics
         .iter()
         .map(|t| {
             (
@@ -881,15 +958,14 @@ pub fn offset_delete(shared: &Arc<Shared>, req: OffsetDeleteRequest) -> Response
                 t.partitions.iter().map(|p| p.partition_index).collect(),
             )
         })
-        .collect();
-    let exists = |t: &str| match &shared.diskless {
-        Some(d) => d.catalog.cached(t).is_some(),
-        None => shared.cluster.topic(t).is_some(),
-    };
-    let r = match shared
-        .groups
-        .delete_offsets(&gid(&req.group_id), &topics, &exists)
-    {
+        .collect()
+}
+
+fn offset_delete_response(
+    req: &OffsetDeleteRequest,
+    results: Result<Vec<crate::group::PartitionErrors>, ResponseError>,
+) -> ResponseKind {
+    let r = match results {
         Err(e) => OffsetDeleteResponse::default().with_error_code(e.code()),
         Ok(results) => OffsetDeleteResponse::default().with_topics(
             req.topics

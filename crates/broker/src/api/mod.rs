@@ -430,7 +430,7 @@ fn handle(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestContext>) 
         RequestKind::DescribeGroups(r) => Reply::Now(groups::describe_groups(shared, r, version)),
         RequestKind::ListGroups(r) => Reply::Now(groups::list_groups(shared, r, version)),
         RequestKind::DeleteGroups(r) => groups::delete_groups_any(shared, r),
-        RequestKind::OffsetDelete(r) => Reply::Now(groups::offset_delete(shared, r)),
+        RequestKind::OffsetDelete(r) => groups::offset_delete_any(shared, r),
         RequestKind::ConsumerGroupHeartbeat(r) => Reply::Now(groups::consumer_group_heartbeat(
             shared, r, version, &client_id, peer,
         )),

@@ -173,6 +173,50 @@ impl GroupOffsets {
             .collect())
     }
 
+    /// Deletes the committed offsets of `partitions` (topic, partition) of `group`
+    /// (OffsetDelete), if this broker's claim still holds. `Ok(false)`: it does not
+    /// (another broker took the group over): nothing was deleted.
+    pub async fn delete_offsets(
+        &self,
+        pg: &SharedClient,
+        node_id: i32,
+        group: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<bool, DisklessError> {
+        if partitions.is_empty() {
+            return Ok(true);
+        }
+        let epoch = self.claim(pg, node_id, group).await?;
+        let topics: Vec<&str> = partitions.iter().map(|(t, _)| t.as_str()).collect();
+        let numbers: Vec<i32> = partitions.iter().map(|(_, p)| *p).collect();
+        let client = pg.get().await?;
+        // One statement: the claim row locked and checked, the rows deleted only under it.
+        let row = client
+            .query_one(
+                "WITH claim AS (SELECT 1 FROM rafka_groups WHERE group_id = $1 \
+                 AND coordinator = $4 AND coordinator_epoch = $5 FOR SHARE), \
+                 gone AS (DELETE FROM rafka_offsets o \
+                 USING unnest($2::text[], $3::int[]) AS x(t, p) \
+                 WHERE o.group_id = $1 AND o.topic = x.t AND o.partition = x.p \
+                 AND EXISTS (SELECT 1 FROM claim) RETURNING 1) \
+                 SELECT (SELECT count(*) FROM claim), (SELECT count(*) FROM gone)",
+                &[&group, &topics, &numbers, &node_id, &epoch],
+            )
+            .await?;
+        let held: i64 = row.get(0);
+        if held == 0 {
+            tracing::warn!(
+                group,
+                node_id,
+                epoch,
+                "fenced: another broker took the group over"
+            );
+            self.forget(group);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
     /// Deletes the group's offsets and claim row (DeleteGroups).
     pub async fn delete(&self, pg: &SharedClient, group: &str) -> Result<(), DisklessError> {
         self.forget(group);
@@ -217,6 +261,17 @@ mod tests {
         // Broker 1 coordinating again claims anew, which fences broker 2.
         assert_eq!(one.fetch(&d.pg, 1, "g").await.unwrap(), at(30));
         assert!(!two.commit(&d.pg, 2, "g", &at(1)).await.unwrap());
+        // OffsetDelete: broker 2 claims the group (broker 1's next write fails), broker 1
+        // takes it back; broker 2, now fenced, deletes nothing; broker 1 deletes it.
+        let t0 = [("t".to_string(), 0)];
+        assert_eq!(two.fetch(&d.pg, 2, "g").await.unwrap(), at(30));
+        assert!(!one.commit(&d.pg, 1, "g", &at(35)).await.unwrap());
+        assert_eq!(one.fetch(&d.pg, 1, "g").await.unwrap(), at(30));
+        assert!(!two.delete_offsets(&d.pg, 2, "g", &t0).await.unwrap());
+        assert_eq!(one.fetch(&d.pg, 1, "g").await.unwrap(), at(30));
+        assert!(one.delete_offsets(&d.pg, 1, "g", &t0).await.unwrap());
+        assert!(one.fetch(&d.pg, 1, "g").await.unwrap().is_empty());
+        assert!(one.commit(&d.pg, 1, "g", &at(40)).await.unwrap());
         one.delete(&d.pg, "g").await.unwrap();
         assert!(two.fetch(&d.pg, 2, "g").await.unwrap().is_empty());
     }
