@@ -484,3 +484,96 @@ async fn offset_delete_removes_the_offsets_postgres_holds() {
     drop(conn);
     b.shutdown().await.unwrap();
 }
+
+/// DeleteRecords on a diskless topic through librdkafka's admin client: the log start
+/// offset moves (mid-batch too), reads start there, an offset past the high watermark is
+/// OFFSET_OUT_OF_RANGE, and `Offset::End` empties the partition. The other broker of the
+/// cluster sees the same low watermark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_records_moves_the_log_start_for_every_broker() {
+    use rdkafka::admin::AdminOptions;
+    use rdkafka::{Offset, TopicPartitionList};
+    const T: Duration = Duration::from_secs(10);
+
+    let db = Postgres::shared().fresh_database("clients_diskless_delete_records");
+    let (dir_a, dir_b, objects) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let a = diskless_broker(dir_a.path(), &db, objects.path(), 1).await;
+    let b = diskless_broker(dir_b.path(), &db, objects.path(), 2).await;
+    let (addr_a, addr_b) = (a.bootstrap_address(), b.bootstrap_address());
+    create_topic(&addr_a, "dl-dr", 1, &[]).await;
+    // Ten records in five batches of two (each pair awaited before the next).
+    let p = producer(&addr_a, &[("linger.ms", "5")]);
+    for pair in 0..5 {
+        let sends: Vec<_> = (0..2)
+            .map(|i| {
+                let v = format!("v{}", pair * 2 + i);
+                p.send_result(FutureRecord::<(), _>::to("dl-dr").payload(&v).partition(0))
+                    .expect("queue has room")
+            })
+            .collect();
+        for s in sends {
+            s.await.unwrap().unwrap();
+        }
+    }
+    let delete = |offset: Offset| {
+        let admin = support::admin(&addr_a);
+        async move {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset("dl-dr", 0, offset).unwrap();
+            let res = admin
+                .delete_records(&tpl, &AdminOptions::new().operation_timeout(Some(T)))
+                .await
+                .unwrap();
+            let e = &res.elements()[0];
+            (e.offset(), e.error().err())
+        }
+    };
+    // Offset 3 lies inside the second batch: the log starts there all the same.
+    assert_eq!(delete(Offset::Offset(3)).await, (Offset::Offset(3), None));
+    let addr = addr_b.clone();
+    let seen = tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let c: BaseConsumer = support::client_config(&addr)
+            .set("group.id", "dl-dr-reader")
+            .create()
+            .unwrap();
+        assert_eq!(c.fetch_watermarks("dl-dr", 0, T).unwrap(), (3, 10));
+        consume(&addr, "dl-dr", 1, 7, Duration::from_secs(30))
+    })
+    .await
+    .unwrap();
+    let got: Vec<(i64, String)> = seen
+        .into_iter()
+        .map(|m| (m.offset, String::from_utf8(m.value.unwrap()).unwrap()))
+        .collect();
+    let want: Vec<(i64, String)> = (3..10).map(|o| (o, format!("v{o}"))).collect();
+    assert_eq!(got, want);
+    // Past the high watermark: OFFSET_OUT_OF_RANGE, nothing moved. Below the log start:
+    // the log start stays.
+    let (_, e) = delete(Offset::Offset(11)).await;
+    assert_eq!(
+        e.and_then(|e| e.rdkafka_error_code()),
+        Some(rdkafka::types::RDKafkaErrorCode::OffsetOutOfRange)
+    );
+    assert_eq!(delete(Offset::Offset(1)).await, (Offset::Offset(3), None));
+    // Everything (the high watermark).
+    assert_eq!(delete(Offset::End).await, (Offset::Offset(10), None));
+    let addr = addr_b.clone();
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let c: BaseConsumer = support::client_config(&addr)
+            .set("group.id", "dl-dr-reader")
+            .create()
+            .unwrap();
+        assert_eq!(c.fetch_watermarks("dl-dr", 0, T).unwrap(), (10, 10));
+    })
+    .await
+    .unwrap();
+    drop(p);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

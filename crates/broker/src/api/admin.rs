@@ -35,7 +35,7 @@ use kafka_protocol::ResponseError;
 use rafka_core::{Offset, TopicName};
 use rafka_hooks::{AdminOp, RequestContext, Verdict};
 
-use super::{sb, storage_error_code, wire_topic};
+use super::{sb, storage_error_code, wire_topic, Reply};
 use crate::quota_manager::MutationQuota;
 use crate::shared::Shared;
 use crate::state::{is_internal, TopicError};
@@ -369,7 +369,7 @@ pub fn create_partitions(
 }
 
 /// DeleteRecords v0–2: moves the log start offset (-1 means the high watermark).
-pub fn delete_records(shared: &Arc<Shared>, req: DeleteRecordsRequest) -> ResponseKind {
+fn delete_records(shared: &Arc<Shared>, req: DeleteRecordsRequest) -> ResponseKind {
     let topics = req
         .topics
         .into_iter()
@@ -400,6 +400,57 @@ pub fn delete_records(shared: &Arc<Shared>, req: DeleteRecordsRequest) -> Respon
         })
         .collect();
     ResponseKind::DeleteRecords(DeleteRecordsResponse::default().with_topics(topics))
+}
+
+/// DeleteRecords; in diskless mode the log start offsets are PostgreSQL's, moved by
+/// whichever broker is asked (the partition's row lock orders concurrent moves).
+pub fn delete_records_any(shared: &Arc<Shared>, req: DeleteRecordsRequest) -> Reply {
+    let Some(d) = shared.diskless.clone() else {
+        return Reply::Now(delete_records(shared, req));
+    };
+    Reply::Later(Box::pin(async move {
+        use crate::diskless::sweeper::Cutting;
+        let mut topics = Vec::with_capacity(req.topics.len());
+        for t in req.topics {
+            let topic = d.catalog.topic(&d.pg, &t.name).await.ok().flatten();
+            let mut partitions = Vec::with_capacity(t.partitions.len());
+            for dp in &t.partitions {
+                let r = DeleteRecordsPartitionResult::default()
+                    .with_partition_index(dp.partition_index)
+                    .with_low_watermark(-1);
+                let tp = match &topic {
+                    Some(topic) if (0..topic.partitions).contains(&dp.partition_index) => {
+                        (topic.id, dp.partition_index)
+                    }
+                    _ => {
+                        partitions
+                            .push(r.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                        continue;
+                    }
+                };
+                let r = match crate::diskless::sweeper::delete_records(&d, tp, dp.offset).await {
+                    Ok(Cutting::Moved { log_start, .. }) => r.with_low_watermark(log_start),
+                    Ok(Cutting::OutOfRange) => {
+                        r.with_error_code(ResponseError::OffsetOutOfRange.code())
+                    }
+                    Ok(Cutting::NoPartition) => {
+                        r.with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %t.name.as_str(), partition = dp.partition_index, error = %e, "records not deleted");
+                        r.with_error_code(ResponseError::KafkaStorageError.code())
+                    }
+                };
+                partitions.push(r);
+            }
+            topics.push(
+                DeleteRecordsTopicResult::default()
+                    .with_name(t.name)
+                    .with_partitions(partitions),
+            );
+        }
+        ResponseKind::DeleteRecords(DeleteRecordsResponse::default().with_topics(topics))
+    }))
 }
 
 /// DescribeLogDirs v1–4: one log directory holding every partition.

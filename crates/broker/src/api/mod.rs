@@ -371,7 +371,7 @@ fn handle(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestContext>) 
             Some(d) => metadata::diskless::describe_topic_partitions(d, r),
             None => Reply::Now(metadata::describe_topic_partitions(shared, r)),
         },
-        RequestKind::DeleteRecords(r) => Reply::Now(admin::delete_records(shared, r)),
+        RequestKind::DeleteRecords(r) => admin::delete_records_any(shared, r),
         RequestKind::DescribeCluster(r) => Reply::Now(match &shared.diskless {
             Some(d) => metadata::diskless::describe_cluster(shared, d, r, &ctx.session.listener),
             None => metadata::describe_cluster(shared, r, &ctx.session.listener),

@@ -98,34 +98,117 @@ pub async fn retain_partition(
     } else {
         i64::MIN
     };
+    let cut = Cut::Retention {
+        time_cutoff,
+        retention_bytes,
+    };
+    Ok(match cut_partition(d, client, tp, cut).await? {
+        Cutting::Moved { before, log_start } => log_start - before,
+        Cutting::NoPartition | Cutting::OutOfRange => 0,
+    })
+}
+
+/// DeleteRecords on one partition: the log start offset moves to `offset` (-1: the high
+/// watermark), as Kafka's; batches wholly below it go, and objects left with no batch
+/// become unreferenced. An offset beyond the high watermark is out of range.
+pub async fn delete_records(
+    d: &Diskless,
+    tp: super::commit::Tp,
+    offset: i64,
+) -> Result<Cutting, DisklessError> {
+    let mut client = super::pg::connect(d.coordinator()).await?;
+    cut_partition(d, &mut client, tp, Cut::Before(offset)).await
+}
+
+/// What a cut of a partition's head removes.
+enum Cut {
+    /// Batches past the retention limits (see [`retain_partition`]).
+    Retention {
+        time_cutoff: i64,
+        retention_bytes: i64,
+    },
+    /// Every offset below this one (-1: the high watermark).
+    Before(i64),
+}
+
+/// What a cut did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cutting {
+    /// The log start offset is now `log_start` (it was `before`).
+    Moved {
+        /// The log start offset before the cut.
+        before: i64,
+        /// The log start offset after it.
+        log_start: i64,
+    },
+    /// No such partition.
+    NoPartition,
+    /// The offset asked for lies beyond the high watermark (or below -1).
+    OutOfRange,
+}
+
+/// One transaction: the partition row locked, the batch index rows the cut removes
+/// deleted, the log start offset moved, objects left with no row marked unreferenced,
+/// and the new marks announced.
+async fn cut_partition(
+    d: &Diskless,
+    client: &mut tokio_postgres::Client,
+    tp: super::commit::Tp,
+    cut: Cut,
+) -> Result<Cutting, DisklessError> {
     let tx = client.transaction().await?;
-    let Some(before) = tx
+    let Some(row) = tx
         .query_opt(
-            "SELECT log_start_offset FROM rafka_partitions \
+            "SELECT log_start_offset, high_watermark FROM rafka_partitions \
              WHERE topic_id = $1 AND partition = $2 FOR UPDATE",
             &[&tp.0, &tp.1],
         )
         .await?
     else {
-        return Ok(0);
+        return Ok(Cutting::NoPartition);
     };
-    let before: i64 = before.get(0);
-    let deleted = tx
-        .query(
-            "WITH r AS (SELECT base_offset, max_timestamp, \
-               sum(byte_length) OVER (ORDER BY base_offset DESC) - byte_length AS after_bytes \
-               FROM rafka_batches WHERE topic_id = $1 AND partition = $2), \
-             keep AS (SELECT coalesce(min(base_offset), 9223372036854775807) AS cut FROM r \
-               WHERE NOT (max_timestamp < $3::bigint \
-                 OR ($4::bigint >= 0 AND after_bytes >= $4::bigint))) \
-             DELETE FROM rafka_batches b USING keep \
-             WHERE b.topic_id = $1 AND b.partition = $2 AND b.base_offset < keep.cut \
-             RETURNING b.last_offset, b.object_id",
-            &[&tp.0, &tp.1, &time_cutoff, &retention_bytes],
-        )
-        .await?;
-    let Some(new_start) = deleted.iter().map(|r| r.get::<_, i64>(0) + 1).max() else {
-        return Ok(0);
+    let (before, hw): (i64, i64) = (row.get(0), row.get(1));
+    let (deleted, target) = match cut {
+        Cut::Retention {
+            time_cutoff,
+            retention_bytes,
+        } => {
+            let deleted = tx
+                .query(
+                    "WITH r AS (SELECT base_offset, max_timestamp, \
+                       sum(byte_length) OVER (ORDER BY base_offset DESC) - byte_length \
+                       AS after_bytes FROM rafka_batches WHERE topic_id = $1 AND partition = $2), \
+                     keep AS (SELECT coalesce(min(base_offset), 9223372036854775807) AS cut \
+                       FROM r WHERE NOT (max_timestamp < $3::bigint \
+                         OR ($4::bigint >= 0 AND after_bytes >= $4::bigint))) \
+                     DELETE FROM rafka_batches b USING keep \
+                     WHERE b.topic_id = $1 AND b.partition = $2 AND b.base_offset < keep.cut \
+                     RETURNING b.last_offset, b.object_id",
+                    &[&tp.0, &tp.1, &time_cutoff, &retention_bytes],
+                )
+                .await?;
+            let Some(target) = deleted.iter().map(|r| r.get::<_, i64>(0) + 1).max() else {
+                return Ok(Cutting::Moved {
+                    before,
+                    log_start: before,
+                });
+            };
+            (deleted, target)
+        }
+        Cut::Before(offset) => {
+            let target = if offset == -1 { hw } else { offset };
+            if target < 0 || target > hw {
+                return Ok(Cutting::OutOfRange);
+            }
+            let deleted = tx
+                .query(
+                    "DELETE FROM rafka_batches WHERE topic_id = $1 AND partition = $2 \
+                     AND last_offset < $3 RETURNING last_offset, object_id",
+                    &[&tp.0, &tp.1, &target],
+                )
+                .await?;
+            (deleted, target)
+        }
     };
     let mut objects: Vec<i64> = deleted.iter().map(|r| r.get(1)).collect();
     objects.sort_unstable();
@@ -135,7 +218,7 @@ pub async fn retain_partition(
             "UPDATE rafka_partitions SET log_start_offset = greatest(log_start_offset, $3) \
              WHERE topic_id = $1 AND partition = $2 \
              RETURNING log_start_offset, high_watermark",
-            &[&tp.0, &tp.1, &new_start],
+            &[&tp.0, &tp.1, &target],
         )
         .await?;
     let (log_start, hw): (i64, i64) = (marks.get(0), marks.get(1));
@@ -160,7 +243,7 @@ pub async fn retain_partition(
     }
     tx.commit().await?;
     d.marks.advance(tp, log_start, hw);
-    Ok(log_start - before)
+    Ok(Cutting::Moved { before, log_start })
 }
 
 /// Retention of every diskless topic's partitions; `limits` gives a topic's
