@@ -344,7 +344,10 @@ impl FetchSessions {
         if session.epoch != epoch {
             return Err(ResponseError::InvalidFetchSessionEpoch);
         }
-        let mut with_records = Vec::new();
+        // The answer follows the session's order at `begin`, so each partition is found
+        // where the last one was, plus one; the index is asked only if that is not it.
+        let mut moved = vec![false; session.partitions.len()];
+        let mut next = 0usize;
         for t in &mut resp.responses {
             let FetchableTopicResponse {
                 topic,
@@ -353,10 +356,25 @@ impl FetchSessions {
                 ..
             } = t;
             partitions.retain(|pd| {
-                let key = (topic.clone(), *topic_id, pd.partition_index);
-                let Some(&i) = session.index.get(&key) else {
-                    return true;
+                let at = |i: usize| {
+                    session.partitions.get(i).is_some_and(|c| {
+                        c.request.partition == pd.partition_index
+                            && c.topic_id == *topic_id
+                            && c.topic == *topic
+                    })
                 };
+                let i = if at(next) {
+                    next
+                } else {
+                    match session
+                        .index
+                        .get(&(topic.clone(), *topic_id, pd.partition_index))
+                    {
+                        Some(&i) => i,
+                        None => return true,
+                    }
+                };
+                next = i + 1;
                 let c = &mut session.partitions[i];
                 let has_records = pd.records.as_ref().is_some_and(|r| !r.is_empty());
                 let mut send = has_records;
@@ -378,26 +396,26 @@ impl FetchSessions {
                 if pd.diverging_epoch.epoch >= 0 || pd.preferred_read_replica.0 >= 0 {
                     send = true;
                 }
-                if has_records {
-                    with_records.push(key);
-                }
+                moved[i] |= has_records;
                 send
             });
         }
         resp.responses.retain(|t| !t.partitions.is_empty());
-        if !with_records.is_empty() {
-            // Those that returned records go last, in the order they were answered.
-            let moved: Vec<CachedPartition> = with_records
-                .iter()
-                .filter_map(|k| session.index.get(k).map(|&i| session.partitions[i].clone()))
-                .collect();
-            let moved_keys: std::collections::HashSet<&PartitionKey> =
-                with_records.iter().collect();
-            session
-                .partitions
-                .retain(|p| !moved_keys.contains(&p.key()));
-            session.partitions.extend(moved);
-            session.reindex();
+        if moved.iter().any(|&m| m) {
+            // Those that returned records go last, in the session's order; the index
+            // follows them without hashing anything again.
+            let mut new_position = vec![0usize; moved.len()];
+            let (stay, go): (Vec<_>, Vec<_>) = std::mem::take(&mut session.partitions)
+                .into_iter()
+                .enumerate()
+                .partition(|(i, _)| !moved[*i]);
+            for (new, (old, p)) in stay.into_iter().chain(go).enumerate() {
+                new_position[old] = new;
+                session.partitions.push(p);
+            }
+            for i in session.index.values_mut() {
+                *i = new_position[*i];
+            }
         }
         Ok(())
     }
@@ -543,12 +561,15 @@ mod tests {
         assert_eq!(partitions(&resp), vec![0, 2, 1]);
 
         // Forgotten partitions leave the session; a session left empty closes.
-        let mut req = request(id, 4, &[]);
+        // (The index follows the new order: naming 2 updates 2.)
+        let mut req = request(id, 4, &[("t", 2, 7)]);
         req.forgotten_topics_data = vec![ForgottenTopic::default()
             .with_topic(name("t"))
             .with_partitions(vec![0, 1])];
         let (_, full) = incremental(&cache, &req, now);
         assert_eq!(partitions(&answer(&full, 0, None)), vec![2]);
+        assert_eq!(full.topics[0].partitions[0].fetch_offset, 7);
+        req.topics.clear();
         req.session_epoch = 5;
         req.forgotten_topics_data[0].partitions = vec![2];
         assert!(matches!(
