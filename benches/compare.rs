@@ -49,12 +49,16 @@
 //! engine: produce throughput, latency p50/p99, objects and PostgreSQL transactions per GB
 //! (benches/diskless/mod.rs).
 //!
+//! `RAFKA_BENCH_ONLY=many` runs only 1,000 partitions over 50 producer and 10 consumer
+//! connections (several client processes) against one partition (benches/many/mod.rs).
+//!
 //! Sizes: `RAFKA_BENCH_RECORDS` (1 KiB records, default 200,000), `RAFKA_BENCH_STARTUP_MIB`
 //! (data for the start-up test, default 1024), `RAFKA_BENCH_STARTUP_PARTITIONS` (1000).
 //! Prints a Markdown table; not a pass/fail test.
 
 mod common;
 mod diskless;
+mod many;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -715,6 +719,9 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` / `cargo test --benches` probe
     }
+    if many::child() {
+        return; // a client process of `RAFKA_BENCH_ONLY=many`
+    }
     let records = env_num("RAFKA_BENCH_RECORDS", 200_000);
     let dir = tempfile::tempdir_in(std::env::var("RAFKA_BENCH_DIR").unwrap_or_else(|_| ".".into()))
         .unwrap();
@@ -736,6 +743,10 @@ fn main() {
     }
     if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "preallocate") {
         preallocate_on_and_off(dir.path(), records);
+        return;
+    }
+    if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "many") {
+        many::many(dir.path(), records);
         return;
     }
     if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "zerocopy") {

@@ -14,6 +14,7 @@ mod bad_input;
 mod client_quotas_raw;
 mod fetch_raw;
 mod fetch_sendfile_raw;
+mod fetch_session_raw;
 mod groups_raw;
 mod idempotence_raw;
 mod long_poll_raw;

@@ -606,6 +606,9 @@ pub struct BrokerConfig {
     /// socket (`splice`, `sendfile`) on plaintext connections, instead of reading them into
     /// memory first. Rafka's own switch (Kafka has none: it always does so).
     pub zero_copy_fetch: bool,
+    /// `max.incremental.fetch.session.cache.slots`: KIP-227 fetch sessions the broker
+    /// keeps (0: none, every Fetch is answered sessionless).
+    pub max_incremental_fetch_session_cache_slots: usize,
     /// `log.retention.check.interval.ms`.
     pub log_retention_check_interval_ms: u64,
     /// `log.cleaner.backoff.ms`: the cleaner's pause when no compacted partition is over
@@ -741,6 +744,7 @@ impl Default for BrokerConfig {
             controller_quota_window_num: 11,
             controller_quota_window_size_seconds: 1,
             zero_copy_fetch: true,
+            max_incremental_fetch_session_cache_slots: 1000,
             log_retention_check_interval_ms: 300_000,
             log_cleaner_backoff_ms: 15_000,
             log_cleaner_dedupe_buffer_size: 128 * 1024 * 1024,
@@ -1106,6 +1110,17 @@ impl Config {
         }
         if let Err(e) = crate::topic_config::validate("cleanup.policy", &b.log_cleanup_policy) {
             return invalid("broker.log_cleanup_policy", e.0);
+        }
+        if b.max_incremental_fetch_session_cache_slots
+            > rafka_core::limits::FETCH_SESSION_CACHE_SLOTS_MAX
+        {
+            return invalid(
+                "broker.max_incremental_fetch_session_cache_slots",
+                format!(
+                    "at most {}",
+                    rafka_core::limits::FETCH_SESSION_CACHE_SLOTS_MAX
+                ),
+            );
         }
         if b.log_retention_check_interval_ms == 0 {
             return invalid(

@@ -24,6 +24,7 @@ mod config;
 mod connection_quotas;
 mod credentials;
 pub mod diskless;
+pub(crate) mod fetch_session;
 mod group;
 mod hooks;
 mod metrics;

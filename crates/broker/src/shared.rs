@@ -37,6 +37,8 @@ pub struct Shared {
     txn_log: parking_lot::RwLock<Option<Arc<[Arc<PartitionState>]>>>,
     /// Current epochs of idempotent producers (no transactional id), for KIP-360 epoch
     /// bumps in InitProducerId. Bounded; held only for a lookup.
+    /// KIP-227 fetch sessions (`api::fetch`); locked for one lookup or update at a time.
+    pub(crate) fetch_sessions: crate::fetch_session::FetchSessions,
     pub(crate) idempotent_epochs:
         parking_lot::Mutex<crate::api::init_producer_id::IdempotentEpochs>,
     /// Woken whenever the transaction coordinator finished a write (a state record, or a
@@ -203,6 +205,9 @@ impl Shared {
                 samples: config.broker.quota_window_num,
                 window: std::time::Duration::from_secs(config.broker.quota_window_size_seconds),
             });
+        let fetch_sessions = crate::fetch_session::FetchSessions::new(
+            config.broker.max_incremental_fetch_session_cache_slots,
+        );
         Shared {
             node_id: config.broker.node_id,
             config,
@@ -211,6 +216,7 @@ impl Shared {
             txn: parking_lot::Mutex::new(recovered.txn),
             txn_log: parking_lot::RwLock::new(recovered.txn_log),
             idempotent_epochs: parking_lot::Mutex::new(Default::default()),
+            fetch_sessions,
             txn_settled: tokio::sync::Notify::new(),
             acls: recovered.acls,
             quotas: recovered.quotas,

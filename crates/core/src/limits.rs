@@ -46,6 +46,14 @@ pub const FETCH_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Longest a fetch may wait for data (`max_wait_ms` is clamped to this).
 pub const FETCH_MAX_WAIT_MS_MAX: u64 = 30_000;
 
+/// Partitions all fetch sessions (KIP-227) hold together, about 250 bytes each: a full
+/// fetch that would pass it is answered without a session, and an incremental fetch that
+/// would pass it closes its session (the client then fetches in full and goes on).
+pub const FETCH_SESSION_PARTITIONS_MAX: usize = 1_000_000;
+
+/// Most `max.incremental.fetch.session.cache.slots` may be set to.
+pub const FETCH_SESSION_CACHE_SLOTS_MAX: usize = 100_000;
+
 /// Producer batches remembered per (producer id, partition) for duplicate detection,
 /// as in Kafka (the idempotent producer keeps at most 5 in flight).
 pub const PRODUCER_BATCHES_REMEMBERED: usize = 5;

@@ -1,7 +1,10 @@
 //! Fetch v0–16: whole stored batches starting with the one containing the fetch offset,
 //! bounded by `max_bytes` and `partition_max_bytes` (the first non-empty partition always
 //! gets at least one batch), and a long poll until `min_bytes` or `max_wait_ms`.
-//! Sessionless: the response carries session id 0, which clients take as "no session".
+//! KIP-227 fetch sessions (v7+) through `crate::fetch_session`: an incremental fetch reads
+//! every partition of its session and answers only those with something new. Diskless
+//! topics, and every fetch while ACLs are enforced, are answered sessionless (session id 0,
+//! which clients take as "no session"; they then keep naming every partition).
 //!
 //! Old clients, as Kafka 3.9 served them: before v10 a partition whose next batch is
 //! zstd-compressed answers UNSUPPORTED_COMPRESSION_TYPE (the client cannot decompress it;
@@ -10,7 +13,7 @@
 //! for v0–1, magic 1 for v2–3), after hooks and traffic counters saw the stored batches.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
@@ -27,6 +30,7 @@ use rafka_protocol::{region_placeholder, FetchRegions};
 use super::{storage_error_code, wire_topic, Reply};
 use crate::diskless::fetch as dl_fetch;
 use crate::diskless::Diskless;
+use crate::fetch_session::FetchContext;
 use crate::shared::Shared;
 use crate::state::{
     is_internal, AppendWaiter, IsolationLevel, PartitionRead, PartitionRegionRead, Topic,
@@ -366,6 +370,50 @@ fn finish(
     resp
 }
 
+/// What a fetch's answer does to its fetch session.
+#[derive(Debug, Clone, Copy)]
+enum SessionStep {
+    /// Nothing: session id 0.
+    None,
+    /// Opens a session if the cache has room.
+    Open,
+    /// Narrows the answer to what session `id` (now at `epoch`) has not sent yet.
+    Incremental { id: i32, epoch: i32 },
+}
+
+/// The answer to send: `finish`, then the fetch session's part. A throttled answer later
+/// loses only its records, so what the session records as sent stays true.
+fn answer(
+    shared: &Shared,
+    ctx: &RequestContext,
+    req: &FetchRequest,
+    version: i16,
+    resp: FetchResponse,
+    regions: FetchRegions,
+    step: SessionStep,
+) -> ResponseKind {
+    let mut resp = finish(shared, ctx, req, version, resp, regions);
+    match step {
+        SessionStep::None => {}
+        SessionStep::Open => {
+            resp.session_id = shared
+                .fetch_sessions
+                .open(req, version, &resp, Instant::now());
+        }
+        SessionStep::Incremental { id, epoch } => {
+            match shared.fetch_sessions.respond(id, epoch, &mut resp) {
+                Ok(()) => resp.session_id = id,
+                // Closed or taken over while this fetch waited.
+                Err(e) => {
+                    drop(take_regions());
+                    resp = FetchResponse::default().with_error_code(e.code());
+                }
+            }
+        }
+    }
+    ResponseKind::Fetch(resp)
+}
+
 /// Fetch.
 /// `on_fetch` hooks run on the response that is sent, once.
 pub fn handle(
@@ -379,6 +427,22 @@ pub fn handle(
             return fetch_diskless(shared, d, req, version, ctx);
         }
     }
+    let (req, step) = match shared.fetch_sessions.begin(&req, version, Instant::now()) {
+        FetchContext::Error(e) => {
+            return Reply::Now(ResponseKind::Fetch(
+                FetchResponse::default().with_error_code(e.code()),
+            ));
+        }
+        FetchContext::Incremental { id, epoch, request } => {
+            (*request, SessionStep::Incremental { id, epoch })
+        }
+        // Sessions remember partitions across requests; the authorizer looks only at the
+        // partitions a request names, so with ACLs every fetch names them all.
+        FetchContext::Full if shared.diskless.is_none() && !shared.acls.enabled() => {
+            (req, SessionStep::Open)
+        }
+        FetchContext::Full | FetchContext::Sessionless => (req, SessionStep::None),
+    };
     let min_bytes = req.min_bytes.max(0) as usize;
     let answer_now = |resp: &FetchResponse, bytes: usize| {
         let has_error = resp
@@ -397,9 +461,7 @@ pub fn handle(
         (resp, bytes, regions) = collect(shared, &req, version, zero_copy);
     }
     let Some(mut waiter) = waiter.filter(|_| !answer_now(&resp, bytes)) else {
-        return Reply::Now(ResponseKind::Fetch(finish(
-            shared, ctx, &req, version, resp, regions,
-        )));
+        return Reply::Now(answer(shared, ctx, &req, version, resp, regions, step));
     };
     let shared = shared.clone();
     let ctx = ctx.clone();
@@ -415,7 +477,7 @@ pub fn handle(
             waiter = register(&shared, &req, version);
             let (resp, bytes, regions) = collect(&shared, &req, version, zero_copy);
             if bytes >= min_bytes.max(1) || !woke {
-                return ResponseKind::Fetch(finish(&shared, &ctx, &req, version, resp, regions));
+                return answer(&shared, &ctx, &req, version, resp, regions, step);
             }
         }
     }))

@@ -1,0 +1,640 @@
+//! KIP-227 incremental fetch sessions, sans IO: the broker's bounded cache of what each
+//! consumer fetches, so that a consumer of many partitions names only the partitions whose
+//! fetch position changed, and hears only about the partitions that have something new.
+//!
+//! The request's `(session_id, session_epoch)` says what it is (Fetch v7+):
+//! - epoch -1 (`FINAL_EPOCH`): sessionless, as before v7; a session id with it closes that
+//!   session. The answer carries session id 0.
+//! - epoch 0 (`INITIAL_EPOCH`): a full fetch. A session id with it closes that session first.
+//!   The answer opens a new session (its id in the answer, next epoch 1) if the cache has room.
+//! - any other epoch: an incremental fetch of session `session_id`, which must exist
+//!   (FETCH_SESSION_ID_NOT_FOUND) and expect this epoch (INVALID_FETCH_SESSION_EPOCH), and
+//!   use topic ids exactly when the request version does (v13+; FETCH_SESSION_TOPIC_ID_ERROR).
+//!   The partitions it names are added or updated, `forgotten_topics_data` dropped, and every
+//!   partition of the session is read; the answer lists a partition only if it has records,
+//!   an error, or a high watermark, last stable offset or log start offset other than the
+//!   one the session last sent. Partitions that returned records move to the end of the
+//!   session's order, so a `max_bytes` budget is shared fairly over fetches. The epoch after
+//!   `i32::MAX` is 1. A session left empty closes, and that answer is sessionless.
+//!
+//! What the session remembers is only what its answers carried: a throttled answer keeps
+//! its partitions and marks (only the records are dropped), so the client has seen what
+//! the session records; fetch positions come from the client alone. Sessions belong to no
+//! connection (a client may reconnect and go on).
+//!
+//! The cache holds at most `max.incremental.fetch.session.cache.slots` sessions (Kafka's
+//! name and default, 1000; 0 turns sessions off). When it is full a new session takes the
+//! place of the least recently used one if that one was idle for 2 minutes (Kafka's
+//! eviction time), else of the session with the fewest partitions (the least recently used
+//! of those) if the new one has more partitions; else the full fetch is answered
+//! sessionless. Rafka's simplification of Kafka's policy, which also prefers followers.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::ResponseError;
+
+use rafka_core::limits::FETCH_SESSION_PARTITIONS_MAX;
+
+/// The epoch of a full fetch that opens a session.
+pub(crate) const INITIAL_EPOCH: i32 = 0;
+/// The epoch of a sessionless fetch, or of one that closes its session.
+pub(crate) const FINAL_EPOCH: i32 = -1;
+/// The session id of no session.
+pub(crate) const NO_SESSION: i32 = 0;
+/// The first Fetch version with sessions (KIP-227).
+pub(crate) const SESSION_FETCH_VERSION_MIN: i16 = 7;
+/// The first Fetch version naming topics by id (KIP-516).
+const TOPIC_ID_FETCH_VERSION_MIN: i16 = 13;
+/// A session idle this long may give its slot to any new session (Kafka's
+/// `FetchSessionCache` eviction time).
+const IDLE_EVICTION: Duration = Duration::from_secs(120);
+
+/// The epoch the request after one of `epoch` carries (Kafka's `nextEpoch`).
+fn next_epoch(epoch: i32) -> i32 {
+    if epoch < 0 {
+        FINAL_EPOCH
+    } else if epoch == i32::MAX {
+        1
+    } else {
+        epoch + 1
+    }
+}
+
+/// A partition as a request entry names it: by name before v13 (the id then nil), by id
+/// from v13 (the name then empty).
+type PartitionKey = (TopicName, uuid::Uuid, i32);
+
+/// One partition of a session: the client's position and limits, and the marks the
+/// session's answers last carried.
+#[derive(Debug, Clone)]
+struct CachedPartition {
+    topic: TopicName,
+    topic_id: uuid::Uuid,
+    request: FetchPartition,
+    /// -1: never sent, or the last answer was an error (the next one includes it).
+    high_watermark: i64,
+    last_stable_offset: i64,
+    log_start_offset: i64,
+}
+
+impl CachedPartition {
+    fn key(&self) -> PartitionKey {
+        (self.topic.clone(), self.topic_id, self.request.partition)
+    }
+}
+
+#[derive(Debug)]
+struct Session {
+    /// The epoch the next incremental fetch must carry.
+    epoch: i32,
+    uses_topic_ids: bool,
+    /// In fetch order.
+    partitions: Vec<CachedPartition>,
+    index: HashMap<PartitionKey, usize>,
+    last_used: Instant,
+}
+
+impl Session {
+    fn reindex(&mut self) {
+        self.index = self
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.key(), i))
+            .collect();
+    }
+
+    /// Adds or updates the partitions `req` names, then drops its forgotten ones.
+    fn update(&mut self, req: &FetchRequest) {
+        for ft in &req.topics {
+            for fp in &ft.partitions {
+                let key = (ft.topic.clone(), ft.topic_id, fp.partition);
+                match self.index.get(&key) {
+                    Some(&i) => self.partitions[i].request = fp.clone(),
+                    None => {
+                        self.index.insert(key, self.partitions.len());
+                        self.partitions.push(CachedPartition {
+                            topic: ft.topic.clone(),
+                            topic_id: ft.topic_id,
+                            request: fp.clone(),
+                            high_watermark: -1,
+                            last_stable_offset: -1,
+                            log_start_offset: -1,
+                        });
+                    }
+                }
+            }
+        }
+        if req
+            .forgotten_topics_data
+            .iter()
+            .all(|f| f.partitions.is_empty())
+        {
+            return;
+        }
+        let mut forgotten = std::collections::HashSet::new();
+        for f in &req.forgotten_topics_data {
+            for &p in &f.partitions {
+                forgotten.insert((f.topic.clone(), f.topic_id, p));
+            }
+        }
+        self.partitions.retain(|p| !forgotten.contains(&p.key()));
+        self.reindex();
+    }
+
+    /// The fetch of every partition of the session, in its order, with `req`'s limits.
+    fn request(&self, req: &FetchRequest) -> FetchRequest {
+        let mut topics: Vec<FetchTopic> = Vec::new();
+        for p in &self.partitions {
+            match topics.last_mut() {
+                Some(t) if t.topic == p.topic && t.topic_id == p.topic_id => {
+                    t.partitions.push(p.request.clone())
+                }
+                _ => topics.push(
+                    FetchTopic::default()
+                        .with_topic(p.topic.clone())
+                        .with_topic_id(p.topic_id)
+                        .with_partitions(vec![p.request.clone()]),
+                ),
+            }
+        }
+        let mut full = req.clone();
+        full.topics = topics;
+        full.forgotten_topics_data = Vec::new();
+        full
+    }
+}
+
+/// What a Fetch is, as far as sessions go.
+#[derive(Debug)]
+pub(crate) enum FetchContext {
+    /// Answer the request's partitions with session id 0.
+    Sessionless,
+    /// A full fetch: its answer opens a session if the cache has room.
+    Full,
+    /// An incremental fetch of session `id`: `request` reads every partition of it.
+    Incremental {
+        id: i32,
+        /// The session's epoch once this fetch is answered.
+        epoch: i32,
+        request: Box<FetchRequest>,
+    },
+    /// Answer with this top-level error, no partitions, session id 0.
+    Error(ResponseError),
+}
+
+/// The broker's fetch sessions (see the module docs). The lock is held for one lookup or
+/// update, never across an `.await`.
+#[derive(Debug)]
+pub(crate) struct FetchSessions {
+    slots: usize,
+    inner: parking_lot::Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    sessions: HashMap<i32, Session>,
+    /// Partitions of all sessions (bounded by `FETCH_SESSION_PARTITIONS_MAX`).
+    n_partitions: usize,
+}
+
+impl Inner {
+    fn remove(&mut self, id: i32) {
+        if let Some(s) = self.sessions.remove(&id) {
+            self.n_partitions -= s.partitions.len();
+        }
+    }
+}
+
+impl FetchSessions {
+    /// A cache of at most `slots` sessions (`max.incremental.fetch.session.cache.slots`).
+    pub(crate) fn new(slots: usize) -> FetchSessions {
+        FetchSessions {
+            slots,
+            inner: parking_lot::Mutex::new(Inner::default()),
+        }
+    }
+
+    /// Sessions held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.inner.lock().sessions.len()
+    }
+
+    /// What `req` is; an incremental fetch updates its session and advances its epoch.
+    pub(crate) fn begin(&self, req: &FetchRequest, version: i16, now: Instant) -> FetchContext {
+        if version < SESSION_FETCH_VERSION_MIN {
+            return FetchContext::Sessionless;
+        }
+        let (id, epoch) = (req.session_id, req.session_epoch);
+        if epoch == FINAL_EPOCH || epoch == INITIAL_EPOCH {
+            if id != NO_SESSION {
+                self.inner.lock().remove(id);
+            }
+            return if epoch == FINAL_EPOCH || self.slots == 0 {
+                FetchContext::Sessionless
+            } else {
+                FetchContext::Full
+            };
+        }
+        let mut inner = self.inner.lock();
+        let inner = &mut *inner;
+        let Some(session) = inner.sessions.get_mut(&id) else {
+            return FetchContext::Error(ResponseError::FetchSessionIdNotFound);
+        };
+        if session.epoch != epoch {
+            return FetchContext::Error(ResponseError::InvalidFetchSessionEpoch);
+        }
+        if session.uses_topic_ids != (version >= TOPIC_ID_FETCH_VERSION_MIN) {
+            return FetchContext::Error(ResponseError::FetchSessionTopicIdError);
+        }
+        let before = session.partitions.len();
+        session.update(req);
+        let after = session.partitions.len();
+        inner.n_partitions = inner.n_partitions - before + after;
+        if after == 0 || inner.n_partitions > FETCH_SESSION_PARTITIONS_MAX {
+            inner.remove(id);
+            return FetchContext::Sessionless;
+        }
+        session.last_used = now;
+        session.epoch = next_epoch(epoch);
+        FetchContext::Incremental {
+            id,
+            epoch: session.epoch,
+            request: Box::new(session.request(req)),
+        }
+    }
+
+    /// Opens a session for the full fetch `req` answered by `resp` (its partitions in the
+    /// request's order) if there is room; returns its id, or 0.
+    pub(crate) fn open(
+        &self,
+        req: &FetchRequest,
+        version: i16,
+        resp: &FetchResponse,
+        now: Instant,
+    ) -> i32 {
+        if self.slots == 0 {
+            return NO_SESSION;
+        }
+        let mut partitions = Vec::new();
+        for (ft, rt) in req.topics.iter().zip(&resp.responses) {
+            for (fp, pd) in ft.partitions.iter().zip(&rt.partitions) {
+                let ok = pd.error_code == 0;
+                partitions.push(CachedPartition {
+                    topic: ft.topic.clone(),
+                    topic_id: ft.topic_id,
+                    request: fp.clone(),
+                    high_watermark: if ok { pd.high_watermark } else { -1 },
+                    last_stable_offset: pd.last_stable_offset,
+                    log_start_offset: pd.log_start_offset,
+                });
+            }
+        }
+        let mut session = Session {
+            epoch: next_epoch(INITIAL_EPOCH),
+            uses_topic_ids: version >= TOPIC_ID_FETCH_VERSION_MIN,
+            partitions,
+            index: HashMap::new(),
+            last_used: now,
+        };
+        session.reindex();
+        // A partition named twice keeps its first entry.
+        if session.index.len() != session.partitions.len() {
+            let mut seen = std::collections::HashSet::new();
+            session.partitions.retain(|p| seen.insert(p.key()));
+            session.reindex();
+        }
+        let n = session.partitions.len();
+        let mut inner = self.inner.lock();
+        if inner.n_partitions + n > FETCH_SESSION_PARTITIONS_MAX
+            || (inner.sessions.len() >= self.slots && !evict(&mut inner, n, now))
+        {
+            return NO_SESSION;
+        }
+        let id = loop {
+            let random = uuid::Uuid::new_v4();
+            let b = random.as_bytes();
+            let id = i32::from_be_bytes([b[0], b[1], b[2], b[3]]) & i32::MAX;
+            if id != NO_SESSION && !inner.sessions.contains_key(&id) {
+                break id;
+            }
+        };
+        inner.sessions.insert(id, session);
+        inner.n_partitions += n;
+        id
+    }
+
+    /// Narrows the answer of incremental fetch `id` (every partition of the session, in the
+    /// session's order at `begin`) to what must be sent, and records what it carries.
+    pub(crate) fn respond(
+        &self,
+        id: i32,
+        epoch: i32,
+        resp: &mut FetchResponse,
+    ) -> Result<(), ResponseError> {
+        let mut inner = self.inner.lock();
+        let Some(session) = inner.sessions.get_mut(&id) else {
+            return Err(ResponseError::FetchSessionIdNotFound);
+        };
+        if session.epoch != epoch {
+            return Err(ResponseError::InvalidFetchSessionEpoch);
+        }
+        // The answer follows the session's order at `begin`, so each partition is found
+        // where the last one was, plus one; the index is asked only if that is not it.
+        let mut moved = vec![false; session.partitions.len()];
+        let mut next = 0usize;
+        for t in &mut resp.responses {
+            let FetchableTopicResponse {
+                topic,
+                topic_id,
+                partitions,
+                ..
+            } = t;
+            partitions.retain(|pd| {
+                let at = |i: usize| {
+                    session.partitions.get(i).is_some_and(|c| {
+                        c.request.partition == pd.partition_index
+                            && c.topic_id == *topic_id
+                            && c.topic == *topic
+                    })
+                };
+                let i = if at(next) {
+                    next
+                } else {
+                    match session
+                        .index
+                        .get(&(topic.clone(), *topic_id, pd.partition_index))
+                    {
+                        Some(&i) => i,
+                        None => return true,
+                    }
+                };
+                next = i + 1;
+                let c = &mut session.partitions[i];
+                let has_records = pd.records.as_ref().is_some_and(|r| !r.is_empty());
+                let mut send = has_records;
+                if pd.error_code != 0 {
+                    c.high_watermark = -1;
+                    send = true;
+                } else if c.high_watermark != pd.high_watermark {
+                    c.high_watermark = pd.high_watermark;
+                    send = true;
+                }
+                if c.last_stable_offset != pd.last_stable_offset {
+                    c.last_stable_offset = pd.last_stable_offset;
+                    send = true;
+                }
+                if c.log_start_offset != pd.log_start_offset {
+                    c.log_start_offset = pd.log_start_offset;
+                    send = true;
+                }
+                if pd.diverging_epoch.epoch >= 0 || pd.preferred_read_replica.0 >= 0 {
+                    send = true;
+                }
+                moved[i] |= has_records;
+                send
+            });
+        }
+        resp.responses.retain(|t| !t.partitions.is_empty());
+        if moved.iter().any(|&m| m) {
+            // Those that returned records go last, in the session's order; the index
+            // follows them without hashing anything again.
+            let mut new_position = vec![0usize; moved.len()];
+            let (stay, go): (Vec<_>, Vec<_>) = std::mem::take(&mut session.partitions)
+                .into_iter()
+                .enumerate()
+                .partition(|(i, _)| !moved[*i]);
+            for (new, (old, p)) in stay.into_iter().chain(go).enumerate() {
+                new_position[old] = new;
+                session.partitions.push(p);
+            }
+            for i in session.index.values_mut() {
+                *i = new_position[*i];
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Frees a slot for a new session of `n_partitions` (module docs); whether one was freed.
+fn evict(inner: &mut Inner, n_partitions: usize, now: Instant) -> bool {
+    let lru = inner
+        .sessions
+        .iter()
+        .min_by_key(|(_, s)| s.last_used)
+        .map(|(&id, s)| (id, s.last_used));
+    if let Some((id, last_used)) = lru {
+        if now.saturating_duration_since(last_used) >= IDLE_EVICTION {
+            inner.remove(id);
+            return true;
+        }
+    }
+    let smallest = inner
+        .sessions
+        .iter()
+        .min_by_key(|(_, s)| (s.partitions.len(), s.last_used))
+        .map(|(&id, s)| (id, s.partitions.len()));
+    match smallest {
+        Some((id, n)) if n < n_partitions => {
+            inner.remove(id);
+            true
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::fetch_request::ForgottenTopic;
+    use kafka_protocol::messages::fetch_response::PartitionData;
+
+    fn name(s: &str) -> TopicName {
+        crate::api::wire_topic(s)
+    }
+
+    fn request(id: i32, epoch: i32, parts: &[(&str, i32, i64)]) -> FetchRequest {
+        let mut topics: Vec<FetchTopic> = Vec::new();
+        for &(t, p, offset) in parts {
+            let fp = FetchPartition::default()
+                .with_partition(p)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20);
+            match topics.last_mut() {
+                Some(ft) if ft.topic == name(t) => ft.partitions.push(fp),
+                _ => topics.push(
+                    FetchTopic::default()
+                        .with_topic(name(t))
+                        .with_partitions(vec![fp]),
+                ),
+            }
+        }
+        FetchRequest::default()
+            .with_session_id(id)
+            .with_session_epoch(epoch)
+            .with_topics(topics)
+    }
+
+    /// The answer to `req` with every partition at high watermark `hw`, `records` bytes of
+    /// records for partition `with_data`.
+    fn answer(req: &FetchRequest, hw: i64, with_data: Option<i32>) -> FetchResponse {
+        FetchResponse::default().with_responses(
+            req.topics
+                .iter()
+                .map(|ft| {
+                    FetchableTopicResponse::default()
+                        .with_topic(ft.topic.clone())
+                        .with_partitions(
+                            ft.partitions
+                                .iter()
+                                .map(|fp| {
+                                    let records = if Some(fp.partition) == with_data {
+                                        bytes::Bytes::from_static(b"batch")
+                                    } else {
+                                        bytes::Bytes::new()
+                                    };
+                                    PartitionData::default()
+                                        .with_partition_index(fp.partition)
+                                        .with_high_watermark(hw)
+                                        .with_last_stable_offset(hw)
+                                        .with_log_start_offset(0)
+                                        .with_records(Some(records))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        )
+    }
+
+    fn partitions(resp: &FetchResponse) -> Vec<i32> {
+        resp.responses
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| p.partition_index))
+            .collect()
+    }
+
+    fn opened(cache: &FetchSessions, n: i32, now: Instant) -> i32 {
+        let parts: Vec<(&str, i32, i64)> = (0..n).map(|p| ("t", p, 0)).collect();
+        let req = request(0, 0, &parts);
+        assert!(matches!(cache.begin(&req, 12, now), FetchContext::Full));
+        cache.open(&req, 12, &answer(&req, 5, None), now)
+    }
+
+    fn incremental(cache: &FetchSessions, req: &FetchRequest, now: Instant) -> (i32, FetchRequest) {
+        match cache.begin(req, 12, now) {
+            FetchContext::Incremental { epoch, request, .. } => (epoch, *request),
+            other => panic!("not incremental: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn incremental_answers_list_only_what_changed() {
+        let cache = FetchSessions::new(10);
+        let now = Instant::now();
+        let id = opened(&cache, 3, now);
+        assert_ne!(id, NO_SESSION);
+
+        // Nothing changed: every partition is read, none is answered.
+        let (epoch, full) = incremental(&cache, &request(id, 1, &[]), now);
+        assert_eq!(epoch, 2);
+        assert_eq!(partitions(&answer(&full, 5, None)), vec![0, 1, 2]);
+        let mut resp = answer(&full, 5, None);
+        cache.respond(id, epoch, &mut resp).unwrap();
+        assert!(resp.responses.is_empty());
+
+        // Records for 1 and a new high watermark everywhere; then 1 moves to the end.
+        let (epoch, full) = incremental(&cache, &request(id, 2, &[("t", 1, 5)]), now);
+        assert_eq!(full.topics[0].partitions[1].fetch_offset, 5);
+        let mut resp = answer(&full, 5, Some(1));
+        cache.respond(id, epoch, &mut resp).unwrap();
+        assert_eq!(partitions(&resp), vec![1]);
+        let (epoch, full) = incremental(&cache, &request(id, 3, &[]), now);
+        assert_eq!(partitions(&answer(&full, 0, None)), vec![0, 2, 1]);
+        let mut resp = answer(&full, 9, None);
+        cache.respond(id, epoch, &mut resp).unwrap();
+        assert_eq!(partitions(&resp), vec![0, 2, 1]);
+
+        // Forgotten partitions leave the session; a session left empty closes.
+        // (The index follows the new order: naming 2 updates 2.)
+        let mut req = request(id, 4, &[("t", 2, 7)]);
+        req.forgotten_topics_data = vec![ForgottenTopic::default()
+            .with_topic(name("t"))
+            .with_partitions(vec![0, 1])];
+        let (_, full) = incremental(&cache, &req, now);
+        assert_eq!(partitions(&answer(&full, 0, None)), vec![2]);
+        assert_eq!(full.topics[0].partitions[0].fetch_offset, 7);
+        req.topics.clear();
+        req.session_epoch = 5;
+        req.forgotten_topics_data[0].partitions = vec![2];
+        assert!(matches!(
+            cache.begin(&req, 12, now),
+            FetchContext::Sessionless
+        ));
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn wrong_epoch_unknown_id_and_topic_id_switch_are_errors() {
+        let cache = FetchSessions::new(10);
+        let now = Instant::now();
+        let id = opened(&cache, 1, now);
+        let err = |req: &FetchRequest, v| match cache.begin(req, v, now) {
+            FetchContext::Error(e) => e,
+            other => panic!("not an error: {other:?}"),
+        };
+        assert_eq!(
+            err(&request(id, 2, &[]), 12),
+            ResponseError::InvalidFetchSessionEpoch
+        );
+        assert_eq!(
+            err(&request(id + 1, 1, &[]), 12),
+            ResponseError::FetchSessionIdNotFound
+        );
+        assert_eq!(
+            err(&request(id, 1, &[]), 13),
+            ResponseError::FetchSessionTopicIdError
+        );
+        // Errors do not advance the epoch; epoch -1 closes the session.
+        let (epoch, _) = incremental(&cache, &request(id, 1, &[]), now);
+        assert_eq!(epoch, 2);
+        assert!(matches!(
+            cache.begin(&request(id, FINAL_EPOCH, &[]), 12, now),
+            FetchContext::Sessionless
+        ));
+        assert_eq!(
+            err(&request(id, 2, &[]), 12),
+            ResponseError::FetchSessionIdNotFound
+        );
+        assert_eq!(next_epoch(i32::MAX), 1);
+    }
+
+    #[test]
+    fn a_full_cache_keeps_bigger_and_recent_sessions() {
+        let cache = FetchSessions::new(1);
+        let now = Instant::now();
+        let big = opened(&cache, 3, now);
+        assert_ne!(big, NO_SESSION);
+        // Smaller: no room, answered sessionless.
+        assert_eq!(opened(&cache, 2, now), NO_SESSION);
+        // Bigger: takes the slot.
+        let bigger = opened(&cache, 4, now);
+        assert_ne!(bigger, NO_SESSION);
+        assert_eq!(cache.len(), 1);
+        // Idle for the eviction time: any new session takes its slot.
+        let later = now + IDLE_EVICTION;
+        assert_ne!(opened(&cache, 1, later), NO_SESSION);
+        assert_eq!(cache.len(), 1);
+        // No slots: never a session.
+        let off = FetchSessions::new(0);
+        assert!(matches!(
+            off.begin(&request(0, 0, &[("t", 0, 0)]), 12, now),
+            FetchContext::Sessionless
+        ));
+    }
+}

@@ -1,0 +1,319 @@
+//! KIP-227 incremental fetch sessions over raw Fetch requests: a full fetch (epoch 0) opens
+//! a session; incremental fetches name only what changed and are answered only with
+//! partitions that have something new; forgotten partitions leave; a wrong epoch, an
+//! unknown session and a switch between topic names and ids are the errors Kafka sends;
+//! epoch -1 closes; a full cache answers sessionless; an empty incremental fetch long-polls.
+
+use crate::common;
+
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, RequestKind, ResponseKind};
+
+use common::{
+    create_topic, decode_records, produce, simple_batch, start_broker, topic_name, KafkaConn,
+};
+
+const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
+const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
+const FETCH_SESSION_TOPIC_ID_ERROR: i16 = 106;
+
+const TOPIC: &str = "sessions";
+
+/// One Fetch of `TOPIC`: partitions `parts` at their fetch offsets, `forgotten` partitions.
+struct SessionFetch<'a> {
+    version: i16,
+    topic_id: uuid::Uuid,
+    id: i32,
+    epoch: i32,
+    parts: &'a [(i32, i64)],
+    forgotten: &'a [i32],
+    max_wait_ms: i32,
+}
+
+impl SessionFetch<'_> {
+    fn new(id: i32, epoch: i32, parts: &[(i32, i64)]) -> SessionFetch<'_> {
+        SessionFetch {
+            version: 12,
+            topic_id: uuid::Uuid::nil(),
+            id,
+            epoch,
+            parts,
+            forgotten: &[],
+            max_wait_ms: 0,
+        }
+    }
+
+    async fn send(&self, conn: &mut KafkaConn) -> FetchResponse {
+        let by_id = self.version >= 13;
+        let (name, id) = if by_id {
+            (topic_name(""), self.topic_id)
+        } else {
+            (topic_name(TOPIC), uuid::Uuid::nil())
+        };
+        let topics = if self.parts.is_empty() {
+            vec![]
+        } else {
+            vec![FetchTopic::default()
+                .with_topic(name.clone())
+                .with_topic_id(id)
+                .with_partitions(
+                    self.parts
+                        .iter()
+                        .map(|&(p, offset)| {
+                            FetchPartition::default()
+                                .with_partition(p)
+                                .with_current_leader_epoch(-1)
+                                .with_fetch_offset(offset)
+                                .with_log_start_offset(-1)
+                                .with_partition_max_bytes(1 << 20)
+                        })
+                        .collect(),
+                )]
+        };
+        let forgotten = if self.forgotten.is_empty() {
+            vec![]
+        } else {
+            vec![ForgottenTopic::default()
+                .with_topic(name)
+                .with_topic_id(id)
+                .with_partitions(self.forgotten.to_vec())]
+        };
+        let req = FetchRequest::default()
+            .with_replica_id((-1).into())
+            .with_max_wait_ms(self.max_wait_ms)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_session_id(self.id)
+            .with_session_epoch(self.epoch)
+            .with_topics(topics)
+            .with_forgotten_topics_data(forgotten);
+        let ResponseKind::Fetch(r) = conn
+            .send(ApiKey::Fetch, self.version, RequestKind::Fetch(req))
+            .await
+        else {
+            panic!("not a Fetch response")
+        };
+        r
+    }
+}
+
+/// (partition, high watermark, keys of the records) of each partition answered.
+fn answered(r: &FetchResponse) -> Vec<(i32, i64, Vec<String>)> {
+    assert_eq!(r.error_code, 0, "top-level error");
+    r.responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .map(|p| {
+            assert_eq!(p.error_code, 0, "partition {}", p.partition_index);
+            let (_, records) = decode_records(p.records.clone());
+            let keys = records.into_iter().map(|r| r.key).collect();
+            (p.partition_index, p.high_watermark, keys)
+        })
+        .collect()
+}
+
+fn keys(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+async fn produce_to(conn: &mut KafkaConn, partition: i32, prefix: &str, n: usize) -> i64 {
+    let r = produce(
+        conn,
+        TOPIC,
+        partition,
+        simple_batch(prefix, n, 1_000).into_bytes(),
+    )
+    .await;
+    assert_eq!(r.error_code, 0);
+    r.base_offset
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_fetches_answer_only_partitions_with_news() {
+    let broker = start_broker(|_| {}).await;
+    let mut conn = KafkaConn::connect(&broker.addr()).await;
+    assert_eq!(create_topic(&mut conn, TOPIC, 3, &[]).await, 0);
+    assert_eq!(produce_to(&mut conn, 0, "a", 2).await, 0);
+    assert_eq!(produce_to(&mut conn, 1, "b", 3).await, 0);
+
+    // Full fetch, epoch 0: a session, every partition answered.
+    let r = SessionFetch::new(0, 0, &[(0, 0), (1, 0), (2, 0)])
+        .send(&mut conn)
+        .await;
+    let id = r.session_id;
+    assert!(id > 0, "no session opened");
+    assert_eq!(
+        answered(&r),
+        vec![(0, 2, keys("a", 2)), (1, 3, keys("b", 3)), (2, 0, vec![])]
+    );
+
+    // Epoch 1 names the new positions; nothing new anywhere: an empty answer.
+    let r = SessionFetch::new(id, 1, &[(0, 2), (1, 3)])
+        .send(&mut conn)
+        .await;
+    assert_eq!((r.session_id, answered(&r)), (id, vec![]));
+
+    // New data on partition 2 only: only it is answered, without naming anything.
+    assert_eq!(produce_to(&mut conn, 2, "c", 1).await, 0);
+    let r = SessionFetch::new(id, 2, &[]).send(&mut conn).await;
+    assert_eq!(
+        (r.session_id, answered(&r)),
+        (id, vec![(2, 1, keys("c", 1))])
+    );
+
+    // Partition 2 forgotten: its new data is not answered; partition 0's is.
+    assert_eq!(produce_to(&mut conn, 2, "d", 1).await, 1);
+    assert_eq!(produce_to(&mut conn, 0, "e", 2).await, 2);
+    let r = SessionFetch {
+        forgotten: &[2],
+        ..SessionFetch::new(id, 3, &[])
+    }
+    .send(&mut conn)
+    .await;
+    assert_eq!(answered(&r), vec![(0, 4, keys("e", 2))]);
+
+    // The same epoch again: INVALID_FETCH_SESSION_EPOCH, no partitions, session id 0;
+    // the session still expects epoch 4.
+    let r = SessionFetch::new(id, 3, &[(0, 4)]).send(&mut conn).await;
+    assert_eq!(
+        (r.error_code, r.session_id, r.responses.len()),
+        (INVALID_FETCH_SESSION_EPOCH, 0, 0)
+    );
+    let r = SessionFetch::new(id, 4, &[(0, 4)]).send(&mut conn).await;
+    assert_eq!((r.session_id, answered(&r)), (id, vec![]));
+
+    // An id the broker never gave: FETCH_SESSION_ID_NOT_FOUND.
+    let other = if id == i32::MAX { 1 } else { id + 1 };
+    let r = SessionFetch::new(other, 1, &[(0, 0)]).send(&mut conn).await;
+    assert_eq!(
+        (r.error_code, r.session_id, r.responses.len()),
+        (FETCH_SESSION_ID_NOT_FOUND, 0, 0)
+    );
+
+    // A session belongs to no connection: another one goes on with it.
+    let mut again = KafkaConn::connect(&broker.addr()).await;
+    let r = SessionFetch::new(id, 5, &[(1, 0)]).send(&mut again).await;
+    assert_eq!(
+        (r.session_id, answered(&r)),
+        (id, vec![(1, 3, keys("b", 3))])
+    );
+
+    // Epoch -1 closes it and is answered sessionless, with what it names.
+    let r = SessionFetch::new(id, -1, &[(2, 1)]).send(&mut conn).await;
+    assert_eq!(
+        (r.session_id, answered(&r)),
+        (0, vec![(2, 2, keys("d", 1))])
+    );
+    let r = SessionFetch::new(id, 6, &[]).send(&mut conn).await;
+    assert_eq!(r.error_code, FETCH_SESSION_ID_NOT_FOUND);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_by_topic_id_refuse_names() {
+    let broker = start_broker(|_| {}).await;
+    let mut conn = KafkaConn::connect(&broker.addr()).await;
+    assert_eq!(create_topic(&mut conn, TOPIC, 2, &[]).await, 0);
+    let m = common::metadata(&mut conn, Some(&[TOPIC])).await;
+    let topic_id = m.topics[0].topic_id;
+    assert_eq!(produce_to(&mut conn, 1, "a", 2).await, 0);
+    let v13 = |id, epoch, parts| SessionFetch {
+        version: 13,
+        topic_id,
+        ..SessionFetch::new(id, epoch, parts)
+    };
+    let r = v13(0, 0, &[(0, 0), (1, 0)]).send(&mut conn).await;
+    let id = r.session_id;
+    assert!(id > 0);
+    assert_eq!(answered(&r), vec![(0, 0, vec![]), (1, 2, keys("a", 2))]);
+    assert_eq!(r.responses[0].topic_id, topic_id);
+
+    // The session names topics by id: a v12 incremental fetch is FETCH_SESSION_TOPIC_ID_ERROR.
+    let r = SessionFetch::new(id, 1, &[]).send(&mut conn).await;
+    assert_eq!(
+        (r.error_code, r.responses.len()),
+        (FETCH_SESSION_TOPIC_ID_ERROR, 0)
+    );
+    assert_eq!(produce_to(&mut conn, 0, "b", 1).await, 0);
+    let r = v13(id, 1, &[(1, 2)]).send(&mut conn).await;
+    assert_eq!(
+        (r.session_id, answered(&r)),
+        (id, vec![(0, 1, keys("b", 1))])
+    );
+    assert_eq!(r.responses[0].topic_id, topic_id);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_cache_answers_sessionless() {
+    let broker = start_broker(|c| c.broker.max_incremental_fetch_session_cache_slots = 1).await;
+    let mut conn = KafkaConn::connect(&broker.addr()).await;
+    assert_eq!(create_topic(&mut conn, TOPIC, 2, &[]).await, 0);
+    assert_eq!(produce_to(&mut conn, 0, "a", 1).await, 0);
+    let r = SessionFetch::new(0, 0, &[(0, 0), (1, 0)])
+        .send(&mut conn)
+        .await;
+    let first = r.session_id;
+    assert!(first > 0);
+
+    // The one slot is taken by a session with more partitions: answered without one.
+    let r = SessionFetch::new(0, 0, &[(0, 0)]).send(&mut conn).await;
+    assert_eq!(
+        (r.session_id, answered(&r)),
+        (0, vec![(0, 1, keys("a", 1))])
+    );
+    let r = SessionFetch::new(first, 1, &[(0, 1)]).send(&mut conn).await;
+    assert_eq!((r.session_id, answered(&r)), (first, vec![]));
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_fetch_with_nothing_new_waits() {
+    let broker = start_broker(|_| {}).await;
+    let mut conn = KafkaConn::connect(&broker.addr()).await;
+    let mut producer = KafkaConn::connect(&broker.addr()).await;
+    assert_eq!(create_topic(&mut conn, TOPIC, 2, &[]).await, 0);
+    let r = SessionFetch::new(0, 0, &[(0, 0), (1, 0)])
+        .send(&mut conn)
+        .await;
+    let id = r.session_id;
+    assert!(id > 0);
+
+    // Nothing arrives: answered empty after about max_wait_ms.
+    let started = Instant::now();
+    let r = SessionFetch {
+        max_wait_ms: 300,
+        ..SessionFetch::new(id, 1, &[])
+    }
+    .send(&mut conn)
+    .await;
+    let elapsed = started.elapsed();
+    assert_eq!((r.session_id, answered(&r)), (id, vec![]));
+    assert!(
+        elapsed >= Duration::from_millis(250),
+        "did not wait: {elapsed:?}"
+    );
+
+    // Data arrives while it waits: answered with that partition alone, at once.
+    let produced = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        produce_to(&mut producer, 1, "late", 1).await
+    });
+    let started = Instant::now();
+    let r = SessionFetch {
+        max_wait_ms: 10_000,
+        ..SessionFetch::new(id, 2, &[])
+    }
+    .send(&mut conn)
+    .await;
+    let elapsed = started.elapsed();
+    assert_eq!(produced.await.expect("producer"), 0);
+    assert_eq!(answered(&r), vec![(1, 1, keys("late", 1))]);
+    assert!(
+        elapsed < Duration::from_millis(5_000),
+        "answered after {elapsed:?}"
+    );
+    broker.shutdown().await;
+}
