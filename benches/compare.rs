@@ -49,12 +49,17 @@
 //! engine: produce throughput, latency p50/p99, objects and PostgreSQL transactions per GB
 //! (benches/diskless/mod.rs).
 //!
+//! `RAFKA_BENCH_ONLY=latency` runs only e2e latency at 10,000 records/s with acks=all and
+//! fsync, alone and beside a second producer (or a file writer) loading the disk, and
+//! produce 1 KiB acks=1 against acks=all (benches/latency/mod.rs).
+//!
 //! Sizes: `RAFKA_BENCH_RECORDS` (1 KiB records, default 200,000), `RAFKA_BENCH_STARTUP_MIB`
 //! (data for the start-up test, default 1024), `RAFKA_BENCH_STARTUP_PARTITIONS` (1000).
 //! Prints a Markdown table; not a pass/fail test.
 
 mod common;
 mod diskless;
+mod latency;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -718,6 +723,9 @@ fn main() {
     let records = env_num("RAFKA_BENCH_RECORDS", 200_000);
     let dir = tempfile::tempdir_in(std::env::var("RAFKA_BENCH_DIR").unwrap_or_else(|_| ".".into()))
         .unwrap();
+    if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "latency") {
+        return latency::run(dir.path(), records);
+    }
     if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "tls") {
         tls_against_plaintext(dir.path(), records);
         return;
