@@ -375,10 +375,12 @@ fn e2e_latencies(addr: &str, topic: &str, records: usize, rate: usize) -> Vec<u6
         }
         lat
     });
+    // `RAFKA_BENCH_LAT_LINGER_MS` (default 0) for a closer look (benches/latency).
+    let linger = std::env::var("RAFKA_BENCH_LAT_LINGER_MS").unwrap_or_else(|_| "0".into());
     let p: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", addr)
         .set("acks", "all")
-        .set("linger.ms", "0")
+        .set("linger.ms", &linger)
         .create()
         .unwrap();
     let start = Instant::now();

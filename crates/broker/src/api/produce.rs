@@ -343,7 +343,7 @@ pub fn handle(
                 }
                 match serve(&shared, req, version, &ctx) {
                     Reply::Now(r) => r,
-                    Reply::Later(f) => f.await,
+                    Reply::Later(f) | Reply::Durable(f) => f.await,
                     // acks != 0 always answers.
                     Reply::Nothing | Reply::Close(_) => {
                         ResponseKind::Produce(ProduceResponse::default())
@@ -473,7 +473,7 @@ fn serve(
     if to_flush.is_empty() || shared.config.durability.fsync != FsyncPolicy::OnAckAll {
         return Reply::Now(ResponseKind::Produce(response));
     }
-    Reply::Later(Box::pin(async move {
+    Reply::Durable(Box::pin(async move {
         let mut response = response;
         // One fsync per partition touched; concurrent produce requests share them
         // through the log's group commit.
