@@ -40,6 +40,13 @@ pub const IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 64;
 /// that sends many small acks=all requests at that many per fsync.
 pub const DURABILITY_WAITS_PER_CONNECTION_MAX: usize = 1024;
 
+/// Largest Produce answer (partitions in it) held under
+/// [`DURABILITY_WAITS_PER_CONNECTION_MAX`]; a larger one counts toward
+/// [`IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX`]. At about 300 bytes per entry (a topic name
+/// of at most 249 bytes, error fields) the fsync waits of one connection hold at most
+/// about 19 MiB, near [`PENDING_RESPONSE_BYTES_PER_CONNECTION_MAX`].
+pub const DURABLE_ANSWER_PARTITIONS_MAX: usize = 64;
+
 /// Encoded response bytes one connection may hold waiting for its client to read them.
 /// Past this the connection decodes no further request (and so stops reading) until
 /// the client has taken some: a client that never reads costs at most this plus the
