@@ -52,6 +52,10 @@
 //! `RAFKA_BENCH_ONLY=many` runs only 1,000 partitions over 50 producer and 10 consumer
 //! connections (several client processes) against one partition (benches/many/mod.rs).
 //!
+//! `RAFKA_BENCH_ONLY=latency` runs only e2e latency at 10,000 records/s with acks=all and
+//! fsync, alone and beside a second producer (or a file writer) loading the disk, and
+//! produce 1 KiB acks=1 against acks=all (benches/latency/mod.rs).
+//!
 //! Sizes: `RAFKA_BENCH_RECORDS` (1 KiB records, default 200,000), `RAFKA_BENCH_STARTUP_MIB`
 //! (data for the start-up test, default 1024), `RAFKA_BENCH_STARTUP_PARTITIONS` (1000).
 //! Prints a Markdown table; not a pass/fail test.
@@ -59,6 +63,7 @@
 mod common;
 mod diskless;
 mod many;
+mod latency;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -374,10 +379,12 @@ fn e2e_latencies(addr: &str, topic: &str, records: usize, rate: usize) -> Vec<u6
         }
         lat
     });
+    // `RAFKA_BENCH_LAT_LINGER_MS` (default 0) for a closer look (benches/latency).
+    let linger = std::env::var("RAFKA_BENCH_LAT_LINGER_MS").unwrap_or_else(|_| "0".into());
     let p: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", addr)
         .set("acks", "all")
-        .set("linger.ms", "0")
+        .set("linger.ms", &linger)
         .create()
         .unwrap();
     let start = Instant::now();
@@ -725,6 +732,9 @@ fn main() {
     let records = env_num("RAFKA_BENCH_RECORDS", 200_000);
     let dir = tempfile::tempdir_in(std::env::var("RAFKA_BENCH_DIR").unwrap_or_else(|_| ".".into()))
         .unwrap();
+    if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "latency") {
+        return latency::run(dir.path(), records);
+    }
     if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "tls") {
         tls_against_plaintext(dir.path(), records);
         return;

@@ -662,3 +662,98 @@ async fn kafka_topic_configs_tools_set_are_accepted() {
     assert_eq!((e.value.as_deref(), e.is_default), (Some("zstd"), false));
     broker.shutdown().await.unwrap();
 }
+
+/// The `.log` files of partition `dir_name` (`topic-0`) anywhere under `root`.
+fn segment_files(root: &std::path::Path, dir_name: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "log")
+                && d.file_name().is_some_and(|n| n == dir_name)
+            {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The broker default `log.preallocate` (`storage.log.preallocate`): described on the
+/// broker and as a topic's default; a topic that sets nothing gets a segment whose blocks
+/// are reserved past its data, every record reads back, and a clean stop gives the
+/// reserved blocks back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_default_preallocate_reserves_segments() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let configure = |c: &mut rafka_broker::Config| {
+        c.storage.log.preallocate = true;
+        c.storage.log.segment_bytes = 1 << 20;
+    };
+    let broker = support::start_broker_with(dir.path(), configure).await;
+    let addr = broker.bootstrap_address();
+    let admin = admin(&addr);
+    let opts = AdminOptions::new().operation_timeout(Some(T));
+    create_topic(&addr, "pre", 1, &[]).await;
+    let described = admin
+        .describe_configs(
+            &[
+                ResourceSpecifier::Topic("pre"),
+                ResourceSpecifier::Broker(0),
+            ],
+            &opts,
+        )
+        .await
+        .unwrap();
+    let topic = described[0].as_ref().unwrap();
+    assert_eq!(
+        topic.get("preallocate").unwrap().value.as_deref(),
+        Some("true")
+    );
+    let b = described[1].as_ref().unwrap();
+    assert_eq!(
+        b.get("log.preallocate").unwrap().value.as_deref(),
+        Some("true")
+    );
+
+    support::produce_numbered(&addr, "pre", 1, 0..100).await;
+    let a = addr.clone();
+    let got = tokio::task::spawn_blocking(move || {
+        support::consume(&a, "pre", 1, 100, Duration::from_secs(20))
+    })
+    .await
+    .unwrap();
+    let seen: Vec<(i64, Vec<u8>)> = got
+        .iter()
+        .map(|r| (r.offset, r.value.clone().unwrap()))
+        .collect();
+    let want: Vec<(i64, Vec<u8>)> = (0..100)
+        .map(|i| (i as i64, format!("m-{i}").into_bytes()))
+        .collect();
+    assert_eq!(seen, want);
+    let files = segment_files(dir.path(), "pre-0");
+    assert_eq!(files.len(), 1, "{files:?}");
+    let m = std::fs::metadata(&files[0]).unwrap();
+    assert!(
+        m.len() > 0 && m.len() < 1 << 20,
+        "length is the data: {}",
+        m.len()
+    );
+    assert!(
+        m.blocks() * 512 >= 1 << 20,
+        "a segment's blocks reserved: {} bytes",
+        m.blocks() * 512
+    );
+    let len = m.len();
+    broker.shutdown().await.unwrap();
+    let m = std::fs::metadata(&files[0]).unwrap();
+    assert_eq!(m.len(), len);
+    assert!(
+        m.blocks() * 512 < 1 << 20,
+        "reserved blocks given back at close"
+    );
+}

@@ -132,3 +132,78 @@ async fn sigkill_then_restart(storage_type: &str) {
         got.len()
     );
 }
+
+/// 300 acks=all produce requests pipelined on one raw connection (past the 64 requests a
+/// connection decodes ahead; their fsync waits have their own bound): every answer comes in
+/// order, and after a SIGKILL right after the last one every acknowledged record is read
+/// back at its acknowledged offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_acks_all_answers_survive_sigkill() {
+    use crate::common::{
+        create_topic as raw_create_topic, decode_records, decode_response, encode, fetch,
+        simple_batch, topic_name, FetchArgs, KafkaConn,
+    };
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestKind, ResponseKind};
+    const N: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path());
+    let mut conn = KafkaConn::connect(&broker.address).await;
+    assert_eq!(raw_create_topic(&mut conn, "deep", 1, &[]).await, 0);
+    let mut frames = Vec::new();
+    for i in 0..N {
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic_name("deep"))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(
+                        simple_batch(&format!("r{i}"), 2, 0).into_bytes(),
+                    ))])]);
+        let id = 1 + i as i32;
+        frames.extend_from_slice(&encode(ApiKey::Produce, 9, id, &RequestKind::Produce(req)));
+    }
+    conn.write_raw(&frames).await;
+    for i in 0..N {
+        let frame = conn.read_frame().await.expect("produce response");
+        let ResponseKind::Produce(p) = decode_response(ApiKey::Produce, 9, 1 + i as i32, frame)
+        else {
+            panic!("not a Produce response")
+        };
+        let r = &p.responses[0].partition_responses[0];
+        assert_eq!(
+            (r.error_code, r.base_offset),
+            (0, 2 * i as i64),
+            "request {i}"
+        );
+    }
+    broker.kill();
+
+    let broker = BrokerProcess::start(dir.path());
+    let mut conn = KafkaConn::connect(&broker.address).await;
+    let mut got = Vec::new();
+    while got.len() < 2 * N {
+        let from = got.len() as i64;
+        let data = fetch(&mut conn, "deep", 0, FetchArgs::at(from)).await;
+        assert_eq!(data.error_code, 0);
+        let (_, records) = decode_records(data.records);
+        assert!(
+            !records.is_empty(),
+            "acknowledged records missing after {}",
+            got.len()
+        );
+        // A fetch starts at the batch holding `from`.
+        got.extend(
+            records
+                .into_iter()
+                .filter(|r| r.offset >= from)
+                .map(|r| (r.offset, r.key)),
+        );
+    }
+    let want: Vec<(i64, String)> = (0..2 * N)
+        .map(|o| (o as i64, format!("r{}-{}", o / 2, o % 2)))
+        .collect();
+    assert_eq!(got, want);
+}

@@ -273,3 +273,180 @@ async fn pipelined_responses_keep_request_order() {
     assert_eq!(common::log_end_offset(&mut conn, "order", 0).await, 2);
     broker.shutdown().await;
 }
+
+/// acks=all produces waiting for their fsync do not fill the connection's pipeline: behind
+/// a long poll (which holds its answer, and so every later one, back) a client sends
+/// 200 acks=all produce requests on the same connection; all 200 are read and written
+/// while the poll still waits — past the 64 requests of any kind a connection decodes
+/// ahead — and then answered in order with consecutive offsets, the records reading back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_all_produces_waiting_for_fsync_do_not_fill_the_pipeline() {
+    const N: usize = 200;
+    let broker = start_broker(|_| {}).await;
+    let mut conn = KafkaConn::connect(&broker.addr()).await;
+    let mut other = KafkaConn::connect(&broker.addr()).await;
+    assert_eq!(create_topic(&mut conn, "idle", 1, &[]).await, 0);
+    assert_eq!(create_topic(&mut conn, "busy", 1, &[]).await, 0);
+
+    let poll = fetch_request(
+        "idle",
+        Default::default(),
+        0,
+        FetchArgs {
+            max_wait_ms: 4_000,
+            min_bytes: 1,
+            ..FetchArgs::at(0)
+        },
+    );
+    let mut frames = Vec::new();
+    frames.extend_from_slice(&encode(ApiKey::Fetch, 12, 1, &RequestKind::Fetch(poll)));
+    for i in 0..N {
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic_name("busy"))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(
+                        simple_batch(&format!("r{i}"), 2, 0).into_bytes(),
+                    ))])]);
+        let id = 2 + i as i32;
+        frames.extend_from_slice(&encode(ApiKey::Produce, 9, id, &RequestKind::Produce(req)));
+    }
+    let started = Instant::now();
+    conn.write_raw(&frames).await;
+
+    // Every produce is written while the fetch in front of them still waits.
+    let mut end = 0;
+    while started.elapsed() < Duration::from_millis(3_000) {
+        end = common::log_end_offset(&mut other, "busy", 0).await;
+        if end == 2 * N as i64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(end, 2 * N as i64, "written behind the poll");
+    assert!(
+        started.elapsed() < Duration::from_millis(3_500),
+        "the poll was still waiting"
+    );
+
+    let first = conn.read_frame().await.expect("fetch response");
+    let ResponseKind::Fetch(f) = decode_response(ApiKey::Fetch, 12, 1, first) else {
+        panic!("not a Fetch response")
+    };
+    assert_eq!(f.responses[0].partitions[0].error_code, 0);
+    for i in 0..N {
+        let frame = conn.read_frame().await.expect("produce response");
+        let id = 2 + i as i32;
+        let ResponseKind::Produce(p) = decode_response(ApiKey::Produce, 9, id, frame) else {
+            panic!("not a Produce response")
+        };
+        let r = &p.responses[0].partition_responses[0];
+        assert_eq!(
+            (r.error_code, r.base_offset),
+            (0, 2 * i as i64),
+            "request {i}"
+        );
+    }
+    let data = fetch(&mut other, "busy", 0, FetchArgs::at(0)).await;
+    let (_, records) = decode_records(data.records);
+    let got: Vec<(i64, String)> = records
+        .iter()
+        .map(|r| (r.offset, format!("{}={}", r.key, r.value)))
+        .take(6)
+        .collect();
+    let want: Vec<(i64, String)> = (0..6)
+        .map(|o| (o, format!("r{}-{}=value-{}", o / 2, o % 2, o % 2)))
+        .collect();
+    assert_eq!(got, want);
+    broker.shutdown().await;
+}
+
+/// An acks=all answer of more than 64 partitions counts as any other wait: behind a long
+/// poll, of 70 such produces only the 63 that fill the connection's 64 decoded-ahead
+/// requests are written while the poll waits; the rest follow once it is answered, all in
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wide_acks_all_produces_count_toward_the_pipeline() {
+    const N: usize = 70;
+    const PARTITIONS: i32 = 65;
+    let broker = start_broker(|_| {}).await;
+    let mut conn = KafkaConn::connect(&broker.addr()).await;
+    let mut other = KafkaConn::connect(&broker.addr()).await;
+    assert_eq!(create_topic(&mut conn, "idle", 1, &[]).await, 0);
+    assert_eq!(create_topic(&mut conn, "wide", PARTITIONS, &[]).await, 0);
+
+    let poll = fetch_request(
+        "idle",
+        Default::default(),
+        0,
+        FetchArgs {
+            max_wait_ms: 3_000,
+            min_bytes: 1,
+            ..FetchArgs::at(0)
+        },
+    );
+    let mut frames = Vec::new();
+    frames.extend_from_slice(&encode(ApiKey::Fetch, 12, 1, &RequestKind::Fetch(poll)));
+    for i in 0..N {
+        let parts = (0..PARTITIONS)
+            .map(|p| {
+                PartitionProduceData::default()
+                    .with_index(p)
+                    .with_records(Some(simple_batch(&format!("w{i}"), 1, 0).into_bytes()))
+            })
+            .collect();
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic_name("wide"))
+                .with_partition_data(parts)]);
+        let id = 2 + i as i32;
+        frames.extend_from_slice(&encode(ApiKey::Produce, 9, id, &RequestKind::Produce(req)));
+    }
+    let started = Instant::now();
+    conn.write_raw(&frames).await;
+
+    let mut end = 0;
+    while end < 63 && started.elapsed() < Duration::from_millis(2_000) {
+        end = common::log_end_offset(&mut other, "wide", 0).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    end = common::log_end_offset(&mut other, "wide", 0).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(2_900),
+        "the poll was still waiting"
+    );
+    assert_eq!(end, 63, "63 produces behind the poll fill the pipeline");
+
+    let first = conn.read_frame().await.expect("fetch response");
+    let ResponseKind::Fetch(f) = decode_response(ApiKey::Fetch, 12, 1, first) else {
+        panic!("not a Fetch response")
+    };
+    assert_eq!(f.responses[0].partitions[0].error_code, 0);
+    for i in 0..N {
+        let frame = conn.read_frame().await.expect("produce response");
+        let ResponseKind::Produce(p) = decode_response(ApiKey::Produce, 9, 2 + i as i32, frame)
+        else {
+            panic!("not a Produce response")
+        };
+        let parts = &p.responses[0].partition_responses;
+        assert_eq!(parts.len(), PARTITIONS as usize);
+        assert!(
+            parts
+                .iter()
+                .all(|r| (r.error_code, r.base_offset) == (0, i as i64)),
+            "request {i}"
+        );
+    }
+    let data = fetch(&mut other, "wide", 7, FetchArgs::at(0)).await;
+    let (_, records) = decode_records(data.records);
+    let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
+    let want: Vec<String> = (0..N).map(|i| format!("w{i}-0")).collect();
+    assert_eq!(keys, want);
+    broker.shutdown().await;
+}

@@ -210,7 +210,7 @@ async fn parked_round(n_fetches: i32) -> (Duration, Duration) {
     for f in 0..n_fetches {
         let req = fetch("idle", f * per_fetch..(f + 1) * per_fetch);
         match dispatch(&shared, req, &ctx(Api::Fetch, 12, f as usize)) {
-            Reply::Later(fut) => parked.push(tokio::spawn(fut)),
+            Reply::Later(fut) | Reply::Durable(fut) => parked.push(tokio::spawn(fut)),
             _ => panic!("a fetch on empty partitions must park"),
         }
     }

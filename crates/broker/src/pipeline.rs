@@ -29,10 +29,12 @@ pub(crate) enum Answer {
     /// The response once the handler's wait is over (an fsync, a long poll), encoded, and
     /// the mute after it; the request's span is attached. Responses still leave in request
     /// order. Beside it, the mute already known when the handler returned (a Produce over
-    /// its quota): nothing more is read until this answer is sent.
+    /// its quota): nothing more is read until this answer is sent. Last, whether it waits
+    /// only for an fsync ([`Reply::Durable`]), held under its own bound.
     Later(
         Pin<Box<dyn Future<Output = Result<Muted, ProtocolError>> + Send>>,
         Duration,
+        bool,
     ),
     /// Nothing (Produce with acks=0), and the mute from now.
     Nothing(Duration),
@@ -96,6 +98,7 @@ pub(crate) fn handle(
         tracing::trace!("request");
         route(shared, req, session)
     };
+    let durable = matches!(routed, Reply::Durable(_));
     match routed {
         Reply::Now(mut resp) => {
             // A Fetch's file regions, left by its handler just now on this thread.
@@ -115,11 +118,12 @@ pub(crate) fn handle(
                         Ok((bytes, Duration::ZERO))
                     }),
                     mute,
+                    false,
                 ));
             }
             Ok(Answer::Ready(bytes, mute))
         }
-        Reply::Later(fut) => {
+        Reply::Later(fut) | Reply::Durable(fut) => {
             let shared = shared.clone();
             let session = session.clone();
             // The broker's own time; the wait that follows is not the client's usage.
@@ -150,6 +154,7 @@ pub(crate) fn handle(
                     .instrument(span),
                 ),
                 known,
+                durable,
             ))
         }
         Reply::Nothing => {
@@ -222,20 +227,26 @@ fn route(shared: &Arc<Shared>, req: DecodedRequest, session: &Arc<Session>) -> R
     if !observe {
         return reply;
     }
+    let durable = matches!(reply, Reply::Durable(_));
     match reply {
         Reply::Now(resp) => {
             chain.on_response(&ctx, &outcome(&resp, &sizes, started));
             Reply::Now(resp)
         }
-        Reply::Later(fut) => {
+        Reply::Later(fut) | Reply::Durable(fut) => {
             let shared = shared.clone();
-            Reply::Later(Box::pin(async move {
+            let fut: Pin<Box<dyn Future<Output = ResponseKind> + Send>> = Box::pin(async move {
                 let resp = fut.await;
                 shared
                     .hooks
                     .on_response(&ctx, &outcome(&resp, &sizes, started));
                 resp
-            }))
+            });
+            if durable {
+                Reply::Durable(fut)
+            } else {
+                Reply::Later(fut)
+            }
         }
         Reply::Nothing => {
             // acks=0: no response; the outcome is what was handled.

@@ -16,7 +16,8 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use rafka_core::limits::{
-    IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX, PENDING_RESPONSE_BYTES_PER_CONNECTION_MAX,
+    DURABILITY_WAITS_PER_CONNECTION_MAX, IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX,
+    PENDING_RESPONSE_BYTES_PER_CONNECTION_MAX,
 };
 use rafka_protocol::connection::{Inbound, ProtocolError};
 use rafka_protocol::{encode_response_chunks, Connection, EncodedResponse};
@@ -200,14 +201,26 @@ enum Pending {
     Task(
         JoinHandle<Result<(EncodedResponse, Duration), ProtocolError>>,
         Duration,
+        Wait,
     ),
+}
+
+/// What a queued task waits for, for the per-connection bounds of [`has_room`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    /// Anything (a long poll, a coordinator, a delay): counts toward
+    /// `IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX`.
+    Any,
+    /// Only an fsync, the response already built: counts toward
+    /// `DURABILITY_WAITS_PER_CONNECTION_MAX`.
+    Durability,
 }
 
 impl Pending {
     /// The mute known to follow this answer.
     fn mute(&self) -> Duration {
         match self {
-            Pending::Ready(_, m) | Pending::Task(_, m) => *m,
+            Pending::Ready(_, m) | Pending::Task(_, m, _) => *m,
         }
     }
 }
@@ -218,7 +231,7 @@ async fn front_task(
     queue: &mut VecDeque<Pending>,
 ) -> Result<(EncodedResponse, Duration), ProtocolError> {
     match queue.front_mut() {
-        Some(Pending::Task(h, _)) => match h.await {
+        Some(Pending::Task(h, _, _)) => match h.await {
             Ok(r) => r,
             Err(e) => Err(ProtocolError::Encode {
                 key: kafka_protocol::messages::ApiKey::ApiVersions,
@@ -391,7 +404,12 @@ fn has_room(queue: &VecDeque<Pending>) -> bool {
             Pending::Task(..) => 0,
         })
         .sum();
-    queue.len() < IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX
+    let durable = queue
+        .iter()
+        .filter(|p| matches!(p, Pending::Task(_, _, Wait::Durability)))
+        .count();
+    queue.len() - durable < IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX
+        && durable < DURABILITY_WAITS_PER_CONNECTION_MAX
         && waiting < PENDING_RESPONSE_BYTES_PER_CONNECTION_MAX
 }
 
@@ -681,6 +699,7 @@ fn drain_requests(
                         Ok((bytes, Duration::ZERO))
                     }),
                     Duration::ZERO,
+                    Wait::Any,
                 ));
                 return Ok(Drained::Stop);
             }
@@ -698,7 +717,10 @@ fn drain_requests(
 fn push_answer(queue: &mut VecDeque<Pending>, answer: Answer, muted_until: &mut Option<Instant>) {
     match answer {
         Answer::Ready(bytes, mute) => queue.push_back(Pending::Ready(bytes, mute)),
-        Answer::Later(fut, known) => queue.push_back(Pending::Task(tokio::spawn(fut), known)),
+        Answer::Later(fut, known, durable) => {
+            let wait = if durable { Wait::Durability } else { Wait::Any };
+            queue.push_back(Pending::Task(tokio::spawn(fut), known, wait));
+        }
         Answer::Nothing(mute) => mute_for(muted_until, mute),
     }
 }
@@ -732,6 +754,40 @@ fn encode(shared: &Shared, out: Out, started: Instant) -> Result<EncodedResponse
             framed.extend_from_slice(&(token.len() as u32).to_be_bytes());
             framed.extend_from_slice(&token);
             Ok(EncodedResponse::from(framed.freeze()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(wait: Wait) -> Pending {
+        let never = std::future::pending::<Result<(EncodedResponse, Duration), ProtocolError>>();
+        Pending::Task(tokio::spawn(never), Duration::ZERO, wait)
+    }
+
+    /// Waits of any kind fill the pipeline at 64; fsync waits have their own bound beside.
+    #[tokio::test]
+    async fn fsync_waits_have_their_own_bound() {
+        let mut queue = VecDeque::new();
+        for _ in 1..IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX {
+            queue.push_back(task(Wait::Any));
+        }
+        assert!(has_room(&queue));
+        for _ in 0..DURABILITY_WAITS_PER_CONNECTION_MAX - 1 {
+            queue.push_back(task(Wait::Durability));
+        }
+        assert!(has_room(&queue), "fsync waits do not count toward the 64");
+        queue.push_back(task(Wait::Durability));
+        assert!(!has_room(&queue), "nor past their own bound");
+        queue.pop_back();
+        queue.push_back(task(Wait::Any));
+        assert!(!has_room(&queue), "64 waits of any kind fill the pipeline");
+        for p in queue {
+            if let Pending::Task(h, _, _) = p {
+                h.abort();
+            }
         }
     }
 }

@@ -352,8 +352,8 @@ pub fn default_value(name: &str, d: &LogConfig) -> String {
         "min.cleanable.dirty.ratio" => "0.5".into(),
         "min.compaction.lag.ms" | "segment.jitter.ms" => "0".into(),
         "min.insync.replicas" => "1".into(),
-        "preallocate"
-        | "remote.log.copy.disable"
+        "preallocate" => d.preallocate.to_string(),
+        "remote.log.copy.disable"
         | "remote.log.delete.on.disable"
         | "remote.storage.enable"
         | "unclean.leader.election.enable" => "false".into(),

@@ -34,6 +34,19 @@ pub const CONNECTIONS_MAX: usize = 4096;
 /// When reached, the connection stops reading until a response has been written.
 pub const IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX: usize = 64;
 
+/// Answers one connection may hold that wait only for an fsync (acks=all Produce on the
+/// log engine: the records are written, the small response is built). They do not count
+/// toward [`IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX`], which would otherwise cap a client
+/// that sends many small acks=all requests at that many per fsync.
+pub const DURABILITY_WAITS_PER_CONNECTION_MAX: usize = 1024;
+
+/// Largest Produce answer (partitions in it) held under
+/// [`DURABILITY_WAITS_PER_CONNECTION_MAX`]; a larger one counts toward
+/// [`IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX`]. At about 300 bytes per entry (a topic name
+/// of at most 249 bytes, error fields) the fsync waits of one connection hold at most
+/// about 19 MiB, near [`PENDING_RESPONSE_BYTES_PER_CONNECTION_MAX`].
+pub const DURABLE_ANSWER_PARTITIONS_MAX: usize = 64;
+
 /// Encoded response bytes one connection may hold waiting for its client to read them.
 /// Past this the connection decodes no further request (and so stops reading) until
 /// the client has taken some: a client that never reads costs at most this plus the

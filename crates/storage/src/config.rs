@@ -54,7 +54,7 @@ pub struct StorageConfig {
 }
 
 /// `storage.log:` — settings only the `log` engine honours (the defaults of the topic
-/// configs `segment.bytes`, `segment.ms` and `index.interval.bytes`).
+/// configs `segment.bytes`, `segment.ms`, `index.interval.bytes` and `preallocate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogSection {
     /// `log.segment.bytes`: roll the active segment when it would grow past this.
@@ -63,6 +63,10 @@ pub struct LogSection {
     pub segment_ms: i64,
     /// `log.index.interval.bytes`: bytes between sparse index entries.
     pub index_interval_bytes: u32,
+    /// `log.preallocate`: reserve `segment.bytes` of disk when a segment takes its first
+    /// append. Off by default, as in Kafka: each active segment would hold a whole
+    /// segment's blocks (1 GiB by default) however little it stores.
+    pub preallocate: bool,
 }
 
 /// `storage.memory:` — settings of the `memory` engine.
@@ -88,6 +92,7 @@ impl Default for LogSection {
             segment_bytes: log.segment_bytes,
             segment_ms: log.segment_ms,
             index_interval_bytes: log.index_interval_bytes,
+            preallocate: log.preallocate,
         }
     }
 }
@@ -252,6 +257,8 @@ struct LogSectionYaml {
     segment_bytes: Option<u64>,
     segment_ms: Option<i64>,
     index_interval_bytes: Option<u32>,
+    // New with the sections: it has no flat spelling.
+    preallocate: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -331,6 +338,7 @@ impl TryFrom<StorageYaml> for StorageConfig {
                 dlog.index_interval_bytes,
                 w,
             )?,
+            preallocate: log.preallocate.unwrap_or(dlog.preallocate),
         };
         let memory = MemorySection {
             max_bytes: resolve(
@@ -499,6 +507,7 @@ impl StorageConfig {
             segment_bytes: self.log.segment_bytes,
             segment_ms: self.log.segment_ms,
             index_interval_bytes: self.log.index_interval_bytes,
+            preallocate: self.log.preallocate,
             retention_ms: self.log_retention_ms,
             retention_bytes: self.log_retention_bytes,
             // Config may lower a hard cap, never raise it.
@@ -640,14 +649,20 @@ mod tests {
     fn engine_sections_set_their_engines_settings() {
         let cfg = check_valid(
             "storage_type: log\nlog:\n  segment_bytes: 4096\n  segment_ms: 60000\n  \
-             index_interval_bytes: 512\n",
+             index_interval_bytes: 512\n  preallocate: true\n",
         )
         .unwrap();
         let log = cfg.log_config();
         assert_eq!(
-            (log.segment_bytes, log.segment_ms, log.index_interval_bytes),
-            (4096, 60000, 512)
+            (
+                log.segment_bytes,
+                log.segment_ms,
+                log.index_interval_bytes,
+                log.preallocate
+            ),
+            (4096, 60000, 512, true)
         );
+        assert!(!StorageConfig::default().log_config().preallocate);
         let cfg = check_valid(
             "storage_type: memory\nmemory: {max_bytes: 1000, snapshot_interval_bytes: 2000, \
              snapshot_interval_ms: 3000}\n",
@@ -688,7 +703,8 @@ mod tests {
                 LogSection {
                     segment_bytes: 4096,
                     segment_ms: 60000,
-                    index_interval_bytes: 512
+                    index_interval_bytes: 512,
+                    preallocate: false,
                 }
             );
             assert_eq!(

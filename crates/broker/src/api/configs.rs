@@ -123,6 +123,7 @@ fn broker_entries(shared: &Shared) -> Vec<(String, String, i8)> {
         ),
         ("log.segment.bytes".into(), d.segment_bytes.to_string(), 3),
         ("log.roll.ms".into(), d.segment_ms.to_string(), 5),
+        ("log.preallocate".into(), d.preallocate.to_string(), 1),
         ("log.retention.ms".into(), d.retention_ms.to_string(), 5),
         (
             "log.retention.bytes".into(),

@@ -410,7 +410,7 @@ pub fn offset_commit(shared: &Arc<Shared>, req: OffsetCommitRequest, version: i1
             .collect();
         let mut resp = match offset_commit_with(&shared, req, version, &exists) {
             Reply::Now(r) => r,
-            Reply::Later(f) => f.await,
+            Reply::Later(f) | Reply::Durable(f) => f.await,
             // OffsetCommit always answers.
             Reply::Nothing | Reply::Close(_) => {
                 return ResponseKind::OffsetCommit(OffsetCommitResponse::default())

@@ -43,6 +43,10 @@ pub enum Reply {
     Now(ResponseKind),
     /// The response needs waiting for (fsync, long poll).
     Later(Pin<Box<dyn Future<Output = ResponseKind> + Send>>),
+    /// The response is built and the request's records are written: it waits only for an
+    /// fsync (acks=all on the log engine). Held under its own, larger per-connection bound
+    /// (`limits::DURABILITY_WAITS_PER_CONNECTION_MAX`).
+    Durable(Pin<Box<dyn Future<Output = ResponseKind> + Send>>),
     /// No response at all (Produce with acks=0).
     Nothing,
     /// The request cannot be answered: close the connection (a broker bug, logged).
@@ -251,7 +255,10 @@ pub fn dispatch(shared: &Arc<Shared>, req: DecodedRequest, ctx: &Arc<RequestCont
                     authorize::narrow(&a, &filter, &mut resp);
                     Reply::Now(resp)
                 }
-                Reply::Later(fut) => {
+                Reply::Durable(fut) if extra.is_empty() && filter == authorize::Filter::None => {
+                    Reply::Durable(fut)
+                }
+                Reply::Later(fut) | Reply::Durable(fut) => {
                     if extra.is_empty() && filter == authorize::Filter::None {
                         return Reply::Later(fut);
                     }

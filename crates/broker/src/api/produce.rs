@@ -16,6 +16,7 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::ResponseError;
 
+use rafka_core::limits::DURABLE_ANSWER_PARTITIONS_MAX;
 use rafka_core::{
     CompressionType, RecordBatch, StorageError, Timestamp, TopicName, TopicPartition,
     ValidatedBatch,
@@ -343,7 +344,7 @@ pub fn handle(
                 }
                 match serve(&shared, req, version, &ctx) {
                     Reply::Now(r) => r,
-                    Reply::Later(f) => f.await,
+                    Reply::Later(f) | Reply::Durable(f) => f.await,
                     // acks != 0 always answers.
                     Reply::Nothing | Reply::Close(_) => {
                         ResponseKind::Produce(ProduceResponse::default())
@@ -473,7 +474,16 @@ fn serve(
     if to_flush.is_empty() || shared.config.durability.fsync != FsyncPolicy::OnAckAll {
         return Reply::Now(ResponseKind::Produce(response));
     }
-    Reply::Later(Box::pin(async move {
+    // A small answer (the usual one or few partitions) waits under the connection's bound
+    // for fsync waits; a large one counts as any other wait, so 1024 of them cannot hold
+    // 1024 responses of thousands of partitions.
+    let entries: usize = response
+        .responses
+        .iter()
+        .map(|t| t.partition_responses.len())
+        .sum();
+    let small = entries <= DURABLE_ANSWER_PARTITIONS_MAX;
+    let wait = Box::pin(async move {
         let mut response = response;
         // One fsync per partition touched; concurrent produce requests share them
         // through the log's group commit.
@@ -494,7 +504,12 @@ fn serve(
             }
         }
         ResponseKind::Produce(response)
-    }))
+    });
+    if small {
+        Reply::Durable(wait)
+    } else {
+        Reply::Later(wait)
+    }
 }
 
 /// A diskless topic's partition refused before the committer: the message says why.
