@@ -62,8 +62,8 @@
 
 mod common;
 mod diskless;
-mod many;
 mod latency;
+mod many;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
