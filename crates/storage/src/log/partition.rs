@@ -25,6 +25,7 @@ use rafka_core::{
 };
 
 use super::header::BatchHeader;
+use super::open_files::OpenFiles;
 use super::producer_snapshot;
 use super::read_buf::ReadBuf;
 use super::recovery;
@@ -111,6 +112,8 @@ pub struct LogPartition {
     pub(super) cleaning: Mutex<()>,
     /// Serialises producer-snapshot writes and reads (their file I/O runs outside `state`).
     snapshot_lock: Mutex<()>,
+    /// The engine's bound on open segment files.
+    pub(super) files: Arc<OpenFiles>,
 }
 
 impl std::fmt::Debug for LogPartition {
@@ -138,8 +141,9 @@ impl LogPartition {
         dir: PathBuf,
         cfg: LogConfig,
         clean: bool,
+        files: Arc<OpenFiles>,
     ) -> StorageResult<LogPartition> {
-        let state = recovery::recover(&tp, &dir, cfg, clean)?;
+        let state = recovery::recover(&tp, &dir, cfg, clean, &files)?;
         let part = LogPartition {
             tp,
             dir,
@@ -148,6 +152,7 @@ impl LogPartition {
             generation: AtomicU64::new(0),
             cleaning: Mutex::new(()),
             snapshot_lock: Mutex::new(()),
+            files,
         };
         let rebuild = {
             let mut st = part.state.lock();
@@ -212,7 +217,7 @@ impl LogPartition {
         st.active_mut().release_preallocated()?;
         let active = st.active();
         active.write_index_files(&self.dir)?;
-        active.file.sync_data()?;
+        active.file()?.sync_data()?;
         let active_base = active.base_offset;
         if st.txn.take_unsynced() {
             if let Err(e) = txn_index::sync_file(&self.dir, active_base) {
@@ -220,7 +225,7 @@ impl LogPartition {
                 return Err(e);
             }
         }
-        let next = Segment::create(&self.dir, st.log_end())?;
+        let next = Segment::create(&self.dir, st.log_end(), &self.files)?;
         sync_dir(&self.dir)?;
         st.segments.push(next);
         // Everything appended so far is in a synced segment now.
@@ -257,12 +262,12 @@ impl LogPartition {
     /// segment holding it, and later segments when compaction removed everything from
     /// `from` to the end of this one (read on until a segment that starts after `from`
     /// and holds a batch). Taken under the state lock; scanned without it.
-    fn ranges_from(st: &PartState, from: Offset) -> Vec<FileRange> {
+    fn ranges_from(st: &PartState, from: Offset) -> io::Result<Vec<FileRange>> {
         let i = st.segment_index(from);
         let mut ranges: Vec<FileRange> = Vec::with_capacity(2);
         for (k, s) in st.segments[i..].iter().enumerate() {
             ranges.push(FileRange {
-                file: Arc::clone(&s.file),
+                file: s.file()?,
                 start: if k == 0 {
                     s.index_floor_position(from)
                 } else {
@@ -274,7 +279,7 @@ impl LogPartition {
                 break;
             }
         }
-        ranges
+        Ok(ranges)
     }
 
     /// Locates the batch that contains or follows `from` in `ranges` and reads whole
@@ -300,7 +305,7 @@ impl LogPartition {
                 if from == log_end {
                     return Ok((None, log_start, log_end));
                 }
-                (Self::ranges_from(&st, from), log_start, log_end)
+                (Self::ranges_from(&st, from)?, log_start, log_end)
             };
             let result = f(&ranges);
             if self.generation.load(Ordering::SeqCst) == generation {
@@ -499,15 +504,15 @@ impl PartitionLog for LogPartition {
         // Positional writes: a process crash after they return loses nothing (the bytes
         // are in the page cache); a failed write is cut off so no partial batch remains.
         let bytes = batch.as_bytes();
+        let file = seg.file()?;
         let written = if stamped {
-            seg.file.write_all_at(bytes, position)
+            file.write_all_at(bytes, position)
         } else {
-            seg.file
-                .write_all_at(&base_offset.0.to_be_bytes(), position)
-                .and_then(|()| seg.file.write_all_at(&bytes[8..], position + 8))
+            file.write_all_at(&base_offset.0.to_be_bytes(), position)
+                .and_then(|()| file.write_all_at(&bytes[8..], position + 8))
         };
         if let Err(e) = written {
-            let _ = seg.file.set_len(position);
+            let _ = file.set_len(position);
             return Err(e.into());
         }
         let mut header = BatchHeader::parse(bytes).expect("validated batch has a header");
@@ -572,12 +577,14 @@ impl PartitionLog for LogPartition {
                             && s.max_timestamp.is_some_and(|(max, _)| max >= ts)
                     })
                     .take(2)
-                    .map(|s| FileRange {
-                        file: Arc::clone(&s.file),
-                        start: s.time_floor_position(ts),
-                        end: s.size,
+                    .map(|s| {
+                        Ok(FileRange {
+                            file: s.file()?,
+                            start: s.time_floor_position(ts),
+                            end: s.size,
+                        })
                     })
-                    .collect();
+                    .collect::<io::Result<_>>()?;
                 (ranges, st.log_start)
             };
             let result = Self::find_timestamp(&ranges, ts, log_start);
@@ -624,10 +631,11 @@ impl PartitionLog for LogPartition {
         }
         let j = st.segment_index(offset);
         let seg = &st.segments[j];
+        let file = seg.file()?;
         // Find the first batch that contains `offset` or starts after it.
         let mut cut = seg.index_floor_position(offset);
         while cut < seg.size {
-            let h = read_header(&seg.file, cut)?
+            let h = read_header(&file, cut)?
                 .filter(|h| h.size_bytes >= HEADER_BYTES as u64 && cut + h.size_bytes <= seg.size)
                 .ok_or_else(|| invalid_data(format!("bad batch header at position {cut}")))?;
             if h.next_offset() > offset {
@@ -643,9 +651,9 @@ impl PartitionLog for LogPartition {
         }
         let interval = st.cfg.index_interval_bytes;
         let seg = st.active_mut();
-        seg.file.set_len(cut)?;
+        file.set_len(cut)?;
         seg.rebuild(false, OffsetRule::Contiguous, interval)?;
-        seg.file.sync_all()?;
+        file.sync_all()?;
         let (base, log_end) = (seg.base_offset, seg.next_offset);
         st.txn.truncate(&self.dir, base, log_end)?;
         if st.producer_snapshot.is_some_and(|o| o > log_end) {
@@ -670,11 +678,7 @@ impl PartitionLog for LogPartition {
                 // Appends before this point went to this file or to a rolled segment,
                 // which was synced when it rolled; so did aborted-transaction entries.
                 let txn_base = st.txn.take_unsynced().then(|| st.active().base_offset);
-                (
-                    self.commit.written(),
-                    Arc::clone(&st.active().file),
-                    txn_base,
-                )
+                (self.commit.written(), st.active().file()?, txn_base)
             };
             if let Some(base) = txn_base {
                 if let Err(e) = txn_index::sync_file(&self.dir, base) {
