@@ -127,15 +127,17 @@ impl LogEngine {
             return Ok(Arc::clone(p));
         }
         let dir = self.root.join(tp.dir_name());
-        if !dir.is_dir() {
+        // The new directory's entry is synced by the partition's first flush or roll.
+        let created = !dir.is_dir();
+        if created {
             fs::create_dir(&dir)?;
-            sync_dir(&self.root)?;
         }
         let part = Arc::new(LogPartition::open(
             tp.clone(),
             dir,
             cfg.clone(),
             self.clean_start,
+            created,
             Arc::clone(&self.files),
         )?);
         open.insert(tp.clone(), Arc::clone(&part));

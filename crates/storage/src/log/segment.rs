@@ -140,7 +140,9 @@ pub(crate) struct Segment {
 
 impl Segment {
     /// Creates an empty segment with base offset `base_offset` in `dir`. Stale index files
-    /// of the same name are replaced. The caller syncs the directory.
+    /// of the same name are replaced by empty ones, not synced: an active segment's indexes
+    /// are rebuilt from its `.log` at every open, and written and synced when it rolls. The
+    /// caller syncs the directory.
     pub fn create(dir: &Path, base_offset: Offset, files: &Arc<OpenFiles>) -> io::Result<Segment> {
         let path = segment_path(dir, base_offset, LOG_EXT);
         let file = OpenOptions::new()
@@ -151,7 +153,9 @@ impl Segment {
             .open(&path)?;
         let slot = files.adopt(path, Arc::new(file));
         let seg = Segment::empty(base_offset, slot, files);
-        seg.write_index_files(dir)?;
+        for ext in [INDEX_EXT, TIMEINDEX_EXT] {
+            File::create(segment_path(dir, base_offset, ext))?;
+        }
         super::txn_index::create_empty(dir, base_offset)?;
         Ok(seg)
     }
