@@ -523,6 +523,10 @@ pub(super) fn finish_swaps(dir: &Path) -> io::Result<()> {
             leftovers.push(entry.path());
         }
     }
+    if committed.is_empty() && leftovers.is_empty() {
+        // Nothing to finish: no directory entry changes, nothing to sync.
+        return Ok(());
+    }
     for b1 in committed {
         let group_file = suffixed(dir, b1, GROUP_EXT, SWAP_SUFFIX);
         let last_old = fs::read_to_string(&group_file)?
