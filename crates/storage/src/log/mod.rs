@@ -825,6 +825,46 @@ mod tests {
         buf
     }
 
+    /// Creating or opening a partition syncs no directory: a new one (or one whose files
+    /// recovery changed) has its directories synced by its first flush or roll, and an
+    /// unchanged one reopens with nothing to sync.
+    #[test]
+    fn directories_are_synced_by_the_first_flush_not_at_open() {
+        use rafka_core::PartitionLog;
+        let unsynced = |log: &LogPartition| log.dirs_unsynced.load(Ordering::Acquire);
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (engine, log) = check_open(dir.path(), &small());
+            assert!(unsynced(&log), "a new partition");
+            log.flush().unwrap();
+            assert!(
+                unsynced(&log),
+                "nothing written: nothing to make durable yet"
+            );
+            log.append(batch(1, 0, 10)).unwrap();
+            log.flush().unwrap();
+            assert!(!unsynced(&log), "the first flush synced them");
+            engine.close().unwrap();
+        }
+        {
+            let (_engine, log) = check_open(dir.path(), &small());
+            assert!(!unsynced(&log), "reopened unchanged");
+            for i in 0..10 {
+                log.append(batch(1, i, 400)).unwrap();
+            }
+            assert!(log.n_segments() > 1);
+            // Dropped without close: an unclean stop.
+        }
+        // Recovery that deletes files (a leftover checkpoint temp file) changes entries.
+        fs::write(dir.path().join("t-0").join("log-start-offset.tmp"), b"3").unwrap();
+        let (_engine, log) = check_open(dir.path(), &small());
+        assert!(unsynced(&log), "recovery changed the directory");
+        log.append(batch(1, 0, 10)).unwrap();
+        log.flush().unwrap();
+        assert!(!unsynced(&log));
+        assert_eq!(read_all(log.as_ref(), Offset(0)).len(), 12);
+    }
+
     #[test]
     fn retention_deletes_whole_segments_only() {
         let dir = tempfile::tempdir().unwrap();

@@ -119,7 +119,7 @@ pub struct LogPartition {
     /// changed its files, cleared by the next `flush` or roll, which sync both directories
     /// before they call anything durable. So creating or opening a partition costs no
     /// fsync (at 100,000 partitions those were most of the start-up and creation time).
-    dirs_unsynced: AtomicBool,
+    pub(super) dirs_unsynced: AtomicBool,
 }
 
 impl std::fmt::Debug for LogPartition {
