@@ -56,6 +56,10 @@
 //! fsync, alone and beside a second producer (or a file writer) loading the disk, and
 //! produce 1 KiB acks=1 against acks=all (benches/latency/mod.rs).
 //!
+//! `RAFKA_BENCH_ONLY=scale` runs only one broker holding `RAFKA_BENCH_PARTITIONS`
+//! partitions (default 100,000): idle RSS and file descriptors, Metadata for every topic,
+//! ready time after SIGTERM and after SIGKILL (benches/scale/mod.rs).
+//!
 //! Sizes: `RAFKA_BENCH_RECORDS` (1 KiB records, default 200,000), `RAFKA_BENCH_STARTUP_MIB`
 //! (data for the start-up test, default 1024), `RAFKA_BENCH_STARTUP_PARTITIONS` (1000).
 //! Prints a Markdown table; not a pass/fail test.
@@ -64,6 +68,7 @@ mod common;
 mod diskless;
 mod latency;
 mod many;
+mod scale;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -741,6 +746,10 @@ fn main() {
     }
     if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "scram") {
         scram_connections(dir.path());
+        return;
+    }
+    if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "scale") {
+        scale::scale(dir.path());
         return;
     }
     if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "diskless") {

@@ -15,4 +15,5 @@ mod crash_torture;
 mod diskless;
 mod eos_pipeline;
 mod load_limits;
+mod open_files;
 mod rdkafka_crash;

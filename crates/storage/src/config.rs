@@ -67,6 +67,9 @@ pub struct LogSection {
     /// append. Off by default, as in Kafka: each active segment would hold a whole
     /// segment's blocks (1 GiB by default) however little it stores.
     pub preallocate: bool,
+    /// Segment files kept open, all partitions together (Rafka's own: Kafka keeps every
+    /// segment open); the least recently used are closed and reopened when next used.
+    pub max_open_files: usize,
 }
 
 /// `storage.memory:` — settings of the `memory` engine.
@@ -93,6 +96,7 @@ impl Default for LogSection {
             segment_ms: log.segment_ms,
             index_interval_bytes: log.index_interval_bytes,
             preallocate: log.preallocate,
+            max_open_files: crate::log::MAX_OPEN_FILES_DEFAULT,
         }
     }
 }
@@ -259,6 +263,7 @@ struct LogSectionYaml {
     index_interval_bytes: Option<u32>,
     // New with the sections: it has no flat spelling.
     preallocate: Option<bool>,
+    max_open_files: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -339,6 +344,7 @@ impl TryFrom<StorageYaml> for StorageConfig {
                 w,
             )?,
             preallocate: log.preallocate.unwrap_or(dlog.preallocate),
+            max_open_files: log.max_open_files.unwrap_or(dlog.max_open_files),
         };
         let memory = MemorySection {
             max_bytes: resolve(
@@ -379,6 +385,10 @@ impl TryFrom<StorageYaml> for StorageConfig {
 
 /// Smallest segment accepted: a segment must hold at least one header-sized batch.
 const SEGMENT_BYTES_MIN: u64 = 1024;
+/// Bounds of `storage.log.max_open_files`: a few files open per partition written at
+/// once (the active segment, a reader's older one); at most what a process may open.
+const MAX_OPEN_FILES_MIN: usize = 16;
+const MAX_OPEN_FILES_MAX: usize = 1 << 20;
 
 impl StorageConfig {
     /// Checks the engine is in this build, that the file wrote no section for another
@@ -412,6 +422,15 @@ impl StorageConfig {
                     "must be in [{SEGMENT_BYTES_MIN}, {}], got {}",
                     u32::MAX,
                     log.segment_bytes
+                ),
+            );
+        }
+        if !(MAX_OPEN_FILES_MIN..=MAX_OPEN_FILES_MAX).contains(&log.max_open_files) {
+            return invalid(
+                "storage.log.max_open_files",
+                format!(
+                    "must be in [{MAX_OPEN_FILES_MIN}, {MAX_OPEN_FILES_MAX}], got {}",
+                    log.max_open_files
                 ),
             );
         }
@@ -533,9 +552,10 @@ pub fn open_engine(cfg: &StorageConfig) -> Result<Arc<dyn StorageEngine>, Storag
         );
     }
     match cfg.storage_type.as_str() {
-        "log" => Ok(Arc::new(LogEngine::open(
+        "log" => Ok(Arc::new(LogEngine::open_with_max_open_files(
             cfg.path.clone(),
             cfg.log_config(),
+            cfg.log.max_open_files,
         )?)),
         "memory" => Ok(Arc::new(MemoryEngine::open(
             cfg.memory_options(),
@@ -705,6 +725,7 @@ mod tests {
                     segment_ms: 60000,
                     index_interval_bytes: 512,
                     preallocate: false,
+                    max_open_files: crate::log::MAX_OPEN_FILES_DEFAULT,
                 }
             );
             assert_eq!(
@@ -816,6 +837,7 @@ mod tests {
             ("log_segment_bytes: 10\n", "storage.log_segment_bytes"),
             ("log: {segment_bytes: 10}\n", "storage.log.segment_bytes"),
             ("log: {segment_ms: 0}\n", "storage.log.segment_ms"),
+            ("log: {max_open_files: 3}\n", "storage.log.max_open_files"),
             ("log_segment_ms: -5\n", "storage.log_segment_ms"),
             ("log_retention_ms: -2\n", "storage.log_retention_ms"),
             ("log_retention_bytes: -2\n", "storage.log_retention_bytes"),

@@ -36,6 +36,7 @@ use rafka_core::{
 };
 
 use super::header::BatchHeader;
+use super::open_files::{FileSlot, OpenFiles};
 use super::partition::LogPartition;
 use super::segment::{
     read_at_most, read_header, segment_path, Segment, INDEX_EXT, LOG_EXT, TIMEINDEX_EXT,
@@ -94,7 +95,10 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
 /// A closed segment as the cleaner sees it, copied under the lock.
 struct SegView {
     base: Offset,
+    /// Opened under the lock and held for the cleaning (outside the open-files bound).
     file: Arc<File>,
+    /// Which segment this was, to see at the swap that it is still there.
+    slot: Arc<FileSlot>,
     size: u64,
     next: Offset,
     max_timestamp: Option<Timestamp>,
@@ -187,14 +191,17 @@ impl LogPartition {
             let closed = &st.segments[..st.segments.len() - 1];
             let views: Vec<SegView> = closed
                 .iter()
-                .map(|s| SegView {
-                    base: s.base_offset,
-                    file: Arc::clone(&s.file),
-                    size: s.size,
-                    next: s.next_offset,
-                    max_timestamp: s.max_timestamp.map(|(ts, _)| ts),
+                .map(|s| {
+                    Ok(SegView {
+                        base: s.base_offset,
+                        file: s.file()?,
+                        slot: Arc::clone(&s.slot),
+                        size: s.size,
+                        next: s.next_offset,
+                        max_timestamp: s.max_timestamp.map(|(ts, _)| ts),
+                    })
                 })
-                .collect();
+                .collect::<io::Result<_>>()?;
             // The aborted transactions whose markers are in closed segments: a cleaned
             // segment keeps those whose marker it keeps.
             let active_base = st.active().base_offset;
@@ -328,9 +335,11 @@ impl LogPartition {
             .create(true)
             .truncate(true)
             .open(&path)?;
-        let mut seg = Segment::empty(base, Arc::new(file));
+        // Written under a temporary name: never closed by the open-files bound (it could
+        // not be reopened by its final name) until the swap puts it in place.
+        let mut seg = Segment::empty(base, OpenFiles::pinned(Arc::new(file)), &self.files);
         let mut out = CleanedGroup {
-            seg: Segment::empty(base, Arc::clone(&seg.file)),
+            seg: Segment::empty(base, Arc::clone(&seg.slot), &self.files),
             records_removed: 0,
             batches_removed: 0,
             aborted: Vec::new(),
@@ -367,14 +376,14 @@ impl LogPartition {
                     kept_markers.push(kept.base_offset());
                 }
                 let pos = seg.size;
-                seg.file.write_all_at(kept.as_bytes(), pos)?;
+                seg.file()?.write_all_at(kept.as_bytes(), pos)?;
                 let header = BatchHeader::parse(kept.as_bytes()).expect("a batch has a header");
                 debug_assert!(kept.size_bytes() >= HEADER_BYTES);
                 seg.track(&header, pos, interval);
                 Ok(true)
             })?;
         }
-        seg.file.sync_all()?;
+        seg.file()?.sync_all()?;
         seg.write_index_files_suffixed(&self.dir, CLEANED_SUFFIX)?;
         let group_end = group.last().expect("a group is never empty").next;
         out.aborted = aborted
@@ -422,7 +431,7 @@ impl LogPartition {
         let unchanged = at.is_some_and(|k| {
             k + group.len() < st.segments.len()
                 && group.iter().zip(&st.segments[k..]).all(|(g, s)| {
-                    g.base == s.base_offset && g.size == s.size && Arc::ptr_eq(&g.file, &s.file)
+                    g.base == s.base_offset && g.size == s.size && Arc::ptr_eq(&g.slot, &s.slot)
                 })
         });
         if st.closed || !unchanged {
@@ -466,6 +475,9 @@ impl LogPartition {
                 segment_path(dir, b1, ext),
             )?;
         }
+        // In place under its final name: from now on the bound may close and reopen it.
+        let cleaned = st.segments[k].file()?;
+        st.segments[k].slot = self.files.adopt(segment_path(dir, b1, LOG_EXT), cleaned);
         crash(SwapStep::InPlace)?;
         fs::remove_file(suffixed(dir, b1, GROUP_EXT, SWAP_SUFFIX))?;
         sync_dir(dir)?;
@@ -510,6 +522,10 @@ pub(super) fn finish_swaps(dir: &Path) -> io::Result<()> {
         } else if name.ends_with(CLEANED_SUFFIX) || name.ends_with(SWAP_SUFFIX) {
             leftovers.push(entry.path());
         }
+    }
+    if committed.is_empty() && leftovers.is_empty() {
+        // Nothing to finish: no directory entry changes, nothing to sync.
+        return Ok(());
     }
     for b1 in committed {
         let group_file = suffixed(dir, b1, GROUP_EXT, SWAP_SUFFIX);

@@ -21,6 +21,7 @@
 
 mod cleaner;
 mod header;
+mod open_files;
 mod partition;
 mod producer_snapshot;
 mod read_buf;
@@ -42,6 +43,7 @@ use rafka_core::{
 
 use crate::durable::{sync_dir, write_file_atomically};
 pub use cleaner::{SwapStep, SWAP_STEPS};
+pub use open_files::{OpenFiles, MAX_OPEN_FILES_DEFAULT};
 pub use partition::LogPartition;
 
 /// Name of the marker file a clean shutdown leaves in the engine root.
@@ -58,6 +60,8 @@ pub struct LogEngine {
     clean_start: bool,
     open_partitions: Mutex<HashMap<TopicPartition, Arc<LogPartition>>>,
     closed: AtomicBool,
+    /// The bound on open segment files, all partitions together.
+    files: Arc<OpenFiles>,
 }
 
 impl LogEngine {
@@ -65,16 +69,32 @@ impl LogEngine {
     /// [`LogEngine::default_config`] hands out; each partition gets its own at open.
     /// Entries in the root that are not partition directories are skipped with a warning.
     pub fn open(root: PathBuf, default_config: LogConfig) -> StorageResult<LogEngine> {
+        Self::open_with_max_open_files(root, default_config, MAX_OPEN_FILES_DEFAULT)
+    }
+
+    /// [`LogEngine::open`] keeping at most `max_open_files` segment files open
+    /// (`storage.log.max_open_files`; see [`OpenFiles`]).
+    pub fn open_with_max_open_files(
+        root: PathBuf,
+        default_config: LogConfig,
+        max_open_files: usize,
+    ) -> StorageResult<LogEngine> {
         fs::create_dir_all(&root)?;
         let clean_start = recovery::clean_start(&root)?;
-        tracing::info!(root = %root.display(), clean_start, "opened log engine");
+        tracing::info!(root = %root.display(), clean_start, max_open_files, "opened log engine");
         Ok(LogEngine {
             root,
             default_config,
             clean_start,
             open_partitions: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
+            files: OpenFiles::new(max_open_files),
         })
+    }
+
+    /// The engine's bound on open segment files and what it holds.
+    pub fn open_files(&self) -> &Arc<OpenFiles> {
+        &self.files
     }
 
     /// The engine's root directory.
@@ -107,15 +127,18 @@ impl LogEngine {
             return Ok(Arc::clone(p));
         }
         let dir = self.root.join(tp.dir_name());
-        if !dir.is_dir() {
+        // The new directory's entry is synced by the partition's first flush or roll.
+        let created = !dir.is_dir();
+        if created {
             fs::create_dir(&dir)?;
-            sync_dir(&self.root)?;
         }
         let part = Arc::new(LogPartition::open(
             tp.clone(),
             dir,
             cfg.clone(),
             self.clean_start,
+            created,
+            Arc::clone(&self.files),
         )?);
         open.insert(tp.clone(), Arc::clone(&part));
         Ok(part)
@@ -691,6 +714,155 @@ mod tests {
         drop(log);
         let (_engine, log) = check_open(dir.path(), &cfg);
         assert_eq!(log.aborted_txns(Offset(0), Offset(i64::MAX)).unwrap(), all);
+    }
+
+    /// With a bound of 16 open segment files, 200 partitions (several segments each) are
+    /// written in an interleaved order and read back record by record, across a
+    /// compaction's swap and an unclean stop: the cache never holds more than 16 files,
+    /// files are closed and reopened as needed, a read holding a file the cache closed
+    /// still reads it, and every record is recovered.
+    #[test]
+    fn many_partitions_under_a_small_open_file_bound() {
+        use rafka_core::PartitionLog;
+        const BOUND: usize = 16;
+        const N: i32 = 200;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            segment_bytes: 1200,
+            ..small()
+        };
+        let open = |dir: &Path| {
+            LogEngine::open_with_max_open_files(dir.to_path_buf(), cfg.clone(), BOUND).unwrap()
+        };
+        let engine = open(dir.path());
+        let logs: Vec<_> = (0..N)
+            .map(|p| engine.open_partition(&tp("many", p), &cfg).unwrap())
+            .collect();
+        assert!(engine.open_files().n_open() <= BOUND);
+        // A region read taken now keeps its file through all that follows.
+        logs[0].append(batch(1, 7, 100)).unwrap();
+        let held = logs[0].read_region(Offset(0), 1 << 20).unwrap().unwrap();
+        let mut next: Vec<i64> = (0..N).map(|p| i64::from(p == 0)).collect();
+        for round in 0..6i64 {
+            for (p, log) in logs.iter().enumerate() {
+                let info = log.append(batch(2, round * 1000 + p as i64, 300)).unwrap();
+                assert_eq!(info.base_offset, Offset(next[p]));
+                next[p] += 2;
+                assert!(engine.open_files().n_open() <= BOUND);
+            }
+        }
+        assert!(logs[5].n_segments() > 2, "several segments per partition");
+        let (opened, closed) = engine.open_files().n_opened_closed();
+        assert!(
+            closed > 1000,
+            "files were closed to keep the bound: {opened} / {closed}"
+        );
+        // Every batch of every partition in order; the compacted one keeps its last.
+        let check_all = |logs: &[Arc<LogPartition>], compacted: Option<usize>| {
+            for (p, log) in logs.iter().enumerate() {
+                let all = read_all(log.as_ref(), Offset(0));
+                let mut ts: Vec<i64> = (0..6).map(|r| r * 1000 + p as i64).collect();
+                if p == 0 {
+                    ts.insert(0, 7);
+                }
+                let got: Vec<i64> = all.iter().map(|b| b.base_timestamp().0).collect();
+                if compacted == Some(p) {
+                    assert!(got.len() < ts.len(), "{got:?}");
+                    assert_eq!(got.last(), ts.last());
+                } else {
+                    assert_eq!(got, ts, "partition {p}");
+                }
+                for off in 0..log.log_end_offset().0 {
+                    let r = log.read(Offset(off), 1).unwrap();
+                    assert!(batches(&r.records)[0].next_offset() > Offset(off));
+                }
+            }
+        };
+        check_all(&logs, None);
+        assert!(engine.open_files().n_open() <= BOUND);
+        assert_eq!(
+            region_bytes(&held),
+            read_all(logs[0].as_ref(), Offset(0))[0].as_bytes().to_vec(),
+            "a read in flight keeps its file"
+        );
+        // A compaction's cleaned segment is reopened by its final name after the swap.
+        let plan = rafka_core::CompactionPlan {
+            first_dirty: Offset(0),
+            end: logs[3].log_end_offset(),
+            now: Timestamp(10_000),
+            min_compaction_lag_ms: 0,
+            delete_retention_ms: i64::MAX,
+            dedupe_buffer_bytes: 1 << 20,
+            codec: rafka_core::CompactionCodec::none(),
+        };
+        let stats = logs[3].compact(&plan).unwrap();
+        assert!(stats.batches_removed > 0, "{stats:?}");
+        check_all(&logs, Some(3));
+        // An unclean stop: every record written is recovered under the same bound.
+        let ends: Vec<Offset> = logs.iter().map(|l| l.log_end_offset()).collect();
+        drop(logs);
+        drop(engine);
+        let engine = open(dir.path());
+        assert!(!engine.clean_start());
+        let logs: Vec<_> = (0..N)
+            .map(|p| engine.open_partition(&tp("many", p), &cfg).unwrap())
+            .collect();
+        assert!(engine.open_files().n_open() <= BOUND);
+        assert_eq!(
+            logs.iter().map(|l| l.log_end_offset()).collect::<Vec<_>>(),
+            ends
+        );
+        check_all(&logs, Some(3));
+        assert!(engine.open_files().n_open() <= BOUND);
+    }
+
+    fn region_bytes(r: &rafka_core::RegionRead) -> Vec<u8> {
+        let mut buf = vec![0u8; r.region.len];
+        r.region
+            .file
+            .read_exact_at(&mut buf, r.region.position)
+            .unwrap();
+        buf
+    }
+
+    /// Creating or opening a partition syncs no directory: a new one (or one whose files
+    /// recovery changed) has its directories synced by its first flush or roll, and an
+    /// unchanged one reopens with nothing to sync.
+    #[test]
+    fn directories_are_synced_by_the_first_flush_not_at_open() {
+        use rafka_core::PartitionLog;
+        let unsynced = |log: &LogPartition| log.dirs_unsynced.load(Ordering::Acquire);
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (engine, log) = check_open(dir.path(), &small());
+            assert!(unsynced(&log), "a new partition");
+            log.flush().unwrap();
+            assert!(
+                unsynced(&log),
+                "nothing written: nothing to make durable yet"
+            );
+            log.append(batch(1, 0, 10)).unwrap();
+            log.flush().unwrap();
+            assert!(!unsynced(&log), "the first flush synced them");
+            engine.close().unwrap();
+        }
+        {
+            let (_engine, log) = check_open(dir.path(), &small());
+            assert!(!unsynced(&log), "reopened unchanged");
+            for i in 0..10 {
+                log.append(batch(1, i, 400)).unwrap();
+            }
+            assert!(log.n_segments() > 1);
+            // Dropped without close: an unclean stop.
+        }
+        // Recovery that deletes files (a leftover checkpoint temp file) changes entries.
+        fs::write(dir.path().join("t-0").join("log-start-offset.tmp"), b"3").unwrap();
+        let (_engine, log) = check_open(dir.path(), &small());
+        assert!(unsynced(&log), "recovery changed the directory");
+        log.append(batch(1, 0, 10)).unwrap();
+        log.flush().unwrap();
+        assert!(!unsynced(&log));
+        assert_eq!(read_all(log.as_ref(), Offset(0)).len(), 12);
     }
 
     #[test]

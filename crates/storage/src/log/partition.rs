@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -25,6 +25,7 @@ use rafka_core::{
 };
 
 use super::header::BatchHeader;
+use super::open_files::OpenFiles;
 use super::producer_snapshot;
 use super::read_buf::ReadBuf;
 use super::recovery;
@@ -111,6 +112,14 @@ pub struct LogPartition {
     pub(super) cleaning: Mutex<()>,
     /// Serialises producer-snapshot writes and reads (their file I/O runs outside `state`).
     snapshot_lock: Mutex<()>,
+    /// The engine's bound on open segment files.
+    pub(super) files: Arc<OpenFiles>,
+    /// Whether entries of the partition's directory (or its own entry in the engine root)
+    /// changed since they were last synced: set when the partition is created or recovery
+    /// changed its files, cleared by the next `flush` or roll, which sync both directories
+    /// before they call anything durable. So creating or opening a partition costs no
+    /// fsync (at 100,000 partitions those were most of the start-up and creation time).
+    pub(super) dirs_unsynced: AtomicBool,
 }
 
 impl std::fmt::Debug for LogPartition {
@@ -126,20 +135,33 @@ fn invalid_data(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
+/// The names in a directory, sorted.
+fn dir_entries(dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+    let mut names = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<Vec<_>>>()?;
+    names.sort();
+    Ok(names)
+}
+
 pub(super) fn now_ms() -> i64 {
     Timestamp::now().0
 }
 
 impl LogPartition {
     /// Opens (recovering if needed) the partition stored in `dir`, which must exist.
-    /// `clean` says whether the engine shut down cleanly (see [`recovery::recover`]).
+    /// `clean` says whether the engine shut down cleanly (see [`recovery::recover`]);
+    /// `created` that `dir` was just created (its entry in the root not synced yet).
     pub(crate) fn open(
         tp: TopicPartition,
         dir: PathBuf,
         cfg: LogConfig,
         clean: bool,
+        created: bool,
+        files: Arc<OpenFiles>,
     ) -> StorageResult<LogPartition> {
-        let state = recovery::recover(&tp, &dir, cfg, clean)?;
+        let names_before = dir_entries(&dir)?;
+        let state = recovery::recover(&tp, &dir, cfg, clean, &files)?;
         let part = LogPartition {
             tp,
             dir,
@@ -148,6 +170,8 @@ impl LogPartition {
             generation: AtomicU64::new(0),
             cleaning: Mutex::new(()),
             snapshot_lock: Mutex::new(()),
+            files,
+            dirs_unsynced: AtomicBool::new(created),
         };
         let rebuild = {
             let mut st = part.state.lock();
@@ -157,8 +181,26 @@ impl LogPartition {
         if rebuild {
             part.rebuild_txn_index()?;
         }
-        sync_dir(&part.dir)?;
+        if dir_entries(&part.dir)? != names_before {
+            part.dirs_unsynced.store(true, Ordering::Release);
+        }
         Ok(part)
+    }
+
+    /// Syncs the partition's directory and the engine root if their entries changed since
+    /// they were last synced (see `dirs_unsynced`).
+    fn sync_dirs_if_needed(&self) -> io::Result<()> {
+        if self.dirs_unsynced.swap(false, Ordering::AcqRel) {
+            let synced = sync_dir(&self.dir).and_then(|()| match self.dir.parent() {
+                Some(root) => sync_dir(root),
+                None => Ok(()),
+            });
+            if let Err(e) = synced {
+                self.dirs_unsynced.store(true, Ordering::Release);
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// The partition this log stores.
@@ -181,7 +223,8 @@ impl LogPartition {
         self.commit.n_syncs()
     }
 
-    /// Flushes, writes the active segment's indexes and refuses every later call.
+    /// Flushes and refuses every later call. The active segment's indexes are not
+    /// written: every open rebuilds them from its `.log` (a roll writes them).
     pub(crate) fn close(&self) -> StorageResult<()> {
         self.flush()?;
         let mut st = self.state.lock();
@@ -189,7 +232,6 @@ impl LogPartition {
             return Ok(());
         }
         st.active_mut().release_preallocated()?;
-        st.active().write_index_files(&self.dir)?;
         st.closed = true;
         Ok(())
     }
@@ -212,7 +254,7 @@ impl LogPartition {
         st.active_mut().release_preallocated()?;
         let active = st.active();
         active.write_index_files(&self.dir)?;
-        active.file.sync_data()?;
+        active.file()?.sync_data()?;
         let active_base = active.base_offset;
         if st.txn.take_unsynced() {
             if let Err(e) = txn_index::sync_file(&self.dir, active_base) {
@@ -220,8 +262,9 @@ impl LogPartition {
                 return Err(e);
             }
         }
-        let next = Segment::create(&self.dir, st.log_end())?;
+        let next = Segment::create(&self.dir, st.log_end(), &self.files)?;
         sync_dir(&self.dir)?;
+        self.sync_dirs_if_needed()?;
         st.segments.push(next);
         // Everything appended so far is in a synced segment now.
         self.commit.all_synced();
@@ -257,12 +300,12 @@ impl LogPartition {
     /// segment holding it, and later segments when compaction removed everything from
     /// `from` to the end of this one (read on until a segment that starts after `from`
     /// and holds a batch). Taken under the state lock; scanned without it.
-    fn ranges_from(st: &PartState, from: Offset) -> Vec<FileRange> {
+    fn ranges_from(st: &PartState, from: Offset) -> io::Result<Vec<FileRange>> {
         let i = st.segment_index(from);
         let mut ranges: Vec<FileRange> = Vec::with_capacity(2);
         for (k, s) in st.segments[i..].iter().enumerate() {
             ranges.push(FileRange {
-                file: Arc::clone(&s.file),
+                file: s.file()?,
                 start: if k == 0 {
                     s.index_floor_position(from)
                 } else {
@@ -274,7 +317,7 @@ impl LogPartition {
                 break;
             }
         }
-        ranges
+        Ok(ranges)
     }
 
     /// Locates the batch that contains or follows `from` in `ranges` and reads whole
@@ -300,7 +343,7 @@ impl LogPartition {
                 if from == log_end {
                     return Ok((None, log_start, log_end));
                 }
-                (Self::ranges_from(&st, from), log_start, log_end)
+                (Self::ranges_from(&st, from)?, log_start, log_end)
             };
             let result = f(&ranges);
             if self.generation.load(Ordering::SeqCst) == generation {
@@ -499,15 +542,15 @@ impl PartitionLog for LogPartition {
         // Positional writes: a process crash after they return loses nothing (the bytes
         // are in the page cache); a failed write is cut off so no partial batch remains.
         let bytes = batch.as_bytes();
+        let file = seg.file()?;
         let written = if stamped {
-            seg.file.write_all_at(bytes, position)
+            file.write_all_at(bytes, position)
         } else {
-            seg.file
-                .write_all_at(&base_offset.0.to_be_bytes(), position)
-                .and_then(|()| seg.file.write_all_at(&bytes[8..], position + 8))
+            file.write_all_at(&base_offset.0.to_be_bytes(), position)
+                .and_then(|()| file.write_all_at(&bytes[8..], position + 8))
         };
         if let Err(e) = written {
-            let _ = seg.file.set_len(position);
+            let _ = file.set_len(position);
             return Err(e.into());
         }
         let mut header = BatchHeader::parse(bytes).expect("validated batch has a header");
@@ -572,12 +615,14 @@ impl PartitionLog for LogPartition {
                             && s.max_timestamp.is_some_and(|(max, _)| max >= ts)
                     })
                     .take(2)
-                    .map(|s| FileRange {
-                        file: Arc::clone(&s.file),
-                        start: s.time_floor_position(ts),
-                        end: s.size,
+                    .map(|s| {
+                        Ok(FileRange {
+                            file: s.file()?,
+                            start: s.time_floor_position(ts),
+                            end: s.size,
+                        })
                     })
-                    .collect();
+                    .collect::<io::Result<_>>()?;
                 (ranges, st.log_start)
             };
             let result = Self::find_timestamp(&ranges, ts, log_start);
@@ -624,10 +669,11 @@ impl PartitionLog for LogPartition {
         }
         let j = st.segment_index(offset);
         let seg = &st.segments[j];
+        let file = seg.file()?;
         // Find the first batch that contains `offset` or starts after it.
         let mut cut = seg.index_floor_position(offset);
         while cut < seg.size {
-            let h = read_header(&seg.file, cut)?
+            let h = read_header(&file, cut)?
                 .filter(|h| h.size_bytes >= HEADER_BYTES as u64 && cut + h.size_bytes <= seg.size)
                 .ok_or_else(|| invalid_data(format!("bad batch header at position {cut}")))?;
             if h.next_offset() > offset {
@@ -643,15 +689,16 @@ impl PartitionLog for LogPartition {
         }
         let interval = st.cfg.index_interval_bytes;
         let seg = st.active_mut();
-        seg.file.set_len(cut)?;
+        file.set_len(cut)?;
         seg.rebuild(false, OffsetRule::Contiguous, interval)?;
-        seg.file.sync_all()?;
+        file.sync_all()?;
         let (base, log_end) = (seg.base_offset, seg.next_offset);
         st.txn.truncate(&self.dir, base, log_end)?;
         if st.producer_snapshot.is_some_and(|o| o > log_end) {
             st.producer_snapshot = producer_snapshot::latest(&self.dir, log_end)?;
         }
         sync_dir(&self.dir)?;
+        self.sync_dirs_if_needed()?;
         if st.log_start > st.log_end() {
             let log_end = st.log_end();
             self.write_log_start(log_end)?;
@@ -670,12 +717,9 @@ impl PartitionLog for LogPartition {
                 // Appends before this point went to this file or to a rolled segment,
                 // which was synced when it rolled; so did aborted-transaction entries.
                 let txn_base = st.txn.take_unsynced().then(|| st.active().base_offset);
-                (
-                    self.commit.written(),
-                    Arc::clone(&st.active().file),
-                    txn_base,
-                )
+                (self.commit.written(), st.active().file()?, txn_base)
             };
+            self.sync_dirs_if_needed()?;
             if let Some(base) = txn_base {
                 if let Err(e) = txn_index::sync_file(&self.dir, base) {
                     self.state.lock().txn.mark_unsynced();

@@ -10,10 +10,12 @@
 use std::fs::{self, File};
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 
 use rafka_core::batch::HEADER_BYTES;
 use rafka_core::{LogConfig, Offset, StorageResult, TopicPartition};
 
+use super::open_files::OpenFiles;
 use super::partition::{now_ms, PartState, LOG_START_CHECKPOINT};
 use super::segment::{
     parse_log_file_name, read_header, segment_path, OffsetRule, Segment, INDEX_EXT, LOG_EXT,
@@ -62,6 +64,7 @@ pub(super) fn recover(
     dir: &Path,
     cfg: LogConfig,
     clean: bool,
+    files: &Arc<OpenFiles>,
 ) -> StorageResult<PartState> {
     // A compaction's swap interrupted by a crash: completed if committed, else undone.
     super::cleaner::finish_swaps(dir)?;
@@ -93,7 +96,7 @@ pub(super) fn recover(
         // An I/O error names the segment, so the operator knows which file to look at.
         let path = segment_path(dir, base, LOG_EXT);
         let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
-        let mut seg = Segment::open(dir, base).map_err(named)?;
+        let mut seg = Segment::open(dir, base, files).map_err(named)?;
         if let Some(&next) = bases.get(i + 1) {
             if !seg.load_index_files(dir, next).map_err(named)? {
                 let out = seg
@@ -115,7 +118,8 @@ pub(super) fn recover(
                 .map_err(named)?;
             if out.invalid_bytes > 0 {
                 let file_len = seg.size + out.invalid_bytes;
-                let n_batches_cut = count_batches(&seg.file, seg.size, file_len).map_err(named)?;
+                let file = seg.file().map_err(named)?;
+                let n_batches_cut = count_batches(&file, seg.size, file_len).map_err(named)?;
                 tracing::warn!(
                     partition = %tp,
                     segment = %base,
@@ -125,8 +129,8 @@ pub(super) fn recover(
                     reason = out.stop_reason.as_deref().unwrap_or(""),
                     "cutting the log tail at the first bad batch"
                 );
-                seg.file.set_len(seg.size).map_err(named)?;
-                seg.file.sync_all().map_err(named)?;
+                file.set_len(seg.size).map_err(named)?;
+                file.sync_all().map_err(named)?;
             }
             if seg.size > 0 {
                 // The age for segment.ms counts from when this process first saw data.
@@ -136,7 +140,11 @@ pub(super) fn recover(
         segments.push(seg);
     }
     if segments.is_empty() {
-        segments.push(Segment::create(dir, checkpoint.unwrap_or(Offset(0)))?);
+        segments.push(Segment::create(
+            dir,
+            checkpoint.unwrap_or(Offset(0)),
+            files,
+        )?);
     }
     let first_base = segments[0].base_offset;
     let mut state = PartState {
@@ -154,7 +162,9 @@ pub(super) fn recover(
         for seg in std::mem::take(&mut state.segments) {
             seg.delete_files(dir)?;
         }
-        state.segments.push(Segment::create(dir, state.log_start)?);
+        state
+            .segments
+            .push(Segment::create(dir, state.log_start, files)?);
     }
     let bounds: Vec<(Offset, Offset)> = state
         .segments

@@ -18,6 +18,7 @@ use rafka_core::limits::BATCH_BYTES_MAX;
 use rafka_core::{Offset, RecordBatch, Timestamp};
 
 use super::header::BatchHeader;
+use super::open_files::{FileSlot, OpenFiles};
 
 /// File extension of segment data.
 pub(crate) const LOG_EXT: &str = "log";
@@ -112,13 +113,15 @@ pub(crate) enum OffsetRule {
 }
 
 /// One segment. Not thread-safe by itself: the partition's state mutex guards it, and only
-/// `file` (positions below `size` never change) is shared with readers outside that lock.
+/// its file (positions below `size` never change) is shared with readers outside that lock.
 #[derive(Debug)]
 pub(crate) struct Segment {
     /// Invariant: base_offset <= every offset stored in this segment.
     pub base_offset: Offset,
-    /// The `.log` file, opened for reading and positional writes.
-    pub file: Arc<File>,
+    /// The `.log` file, opened for reading and positional writes on first use and kept
+    /// open while the engine's [`OpenFiles`] bound allows ([`Segment::file`]).
+    pub slot: Arc<FileSlot>,
+    files: Arc<OpenFiles>,
     /// Committed bytes; the next batch is written here.
     pub size: u64,
     /// Offset after the last batch (the base offset for an empty segment).
@@ -137,36 +140,45 @@ pub(crate) struct Segment {
 
 impl Segment {
     /// Creates an empty segment with base offset `base_offset` in `dir`. Stale index files
-    /// of the same name are replaced. The caller syncs the directory.
-    pub fn create(dir: &Path, base_offset: Offset) -> io::Result<Segment> {
+    /// of the same name are replaced by empty ones, not synced: an active segment's indexes
+    /// are rebuilt from its `.log` at every open, and written and synced when it rolls. The
+    /// caller syncs the directory.
+    pub fn create(dir: &Path, base_offset: Offset, files: &Arc<OpenFiles>) -> io::Result<Segment> {
+        let path = segment_path(dir, base_offset, LOG_EXT);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
-            .open(segment_path(dir, base_offset, LOG_EXT))?;
-        let seg = Segment::empty(base_offset, Arc::new(file));
-        seg.write_index_files(dir)?;
+            .open(&path)?;
+        let slot = files.adopt(path, Arc::new(file));
+        let seg = Segment::empty(base_offset, slot, files);
+        for ext in [INDEX_EXT, TIMEINDEX_EXT] {
+            File::create(segment_path(dir, base_offset, ext))?;
+        }
         super::txn_index::create_empty(dir, base_offset)?;
         Ok(seg)
     }
 
-    /// Opens an existing `.log` file with no index loaded yet (size = file length).
-    pub fn open(dir: &Path, base_offset: Offset) -> io::Result<Segment> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(segment_path(dir, base_offset, LOG_EXT))?;
-        let size = file.metadata()?.len();
-        let mut seg = Segment::empty(base_offset, Arc::new(file));
+    /// An existing `.log` file with no index loaded yet (size = file length); the file
+    /// itself is opened at its first use.
+    pub fn open(dir: &Path, base_offset: Offset, files: &Arc<OpenFiles>) -> io::Result<Segment> {
+        let path = segment_path(dir, base_offset, LOG_EXT);
+        let size = std::fs::metadata(&path)?.len();
+        let mut seg = Segment::empty(base_offset, OpenFiles::lazy(path), files);
         seg.size = size;
         Ok(seg)
     }
 
-    pub(crate) fn empty(base_offset: Offset, file: Arc<File>) -> Segment {
+    pub(crate) fn empty(
+        base_offset: Offset,
+        slot: Arc<FileSlot>,
+        files: &Arc<OpenFiles>,
+    ) -> Segment {
         Segment {
             base_offset,
-            file,
+            slot,
+            files: Arc::clone(files),
             size: 0,
             next_offset: base_offset,
             max_timestamp: None,
@@ -178,6 +190,12 @@ impl Segment {
         }
     }
 
+    /// The `.log` file, opened if the bound on open files closed it (or it was never
+    /// used). Hold the handle only as long as needed: it keeps the descriptor open.
+    pub fn file(&self) -> io::Result<Arc<File>> {
+        self.files.get(&self.slot)
+    }
+
     /// Reserves disk blocks up to `bytes` without changing the file's length
     /// (`FALLOC_FL_KEEP_SIZE`): appends then write into allocated blocks instead of
     /// reserving them a page at a time (ext4's delayed allocation). A file system that
@@ -187,8 +205,15 @@ impl Segment {
             return;
         }
         self.preallocated = true;
+        let file = match self.file() {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(error = %e, "segment preallocation skipped");
+                return;
+            }
+        };
         if let Err(e) = rustix::fs::fallocate(
-            &*self.file,
+            &*file,
             rustix::fs::FallocateFlags::KEEP_SIZE,
             self.size,
             bytes - self.size,
@@ -201,7 +226,7 @@ impl Segment {
     /// committed size, which also drops a torn tail's bytes).
     pub fn release_preallocated(&mut self) -> io::Result<()> {
         if self.preallocated {
-            self.file.set_len(self.size)?;
+            self.file()?.set_len(self.size)?;
             self.preallocated = false;
         }
         Ok(())
@@ -298,7 +323,8 @@ impl Segment {
         offsets: OffsetRule,
         index_interval_bytes: u32,
     ) -> io::Result<ScanOutcome> {
-        let file_len = self.file.metadata()?.len();
+        let file = self.file()?;
+        let file_len = file.metadata()?.len();
         self.size = 0;
         self.next_offset = self.base_offset;
         self.max_timestamp = None;
@@ -309,7 +335,7 @@ impl Segment {
         let mut stop_reason = None;
         while self.size < file_len {
             let position = self.size;
-            let Some(header) = read_header(&self.file, position)? else {
+            let Some(header) = read_header(&file, position)? else {
                 stop_reason = Some(format!("partial header at position {position}"));
                 break;
             };
@@ -343,7 +369,7 @@ impl Segment {
                 break;
             }
             if verify_crc {
-                let bytes = read_at_most(&self.file, position, header.size_bytes as usize)?;
+                let bytes = read_at_most(&file, position, header.size_bytes as usize)?;
                 let valid =
                     RecordBatch::parse(Bytes::from(bytes)).and_then(|b| b.validate_stored());
                 if let Err(e) = valid {
@@ -483,14 +509,14 @@ mod tests {
 
     /// A segment at base 100 holding `n` one-record batches with timestamps cycling `ts`.
     fn check_segment(dir: &Path, n: i64, ts: &[i64], interval: u32) -> Segment {
-        let mut seg = Segment::create(dir, Offset(100)).unwrap();
+        let mut seg = Segment::create(dir, Offset(100), &OpenFiles::new(8)).unwrap();
         for i in 0..n {
             let mut b = BatchBuilder::new(Offset(0))
                 .kv(b"k", &[0u8; 100], Timestamp(ts[i as usize % ts.len()]))
                 .build();
             b.set_base_offset(seg.next_offset);
             let pos = seg.size;
-            seg.file.write_all_at(b.as_bytes(), pos).unwrap();
+            seg.file().unwrap().write_all_at(b.as_bytes(), pos).unwrap();
             let h = BatchHeader::parse(b.as_bytes()).unwrap();
             seg.track(&h, pos, interval);
         }
@@ -517,11 +543,11 @@ mod tests {
         assert!(!seg.offset_index.is_empty());
         for off in 100..150 {
             let pos = seg.index_floor_position(Offset(off));
-            let h = read_header(&seg.file, pos).unwrap().unwrap();
+            let h = read_header(&seg.file().unwrap(), pos).unwrap().unwrap();
             assert!(h.base_offset <= Offset(off), "index overshoots {off}");
         }
         assert_eq!(seg.max_timestamp, Some((Timestamp(20), Offset(104))));
-        let mut again = Segment::open(dir.path(), Offset(100)).unwrap();
+        let mut again = Segment::open(dir.path(), Offset(100), &OpenFiles::new(8)).unwrap();
         let out = again.rebuild(true, OffsetRule::Contiguous, 300).unwrap();
         assert_eq!(out.n_batches, 50);
         assert_eq!(out.stop_reason, None);
@@ -535,12 +561,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let seg = check_segment(dir.path(), 30, &[1, 2, 3], 200);
         seg.write_index_files(dir.path()).unwrap();
-        let mut loaded = Segment::open(dir.path(), Offset(100)).unwrap();
+        let mut loaded = Segment::open(dir.path(), Offset(100), &OpenFiles::new(8)).unwrap();
         assert!(loaded.load_index_files(dir.path(), Offset(130)).unwrap());
         assert_eq!(loaded.offset_index, seg.offset_index);
         assert_eq!(loaded.max_timestamp, Some((Timestamp(3), Offset(102))));
         // An index that points past the end of the file is refused.
-        let mut wrong = Segment::open(dir.path(), Offset(100)).unwrap();
+        let mut wrong = Segment::open(dir.path(), Offset(100), &OpenFiles::new(8)).unwrap();
         wrong.size = 10;
         assert!(!wrong.load_index_files(dir.path(), Offset(130)).unwrap());
     }
@@ -555,7 +581,7 @@ mod tests {
             // Every batch before `pos` must have a smaller max timestamp.
             let mut p = 0;
             while p < pos {
-                let h = read_header(&seg.file, p).unwrap().unwrap();
+                let h = read_header(&seg.file().unwrap(), p).unwrap().unwrap();
                 assert!(h.max_timestamp.0 < target, "skipped a match for {target}");
                 p += h.size_bytes;
             }
