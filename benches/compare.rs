@@ -884,6 +884,21 @@ fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// "median (lowest–highest)" of `v`, each with `digits` decimals.
+fn median_range(v: &[f64], digits: usize) -> String {
+    let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    format!(
+        "{:.*} ({:.*}–{:.*})",
+        digits,
+        median(v),
+        digits,
+        lo,
+        digits,
+        hi
+    )
+}
+
 /// Produces `records` 1 KiB records to partition 0 of `topic` with acks=all and
 /// idempotence; with `commit_every`, transactionally, committing when that much time has
 /// passed since the transaction began (and at the end). The client's queue is 16 MiB for
@@ -1535,19 +1550,7 @@ fn zero_copy_on_and_off(dir: &Path, records: usize) {
         s.stop("-TERM");
     }
     let col = |i: usize, k: usize| runs[i].iter().map(|r| r[k]).collect::<Vec<_>>();
-    let range = |v: &[f64], digits: usize| {
-        let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
-        let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        format!(
-            "{:.*} ({:.*}–{:.*})",
-            digits,
-            median(v),
-            digits,
-            lo,
-            digits,
-            hi
-        )
-    };
+    let range = median_range;
     println!("records: {records} x 1 KiB per run; two rafka (release, log engine, fsync on_ack_all), one with broker.zero_copy_fetch: false, one with sendfile (the default); librdkafka; medians (ranges) of {rounds} alternated runs");
     println!();
     println!("| workload | copy MB/s | sendfile MB/s | copy broker CPU-s/GB | sendfile broker CPU-s/GB |");
@@ -1600,19 +1603,7 @@ fn preallocate_on_and_off(dir: &Path, records: usize) {
         }
     }
     server.stop("-TERM");
-    let range = |v: &[f64], digits: usize| {
-        let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
-        let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        format!(
-            "{:.*} ({:.*}–{:.*})",
-            digits,
-            median(v),
-            digits,
-            lo,
-            digits,
-            hi
-        )
-    };
+    let range = median_range;
     println!("records: {records} x 1 KiB per run; one rafka (release, log engine, fsync on_ack_all), topics with and without preallocate=true; librdkafka; medians (ranges) of {rounds} alternated runs");
     println!();
     println!("| workload | preallocate | MB/s | broker CPU-s/GB |");

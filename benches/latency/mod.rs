@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use super::{
     common, cpu_seconds, create_topic, create_topic_with, e2e_latencies, env_num, fsync_write_mb_s,
-    median, pct, Server,
+    median_range, pct, Server,
 };
 
 const RATE: usize = 10_000;
@@ -187,19 +187,7 @@ pub fn run(dir: &Path, records: usize) {
         eprintln!("  round {round} file write + fsync/MiB: {mb_s:.0} MB/s");
         disk.push(mb_s);
     }
-    let range = |v: &[f64], digits: usize| {
-        let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
-        let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        format!(
-            "{:.*} ({:.*}–{:.*})",
-            digits,
-            median(v),
-            digits,
-            lo,
-            digits,
-            hi
-        )
-    };
+    let range = median_range;
     println!(
         "e2e: {lat_records} records of 100 B at {RATE}/s, acks=all, fsync on_ack_all; one fresh rafka (release, log engine) per round; medians (ranges) of {rounds} rounds"
     );

@@ -78,6 +78,19 @@ impl GroupOffsets {
         Ok(epoch)
     }
 
+    /// A write found the claim at `epoch` gone: forgets it and says so (always false, the
+    /// write's answer).
+    fn fenced(&self, group: &str, node_id: i32, epoch: i64) -> bool {
+        tracing::warn!(
+            group,
+            node_id,
+            epoch,
+            "fenced: another broker took the group over"
+        );
+        self.forget(group);
+        false
+    }
+
     /// Forgets the claim on `group` (this broker no longer coordinates it, or was fenced).
     pub fn forget(&self, group: &str) {
         self.claims.lock().remove(group);
@@ -129,17 +142,7 @@ impl GroupOffsets {
                 ],
             )
             .await?;
-        if n == 0 {
-            tracing::warn!(
-                group,
-                node_id,
-                epoch,
-                "fenced: another broker took the group over"
-            );
-            self.forget(group);
-            return Ok(false);
-        }
-        Ok(true)
+        Ok(n > 0 || self.fenced(group, node_id, epoch))
     }
 
     /// Every committed offset of `group` (claiming the group first, so that a broker that
@@ -204,17 +207,7 @@ impl GroupOffsets {
             )
             .await?;
         let held: i64 = row.get(0);
-        if held == 0 {
-            tracing::warn!(
-                group,
-                node_id,
-                epoch,
-                "fenced: another broker took the group over"
-            );
-            self.forget(group);
-            return Ok(false);
-        }
-        Ok(true)
+        Ok(held > 0 || self.fenced(group, node_id, epoch))
     }
 
     /// Deletes the group's offsets and claim row (DeleteGroups).
