@@ -281,7 +281,7 @@ mod tests {
     fn a_count_after_a_boolean_byte_with_the_high_bit_is_refused() {
         // AddPartitionsToTxn v4, as the fuzzer found it: one transaction whose
         // `verify_only` byte is 0x80 (true to the decoder), then a topic count of
-        // 0x80 0x80 0x80 0x80 0x82 = 2^29 + 1 (2^29 topics). Seen from the boolean, the run
+        // 0x80 0x80 0x80 0x80 0x82 = 2^29 (2^29 - 1 topics). Seen from the boolean, the run
         // read like one varint ending in 2; the count itself must be checked.
         let mut b = bytes::BytesMut::new();
         b.put_u8(2); // one transaction
@@ -311,8 +311,9 @@ mod tests {
 
     #[test]
     fn a_varint_cut_at_five_bytes_is_checked_where_the_next_one_starts() {
-        // DeleteGroups v2: a group count of nine 0x80 bytes and 0x82. The decoder reads
-        // the first five as a count of 0 and the next five as 2^29 + ... groups.
+        // DeleteGroups v2: nine 0x80 bytes and 0x82. The decoder ends the first varint
+        // after five bytes; the next five (2^29) start the following field, and that
+        // value is checked too.
         let mut body = vec![0x80; 9];
         body.push(0x82);
         body.extend_from_slice(&[0; 8]);
