@@ -281,15 +281,25 @@ fn fsync_write_mb_s(dir: &Path, total: usize) -> (f64, f64) {
     (mb_s, cpu / (total as f64 / 1e9))
 }
 
-fn create_topic(addr: &str, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+/// An admin client of `addr` and a runtime to wait on its answers.
+fn admin_client(addr: &str) -> (AdminClient<DefaultClientContext>, tokio::runtime::Runtime) {
+    let admin = ClientConfig::new()
         .set("bootstrap.servers", addr)
         .create()
         .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
+    (admin, current_thread_runtime())
+}
+
+/// A single-threaded runtime for the benches' blocking client code.
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+fn create_topic(addr: &str, name: &str, partitions: i32) {
+    let (admin, rt) = admin_client(addr);
     let r = rt
         .block_on(admin.create_topics(
             &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
@@ -508,14 +518,7 @@ fn workloads(server: &Server, records: usize) -> Results {
 
 /// Creates a topic with configs (`cleanup.policy`, ...).
 fn create_topic_with(addr: &str, name: &str, configs: &[(&str, &str)]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .create()
-        .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (admin, rt) = admin_client(addr);
     let mut topic = NewTopic::new(name, 1, TopicReplication::Fixed(1));
     for (k, v) in configs {
         topic = topic.set(k, v);
@@ -1349,14 +1352,7 @@ fn scram_connections(dir: &Path) {
 
 /// Creates `names` in one CreateTopics request (one partition each).
 fn create_topics(addr: &str, names: &[String]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .create()
-        .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (admin, rt) = admin_client(addr);
     let topics: Vec<NewTopic> = names
         .iter()
         .map(|n| NewTopic::new(n, 1, TopicReplication::Fixed(1)))

@@ -154,10 +154,7 @@ fn count_files(dir: &Path) -> u64 {
 /// (`pg_stat_database.xact_commit` of `db`, the server's next transaction id). Only
 /// transactions that write take an id; the bench's server holds one cluster at a time.
 fn pg_counters(db: &str) -> (i64, i64) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = super::current_thread_runtime();
     rt.block_on(async {
         let (client, conn) = tokio_postgres::connect(db, tokio_postgres::NoTls)
             .await

@@ -26,8 +26,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -41,14 +40,7 @@ fn open_fds(pid: u32) -> usize {
 
 /// Creates topics `s0..` of `per_topic` partitions, 100 topics per CreateTopics request.
 fn create_all(addr: &str, topics: usize, per_topic: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .create()
-        .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (admin, rt) = super::admin_client(addr);
     let names: Vec<String> = (0..topics).map(|t| format!("s{t}")).collect();
     for chunk in names.chunks(100) {
         let new: Vec<NewTopic> = chunk
@@ -120,10 +112,7 @@ fn produce_sample(addr: &str, topics: usize) -> Duration {
         .set("message.timeout.ms", "120000")
         .create()
         .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = super::current_thread_runtime();
     rt.block_on(async {
         let sends: Vec<_> = (0..topics)
             .map(|t| {
@@ -172,10 +161,7 @@ fn start_and_serve(data: &Path, topics: usize) -> (Server, Duration, Duration) {
         .set("acks", "all")
         .create()
         .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = super::current_thread_runtime();
     rt.block_on(
         p.send(
             FutureRecord::<(), _>::to("s0")
