@@ -40,6 +40,27 @@ async fn diskless_broker_at(
     .await
 }
 
+/// Nodes 1 and 2 of one diskless cluster on a fresh database, with their directories.
+struct TwoBrokers {
+    db: String,
+    a: Broker,
+    b: Broker,
+    _dirs: [tempfile::TempDir; 3],
+}
+
+async fn two_brokers(label: &str) -> TwoBrokers {
+    let db = Postgres::shared().fresh_database(label);
+    let dirs = [(); 3].map(|_| tempfile::tempdir().unwrap());
+    let a = diskless_broker(dirs[0].path(), &db, dirs[2].path(), 1).await;
+    let b = diskless_broker(dirs[1].path(), &db, dirs[2].path(), 2).await;
+    TwoBrokers {
+        db,
+        a,
+        b,
+        _dirs: dirs,
+    }
+}
+
 /// Runs a librdkafka query until it succeeds (for 10 s at most). librdkafka has answered
 /// such queries with its local DestroyBroker error: the bootstrap broker handle, replaced
 /// by the one Metadata names, dropped while the query was on it (seen 1 run in 5). Asked
@@ -60,14 +81,7 @@ fn asked_again(what: &str, f: &mut dyn FnMut() -> rdkafka::error::KafkaResult<()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_producer_at_one_broker_read_exactly_at_another() {
-    let db = Postgres::shared().fresh_database("clients_diskless");
-    let (dir_a, dir_b, objects) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let a = diskless_broker(dir_a.path(), &db, objects.path(), 1).await;
-    let b = diskless_broker(dir_b.path(), &db, objects.path(), 2).await;
+    let TwoBrokers { db, a, b, _dirs } = two_brokers("clients_diskless").await;
     let (addr_a, addr_b) = (a.bootstrap_address(), b.bootstrap_address());
     create_topic(&addr_a, "dl-orders", 4, &[]).await;
 
@@ -497,14 +511,7 @@ async fn delete_records_moves_the_log_start_for_every_broker() {
     use rdkafka::{Offset, TopicPartitionList};
     const T: Duration = Duration::from_secs(10);
 
-    let db = Postgres::shared().fresh_database("clients_diskless_delete_records");
-    let (dir_a, dir_b, objects) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let a = diskless_broker(dir_a.path(), &db, objects.path(), 1).await;
-    let b = diskless_broker(dir_b.path(), &db, objects.path(), 2).await;
+    let TwoBrokers { a, b, _dirs, .. } = two_brokers("clients_diskless_delete_records").await;
     let (addr_a, addr_b) = (a.bootstrap_address(), b.bootstrap_address());
     create_topic(&addr_a, "dl-dr", 1, &[]).await;
     // Ten records in five batches of two (each pair awaited before the next).
