@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use kafka_protocol::messages::create_acls_request::AclCreation;
 use kafka_protocol::messages::{ApiKey, CreateAclsRequest, RequestKind, ResponseKind};
 use rafka_broker::ScramUserConfig;
-use rafka_broker::{Broker, Config, ListenerConfig, ListenerProtocol, SaslMechanism};
+use rafka_broker::{Broker, Config, ListenerConfig, SaslMechanism, SecurityProtocol};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -23,14 +23,14 @@ use crate::support;
 
 const STANDARD_AUTHORIZER: &str = "org.apache.kafka.metadata.authorizer.StandardAuthorizer";
 
-fn listener(name: &str, protocol: ListenerProtocol) -> ListenerConfig {
+fn listener(name: &str, protocol: SecurityProtocol) -> ListenerConfig {
     ListenerConfig {
         name: name.into(),
         listen: "127.0.0.1:0".into(),
         advertised: None,
         security_protocol: protocol,
         ssl: None,
-        sasl_enabled_mechanisms: (protocol == ListenerProtocol::SaslPlaintext)
+        sasl_enabled_mechanisms: (protocol == SecurityProtocol::SaslPlaintext)
             .then(|| vec![SaslMechanism::Plain]),
     }
 }
@@ -46,8 +46,8 @@ async fn start(dir: &std::path::Path) -> Broker {
     cfg.hooks = Config::from_yaml(&audit).unwrap().hooks;
     cfg.admin.listen = "127.0.0.1:0".into();
     cfg.broker.listeners = vec![
-        listener("LOCAL", ListenerProtocol::Plaintext),
-        listener("SECURE", ListenerProtocol::SaslPlaintext),
+        listener("LOCAL", SecurityProtocol::Plaintext),
+        listener("SECURE", SecurityProtocol::SaslPlaintext),
     ];
     cfg.broker.authorizer_class_name = STANDARD_AUTHORIZER.into();
     cfg.broker.super_users = vec!["User:ANONYMOUS".into()];

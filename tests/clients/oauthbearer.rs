@@ -27,7 +27,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use rafka_broker::{
-    Broker, ClientAuth, Config, ListenerConfig, ListenerProtocol, ListenerSslConfig, SaslMechanism,
+    Broker, ClientAuth, Config, ListenerConfig, ListenerSslConfig, SaslMechanism, SecurityProtocol,
 };
 use rdkafka::client::{ClientContext, OAuthToken};
 use rdkafka::config::ClientConfig;
@@ -89,33 +89,33 @@ fn jwks(key: &EcdsaKeyPair) -> serde_json::Value {
 async fn start(
     dir: &Path,
     pki: &Pki,
-    protocol: ListenerProtocol,
+    protocol: SecurityProtocol,
     hook: Arc<Principals>,
     configure: impl FnOnce(&mut Config),
 ) -> Broker {
     support::log_to_test_output();
     let mut cfg = Config::default();
     cfg.storage.path = dir.join("data");
-    let listener = |name: &str, protocol: ListenerProtocol| ListenerConfig {
+    let listener = |name: &str, protocol: SecurityProtocol| ListenerConfig {
         name: name.into(),
         listen: "127.0.0.1:0".into(),
         advertised: None,
         security_protocol: protocol,
         // Client certificates are asked for: on SASL_SSL the principal is still SASL's.
-        ssl: (protocol == ListenerProtocol::SaslSsl).then(|| ListenerSslConfig {
+        ssl: (protocol == SecurityProtocol::SaslSsl).then(|| ListenerSslConfig {
             certificate: pki.server_cert.clone(),
             key: pki.server_key.clone(),
             client_ca: Some(pki.ca.clone()),
             client_auth: Some(ClientAuth::Requested),
             principal_mapping_rules: None,
         }),
-        sasl_enabled_mechanisms: (protocol != ListenerProtocol::Plaintext)
+        sasl_enabled_mechanisms: (protocol != SecurityProtocol::Plaintext)
             .then(|| vec![SaslMechanism::OAuthBearer]),
     };
     cfg.broker.listeners = vec![
-        listener("LOCAL", ListenerProtocol::Plaintext),
+        listener("LOCAL", SecurityProtocol::Plaintext),
         listener("SECURE", protocol),
-        listener("RAW", ListenerProtocol::SaslPlaintext),
+        listener("RAW", SecurityProtocol::SaslPlaintext),
     ];
     configure(&mut cfg);
     Broker::builder()
@@ -295,7 +295,7 @@ async fn librdkafka_unsecured_jwt_only_when_enabled() {
     let broker = start(
         dir.path(),
         &pki,
-        ListenerProtocol::SaslPlaintext,
+        SecurityProtocol::SaslPlaintext,
         hook.clone(),
         |c| c.broker.sasl_oauthbearer_unsecured_validator_enable = true,
     )
@@ -337,7 +337,7 @@ async fn librdkafka_unsecured_jwt_only_when_enabled() {
     let broker = start(
         dir2.path(),
         &pki,
-        ListenerProtocol::SaslPlaintext,
+        SecurityProtocol::SaslPlaintext,
         hook,
         |_| {},
     )
@@ -368,7 +368,7 @@ async fn signed_tokens_over_sasl_ssl_and_the_refusals() {
     let broker = start(
         dir.path(),
         &pki,
-        ListenerProtocol::SaslSsl,
+        SecurityProtocol::SaslSsl,
         hook.clone(),
         |c| {
             c.broker.sasl_oauthbearer_jwks_endpoint_url =
@@ -607,7 +607,7 @@ async fn sessions_last_as_long_as_the_token_and_librdkafka_reauthenticates() {
     let broker = start(
         dir.path(),
         &pki,
-        ListenerProtocol::SaslPlaintext,
+        SecurityProtocol::SaslPlaintext,
         hook.clone(),
         |c| {
             c.admin.listen = "127.0.0.1:0".into();

@@ -14,22 +14,20 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rafka_broker::{
-    Broker, Config, ListenerConfig, ListenerProtocol, ListenerSslConfig, ScramUserConfig,
-};
+use rafka_broker::{Broker, Config, ListenerConfig, ListenerSslConfig, ScramUserConfig};
 use rafka_client::{
     Client, ClientConfig, ClientError, SaslConfig, SaslMechanism, ScramMechanism, SecurityConfig,
     SecurityProtocol, TlsConfig,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-fn listener(name: &str, protocol: ListenerProtocol, pki: &Pki) -> ListenerConfig {
+fn listener(name: &str, protocol: SecurityProtocol, pki: &Pki) -> ListenerConfig {
     ListenerConfig {
         name: name.into(),
         listen: "127.0.0.1:0".into(),
         advertised: None,
         security_protocol: protocol,
-        ssl: matches!(protocol, ListenerProtocol::SaslSsl | ListenerProtocol::Ssl).then(|| {
+        ssl: matches!(protocol, SecurityProtocol::SaslSsl | SecurityProtocol::Ssl).then(|| {
             ListenerSslConfig {
                 certificate: pki.server_cert.clone(),
                 key: pki.server_key.clone(),
@@ -40,7 +38,7 @@ fn listener(name: &str, protocol: ListenerProtocol, pki: &Pki) -> ListenerConfig
         }),
         sasl_enabled_mechanisms: matches!(
             protocol,
-            ListenerProtocol::SaslSsl | ListenerProtocol::SaslPlaintext
+            SecurityProtocol::SaslSsl | SecurityProtocol::SaslPlaintext
         )
         .then(|| rafka_broker::SaslMechanism::ALL.to_vec()),
     }
@@ -60,14 +58,14 @@ async fn start(dir: &Path, pki: &Pki, hook: Arc<Principals>, reauth_ms: u64) -> 
         mechanisms: vec!["SCRAM-SHA-256".into(), "SCRAM-SHA-512".into()],
         iterations: 4096,
     }];
-    let mut scram_only = listener("SCRAM_ONLY", ListenerProtocol::SaslSsl, pki);
+    let mut scram_only = listener("SCRAM_ONLY", SecurityProtocol::SaslSsl, pki);
     scram_only.sasl_enabled_mechanisms = Some(vec![rafka_broker::SaslMechanism::ScramSha512]);
     cfg.broker.listeners = vec![
-        listener("LOCAL", ListenerProtocol::Plaintext, pki),
-        listener("SSL_SASL", ListenerProtocol::SaslSsl, pki),
-        listener("PLAIN_SASL", ListenerProtocol::SaslPlaintext, pki),
+        listener("LOCAL", SecurityProtocol::Plaintext, pki),
+        listener("SSL_SASL", SecurityProtocol::SaslSsl, pki),
+        listener("PLAIN_SASL", SecurityProtocol::SaslPlaintext, pki),
         scram_only,
-        listener("TLS", ListenerProtocol::Ssl, pki),
+        listener("TLS", SecurityProtocol::Ssl, pki),
     ];
     Broker::builder()
         .config(cfg)

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rafka_broker::{ClientAuth, ListenerConfig, ListenerProtocol, ListenerSslConfig};
+use rafka_broker::{ClientAuth, ListenerConfig, ListenerSslConfig};
 use rafka_client::{
     Client, ClientConfig, ClientError, SecurityConfig, SecurityProtocol, TlsConfig,
 };
@@ -149,7 +149,7 @@ fn misnamed_listener(dir: &Path) -> ListenerConfig {
         name: "OTHER".into(),
         listen: "127.0.0.1:0".into(),
         advertised: None,
-        security_protocol: ListenerProtocol::Ssl,
+        security_protocol: SecurityProtocol::Ssl,
         ssl: Some(ListenerSslConfig {
             certificate: dir.join("other.pem"),
             key: dir.join("other.key"),

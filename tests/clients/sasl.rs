@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rafka_broker::{
-    Broker, Config, ListenerConfig, ListenerProtocol, ListenerSslConfig, SaslMechanism,
-    ScramUserConfig,
+    Broker, Config, ListenerConfig, ListenerSslConfig, SaslMechanism, ScramUserConfig,
+    SecurityProtocol,
 };
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -26,7 +26,7 @@ const REFUSAL_BOUND: Duration = Duration::from_secs(5);
 
 /// Broker settings of one test.
 struct Setup {
-    protocol: ListenerProtocol,
+    protocol: SecurityProtocol,
     mechanisms: Vec<SaslMechanism>,
     reauth_ms: u64,
 }
@@ -56,7 +56,7 @@ async fn start(dir: &Path, pki: &Pki, setup: &Setup, hook: Arc<Principals>) -> B
         dir.join("audit.log").display()
     );
     cfg.hooks = Config::from_yaml(&audit).unwrap().hooks;
-    let ssl = (setup.protocol == ListenerProtocol::SaslSsl).then(|| ListenerSslConfig {
+    let ssl = (setup.protocol == SecurityProtocol::SaslSsl).then(|| ListenerSslConfig {
         certificate: pki.server_cert.clone(),
         key: pki.server_key.clone(),
         client_ca: None,
@@ -68,7 +68,7 @@ async fn start(dir: &Path, pki: &Pki, setup: &Setup, hook: Arc<Principals>) -> B
             name: "LOCAL".into(),
             listen: "127.0.0.1:0".into(),
             advertised: None,
-            security_protocol: ListenerProtocol::Plaintext,
+            security_protocol: SecurityProtocol::Plaintext,
             ssl: None,
             sasl_enabled_mechanisms: None,
         },
@@ -93,7 +93,7 @@ async fn start(dir: &Path, pki: &Pki, setup: &Setup, hook: Arc<Principals>) -> B
 fn sasl_client(
     broker: &Broker,
     pki: &Pki,
-    protocol: ListenerProtocol,
+    protocol: SecurityProtocol,
     mechanism: &str,
     user: &str,
     password: &str,
@@ -103,7 +103,7 @@ fn sasl_client(
     c.set("sasl.mechanism", mechanism)
         .set("sasl.username", user)
         .set("sasl.password", password);
-    if protocol == ListenerProtocol::SaslSsl {
+    if protocol == SecurityProtocol::SaslSsl {
         c.set("security.protocol", "sasl_ssl")
             .set("ssl.ca.location", pki.ca.to_str().unwrap());
     } else {
@@ -114,7 +114,7 @@ fn sasl_client(
 
 /// Produce `n` records, read them back exactly, then a consumer group reads them all and
 /// commits; the committed offset is read back over the plaintext listener.
-async fn round_trip(protocol: ListenerProtocol, mechanism: SaslMechanism) {
+async fn round_trip(protocol: SecurityProtocol, mechanism: SaslMechanism) {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::write(dir.path());
     let hook = Arc::new(Principals(Mutex::new(Vec::new())));
@@ -194,7 +194,7 @@ async fn round_trip(protocol: ListenerProtocol, mechanism: SaslMechanism) {
     assert!(secure.len() > 10, "{secure:?}");
     let want = format!(
         "SECURE {} User:alice",
-        if protocol == ListenerProtocol::SaslSsl {
+        if protocol == SecurityProtocol::SaslSsl {
             "SASL_SSL"
         } else {
             "SASL_PLAINTEXT"
@@ -218,22 +218,22 @@ async fn round_trip(protocol: ListenerProtocol, mechanism: SaslMechanism) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scram_sha_512_over_sasl_ssl() {
-    round_trip(ListenerProtocol::SaslSsl, SaslMechanism::ScramSha512).await;
+    round_trip(SecurityProtocol::SaslSsl, SaslMechanism::ScramSha512).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scram_sha_256_over_sasl_ssl() {
-    round_trip(ListenerProtocol::SaslSsl, SaslMechanism::ScramSha256).await;
+    round_trip(SecurityProtocol::SaslSsl, SaslMechanism::ScramSha256).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_over_sasl_ssl() {
-    round_trip(ListenerProtocol::SaslSsl, SaslMechanism::Plain).await;
+    round_trip(SecurityProtocol::SaslSsl, SaslMechanism::Plain).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scram_sha_512_over_sasl_plaintext() {
-    round_trip(ListenerProtocol::SaslPlaintext, SaslMechanism::ScramSha512).await;
+    round_trip(SecurityProtocol::SaslPlaintext, SaslMechanism::ScramSha512).await;
 }
 
 /// Errors librdkafka reports.
@@ -270,7 +270,7 @@ async fn bad_credentials_and_mechanisms_are_refused_while_others_are_served() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::write(dir.path());
     let hook = Arc::new(Principals(Mutex::new(Vec::new())));
-    let p = ListenerProtocol::SaslSsl;
+    let p = SecurityProtocol::SaslSsl;
     let setup = Setup {
         protocol: p,
         mechanisms: vec![SaslMechanism::ScramSha512],
@@ -345,7 +345,7 @@ async fn librdkafka_reauthenticates_on_its_connections() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::write(dir.path());
     let hook = Arc::new(Principals(Mutex::new(Vec::new())));
-    let p = ListenerProtocol::SaslSsl;
+    let p = SecurityProtocol::SaslSsl;
     let setup = Setup {
         protocol: p,
         mechanisms: vec![SaslMechanism::ScramSha512],

@@ -20,7 +20,7 @@ use rafka_broker::rafka_hooks::{
     Hook, HookResult, Interest, RequestContext, Stages, TopicFilter, Verdict,
 };
 use rafka_broker::{
-    Broker, ClientAuth, Config, ListenerConfig, ListenerProtocol, ListenerSslConfig,
+    Broker, ClientAuth, Config, ListenerConfig, ListenerSslConfig, SecurityProtocol,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
@@ -135,7 +135,7 @@ impl Pki {
             name: name.into(),
             listen: "127.0.0.1:0".into(),
             advertised: None,
-            security_protocol: ListenerProtocol::Ssl,
+            security_protocol: SecurityProtocol::Ssl,
             ssl: Some(ListenerSslConfig {
                 certificate: self.server_cert.clone(),
                 key: self.server_key.clone(),
@@ -153,7 +153,7 @@ pub(crate) fn plaintext_listener(name: &str) -> ListenerConfig {
         name: name.into(),
         listen: "127.0.0.1:0".into(),
         advertised: None,
-        security_protocol: ListenerProtocol::Plaintext,
+        security_protocol: SecurityProtocol::Plaintext,
         ssl: None,
         sasl_enabled_mechanisms: None,
     }
@@ -601,7 +601,7 @@ async fn bad_tls_material_is_a_config_error_before_binding() {
             name: "SECURE".into(),
             listen: busy_addr.clone(),
             advertised: None,
-            security_protocol: ListenerProtocol::Ssl,
+            security_protocol: SecurityProtocol::Ssl,
             ssl: Some(ssl),
             sasl_enabled_mechanisms: None,
         }];

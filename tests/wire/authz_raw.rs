@@ -44,7 +44,7 @@ use kafka_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
 };
 use kafka_protocol::messages::*;
-use rafka_broker::{ListenerConfig, ListenerProtocol, SaslMechanism, ScramUserConfig};
+use rafka_broker::{ListenerConfig, SaslMechanism, ScramUserConfig, SecurityProtocol};
 use rafka_protocol::sasl::plain;
 
 use crate::common::{
@@ -94,7 +94,7 @@ struct Case {
     allowed: i32,
 }
 
-fn listener(name: &str, protocol: ListenerProtocol) -> ListenerConfig {
+fn listener(name: &str, protocol: SecurityProtocol) -> ListenerConfig {
     ListenerConfig {
         name: name.into(),
         listen: "127.0.0.1:0".into(),
@@ -113,9 +113,9 @@ async fn authz_broker(extra_super: &[&str]) -> TestBroker {
         c.broker.listeners = vec![
             ListenerConfig {
                 sasl_enabled_mechanisms: Some(vec![SaslMechanism::Plain]),
-                ..listener("SASL", ListenerProtocol::SaslPlaintext)
+                ..listener("SASL", SecurityProtocol::SaslPlaintext)
             },
-            listener("PLAIN_TEXT", ListenerProtocol::Plaintext),
+            listener("PLAIN_TEXT", SecurityProtocol::Plaintext),
         ];
         c.broker.authorizer_class_name = STANDARD_AUTHORIZER.into();
         c.broker.super_users = vec!["User:ANONYMOUS".into()];

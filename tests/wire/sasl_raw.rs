@@ -12,7 +12,7 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, MetadataRequest, RequestKind, ResponseKind,
     SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
-use rafka_broker::{ListenerConfig, ListenerProtocol, SaslMechanism, ScramUserConfig};
+use rafka_broker::{ListenerConfig, SaslMechanism, ScramUserConfig, SecurityProtocol};
 use rafka_protocol::sasl::plain;
 use rafka_protocol::sasl::scram::{ScramClient, ScramMechanism};
 
@@ -26,7 +26,7 @@ const SASL_AUTHENTICATION_FAILED: i16 = 58;
 /// The failed-authentication delay of these brokers.
 const DELAY: Duration = Duration::from_millis(300);
 
-fn listener(name: &str, protocol: ListenerProtocol) -> ListenerConfig {
+fn listener(name: &str, protocol: SecurityProtocol) -> ListenerConfig {
     ListenerConfig {
         name: name.into(),
         listen: "127.0.0.1:0".into(),
@@ -44,9 +44,9 @@ async fn sasl_broker(reauth_ms: u64) -> TestBroker {
         c.broker.listeners = vec![
             ListenerConfig {
                 sasl_enabled_mechanisms: Some(SaslMechanism::ALL.to_vec()),
-                ..listener("SASL", ListenerProtocol::SaslPlaintext)
+                ..listener("SASL", SecurityProtocol::SaslPlaintext)
             },
-            listener("PLAIN_TEXT", ListenerProtocol::Plaintext),
+            listener("PLAIN_TEXT", SecurityProtocol::Plaintext),
         ];
         c.broker.connections_max_reauth_ms = reauth_ms;
         c.broker.connection_failed_authentication_delay_ms = DELAY.as_millis() as u64;

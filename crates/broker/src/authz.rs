@@ -5,36 +5,14 @@
 //! (its `AuthHelper.authorizedOperations`), which is what the handlers fill in from here;
 //! with one, `api/authorize.rs` narrows each field to what the principal may do.
 
+use crate::acl::{Operation, ResourceType};
+
 /// Kafka's marker for "authorized operations were not requested".
 pub(crate) const OPERATIONS_OMITTED: i32 = i32::MIN;
 
-/// Kafka's `AclOperation` codes (only those some resource type supports).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub(crate) enum AclOperation {
-    Read = 3,
-    Write = 4,
-    Create = 5,
-    Delete = 6,
-    Alter = 7,
-    Describe = 8,
-    ClusterAction = 9,
-    DescribeConfigs = 10,
-    AlterConfigs = 11,
-    IdempotentWrite = 12,
-}
-
-/// The resource types that carry authorized operations on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ResourceType {
-    Topic,
-    Group,
-    Cluster,
-}
-
 /// The operations Kafka's `AclEntry.supportedOperations` lists for a resource type.
-pub(crate) fn supported_operations(resource: ResourceType) -> &'static [AclOperation] {
-    use AclOperation::*;
+pub(crate) fn supported_operations(resource: ResourceType) -> &'static [Operation] {
+    use Operation::*;
     match resource {
         ResourceType::Topic => &[
             Read,
@@ -56,7 +34,16 @@ pub(crate) fn supported_operations(resource: ResourceType) -> &'static [AclOpera
             Alter,
             Describe,
         ],
+        ResourceType::TransactionalId => &[Describe, Write],
+        ResourceType::DelegationToken => &[Describe],
+        ResourceType::User => &[CreateTokens, DescribeTokens],
     }
+}
+
+/// The bit field of `ops` (bit `n` for operation code `n`).
+pub(crate) fn bit_field<'a>(ops: impl IntoIterator<Item = &'a Operation>) -> i32 {
+    ops.into_iter()
+        .fold(0i32, |bits, op| bits | (1 << *op as u8))
 }
 
 /// The field to answer: every supported operation when `requested`, else Kafka's
@@ -65,9 +52,7 @@ pub(crate) fn authorized_operations(resource: ResourceType, requested: bool) -> 
     if !requested {
         return OPERATIONS_OMITTED;
     }
-    supported_operations(resource)
-        .iter()
-        .fold(0i32, |bits, op| bits | (1 << *op as u8))
+    bit_field(supported_operations(resource))
 }
 
 #[cfg(test)]

@@ -11,10 +11,10 @@ use tokio::task::JoinHandle;
 
 use rafka_core::{StorageError, Timestamp};
 
-use rafka_hooks::{Hook, HookChain, SecurityProtocol};
+use rafka_hooks::{Hook, HookChain};
 
 use crate::cleaner_state::CleanerState;
-use crate::config::{Config, ConfigError, FsyncPolicy, ListenerProtocol, SaslMechanism};
+use crate::config::{Config, ConfigError, FsyncPolicy, SaslMechanism};
 use crate::server::ListenerSpec;
 use crate::shared::Shared;
 use crate::state::TopicError;
@@ -232,12 +232,7 @@ impl Broker {
             tracing::info!(listener = %l.name, %local, advertised = %format!("{host}:{port}"),
                 protocol = ?l.security_protocol, "listener bound");
             advertised.push((l.name.clone(), host, port));
-            let protocol = match l.security_protocol {
-                ListenerProtocol::Plaintext => SecurityProtocol::Plaintext,
-                ListenerProtocol::Ssl => SecurityProtocol::Ssl,
-                ListenerProtocol::SaslPlaintext => SecurityProtocol::SaslPlaintext,
-                ListenerProtocol::SaslSsl => SecurityProtocol::SaslSsl,
-            };
+            let protocol = l.security_protocol;
             bound.push((
                 listener,
                 local,
@@ -245,7 +240,7 @@ impl Broker {
                     name: l.name.clone(),
                     protocol,
                     tls,
-                    sasl: l.security_protocol.is_sasl().then(|| {
+                    sasl: l.security_protocol.uses_sasl().then(|| {
                         let mechanisms = config.broker.sasl_mechanisms_of(&l);
                         if mechanisms.contains(&SaslMechanism::OAuthBearer)
                             && !oauthbearer.get().can_validate()

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use rafka_core::limits;
+use rafka_core::{limits, SecurityProtocol};
 use rafka_protocol::sasl::scram::{self, ScramMechanism};
 use rafka_storage::StorageConfig;
 
@@ -118,37 +118,15 @@ impl Default for LoggingConfig {
     }
 }
 
-/// Kafka's security protocols, as a listener's `security_protocol`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-pub enum ListenerProtocol {
-    /// No TLS, no authentication.
-    #[default]
-    #[serde(rename = "PLAINTEXT")]
-    Plaintext,
-    /// TLS, with client certificates when `ssl.client_ca` is set.
-    #[serde(rename = "SSL")]
-    Ssl,
-    /// SASL authentication without TLS.
-    #[serde(rename = "SASL_PLAINTEXT")]
-    SaslPlaintext,
-    /// SASL authentication over TLS (`ssl:` as for `SSL`).
-    #[serde(rename = "SASL_SSL")]
-    SaslSsl,
-}
-
-impl ListenerProtocol {
-    /// Whether clients of the listener authenticate with SASL before anything else.
-    pub fn is_sasl(self) -> bool {
-        matches!(
-            self,
-            ListenerProtocol::SaslPlaintext | ListenerProtocol::SaslSsl
-        )
-    }
-
-    /// Whether the listener speaks TLS.
-    pub fn is_tls(self) -> bool {
-        matches!(self, ListenerProtocol::Ssl | ListenerProtocol::SaslSsl)
-    }
+/// A listener's `security_protocol`: Kafka's name, in any case.
+fn security_protocol<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SecurityProtocol, D::Error> {
+    let name = String::deserialize(d)?;
+    SecurityProtocol::from_name(&name).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "unknown security_protocol `{name}`: expected PLAINTEXT, SSL, SASL_PLAINTEXT or \
+             SASL_SSL"
+        ))
+    })
 }
 
 /// A SASL mechanism a listener may offer (Kafka's `sasl.enabled.mechanisms` values). A name
@@ -358,8 +336,8 @@ pub struct ListenerConfig {
     #[serde(default)]
     pub advertised: Option<String>,
     /// `PLAINTEXT` (the default), `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`.
-    #[serde(default)]
-    pub security_protocol: ListenerProtocol,
+    #[serde(default, deserialize_with = "security_protocol")]
+    pub security_protocol: SecurityProtocol,
     /// TLS settings; required for `SSL` and `SASL_SSL`.
     #[serde(default)]
     pub ssl: Option<ListenerSslConfig>,
@@ -381,7 +359,7 @@ impl BrokerConfig {
             name: "PLAINTEXT".into(),
             listen: self.listen.clone(),
             advertised: self.advertised_listener.clone(),
-            security_protocol: ListenerProtocol::Plaintext,
+            security_protocol: SecurityProtocol::Plaintext,
             ssl: None,
             sasl_enabled_mechanisms: None,
         }]
@@ -390,7 +368,7 @@ impl BrokerConfig {
     /// The SASL mechanisms `listener` offers: its own list, else
     /// `broker.sasl_enabled_mechanisms`; empty for a listener without SASL.
     pub fn sasl_mechanisms_of(&self, listener: &ListenerConfig) -> Vec<SaslMechanism> {
-        if !listener.security_protocol.is_sasl() {
+        if !listener.security_protocol.uses_sasl() {
             return Vec::new();
         }
         listener
@@ -450,7 +428,7 @@ fn validate_listeners(
             }
         }
         let p = l.security_protocol;
-        match (&l.sasl_enabled_mechanisms, p.is_sasl()) {
+        match (&l.sasl_enabled_mechanisms, p.uses_sasl()) {
             (Some(_), false) => {
                 return invalid(format!(
                     "listener {n}: sasl_enabled_mechanisms is set but security_protocol is \
@@ -472,23 +450,23 @@ fn validate_listeners(
             _ => {}
         }
         match (p, &l.ssl) {
-            (ListenerProtocol::Ssl | ListenerProtocol::SaslSsl, None) => {
+            (SecurityProtocol::Ssl | SecurityProtocol::SaslSsl, None) => {
                 return invalid(format!(
                     "listener {n}: security_protocol {} needs `ssl:` with certificate and key",
-                    if p.is_sasl() { "SASL_SSL" } else { "SSL" }
+                    if p.uses_sasl() { "SASL_SSL" } else { "SSL" }
                 ));
             }
-            (ListenerProtocol::Plaintext | ListenerProtocol::SaslPlaintext, Some(_)) => {
+            (SecurityProtocol::Plaintext | SecurityProtocol::SaslPlaintext, Some(_)) => {
                 return invalid(format!(
                     "listener {n}: `ssl:` is set but security_protocol is {}",
-                    if p.is_sasl() {
+                    if p.uses_sasl() {
                         "SASL_PLAINTEXT"
                     } else {
                         "PLAINTEXT"
                     }
                 ));
             }
-            (ListenerProtocol::Ssl | ListenerProtocol::SaslSsl, Some(ssl)) => {
+            (SecurityProtocol::Ssl | SecurityProtocol::SaslSsl, Some(ssl)) => {
                 if ssl.client_ca.is_none()
                     && matches!(
                         ssl.client_auth,
@@ -511,7 +489,7 @@ fn validate_listeners(
                     }
                 }
             }
-            (ListenerProtocol::Plaintext | ListenerProtocol::SaslPlaintext, None) => {}
+            (SecurityProtocol::Plaintext | SecurityProtocol::SaslPlaintext, None) => {}
         }
     }
     Ok(())
@@ -1318,7 +1296,7 @@ mod tests {
         assert_eq!(l.len(), 1);
         assert_eq!(l[0].name, "PLAINTEXT");
         assert_eq!(l[0].listen, "127.0.0.1:0");
-        assert_eq!(l[0].security_protocol, ListenerProtocol::Plaintext);
+        assert_eq!(l[0].security_protocol, SecurityProtocol::Plaintext);
         let c = Config::from_yaml(
             "broker:\n  listeners:\n    - name: LOCAL\n      listen: 127.0.0.1:9092\n    \
              - name: EXTERNAL\n      listen: 0.0.0.0:9093\n      advertised: kafka.example:9093\n      \
@@ -1329,7 +1307,7 @@ mod tests {
         let l = c.broker.effective_listeners();
         assert_eq!(l.len(), 2);
         assert_eq!(l[1].advertised.as_deref(), Some("kafka.example:9093"));
-        assert_eq!(l[1].security_protocol, ListenerProtocol::Ssl);
+        assert_eq!(l[1].security_protocol, SecurityProtocol::Ssl);
         let ssl = l[1].ssl.as_ref().unwrap();
         assert_eq!(ssl.effective_client_auth(), ClientAuth::Required);
     }
@@ -1472,8 +1450,8 @@ mod tests {
             for (i, (_, adv, port, ssl, _, sasl, own)) in specs.iter().enumerate() {
                 proptest::prop_assert_eq!(&l[i].name, &format!("L_{i}"));
                 proptest::prop_assert_eq!(l[i].advertised.clone(), adv.as_ref().map(|h| format!("{h}:{port}")));
-                proptest::prop_assert_eq!(l[i].security_protocol.is_tls(), *ssl);
-                proptest::prop_assert_eq!(l[i].security_protocol.is_sasl(), *sasl);
+                proptest::prop_assert_eq!(l[i].security_protocol.uses_tls(), *ssl);
+                proptest::prop_assert_eq!(l[i].security_protocol.uses_sasl(), *sasl);
                 let want = match (sasl, own) {
                     (false, _) => Vec::new(),
                     (true, Some(own)) => own.clone(),

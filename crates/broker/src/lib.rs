@@ -48,10 +48,11 @@ mod txn;
 pub use broker::{Broker, BrokerBuilder, BrokerError};
 pub use config::{
     AdminConfig, BrokerConfig, ClientAuth, Config, ConfigError, DurabilityConfig, FsyncPolicy,
-    ListenerConfig, ListenerProtocol, ListenerSslConfig, LogFormat, LoggingConfig, SaslMechanism,
-    ScramUserConfig,
+    ListenerConfig, ListenerSslConfig, LogFormat, LoggingConfig, SaslMechanism, ScramUserConfig,
 };
 pub use credentials::CredentialsError;
+/// A listener's `security_protocol` ([`ListenerConfig::security_protocol`]).
+pub use rafka_core::SecurityProtocol;
 /// Hooks written in Rust ([`BrokerBuilder::hook`]) implement [`rafka_hooks::Hook`].
 pub use rafka_hooks;
 pub use state::TopicError;

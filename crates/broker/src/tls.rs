@@ -438,7 +438,7 @@ mod tests {
             name: "SECURE".into(),
             listen: "127.0.0.1:0".into(),
             advertised: None,
-            security_protocol: crate::config::ListenerProtocol::Ssl,
+            security_protocol: rafka_core::SecurityProtocol::Ssl,
             ssl: Some(ListenerSslConfig {
                 certificate: cert.clone(),
                 key: key.clone(),

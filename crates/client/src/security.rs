@@ -22,55 +22,8 @@ use tokio_rustls::rustls::{CertificateError, DigitallySignedStruct, SignatureSch
 use crate::error::ClientError;
 
 /// `security.protocol`: whether the connection is encrypted and whether it authenticates
-/// with SASL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SecurityProtocol {
-    /// Plain TCP (the default).
-    #[default]
-    Plaintext,
-    /// TLS.
-    Ssl,
-    /// SASL over plain TCP.
-    SaslPlaintext,
-    /// SASL over TLS.
-    SaslSsl,
-}
-
-impl SecurityProtocol {
-    /// Kafka's name (`SASL_SSL`).
-    pub fn name(self) -> &'static str {
-        match self {
-            SecurityProtocol::Plaintext => "PLAINTEXT",
-            SecurityProtocol::Ssl => "SSL",
-            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
-            SecurityProtocol::SaslSsl => "SASL_SSL",
-        }
-    }
-
-    /// Parses Kafka's name, in any case (librdkafka accepts `ssl` as well as `SSL`).
-    pub fn from_name(s: &str) -> Option<SecurityProtocol> {
-        Some(match s.trim().to_ascii_uppercase().as_str() {
-            "PLAINTEXT" => SecurityProtocol::Plaintext,
-            "SSL" => SecurityProtocol::Ssl,
-            "SASL_PLAINTEXT" => SecurityProtocol::SaslPlaintext,
-            "SASL_SSL" => SecurityProtocol::SaslSsl,
-            _ => return None,
-        })
-    }
-
-    /// Whether the connection runs TLS.
-    pub fn uses_tls(self) -> bool {
-        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
-    }
-
-    /// Whether the connection authenticates with SASL.
-    pub fn uses_sasl(self) -> bool {
-        matches!(
-            self,
-            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
-        )
-    }
-}
+/// with SASL (plain TCP by default).
+pub use rafka_core::SecurityProtocol;
 
 /// TLS settings (the `ssl.*` keys).
 #[derive(Debug, Clone)]

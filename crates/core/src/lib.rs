@@ -10,6 +10,7 @@ pub mod batch;
 pub mod compact;
 pub mod histogram;
 pub mod limits;
+pub mod security;
 pub mod storage;
 pub mod txn;
 pub mod types;
@@ -17,6 +18,7 @@ pub mod validated;
 
 pub use batch::{BatchError, CompressionType, ControlType, RecordBatch, TimestampType};
 pub use compact::{BatchCodec, CodecError, CompactionCodec, CompactionPlan, CompactionStats};
+pub use security::SecurityProtocol;
 pub use storage::{
     AbortedTxn, AppendInfo, FileRegion, LogConfig, PartitionLog, ProducerSnapshot, ReadResult,
     RegionBatch, RegionRead, StorageEngine, StorageError, StorageResult,

@@ -119,25 +119,19 @@ impl<'a> Authz<'a> {
 
     /// Kafka's authorized-operations field (KIP-430) for `name`: the supported operations
     /// the principal may do, or the "omitted" marker when `field` says it was not asked.
-    pub(crate) fn operations(&self, rt: authz::ResourceType, name: &str, field: i32) -> i32 {
+    pub(crate) fn operations(&self, rt: Rt, name: &str, field: i32) -> i32 {
         if field == authz::OPERATIONS_OMITTED || !self.on() {
             return field;
         }
-        let acl_rt = match rt {
-            authz::ResourceType::Topic => Rt::Topic,
-            authz::ResourceType::Group => Rt::Group,
-            authz::ResourceType::Cluster => Rt::Cluster,
-        };
         // Kafka reports nothing of a resource the principal may not DESCRIBE.
-        if !self.may(Operation::Describe, acl_rt, name) {
+        if !self.may(Operation::Describe, rt, name) {
             return 0;
         }
-        authz::supported_operations(rt)
-            .iter()
-            .filter(|op| {
-                Operation::from_code(**op as i8).is_some_and(|o| self.may(o, acl_rt, name))
-            })
-            .fold(0i32, |bits, op| bits | (1 << *op as u8))
+        authz::bit_field(
+            authz::supported_operations(rt)
+                .iter()
+                .filter(|op| self.may(**op, rt, name)),
+        )
     }
 
     /// A topic name from a name or, where the entry carries only an id, the id.
@@ -831,9 +825,9 @@ pub(crate) fn merge(into: &mut ResponseKind, extra: ResponseKind) {
 
 /// Narrows `resp` by `filter` (see [`Filter`]).
 pub(crate) fn narrow(a: &Authz<'_>, filter: &Filter, resp: &mut ResponseKind) {
-    use authz::ResourceType as A;
     use Operation::*;
     use ResponseKind as R;
+    use Rt as A;
     if !a.on() {
         return;
     }

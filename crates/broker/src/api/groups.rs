@@ -38,7 +38,8 @@ use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 
 use super::{code, sb, wire_topic, Reply};
-use crate::authz::{authorized_operations, ResourceType, OPERATIONS_OMITTED};
+use crate::acl::ResourceType;
+use crate::authz::{authorized_operations, OPERATIONS_OMITTED};
 use crate::config::FsyncPolicy;
 use crate::group::classic::{Answer, JoinOutcome, JoinRequest, SyncOutcome, SyncRequest};
 use crate::group::records::OffsetValue;

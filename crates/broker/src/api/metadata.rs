@@ -22,7 +22,8 @@ use rafka_core::TopicName;
 use rafka_hooks::{AdminOp, RequestContext, Verdict};
 
 use super::{code, sb, wire_topic};
-use crate::authz::{authorized_operations, ResourceType, OPERATIONS_OMITTED};
+use crate::acl::ResourceType;
+use crate::authz::{authorized_operations, OPERATIONS_OMITTED};
 use crate::shared::Shared;
 use crate::state::{is_internal, Topic, TopicError};
 
