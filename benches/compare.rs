@@ -56,6 +56,10 @@
 //! fsync, alone and beside a second producer (or a file writer) loading the disk, and
 //! produce 1 KiB acks=1 against acks=all (benches/latency/mod.rs).
 //!
+//! `RAFKA_BENCH_ONLY=floor` runs only the broker's CPU per GB produced and consumed
+//! against this machine's floor for the same bytes: processes that only receive, CRC and
+//! write them, or only send them from the page cache with `sendfile` (benches/floor/mod.rs).
+//!
 //! `RAFKA_BENCH_ONLY=scale` runs only one broker holding `RAFKA_BENCH_PARTITIONS`
 //! partitions (default 100,000): idle RSS and file descriptors, Metadata for every topic,
 //! ready time after SIGTERM and after SIGKILL (benches/scale/mod.rs).
@@ -66,6 +70,7 @@
 
 mod common;
 mod diskless;
+mod floor;
 mod latency;
 mod many;
 mod scale;
@@ -737,9 +742,15 @@ fn main() {
     if many::child() {
         return; // a client process of `RAFKA_BENCH_ONLY=many`
     }
+    if floor::child() {
+        return; // a floor process of `RAFKA_BENCH_ONLY=floor`
+    }
     let records = env_num("RAFKA_BENCH_RECORDS", 200_000);
     let dir = tempfile::tempdir_in(std::env::var("RAFKA_BENCH_DIR").unwrap_or_else(|_| ".".into()))
         .unwrap();
+    if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "floor") {
+        return floor::run(dir.path(), records);
+    }
     if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "latency") {
         return latency::run(dir.path(), records);
     }
