@@ -934,10 +934,9 @@ impl Cluster {
         &self.cluster_id
     }
 
-    /// A topic by name.
+    /// A topic by name (an invalid name is no topic's).
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
-        let name = TopicName::new(name).ok()?;
-        self.topics.read().get(&name).cloned()
+        self.topics.read().get(name).cloned()
     }
 
     /// A topic by id.
