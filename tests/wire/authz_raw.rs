@@ -51,14 +51,15 @@ use crate::common::{
     create_topic, produce, simple_batch, start_broker, str_bytes, topic_name, KafkaConn, TestBroker,
 };
 
-const STANDARD_AUTHORIZER: &str = "org.apache.kafka.metadata.authorizer.StandardAuthorizer";
+pub(crate) const STANDARD_AUTHORIZER: &str =
+    "org.apache.kafka.metadata.authorizer.StandardAuthorizer";
 
 // Kafka's codes: resource types, operations, patterns, permissions.
-const TOPIC: i8 = 2;
+pub(crate) const TOPIC: i8 = 2;
 const GROUP: i8 = 3;
 const CLUSTER: i8 = 4;
 const TXN: i8 = 5;
-const READ: i8 = 3;
+pub(crate) const READ: i8 = 3;
 const WRITE: i8 = 4;
 const CREATE: i8 = 5;
 const DELETE: i8 = 6;
@@ -78,7 +79,7 @@ const CLUSTER_AUTHORIZATION_FAILED: i32 = 31;
 const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i32 = 53;
 
 /// One binding for alice: (resource type, name, operation).
-type Grant = (i8, &'static str, i8);
+pub(crate) type Grant = (i8, &'static str, i8);
 
 /// One row: alice's request, what of the answer is looked at, the bindings she is given
 /// first (`given`), the result then (`denied`), the bindings that make it pass (`grants`)
@@ -107,7 +108,7 @@ fn listener(name: &str, protocol: SecurityProtocol) -> ListenerConfig {
 
 /// A broker with the authorizer, a SASL listener (users alice and bob) and a plaintext one
 /// for the operator (a super user), plus `extra_super` super users.
-async fn authz_broker(extra_super: &[&str]) -> TestBroker {
+pub(crate) async fn authz_broker(extra_super: &[&str]) -> TestBroker {
     let extra: Vec<String> = extra_super.iter().map(|s| s.to_string()).collect();
     start_broker(move |c| {
         c.broker.listeners = vec![
@@ -133,7 +134,7 @@ async fn authz_broker(extra_super: &[&str]) -> TestBroker {
     .await
 }
 
-async fn connect(b: &TestBroker, listener: &str) -> KafkaConn {
+pub(crate) async fn connect(b: &TestBroker, listener: &str) -> KafkaConn {
     let addr = b
         .broker
         .as_ref()
@@ -144,7 +145,7 @@ async fn connect(b: &TestBroker, listener: &str) -> KafkaConn {
 }
 
 /// A connection authenticated as `user` with PLAIN.
-async fn login(b: &TestBroker, user: &str) -> KafkaConn {
+pub(crate) async fn login(b: &TestBroker, user: &str) -> KafkaConn {
     let mut c = connect(b, "SASL").await;
     let hs = c
         .send(
@@ -210,8 +211,42 @@ async fn grant_as(
     }
 }
 
-async fn grant(admin: &mut KafkaConn, grants: &[Grant]) {
+pub(crate) async fn grant(admin: &mut KafkaConn, grants: &[Grant]) {
     grant_as(admin, "User:alice", "*", LITERAL, ALLOW, grants).await
+}
+
+/// The operator deletes alice's literal ALLOW bindings `grants` (DeleteAcls); each filter
+/// matched exactly one binding.
+pub(crate) async fn revoke(admin: &mut KafkaConn, grants: &[Grant]) {
+    let filters = grants
+        .iter()
+        .map(|(rt, name, op)| {
+            DeleteAclsFilter::default()
+                .with_resource_type_filter(*rt)
+                .with_resource_name_filter(Some(str_bytes(name)))
+                .with_pattern_type_filter(LITERAL)
+                .with_principal_filter(Some(str_bytes("User:alice")))
+                .with_host_filter(Some(str_bytes("*")))
+                .with_operation(*op)
+                .with_permission_type(ALLOW)
+        })
+        .collect();
+    match admin
+        .send(
+            ApiKey::DeleteAcls,
+            3,
+            RequestKind::DeleteAcls(DeleteAclsRequest::default().with_filters(filters)),
+        )
+        .await
+    {
+        ResponseKind::DeleteAcls(r) => assert!(
+            r.filter_results
+                .iter()
+                .all(|f| f.error_code == 0 && f.matching_acls.len() == 1),
+            "{r:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
 }
 
 /// What the operator sees of the broker's state: topics and partition counts, log start

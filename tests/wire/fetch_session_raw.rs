@@ -3,6 +3,8 @@
 //! partitions that have something new; forgotten partitions leave; a wrong epoch, an
 //! unknown session and a switch between topic names and ids are the errors Kafka sends;
 //! epoch -1 closes; a full cache answers sessionless; an empty incremental fetch long-polls.
+//! With an authorizer, every fetch of a session is authorized over all the partitions it
+//! reads: a revoked READ answers TOPIC_AUTHORIZATION_FAILED on the next incremental fetch.
 
 use crate::common;
 
@@ -21,7 +23,12 @@ const FETCH_SESSION_TOPIC_ID_ERROR: i16 = 106;
 
 const TOPIC: &str = "sessions";
 
-/// One Fetch of `TOPIC`: partitions `parts` at their fetch offsets, `forgotten` partitions.
+/// Partitions of another topic to fetch: (name, id, [(partition, fetch offset)]); the
+/// name is sent before v13, the id from v13.
+type MoreTopic<'a> = (&'a str, uuid::Uuid, &'a [(i32, i64)]);
+
+/// One Fetch of `TOPIC`: partitions `parts` at their fetch offsets, `forgotten` partitions;
+/// then the partitions of `more`.
 struct SessionFetch<'a> {
     version: i16,
     topic_id: uuid::Uuid,
@@ -30,6 +37,7 @@ struct SessionFetch<'a> {
     parts: &'a [(i32, i64)],
     forgotten: &'a [i32],
     max_wait_ms: i32,
+    more: &'a [MoreTopic<'a>],
 }
 
 impl SessionFetch<'_> {
@@ -42,6 +50,7 @@ impl SessionFetch<'_> {
             parts,
             forgotten: &[],
             max_wait_ms: 0,
+            more: &[],
         }
     }
 
@@ -52,14 +61,12 @@ impl SessionFetch<'_> {
         } else {
             (topic_name(TOPIC), uuid::Uuid::nil())
         };
-        let topics = if self.parts.is_empty() {
-            vec![]
-        } else {
-            vec![FetchTopic::default()
-                .with_topic(name.clone())
+        let topic = |name, id, parts: &[(i32, i64)]| {
+            FetchTopic::default()
+                .with_topic(name)
                 .with_topic_id(id)
                 .with_partitions(
-                    self.parts
+                    parts
                         .iter()
                         .map(|&(p, offset)| {
                             FetchPartition::default()
@@ -70,8 +77,20 @@ impl SessionFetch<'_> {
                                 .with_partition_max_bytes(1 << 20)
                         })
                         .collect(),
-                )]
+                )
         };
+        let mut topics = if self.parts.is_empty() {
+            vec![]
+        } else {
+            vec![topic(name.clone(), id, self.parts)]
+        };
+        for &(other, other_id, parts) in self.more {
+            topics.push(if by_id {
+                topic(topic_name(""), other_id, parts)
+            } else {
+                topic(topic_name(other), uuid::Uuid::nil(), parts)
+            });
+        }
         let forgotten = if self.forgotten.is_empty() {
             vec![]
         } else {
@@ -314,6 +333,213 @@ async fn an_incremental_fetch_with_nothing_new_waits() {
     assert!(
         elapsed < Duration::from_millis(5_000),
         "answered after {elapsed:?}"
+    );
+    broker.shutdown().await;
+}
+
+/// (topic, partition, error code, high watermark, keys of the records) of each partition
+/// answered, the topic by name (before v13) or by id.
+fn outcome(r: &FetchResponse) -> Vec<(String, i32, i16, i64, Vec<String>)> {
+    assert_eq!(r.error_code, 0, "top-level error");
+    let mut out: Vec<_> = r
+        .responses
+        .iter()
+        .flat_map(|t| {
+            let topic = if t.topic.is_empty() {
+                t.topic_id.to_string()
+            } else {
+                t.topic.to_string()
+            };
+            t.partitions.iter().map(move |p| {
+                let (_, records) = decode_records(p.records.clone());
+                let keys = records.into_iter().map(|r| r.key).collect();
+                (
+                    topic.clone(),
+                    p.partition_index,
+                    p.error_code,
+                    p.high_watermark,
+                    keys,
+                )
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_under_acls_authorize_every_partition_they_read() {
+    use crate::authz_raw::{authz_broker, connect, grant, login, revoke, Grant, READ, TOPIC as T};
+    const REFUSED: i16 = 29;
+    let broker = authz_broker(&[]).await;
+    let mut admin = connect(&broker, "PLAIN_TEXT").await;
+    assert_eq!(create_topic(&mut admin, TOPIC, 2, &[]).await, 0);
+    assert_eq!(create_topic(&mut admin, "audit", 1, &[]).await, 0);
+    let ids = common::metadata(&mut admin, Some(&[TOPIC, "audit"])).await;
+    let id_of = |name: &str| {
+        ids.topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == name))
+            .map(|t| t.topic_id)
+            .expect("topic id")
+    };
+    let (sessions_id, audit_id) = (id_of(TOPIC), id_of("audit"));
+    assert_eq!(produce_to(&mut admin, 0, "a", 2).await, 0);
+    let r = produce(
+        &mut admin,
+        "audit",
+        0,
+        simple_batch("x", 1, 1_000).into_bytes(),
+    )
+    .await;
+    assert_eq!(r.error_code, 0);
+    const AUDIT_READ: &[Grant] = &[(T, "audit", READ)];
+    grant(&mut admin, &[(T, TOPIC, READ), (T, "audit", READ)]).await;
+    let mut alice = login(&broker, "alice").await;
+
+    // With ACLs on, a full fetch opens a session; every partition is answered.
+    let audit = [("audit", audit_id, &[(0, 0)][..])];
+    let r = SessionFetch {
+        more: &audit,
+        ..SessionFetch::new(0, 0, &[(0, 0), (1, 0)])
+    }
+    .send(&mut alice)
+    .await;
+    let id = r.session_id;
+    assert!(id > 0, "no session opened with ACLs on");
+    let s = |t: &str| t.to_string();
+    assert_eq!(
+        outcome(&r),
+        vec![
+            (s("audit"), 0, 0, 1, keys("x", 1)),
+            (s(TOPIC), 0, 0, 2, keys("a", 2)),
+            (s(TOPIC), 1, 0, 0, vec![]),
+        ]
+    );
+    let r = SessionFetch {
+        more: &[("audit", audit_id, &[(0, 1)])],
+        ..SessionFetch::new(id, 1, &[(0, 2)])
+    }
+    .send(&mut alice)
+    .await;
+    assert_eq!((r.session_id, outcome(&r)), (id, vec![]));
+
+    // READ on audit revoked while the session lives; new records on both topics. The next
+    // incremental fetch names nothing: audit's partition is refused, no records, and the
+    // allowed topic's news is answered.
+    let r = produce(
+        &mut admin,
+        "audit",
+        0,
+        simple_batch("y", 1, 1_000).into_bytes(),
+    )
+    .await;
+    assert_eq!(r.error_code, 0);
+    assert_eq!(produce_to(&mut admin, 1, "b", 1).await, 0);
+    revoke(&mut admin, AUDIT_READ).await;
+    let r = SessionFetch::new(id, 2, &[]).send(&mut alice).await;
+    assert_eq!(
+        (r.session_id, outcome(&r)),
+        (
+            id,
+            vec![
+                (s("audit"), 0, REFUSED, -1, vec![]),
+                (s(TOPIC), 1, 0, 1, keys("b", 1)),
+            ]
+        )
+    );
+
+    // The refused partition stays in the session and is answered refused on every fetch
+    // (it carries an error), but it does not end the long poll on the others.
+    let started = Instant::now();
+    let r = SessionFetch {
+        max_wait_ms: 300,
+        ..SessionFetch::new(id, 3, &[(1, 1)])
+    }
+    .send(&mut alice)
+    .await;
+    assert_eq!(
+        (r.session_id, outcome(&r)),
+        (id, vec![(s("audit"), 0, REFUSED, -1, vec![])])
+    );
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(250),
+        "did not wait: {elapsed:?}"
+    );
+
+    // Another principal going on with alice's session is authorized as itself: bob may
+    // read nothing, so every partition of the session is refused; the session goes on.
+    let mut bob = login(&broker, "bob").await;
+    let r = SessionFetch::new(id, 4, &[]).send(&mut bob).await;
+    assert_eq!(
+        (r.session_id, outcome(&r)),
+        (
+            id,
+            vec![
+                (s("audit"), 0, REFUSED, -1, vec![]),
+                (s(TOPIC), 0, REFUSED, -1, vec![]),
+                (s(TOPIC), 1, REFUSED, -1, vec![]),
+            ]
+        )
+    );
+
+    // READ granted again: the session's partition answers from the position the client
+    // gave it (offset 1), without naming it again; the others' marks are sent again.
+    grant(&mut admin, AUDIT_READ).await;
+    let r = SessionFetch::new(id, 5, &[]).send(&mut alice).await;
+    assert_eq!(
+        (r.session_id, outcome(&r)),
+        (
+            id,
+            vec![
+                (s("audit"), 0, 0, 2, keys("y", 1)),
+                (s(TOPIC), 0, 0, 2, vec![]),
+                (s(TOPIC), 1, 0, 1, vec![]),
+            ]
+        )
+    );
+
+    // By topic id (v13): a refused topic is found by its name; the session opens and its
+    // incremental fetch refuses the revoked topic too.
+    revoke(&mut admin, AUDIT_READ).await;
+    let by_id = [("audit", audit_id, &[(0, 0)][..])];
+    let r = SessionFetch {
+        version: 13,
+        topic_id: sessions_id,
+        more: &by_id,
+        ..SessionFetch::new(0, 0, &[(0, 2)])
+    }
+    .send(&mut alice)
+    .await;
+    let v13 = r.session_id;
+    assert!(v13 > 0);
+    let mut want = vec![
+        (sessions_id.to_string(), 0, 0, 2, vec![]),
+        (audit_id.to_string(), 0, REFUSED, -1, vec![]),
+    ];
+    want.sort();
+    assert_eq!(outcome(&r), want);
+    grant(&mut admin, AUDIT_READ).await;
+    let r = SessionFetch {
+        version: 13,
+        topic_id: sessions_id,
+        ..SessionFetch::new(v13, 1, &[])
+    }
+    .send(&mut alice)
+    .await;
+    assert_eq!(
+        (r.session_id, outcome(&r)),
+        (
+            v13,
+            vec![(
+                audit_id.to_string(),
+                0,
+                0,
+                2,
+                [keys("x", 1), keys("y", 1)].concat()
+            )]
+        )
     );
     broker.shutdown().await;
 }

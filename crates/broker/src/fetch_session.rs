@@ -30,7 +30,11 @@
 //! sessionless. Rafka's simplification of Kafka's policy, which also prefers followers.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
@@ -96,6 +100,8 @@ struct Session {
     partitions: Vec<CachedPartition>,
     index: HashMap<PartitionKey, usize>,
     last_used: Instant,
+    /// Taken out of the cache: fetches still holding it answer FETCH_SESSION_ID_NOT_FOUND.
+    closed: bool,
 }
 
 impl Session {
@@ -167,6 +173,84 @@ impl Session {
         full.forgotten_topics_data = Vec::new();
         full
     }
+
+    /// Narrows the answer of an incremental fetch (every partition of the session, in the
+    /// session's order at `begin`) to what must be sent, and records what it carries.
+    fn narrow(&mut self, resp: &mut FetchResponse) {
+        // The answer follows the session's order at `begin`, so each partition is found
+        // where the last one was, plus one; the index is asked only if that is not it.
+        let mut moved = vec![false; self.partitions.len()];
+        let mut next = 0usize;
+        for t in &mut resp.responses {
+            let FetchableTopicResponse {
+                topic,
+                topic_id,
+                partitions,
+                ..
+            } = t;
+            partitions.retain(|pd| {
+                let at = |i: usize| {
+                    self.partitions.get(i).is_some_and(|c| {
+                        c.request.partition == pd.partition_index
+                            && c.topic_id == *topic_id
+                            && c.topic == *topic
+                    })
+                };
+                let i = if at(next) {
+                    next
+                } else {
+                    match self
+                        .index
+                        .get(&(topic.clone(), *topic_id, pd.partition_index))
+                    {
+                        Some(&i) => i,
+                        None => return true,
+                    }
+                };
+                next = i + 1;
+                let c = &mut self.partitions[i];
+                let has_records = pd.records.as_ref().is_some_and(|r| !r.is_empty());
+                let mut send = has_records;
+                if pd.error_code != 0 {
+                    c.high_watermark = -1;
+                    send = true;
+                } else if c.high_watermark != pd.high_watermark {
+                    c.high_watermark = pd.high_watermark;
+                    send = true;
+                }
+                if c.last_stable_offset != pd.last_stable_offset {
+                    c.last_stable_offset = pd.last_stable_offset;
+                    send = true;
+                }
+                if c.log_start_offset != pd.log_start_offset {
+                    c.log_start_offset = pd.log_start_offset;
+                    send = true;
+                }
+                if pd.diverging_epoch.epoch >= 0 || pd.preferred_read_replica.0 >= 0 {
+                    send = true;
+                }
+                moved[i] |= has_records;
+                send
+            });
+        }
+        resp.responses.retain(|t| !t.partitions.is_empty());
+        if moved.iter().any(|&m| m) {
+            // Those that returned records go last, in the session's order; the index
+            // follows them without hashing anything again.
+            let mut new_position = vec![0usize; moved.len()];
+            let (stay, go): (Vec<_>, Vec<_>) = std::mem::take(&mut self.partitions)
+                .into_iter()
+                .enumerate()
+                .partition(|(i, _)| !moved[*i]);
+            for (new, (old, p)) in stay.into_iter().chain(go).enumerate() {
+                new_position[old] = new;
+                self.partitions.push(p);
+            }
+            for i in self.index.values_mut() {
+                *i = new_position[*i];
+            }
+        }
+    }
 }
 
 /// What a Fetch is, as far as sessions go.
@@ -187,42 +271,103 @@ pub(crate) enum FetchContext {
     Error(ResponseError),
 }
 
-/// The broker's fetch sessions (see the module docs). The lock is held for one lookup or
-/// update, never across an `.await`.
+/// The broker's fetch sessions (see the module docs).
+///
+/// Thread-safety: the map of sessions sits behind a read-write lock, taken for read to find
+/// a session and for write only to add or remove one; each session has its own mutex. So
+/// incremental fetches of different sessions (the common path: find, update, respond) never
+/// wait for each other, only, briefly, for a session being opened or closed. Lock order:
+/// the map before a session (an incremental step holding its session's lock never takes
+/// the map's). No lock is held across an `.await`.
 #[derive(Debug)]
 pub(crate) struct FetchSessions {
     slots: usize,
-    inner: parking_lot::Mutex<Inner>,
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    sessions: HashMap<i32, Session>,
-    /// Partitions of all sessions (bounded by `FETCH_SESSION_PARTITIONS_MAX`).
-    n_partitions: usize,
-}
-
-impl Inner {
-    fn remove(&mut self, id: i32) {
-        if let Some(s) = self.sessions.remove(&id) {
-            self.n_partitions -= s.partitions.len();
-        }
-    }
+    /// Bound on `n_partitions` (`FETCH_SESSION_PARTITIONS_MAX`; smaller in tests).
+    partitions_max: usize,
+    sessions: RwLock<HashMap<i32, Arc<Mutex<Session>>>>,
+    /// Partitions of all open sessions, never above `partitions_max`. Invariant: it is the
+    /// sum of the open sessions' partitions; a session's share changes only under its lock
+    /// (by the fetch that changes its partitions, or by whoever closes it).
+    n_partitions: AtomicUsize,
 }
 
 impl FetchSessions {
     /// A cache of at most `slots` sessions (`max.incremental.fetch.session.cache.slots`).
     pub(crate) fn new(slots: usize) -> FetchSessions {
+        FetchSessions::bounded(slots, FETCH_SESSION_PARTITIONS_MAX)
+    }
+
+    fn bounded(slots: usize, partitions_max: usize) -> FetchSessions {
         FetchSessions {
             slots,
-            inner: parking_lot::Mutex::new(Inner::default()),
+            partitions_max,
+            sessions: RwLock::new(HashMap::new()),
+            n_partitions: AtomicUsize::new(0),
         }
     }
 
     /// Sessions held.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.inner.lock().sessions.len()
+        self.sessions.read().len()
+    }
+
+    /// Partitions of all sessions, as counted.
+    #[cfg(test)]
+    fn n_partitions(&self) -> usize {
+        self.n_partitions.load(Ordering::Acquire)
+    }
+
+    /// Takes `n` more partitions from the bound; whether there was room.
+    fn reserve(&self, n: usize) -> bool {
+        self.n_partitions
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |total| {
+                total.checked_add(n).filter(|&t| t <= self.partitions_max)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, n: usize) {
+        self.n_partitions.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Marks `session` closed (a fetch still holding it answers FETCH_SESSION_ID_NOT_FOUND)
+    /// and gives back its partitions, `counted` of which `n_partitions` holds. Called under
+    /// its lock, once.
+    fn close_counted(&self, session: &mut Session, counted: usize) {
+        debug_assert!(!session.closed, "a session is closed once");
+        session.closed = true;
+        self.release(counted);
+        session.partitions = Vec::new();
+        session.index = HashMap::new();
+    }
+
+    fn close(&self, session: &mut Session) {
+        let counted = session.partitions.len();
+        self.close_counted(session, counted);
+    }
+
+    /// Removes and closes session `id`, if there is one.
+    fn remove(&self, id: i32) {
+        let mut sessions = self.sessions.write();
+        if let Some(s) = sessions.remove(&id) {
+            let mut s = s.lock();
+            if !s.closed {
+                self.close(&mut s);
+            }
+        }
+    }
+
+    /// Drops `entry` (already closed) from the map, unless `id` names another session now.
+    fn forget(&self, id: i32, entry: &Arc<Mutex<Session>>) {
+        let mut sessions = self.sessions.write();
+        if sessions.get(&id).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+            sessions.remove(&id);
+        }
+    }
+
+    fn find(&self, id: i32) -> Option<Arc<Mutex<Session>>> {
+        self.sessions.read().get(&id).cloned()
     }
 
     /// What `req` is; an incremental fetch updates its session and advances its epoch.
@@ -233,7 +378,7 @@ impl FetchSessions {
         let (id, epoch) = (req.session_id, req.session_epoch);
         if epoch == FINAL_EPOCH || epoch == INITIAL_EPOCH {
             if id != NO_SESSION {
-                self.inner.lock().remove(id);
+                self.remove(id);
             }
             return if epoch == FINAL_EPOCH || self.slots == 0 {
                 FetchContext::Sessionless
@@ -241,11 +386,13 @@ impl FetchSessions {
                 FetchContext::Full
             };
         }
-        let mut inner = self.inner.lock();
-        let inner = &mut *inner;
-        let Some(session) = inner.sessions.get_mut(&id) else {
+        let Some(entry) = self.find(id) else {
             return FetchContext::Error(ResponseError::FetchSessionIdNotFound);
         };
+        let mut session = entry.lock();
+        if session.closed {
+            return FetchContext::Error(ResponseError::FetchSessionIdNotFound);
+        }
         if session.epoch != epoch {
             return FetchContext::Error(ResponseError::InvalidFetchSessionEpoch);
         }
@@ -255,9 +402,19 @@ impl FetchSessions {
         let before = session.partitions.len();
         session.update(req);
         let after = session.partitions.len();
-        inner.n_partitions = inner.n_partitions - before + after;
-        if after == 0 || inner.n_partitions > FETCH_SESSION_PARTITIONS_MAX {
-            inner.remove(id);
+        let fits = match after.checked_sub(before) {
+            Some(added) => self.reserve(added),
+            None => {
+                self.release(before - after);
+                true
+            }
+        };
+        if after == 0 || !fits {
+            // Past the bound, what was added is not counted: the session's share is `before`.
+            let counted = if fits { after } else { before };
+            self.close_counted(&mut session, counted);
+            drop(session);
+            self.forget(id, &entry);
             return FetchContext::Sessionless;
         }
         session.last_used = now;
@@ -301,6 +458,7 @@ impl FetchSessions {
             partitions,
             index: HashMap::new(),
             last_used: now,
+            closed: false,
         };
         session.reindex();
         // A partition named twice keeps its first entry.
@@ -310,22 +468,24 @@ impl FetchSessions {
             session.reindex();
         }
         let n = session.partitions.len();
-        let mut inner = self.inner.lock();
-        if inner.n_partitions + n > FETCH_SESSION_PARTITIONS_MAX
-            || (inner.sessions.len() >= self.slots && !evict(&mut inner, n, now))
-        {
+        if !self.reserve(n) {
+            return NO_SESSION;
+        }
+        let mut sessions = self.sessions.write();
+        if sessions.len() >= self.slots && !self.evict(&mut sessions, n, now) {
+            drop(sessions);
+            self.release(n);
             return NO_SESSION;
         }
         let id = loop {
             let random = uuid::Uuid::new_v4();
             let b = random.as_bytes();
             let id = i32::from_be_bytes([b[0], b[1], b[2], b[3]]) & i32::MAX;
-            if id != NO_SESSION && !inner.sessions.contains_key(&id) {
+            if id != NO_SESSION && !sessions.contains_key(&id) {
                 break id;
             }
         };
-        inner.sessions.insert(id, session);
-        inner.n_partitions += n;
+        sessions.insert(id, Arc::new(Mutex::new(session)));
         id
     }
 
@@ -337,114 +497,56 @@ impl FetchSessions {
         epoch: i32,
         resp: &mut FetchResponse,
     ) -> Result<(), ResponseError> {
-        let mut inner = self.inner.lock();
-        let Some(session) = inner.sessions.get_mut(&id) else {
+        let Some(entry) = self.find(id) else {
             return Err(ResponseError::FetchSessionIdNotFound);
         };
+        let mut session = entry.lock();
+        if session.closed {
+            return Err(ResponseError::FetchSessionIdNotFound);
+        }
         if session.epoch != epoch {
             return Err(ResponseError::InvalidFetchSessionEpoch);
         }
-        // The answer follows the session's order at `begin`, so each partition is found
-        // where the last one was, plus one; the index is asked only if that is not it.
-        let mut moved = vec![false; session.partitions.len()];
-        let mut next = 0usize;
-        for t in &mut resp.responses {
-            let FetchableTopicResponse {
-                topic,
-                topic_id,
-                partitions,
-                ..
-            } = t;
-            partitions.retain(|pd| {
-                let at = |i: usize| {
-                    session.partitions.get(i).is_some_and(|c| {
-                        c.request.partition == pd.partition_index
-                            && c.topic_id == *topic_id
-                            && c.topic == *topic
-                    })
-                };
-                let i = if at(next) {
-                    next
-                } else {
-                    match session
-                        .index
-                        .get(&(topic.clone(), *topic_id, pd.partition_index))
-                    {
-                        Some(&i) => i,
-                        None => return true,
-                    }
-                };
-                next = i + 1;
-                let c = &mut session.partitions[i];
-                let has_records = pd.records.as_ref().is_some_and(|r| !r.is_empty());
-                let mut send = has_records;
-                if pd.error_code != 0 {
-                    c.high_watermark = -1;
-                    send = true;
-                } else if c.high_watermark != pd.high_watermark {
-                    c.high_watermark = pd.high_watermark;
-                    send = true;
-                }
-                if c.last_stable_offset != pd.last_stable_offset {
-                    c.last_stable_offset = pd.last_stable_offset;
-                    send = true;
-                }
-                if c.log_start_offset != pd.log_start_offset {
-                    c.log_start_offset = pd.log_start_offset;
-                    send = true;
-                }
-                if pd.diverging_epoch.epoch >= 0 || pd.preferred_read_replica.0 >= 0 {
-                    send = true;
-                }
-                moved[i] |= has_records;
-                send
-            });
-        }
-        resp.responses.retain(|t| !t.partitions.is_empty());
-        if moved.iter().any(|&m| m) {
-            // Those that returned records go last, in the session's order; the index
-            // follows them without hashing anything again.
-            let mut new_position = vec![0usize; moved.len()];
-            let (stay, go): (Vec<_>, Vec<_>) = std::mem::take(&mut session.partitions)
-                .into_iter()
-                .enumerate()
-                .partition(|(i, _)| !moved[*i]);
-            for (new, (old, p)) in stay.into_iter().chain(go).enumerate() {
-                new_position[old] = new;
-                session.partitions.push(p);
-            }
-            for i in session.index.values_mut() {
-                *i = new_position[*i];
-            }
-        }
+        session.narrow(resp);
         Ok(())
     }
-}
 
-/// Frees a slot for a new session of `n_partitions` (module docs); whether one was freed.
-fn evict(inner: &mut Inner, n_partitions: usize, now: Instant) -> bool {
-    let lru = inner
-        .sessions
-        .iter()
-        .min_by_key(|(_, s)| s.last_used)
-        .map(|(&id, s)| (id, s.last_used));
-    if let Some((id, last_used)) = lru {
-        if now.saturating_duration_since(last_used) >= IDLE_EVICTION {
-            inner.remove(id);
-            return true;
+    /// Frees a slot for a new session of `n_partitions` (module docs); whether one was
+    /// freed. Called with the map locked for write; locks each session in turn to read it.
+    fn evict(
+        &self,
+        sessions: &mut HashMap<i32, Arc<Mutex<Session>>>,
+        n_partitions: usize,
+        now: Instant,
+    ) -> bool {
+        let mut lru: Option<(Instant, i32)> = None;
+        let mut smallest: Option<((usize, Instant), i32)> = None;
+        for (&id, s) in sessions.iter() {
+            let s = s.lock();
+            let key = (s.partitions.len(), s.last_used);
+            if lru.is_none_or(|(t, _)| s.last_used < t) {
+                lru = Some((s.last_used, id));
+            }
+            if smallest.is_none_or(|(k, _)| key < k) {
+                smallest = Some((key, id));
+            }
         }
-    }
-    let smallest = inner
-        .sessions
-        .iter()
-        .min_by_key(|(_, s)| (s.partitions.len(), s.last_used))
-        .map(|(&id, s)| (id, s.partitions.len()));
-    match smallest {
-        Some((id, n)) if n < n_partitions => {
-            inner.remove(id);
-            true
+        let victim = match (lru, smallest) {
+            (Some((last_used, id)), _)
+                if now.saturating_duration_since(last_used) >= IDLE_EVICTION =>
+            {
+                id
+            }
+            (_, Some(((n, _), id))) if n < n_partitions => id,
+            _ => return false,
+        };
+        if let Some(s) = sessions.remove(&victim) {
+            let mut s = s.lock();
+            if !s.closed {
+                self.close(&mut s);
+            }
         }
-        _ => false,
+        true
     }
 }
 
@@ -636,5 +738,118 @@ mod tests {
             off.begin(&request(0, 0, &[("t", 0, 0)]), 12, now),
             FetchContext::Sessionless
         ));
+    }
+
+    #[test]
+    fn the_partition_bound_holds_and_closed_sessions_give_theirs_back() {
+        let cache = FetchSessions::bounded(10, 5);
+        let now = Instant::now();
+        let first = opened(&cache, 3, now);
+        assert_ne!(first, NO_SESSION);
+        // 3 + 3 > 5: answered sessionless, nothing counted.
+        assert_eq!(opened(&cache, 3, now), NO_SESSION);
+        assert_eq!(cache.n_partitions(), 3);
+        let second = opened(&cache, 2, now);
+        assert_ne!(second, NO_SESSION);
+        assert_eq!(cache.n_partitions(), 5);
+        // Adding one to the first session passes the bound: it closes, its 3 given back.
+        assert!(matches!(
+            cache.begin(&request(first, 1, &[("t", 7, 0)]), 12, now),
+            FetchContext::Sessionless
+        ));
+        assert_eq!((cache.len(), cache.n_partitions()), (1, 2));
+        // Forgetting gives partitions back; epoch -1 closes and gives back the rest.
+        let mut req = request(second, 1, &[]);
+        req.forgotten_topics_data = vec![ForgottenTopic::default()
+            .with_topic(name("t"))
+            .with_partitions(vec![0])];
+        incremental(&cache, &req, now);
+        assert_eq!(cache.n_partitions(), 1);
+        cache.begin(&request(second, FINAL_EPOCH, &[]), 12, now);
+        assert_eq!((cache.len(), cache.n_partitions()), (0, 0));
+        // A full fetch naming a session closes it too, and evictions give theirs back.
+        let small = FetchSessions::bounded(1, 10);
+        let a = opened(&small, 2, now);
+        assert_ne!(a, NO_SESSION);
+        assert_ne!(opened(&small, 3, now), NO_SESSION);
+        assert_eq!((small.len(), small.n_partitions()), (1, 3));
+        let b = opened(&small, 4, now + IDLE_EVICTION);
+        assert_ne!(b, NO_SESSION);
+        assert_eq!(small.n_partitions(), 4);
+        small.begin(&request(b, INITIAL_EPOCH, &[("t", 0, 0)]), 12, now);
+        assert_eq!((small.len(), small.n_partitions()), (0, 0));
+    }
+
+    #[test]
+    fn sessions_fetched_from_many_threads_keep_their_own_state() {
+        const THREADS: i32 = 8;
+        const STEPS: i64 = 295;
+        let cache = FetchSessions::new(64);
+        let now = Instant::now();
+        let hw = |step: i64| step / 2;
+        std::thread::scope(|scope| {
+            for t in 0..THREADS {
+                let cache = &cache;
+                scope.spawn(move || {
+                    // Thread t's session: partitions 0..=t of topic "t{t}", and partition
+                    // 100 from every tenth step to five steps later.
+                    let topic = format!("t{t}");
+                    let topic = topic.as_str();
+                    let parts: Vec<(&str, i32, i64)> = (0..=t).map(|p| (topic, p, 0)).collect();
+                    let req = request(0, 0, &parts);
+                    assert!(matches!(cache.begin(&req, 12, now), FetchContext::Full));
+                    let id = cache.open(&req, 12, &answer(&req, 0, None), now);
+                    assert_ne!(id, NO_SESSION);
+                    let mut members: Vec<i32> = (0..=t).collect();
+                    let mut epoch = 1;
+                    for step in 1..=STEPS {
+                        let mut named = vec![(topic, 0, step)];
+                        if step % 10 == 0 {
+                            named.push((topic, 100, 0));
+                            members.push(100);
+                        }
+                        let mut req = request(id, epoch, &named);
+                        if step % 10 == 5 {
+                            req.forgotten_topics_data = vec![ForgottenTopic::default()
+                                .with_topic(name(topic))
+                                .with_partitions(vec![100])];
+                            members.retain(|&p| p != 100);
+                        }
+                        let (next, full) = incremental(cache, &req, now);
+                        assert_eq!(next, epoch + 1, "session {t}");
+                        assert!(full.topics.iter().all(|ft| ft.topic == name(topic)));
+                        let mut read = partitions(&answer(&full, 0, None));
+                        read.sort();
+                        assert_eq!(read, members, "session {t} step {step}");
+                        let offset_0 = full
+                            .topics
+                            .iter()
+                            .flat_map(|ft| &ft.partitions)
+                            .find(|fp| fp.partition == 0)
+                            .map(|fp| fp.fetch_offset);
+                        assert_eq!(offset_0, Some(step));
+                        // Records on partition 0; the high watermark moves every other step.
+                        let mut resp = answer(&full, hw(step), Some(0));
+                        cache.respond(id, next, &mut resp).unwrap();
+                        let mut sent = partitions(&resp);
+                        sent.sort();
+                        let want: Vec<i32> = if hw(step) != hw(step - 1) {
+                            members.clone()
+                        } else {
+                            members
+                                .iter()
+                                .copied()
+                                .filter(|&p| p == 0 || (p == 100 && step % 10 == 0))
+                                .collect()
+                        };
+                        assert_eq!(sent, want, "session {t} step {step}");
+                        epoch = next;
+                    }
+                });
+            }
+        });
+        assert_eq!(cache.len(), THREADS as usize);
+        let total: i32 = (1..=THREADS).sum();
+        assert_eq!(cache.n_partitions(), total as usize);
     }
 }

@@ -35,10 +35,11 @@ pub struct Shared {
     /// The partitions of `__transaction_state`, once it exists (created on the first
     /// transactional request, as Kafka does).
     txn_log: parking_lot::RwLock<Option<Arc<[Arc<PartitionState>]>>>,
+    /// KIP-227 fetch sessions (`api::fetch`); each session locked on its own, for one
+    /// step of one fetch at a time.
+    pub(crate) fetch_sessions: crate::fetch_session::FetchSessions,
     /// Current epochs of idempotent producers (no transactional id), for KIP-360 epoch
     /// bumps in InitProducerId. Bounded; held only for a lookup.
-    /// KIP-227 fetch sessions (`api::fetch`); locked for one lookup or update at a time.
-    pub(crate) fetch_sessions: crate::fetch_session::FetchSessions,
     pub(crate) idempotent_epochs:
         parking_lot::Mutex<crate::api::init_producer_id::IdempotentEpochs>,
     /// Woken whenever the transaction coordinator finished a write (a state record, or a

@@ -7,7 +7,7 @@
 //! fetches parked on it go through it. Transactions (the last stable offset) and
 //! replication (the high watermark, leader epochs) change this file, not the API handlers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -786,6 +786,9 @@ pub struct Cluster {
     /// `log.cleanup.policy`: the `cleanup.policy` of topics that set none.
     default_cleanup_policy: String,
     topics: RwLock<BTreeMap<TopicName, Arc<Topic>>>,
+    /// The names of `topics` by topic id, so that a lookup by id (every Fetch v13+ entry)
+    /// does not scan every topic. Changed with `topics`, under `admin`.
+    topic_ids: RwLock<HashMap<Uuid, TopicName>>,
     /// Serialises topic creation/deletion/alteration and the metadata file.
     admin: Mutex<()>,
     producer_ids: Mutex<ProducerIds>,
@@ -878,6 +881,7 @@ impl Cluster {
             engine,
             defaults,
             default_cleanup_policy,
+            topic_ids: RwLock::new(topics.values().map(|t| (t.id, t.name.clone())).collect()),
             topics: RwLock::new(topics),
             admin: Mutex::new(()),
             producer_ids: Mutex::new(ProducerIds {
@@ -930,15 +934,19 @@ impl Cluster {
         &self.cluster_id
     }
 
-    /// A topic by name.
+    /// A topic by name (an invalid name is no topic's).
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
-        let name = TopicName::new(name).ok()?;
-        self.topics.read().get(&name).cloned()
+        self.topics.read().get(name).cloned()
     }
 
     /// A topic by id.
     pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
-        self.topics.read().values().find(|t| t.id == id).cloned()
+        let name = self.topic_ids.read().get(&id).cloned()?;
+        self.topics
+            .read()
+            .get(&name)
+            .filter(|t| t.id == id)
+            .cloned()
     }
 
     /// All topics, by name.
@@ -1044,6 +1052,7 @@ impl Cluster {
             configs,
         });
         self.topics.write().insert(name.clone(), topic.clone());
+        self.topic_ids.write().insert(topic.id, name.clone());
         self.persist()?;
         tracing::info!(topic = %name, partitions, "created topic");
         Ok(topic)
@@ -1057,6 +1066,7 @@ impl Cluster {
             .write()
             .remove(name)
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        self.topic_ids.write().remove(&topic.id);
         self.persist()?;
         for p in &topic.partitions {
             self.engine.remove(&p.tp)?;
@@ -1336,6 +1346,47 @@ mod tests {
     fn woken(w: &mut AppendWaiter) -> bool {
         let fut = std::pin::pin!(w.any());
         fut.poll(&mut Context::from_waker(Waker::noop())).is_ready()
+    }
+
+    #[test]
+    fn topics_are_found_by_id_after_create_delete_and_reopen() {
+        let dir = tempfile::tempdir().expect("dir");
+        let open = || {
+            let mut config = crate::config::Config::default();
+            config.storage.storage_type = "log".into();
+            config.storage.path = dir.path().to_path_buf();
+            let engine = rafka_storage::open_engine(&config.storage).expect("engine");
+            let meta = dir.path().join("rafka-topics.yaml");
+            Cluster::open(engine, LogConfig::default(), "delete".into(), Some(meta)).expect("open")
+        };
+        let cluster = open();
+        let name = |s: &str| TopicName::new(s).expect("name");
+        let create = |c: &Cluster, s: &str| {
+            c.create_topic(&name(s), 2, BTreeMap::new(), false)
+                .expect("create")
+        };
+        let (a, b) = (create(&cluster, "a"), create(&cluster, "b"));
+        let found = |c: &Cluster, id| c.topic_by_id(id).map(|t| t.name.to_string());
+        assert_eq!(found(&cluster, a.id), Some("a".into()));
+        assert_eq!(found(&cluster, b.id), Some("b".into()));
+        assert_eq!(found(&cluster, Uuid::new_v4()), None);
+        cluster.delete_topic(&name("a")).expect("delete");
+        assert_eq!(found(&cluster, a.id), None);
+        // Recreated under the same name: a new id; the old one finds nothing.
+        let a2 = create(&cluster, "a");
+        assert_eq!(found(&cluster, a.id), None);
+        assert_eq!(found(&cluster, a2.id), Some("a".into()));
+        // A config change keeps the id.
+        let configs = BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]);
+        cluster
+            .set_topic_configs(&name("b"), configs)
+            .expect("configs");
+        assert_eq!(found(&cluster, b.id), Some("b".into()));
+        drop(cluster);
+        let reopened = open();
+        assert_eq!(found(&reopened, a2.id), Some("a".into()));
+        assert_eq!(found(&reopened, b.id), Some("b".into()));
+        assert_eq!(found(&reopened, a.id), None);
     }
 
     #[test]

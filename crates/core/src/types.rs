@@ -95,6 +95,14 @@ impl TopicName {
     }
 }
 
+/// Maps keyed by `TopicName` are looked up by `&str` without validating or allocating a
+/// name (the derived order and equality are the string's, as `Borrow` requires).
+impl std::borrow::Borrow<str> for TopicName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for TopicName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -162,6 +170,24 @@ mod tests {
         check("a b", false);
         check("a/b", false);
         check("ü", false);
+    }
+
+    #[test]
+    fn maps_of_names_are_looked_up_by_str() {
+        let names = ["orders", "a.b", "orders-1", "b"];
+        let tree: std::collections::BTreeMap<TopicName, usize> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (TopicName::new(n).unwrap(), i))
+            .collect();
+        let hashed: std::collections::HashMap<TopicName, usize> =
+            tree.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!((tree.get(*n), hashed.get(*n)), (Some(&i), Some(&i)));
+        }
+        for missing in ["order", "orders-", "", "a b"] {
+            assert_eq!((tree.get(missing), hashed.get(missing)), (None, None));
+        }
     }
 
     #[test]

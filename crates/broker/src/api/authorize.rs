@@ -8,7 +8,9 @@
 //! Rules, by API (T = topic, G = group, C = cluster, X = transactional id):
 //! - Produce: WRITE X for transactional records (TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
 //!   WRITE T per topic (TOPIC_AUTHORIZATION_FAILED).
-//! - Fetch: READ T per topic (CLUSTER_ACTION C for a replica). ListOffsets,
+//! - Fetch: READ T per topic (CLUSTER_ACTION C for a replica, checked here). READ is
+//!   checked by `api/fetch.rs` over the partitions the fetch reads, which for an
+//!   incremental fetch include the session's partitions it does not name. ListOffsets,
 //!   OffsetForLeaderEpoch: DESCRIBE T per topic. Metadata, DescribeTopicPartitions:
 //!   DESCRIBE T; named and refused → TOPIC_AUTHORIZATION_FAILED, listings filtered;
 //!   auto-creation needs CREATE on C or T.
@@ -355,16 +357,9 @@ pub(crate) fn check(a: &Authz<'_>, req: RequestKind, version: i16) -> Checked {
             if r.replica_id.0 >= 0 || r.replica_state.replica_id.0 >= 0 {
                 return gate(K::Fetch(r), a.cluster_err(ClusterAction));
             }
-            split(
-                r,
-                |r| &mut r.topics,
-                |t| {
-                    let name = if version >= 13 { "" } else { &t.topic };
-                    a.topic_name(name, t.topic_id)
-                        .and_then(|n| a.topic(Read, &n))
-                },
-                K::Fetch,
-            )
+            // READ on each topic: the handler checks it, over the partitions the fetch
+            // reads (a fetch session's, not only those the request names).
+            run(K::Fetch(r))
         }
         K::ListOffsets(r) => split(
             r,

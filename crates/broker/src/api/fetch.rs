@@ -3,8 +3,17 @@
 //! gets at least one batch), and a long poll until `min_bytes` or `max_wait_ms`.
 //! KIP-227 fetch sessions (v7+) through `crate::fetch_session`: an incremental fetch reads
 //! every partition of its session and answers only those with something new. Diskless
-//! topics, and every fetch while ACLs are enforced, are answered sessionless (session id 0,
-//! which clients take as "no session"; they then keep naming every partition).
+//! topics are answered sessionless (session id 0, which clients take as "no session"; they
+//! then keep naming every partition).
+//!
+//! Authorization (with an authorizer): a consumer needs READ on the topic of every
+//! partition a fetch reads, which for an incremental fetch is every partition of its
+//! session after the request's additions and forgotten partitions, not only those it
+//! names. So this handler, not the router, checks it, per fetch, once per topic
+//! ([`refused_topics`]): a refused topic's partitions are answered
+//! TOPIC_AUTHORIZATION_FAILED (and stay in the session, answered so on every incremental
+//! fetch, as Kafka does), so an ACL removed while a session lives takes effect on its
+//! next fetch. A replica's fetch needs CLUSTER_ACTION, checked by the router.
 //!
 //! Old clients, as Kafka 3.9 served them: before v10 a partition whose next batch is
 //! zstd-compressed answers UNSUPPORTED_COMPRESSION_TYPE (the client cannot decompress it;
@@ -12,6 +21,7 @@
 //! v4 the batches are down-converted to the message format the client reads (magic 0
 //! for v0–1, magic 1 for v2–3), after hooks and traffic counters saw the stored batches.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +37,9 @@ use rafka_hooks::{RequestContext, SecurityProtocol, Stages};
 use rafka_protocol::legacy::message_set;
 use rafka_protocol::{region_placeholder, FetchRegions};
 
+use super::authorize::Authz;
 use super::{storage_error_code, wire_topic, Reply};
+use crate::acl::{Operation, ResourceType};
 use crate::diskless::fetch as dl_fetch;
 use crate::diskless::Diskless;
 use crate::fetch_session::FetchContext;
@@ -46,13 +58,91 @@ fn partition_error(index: i32, e: ResponseError) -> PartitionData {
         .with_records(Some(bytes::Bytes::new()))
 }
 
-/// Reads every requested partition once. Returns the response, the bytes it carries and,
+/// The topics of a fetch (`req.topics`, by index) whose partitions are answered
+/// TOPIC_AUTHORIZATION_FAILED and not read; `refused[i]` past the end is `false`.
+type Refused = [bool];
+
+fn is_refused(refused: &Refused, i: usize) -> bool {
+    refused.get(i).copied().unwrap_or(false)
+}
+
+/// Whether the principal may not READ each topic `names` gives (a name, or `None` for an
+/// entry this broker cannot name: an unknown topic id, answered UNKNOWN_TOPIC_ID). Empty
+/// when nothing is checked: no authorizer, or a replica's fetch (whose CLUSTER_ACTION the
+/// router checked). The authorizer is asked once per topic, however many partitions or
+/// entries the topic has; a denial is logged and counted once per fetch.
+fn read_refusals(
+    a: &Authz<'_>,
+    req: &FetchRequest,
+    names: impl Iterator<Item = Option<String>>,
+) -> Vec<bool> {
+    if !a.on() || req.replica_id.0 >= 0 || req.replica_state.replica_id.0 >= 0 {
+        return Vec::new();
+    }
+    let mut decided: HashMap<String, bool> = HashMap::new();
+    names
+        .map(|name| {
+            let Some(name) = name else { return false };
+            if let Some(&refused) = decided.get(&name) {
+                return refused;
+            }
+            let refused = !a.allows(Operation::Read, ResourceType::Topic, &name);
+            decided.insert(name, refused);
+            refused
+        })
+        .collect()
+}
+
+/// [`read_refusals`] for a fetch of this broker's topics: names from v0–12 entries, ids
+/// from v13+ ones (a topic named by id is authorized by its name).
+fn refused_topics(
+    shared: &Shared,
+    ctx: &RequestContext,
+    req: &FetchRequest,
+    version: i16,
+) -> Vec<bool> {
+    let a = Authz::new(shared, ctx);
+    if !a.on() {
+        return Vec::new();
+    }
+    let names = req.topics.iter().map(|ft| {
+        if version >= 13 {
+            shared
+                .cluster
+                .topic_by_id(ft.topic_id)
+                .map(|t| t.name.to_string())
+        } else {
+            Some(ft.topic.to_string())
+        }
+    });
+    read_refusals(&a, req, names)
+}
+
+/// Whether a fetch's answer goes out without waiting: enough bytes, no wait asked, an
+/// error on a partition it reads, or nothing it may read. Refused topics neither end the
+/// wait nor count as read (an incremental fetch of a session with a refused topic still
+/// long-polls on the rest, as Kafka's does).
+fn answer_now(req: &FetchRequest, refused: &Refused, resp: &FetchResponse, bytes: usize) -> bool {
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let has_error = resp
+        .responses
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !is_refused(refused, *i))
+        .any(|(_, t)| t.partitions.iter().any(|p| p.error_code != 0));
+    let readable = (0..req.topics.len()).any(|i| !is_refused(refused, i));
+    bytes >= min_bytes.max(1) || req.max_wait_ms <= 0 || has_error || !readable
+}
+
+/// Reads every requested partition once (those of `refused` topics answered
+/// TOPIC_AUTHORIZATION_FAILED instead). Returns the response, the bytes it carries and,
 /// with `zero_copy`, the file regions of the partitions whose records are placeholders.
 fn collect(
     shared: &Shared,
     req: &FetchRequest,
     version: i16,
     zero_copy: bool,
+    refused: &Refused,
 ) -> (FetchResponse, usize, FetchRegions) {
     let mut regions = FetchRegions::default();
     let mut budget = (req.max_bytes.max(0) as usize).min(FETCH_RESPONSE_BYTES_MAX);
@@ -62,7 +152,11 @@ fn collect(
     let isolation = IsolationLevel::from_wire(req.isolation_level);
     let mut total = 0usize;
     let mut topics = Vec::with_capacity(req.topics.len());
-    for ft in &req.topics {
+    for (i, ft) in req.topics.iter().enumerate() {
+        if is_refused(refused, i) {
+            topics.push(refused_topic(ft, version));
+            continue;
+        }
         let topic = requested_topic(shared, ft, version);
         let unknown = if version >= 13 {
             ResponseError::UnknownTopicId
@@ -178,6 +272,27 @@ fn collect(
     )
 }
 
+/// The answer of a topic the principal may not READ: every partition it names
+/// TOPIC_AUTHORIZATION_FAILED, nothing read.
+fn refused_topic(
+    ft: &kafka_protocol::messages::fetch_request::FetchTopic,
+    version: i16,
+) -> FetchableTopicResponse {
+    FetchableTopicResponse::default()
+        .with_topic(if version >= 13 {
+            Default::default()
+        } else {
+            wire_topic(&ft.topic)
+        })
+        .with_topic_id(ft.topic_id)
+        .with_partitions(
+            ft.partitions
+                .iter()
+                .map(|fp| partition_error(fp.partition, ResponseError::TopicAuthorizationFailed))
+                .collect(),
+        )
+}
+
 /// A region read as a [`PartitionRead`] whose records are the region's placeholder; the
 /// region and its records go to `region`. `None` if no placeholder is that long.
 fn region_read(
@@ -248,11 +363,15 @@ fn requested_topic(
     }
 }
 
-/// Registers on every partition the request reads (that exists), so that the next append
-/// to any of them wakes the long poll. Taken before the look that decides to wait.
-fn register(shared: &Shared, req: &FetchRequest, version: i16) -> AppendWaiter {
+/// Registers on every partition the request reads (that exists and is not refused), so
+/// that the next append to any of them wakes the long poll. Taken before the look that
+/// decides to wait.
+fn register(shared: &Shared, req: &FetchRequest, version: i16, refused: &Refused) -> AppendWaiter {
     let mut parts = Vec::new();
-    for ft in &req.topics {
+    for (i, ft) in req.topics.iter().enumerate() {
+        if is_refused(refused, i) {
+            continue;
+        }
         if let Some(t) = requested_topic(shared, ft, version) {
             parts.extend(
                 ft.partitions
@@ -436,35 +555,26 @@ pub fn handle(
         FetchContext::Incremental { id, epoch, request } => {
             (*request, SessionStep::Incremental { id, epoch })
         }
-        // Sessions remember partitions across requests; the authorizer looks only at the
-        // partitions a request names, so with ACLs every fetch names them all.
-        FetchContext::Full if shared.diskless.is_none() && !shared.acls.enabled() => {
-            (req, SessionStep::Open)
-        }
+        FetchContext::Full if shared.diskless.is_none() => (req, SessionStep::Open),
         FetchContext::Full | FetchContext::Sessionless => (req, SessionStep::None),
     };
-    let min_bytes = req.min_bytes.max(0) as usize;
-    let answer_now = |resp: &FetchResponse, bytes: usize| {
-        let has_error = resp
-            .responses
-            .iter()
-            .any(|t| t.partitions.iter().any(|p| p.error_code != 0));
-        bytes >= min_bytes.max(1) || req.max_wait_ms <= 0 || has_error || req.topics.is_empty()
-    };
+    // Authorized here, over every partition this fetch reads (its session's included).
+    let refused = refused_topics(shared, ctx, &req, version);
     let zero_copy = zero_copy_allowed(shared, ctx, version);
-    let (mut resp, mut bytes, mut regions) = collect(shared, &req, version, zero_copy);
+    let (mut resp, mut bytes, mut regions) = collect(shared, &req, version, zero_copy, &refused);
     // A fetch that would wait registers on its partitions and looks once more: an append
     // between the first look and the registration is then seen, not lost.
     let mut waiter = None;
-    if !answer_now(&resp, bytes) {
-        waiter = Some(register(shared, &req, version));
-        (resp, bytes, regions) = collect(shared, &req, version, zero_copy);
+    if !answer_now(&req, &refused, &resp, bytes) {
+        waiter = Some(register(shared, &req, version, &refused));
+        (resp, bytes, regions) = collect(shared, &req, version, zero_copy, &refused);
     }
-    let Some(mut waiter) = waiter.filter(|_| !answer_now(&resp, bytes)) else {
+    let Some(mut waiter) = waiter.filter(|_| !answer_now(&req, &refused, &resp, bytes)) else {
         return Reply::Now(answer(shared, ctx, &req, version, resp, regions, step));
     };
     let shared = shared.clone();
     let ctx = ctx.clone();
+    let min_bytes = req.min_bytes.max(0) as usize;
     let wait = Duration::from_millis((req.max_wait_ms as u64).min(FETCH_MAX_WAIT_MS_MAX));
     Reply::Later(Box::pin(async move {
         let deadline = tokio::time::Instant::now() + wait;
@@ -474,8 +584,8 @@ pub fn handle(
             let woke = tokio::time::timeout_at(deadline, waiter.any())
                 .await
                 .is_ok();
-            waiter = register(&shared, &req, version);
-            let (resp, bytes, regions) = collect(&shared, &req, version, zero_copy);
+            waiter = register(&shared, &req, version, &refused);
+            let (resp, bytes, regions) = collect(&shared, &req, version, zero_copy, &refused);
             if bytes >= min_bytes.max(1) || !woke {
                 return answer(&shared, &ctx, &req, version, resp, regions, step);
             }
@@ -505,11 +615,12 @@ fn diskless_marks(index: i32, e: ResponseError, (log_start, hw): (i64, i64)) -> 
 }
 
 /// `collect` for diskless topics: every requested partition read once through
-/// `crate::diskless::fetch`.
+/// `crate::diskless::fetch` (those of `refused` topics answered TOPIC_AUTHORIZATION_FAILED).
 async fn collect_diskless(
     d: &Diskless,
     req: &FetchRequest,
     version: i16,
+    refused: &Refused,
 ) -> (FetchResponse, usize) {
     let mut budget = (req.max_bytes.max(0) as usize).min(FETCH_RESPONSE_BYTES_MAX);
     if version < 3 || req.max_bytes <= 0 {
@@ -517,7 +628,11 @@ async fn collect_diskless(
     }
     let mut total = 0usize;
     let mut topics = Vec::with_capacity(req.topics.len());
-    for ft in &req.topics {
+    for (i, ft) in req.topics.iter().enumerate() {
+        if is_refused(refused, i) {
+            topics.push(refused_topic(ft, version));
+            continue;
+        }
         let topic = if version >= 13 {
             dl_fetch::topic_by_id(d, ft.topic_id).await
         } else {
@@ -613,6 +728,33 @@ async fn collect_diskless(
     (FetchResponse::default().with_responses(topics), total)
 }
 
+/// [`refused_topics`] for a diskless fetch: a topic named by id (v13+) is authorized by
+/// the name the coordinator's catalog gives it. Without an authorizer, nothing is asked.
+async fn refused_diskless_topics(
+    shared: &Shared,
+    ctx: &RequestContext,
+    d: &Diskless,
+    req: &FetchRequest,
+    version: i16,
+) -> Vec<bool> {
+    if !shared.acls.enabled() {
+        return Vec::new();
+    }
+    let mut names = Vec::with_capacity(req.topics.len());
+    for ft in &req.topics {
+        names.push(if version >= 13 {
+            // An unreachable coordinator or unknown id: answered so by `collect_diskless`.
+            match dl_fetch::topic_by_id(d, ft.topic_id).await {
+                Ok(t) => t.map(|t| t.name.clone()),
+                Err(_) => None,
+            }
+        } else {
+            Some(ft.topic.to_string())
+        });
+    }
+    read_refusals(&Authz::new(shared, ctx), req, names.into_iter())
+}
+
 /// Fetch from a diskless cluster: the long poll wakes whenever a high watermark moves
 /// (a commit of this broker, or any broker's through `rafka_hw`) and looks again.
 fn fetch_diskless(
@@ -624,27 +766,18 @@ fn fetch_diskless(
 ) -> Reply {
     let shared = shared.clone();
     let ctx = ctx.clone();
-    let min_bytes = req.min_bytes.max(0) as usize;
     let wait = Duration::from_millis((req.max_wait_ms.max(0) as u64).min(FETCH_MAX_WAIT_MS_MAX));
     Reply::Later(Box::pin(async move {
         let deadline = tokio::time::Instant::now() + wait;
+        let refused = refused_diskless_topics(&shared, &ctx, &d, &req, version).await;
         let mut last = false;
         loop {
             // Registered before the look: a move between the look and the wait wakes it.
             let moved = d.marks.moved().notified();
             tokio::pin!(moved);
             moved.as_mut().enable();
-            let (resp, bytes) = collect_diskless(&d, &req, version).await;
-            let has_error = resp
-                .responses
-                .iter()
-                .any(|t| t.partitions.iter().any(|p| p.error_code != 0));
-            if last
-                || bytes >= min_bytes.max(1)
-                || req.max_wait_ms <= 0
-                || has_error
-                || req.topics.is_empty()
-            {
+            let (resp, bytes) = collect_diskless(&d, &req, version, &refused).await;
+            if last || answer_now(&req, &refused, &resp, bytes) {
                 // Diskless batches come from the object cache, never from a file region.
                 return ResponseKind::Fetch(finish(
                     &shared,
