@@ -882,10 +882,16 @@ fn main() {
     for (name, v, unit, ratio) in &eos {
         println!("| {name} | {v:.1} | {unit} | {ratio} |");
     }
-    if peer.is_none() {
-        println!(
+    match (peer.is_none(), peer_binary()) {
+        (false, _) => {}
+        (true, None) => println!(
             "\n(no peer: neither `tansu` nor `nisshi` on PATH and no RAFKA_PEER_BIN; peer columns empty)"
-        );
+        ),
+        (true, Some(bin)) => println!(
+            "\n(no peer: {} did not listen within 20 s — run it by hand with the arguments above; \
+             tansu needs `--features dynostore` for memory storage; peer columns empty)",
+            bin.display()
+        ),
     }
 }
 
