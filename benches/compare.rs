@@ -888,8 +888,8 @@ fn main() {
             "\n(no peer: neither `tansu` nor `nisshi` on PATH and no RAFKA_PEER_BIN; peer columns empty)"
         ),
         (true, Some(bin)) => println!(
-            "\n(no peer: {} did not listen within 20 s — run it by hand with the arguments above; \
-             tansu needs `--features dynostore` for memory storage; peer columns empty)",
+            "\n(no peer: {} did not listen within 20 s (run it by hand to see why: \
+             tansu needs `--features dynostore` for memory storage); peer columns empty",
             bin.display()
         ),
     }
