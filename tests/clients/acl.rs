@@ -21,9 +21,10 @@ use rdkafka::types::RDKafkaErrorCode;
 use crate::common::{create_topic, log_end_offset, str_bytes, KafkaConn};
 use crate::support;
 
-const STANDARD_AUTHORIZER: &str = "org.apache.kafka.metadata.authorizer.StandardAuthorizer";
+pub(crate) const STANDARD_AUTHORIZER: &str =
+    "org.apache.kafka.metadata.authorizer.StandardAuthorizer";
 
-fn listener(name: &str, protocol: SecurityProtocol) -> ListenerConfig {
+pub(crate) fn listener(name: &str, protocol: SecurityProtocol) -> ListenerConfig {
     ListenerConfig {
         name: name.into(),
         listen: "127.0.0.1:0".into(),
@@ -61,7 +62,7 @@ async fn start(dir: &std::path::Path) -> Broker {
 }
 
 /// The operator allows alice `op` (Kafka's code) on the topic or group `name`.
-async fn allow(admin: &mut KafkaConn, resource_type: i8, name: &str, op: i8) {
+pub(crate) async fn allow(admin: &mut KafkaConn, resource_type: i8, name: &str, op: i8) {
     let creation = AclCreation::default()
         .with_resource_type(resource_type)
         .with_resource_name(str_bytes(name))
@@ -78,6 +79,34 @@ async fn allow(admin: &mut KafkaConn, resource_type: i8, name: &str, op: i8) {
         ResponseKind::CreateAcls(r) => assert_eq!(r.results[0].error_code, 0),
         other => panic!("{other:?}"),
     }
+}
+
+/// A raw connection to `addr` authenticated as `user` (password `<user>-secret`) with PLAIN.
+pub(crate) async fn login_plain(addr: &str, user: &str) -> KafkaConn {
+    use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+    let mut c = KafkaConn::connect(addr).await;
+    let hs = c
+        .send(
+            ApiKey::SaslHandshake,
+            1,
+            RequestKind::SaslHandshake(
+                SaslHandshakeRequest::default().with_mechanism(str_bytes("PLAIN")),
+            ),
+        )
+        .await;
+    assert!(matches!(hs, ResponseKind::SaslHandshake(r) if r.error_code == 0));
+    let token = format!("\0{user}\0{user}-secret").into_bytes();
+    let auth = c
+        .send(
+            ApiKey::SaslAuthenticate,
+            2,
+            RequestKind::SaslAuthenticate(
+                SaslAuthenticateRequest::default().with_auth_bytes(token.into()),
+            ),
+        )
+        .await;
+    assert!(matches!(auth, ResponseKind::SaslAuthenticate(r) if r.error_code == 0));
+    c
 }
 
 fn alice(broker: &Broker) -> ClientConfig {

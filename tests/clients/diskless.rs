@@ -592,3 +592,93 @@ async fn delete_records_moves_the_log_start_for_every_broker() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diskless_fetch_authorizes_read_by_topic_name_and_by_id() {
+    use crate::acl::{allow, listener, login_plain, STANDARD_AUTHORIZER};
+    use crate::common::{metadata, produce, simple_batch, topic_name, KafkaConn};
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{ApiKey, FetchRequest, RequestKind, ResponseKind};
+    use rafka_broker::{SecurityProtocol, ScramUserConfig};
+
+    /// alice's Fetch of partition 0 from offset 0, by name (v12) or id (v13): the session
+    /// id, the partition's error code and how many records came back.
+    async fn fetch(conn: &mut KafkaConn, version: i16, id: uuid::Uuid) -> (i32, i16, usize) {
+        let (name, id) = if version >= 13 {
+            (topic_name(""), id)
+        } else {
+            (topic_name("dl-acl"), uuid::Uuid::nil())
+        };
+        let req = FetchRequest::default()
+            .with_replica_id((-1).into())
+            .with_max_bytes(1 << 20)
+            .with_session_epoch(0)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(name)
+                .with_topic_id(id)
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let ResponseKind::Fetch(r) = conn
+            .send(ApiKey::Fetch, version, RequestKind::Fetch(req))
+            .await
+        else {
+            panic!("not a Fetch answer")
+        };
+        let p = &r.responses[0].partitions[0];
+        let (_, records) = crate::common::decode_records(p.records.clone());
+        (r.session_id, p.error_code, records.len())
+    }
+
+    let db = Postgres::shared().fresh_database("clients_diskless_fetch_acl");
+    let (dir, objects) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let store = format!("file://{}", objects.path().display());
+    let b = start_broker_with(dir.path(), move |c| {
+        c.cluster = ClusterConfig {
+            mode: ClusterMode::Diskless,
+            coordinator: Some(db),
+            object_store: Some(store),
+            commit_interval_ms: 10,
+            ..ClusterConfig::default()
+        };
+        c.broker.listeners = vec![
+            listener("LOCAL", SecurityProtocol::Plaintext),
+            listener("SECURE", SecurityProtocol::SaslPlaintext),
+        ];
+        c.broker.authorizer_class_name = STANDARD_AUTHORIZER.into();
+        c.broker.super_users = vec!["User:ANONYMOUS".into()];
+        c.broker.scram_users = vec![ScramUserConfig {
+            name: "alice".into(),
+            password: "alice-secret".into(),
+            mechanisms: vec!["SCRAM-SHA-256".into()],
+            iterations: 4096,
+        }];
+    })
+    .await;
+    let addr = b.bootstrap_address();
+    create_topic(&addr, "dl-acl", 1, &[]).await;
+    let mut admin = KafkaConn::connect(&addr).await;
+    let r = produce(
+        &mut admin,
+        "dl-acl",
+        0,
+        simple_batch("k", 2, 1_000).into_bytes(),
+    )
+    .await;
+    assert_eq!(r.error_code, 0);
+    let m = metadata(&mut admin, Some(&["dl-acl"])).await;
+    let id = m.topics[0].topic_id;
+    assert!(!id.is_nil(), "no topic id");
+    let secure = b.listener_address("SECURE").unwrap().to_string();
+    let mut alice = login_plain(&secure, "alice").await;
+
+    // Without READ: refused by name and by id (the id is resolved through the diskless
+    // catalog, not the broker's local topics), no records; no fetch session either way.
+    assert_eq!(fetch(&mut alice, 12, id).await, (0, 29, 0));
+    assert_eq!(fetch(&mut alice, 13, id).await, (0, 29, 0));
+    allow(&mut admin, 2, "dl-acl", 3).await;
+    assert_eq!(fetch(&mut alice, 12, id).await, (0, 0, 2));
+    assert_eq!(fetch(&mut alice, 13, id).await, (0, 0, 2));
+    b.shutdown().await.unwrap();
+}

@@ -318,6 +318,16 @@ impl FetchSessions {
         self.n_partitions.load(Ordering::Acquire)
     }
 
+    /// Partitions of all sessions, as held.
+    #[cfg(test)]
+    fn n_partitions_held(&self) -> usize {
+        self.sessions
+            .read()
+            .values()
+            .map(|s| s.lock().partitions.len())
+            .sum()
+    }
+
     /// Takes `n` more partitions from the bound; whether there was room.
     fn reserve(&self, n: usize) -> bool {
         self.n_partitions
@@ -851,5 +861,71 @@ mod tests {
         assert_eq!(cache.len(), THREADS as usize);
         let total: i32 = (1..=THREADS).sum();
         assert_eq!(cache.n_partitions(), total as usize);
+    }
+
+    #[test]
+    fn opening_closing_and_evicting_from_many_threads_keeps_the_count_and_bounds() {
+        const THREADS: usize = 6;
+        const ROUNDS: usize = 150;
+        const BOUND: usize = 40;
+        let cache = FetchSessions::bounded(4, BOUND);
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            for t in 0..THREADS {
+                let cache = &cache;
+                scope.spawn(move || {
+                    for round in 0..ROUNDS {
+                        // Sessions of 1..=12 partitions; later ones look idle-old to the
+                        // cache so that some opens evict by age, others by size.
+                        let now = start + IDLE_EVICTION * (round as u32 % 3);
+                        let n = 1 + (t * 7 + round) % 12;
+                        let parts: Vec<(&str, i32, i64)> =
+                            (0..n as i32).map(|p| ("t", p, 0)).collect();
+                        let req = request(0, 0, &parts);
+                        if !matches!(cache.begin(&req, 12, now), FetchContext::Full) {
+                            continue;
+                        }
+                        let id = cache.open(&req, 12, &answer(&req, 0, None), now);
+                        if id == NO_SESSION {
+                            continue;
+                        }
+                        // A few steps (each may find the session evicted meanwhile): add
+                        // two partitions, forget one.
+                        let mut epoch = 1;
+                        for step in 0..3 {
+                            let mut req =
+                                request(id, epoch, &[("t", 100 + step, 0), ("t", 200 + step, 0)]);
+                            req.forgotten_topics_data = vec![ForgottenTopic::default()
+                                .with_topic(name("t"))
+                                .with_partitions(vec![0])];
+                            match cache.begin(&req, 12, now) {
+                                FetchContext::Incremental {
+                                    epoch: next,
+                                    request,
+                                    ..
+                                } => {
+                                    let mut resp = answer(&request, 1, None);
+                                    let _ = cache.respond(id, next, &mut resp);
+                                    epoch = next;
+                                }
+                                _ => break,
+                            }
+                        }
+                        if round % 2 == 0 {
+                            cache.begin(&request(id, FINAL_EPOCH, &[]), 12, now);
+                        }
+                    }
+                });
+            }
+        });
+        assert!(cache.len() <= 4, "{} sessions", cache.len());
+        assert!(cache.n_partitions() <= BOUND);
+        assert_eq!(cache.n_partitions(), cache.n_partitions_held());
+        // Closing what is left gives everything back.
+        let ids: Vec<i32> = cache.sessions.read().keys().copied().collect();
+        for id in ids {
+            cache.begin(&request(id, FINAL_EPOCH, &[]), 12, start);
+        }
+        assert_eq!((cache.len(), cache.n_partitions()), (0, 0));
     }
 }

@@ -93,29 +93,44 @@ fn read_refusals(
         .collect()
 }
 
-/// [`read_refusals`] for a fetch of this broker's topics: names from v0–12 entries, ids
-/// from v13+ ones (a topic named by id is authorized by its name).
+/// [`read_refusals`] for a fetch of this broker's topics (`topics`, as [`resolve`] found
+/// them): names from v0–12 entries, ids from v13+ ones (a topic named by id is authorized
+/// by its name).
 fn refused_topics(
     shared: &Shared,
     ctx: &RequestContext,
     req: &FetchRequest,
     version: i16,
+    topics: &Topics,
 ) -> Vec<bool> {
     let a = Authz::new(shared, ctx);
     if !a.on() {
         return Vec::new();
     }
-    let names = req.topics.iter().map(|ft| {
+    let names = req.topics.iter().enumerate().map(|(i, ft)| {
         if version >= 13 {
-            shared
-                .cluster
-                .topic_by_id(ft.topic_id)
-                .map(|t| t.name.to_string())
+            looked_up(topics, i).map(|t| t.name.to_string())
         } else {
             Some(ft.topic.to_string())
         }
     });
     read_refusals(&a, req, names)
+}
+
+/// The topics of a fetch's entries (`req.topics`, by index), looked up once per look at
+/// the partitions; `None` for a topic this broker does not have.
+type Topics = [Option<Arc<Topic>>];
+
+/// Looks up the topic of every entry of `req`: by id from v13, by name before.
+fn resolve(shared: &Shared, req: &FetchRequest, version: i16) -> Vec<Option<Arc<Topic>>> {
+    req.topics
+        .iter()
+        .map(|ft| requested_topic(shared, ft, version))
+        .collect()
+}
+
+fn looked_up(topics: &Topics, i: usize) -> Option<&Arc<Topic>> {
+    topics.get(i).and_then(|t| t.as_ref())
 }
 
 /// Whether a fetch's answer goes out without waiting: enough bytes, no wait asked, an
@@ -143,6 +158,7 @@ fn collect(
     version: i16,
     zero_copy: bool,
     refused: &Refused,
+    topics: &Topics,
 ) -> (FetchResponse, usize, FetchRegions) {
     let mut regions = FetchRegions::default();
     let mut budget = (req.max_bytes.max(0) as usize).min(FETCH_RESPONSE_BYTES_MAX);
@@ -151,13 +167,13 @@ fn collect(
     }
     let isolation = IsolationLevel::from_wire(req.isolation_level);
     let mut total = 0usize;
-    let mut topics = Vec::with_capacity(req.topics.len());
+    let mut answered = Vec::with_capacity(req.topics.len());
     for (i, ft) in req.topics.iter().enumerate() {
         if is_refused(refused, i) {
-            topics.push(refused_topic(ft, version));
+            answered.push(refused_topic(ft, version));
             continue;
         }
-        let topic = requested_topic(shared, ft, version);
+        let topic = looked_up(topics, i);
         let unknown = if version >= 13 {
             ResponseError::UnknownTopicId
         } else {
@@ -263,10 +279,10 @@ fn collect(
         for (partition, (region, n_records)) in placed {
             regions.insert(&topic_response, partition, region, n_records);
         }
-        topics.push(topic_response);
+        answered.push(topic_response);
     }
     (
-        FetchResponse::default().with_responses(topics),
+        FetchResponse::default().with_responses(answered),
         total,
         regions,
     )
@@ -365,14 +381,14 @@ fn requested_topic(
 
 /// Registers on every partition the request reads (that exists and is not refused), so
 /// that the next append to any of them wakes the long poll. Taken before the look that
-/// decides to wait.
-fn register(shared: &Shared, req: &FetchRequest, version: i16, refused: &Refused) -> AppendWaiter {
+/// decides to wait, with that look's `topics`.
+fn register(req: &FetchRequest, refused: &Refused, topics: &Topics) -> AppendWaiter {
     let mut parts = Vec::new();
     for (i, ft) in req.topics.iter().enumerate() {
         if is_refused(refused, i) {
             continue;
         }
-        if let Some(t) = requested_topic(shared, ft, version) {
+        if let Some(t) = looked_up(topics, i) {
             parts.extend(
                 ft.partitions
                     .iter()
@@ -385,17 +401,13 @@ fn register(shared: &Shared, req: &FetchRequest, version: i16, refused: &Refused
 
 /// Adds the whole batches of the response that is sent to each partition's bytes-out and
 /// records-out. Response topics and partitions are in request order (`collect`).
-/// A partition sent as a file region counts its batches from their headers.
-fn count_out(
-    shared: &Shared,
-    req: &FetchRequest,
-    version: i16,
-    resp: &FetchResponse,
-    regions: &FetchRegions,
-) {
-    for (ft, rt) in req.topics.iter().zip(&resp.responses) {
-        let topic = requested_topic(shared, ft, version);
-        let Some(topic) = topic else { continue };
+/// A partition sent as a file region counts its batches from their headers. `topics` are
+/// those of the look that made the response.
+fn count_out(resp: &FetchResponse, regions: &FetchRegions, topics: &Topics) {
+    for (i, rt) in resp.responses.iter().enumerate() {
+        let Some(topic) = looked_up(topics, i) else {
+            continue;
+        };
         for pd in &rt.partitions {
             let Some(p) = topic.partition(pd.partition_index) else {
                 continue;
@@ -416,14 +428,14 @@ const BATCH_FETCH_VERSION_MIN: i16 = 4;
 
 /// What every fetch response goes through before it is sent: the zstd refusal for old
 /// clients, the `on_fetch` hooks, the traffic counters, then down-conversion for clients
-/// that cannot read batches.
+/// that cannot read batches. `topics` are those of the look that made `resp`.
 fn finish(
     shared: &Shared,
     ctx: &RequestContext,
-    req: &FetchRequest,
     version: i16,
     mut resp: FetchResponse,
     mut regions: FetchRegions,
+    topics: &Topics,
 ) -> FetchResponse {
     if version < ZSTD_FETCH_VERSION_MIN {
         for p in resp.responses.iter_mut().flat_map(|t| &mut t.partitions) {
@@ -442,7 +454,7 @@ fn finish(
         }
     }
     crate::hooks::on_fetch(&shared.hooks, &shared.cluster, ctx, &mut resp);
-    count_out(shared, req, version, &resp, &regions);
+    count_out(&resp, &regions, topics);
     if !regions.is_empty() && !rafka_protocol::response::fetch_hand_encodable(&resp, version) {
         // Never the case for what `collect` builds; the bytes then go through memory.
         for t in &mut resp.responses {
@@ -500,6 +512,35 @@ enum SessionStep {
     Incremental { id: i32, epoch: i32 },
 }
 
+/// A look at a fetch's partitions: what it read, and the topics it found them in.
+struct Look {
+    resp: FetchResponse,
+    bytes: usize,
+    regions: FetchRegions,
+    topics: Vec<Option<Arc<Topic>>>,
+}
+
+/// Looks at a fetch's partitions again: finds its topics (once, for registering, reading
+/// and counting), registers `waiter` on their partitions, then reads them.
+fn look(
+    shared: &Shared,
+    req: &FetchRequest,
+    version: i16,
+    zero_copy: bool,
+    refused: &Refused,
+    waiter: &mut AppendWaiter,
+) -> Look {
+    let topics = resolve(shared, req, version);
+    *waiter = register(req, refused, &topics);
+    let (resp, bytes, regions) = collect(shared, req, version, zero_copy, refused, &topics);
+    Look {
+        resp,
+        bytes,
+        regions,
+        topics,
+    }
+}
+
 /// The answer to send: `finish`, then the fetch session's part. A throttled answer later
 /// loses only its records, so what the session records as sent stays true.
 fn answer(
@@ -507,11 +548,10 @@ fn answer(
     ctx: &RequestContext,
     req: &FetchRequest,
     version: i16,
-    resp: FetchResponse,
-    regions: FetchRegions,
+    look: Look,
     step: SessionStep,
 ) -> ResponseKind {
-    let mut resp = finish(shared, ctx, req, version, resp, regions);
+    let mut resp = finish(shared, ctx, version, look.resp, look.regions, &look.topics);
     match step {
         SessionStep::None => {}
         SessionStep::Open => {
@@ -558,20 +598,26 @@ pub fn handle(
         FetchContext::Full if shared.diskless.is_none() => (req, SessionStep::Open),
         FetchContext::Full | FetchContext::Sessionless => (req, SessionStep::None),
     };
-    // Authorized here, over every partition this fetch reads (its session's included).
-    let refused = refused_topics(shared, ctx, &req, version);
     let zero_copy = zero_copy_allowed(shared, ctx, version);
-    let (mut resp, mut bytes, mut regions) = collect(shared, &req, version, zero_copy, &refused);
+    let topics = resolve(shared, &req, version);
+    // Authorized here, over every partition this fetch reads (its session's included).
+    let refused = refused_topics(shared, ctx, &req, version, &topics);
+    let (resp, bytes, regions) = collect(shared, &req, version, zero_copy, &refused, &topics);
+    let mut seen = Look {
+        resp,
+        bytes,
+        regions,
+        topics,
+    };
     // A fetch that would wait registers on its partitions and looks once more: an append
     // between the first look and the registration is then seen, not lost.
-    let mut waiter = None;
-    if !answer_now(&req, &refused, &resp, bytes) {
-        waiter = Some(register(shared, &req, version, &refused));
-        (resp, bytes, regions) = collect(shared, &req, version, zero_copy, &refused);
+    let mut waiter = AppendWaiter::register([]);
+    if !answer_now(&req, &refused, &seen.resp, seen.bytes) {
+        seen = look(shared, &req, version, zero_copy, &refused, &mut waiter);
     }
-    let Some(mut waiter) = waiter.filter(|_| !answer_now(&req, &refused, &resp, bytes)) else {
-        return Reply::Now(answer(shared, ctx, &req, version, resp, regions, step));
-    };
+    if answer_now(&req, &refused, &seen.resp, seen.bytes) {
+        return Reply::Now(answer(shared, ctx, &req, version, seen, step));
+    }
     let shared = shared.clone();
     let ctx = ctx.clone();
     let min_bytes = req.min_bytes.max(0) as usize;
@@ -584,10 +630,9 @@ pub fn handle(
             let woke = tokio::time::timeout_at(deadline, waiter.any())
                 .await
                 .is_ok();
-            waiter = register(&shared, &req, version, &refused);
-            let (resp, bytes, regions) = collect(&shared, &req, version, zero_copy, &refused);
-            if bytes >= min_bytes.max(1) || !woke {
-                return answer(&shared, &ctx, &req, version, resp, regions, step);
+            let next = look(&shared, &req, version, zero_copy, &refused, &mut waiter);
+            if next.bytes >= min_bytes.max(1) || !woke {
+                return answer(&shared, &ctx, &req, version, next, step);
             }
         }
     }))
@@ -782,10 +827,10 @@ fn fetch_diskless(
                 return ResponseKind::Fetch(finish(
                     &shared,
                     &ctx,
-                    &req,
                     version,
                     resp,
                     FetchRegions::default(),
+                    &resolve(&shared, &req, version),
                 ));
             }
             last = tokio::time::timeout_at(deadline, moved).await.is_err();
