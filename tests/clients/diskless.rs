@@ -594,12 +594,15 @@ async fn delete_records_moves_the_log_start_for_every_broker() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn diskless_fetch_authorizes_read_by_topic_name_and_by_id() {
+async fn diskless_fetch_and_delete_by_topic_id_are_authorized_by_its_name() {
     use crate::acl::{allow, listener, login_plain, STANDARD_AUTHORIZER};
     use crate::common::{metadata, produce, simple_batch, topic_name, KafkaConn};
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-    use kafka_protocol::messages::{ApiKey, FetchRequest, RequestKind, ResponseKind};
-    use rafka_broker::{SecurityProtocol, ScramUserConfig};
+    use kafka_protocol::messages::{
+        ApiKey, DeleteTopicsRequest, FetchRequest, RequestKind, ResponseKind,
+    };
+    use rafka_broker::{ScramUserConfig, SecurityProtocol};
 
     /// alice's Fetch of partition 0 from offset 0, by name (v12) or id (v13): the session
     /// id, the partition's error code and how many records came back.
@@ -629,6 +632,20 @@ async fn diskless_fetch_authorizes_read_by_topic_name_and_by_id() {
         let p = &r.responses[0].partitions[0];
         let (_, records) = crate::common::decode_records(p.records.clone());
         (r.session_id, p.error_code, records.len())
+    }
+
+    /// DeleteTopics v6 naming the topic by `id` alone: its error code.
+    async fn delete_by_id(conn: &mut KafkaConn, id: uuid::Uuid) -> i16 {
+        let req = DeleteTopicsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![DeleteTopicState::default().with_topic_id(id)]);
+        let ResponseKind::DeleteTopics(r) = conn
+            .send(ApiKey::DeleteTopics, 6, RequestKind::DeleteTopics(req))
+            .await
+        else {
+            panic!("not a DeleteTopics answer")
+        };
+        r.responses[0].error_code
     }
 
     let db = Postgres::shared().fresh_database("clients_diskless_fetch_acl");
@@ -680,5 +697,18 @@ async fn diskless_fetch_authorizes_read_by_topic_name_and_by_id() {
     allow(&mut admin, 2, "dl-acl", 3).await;
     assert_eq!(fetch(&mut alice, 12, id).await, (0, 0, 2));
     assert_eq!(fetch(&mut alice, 13, id).await, (0, 0, 2));
+
+    // DeleteTopics v6 by id alone: DELETE is checked on the name the catalog gives the id.
+    assert_eq!(
+        delete_by_id(&mut alice, id).await,
+        29,
+        "deleted without DELETE"
+    );
+    let m = metadata(&mut admin, Some(&["dl-acl"])).await;
+    assert_eq!((m.topics[0].error_code, m.topics[0].topic_id), (0, id));
+    allow(&mut admin, 2, "dl-acl", 6).await;
+    assert_eq!(delete_by_id(&mut alice, id).await, 0);
+    let m = metadata(&mut admin, Some(&["dl-acl"])).await;
+    assert_eq!(m.topics[0].error_code, 3, "still there after its deletion");
     b.shutdown().await.unwrap();
 }

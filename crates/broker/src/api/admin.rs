@@ -643,6 +643,8 @@ impl super::ErrorCodes for DescribeLogDirsResponse {
 pub mod diskless {
     use super::*;
 
+    use crate::acl::{Operation, ResourceType};
+    use crate::api::authorize::Authz;
     use crate::diskless::catalog::{AddPartitionsError, CreateTopicError};
     use crate::diskless::Diskless;
 
@@ -882,6 +884,19 @@ pub mod diskless {
                         continue;
                     }
                 };
+                // A topic named only by id is authorized here, by the name the catalog
+                // gives it: the router knows this broker's own topics' ids only.
+                if name.is_none()
+                    && !Authz::new(&shared, &ctx).allows(
+                        Operation::Delete,
+                        ResourceType::Topic,
+                        &topic.name,
+                    )
+                {
+                    responses
+                        .push(r.with_error_code(ResponseError::TopicAuthorizationFailed.code()));
+                    continue;
+                }
                 let r = r
                     .with_name(Some(wire_topic(&topic.name)))
                     .with_topic_id(topic.id);
