@@ -30,7 +30,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{cpu_seconds, create_topic, env_num, median, pct, perf_record, perf_stop, Server};
+use super::{
+    cpu_seconds, create_topic, env_num, load_average, median, pct, perf_record, perf_stop, Server,
+};
 
 const ROLE: &str = "RAFKA_BENCH_MANY_ROLE";
 const RECORD_BYTES: usize = 1024;
@@ -322,11 +324,18 @@ pub fn many(dir: &Path, records: usize) {
                 let out = Path::new(&d).join(format!("many-{}-{round}.data", shape.partitions));
                 perf_record(server.pid(), &out)
             });
+            let load = load_average();
             let r = run(&server, shape, &topic, records);
             perf_stop(perf);
             eprintln!(
-                "    {:.1} MB/s, all read in {:.1} s, {:.3} CPU-s/GB, p50 {:.1} ms, p99 {:.1} ms",
-                r.produce_mb_s, r.all_read_s, r.cpu_s_per_gb, r.p50_ms, r.p99_ms
+                "    {:.1} MB/s, all read in {:.1} s, {:.3} CPU-s/GB, p50 {:.1} ms, p99 {:.1} ms \
+                 (load {load:.2} → {:.2})",
+                r.produce_mb_s,
+                r.all_read_s,
+                r.cpu_s_per_gb,
+                r.p50_ms,
+                r.p99_ms,
+                load_average()
             );
             results[i].push(r);
         }
