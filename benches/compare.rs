@@ -306,6 +306,26 @@ fn fsync_write_mb_s(dir: &Path, total: usize) -> (f64, f64) {
     (mb_s, cpu / (total as f64 / 1e9))
 }
 
+/// Writes `total` bytes to a new file `page-cache.bin` in 1 MiB writes without syncing (the
+/// page-cache write every produce ends in): MB/s and this thread's CPU-seconds per GB. The
+/// file is left for the caller to remove.
+fn page_cache_write(dir: &Path, total: usize) -> (f64, f64) {
+    let path = dir.join("page-cache.bin");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    let cpu0 = cpu_seconds("thread-self");
+    let start = Instant::now();
+    let mut written = 0;
+    while written < total {
+        let n = chunk.len().min(total - written);
+        f.write_all(&chunk[..n]).unwrap();
+        written += n;
+    }
+    let mb_s = total as f64 / start.elapsed().as_secs_f64() / 1e6;
+    let cpu = cpu_seconds("thread-self") - cpu0;
+    (mb_s, cpu / (total as f64 / 1e9))
+}
+
 /// An admin client of `addr` and a runtime to wait on its answers.
 fn admin_client(addr: &str) -> (AdminClient<DefaultClientContext>, tokio::runtime::Runtime) {
     let admin = ClientConfig::new()
@@ -1618,8 +1638,20 @@ fn produce_against_baseline(dir: &Path, records: usize) {
     let total = records * 1024;
     // Per broker and run: [MB/s, CPU-s/GB, load average before, load average after].
     let mut runs: Vec<Vec<[f64; 4]>> = vec![Vec::new(); servers.len()];
+    // The machine's own cost of putting the same bytes in the page cache, each round.
+    let mut floor = Vec::new();
     for round in 0..rounds {
-        for (i, (label, s)) in servers.iter().enumerate() {
+        let (mb_s, cpu) = page_cache_write(dir, total);
+        eprintln!("  page-cache write round {round}: {mb_s:.0} MB/s, {cpu:.3} CPU-s/GB");
+        floor.push(cpu);
+        // Each broker goes first in every other round (the one after a run gets the page
+        // cache that run just filled to reclaim).
+        let mut order: Vec<usize> = (0..servers.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let (label, s) = &servers[i];
             let topic = format!("produce-{round}");
             create_topic(&s.address, &topic, 1);
             let pid = s.pid().to_string();
@@ -1644,8 +1676,14 @@ fn produce_against_baseline(dir: &Path, records: usize) {
             );
             runs[i].push(row);
         }
+        let _ = std::fs::remove_file(dir.join("page-cache.bin"));
     }
     println!("records: {records} x 1 KiB per run, acks=1, one partition; rafka (release, log engine, fsync on_ack_all); librdkafka; medians (ranges) of {rounds} alternated runs");
+    println!();
+    println!(
+        "the same bytes written to a new file in 1 MiB writes, no fsync (the page cache's own cost), per round: {} CPU-s/GB",
+        median_range(&floor, 3)
+    );
     println!();
     println!("| broker | MB/s | broker CPU-s/GB | 1-min load average |");
     println!("|---|---:|---:|---:|");

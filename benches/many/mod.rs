@@ -314,6 +314,9 @@ fn run(server: &Server, shape: &Shape, topic: &str, records: usize) -> Run {
 /// `RAFKA_BENCH_ONLY=many` (module docs).
 pub fn many(dir: &Path, records: usize) {
     let rounds = env_num("RAFKA_BENCH_ROUNDS", 2);
+    if let Some(d) = std::env::var_os("RAFKA_BENCH_PERF") {
+        std::fs::create_dir_all(d).unwrap();
+    }
     let server = Server::rafka(&dir.join("rafka-many"));
     let mut results: Vec<Vec<Run>> = vec![Vec::new(), Vec::new()];
     for round in 0..rounds {
