@@ -28,7 +28,7 @@ pub enum FrameError {
 /// another buffer and keeps the one it left as a spare, to take up again once all of its
 /// frames have been dropped: a connection cycles through a few buffers instead of
 /// allocating (and the kernel zeroing) fresh memory as requests come and go. At most
-/// [`SPARE_BUFFERS`] spares of [`SPARE_BYTES_MAX`] together are kept.
+/// [`SPARE_BUFFERS`] spares of at most [`SPARE_BYTES_MAX`] together are kept.
 #[derive(Debug)]
 pub struct FrameDecoder {
     /// Where bytes from the peer go; the front of it is the frame being received.
@@ -47,13 +47,14 @@ pub struct FrameDecoder {
 const FRAME_BYTES_MIN: i32 = 10;
 
 /// How many buffers a connection keeps besides the one it reads into.
-pub const SPARE_BUFFERS: usize = 4;
+pub const SPARE_BUFFERS: usize = 8;
 
 /// The bytes of a connection's spare buffers together (a buffer left after a larger frame
 /// is given back to the allocator once its frames are dropped).
-pub const SPARE_BYTES_MAX: usize = 4 * 1024 * 1024;
+pub const SPARE_BYTES_MAX: usize = 8 * 1024 * 1024;
 
-/// The smallest buffer allocated (many small requests share one).
+/// The smallest buffer allocated (many small requests share one), and the unit buffer
+/// sizes are rounded up to.
 const BUFFER_BYTES_MIN: usize = 64 * 1024;
 
 impl FrameDecoder {
@@ -75,11 +76,17 @@ impl FrameDecoder {
     }
 
     /// The buffer the next bytes from the peer go into, with room for at least
-    /// `min_room` more: reading straight into it saves copying every request once.
+    /// `min_room` more, or room for the rest of a frame begun: reading straight into it
+    /// saves copying every request once.
     /// Whatever the caller appends is framed by [`next_frame`](Self::next_frame); appending
-    /// more than `min_room` may allocate outside the decoder's reuse.
+    /// more than the buffer's spare capacity (a socket read never does) allocates outside
+    /// the decoder's reuse.
     pub fn read_buffer(&mut self, min_room: usize) -> &mut BytesMut {
-        self.make_room(min_room);
+        // The rest of a frame begun fits where it is: no moving it for more room.
+        let rest = self.wanted();
+        if self.buf.len() < 4 || rest == 0 || self.buf.capacity() - self.buf.len() < rest {
+            self.make_room(min_room);
+        }
         &mut self.buf
     }
 
@@ -112,11 +119,7 @@ impl FrameDecoder {
             Some(i) => self.spare.remove(i).expect("position found"),
             None => {
                 // Rounded up, so that the next frames of about this size fit it too.
-                let bytes = if needed <= SPARE_BYTES_MAX {
-                    needed.next_power_of_two().max(BUFFER_BYTES_MIN)
-                } else {
-                    needed
-                };
+                let bytes = needed.div_ceil(BUFFER_BYTES_MIN) * BUFFER_BYTES_MIN;
                 self.allocations += 1;
                 (BytesMut::with_capacity(bytes), bytes)
             }
@@ -239,9 +242,14 @@ mod tests {
     ) -> Vec<Vec<u8>> {
         let mut held = VecDeque::new();
         let mut out = Vec::new();
-        for piece in stream.chunks(chunk.max(1)) {
-            let b = d.read_buffer(piece.len());
-            b.extend_from_slice(piece);
+        let mut rest = stream;
+        while !rest.is_empty() {
+            // As a socket read does: at most what the buffer has room for.
+            let b = d.read_buffer(chunk.max(1));
+            let n = rest.len().min(chunk.max(1)).min(b.capacity() - b.len());
+            assert!(n > 0, "room to read into");
+            b.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
             while let Some(f) = d.next_frame().unwrap() {
                 out.push(f.to_vec());
                 held.push_back(f);
