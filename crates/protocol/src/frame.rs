@@ -1,6 +1,8 @@
 //! Size-prefixed framing: every Kafka request is a 4-byte big-endian length and that many bytes.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -28,7 +30,9 @@ pub enum FrameError {
 /// another buffer and keeps the one it left as a spare, to take up again once all of its
 /// frames have been dropped: a connection cycles through a few buffers instead of
 /// allocating (and the kernel zeroing) fresh memory as requests come and go. At most
-/// [`SPARE_BUFFERS`] spares of at most [`SPARE_BYTES_MAX`] together are kept.
+/// [`SPARE_BUFFERS`] spares of at most [`SPARE_BYTES_MAX`] together are kept, and the
+/// spares of all connections in the process, with those closed connections left for new
+/// ones to take up, at most [`SPARE_BYTES_ALL_MAX`].
 #[derive(Debug)]
 pub struct FrameDecoder {
     /// Where bytes from the peer go; the front of it is the frame being received.
@@ -38,7 +42,7 @@ pub struct FrameDecoder {
     /// Buffers left while frames split off them were alive, each with its allocation's
     /// size, oldest first; empty (their frames are not theirs to write over).
     spare: VecDeque<(BytesMut, usize)>,
-    /// Buffers allocated so far.
+    /// Buffers taken new so far (allocated, or left by a closed connection).
     allocations: u64,
     max_frame_bytes: usize,
 }
@@ -52,6 +56,54 @@ pub const SPARE_BUFFERS: usize = 8;
 /// The bytes of a connection's spare buffers together (a buffer left after a larger frame
 /// is given back to the allocator once its frames are dropped).
 pub const SPARE_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// The spare buffers of all decoders in the process and those left by closed connections,
+/// together.
+pub const SPARE_BYTES_ALL_MAX: usize = 256 * 1024 * 1024;
+
+/// How many buffers closed connections leave for new ones.
+const LEFT_BUFFERS: usize = 64;
+
+/// Spare bytes held in the process, counted against [`SPARE_BYTES_ALL_MAX`].
+static SPARE_BYTES_ALL: AtomicUsize = AtomicUsize::new(0);
+
+/// Buffers closed connections left, each with its size (counted in `SPARE_BYTES_ALL`).
+static LEFT: Mutex<Vec<(BytesMut, usize)>> = Mutex::new(Vec::new());
+
+/// Counts `bytes` more spare memory if the process-wide bound allows it.
+fn hold(bytes: usize) -> bool {
+    SPARE_BYTES_ALL
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+            (held + bytes <= SPARE_BYTES_ALL_MAX).then_some(held + bytes)
+        })
+        .is_ok()
+}
+
+/// Counts `bytes` of spare memory no more (in use again, or given back).
+fn release(bytes: usize) {
+    SPARE_BYTES_ALL.fetch_sub(bytes, Ordering::Relaxed);
+}
+
+/// A buffer a closed connection left that can hold `needed` bytes now (none of its frames
+/// alive), counted as held no more.
+fn take_left(needed: usize) -> Option<(BytesMut, usize)> {
+    let mut left = LEFT.lock().unwrap_or_else(|e| e.into_inner());
+    let i = left.iter_mut().position(|(b, _)| b.try_reclaim(needed))?;
+    let (b, n) = left.swap_remove(i);
+    release(n);
+    Some((b, n))
+}
+
+/// Leaves an empty buffer (already counted as held) for a new connection, or gives it back.
+fn leave(buf: BytesMut, bytes: usize) {
+    let mut left = LEFT.lock().unwrap_or_else(|e| e.into_inner());
+    if left.len() < LEFT_BUFFERS {
+        left.push((buf, bytes));
+    } else {
+        drop(left);
+        release(bytes);
+    }
+}
 
 /// The smallest buffer allocated (many small requests share one), and the unit buffer
 /// sizes are rounded up to.
@@ -98,7 +150,8 @@ impl FrameDecoder {
         (1 + self.spare.len(), self.buf_bytes + spare)
     }
 
-    /// How many buffers the decoder has allocated (the rest of the time it reused one).
+    /// How many buffers the decoder has taken new: allocated, or left by a closed
+    /// connection (the rest of the time it reused one of its own).
     pub fn allocations(&self) -> u64 {
         self.allocations
     }
@@ -116,12 +169,18 @@ impl FrameDecoder {
             .iter_mut()
             .position(|(b, _)| b.try_reclaim(needed))
         {
-            Some(i) => self.spare.remove(i).expect("position found"),
+            Some(i) => {
+                let (b, n) = self.spare.remove(i).expect("position found");
+                release(n);
+                (b, n)
+            }
             None => {
-                // Rounded up, so that the next frames of about this size fit it too.
-                let bytes = needed.div_ceil(BUFFER_BYTES_MIN) * BUFFER_BYTES_MIN;
                 self.allocations += 1;
-                (BytesMut::with_capacity(bytes), bytes)
+                take_left(needed).unwrap_or_else(|| {
+                    // Rounded up, so that the next frames of about this size fit it too.
+                    let bytes = needed.div_ceil(BUFFER_BYTES_MIN) * BUFFER_BYTES_MIN;
+                    (BytesMut::with_capacity(bytes), bytes)
+                })
             }
         };
         let mut old = std::mem::replace(&mut self.buf, next);
@@ -139,9 +198,12 @@ impl FrameDecoder {
                 let Some((_, n)) = self.spare.pop_front() else {
                     break;
                 };
+                release(n);
                 kept -= n;
             }
-            self.spare.push_back((old, old_bytes));
+            if hold(old_bytes) {
+                self.spare.push_back((old, old_bytes));
+            }
         }
     }
 
@@ -210,6 +272,21 @@ impl FrameDecoder {
     }
 }
 
+impl Drop for FrameDecoder {
+    /// The connection's buffers are left for new connections, within the bounds.
+    fn drop(&mut self) {
+        for (b, n) in self.spare.drain(..) {
+            leave(b, n);
+        }
+        let n = self.buf_bytes;
+        if n > 0 && n <= SPARE_BYTES_MAX && hold(n) {
+            let mut b = std::mem::take(&mut self.buf);
+            b.clear();
+            leave(b, n);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +337,7 @@ mod tests {
             let (count, bytes) = d.buffers();
             assert!(count <= 1 + SPARE_BUFFERS, "{count} buffers");
             assert!(bytes <= d.buf_bytes + SPARE_BYTES_MAX, "{bytes} bytes");
+            assert!(SPARE_BYTES_ALL.load(Ordering::Relaxed) <= SPARE_BYTES_ALL_MAX);
         }
         out
     }
@@ -285,6 +363,28 @@ mod tests {
         let out = decode_holding(&mut d, &stream, 64 * 1024, usize::MAX);
         assert_eq!(out, frames);
         assert!(d.allocations() >= 50);
+    }
+
+    #[test]
+    fn a_closed_connections_buffers_serve_the_next_one_unchanged() {
+        let frames = |seed: u8| -> Vec<Vec<u8>> {
+            (0..40u32)
+                .map(|i| vec![seed.wrapping_add(i as u8); 50_000 + i as usize * 1000])
+                .collect()
+        };
+        let stream = |f: &[Vec<u8>]| -> Vec<u8> { f.iter().flat_map(|f| framed(f)).collect() };
+        let first = frames(1);
+        let mut a = FrameDecoder::new(1 << 20);
+        assert_eq!(decode_holding(&mut a, &stream(&first), 30_000, 2), first);
+        drop(a);
+        // Whatever buffers the second connection takes, it sees only its own bytes.
+        for seed in 2..6 {
+            let next = frames(seed);
+            let mut b = FrameDecoder::new(1 << 20);
+            assert_eq!(decode_holding(&mut b, &stream(&next), 70_000, 1), next);
+        }
+        assert!(SPARE_BYTES_ALL.load(Ordering::Relaxed) <= SPARE_BYTES_ALL_MAX);
+        assert!(LEFT.lock().unwrap().len() <= LEFT_BUFFERS);
     }
 
     #[test]
