@@ -61,8 +61,9 @@ pub const SPARE_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// together.
 pub const SPARE_BYTES_ALL_MAX: usize = 256 * 1024 * 1024;
 
-/// How many buffers closed connections leave for new ones.
-const LEFT_BUFFERS: usize = 64;
+/// How many buffers closed connections leave for new ones (their bytes are bounded by
+/// [`SPARE_BYTES_ALL_MAX`]; this bounds the search through them).
+const LEFT_BUFFERS: usize = 1024;
 
 /// Spare bytes held in the process, counted against [`SPARE_BYTES_ALL_MAX`].
 static SPARE_BYTES_ALL: AtomicUsize = AtomicUsize::new(0);
