@@ -40,6 +40,12 @@
 //! ranges. With `RAFKA_BENCH_PERF=<dir>`, `perf record` samples each broker during each
 //! workload into `<dir>/<broker>-<workload>-<round>.data`.
 //!
+//! `RAFKA_BENCH_ONLY=produce` runs only produce 1 KiB acks=1, on this build's broker and,
+//! with `RAFKA_BENCH_BASELINE_BIN=<rafka executable>`, on that build alternated with it
+//! `RAFKA_BENCH_ROUNDS` times (default 3): MB/s, broker CPU-seconds per GB and the load
+//! average, medians and ranges; `RAFKA_BENCH_PERF=<dir>` as for `zerocopy`.
+//! `RAFKA_BENCH_BIN=<rafka executable>` measures another build in every mode.
+//!
 //! `RAFKA_BENCH_ONLY=preallocate` runs only produce 1 KiB (acks=1, then acks=all) to a
 //! topic without and one with `preallocate=true` on one broker, alternated
 //! `RAFKA_BENCH_ROUNDS` times: MB/s and broker CPU-seconds per GB.
@@ -108,6 +114,20 @@ fn peer_binary() -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The broker executable measured: `RAFKA_BENCH_BIN` (another build, say the one before a
+/// change, for every mode), else this build's `rafka`.
+fn rafka_binary() -> std::ffi::OsString {
+    std::env::var_os("RAFKA_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_rafka").into())
+}
+
+/// The system's 1-minute load average (`/proc/loadavg`), to note beside noisy figures.
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 /// A broker process under measurement.
 struct Server {
     child: Child,
@@ -133,8 +153,13 @@ impl Server {
     /// `rafka` with exactly these arguments before `--admin-listen` and `--data-dir` (a
     /// config with `broker.listeners` must not be given `--listen`).
     fn rafka_args(data: &Path, extra: &[&std::ffi::OsStr]) -> Server {
+        Server::rafka_bin(&rafka_binary(), data, extra)
+    }
+
+    /// `rafka_args` with another build of the broker (`RAFKA_BENCH_BASELINE_BIN`).
+    fn rafka_bin(bin: &std::ffi::OsStr, data: &Path, extra: &[&std::ffi::OsStr]) -> Server {
         let started = Instant::now();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rafka"))
+        let mut child = Command::new(bin)
             .args(extra)
             .args(["--admin-listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
@@ -283,6 +308,26 @@ fn fsync_write_mb_s(dir: &Path, total: usize) -> (f64, f64) {
     let cpu = cpu_seconds("self") - cpu0;
     drop(f);
     let _ = std::fs::remove_file(path);
+    (mb_s, cpu / (total as f64 / 1e9))
+}
+
+/// Writes `total` bytes to a new file `page-cache.bin` in 1 MiB writes without syncing (the
+/// page-cache write every produce ends in): MB/s and this thread's CPU-seconds per GB. The
+/// file is left for the caller to remove.
+fn page_cache_write(dir: &Path, total: usize) -> (f64, f64) {
+    let path = dir.join("page-cache.bin");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    let cpu0 = cpu_seconds("thread-self");
+    let start = Instant::now();
+    let mut written = 0;
+    while written < total {
+        let n = chunk.len().min(total - written);
+        f.write_all(&chunk[..n]).unwrap();
+        written += n;
+    }
+    let mb_s = total as f64 / start.elapsed().as_secs_f64() / 1e6;
+    let cpu = cpu_seconds("thread-self") - cpu0;
     (mb_s, cpu / (total as f64 / 1e9))
 }
 
@@ -780,6 +825,10 @@ fn main() {
     }
     if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "many") {
         many::many(dir.path(), records);
+        return;
+    }
+    if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "produce") {
+        produce_against_baseline(dir.path(), records);
         return;
     }
     if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "zerocopy") {
@@ -1575,6 +1624,95 @@ fn zero_copy_on_and_off(dir: &Path, records: usize) {
             range(&col(1, k), 0),
             range(&col(0, k + 1), 3),
             range(&col(1, k + 1), 3),
+        );
+    }
+}
+
+/// `RAFKA_BENCH_ONLY=produce`: produce 1 KiB acks=1 to a fresh topic on this build's broker
+/// and, with `RAFKA_BENCH_BASELINE_BIN`, on another build (the one before a change)
+/// alternated with it; throughput, broker CPU-seconds per GB and the load average around
+/// each run. With `RAFKA_BENCH_PERF=<dir>`, `perf record` samples each broker during each
+/// run into `<dir>/<broker>-produce-<round>.data`.
+fn produce_against_baseline(dir: &Path, records: usize) {
+    let rounds = env_num("RAFKA_BENCH_ROUNDS", 3);
+    let perf_dir = std::env::var_os("RAFKA_BENCH_PERF").map(std::path::PathBuf::from);
+    if let Some(d) = &perf_dir {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let mut servers = Vec::new();
+    if let Some(bin) = std::env::var_os("RAFKA_BENCH_BASELINE_BIN") {
+        let s = Server::rafka_bin(
+            &bin,
+            &dir.join("rafka-baseline"),
+            &[
+                std::ffi::OsStr::new("--listen"),
+                std::ffi::OsStr::new("127.0.0.1:0"),
+            ],
+        );
+        servers.push(("baseline", s));
+    }
+    servers.push(("this build", Server::rafka(&dir.join("rafka-this"))));
+    let total = records * 1024;
+    // Per broker and run: [MB/s, CPU-s/GB, load average before, load average after].
+    let mut runs: Vec<Vec<[f64; 4]>> = vec![Vec::new(); servers.len()];
+    // The machine's own cost of putting the same bytes in the page cache, each round.
+    let mut floor = Vec::new();
+    for round in 0..rounds {
+        let (mb_s, cpu) = page_cache_write(dir, total);
+        eprintln!("  page-cache write round {round}: {mb_s:.0} MB/s, {cpu:.3} CPU-s/GB");
+        floor.push(cpu);
+        // Each broker goes first in every other round (the one after a run gets the page
+        // cache that run just filled to reclaim).
+        let mut order: Vec<usize> = (0..servers.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let (label, s) = &servers[i];
+            let topic = format!("produce-{round}");
+            create_topic(&s.address, &topic, 1);
+            let pid = s.pid().to_string();
+            let perf = perf_dir.as_ref().and_then(|d| {
+                let name = format!("{}-produce-{round}.data", label.replace(' ', "-"));
+                perf_record(s.pid(), &d.join(name))
+            });
+            let load = load_average();
+            let cpu0 = cpu_seconds(&pid);
+            let d = common::librdkafka_produce(&s.address, &topic, records, 1024, "1");
+            let cpu = cpu_seconds(&pid) - cpu0;
+            perf_stop(perf);
+            let row = [
+                total as f64 / d.as_secs_f64() / 1e6,
+                cpu / (total as f64 / 1e9),
+                load,
+                load_average(),
+            ];
+            eprintln!(
+                "  {label} run {round}: {:.0} MB/s, {:.3} CPU-s/GB (load {:.2} → {:.2})",
+                row[0], row[1], row[2], row[3]
+            );
+            runs[i].push(row);
+        }
+        let _ = std::fs::remove_file(dir.join("page-cache.bin"));
+    }
+    println!("records: {records} x 1 KiB per run, acks=1, one partition; rafka (release, log engine, fsync on_ack_all); librdkafka; medians (ranges) of {rounds} alternated runs");
+    println!();
+    println!(
+        "the same bytes written to a new file in 1 MiB writes, no fsync (the page cache's own cost), per round: {} CPU-s/GB",
+        median_range(&floor, 3)
+    );
+    println!();
+    println!("| broker | MB/s | broker CPU-s/GB | 1-min load average |");
+    println!("|---|---:|---:|---:|");
+    for ((label, s), runs) in servers.into_iter().zip(&runs) {
+        s.stop("-TERM");
+        let col = |k: usize| runs.iter().map(|r| r[k]).collect::<Vec<_>>();
+        let loads = [col(2), col(3)].concat();
+        println!(
+            "| {label} | {} | {} | {} |",
+            median_range(&col(0), 0),
+            median_range(&col(1), 3),
+            median_range(&loads, 2),
         );
     }
 }

@@ -30,7 +30,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{cpu_seconds, create_topic, env_num, median, pct, perf_record, perf_stop, Server};
+use super::{
+    cpu_seconds, create_topic, env_num, load_average, median, pct, perf_record, perf_stop, Server,
+};
 
 const ROLE: &str = "RAFKA_BENCH_MANY_ROLE";
 const RECORD_BYTES: usize = 1024;
@@ -312,6 +314,9 @@ fn run(server: &Server, shape: &Shape, topic: &str, records: usize) -> Run {
 /// `RAFKA_BENCH_ONLY=many` (module docs).
 pub fn many(dir: &Path, records: usize) {
     let rounds = env_num("RAFKA_BENCH_ROUNDS", 2);
+    if let Some(d) = std::env::var_os("RAFKA_BENCH_PERF") {
+        std::fs::create_dir_all(d).unwrap();
+    }
     let server = Server::rafka(&dir.join("rafka-many"));
     let mut results: Vec<Vec<Run>> = vec![Vec::new(), Vec::new()];
     for round in 0..rounds {
@@ -322,11 +327,18 @@ pub fn many(dir: &Path, records: usize) {
                 let out = Path::new(&d).join(format!("many-{}-{round}.data", shape.partitions));
                 perf_record(server.pid(), &out)
             });
+            let load = load_average();
             let r = run(&server, shape, &topic, records);
             perf_stop(perf);
             eprintln!(
-                "    {:.1} MB/s, all read in {:.1} s, {:.3} CPU-s/GB, p50 {:.1} ms, p99 {:.1} ms",
-                r.produce_mb_s, r.all_read_s, r.cpu_s_per_gb, r.p50_ms, r.p99_ms
+                "    {:.1} MB/s, all read in {:.1} s, {:.3} CPU-s/GB, p50 {:.1} ms, p99 {:.1} ms \
+                 (load {load:.2} → {:.2})",
+                r.produce_mb_s,
+                r.all_read_s,
+                r.cpu_s_per_gb,
+                r.p50_ms,
+                r.p99_ms,
+                load_average()
             );
             results[i].push(r);
         }

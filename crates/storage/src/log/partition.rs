@@ -546,8 +546,7 @@ impl PartitionLog for LogPartition {
         let written = if stamped {
             file.write_all_at(bytes, position)
         } else {
-            file.write_all_at(&base_offset.0.to_be_bytes(), position)
-                .and_then(|()| file.write_all_at(&bytes[8..], position + 8))
+            write_two_at(&file, &base_offset.0.to_be_bytes(), &bytes[8..], position)
         };
         if let Err(e) = written {
             let _ = file.set_len(position);
@@ -843,5 +842,52 @@ impl PartitionLog for LogPartition {
         };
         Ok(producer_snapshot::read(&self.dir, offset)?
             .map(|bytes| ProducerSnapshot { offset, bytes }))
+    }
+}
+
+/// Writes `head` and then `tail` at `position` in one `pwritev` (a batch's assigned base
+/// offset before the bytes the client sent, one system call instead of two), going on
+/// after a short write.
+fn write_two_at(file: &File, head: &[u8], tail: &[u8], mut position: u64) -> io::Result<()> {
+    let (mut head, mut tail) = (head, tail);
+    while !head.is_empty() || !tail.is_empty() {
+        let slices = [io::IoSlice::new(head), io::IoSlice::new(tail)];
+        let n = match rustix::io::pwritev(file, &slices, position) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        position += n as u64;
+        let from_head = n.min(head.len());
+        head = &head[from_head..];
+        tail = &tail[n - from_head..];
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod write_tests {
+    use super::*;
+
+    #[test]
+    fn two_slices_land_back_to_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        file.write_all_at(b"xxxx", 0).unwrap();
+        let tail: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        write_two_at(&file, &42i64.to_be_bytes(), &tail, 4).unwrap();
+        let mut back = vec![0; 4 + 8 + tail.len()];
+        file.read_exact_at(&mut back, 0).unwrap();
+        assert_eq!(&back[..4], b"xxxx");
+        assert_eq!(back[4..12], 42i64.to_be_bytes());
+        assert_eq!(back[12..], tail[..]);
+        write_two_at(&file, &[], &[], 0).unwrap();
     }
 }
