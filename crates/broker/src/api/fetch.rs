@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::fetch_request::FetchTopic;
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
 };
@@ -268,14 +269,7 @@ fn collect(
             };
             parts.push(data);
         }
-        let topic_response = FetchableTopicResponse::default()
-            .with_topic(if version >= 13 {
-                Default::default()
-            } else {
-                wire_topic(&ft.topic)
-            })
-            .with_topic_id(ft.topic_id)
-            .with_partitions(parts);
+        let topic_response = topic_answer(ft, version, parts);
         for (partition, (region, n_records)) in placed {
             regions.insert(&topic_response, partition, region, n_records);
         }
@@ -290,9 +284,20 @@ fn collect(
 
 /// The answer of a topic the principal may not READ: every partition it names
 /// TOPIC_AUTHORIZATION_FAILED, nothing read.
-fn refused_topic(
-    ft: &kafka_protocol::messages::fetch_request::FetchTopic,
+fn refused_topic(ft: &FetchTopic, version: i16) -> FetchableTopicResponse {
+    let parts = ft
+        .partitions
+        .iter()
+        .map(|fp| partition_error(fp.partition, ResponseError::TopicAuthorizationFailed))
+        .collect();
+    topic_answer(ft, version, parts)
+}
+
+/// A topic's entry in a Fetch answer: named as the request named it (by id from v13).
+fn topic_answer(
+    ft: &FetchTopic,
     version: i16,
+    parts: Vec<PartitionData>,
 ) -> FetchableTopicResponse {
     FetchableTopicResponse::default()
         .with_topic(if version >= 13 {
@@ -301,12 +306,7 @@ fn refused_topic(
             wire_topic(&ft.topic)
         })
         .with_topic_id(ft.topic_id)
-        .with_partitions(
-            ft.partitions
-                .iter()
-                .map(|fp| partition_error(fp.partition, ResponseError::TopicAuthorizationFailed))
-                .collect(),
-        )
+        .with_partitions(parts)
 }
 
 /// A region read as a [`PartitionRead`] whose records are the region's placeholder; the
@@ -367,11 +367,7 @@ fn region_bytes(region: &FileRegion) -> std::io::Result<bytes::Bytes> {
 }
 
 /// The topic a request entry names: by id from v13, by name before.
-fn requested_topic(
-    shared: &Shared,
-    ft: &kafka_protocol::messages::fetch_request::FetchTopic,
-    version: i16,
-) -> Option<Arc<Topic>> {
+fn requested_topic(shared: &Shared, ft: &FetchTopic, version: i16) -> Option<Arc<Topic>> {
     if version >= 13 {
         shared.cluster.topic_by_id(ft.topic_id)
     } else {
@@ -759,16 +755,7 @@ async fn collect_diskless(
             };
             parts.push(data);
         }
-        topics.push(
-            FetchableTopicResponse::default()
-                .with_topic(if version >= 13 {
-                    Default::default()
-                } else {
-                    wire_topic(&ft.topic)
-                })
-                .with_topic_id(ft.topic_id)
-                .with_partitions(parts),
-        );
+        topics.push(topic_answer(ft, version, parts));
     }
     (FetchResponse::default().with_responses(topics), total)
 }
