@@ -612,6 +612,15 @@ async fn a_new_regex_subscription_drops_the_topics_it_no_longer_matches() {
                 .map(|p| ("rx-big".to_string(), p))
                 .collect::<Vec<_>>()
         );
+        // Leave with nothing assigned. Closing with partitions assigned makes rust-rdkafka's
+        // drop revoke them from inside librdkafka's close, and once in CI that revocation
+        // (`rd_kafka_assign`, no timeout) waited forever for librdkafka's own group thread.
+        c.unsubscribe();
+        assert_eq!(
+            poll_until(&c, 0),
+            vec![],
+            "still assigned after unsubscribe"
+        );
         (first, second)
     })
     .await
