@@ -13,7 +13,7 @@
 //! ([`refused_topics`]): a refused topic's partitions are answered
 //! TOPIC_AUTHORIZATION_FAILED (and stay in the session, answered so on every incremental
 //! fetch, as Kafka does), so an ACL removed while a session lives takes effect on its
-//! next fetch. A replica's fetch needs CLUSTER_ACTION, checked by the router.
+//! next fetch (one already waiting was authorized when it began, as in Kafka). A replica's fetch needs CLUSTER_ACTION, checked by the router.
 //!
 //! Old clients, as Kafka 3.9 served them: before v10 a partition whose next batch is
 //! zstd-compressed answers UNSUPPORTED_COMPRESSION_TYPE (the client cannot decompress it;
