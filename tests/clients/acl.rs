@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use kafka_protocol::messages::create_acls_request::AclCreation;
 use kafka_protocol::messages::{ApiKey, CreateAclsRequest, RequestKind, ResponseKind};
 use rafka_broker::ScramUserConfig;
-use rafka_broker::{Broker, Config, ListenerConfig, SaslMechanism, SecurityProtocol};
+use rafka_broker::{Broker, BrokerConfig, Config, ListenerConfig, SaslMechanism, SecurityProtocol};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -46,19 +46,25 @@ async fn start(dir: &std::path::Path) -> Broker {
     );
     cfg.hooks = Config::from_yaml(&audit).unwrap().hooks;
     cfg.admin.listen = "127.0.0.1:0".into();
-    cfg.broker.listeners = vec![
+    with_alice(&mut cfg.broker);
+    Broker::start(cfg).await.expect("broker starts")
+}
+
+/// A LOCAL plaintext listener (the operator, `User:ANONYMOUS`, a super user) and a SECURE
+/// SASL PLAIN one where alice (password `alice-secret`) logs in; Kafka's standard authorizer.
+pub(crate) fn with_alice(broker: &mut BrokerConfig) {
+    broker.listeners = vec![
         listener("LOCAL", SecurityProtocol::Plaintext),
         listener("SECURE", SecurityProtocol::SaslPlaintext),
     ];
-    cfg.broker.authorizer_class_name = STANDARD_AUTHORIZER.into();
-    cfg.broker.super_users = vec!["User:ANONYMOUS".into()];
-    cfg.broker.scram_users = vec![ScramUserConfig {
+    broker.authorizer_class_name = STANDARD_AUTHORIZER.into();
+    broker.super_users = vec!["User:ANONYMOUS".into()];
+    broker.scram_users = vec![ScramUserConfig {
         name: "alice".into(),
         password: "alice-secret".into(),
         mechanisms: vec!["SCRAM-SHA-256".into()],
         iterations: 4096,
     }];
-    Broker::start(cfg).await.expect("broker starts")
 }
 
 /// The operator allows alice `op` (Kafka's code) on the topic or group `name`.

@@ -595,14 +595,13 @@ async fn delete_records_moves_the_log_start_for_every_broker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn diskless_fetch_and_delete_by_topic_id_are_authorized_by_its_name() {
-    use crate::acl::{allow, listener, login_plain, STANDARD_AUTHORIZER};
+    use crate::acl::{allow, login_plain, with_alice};
     use crate::common::{metadata, produce, simple_batch, topic_name, KafkaConn};
     use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     use kafka_protocol::messages::{
         ApiKey, DeleteTopicsRequest, FetchRequest, RequestKind, ResponseKind,
     };
-    use rafka_broker::{ScramUserConfig, SecurityProtocol};
 
     /// alice's Fetch of partition 0 from offset 0, by name (v12) or id (v13): the session
     /// id, the partition's error code and how many records came back.
@@ -659,18 +658,7 @@ async fn diskless_fetch_and_delete_by_topic_id_are_authorized_by_its_name() {
             commit_interval_ms: 10,
             ..ClusterConfig::default()
         };
-        c.broker.listeners = vec![
-            listener("LOCAL", SecurityProtocol::Plaintext),
-            listener("SECURE", SecurityProtocol::SaslPlaintext),
-        ];
-        c.broker.authorizer_class_name = STANDARD_AUTHORIZER.into();
-        c.broker.super_users = vec!["User:ANONYMOUS".into()];
-        c.broker.scram_users = vec![ScramUserConfig {
-            name: "alice".into(),
-            password: "alice-secret".into(),
-            mechanisms: vec!["SCRAM-SHA-256".into()],
-            iterations: 4096,
-        }];
+        with_alice(&mut c.broker);
     })
     .await;
     let addr = b.bootstrap_address();
