@@ -70,6 +70,11 @@
 //! partitions (default 100,000): idle RSS and file descriptors, Metadata for every topic,
 //! ready time after SIGTERM and after SIGKILL (benches/scale/mod.rs).
 //!
+//! `RAFKA_BENCH_PAGE_CACHE_MIB=<MiB>` (modes `floor`, `many` and `preallocate`) measures with the page
+//! cache full, as on a broker that has run a while: the broker and the floor writers run
+//! in a memory cgroup of that size filled with older pages before each reading
+//! (benches/full_cache/mod.rs).
+//!
 //! Sizes: `RAFKA_BENCH_RECORDS` (1 KiB records, default 200,000), `RAFKA_BENCH_STARTUP_MIB`
 //! (data for the start-up test, default 1024), `RAFKA_BENCH_STARTUP_PARTITIONS` (1000).
 //! Prints a Markdown table; not a pass/fail test.
@@ -77,6 +82,7 @@
 mod common;
 mod diskless;
 mod floor;
+mod full_cache;
 mod latency;
 mod many;
 mod scale;
@@ -1724,6 +1730,10 @@ fn preallocate_on_and_off(dir: &Path, records: usize) {
     let rounds = env_num("RAFKA_BENCH_ROUNDS", 3);
     let server = Server::rafka(&dir.join("rafka-preallocate"));
     let pid = server.pid().to_string();
+    let cache = full_cache::FullCache::from_env(dir);
+    if let Some(cache) = &cache {
+        cache.enter(server.pid());
+    }
     let total = records * 1024;
     let gb = total as f64 / 1e9;
     // Per (acks, preallocate) and run: [MB/s, CPU-s/GB].
@@ -1742,6 +1752,9 @@ fn preallocate_on_and_off(dir: &Path, records: usize) {
                 &topic,
                 &[("preallocate", if *on { "true" } else { "false" })],
             );
+            if let Some(cache) = &cache {
+                cache.fill();
+            }
             let cpu0 = cpu_seconds(&pid);
             let d = common::librdkafka_produce(&server.address, &topic, records, 1024, acks);
             let cpu = cpu_seconds(&pid) - cpu0;
@@ -1755,7 +1768,7 @@ fn preallocate_on_and_off(dir: &Path, records: usize) {
     }
     server.stop("-TERM");
     let range = median_range;
-    println!("records: {records} x 1 KiB per run; one rafka (release, log engine, fsync on_ack_all), topics with and without preallocate=true; librdkafka; medians (ranges) of {rounds} alternated runs");
+    println!("records: {records} x 1 KiB per run; one rafka (release, log engine, fsync on_ack_all), topics with and without preallocate=true; librdkafka; medians (ranges) of {rounds} alternated runs; {}", cache.as_ref().map_or_else(|| "page cache: the machine's free memory".to_string(), full_cache::FullCache::describe));
     println!();
     println!("| workload | preallocate | MB/s | broker CPU-s/GB |");
     println!("|---|---|---:|---:|");

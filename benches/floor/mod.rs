@@ -4,7 +4,10 @@
 //! The floor of produce is a process that receives the bytes over loopback TCP into one
 //! reused 1 MiB buffer, takes their CRC-32C, and writes them to a file (page cache, no
 //! fsync) — the three passes a broker cannot avoid. It is measured in steps (receive
-//! only; receive and CRC; all three) so each pass has its price. The floor of consume is a
+//! only; receive and CRC; all three) so each pass has its price, and once more with every
+//! write starting 61 bytes into a page, as a log's batches land wherever the one before
+//! ended: the page cache charges more for writes that do not start on a page boundary
+//! (smaller folios), and a broker cannot choose where a batch starts. The floor of consume is a
 //! process sending a file of the same bytes, already in the page cache, to a loopback
 //! reader in 1 MiB answers: with `sendfile` under `TCP_CORK` per answer (no copy through
 //! user space; the broker does the same with `splice` through a larger pipe), and by
@@ -31,6 +34,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use super::full_cache::FullCache;
 use super::{
     common, consume_with, cpu_seconds, create_topic, env_num, median_range, perf_record, perf_stop,
     Server,
@@ -41,6 +45,10 @@ const ROLE: &str = "RAFKA_BENCH_FLOOR_ROLE";
 
 /// Bytes per read and per answer.
 const CHUNK: usize = 1 << 20;
+
+/// Where the unaligned writer's writes start within a page (a record batch's header is 61
+/// bytes).
+const UNALIGNED: usize = 61;
 
 /// Quiet before each reading: long enough for the kernel to report freed pages (it
 /// reports free blocks two seconds after they appear).
@@ -55,6 +63,9 @@ enum Role {
     ReceiveCrc,
     /// Receive, CRC-32C, write to a file.
     ReceiveCrcWrite,
+    /// The same, every write starting [`UNALIGNED`] bytes past a page boundary, as a log's
+    /// batches do: they follow each other at whatever offset the last one ended.
+    ReceiveCrcWriteUnaligned,
     /// Send a file with `sendfile`, corked per answer.
     SendFile,
     /// Send a file by reading it into a buffer and writing that.
@@ -62,10 +73,11 @@ enum Role {
 }
 
 impl Role {
-    const ALL: [Role; 5] = [
+    const ALL: [Role; 6] = [
         Role::Receive,
         Role::ReceiveCrc,
         Role::ReceiveCrcWrite,
+        Role::ReceiveCrcWriteUnaligned,
         Role::SendFile,
         Role::SendCopy,
     ];
@@ -75,6 +87,7 @@ impl Role {
             Role::Receive => "receive",
             Role::ReceiveCrc => "receive+crc",
             Role::ReceiveCrcWrite => "receive+crc+write",
+            Role::ReceiveCrcWriteUnaligned => "receive+crc+write@61",
             Role::SendFile => "sendfile",
             Role::SendCopy => "read+write",
         }
@@ -126,8 +139,12 @@ pub fn child() -> bool {
             sent += n;
         }
     } else {
-        let mut out =
-            matches!(role, Role::ReceiveCrcWrite).then(|| std::fs::File::create(file).unwrap());
+        let mut out = matches!(role, Role::ReceiveCrcWrite | Role::ReceiveCrcWriteUnaligned)
+            .then(|| std::fs::File::create(file).unwrap());
+        if let (Some(out), Role::ReceiveCrcWriteUnaligned) = (&mut out, role) {
+            // Not counted: the bytes before the first batch.
+            out.write_all(&buf[..UNALIGNED]).unwrap();
+        }
         let mut got = 0;
         let mut crc = 0u32;
         while got < total {
@@ -149,14 +166,18 @@ pub fn child() -> bool {
 }
 
 /// Runs one floor process over `total` bytes (`file` is what a sender sends or a writer
-/// writes); returns its CPU-seconds per GB.
-fn floor(role: Role, total: usize, file: &Path) -> f64 {
+/// writes), inside `cache` when given; returns its CPU-seconds per GB.
+fn floor(role: Role, total: usize, file: &Path, cache: Option<&FullCache>) -> f64 {
     let mut child = Command::new(std::env::current_exe().expect("bench binary"))
         .env(ROLE, format!("{} {total} {}", role.name(), file.display()))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("floor process");
+    if let Some(cache) = cache {
+        // Before it is connected to, so before it touches a byte.
+        cache.enter(child.id());
+    }
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let port: u16 = lines.next().unwrap().unwrap().parse().unwrap();
     let perf = std::env::var_os("RAFKA_BENCH_PERF").and_then(|d| {
@@ -202,29 +223,52 @@ pub fn run(dir: &Path, records: usize) {
     }
     let server = Server::rafka(&dir.join("rafka"));
     let pid = server.pid().to_string();
+    let cache = FullCache::from_env(dir);
+    if let Some(cache) = &cache {
+        cache.enter(server.pid());
+    }
+    let fill = || {
+        if let Some(cache) = &cache {
+            cache.fill();
+        }
+    };
     let gb = total as f64 / 1e9;
+    // `RAFKA_BENCH_PERF=<dir>`: the broker sampled during each workload, as the floors are.
+    let perf_dir = |name: &str| {
+        let d = std::path::PathBuf::from(std::env::var_os("RAFKA_BENCH_PERF")?);
+        std::fs::create_dir_all(&d).ok()?;
+        perf_record(server.pid(), &d.join(name))
+    };
     // Per round: the five floors, then broker produce and consume CPU-s/GB.
     let mut floors: Vec<Vec<f64>> = vec![Vec::new(); Role::ALL.len()];
     let mut broker: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for round in 0..rounds {
         let topic = format!("floor-{round}");
         create_topic(&server.address, &topic, 1);
+        fill();
         std::thread::sleep(SETTLE);
+        let perf = perf_dir(&format!("rafka-produce-{round}.data"));
         let cpu0 = cpu_seconds(&pid);
         common::librdkafka_produce(&server.address, &topic, records, 1024, "1");
         broker[0].push((cpu_seconds(&pid) - cpu0) / gb);
+        perf_stop(perf);
         std::thread::sleep(SETTLE);
+        let perf = perf_dir(&format!("rafka-consume-{round}.data"));
         let cpu0 = cpu_seconds(&pid);
         consume_with(&server.address, &topic, records, &[]);
         broker[1].push((cpu_seconds(&pid) - cpu0) / gb);
+        perf_stop(perf);
         for (i, role) in Role::ALL.into_iter().enumerate() {
             let file = if role.sends() {
                 source.clone()
             } else {
                 dir.join(format!("floor-written-{round}.bin"))
             };
+            if !role.sends() {
+                fill();
+            }
             std::thread::sleep(SETTLE);
-            floors[i].push(floor(role, total, &file));
+            floors[i].push(floor(role, total, &file, cache.as_ref()));
             if !role.sends() {
                 let _ = std::fs::remove_file(&file);
             }
@@ -244,7 +288,7 @@ pub fn run(dir: &Path, records: usize) {
     server.stop("-TERM");
     let _ = std::fs::remove_file(&source);
     let ratios = |b: &[f64], f: &[f64]| b.iter().zip(f).map(|(b, f)| b / f).collect::<Vec<_>>();
-    println!("bytes: {total} per reading; one rafka (release, defaults: log engine, zero-copy fetch), librdkafka produce 1 KiB acks=1 and consume from the start; floor processes over loopback TCP; medians (ranges) of {rounds} alternated rounds; CPU-seconds per GB");
+    println!("bytes: {total} per reading; one rafka (release, defaults: log engine, zero-copy fetch), librdkafka produce 1 KiB acks=1 and consume from the start; floor processes over loopback TCP; medians (ranges) of {rounds} alternated rounds; CPU-seconds per GB; {}", cache.as_ref().map_or_else(|| "page cache: the machine's free memory (settled)".to_string(), FullCache::describe));
     println!();
     println!("| what | CPU-s/GB | rafka / floor |");
     println!("|---|---:|---:|");
@@ -263,12 +307,17 @@ pub fn run(dir: &Path, records: usize) {
         &broker[0],
         Some(ratios(&broker[0], &floors[2])),
     );
+    row(
+        "rafka produce against floor receive+crc+write@61",
+        &broker[0],
+        Some(ratios(&broker[0], &floors[3])),
+    );
     row("rafka: consume from the start", &broker[1], None);
-    row("floor: sendfile", &floors[3], None);
-    row("floor: read+write", &floors[4], None);
+    row("floor: sendfile", &floors[4], None);
+    row("floor: read+write", &floors[5], None);
     row(
         "rafka consume against floor sendfile",
         &broker[1],
-        Some(ratios(&broker[1], &floors[3])),
+        Some(ratios(&broker[1], &floors[4])),
     );
 }
