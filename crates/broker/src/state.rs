@@ -779,16 +779,60 @@ struct ProducerIds {
     persisted_limit: i64,
 }
 
+/// The broker's topics, found by name or by id with one hash lookup each (every Produce
+/// and Fetch entry is one), and listed in name order for the answers that list them.
+/// The three indexes change together, in `insert` and `remove` only.
+#[derive(Default)]
+struct TopicMap {
+    by_name: HashMap<TopicName, Arc<Topic>>,
+    by_id: HashMap<Uuid, Arc<Topic>>,
+    in_order: BTreeMap<TopicName, Arc<Topic>>,
+}
+
+impl TopicMap {
+    fn get(&self, name: &str) -> Option<&Arc<Topic>> {
+        self.by_name.get(name)
+    }
+
+    fn by_id(&self, id: Uuid) -> Option<&Arc<Topic>> {
+        self.by_id.get(&id)
+    }
+
+    fn contains_key(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// Adds `topic`, or replaces the one of its name (a new partition count or configs;
+    /// the id stays).
+    fn insert(&mut self, topic: Arc<Topic>) {
+        if let Some(old) = self.by_name.insert(topic.name.clone(), topic.clone()) {
+            self.by_id.remove(&old.id);
+        }
+        self.by_id.insert(topic.id, topic.clone());
+        self.in_order.insert(topic.name.clone(), topic);
+    }
+
+    fn remove(&mut self, name: &str) -> Option<Arc<Topic>> {
+        let topic = self.by_name.remove(name)?;
+        self.by_id.remove(&topic.id);
+        self.in_order.remove(name);
+        Some(topic)
+    }
+
+    /// Every topic, in name order.
+    fn values(&self) -> impl Iterator<Item = &Arc<Topic>> {
+        self.in_order.values()
+    }
+}
+
 /// Everything the API handlers share.
 pub struct Cluster {
     engine: Arc<dyn StorageEngine>,
     defaults: LogConfig,
     /// `log.cleanup.policy`: the `cleanup.policy` of topics that set none.
     default_cleanup_policy: String,
-    topics: RwLock<BTreeMap<TopicName, Arc<Topic>>>,
-    /// The names of `topics` by topic id, so that a lookup by id (every Fetch v13+ entry)
-    /// does not scan every topic. Changed with `topics`, under `admin`.
-    topic_ids: RwLock<HashMap<Uuid, TopicName>>,
+    /// Changed only under `admin`.
+    topics: RwLock<TopicMap>,
     /// Serialises topic creation/deletion/alteration and the metadata file.
     admin: Mutex<()>,
     producer_ids: Mutex<ProducerIds>,
@@ -837,7 +881,7 @@ impl Cluster {
                 }),
             }
         }
-        let mut topics = BTreeMap::new();
+        let mut topics = TopicMap::default();
         for t in &meta.topics {
             let Ok(name) = TopicName::new(&t.name) else {
                 tracing::warn!(topic = %t.name, "skipping persisted topic with an invalid name");
@@ -856,15 +900,12 @@ impl Cluster {
                     &cfg,
                 )));
             }
-            topics.insert(
-                name.clone(),
-                Arc::new(Topic {
-                    name,
-                    id: t.id,
-                    partitions,
-                    configs: t.configs.clone(),
-                }),
-            );
+            topics.insert(Arc::new(Topic {
+                name,
+                id: t.id,
+                partitions,
+                configs: t.configs.clone(),
+            }));
         }
         let scans: Vec<OpenScan> = topics
             .values()
@@ -881,7 +922,6 @@ impl Cluster {
             engine,
             defaults,
             default_cleanup_policy,
-            topic_ids: RwLock::new(topics.values().map(|t| (t.id, t.name.clone())).collect()),
             topics: RwLock::new(topics),
             admin: Mutex::new(()),
             producer_ids: Mutex::new(ProducerIds {
@@ -941,12 +981,7 @@ impl Cluster {
 
     /// A topic by id.
     pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
-        let name = self.topic_ids.read().get(&id).cloned()?;
-        self.topics
-            .read()
-            .get(&name)
-            .filter(|t| t.id == id)
-            .cloned()
+        self.topics.read().by_id(id).cloned()
     }
 
     /// All topics, by name.
@@ -1024,7 +1059,7 @@ impl Cluster {
             topic_config::validate(k, v).map_err(|e| TopicError::InvalidConfig(e.0))?;
         }
         let _g = self.admin.lock();
-        if self.topics.read().contains_key(name) {
+        if self.topics.read().contains_key(name.as_str()) {
             return Err(TopicError::AlreadyExists(name.to_string()));
         }
         let cfg = self.log_config(&configs);
@@ -1051,8 +1086,7 @@ impl Cluster {
             partitions: parts,
             configs,
         });
-        self.topics.write().insert(name.clone(), topic.clone());
-        self.topic_ids.write().insert(topic.id, name.clone());
+        self.topics.write().insert(topic.clone());
         self.persist()?;
         tracing::info!(topic = %name, partitions, "created topic");
         Ok(topic)
@@ -1064,9 +1098,8 @@ impl Cluster {
         let topic = self
             .topics
             .write()
-            .remove(name)
+            .remove(name.as_str())
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
-        self.topic_ids.write().remove(&topic.id);
         self.persist()?;
         for p in &topic.partitions {
             self.engine.remove(&p.tp)?;
@@ -1086,7 +1119,7 @@ impl Cluster {
         let topic = self
             .topics
             .read()
-            .get(name)
+            .get(name.as_str())
             .cloned()
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
         let current = topic.partitions.len() as i32;
@@ -1121,7 +1154,7 @@ impl Cluster {
             partitions: parts,
             configs: topic.configs.clone(),
         });
-        self.topics.write().insert(name.clone(), new);
+        self.topics.write().insert(new);
         self.persist()?;
         Ok(added)
     }
@@ -1139,7 +1172,7 @@ impl Cluster {
         let topic = self
             .topics
             .read()
-            .get(name)
+            .get(name.as_str())
             .cloned()
             .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
         let cfg = self.log_config(&configs);
@@ -1152,7 +1185,7 @@ impl Cluster {
             partitions: topic.partitions.clone(),
             configs,
         });
-        self.topics.write().insert(name.clone(), new);
+        self.topics.write().insert(new);
         self.persist()?;
         Ok(())
     }
@@ -1382,6 +1415,37 @@ mod tests {
             .set_topic_configs(&name("b"), configs)
             .expect("configs");
         assert_eq!(found(&cluster, b.id), Some("b".into()));
+        // By id, by name and in the listing alike: the topic as changed.
+        let by_id = cluster.topic_by_id(b.id).expect("b by id");
+        assert_eq!(
+            by_id.configs.get("retention.ms").map(String::as_str),
+            Some("1000")
+        );
+        cluster
+            .create_partitions(&name("b"), 5, false)
+            .expect("partitions");
+        let by_id = cluster.topic_by_id(b.id).expect("b by id");
+        let by_name = cluster.topic("b").expect("b by name");
+        assert_eq!((by_id.partitions.len(), by_name.partitions.len()), (5, 5));
+        assert!(Arc::ptr_eq(&by_id, &by_name));
+        // Listed in name order, whatever the order of creation.
+        let _ = (
+            create(&cluster, "_z"),
+            create(&cluster, "B"),
+            create(&cluster, "a.b"),
+        );
+        let listed: Vec<String> = cluster
+            .topics()
+            .iter()
+            .map(|t| t.name.to_string())
+            .collect();
+        assert_eq!(listed, ["B", "_z", "a", "a.b", "b"]);
+        let listed_parts: Vec<usize> = cluster
+            .topics()
+            .iter()
+            .map(|t| t.partitions.len())
+            .collect();
+        assert_eq!(listed_parts, [2, 2, 2, 2, 5]);
         drop(cluster);
         let reopened = open();
         assert_eq!(found(&reopened, a2.id), Some("a".into()));

@@ -39,7 +39,7 @@ use rafka_protocol::legacy::message_set;
 use rafka_protocol::{region_placeholder, FetchRegions};
 
 use super::authorize::Authz;
-use super::{storage_error_code, wire_topic, Reply};
+use super::{storage_error_code, Reply};
 use crate::acl::{Operation, ResourceType};
 use crate::diskless::fetch as dl_fetch;
 use crate::diskless::Diskless;
@@ -72,22 +72,22 @@ fn is_refused(refused: &Refused, i: usize) -> bool {
 /// when nothing is checked: no authorizer, or a replica's fetch (whose CLUSTER_ACTION the
 /// router checked). The authorizer is asked once per topic, however many partitions or
 /// entries the topic has; a denial is logged and counted once per fetch.
-fn read_refusals(
+fn read_refusals<'n>(
     a: &Authz<'_>,
     req: &FetchRequest,
-    names: impl Iterator<Item = Option<String>>,
+    names: impl Iterator<Item = Option<&'n str>>,
 ) -> Vec<bool> {
     if !a.on() || req.replica_id.0 >= 0 || req.replica_state.replica_id.0 >= 0 {
         return Vec::new();
     }
-    let mut decided: HashMap<String, bool> = HashMap::new();
+    let mut decided: HashMap<&str, bool> = HashMap::new();
     names
         .map(|name| {
             let Some(name) = name else { return false };
-            if let Some(&refused) = decided.get(&name) {
+            if let Some(&refused) = decided.get(name) {
                 return refused;
             }
-            let refused = !a.allows(Operation::Read, ResourceType::Topic, &name);
+            let refused = !a.allows(Operation::Read, ResourceType::Topic, name);
             decided.insert(name, refused);
             refused
         })
@@ -110,9 +110,9 @@ fn refused_topics(
     }
     let names = req.topics.iter().enumerate().map(|(i, ft)| {
         if version >= 13 {
-            looked_up(topics, i).map(|t| t.name.to_string())
+            looked_up(topics, i).map(|t| t.name.as_str())
         } else {
-            Some(ft.topic.to_string())
+            Some(ft.topic.as_str())
         }
     });
     read_refusals(&a, req, names)
@@ -303,7 +303,8 @@ fn topic_answer(
         .with_topic(if version >= 13 {
             Default::default()
         } else {
-            wire_topic(&ft.topic)
+            // The request's own name, shared rather than copied per answer.
+            ft.topic.clone()
         })
         .with_topic_id(ft.topic_id)
         .with_partitions(parts)
@@ -784,7 +785,8 @@ async fn refused_diskless_topics(
             Some(ft.topic.to_string())
         });
     }
-    read_refusals(&Authz::new(shared, ctx), req, names.into_iter())
+    let names = names.iter().map(|n| n.as_deref());
+    read_refusals(&Authz::new(shared, ctx), req, names)
 }
 
 /// Fetch from a diskless cluster: the long poll wakes whenever a high watermark moves
