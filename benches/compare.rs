@@ -1730,10 +1730,7 @@ fn preallocate_on_and_off(dir: &Path, records: usize) {
     let rounds = env_num("RAFKA_BENCH_ROUNDS", 3);
     let server = Server::rafka(&dir.join("rafka-preallocate"));
     let pid = server.pid().to_string();
-    let cache = full_cache::FullCache::from_env(dir);
-    if let Some(cache) = &cache {
-        cache.enter(server.pid());
-    }
+    let cache = full_cache::FullCache::from_env(dir, server.pid());
     let total = records * 1024;
     let gb = total as f64 / 1e9;
     // Per (acks, preallocate) and run: [MB/s, CPU-s/GB].
@@ -1752,9 +1749,7 @@ fn preallocate_on_and_off(dir: &Path, records: usize) {
                 &topic,
                 &[("preallocate", if *on { "true" } else { "false" })],
             );
-            if let Some(cache) = &cache {
-                cache.fill();
-            }
+            full_cache::fill(cache.as_ref());
             let cpu0 = cpu_seconds(&pid);
             let d = common::librdkafka_produce(&server.address, &topic, records, 1024, acks);
             let cpu = cpu_seconds(&pid) - cpu0;
@@ -1768,7 +1763,7 @@ fn preallocate_on_and_off(dir: &Path, records: usize) {
     }
     server.stop("-TERM");
     let range = median_range;
-    println!("records: {records} x 1 KiB per run; one rafka (release, log engine, fsync on_ack_all), topics with and without preallocate=true; librdkafka; medians (ranges) of {rounds} alternated runs; {}", cache.as_ref().map_or_else(|| "page cache: the machine's free memory".to_string(), full_cache::FullCache::describe));
+    println!("records: {records} x 1 KiB per run; one rafka (release, log engine, fsync on_ack_all), topics with and without preallocate=true; librdkafka; medians (ranges) of {rounds} alternated runs; {}", full_cache::describe(cache.as_ref()));
     println!();
     println!("| workload | preallocate | MB/s | broker CPU-s/GB |");
     println!("|---|---|---:|---:|");

@@ -34,7 +34,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::full_cache::FullCache;
+use super::full_cache::{self, FullCache};
 use super::{
     common, consume_with, cpu_seconds, create_topic, env_num, median_range, perf_record, perf_stop,
     Server,
@@ -223,18 +223,11 @@ pub fn run(dir: &Path, records: usize) {
     }
     let server = Server::rafka(&dir.join("rafka"));
     let pid = server.pid().to_string();
-    let cache = FullCache::from_env(dir);
-    if let Some(cache) = &cache {
-        cache.enter(server.pid());
-    }
-    let fill = || {
-        if let Some(cache) = &cache {
-            cache.fill();
-        }
-    };
+    let cache = FullCache::from_env(dir, server.pid());
+    let fill = || full_cache::fill(cache.as_ref());
     let gb = total as f64 / 1e9;
     // `RAFKA_BENCH_PERF=<dir>`: the broker sampled during each workload, as the floors are.
-    let perf_dir = |name: &str| {
+    let profile = |name: &str| {
         let d = std::path::PathBuf::from(std::env::var_os("RAFKA_BENCH_PERF")?);
         std::fs::create_dir_all(&d).ok()?;
         perf_record(server.pid(), &d.join(name))
@@ -247,13 +240,13 @@ pub fn run(dir: &Path, records: usize) {
         create_topic(&server.address, &topic, 1);
         fill();
         std::thread::sleep(SETTLE);
-        let perf = perf_dir(&format!("rafka-produce-{round}.data"));
+        let perf = profile(&format!("rafka-produce-{round}.data"));
         let cpu0 = cpu_seconds(&pid);
         common::librdkafka_produce(&server.address, &topic, records, 1024, "1");
         broker[0].push((cpu_seconds(&pid) - cpu0) / gb);
         perf_stop(perf);
         std::thread::sleep(SETTLE);
-        let perf = perf_dir(&format!("rafka-consume-{round}.data"));
+        let perf = profile(&format!("rafka-consume-{round}.data"));
         let cpu0 = cpu_seconds(&pid);
         consume_with(&server.address, &topic, records, &[]);
         broker[1].push((cpu_seconds(&pid) - cpu0) / gb);
@@ -288,7 +281,7 @@ pub fn run(dir: &Path, records: usize) {
     server.stop("-TERM");
     let _ = std::fs::remove_file(&source);
     let ratios = |b: &[f64], f: &[f64]| b.iter().zip(f).map(|(b, f)| b / f).collect::<Vec<_>>();
-    println!("bytes: {total} per reading; one rafka (release, defaults: log engine, zero-copy fetch), librdkafka produce 1 KiB acks=1 and consume from the start; floor processes over loopback TCP; medians (ranges) of {rounds} alternated rounds; CPU-seconds per GB; {}", cache.as_ref().map_or_else(|| "page cache: the machine's free memory (settled)".to_string(), FullCache::describe));
+    println!("bytes: {total} per reading; one rafka (release, defaults: log engine, zero-copy fetch), librdkafka produce 1 KiB acks=1 and consume from the start; floor processes over loopback TCP; medians (ranges) of {rounds} alternated rounds; CPU-seconds per GB; {}", full_cache::describe(cache.as_ref()));
     println!();
     println!("| what | CPU-s/GB | rafka / floor |");
     println!("|---|---:|---:|");

@@ -34,10 +34,10 @@ pub struct FullCache {
 
 impl FullCache {
     /// The cgroup `RAFKA_BENCH_PAGE_CACHE_MIB` asks for, with its ballast file in
-    /// `scratch`; None when the variable is unset. Panics, saying why, when it is set and
-    /// no memory cgroup can be made (a reading taken without it would be the other
-    /// state, silently).
-    pub fn from_env(scratch: &Path) -> Option<FullCache> {
+    /// `scratch` and the `broker` process already in it; None when the variable is unset.
+    /// Panics, saying why, when it is set and no memory cgroup can be made (a reading
+    /// taken without it would be the other state, silently).
+    pub fn from_env(scratch: &Path, broker: u32) -> Option<FullCache> {
         let mib: u64 = std::env::var(VAR).ok()?.parse().expect(VAR);
         let name = format!("rafka-bench-{}", std::process::id());
         let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers");
@@ -54,11 +54,13 @@ impl FullCache {
         std::fs::create_dir_all(&dir)
             .and_then(|()| std::fs::write(dir.join(limit_file), bytes.to_string()))
             .unwrap_or_else(|e| panic!("{VAR}: cannot make memory cgroup {}: {e}", dir.display()));
-        Some(FullCache {
+        let cache = FullCache {
             dir,
             bytes,
             ballast: scratch.join("page-cache-ballast.bin"),
-        })
+        };
+        cache.enter(broker);
+        Some(cache)
     }
 
     /// Moves a process (all its threads) into the cgroup; what it allocates from now on is
@@ -88,13 +90,23 @@ impl FullCache {
             .expect("sh for the ballast");
         assert!(status.success(), "{VAR}: ballast writer failed: {status}");
     }
+}
 
-    /// A note for the table's header.
-    pub fn describe(&self) -> String {
-        format!(
+/// [`FullCache::fill`] when there is a cgroup.
+pub fn fill(cache: Option<&FullCache>) {
+    if let Some(cache) = cache {
+        cache.fill();
+    }
+}
+
+/// The page cache's state for a table's header.
+pub fn describe(cache: Option<&FullCache>) -> String {
+    match cache {
+        Some(c) => format!(
             "page cache full: measured processes in a {} MiB memory cgroup filled with a synced ballast file before each reading",
-            self.bytes >> 20
-        )
+            c.bytes >> 20
+        ),
+        None => "page cache: the machine's free memory".to_string(),
     }
 }
 

@@ -30,7 +30,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::full_cache::FullCache;
+use super::full_cache::{self, FullCache};
 use super::{
     cpu_seconds, create_topic, env_num, load_average, median, pct, perf_record, perf_stop, Server,
 };
@@ -319,18 +319,13 @@ pub fn many(dir: &Path, records: usize) {
         std::fs::create_dir_all(d).unwrap();
     }
     let server = Server::rafka(&dir.join("rafka-many"));
-    let cache = FullCache::from_env(dir);
-    if let Some(cache) = &cache {
-        cache.enter(server.pid());
-    }
+    let cache = FullCache::from_env(dir, server.pid());
     let mut results: Vec<Vec<Run>> = vec![Vec::new(), Vec::new()];
     for round in 0..rounds {
         for (i, shape) in [&ONE, &MANY].into_iter().enumerate() {
             eprintln!("many: {} (round {round}) ...", shape.name);
             let topic = topic(&server, shape, round);
-            if let Some(cache) = &cache {
-                cache.fill();
-            }
+            full_cache::fill(cache.as_ref());
             let perf = std::env::var_os("RAFKA_BENCH_PERF").and_then(|d| {
                 let out = Path::new(&d).join(format!("many-{}-{round}.data", shape.partitions));
                 perf_record(server.pid(), &out)
@@ -360,10 +355,7 @@ pub fn many(dir: &Path, records: usize) {
     println!(
         "\n{records} records of {RECORD_BYTES} B, acks=1, consumers reading meanwhile; \
          {rounds} rounds, median (range); {}\n",
-        cache.as_ref().map_or_else(
-            || "page cache: the machine's free memory".to_string(),
-            FullCache::describe
-        )
+        full_cache::describe(cache.as_ref())
     );
     println!("| workload | produce MB/s | all read (s) | broker CPU-s/GB | p50 ms | p99 ms |");
     println!("|---|---|---|---|---|---|");
