@@ -48,7 +48,8 @@
 //!
 //! `RAFKA_BENCH_ONLY=preallocate` runs only produce 1 KiB (acks=1, then acks=all) to a
 //! topic without and one with `preallocate=true` on one broker, alternated
-//! `RAFKA_BENCH_ROUNDS` times: MB/s and broker CPU-seconds per GB.
+//! `RAFKA_BENCH_ROUNDS` times: MB/s and broker CPU-seconds per GB, beside the disk's own
+//! pace for the same bytes written and synced once (`dd`, the bound acks=all works under).
 //!
 //! `RAFKA_BENCH_ONLY=diskless` runs only the diskless cluster (one and three brokers at
 //! commit intervals of 10, 50 and 250 ms, PostgreSQL and a `file://` store) beside the log
@@ -1723,9 +1724,29 @@ fn produce_against_baseline(dir: &Path, records: usize) {
     }
 }
 
+/// The disk's own pace for durable bytes, each round: `dd` writes `total` bytes of zeros to
+/// a new file in 1 MiB writes and `fdatasync`s it once at the end (inside the cgroup when
+/// there is one); MB/s over the whole, sync included. No broker can make acks=all faster
+/// than this on the same disk: every byte it acknowledges is on the disk.
+fn disk_floor(dir: &Path, total: usize, cache: Option<&full_cache::FullCache>) -> f64 {
+    let path = dir.join("disk-floor.bin");
+    let mib = total.div_ceil(1 << 20);
+    let dd = format!(
+        "dd if=/dev/zero of={} bs=1M count={mib} conv=fdatasync status=none",
+        path.display()
+    );
+    let start = Instant::now();
+    let status = full_cache::inside(cache, &dd).status().expect("sh for dd");
+    let secs = start.elapsed().as_secs_f64();
+    assert!(status.success(), "disk floor: dd failed: {status}");
+    let _ = std::fs::remove_file(&path);
+    (mib << 20) as f64 / secs / 1e6
+}
+
 /// `RAFKA_BENCH_ONLY=preallocate`: produce 1 KiB with acks=1 and acks=all to a topic
 /// without and to one with `preallocate=true` (segments reserved up front), alternated on
-/// one broker; throughput and broker CPU-seconds per GB.
+/// one broker; throughput and broker CPU-seconds per GB; the disk's own pace for the same
+/// bytes made durable ([`disk_floor`]) each round, the bound acks=all works under.
 fn preallocate_on_and_off(dir: &Path, records: usize) {
     let rounds = env_num("RAFKA_BENCH_ROUNDS", 3);
     let server = Server::rafka(&dir.join("rafka-preallocate"));
@@ -1741,7 +1762,12 @@ fn preallocate_on_and_off(dir: &Path, records: usize) {
             runs.push(((acks, on), Vec::new()));
         }
     }
+    let mut disk = Vec::new();
     for round in 0..rounds {
+        full_cache::fill(cache.as_ref());
+        let floor = disk_floor(dir, total, cache.as_ref());
+        eprintln!("  disk floor round {round}: {floor:.0} MB/s (write + one fdatasync)");
+        disk.push(floor);
         for (i, ((acks, on), _)) in runs.clone().iter().enumerate() {
             let topic = format!("pa-{acks}-{on}-{round}");
             create_topic_with(
@@ -1765,14 +1791,34 @@ fn preallocate_on_and_off(dir: &Path, records: usize) {
     let range = median_range;
     println!("records: {records} x 1 KiB per run; one rafka (release, log engine, fsync on_ack_all), topics with and without preallocate=true; librdkafka; medians (ranges) of {rounds} alternated runs; {}", full_cache::describe(cache.as_ref()));
     println!();
-    println!("| workload | preallocate | MB/s | broker CPU-s/GB |");
-    println!("|---|---|---:|---:|");
+    println!("| workload | preallocate | MB/s | broker CPU-s/GB | MB/s / disk floor |");
+    println!("|---|---|---:|---:|---:|");
+    println!(
+        "| disk floor: dd of the same bytes, one fdatasync | | {} | | |",
+        range(&disk, 0)
+    );
     for ((acks, on), rows) in &runs {
         let col = |k: usize| rows.iter().map(|r| r[k]).collect::<Vec<_>>();
+        // Each run against the floor of its own round.
+        let of_floor: Vec<f64> = rows.iter().zip(&disk).map(|(r, d)| r[0] / d).collect();
         println!(
-            "| produce 1 KiB acks={acks} | {on} | {} | {} |",
+            "| produce 1 KiB acks={acks} | {on} | {} | {} | {} |",
             range(&col(0), 0),
-            range(&col(1), 3)
+            range(&col(1), 3),
+            range(&of_floor, 2)
         );
     }
+    let ratio = |acks: &str| -> Vec<f64> {
+        runs.iter()
+            .filter(|((a, _), _)| *a == acks)
+            .flat_map(|(_, rows)| rows.iter().map(|r| r[0]))
+            .collect()
+    };
+    let (one, all) = (ratio("1"), ratio("all"));
+    let per_run: Vec<f64> = all.iter().zip(&one).map(|(a, o)| a / o).collect();
+    println!();
+    println!(
+        "acks=all / acks=1 throughput, run by run: {}",
+        range(&per_run, 2)
+    );
 }

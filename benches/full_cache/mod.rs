@@ -79,17 +79,30 @@ impl FullCache {
     pub fn fill(&self) {
         let _ = std::fs::remove_file(&self.ballast);
         let mib = self.bytes >> 20;
-        let script = format!(
-            "echo $$ > {procs} && exec dd if=/dev/zero of={f} bs=1M count={mib} conv=fsync status=none",
-            procs = self.dir.join("cgroup.procs").display(),
+        let dd = format!(
+            "dd if=/dev/zero of={f} bs=1M count={mib} conv=fsync status=none",
             f = self.ballast.display(),
         );
-        let status = Command::new("sh")
-            .args(["-c", &script])
+        let status = inside(Some(self), &dd)
             .status()
             .expect("sh for the ballast");
         assert!(status.success(), "{VAR}: ballast writer failed: {status}");
     }
+}
+
+/// A shell running `command` inside the cgroup when there is one (it moves itself in,
+/// then execs), else as it is.
+pub fn inside(cache: Option<&FullCache>, command: &str) -> Command {
+    let script = match cache {
+        Some(c) => format!(
+            "echo $$ > {procs} && exec {command}",
+            procs = c.dir.join("cgroup.procs").display()
+        ),
+        None => format!("exec {command}"),
+    };
+    let mut sh = Command::new("sh");
+    sh.args(["-c", &script]);
+    sh
 }
 
 /// [`FullCache::fill`] when there is a cgroup.
