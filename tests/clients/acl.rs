@@ -89,29 +89,8 @@ pub(crate) async fn allow(admin: &mut KafkaConn, resource_type: i8, name: &str, 
 
 /// A raw connection to `addr` authenticated as `user` (password `<user>-secret`) with PLAIN.
 pub(crate) async fn login_plain(addr: &str, user: &str) -> KafkaConn {
-    use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
     let mut c = KafkaConn::connect(addr).await;
-    let hs = c
-        .send(
-            ApiKey::SaslHandshake,
-            1,
-            RequestKind::SaslHandshake(
-                SaslHandshakeRequest::default().with_mechanism(str_bytes("PLAIN")),
-            ),
-        )
-        .await;
-    assert!(matches!(hs, ResponseKind::SaslHandshake(r) if r.error_code == 0));
-    let token = format!("\0{user}\0{user}-secret").into_bytes();
-    let auth = c
-        .send(
-            ApiKey::SaslAuthenticate,
-            2,
-            RequestKind::SaslAuthenticate(
-                SaslAuthenticateRequest::default().with_auth_bytes(token.into()),
-            ),
-        )
-        .await;
-    assert!(matches!(auth, ResponseKind::SaslAuthenticate(r) if r.error_code == 0));
+    c.authenticate_plain(user, &format!("{user}-secret")).await;
     c
 }
 

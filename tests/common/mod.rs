@@ -22,7 +22,7 @@ use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreateTopicsRequest, FetchRequest, ListOffsetsRequest,
     MetadataRequest, MetadataResponse, ProduceRequest, RequestHeader, RequestKind, ResponseHeader,
-    ResponseKind, TopicName,
+    ResponseKind, SaslAuthenticateRequest, SaslHandshakeRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -157,6 +157,37 @@ impl KafkaConn {
     }
 
     /// Sends a request and returns its response, checking the correlation id.
+    /// Authenticates this connection to a SASL listener as `user` with PLAIN
+    /// (SaslHandshake v1, then SaslAuthenticate v2), asserting that both succeed.
+    pub async fn authenticate_plain(&mut self, user: &str, password: &str) {
+        let handshake = SaslHandshakeRequest::default().with_mechanism(str_bytes("PLAIN"));
+        let hs = self
+            .send(
+                ApiKey::SaslHandshake,
+                1,
+                RequestKind::SaslHandshake(handshake),
+            )
+            .await;
+        assert!(
+            matches!(&hs, ResponseKind::SaslHandshake(r) if r.error_code == 0),
+            "SaslHandshake PLAIN: {hs:?}"
+        );
+        let token = rafka_protocol::sasl::plain::encode(user, password);
+        let auth = self
+            .send(
+                ApiKey::SaslAuthenticate,
+                2,
+                RequestKind::SaslAuthenticate(
+                    SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token)),
+                ),
+            )
+            .await;
+        assert!(
+            matches!(&auth, ResponseKind::SaslAuthenticate(r) if r.error_code == 0),
+            "SaslAuthenticate PLAIN as {user}: {auth:?}"
+        );
+    }
+
     pub async fn send(&mut self, api_key: ApiKey, version: i16, body: RequestKind) -> ResponseKind {
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id += 1;

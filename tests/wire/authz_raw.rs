@@ -45,7 +45,6 @@ use kafka_protocol::messages::write_txn_markers_request::{
 };
 use kafka_protocol::messages::*;
 use rafka_broker::{ListenerConfig, SaslMechanism, ScramUserConfig, SecurityProtocol};
-use rafka_protocol::sasl::plain;
 
 use crate::common::{
     create_topic, produce, simple_batch, start_broker, str_bytes, topic_name, KafkaConn, TestBroker,
@@ -144,30 +143,10 @@ pub(crate) async fn connect(b: &TestBroker, listener: &str) -> KafkaConn {
     KafkaConn::connect(&addr.to_string()).await
 }
 
-/// A connection authenticated as `user` with PLAIN.
+/// A connection authenticated as `user` (password `<user>-secret`) with PLAIN.
 pub(crate) async fn login(b: &TestBroker, user: &str) -> KafkaConn {
     let mut c = connect(b, "SASL").await;
-    let hs = c
-        .send(
-            ApiKey::SaslHandshake,
-            1,
-            RequestKind::SaslHandshake(
-                SaslHandshakeRequest::default().with_mechanism(str_bytes("PLAIN")),
-            ),
-        )
-        .await;
-    assert!(matches!(hs, ResponseKind::SaslHandshake(r) if r.error_code == 0));
-    let token = plain::encode(user, &format!("{user}-secret"));
-    let auth = c
-        .send(
-            ApiKey::SaslAuthenticate,
-            2,
-            RequestKind::SaslAuthenticate(
-                SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token)),
-            ),
-        )
-        .await;
-    assert!(matches!(auth, ResponseKind::SaslAuthenticate(r) if r.error_code == 0));
+    c.authenticate_plain(user, &format!("{user}-secret")).await;
     c
 }
 
