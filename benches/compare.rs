@@ -1808,13 +1808,14 @@ fn preallocate_on_and_off(dir: &Path, records: usize) {
             range(&of_floor, 2)
         );
     }
-    let ratio = |acks: &str| -> Vec<f64> {
+    // MB/s of every run with these acks, in the same (preallocate, round) order for both.
+    let mb_s = |acks: &str| -> Vec<f64> {
         runs.iter()
             .filter(|((a, _), _)| *a == acks)
             .flat_map(|(_, rows)| rows.iter().map(|r| r[0]))
             .collect()
     };
-    let (one, all) = (ratio("1"), ratio("all"));
+    let (one, all) = (mb_s("1"), mb_s("all"));
     let per_run: Vec<f64> = all.iter().zip(&one).map(|(a, o)| a / o).collect();
     println!();
     println!(

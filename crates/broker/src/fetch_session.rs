@@ -154,20 +154,19 @@ impl Session {
 
     /// The fetch of every partition of the session, in its order, with `req`'s limits.
     fn request(&self, req: &FetchRequest) -> FetchRequest {
-        let mut topics: Vec<FetchTopic> = Vec::new();
-        for p in &self.partitions {
-            match topics.last_mut() {
-                Some(t) if t.topic == p.topic && t.topic_id == p.topic_id => {
-                    t.partitions.push(p.request.clone())
-                }
-                _ => topics.push(
-                    FetchTopic::default()
-                        .with_topic(p.topic.clone())
-                        .with_topic_id(p.topic_id)
-                        .with_partitions(vec![p.request.clone()]),
-                ),
-            }
-        }
+        // One entry per run of the same topic, each sized once (no growing a thousand
+        // partitions one push at a time).
+        let topics: Vec<FetchTopic> = self
+            .partitions
+            .chunk_by(|a, b| a.topic == b.topic && a.topic_id == b.topic_id)
+            .map(|run| {
+                let mut t = FetchTopic::default();
+                t.topic = run[0].topic.clone();
+                t.topic_id = run[0].topic_id;
+                t.partitions = run.iter().map(|p| p.request.clone()).collect();
+                t
+            })
+            .collect();
         let mut full = req.clone();
         full.topics = topics;
         full.forgotten_topics_data = Vec::new();
@@ -234,18 +233,27 @@ impl Session {
             });
         }
         resp.responses.retain(|t| !t.partitions.is_empty());
-        if moved.iter().any(|&m| m) {
+        let n_moved = moved.iter().filter(|&&m| m).count();
+        if n_moved > 0 {
             // Those that returned records go last, in the session's order; the index
-            // follows them without hashing anything again.
+            // follows them without hashing anything again. Each partition moves once (those
+            // going last twice), into vectors sized up front.
             let mut new_position = vec![0usize; moved.len()];
-            let (stay, go): (Vec<_>, Vec<_>) = std::mem::take(&mut self.partitions)
-                .into_iter()
-                .enumerate()
-                .partition(|(i, _)| !moved[*i]);
-            for (new, (old, p)) in stay.into_iter().chain(go).enumerate() {
-                new_position[old] = new;
-                self.partitions.push(p);
+            let mut order = Vec::with_capacity(moved.len());
+            let mut last = Vec::with_capacity(n_moved);
+            for (old, p) in std::mem::take(&mut self.partitions).into_iter().enumerate() {
+                if moved[old] {
+                    last.push((old, p));
+                } else {
+                    new_position[old] = order.len();
+                    order.push(p);
+                }
             }
+            for (old, p) in last {
+                new_position[old] = order.len();
+                order.push(p);
+            }
+            self.partitions = order;
             for i in self.index.values_mut() {
                 *i = new_position[*i];
             }
