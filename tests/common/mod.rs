@@ -156,7 +156,6 @@ impl KafkaConn {
         self.next_correlation_id
     }
 
-    /// Sends a request and returns its response, checking the correlation id.
     /// Authenticates this connection to a SASL listener as `user` with PLAIN
     /// (SaslHandshake v1, then SaslAuthenticate v2), asserting that both succeed.
     pub async fn authenticate_plain(&mut self, user: &str, password: &str) {
@@ -188,6 +187,7 @@ impl KafkaConn {
         );
     }
 
+    /// Sends a request and returns its response, checking the correlation id.
     pub async fn send(&mut self, api_key: ApiKey, version: i16, body: RequestKind) -> ResponseKind {
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id += 1;
