@@ -265,11 +265,10 @@ fn collect(
                     partition_data(fp.partition, &r.offsets, records, aborted)
                 }
                 Some(Err(e)) => {
-                    let mut d = partition_error(fp.partition, storage_error_code(&e));
-                    let o = p.offsets();
-                    d.high_watermark = o.high_watermark.0;
-                    d.last_stable_offset = o.last_stable_offset.0;
-                    d.log_start_offset = o.log_start_offset.0;
+                    // The error with the partition's offsets, so the client can recover.
+                    let mut d =
+                        partition_data(fp.partition, &p.offsets(), bytes::Bytes::new(), None);
+                    d.error_code = storage_error_code(&e).code();
                     d
                 }
             };
