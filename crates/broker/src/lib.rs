@@ -39,6 +39,7 @@ mod server;
 mod shared;
 mod ssl_principal_mapper;
 mod state;
+mod sync_queue;
 mod throttle;
 pub mod tls;
 mod topic_config;

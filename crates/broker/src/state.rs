@@ -29,6 +29,7 @@ use rafka_core::{
 
 use crate::normalize::AppendPolicy;
 use crate::producer_state::{AbortedTxn, ProducerStates, SequenceCheck, SequenceSpan, TxnSpan};
+use crate::sync_queue::{FlushFailed, SyncQueue};
 use crate::topic_config;
 
 /// Why an append was refused above the storage layer.
@@ -225,6 +226,8 @@ pub struct PartitionState {
     open_scan: OpenScan,
     /// Offset of the last producer snapshot stored (-1: none).
     snapshot_offset: AtomicI64,
+    /// Answers waiting for a flush (acks=all), served by one flusher at a time.
+    sync: Arc<SyncQueue>,
 }
 
 impl PartitionState {
@@ -252,6 +255,7 @@ impl PartitionState {
             appended: Arc::new(Notify::new()),
             open_scan,
             snapshot_offset: AtomicI64::new(snapshot_offset),
+            sync: Arc::default(),
         }
     }
 
@@ -558,6 +562,14 @@ impl PartitionState {
     /// engine). Blocking: call it off the async workers.
     pub fn flush(&self) -> Result<(), StorageError> {
         self.log.flush()
+    }
+
+    /// Resolves once every append that returned before this call is durable: the wait
+    /// starts here, and concurrent callers share one flush on one blocking thread
+    /// ([`SyncQueue`]). For answers that wait on an fsync (acks=all).
+    pub fn durable(self: &Arc<Self>) -> impl Future<Output = Result<(), FlushFailed>> + Send {
+        let p = self.clone();
+        self.sync.durable(move || p.flush())
     }
 
     /// DeleteRecords: moves the log start offset to `before` (`None`: the high watermark)

@@ -357,9 +357,9 @@ fn flush_then(
         return Reply::Now(response);
     };
     Reply::Later(Box::pin(async move {
-        match tokio::task::spawn_blocking(move || p.flush()).await {
-            Ok(Ok(())) => response,
-            _ => on_error(response),
+        match p.durable().await {
+            Ok(()) => response,
+            Err(_) => on_error(response),
         }
     }))
 }

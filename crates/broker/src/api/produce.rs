@@ -485,19 +485,15 @@ fn serve(
     let small = entries <= DURABLE_ANSWER_PARTITIONS_MAX;
     let wait = Box::pin(async move {
         let mut response = response;
-        // One fsync per partition touched; concurrent produce requests share them
-        // through the log's group commit.
+        // One fsync per partition touched, shared by every answer waiting on the same
+        // partition (its sync queue); the waits start together, so partitions sync side by side.
         let flushes: Vec<_> = to_flush
             .into_iter()
-            .map(|(ti, pi, p)| (ti, pi, tokio::task::spawn_blocking(move || p.flush())))
+            .map(|(ti, pi, p)| (ti, pi, p.durable()))
             .collect();
-        for (ti, pi, h) in flushes {
-            let failed = match h.await {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(e) => Some(format!("flush task failed: {e}")),
-            };
-            if let Some(msg) = failed {
+        for (ti, pi, flushed) in flushes {
+            if let Err(e) = flushed.await {
+                let msg = e.to_string();
                 tracing::error!(error = %msg, "fsync failed; answering KAFKA_STORAGE_ERROR");
                 let r = &mut response.responses[ti].partition_responses[pi];
                 *r = partition_error(r.index, ResponseError::KafkaStorageError, Some(msg));

@@ -48,6 +48,7 @@ use crate::config::FsyncPolicy;
 use crate::group::{Committer, OffsetToCommit};
 use crate::shared::Shared;
 use crate::state::{AppendError, PartitionState, OFFSETS_TOPIC};
+use crate::sync_queue::FlushFailed;
 use crate::txn::coordinator::{Effect, ListFilter, Pending, Reply as TxnReply, Step, WriteMarkers};
 use crate::txn::records::TopicPart;
 use crate::txn::{
@@ -60,13 +61,11 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 /// Flushes `p` when the durability policy flushes before acks=all answers.
-async fn flush_for_ack(shared: &Shared, p: Arc<PartitionState>) -> Result<(), StorageError> {
+async fn flush_for_ack(shared: &Shared, p: Arc<PartitionState>) -> Result<(), FlushFailed> {
     if shared.config.durability.fsync != FsyncPolicy::OnAckAll {
         return Ok(());
     }
-    tokio::task::spawn_blocking(move || p.flush())
-        .await
-        .map_err(|e| StorageError::Io(std::io::Error::other(e.to_string())))?
+    p.durable().await
 }
 
 /// Appends one `__transaction_state` record (uncompressed, key and value as the
