@@ -401,6 +401,25 @@ impl PartitionState {
         self.offsets().last_stable_offset
     }
 
+    /// What [`read`](Self::read) returns for a reader already at its limit (`from` is the
+    /// high watermark, or the LSO for read_committed): no records, the offsets, found
+    /// without reading the log. `None` for any other `from` and on an offline partition
+    /// (then read, which answers its error). A consumer that has caught up asks this of
+    /// most of its partitions in every fetch.
+    pub fn caught_up(&self, from: Offset, isolation: IsolationLevel) -> Option<PartitionRead> {
+        if self.offline {
+            return None;
+        }
+        let offsets = self.offsets();
+        (from == offsets.read_limit(isolation) && from >= offsets.log_start_offset).then(|| {
+            PartitionRead {
+                records: Bytes::new(),
+                offsets,
+                aborted: Vec::new(),
+            }
+        })
+    }
+
     /// Reads whole batches from the one containing `from`, up to `max_bytes` (at least one
     /// batch when there is one), none past what `isolation` may see.
     pub fn read(
@@ -1559,6 +1578,51 @@ mod tests {
         let partial = all.slice(..all.len() - 1);
         let got = RecordBatch::split_all(batches_below(partial, Offset(100))).expect("whole");
         assert_eq!(got.len(), 2);
+    }
+
+    #[test]
+    fn a_reader_at_its_limit_is_answered_as_a_read_would_be() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (_engine, p) = log_partition(dir.path());
+        p.append(producer_batch(1, 0, false)).expect("append");
+        // An open transaction at offset 1: HW 2, LSO 1.
+        p.append(producer_batch(2, 0, true)).expect("append");
+        for (isolation, limit) in [
+            (IsolationLevel::ReadUncommitted, 2),
+            (IsolationLevel::ReadCommitted, 1),
+        ] {
+            let fast = p.caught_up(Offset(limit), isolation).expect("at the limit");
+            let read = p.read(Offset(limit), 1 << 20, isolation).expect("read");
+            assert!(fast.records.is_empty() && read.records.is_empty());
+            assert_eq!(fast.offsets, read.offsets, "{isolation:?}");
+            assert_eq!(fast.aborted, read.aborted);
+            for other in [0, 1, 2, 3].into_iter().filter(|o| *o != limit) {
+                assert!(
+                    p.caught_up(Offset(other), isolation).is_none(),
+                    "{isolation:?} from {other}"
+                );
+            }
+        }
+        let tp = TopicPartition::new(TopicName::new("t").expect("name"), 1);
+        let scan = OpenScan {
+            from: Offset(0),
+            n_batches: 0,
+            from_snapshot: false,
+        };
+        let offline = PartitionState::new(
+            tp.clone(),
+            Arc::new(OfflineLog(tp.to_string())),
+            ProducerStates::default(),
+            &LogConfig::default(),
+            true,
+            scan,
+        );
+        assert!(
+            offline
+                .caught_up(Offset(0), IsolationLevel::ReadUncommitted)
+                .is_none(),
+            "an offline partition answers its error, from read"
+        );
     }
 
     /// Opens partition `t-0` of a log engine in `dir` (an earlier engine on it dropped).

@@ -224,6 +224,8 @@ fn collect(
             let mut region = None;
             let result = if limit == 0 && !first_data {
                 None
+            } else if let Some(r) = p.caught_up(from, isolation) {
+                Some(Ok(r))
             } else if topic_zero_copy {
                 match p.read_region(from, limit.max(1), isolation) {
                     Ok(Some(r)) => region_read(r, &mut region)
