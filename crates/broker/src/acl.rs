@@ -496,6 +496,31 @@ pub(crate) struct AuthorizerSettings {
     pub allow_everyone_if_no_acl_found: bool,
 }
 
+/// Who asks: a principal and the address it connects from, formatted only when a binding
+/// names a host (most say `*`), not once per decision.
+struct Client<'a> {
+    principal: &'a str,
+    host: IpAddr,
+    host_text: std::cell::OnceCell<String>,
+}
+
+impl<'a> Client<'a> {
+    fn new(principal: &'a str, host: IpAddr) -> Self {
+        Client {
+            principal,
+            host,
+            host_text: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// Whether binding `b` applies to this client: its principal or `User:*`, its host
+    /// or `*`.
+    fn is_named_by(&self, b: &AclBinding) -> bool {
+        (b.principal == self.principal || b.principal == "User:*")
+            && (b.host == "*" || b.host == *self.host_text.get_or_init(|| self.host.to_string()))
+    }
+}
+
 /// Whether `principal` (`Type:name`) connecting from `host` may do `op` to `resource`.
 pub(crate) fn authorize(
     acls: &Acls,
@@ -508,14 +533,12 @@ pub(crate) fn authorize(
     if settings.super_users.contains(principal) {
         return true;
     }
-    let host = host.to_string();
+    let client = Client::new(principal, host);
     let mut any = false;
     let mut allowed = false;
     for b in acls.covering(resource) {
         any = true;
-        let who = (b.principal == principal || b.principal == "User:*")
-            && (b.host == "*" || b.host == host);
-        if !who {
+        if !client.is_named_by(b) {
             continue;
         }
         match b.permission {
@@ -541,10 +564,8 @@ pub(crate) fn authorize_any(
     if settings.super_users.contains(principal) {
         return true;
     }
-    let host = host.to_string();
-    let who = |b: &AclBinding| {
-        (b.principal == principal || b.principal == "User:*") && (b.host == "*" || b.host == host)
-    };
+    let client = Client::new(principal, host);
+    let who = |b: &AclBinding| client.is_named_by(b);
     let of_type = || acls.bindings().filter(|b| b.resource_type == rt);
     let denies: Vec<&AclBinding> = of_type()
         .filter(|b| {
