@@ -68,6 +68,7 @@ impl SyncQueue {
         if start {
             let flusher = Flusher {
                 queue: self.clone(),
+                batch: Vec::new(),
                 finished: false,
             };
             // Dropped unrun when the runtime shuts down: the flusher's drop answers the
@@ -79,16 +80,18 @@ impl SyncQueue {
 }
 
 /// The one running flusher of a queue. Dropped without finishing (a panicking flush, a
-/// task never run), it answers what is queued with [`FlushFailed::Abandoned`] and lets the
-/// next caller start another.
+/// task never run), it first lets the next caller start another, then answers its batch
+/// and what is queued with [`FlushFailed::Abandoned`]: a waiter it answers finds no
+/// flusher running when it queues again.
 struct Flusher {
     queue: Arc<SyncQueue>,
+    /// The wakers the flush under way is for.
+    batch: Vec<oneshot::Sender<Answer>>,
     finished: bool,
 }
 
 impl Flusher {
     fn run(mut self, flush: impl Fn() -> Result<(), StorageError>) {
-        let mut batch = Vec::new();
         loop {
             {
                 let mut w = self.queue.waiting.lock();
@@ -97,10 +100,10 @@ impl Flusher {
                     self.finished = true;
                     return;
                 }
-                std::mem::swap(&mut w.wakers, &mut batch);
+                std::mem::swap(&mut w.wakers, &mut self.batch);
             }
             let answer = flush().map_err(|e| FlushFailed::Storage(Arc::new(e)));
-            for tx in batch.drain(..) {
+            for tx in self.batch.drain(..) {
                 // A waiter that went away (its connection closed) needs no answer.
                 let _ = tx.send(answer.clone());
             }
@@ -113,12 +116,12 @@ impl Drop for Flusher {
         if self.finished {
             return;
         }
-        let wakers = {
+        let queued = {
             let mut w = self.queue.waiting.lock();
             w.flushing = false;
             std::mem::take(&mut w.wakers)
         };
-        for tx in wakers {
+        for tx in self.batch.drain(..).chain(queued) {
             let _ = tx.send(Err(FlushFailed::Abandoned));
         }
     }
