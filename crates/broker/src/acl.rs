@@ -565,13 +565,12 @@ pub(crate) fn authorize_any(
         return true;
     }
     let client = Client::new(principal, host);
-    let who = |b: &AclBinding| client.is_named_by(b);
     let of_type = || acls.bindings().filter(|b| b.resource_type == rt);
     let denies: Vec<&AclBinding> = of_type()
         .filter(|b| {
             b.permission == Permission::Deny
                 && (b.operation == op || b.operation == Operation::All)
-                && who(b)
+                && client.is_named_by(b)
         })
         .collect();
     // Does DENY `d` cover every resource that ALLOW `a` names?
@@ -585,7 +584,7 @@ pub(crate) fn authorize_any(
     let allowed = of_type().any(|a| {
         a.permission == Permission::Allow
             && a.operation.allows(op)
-            && who(a)
+            && client.is_named_by(a)
             && !denies.iter().any(|d| covers(d, a))
     });
     allowed || (of_type().next().is_none() && settings.allow_everyone_if_no_acl_found)

@@ -134,30 +134,42 @@ mod tests {
     use std::time::Duration;
 
     /// A fake engine: appends are counted, a flush makes the count at its start durable
-    /// after a pause, so answers queue behind it.
+    /// after a pause (longer while `hold` is set), so answers queue behind it. Flushes are
+    /// numbered from 1; the one numbered `fail_at` fails and `panic_at` panics.
     #[derive(Default)]
     struct Engine {
         written: AtomicU64,
         synced: AtomicU64,
         flushes: AtomicUsize,
-        fail_next: AtomicBool,
-        panic_next: AtomicBool,
+        hold: AtomicBool,
+        fail_at: AtomicUsize,
+        panic_at: AtomicUsize,
     }
 
     impl Engine {
         fn flush(&self) -> Result<(), StorageError> {
             let target = self.written.load(Ordering::SeqCst);
-            self.flushes.fetch_add(1, Ordering::SeqCst);
+            let n = self.flushes.fetch_add(1, Ordering::SeqCst) + 1;
             std::thread::sleep(Duration::from_millis(5));
-            if self.panic_next.swap(false, Ordering::SeqCst) {
+            while self.hold.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if self.panic_at.load(Ordering::SeqCst) == n {
                 panic!("flush panicked");
             }
-            if self.fail_next.swap(false, Ordering::SeqCst) {
+            if self.fail_at.load(Ordering::SeqCst) == n {
                 return Err(StorageError::Io(std::io::Error::other("disk gone")));
             }
             self.synced.fetch_max(target, Ordering::SeqCst);
             Ok(())
         }
+    }
+
+    /// A queue and an engine holding one write not yet synced.
+    fn one_write() -> (Arc<SyncQueue>, Arc<Engine>) {
+        let e = Engine::default();
+        e.written.store(1, Ordering::SeqCst);
+        (Arc::default(), Arc::new(e))
     }
 
     fn durable(q: &Arc<SyncQueue>, e: &Arc<Engine>) -> impl Future<Output = Answer> {
@@ -167,7 +179,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_answer_is_covered_and_flushes_are_shared() {
-        let (q, e) = (Arc::new(SyncQueue::default()), Arc::new(Engine::default()));
+        let (q, e) = one_write();
         let mut tasks = Vec::new();
         for _ in 0..200 {
             let (q, e) = (q.clone(), e.clone());
@@ -194,26 +206,39 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_error_reaches_its_batch_and_the_next_flush_retries() {
-        let (q, e) = (Arc::new(SyncQueue::default()), Arc::new(Engine::default()));
+        let (q, e) = one_write();
+        // Flush 1 is held, so `a` and `b` queue behind it and meet flush 2, which fails.
+        e.hold.store(true, Ordering::SeqCst);
+        e.fail_at.store(2, Ordering::SeqCst);
+        let first = durable(&q, &e);
+        while e.flushes.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         e.written.fetch_add(1, Ordering::SeqCst);
-        e.fail_next.store(true, Ordering::SeqCst);
         let (a, b) = (durable(&q, &e), durable(&q, &e));
+        e.hold.store(false, Ordering::SeqCst);
+        first.await.expect("flush 1");
+        assert_eq!(e.synced.load(Ordering::SeqCst), 1);
         for r in [a.await, b.await] {
             match r {
                 Err(FlushFailed::Storage(err)) => assert!(err.to_string().contains("disk gone")),
                 other => panic!("expected the storage error, got {other:?}"),
             }
         }
-        assert_eq!(e.synced.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            e.synced.load(Ordering::SeqCst),
+            1,
+            "the failed flush synced nothing"
+        );
         durable(&q, &e).await.expect("the retry");
-        assert_eq!(e.synced.load(Ordering::SeqCst), 1);
+        assert_eq!(e.synced.load(Ordering::SeqCst), 2);
+        assert_eq!(e.flushes.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_panicking_flush_answers_abandoned_and_the_queue_recovers() {
-        let (q, e) = (Arc::new(SyncQueue::default()), Arc::new(Engine::default()));
-        e.written.fetch_add(1, Ordering::SeqCst);
-        e.panic_next.store(true, Ordering::SeqCst);
+        let (q, e) = one_write();
+        e.panic_at.store(1, Ordering::SeqCst);
         assert!(matches!(durable(&q, &e).await, Err(FlushFailed::Abandoned)));
         durable(&q, &e).await.expect("a new flusher");
         assert_eq!(e.synced.load(Ordering::SeqCst), 1);
@@ -221,8 +246,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_waiter_that_left_does_not_stop_the_others() {
-        let (q, e) = (Arc::new(SyncQueue::default()), Arc::new(Engine::default()));
-        e.written.fetch_add(1, Ordering::SeqCst);
+        let (q, e) = one_write();
         drop(durable(&q, &e));
         durable(&q, &e).await.expect("flush");
         assert_eq!(e.synced.load(Ordering::SeqCst), 1);
