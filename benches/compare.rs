@@ -71,6 +71,10 @@
 //! partitions (default 100,000): idle RSS and file descriptors, Metadata for every topic,
 //! ready time after SIGTERM and after SIGKILL (benches/scale/mod.rs).
 //!
+//! `RAFKA_BENCH_ONLY=sessions` runs only the broker's CPU per Fetch of 1,000 caught-up
+//! partitions: incremental (a KIP-227 session), sessionless, and of one partition, on a
+//! raw connection asking back to back (benches/sessions/mod.rs).
+//!
 //! `RAFKA_BENCH_PAGE_CACHE_MIB=<MiB>` (modes `floor`, `many` and `preallocate`) measures with the page
 //! cache full, as on a broker that has run a while: the broker and the floor writers run
 //! in a memory cgroup of that size filled with older pages before each reading
@@ -87,6 +91,7 @@ mod full_cache;
 mod latency;
 mod many;
 mod scale;
+mod sessions;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -812,6 +817,10 @@ fn main() {
     }
     if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "scram") {
         scram_connections(dir.path());
+        return;
+    }
+    if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "sessions") {
+        sessions::run(dir.path());
         return;
     }
     if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "scale") {
