@@ -337,6 +337,83 @@ async fn an_incremental_fetch_with_nothing_new_waits() {
     broker.shutdown().await;
 }
 
+/// An incremental fetch leaves out, unread, a partition at its end whose marks are those
+/// the session sent; one whose log start moved (DeleteRecords up to its end) is still
+/// answered, with no records and the new log start, and so is another topic's news while
+/// this one's partitions are all left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caught_up_partitions_are_answered_when_their_marks_move() {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::DeleteRecordsRequest;
+    let broker = start_broker(|_| {}).await;
+    let mut conn = KafkaConn::connect(&broker.addr()).await;
+    assert_eq!(create_topic(&mut conn, TOPIC, 2, &[]).await, 0);
+    assert_eq!(create_topic(&mut conn, "other", 1, &[]).await, 0);
+    assert_eq!(produce_to(&mut conn, 0, "a", 2).await, 0);
+    assert_eq!(produce_to(&mut conn, 1, "b", 3).await, 0);
+    let other = [(0, 0)];
+    let more: &[MoreTopic] = &[("other", uuid::Uuid::nil(), &other)];
+    let r = SessionFetch {
+        more,
+        ..SessionFetch::new(0, 0, &[(0, 0), (1, 0)])
+    }
+    .send(&mut conn)
+    .await;
+    let id = r.session_id;
+    assert!(id > 0);
+    assert_eq!(
+        answered(&r),
+        vec![(0, 2, keys("a", 2)), (1, 3, keys("b", 3)), (0, 0, vec![])]
+    );
+    let r = SessionFetch::new(id, 1, &[(0, 2), (1, 3)])
+        .send(&mut conn)
+        .await;
+    assert_eq!((r.session_id, answered(&r)), (id, vec![]));
+
+    // Partition 0's log start moves to its end: answered, empty, with the new log start.
+    let req = DeleteRecordsRequest::default()
+        .with_timeout_ms(5_000)
+        .with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(topic_name(TOPIC))
+            .with_partitions(vec![DeleteRecordsPartition::default()
+                .with_partition_index(0)
+                .with_offset(2)])]);
+    let ResponseKind::DeleteRecords(d) = conn
+        .send(ApiKey::DeleteRecords, 2, RequestKind::DeleteRecords(req))
+        .await
+    else {
+        panic!("not a DeleteRecords response")
+    };
+    assert_eq!(d.topics[0].partitions[0].error_code, 0);
+    let r = SessionFetch::new(id, 2, &[]).send(&mut conn).await;
+    assert_eq!((r.session_id, answered(&r)), (id, vec![(0, 2, vec![])]));
+    assert_eq!(r.responses[0].topic, topic_name(TOPIC));
+    assert_eq!(r.responses[0].partitions[0].log_start_offset, 2);
+    // Sent once: the next fetch leaves it out again.
+    let r = SessionFetch::new(id, 3, &[]).send(&mut conn).await;
+    assert_eq!((r.session_id, answered(&r)), (id, vec![]));
+
+    // News on the other topic alone: answered under its own name.
+    let p = produce(
+        &mut conn,
+        "other",
+        0,
+        simple_batch("c", 1, 1_000).into_bytes(),
+    )
+    .await;
+    assert_eq!(p.error_code, 0);
+    let r = SessionFetch::new(id, 4, &[]).send(&mut conn).await;
+    assert_eq!(
+        (r.session_id, answered(&r)),
+        (id, vec![(0, 1, keys("c", 1))])
+    );
+    assert_eq!(r.responses.len(), 1);
+    assert_eq!(r.responses[0].topic, topic_name("other"));
+    broker.shutdown().await;
+}
+
 /// (topic, partition, error code, high watermark, keys of the records) of each partition
 /// answered, the topic by name (before v13) or by id.
 fn outcome(r: &FetchResponse) -> Vec<(String, i32, i16, i64, Vec<String>)> {

@@ -89,6 +89,24 @@ impl CachedPartition {
     fn key(&self) -> PartitionKey {
         (self.topic.clone(), self.topic_id, self.request.partition)
     }
+
+    fn sent(&self) -> Sent {
+        Sent {
+            high_watermark: self.high_watermark,
+            last_stable_offset: self.last_stable_offset,
+            log_start_offset: self.log_start_offset,
+        }
+    }
+}
+
+/// The marks a session's answers last carried for a partition (the high watermark -1
+/// before any answer or after an error). A partition read with no records, no error and
+/// these same marks is left out of the answer: [`Session::narrow`] would drop it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sent {
+    pub(crate) high_watermark: i64,
+    pub(crate) last_stable_offset: i64,
+    pub(crate) log_start_offset: i64,
 }
 
 #[derive(Debug)]
@@ -150,6 +168,12 @@ impl Session {
         }
         self.partitions.retain(|p| !forgotten.contains(&p.key()));
         self.reindex();
+    }
+
+    /// The marks last sent for every partition of the session, in its order (that of
+    /// [`Session::request`]'s partitions).
+    fn sent(&self) -> Vec<Sent> {
+        self.partitions.iter().map(CachedPartition::sent).collect()
     }
 
     /// The fetch of every partition of the session, in its order, with `req`'s limits.
@@ -274,6 +298,9 @@ pub(crate) enum FetchContext {
         /// The session's epoch once this fetch is answered.
         epoch: i32,
         request: Box<FetchRequest>,
+        /// What the session last sent of each partition of `request`, in its order: a
+        /// partition caught up with these marks may be left out of the answer unread.
+        sent: Vec<Sent>,
     },
     /// Answer with this top-level error, no partitions, session id 0.
     Error(ResponseError),
@@ -441,6 +468,7 @@ impl FetchSessions {
             id,
             epoch: session.epoch,
             request: Box::new(session.request(req)),
+            sent: session.sent(),
         }
     }
 

@@ -43,7 +43,7 @@ use super::{storage_error_code, Reply};
 use crate::acl::{Operation, ResourceType};
 use crate::diskless::fetch as dl_fetch;
 use crate::diskless::Diskless;
-use crate::fetch_session::FetchContext;
+use crate::fetch_session::{FetchContext, Sent};
 use crate::shared::Shared;
 use crate::state::{
     is_internal, AppendWaiter, IsolationLevel, PartitionOffsets, PartitionRead,
@@ -173,6 +173,13 @@ fn answer_now(req: &FetchRequest, refused: &Refused, resp: &FetchResponse, bytes
 /// Reads every requested partition once (those of `refused` topics answered
 /// TOPIC_AUTHORIZATION_FAILED instead). Returns the response, the bytes it carries and,
 /// with `zero_copy`, the file regions of the partitions whose records are placeholders.
+///
+/// With `sent` (an incremental fetch: what its session last sent of each partition of
+/// `req`, in order), a partition at its end whose marks are those sent is left out of the
+/// answer, as the session's narrowing would drop it, without building its entry; a topic
+/// left with no partition keeps an empty entry (answers follow the request's topics by
+/// index until the session drops it). An idle session then costs an offsets check per
+/// partition, not an answer entry built and thrown away.
 fn collect(
     shared: &Shared,
     req: &FetchRequest,
@@ -180,6 +187,7 @@ fn collect(
     zero_copy: bool,
     refused: &Refused,
     topics: &Topics,
+    sent: Option<&[Sent]>,
 ) -> (FetchResponse, usize, FetchRegions) {
     let mut regions = FetchRegions::default();
     let mut budget = (req.max_bytes.max(0) as usize).min(FETCH_RESPONSE_BYTES_MAX);
@@ -189,7 +197,11 @@ fn collect(
     let isolation = IsolationLevel::from_wire(req.isolation_level);
     let mut total = 0usize;
     let mut answered = Vec::with_capacity(req.topics.len());
+    // The index of each request partition in `sent`.
+    let mut flat = 0usize;
     for (i, ft) in req.topics.iter().enumerate() {
+        let first = flat;
+        flat += ft.partitions.len();
         if is_refused(refused, i) {
             answered.push(refused_topic(ft, version));
             continue;
@@ -208,7 +220,7 @@ fn collect(
                     || shared.hooks.plan(Stages::FETCH, t.name.as_str()).is_empty()
             });
         let mut placed = Vec::new();
-        for fp in &ft.partitions {
+        for (k, fp) in (first..).zip(&ft.partitions) {
             let Some(p) = topic.as_ref().and_then(|t| t.partition(fp.partition)) else {
                 let e = if topic.is_some() {
                     ResponseError::UnknownTopicOrPartition
@@ -225,6 +237,12 @@ fn collect(
             let result = if limit == 0 && !first_data {
                 None
             } else if let Some(r) = p.caught_up(from, isolation) {
+                if sent
+                    .and_then(|s| s.get(k))
+                    .is_some_and(|s| *s == sent_marks(&r.offsets))
+                {
+                    continue;
+                }
                 Some(Ok(r))
             } else if topic_zero_copy {
                 match p.read_region(from, limit.max(1), isolation) {
@@ -276,6 +294,11 @@ fn collect(
             };
             parts.push(data);
         }
+        if parts.is_empty() && !ft.partitions.is_empty() {
+            // Every partition left out: an entry only to keep the answers' order.
+            answered.push(FetchableTopicResponse::default());
+            continue;
+        }
         let topic_response = topic_answer(ft, version, parts);
         for (partition, (region, n_records)) in placed {
             regions.insert(&topic_response, partition, region, n_records);
@@ -298,6 +321,15 @@ fn refused_topic(ft: &FetchTopic, version: i16) -> FetchableTopicResponse {
         .map(|fp| partition_error(fp.partition, ResponseError::TopicAuthorizationFailed))
         .collect();
     topic_answer(ft, version, parts)
+}
+
+/// A partition's marks as its answer carries them, to compare with what a session sent.
+fn sent_marks(o: &PartitionOffsets) -> Sent {
+    Sent {
+        high_watermark: o.high_watermark.0,
+        last_stable_offset: o.last_stable_offset.0,
+        log_start_offset: o.log_start_offset.0,
+    }
 }
 
 /// A topic's entry in a Fetch answer: named as the request named it (by id from v13).
@@ -526,17 +558,19 @@ struct Look {
 
 /// Looks at a fetch's partitions again: finds its topics (once, for registering, reading
 /// and counting), registers `waiter` on their partitions, then reads them.
+#[allow(clippy::too_many_arguments)]
 fn look(
     shared: &Shared,
     req: &FetchRequest,
     version: i16,
     zero_copy: bool,
     refused: &Refused,
+    sent: Option<&[Sent]>,
     waiter: &mut AppendWaiter,
 ) -> Look {
     let topics = resolve(shared, req, version);
     *waiter = register(req, refused, &topics);
-    let (resp, bytes, regions) = collect(shared, req, version, zero_copy, refused, &topics);
+    let (resp, bytes, regions) = collect(shared, req, version, zero_copy, refused, &topics, sent);
     Look {
         resp,
         bytes,
@@ -590,23 +624,34 @@ pub fn handle(
             return fetch_diskless(shared, d, req, version, ctx);
         }
     }
-    let (req, step) = match shared.fetch_sessions.begin(&req, version, Instant::now()) {
+    let (req, step, sent) = match shared.fetch_sessions.begin(&req, version, Instant::now()) {
         FetchContext::Error(e) => {
             return Reply::Now(ResponseKind::Fetch(
                 FetchResponse::default().with_error_code(e.code()),
             ));
         }
-        FetchContext::Incremental { id, epoch, request } => {
-            (*request, SessionStep::Incremental { id, epoch })
-        }
-        FetchContext::Full if shared.diskless.is_none() => (req, SessionStep::Open),
-        FetchContext::Full | FetchContext::Sessionless => (req, SessionStep::None),
+        FetchContext::Incremental {
+            id,
+            epoch,
+            request,
+            sent,
+        } => (*request, SessionStep::Incremental { id, epoch }, Some(sent)),
+        FetchContext::Full if shared.diskless.is_none() => (req, SessionStep::Open, None),
+        FetchContext::Full | FetchContext::Sessionless => (req, SessionStep::None, None),
     };
     let zero_copy = zero_copy_allowed(shared, ctx, version);
     let topics = resolve(shared, &req, version);
     // Authorized here, over every partition this fetch reads (its session's included).
     let refused = refused_topics(shared, ctx, &req, version, &topics);
-    let (resp, bytes, regions) = collect(shared, &req, version, zero_copy, &refused, &topics);
+    let (resp, bytes, regions) = collect(
+        shared,
+        &req,
+        version,
+        zero_copy,
+        &refused,
+        &topics,
+        sent.as_deref(),
+    );
     let mut seen = Look {
         resp,
         bytes,
@@ -617,7 +662,15 @@ pub fn handle(
     // between the first look and the registration is then seen, not lost.
     let mut waiter = AppendWaiter::register([]);
     if !answer_now(&req, &refused, &seen.resp, seen.bytes) {
-        seen = look(shared, &req, version, zero_copy, &refused, &mut waiter);
+        seen = look(
+            shared,
+            &req,
+            version,
+            zero_copy,
+            &refused,
+            sent.as_deref(),
+            &mut waiter,
+        );
     }
     if answer_now(&req, &refused, &seen.resp, seen.bytes) {
         return Reply::Now(answer(shared, ctx, &req, version, seen, step));
@@ -634,7 +687,15 @@ pub fn handle(
             let woke = tokio::time::timeout_at(deadline, waiter.any())
                 .await
                 .is_ok();
-            let next = look(&shared, &req, version, zero_copy, &refused, &mut waiter);
+            let next = look(
+                &shared,
+                &req,
+                version,
+                zero_copy,
+                &refused,
+                sent.as_deref(),
+                &mut waiter,
+            );
             if next.bytes >= min_bytes.max(1) || !woke {
                 return answer(&shared, &ctx, &req, version, next, step);
             }
