@@ -95,7 +95,7 @@ impl Conn {
 /// partitions each.
 fn layout(topics: usize) -> Vec<(String, i32)> {
     assert!(
-        topics > 0 && PARTITIONS % topics == 0,
+        topics > 0 && PARTITIONS.is_multiple_of(topics),
         "RAFKA_BENCH_TOPICS must divide {PARTITIONS}"
     );
     let per_topic = (PARTITIONS / topics) as i32;
@@ -281,8 +281,8 @@ pub fn run(dir: &Path) {
         }
         for (b, (name, _)) in builds.iter().enumerate() {
             println!(
-                "| {} | {name} | {} | {} | {} | {:.0} / {:.0} |",
-                format!("{topics} × {}", PARTITIONS / topics),
+                "| {topics} × {} | {name} | {} | {} | {} | {:.0} / {:.0} |",
+                PARTITIONS / topics,
                 spread(&figures[b][0]),
                 spread(&figures[b][1]),
                 spread(&figures[b][2]),

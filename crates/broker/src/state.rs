@@ -810,6 +810,13 @@ struct ProducerIds {
     persisted_limit: i64,
 }
 
+/// How a request names a topic: by name, or (Fetch v13+ and others) by id.
+#[derive(Debug, Clone, Copy)]
+pub enum TopicKey<'n> {
+    Name(&'n str),
+    Id(Uuid),
+}
+
 /// The broker's topics, found by name or by id with one hash lookup each (every Produce
 /// and Fetch entry is one), and listed in name order for the answers that list them.
 /// The three indexes change together, in `insert` and `remove` only.
@@ -1008,6 +1015,24 @@ impl Cluster {
     /// A topic by name (an invalid name is no topic's).
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
         self.topics.read().get(name).cloned()
+    }
+
+    /// The topics `keys` name, in order, under one look at the map (a fetch of many
+    /// topics takes the lock once, not once per topic).
+    pub fn topics_for<'n>(
+        &self,
+        keys: impl ExactSizeIterator<Item = TopicKey<'n>>,
+    ) -> Vec<Option<Arc<Topic>>> {
+        let mut found = Vec::with_capacity(keys.len());
+        let map = self.topics.read();
+        found.extend(keys.map(|k| {
+            match k {
+                TopicKey::Name(name) => map.get(name),
+                TopicKey::Id(id) => map.by_id(id),
+            }
+            .cloned()
+        }));
+        found
     }
 
     /// A topic by id.

@@ -47,7 +47,7 @@ use crate::fetch_session::{FetchContext, Sent};
 use crate::shared::Shared;
 use crate::state::{
     is_internal, AppendWaiter, IsolationLevel, PartitionOffsets, PartitionRead,
-    PartitionRegionRead, Topic,
+    PartitionRegionRead, Topic, TopicKey,
 };
 
 fn partition_error(index: i32, e: ResponseError) -> PartitionData {
@@ -144,10 +144,13 @@ type Topics = [Option<Arc<Topic>>];
 
 /// Looks up the topic of every entry of `req`: by id from v13, by name before.
 fn resolve(shared: &Shared, req: &FetchRequest, version: i16) -> Vec<Option<Arc<Topic>>> {
-    req.topics
-        .iter()
-        .map(|ft| requested_topic(shared, ft, version))
-        .collect()
+    shared.cluster.topics_for(req.topics.iter().map(|ft| {
+        if version >= 13 {
+            TopicKey::Id(ft.topic_id)
+        } else {
+            TopicKey::Name(&ft.topic)
+        }
+    }))
 }
 
 fn looked_up(topics: &Topics, i: usize) -> Option<&Arc<Topic>> {
@@ -212,7 +215,8 @@ fn collect(
         } else {
             ResponseError::UnknownTopicOrPartition
         };
-        let mut parts = Vec::with_capacity(ft.partitions.len());
+        // Sized at the first entry: a session's idle topic gets none.
+        let mut parts = Vec::new();
         // Batches sent from their segment file: none where an on_fetch hook may rewrite them.
         let topic_zero_copy = zero_copy
             && topic.as_ref().is_some_and(|t| {
@@ -227,6 +231,9 @@ fn collect(
                 } else {
                     unknown
                 };
+                if parts.is_empty() {
+                    parts.reserve(ft.partitions.len());
+                }
                 parts.push(partition_error(fp.partition, e));
                 continue;
             };
@@ -292,6 +299,9 @@ fn collect(
                     d
                 }
             };
+            if parts.is_empty() {
+                parts.reserve(ft.partitions.len());
+            }
             parts.push(data);
         }
         if parts.is_empty() && !ft.partitions.is_empty() {
@@ -404,15 +414,6 @@ fn region_bytes(region: &FileRegion) -> std::io::Result<bytes::Bytes> {
     let mut buf = vec![0u8; region.len];
     region.file.read_exact_at(&mut buf, region.position)?;
     Ok(buf.into())
-}
-
-/// The topic a request entry names: by id from v13, by name before.
-fn requested_topic(shared: &Shared, ft: &FetchTopic, version: i16) -> Option<Arc<Topic>> {
-    if version >= 13 {
-        shared.cluster.topic_by_id(ft.topic_id)
-    } else {
-        shared.cluster.topic(&ft.topic)
-    }
 }
 
 /// Registers on every partition the request reads (that exists and is not refused), so
