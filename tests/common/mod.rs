@@ -12,6 +12,10 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
+use kafka_protocol::messages::delete_records_response::DeleteRecordsPartitionResult;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -20,9 +24,10 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreateTopicsRequest, FetchRequest, ListOffsetsRequest,
-    MetadataRequest, MetadataResponse, ProduceRequest, RequestHeader, RequestKind, ResponseHeader,
-    ResponseKind, SaslAuthenticateRequest, SaslHandshakeRequest, TopicName,
+    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteRecordsRequest, FetchRequest,
+    ListOffsetsRequest, MetadataRequest, MetadataResponse, ProduceRequest, RequestHeader,
+    RequestKind, ResponseHeader, ResponseKind, SaslAuthenticateRequest, SaslHandshakeRequest,
+    TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -400,6 +405,29 @@ pub async fn produce(
     assert_eq!(r.responses.len(), 1);
     assert_eq!(r.responses[0].partition_responses.len(), 1);
     r.responses[0].partition_responses[0].clone()
+}
+
+/// DeleteRecords v2 of one partition up to `offset`: that partition's result.
+pub async fn delete_records(
+    conn: &mut KafkaConn,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> DeleteRecordsPartitionResult {
+    let req = DeleteRecordsRequest::default()
+        .with_timeout_ms(5_000)
+        .with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![DeleteRecordsPartition::default()
+                .with_partition_index(partition)
+                .with_offset(offset)])]);
+    let ResponseKind::DeleteRecords(r) = conn
+        .send(ApiKey::DeleteRecords, 2, RequestKind::DeleteRecords(req))
+        .await
+    else {
+        panic!("not a DeleteRecords response")
+    };
+    r.topics[0].partitions[0].clone()
 }
 
 /// ListOffsets timestamp for the log end offset.

@@ -5,15 +5,12 @@
 
 use crate::common;
 
-use kafka_protocol::messages::delete_records_request::{
-    DeleteRecordsPartition, DeleteRecordsTopic,
-};
 use kafka_protocol::messages::fetch_request::FetchPartition;
-use kafka_protocol::messages::{ApiKey, DeleteRecordsRequest, RequestKind, ResponseKind};
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 
 use common::{
     create_topic, decode_records, fetch, fetch_request, list_offsets, produce, simple_batch,
-    start_broker, topic_name, FetchArgs, KafkaConn, TestBroker, EARLIEST, LATEST,
+    start_broker, FetchArgs, KafkaConn, TestBroker, EARLIEST, LATEST,
 };
 
 const OFFSET_OUT_OF_RANGE: i16 = 1;
@@ -224,20 +221,7 @@ async fn list_offsets_by_timestamp_finds_the_record() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_records_moves_the_log_start_offset() {
     let (broker, mut conn) = three_batches().await;
-    let req = DeleteRecordsRequest::default()
-        .with_timeout_ms(5_000)
-        .with_topics(vec![DeleteRecordsTopic::default()
-            .with_name(topic_name(TOPIC))
-            .with_partitions(vec![DeleteRecordsPartition::default()
-                .with_partition_index(0)
-                .with_offset(7)])]);
-    let ResponseKind::DeleteRecords(r) = conn
-        .send(ApiKey::DeleteRecords, 2, RequestKind::DeleteRecords(req))
-        .await
-    else {
-        panic!("not a DeleteRecords response")
-    };
-    let p = &r.topics[0].partitions[0];
+    let p = common::delete_records(&mut conn, TOPIC, 0, 7).await;
     assert_eq!((p.error_code, p.low_watermark), (0, 7));
 
     let earliest = list_offsets(&mut conn, TOPIC, 0, EARLIEST).await;

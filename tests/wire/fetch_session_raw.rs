@@ -343,10 +343,6 @@ async fn an_incremental_fetch_with_nothing_new_waits() {
 /// this one's partitions are all left out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caught_up_partitions_are_answered_when_their_marks_move() {
-    use kafka_protocol::messages::delete_records_request::{
-        DeleteRecordsPartition, DeleteRecordsTopic,
-    };
-    use kafka_protocol::messages::DeleteRecordsRequest;
     let broker = start_broker(|_| {}).await;
     let mut conn = KafkaConn::connect(&broker.addr()).await;
     assert_eq!(create_topic(&mut conn, TOPIC, 2, &[]).await, 0);
@@ -373,20 +369,8 @@ async fn caught_up_partitions_are_answered_when_their_marks_move() {
     assert_eq!((r.session_id, answered(&r)), (id, vec![]));
 
     // Partition 0's log start moves to its end: answered, empty, with the new log start.
-    let req = DeleteRecordsRequest::default()
-        .with_timeout_ms(5_000)
-        .with_topics(vec![DeleteRecordsTopic::default()
-            .with_name(topic_name(TOPIC))
-            .with_partitions(vec![DeleteRecordsPartition::default()
-                .with_partition_index(0)
-                .with_offset(2)])]);
-    let ResponseKind::DeleteRecords(d) = conn
-        .send(ApiKey::DeleteRecords, 2, RequestKind::DeleteRecords(req))
-        .await
-    else {
-        panic!("not a DeleteRecords response")
-    };
-    assert_eq!(d.topics[0].partitions[0].error_code, 0);
+    let d = common::delete_records(&mut conn, TOPIC, 0, 2).await;
+    assert_eq!((d.error_code, d.low_watermark), (0, 2));
     let r = SessionFetch::new(id, 2, &[]).send(&mut conn).await;
     assert_eq!((r.session_id, answered(&r)), (id, vec![(0, 2, vec![])]));
     assert_eq!(r.responses[0].topic, topic_name(TOPIC));

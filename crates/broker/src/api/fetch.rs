@@ -173,25 +173,42 @@ fn answer_now(req: &FetchRequest, refused: &Refused, resp: &FetchResponse, bytes
     bytes >= min_bytes.max(1) || req.max_wait_ms <= 0 || has_error || !readable
 }
 
-/// Reads every requested partition once (those of `refused` topics answered
+/// What a fetch reads, the same for every look at its partitions.
+struct Reading {
+    /// The request; for an incremental fetch, its session's fetch of all its partitions.
+    req: FetchRequest,
+    version: i16,
+    /// Whether records may go as file regions ([`zero_copy_allowed`]).
+    zero_copy: bool,
+    /// The topics the principal may not READ ([`refused_topics`]).
+    refused: Vec<bool>,
+    /// For an incremental fetch, what its session last sent of each partition of `req`,
+    /// in order.
+    sent: Option<Vec<Sent>>,
+}
+
+/// Reads every requested partition once (those of refused topics answered
 /// TOPIC_AUTHORIZATION_FAILED instead). Returns the response, the bytes it carries and,
 /// with `zero_copy`, the file regions of the partitions whose records are placeholders.
 ///
-/// With `sent` (an incremental fetch: what its session last sent of each partition of
-/// `req`, in order), a partition at its end whose marks are those sent is left out of the
+/// With `sent` (an incremental fetch), a partition at its end whose marks are those sent is left out of the
 /// answer, as the session's narrowing would drop it, without building its entry; a topic
 /// left with no partition keeps an empty entry (answers follow the request's topics by
 /// index until the session drops it). An idle session then costs an offsets check per
 /// partition, not an answer entry built and thrown away.
 fn collect(
     shared: &Shared,
-    req: &FetchRequest,
-    version: i16,
-    zero_copy: bool,
-    refused: &Refused,
+    reading: &Reading,
     topics: &Topics,
-    sent: Option<&[Sent]>,
 ) -> (FetchResponse, usize, FetchRegions) {
+    let Reading {
+        req,
+        version,
+        zero_copy,
+        refused,
+        sent,
+    } = reading;
+    let (version, zero_copy, sent) = (*version, *zero_copy, sent.as_deref());
     let mut regions = FetchRegions::default();
     let mut budget = (req.max_bytes.max(0) as usize).min(FETCH_RESPONSE_BYTES_MAX);
     if version < 3 || req.max_bytes <= 0 {
@@ -559,19 +576,10 @@ struct Look {
 
 /// Looks at a fetch's partitions again: finds its topics (once, for registering, reading
 /// and counting), registers `waiter` on their partitions, then reads them.
-#[allow(clippy::too_many_arguments)]
-fn look(
-    shared: &Shared,
-    req: &FetchRequest,
-    version: i16,
-    zero_copy: bool,
-    refused: &Refused,
-    sent: Option<&[Sent]>,
-    waiter: &mut AppendWaiter,
-) -> Look {
-    let topics = resolve(shared, req, version);
-    *waiter = register(req, refused, &topics);
-    let (resp, bytes, regions) = collect(shared, req, version, zero_copy, refused, &topics, sent);
+fn look(shared: &Shared, reading: &Reading, waiter: &mut AppendWaiter) -> Look {
+    let topics = resolve(shared, &reading.req, reading.version);
+    *waiter = register(&reading.req, &reading.refused, &topics);
+    let (resp, bytes, regions) = collect(shared, reading, &topics);
     Look {
         resp,
         bytes,
@@ -640,19 +648,17 @@ pub fn handle(
         FetchContext::Full if shared.diskless.is_none() => (req, SessionStep::Open, None),
         FetchContext::Full | FetchContext::Sessionless => (req, SessionStep::None, None),
     };
-    let zero_copy = zero_copy_allowed(shared, ctx, version);
     let topics = resolve(shared, &req, version);
     // Authorized here, over every partition this fetch reads (its session's included).
     let refused = refused_topics(shared, ctx, &req, version, &topics);
-    let (resp, bytes, regions) = collect(
-        shared,
-        &req,
+    let reading = Reading {
+        req,
         version,
-        zero_copy,
-        &refused,
-        &topics,
-        sent.as_deref(),
-    );
+        zero_copy: zero_copy_allowed(shared, ctx, version),
+        refused,
+        sent,
+    };
+    let (resp, bytes, regions) = collect(shared, &reading, &topics);
     let mut seen = Look {
         resp,
         bytes,
@@ -662,19 +668,12 @@ pub fn handle(
     // A fetch that would wait registers on its partitions and looks once more: an append
     // between the first look and the registration is then seen, not lost.
     let mut waiter = AppendWaiter::register([]);
-    if !answer_now(&req, &refused, &seen.resp, seen.bytes) {
-        seen = look(
-            shared,
-            &req,
-            version,
-            zero_copy,
-            &refused,
-            sent.as_deref(),
-            &mut waiter,
-        );
+    let (req, refused) = (&reading.req, &reading.refused);
+    if !answer_now(req, refused, &seen.resp, seen.bytes) {
+        seen = look(shared, &reading, &mut waiter);
     }
-    if answer_now(&req, &refused, &seen.resp, seen.bytes) {
-        return Reply::Now(answer(shared, ctx, &req, version, seen, step));
+    if answer_now(req, refused, &seen.resp, seen.bytes) {
+        return Reply::Now(answer(shared, ctx, req, version, seen, step));
     }
     let shared = shared.clone();
     let ctx = ctx.clone();
@@ -688,17 +687,9 @@ pub fn handle(
             let woke = tokio::time::timeout_at(deadline, waiter.any())
                 .await
                 .is_ok();
-            let next = look(
-                &shared,
-                &req,
-                version,
-                zero_copy,
-                &refused,
-                sent.as_deref(),
-                &mut waiter,
-            );
+            let next = look(&shared, &reading, &mut waiter);
             if next.bytes >= min_bytes.max(1) || !woke {
-                return answer(&shared, &ctx, &req, version, next, step);
+                return answer(&shared, &ctx, &reading.req, version, next, step);
             }
         }
     }))
