@@ -371,10 +371,9 @@ impl PartitionState {
 
     /// Log start, log end, high watermark and last stable offset, read together.
     pub fn offsets(&self) -> PartitionOffsets {
-        // Start before end: a concurrent DeleteRecords can only make start larger, never
-        // past an end read after it.
-        let start = self.log.log_start_offset();
-        let end = self.log.log_end_offset();
+        // Start not after end: a concurrent DeleteRecords can only make start larger,
+        // never past an end read after it (or, in one look, with it).
+        let (start, end) = self.log.log_bounds();
         // Read after the log end: a transaction that opened after it starts at or past
         // it, and the LSO stays at most the HW read above.
         let first_unstable = self.producers.lock().first_unstable_offset();

@@ -254,6 +254,13 @@ pub trait PartitionLog: Send + Sync {
     /// Offset the next appended record will get.
     fn log_end_offset(&self) -> Offset;
 
+    /// The log start and log end offsets together, start read first (it only grows, so it
+    /// is never past the end read with it). Engines that keep both under one lock answer
+    /// from one look: a fetch of a thousand partitions asks this of each.
+    fn log_bounds(&self) -> (Offset, Offset) {
+        (self.log_start_offset(), self.log_end_offset())
+    }
+
     /// Offset of the first batch whose max timestamp is at least `ts`, with that
     /// timestamp; `None` if no such batch.
     fn offset_for_timestamp(&self, ts: Timestamp) -> StorageResult<Option<(Offset, Timestamp)>>;

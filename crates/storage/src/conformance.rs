@@ -312,7 +312,7 @@ pub fn reopen_keeps_offsets_and_data(make: Factory) {
 }
 
 /// `delete_before` moves the log start forward only, never past the log end, and reads
-/// below it fail.
+/// below it fail; `log_bounds` gives the same start and end as the two calls.
 pub fn delete_before_moves_log_start(make: Factory) {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = make(dir.path());
@@ -325,8 +325,10 @@ pub fn delete_before_moves_log_start(make: Factory) {
         log.append(batch(2, i, 300)).expect("append");
     }
     let size_before = log.size_bytes();
+    assert_eq!(log.log_bounds(), (Offset(0), Offset(60)));
     log.delete_before(Offset(21)).expect("delete_before");
     assert_eq!(log.log_start_offset(), Offset(21));
+    assert_eq!(log.log_bounds(), (Offset(21), Offset(60)));
     assert!(log.size_bytes() <= size_before);
     assert!(matches!(
         log.read(Offset(20), 1),
@@ -348,6 +350,7 @@ pub fn delete_before_moves_log_start(make: Factory) {
     log.delete_before(Offset(60)).expect("up to the log end");
     assert_eq!(log.log_start_offset(), Offset(60));
     assert_eq!(log.log_end_offset(), Offset(60));
+    assert_eq!(log.log_bounds(), (Offset(60), Offset(60)));
     assert!(log
         .read(Offset(60), 100)
         .expect("read at end")

@@ -600,6 +600,11 @@ impl PartitionLog for LogPartition {
         self.state.lock().log_end()
     }
 
+    fn log_bounds(&self) -> (Offset, Offset) {
+        let st = self.state.lock();
+        (st.log_start, st.log_end())
+    }
+
     fn offset_for_timestamp(&self, ts: Timestamp) -> StorageResult<Option<(Offset, Timestamp)>> {
         loop {
             let generation = self.generation.load(Ordering::SeqCst);

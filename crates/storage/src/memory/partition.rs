@@ -429,6 +429,11 @@ impl PartitionLog for MemoryPartition {
         self.with(|p| Ok(p.log_end)).unwrap_or(Offset(0))
     }
 
+    fn log_bounds(&self) -> (Offset, Offset) {
+        self.with(|p| Ok((p.log_start, p.log_end)))
+            .unwrap_or((Offset(0), Offset(0)))
+    }
+
     fn offset_for_timestamp(&self, ts: Timestamp) -> StorageResult<Option<(Offset, Timestamp)>> {
         self.with(|p| Ok(p.offset_for_timestamp(ts)))
     }

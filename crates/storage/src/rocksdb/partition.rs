@@ -221,6 +221,11 @@ impl PartitionLog for RocksPartition {
         self.state.lock().log_end
     }
 
+    fn log_bounds(&self) -> (Offset, Offset) {
+        let st = self.state.lock();
+        (st.log_start, st.log_end)
+    }
+
     fn offset_for_timestamp(&self, ts: Timestamp) -> StorageResult<Option<(Offset, Timestamp)>> {
         self.with(|_, st| {
             Ok(st
