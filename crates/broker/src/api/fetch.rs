@@ -191,11 +191,11 @@ struct Reading {
 /// TOPIC_AUTHORIZATION_FAILED instead). Returns the response, the bytes it carries and,
 /// with `zero_copy`, the file regions of the partitions whose records are placeholders.
 ///
-/// With `sent` (an incremental fetch), a partition at its end whose marks are those sent is left out of the
-/// answer, as the session's narrowing would drop it, without building its entry; a topic
-/// left with no partition keeps an empty entry (answers follow the request's topics by
-/// index until the session drops it). An idle session then costs an offsets check per
-/// partition, not an answer entry built and thrown away.
+/// With `sent` (an incremental fetch), a partition at its end whose marks are those sent
+/// is left out of the answer, as the session's narrowing would drop it, without building
+/// its entry; a topic left with no partition keeps an empty entry (answers follow the
+/// request's topics by index until the session drops it). An idle session then costs an
+/// offsets check per partition, not an answer entry built and thrown away.
 fn collect(
     shared: &Shared,
     reading: &Reading,
