@@ -39,7 +39,7 @@ fn open_fds(pid: u32) -> usize {
 }
 
 /// Creates topics `s0..` of `per_topic` partitions, 100 topics per CreateTopics request.
-fn create_all(addr: &str, topics: usize, per_topic: i32) {
+pub(super) fn create_all(addr: &str, topics: usize, per_topic: i32) {
     let (admin, rt) = super::admin_client(addr);
     let names: Vec<String> = (0..topics).map(|t| format!("s{t}")).collect();
     for chunk in names.chunks(100) {

@@ -35,11 +35,10 @@ use kafka_protocol::messages::{
     ApiKey, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::{cpu_seconds, env_num, load_average, Server};
+use super::{cpu_seconds, env_num, load_average, median_range, Server};
 
 const VERSION: i16 = 12;
 const PARTITIONS: usize = 1000;
@@ -137,23 +136,11 @@ fn n_partitions(r: &FetchResponse) -> usize {
     r.responses.iter().map(|t| t.partitions.len()).sum()
 }
 
-/// Creates the layout's topics and puts one record in every partition.
+/// Creates the layout's topics (as the scale bench names them) and puts one record in
+/// every partition.
 fn fill(addr: &str, parts: &[(String, i32)], topics: usize) {
-    let (admin, rt) = super::admin_client(addr);
-    let names: Vec<&str> = parts.iter().map(|(t, _)| t.as_str()).collect();
-    let mut names = names.chunk_by(|a, b| a == b).map(|run| run[0]).peekable();
-    let per_topic = (PARTITIONS / topics) as i32;
-    while names.peek().is_some() {
-        let new: Vec<NewTopic> = names
-            .by_ref()
-            .take(100)
-            .map(|n| NewTopic::new(n, per_topic, TopicReplication::Fixed(1)))
-            .collect();
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(60)));
-        for r in rt.block_on(admin.create_topics(&new, &opts)).unwrap() {
-            r.unwrap_or_else(|(t, e)| panic!("create {t}: {e}"));
-        }
-    }
+    super::scale::create_all(addr, topics, (PARTITIONS / topics) as i32);
+    let rt = super::current_thread_runtime();
     let p: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", addr)
         .set("linger.ms", "5")
@@ -232,17 +219,6 @@ fn round(bin: &std::ffi::OsStr, dir: &Path, topics: usize, fetches: usize) -> [(
     [incremental, sessionless, single]
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn spread(v: &[f64]) -> String {
-    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("{:.0} ({lo:.0}–{hi:.0})", median(v.to_vec()))
-}
-
 pub fn run(dir: &Path) {
     let rounds = env_num("RAFKA_BENCH_ROUNDS", 3);
     let fetches = env_num("RAFKA_BENCH_FETCHES", 5000).max(5);
@@ -262,20 +238,16 @@ pub fn run(dir: &Path) {
         t => vec![t],
     };
     for topics in layouts {
-        // figures[build][kind] over rounds
-        let mut figures = vec![vec![Vec::new(); 3]; builds.len()];
-        let mut bytes = vec![(0.0, 0.0); builds.len()];
+        // cpu[build][kind] over rounds; answer sizes of the last round (the same in every one)
+        let mut cpu = vec![vec![Vec::new(); 3]; builds.len()];
+        let mut bytes = vec![[0.0; 3]; builds.len()];
         for r in 0..rounds {
             for (b, (name, bin)) in builds.iter().enumerate() {
                 eprintln!("sessions: {topics} topic(s), {name}, round {}", r + 1);
                 let got = round(bin, &dir.join("sessions"), topics, fetches);
-                for (k, (us, size)) in got.iter().enumerate() {
-                    figures[b][k].push(*us);
-                    if k == 0 {
-                        bytes[b].0 = *size;
-                    } else if k == 1 {
-                        bytes[b].1 = *size;
-                    }
+                for (k, (us, size)) in got.into_iter().enumerate() {
+                    cpu[b][k].push(us);
+                    bytes[b][k] = size;
                 }
             }
         }
@@ -283,11 +255,11 @@ pub fn run(dir: &Path) {
             println!(
                 "| {topics} × {} | {name} | {} | {} | {} | {:.0} / {:.0} |",
                 PARTITIONS / topics,
-                spread(&figures[b][0]),
-                spread(&figures[b][1]),
-                spread(&figures[b][2]),
-                bytes[b].0,
-                bytes[b].1
+                median_range(&cpu[b][0], 0),
+                median_range(&cpu[b][1], 0),
+                median_range(&cpu[b][2], 0),
+                bytes[b][0],
+                bytes[b][1]
             );
         }
     }

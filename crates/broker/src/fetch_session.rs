@@ -79,34 +79,33 @@ struct CachedPartition {
     topic: TopicName,
     topic_id: uuid::Uuid,
     request: FetchPartition,
-    /// -1: never sent, or the last answer was an error (the next one includes it).
-    high_watermark: i64,
-    last_stable_offset: i64,
-    log_start_offset: i64,
+    sent: Sent,
 }
 
 impl CachedPartition {
     fn key(&self) -> PartitionKey {
         (self.topic.clone(), self.topic_id, self.request.partition)
     }
-
-    fn sent(&self) -> Sent {
-        Sent {
-            high_watermark: self.high_watermark,
-            last_stable_offset: self.last_stable_offset,
-            log_start_offset: self.log_start_offset,
-        }
-    }
 }
 
-/// The marks a session's answers last carried for a partition (the high watermark -1
-/// before any answer or after an error). A partition read with no records, no error and
-/// these same marks is left out of the answer: [`Session::narrow`] would drop it.
+/// The marks a session's answers last carried for a partition. A partition read with no
+/// records, no error and these same marks is left out of the answer: [`Session::narrow`]
+/// would drop it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Sent {
+    /// -1: never sent, or the last answer was an error (the next one includes it).
     pub(crate) high_watermark: i64,
     pub(crate) last_stable_offset: i64,
     pub(crate) log_start_offset: i64,
+}
+
+impl Sent {
+    /// A partition new to the session: its next answer includes it.
+    const NOTHING: Sent = Sent {
+        high_watermark: -1,
+        last_stable_offset: -1,
+        log_start_offset: -1,
+    };
 }
 
 #[derive(Debug)]
@@ -145,9 +144,7 @@ impl Session {
                             topic: ft.topic.clone(),
                             topic_id: ft.topic_id,
                             request: fp.clone(),
-                            high_watermark: -1,
-                            last_stable_offset: -1,
-                            log_start_offset: -1,
+                            sent: Sent::NOTHING,
                         });
                     }
                 }
@@ -173,7 +170,7 @@ impl Session {
     /// The marks last sent for every partition of the session, in its order (that of
     /// [`Session::request`]'s partitions).
     fn sent(&self) -> Vec<Sent> {
-        self.partitions.iter().map(CachedPartition::sent).collect()
+        self.partitions.iter().map(|p| p.sent).collect()
     }
 
     /// The fetch of every partition of the session, in its order, with `req`'s limits.
@@ -231,7 +228,7 @@ impl Session {
                     }
                 };
                 next = i + 1;
-                let c = &mut self.partitions[i];
+                let c = &mut self.partitions[i].sent;
                 let has_records = pd.records.as_ref().is_some_and(|r| !r.is_empty());
                 let mut send = has_records;
                 if pd.error_code != 0 {
@@ -492,9 +489,11 @@ impl FetchSessions {
                     topic: ft.topic.clone(),
                     topic_id: ft.topic_id,
                     request: fp.clone(),
-                    high_watermark: if ok { pd.high_watermark } else { -1 },
-                    last_stable_offset: pd.last_stable_offset,
-                    log_start_offset: pd.log_start_offset,
+                    sent: Sent {
+                        high_watermark: if ok { pd.high_watermark } else { -1 },
+                        last_stable_offset: pd.last_stable_offset,
+                        log_start_offset: pd.log_start_offset,
+                    },
                 });
             }
         }
