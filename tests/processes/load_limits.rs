@@ -34,6 +34,9 @@ use support::BrokerProcess;
 /// Slowest acceptable probe produce (acks=all, fsync included).
 const PROBE_LATENCY_MAX: Duration = Duration::from_secs(2);
 const MESSAGE_TOO_LARGE: i16 = 10;
+/// What an idle connection may add to the broker's RSS (about 12 KiB in a release build,
+/// more in a debug one; a receive buffer alone would be 64 KiB).
+const IDLE_CONNECTION_KIB_MAX: f64 = 40.0;
 
 /// The broker binary with `yaml` as its config, in a fresh data directory.
 fn broker(yaml: &str) -> (BrokerProcess, tempfile::TempDir) {
@@ -227,6 +230,8 @@ async fn two_thousand_concurrent_connections() {
     );
     let (broker, _dir) = broker("broker:\n  max_connections: 4096\n");
     let watch = Watch::start(&broker).await;
+    let pid = broker.child.id();
+    let rss_before = rss_kib(pid).expect("broker RSS");
     let started = Instant::now();
     let mut conns = Vec::with_capacity(2000);
     // Opened 50 at a time, each answered once, all kept open.
@@ -258,7 +263,18 @@ async fn two_thousand_concurrent_connections() {
             Some(10_000 + i as i32)
         );
     }
-    eprintln!("2,000 connections opened and answered in {opened:?}");
+    // An idle connection holds no receive buffer (64 KiB each before they were parked):
+    // what 2,000 of them add is their tasks, sessions and sockets' bookkeeping.
+    let per_connection_kib =
+        rss_kib(pid).expect("broker RSS").saturating_sub(rss_before) as f64 / 2000.0;
+    eprintln!(
+        "2,000 connections opened and answered in {opened:?}; broker RSS {per_connection_kib:.1} \
+         KiB more per idle connection (bound {IDLE_CONNECTION_KIB_MAX} KiB)"
+    );
+    assert!(
+        per_connection_kib < IDLE_CONNECTION_KIB_MAX,
+        "{per_connection_kib:.1} KiB per idle connection"
+    );
     watch.finish("2,000 connections", 256).await;
     drop(conns);
 }

@@ -255,7 +255,7 @@ async fn serve<R, W>(
     sasl: Option<Arc<SaslSettings>>,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    R: AsyncRead + Unpin + Send,
+    R: RequestReader,
     W: ResponseWriter,
 {
     let peer = session.peer;
@@ -322,7 +322,7 @@ async fn serve<R, W>(
         // An authentication in progress has a deadline (a KIP-368 one included).
         let auth_deadline = auth.as_ref().and_then(|a| a.deadline()).filter(|_| reading);
         tokio::select! {
-            r = rd.read_buf(conn.read_buffer(READ_CHUNK_BYTES)), if can_read => match r {
+            r = rd.read_request_bytes(&mut conn), if can_read => match r {
                 Ok(0) => reading = false,
                 Ok(_) => {
                     let drained = drain_requests(
@@ -414,6 +414,39 @@ fn has_room(queue: &VecDeque<Pending>) -> bool {
 }
 
 /// The writing half of a connection, and whether `sendfile` can reach its socket.
+/// Where a connection's requests come from.
+pub(crate) trait RequestReader: AsyncRead + Unpin + Send {
+    /// Reads the client's next bytes into `conn`'s buffer; `Ok(0)` when it has closed.
+    /// Cancel safe: nothing is read unless the future completes.
+    fn read_request_bytes<'a>(
+        &'a mut self,
+        conn: &'a mut Connection,
+    ) -> impl std::future::Future<Output = std::io::Result<usize>> + Send + 'a;
+}
+
+impl RequestReader for tokio::net::tcp::OwnedReadHalf {
+    /// A plaintext connection waits for the socket to have bytes with no buffer of its
+    /// own ([`Connection::park`]): idle, it holds no receive memory, however many there are.
+    async fn read_request_bytes(&mut self, conn: &mut Connection) -> std::io::Result<usize> {
+        loop {
+            match self.try_read_buf(conn.read_buffer(READ_CHUNK_BYTES)) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    conn.park();
+                    self.readable().await?;
+                }
+                r => return r,
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Send> RequestReader for tokio::io::ReadHalf<T> {
+    /// Through TLS: the records are decrypted into the buffer as they come.
+    async fn read_request_bytes(&mut self, conn: &mut Connection) -> std::io::Result<usize> {
+        self.read_buf(conn.read_buffer(READ_CHUNK_BYTES)).await
+    }
+}
+
 pub(crate) trait ResponseWriter: AsyncWrite + Unpin + Send {
     /// The socket itself, where bytes reach it unchanged (plaintext); `None` where they
     /// pass through this writer (TLS encrypts them).

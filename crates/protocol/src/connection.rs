@@ -124,6 +124,13 @@ impl Connection {
         self.frames.read_buffer(min_room)
     }
 
+    /// Lets the receive buffers go while the connection waits for its next request, if
+    /// nothing is buffered (see [`FrameDecoder::park`]); the next
+    /// [`read_buffer`](Self::read_buffer) takes one again.
+    pub fn park(&mut self) -> bool {
+        self.frames.park()
+    }
+
     /// Bytes the frame being received still needs.
     pub fn wanted(&self) -> usize {
         self.frames.wanted()

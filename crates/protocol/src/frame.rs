@@ -89,7 +89,8 @@ fn release(bytes: usize) {
 /// alive), counted as held no more.
 fn take_left(needed: usize) -> Option<(BytesMut, usize)> {
     let mut left = LEFT.lock().unwrap_or_else(|e| e.into_inner());
-    let i = left.iter_mut().position(|(b, _)| b.try_reclaim(needed))?;
+    // Newest first: the buffer an idle connection has just parked is the warmest.
+    let i = left.iter_mut().rposition(|(b, _)| b.try_reclaim(needed))?;
     let (b, n) = left.swap_remove(i);
     release(n);
     Some((b, n))
@@ -145,10 +146,13 @@ impl FrameDecoder {
 
     /// Buffers kept for reuse and the bytes they hold (allocated, in use or not), the one
     /// read into included: at most `1 + SPARE_BUFFERS` buffers, the spares at most
-    /// [`SPARE_BYTES_MAX`] together.
+    /// [`SPARE_BYTES_MAX`] together; none after [`park`](Self::park).
     pub fn buffers(&self) -> (usize, usize) {
         let spare: usize = self.spare.iter().map(|(_, n)| n).sum();
-        (1 + self.spare.len(), self.buf_bytes + spare)
+        (
+            usize::from(self.buf_bytes > 0) + self.spare.len(),
+            self.buf_bytes + spare,
+        )
     }
 
     /// How many buffers the decoder has taken new: allocated, or left by a closed
@@ -205,6 +209,32 @@ impl FrameDecoder {
             if hold(old_bytes) {
                 self.spare.push_back((old, old_bytes));
             }
+        }
+    }
+
+    /// Leaves every buffer of the decoder for any connection to take (with the buffers of
+    /// closed connections, within the same bounds), if nothing is buffered: a connection
+    /// waiting for its next request then holds no receive memory, and the next read
+    /// takes a buffer again. Returns whether it did (not while a frame is begun).
+    pub fn park(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        self.leave_all();
+        true
+    }
+
+    /// Gives the spares and the buffer read into to the process's pool, or back to the
+    /// allocator past its bounds; the decoder is left holding none.
+    fn leave_all(&mut self) {
+        for (b, n) in self.spare.drain(..) {
+            leave(b, n);
+        }
+        let n = std::mem::take(&mut self.buf_bytes);
+        let mut b = std::mem::take(&mut self.buf);
+        if n > 0 && n <= SPARE_BYTES_MAX && hold(n) {
+            b.clear();
+            leave(b, n);
         }
     }
 
@@ -276,15 +306,7 @@ impl FrameDecoder {
 impl Drop for FrameDecoder {
     /// The connection's buffers are left for new connections, within the bounds.
     fn drop(&mut self) {
-        for (b, n) in self.spare.drain(..) {
-            leave(b, n);
-        }
-        let n = self.buf_bytes;
-        if n > 0 && n <= SPARE_BYTES_MAX && hold(n) {
-            let mut b = std::mem::take(&mut self.buf);
-            b.clear();
-            leave(b, n);
-        }
+        self.leave_all();
     }
 }
 
@@ -318,6 +340,18 @@ mod tests {
         chunk: usize,
         alive: usize,
     ) -> Vec<Vec<u8>> {
+        decode_parking(d, stream, chunk, alive, false)
+    }
+
+    /// As [`decode_holding`]; with `park`, the decoder parks after every read whose bytes
+    /// were all framed, as a connection that waits for its next request does.
+    fn decode_parking(
+        d: &mut FrameDecoder,
+        stream: &[u8],
+        chunk: usize,
+        alive: usize,
+        park: bool,
+    ) -> Vec<Vec<u8>> {
         let mut held = VecDeque::new();
         let mut out = Vec::new();
         let mut rest = stream;
@@ -333,6 +367,12 @@ mod tests {
                 held.push_back(f);
                 if held.len() > alive {
                     held.pop_front();
+                }
+            }
+            if park {
+                assert_eq!(d.park(), d.buffered() == 0);
+                if d.buffered() == 0 {
+                    assert_eq!(d.buffers(), (0, 0));
                 }
             }
             let (count, bytes) = d.buffers();
@@ -389,6 +429,39 @@ mod tests {
     }
 
     #[test]
+    fn idle_decoders_hold_no_buffers_and_the_pool_stays_bounded() {
+        // Many connections, each served one small request and then waiting: none holds a
+        // buffer, and what they left is within the pool's bounds.
+        let mut idle: Vec<FrameDecoder> = (0..2 * LEFT_BUFFERS)
+            .map(|i| {
+                let mut d = FrameDecoder::new(1 << 20);
+                let b = d.read_buffer(64 * 1024);
+                b.extend_from_slice(&framed(&[i as u8; 40]));
+                assert_eq!(d.next_frame().unwrap().unwrap()[..], [i as u8; 40]);
+                assert!(d.park());
+                assert_eq!(d.buffers(), (0, 0));
+                d
+            })
+            .collect();
+        assert!(LEFT.lock().unwrap().len() <= LEFT_BUFFERS);
+        assert!(SPARE_BYTES_ALL.load(Ordering::Relaxed) <= SPARE_BYTES_ALL_MAX);
+        // A parked decoder reads again into a pooled buffer and sees only its own bytes.
+        for (i, d) in idle.iter_mut().enumerate().take(50) {
+            let stream = framed(&[!(i as u8); 300]);
+            assert_eq!(
+                decode_holding(d, &stream, 100, 0),
+                vec![vec![!(i as u8); 300]]
+            );
+        }
+        // A frame begun is not parked away.
+        let d = &mut idle[0];
+        d.read_buffer(16).extend_from_slice(&framed(&[5; 64])[..30]);
+        assert!(!d.park());
+        d.read_buffer(64).extend_from_slice(&framed(&[5; 64])[30..]);
+        assert_eq!(d.next_frame().unwrap().unwrap()[..], [5; 64]);
+    }
+
+    #[test]
     fn a_large_frame_is_not_kept_as_a_spare() {
         let big = framed(&[9; 6 << 20]);
         let small = framed(&[1; 100]);
@@ -411,6 +484,7 @@ mod tests {
             sizes in proptest::collection::vec(10usize..100_000, 1..30),
             chunk in 1usize..150_000,
             alive in 0usize..8,
+            park: bool,
         ) {
             let frames: Vec<Vec<u8>> = sizes
                 .iter()
@@ -426,7 +500,7 @@ mod tests {
             }
             proptest::prop_assert_eq!(&expected, &frames);
             let mut d = FrameDecoder::new(1 << 20);
-            let out = decode_holding(&mut d, &stream, chunk, alive);
+            let out = decode_parking(&mut d, &stream, chunk, alive, park);
             proptest::prop_assert_eq!(out, frames);
             proptest::prop_assert!(d.spare.len() <= SPARE_BUFFERS);
             proptest::prop_assert!(
