@@ -309,6 +309,59 @@ async fn connections_over_the_cap_wait_until_a_slot_frees() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unset_max_connections_is_what_the_open_file_limit_leaves() {
+    // Started with a soft open-file limit of 200 and a hard one of 1,000: the broker raises
+    // its soft limit to 1,000 and, with 16 segment files and 512 descriptors set aside,
+    // serves (1,000 - 16 - 512) / 3 = 157 connections (64 had it kept the soft 200).
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("rafka.yaml");
+    std::fs::write(&cfg, "storage:\n  log:\n    max_open_files: 16\n").unwrap();
+    let mut child = std::process::Command::new("prlimit")
+        .arg("--nofile=200:1000")
+        .arg(env!("CARGO_BIN_EXE_rafka"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn rafka under prlimit");
+    let (_, address) = support::startup_line(&mut child);
+    let broker = BrokerProcess { child, address };
+    let mut held = Vec::new();
+    for i in 0..157 {
+        let mut s = TcpStream::connect(&broker.address).await.unwrap();
+        s.write_all(&api_versions_frame(i)).await.unwrap();
+        assert_eq!(
+            read_correlation(&mut s, Duration::from_secs(5)).await,
+            Some(i),
+            "connection {i} of the 157 the descriptors leave room for"
+        );
+        held.push(s);
+    }
+    let mut extra = TcpStream::connect(&broker.address).await.unwrap();
+    extra.write_all(&api_versions_frame(157)).await.unwrap();
+    assert_eq!(
+        read_correlation(&mut extra, Duration::from_secs(1)).await,
+        None,
+        "the 158th connection waits for a slot"
+    );
+    drop(held.pop());
+    assert_eq!(
+        read_correlation(&mut extra, Duration::from_secs(5)).await,
+        Some(157)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_stops_being_read() {
     let (broker, _dir) = broker("broker:\n  max_connections: 4096\n");
     let mut conn = KafkaConn::connect(&broker.address).await;

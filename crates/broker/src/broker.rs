@@ -183,6 +183,7 @@ impl Broker {
         if !hooks.is_empty() {
             tracing::info!(hooks = ?hooks.names(), "hooks installed");
         }
+        let max_connections = connection_limit(&config);
         let storage_cfg = config.storage.clone();
         let engine = tokio::task::spawn_blocking(move || rafka_storage::open_engine(&storage_cfg))
             .await
@@ -275,7 +276,7 @@ impl Broker {
                 .await?;
         }
         // One connection limit for all listeners, as Kafka's `max.connections`.
-        let slots = Arc::new(Semaphore::new(shared.config.broker.max_connections));
+        let slots = Arc::new(Semaphore::new(max_connections));
         let accept_tasks: Vec<JoinHandle<()>> = bound
             .into_iter()
             .map(|(listener, _, spec)| {
@@ -434,6 +435,38 @@ impl Drop for Broker {
 }
 
 /// Aborts the task when start fails after it was spawned.
+/// `max.connections` in force: the configured one, or as many as the open-file limit
+/// (raised to the hard one first) leaves room for after the storage's segment files. Warns
+/// when the descriptors may not cover the connections and the storage's files together.
+fn connection_limit(config: &Config) -> usize {
+    use crate::descriptors;
+    let files = config.storage.log.max_open_files;
+    let zero_copy = config.broker.zero_copy_fetch;
+    let limit = descriptors::raise_open_file_limit();
+    let n = config
+        .broker
+        .max_connections
+        .unwrap_or_else(|| descriptors::connections_within(limit, files, zero_copy));
+    let needed = descriptors::needed(n, files, zero_copy);
+    if limit.is_some_and(|l| needed > l) {
+        tracing::warn!(
+            open_file_limit = limit,
+            max_connections = n,
+            storage_max_open_files = files,
+            needed,
+            "the open-file limit may not cover max_connections and storage.log.max_open_files \
+             together; raise it (ulimit -n, LimitNOFILE) or lower either"
+        );
+    }
+    tracing::info!(
+        max_connections = n,
+        open_file_limit = limit,
+        set = config.broker.max_connections.is_some(),
+        "connection limit"
+    );
+    n
+}
+
 struct AbortOnDrop(Option<JoinHandle<()>>);
 
 impl Drop for AbortOnDrop {

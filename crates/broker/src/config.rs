@@ -564,8 +564,9 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: usize,
     /// `connections.max.idle.ms`.
     pub connections_max_idle_ms: u64,
-    /// `max.connections`.
-    pub max_connections: usize,
+    /// `max.connections`: connections served at once (more wait to be accepted). Unset:
+    /// as many as the open-file limit leaves room for (see `descriptors`).
+    pub max_connections: Option<usize>,
     /// `max.connections.per.ip`: connections from one address at once; more are closed at
     /// accept. Kafka's default, unlimited.
     pub max_connections_per_ip: usize,
@@ -714,7 +715,7 @@ impl Default for BrokerConfig {
             num_partitions: 1,
             socket_request_max_bytes: limits::REQUEST_BYTES_MAX,
             connections_max_idle_ms: 600_000,
-            max_connections: limits::CONNECTIONS_MAX,
+            max_connections: None,
             max_connections_per_ip: usize::MAX,
             max_connections_per_ip_overrides: String::new(),
             quota_window_num: 11,
@@ -903,15 +904,13 @@ impl Config {
                 ),
             );
         }
-        if b.max_connections == 0 || b.max_connections > limits::CONNECTIONS_MAX {
-            return invalid(
-                "broker.max_connections",
-                format!(
-                    "{} is outside 1..={}",
-                    b.max_connections,
-                    limits::CONNECTIONS_MAX
-                ),
-            );
+        if let Some(n) = b.max_connections {
+            if n == 0 || n > limits::CONNECTIONS_MAX {
+                return invalid(
+                    "broker.max_connections",
+                    format!("{n} is outside 1..={}", limits::CONNECTIONS_MAX),
+                );
+            }
         }
         if b.max_connections_per_ip == 0 {
             return invalid("broker.max_connections_per_ip", "must be at least 1".into());

@@ -23,6 +23,7 @@ mod cleaner_state;
 mod config;
 mod connection_quotas;
 mod credentials;
+mod descriptors;
 pub mod diskless;
 pub(crate) mod fetch_session;
 mod group;

@@ -27,8 +27,8 @@ use parking_lot::Mutex;
 
 /// Default of `storage.log.max_open_files`: segment files kept open, all partitions
 /// together. Well under the usual 20,000–1,048,576 descriptor limits, leaving room for
-/// connections (`max_connections` defaults to 4096) and index and checkpoint files, which
-/// are opened only for a moment.
+/// connections (the broker's `max_connections` defaults to what is left after these) and
+/// index and checkpoint files, which are opened only for a moment.
 pub const MAX_OPEN_FILES_DEFAULT: usize = 4096;
 
 /// One segment's `.log` file: open or not, and where to reopen it.
