@@ -75,6 +75,10 @@
 //! partitions: incremental (a KIP-227 session), sessionless, and of one partition, on a
 //! raw connection asking back to back (benches/sessions/mod.rs).
 //!
+//! `RAFKA_BENCH_ONLY=connections` runs only idle connections beside one busy client: the
+//! broker's RSS and CPU per idle connection, and produce throughput, CPU per GB and
+//! one-record round trips with and without them (benches/connections/mod.rs).
+//!
 //! `RAFKA_BENCH_PAGE_CACHE_MIB=<MiB>` (modes `floor`, `many` and `preallocate`) measures with the page
 //! cache full, as on a broker that has run a while: the broker and the floor writers run
 //! in a memory cgroup of that size filled with older pages before each reading
@@ -85,6 +89,7 @@
 //! Prints a Markdown table; not a pass/fail test.
 
 mod common;
+mod connections;
 mod diskless;
 mod floor;
 mod full_cache;
@@ -817,6 +822,10 @@ fn main() {
     }
     if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "scram") {
         scram_connections(dir.path());
+        return;
+    }
+    if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "connections") {
+        connections::run(dir.path(), records);
         return;
     }
     if std::env::var("RAFKA_BENCH_ONLY").is_ok_and(|v| v == "sessions") {
