@@ -647,3 +647,170 @@ async fn requests_past_the_in_flight_bound_are_all_answered_after_a_half_close()
     s.read_to_end(&mut rest).await.unwrap();
     assert!(rest.is_empty(), "then the broker closes");
 }
+
+/// A throwaway CA and a certificate for 127.0.0.1 it signed, as PEM: (CA, certificate, key).
+fn tls_material() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// One request on a TLS stream and its answer.
+async fn tls_request<S>(
+    s: &mut S,
+    key: ApiKey,
+    version: i16,
+    id: i32,
+    body: RequestKind,
+) -> ResponseKind
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    s.write_all(&encode(key, version, id, &body)).await.unwrap();
+    s.flush().await.unwrap();
+    let frame = tokio::time::timeout(Duration::from_secs(10), async {
+        let n = s.read_u32().await.unwrap();
+        let mut body = vec![0u8; n as usize];
+        s.read_exact(&mut body).await.unwrap();
+        Bytes::from(body)
+    })
+    .await
+    .expect("answered within 10 s");
+    common::decode_response(key, version, id, frame)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tls_connections_hold_no_receive_buffer() {
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_material();
+    std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
+    std::fs::write(dir.path().join("key.pem"), key).unwrap();
+    let cfg = dir.path().join("rafka.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "broker:\n  listeners:\n    - name: SSL\n      listen: 127.0.0.1:0\n      \
+             security_protocol: SSL\n      ssl:\n        certificate: {}\n        key: {}\n",
+            dir.path().join("cert.pem").display(),
+            dir.path().join("key.pem").display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rafka"))
+        .args(["serve", "--admin-listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn rafka");
+    let (_, address) = support::startup_line(&mut child);
+    let broker = BrokerProcess { child, address };
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+        .unwrap();
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let connect = || async {
+        let tcp = TcpStream::connect(&broker.address).await.unwrap();
+        connector
+            .connect(name.clone(), tcp)
+            .await
+            .expect("TLS handshake")
+    };
+    let mut first = connect().await;
+    let created = tls_request(
+        &mut first,
+        ApiKey::CreateTopics,
+        5,
+        1,
+        RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![
+            CreatableTopic::default()
+                .with_name(topic_name("t"))
+                .with_num_partitions(1)
+                .with_replication_factor(1),
+        ])),
+    )
+    .await;
+    let ResponseKind::CreateTopics(created) = created else {
+        panic!("not a CreateTopics answer")
+    };
+    assert_eq!(created.topics[0].error_code, 0);
+
+    let pid = broker.child.id();
+    let rss_before = rss_kib(pid).expect("broker RSS");
+    let mut idle = Vec::new();
+    for i in 0..500 {
+        let mut s = connect().await;
+        let ResponseKind::ApiVersions(v) = tls_request(
+            &mut s,
+            ApiKey::ApiVersions,
+            3,
+            i,
+            RequestKind::ApiVersions(ApiVersionsRequest::default()),
+        )
+        .await
+        else {
+            panic!("not an ApiVersions answer")
+        };
+        assert_eq!(v.error_code, 0);
+        idle.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let per_connection_kib =
+        rss_kib(pid).expect("broker RSS").saturating_sub(rss_before) as f64 / 500.0;
+    eprintln!(
+        "500 idle TLS connections: broker RSS {per_connection_kib:.1} KiB more per connection \
+         (bound {IDLE_CONNECTION_KIB_MAX} KiB)"
+    );
+    assert!(
+        per_connection_kib < IDLE_CONNECTION_KIB_MAX,
+        "{per_connection_kib:.1} KiB per idle TLS connection"
+    );
+
+    // Requests far larger than the first read an idle TLS connection makes: whole and in
+    // order, on connections that had been idle.
+    for (n, s) in idle.iter_mut().step_by(50).enumerate() {
+        let batch = record_batch(&format!("tls{n}"), 100, 1000);
+        let req = ProduceRequest::default()
+            .with_acks(1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic_name("t"))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(batch))])]);
+        let ResponseKind::Produce(r) = tls_request(
+            s,
+            ApiKey::Produce,
+            9,
+            1000 + n as i32,
+            RequestKind::Produce(req),
+        )
+        .await
+        else {
+            panic!("not a Produce answer")
+        };
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, 100 * n as i64));
+    }
+    drop(idle);
+}

@@ -441,11 +441,36 @@ impl RequestReader for tokio::net::tcp::OwnedReadHalf {
 }
 
 impl<T: AsyncRead + AsyncWrite + Send> RequestReader for tokio::io::ReadHalf<T> {
-    /// Through TLS: the records are decrypted into the buffer as they come.
+    /// Through TLS, whose socket's readiness is not the reader's to wait on: bytes already
+    /// there are decrypted straight into the buffer; when there are none and nothing is
+    /// buffered, the connection parks its buffers and waits in a read of at most
+    /// [`FIRST_READ_BYTES`], copied into a buffer taken again once they come.
     async fn read_request_bytes(&mut self, conn: &mut Connection) -> std::io::Result<usize> {
-        self.read_buf(conn.read_buffer(READ_CHUNK_BYTES)).await
+        {
+            let read = self.read_buf(conn.read_buffer(READ_CHUNK_BYTES));
+            tokio::pin!(read);
+            // One poll: a read that is not ready yet is dropped, having taken nothing.
+            let now = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(std::future::Future::poll(read.as_mut(), cx))
+            })
+            .await;
+            if let std::task::Poll::Ready(r) = now {
+                return r;
+            }
+        }
+        if !conn.park() {
+            return self.read_buf(conn.read_buffer(READ_CHUNK_BYTES)).await;
+        }
+        let mut first = [0u8; FIRST_READ_BYTES];
+        let n = self.read(&mut first).await?;
+        conn.receive(&first[..n]);
+        Ok(n)
     }
 }
+
+/// The most a TLS connection reads while it holds no buffer: a small request whole, the
+/// start of a larger one.
+const FIRST_READ_BYTES: usize = 512;
 
 pub(crate) trait ResponseWriter: AsyncWrite + Unpin + Send {
     /// The socket itself, where bytes reach it unchanged (plaintext); `None` where they

@@ -61,15 +61,20 @@ pub const SPARE_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// together.
 pub const SPARE_BYTES_ALL_MAX: usize = 256 * 1024 * 1024;
 
-/// How many buffers closed connections leave for new ones (their bytes are bounded by
-/// [`SPARE_BYTES_ALL_MAX`]; this bounds the search through them).
+/// How many buffers closed and idle connections leave for others (their bytes are bounded
+/// by [`SPARE_BYTES_ALL_MAX`]); past it the oldest is given back.
 const LEFT_BUFFERS: usize = 1024;
+
+/// How many of the newest buffers left a read looks through for one it can take (those
+/// whose frames are still in use cannot be); older ones wait to be pushed out.
+const LEFT_SEARCH: usize = 64;
 
 /// Spare bytes held in the process, counted against [`SPARE_BYTES_ALL_MAX`].
 static SPARE_BYTES_ALL: AtomicUsize = AtomicUsize::new(0);
 
-/// Buffers closed connections left, each with its size (counted in `SPARE_BYTES_ALL`).
-static LEFT: Mutex<Vec<(BytesMut, usize)>> = Mutex::new(Vec::new());
+/// Buffers closed and idle connections left, oldest first, each with its size (counted in
+/// `SPARE_BYTES_ALL`).
+static LEFT: Mutex<VecDeque<(BytesMut, usize)>> = Mutex::new(VecDeque::new());
 
 /// Counts `bytes` more spare memory if the process-wide bound allows it.
 fn hold(bytes: usize) -> bool {
@@ -90,20 +95,29 @@ fn release(bytes: usize) {
 fn take_left(needed: usize) -> Option<(BytesMut, usize)> {
     let mut left = LEFT.lock().unwrap_or_else(|e| e.into_inner());
     // Newest first: the buffer an idle connection has just parked is the warmest.
-    let i = left.iter_mut().rposition(|(b, _)| b.try_reclaim(needed))?;
-    let (b, n) = left.swap_remove(i);
+    let len = left.len();
+    let i = (len.saturating_sub(LEFT_SEARCH)..len)
+        .rev()
+        .find(|&i| left[i].0.try_reclaim(needed))?;
+    let (b, n) = left.remove(i).expect("index in range");
     release(n);
     Some((b, n))
 }
 
-/// Leaves an empty buffer (already counted as held) for a new connection, or gives it back.
+/// Leaves an empty buffer (already counted as held) for another connection; the oldest
+/// left is given back when there are [`LEFT_BUFFERS`].
 fn leave(buf: BytesMut, bytes: usize) {
     let mut left = LEFT.lock().unwrap_or_else(|e| e.into_inner());
-    if left.len() < LEFT_BUFFERS {
-        left.push((buf, bytes));
+    let oldest = if left.len() >= LEFT_BUFFERS {
+        left.pop_front()
     } else {
-        drop(left);
-        release(bytes);
+        None
+    };
+    left.push_back((buf, bytes));
+    drop(left);
+    if let Some((b, n)) = oldest {
+        drop(b);
+        release(n);
     }
 }
 
