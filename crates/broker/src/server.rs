@@ -118,7 +118,17 @@ pub(crate) async fn accept_loop(
                         serve(shared.clone(), rd, wr, session, sasl, shutdown).await;
                     }
                     Some(tls) => {
-                        serve_tls(shared.clone(), &tls, stream, session, sasl, shutdown).await;
+                        // Boxed: the handshake's state is three times a plaintext
+                        // connection's, and every connection's task would be sized for it.
+                        Box::pin(serve_tls(
+                            shared.clone(),
+                            &tls,
+                            stream,
+                            session,
+                            sasl,
+                            shutdown,
+                        ))
+                        .await;
                     }
                 }
                 shared.metrics.connection_closed();

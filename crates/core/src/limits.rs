@@ -28,9 +28,10 @@ pub const RECORDS_DECOMPRESSED_BYTES_MAX: usize = BATCH_BYTES_MAX;
 pub const COMPACTION_DECOMPRESSED_BYTES_MAX: usize = BATCH_BYTES_MAX;
 
 /// Connections served at once, at most (`max.connections`); further accepts wait for a
-/// slot. An idle connection costs the broker about 12 KiB (its task and bookkeeping; it
-/// holds no receive buffer while it waits) and up to three descriptors (its socket, and
-/// the pipe of its zero-copy fetches): 100,000 idle ones about 1.2 GB.
+/// slot. An idle connection costs the broker about 6 KiB (its task and bookkeeping; it
+/// holds no receive buffer while it waits; 20 KiB through TLS) and up to three
+/// descriptors (its socket, and the pipe of its zero-copy fetches): 100,000 idle ones
+/// about 0.6 GB.
 pub const CONNECTIONS_MAX: usize = 100_000;
 
 /// Requests decoded ahead of their responses on one connection (pipelining depth).
