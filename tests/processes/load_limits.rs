@@ -285,29 +285,34 @@ async fn two_thousand_concurrent_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_wait_until_a_slot_frees() {
     let (broker, _dir) = broker("broker:\n  max_connections: 20\n");
+    cap_holds(&broker.address, 20).await;
+}
+
+/// `cap` connections are served (each answers a request); the next one is not while they
+/// are open (the broker does not accept it), and is as soon as one closes.
+async fn cap_holds(addr: &str, cap: i32) {
     let mut held = Vec::new();
-    for i in 0..20 {
-        let mut s = TcpStream::connect(&broker.address).await.unwrap();
+    for i in 0..cap {
+        let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(&api_versions_frame(i)).await.unwrap();
         assert_eq!(
             read_correlation(&mut s, Duration::from_secs(5)).await,
-            Some(i)
+            Some(i),
+            "connection {i} of {cap}"
         );
         held.push(s);
     }
-    // The 21st is not served while 20 are open (the broker does not accept it)...
-    let mut extra = TcpStream::connect(&broker.address).await.unwrap();
-    extra.write_all(&api_versions_frame(21)).await.unwrap();
+    let mut extra = TcpStream::connect(addr).await.unwrap();
+    extra.write_all(&api_versions_frame(cap)).await.unwrap();
     assert_eq!(
         read_correlation(&mut extra, Duration::from_secs(1)).await,
         None,
-        "a connection over max_connections is not served"
+        "a connection over the limit of {cap} is not served"
     );
-    // ...and is served as soon as one closes.
     drop(held.pop());
     assert_eq!(
         read_correlation(&mut extra, Duration::from_secs(5)).await,
-        Some(21)
+        Some(cap)
     );
 }
 
@@ -319,49 +324,16 @@ async fn unset_max_connections_is_what_the_open_file_limit_leaves() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("rafka.yaml");
     std::fs::write(&cfg, "storage:\n  log:\n    max_open_files: 16\n").unwrap();
-    let mut child = std::process::Command::new("prlimit")
-        .arg("--nofile=200:1000")
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg("--nofile=200:1000")
         .arg(env!("CARGO_BIN_EXE_rafka"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--config")
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0", "--config"])
         .arg(&cfg)
         .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .expect("spawn rafka under prlimit");
-    let (_, address) = support::startup_line(&mut child);
-    let broker = BrokerProcess { child, address };
-    let mut held = Vec::new();
-    for i in 0..157 {
-        let mut s = TcpStream::connect(&broker.address).await.unwrap();
-        s.write_all(&api_versions_frame(i)).await.unwrap();
-        assert_eq!(
-            read_correlation(&mut s, Duration::from_secs(5)).await,
-            Some(i),
-            "connection {i} of the 157 the descriptors leave room for"
-        );
-        held.push(s);
-    }
-    let mut extra = TcpStream::connect(&broker.address).await.unwrap();
-    extra.write_all(&api_versions_frame(157)).await.unwrap();
-    assert_eq!(
-        read_correlation(&mut extra, Duration::from_secs(1)).await,
-        None,
-        "the 158th connection waits for a slot"
-    );
-    drop(held.pop());
-    assert_eq!(
-        read_correlation(&mut extra, Duration::from_secs(5)).await,
-        Some(157)
-    );
+        .arg(dir.path().join("data"));
+    let broker = BrokerProcess::from_command(cmd);
+    cap_holds(&broker.address, 157).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -708,17 +680,12 @@ async fn idle_tls_connections_hold_no_receive_buffer() {
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rafka"))
-        .args(["serve", "--admin-listen", "127.0.0.1:0", "--config"])
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rafka"));
+    cmd.args(["serve", "--admin-listen", "127.0.0.1:0", "--config"])
         .arg(&cfg)
         .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .expect("spawn rafka");
-    let (_, address) = support::startup_line(&mut child);
-    let broker = BrokerProcess { child, address };
+        .arg(dir.path().join("data"));
+    let broker = BrokerProcess::from_command(cmd);
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(rustls_pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())

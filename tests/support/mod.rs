@@ -181,18 +181,25 @@ impl BrokerProcess {
     }
 
     fn spawn(dir: &Path, extra_args: &[&str]) -> BrokerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rafka"))
-            // No fixed admin port either: test binaries run side by side.
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
-            .arg(dir)
-            .args(extra_args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rafka"));
+        // No fixed admin port either: test binaries run side by side.
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .args(extra_args);
+        Self::from_command(cmd)
+    }
+
+    /// The broker `cmd` starts (the binary and its arguments, or a wrapper such as
+    /// `prlimit` around them), once it printed its startup line.
+    pub fn from_command(mut cmd: Command) -> BrokerProcess {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
