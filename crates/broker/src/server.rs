@@ -423,7 +423,6 @@ fn has_room(queue: &VecDeque<Pending>) -> bool {
         && waiting < PENDING_RESPONSE_BYTES_PER_CONNECTION_MAX
 }
 
-/// The writing half of a connection, and whether `sendfile` can reach its socket.
 /// Where a connection's requests come from.
 pub(crate) trait RequestReader: AsyncRead + Unpin + Send {
     /// Reads the client's next bytes into `conn`'s buffer; `Ok(0)` when it has closed.
@@ -482,6 +481,7 @@ impl<T: AsyncRead + AsyncWrite + Send> RequestReader for tokio::io::ReadHalf<T> 
 /// start of a larger one.
 const FIRST_READ_BYTES: usize = 512;
 
+/// The writing half of a connection, and whether `sendfile` can reach its socket.
 pub(crate) trait ResponseWriter: AsyncWrite + Unpin + Send {
     /// The socket itself, where bytes reach it unchanged (plaintext); `None` where they
     /// pass through this writer (TLS encrypts them).
