@@ -1306,10 +1306,12 @@ fn raw_request<Resp: kafka_protocol::protocol::Decodable>(
         .with_request_api_version(version)
         .with_correlation_id(1);
     let header_version = key.request_header_version(version);
-    let mut buf = bytes::BytesMut::new();
+    // The size prefix and the request in one write (one segment on the wire).
+    let mut buf = bytes::BytesMut::from(&[0u8; 4][..]);
     header.encode(&mut buf, header_version).unwrap();
     body.encode(&mut buf, version).unwrap();
-    stream.write_all(&(buf.len() as u32).to_be_bytes()).unwrap();
+    let size = (buf.len() - 4) as u32;
+    buf[..4].copy_from_slice(&size.to_be_bytes());
     stream.write_all(&buf).unwrap();
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).unwrap();

@@ -16,45 +16,31 @@
 //! Each idle connection is checked once more at the end (answers a second ApiVersions):
 //! all were served, not waiting in the listen backlog.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
+    ProduceRequest, ProduceResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
 
-use super::{cpu_seconds, create_topic, env_num, load_average, median_range, status_mib, Server};
+use super::{
+    cpu_seconds, create_topic, env_num, load_average, median_range, raw_request, status_mib, Server,
+};
 
-/// Raw requests, by hand: `api key`, `version`, correlation id, client id `bench`.
-fn frame(key: i16, version: i16, correlation: i32, flexible: bool, body: &[u8]) -> Vec<u8> {
-    let mut b = BytesMut::new();
-    b.put_i32(0);
-    b.put_i16(key);
-    b.put_i16(version);
-    b.put_i32(correlation);
-    b.put_i16(5);
-    b.put_slice(b"bench");
-    if flexible {
-        b.put_u8(0); // header tagged fields
-    }
-    b.put_slice(body);
-    let n = (b.len() - 4) as i32;
-    b[..4].copy_from_slice(&n.to_be_bytes());
-    b.to_vec()
+/// ApiVersions v3 on `s`, answered without error.
+fn api_versions(s: &mut TcpStream) {
+    let r: ApiVersionsResponse =
+        raw_request(s, ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(r.error_code, 0, "ApiVersions");
 }
 
-/// ApiVersions v3 (client software name and version, compact strings).
-fn api_versions(correlation: i32) -> Vec<u8> {
-    frame(18, 3, correlation, true, b"\x06bench\x021\x00")
-}
-
-/// Metadata v1 for all topics (a null topic array).
-fn metadata(correlation: i32) -> Vec<u8> {
-    frame(3, 1, correlation, false, &(-1i32).to_be_bytes())
-}
-
-/// Produce v3, acks=1, one batch of one 100-byte record to partition 0 of `topic`.
-fn produce_one(correlation: i32, topic: &str, i: usize) -> Vec<u8> {
+/// Produce v3, acks=1, one batch of one 100-byte record to partition 0 of `topic`: the
+/// offset it was given.
+fn produce_one(s: &mut TcpStream, topic: &str, i: usize) -> i64 {
     let batch = rafka_core::batch::BatchBuilder::new(rafka_core::Offset(0))
         .kv(
             format!("k{i}").as_bytes(),
@@ -62,28 +48,18 @@ fn produce_one(correlation: i32, topic: &str, i: usize) -> Vec<u8> {
             rafka_core::Timestamp(1_000 + i as i64),
         )
         .build();
-    let records = batch.as_bytes();
-    let mut b = BytesMut::new();
-    b.put_i16(-1); // transactional id: null
-    b.put_i16(1); // acks
-    b.put_i32(30_000);
-    b.put_i32(1);
-    b.put_i16(topic.len() as i16);
-    b.put_slice(topic.as_bytes());
-    b.put_i32(1);
-    b.put_i32(0);
-    b.put_i32(records.len() as i32);
-    b.put_slice(records);
-    frame(0, 3, correlation, false, &b)
-}
-
-/// Reads one answer and returns its correlation id.
-fn answer(s: &mut TcpStream) -> i32 {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).expect("answer length");
-    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut body).expect("answer");
-    i32::from_be_bytes(body[..4].try_into().unwrap())
+    let req = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch.as_bytes().clone()))])]);
+    let r: ProduceResponse = raw_request(s, ApiKey::Produce, 3, &req);
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, 0, "produce {i}");
+    p.base_offset
 }
 
 fn connect(addr: &str) -> TcpStream {
@@ -93,15 +69,16 @@ fn connect(addr: &str) -> TcpStream {
     s
 }
 
-/// Round trips of 2,000 one-record produces, one at a time: (p50, p99) in µs.
-fn probe(addr: &str, topic: &str) -> (f64, f64) {
+/// Round trips of 2,000 one-record produces, one at a time, the first at offset `first`:
+/// (p50, p99) in µs.
+fn probe(addr: &str, topic: &str, first: i64) -> (f64, f64) {
     let mut s = connect(addr);
     let mut took = Vec::with_capacity(2000);
     for i in 0..2000 {
         let t = Instant::now();
-        s.write_all(&produce_one(i as i32, topic, i)).unwrap();
-        assert_eq!(answer(&mut s), i as i32);
+        let offset = produce_one(&mut s, topic, i);
         took.push(t.elapsed().as_secs_f64() * 1e6);
+        assert_eq!(offset, first + i as i64, "produce {i}");
     }
     took.sort_by(|a, b| a.total_cmp(b));
     (took[took.len() / 2], took[took.len() * 99 / 100])
@@ -114,7 +91,7 @@ fn busy(s: &Server, topic: &str, records: usize) -> [f64; 4] {
     let took = super::common::librdkafka_produce(&s.address, topic, records, 1024, "1");
     let cpu = cpu_seconds(&pid) - cpu0;
     let gb = (records * 1024) as f64 / 1e9;
-    let (p50, p99) = probe(&s.address, topic);
+    let (p50, p99) = probe(&s.address, topic, records as i64);
     [gb * 1e3 / took.as_secs_f64(), cpu / gb, p50, p99]
 }
 
@@ -153,12 +130,20 @@ fn round(
     let rss0 = status_mib(pid, "VmRSS:");
     let cpu0 = cpu_seconds(&pid.to_string());
     let mut conns: Vec<TcpStream> = (0..idle)
-        .map(|i| {
+        .map(|_| {
             let mut c = connect(&s.address);
-            c.write_all(&api_versions(i as i32)).unwrap();
-            assert_eq!(answer(&mut c), i as i32);
-            c.write_all(&metadata(i as i32)).unwrap();
-            assert_eq!(answer(&mut c), i as i32);
+            api_versions(&mut c);
+            let all = MetadataRequest::default().with_topics(None);
+            let m: MetadataResponse = raw_request(&mut c, ApiKey::Metadata, 1, &all);
+            let named = |t: &str| {
+                m.topics
+                    .iter()
+                    .any(|x| x.name.as_ref().is_some_and(|n| **n == *t))
+            };
+            assert!(
+                named("alone") && named("beside"),
+                "Metadata names the bench's topics"
+            );
             c
         })
         .collect();
@@ -168,13 +153,8 @@ fn round(
     let cost = [rss * 1024.0 / idle as f64, cpu * 1e6 / idle as f64];
 
     let beside = busy(&s, "beside", records);
-    for (i, c) in conns.iter_mut().enumerate() {
-        c.write_all(&api_versions(idle as i32 + i as i32)).unwrap();
-        assert_eq!(
-            answer(c),
-            idle as i32 + i as i32,
-            "idle connection {i} still served"
-        );
+    for c in conns.iter_mut() {
+        api_versions(c);
     }
     drop(conns);
     s.stop("-TERM");

@@ -434,7 +434,6 @@ impl Drop for Broker {
     }
 }
 
-/// Aborts the task when start fails after it was spawned.
 /// `max.connections` in force: the configured one, or as many as the open-file limit
 /// (raised to the hard one first) leaves room for after the storage's segment files. Warns
 /// when the descriptors may not cover the connections and the storage's files together.
@@ -467,6 +466,7 @@ fn connection_limit(config: &Config) -> usize {
     n
 }
 
+/// Aborts the task when start fails after it was spawned.
 struct AbortOnDrop(Option<JoinHandle<()>>);
 
 impl Drop for AbortOnDrop {
