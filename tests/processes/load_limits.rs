@@ -1,6 +1,7 @@
 //! Load and limits against the `rafka` binary: 2,000 concurrent connections (and the
 //! connection cap), a client that never reads its responses, slowloris clients, 10,000
-//! partitions, and a 100 MiB request. Throughout each case a probe client produces one
+//! partitions, a 100 MiB request, and 40 large requests begun at once against
+//! `queued_max_request_bytes`. Throughout each case a probe client produces one
 //! record (acks=all) every 100 ms on its own connection and the broker's RSS is sampled
 //! from /proc; each case asserts bounds on both and prints the measured figures.
 //!
@@ -597,6 +598,116 @@ async fn a_100_mib_request_is_refused_and_the_broker_carries_on() {
     over.expect_closed().await;
     conn.check_alive().await;
     watch.finish("100 MiB request", 512).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_being_received_hold_at_most_queued_max_request_bytes() {
+    // Requests of about 7.7 MB, a budget of three of them (24 MiB); 40 clients each send
+    // all of theirs but the last KiB and wait. Without the budget the broker would hold all
+    // 40 (over 300 MB); with it three are read, the rest wait unread in the kernel's socket
+    // buffers.
+    const CLIENTS: usize = 40;
+    const PARTITIONS: i32 = 8;
+    const RECORDS: i64 = 8;
+    let (broker, _dir) = broker(
+        "broker:\n  max_connections: 4096\n  socket_request_max_bytes: 8388608\n  \
+         queued_max_request_bytes: 25165824\n",
+    );
+    let mut conn = KafkaConn::connect(&broker.address).await;
+    create(&mut conn, "queued", PARTITIONS).await;
+    let watch = Watch::start(&broker).await;
+    let rss_before = rss_kib(broker.child.id()).unwrap();
+    let batch = record_batch("q", RECORDS as usize, 120_000);
+    let frame = encode(
+        ApiKey::Produce,
+        9,
+        7,
+        &RequestKind::Produce(
+            ProduceRequest::default()
+                .with_acks(1)
+                .with_timeout_ms(30_000)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(topic_name("queued"))
+                    .with_partition_data(
+                        (0..PARTITIONS)
+                            .map(|p| {
+                                PartitionProduceData::default()
+                                    .with_index(p)
+                                    .with_records(Some(batch.clone()))
+                            })
+                            .collect(),
+                    )]),
+        ),
+    );
+    assert!(frame.len() > 7_500_000 && frame.len() - 4 <= 8 << 20);
+    let (go, ready) = tokio::sync::watch::channel(false);
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..CLIENTS {
+        let (addr, frame, mut ready) = (broker.address.clone(), frame.clone(), ready.clone());
+        clients.spawn(async move {
+            let mut s = TcpStream::connect(&addr).await.unwrap();
+            let tail = frame.len() - 1024;
+            s.write_all(&frame[..tail]).await.unwrap();
+            ready.wait_for(|go| *go).await.unwrap();
+            s.write_all(&frame[tail..]).await.unwrap();
+            let answer = tokio::time::timeout(Duration::from_secs(60), async {
+                let mut len = [0u8; 4];
+                s.read_exact(&mut len).await.unwrap();
+                let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+                s.read_exact(&mut body).await.unwrap();
+                Bytes::from(body)
+            })
+            .await
+            .expect("an answer once the request is whole");
+            let ResponseKind::Produce(r) = common::decode_response(ApiKey::Produce, 9, 7, answer)
+            else {
+                panic!("not a Produce response")
+            };
+            r.responses[0]
+                .partition_responses
+                .iter()
+                .map(|p| (p.index, p.error_code, p.base_offset))
+                .collect::<Vec<_>>()
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let rss_held = rss_kib(broker.child.id()).unwrap();
+    let growth_mib = (rss_held as f64 - rss_before as f64) / 1024.0;
+    // Small requests are not held back by the budget.
+    let md = metadata(&mut conn, Some(&["queued"])).await;
+    assert_eq!(md.topics[0].error_code, 0);
+    eprintln!(
+        "queued_max_request_bytes: {CLIENTS} requests of {} bytes begun, budget 24 MiB; broker \
+         RSS {:.1} → {:.1} MiB (+{growth_mib:.1})",
+        frame.len(),
+        rss_before as f64 / 1024.0,
+        rss_held as f64 / 1024.0
+    );
+    assert!(growth_mib < 80.0, "RSS grew {growth_mib:.1} MiB");
+    // Every request, once whole, is read and appended in turn.
+    go.send(true).unwrap();
+    let mut bases: Vec<Vec<i64>> = vec![Vec::new(); PARTITIONS as usize];
+    while let Some(r) = clients.join_next().await {
+        let partitions = r.unwrap();
+        assert_eq!(partitions.len(), PARTITIONS as usize);
+        for (index, code, base) in partitions {
+            assert_eq!(code, 0, "partition {index}");
+            bases[index as usize].push(base);
+        }
+    }
+    for (p, b) in bases.iter_mut().enumerate() {
+        b.sort();
+        let expected: Vec<i64> = (0..CLIENTS as i64).map(|i| i * RECORDS).collect();
+        assert_eq!(
+            *b, expected,
+            "partition {p}: one batch of each client, in turn"
+        );
+        assert_eq!(
+            common::log_end_offset(&mut conn, "queued", p as i32).await,
+            CLIENTS as i64 * RECORDS
+        );
+    }
+    watch.finish("queued_max_request_bytes", 256).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

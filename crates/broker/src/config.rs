@@ -12,6 +12,10 @@ use rafka_storage::StorageConfig;
 /// Most cleaner workers (`log_cleaner_threads`): each is a blocking thread.
 pub const LOG_CLEANER_THREADS_MAX: usize = 64;
 
+/// `queued_max_request_bytes` unless set: Rafka bounds what requests being received may
+/// hold (Kafka's default, -1, does not).
+pub const QUEUED_MAX_REQUEST_BYTES_DEFAULT: i64 = 512 * 1024 * 1024;
+
 /// Why a configuration was refused. Names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -562,6 +566,11 @@ pub struct BrokerConfig {
     pub num_partitions: i32,
     /// `socket.request.max.bytes`.
     pub socket_request_max_bytes: usize,
+    /// `queued.max.request.bytes` (KIP-72): the bytes of requests larger than 64 KiB that
+    /// all connections may be receiving at once; a connection whose next request does not
+    /// fit waits, unread, until enough of it is handed on. At least
+    /// `socket_request_max_bytes`; 0 or less: no bound (Kafka's default, -1).
+    pub queued_max_request_bytes: i64,
     /// `connections.max.idle.ms`.
     pub connections_max_idle_ms: u64,
     /// `max.connections`: connections served at once (more wait to be accepted). Unset:
@@ -714,6 +723,7 @@ impl Default for BrokerConfig {
             auto_create_topics_enable: true,
             num_partitions: 1,
             socket_request_max_bytes: limits::REQUEST_BYTES_MAX,
+            queued_max_request_bytes: QUEUED_MAX_REQUEST_BYTES_DEFAULT,
             connections_max_idle_ms: 600_000,
             max_connections: None,
             max_connections_per_ip: usize::MAX,
@@ -901,6 +911,18 @@ impl Config {
                     "{} is outside 1024..={}",
                     b.socket_request_max_bytes,
                     limits::REQUEST_BYTES_MAX
+                ),
+            );
+        }
+        if b.queued_max_request_bytes > 0
+            && (b.queued_max_request_bytes as u64) < b.socket_request_max_bytes as u64
+        {
+            return invalid(
+                "broker.queued_max_request_bytes",
+                format!(
+                    "{} is below socket_request_max_bytes ({}): the largest request could \
+                     never be read (0 or less for no bound)",
+                    b.queued_max_request_bytes, b.socket_request_max_bytes
                 ),
             );
         }
@@ -1126,6 +1148,40 @@ mod tests {
         assert!(c.broker.auto_create_topics_enable);
         assert_eq!(c.broker.num_partitions, 1);
         assert_eq!(c.durability.fsync, FsyncPolicy::OnAckAll);
+    }
+
+    #[test]
+    fn queued_max_request_bytes_holds_the_largest_request() {
+        let c = Config::from_yaml("").unwrap();
+        assert_eq!(c.broker.queued_max_request_bytes, 512 << 20);
+        let e = Config::from_yaml(
+            "broker:\n  socket_request_max_bytes: 2048\n  queued_max_request_bytes: 2047\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("config key `broker.queued_max_request_bytes`: 2047 is below"),
+            "{e}"
+        );
+    }
+
+    proptest::proptest! {
+        /// Every budget that holds the largest request, and every "no bound", is taken.
+        #[test]
+        fn queued_max_request_bytes_at_or_over_the_request_limit_is_taken(
+            request in 1024usize..=limits::REQUEST_BYTES_MAX,
+            over in 0i64..(1 << 40),
+            unbounded in i64::MIN..=0,
+        ) {
+            for queued in [request as i64 + over, unbounded] {
+                let yaml = format!(
+                    "broker:\n  socket_request_max_bytes: {request}\n  \
+                     queued_max_request_bytes: {queued}\n"
+                );
+                let c = Config::from_yaml(&yaml).unwrap();
+                proptest::prop_assert_eq!(c.broker.queued_max_request_bytes, queued);
+            }
+        }
     }
 
     #[test]

@@ -35,6 +35,7 @@ mod pipeline;
 mod producer_state;
 mod quota;
 mod quota_manager;
+mod request_memory;
 mod sasl;
 mod server;
 mod shared;

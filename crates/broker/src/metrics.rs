@@ -269,6 +269,8 @@ pub struct Figures {
     pub diskless: Option<DisklessFigures>,
     /// Client-quota counters per configured entity and quota.
     pub quota_entities: Vec<QuotaEntityFigures>,
+    /// `queued_max_request_bytes`: its bound, what is held of it, who waits.
+    pub request_memory: crate::request_memory::RequestMemoryFigures,
 }
 
 /// The diskless data path's figures since start-up (`crate::diskless`).
@@ -471,6 +473,41 @@ fn api_name(slot: usize) -> Option<String> {
     ApiKey::try_from(slot as i16).ok().map(|k| format!("{k:?}"))
 }
 
+/// `queued_max_request_bytes`: Kafka's `MemoryPoolAvailable` and `MemoryPoolUsed`, and the
+/// connections waiting (nothing when there is no bound).
+fn render_request_memory(f: &crate::request_memory::RequestMemoryFigures, out: &mut String) {
+    let Some(budget) = f.budget else { return };
+    header(
+        out,
+        "rafka_request_memory_used_bytes",
+        "gauge",
+        "Bytes of queued_max_request_bytes held by requests over 64 KiB being received.",
+    );
+    let _ = writeln!(out, "rafka_request_memory_used_bytes {}", f.used);
+    header(
+        out,
+        "rafka_request_memory_available_bytes",
+        "gauge",
+        "Bytes of queued_max_request_bytes free.",
+    );
+    let _ = writeln!(
+        out,
+        "rafka_request_memory_available_bytes {}",
+        budget.saturating_sub(f.used)
+    );
+    header(
+        out,
+        "rafka_request_memory_waiting_connections",
+        "gauge",
+        "Connections not read until their next request fits queued_max_request_bytes.",
+    );
+    let _ = writeln!(
+        out,
+        "rafka_request_memory_waiting_connections {}",
+        f.waiting
+    );
+}
+
 /// Renders every metric in the Prometheus text exposition format (version 0.0.4): the
 /// counters of `m`, then `figures`.
 pub fn render(m: &Metrics, figures: &Figures) -> String {
@@ -611,6 +648,7 @@ pub fn render(m: &Metrics, figures: &Figures) -> String {
         );
     }
     render_quota_entities(&figures.quota_entities, &mut out);
+    render_request_memory(&figures.request_memory, &mut out);
 
     header(
         &mut out,
@@ -1106,6 +1144,11 @@ mod tests {
                 throttled: 2,
                 throttle_ms: 1_500,
             }],
+            request_memory: crate::request_memory::RequestMemoryFigures {
+                budget: Some(1000),
+                used: 300,
+                waiting: 2,
+            },
         };
         let out = render(&Metrics::default(), &figures);
         for line in [
@@ -1140,6 +1183,9 @@ mod tests {
              user=\"<default>\",client_id=\"a\\\"b\"} 1500\n",
             "rafka_quota_entity_recorded_total{quota=\"producer_byte_rate\",user=\"<default>\",\
              client_id=\"a\\\"b\"} 10\n",
+            "rafka_request_memory_used_bytes 300\n",
+            "rafka_request_memory_available_bytes 700\n",
+            "rafka_request_memory_waiting_connections 2\n",
         ] {
             assert!(out.contains(line), "{line} missing from\n{out}");
         }

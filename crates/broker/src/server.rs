@@ -27,6 +27,7 @@ use rafka_hooks::{Principal, SecurityProtocol, Session, Stages, Verdict};
 use crate::accept::accept_bounded;
 use crate::metrics::SaslOutcome;
 use crate::pipeline::{self, Answer, Close};
+use crate::request_memory::FrameLease;
 use crate::sasl::{Authenticator, Out, SaslSettings, Step, SASL_TOKEN_BYTES_MAX};
 use crate::shared::Shared;
 use crate::tls::{TlsListener, HANDSHAKE_TIMEOUT};
@@ -270,6 +271,8 @@ async fn serve<R, W>(
 {
     let peer = session.peer;
     let mut conn = Connection::new(shared.config.broker.socket_request_max_bytes);
+    // What the request being received holds of `queued_max_request_bytes`.
+    let mut lease = FrameLease::default();
     // Made at the first file region this connection sends.
     let mut pipe: Option<SplicePipe> = None;
     let mut queue: VecDeque<Pending> = VecDeque::new();
@@ -313,6 +316,7 @@ async fn serve<R, W>(
                 &mut auth,
                 &mut muted_until,
             );
+            lease.settle(&shared.request_memory, conn.front_frame_bytes());
             if !drained_on(drained, peer, &mut queue) {
                 decoding = false;
                 reading = false;
@@ -332,7 +336,7 @@ async fn serve<R, W>(
         // An authentication in progress has a deadline (a KIP-368 one included).
         let auth_deadline = auth.as_ref().and_then(|a| a.deadline()).filter(|_| reading);
         tokio::select! {
-            r = rd.read_request_bytes(&mut conn), if can_read => match r {
+            r = read_within_budget(&mut rd, &mut conn, &mut lease, &shared), if can_read => match r {
                 Ok(0) => reading = false,
                 Ok(_) => {
                     let drained = drain_requests(
@@ -343,6 +347,7 @@ async fn serve<R, W>(
                         &mut auth,
                         &mut muted_until,
                     );
+                    lease.settle(&shared.request_memory, conn.front_frame_bytes());
                     if !drained_on(drained, peer, &mut queue) {
                         decoding = false;
                         reading = false;
@@ -421,6 +426,20 @@ fn has_room(queue: &VecDeque<Pending>) -> bool {
     queue.len() - durable < IN_FLIGHT_REQUESTS_PER_CONNECTION_MAX
         && durable < DURABILITY_WAITS_PER_CONNECTION_MAX
         && waiting < PENDING_RESPONSE_BYTES_PER_CONNECTION_MAX
+}
+
+/// Reads the client's next bytes once the request at the front of the buffer, if it is a
+/// large one, fits `queued_max_request_bytes` (`lease` then holds its share). Cancel safe.
+async fn read_within_budget<R: RequestReader>(
+    rd: &mut R,
+    conn: &mut Connection,
+    lease: &mut FrameLease,
+    shared: &Shared,
+) -> std::io::Result<usize> {
+    lease
+        .cover(&shared.request_memory, conn.front_frame_bytes())
+        .await;
+    rd.read_request_bytes(conn).await
 }
 
 /// Where a connection's requests come from.

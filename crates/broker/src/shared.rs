@@ -62,6 +62,8 @@ pub struct Shared {
     pub hooks: HookChain,
     /// Request, connection and traffic counters (rendered by the admin endpoint).
     pub(crate) metrics: Metrics,
+    /// `queued_max_request_bytes`: what large requests being received may hold together.
+    pub(crate) request_memory: crate::request_memory::RequestMemory,
     /// The log cleaner's per-partition state and totals (the cleaner loop writes it, a
     /// scrape reads it).
     pub(crate) cleaner: crate::cleaner_state::CleanerState,
@@ -186,6 +188,8 @@ impl Shared {
         hooks: HookChain,
         advertised: Vec<(String, String, i32)>,
     ) -> Shared {
+        let request_memory =
+            crate::request_memory::RequestMemory::new(config.broker.queued_max_request_bytes);
         let slow_request = match config.log.slow_request_ms {
             0 => None,
             ms => Some(Duration::from_millis(ms)),
@@ -226,6 +230,7 @@ impl Shared {
             credentials,
             hooks,
             metrics: Metrics::default(),
+            request_memory,
             cleaner: Default::default(),
             slow_request,
             advertised,
@@ -328,6 +333,7 @@ impl Shared {
                 }
             }),
             quota_entities: self.quotas.figures(),
+            request_memory: self.request_memory.figures(),
         }
     }
 }

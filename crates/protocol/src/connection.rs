@@ -131,9 +131,10 @@ impl Connection {
         self.frames.park()
     }
 
-    /// Bytes the frame being received still needs.
-    pub fn wanted(&self) -> usize {
-        self.frames.wanted()
+    /// The size of the request at the front of the buffer once its size prefix is read
+    /// (see [`FrameDecoder::front_frame_bytes`]): what reading the rest of it will hold.
+    pub fn front_frame_bytes(&self) -> Option<usize> {
+        self.frames.front_frame_bytes()
     }
 
     /// The next frame as a raw SASL token of at most `max_bytes` (after SaslHandshake v0 the

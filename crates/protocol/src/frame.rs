@@ -139,7 +139,7 @@ impl FrameDecoder {
 
     /// Appends bytes read from the peer.
     pub fn receive(&mut self, bytes: &[u8]) {
-        self.make_room(bytes.len());
+        self.make_room(bytes.len().max(self.frame_rest()));
         self.buf.extend_from_slice(bytes);
     }
 
@@ -149,13 +149,39 @@ impl FrameDecoder {
     /// Whatever the caller appends is framed by [`next_frame`](Self::next_frame); appending
     /// more than the buffer's spare capacity (a socket read never does) allocates outside
     /// the decoder's reuse.
+    ///
+    /// Room for a frame begun is made here, when its body is about to be read, not when its
+    /// size prefix is: a caller may wait before reading on (for a budget of request
+    /// memory), and a prefix alone takes no more memory than the buffer it came in.
     pub fn read_buffer(&mut self, min_room: usize) -> &mut BytesMut {
-        // The rest of a frame begun fits where it is: no moving it for more room.
-        let rest = self.wanted();
-        if self.buf.len() < 4 || rest == 0 || self.buf.capacity() - self.buf.len() < rest {
+        let rest = self.frame_rest();
+        if rest == 0 {
             self.make_room(min_room);
+        } else if self.buf.capacity() - self.buf.len() < rest {
+            // The whole rest of the frame in one buffer, contiguous with its start.
+            self.make_room(rest.max(min_room));
         }
+        // Else the rest of the frame begun fits where it is: no moving it for more room.
         &mut self.buf
+    }
+
+    /// The size of the frame at the front of the buffer, without its prefix, once the
+    /// prefix is buffered and is one [`next_frame`](Self::next_frame) or
+    /// [`next_raw_frame`](Self::next_raw_frame) might accept: the frame being received, or
+    /// a whole one not yet taken.
+    pub fn front_frame_bytes(&self) -> Option<usize> {
+        let prefix = self.buf.get(..4)?;
+        let size = i32::from_be_bytes(prefix.try_into().expect("4 bytes"));
+        usize::try_from(size)
+            .ok()
+            .filter(|&n| n <= self.max_frame_bytes)
+    }
+
+    /// The bytes the frame at the front still needs, once its prefix is buffered and
+    /// acceptable; 0 otherwise.
+    fn frame_rest(&self) -> usize {
+        self.front_frame_bytes()
+            .map_or(0, |n| (n + 4).saturating_sub(self.buf.len()))
     }
 
     /// Buffers kept for reuse and the bytes they hold (allocated, in use or not), the one
@@ -257,15 +283,6 @@ impl FrameDecoder {
         self.buf.len()
     }
 
-    /// How many more bytes the frame being received needs (for sizing reads).
-    pub fn wanted(&self) -> usize {
-        if self.buf.len() < 4 {
-            return 4 - self.buf.len();
-        }
-        let size = i32::from_be_bytes(self.buf[..4].try_into().expect("4 bytes"));
-        (size.max(0) as usize + 4).saturating_sub(self.buf.len())
-    }
-
     /// The next whole frame (without its prefix), if one is buffered.
     pub fn next_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
         if self.buf.len() < 4 {
@@ -283,7 +300,6 @@ impl FrameDecoder {
         }
         let size = size as usize;
         if self.buf.len() < 4 + size {
-            self.make_room(4 + size - self.buf.len());
             return Ok(None);
         }
         self.buf.advance(4);
@@ -309,7 +325,6 @@ impl FrameDecoder {
         }
         let size = size as usize;
         if self.buf.len() < 4 + size {
-            self.make_room(4 + size - self.buf.len());
             return Ok(None);
         }
         self.buf.advance(4);
@@ -473,6 +488,33 @@ mod tests {
         assert!(!d.park());
         d.read_buffer(64).extend_from_slice(&framed(&[5; 64])[30..]);
         assert_eq!(d.next_frame().unwrap().unwrap()[..], [5; 64]);
+    }
+
+    #[test]
+    fn a_size_prefix_takes_no_memory_for_its_frame_until_its_body_is_read() {
+        let body: Vec<u8> = (0..(20 << 20)).map(|i: u32| (i % 253) as u8).collect();
+        let frame = framed(&body);
+        let mut d = FrameDecoder::new(32 << 20);
+        d.read_buffer(64 * 1024)
+            .extend_from_slice(&frame[..4 + 1000]);
+        let first = d.buffers();
+        assert!(first.1 < 20 << 20, "{first:?}");
+        assert_eq!(d.next_frame(), Ok(None));
+        assert_eq!(d.front_frame_bytes(), Some(20 << 20));
+        // Announced, not yet read: the buffer the prefix came in, nothing more.
+        assert_eq!(d.buffers(), first);
+        // Reading on makes room for the whole rest at once.
+        let b = d.read_buffer(64 * 1024);
+        assert!(b.capacity() - b.len() >= frame.len() - 1004);
+        b.extend_from_slice(&frame[1004..]);
+        assert_eq!(d.next_frame().unwrap().unwrap()[..], body[..]);
+        assert_eq!(d.front_frame_bytes(), None);
+        // A prefix the decoder would refuse is no frame to make room for.
+        let mut d = FrameDecoder::new(1 << 20);
+        d.receive(&(2i32 << 20).to_be_bytes());
+        assert_eq!(d.front_frame_bytes(), None);
+        assert!(d.read_buffer(16).capacity() < 1 << 20);
+        assert!(matches!(d.next_frame(), Err(FrameError::TooLarge { .. })));
     }
 
     #[test]
