@@ -320,8 +320,9 @@ async fn cap_holds(addr: &str, cap: i32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unset_max_connections_is_what_the_open_file_limit_leaves() {
     // Started with a soft open-file limit of 200 and a hard one of 1,000: the broker raises
-    // its soft limit to 1,000 and, with 16 segment files and 512 descriptors set aside,
-    // serves (1,000 - 16 - 512) / 3 = 157 connections (64 had it kept the soft 200).
+    // its soft limit to 1,000 and, with 16 segment files, 512 descriptors and 128 for the
+    // splice pipes set aside, serves 1,000 - 16 - 512 - 128 = 344 connections (64 had it
+    // kept the soft 200).
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("rafka.yaml");
     std::fs::write(&cfg, "storage:\n  log:\n    max_open_files: 16\n").unwrap();
@@ -334,7 +335,7 @@ async fn unset_max_connections_is_what_the_open_file_limit_leaves() {
         .arg("--data-dir")
         .arg(dir.path().join("data"));
     let broker = BrokerProcess::from_command(cmd);
-    cap_holds(&broker.address, 157).await;
+    cap_holds(&broker.address, 344).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

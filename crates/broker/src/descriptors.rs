@@ -1,8 +1,8 @@
 //! File descriptors: the process's open-file limit raised to what the system allows (as
 //! the JVM raises it for Kafka), and `max.connections` when it is not set — as many
-//! connections as the descriptors left after the storage's files and a reserve allow, so
-//! that a broker with many clients is held at its accept loop instead of running out of
-//! descriptors for its segment files.
+//! connections as the descriptors left after the storage's files, the splice pipes and a
+//! reserve allow (one each), so that a broker with many clients is held at its accept loop
+//! instead of running out of descriptors for its segment files.
 
 use rafka_core::limits::CONNECTIONS_MAX;
 
@@ -14,13 +14,13 @@ pub(crate) const RESERVED_DESCRIPTORS: u64 = 512;
 /// Fewest connections the default allows, however low the limit (the broker then warns).
 pub(crate) const CONNECTIONS_MIN_DEFAULT: usize = 64;
 
-/// Descriptors one connection may hold: its socket, and the pipe its zero-copy fetches go
-/// through.
-pub(crate) fn per_connection(zero_copy_fetch: bool) -> u64 {
+/// Descriptors set aside for the process's splice pipes (`crate::splice`), which every
+/// zero-copy fetch borrows one of: two each. A connection holds only its socket.
+pub(crate) fn for_pipes(zero_copy_fetch: bool) -> u64 {
     if zero_copy_fetch {
-        3
+        2 * crate::splice::PIPES_MAX as u64
     } else {
-        1
+        0
     }
 }
 
@@ -46,8 +46,8 @@ pub(crate) fn raise_open_file_limit() -> Option<u64> {
     now.current
 }
 
-/// The connections an open-file `limit` leaves room for once `storage_files` segment files
-/// and [`RESERVED_DESCRIPTORS`] are set aside, within
+/// The connections an open-file `limit` leaves room for once `storage_files` segment files,
+/// [`RESERVED_DESCRIPTORS`] and the splice pipes are set aside, one descriptor each, within
 /// `CONNECTIONS_MIN_DEFAULT..=CONNECTIONS_MAX`.
 pub(crate) fn connections_within(
     limit: Option<u64>,
@@ -57,16 +57,15 @@ pub(crate) fn connections_within(
     let Some(limit) = limit else {
         return CONNECTIONS_MAX;
     };
-    let left = limit.saturating_sub(RESERVED_DESCRIPTORS + storage_files as u64);
-    let n = usize::try_from(left / per_connection(zero_copy_fetch)).unwrap_or(usize::MAX);
+    let left = limit
+        .saturating_sub(RESERVED_DESCRIPTORS + storage_files as u64 + for_pipes(zero_copy_fetch));
+    let n = usize::try_from(left).unwrap_or(usize::MAX);
     n.clamp(CONNECTIONS_MIN_DEFAULT, CONNECTIONS_MAX)
 }
 
 /// Descriptors `connections` and `storage_files` may need together, the reserve included.
 pub(crate) fn needed(connections: usize, storage_files: usize, zero_copy_fetch: bool) -> u64 {
-    connections as u64 * per_connection(zero_copy_fetch)
-        + storage_files as u64
-        + RESERVED_DESCRIPTORS
+    connections as u64 + storage_files as u64 + RESERVED_DESCRIPTORS + for_pipes(zero_copy_fetch)
 }
 
 #[cfg(test)]
@@ -75,8 +74,9 @@ mod tests {
 
     #[test]
     fn the_default_is_what_the_descriptors_leave() {
-        // 20,000 descriptors, 4,096 segment files: (20,000 - 4,096 - 512) / 3.
-        assert_eq!(connections_within(Some(20_000), 4096, true), 5130);
+        // 20,000 descriptors, 4,096 segment files: 20,000 - 4,096 - 512, less 128 for the
+        // pipes of zero-copy fetches.
+        assert_eq!(connections_within(Some(20_000), 4096, true), 15_264);
         assert_eq!(connections_within(Some(20_000), 4096, false), 15_392);
         // A large limit is held to the hard bound; none at all likewise.
         assert_eq!(

@@ -39,6 +39,7 @@ mod request_memory;
 mod sasl;
 mod server;
 mod shared;
+mod splice;
 mod ssl_principal_mapper;
 mod state;
 mod sync_queue;

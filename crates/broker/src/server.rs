@@ -30,6 +30,7 @@ use crate::pipeline::{self, Answer, Close};
 use crate::request_memory::FrameLease;
 use crate::sasl::{Authenticator, Out, SaslSettings, Step, SASL_TOKEN_BYTES_MAX};
 use crate::shared::Shared;
+use crate::splice::{send_file, LentPipe};
 use crate::tls::{TlsListener, HANDSHAKE_TIMEOUT};
 
 /// How long shutdown waits for connections to finish their in-flight requests.
@@ -273,8 +274,6 @@ async fn serve<R, W>(
     let mut conn = Connection::new(shared.config.broker.socket_request_max_bytes);
     // What the request being received holds of `queued_max_request_bytes`.
     let mut lease = FrameLease::default();
-    // Made at the first file region this connection sends.
-    let mut pipe: Option<SplicePipe> = None;
     let mut queue: VecDeque<Pending> = VecDeque::new();
     let mut auth = sasl.map(|s| Authenticator::new(s, Instant::now()));
     let idle = Duration::from_millis(shared.config.broker.connections_max_idle_ms.max(1));
@@ -290,7 +289,7 @@ async fn serve<R, W>(
             };
             // Vectored: a fetch response's records go out from storage's buffers, or from
             // their segment files (sendfile) between the bytes around them.
-            if let Err(e) = write_response(&shared, &mut wr, &mut pipe, &mut resp).await {
+            if let Err(e) = write_response(&shared, &mut wr, &mut resp).await {
                 tracing::debug!(error = %e, "write failed; closing");
                 return;
             }
@@ -527,7 +526,6 @@ impl<T: AsyncRead + AsyncWrite + Send> ResponseWriter for tokio::io::WriteHalf<T
 async fn write_response<W: ResponseWriter>(
     shared: &Shared,
     wr: &mut W,
-    pipe: &mut Option<SplicePipe>,
     resp: &mut EncodedResponse,
 ) -> std::io::Result<()> {
     // Corked while a response with regions is written: its header and records leave in
@@ -536,7 +534,7 @@ async fn write_response<W: ResponseWriter>(
         && wr
             .socket()
             .is_some_and(|s| rustix::net::sockopt::set_tcp_cork(s, true).is_ok());
-    let written = write_parts(shared, wr, pipe, resp).await;
+    let written = write_parts(shared, wr, resp).await;
     if corked {
         if let Some(s) = wr.socket() {
             let _ = rustix::net::sockopt::set_tcp_cork(s, false);
@@ -548,9 +546,10 @@ async fn write_response<W: ResponseWriter>(
 async fn write_parts<W: ResponseWriter>(
     shared: &Shared,
     wr: &mut W,
-    pipe: &mut Option<SplicePipe>,
     resp: &mut EncodedResponse,
 ) -> std::io::Result<()> {
+    // Borrowed at the answer's first region, given back (empty) with the last.
+    let mut pipe: Option<LentPipe> = None;
     loop {
         wr.write_all_buf(resp).await?;
         let Some(region) = resp.take_file() else {
@@ -559,9 +558,9 @@ async fn write_parts<W: ResponseWriter>(
         match wr.socket() {
             Some(socket) => {
                 if pipe.is_none() {
-                    *pipe = SplicePipe::new();
+                    pipe = LentPipe::take();
                 }
-                match pipe {
+                match &mut pipe {
                     Some(p) => p.send(socket, &region).await?,
                     None => send_file(socket, &region).await?,
                 }
@@ -575,104 +574,6 @@ async fn write_parts<W: ResponseWriter>(
             }
         }
     }
-}
-
-/// Bytes a connection's splice pipe asks for (Linux's default `fs.pipe-max-size`).
-const SPLICE_PIPE_BYTES: usize = 1024 * 1024;
-
-/// A connection's pipe for `splice(2)`: file pages go into it by reference, then from it
-/// to the socket. `sendfile` does the same through a pipe of 16 pages, so every 64 KiB is
-/// its own send on the socket; a pipe of up to a MiB moves a fetched region in a few.
-pub(crate) struct SplicePipe {
-    read: rustix::fd::OwnedFd,
-    write: rustix::fd::OwnedFd,
-    /// Bytes the pipe holds at most.
-    size: usize,
-}
-
-impl SplicePipe {
-    /// A pipe of up to [`SPLICE_PIPE_BYTES`]; `None` if none can be made (then `sendfile`).
-    fn new() -> Option<SplicePipe> {
-        use rustix::pipe::{fcntl_setpipe_size, pipe_with, PipeFlags};
-        let (read, write) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK).ok()?;
-        // A smaller pipe (a lowered fs.pipe-max-size) works, with more sends.
-        let size = fcntl_setpipe_size(&write, SPLICE_PIPE_BYTES).unwrap_or(64 * 1024);
-        Some(SplicePipe { read, write, size })
-    }
-
-    /// Sends the whole region: a pipe's worth of the file's pages at a time into the pipe,
-    /// then out to the socket (`SPLICE_F_MORE` while more follows), waiting for room in
-    /// the socket as needed. The pipe is empty again on success; after an error the
-    /// connection closes.
-    async fn send(
-        &mut self,
-        socket: &TcpStream,
-        region: &rafka_core::FileRegion,
-    ) -> std::io::Result<()> {
-        use rustix::pipe::{splice, SpliceFlags};
-        let mut position = region.position;
-        let end = region.position + region.len as u64;
-        let mut held = 0usize;
-        while position < end || held > 0 {
-            if held == 0 {
-                let want = ((end - position) as usize).min(self.size);
-                held = splice(
-                    &*region.file,
-                    Some(&mut position),
-                    &self.write,
-                    None,
-                    want,
-                    SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
-                )?;
-                if held == 0 {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "segment file shorter than the fetched region",
-                    ));
-                }
-            }
-            let mut flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
-            if position < end {
-                flags |= SpliceFlags::MORE;
-            }
-            let sent = socket
-                .async_io(tokio::io::Interest::WRITABLE, || {
-                    splice(&self.read, None, socket, None, held, flags)
-                        .map_err(std::io::Error::from)
-                })
-                .await?;
-            if sent == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::WriteZero,
-                    "the socket took no bytes",
-                ));
-            }
-            held -= sent;
-        }
-        Ok(())
-    }
-}
-
-/// `sendfile` of a whole region to a non-blocking socket, waiting for room as needed.
-async fn send_file(socket: &TcpStream, region: &rafka_core::FileRegion) -> std::io::Result<()> {
-    let mut position = region.position;
-    let end = region.position + region.len as u64;
-    while position < end {
-        let want = (end - position) as usize;
-        let sent = socket
-            .async_io(tokio::io::Interest::WRITABLE, || {
-                rustix::fs::sendfile(socket, &*region.file, Some(&mut position), want)
-                    .map_err(std::io::Error::from)
-            })
-            .await?;
-        if sent == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "segment file shorter than the fetched region",
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Whether the connection reads on after draining.
