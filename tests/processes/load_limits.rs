@@ -773,69 +773,95 @@ where
     common::decode_response(key, version, id, frame)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_tls_connections_hold_no_receive_buffer() {
-    use rustls_pki_types::pem::PemObject;
-    use tokio_rustls::rustls;
-    let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = tls_material();
-    std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
-    std::fs::write(dir.path().join("key.pem"), key).unwrap();
-    let cfg = dir.path().join("rafka.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "broker:\n  listeners:\n    - name: SSL\n      listen: 127.0.0.1:0\n      \
-             security_protocol: SSL\n      ssl:\n        certificate: {}\n        key: {}\n",
-            dir.path().join("cert.pem").display(),
-            dir.path().join("key.pem").display()
-        ),
-    )
-    .unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rafka"));
-    cmd.args(["serve", "--admin-listen", "127.0.0.1:0", "--config"])
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"));
-    let broker = BrokerProcess::from_command(cmd);
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls_pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+/// The broker binary with one `SSL` listener, and a client for it.
+struct TlsBroker {
+    broker: BrokerProcess,
+    connector: tokio_rustls::TlsConnector,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsBroker {
+    fn start() -> TlsBroker {
+        use rustls_pki_types::pem::PemObject;
+        use tokio_rustls::rustls;
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = tls_material();
+        std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key).unwrap();
+        let cfg = dir.path().join("rafka.yaml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "broker:\n  listeners:\n    - name: SSL\n      listen: 127.0.0.1:0\n      \
+                 security_protocol: SSL\n      ssl:\n        certificate: {}\n        \
+                 key: {}\n",
+                dir.path().join("cert.pem").display(),
+                dir.path().join("key.pem").display()
+            ),
+        )
         .unwrap();
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let connect = || async {
-        let tcp = TcpStream::connect(&broker.address).await.unwrap();
-        connector
-            .connect(name.clone(), tcp)
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rafka"));
+        cmd.args(["serve", "--admin-listen", "127.0.0.1:0", "--config"])
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"));
+        let broker = BrokerProcess::from_command(cmd);
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls_pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+            .unwrap();
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        TlsBroker {
+            broker,
+            connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
+            _dir: dir,
+        }
+    }
+
+    async fn connect(&self) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let tcp = TcpStream::connect(&self.broker.address).await.unwrap();
+        self.connector
+            .connect(name, tcp)
             .await
             .expect("TLS handshake")
-    };
+    }
+
+    /// Creates a topic of one partition through `s`.
+    async fn create(&self, s: &mut tokio_rustls::client::TlsStream<TcpStream>, topic: &str) {
+        let created = tls_request(
+            s,
+            ApiKey::CreateTopics,
+            5,
+            1,
+            RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(topic_name(topic))
+                    .with_num_partitions(1)
+                    .with_replication_factor(1),
+            ])),
+        )
+        .await;
+        let ResponseKind::CreateTopics(created) = created else {
+            panic!("not a CreateTopics answer")
+        };
+        assert_eq!(created.topics[0].error_code, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tls_connections_hold_no_receive_buffer() {
+    let tls = TlsBroker::start();
+    let broker = &tls.broker;
+    let connect = || tls.connect();
     let mut first = connect().await;
-    let created = tls_request(
-        &mut first,
-        ApiKey::CreateTopics,
-        5,
-        1,
-        RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![
-            CreatableTopic::default()
-                .with_name(topic_name("t"))
-                .with_num_partitions(1)
-                .with_replication_factor(1),
-        ])),
-    )
-    .await;
-    let ResponseKind::CreateTopics(created) = created else {
-        panic!("not a CreateTopics answer")
-    };
-    assert_eq!(created.topics[0].error_code, 0);
+    tls.create(&mut first, "t").await;
 
     let pid = broker.child.id();
     let rss_before = rss_kib(pid).expect("broker RSS");
@@ -895,4 +921,71 @@ async fn idle_tls_connections_hold_no_receive_buffer() {
         assert_eq!((p.error_code, p.base_offset), (0, 100 * n as i64));
     }
     drop(idle);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_fetch_answer_is_sent_from_the_files_not_held_whole() {
+    // 40 MB in 40 batches, fetched whole over TLS: the records are read from the segment a
+    // piece at a time as they are encrypted, so the broker does not grow by the answer.
+    let tls = TlsBroker::start();
+    let mut s = tls.connect().await;
+    tls.create(&mut s, "big").await;
+    for i in 0..40 {
+        let req = ProduceRequest::default()
+            .with_acks(1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic_name("big"))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(record_batch(&format!("b{i}"), 10, 100_000)))])]);
+        let ResponseKind::Produce(r) = tls_request(
+            &mut s,
+            ApiKey::Produce,
+            9,
+            10 + i,
+            RequestKind::Produce(req),
+        )
+        .await
+        else {
+            panic!("not a Produce answer")
+        };
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, 10 * i as i64));
+    }
+    let pid = tls.broker.child.id();
+    let mut args = FetchArgs::at(0);
+    args.max_bytes = 48 << 20;
+    args.partition_max_bytes = 48 << 20;
+    let mut grown_kib = 0;
+    for round in 0..3 {
+        let rss_before = rss_kib(pid).expect("broker RSS");
+        let fetched = tls_request(
+            &mut s,
+            ApiKey::Fetch,
+            12,
+            100 + round,
+            RequestKind::Fetch(fetch_request("big", Default::default(), 0, args)),
+        )
+        .await;
+        grown_kib = grown_kib.max(rss_kib(pid).expect("broker RSS").saturating_sub(rss_before));
+        let ResponseKind::Fetch(f) = fetched else {
+            panic!("not a Fetch answer")
+        };
+        let p = &f.responses[0].partitions[0];
+        assert_eq!((p.error_code, p.high_watermark), (0, 400));
+        let (bases, records) = common::decode_records(p.records.clone());
+        assert_eq!(bases, (0..40).map(|i| 10 * i).collect::<Vec<i64>>());
+        assert_eq!(records.len(), 400);
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(r.offset, i as i64);
+            assert_eq!(r.key, format!("b{}-{}", i / 10, i % 10));
+            assert_eq!(r.value.len(), 100_000);
+        }
+    }
+    eprintln!("40 MB fetched whole over TLS three times: broker RSS grew at most {grown_kib} KiB");
+    assert!(
+        grown_kib < 16 * 1024,
+        "the broker grew {grown_kib} KiB for a 40 MB answer"
+    );
 }

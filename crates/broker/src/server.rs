@@ -518,11 +518,12 @@ impl<T: AsyncRead + AsyncWrite + Send> ResponseWriter for tokio::io::WriteHalf<T
     }
 }
 
-/// Writes one response: its bytes with vectored writes, each file region with `sendfile`
-/// from the segment file to the socket (read into memory and written where the writer is
-/// not the socket; Fetch gives TLS connections no regions). A region whose file turns out
-/// shorter than the region is an error: the connection closes rather than send anything
-/// but the committed batches its length prefix announced.
+/// Writes one response: its bytes with vectored writes, each file region spliced from the
+/// segment file to the socket — or, where the writer is not the socket (TLS), read from
+/// the file and written a piece of at most [`REGION_PIECE_BYTES`] at a time, so that an
+/// answer of many MiB never sits whole in memory. A region whose file turns out shorter
+/// than the region is an error: the connection closes rather than send anything but the
+/// committed batches its length prefix announced.
 async fn write_response<W: ResponseWriter>(
     shared: &Shared,
     wr: &mut W,
@@ -550,6 +551,8 @@ async fn write_parts<W: ResponseWriter>(
 ) -> std::io::Result<()> {
     // Borrowed at the answer's first region, given back (empty) with the last.
     let mut pipe: Option<LentPipe> = None;
+    // Through TLS: one piece of a region at a time, the buffer reused for the next.
+    let mut piece = Vec::new();
     loop {
         wr.write_all_buf(resp).await?;
         let Some(region) = resp.take_file() else {
@@ -568,13 +571,23 @@ async fn write_parts<W: ResponseWriter>(
             }
             None => {
                 use std::os::unix::fs::FileExt;
-                let mut buf = vec![0u8; region.len];
-                region.file.read_exact_at(&mut buf, region.position)?;
-                wr.write_all(&buf).await?;
+                let mut position = region.position;
+                let end = region.position + region.len as u64;
+                while position < end {
+                    let n = ((end - position) as usize).min(REGION_PIECE_BYTES);
+                    piece.resize(n, 0);
+                    region.file.read_exact_at(&mut piece, position)?;
+                    wr.write_all(&piece).await?;
+                    position += n as u64;
+                }
             }
         }
     }
 }
+
+/// The most of a file region a connection whose bytes pass through its writer (TLS) holds
+/// in memory at once.
+const REGION_PIECE_BYTES: usize = 256 * 1024;
 
 /// Whether the connection reads on after draining.
 enum Drained {

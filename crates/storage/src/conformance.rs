@@ -1251,4 +1251,48 @@ pub fn regions_are_the_bytes_read_returns(make: Factory) {
         log.read_region(Offset(0), 100),
         Err(StorageError::OffsetOutOfRange { .. })
     ));
+    regions_of_many_small_batches(&engine);
+}
+
+/// Thousands of small batches of many sizes in one segment: a region of a MiB walks
+/// hundreds of headers, whatever the engine's way of finding them, and is still exactly
+/// the bytes `read` returns.
+fn regions_of_many_small_batches(engine: &Arc<dyn StorageEngine>) {
+    let cfg = LogConfig {
+        segment_bytes: 64 << 20,
+        retention_ms: -1,
+        ..LogConfig::default()
+    };
+    let log = engine
+        .open(&tp("conformance-small", 0), &cfg)
+        .expect("open partition");
+    for i in 0..3000usize {
+        log.append(batch(1 + i % 4, i as i64, 10 + (i * 7919) % 1500))
+            .expect("append");
+    }
+    let end = log.log_end_offset().0;
+    for from in [0, 1, 17, 500, 2345, end / 2, end - 3] {
+        for max in [1, 5000, 65_536, 200_000, 1 << 20, 16 << 20] {
+            let read = log.read(Offset(from), max).expect("read");
+            let Some(region) = log.read_region(Offset(from), max).expect("read_region") else {
+                assert_ne!(engine.name(), "log", "the log engine offers a region");
+                return;
+            };
+            assert_eq!(
+                region_bytes(&region),
+                &read.records[..],
+                "from {from}, max_bytes {max}"
+            );
+            let got = batches(&read.records);
+            assert_eq!(
+                region.batches.len(),
+                got.len(),
+                "from {from}, max_bytes {max}"
+            );
+            for (b, g) in region.batches.iter().zip(&got) {
+                assert_eq!(b.next_offset, g.last_offset().plus(1));
+                assert_eq!(b.size_bytes as usize, g.size_bytes());
+            }
+        }
+    }
 }

@@ -34,7 +34,7 @@ use kafka_protocol::ResponseError;
 
 use rafka_core::limits::{FETCH_MAX_WAIT_MS_MAX, FETCH_RESPONSE_BYTES_MAX};
 use rafka_core::{FileRegion, Offset};
-use rafka_hooks::{RequestContext, SecurityProtocol, Stages};
+use rafka_hooks::{RequestContext, Stages};
 use rafka_protocol::legacy::message_set;
 use rafka_protocol::{region_placeholder, FetchRegions};
 
@@ -413,15 +413,12 @@ pub(crate) fn take_regions() -> FetchRegions {
 }
 
 /// Whether this Fetch may send records from segment files: the broker allows it
-/// (`broker.zero_copy_fetch`), the connection is plaintext (TLS encrypts in memory), and
-/// the client reads the stored format as it is (v10+: no zstd refusal, no down-conversion).
-fn zero_copy_allowed(shared: &Shared, ctx: &RequestContext, version: i16) -> bool {
-    shared.config.broker.zero_copy_fetch
-        && version >= ZSTD_FETCH_VERSION_MIN
-        && matches!(
-            ctx.session.security_protocol,
-            SecurityProtocol::Plaintext | SecurityProtocol::SaslPlaintext
-        )
+/// (`broker.zero_copy_fetch`) and the client reads the stored format as it is (v10+: no
+/// zstd refusal, no down-conversion). Plaintext connections splice the regions to their
+/// socket; TLS ones read each in pieces as it is written (`server::write_response`), so
+/// neither holds the records of a whole answer in memory.
+fn zero_copy_allowed(shared: &Shared, version: i16) -> bool {
+    shared.config.broker.zero_copy_fetch && version >= ZSTD_FETCH_VERSION_MIN
 }
 
 /// The bytes of a region, read from its file: for a response the hand encoder will not
@@ -654,7 +651,7 @@ pub fn handle(
     let reading = Reading {
         req,
         version,
-        zero_copy: zero_copy_allowed(shared, ctx, version),
+        zero_copy: zero_copy_allowed(shared, version),
         refused,
         sent,
     };

@@ -389,8 +389,8 @@ impl LogPartition {
 
     /// What [`read_ranges`](Self::read_ranges) would return, as a region of the file: the
     /// same walk to the batch holding `from`, then the whole batches after it that fit,
-    /// found header by header (one small `pread` each) instead of in a buffer. `None` when
-    /// nothing is there or more than [`REGION_BATCHES_MAX`] batches would be walked.
+    /// found header by header ([`HeaderWalk`]) instead of in a buffer holding them all.
+    /// `None` when nothing is there.
     fn region_of_ranges(
         ranges: &[FileRange],
         from: Offset,
@@ -424,11 +424,9 @@ impl LogPartition {
                 };
                 let mut batches = vec![batch(&h)];
                 let mut at = pos + first;
+                let mut walk = HeaderWalk::new(&r.file, limit);
                 while at < limit {
-                    if batches.len() == REGION_BATCHES_MAX {
-                        return Ok(None);
-                    }
-                    match read_header(&r.file, at)? {
+                    match walk.header(at)? {
                         Some(h)
                             if h.size_bytes >= HEADER_BYTES as u64
                                 && at + h.size_bytes <= limit =>
@@ -473,9 +471,60 @@ impl LogPartition {
     }
 }
 
-/// Batches a region read walks one header at a time; a read of more (many small batches)
-/// is left to `read`, which walks them in its buffer at no extra cost.
-const REGION_BATCHES_MAX: usize = 32;
+/// Bytes a [`HeaderWalk`] reads at once where batches are small (a pooled buffer).
+const HEADER_WINDOW_BYTES: usize = 64 * 1024;
+
+/// Batch headers read forward through one file up to `limit`. After a large batch (a
+/// quarter of [`HEADER_WINDOW_BYTES`] or more) the next header is read alone; after a small
+/// one, a window of the file up to `HEADER_WINDOW_BYTES` is read, whose further headers
+/// cost no read. So a region of large batches costs a small read per batch, and one of
+/// thousands of small batches its bytes read once, a window at a time into one reused
+/// buffer, before it is sent from the file; only its batch list is kept.
+struct HeaderWalk<'a> {
+    file: &'a File,
+    limit: u64,
+    /// The position of the header read last.
+    last: Option<u64>,
+    /// The window and the file position of its first byte.
+    window: Option<(ReadBuf, u64)>,
+}
+
+impl<'a> HeaderWalk<'a> {
+    fn new(file: &'a File, limit: u64) -> HeaderWalk<'a> {
+        HeaderWalk {
+            file,
+            limit,
+            last: None,
+            window: None,
+        }
+    }
+
+    /// The header at `position` (`None` where the file, or `limit`, ends before a whole
+    /// header).
+    fn header(&mut self, position: u64) -> io::Result<Option<BatchHeader>> {
+        let after_small = self
+            .last
+            .replace(position)
+            .is_some_and(|last| position.saturating_sub(last) < HEADER_WINDOW_BYTES as u64 / 4);
+        if let Some((w, start)) = &self.window {
+            if let Some(at) = position.checked_sub(*start) {
+                if at as usize + HEADER_BYTES <= w.len() {
+                    return Ok(BatchHeader::parse(&w[at as usize..]));
+                }
+            }
+        }
+        if !after_small {
+            return read_header(self.file, position);
+        }
+        let len = (self.limit.saturating_sub(position) as usize).min(HEADER_WINDOW_BYTES);
+        // The old window goes back to the pool before the next is taken.
+        self.window = None;
+        let w = ReadBuf::read_at(self.file, position, len)?;
+        let header = BatchHeader::parse(&w);
+        self.window = Some((w, position));
+        Ok(header)
+    }
+}
 
 /// Batches of at least this many bytes are written without stamping their base offset
 /// into a copy (see `append`): below it, a copy costs less than a second write.
