@@ -179,18 +179,25 @@ fn api_versions_frame(correlation_id: i32) -> Bytes {
     )
 }
 
-/// Reads one response frame and returns its correlation id, or `None` on close/timeout.
-async fn read_correlation(s: &mut TcpStream, wait: Duration) -> Option<i32> {
+/// Reads one response frame (the bytes after its size prefix), or `None` on close or
+/// when `wait` passes first.
+async fn read_frame(s: &mut TcpStream, wait: Duration) -> Option<Bytes> {
     tokio::time::timeout(wait, async {
         let mut len = [0u8; 4];
         s.read_exact(&mut len).await.ok()?;
         let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
         s.read_exact(&mut body).await.ok()?;
-        Some(i32::from_be_bytes(body[..4].try_into().unwrap()))
+        Some(Bytes::from(body))
     })
     .await
     .ok()
     .flatten()
+}
+
+/// Reads one response frame and returns its correlation id, or `None` on close/timeout.
+async fn read_correlation(s: &mut TcpStream, wait: Duration) -> Option<i32> {
+    let frame = read_frame(s, wait).await?;
+    Some(i32::from_be_bytes(frame[..4].try_into().unwrap()))
 }
 
 /// One request on a new connection, waiting up to 60 s for its answer (for requests that
@@ -198,15 +205,9 @@ async fn read_correlation(s: &mut TcpStream, wait: Duration) -> Option<i32> {
 async fn send_waiting(addr: &str, key: ApiKey, version: i16, body: RequestKind) -> ResponseKind {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(&encode(key, version, 1, &body)).await.unwrap();
-    let frame = tokio::time::timeout(Duration::from_secs(60), async {
-        let mut len = [0u8; 4];
-        s.read_exact(&mut len).await.unwrap();
-        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-        s.read_exact(&mut body).await.unwrap();
-        Bytes::from(body)
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no {key:?} response within 60 s"));
+    let frame = read_frame(&mut s, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|| panic!("no {key:?} response within 60 s"));
     common::decode_response(key, version, 1, frame)
 }
 
@@ -651,15 +652,9 @@ async fn requests_being_received_hold_at_most_queued_max_request_bytes() {
             s.write_all(&frame[..tail]).await.unwrap();
             ready.wait_for(|go| *go).await.unwrap();
             s.write_all(&frame[tail..]).await.unwrap();
-            let answer = tokio::time::timeout(Duration::from_secs(60), async {
-                let mut len = [0u8; 4];
-                s.read_exact(&mut len).await.unwrap();
-                let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-                s.read_exact(&mut body).await.unwrap();
-                Bytes::from(body)
-            })
-            .await
-            .expect("an answer once the request is whole");
+            let answer = read_frame(&mut s, Duration::from_secs(60))
+                .await
+                .expect("an answer once the request is whole");
             let ResponseKind::Produce(r) = common::decode_response(ApiKey::Produce, 9, 7, answer)
             else {
                 panic!("not a Produce response")
