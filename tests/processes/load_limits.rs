@@ -828,6 +828,38 @@ impl TlsBroker {
             .expect("TLS handshake")
     }
 
+    /// Produces `batch` to partition 0 of `topic` through `s` (acks=1); the partition's
+    /// error code and base offset.
+    async fn produce(
+        &self,
+        s: &mut tokio_rustls::client::TlsStream<TcpStream>,
+        topic: &str,
+        batch: Bytes,
+        correlation_id: i32,
+    ) -> (i16, i64) {
+        let req = ProduceRequest::default()
+            .with_acks(1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic_name(topic))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(batch))])]);
+        let ResponseKind::Produce(r) = tls_request(
+            s,
+            ApiKey::Produce,
+            9,
+            correlation_id,
+            RequestKind::Produce(req),
+        )
+        .await
+        else {
+            panic!("not a Produce answer")
+        };
+        let p = &r.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    }
+
     /// Creates a topic of one partition through `s`.
     async fn create(&self, s: &mut tokio_rustls::client::TlsStream<TcpStream>, topic: &str) {
         let created = tls_request(
@@ -893,27 +925,8 @@ async fn idle_tls_connections_hold_no_receive_buffer() {
     // order, on connections that had been idle.
     for (n, s) in idle.iter_mut().step_by(50).enumerate() {
         let batch = record_batch(&format!("tls{n}"), 100, 1000);
-        let req = ProduceRequest::default()
-            .with_acks(1)
-            .with_timeout_ms(5000)
-            .with_topic_data(vec![TopicProduceData::default()
-                .with_name(topic_name("t"))
-                .with_partition_data(vec![PartitionProduceData::default()
-                    .with_index(0)
-                    .with_records(Some(batch))])]);
-        let ResponseKind::Produce(r) = tls_request(
-            s,
-            ApiKey::Produce,
-            9,
-            1000 + n as i32,
-            RequestKind::Produce(req),
-        )
-        .await
-        else {
-            panic!("not a Produce answer")
-        };
-        let p = &r.responses[0].partition_responses[0];
-        assert_eq!((p.error_code, p.base_offset), (0, 100 * n as i64));
+        let produced = tls.produce(s, "t", batch, 1000 + n as i32).await;
+        assert_eq!(produced, (0, 100 * n as i64));
     }
     drop(idle);
 }
@@ -926,27 +939,9 @@ async fn a_tls_fetch_answer_is_sent_from_the_files_not_held_whole() {
     let mut s = tls.connect().await;
     tls.create(&mut s, "big").await;
     for i in 0..40 {
-        let req = ProduceRequest::default()
-            .with_acks(1)
-            .with_timeout_ms(5000)
-            .with_topic_data(vec![TopicProduceData::default()
-                .with_name(topic_name("big"))
-                .with_partition_data(vec![PartitionProduceData::default()
-                    .with_index(0)
-                    .with_records(Some(record_batch(&format!("b{i}"), 10, 100_000)))])]);
-        let ResponseKind::Produce(r) = tls_request(
-            &mut s,
-            ApiKey::Produce,
-            9,
-            10 + i,
-            RequestKind::Produce(req),
-        )
-        .await
-        else {
-            panic!("not a Produce answer")
-        };
-        let p = &r.responses[0].partition_responses[0];
-        assert_eq!((p.error_code, p.base_offset), (0, 10 * i as i64));
+        let batch = record_batch(&format!("b{i}"), 10, 100_000);
+        let produced = tls.produce(&mut s, "big", batch, 10 + i).await;
+        assert_eq!(produced, (0, 10 * i as i64));
     }
     let pid = tls.broker.child.id();
     let mut args = FetchArgs::at(0);
